@@ -1,0 +1,445 @@
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Backend, BackendFactory } from './backend.js';
+import { Backoff } from './backoff.js';
+import { buildModelEntries, capabilitiesFrame, sortEntries } from './capabilities.js';
+import type { Config, ConfigInput } from './config/schema.js';
+import { validateConfig } from './config/validate.js';
+import { Discovery } from './discovery.js';
+import { errorMessage, UsepodError } from './errors.js';
+import { Executor } from './executor.js';
+import { createHooks, type JobOutcome, type PluginHooks, pluginView, runCloseHooks } from './hooks.js';
+import { loadOrCreateIdentity, type PersistedIdentity } from './identity.js';
+import { createLogger, type Logger } from './log.js';
+import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin } from './plugin.js';
+import { loadPluginForKind } from './plugin-loader.js';
+import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
+import { redactor } from './redact.js';
+import { type SessionEnd, Session } from './session.js';
+import { JobStats } from './stats.js';
+import { AGENT_VERSION } from './version.js';
+
+export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
+
+export interface AgentTiming {
+  /** Heartbeat period; PROTOCOL.md fixes it at 15 s. Tests shorten it. */
+  heartbeatIntervalMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  handshakeTimeoutMs?: number;
+  /** Per-tap bound for `onClose`. */
+  closeHookTimeoutMs?: number;
+  /** A job whose output cannot be delivered this long ends with `job_error`. */
+  stallTimeoutMs?: number;
+  /** Overrides `[discovery] interval_s`. */
+  discoveryIntervalMs?: number;
+}
+
+export interface CreateAgentOptions {
+  /** A validated config, or a plain object in the `agent.toml` shape. */
+  config: Config | ConfigInput;
+  /** Plugins passed directly (objects or definePlugin factories); kinds they register need no package. */
+  plugins?: (AgentPlugin | PluginFactory<void>)[];
+  /** Use this identity instead of the file at `identity.key_path`. */
+  identity?: PersistedIdentity;
+  /** Accept a ws:// coordinator URL (`--allow-insecure`). */
+  allowInsecure?: boolean;
+  logger?: Logger;
+  /** Folders searched for plugin packages by kind. */
+  pluginSearchRoots?: string[];
+  timing?: AgentTiming;
+  /** Environment read for `api_key_env` (default `process.env`). */
+  env?: Record<string, string | undefined>;
+}
+
+export interface BackendSnapshot {
+  label: string;
+  kind: string;
+  url: string | undefined;
+  healthy: boolean;
+  detail: string | undefined;
+  inFlight: number;
+  models: { id: string; contextWindow?: number }[];
+}
+
+export interface AgentSnapshot {
+  state: AgentState;
+  coordinator: string;
+  providerId: string | undefined;
+  publicKey: string | undefined;
+  agentVersion: string;
+  startedAt: string | undefined;
+  inFlight: number;
+  backends: BackendSnapshot[];
+  models: CapabilityModel[];
+}
+
+export interface AgentEvents {
+  state: [AgentState];
+  online: [string];
+  capabilities: [CapabilitiesFrame];
+  job: [JobOutcome];
+  sessionEnd: [SessionEnd];
+}
+
+/**
+ * The agent: loads plugins and identity, probes backends, keeps one session with
+ * the coordinator open (reconnecting forever), and serves jobs until `stop()`.
+ */
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly config: Config;
+  readonly hooks: PluginHooks;
+  readonly log: Logger;
+  readonly agentVersion = AGENT_VERSION;
+  readonly stats = new JobStats();
+  readonly #opts: CreateAgentOptions;
+  readonly #allHooks = createHooks();
+  readonly #factories = new Map<string, BackendFactory>();
+  readonly #plugins: AgentPlugin[] = [];
+  #identity: PersistedIdentity | undefined;
+  #backends: Backend[] = [];
+  #discovery: Discovery | undefined;
+  #executor: Executor | undefined;
+  #session: Session | undefined;
+  #state: AgentState = 'idle';
+  #loop: Promise<void> | undefined;
+  #stopping: Promise<void> | undefined;
+  readonly #wake = new AbortController();
+  #lastCapabilities: CapabilitiesFrame | undefined;
+  #startedAt: Date | undefined;
+
+  constructor(opts: CreateAgentOptions) {
+    super();
+    this.#opts = opts;
+    // Validated again even when it came from loadConfig(): embedding code may hand over any object.
+    const source = (opts.config as Partial<Config>).source;
+    this.config = validateConfig(opts.config, {
+      allowInsecure: opts.allowInsecure ?? false,
+      ...(source ? { source } : {}),
+    });
+    this.log = opts.logger ?? createLogger('agent');
+    this.hooks = pluginView(this.#allHooks, 'host');
+    redactor.add(this.config.coordinator.enrollment_code);
+    this.#allHooks.onJobEnd.tap({ name: 'core:events', stage: -Infinity }, (o) => {
+      this.emit('job', o);
+    });
+  }
+
+  get state(): AgentState {
+    return this.#state;
+  }
+
+  get identity(): PersistedIdentity | undefined {
+    return this.#identity;
+  }
+
+  get providerId(): string | undefined {
+    return this.#identity?.providerId;
+  }
+
+  /** Plugins applied, in order. */
+  get plugins(): readonly AgentPlugin[] {
+    return this.#plugins;
+  }
+
+  #setState(s: AgentState): void {
+    if (this.#state === s) return;
+    this.#state = s;
+    this.emit('state', s);
+  }
+
+  /** Resolves when the agent reaches `state` (or at once if it is there). */
+  waitFor(state: AgentState, timeoutMs = 30_000): Promise<void> {
+    if (this.#state === state) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.off('state', on);
+        reject(new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const on = (s: AgentState) => {
+        if (s !== state) return;
+        clearTimeout(timer);
+        this.off('state', on);
+        resolve();
+      };
+      this.on('state', on);
+    });
+  }
+
+  async #applyPlugin(plugin: AgentPlugin): Promise<void> {
+    if (this.#plugins.some((p) => p.name === plugin.name)) return;
+    const log = this.log.child(`plugin:${plugin.name}`);
+    await plugin.apply(pluginView(this.#allHooks, plugin.name), {
+      registerBackend: (kind, factory) => {
+        if (!this.#factories.has(kind)) this.#factories.set(kind, factory);
+      },
+      log,
+      config: this.config,
+      coreVersion: AGENT_VERSION,
+    });
+    this.#plugins.push(plugin);
+    log.debug('plugin applied', { kinds: plugin.kinds?.join(',') });
+  }
+
+  async #loadPlugins(): Promise<void> {
+    for (const p of this.#opts.plugins ?? []) {
+      await this.#applyPlugin(typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'));
+    }
+    for (const entry of this.config.backends) {
+      if (this.#factories.has(entry.kind)) continue;
+      const plugin = await loadPluginForKind(entry.kind, {
+        ...(this.#opts.pluginSearchRoots ? { searchRoots: this.#opts.pluginSearchRoots } : {}),
+      });
+      await this.#applyPlugin(plugin);
+      if (!this.#factories.has(entry.kind)) {
+        throw new UsepodError(
+          'USEPOD_PLUGIN_INVALID',
+          `plugin "${plugin.name}" was loaded for kind "${entry.kind}" but did not register it`,
+          { user: true, plugin: plugin.name },
+        );
+      }
+    }
+  }
+
+  #createBackends(): Backend[] {
+    const env = this.#opts.env ?? process.env;
+    const out: Backend[] = [];
+    this.config.backends.forEach((entry, i) => {
+      let apiKey: string | undefined;
+      if (entry.api_key_env) {
+        apiKey = env[entry.api_key_env];
+        if (!apiKey) {
+          this.log.warn('backend skipped: its API key variable is not set', {
+            backend: `backends[${i}]`,
+            kind: entry.kind,
+            api_key_env: entry.api_key_env,
+          });
+          return;
+        }
+        redactor.add(apiKey);
+      }
+      const factory = this.#factories.get(entry.kind)!;
+      out.push(factory(entry, { apiKey, log: this.log.child(`backend:${entry.kind}`) }));
+    });
+    return out;
+  }
+
+  /**
+   * Loads plugins and identity, probes the backends once, and starts the
+   * connection loop. Resolves before the coordinator answers; watch `state`.
+   */
+  async start(): Promise<void> {
+    if (this.#state !== 'idle') throw new UsepodError('USEPOD_AGENT_STATE', `start() called in state "${this.#state}"`);
+    this.#setState('starting');
+    this.#startedAt = new Date();
+    try {
+      await this.#loadPlugins();
+      if (this.#opts.identity) {
+        this.#identity = this.#opts.identity;
+      } else {
+        const loaded = await loadOrCreateIdentity(this.config.identity.key_path);
+        this.#identity = loaded.identity;
+        if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
+        if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
+      }
+      this.#backends = this.#createBackends();
+      const timing = this.#opts.timing ?? {};
+      const discovery = new Discovery({
+        backends: this.#backends,
+        intervalMs: timing.discoveryIntervalMs ?? this.config.discovery.interval_s * 1000,
+        log: this.log.child('discovery'),
+        onChange: () => {
+          this.#allHooks.onDiscovery.call(discovery.models());
+          void this.#resendCapabilities();
+        },
+      });
+      this.#discovery = discovery;
+      this.#executor = new Executor({
+        hooks: this.#allHooks,
+        log: this.log.child('executor'),
+        stats: this.stats,
+        router: discovery,
+        maxConcurrent: this.config.limits.max_concurrent,
+        maxRequestBytes: this.config.limits.max_request_bytes,
+        ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
+      });
+      await this.#discovery.start();
+    } catch (err) {
+      await this.#release();
+      this.#setState('stopped');
+      throw err;
+    }
+    this.log.info('agent started', {
+      version: AGENT_VERSION,
+      fingerprint: this.#identity.fingerprint,
+      coordinator: this.config.coordinator.url,
+      backends: this.#backends.length,
+    });
+    if (new URL(this.config.coordinator.url).protocol === 'ws:') {
+      this.log.warn('coordinator connection is not encrypted (ws://, allowed by --allow-insecure)');
+    }
+    this.#loop = this.#connectLoop();
+  }
+
+  /** The `capabilities` frame as it would be sent now. */
+  async capabilities(): Promise<CapabilitiesFrame> {
+    const served = this.#discovery?.served() ?? [];
+    const base = buildModelEntries(this.config, served);
+    const adjusted = await this.#allHooks.onCapabilities.promise(base);
+    // Whatever the taps did, the wire rules hold: one entry per id, sorted, no zero prices.
+    const seen = new Set<string>();
+    const models = sortEntries(
+      adjusted.filter((m) => {
+        if (m.input_per_1m <= 0 || m.output_per_1m <= 0 || seen.has(m.model_id)) return false;
+        seen.add(m.model_id);
+        return true;
+      }),
+    );
+    const frame = capabilitiesFrame(this.config, models, AGENT_VERSION);
+    this.#lastCapabilities = frame;
+    return frame;
+  }
+
+  async #resendCapabilities(): Promise<void> {
+    if (!this.#session?.online) return;
+    try {
+      const frame = await this.capabilities();
+      await this.#session?.sendCapabilities(frame);
+      this.emit('capabilities', frame);
+    } catch (err) {
+      this.log.error('capabilities update failed', { error: errorMessage(err) });
+    }
+  }
+
+  /** Re-probes every backend now (and re-advertises if anything changed). */
+  async refresh(): Promise<void> {
+    await this.#discovery?.probeAll();
+  }
+
+  async #connectLoop(): Promise<void> {
+    const timing = this.#opts.timing ?? {};
+    const backoff = new Backoff({
+      ...(timing.backoffInitialMs ? { initialMs: timing.backoffInitialMs } : {}),
+      ...(timing.backoffMaxMs ? { maxMs: timing.backoffMaxMs } : {}),
+    });
+    let preAuthFailures = 0;
+    const log = this.log.child('session');
+    while (!this.#stopping) {
+      this.#setState('connecting');
+      const session = new Session({
+        url: this.config.coordinator.url,
+        identity: this.#identity!,
+        enrollmentCode: this.config.coordinator.enrollment_code,
+        agentVersion: AGENT_VERSION,
+        hooks: this.#allHooks,
+        log,
+        executor: this.#executor!,
+        capabilities: async () => {
+          const frame = await this.capabilities();
+          queueMicrotask(() => this.emit('capabilities', frame));
+          return frame;
+        },
+        heartbeat: () => this.stats.snapshot(this.#executor?.inFlight ?? 0),
+        heartbeatIntervalMs: timing.heartbeatIntervalMs ?? 15_000,
+        handshakeTimeoutMs: timing.handshakeTimeoutMs ?? 15_000,
+        maxInboundBytes: Math.max(this.config.limits.max_request_bytes * 2, 1024 * 1024),
+        highWaterBytes: 4 * 1024 * 1024,
+        lowWaterBytes: 1024 * 1024,
+        onOnline: (providerId) => {
+          this.#setState('online');
+          this.emit('online', providerId);
+        },
+      });
+      this.#session = session;
+      const end = await session.run();
+      this.#session = undefined;
+      this.emit('sessionEnd', end);
+      const fields = { kind: end.kind, code: end.code, reason: end.reason, detail: end.detail };
+      if (end.kind === 'stopped') break;
+      if (end.kind === 'deploy' || end.kind === 'operator' || end.kind === 'graceful') log.info('session closed', fields);
+      else log.warn('session ended unexpectedly', fields);
+      if (this.#stopping) break;
+      if (end.reachedAuth) {
+        backoff.reset();
+        preAuthFailures = 0;
+      } else if (++preAuthFailures === 10) {
+        log.error('10 consecutive connection attempts failed before authentication; still retrying', fields);
+      }
+      const wait = backoff.next();
+      this.#setState('backoff');
+      log.info('reconnecting', { in_ms: wait, after: end.kind });
+      await sleep(wait, undefined, { signal: this.#wake.signal }).catch(() => {});
+    }
+  }
+
+  /**
+   * Graceful drain: refuse new jobs, let jobs in flight finish for up to
+   * `graceMs` (default `limits.drain_timeout_s`), end the rest with
+   * `job_error`, close the socket with 1000, run `onClose` taps.
+   */
+  stop(opts: { graceMs?: number } = {}): Promise<void> {
+    this.#stopping ??= this.#stop(opts.graceMs ?? this.config.limits.drain_timeout_s * 1000);
+    return this.#stopping;
+  }
+
+  async #stop(graceMs: number): Promise<void> {
+    const wasRunning = this.#state !== 'idle' && this.#state !== 'stopped';
+    this.#setState('stopping');
+    const ex = this.#executor;
+    if (ex) {
+      ex.stopAccepting();
+      if (ex.inFlight > 0 && graceMs > 0) {
+        this.log.info('draining jobs in flight', { jobs: ex.inFlight, grace_ms: graceMs });
+        const timer = new AbortController();
+        await Promise.race([ex.idle(), sleep(graceMs, undefined, { signal: timer.signal }).catch(() => {})]);
+        timer.abort();
+      }
+      ex.abortAll('shutdown');
+      await ex.idle();
+    }
+    this.#session?.close(1000);
+    this.#wake.abort();
+    await this.#loop;
+    const failures = await runCloseHooks(
+      this.#allHooks,
+      { reason: 'stop' },
+      this.#opts.timing?.closeHookTimeoutMs ?? 5_000,
+    );
+    for (const f of failures) this.log.warn('onClose tap failed', { tap: f.tap, error: f.error.message });
+    await this.#release();
+    this.#setState('stopped');
+    if (wasRunning) this.log.info('agent stopped');
+  }
+
+  async #release(): Promise<void> {
+    await this.#discovery?.stop();
+    await Promise.all(this.#backends.map((b) => b.close().catch(() => {})));
+  }
+
+  snapshot(): AgentSnapshot {
+    return {
+      state: this.#state,
+      coordinator: this.config.coordinator.url,
+      providerId: this.#identity?.providerId,
+      publicKey: this.#identity?.publicKey,
+      agentVersion: AGENT_VERSION,
+      startedAt: this.#startedAt?.toISOString(),
+      inFlight: this.#executor?.inFlight ?? 0,
+      backends: (this.#discovery?.states ?? []).map((s) => ({
+        label: s.backend.label,
+        kind: s.backend.kind,
+        url: s.backend.url,
+        healthy: s.status?.healthy ?? false,
+        detail: s.status?.detail,
+        inFlight: s.inFlight,
+        models: (s.status?.models ?? []).map((m) => (m.contextWindow ? { id: m.id, contextWindow: m.contextWindow } : { id: m.id })),
+      })),
+      models: this.#lastCapabilities?.models ?? [],
+    };
+  }
+}
+
+/** Creates an agent; call `start()` to connect. */
+export function createAgent(opts: CreateAgentOptions): Agent {
+  return new Agent(opts);
+}

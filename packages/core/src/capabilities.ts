@@ -1,0 +1,76 @@
+import { type Backend, type BackendModel, KIND_PRIORITY } from './backend.js';
+import type { Config } from './config/schema.js';
+import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
+
+/**
+ * Builds the `capabilities` frame (PROTOCOL.md section 3) from what the healthy
+ * backends serve and the operator's prices.
+ */
+
+export interface ServedModel {
+  backend: Backend;
+  model: BackendModel;
+}
+
+/** Lower is preferred; unknown (remote or third-party) kinds come last. */
+export function kindRank(kind: string): number {
+  const i = KIND_PRIORITY.indexOf(kind);
+  return i === -1 ? KIND_PRIORITY.length : i;
+}
+
+/** Price from config for a model: the per-model entry wins over the defaults. */
+export function resolvePrice(config: Config, served: ServedModel[]): { input: number; output: number } {
+  const id = served[0]!.model.id;
+  const specific = config.pricing.models[id];
+  if (specific) return { input: specific.input_per_1m, output: specific.output_per_1m };
+  // A remote backend may carry the upstream's own price; the operator's markup applies on top.
+  const upstream = served.find((s) => s.model.upstreamPrice)?.model.upstreamPrice;
+  if (upstream) return { input: upstream.input_per_1m, output: upstream.output_per_1m };
+  return { input: config.pricing.default_input_per_1m, output: config.pricing.default_output_per_1m };
+}
+
+/** One entry per model id, sorted by model id, zero-priced models left out. */
+export function buildModelEntries(config: Config, served: ServedModel[]): CapabilityModel[] {
+  const byId = new Map<string, ServedModel[]>();
+  for (const s of served) {
+    const list = byId.get(s.model.id);
+    if (list) list.push(s);
+    else byId.set(s.model.id, [s]);
+  }
+  const out: CapabilityModel[] = [];
+  for (const [id, list] of byId) {
+    list.sort((a, b) => kindRank(a.backend.kind) - kindRank(b.backend.kind));
+    const price = resolvePrice(config, list);
+    if (price.input <= 0 || price.output <= 0) continue;
+    const perModel = config.pricing.models[id]?.max_concurrent;
+    const entry: CapabilityModel = {
+      model_id: id,
+      input_per_1m: price.input,
+      output_per_1m: price.output,
+      max_concurrent: Math.min(perModel ?? config.limits.max_concurrent, config.limits.max_concurrent),
+      backend: list[0]!.backend.kind,
+    };
+    // Several engines may serve the model with different windows: advertise one every route can honour.
+    const windows = list.flatMap((s) => (s.model.contextWindow ? [s.model.contextWindow] : []));
+    if (windows.length > 0) entry.context_window = Math.min(...windows);
+    out.push(entry);
+  }
+  return sortEntries(out);
+}
+
+/** Code-point order, as a Rust `sort_by` on strings gives. */
+export function sortEntries(entries: CapabilityModel[]): CapabilityModel[] {
+  return entries.sort((a, b) => (a.model_id < b.model_id ? -1 : a.model_id > b.model_id ? 1 : 0));
+}
+
+export function capabilitiesFrame(config: Config, models: CapabilityModel[], agentVersion: string): CapabilitiesFrame {
+  return {
+    type: 'capabilities',
+    models,
+    limits: {
+      max_concurrent_total: config.limits.max_concurrent,
+      max_tokens_per_minute: config.limits.max_tokens_per_minute ?? null,
+    },
+    metadata: { agent_version: agentVersion },
+  };
+}

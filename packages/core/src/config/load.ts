@@ -1,0 +1,126 @@
+import { existsSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { cosmiconfig, type Loader } from 'cosmiconfig';
+import { parse as parseToml } from 'smol-toml';
+import { UsepodError } from '../errors.js';
+import { expandHome, platformConfigDir } from '../paths.js';
+import type { Config } from './schema.js';
+import { type ValidateOptions, validateConfig } from './validate.js';
+
+const MODULE = 'usepod';
+
+const loadToml: Loader = (filepath, content) => {
+  try {
+    return parseToml(content);
+  } catch (err) {
+    // smol-toml messages carry line and column; keep them, they say where to look.
+    throw new UsepodError('USEPOD_CONFIG_PARSE', `${filepath}: ${(err as Error).message.split('\n')[0]}`, {
+      user: true,
+      cause: err,
+    });
+  }
+};
+
+/** TypeScript configs go through tsx when it is installed (TypeScript 7 has no JS API for cosmiconfig). */
+const loadTs: Loader = async (filepath) => {
+  let api: { tsImport: (spec: string, parent: string) => Promise<{ default?: unknown }> };
+  try {
+    api = (await import('tsx/esm/api')) as typeof api;
+  } catch {
+    throw new UsepodError(
+      'USEPOD_CONFIG_PARSE',
+      `${filepath}: a TypeScript config needs the "tsx" package; install it (npm i -D tsx) or use agent.toml`,
+      { user: true },
+    );
+  }
+  const mod = await api.tsImport(pathToFileURL(filepath).href, import.meta.url);
+  return mod.default ?? mod;
+};
+
+/** The config file names searched in a folder, most specific first. */
+export const SEARCH_PLACES = [
+  'agent.toml',
+  'package.json',
+  `.${MODULE}rc`,
+  `.${MODULE}rc.json`,
+  `.${MODULE}rc.yaml`,
+  `.${MODULE}rc.yml`,
+  `.${MODULE}rc.toml`,
+  `.${MODULE}rc.js`,
+  `.${MODULE}rc.mjs`,
+  `.${MODULE}rc.cjs`,
+  `${MODULE}.config.js`,
+  `${MODULE}.config.mjs`,
+  `${MODULE}.config.cjs`,
+  `${MODULE}.config.ts`,
+  `${MODULE}.config.toml`,
+];
+
+function explorer() {
+  return cosmiconfig(MODULE, {
+    searchPlaces: SEARCH_PLACES,
+    loaders: { '.toml': loadToml, '.ts': loadTs, '.mts': loadTs, '.cts': loadTs },
+    searchStrategy: 'none',
+    cache: false,
+  });
+}
+
+export interface LoadConfigOptions extends Omit<ValidateOptions, 'source'> {
+  /** `--config PATH`; any supported form. Without it, the default lookup applies. */
+  path?: string;
+  /** Folder for the `./agent.toml` step of the lookup; defaults to the process cwd. */
+  cwd?: string;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** Absolute path of the file read. */
+  path: string;
+}
+
+/**
+ * Finds, parses and validates the config. Default lookup (PROTOCOL.md section 8):
+ * the platform config dir's agent.toml, then ./agent.toml, then the other forms
+ * in the current folder (.usepodrc*, usepod.config.*, package.json "usepod").
+ */
+export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedConfig> {
+  const path = opts.path ? resolve(opts.cwd ?? process.cwd(), expandHome(opts.path)) : await findConfigFile(opts.cwd);
+  if (!path) {
+    throw new UsepodError(
+      'USEPOD_CONFIG_NOT_FOUND',
+      `no config file found (looked in ${join(platformConfigDir(), 'agent.toml')} and ./agent.toml); run \`usepod-agent setup\` or pass --config PATH`,
+      { user: true },
+    );
+  }
+  const raw = await readConfigFile(path);
+  return { config: validateConfig(raw, { ...opts, source: path }), path };
+}
+
+/** The file the default lookup would read, or undefined. */
+export async function findConfigFile(cwd = process.cwd()): Promise<string | undefined> {
+  const platform = join(platformConfigDir(), 'agent.toml');
+  if (existsSync(platform)) return platform;
+  const found = await explorer().search(cwd);
+  return found && !found.isEmpty ? found.filepath : undefined;
+}
+
+export async function readConfigFile(path: string): Promise<unknown> {
+  if (!existsSync(path)) {
+    throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
+  }
+  try {
+    const result = await explorer().load(path);
+    if (!result || result.isEmpty) return {};
+    return result.config;
+  } catch (err) {
+    if (err instanceof UsepodError) throw err;
+    const msg = (err as Error).message.split('\n')[0];
+    throw new UsepodError('USEPOD_CONFIG_PARSE', `${path}: ${msg}`, { user: true, cause: err });
+  }
+}
+
+/** True when a path names a TOML file (setup writes TOML). */
+export function isTomlPath(p: string): boolean {
+  return extname(p) === '.toml';
+}

@@ -1,0 +1,100 @@
+import { z } from 'zod';
+
+/**
+ * The `agent.toml` schema (PROTOCOL.md section 8) plus the keys this agent adds
+ * ([discovery], limits.drain_timeout_s, observability.log_format, backend options).
+ * Keys stay snake_case so a 0.3.x file is read as it is.
+ */
+export const DEFAULT_COORDINATOR_URL = 'wss://api.usepod.ai/provider/connect';
+export const DEFAULT_PROMETHEUS_ADDR = '127.0.0.1:9090';
+
+/** Kinds that run on the operator's machine and are reached by `url`. */
+export const LOCAL_KINDS = ['vllm', 'llamacpp', 'lmstudio', 'ollama'] as const;
+/** Remote pass-through kinds with a preset base URL; they need `api_key_env`. */
+export const REMOTE_PRESET_KINDS = ['openrouter', 'venice'] as const;
+
+const positiveInt = z.number().int().positive();
+
+const priceSchema = z
+  .object({
+    input_per_1m: z.number().int().nonnegative(),
+    output_per_1m: z.number().int().nonnegative(),
+    max_concurrent: z.number().int().min(1).max(256).optional(),
+  })
+  .strict();
+
+export const backendSchema = z
+  .object({
+    kind: z.string().min(1, 'must name a backend kind'),
+    url: z.string().optional(),
+    models: z.array(z.string().min(1)).optional(),
+    api_key_env: z.string().min(1).optional(),
+    markup: z.number().min(0).max(10).optional(),
+    /** A label for logs and `status`; defaults to `kind@host`. */
+    name: z.string().min(1).optional(),
+    /** Plugin-specific settings, passed to the plugin as they are. */
+    options: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict();
+
+export const configSchema = z.object({
+  operator: z
+    .object({
+      display_name: z.string().optional(),
+      wallet: z.string().optional(),
+      contact_email: z.string().optional(),
+    })
+    .loose()
+    .optional(),
+  coordinator: z
+    .object({
+      url: z.string().default(DEFAULT_COORDINATOR_URL),
+      enrollment_code: z.string().min(1).optional(),
+    })
+    .loose()
+    .default({ url: DEFAULT_COORDINATOR_URL }),
+  identity: z
+    .object({ key_path: z.string().min(1).default('~/.usepod-agent/identity.key') })
+    .loose()
+    .default({ key_path: '~/.usepod-agent/identity.key' }),
+  backends: z.array(backendSchema).default([]),
+  pricing: z
+    .object({
+      default_input_per_1m: positiveInt.default(500_000),
+      default_output_per_1m: positiveInt.default(750_000),
+      models: z.record(z.string(), priceSchema).default({}),
+    })
+    .loose()
+    .default({ default_input_per_1m: 500_000, default_output_per_1m: 750_000, models: {} }),
+  limits: z
+    .object({
+      max_concurrent: z.number().int().min(1).max(256).default(8),
+      max_tokens_per_minute: positiveInt.optional(),
+      drain_timeout_s: z.number().min(0).max(3600).default(30),
+      /** Largest job request body accepted, in bytes. */
+      max_request_bytes: positiveInt.default(8 * 1024 * 1024),
+    })
+    .loose()
+    .default({ max_concurrent: 8, drain_timeout_s: 30, max_request_bytes: 8 * 1024 * 1024 }),
+  observability: z
+    .object({
+      /** `host:port`, or "" / "off" to serve no metrics. */
+      prometheus_addr: z.string().default(DEFAULT_PROMETHEUS_ADDR),
+      log_level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+      log_format: z.enum(['text', 'json']).default('text'),
+    })
+    .loose()
+    .default({ prometheus_addr: DEFAULT_PROMETHEUS_ADDR, log_level: 'info', log_format: 'text' }),
+  discovery: z
+    .object({ interval_s: z.number().min(1).default(60) })
+    .loose()
+    .default({ interval_s: 60 }),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema> & {
+  /** The file the config was read from, when it came from one. */
+  readonly source?: string;
+};
+export type BackendConfig = z.output<typeof backendSchema>;
+export type ModelPrice = z.output<typeof priceSchema>;

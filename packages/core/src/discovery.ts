@@ -1,0 +1,152 @@
+import type { Backend, BackendModel, BackendStatus } from './backend.js';
+import { kindRank, type ServedModel } from './capabilities.js';
+import type { RouterView } from './executor.js';
+import type { Logger } from './log.js';
+
+/**
+ * Keeps what every backend can serve now, re-probing on an interval and soon
+ * after a failure, and routes each model to the least-loaded healthy backend.
+ */
+
+export interface BackendState {
+  backend: Backend;
+  status: BackendStatus | undefined;
+  inFlight: number;
+  probedAt: number | undefined;
+}
+
+export interface DiscoveryOptions {
+  backends: Backend[];
+  intervalMs: number;
+  log: Logger;
+  /** Called when the servable set (models, windows, backends) changed after a probe. */
+  onChange(): void;
+}
+
+/** A signature of what is advertised, to tell a real change from a re-probe that found the same. */
+function signature(states: BackendState[]): string {
+  const rows: string[] = [];
+  for (const s of states) {
+    if (!s.status?.healthy) continue;
+    for (const m of s.status.models) rows.push(`${s.backend.label}|${m.id}|${m.contextWindow ?? ''}`);
+  }
+  return rows.sort().join('\n');
+}
+
+export class Discovery implements RouterView {
+  readonly states: BackendState[];
+  readonly #o: DiscoveryOptions;
+  #timer: NodeJS.Timeout | undefined;
+  #soon: NodeJS.Timeout | undefined;
+  #probing: Promise<void> | undefined;
+  #signature = '';
+  #stopped = false;
+  readonly #abort = new AbortController();
+
+  constructor(opts: DiscoveryOptions) {
+    this.#o = opts;
+    this.states = opts.backends.map((backend) => ({ backend, status: undefined, inFlight: 0, probedAt: undefined }));
+  }
+
+  /** Probes every backend once, then on the interval. */
+  async start(): Promise<void> {
+    await this.probeAll();
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      void this.probeAll().finally(() => this.#schedule());
+    }, this.#o.intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Probes every backend now; concurrent calls share one probe round. */
+  probeAll(): Promise<void> {
+    this.#probing ??= this.#probeRound().finally(() => {
+      this.#probing = undefined;
+    });
+    return this.#probing;
+  }
+
+  async #probeRound(): Promise<void> {
+    const { log } = this.#o;
+    await Promise.all(
+      this.states.map(async (s) => {
+        const before = s.status?.healthy;
+        const status = await s.backend.probe(this.#abort.signal).catch(
+          (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: (err as Error).message }),
+        );
+        s.status = status;
+        s.probedAt = Date.now();
+        if (before !== status.healthy) {
+          if (status.healthy) log.info('backend healthy', { backend: s.backend.label, models: status.models.length });
+          else log.warn('backend unhealthy', { backend: s.backend.label, detail: status.detail });
+        }
+      }),
+    );
+    if (this.#stopped) return;
+    const sig = signature(this.states);
+    if (sig !== this.#signature) {
+      this.#signature = sig;
+      this.#o.onChange();
+    }
+  }
+
+  /** Every servable model of every healthy backend. */
+  served(): ServedModel[] {
+    const out: ServedModel[] = [];
+    for (const s of this.states) {
+      if (!s.status?.healthy) continue;
+      for (const model of s.status.models) out.push({ backend: s.backend, model });
+    }
+    return out;
+  }
+
+  models(): BackendModel[] {
+    return this.served().map((s) => s.model);
+  }
+
+  candidates(model: string): Backend[] {
+    const fit = this.states.filter((s) => s.status?.healthy && s.status.models.some((m) => m.id === model));
+    return fit.sort((a, b) => loadScore(a) - loadScore(b) || kindRank(a.backend.kind) - kindRank(b.backend.kind)).map((s) => s.backend);
+  }
+
+  reportFailure(backend: Backend): void {
+    const s = this.states.find((x) => x.backend === backend);
+    if (s?.status) s.status = { ...s.status, healthy: false, detail: 'unreachable during a job' };
+    // Re-probe soon, once, however many jobs failed.
+    if (this.#soon || this.#stopped) return;
+    this.#soon = setTimeout(() => {
+      this.#soon = undefined;
+      void this.probeAll();
+    }, 250);
+    this.#soon.unref();
+  }
+
+  adjustInFlight(backend: Backend, delta: number): void {
+    const s = this.states.find((x) => x.backend === backend);
+    if (s) s.inFlight = Math.max(0, s.inFlight + delta);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    clearTimeout(this.#soon);
+    this.#abort.abort();
+    await this.#probing?.catch(() => {});
+  }
+}
+
+/**
+ * Relative load of a backend: our own jobs in flight plus the engine's queue,
+ * scaled by its capacity when the engine says how many it runs at once.
+ */
+export function loadScore(s: BackendState): number {
+  const load = s.status?.load;
+  const engineBusy = Math.max(s.inFlight, load?.running ?? 0) + (load?.waiting ?? 0);
+  const capacity = load?.capacity && load.capacity > 0 ? load.capacity : 1;
+  const kv = load?.kvCacheUsage ?? 0;
+  return engineBusy / capacity + kv * 0.5;
+}

@@ -1,0 +1,98 @@
+/**
+ * The one table of agent error codes. A code is never reused for another meaning;
+ * docs/errors.md mirrors this table. `hint` says what the operator should do.
+ */
+export const ERROR_CODES = {
+  USEPOD_CONFIG_NOT_FOUND: 'No config file was found. Run `usepod-agent setup`, or pass --config PATH.',
+  USEPOD_CONFIG_PARSE: 'The config file is not valid TOML/JSON/YAML/JS. Fix the syntax at the place named.',
+  USEPOD_CONFIG_INVALID: 'A config value is wrong. Fix the key named in the message.',
+  USEPOD_IDENTITY_INVALID: 'The identity file is damaged or not a Use Pod agent key. Restore it from a backup.',
+  USEPOD_IDENTITY_MISMATCH: 'The identity file public key does not match its secret. Restore the file from a backup.',
+  USEPOD_IDENTITY_IO: 'The identity file could not be read or written. Check the path and its permissions.',
+  USEPOD_PLUGIN_NOT_FOUND:
+    'No plugin provides this backend kind. Install it with `usepod-agent plugins install <package>`.',
+  USEPOD_PLUGIN_INVALID: 'The package is not a usepod-agent plugin (it must export a plugin by default).',
+  USEPOD_PLUGIN_API_MISMATCH: 'The plugin was built for another plugin API version. Upgrade the plugin or the agent.',
+  USEPOD_PLUGIN_HOOK_FAILED: 'A plugin hook threw. The message names the plugin and the hook; report it to its author.',
+  USEPOD_BACKEND_UNREACHABLE: 'The engine could not be reached. Check that it runs and that its url is right.',
+  USEPOD_BACKEND_TIMEOUT: 'The engine did not finish in time.',
+  USEPOD_BACKEND_AUTH: 'The engine refused the API key. Check the variable named by api_key_env.',
+  USEPOD_BACKEND_MODEL_NOT_FOUND: 'The engine does not serve this model.',
+  USEPOD_BACKEND_HTTP: 'The engine answered with an error status.',
+  USEPOD_BACKEND_STREAM: 'The engine stream failed or ended early.',
+  USEPOD_COORDINATOR_AUTH_FAILED: 'The coordinator refused this agent. The reason is in the message.',
+  USEPOD_PROTOCOL: 'The coordinator sent something the protocol does not allow.',
+  USEPOD_AGENT_STATE: 'The agent was used in a state that does not allow this call.',
+  USEPOD_PAIRING_FAILED: 'Pairing with the coordinator failed. Check --coordinator and your network.',
+  USEPOD_PAIRING_EXPIRED: 'The pairing code expired before it was entered. Run `usepod-agent setup` again.',
+  USEPOD_USAGE: 'A command-line flag or argument is wrong. See --help.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface UsepodErrorOptions {
+  cause?: unknown;
+  /** Plugin and hook that raised the error, when it came from a tap. */
+  plugin?: string;
+  hook?: string;
+  /** True for mistakes the operator can fix: the CLI prints one line, no stack. */
+  user?: boolean;
+}
+
+const BRAND = Symbol.for('usepod-agent.error');
+
+export class UsepodError extends Error {
+  /** Survives two copies of core in one process, where `instanceof` does not. */
+  readonly [BRAND] = true;
+  readonly code: ErrorCode;
+  readonly plugin: string | undefined;
+  readonly hook: string | undefined;
+  readonly user: boolean;
+
+  constructor(code: ErrorCode, message: string, options: UsepodErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'UsepodError';
+    this.code = code;
+    this.plugin = options.plugin;
+    this.hook = options.hook;
+    this.user = options.user ?? false;
+  }
+
+  get hint(): string {
+    return ERROR_CODES[this.code];
+  }
+}
+
+export function isUsepodError(err: unknown, code?: ErrorCode): err is UsepodError {
+  const branded = typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[BRAND] === true;
+  return branded && (code === undefined || (err as UsepodError).code === code);
+}
+
+/** Wire error codes of PROTOCOL.md 5.4, sent in `job_error.error_code`. */
+export const JOB_ERROR_CODES = [
+  'out_of_capacity',
+  'model_not_loaded',
+  'backend_unreachable',
+  'backend_timeout',
+  'auth_rejected_by_backend',
+  'internal',
+] as const;
+export type JobErrorCode = (typeof JOB_ERROR_CODES)[number];
+
+const JOB_CODE_BY_ERROR: Partial<Record<ErrorCode, JobErrorCode>> = {
+  USEPOD_BACKEND_UNREACHABLE: 'backend_unreachable',
+  USEPOD_BACKEND_TIMEOUT: 'backend_timeout',
+  USEPOD_BACKEND_AUTH: 'auth_rejected_by_backend',
+  USEPOD_BACKEND_MODEL_NOT_FOUND: 'model_not_loaded',
+};
+
+/** The wire code a failure is reported with; anything unknown is `internal`. */
+export function jobErrorCodeOf(err: unknown): JobErrorCode {
+  if (isUsepodError(err)) return JOB_CODE_BY_ERROR[err.code] ?? 'internal';
+  return 'internal';
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

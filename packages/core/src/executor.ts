@@ -1,0 +1,391 @@
+import type { Backend, UpstreamResponse } from './backend.js';
+import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from './errors.js';
+import type { AgentHooks, JobOutcome } from './hooks.js';
+import { readText } from './http.js';
+import { engineErrorMessage } from './http.js';
+import type { Logger } from './log.js';
+import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
+import type { JobDoneFrame, JobErrorFrame, JobFrame } from './protocol/frames.js';
+import type { JobStats } from './stats.js';
+import { StreamScanner } from './stream-scan.js';
+
+/**
+ * Owns the jobs: capacity, routing, the request changes of PROTOCOL.md 5.2,
+ * the byte-for-byte relay (5.3), terminal frames (5.4), cancel (5.5) and
+ * deadlines (5.6). It writes frames to a `JobSink` and never reads the socket.
+ */
+
+export interface JobSink {
+  /** Sends one text frame; false when the session is gone. */
+  send(frame: string): boolean;
+  /** True while the outbound buffer is above its high-water mark. */
+  readonly congested: boolean;
+  /** Resolves when the buffer is back under its low-water mark (or the session ended). */
+  drained(): Promise<void>;
+}
+
+/** Why a job's upstream request was aborted. */
+export type AbortReason = 'cancel' | 'deadline' | 'session' | 'shutdown' | 'stalled';
+
+class JobAbort extends Error {
+  constructor(readonly reason: AbortReason) {
+    super(reason);
+  }
+}
+
+interface RunningJob {
+  frame: JobFrame;
+  controller: AbortController;
+  receivedAt: number;
+  sink: JobSink;
+  backend: Backend | undefined;
+  bytes: number;
+}
+
+export interface RouterView {
+  /** Healthy backends serving the model, best first. */
+  candidates(model: string): Backend[];
+  /** Called when a backend failed to connect, so discovery can re-probe it. */
+  reportFailure(backend: Backend): void;
+  /** Jobs in flight per backend, maintained by the executor. */
+  adjustInFlight(backend: Backend, delta: number): void;
+}
+
+export interface ExecutorOptions {
+  hooks: AgentHooks;
+  log: Logger;
+  stats: JobStats;
+  router: RouterView;
+  maxConcurrent: number;
+  /** Refuse request bodies larger than this many bytes. */
+  maxRequestBytes: number;
+  /** A job whose output cannot be delivered for this long ends with `job_error`. */
+  stallTimeoutMs?: number;
+  now?: () => number;
+}
+
+/** The request changes of PROTOCOL.md 5.2. */
+export function prepareRequest(frame: JobFrame): Record<string, unknown> {
+  const body: Record<string, unknown> = { ...frame.request, stream: true };
+  if (body.model === undefined) body.model = frame.model_id;
+  if (frame.format === 'openai' && body.stream_options === undefined) {
+    body.stream_options = { include_usage: true };
+  }
+  return body;
+}
+
+const STREAM_TYPES = /^(text\/event-stream|application\/x-ndjson|application\/jsonl|application\/ndjson)/i;
+
+export class Executor {
+  readonly #opts: ExecutorOptions;
+  readonly #jobs = new Map<string, RunningJob>();
+  readonly #now: () => number;
+  #accepting = true;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(opts: ExecutorOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? (() => performance.now());
+  }
+
+  get inFlight(): number {
+    return this.#jobs.size;
+  }
+
+  get maxConcurrent(): number {
+    return this.#opts.maxConcurrent;
+  }
+
+  /** New jobs are refused with `out_of_capacity` from now on (graceful drain). */
+  stopAccepting(): void {
+    this.#accepting = false;
+  }
+
+  /** Resolves once no job is in flight. */
+  idle(): Promise<void> {
+    if (this.#jobs.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Starts a job; returns at once. */
+  accept(frame: JobFrame, sink: JobSink, frameBytes = 0): void {
+    const receivedAt = this.#now();
+    if (this.#jobs.has(frame.job_id)) {
+      this.#opts.log.warn('duplicate job_id ignored', { job_id: frame.job_id });
+      return;
+    }
+    if (!this.#accepting || this.#jobs.size >= this.#opts.maxConcurrent) {
+      this.#reject(frame, sink, 'out_of_capacity', `agent is at max_concurrent (${this.#opts.maxConcurrent})`, receivedAt);
+      return;
+    }
+    if (frameBytes > this.#opts.maxRequestBytes) {
+      this.#reject(frame, sink, 'internal', `request body exceeds ${this.#opts.maxRequestBytes} bytes`, receivedAt);
+      return;
+    }
+    const job: RunningJob = {
+      frame,
+      controller: new AbortController(),
+      receivedAt,
+      sink,
+      backend: undefined,
+      bytes: 0,
+    };
+    this.#jobs.set(frame.job_id, job);
+    void this.#run(job);
+  }
+
+  /** `job_cancel`: abort upstream, free the slot, send nothing. Unknown ids are ignored. */
+  cancel(jobId: string): boolean {
+    const job = this.#jobs.get(jobId);
+    if (!job) return false;
+    job.controller.abort(new JobAbort('cancel'));
+    return true;
+  }
+
+  /** Aborts every job in flight (session ended, shutdown). */
+  abortAll(reason: AbortReason): void {
+    for (const job of this.#jobs.values()) job.controller.abort(new JobAbort(reason));
+  }
+
+  #reject(frame: JobFrame, sink: JobSink, code: JobErrorCode, message: string, receivedAt: number): void {
+    this.#sendError(sink, frame.job_id, code, message, 0);
+    this.#finish(
+      {
+        jobId: frame.job_id,
+        model: frame.model_id,
+        backend: undefined,
+        outcome: 'error',
+        errorCode: code,
+        inputTokens: 0,
+        outputTokens: 0,
+        bytes: 0,
+        durationMs: Math.round(this.#now() - receivedAt),
+        firstByteMs: undefined,
+      },
+      undefined,
+    );
+  }
+
+  #sendError(sink: JobSink, jobId: string, code: JobErrorCode, message: string, emitted: number): void {
+    const frame: JobErrorFrame = {
+      type: 'job_error',
+      job_id: jobId,
+      error_code: code,
+      message,
+      tokens_emitted: emitted,
+    };
+    sink.send(JSON.stringify(frame));
+  }
+
+  async #route(job: RunningJob): Promise<Backend[]> {
+    const candidates = this.#opts.router.candidates(job.frame.model_id);
+    if (candidates.length === 0) return [];
+    const handle = await this.#opts.hooks.onJob.promise({ frame: job.frame, candidates });
+    const first = handle?.backend ?? candidates[0]!;
+    return [first, ...candidates.filter((b) => b !== first)];
+  }
+
+  async #open(job: RunningJob, route: Backend[]): Promise<UpstreamResponse> {
+    const body = prepareRequest(job.frame);
+    let lastErr: unknown;
+    for (const backend of route) {
+      job.backend = backend;
+      this.#opts.router.adjustInFlight(backend, 1);
+      try {
+        return await backend.stream({
+          model: job.frame.model_id,
+          body,
+          format: job.frame.format,
+          signal: job.controller.signal,
+        });
+      } catch (err) {
+        this.#opts.router.adjustInFlight(backend, -1);
+        lastErr = err;
+        // Nothing was relayed yet: an unreachable engine is worth trying the next one.
+        if (job.controller.signal.aborted || !isUsepodError(err, 'USEPOD_BACKEND_UNREACHABLE')) break;
+        this.#opts.router.reportFailure(backend);
+        this.#opts.log.warn('backend unreachable, trying the next one', {
+          job_id: job.frame.job_id,
+          backend: backend.label,
+        });
+      }
+    }
+    job.backend = undefined;
+    throw lastErr;
+  }
+
+  async #run(job: RunningJob): Promise<void> {
+    const { frame, sink, controller } = job;
+    const { signal } = controller;
+    const deadline = setTimeout(() => controller.abort(new JobAbort('deadline')), frame.deadline_ms);
+    const scanner = new StreamScanner();
+    let firstByteAt: number | undefined;
+    let outcome: 'done' | 'error' | 'cancelled' = 'done';
+    let errorCode: JobErrorCode | undefined;
+    let upstream: UpstreamResponse | undefined;
+    try {
+      const route = await this.#route(job);
+      if (route.length === 0) {
+        outcome = 'error';
+        errorCode = 'model_not_loaded';
+        this.#sendError(sink, frame.job_id, errorCode, `no healthy backend serves model "${frame.model_id}"`, 0);
+        return;
+      }
+      upstream = await this.#open(job, route);
+      if (upstream.contentType && !STREAM_TYPES.test(upstream.contentType)) {
+        const text = await readText(upstream.body, 4096).catch(() => '');
+        throw new NotAStream(upstream.contentType, engineErrorMessage(text));
+      }
+      const prefix = chunkFramePrefix(frame.job_id);
+      for await (const chunk of upstream.body) {
+        const bytes = chunk as Buffer;
+        if (signal.aborted) break;
+        if (firstByteAt === undefined) firstByteAt = this.#now();
+        if (!sink.send(chunkFrame(prefix, bytes))) break;
+        job.bytes += bytes.length;
+        scanner.push(bytes);
+        if (sink.congested) await this.#waitForSink(job);
+      }
+      if (signal.aborted) throw signal.reason;
+      const scan = scanner.end();
+      if (scan.streamError !== undefined) {
+        outcome = 'error';
+        errorCode = 'internal';
+        this.#sendError(sink, frame.job_id, errorCode, `backend stream error: ${scan.streamError}`, job.bytes);
+      } else if (!scan.sawDone && !scan.sawFinish) {
+        outcome = 'error';
+        errorCode = 'internal';
+        this.#sendError(
+          sink,
+          frame.job_id,
+          errorCode,
+          'backend stream ended without [DONE] or a finish reason',
+          job.bytes,
+        );
+      } else {
+        const done: JobDoneFrame = {
+          type: 'job_done',
+          job_id: frame.job_id,
+          tokens: {
+            input: scan.inputTokens,
+            output: scan.outputTokens,
+            input_tokens: scan.inputTokens,
+            output_tokens: scan.outputTokens,
+          },
+          duration_ms: Math.round(this.#now() - job.receivedAt),
+        };
+        sink.send(JSON.stringify(done));
+      }
+    } catch (err) {
+      const reason = abortReason(signal, err);
+      if (reason === 'cancel' || reason === 'session') {
+        outcome = 'cancelled';
+      } else {
+        outcome = 'error';
+        const [code, message] = describeFailure(reason, err, frame.deadline_ms);
+        errorCode = code;
+        this.#sendError(sink, frame.job_id, code, message, job.bytes);
+      }
+      upstream?.body.destroy();
+    } finally {
+      clearTimeout(deadline);
+      if (!controller.signal.aborted) controller.abort(new JobAbort('session'));
+      if (job.backend) this.#opts.router.adjustInFlight(job.backend, -1);
+      const end = this.#now();
+      const scan = scanner.result;
+      this.#finish(
+        {
+          jobId: frame.job_id,
+          model: frame.model_id,
+          backend: job.backend?.label,
+          outcome,
+          ...(errorCode ? { errorCode } : {}),
+          inputTokens: scan.inputTokens,
+          outputTokens: scan.outputTokens,
+          bytes: job.bytes,
+          durationMs: Math.round(end - job.receivedAt),
+          firstByteMs: firstByteAt === undefined ? undefined : Math.round(firstByteAt - job.receivedAt),
+        },
+        firstByteAt === undefined || scan.outputTokens === 0 || end <= firstByteAt
+          ? undefined
+          : scan.outputTokens / ((end - firstByteAt) / 1000),
+      );
+    }
+  }
+
+  async #waitForSink(job: RunningJob): Promise<void> {
+    const stallMs = this.#opts.stallTimeoutMs ?? 60_000;
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        job.controller.abort(new JobAbort('stalled'));
+        resolve();
+      }, stallMs);
+    });
+    const aborted = new Promise<void>((resolve) => job.controller.signal.addEventListener('abort', () => resolve()));
+    try {
+      await Promise.race([job.sink.drained(), stalled, aborted]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #finish(outcome: JobOutcome, tokensPerSec: number | undefined): void {
+    this.#jobs.delete(outcome.jobId);
+    this.#opts.stats.record({
+      firstByteMs: outcome.firstByteMs,
+      tokensPerSec,
+      errorCode: outcome.errorCode,
+      cancelled: outcome.outcome === 'cancelled',
+    });
+    const log = this.#opts.log;
+    const fields = {
+      job_id: outcome.jobId,
+      model: outcome.model,
+      backend: outcome.backend,
+      outcome: outcome.outcome,
+      error_code: outcome.errorCode,
+      input_tokens: outcome.inputTokens,
+      output_tokens: outcome.outputTokens,
+      ms: outcome.durationMs,
+    };
+    if (outcome.outcome === 'error') log.warn('job failed', fields);
+    else log.info('job ended', fields);
+    this.#opts.hooks.onJobEnd.promise(outcome).catch((err: unknown) => {
+      log.warn('onJobEnd hook failed', { error: errorMessage(err) });
+    });
+    if (this.#jobs.size === 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+}
+
+class NotAStream extends Error {
+  constructor(contentType: string, detail: string) {
+    super(`backend answered with content-type ${contentType}, not an event stream${detail ? `: ${detail}` : ''}`);
+  }
+}
+
+function abortReason(signal: AbortSignal, err: unknown): AbortReason | undefined {
+  if (err instanceof JobAbort) return err.reason;
+  if (signal.aborted && signal.reason instanceof JobAbort) return signal.reason.reason;
+  return undefined;
+}
+
+function describeFailure(reason: AbortReason | undefined, err: unknown, deadlineMs: number): [JobErrorCode, string] {
+  switch (reason) {
+    case 'deadline':
+      return ['backend_timeout', `backend exceeded deadline_ms (${deadlineMs} ms)`];
+    case 'shutdown':
+      return ['internal', 'agent shut down before the job finished'];
+    case 'stalled':
+      return ['internal', 'job stalled: the coordinator did not read its output in time'];
+    default:
+      break;
+  }
+  if (isUsepodError(err)) return [jobErrorCodeOf(err), err.message];
+  if (err instanceof NotAStream) return ['internal', err.message];
+  return ['internal', `backend stream failed: ${errorMessage(err)}`];
+}

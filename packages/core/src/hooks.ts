@@ -1,0 +1,158 @@
+import {
+  AsyncSeriesBailHook,
+  AsyncSeriesHook,
+  AsyncSeriesWaterfallHook,
+  SyncHook,
+  type Tap,
+} from 'tapable';
+import type { Backend, BackendModel } from './backend.js';
+import { UsepodError } from './errors.js';
+import type { AuthResponseFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
+
+/**
+ * Named stages of `onCapabilities`, in the order taps run. Backends add models
+ * at DISCOVER, plugins adjust entries (prices, windows) at ADJUST, and policies
+ * filter at POLICY, after everything else has had its say.
+ */
+export const CapabilityStage = {
+  /** Core adds every servable model of every healthy backend. */
+  DISCOVER: -1000,
+  /** Change entries: prices, context windows, concurrency. */
+  ADJUST: 0,
+  /** Remove or cap entries: allow-lists, minimum prices. */
+  POLICY: 1000,
+} as const;
+
+/** What a tap at `onJob` returns to serve a job: the backend that streams it. */
+export interface JobHandle {
+  backend: Backend;
+}
+
+export interface JobContext {
+  readonly frame: Readonly<JobFrame>;
+  /** Backends able to serve the model now, best first (see docs/hooks.md). */
+  readonly candidates: readonly Backend[];
+}
+
+export interface JobOutcome {
+  jobId: string;
+  model: string;
+  backend: string | undefined;
+  outcome: 'done' | 'error' | 'cancelled';
+  errorCode?: string;
+  inputTokens: number;
+  outputTokens: number;
+  bytes: number;
+  durationMs: number;
+  firstByteMs: number | undefined;
+}
+
+export interface SessionInfo {
+  providerId: string;
+  coordinator: string;
+}
+
+export interface CloseInfo {
+  reason: 'stop' | 'error';
+}
+
+/** Builds every hook the agent fires. One place, one type: `AgentHooks`. */
+export function createHooks() {
+  return Object.freeze({
+    /** Series waterfall over the outgoing `auth_response`; add optional fields (PROTOCOL.md allows them). */
+    beforeAuth: new AsyncSeriesWaterfallHook<[AuthResponseFrame]>(['frame']),
+    /** Series, after `auth_ok` and before `capabilities` is sent. */
+    afterAuth: new AsyncSeriesHook<[SessionInfo]>(['session']),
+    /** Series waterfall over the advertised model entries, with named stages (`CapabilityStage`). */
+    onCapabilities: new AsyncSeriesWaterfallHook<[CapabilityModel[]]>(['models']),
+    /** Series bail: the first tap that returns a `JobHandle` serves the job; `undefined` passes. */
+    onJob: new AsyncSeriesBailHook<[JobContext], JobHandle | undefined>(['job']),
+    /** Series, after a job's terminal frame (or its cancel). Observers only. */
+    onJobEnd: new AsyncSeriesHook<[JobOutcome]>(['outcome']),
+    /** Sync, every time a backend probe changes the servable model set. */
+    onDiscovery: new SyncHook<[readonly BackendModel[]]>(['models']),
+    /** Every tap runs, each under a timeout; failures are collected, not thrown. */
+    onClose: new AsyncSeriesHook<[CloseInfo]>(['close']),
+  });
+}
+
+export type AgentHooks = ReturnType<typeof createHooks>;
+
+type TapOnly<H> = H extends { tap: infer T; tapPromise: infer P } ? { tap: T; tapPromise: P } : never;
+
+/** The view plugins get: `tap` and `tapPromise` only; firing hooks is core's job. */
+export type PluginHooks = { readonly [K in keyof AgentHooks]: TapOnly<AgentHooks[K]> };
+
+type AnyFn = (...args: unknown[]) => unknown;
+type TapOptions = string | (Partial<Tap> & { name: string });
+
+function tagError(err: unknown, plugin: string, hook: string): UsepodError {
+  if (err instanceof UsepodError && err.plugin) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new UsepodError('USEPOD_PLUGIN_HOOK_FAILED', `plugin "${plugin}" failed in hook "${hook}": ${message}`, {
+    cause: err,
+    plugin,
+    hook,
+  });
+}
+
+/**
+ * A tap-only view for one plugin. Every callback is wrapped so an error it
+ * throws names the plugin and the hook.
+ */
+export function pluginView(hooks: AgentHooks, plugin: string): PluginHooks {
+  const view: Record<string, unknown> = {};
+  for (const [name, hook] of Object.entries(hooks) as [string, { tap: AnyFn; tapPromise?: AnyFn }][]) {
+    const wrapSync =
+      (fn: AnyFn) =>
+      (...args: unknown[]) => {
+        try {
+          return fn(...args);
+        } catch (err) {
+          throw tagError(err, plugin, name);
+        }
+      };
+    const wrapAsync =
+      (fn: AnyFn) =>
+      async (...args: unknown[]) => {
+        try {
+          return await fn(...args);
+        } catch (err) {
+          throw tagError(err, plugin, name);
+        }
+      };
+    const opts = (o: TapOptions) => (typeof o === 'string' ? { name: o } : o);
+    view[name] = Object.freeze({
+      tap: (o: TapOptions, fn: AnyFn) => hook.tap({ ...opts(o), plugin } as never, wrapSync(fn)),
+      tapPromise: hook.tapPromise
+        ? (o: TapOptions, fn: AnyFn) => hook.tapPromise!({ ...opts(o), plugin } as never, wrapAsync(fn))
+        : undefined,
+    });
+  }
+  return Object.freeze(view) as PluginHooks;
+}
+
+export interface CloseFailure {
+  tap: string;
+  error: Error;
+}
+
+/** Runs every `onClose` tap, each bounded by `timeoutMs`, and returns what failed. */
+export async function runCloseHooks(hooks: AgentHooks, info: CloseInfo, timeoutMs: number): Promise<CloseFailure[]> {
+  const failures: CloseFailure[] = [];
+  for (const tap of hooks.onClose.taps) {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const call = (tap.fn as (i: CloseInfo) => unknown)(info);
+      const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      });
+      await Promise.race([Promise.resolve(call), timeout]);
+    } catch (err) {
+      failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return failures;
+}

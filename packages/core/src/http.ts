@@ -1,0 +1,173 @@
+import type { Readable } from 'node:stream';
+import { Agent, type Dispatcher, request } from 'undici';
+import { UsepodError } from './errors.js';
+import { errorText } from './stream-scan.js';
+
+/**
+ * HTTP to engines through undici: one keep-alive pool per backend, streamed
+ * bodies as Node Readables (pausable, for backpressure), and errors mapped to
+ * the codes of PROTOCOL.md 5.4. See docs/decisions/0002-undici-for-engine-http.md.
+ */
+
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+]);
+
+export function createPool(): Agent {
+  return new Agent({
+    keepAliveTimeout: 30_000,
+    connections: 512,
+    // Deadlines are the job's own (deadline_ms); undici must not cut streams on its own clock.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+    connect: { timeout: 10_000 },
+  });
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable & Dispatcher.ResponseData['body'];
+}
+
+function errCode(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let i = 0; i < 4 && e && typeof e === 'object'; i++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && CONNECT_ERRORS.has(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** True when a request failed because the connection could not be made or was dropped. */
+export function isConnectError(err: unknown): boolean {
+  return errCode(err) !== undefined;
+}
+
+export interface SendOptions {
+  method: 'GET' | 'POST' | 'HEAD';
+  headers?: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+}
+
+/** Sends a request; connection failures become `USEPOD_BACKEND_UNREACHABLE`. */
+export async function send(pool: Dispatcher, url: string, opts: SendOptions): Promise<HttpResult> {
+  try {
+    const res = await request(url, {
+      dispatcher: pool,
+      method: opts.method,
+      headers: opts.headers,
+      body: opts.body,
+      signal: opts.signal,
+    });
+    return { status: res.statusCode, headers: res.headers, body: res.body as HttpResult['body'] };
+  } catch (err) {
+    if (opts.signal?.aborted) throw err;
+    const code = errCode(err);
+    if (code) {
+      throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', `cannot reach ${new URL(url).origin}: ${code}`, {
+        cause: err,
+      });
+    }
+    throw new UsepodError('USEPOD_BACKEND_HTTP', `request to ${new URL(url).origin} failed: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+/** Reads at most `limit` bytes of a body as text, then drops the rest. */
+export async function readText(body: Readable, limit = 64 * 1024): Promise<string> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    if (size < limit) parts.push(b.subarray(0, limit - size));
+    size += b.length;
+    if (size >= limit) {
+      body.destroy();
+      break;
+    }
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** GET a JSON document; non-2xx statuses become mapped errors. */
+export async function getJson<T = unknown>(
+  pool: Dispatcher,
+  url: string,
+  headers: Record<string, string>,
+  signal?: AbortSignal,
+): Promise<T> {
+  const res = await send(pool, url, { method: 'GET', headers, signal });
+  const text = await readText(res.body, 8 * 1024 * 1024);
+  if (res.status < 200 || res.status > 299) throw httpError(res.status, text);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new UsepodError('USEPOD_BACKEND_HTTP', `${new URL(url).pathname} answered ${res.status} with a body that is not JSON`);
+  }
+}
+
+/** The message inside an engine's error body: nested, flat or string shapes. */
+export function engineErrorMessage(body: string): string {
+  try {
+    const obj = JSON.parse(body) as Record<string, unknown>;
+    if (obj && typeof obj === 'object') {
+      if (obj.error !== undefined) return errorText(obj.error);
+      if (typeof obj.message === 'string') return obj.message;
+      if (typeof obj.detail === 'string') return obj.detail;
+    }
+  } catch {
+    // not JSON: the text itself
+  }
+  return body.trim().slice(0, 500);
+}
+
+function engineErrorCode(body: string): string | undefined {
+  try {
+    const obj = JSON.parse(body) as { error?: { code?: unknown; type?: unknown } };
+    const e = obj?.error;
+    if (e && typeof e === 'object') {
+      if (typeof e.code === 'string') return e.code;
+      if (typeof e.type === 'string') return e.type;
+    }
+  } catch {
+    // not JSON
+  }
+  return undefined;
+}
+
+const MODEL_NOT_FOUND =
+  /(model .*(not found|does not exist|not loaded)|no models loaded|invalid model identifier|model_not_found|model_not_loaded|try pulling it first)/i;
+
+/**
+ * Maps an engine's error status and body onto the agent's codes (and so onto
+ * PROTOCOL.md 5.4): 401/403 -> auth, "model not found" in any engine's words ->
+ * model_not_loaded, anything else -> internal with the status and body.
+ */
+export function httpError(status: number, body: string): UsepodError {
+  const message = engineErrorMessage(body);
+  if (status === 401 || status === 403) {
+    return new UsepodError('USEPOD_BACKEND_AUTH', `backend answered ${status}: ${message || 'unauthorized'}`);
+  }
+  const code = engineErrorCode(body);
+  if (
+    (status === 404 || status === 400 || status === 503) &&
+    (code === 'model_not_found' || code === 'model_not_loaded' || MODEL_NOT_FOUND.test(message))
+  ) {
+    return new UsepodError('USEPOD_BACKEND_MODEL_NOT_FOUND', `backend answered ${status}: ${message}`);
+  }
+  return new UsepodError('USEPOD_BACKEND_HTTP', `backend answered ${status}: ${message || '(empty body)'}`);
+}

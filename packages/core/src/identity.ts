@@ -1,0 +1,238 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import nacl from 'tweetnacl';
+import { UsepodError } from './errors.js';
+import { expandHome } from './paths.js';
+import { redactor } from './redact.js';
+
+/**
+ * The agent's Ed25519 identity (PROTOCOL.md section 7), in the file format of
+ * the 0.3.x agent so an operator keeps their provider identity across agents.
+ */
+const BEGIN = '-----BEGIN USEPOD AGENT KEY-----';
+const END = '-----END USEPOD AGENT KEY-----';
+const KNOWN_KEYS = new Set(['version', 'created', 'secret', 'public', 'provider_id']);
+
+export interface Identity {
+  readonly path: string;
+  /** Standard base64 of the 32-byte public key, as sent in `auth_response.pubkey`. */
+  readonly publicKey: string;
+  readonly created: string;
+  providerId: string | undefined;
+  /** Detached signature over raw bytes, standard base64. */
+  sign(message: Uint8Array): string;
+  /** Short, non-secret fingerprint for logs. */
+  readonly fingerprint: string;
+}
+
+interface IdentityRecord {
+  created: string;
+  seed: Uint8Array;
+  publicKey: Uint8Array;
+  providerId: string | undefined;
+  /** Unknown `key: value` lines, kept when the file is rewritten. */
+  extra: [string, string][];
+}
+
+/** RFC 3339 with microseconds and an explicit offset, as the 0.3.x agent writes. */
+function rfc3339Micros(d: Date): string {
+  return d.toISOString().replace('Z', '000+00:00');
+}
+
+export function parseIdentity(text: string, path: string): IdentityRecord {
+  const fail = (why: string) =>
+    new UsepodError('USEPOD_IDENTITY_INVALID', `identity file ${path}: ${why}`, { user: true });
+  const lines = text.split(/\r?\n/).map((l) => l.trim());
+  const start = lines.indexOf(BEGIN);
+  const end = lines.indexOf(END);
+  if (start === -1 || end === -1 || end < start) throw fail(`missing the ${BEGIN} / ${END} markers`);
+  const fields = new Map<string, string>();
+  const extra: [string, string][] = [];
+  for (const line of lines.slice(start + 1, end)) {
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    if (colon === -1) continue;
+    const key = line.slice(0, colon).trim();
+    const value = line.slice(colon + 1).trim();
+    if (KNOWN_KEYS.has(key)) fields.set(key, value);
+    else extra.push([key, value]);
+  }
+  if (fields.get('version') !== '1') throw fail(`unsupported version ${JSON.stringify(fields.get('version'))} (expected 1)`);
+  const seed = decodeKey(fields.get('secret'), 'secret', fail);
+  const publicKey = decodeKey(fields.get('public'), 'public', fail);
+  const derived = nacl.sign.keyPair.fromSeed(seed).publicKey;
+  if (!equalBytes(derived, publicKey)) {
+    throw new UsepodError(
+      'USEPOD_IDENTITY_MISMATCH',
+      `identity file ${path}: the public key does not match the key derived from the secret; the file is refused`,
+      { user: true },
+    );
+  }
+  const providerId = fields.get('provider_id') || undefined;
+  return { created: fields.get('created') ?? '', seed, publicKey, providerId, extra };
+}
+
+function decodeKey(value: string | undefined, name: string, fail: (why: string) => Error): Uint8Array {
+  if (!value) throw fail(`missing "${name}"`);
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(value)) throw fail(`"${name}" is not standard base64`);
+  const bytes = Buffer.from(value, 'base64');
+  if (bytes.length !== 32) throw fail(`"${name}" must hold 32 bytes, found ${bytes.length}`);
+  return new Uint8Array(bytes);
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+export function serializeIdentity(rec: IdentityRecord): string {
+  const lines = [
+    BEGIN,
+    'version: 1',
+    `created: ${rec.created}`,
+    `secret: ${Buffer.from(rec.seed).toString('base64')}`,
+    `public: ${Buffer.from(rec.publicKey).toString('base64')}`,
+  ];
+  if (rec.providerId) lines.push(`provider_id: ${rec.providerId}`);
+  for (const [k, v] of rec.extra) lines.push(`${k}: ${v}`);
+  lines.push(END, '');
+  return lines.join('\n');
+}
+
+/** Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. */
+export async function writeFileAtomic(path: string, contents: string, mode = 0o600): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(contents);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await chmod(tmp, mode);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+class FileIdentity implements Identity {
+  readonly path: string;
+  readonly publicKey: string;
+  readonly created: string;
+  readonly fingerprint: string;
+  readonly #rec: IdentityRecord;
+  readonly #secretKey: Uint8Array;
+
+  constructor(path: string, rec: IdentityRecord) {
+    this.path = path;
+    this.#rec = rec;
+    this.publicKey = Buffer.from(rec.publicKey).toString('base64');
+    this.created = rec.created;
+    this.#secretKey = nacl.sign.keyPair.fromSeed(rec.seed).secretKey;
+    this.fingerprint = fingerprintOf(rec.publicKey);
+    redactor.add(Buffer.from(rec.seed).toString('base64'));
+  }
+
+  get providerId(): string | undefined {
+    return this.#rec.providerId;
+  }
+
+  set providerId(id: string | undefined) {
+    this.#rec.providerId = id;
+  }
+
+  sign(message: Uint8Array): string {
+    return Buffer.from(nacl.sign.detached(message, this.#secretKey)).toString('base64');
+  }
+
+  /** Writes the file with the current provider id. */
+  async save(): Promise<void> {
+    await writeFileAtomic(this.path, serializeIdentity(this.#rec));
+  }
+}
+
+export function fingerprintOf(publicKey: Uint8Array): string {
+  return `ed25519:${Buffer.from(publicKey).toString('hex').slice(0, 16)}`;
+}
+
+export interface LoadIdentityResult {
+  identity: PersistedIdentity;
+  created: boolean;
+  /** Set when the file is readable by group or others. */
+  permissionWarning?: string;
+}
+
+export interface PersistedIdentity extends Identity {
+  save(): Promise<void>;
+}
+
+/** Reads the identity file, or creates it (mode 0600) when it does not exist. */
+export async function loadOrCreateIdentity(pathLike: string): Promise<LoadIdentityResult> {
+  const path = resolve(expandHome(pathLike));
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new UsepodError('USEPOD_IDENTITY_IO', `cannot read identity file ${path}: ${(err as Error).message}`, {
+        user: true,
+        cause: err,
+      });
+    }
+    const identity = generateIdentity(path);
+    try {
+      await identity.save();
+    } catch (e) {
+      throw new UsepodError('USEPOD_IDENTITY_IO', `cannot write identity file ${path}: ${(e as Error).message}`, {
+        user: true,
+        cause: e,
+      });
+    }
+    return { identity, created: true };
+  }
+  const identity = new FileIdentity(path, parseIdentity(text, path));
+  const mode = (await stat(path)).mode & 0o777;
+  const result: LoadIdentityResult = { identity, created: false };
+  if (mode & 0o077) {
+    result.permissionWarning = `identity file ${path} is readable by group or others (mode ${mode.toString(8).padStart(4, '0')}); run: chmod 600 ${path}`;
+  }
+  return result;
+}
+
+/** Reads an existing identity file without creating one. */
+export async function readIdentity(pathLike: string): Promise<PersistedIdentity> {
+  const path = resolve(expandHome(pathLike));
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'does not exist (it is created by `usepod-agent run` or `setup`)' : (err as Error).message;
+    throw new UsepodError('USEPOD_IDENTITY_IO', `identity file ${path} ${why}`, { user: true, cause: err });
+  }
+  return new FileIdentity(path, parseIdentity(text, path));
+}
+
+/** A fresh identity, not yet written. */
+export function generateIdentity(path: string, seed: Uint8Array = nacl.randomBytes(32)): PersistedIdentity {
+  const kp = nacl.sign.keyPair.fromSeed(seed);
+  return new FileIdentity(path, {
+    created: rfc3339Micros(new Date()),
+    seed,
+    publicKey: kp.publicKey,
+    providerId: undefined,
+    extra: [],
+  });
+}
+
+/** Verifies a detached signature; used by the testkit coordinator. */
+export function verifySignature(message: Uint8Array, signatureB64: string, publicKeyB64: string): boolean {
+  const sig = Buffer.from(signatureB64, 'base64');
+  const pub = Buffer.from(publicKeyB64, 'base64');
+  if (sig.length !== 64 || pub.length !== 32) return false;
+  return nacl.sign.detached.verify(message, new Uint8Array(sig), new Uint8Array(pub));
+}

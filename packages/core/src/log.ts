@@ -1,0 +1,100 @@
+import { appendFileSync } from 'node:fs';
+import createDebug from 'debug';
+import { redactor } from './redact.js';
+
+/**
+ * Logging through `debug` namespaces: `usepod:<area>:<level>`. `--log-level`
+ * enables the namespaces at and above a level; `DEBUG` is still honoured, so
+ * `DEBUG=usepod:*` shows everything. One line per event, `key=value` fields
+ * (or JSON lines), every line redacted.
+ */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type LogFormat = 'text' | 'json';
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  error(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  debug(msg: string, fields?: LogFields): void;
+  /** A logger for a sub-area, e.g. `usepod:plugin:vllm`. */
+  child(area: string): Logger;
+}
+
+export interface LogSink {
+  write(line: string): void;
+}
+
+interface LogSettings {
+  format: LogFormat;
+  sink: LogSink;
+}
+
+const settings: LogSettings = {
+  format: 'text',
+  sink: defaultSink(),
+};
+
+function defaultSink(): LogSink {
+  const file = process.env.USEPOD_AGENT_LOG_FILE;
+  if (file) return { write: (line) => appendFileSync(file, `${line}\n`, { mode: 0o600 }) };
+  return { write: (line) => process.stderr.write(`${line}\n`) };
+}
+
+/** Enables the namespaces of a level, keeping whatever `DEBUG` asked for. */
+export function configureLogging(opts: { level?: LogLevel; format?: LogFormat; sink?: LogSink } = {}): void {
+  if (opts.format) settings.format = opts.format;
+  if (opts.sink) settings.sink = opts.sink;
+  const level = opts.level ?? 'info';
+  const upto = LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(level) + 1);
+  const ns = upto.map((l) => `usepod:*:${l}`);
+  const fromEnv = process.env.DEBUG;
+  createDebug.enable([...ns, ...(fromEnv ? [fromEnv] : [])].join(','));
+}
+
+export function formatValue(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  return JSON.stringify(v);
+}
+
+export function formatLine(level: LogLevel, area: string, msg: string, fields: LogFields = {}): string {
+  const time = new Date().toISOString();
+  if (settings.format === 'json') {
+    return JSON.stringify({ time, level, area, msg, ...redactor.redactFields(fields) });
+  }
+  const kv = Object.entries(redactor.redactFields(fields))
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${formatValue(v)}`)
+    .join(' ');
+  return `${time} ${level.toUpperCase().padEnd(5)} ${area} ${msg}${kv ? ` ${kv}` : ''}`;
+}
+
+export function createLogger(area: string): Logger {
+  const gates = Object.fromEntries(LOG_LEVELS.map((l) => [l, createDebug(`usepod:${area}:${l}`)])) as Record<
+    LogLevel,
+    createDebug.Debugger
+  >;
+  const emit = (level: LogLevel) => (msg: string, fields?: LogFields) => {
+    if (!gates[level].enabled) return;
+    settings.sink.write(redactor.redact(formatLine(level, area, msg, fields)));
+  };
+  return {
+    error: emit('error'),
+    warn: emit('warn'),
+    info: emit('info'),
+    debug: emit('debug'),
+    child: (sub) => createLogger(`${area}:${sub}`),
+  };
+}
+
+/** A logger that drops everything, for embedding without output. */
+export const silentLogger: Logger = {
+  error() {},
+  warn() {},
+  info() {},
+  debug() {},
+  child: () => silentLogger,
+};

@@ -1,0 +1,130 @@
+import { z } from 'zod';
+
+/**
+ * Every frame of PROTOCOL.md, as types, and the checks applied to inbound ones.
+ * Inbound frames are type-checked field by field; anything that fails is
+ * reported as a reason string and the caller decides (drop, or fail the handshake).
+ */
+
+export const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+// ---- inbound (coordinator -> agent) ----
+
+export const authChallengeSchema = z.object({
+  type: z.literal('auth_challenge'),
+  nonce: z.string().min(1).max(4096).regex(BASE64_RE, 'nonce must be standard base64'),
+});
+export const authOkSchema = z.object({ type: z.literal('auth_ok'), provider_id: z.string().min(1).max(256) });
+export const authFailedSchema = z.object({ type: z.literal('auth_failed'), reason: z.string().max(4096).default('') });
+
+export const jobSchema = z.object({
+  type: z.literal('job'),
+  job_id: z.string().regex(UUID_RE, 'job_id must be a UUID'),
+  model_id: z.string().min(1).max(512),
+  request: z.record(z.string(), z.unknown()),
+  format: z.enum(['openai', 'anthropic']).default('openai'),
+  deadline_ms: z.number().int().positive().max(24 * 3600 * 1000).default(60_000),
+});
+export const jobCancelSchema = z.object({
+  type: z.literal('job_cancel'),
+  job_id: z.string().min(1).max(256),
+});
+
+export type AuthChallengeFrame = z.output<typeof authChallengeSchema>;
+export type AuthOkFrame = z.output<typeof authOkSchema>;
+export type AuthFailedFrame = z.output<typeof authFailedSchema>;
+export type JobFrame = z.output<typeof jobSchema>;
+export type JobCancelFrame = z.output<typeof jobCancelSchema>;
+
+// ---- outbound (agent -> coordinator) ----
+
+export interface AuthResponseFrame {
+  type: 'auth_response';
+  pubkey: string;
+  signature: string;
+  agent_version: string;
+  enrollment_code?: string;
+  [extra: string]: unknown;
+}
+
+export interface CapabilityModel {
+  model_id: string;
+  input_per_1m: number;
+  output_per_1m: number;
+  max_concurrent: number;
+  backend: string;
+  context_window?: number;
+}
+
+export interface CapabilitiesFrame {
+  type: 'capabilities';
+  models: CapabilityModel[];
+  limits: { max_concurrent_total: number; max_tokens_per_minute: number | null };
+  metadata: { agent_version: string; [extra: string]: unknown };
+}
+
+export interface HeartbeatFrame {
+  type: 'heartbeat';
+  queue_depth: number;
+  tokens_per_sec_p50: number;
+  p50_latency_ms: number;
+  p95_latency_ms: number;
+  error_rate_60s: number;
+  last_error_at: string | null;
+  last_error_code: string | null;
+}
+
+export interface JobDoneFrame {
+  type: 'job_done';
+  job_id: string;
+  tokens: { input: number; output: number; input_tokens: number; output_tokens: number };
+  duration_ms: number;
+}
+
+export interface JobErrorFrame {
+  type: 'job_error';
+  job_id: string;
+  error_code: string;
+  message: string;
+  tokens_emitted: number;
+}
+
+export type Inbound =
+  | { ok: true; frame: AuthChallengeFrame | AuthOkFrame | AuthFailedFrame | JobFrame | JobCancelFrame }
+  | { ok: false; reason: string; type?: string; jobId?: string };
+
+const SCHEMAS = {
+  auth_challenge: authChallengeSchema,
+  auth_ok: authOkSchema,
+  auth_failed: authFailedSchema,
+  job: jobSchema,
+  job_cancel: jobCancelSchema,
+} as const;
+
+/** Parses one inbound text frame. Never throws. */
+export function parseInbound(text: string): Inbound {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: 'not valid JSON' };
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return { ok: false, reason: 'not a JSON object' };
+  const type = (value as { type?: unknown }).type;
+  if (typeof type !== 'string') return { ok: false, reason: 'no string "type"' };
+  const schema = SCHEMAS[type as keyof typeof SCHEMAS];
+  if (!schema) return { ok: false, reason: `unknown type "${type.slice(0, 64)}"`, type };
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const jobId = (value as { job_id?: unknown }).job_id;
+    return {
+      ok: false,
+      type,
+      reason: `${issue.path.join('.') || type}: ${issue.message}`,
+      ...(typeof jobId === 'string' ? { jobId: jobId.slice(0, 64) } : {}),
+    };
+  }
+  return { ok: true, frame: parsed.data };
+}

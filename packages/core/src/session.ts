@@ -1,0 +1,298 @@
+import type { Socket } from 'node:net';
+import WebSocket from 'ws';
+import { errorMessage } from './errors.js';
+import type { JobSink } from './executor.js';
+import type { Executor } from './executor.js';
+import type { AgentHooks } from './hooks.js';
+import type { PersistedIdentity } from './identity.js';
+import type { Logger } from './log.js';
+import type { AuthResponseFrame, CapabilitiesFrame, HeartbeatFrame } from './protocol/frames.js';
+import { parseInbound } from './protocol/frames.js';
+import type { HeartbeatStats } from './stats.js';
+
+/**
+ * One WebSocket connection to the coordinator, from dial to close: handshake
+ * (PROTOCOL.md section 2), capabilities (3), heartbeats (4), job frames (5),
+ * and the classification of how it ended (6). Reconnecting is the connector's job.
+ */
+
+export type CloseKind = 'deploy' | 'operator' | 'graceful' | 'unexpected' | 'auth_failed' | 'protocol' | 'stopped';
+
+export interface SessionEnd {
+  /** The session reached `auth_ok`. */
+  reachedAuth: boolean;
+  kind: CloseKind;
+  code?: number;
+  reason?: string;
+  /** What went wrong, for unexpected ends; never holds a secret. */
+  detail?: string;
+}
+
+export interface SessionOptions {
+  url: string;
+  identity: PersistedIdentity;
+  enrollmentCode: string | undefined;
+  agentVersion: string;
+  hooks: AgentHooks;
+  log: Logger;
+  executor: Executor;
+  capabilities: () => Promise<CapabilitiesFrame>;
+  heartbeat: () => HeartbeatStats;
+  heartbeatIntervalMs: number;
+  handshakeTimeoutMs: number;
+  maxInboundBytes: number;
+  /** Outbound buffer above which relays pause reading their engines. */
+  highWaterBytes: number;
+  /** Outbound buffer under which paused relays resume. */
+  lowWaterBytes: number;
+  onOnline(providerId: string): void;
+}
+
+/** Close codes and reasons that mean the coordinator let us go on purpose (PROTOCOL.md 6). */
+export function classifyClose(code: number, reason: string): CloseKind {
+  if (code === 1005) return 'graceful'; // a Close frame without a payload
+  if (code === 1001) {
+    if (reason === 'drain:deploy') return 'deploy';
+    if (reason === 'drain:operator') return 'operator';
+    return 'graceful';
+  }
+  return 'unexpected';
+}
+
+export class Session implements JobSink {
+  readonly #o: SessionOptions;
+  #ws: WebSocket | undefined;
+  #socket: Socket | undefined;
+  #state: 'connecting' | 'await_challenge' | 'await_result' | 'online' | 'closed' = 'connecting';
+  #end: SessionEnd | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #handshakeTimer: NodeJS.Timeout | undefined;
+  #drainWaiters: (() => void)[] = [];
+  #stopRequested = false;
+  #wasOnline = false;
+  readonly #onWritten = () => this.#checkDrained();
+
+  constructor(opts: SessionOptions) {
+    this.#o = opts;
+  }
+
+  get online(): boolean {
+    return this.#state === 'online';
+  }
+
+  /** Runs the session until the connection ends; never rejects. */
+  run(): Promise<SessionEnd> {
+    return new Promise<SessionEnd>((resolve) => {
+      const { log } = this.#o;
+      let settled = false;
+      const finish = (end: SessionEnd) => {
+        if (settled) return;
+        settled = true;
+        this.#teardown();
+        resolve(end);
+      };
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(this.#o.url, {
+          perMessageDeflate: false,
+          maxPayload: this.#o.maxInboundBytes,
+          handshakeTimeout: this.#o.handshakeTimeoutMs,
+          // TLS verification stays on: there is deliberately no switch for it.
+          rejectUnauthorized: true,
+          headers: { 'user-agent': `usepod-agent/${this.#o.agentVersion}` },
+        });
+      } catch (err) {
+        finish({ reachedAuth: false, kind: 'unexpected', detail: errorMessage(err) });
+        return;
+      }
+      this.#ws = ws;
+      ws.on('upgrade', (res) => {
+        this.#socket = res.socket as Socket;
+        this.#socket.on('drain', this.#onWritten);
+      });
+      ws.on('open', () => {
+        this.#state = 'await_challenge';
+        this.#handshakeTimer = setTimeout(() => {
+          this.#protocolError('no auth_challenge/auth result within the handshake timeout');
+        }, this.#o.handshakeTimeoutMs);
+      });
+      ws.on('message', (data, isBinary) => {
+        this.#onMessage(data as Buffer, isBinary).catch((err: unknown) => {
+          log.error('session handler failed', { error: errorMessage(err) });
+          this.#protocolError(errorMessage(err));
+        });
+      });
+      ws.on('error', (err) => {
+        this.#end ??= { reachedAuth: this.#reachedAuth(), kind: 'unexpected', detail: errorMessage(err) };
+        // 'close' follows an 'error' once the socket is torn down.
+        if (ws.readyState === WebSocket.CLOSED) finish(this.#end);
+      });
+      ws.on('close', (code, reasonBuf) => {
+        const reason = reasonBuf.toString('utf8');
+        const reachedAuth = this.#reachedAuth();
+        if (this.#end) {
+          finish({ ...this.#end, reachedAuth, code, reason });
+          return;
+        }
+        const kind = this.#stopRequested ? 'stopped' : classifyClose(code, reason);
+        finish({ reachedAuth, kind, code, reason, ...(code === 1006 ? { detail: 'connection lost without a Close frame' } : {}) });
+      });
+    });
+  }
+
+  #reachedAuth(): boolean {
+    return this.#wasOnline;
+  }
+
+  async #onMessage(data: Buffer, isBinary: boolean): Promise<void> {
+    const { log } = this.#o;
+    if (this.#state === 'closed') return;
+    if (this.#state !== 'online') {
+      if (isBinary) return this.#protocolError('binary frame during the handshake');
+      const parsed = parseInbound(data.toString('utf8'));
+      if (!parsed.ok) return this.#protocolError(`bad handshake frame: ${parsed.reason}`);
+      const f = parsed.frame;
+      if (this.#state === 'await_challenge') {
+        if (f.type !== 'auth_challenge') return this.#protocolError(`expected auth_challenge, got ${f.type}`);
+        this.#state = 'await_result';
+        await this.#respond(f.nonce);
+        return;
+      }
+      if (this.#state === 'await_result') {
+        if (f.type === 'auth_failed') {
+          this.#end = { reachedAuth: false, kind: 'auth_failed', reason: f.reason };
+          log.error('coordinator refused authentication', { reason: f.reason });
+          this.#ws?.close(1000);
+          return;
+        }
+        if (f.type !== 'auth_ok') return this.#protocolError(`expected auth_ok or auth_failed, got ${f.type}`);
+        await this.#authenticated(f.provider_id);
+      }
+      return;
+    }
+    // Authenticated: anything odd is logged at debug level and ignored.
+    if (isBinary) {
+      log.debug('ignored binary frame', { bytes: data.length });
+      return;
+    }
+    const text = data.toString('utf8');
+    const parsed = parseInbound(text);
+    if (!parsed.ok) {
+      const fields = { reason: parsed.reason, type: parsed.type, job_id: parsed.jobId };
+      if (parsed.type === 'job') log.warn('dropped malformed job frame', fields);
+      else log.debug('ignored frame', fields);
+      return;
+    }
+    const f = parsed.frame;
+    if (f.type === 'job') {
+      log.debug('job received', { job_id: f.job_id, model: f.model_id, format: f.format });
+      this.#o.executor.accept(f, this, text.length);
+    } else if (f.type === 'job_cancel') {
+      const known = this.#o.executor.cancel(f.job_id);
+      log.debug('job_cancel', { job_id: f.job_id, known });
+    } else {
+      log.debug('ignored frame', { type: f.type });
+    }
+  }
+
+  async #respond(nonceB64: string): Promise<void> {
+    const { identity } = this.#o;
+    const nonce = Buffer.from(nonceB64, 'base64');
+    let frame: AuthResponseFrame = {
+      type: 'auth_response',
+      pubkey: identity.publicKey,
+      signature: identity.sign(nonce),
+      agent_version: this.#o.agentVersion,
+    };
+    if (!identity.providerId && this.#o.enrollmentCode) frame.enrollment_code = this.#o.enrollmentCode;
+    frame = await this.#o.hooks.beforeAuth.promise(frame);
+    this.send(JSON.stringify(frame));
+  }
+
+  async #authenticated(providerId: string): Promise<void> {
+    const { identity, log } = this.#o;
+    clearTimeout(this.#handshakeTimer);
+    if (identity.providerId !== providerId) {
+      identity.providerId = providerId;
+      await identity.save();
+      log.info('provider id saved', { provider_id: providerId, file: identity.path });
+    }
+    this.#state = 'online';
+    this.#wasOnline = true;
+    log.info('authenticated', { provider_id: providerId });
+    await this.#o.hooks.afterAuth.promise({ providerId, coordinator: this.#o.url });
+    this.#o.onOnline(providerId);
+    await this.sendCapabilities(await this.#o.capabilities());
+    this.#heartbeat = setInterval(() => {
+      const hb: HeartbeatFrame = { type: 'heartbeat', ...this.#o.heartbeat() };
+      this.send(JSON.stringify(hb));
+    }, this.#o.heartbeatIntervalMs);
+  }
+
+  async sendCapabilities(frame: CapabilitiesFrame): Promise<void> {
+    if (this.#state !== 'online') return;
+    this.send(JSON.stringify(frame));
+    this.#o.log.info('capabilities sent', { models: frame.models.length });
+  }
+
+  #protocolError(detail: string): void {
+    if (this.#state === 'closed') return;
+    this.#o.log.warn('protocol error', { detail });
+    this.#end ??= { reachedAuth: this.#reachedAuth(), kind: 'protocol', detail };
+    this.#ws?.close(1002, 'protocol error');
+    // A peer that never answers our Close is dropped.
+    setTimeout(() => this.#ws?.terminate(), 2_000).unref();
+  }
+
+  // ---- JobSink ----
+
+  send(frame: string): boolean {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(frame, this.#onWritten);
+    return true;
+  }
+
+  get congested(): boolean {
+    const ws = this.#ws;
+    return ws !== undefined && ws.bufferedAmount > this.#o.highWaterBytes;
+  }
+
+  drained(): Promise<void> {
+    if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN || this.#ws.bufferedAmount <= this.#o.lowWaterBytes) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  #checkDrained(): void {
+    if (this.#drainWaiters.length === 0) return;
+    const ws = this.#ws;
+    if (ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount > this.#o.lowWaterBytes) return;
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Closes the connection (agent stop): code 1000. */
+  close(code = 1000, reason = ''): void {
+    this.#stopRequested = true;
+    const ws = this.#ws;
+    if (!ws) return;
+    if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+    else ws.close(code, reason);
+    setTimeout(() => ws.terminate(), 2_000).unref();
+  }
+
+  #teardown(): void {
+    this.#state = 'closed';
+    clearInterval(this.#heartbeat);
+    clearTimeout(this.#handshakeTimer);
+    this.#socket?.off('drain', this.#onWritten);
+    // Session gone: every job on it is aborted upstream and not replayed (PROTOCOL.md 6).
+    this.#o.executor.abortAll('session');
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w();
+  }
+}
