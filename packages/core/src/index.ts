@@ -42,7 +42,7 @@ export {
   type PluginHooks,
   type SessionInfo,
 } from './hooks.js';
-export { createPool, engineErrorMessage, getJson, httpError, isConnectError, readText, send } from './http.js';
+export { createPool, engineErrorMessage, getJson, httpError, isConnectError, readText, type SendOptions, send as sendRequest } from './http.js';
 export {
   fingerprintOf,
   generateIdentity,

@@ -170,6 +170,3 @@ export class OpenAICompatibleBackend implements Backend {
     await this.pool.destroy();
   }
 }
-
-/** Sends a one-off request through a backend's pool; for plugin probes of extra routes. */
-export { send as sendRequest, readText };

@@ -1,0 +1,90 @@
+import { Command, Flags, type Interfaces } from '@oclif/core';
+import {
+  configureLogging,
+  isUsepodError,
+  type LoadedConfig,
+  type LogFormat,
+  type LogLevel,
+  loadConfig,
+  redactor,
+} from '@usepod-agent/core';
+
+/** Exit codes, written down in the README. */
+export const EXIT = {
+  OK: 0,
+  /** Something failed at run time (network, engine, coordinator). */
+  FAILURE: 1,
+  /** A user mistake: flags, config, files. */
+  USAGE: 2,
+  /** `service status`: the service is not installed. */
+  NOT_INSTALLED: 3,
+} as const;
+
+export const configFlag = Flags.string({
+  char: 'c',
+  summary: 'Config file (agent.toml, .usepodrc*, usepod.config.*, package.json). Default: the platform config dir, then ./agent.toml.',
+  helpValue: 'PATH',
+});
+export const allowInsecureFlag = Flags.boolean({
+  summary: 'Accept a ws:// (unencrypted) coordinator URL, for a local coordinator.',
+  default: false,
+});
+export const logLevelFlag = Flags.option({
+  options: ['error', 'warn', 'info', 'debug'] as const,
+  summary: 'Log level (default: observability.log_level, else info). DEBUG=usepod:* is honoured too.',
+})();
+export const logFormatFlag = Flags.option({
+  options: ['text', 'json'] as const,
+  summary: 'Log lines as key=value text or JSON lines.',
+})();
+export const jsonFlag = Flags.boolean({ summary: 'Print machine-readable JSON.', default: false });
+
+/**
+ * Shared behaviour of every command: a user mistake prints one line naming
+ * what to fix and exits 2, with no stack trace; `DEBUG=usepod:*` shows detail.
+ */
+export abstract class BaseCommand extends Command {
+  protected setupLogging(level: LogLevel | undefined, format?: LogFormat): void {
+    configureLogging({ level: level ?? 'info', ...(format ? { format } : {}) });
+  }
+
+  protected async readConfig(flags: { config?: string | undefined; 'allow-insecure'?: boolean }): Promise<LoadedConfig> {
+    return loadConfig({
+      ...(flags.config ? { path: flags.config } : {}),
+      allowInsecure: flags['allow-insecure'] ?? false,
+    });
+  }
+
+  /** Writes a line to stdout. */
+  protected out(line = ''): void {
+    process.stdout.write(`${line}\n`);
+  }
+
+  protected printJson(value: unknown): void {
+    process.stdout.write(`${JSON.stringify(redactor.redactFields(value), null, 2)}\n`);
+  }
+
+  protected override async catch(err: Interfaces.CommandError): Promise<unknown> {
+    if ((err as { code?: string }).code === 'EEXIT') throw err;
+    const debug = Boolean(process.env.DEBUG);
+    const oclifExit = (err as { oclif?: { exit?: number } }).oclif?.exit;
+    let line: string;
+    let code: number = EXIT.FAILURE;
+    if (isUsepodError(err)) {
+      line = err.message;
+      code = err.user ? EXIT.USAGE : EXIT.FAILURE;
+    } else if (oclifExit === 2) {
+      // Flag and argument parse errors from oclif: keep the first line.
+      line = `${String(err.message).split('\n')[0]} (see --help)`;
+      code = EXIT.USAGE;
+    } else {
+      line = err.message;
+    }
+    process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
+    if (debug && err.stack) process.stderr.write(`${redactor.redact(err.stack)}\n`);
+    else if (code === EXIT.FAILURE && !isUsepodError(err)) {
+      process.stderr.write('usepod-agent: run with DEBUG=usepod:* for details\n');
+    }
+    return this.exit(code);
+  }
+}

@@ -1,0 +1,56 @@
+import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core';
+import { allowInsecureFlag, BaseCommand, configFlag, EXIT, logFormatFlag, logLevelFlag } from '../base.js';
+import { pluginSearchRoots } from '../plugins.js';
+
+export default class Run extends BaseCommand {
+  static override summary = 'Connect to the coordinator and serve inference jobs until stopped.';
+  static override description = `Loads the config, the identity key (created on first run) and the backend plugins, probes the engines, then keeps a connection to the Use Pod coordinator open, reconnecting forever. SIGINT or SIGTERM drains: new jobs are refused, jobs in flight get up to limits.drain_timeout_s to finish, then the agent exits 0. A second signal stops at once.`;
+  static override examples = [
+    '<%= config.bin %> run',
+    '<%= config.bin %> run --config /etc/usepod-agent/agent.toml --log-level debug',
+    '<%= config.bin %> run --config ./agent.toml --allow-insecure   # a local ws:// coordinator',
+  ];
+  static override flags = {
+    config: configFlag,
+    'allow-insecure': allowInsecureFlag,
+    'log-level': logLevelFlag,
+    'log-format': logFormatFlag,
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Run);
+    const { config } = await this.readConfig(flags);
+    this.setupLogging(flags['log-level'] ?? config.observability.log_level, flags['log-format'] ?? config.observability.log_format);
+    const log = createLogger('agent');
+    const agent = createAgent({
+      config,
+      allowInsecure: flags['allow-insecure'],
+      logger: log,
+      pluginSearchRoots: pluginSearchRoots(this.config),
+    });
+    await agent.start();
+    await waitForSignals(agent, log);
+    this.exit(EXIT.OK);
+  }
+}
+
+/** First signal: graceful drain. Second: stop at once. */
+function waitForSignals(agent: Agent, log: ReturnType<typeof createLogger>): Promise<void> {
+  return new Promise((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn('second signal: stopping now', { signal: sig });
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      }
+      log.info('stopping: draining jobs in flight', { signal: sig });
+      agent.stop().then(resolve, (err: unknown) => {
+        log.error('stop failed', { error: errorMessage(err) });
+        resolve();
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

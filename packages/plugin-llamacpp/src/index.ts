@@ -1,0 +1,117 @@
+import {
+  type BackendLoad,
+  type BackendModel,
+  contextWindowOf,
+  definePlugin,
+  OpenAICompatibleBackend,
+  type OpenAICompatibleOptions,
+  optionsFromEntry,
+  PLUGIN_API_VERSION,
+  readText,
+  sendRequest,
+  UsepodError,
+} from '@usepod-agent/core';
+
+/**
+ * llama.cpp `llama-server` (ENGINES.md section 2). 503 `unavailable_error`
+ * while loading; the served window from `meta.n_ctx` or `/props` (never
+ * `n_ctx_train`); router mode's `/models` with `status.value`; load from
+ * `/slots`, else `/metrics` when the server runs with `--metrics`.
+ */
+export const LLAMACPP_PORTS = [8080, 9931] as const;
+
+export interface LlamacppBackendOptions extends Omit<OpenAICompatibleOptions, 'kind'> {
+  /** Router mode: also offer models that are not loaded (the server autoloads them). */
+  includeUnloaded?: boolean;
+}
+
+interface RouterModel {
+  id?: string;
+  status?: { value?: string };
+  meta?: Record<string, unknown> | null;
+}
+
+export class LlamacppBackend extends OpenAICompatibleBackend {
+  readonly #includeUnloaded: boolean;
+
+  constructor(opts: LlamacppBackendOptions) {
+    super({ ...opts, kind: 'llamacpp' });
+    this.#includeUnloaded = opts.includeUnloaded ?? false;
+  }
+
+  protected override async checkHealth(signal: AbortSignal): Promise<void> {
+    const res = await sendRequest(this.pool, this.endpoint('/health'), { method: 'GET', headers: this.headers(), signal });
+    const body = await readText(res.body, 4096);
+    if (res.status === 503) throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'loading model (/health answered 503)');
+    if (res.status !== 200) throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}: ${body.slice(0, 200)}`);
+  }
+
+  protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
+    const list = await this.getJson<{ data?: (RouterModel & Record<string, unknown>)[] }>('/v1/models', signal);
+    const data = list.data ?? [];
+    const routerMode = data.some((m) => m.status && typeof m.status === 'object');
+    const out: BackendModel[] = [];
+    if (routerMode) {
+      for (const m of data) {
+        if (typeof m.id !== 'string') continue;
+        const state = m.status?.value;
+        const servable = state === 'loaded' || state === 'sleeping' || (this.#includeUnloaded && state === 'unloaded');
+        if (!servable) continue;
+        const cw = contextWindowOf(m);
+        out.push(cw ? { id: m.id, contextWindow: cw } : { id: m.id });
+      }
+      return out;
+    }
+    let propsCtx: number | undefined;
+    for (const m of data) {
+      if (typeof m.id !== 'string') continue;
+      let cw = contextWindowOf(m);
+      if (cw === undefined) {
+        propsCtx ??= await this.#propsContext(signal);
+        cw = propsCtx;
+      }
+      out.push(cw ? { id: m.id, contextWindow: cw } : { id: m.id });
+    }
+    return out;
+  }
+
+  async #propsContext(signal: AbortSignal): Promise<number | undefined> {
+    const props = await this.getJson<{ default_generation_settings?: { n_ctx?: number } }>('/props', signal).catch(
+      () => undefined,
+    );
+    const n = props?.default_generation_settings?.n_ctx;
+    return typeof n === 'number' && n > 0 ? n : undefined;
+  }
+
+  protected override async readLoad(signal: AbortSignal): Promise<BackendLoad | undefined> {
+    const slots = await this.getJson<{ is_processing?: boolean }[]>('/slots', signal).catch(() => undefined);
+    if (Array.isArray(slots)) {
+      return { capacity: slots.length, running: slots.filter((s) => s.is_processing).length };
+    }
+    const res = await sendRequest(this.pool, this.endpoint('/metrics'), { method: 'GET', headers: this.headers(), signal });
+    const text = await readText(res.body, 1024 * 1024);
+    if (res.status !== 200) return undefined; // 501 without --metrics
+    const gauge = (name: string) => {
+      const m = new RegExp(`^llamacpp:${name}(?:\\{[^}]*\\})?\\s+([0-9.eE+-]+)`, 'm').exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    const running = gauge('requests_processing');
+    const waiting = gauge('requests_deferred');
+    return { ...(running === undefined ? {} : { running }), ...(waiting === undefined ? {} : { waiting }) };
+  }
+}
+
+export default definePlugin(() => ({
+  name: '@usepod-agent/plugin-llamacpp',
+  apiVersion: PLUGIN_API_VERSION,
+  kinds: ['llamacpp'],
+  apply(_hooks, ctx) {
+    ctx.registerBackend('llamacpp', (entry, bctx) => {
+      const o = entry.options ?? {};
+      return new LlamacppBackend({
+        ...optionsFromEntry('llamacpp', entry, bctx),
+        ...(o.include_unloaded === true ? { includeUnloaded: true } : {}),
+      });
+    });
+  },
+}));

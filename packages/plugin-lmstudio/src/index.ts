@@ -1,0 +1,100 @@
+import {
+  type BackendLoad,
+  type BackendModel,
+  definePlugin,
+  OpenAICompatibleBackend,
+  type OpenAICompatibleOptions,
+  optionsFromEntry,
+  PLUGIN_API_VERSION,
+} from '@usepod-agent/core';
+
+/**
+ * LM Studio (ENGINES.md section 3). No health route: the model routes are the
+ * probe. Loaded LLMs come from `/api/v1/models` (0.4+) `loaded_instances`, or
+ * `/api/v0/models` `state`; `/v1/models` alone would list every download under
+ * JIT. Embedding models are never offered for chat.
+ */
+export interface LmstudioBackendOptions extends Omit<OpenAICompatibleOptions, 'kind'> {
+  /** Also offer downloaded LLMs that JIT loading would load on first use. */
+  includeJit?: boolean;
+}
+
+interface V1Model {
+  type?: string;
+  key?: string;
+  loaded_instances?: { id?: string; config?: { context_length?: number; parallel?: number } }[];
+  max_context_length?: number;
+}
+
+interface V0Model {
+  id?: string;
+  type?: string;
+  state?: string;
+  max_context_length?: number;
+}
+
+export class LmstudioBackend extends OpenAICompatibleBackend {
+  readonly #includeJit: boolean;
+  #parallel: number | undefined;
+
+  constructor(opts: LmstudioBackendOptions) {
+    super({ ...opts, kind: 'lmstudio' });
+    this.#includeJit = opts.includeJit ?? false;
+  }
+
+  protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
+    const v1 = await this.getJson<{ models?: V1Model[] }>('/api/v1/models', signal).catch(() => undefined);
+    if (v1 && Array.isArray(v1.models)) return this.#fromV1(v1.models);
+    const v0 = await this.getJson<{ data?: V0Model[] }>('/api/v0/models', signal).catch(() => undefined);
+    if (v0 && Array.isArray(v0.data)) return this.#fromV0(v0.data);
+    // Oldest builds: only /v1/models, which cannot tell loaded from downloaded.
+    return super.listModels(signal);
+  }
+
+  #fromV1(models: V1Model[]): BackendModel[] {
+    const out: BackendModel[] = [];
+    let parallel = 0;
+    for (const m of models) {
+      if (m.type !== 'llm' || !m.key) continue;
+      const inst = m.loaded_instances ?? [];
+      if (inst.length > 0) {
+        const ctx = inst[0]?.config?.context_length ?? m.max_context_length;
+        parallel += inst.reduce((n, i) => n + (i.config?.parallel ?? 4), 0);
+        out.push(ctx ? { id: m.key, contextWindow: ctx } : { id: m.key });
+      } else if (this.#includeJit) {
+        out.push(m.max_context_length ? { id: m.key, contextWindow: m.max_context_length } : { id: m.key });
+      }
+    }
+    this.#parallel = parallel || undefined;
+    return out;
+  }
+
+  #fromV0(models: V0Model[]): BackendModel[] {
+    const out: BackendModel[] = [];
+    for (const m of models) {
+      if ((m.type !== 'llm' && m.type !== 'vlm') || !m.id) continue;
+      if (m.state !== 'loaded' && !this.#includeJit) continue;
+      out.push(m.max_context_length ? { id: m.id, contextWindow: m.max_context_length } : { id: m.id });
+    }
+    return out;
+  }
+
+  protected override async readLoad(): Promise<BackendLoad | undefined> {
+    return this.#parallel ? { capacity: this.#parallel } : undefined;
+  }
+}
+
+export default definePlugin(() => ({
+  name: '@usepod-agent/plugin-lmstudio',
+  apiVersion: PLUGIN_API_VERSION,
+  kinds: ['lmstudio'],
+  apply(_hooks, ctx) {
+    ctx.registerBackend('lmstudio', (entry, bctx) => {
+      const o = entry.options ?? {};
+      return new LmstudioBackend({
+        ...optionsFromEntry('lmstudio', entry, bctx),
+        ...(o.include_jit === true ? { includeJit: true } : {}),
+      });
+    });
+  },
+}));

@@ -1,0 +1,129 @@
+import {
+  type BackendLoad,
+  type BackendModel,
+  definePlugin,
+  getJson,
+  OpenAICompatibleBackend,
+  type OpenAICompatibleOptions,
+  optionsFromEntry,
+  PLUGIN_API_VERSION,
+  readText,
+  sendRequest,
+} from '@usepod-agent/core';
+
+/**
+ * Ollama. Health from `/api/version`; installed models from `/api/tags`
+ * (cloud entries left out), their context from `/api/ps` when loaded, else the
+ * training maximum from `/api/show` capped by the default `num_ctx`;
+ * embedding-only models are never offered for chat (ENGINES.md section 4).
+ */
+export interface OllamaBackendOptions extends Omit<OpenAICompatibleOptions, 'kind'> {
+  /** Context Ollama allocates when the model is not loaded yet (`OLLAMA_CONTEXT_LENGTH`); default 4096. */
+  defaultNumCtx?: number;
+  /** `OLLAMA_NUM_PARALLEL` of the server, for load-aware routing; default 1. */
+  numParallel?: number;
+}
+
+interface TagEntry {
+  name?: string;
+  model?: string;
+  digest?: string;
+  remote_model?: string;
+  remote_host?: string;
+}
+
+interface ShowInfo {
+  trainContext: number | undefined;
+  embeddingOnly: boolean;
+}
+
+export class OllamaBackend extends OpenAICompatibleBackend {
+  readonly #defaultNumCtx: number;
+  readonly #numParallel: number;
+  /** `/api/show` answers by digest: they change only when the model is re-pulled. */
+  readonly #show = new Map<string, ShowInfo>();
+  #loaded = 0;
+
+  constructor(opts: OllamaBackendOptions) {
+    super({ ...opts, kind: 'ollama' });
+    this.#defaultNumCtx = opts.defaultNumCtx ?? 4096;
+    this.#numParallel = opts.numParallel ?? 1;
+  }
+
+  protected override async checkHealth(signal: AbortSignal): Promise<void> {
+    await this.getJson<{ version?: string }>('/api/version', signal);
+  }
+
+  async #showInfo(name: string, digest: string | undefined, signal: AbortSignal): Promise<ShowInfo> {
+    const key = digest ?? name;
+    const cached = this.#show.get(key);
+    if (cached) return cached;
+    const res = await sendRequest(this.pool, this.endpoint('/api/show'), {
+      method: 'POST',
+      headers: this.headers({ 'content-type': 'application/json' }),
+      body: JSON.stringify({ model: name }),
+      signal,
+    });
+    const body = await readText(res.body, 4 * 1024 * 1024);
+    let info: ShowInfo = { trainContext: undefined, embeddingOnly: false };
+    if (res.status === 200) {
+      const show = JSON.parse(body) as { model_info?: Record<string, unknown>; capabilities?: string[] };
+      const mi = show.model_info ?? {};
+      const arch = mi['general.architecture'];
+      const ctx = typeof arch === 'string' ? mi[`${arch}.context_length`] : undefined;
+      const caps = show.capabilities ?? [];
+      info = {
+        trainContext: typeof ctx === 'number' ? ctx : undefined,
+        embeddingOnly: caps.includes('embedding') && !caps.includes('completion'),
+      };
+      this.#show.set(key, info);
+    }
+    return info;
+  }
+
+  protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
+    const [tags, ps] = await Promise.all([
+      this.getJson<{ models?: TagEntry[] }>('/api/tags', signal),
+      getJson<{ models?: { name?: string; context_length?: number }[] }>(this.pool, this.endpoint('/api/ps'), this.headers(), signal).catch(
+        () => ({ models: [] }),
+      ),
+    ]);
+    const loaded = new Map<string, number | undefined>();
+    for (const m of ps.models ?? []) if (m.name) loaded.set(m.name, m.context_length);
+    this.#loaded = loaded.size;
+    const out: BackendModel[] = [];
+    for (const t of tags.models ?? []) {
+      const name = t.name ?? t.model;
+      if (!name) continue;
+      // Cloud models run on ollama.com, not on this GPU.
+      if (t.remote_model || t.remote_host || name.endsWith('-cloud')) continue;
+      const info = await this.#showInfo(name, t.digest, signal);
+      if (info.embeddingOnly) continue;
+      const allocated = loaded.get(name);
+      const contextWindow =
+        allocated ?? (info.trainContext ? Math.min(info.trainContext, this.#defaultNumCtx) : this.#defaultNumCtx);
+      out.push({ id: name, contextWindow });
+    }
+    return out;
+  }
+
+  protected override async readLoad(): Promise<BackendLoad | undefined> {
+    return { capacity: this.#numParallel * Math.max(1, this.#loaded) };
+  }
+}
+
+export default definePlugin(() => ({
+  name: '@usepod-agent/plugin-ollama',
+  apiVersion: PLUGIN_API_VERSION,
+  kinds: ['ollama'],
+  apply(_hooks, ctx) {
+    ctx.registerBackend('ollama', (entry, bctx) => {
+      const o = entry.options ?? {};
+      return new OllamaBackend({
+        ...optionsFromEntry('ollama', entry, bctx),
+        ...(typeof o.num_ctx === 'number' ? { defaultNumCtx: o.num_ctx } : {}),
+        ...(typeof o.num_parallel === 'number' ? { numParallel: o.num_parallel } : {}),
+      });
+    });
+  },
+}));

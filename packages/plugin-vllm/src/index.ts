@@ -1,0 +1,79 @@
+import {
+  type BackendLoad,
+  definePlugin,
+  OpenAICompatibleBackend,
+  type OpenAICompatibleOptions,
+  optionsFromEntry,
+  PLUGIN_API_VERSION,
+  readText,
+  sendRequest,
+  UsepodError,
+} from '@usepod-agent/core';
+
+/**
+ * vLLM (`vllm serve`). Health from `/health` (refused while loading, 503 once
+ * the engine died), models and `max_model_len` from `/v1/models`, load from
+ * the always-open `/metrics` (ENGINES.md section 1).
+ */
+export class VllmBackend extends OpenAICompatibleBackend {
+  constructor(opts: Omit<OpenAICompatibleOptions, 'kind'>) {
+    super({ ...opts, kind: 'vllm' });
+  }
+
+  protected override async checkHealth(signal: AbortSignal): Promise<void> {
+    // ECONNREFUSED here means loading or down: the send() error says "cannot reach".
+    const res = await sendRequest(this.pool, this.endpoint('/health'), { method: 'GET', signal });
+    await readText(res.body, 1024).catch(() => '');
+    if (res.status === 503) throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'engine is dead (/health answered 503)');
+    if (res.status !== 200) throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}`);
+  }
+
+  protected override async readLoad(signal: AbortSignal): Promise<BackendLoad | undefined> {
+    const res = await sendRequest(this.pool, this.endpoint('/metrics'), { method: 'GET', signal });
+    const body = await readText(res.body, 4 * 1024 * 1024);
+    if (res.status !== 200) return undefined;
+    return parseVllmMetrics(body);
+  }
+}
+
+/** Sums the gauges over engines (data-parallel ranks) and models; KV usage is the highest rank's. */
+export function parseVllmMetrics(text: string): BackendLoad {
+  let running = 0;
+  let waiting = 0;
+  let kvNew: number | undefined;
+  let kvOld: number | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line.length === 0) continue;
+    const m = /^(vllm:[a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)/.exec(line);
+    if (!m) continue;
+    const value = Number(m[3]);
+    if (!Number.isFinite(value)) continue;
+    switch (m[1]) {
+      case 'vllm:num_requests_running':
+        running += value;
+        break;
+      case 'vllm:num_requests_waiting':
+        waiting += value;
+        break;
+      case 'vllm:kv_cache_usage_perc':
+        kvNew = Math.max(kvNew ?? 0, value);
+        break;
+      case 'vllm:gpu_cache_usage_perc':
+        kvOld = Math.max(kvOld ?? 0, value);
+        break;
+      default:
+        break;
+    }
+  }
+  const kv = kvNew ?? kvOld; // the new name wins; the deprecated one is removed in later releases
+  return { running, waiting, ...(kv === undefined ? {} : { kvCacheUsage: kv }) };
+}
+
+export default definePlugin(() => ({
+  name: '@usepod-agent/plugin-vllm',
+  apiVersion: PLUGIN_API_VERSION,
+  kinds: ['vllm'],
+  apply(_hooks, ctx) {
+    ctx.registerBackend('vllm', (entry, bctx) => new VllmBackend(optionsFromEntry('vllm', entry, bctx)));
+  },
+}));

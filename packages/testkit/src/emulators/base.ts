@@ -1,0 +1,340 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { EventLog } from '../wait.js';
+
+/**
+ * Shared machinery of the engine emulators: a real HTTP server on 127.0.0.1,
+ * a request log, a log of requests the client abandoned, scripted behaviours
+ * per request (hang, slow, errors, broken streams), and a "loading" state that
+ * closes the listener so clients get ECONNREFUSED, as a loading vLLM does.
+ */
+
+export interface EmulatedModel {
+  id: string;
+  /** Served context window. */
+  contextWindow?: number;
+  /** Training maximum, where the engine reports one separately. */
+  trainContext?: number;
+  /** Loaded now (engines with a loaded/unloaded distinction). Default true. */
+  loaded?: boolean;
+  /** `llm` (default) or `embedding`. */
+  type?: 'llm' | 'embedding';
+}
+
+export type Behavior =
+  | { kind: 'normal' }
+  | { kind: 'slow'; tokenDelayMs: number }
+  /** Accepts the request and never answers. */
+  | { kind: 'hang' }
+  /** Sends headers and the first chunk, then nothing. */
+  | { kind: 'hang-after-first' }
+  | { kind: 'status'; status: number; body: string; contentType?: string }
+  /** An error event inside the 200 stream, after some tokens, in the engine's own style. */
+  | { kind: 'error-in-stream'; afterTokens?: number; message?: string }
+  /** Destroys the connection after some tokens. */
+  | { kind: 'drop'; afterTokens?: number }
+  /** Ends the stream without [DONE] and without a finish reason. */
+  | { kind: 'no-done' }
+  /** 200 with a body that is not an event stream. */
+  | { kind: 'not-sse'; body?: string; contentType?: string }
+  /** Writes the usage chunk in two halves, with a pause between, so it spans network reads. */
+  | { kind: 'split-usage' }
+  /** The test writes the stream itself through `controlled` (see `ControlledStream`). */
+  | { kind: 'controlled' };
+
+export interface RequestRecord {
+  id: number;
+  method: string;
+  path: string;
+  headers: IncomingMessage['headers'];
+  body: Record<string, unknown> | undefined;
+  rawBody: string;
+  at: number;
+  /** Set when the client closed the connection before the response finished. */
+  abortedAt?: number;
+}
+
+export interface ControlledStream {
+  record: RequestRecord;
+  res: ServerResponse;
+  write(data: string | Buffer): Promise<void>;
+  end(data?: string): void;
+}
+
+export interface StreamContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  record: RequestRecord;
+  behavior: Behavior;
+  model: string;
+  /** Output tokens to produce. */
+  tokens: number;
+  promptTokens: number;
+  includeUsage: boolean;
+  tokenDelayMs: number;
+  /** True once the client went away. */
+  gone(): boolean;
+}
+
+export type Route = (ctx: { req: IncomingMessage; res: ServerResponse; record: RequestRecord; url: URL }) => void | Promise<void>;
+
+export interface EmulatorOptions {
+  models?: EmulatedModel[];
+  /** Require `Authorization: Bearer <key>` on protected routes. */
+  apiKey?: string;
+  /** Default output tokens when the request sets no max_tokens. */
+  defaultTokens?: number;
+  /** Delay between tokens (ms); 0 writes as fast as the socket takes them. */
+  tokenDelayMs?: number;
+}
+
+export abstract class EngineEmulator {
+  abstract readonly kind: string;
+  readonly requests = new EventLog<RequestRecord>();
+  /** Requests whose connection the client closed before the response ended. */
+  readonly aborted = new EventLog<RequestRecord>();
+  readonly controlled = new EventLog<ControlledStream>();
+  models: EmulatedModel[];
+  apiKey: string | undefined;
+  defaultTokens: number;
+  tokenDelayMs: number;
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  readonly #queue: { behavior: Behavior; model?: string; times: number }[] = [];
+  #port = 0;
+  #nextId = 1;
+  #inFlight = 0;
+  protected routes = new Map<string, Route>();
+
+  constructor(opts: EmulatorOptions = {}) {
+    this.models = opts.models ?? [];
+    this.apiKey = opts.apiKey;
+    this.defaultTokens = opts.defaultTokens ?? 8;
+    this.tokenDelayMs = opts.tokenDelayMs ?? 0;
+    this.#server = createServer((req, res) => void this.#handle(req, res));
+    this.#server.on('connection', (s) => {
+      this.#sockets.add(s);
+      s.on('close', () => this.#sockets.delete(s));
+    });
+  }
+
+  /** Base URL, e.g. `http://127.0.0.1:41234`. */
+  get url(): string {
+    return `http://127.0.0.1:${this.#port}`;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** Requests being answered now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  async start(port = 0): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = (this.#server.address() as AddressInfo).port;
+    return this;
+  }
+
+  /** Scripts the next `times` streaming requests (optionally only for one model). */
+  behave(behavior: Behavior, opts: { times?: number; model?: string } = {}): this {
+    this.#queue.push({ behavior, times: opts.times ?? 1, ...(opts.model ? { model: opts.model } : {}) });
+    return this;
+  }
+
+  /** Scripts every later request until `reset()`. */
+  always(behavior: Behavior): this {
+    this.#queue.push({ behavior, times: Number.POSITIVE_INFINITY });
+    return this;
+  }
+
+  reset(): void {
+    this.#queue.length = 0;
+  }
+
+  protected takeBehavior(model: string): Behavior {
+    const i = this.#queue.findIndex((q) => q.model === undefined || q.model === model);
+    if (i === -1) return { kind: 'normal' };
+    const q = this.#queue[i]!;
+    if (--q.times <= 0) this.#queue.splice(i, 1);
+    return q.behavior;
+  }
+
+  /** Closes the listener and every connection: clients now get ECONNREFUSED (vLLM while loading, or a dead engine). */
+  async goDown(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.#server.close(() => resolve());
+      for (const s of this.#sockets) s.destroy();
+    });
+  }
+
+  /** Listens again on the same port. */
+  async comeUp(): Promise<void> {
+    await this.start(this.#port);
+  }
+
+  /** Destroys every open connection (an engine crash mid-stream). */
+  killConnections(): void {
+    for (const s of this.#sockets) s.destroy();
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    if (!this.#server.listening) return;
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  protected authorized(req: IncomingMessage): boolean {
+    if (!this.apiKey) return true;
+    const auth = req.headers.authorization;
+    const xkey = req.headers['x-api-key'];
+    return auth === `Bearer ${this.apiKey}` || xkey === this.apiKey;
+  }
+
+  /** The engine's 401 answer. */
+  protected abstract unauthorized(res: ServerResponse): void;
+  /** The engine's answer to an unknown path. */
+  protected notFound(res: ServerResponse): void {
+    json(res, 404, { error: { message: 'File Not Found', type: 'not_found_error', code: 404 } });
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const rawBody = Buffer.concat(chunks).toString('utf8');
+    let body: Record<string, unknown> | undefined;
+    try {
+      body = rawBody ? JSON.parse(rawBody) : undefined;
+    } catch {
+      body = undefined;
+    }
+    const url = new URL(req.url ?? '/', 'http://emulator');
+    const record: RequestRecord = {
+      id: this.#nextId++,
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      headers: req.headers,
+      body,
+      rawBody,
+      at: Date.now(),
+    };
+    this.#inFlight++;
+    let finished = false;
+    res.on('finish', () => {
+      finished = true;
+    });
+    res.on('close', () => {
+      this.#inFlight--;
+      if (!finished) {
+        record.abortedAt = Date.now();
+        this.aborted.push(record);
+      }
+    });
+    this.requests.push(record);
+    const route = this.routes.get(`${record.method} ${record.path}`) ?? this.routes.get(`* ${record.path}`);
+    if (!route) {
+      this.notFound(res);
+      return;
+    }
+    try {
+      await route({ req, res, record, url });
+    } catch (err) {
+      if (!res.headersSent) json(res, 500, { error: { message: (err as Error).message, type: 'server_error', code: 500 } });
+      else res.destroy();
+    }
+  }
+
+  /** Builds the streaming context of a generation request. */
+  protected streamContext(req: IncomingMessage, res: ServerResponse, record: RequestRecord, model: string): StreamContext {
+    const body = record.body ?? {};
+    const max = typeof body.max_tokens === 'number' ? body.max_tokens : this.defaultTokens;
+    const so = body.stream_options as { include_usage?: boolean } | undefined;
+    const behavior = this.takeBehavior(model);
+    let gone = false;
+    res.on('close', () => {
+      gone = true;
+    });
+    return {
+      req,
+      res,
+      record,
+      behavior,
+      model,
+      tokens: Math.max(1, Math.min(max, 4096)),
+      promptTokens: promptTokensOf(body),
+      includeUsage: so?.include_usage === true,
+      tokenDelayMs: behavior.kind === 'slow' ? behavior.tokenDelayMs : this.tokenDelayMs,
+      gone: () => gone,
+    };
+  }
+
+  /** Hands a request to the test when its behaviour is `controlled`. */
+  protected handOver(ctx: StreamContext, contentType = 'text/event-stream'): void {
+    ctx.res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache' });
+    ctx.res.flushHeaders();
+    this.controlled.push({
+      record: ctx.record,
+      res: ctx.res,
+      write: (data) => writeAndDrain(ctx.res, data),
+      end: (data) => ctx.res.end(data),
+    });
+  }
+
+  findModel(id: string): EmulatedModel | undefined {
+    return this.models.find((m) => m.id === id);
+  }
+}
+
+/** A deterministic prompt size: words in the messages plus a template overhead. */
+export function promptTokensOf(body: Record<string, unknown>): number {
+  const msgs = Array.isArray(body.messages) ? body.messages : [];
+  let words = 0;
+  for (const m of msgs as { content?: unknown }[]) {
+    if (typeof m?.content === 'string') words += m.content.split(/\s+/).filter(Boolean).length;
+  }
+  if (typeof body.prompt === 'string') words += body.prompt.split(/\s+/).filter(Boolean).length;
+  return words + 5;
+}
+
+export function json(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+export function text(res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8'): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** Writes, and waits for the socket to take it when its buffer is full. */
+export function writeAndDrain(res: ServerResponse, data: string | Buffer): Promise<void> {
+  if (res.destroyed || res.writableEnded) return Promise.resolve();
+  if (res.write(data)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => (ms <= 0 ? setImmediate(resolve) : setTimeout(resolve, ms)));
+}
+
+/** The word a token carries in emulated output. */
+export function tokenText(i: number): string {
+  return `tok${i} `;
+}

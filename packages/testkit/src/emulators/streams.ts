@@ -1,0 +1,186 @@
+import { delay, type StreamContext, text, tokenText, writeAndDrain } from './base.js';
+
+/**
+ * The event streams engines send, written chunk by chunk with each engine's
+ * own details (its `flavor`), and the scripted faults of `Behavior`.
+ */
+
+export interface ChatFlavor {
+  /** Response id of one completion. */
+  id(): string;
+  /** `model` field in chunks. */
+  model(ctx: StreamContext): string;
+  systemFingerprint?: (ctx: StreamContext) => string;
+  /** Extra fields on the finishing choice (vLLM `stop_reason`). */
+  finishExtra?: Record<string, unknown>;
+  /** Usage chunk policy. */
+  usage: 'requested' | 'never';
+  /** llama.cpp: a `timings` object on the last chunk either way. */
+  timings?: boolean;
+  /** How an error after the 200 looks: its data lines, and whether `[DONE]` still follows. */
+  streamError(message: string): { lines: string[]; done: boolean };
+  /** Content type of the stream. */
+  contentType?: string;
+}
+
+const created = () => Math.floor(Date.now() / 1000);
+
+function sse(obj: unknown): string {
+  return `data: ${JSON.stringify(obj)}\n\n`;
+}
+
+/** Handles the behaviours that do not depend on the stream's shape. Returns true when it answered. */
+async function preamble(ctx: StreamContext, contentType: string): Promise<boolean> {
+  const b = ctx.behavior;
+  if (b.kind === 'hang') return true; // never answer; the client must give up
+  if (b.kind === 'status') {
+    text(ctx.res, b.status, b.body, b.contentType ?? 'application/json');
+    return true;
+  }
+  if (b.kind === 'not-sse') {
+    text(ctx.res, 200, b.body ?? '{"id":"x","object":"chat.completion","choices":[]}', b.contentType ?? 'application/json');
+    return true;
+  }
+  ctx.res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache', connection: 'keep-alive' });
+  ctx.res.flushHeaders();
+  return false;
+}
+
+export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): Promise<void> {
+  const contentType = flavor.contentType ?? 'text/event-stream; charset=utf-8';
+  if (ctx.behavior.kind === 'controlled') return; // handed over by the caller
+  if (await preamble(ctx, contentType)) return;
+  const { res } = ctx;
+  const b = ctx.behavior;
+  const id = flavor.id();
+  const base = () => ({
+    id,
+    object: 'chat.completion.chunk',
+    created: created(),
+    model: flavor.model(ctx),
+    ...(flavor.systemFingerprint ? { system_fingerprint: flavor.systemFingerprint(ctx) } : {}),
+  });
+  await writeAndDrain(
+    res,
+    sse({ ...base(), choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }),
+  );
+  for (let i = 0; i < ctx.tokens; i++) {
+    if (ctx.gone()) return;
+    if (b.kind === 'error-in-stream' && i === (b.afterTokens ?? 1)) {
+      const err = flavor.streamError(b.message ?? 'an error was encountered while running the model');
+      for (const line of err.lines) await writeAndDrain(res, line);
+      if (err.done) await writeAndDrain(res, 'data: [DONE]\n\n');
+      res.end();
+      return;
+    }
+    if (b.kind === 'drop' && i === (b.afterTokens ?? 2)) {
+      res.destroy();
+      return;
+    }
+    await writeAndDrain(
+      res,
+      sse({ ...base(), choices: [{ index: 0, delta: { content: tokenText(i) }, logprobs: null, finish_reason: null }] }),
+    );
+    if (b.kind === 'hang-after-first') return; // stall with the connection open
+    if (ctx.tokenDelayMs > 0 || i % 64 === 63) await delay(ctx.tokenDelayMs);
+  }
+  if (b.kind === 'no-done') {
+    res.end();
+    return;
+  }
+  const usage = { prompt_tokens: ctx.promptTokens, total_tokens: ctx.promptTokens + ctx.tokens, completion_tokens: ctx.tokens };
+  const timings = flavor.timings
+    ? {
+        timings: {
+          cache_n: 0,
+          prompt_n: ctx.promptTokens,
+          prompt_ms: 12.5,
+          predicted_n: ctx.tokens,
+          predicted_ms: ctx.tokens * 10,
+          predicted_per_second: 100,
+        },
+      }
+    : {};
+  const wantsUsage = flavor.usage === 'requested' && ctx.includeUsage;
+  await writeAndDrain(
+    res,
+    sse({
+      ...base(),
+      choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'length', ...flavor.finishExtra }],
+      ...(wantsUsage ? {} : timings),
+    }),
+  );
+  if (wantsUsage) {
+    const line = sse({ ...base(), choices: [], usage, ...timings });
+    if (b.kind === 'split-usage') {
+      const cut = line.indexOf('"completion_tokens"') + 5;
+      await writeAndDrain(res, line.slice(0, cut));
+      await delay(15);
+      await writeAndDrain(res, line.slice(cut));
+    } else {
+      await writeAndDrain(res, line);
+    }
+  }
+  await writeAndDrain(res, 'data: [DONE]\n\n');
+  res.end();
+}
+
+/** An Anthropic Messages event stream (`/v1/messages`), as the engines that serve it send. */
+export async function writeAnthropicStream(ctx: StreamContext, idPrefix = 'msg_'): Promise<void> {
+  if (ctx.behavior.kind === 'controlled') return;
+  if (await preamble(ctx, 'text/event-stream; charset=utf-8')) return;
+  const { res } = ctx;
+  const b = ctx.behavior;
+  const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+  const id = `${idPrefix}${Math.random().toString(36).slice(2, 14)}`;
+  await writeAndDrain(
+    res,
+    ev('message_start', {
+      type: 'message_start',
+      message: {
+        id,
+        type: 'message',
+        role: 'assistant',
+        model: ctx.model,
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: ctx.promptTokens, output_tokens: 1 },
+      },
+    }),
+  );
+  await writeAndDrain(res, ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }));
+  for (let i = 0; i < ctx.tokens; i++) {
+    if (ctx.gone()) return;
+    if (b.kind === 'error-in-stream' && i === (b.afterTokens ?? 1)) {
+      await writeAndDrain(res, ev('error', { type: 'error', error: { type: 'api_error', message: b.message ?? 'engine failed' } }));
+      res.end();
+      return;
+    }
+    if (b.kind === 'drop' && i === (b.afterTokens ?? 2)) {
+      res.destroy();
+      return;
+    }
+    await writeAndDrain(
+      res,
+      ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: tokenText(i) } }),
+    );
+    if (b.kind === 'hang-after-first') return;
+    if (ctx.tokenDelayMs > 0) await delay(ctx.tokenDelayMs);
+  }
+  if (b.kind === 'no-done') {
+    res.end();
+    return;
+  }
+  await writeAndDrain(res, ev('content_block_stop', { type: 'content_block_stop', index: 0 }));
+  await writeAndDrain(
+    res,
+    ev('message_delta', {
+      type: 'message_delta',
+      delta: { stop_reason: 'max_tokens', stop_sequence: null },
+      usage: { output_tokens: ctx.tokens },
+    }),
+  );
+  await writeAndDrain(res, ev('message_stop', { type: 'message_stop' }));
+  res.end();
+}

@@ -1,0 +1,35 @@
+/**
+ * @usepod-agent/testkit: a local coordinator, engine emulators, an in-process
+ * test agent and the plugin conformance suite, for this repository's tests and
+ * for third-party plugin authors.
+ */
+export {
+  type AuthDecision,
+  type CoordinatorOptions,
+  CoordinatorSession,
+  type JobRequest,
+  JobRun,
+  type RecordedFrame,
+  TestCoordinator,
+} from './coordinator.js';
+export {
+  type Behavior,
+  type ControlledStream,
+  delay,
+  type EmulatedModel,
+  EngineEmulator,
+  type EmulatorOptions,
+  json,
+  promptTokensOf,
+  type RequestRecord,
+  type Route,
+  type StreamContext,
+  text,
+  tokenText,
+  writeAndDrain,
+} from './emulators/base.js';
+export { OllamaEmulator, type OllamaOptions } from './emulators/ollama.js';
+export { type ChatFlavor, writeAnthropicStream, writeChatStream } from './emulators/streams.js';
+export { VllmEmulator, type VllmOptions } from './emulators/vllm.js';
+export { createTestAgent, FAST_TIMING, type Result, type TestAgent, type TestAgentOptions } from './test-agent.js';
+export { EventLog, withTimeout } from './wait.js';
