@@ -22,7 +22,8 @@ export const EXIT = {
 
 export const configFlag = Flags.string({
   char: 'c',
-  summary: 'Config file (agent.toml, .usepodrc*, usepod.config.*, package.json). Default: the platform config dir, then ./agent.toml.',
+  summary:
+    'Config file (agent.toml, .usepodrc*, usepod.config.*, package.json). Default: the platform config dir, then ./agent.toml.',
   helpValue: 'PATH',
 });
 export const allowInsecureFlag = Flags.boolean({
@@ -48,7 +49,10 @@ export abstract class BaseCommand extends Command {
     configureLogging({ level: level ?? 'info', ...(format ? { format } : {}) });
   }
 
-  protected async readConfig(flags: { config?: string | undefined; 'allow-insecure'?: boolean }): Promise<LoadedConfig> {
+  protected async readConfig(flags: {
+    config?: string | undefined;
+    'allow-insecure'?: boolean;
+  }): Promise<LoadedConfig> {
     return loadConfig({
       ...(flags.config ? { path: flags.config } : {}),
       allowInsecure: flags['allow-insecure'] ?? false,

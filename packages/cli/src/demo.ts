@@ -10,7 +10,9 @@ import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
  * process, the real agent between them, and four jobs that show what the agent
  * does with a normal stream, a cancel, an unknown model and a deadline.
  */
-export async function runDemo(write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<void> {
+export async function runDemo(
+  write: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): Promise<void> {
   const say = (s = '') => write(s);
   const dir = await mkdtemp(join(tmpdir(), 'usepod-demo-'));
   const coordinator = await TestCoordinator.start();
@@ -47,16 +49,18 @@ export async function runDemo(write: (line: string) => void = (l) => process.std
     await agent.start();
     const session = await coordinator.firstAuthenticated();
     say(`1. Pairing: the agent created an Ed25519 identity (${agent.identity?.fingerprint}),`);
-    say('   signed the coordinator\'s challenge nonce, and the coordinator verified it.');
+    say("   signed the coordinator's challenge nonce, and the coordinator verified it.");
     say(`   -> authenticated as provider ${session.providerId}`);
     const caps = await session.capabilities();
     say();
     say('2. Capabilities: the models the engine serves, with prices (micro-USDC per 1M tokens):');
     for (const m of caps.models as Record<string, unknown>[]) {
-      say(`   - ${String(m.model_id)}  in=${m.input_per_1m} out=${m.output_per_1m}  context=${m.context_window}  via ${m.backend}`);
+      say(
+        `   - ${String(m.model_id)}  in=${m.input_per_1m} out=${m.output_per_1m}  context=${m.context_window}  via ${m.backend}`,
+      );
     }
     say();
-    say('3. A streamed job: the engine\'s event stream is relayed byte for byte.');
+    say("3. A streamed job: the engine's event stream is relayed byte for byte.");
     const job = session.dispatch({
       model_id: 'meta-llama/Llama-3.3-70B-Instruct',
       request: { messages: [{ role: 'user', content: 'Say something' }], max_tokens: 12 },
@@ -66,19 +70,30 @@ export async function runDemo(write: (line: string) => void = (l) => process.std
       .text()
       .split('\n')
       .filter((l) => l.startsWith('data: {'))
-      .map((l) => (JSON.parse(l.slice(6)) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '')
+      .map(
+        (l) =>
+          (JSON.parse(l.slice(6)) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta
+            ?.content ?? '',
+      )
       .join('');
     say(`   text relayed: "${text.trim()}"`);
-    say(`   -> ${String(done.type)}: ${JSON.stringify(done.tokens)} in ${String(done.duration_ms)} ms (${job.body().length} bytes in ${job.chunks.length} chunks)`);
+    say(
+      `   -> ${String(done.type)}: ${JSON.stringify(done.tokens)} in ${String(done.duration_ms)} ms (${job.body().length} bytes in ${job.chunks.length} chunks)`,
+    );
     say();
     say('4. A cancelled job: the coordinator sends job_cancel after the first chunk.');
     engine.behave({ kind: 'slow', tokenDelayMs: 200 });
-    const cancelled = session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [{ role: 'user', content: 'long answer' }], max_tokens: 100 } });
+    const cancelled = session.dispatch({
+      model_id: 'Qwen/Qwen3-14B',
+      request: { messages: [{ role: 'user', content: 'long answer' }], max_tokens: 100 },
+    });
     await cancelled.firstChunk();
     const engineSawClose = engine.aborted.next(() => true, 5_000, 'the engine to see the disconnect');
     session.cancel(cancelled.jobId);
     await engineSawClose;
-    say('   -> the agent closed the upstream request (the engine saw the disconnect) and sent no terminal frame.');
+    say(
+      '   -> the agent closed the upstream request (the engine saw the disconnect) and sent no terminal frame.',
+    );
     say();
     say('5. A job for a model nobody serves:');
     const unknown = await session.dispatch({ model_id: 'no-such/model' }).done();

@@ -15,7 +15,7 @@ import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin 
 import { loadPluginForKind } from './plugin-loader.js';
 import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
 import { redactor } from './redact.js';
-import { type SessionEnd, Session } from './session.js';
+import { Session, type SessionEnd } from './session.js';
 import { JobStats } from './stats.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -80,6 +80,8 @@ export interface AgentEvents {
   capabilities: [CapabilitiesFrame];
   job: [JobOutcome];
   sessionEnd: [SessionEnd];
+  /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
+  reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
 }
 
 /**
@@ -154,7 +156,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.off('state', on);
-        reject(new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`));
+        reject(
+          new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       const on = (s: AgentState) => {
         if (s !== state) return;
@@ -183,7 +187,9 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async #loadPlugins(): Promise<void> {
     for (const p of this.#opts.plugins ?? []) {
-      await this.#applyPlugin(typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'));
+      await this.#applyPlugin(
+        typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'),
+      );
     }
     for (const entry of this.config.backends) {
       if (this.#factories.has(entry.kind)) continue;
@@ -229,7 +235,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * connection loop. Resolves before the coordinator answers; watch `state`.
    */
   async start(): Promise<void> {
-    if (this.#state !== 'idle') throw new UsepodError('USEPOD_AGENT_STATE', `start() called in state "${this.#state}"`);
+    if (this.#state !== 'idle')
+      throw new UsepodError('USEPOD_AGENT_STATE', `start() called in state "${this.#state}"`);
     this.#setState('starting');
     this.#startedAt = new Date();
     try {
@@ -356,7 +363,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('sessionEnd', end);
       const fields = { kind: end.kind, code: end.code, reason: end.reason, detail: end.detail };
       if (end.kind === 'stopped') break;
-      if (end.kind === 'deploy' || end.kind === 'operator' || end.kind === 'graceful') log.info('session closed', fields);
+      if (end.kind === 'deploy' || end.kind === 'operator' || end.kind === 'graceful')
+        log.info('session closed', fields);
       else log.warn('session ended unexpectedly', fields);
       if (this.#stopping) break;
       if (end.reachedAuth) {
@@ -366,6 +374,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         log.error('10 consecutive connection attempts failed before authentication; still retrying', fields);
       }
       const wait = backoff.next();
+      this.emit('reconnect', { waitMs: wait, preAuthFailures, after: end.kind });
       this.#setState('backoff');
       log.info('reconnecting', { in_ms: wait, after: end.kind });
       await sleep(wait, undefined, { signal: this.#wake.signal }).catch(() => {});
@@ -432,7 +441,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         healthy: s.status?.healthy ?? false,
         detail: s.status?.detail,
         inFlight: s.inFlight,
-        models: (s.status?.models ?? []).map((m) => (m.contextWindow ? { id: m.id, contextWindow: m.contextWindow } : { id: m.id })),
+        models: (s.status?.models ?? []).map((m) =>
+          m.contextWindow ? { id: m.id, contextWindow: m.contextWindow } : { id: m.id },
+        ),
       })),
       models: this.#lastCapabilities?.models ?? [],
     };

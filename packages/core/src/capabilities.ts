@@ -63,7 +63,11 @@ export function sortEntries(entries: CapabilityModel[]): CapabilityModel[] {
   return entries.sort((a, b) => (a.model_id < b.model_id ? -1 : a.model_id > b.model_id ? 1 : 0));
 }
 
-export function capabilitiesFrame(config: Config, models: CapabilityModel[], agentVersion: string): CapabilitiesFrame {
+export function capabilitiesFrame(
+  config: Config,
+  models: CapabilityModel[],
+  agentVersion: string,
+): CapabilitiesFrame {
   return {
     type: 'capabilities',
     models,

@@ -45,7 +45,12 @@ export class Discovery implements RouterView {
 
   constructor(opts: DiscoveryOptions) {
     this.#o = opts;
-    this.states = opts.backends.map((backend) => ({ backend, status: undefined, inFlight: 0, probedAt: undefined }));
+    this.states = opts.backends.map((backend) => ({
+      backend,
+      status: undefined,
+      inFlight: 0,
+      probedAt: undefined,
+    }));
   }
 
   /** Probes every backend once, then on the interval. */
@@ -75,13 +80,16 @@ export class Discovery implements RouterView {
     await Promise.all(
       this.states.map(async (s) => {
         const before = s.status?.healthy;
-        const status = await s.backend.probe(this.#abort.signal).catch(
-          (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: (err as Error).message }),
-        );
+        const status = await s.backend
+          .probe(this.#abort.signal)
+          .catch(
+            (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: (err as Error).message }),
+          );
         s.status = status;
         s.probedAt = Date.now();
         if (before !== status.healthy) {
-          if (status.healthy) log.info('backend healthy', { backend: s.backend.label, models: status.models.length });
+          if (status.healthy)
+            log.info('backend healthy', { backend: s.backend.label, models: status.models.length });
           else log.warn('backend unhealthy', { backend: s.backend.label, detail: status.detail });
         }
       }),
@@ -110,7 +118,9 @@ export class Discovery implements RouterView {
 
   candidates(model: string): Backend[] {
     const fit = this.states.filter((s) => s.status?.healthy && s.status.models.some((m) => m.id === model));
-    return fit.sort((a, b) => loadScore(a) - loadScore(b) || kindRank(a.backend.kind) - kindRank(b.backend.kind)).map((s) => s.backend);
+    return fit
+      .sort((a, b) => loadScore(a) - loadScore(b) || kindRank(a.backend.kind) - kindRank(b.backend.kind))
+      .map((s) => s.backend);
   }
 
   reportFailure(backend: Backend): void {

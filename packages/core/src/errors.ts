@@ -6,15 +6,20 @@ export const ERROR_CODES = {
   USEPOD_CONFIG_NOT_FOUND: 'No config file was found. Run `usepod-agent setup`, or pass --config PATH.',
   USEPOD_CONFIG_PARSE: 'The config file is not valid TOML/JSON/YAML/JS. Fix the syntax at the place named.',
   USEPOD_CONFIG_INVALID: 'A config value is wrong. Fix the key named in the message.',
-  USEPOD_IDENTITY_INVALID: 'The identity file is damaged or not a Use Pod agent key. Restore it from a backup.',
-  USEPOD_IDENTITY_MISMATCH: 'The identity file public key does not match its secret. Restore the file from a backup.',
+  USEPOD_IDENTITY_INVALID:
+    'The identity file is damaged or not a Use Pod agent key. Restore it from a backup.',
+  USEPOD_IDENTITY_MISMATCH:
+    'The identity file public key does not match its secret. Restore the file from a backup.',
   USEPOD_IDENTITY_IO: 'The identity file could not be read or written. Check the path and its permissions.',
   USEPOD_PLUGIN_NOT_FOUND:
     'No plugin provides this backend kind. Install it with `usepod-agent plugins install <package>`.',
   USEPOD_PLUGIN_INVALID: 'The package is not a usepod-agent plugin (it must export a plugin by default).',
-  USEPOD_PLUGIN_API_MISMATCH: 'The plugin was built for another plugin API version. Upgrade the plugin or the agent.',
-  USEPOD_PLUGIN_HOOK_FAILED: 'A plugin hook threw. The message names the plugin and the hook; report it to its author.',
-  USEPOD_BACKEND_UNREACHABLE: 'The engine could not be reached. Check that it runs and that its url is right.',
+  USEPOD_PLUGIN_API_MISMATCH:
+    'The plugin was built for another plugin API version. Upgrade the plugin or the agent.',
+  USEPOD_PLUGIN_HOOK_FAILED:
+    'A plugin hook threw. The message names the plugin and the hook; report it to its author.',
+  USEPOD_BACKEND_UNREACHABLE:
+    'The engine could not be reached. Check that it runs and that its url is right.',
   USEPOD_BACKEND_TIMEOUT: 'The engine did not finish in time.',
   USEPOD_BACKEND_AUTH: 'The engine refused the API key. Check the variable named by api_key_env.',
   USEPOD_BACKEND_MODEL_NOT_FOUND: 'The engine does not serve this model.',

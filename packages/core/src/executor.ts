@@ -1,8 +1,7 @@
 import type { Backend, UpstreamResponse } from './backend.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from './errors.js';
 import type { AgentHooks, JobOutcome } from './hooks.js';
-import { readText } from './http.js';
-import { engineErrorMessage } from './http.js';
+import { engineErrorMessage, readText } from './http.js';
 import type { Logger } from './log.js';
 import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from './protocol/frames.js';
@@ -115,11 +114,23 @@ export class Executor {
       return;
     }
     if (!this.#accepting || this.#jobs.size >= this.#opts.maxConcurrent) {
-      this.#reject(frame, sink, 'out_of_capacity', `agent is at max_concurrent (${this.#opts.maxConcurrent})`, receivedAt);
+      this.#reject(
+        frame,
+        sink,
+        'out_of_capacity',
+        `agent is at max_concurrent (${this.#opts.maxConcurrent})`,
+        receivedAt,
+      );
       return;
     }
     if (frameBytes > this.#opts.maxRequestBytes) {
-      this.#reject(frame, sink, 'internal', `request body exceeds ${this.#opts.maxRequestBytes} bytes`, receivedAt);
+      this.#reject(
+        frame,
+        sink,
+        'internal',
+        `request body exceeds ${this.#opts.maxRequestBytes} bytes`,
+        receivedAt,
+      );
       return;
     }
     const job: RunningJob = {
@@ -228,7 +239,13 @@ export class Executor {
       if (route.length === 0) {
         outcome = 'error';
         errorCode = 'model_not_loaded';
-        this.#sendError(sink, frame.job_id, errorCode, `no healthy backend serves model "${frame.model_id}"`, 0);
+        this.#sendError(
+          sink,
+          frame.job_id,
+          errorCode,
+          `no healthy backend serves model "${frame.model_id}"`,
+          0,
+        );
         return;
       }
       upstream = await this.#open(job, route);
@@ -251,7 +268,13 @@ export class Executor {
       if (scan.streamError !== undefined) {
         outcome = 'error';
         errorCode = 'internal';
-        this.#sendError(sink, frame.job_id, errorCode, `backend stream error: ${scan.streamError}`, job.bytes);
+        this.#sendError(
+          sink,
+          frame.job_id,
+          errorCode,
+          `backend stream error: ${scan.streamError}`,
+          job.bytes,
+        );
       } else if (!scan.sawDone && !scan.sawFinish) {
         outcome = 'error';
         errorCode = 'internal';
@@ -322,7 +345,9 @@ export class Executor {
         resolve();
       }, stallMs);
     });
-    const aborted = new Promise<void>((resolve) => job.controller.signal.addEventListener('abort', () => resolve()));
+    const aborted = new Promise<void>((resolve) =>
+      job.controller.signal.addEventListener('abort', () => resolve()),
+    );
     try {
       await Promise.race([job.sink.drained(), stalled, aborted]);
     } finally {
@@ -364,7 +389,9 @@ export class Executor {
 
 class NotAStream extends Error {
   constructor(contentType: string, detail: string) {
-    super(`backend answered with content-type ${contentType}, not an event stream${detail ? `: ${detail}` : ''}`);
+    super(
+      `backend answered with content-type ${contentType}, not an event stream${detail ? `: ${detail}` : ''}`,
+    );
   }
 }
 
@@ -374,7 +401,11 @@ function abortReason(signal: AbortSignal, err: unknown): AbortReason | undefined
   return undefined;
 }
 
-function describeFailure(reason: AbortReason | undefined, err: unknown, deadlineMs: number): [JobErrorCode, string] {
+function describeFailure(
+  reason: AbortReason | undefined,
+  err: unknown,
+  deadlineMs: number,
+): [JobErrorCode, string] {
   switch (reason) {
     case 'deadline':
       return ['backend_timeout', `backend exceeded deadline_ms (${deadlineMs} ms)`];

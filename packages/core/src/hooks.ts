@@ -1,10 +1,4 @@
-import {
-  AsyncSeriesBailHook,
-  AsyncSeriesHook,
-  AsyncSeriesWaterfallHook,
-  SyncHook,
-  type Tap,
-} from 'tapable';
+import { AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook, type Tap } from 'tapable';
 import type { Backend, BackendModel } from './backend.js';
 import { UsepodError } from './errors.js';
 import type { AuthResponseFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
@@ -89,11 +83,15 @@ type TapOptions = string | (Partial<Tap> & { name: string });
 function tagError(err: unknown, plugin: string, hook: string): UsepodError {
   if (err instanceof UsepodError && err.plugin) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return new UsepodError('USEPOD_PLUGIN_HOOK_FAILED', `plugin "${plugin}" failed in hook "${hook}": ${message}`, {
-    cause: err,
-    plugin,
-    hook,
-  });
+  return new UsepodError(
+    'USEPOD_PLUGIN_HOOK_FAILED',
+    `plugin "${plugin}" failed in hook "${hook}": ${message}`,
+    {
+      cause: err,
+      plugin,
+      hook,
+    },
+  );
 }
 
 /**
@@ -138,7 +136,11 @@ export interface CloseFailure {
 }
 
 /** Runs every `onClose` tap, each bounded by `timeoutMs`, and returns what failed. */
-export async function runCloseHooks(hooks: AgentHooks, info: CloseInfo, timeoutMs: number): Promise<CloseFailure[]> {
+export async function runCloseHooks(
+  hooks: AgentHooks,
+  info: CloseInfo,
+  timeoutMs: number,
+): Promise<CloseFailure[]> {
   const failures: CloseFailure[] = [];
   for (const tap of hooks.onClose.taps) {
     let timer: NodeJS.Timeout | undefined;

@@ -81,9 +81,13 @@ export async function send(pool: Dispatcher, url: string, opts: SendOptions): Pr
         cause: err,
       });
     }
-    throw new UsepodError('USEPOD_BACKEND_HTTP', `request to ${new URL(url).origin} failed: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw new UsepodError(
+      'USEPOD_BACKEND_HTTP',
+      `request to ${new URL(url).origin} failed: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -116,7 +120,10 @@ export async function getJson<T = unknown>(
   try {
     return JSON.parse(text) as T;
   } catch {
-    throw new UsepodError('USEPOD_BACKEND_HTTP', `${new URL(url).pathname} answered ${res.status} with a body that is not JSON`);
+    throw new UsepodError(
+      'USEPOD_BACKEND_HTTP',
+      `${new URL(url).pathname} answered ${res.status} with a body that is not JSON`,
+    );
   }
 }
 

@@ -58,7 +58,8 @@ export function parseIdentity(text: string, path: string): IdentityRecord {
     if (KNOWN_KEYS.has(key)) fields.set(key, value);
     else extra.push([key, value]);
   }
-  if (fields.get('version') !== '1') throw fail(`unsupported version ${JSON.stringify(fields.get('version'))} (expected 1)`);
+  if (fields.get('version') !== '1')
+    throw fail(`unsupported version ${JSON.stringify(fields.get('version'))} (expected 1)`);
   const seed = decodeKey(fields.get('secret'), 'secret', fail);
   const publicKey = decodeKey(fields.get('public'), 'public', fail);
   const derived = nacl.sign.keyPair.fromSeed(seed).publicKey;
@@ -178,19 +179,27 @@ export async function loadOrCreateIdentity(pathLike: string): Promise<LoadIdenti
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new UsepodError('USEPOD_IDENTITY_IO', `cannot read identity file ${path}: ${(err as Error).message}`, {
-        user: true,
-        cause: err,
-      });
+      throw new UsepodError(
+        'USEPOD_IDENTITY_IO',
+        `cannot read identity file ${path}: ${(err as Error).message}`,
+        {
+          user: true,
+          cause: err,
+        },
+      );
     }
     const identity = generateIdentity(path);
     try {
       await identity.save();
     } catch (e) {
-      throw new UsepodError('USEPOD_IDENTITY_IO', `cannot write identity file ${path}: ${(e as Error).message}`, {
-        user: true,
-        cause: e,
-      });
+      throw new UsepodError(
+        'USEPOD_IDENTITY_IO',
+        `cannot write identity file ${path}: ${(e as Error).message}`,
+        {
+          user: true,
+          cause: e,
+        },
+      );
     }
     return { identity, created: true };
   }
@@ -211,7 +220,10 @@ export async function readIdentity(pathLike: string): Promise<PersistedIdentity>
     text = await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist (it is created by `usepod-agent run` or `setup`)' : (err as Error).message;
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist (it is created by `usepod-agent run` or `setup`)'
+        : (err as Error).message;
     throw new UsepodError('USEPOD_IDENTITY_IO', `identity file ${path} ${why}`, { user: true, cause: err });
   }
   return new FileIdentity(path, parseIdentity(text, path));

@@ -2,12 +2,43 @@
  * @usepod-agent/core: the Use Pod provider agent as a library.
  * `createAgent()` to run one, `definePlugin()` to extend one.
  */
-export { Agent, type AgentEvents, type AgentSnapshot, type AgentState, type AgentTiming, type BackendSnapshot, createAgent, type CreateAgentOptions } from './agent.js';
-export type { Backend, BackendContext, BackendFactory, BackendLoad, BackendModel, BackendStatus, StreamRequest, UpstreamResponse } from './backend.js';
+export {
+  Agent,
+  type AgentEvents,
+  type AgentSnapshot,
+  type AgentState,
+  type AgentTiming,
+  type BackendSnapshot,
+  type CreateAgentOptions,
+  createAgent,
+} from './agent.js';
+export type {
+  Backend,
+  BackendContext,
+  BackendFactory,
+  BackendLoad,
+  BackendModel,
+  BackendStatus,
+  StreamRequest,
+  UpstreamResponse,
+} from './backend.js';
 export { KIND_PRIORITY } from './backend.js';
 export { Backoff, type BackoffOptions } from './backoff.js';
-export { buildModelEntries, capabilitiesFrame, kindRank, resolvePrice, type ServedModel } from './capabilities.js';
-export { findConfigFile, type LoadConfigOptions, type LoadedConfig, loadConfig, readConfigFile, SEARCH_PLACES } from './config/load.js';
+export {
+  buildModelEntries,
+  capabilitiesFrame,
+  kindRank,
+  resolvePrice,
+  type ServedModel,
+} from './capabilities.js';
+export {
+  findConfigFile,
+  type LoadConfigOptions,
+  type LoadedConfig,
+  loadConfig,
+  readConfigFile,
+  SEARCH_PLACES,
+} from './config/load.js';
 export {
   type BackendConfig,
   type Config,
@@ -19,7 +50,14 @@ export {
   type ModelPrice,
   REMOTE_PRESET_KINDS,
 } from './config/schema.js';
-export { backendIdentity, isLocalKind, isRemotePresetKind, keyPath, type ValidateOptions, validateConfig } from './config/validate.js';
+export {
+  backendIdentity,
+  isLocalKind,
+  isRemotePresetKind,
+  keyPath,
+  type ValidateOptions,
+  validateConfig,
+} from './config/validate.js';
 export {
   ERROR_CODES,
   type ErrorCode,
@@ -42,7 +80,16 @@ export {
   type PluginHooks,
   type SessionInfo,
 } from './hooks.js';
-export { createPool, engineErrorMessage, getJson, httpError, isConnectError, readText, type SendOptions, send as sendRequest } from './http.js';
+export {
+  createPool,
+  engineErrorMessage,
+  getJson,
+  httpError,
+  isConnectError,
+  readText,
+  type SendOptions,
+  send as sendRequest,
+} from './http.js';
 export {
   fingerprintOf,
   generateIdentity,
@@ -55,14 +102,36 @@ export {
   verifySignature,
   writeFileAtomic,
 } from './identity.js';
-export { configureLogging, createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel, type LogSink, silentLogger } from './log.js';
-export { contextWindowOf, OpenAICompatibleBackend, type OpenAICompatibleOptions, optionsFromEntry } from './openai-compatible.js';
+export {
+  configureLogging,
+  createLogger,
+  LOG_LEVELS,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  type LogSink,
+  silentLogger,
+} from './log.js';
+export {
+  contextWindowOf,
+  OpenAICompatibleBackend,
+  type OpenAICompatibleOptions,
+  optionsFromEntry,
+} from './openai-compatible.js';
 export { DEFAULT_IDENTITY_PATH, defaultIdentityPath, expandHome, platformConfigDir } from './paths.js';
-export { type AgentPlugin, definePlugin, PLUGIN_API_VERSION, type PluginContext, type PluginFactory, pluginFromModule, validatePlugin } from './plugin.js';
+export {
+  type AgentPlugin,
+  definePlugin,
+  PLUGIN_API_VERSION,
+  type PluginContext,
+  type PluginFactory,
+  pluginFromModule,
+  validatePlugin,
+} from './plugin.js';
 export { candidatePackages, cliPluginRoot, loadPluginForKind } from './plugin-loader.js';
 export * from './protocol/frames.js';
 export { Redactor, redactor } from './redact.js';
-export { classifyClose, type CloseKind, type SessionEnd } from './session.js';
+export { type CloseKind, classifyClose, type SessionEnd } from './session.js';
 export { type HeartbeatStats, JobStats, percentile } from './stats.js';
 export { errorText, type ScanResult, StreamScanner } from './stream-scan.js';
 export { AGENT_VERSION } from './version.js';

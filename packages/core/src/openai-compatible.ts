@@ -38,9 +38,15 @@ export interface OpenAICompatibleOptions {
 }
 
 /** Options for a factory taking a config entry. */
-export function optionsFromEntry(kind: string, entry: BackendConfig, ctx: BackendContext, defaultUrl?: string) {
+export function optionsFromEntry(
+  kind: string,
+  entry: BackendConfig,
+  ctx: BackendContext,
+  defaultUrl?: string,
+) {
   const url = entry.url ?? defaultUrl;
-  if (!url) throw new UsepodError('USEPOD_CONFIG_INVALID', `backend of kind "${kind}" needs a url`, { user: true });
+  if (!url)
+    throw new UsepodError('USEPOD_CONFIG_INVALID', `backend of kind "${kind}" needs a url`, { user: true });
   return {
     kind,
     url,
@@ -54,7 +60,13 @@ export function optionsFromEntry(kind: string, entry: BackendConfig, ctx: Backen
 /** Reads the context window from a `/v1/models` entry of any engine (never a training maximum). */
 export function contextWindowOf(card: Record<string, unknown>): number | undefined {
   const meta = card.meta as Record<string, unknown> | null | undefined;
-  const candidates = [card.max_model_len, meta?.n_ctx, card.context_length, card.context_window, card.max_context_length];
+  const candidates = [
+    card.max_model_len,
+    meta?.n_ctx,
+    card.context_length,
+    card.context_window,
+    card.max_context_length,
+  ];
   for (const c of candidates) {
     if (typeof c === 'number' && Number.isInteger(c) && c > 0) return c;
   }

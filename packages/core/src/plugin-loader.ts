@@ -37,7 +37,8 @@ export function candidatePackages(kind: string, searchRoots: string[]): string[]
     if (!existsSync(nm)) continue;
     for (const entry of readdirSync(nm)) {
       if (!entry.startsWith('@')) continue;
-      if (existsSync(join(nm, entry, `usepod-agent-plugin-${kind}`))) names.push(`${entry}/usepod-agent-plugin-${kind}`);
+      if (existsSync(join(nm, entry, `usepod-agent-plugin-${kind}`)))
+        names.push(`${entry}/usepod-agent-plugin-${kind}`);
     }
   }
   return [...new Set(names)];

@@ -1,8 +1,7 @@
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { errorMessage } from './errors.js';
-import type { JobSink } from './executor.js';
-import type { Executor } from './executor.js';
+import type { Executor, JobSink } from './executor.js';
 import type { AgentHooks } from './hooks.js';
 import type { PersistedIdentity } from './identity.js';
 import type { Logger } from './log.js';
@@ -16,7 +15,14 @@ import type { HeartbeatStats } from './stats.js';
  * and the classification of how it ended (6). Reconnecting is the connector's job.
  */
 
-export type CloseKind = 'deploy' | 'operator' | 'graceful' | 'unexpected' | 'auth_failed' | 'protocol' | 'stopped';
+export type CloseKind =
+  | 'deploy'
+  | 'operator'
+  | 'graceful'
+  | 'unexpected'
+  | 'auth_failed'
+  | 'protocol'
+  | 'stopped';
 
 export interface SessionEnd {
   /** The session reached `auth_ok`. */
@@ -135,7 +141,13 @@ export class Session implements JobSink {
           return;
         }
         const kind = this.#stopRequested ? 'stopped' : classifyClose(code, reason);
-        finish({ reachedAuth, kind, code, reason, ...(code === 1006 ? { detail: 'connection lost without a Close frame' } : {}) });
+        finish({
+          reachedAuth,
+          kind,
+          code,
+          reason,
+          ...(code === 1006 ? { detail: 'connection lost without a Close frame' } : {}),
+        });
       });
     });
   }
@@ -165,7 +177,8 @@ export class Session implements JobSink {
           this.#ws?.close(1000);
           return;
         }
-        if (f.type !== 'auth_ok') return this.#protocolError(`expected auth_ok or auth_failed, got ${f.type}`);
+        if (f.type !== 'auth_ok')
+          return this.#protocolError(`expected auth_ok or auth_failed, got ${f.type}`);
         await this.#authenticated(f.provider_id);
       }
       return;
@@ -259,7 +272,11 @@ export class Session implements JobSink {
   }
 
   drained(): Promise<void> {
-    if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN || this.#ws.bufferedAmount <= this.#o.lowWaterBytes) {
+    if (
+      !this.#ws ||
+      this.#ws.readyState !== WebSocket.OPEN ||
+      this.#ws.bufferedAmount <= this.#o.lowWaterBytes
+    ) {
       return Promise.resolve();
     }
     return new Promise((resolve) => this.#drainWaiters.push(resolve));

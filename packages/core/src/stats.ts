@@ -77,7 +77,9 @@ export class JobStats {
   snapshot(queueDepth: number): HeartbeatStats {
     this.#prune();
     const now = this.#now();
-    const recent = this.#samples.filter((s) => s.endedAt >= now - this.#recentWindowMs).slice(-this.#recentJobs);
+    const recent = this.#samples
+      .filter((s) => s.endedAt >= now - this.#recentWindowMs)
+      .slice(-this.#recentJobs);
     const latencies = recent.flatMap((s) => (s.firstByteMs === undefined ? [] : [s.firstByteMs]));
     const speeds = recent.flatMap((s) => (s.tokensPerSec === undefined ? [] : [s.tokensPerSec]));
     const windowed = this.#samples.filter((s) => s.endedAt >= now - this.#errorWindowMs);

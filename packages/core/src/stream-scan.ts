@@ -47,7 +47,9 @@ export class StreamScanner {
   #haveUsage = false;
 
   push(chunk: Uint8Array): void {
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let start = 0;
     let nl = buf.indexOf(NL, start);
     while (nl !== -1) {
@@ -159,7 +161,8 @@ export class StreamScanner {
     const choices = obj.choices;
     if (Array.isArray(choices)) {
       for (const c of choices) {
-        if (c && typeof c === 'object' && (c as { finish_reason?: unknown }).finish_reason) r.sawFinish = true;
+        if (c && typeof c === 'object' && (c as { finish_reason?: unknown }).finish_reason)
+          r.sawFinish = true;
       }
     }
   }

@@ -40,14 +40,23 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
   }
 
   protected override async checkHealth(signal: AbortSignal): Promise<void> {
-    const res = await sendRequest(this.pool, this.endpoint('/health'), { method: 'GET', headers: this.headers(), signal });
+    const res = await sendRequest(this.pool, this.endpoint('/health'), {
+      method: 'GET',
+      headers: this.headers(),
+      signal,
+    });
     const body = await readText(res.body, 4096);
-    if (res.status === 503) throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'loading model (/health answered 503)');
-    if (res.status !== 200) throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}: ${body.slice(0, 200)}`);
+    if (res.status === 503)
+      throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'loading model (/health answered 503)');
+    if (res.status !== 200)
+      throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}: ${body.slice(0, 200)}`);
   }
 
   protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
-    const list = await this.getJson<{ data?: (RouterModel & Record<string, unknown>)[] }>('/v1/models', signal);
+    const list = await this.getJson<{ data?: (RouterModel & Record<string, unknown>)[] }>(
+      '/v1/models',
+      signal,
+    );
     const data = list.data ?? [];
     const routerMode = data.some((m) => m.status && typeof m.status === 'object');
     const out: BackendModel[] = [];
@@ -55,7 +64,8 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
       for (const m of data) {
         if (typeof m.id !== 'string') continue;
         const state = m.status?.value;
-        const servable = state === 'loaded' || state === 'sleeping' || (this.#includeUnloaded && state === 'unloaded');
+        const servable =
+          state === 'loaded' || state === 'sleeping' || (this.#includeUnloaded && state === 'unloaded');
         if (!servable) continue;
         const cw = contextWindowOf(m);
         out.push(cw ? { id: m.id, contextWindow: cw } : { id: m.id });
@@ -76,9 +86,10 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
   }
 
   async #propsContext(signal: AbortSignal): Promise<number | undefined> {
-    const props = await this.getJson<{ default_generation_settings?: { n_ctx?: number } }>('/props', signal).catch(
-      () => undefined,
-    );
+    const props = await this.getJson<{ default_generation_settings?: { n_ctx?: number } }>(
+      '/props',
+      signal,
+    ).catch(() => undefined);
     const n = props?.default_generation_settings?.n_ctx;
     return typeof n === 'number' && n > 0 ? n : undefined;
   }
@@ -88,7 +99,11 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
     if (Array.isArray(slots)) {
       return { capacity: slots.length, running: slots.filter((s) => s.is_processing).length };
     }
-    const res = await sendRequest(this.pool, this.endpoint('/metrics'), { method: 'GET', headers: this.headers(), signal });
+    const res = await sendRequest(this.pool, this.endpoint('/metrics'), {
+      method: 'GET',
+      headers: this.headers(),
+      signal,
+    });
     const text = await readText(res.body, 1024 * 1024);
     if (res.status !== 200) return undefined; // 501 without --metrics
     const gauge = (name: string) => {

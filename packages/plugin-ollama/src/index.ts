@@ -84,9 +84,12 @@ export class OllamaBackend extends OpenAICompatibleBackend {
   protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
     const [tags, ps] = await Promise.all([
       this.getJson<{ models?: TagEntry[] }>('/api/tags', signal),
-      getJson<{ models?: { name?: string; context_length?: number }[] }>(this.pool, this.endpoint('/api/ps'), this.headers(), signal).catch(
-        () => ({ models: [] }),
-      ),
+      getJson<{ models?: { name?: string; context_length?: number }[] }>(
+        this.pool,
+        this.endpoint('/api/ps'),
+        this.headers(),
+        signal,
+      ).catch(() => ({ models: [] })),
     ]);
     const loaded = new Map<string, number | undefined>();
     for (const m of ps.models ?? []) if (m.name) loaded.set(m.name, m.context_length);
@@ -101,7 +104,8 @@ export class OllamaBackend extends OpenAICompatibleBackend {
       if (info.embeddingOnly) continue;
       const allocated = loaded.get(name);
       const contextWindow =
-        allocated ?? (info.trainContext ? Math.min(info.trainContext, this.#defaultNumCtx) : this.#defaultNumCtx);
+        allocated ??
+        (info.trainContext ? Math.min(info.trainContext, this.#defaultNumCtx) : this.#defaultNumCtx);
       out.push({ id: name, contextWindow });
     }
     return out;

@@ -48,7 +48,9 @@ export class RemoteBackend extends OpenAICompatibleBackend {
     for (const card of list.data ?? []) {
       if (typeof card.id !== 'string') continue;
       const m: BackendModel = { id: card.id };
-      const ctx = card.context_length ?? (card.model_spec as { availableContextTokens?: number } | undefined)?.availableContextTokens;
+      const ctx =
+        card.context_length ??
+        (card.model_spec as { availableContextTokens?: number } | undefined)?.availableContextTokens;
       if (typeof ctx === 'number' && ctx > 0) m.contextWindow = ctx;
       const pricing = card.pricing as { prompt?: unknown; completion?: unknown } | undefined;
       const input = microPer1M(pricing?.prompt, this.#markup);
@@ -70,7 +72,9 @@ export default definePlugin(() => ({
         const preset = PRESETS[kind];
         const url = entry.url ?? preset?.url;
         if (!url) {
-          throw new UsepodError('USEPOD_CONFIG_INVALID', `backend of kind "${kind}" needs a url`, { user: true });
+          throw new UsepodError('USEPOD_CONFIG_INVALID', `backend of kind "${kind}" needs a url`, {
+            user: true,
+          });
         }
         return new RemoteBackend({
           kind,

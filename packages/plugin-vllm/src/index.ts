@@ -24,7 +24,8 @@ export class VllmBackend extends OpenAICompatibleBackend {
     // ECONNREFUSED here means loading or down: the send() error says "cannot reach".
     const res = await sendRequest(this.pool, this.endpoint('/health'), { method: 'GET', signal });
     await readText(res.body, 1024).catch(() => '');
-    if (res.status === 503) throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'engine is dead (/health answered 503)');
+    if (res.status === 503)
+      throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'engine is dead (/health answered 503)');
     if (res.status !== 200) throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}`);
   }
 

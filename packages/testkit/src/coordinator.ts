@@ -24,7 +24,10 @@ export type AuthDecision = { ok: true; providerId?: string } | { ok: false; reas
 
 export interface CoordinatorOptions {
   /** Decides each auth attempt after the signature checked out. Default: accept. */
-  authorize?: (resp: Record<string, unknown>, session: CoordinatorSession) => AuthDecision | Promise<AuthDecision>;
+  authorize?: (
+    resp: Record<string, unknown>,
+    session: CoordinatorSession,
+  ) => AuthDecision | Promise<AuthDecision>;
   /** Enrollment code a new key must present (no provider id yet). */
   enrollmentCode?: string;
   /** Replaces the handshake for this connection; return true when it took over. */
@@ -220,7 +223,12 @@ export class TestCoordinator {
   }
 
   /** @internal */
-  record(session: number, dir: 'in' | 'out', raw: string, binary: boolean): Record<string, unknown> | undefined {
+  record(
+    session: number,
+    dir: 'in' | 'out',
+    raw: string,
+    binary: boolean,
+  ): Record<string, unknown> | undefined {
     let frame: Record<string, unknown> | undefined;
     if (!binary) {
       try {
@@ -276,7 +284,11 @@ export class TestCoordinator {
       return;
     }
     let providerId = this.#providerIds.get(pubkey);
-    if (!providerId && this.#opts.enrollmentCode !== undefined && resp.enrollment_code !== this.#opts.enrollmentCode) {
+    if (
+      !providerId &&
+      this.#opts.enrollmentCode !== undefined &&
+      resp.enrollment_code !== this.#opts.enrollmentCode
+    ) {
       session.send({ type: 'auth_failed', reason: 'unknown key: an enrollment code is required' });
       session.close(1008, 'auth failed');
       return;

@@ -17,8 +17,8 @@ export {
   type ControlledStream,
   delay,
   type EmulatedModel,
-  EngineEmulator,
   type EmulatorOptions,
+  EngineEmulator,
   json,
   promptTokensOf,
   type RequestRecord,
@@ -31,5 +31,11 @@ export {
 export { OllamaEmulator, type OllamaOptions } from './emulators/ollama.js';
 export { type ChatFlavor, writeAnthropicStream, writeChatStream } from './emulators/streams.js';
 export { VllmEmulator, type VllmOptions } from './emulators/vllm.js';
-export { createTestAgent, FAST_TIMING, type Result, type TestAgent, type TestAgentOptions } from './test-agent.js';
+export {
+  createTestAgent,
+  FAST_TIMING,
+  type Result,
+  type TestAgent,
+  type TestAgentOptions,
+} from './test-agent.js';
 export { EventLog, withTimeout } from './wait.js';

@@ -30,20 +30,12 @@ export class EventLog<T> {
   waitFor(pred: (t: T) => boolean = () => true, timeoutMs = 10_000, what = 'an event'): Promise<T> {
     const found = this.items.find(pred);
     if (found !== undefined) return Promise.resolve(found);
-    return withTimeout(
-      new Promise<T>((resolve) => this.#waiters.push({ pred, resolve })),
-      timeoutMs,
-      what,
-    );
+    return withTimeout(new Promise<T>((resolve) => this.#waiters.push({ pred, resolve })), timeoutMs, what);
   }
 
   /** Waits for a matching item pushed after this call (ignores history). */
   next(pred: (t: T) => boolean = () => true, timeoutMs = 10_000, what = 'an event'): Promise<T> {
-    return withTimeout(
-      new Promise<T>((resolve) => this.#waiters.push({ pred, resolve })),
-      timeoutMs,
-      what,
-    );
+    return withTimeout(new Promise<T>((resolve) => this.#waiters.push({ pred, resolve })), timeoutMs, what);
   }
 
   clear(): void {

@@ -7,10 +7,17 @@ export default class Identity extends BaseCommand {
   static override summary = "Show this agent's public key and provider id (never the secret).";
   static override description =
     'Reads the identity file named by identity.key_path (creating it, mode 0600, when it does not exist yet) and prints the public key to register with Use Pod, the provider id once the coordinator assigned one, and the file path.';
-  static override examples = ['<%= config.bin %> identity', '<%= config.bin %> enroll --json', '<%= config.bin %> identity --key ./identity.key'];
+  static override examples = [
+    '<%= config.bin %> identity',
+    '<%= config.bin %> enroll --json',
+    '<%= config.bin %> identity --key ./identity.key',
+  ];
   static override flags = {
     config: configFlag,
-    key: Flags.string({ summary: 'Identity file to read instead of the one in the config.', helpValue: 'PATH' }),
+    key: Flags.string({
+      summary: 'Identity file to read instead of the one in the config.',
+      helpValue: 'PATH',
+    }),
     json: jsonFlag,
   };
 
@@ -39,7 +46,9 @@ export default class Identity extends BaseCommand {
     if (created) this.out(`Created a new identity at ${identity.path} (mode 0600). Back this file up.`);
     this.out(`public key   ${identity.publicKey}`);
     this.out(`fingerprint  ${identity.fingerprint}`);
-    this.out(`provider id  ${identity.providerId ?? '(not assigned yet: run `usepod-agent setup`, or set coordinator.enrollment_code)'}`);
+    this.out(
+      `provider id  ${identity.providerId ?? '(not assigned yet: run `usepod-agent setup`, or set coordinator.enrollment_code)'}`,
+    );
     this.out(`file         ${identity.path}`);
   }
 }

@@ -4,7 +4,8 @@ import { pluginSearchRoots } from '../plugins.js';
 
 export default class Run extends BaseCommand {
   static override summary = 'Connect to the coordinator and serve inference jobs until stopped.';
-  static override description = `Loads the config, the identity key (created on first run) and the backend plugins, probes the engines, then keeps a connection to the Use Pod coordinator open, reconnecting forever. SIGINT or SIGTERM drains: new jobs are refused, jobs in flight get up to limits.drain_timeout_s to finish, then the agent exits 0. A second signal stops at once.`;
+  static override description =
+    `Loads the config, the identity key (created on first run) and the backend plugins, probes the engines, then keeps a connection to the Use Pod coordinator open, reconnecting forever. SIGINT or SIGTERM drains: new jobs are refused, jobs in flight get up to limits.drain_timeout_s to finish, then the agent exits 0. A second signal stops at once.`;
   static override examples = [
     '<%= config.bin %> run',
     '<%= config.bin %> run --config /etc/usepod-agent/agent.toml --log-level debug',
@@ -20,7 +21,10 @@ export default class Run extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Run);
     const { config } = await this.readConfig(flags);
-    this.setupLogging(flags['log-level'] ?? config.observability.log_level, flags['log-format'] ?? config.observability.log_format);
+    this.setupLogging(
+      flags['log-level'] ?? config.observability.log_level,
+      flags['log-format'] ?? config.observability.log_format,
+    );
     const log = createLogger('agent');
     const agent = createAgent({
       config,

@@ -4,7 +4,10 @@ import { pluginSearchRoots } from '../plugins.js';
 
 export default class Validate extends BaseCommand {
   static override summary = 'Check the config file and that a plugin provides every backend kind.';
-  static override examples = ['<%= config.bin %> validate', '<%= config.bin %> validate --config ./agent.toml --json'];
+  static override examples = [
+    '<%= config.bin %> validate',
+    '<%= config.bin %> validate --config ./agent.toml --json',
+  ];
   static override flags = {
     config: configFlag,
     'allow-insecure': allowInsecureFlag,
@@ -26,7 +29,12 @@ export default class Validate extends BaseCommand {
         file: path,
         coordinator: config.coordinator.url,
         identity: config.identity.key_path,
-        backends: config.backends.map((b) => ({ kind: b.kind, url: b.url, api_key_env: b.api_key_env, plugin: plugins[b.kind] })),
+        backends: config.backends.map((b) => ({
+          kind: b.kind,
+          url: b.url,
+          api_key_env: b.api_key_env,
+          plugin: plugins[b.kind],
+        })),
         limits: config.limits,
       });
       return;
@@ -38,6 +46,8 @@ export default class Validate extends BaseCommand {
     for (const b of config.backends) {
       this.out(`    - ${b.kind} ${b.url ?? `(key from $${b.api_key_env})`}  [${plugins[b.kind]}]`);
     }
-    this.out(`  limits       max_concurrent=${config.limits.max_concurrent} max_tokens_per_minute=${config.limits.max_tokens_per_minute ?? 'none'}`);
+    this.out(
+      `  limits       max_concurrent=${config.limits.max_concurrent} max_tokens_per_minute=${config.limits.max_tokens_per_minute ?? 'none'}`,
+    );
   }
 }

@@ -35,7 +35,11 @@ const loadTs: Loader = async (filepath) => {
     );
   }
   const mod = await api.tsImport(pathToFileURL(filepath).href, import.meta.url);
-  return mod.default ?? mod;
+  // Outside a "type": "module" package the file loads as CommonJS, one `default` deeper.
+  let value: unknown = mod.default ?? mod;
+  if (value && typeof value === 'object' && 'default' in value)
+    value = (value as { default: unknown }).default;
+  return value;
 };
 
 /** The config file names searched in a folder, most specific first. */
@@ -85,7 +89,9 @@ export interface LoadedConfig {
  * in the current folder (.usepodrc*, usepod.config.*, package.json "usepod").
  */
 export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedConfig> {
-  const path = opts.path ? resolve(opts.cwd ?? process.cwd(), expandHome(opts.path)) : await findConfigFile(opts.cwd);
+  const path = opts.path
+    ? resolve(opts.cwd ?? process.cwd(), expandHome(opts.path))
+    : await findConfigFile(opts.cwd);
   if (!path) {
     throw new UsepodError(
       'USEPOD_CONFIG_NOT_FOUND',

@@ -95,13 +95,26 @@ function checkBackend(b: BackendConfig, i: number, source: string | undefined): 
     throw invalid(source, key('url'), `is required for kind "${b.kind}"`);
   }
   if (isRemotePresetKind(b.kind) && b.api_key_env === undefined) {
-    throw invalid(source, key('api_key_env'), `is required for kind "${b.kind}" (the environment variable holding the API key)`);
+    throw invalid(
+      source,
+      key('api_key_env'),
+      `is required for kind "${b.kind}" (the environment variable holding the API key)`,
+    );
   }
-  if (!isLocalKind(b.kind) && !isRemotePresetKind(b.kind) && b.url === undefined && b.api_key_env === undefined) {
+  if (
+    !isLocalKind(b.kind) &&
+    !isRemotePresetKind(b.kind) &&
+    b.url === undefined &&
+    b.api_key_env === undefined
+  ) {
     throw invalid(source, key('url'), `is required for kind "${b.kind}" (or api_key_env for a remote kind)`);
   }
   if (b.api_key_env !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(b.api_key_env)) {
-    throw invalid(source, key('api_key_env'), 'must be the name of an environment variable, not the key itself');
+    throw invalid(
+      source,
+      key('api_key_env'),
+      'must be the name of an environment variable, not the key itself',
+    );
   }
 }
 
@@ -121,7 +134,10 @@ function checkDuplicates(backends: BackendConfig[], source: string | undefined):
     const id = backendIdentity(b);
     const first = seen.get(id);
     if (first !== undefined) {
-      const what = b.url !== undefined ? `kind and url as backends[${first}]` : `kind and api_key_env as backends[${first}]`;
+      const what =
+        b.url !== undefined
+          ? `kind and url as backends[${first}]`
+          : `kind and api_key_env as backends[${first}]`;
       throw invalid(source, `backends[${i}]`, `is a duplicate: same ${what}`);
     }
     seen.set(id, i);
@@ -132,6 +148,10 @@ function checkPrometheusAddr(addr: string, source: string | undefined): void {
   if (addr === '' || addr === 'off') return;
   const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(addr);
   if (!m || Number(m[2]) > 65535) {
-    throw invalid(source, 'observability.prometheus_addr', `must be host:port, or "off" (got ${JSON.stringify(addr)})`);
+    throw invalid(
+      source,
+      'observability.prometheus_addr',
+      `must be host:port, or "off" (got ${JSON.stringify(addr)})`,
+    );
   }
 }

@@ -16,7 +16,10 @@ export const authChallengeSchema = z.object({
   nonce: z.string().min(1).max(4096).regex(BASE64_RE, 'nonce must be standard base64'),
 });
 export const authOkSchema = z.object({ type: z.literal('auth_ok'), provider_id: z.string().min(1).max(256) });
-export const authFailedSchema = z.object({ type: z.literal('auth_failed'), reason: z.string().max(4096).default('') });
+export const authFailedSchema = z.object({
+  type: z.literal('auth_failed'),
+  reason: z.string().max(4096).default(''),
+});
 
 export const jobSchema = z.object({
   type: z.literal('job'),
@@ -24,7 +27,12 @@ export const jobSchema = z.object({
   model_id: z.string().min(1).max(512),
   request: z.record(z.string(), z.unknown()),
   format: z.enum(['openai', 'anthropic']).default('openai'),
-  deadline_ms: z.number().int().positive().max(24 * 3600 * 1000).default(60_000),
+  deadline_ms: z
+    .number()
+    .int()
+    .positive()
+    .max(24 * 3600 * 1000)
+    .default(60_000),
 });
 export const jobCancelSchema = z.object({
   type: z.literal('job_cancel'),
@@ -110,7 +118,8 @@ export function parseInbound(text: string): Inbound {
   } catch {
     return { ok: false, reason: 'not valid JSON' };
   }
-  if (!value || typeof value !== 'object' || Array.isArray(value)) return { ok: false, reason: 'not a JSON object' };
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    return { ok: false, reason: 'not a JSON object' };
   const type = (value as { type?: unknown }).type;
   if (typeof type !== 'string') return { ok: false, reason: 'no string "type"' };
   const schema = SCHEMAS[type as keyof typeof SCHEMAS];

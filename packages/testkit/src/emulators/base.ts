@@ -50,6 +50,8 @@ export interface RequestRecord {
   body: Record<string, unknown> | undefined;
   rawBody: string;
   at: number;
+  /** Every body byte the emulator wrote in its response, in order. */
+  sent: Buffer[];
   /** Set when the client closed the connection before the response finished. */
   abortedAt?: number;
 }
@@ -76,7 +78,12 @@ export interface StreamContext {
   gone(): boolean;
 }
 
-export type Route = (ctx: { req: IncomingMessage; res: ServerResponse; record: RequestRecord; url: URL }) => void | Promise<void>;
+export type Route = (ctx: {
+  req: IncomingMessage;
+  res: ServerResponse;
+  record: RequestRecord;
+  url: URL;
+}) => void | Promise<void>;
 
 export interface EmulatorOptions {
   models?: EmulatedModel[];
@@ -225,7 +232,9 @@ export abstract class EngineEmulator {
       body,
       rawBody,
       at: Date.now(),
+      sent: [],
     };
+    captureBody(res, record.sent);
     this.#inFlight++;
     let finished = false;
     res.on('finish', () => {
@@ -247,13 +256,19 @@ export abstract class EngineEmulator {
     try {
       await route({ req, res, record, url });
     } catch (err) {
-      if (!res.headersSent) json(res, 500, { error: { message: (err as Error).message, type: 'server_error', code: 500 } });
+      if (!res.headersSent)
+        json(res, 500, { error: { message: (err as Error).message, type: 'server_error', code: 500 } });
       else res.destroy();
     }
   }
 
   /** Builds the streaming context of a generation request. */
-  protected streamContext(req: IncomingMessage, res: ServerResponse, record: RequestRecord, model: string): StreamContext {
+  protected streamContext(
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RequestRecord,
+    model: string,
+  ): StreamContext {
     const body = record.body ?? {};
     const max = typeof body.max_tokens === 'number' ? body.max_tokens : this.defaultTokens;
     const so = body.stream_options as { include_usage?: boolean } | undefined;
@@ -293,6 +308,24 @@ export abstract class EngineEmulator {
   }
 }
 
+/** Records the response body as written, so tests can compare it with what was relayed. */
+function captureBody(res: ServerResponse, into: Buffer[]): void {
+  const write = res.write.bind(res) as (...a: unknown[]) => boolean;
+  const end = res.end.bind(res) as (...a: unknown[]) => ServerResponse;
+  const keep = (chunk: unknown) => {
+    if (typeof chunk === 'string') into.push(Buffer.from(chunk));
+    else if (chunk instanceof Uint8Array) into.push(Buffer.from(chunk));
+  };
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    keep(chunk);
+    return write(chunk, ...rest);
+  }) as ServerResponse['write'];
+  res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+    if (typeof chunk !== 'function') keep(chunk);
+    return end(chunk, ...rest);
+  }) as ServerResponse['end'];
+}
+
 /** A deterministic prompt size: words in the messages plus a template overhead. */
 export function promptTokensOf(body: Record<string, unknown>): number {
   const msgs = Array.isArray(body.messages) ? body.messages : [];
@@ -304,13 +337,27 @@ export function promptTokensOf(body: Record<string, unknown>): number {
   return words + 5;
 }
 
-export function json(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+export function json(
+  res: ServerResponse,
+  status: number,
+  value: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
-export function text(res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8'): void {
+export function text(
+  res: ServerResponse,
+  status: number,
+  body: string,
+  contentType = 'text/plain; charset=utf-8',
+): void {
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { EngineEmulator, type EmulatorOptions, json, text, tokenText, writeAndDrain } from './base.js';
+import { type EmulatorOptions, EngineEmulator, json, text, tokenText, writeAndDrain } from './base.js';
 import { type ChatFlavor, writeAnthropicStream, writeChatStream } from './streams.js';
 
 /**
@@ -69,14 +69,24 @@ export class OllamaEmulator extends EngineEmulator {
     this.routes.set('GET /v1/models', ({ res }) =>
       json(res, 200, {
         object: 'list',
-        data: this.models.map((m) => ({ id: m.id, object: 'model', created: 1746405464, owned_by: 'library' })),
+        data: this.models.map((m) => ({
+          id: m.id,
+          object: 'model',
+          created: 1746405464,
+          owned_by: 'library',
+        })),
       }),
     );
     this.routes.set('POST /v1/chat/completions', ({ req, res, record }) => {
       const model = String(record.body?.model ?? '');
       if (!this.findModel(model)) {
         return json(res, 404, {
-          error: { message: `model "${model}" not found, try pulling it first`, type: 'not_found_error', param: null, code: null },
+          error: {
+            message: `model "${model}" not found, try pulling it first`,
+            type: 'not_found_error',
+            param: null,
+            code: null,
+          },
         });
       }
       const ctx = this.streamContext(req, res, record, model);
@@ -86,7 +96,10 @@ export class OllamaEmulator extends EngineEmulator {
     this.routes.set('POST /v1/messages', ({ req, res, record }) => {
       const model = String(record.body?.model ?? '');
       if (!this.findModel(model)) {
-        return json(res, 404, { type: 'error', error: { type: 'not_found_error', message: `model '${model}' not found` } });
+        return json(res, 404, {
+          type: 'error',
+          error: { type: 'not_found_error', message: `model '${model}' not found` },
+        });
       }
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { delay, type StreamContext, text, tokenText, writeAndDrain } from './base.js';
 
 /**
@@ -23,6 +24,14 @@ export interface ChatFlavor {
   contentType?: string;
 }
 
+/** Resolves once what was written reached the kernel, so a crash after it still delivers it. */
+async function flushed(res: ServerResponse): Promise<void> {
+  await delay(0); // corked writes are flushed on the next tick
+  const sock = res.socket;
+  if (!sock || sock.writableLength === 0) return;
+  await new Promise<void>((resolve) => sock.once('drain', () => resolve()));
+}
+
 const created = () => Math.floor(Date.now() / 1000);
 
 function sse(obj: unknown): string {
@@ -38,10 +47,19 @@ async function preamble(ctx: StreamContext, contentType: string): Promise<boolea
     return true;
   }
   if (b.kind === 'not-sse') {
-    text(ctx.res, 200, b.body ?? '{"id":"x","object":"chat.completion","choices":[]}', b.contentType ?? 'application/json');
+    text(
+      ctx.res,
+      200,
+      b.body ?? '{"id":"x","object":"chat.completion","choices":[]}',
+      b.contentType ?? 'application/json',
+    );
     return true;
   }
-  ctx.res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache', connection: 'keep-alive' });
+  ctx.res.writeHead(200, {
+    'content-type': contentType,
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+  });
   ctx.res.flushHeaders();
   return false;
 }
@@ -62,7 +80,10 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
   });
   await writeAndDrain(
     res,
-    sse({ ...base(), choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }),
+    sse({
+      ...base(),
+      choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+    }),
   );
   for (let i = 0; i < ctx.tokens; i++) {
     if (ctx.gone()) return;
@@ -74,12 +95,16 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
       return;
     }
     if (b.kind === 'drop' && i === (b.afterTokens ?? 2)) {
+      await flushed(res);
       res.destroy();
       return;
     }
     await writeAndDrain(
       res,
-      sse({ ...base(), choices: [{ index: 0, delta: { content: tokenText(i) }, logprobs: null, finish_reason: null }] }),
+      sse({
+        ...base(),
+        choices: [{ index: 0, delta: { content: tokenText(i) }, logprobs: null, finish_reason: null }],
+      }),
     );
     if (b.kind === 'hang-after-first') return; // stall with the connection open
     if (ctx.tokenDelayMs > 0 || i % 64 === 63) await delay(ctx.tokenDelayMs);
@@ -88,7 +113,11 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
     res.end();
     return;
   }
-  const usage = { prompt_tokens: ctx.promptTokens, total_tokens: ctx.promptTokens + ctx.tokens, completion_tokens: ctx.tokens };
+  const usage = {
+    prompt_tokens: ctx.promptTokens,
+    total_tokens: ctx.promptTokens + ctx.tokens,
+    completion_tokens: ctx.tokens,
+  };
   const timings = flavor.timings
     ? {
         timings: {
@@ -149,21 +178,36 @@ export async function writeAnthropicStream(ctx: StreamContext, idPrefix = 'msg_'
       },
     }),
   );
-  await writeAndDrain(res, ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }));
+  await writeAndDrain(
+    res,
+    ev('content_block_start', {
+      type: 'content_block_start',
+      index: 0,
+      content_block: { type: 'text', text: '' },
+    }),
+  );
   for (let i = 0; i < ctx.tokens; i++) {
     if (ctx.gone()) return;
     if (b.kind === 'error-in-stream' && i === (b.afterTokens ?? 1)) {
-      await writeAndDrain(res, ev('error', { type: 'error', error: { type: 'api_error', message: b.message ?? 'engine failed' } }));
+      await writeAndDrain(
+        res,
+        ev('error', { type: 'error', error: { type: 'api_error', message: b.message ?? 'engine failed' } }),
+      );
       res.end();
       return;
     }
     if (b.kind === 'drop' && i === (b.afterTokens ?? 2)) {
+      await flushed(res);
       res.destroy();
       return;
     }
     await writeAndDrain(
       res,
-      ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: tokenText(i) } }),
+      ev('content_block_delta', {
+        type: 'content_block_delta',
+        index: 0,
+        delta: { type: 'text_delta', text: tokenText(i) },
+      }),
     );
     if (b.kind === 'hang-after-first') return;
     if (ctx.tokenDelayMs > 0) await delay(ctx.tokenDelayMs);

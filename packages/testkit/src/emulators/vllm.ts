@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { EngineEmulator, type EmulatorOptions, json, text } from './base.js';
+import { type EmulatorOptions, EngineEmulator, json, text } from './base.js';
 import { type ChatFlavor, writeAnthropicStream, writeChatStream } from './streams.js';
 
 /**
@@ -36,7 +36,9 @@ export class VllmEmulator extends EngineEmulator {
     this.routes.set('* /ping', ({ res }) => health(res));
     this.routes.set('GET /version', ({ res }) => json(res, 200, { version: this.version }));
     this.routes.set('GET /load', ({ res }) => json(res, 200, { server_load: this.inFlight - 1 }));
-    this.routes.set('GET /metrics', ({ res }) => text(res, 200, this.#metricsText(), 'text/plain; version=0.0.4'));
+    this.routes.set('GET /metrics', ({ res }) =>
+      text(res, 200, this.#metricsText(), 'text/plain; version=0.0.4'),
+    );
     this.routes.set('GET /v1/models', ({ req, res }) => {
       if (!this.authorized(req)) return this.unauthorized(res);
       const createdAt = 1772263347;
@@ -52,7 +54,9 @@ export class VllmEmulator extends EngineEmulator {
             root: m.id,
             parent: null,
             max_model_len: m.contextWindow ?? 4096,
-            permission: [{ id: 'modelperm-0', object: 'model_permission', created: createdAt, allow_sampling: true }],
+            permission: [
+              { id: 'modelperm-0', object: 'model_permission', created: createdAt, allow_sampling: true },
+            ],
           })),
       });
     });
@@ -60,7 +64,8 @@ export class VllmEmulator extends EngineEmulator {
       if (!this.authorized(req)) return this.unauthorized(res);
       if (this.dead) return this.#error(res, 500, 'InternalServerError', 'engine is dead');
       const model = String(record.body?.model ?? '');
-      if (!this.findModel(model)) return this.#error(res, 404, 'NotFoundError', `The model \`${model}\` does not exist.`);
+      if (!this.findModel(model))
+        return this.#error(res, 404, 'NotFoundError', `The model \`${model}\` does not exist.`);
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeChatStream(ctx, this.#flavor);
@@ -68,7 +73,8 @@ export class VllmEmulator extends EngineEmulator {
     this.routes.set('POST /v1/messages', ({ req, res, record }) => {
       if (!this.authorized(req)) return this.unauthorized(res);
       const model = String(record.body?.model ?? '');
-      if (!this.findModel(model)) return this.#error(res, 404, 'NotFoundError', `The model \`${model}\` does not exist.`);
+      if (!this.findModel(model))
+        return this.#error(res, 404, 'NotFoundError', `The model \`${model}\` does not exist.`);
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeAnthropicStream(ctx);
@@ -81,7 +87,9 @@ export class VllmEmulator extends EngineEmulator {
     finishExtra: { stop_reason: null },
     usage: 'requested',
     streamError: (message) => ({
-      lines: [`data: ${JSON.stringify({ error: { message, type: 'InternalServerError', param: null, code: 500 } })}\n\n`],
+      lines: [
+        `data: ${JSON.stringify({ error: { message, type: 'InternalServerError', param: null, code: 500 } })}\n\n`,
+      ],
       done: true,
     }),
   };

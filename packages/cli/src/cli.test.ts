@@ -1,0 +1,156 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const BIN = fileURLToPath(new URL('../bin/run.js', import.meta.url));
+
+interface Out {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+let dir: string;
+let env: NodeJS.ProcessEnv;
+
+function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Out> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...env, ...extraEnv }, cwd: dir }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-cli-'));
+  // No config or plugins of the developer's own leak in.
+  env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'xdg'), XDG_DATA_HOME: join(dir, 'data') };
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function expectOneLine(out: Out, pattern: RegExp) {
+  expect(out.code).toBe(2);
+  expect(out.stdout).toBe('');
+  const lines = out.stderr.trim().split('\n');
+  expect(lines, out.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^usepod-agent: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(out.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('usepod-agent CLI', () => {
+  it('prints its version', async () => {
+    const out = await cli(['version']);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/^usepod-agent\/0\.\d+\.\d+ core\/0\.\d+\.\d+ node\/v\d+/);
+    const json = JSON.parse((await cli(['version', '--json'])).stdout);
+    expect(json).toMatchObject({ agent: expect.any(String), core: expect.any(String), node: process.version });
+  });
+
+  it('lists its commands in --help', async () => {
+    const out = await cli(['--help']);
+    expect(out.code).toBe(0);
+    for (const c of ['run', 'validate', 'identity', 'version', 'demo', 'plugins']) expect(out.stdout).toContain(c);
+  });
+
+  it('validates a good config and names each backend plugin', async () => {
+    const path = join(dir, 'good.toml');
+    await writeFile(path, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n\n[[backends]]\nkind = "openrouter"\napi_key_env = "OR_KEY"\n');
+    const out = await cli(['validate', '--config', path]);
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain(`ok: ${path}`);
+    expect(out.stdout).toContain('@usepod-agent/plugin-vllm');
+    expect(out.stdout).toContain('@usepod-agent/plugin-openai-compatible');
+  });
+
+  it('reports a bad config in one line naming the key and the file, exit 2', async () => {
+    const path = join(dir, 'bad.toml');
+    await writeFile(path, '[limits]\nmax_concurrent = 999\n');
+    expectOneLine(await cli(['validate', '--config', path]), new RegExp(`${path}: limits\\.max_concurrent: `));
+    expectOneLine(await cli(['run', '--config', path]), /limits\.max_concurrent/);
+  });
+
+  it('reports a TOML syntax error, a missing file, no default config, and a bad flag in one line', async () => {
+    const path = join(dir, 'syntax.toml');
+    await writeFile(path, '[coordinator\n');
+    expectOneLine(await cli(['validate', '--config', path]), /syntax\.toml/);
+    expectOneLine(await cli(['validate', '--config', join(dir, 'missing.toml')]), /missing\.toml does not exist/);
+    expectOneLine(await cli(['validate']), /no config file found.*usepod-agent setup/);
+    expectOneLine(await cli(['run', '--bogus']), /Nonexistent flag: --bogus \(see --help\)/);
+    expectOneLine(await cli(['run', '--log-level', 'loud']), /--log-level/);
+  });
+
+  it('names the packages it looked for when no plugin provides a kind', async () => {
+    const path = join(dir, 'kind.toml');
+    await writeFile(path, '[[backends]]\nkind = "sglang"\nurl = "http://127.0.0.1:30000"\n');
+    expectOneLine(await cli(['validate', '--config', path]), /kind "sglang".*usepod-agent-plugin-sglang/);
+  });
+
+  it('refuses ws:// without --allow-insecure', async () => {
+    const path = join(dir, 'ws.toml');
+    await writeFile(path, '[coordinator]\nurl = "ws://127.0.0.1:9/provider/connect"\n');
+    expectOneLine(await cli(['validate', '--config', path]), /--allow-insecure/);
+    expect((await cli(['validate', '--config', path, '--allow-insecure'])).code).toBe(0);
+  });
+
+  it('shows the identity (public key, provider id, path), never the secret; enroll is an alias', async () => {
+    const key = join(dir, 'id', 'identity.key');
+    const path = join(dir, 'id.toml');
+    await writeFile(path, `[identity]\nkey_path = "${key}"\n`);
+    const out = await cli(['identity', '--config', path]);
+    expect(out.code).toBe(0);
+    expect((await stat(key)).mode & 0o777).toBe(0o600);
+    const secret = /secret: (.*)/.exec(await readFile(key, 'utf8'))![1]!;
+    expect(out.stdout).toContain('public key');
+    expect(out.stdout).toContain(key);
+    expect(out.stdout).not.toContain(secret);
+    const json = JSON.parse((await cli(['enroll', '--config', path, '--json'])).stdout);
+    expect(json).toMatchObject({ file: key, provider_id: null, new: false });
+    expect(JSON.stringify(json)).not.toContain(secret);
+  });
+});
+
+describe('usepod-agent run', () => {
+  let child: ChildProcess | undefined;
+  afterAll(() => {
+    child?.kill('SIGKILL');
+  });
+
+  it('serves jobs until SIGTERM, then exits 0', async () => {
+    const coordinator = await TestCoordinator.start();
+    const engine = await new VllmEmulator().start();
+    try {
+      const path = join(dir, 'run.toml');
+      await writeFile(
+        path,
+        `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'run.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n`,
+      );
+      child = spawn(process.execPath, [BIN, 'run', '--config', path, '--allow-insecure'], { env, cwd: dir });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const exited = new Promise<number | null>((resolve) => child!.on('exit', (code) => resolve(code)));
+      const session = await coordinator.firstAuthenticated(15_000);
+      await session.capabilities();
+      const done = await session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done();
+      expect(done.type).toBe('job_done');
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(stderr).toMatch(/INFO  agent agent started .*fingerprint=ed25519:/);
+      expect(stderr).toMatch(/authenticated provider_id=prov_1/);
+      expect(stderr).toMatch(/job ended .*outcome=done/);
+      expect(stderr).toMatch(/coordinator connection is not encrypted/);
+    } finally {
+      await engine.close();
+      await coordinator.close();
+    }
+  });
+});

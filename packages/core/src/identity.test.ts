@@ -1,0 +1,134 @@
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import nacl from 'tweetnacl';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isUsepodError } from './errors.js';
+import {
+  generateIdentity,
+  loadOrCreateIdentity,
+  parseIdentity,
+  readIdentity,
+  verifySignature,
+  writeFileAtomic,
+} from './identity.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-id-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A file as the 0.3.x agent writes it: microsecond timestamp with offset, provider id, and a key we do not know. */
+function rustAgentFile(seed: Uint8Array, extra = ''): string {
+  const pub = Buffer.from(nacl.sign.keyPair.fromSeed(seed).publicKey).toString('base64');
+  return [
+    '-----BEGIN USEPOD AGENT KEY-----',
+    'version: 1',
+    'created: 2026-05-02T10:11:12.123456+00:00',
+    `secret: ${Buffer.from(seed).toString('base64')}`,
+    `public: ${pub}`,
+    'provider_id: prov_123',
+    extra,
+    '-----END USEPOD AGENT KEY-----',
+    '',
+  ].join('\n');
+}
+
+describe('identity file (PROTOCOL.md section 7)', () => {
+  it('creates a new key on first run with mode 0600', async () => {
+    const path = join(dir, 'sub', 'identity.key');
+    const { identity, created } = await loadOrCreateIdentity(path);
+    expect(created).toBe(true);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    const text = await readFile(path, 'utf8');
+    expect(text).toMatch(
+      /^-----BEGIN USEPOD AGENT KEY-----\nversion: 1\ncreated: \d{4}-\d\d-\d\dT[\d:.]+\+00:00\nsecret: /,
+    );
+    expect(text).toContain(`public: ${identity.publicKey}`);
+    expect(text).not.toContain('provider_id');
+    expect(Buffer.from(identity.publicKey, 'base64')).toHaveLength(32);
+    const again = await loadOrCreateIdentity(path);
+    expect(again.created).toBe(false);
+    expect(again.identity.publicKey).toBe(identity.publicKey);
+  });
+
+  it('loads a file written by the 0.3.x agent unchanged, ignoring unknown lines', async () => {
+    const seed = nacl.randomBytes(32);
+    const path = join(dir, 'identity.key');
+    await writeFile(path, rustAgentFile(seed, 'hostname: rig-01'), { mode: 0o600 });
+    const id = await readIdentity(path);
+    expect(id.providerId).toBe('prov_123');
+    expect(id.created).toBe('2026-05-02T10:11:12.123456+00:00');
+    expect(id.publicKey).toBe(Buffer.from(nacl.sign.keyPair.fromSeed(seed).publicKey).toString('base64'));
+    // Signing with the loaded key verifies against the file's public key.
+    const msg = Buffer.from('nonce bytes');
+    expect(verifySignature(msg, id.sign(msg), id.publicKey)).toBe(true);
+    // Rewriting keeps the unknown line.
+    id.providerId = 'prov_456';
+    await id.save();
+    const text = await readFile(path, 'utf8');
+    expect(text).toContain('provider_id: prov_456');
+    expect(text).toContain('hostname: rig-01');
+  });
+
+  it('refuses a file whose public key does not match its secret, and says so', async () => {
+    const seed = nacl.randomBytes(32);
+    const other = Buffer.from(nacl.sign.keyPair.fromSeed(nacl.randomBytes(32)).publicKey).toString('base64');
+    const text = rustAgentFile(seed).replace(/public: .*/, `public: ${other}`);
+    const path = join(dir, 'identity.key');
+    await writeFile(path, text);
+    const err = await readIdentity(path).catch((e: unknown) => e);
+    expect(isUsepodError(err, 'USEPOD_IDENTITY_MISMATCH')).toBe(true);
+    expect((err as Error).message).toMatch(/public key does not match/);
+    expect((err as Error).message).not.toContain(Buffer.from(seed).toString('base64'));
+  });
+
+  it('refuses other versions, missing markers and bad base64', () => {
+    const seed = nacl.randomBytes(32);
+    expect(() => parseIdentity(rustAgentFile(seed).replace('version: 1', 'version: 2'), 'f')).toThrow(
+      /unsupported version/,
+    );
+    expect(() => parseIdentity('secret: x', 'f')).toThrow(/markers/);
+    expect(() => parseIdentity(rustAgentFile(seed).replace(/secret: .*/, 'secret: !!!'), 'f')).toThrow(
+      /base64/,
+    );
+    expect(() => parseIdentity(rustAgentFile(seed).replace(/secret: .*/, 'secret: AAAA'), 'f')).toThrow(
+      /32 bytes/,
+    );
+  });
+
+  it('warns when the file is readable by group or others', async () => {
+    const path = join(dir, 'identity.key');
+    await writeFile(path, rustAgentFile(nacl.randomBytes(32)));
+    await chmod(path, 0o644);
+    const { permissionWarning } = await loadOrCreateIdentity(path);
+    expect(permissionWarning).toMatch(/readable by group or others.*chmod 600/);
+  });
+
+  it('writes atomically: no temp file is left, and a failed rename keeps the old file', async () => {
+    const path = join(dir, 'identity.key');
+    const id = generateIdentity(path);
+    await id.save();
+    const before = await readFile(path, 'utf8');
+    expect(await readdir(dir)).toEqual(['identity.key']);
+    // The target is a directory: rename fails; the temp file is removed and nothing else changes.
+    const blocked = join(dir, 'blocked');
+    await writeFileAtomic(join(blocked, 'x'), 'x');
+    await expect(writeFileAtomic(blocked, 'new contents')).rejects.toThrow();
+    expect((await readdir(dir)).sort()).toEqual(['blocked', 'identity.key']);
+    expect(await readFile(path, 'utf8')).toBe(before);
+  });
+
+  it('signs the decoded nonce bytes, not their base64 text', () => {
+    const id = generateIdentity(join(dir, 'k'));
+    const nonce = nacl.randomBytes(32);
+    const b64 = Buffer.from(nonce).toString('base64');
+    const sig = id.sign(nonce);
+    expect(Buffer.from(sig, 'base64')).toHaveLength(64);
+    expect(verifySignature(nonce, sig, id.publicKey)).toBe(true);
+    expect(verifySignature(Buffer.from(b64), sig, id.publicKey)).toBe(false);
+  });
+});

@@ -1,0 +1,149 @@
+import { readFile } from 'node:fs/promises';
+import { verifySignature } from '@usepod-agent/core';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
+import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+describe('handshake (PROTOCOL.md section 2)', () => {
+  it('signs the decoded nonce and sends the agent version', async () => {
+    const t = await createTestAgent();
+    cleanup.push(() => t.close());
+    expect((await t.start()).ok).toBe(true);
+    const session = await t.coordinator.firstAuthenticated();
+    const resp = session.authResponse!;
+    expect(Object.keys(resp).sort()).toEqual(['agent_version', 'pubkey', 'signature', 'type']);
+    expect(resp.agent_version).toBe(t.agent.agentVersion);
+    expect(Buffer.from(String(resp.pubkey), 'base64')).toHaveLength(32);
+    expect(Buffer.from(String(resp.signature), 'base64')).toHaveLength(64);
+    expect(verifySignature(session.nonce!, String(resp.signature), String(resp.pubkey))).toBe(true);
+    // Over the base64 text, the same signature does not verify.
+    expect(
+      verifySignature(
+        Buffer.from(session.nonce!.toString('base64')),
+        String(resp.signature),
+        String(resp.pubkey),
+      ),
+    ).toBe(false);
+  });
+
+  it('sends enrollment_code only while no provider id exists, and persists the id', async () => {
+    const coordinator = await TestCoordinator.start({ enrollmentCode: 'POD-ENROLL-7K9X4LM2' });
+    cleanup.push(() => coordinator.close());
+    const t = await createTestAgent({
+      coordinator,
+      config: { coordinator: { enrollment_code: 'POD-ENROLL-7K9X4LM2' } },
+    });
+    cleanup.push(() => t.close());
+    await t.start();
+    const first = await coordinator.firstAuthenticated();
+    await first.capabilities(); // sent after the id is saved
+    expect(first.authResponse?.enrollment_code).toBe('POD-ENROLL-7K9X4LM2');
+    expect(first.providerId).toBe('prov_1');
+    expect(await readFile(t.identityPath, 'utf8')).toContain('provider_id: prov_1');
+    expect(t.agent.providerId).toBe('prov_1');
+    // Reconnect: the key now has a provider id, so no enrollment code is sent.
+    const next = coordinator.nextAuthenticated();
+    first.drain('drain:deploy');
+    const second = await next;
+    expect(second.authResponse).not.toHaveProperty('enrollment_code');
+    expect(second.providerId).toBe('prov_1');
+  });
+
+  it('persists a changed provider id', async () => {
+    let id = 'prov_a';
+    const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: true, providerId: id }) });
+    cleanup.push(() => coordinator.close());
+    const t = await createTestAgent({ coordinator });
+    cleanup.push(() => t.close());
+    await t.start();
+    const s1 = await coordinator.firstAuthenticated();
+    await s1.capabilities();
+    expect(await readFile(t.identityPath, 'utf8')).toContain('provider_id: prov_a');
+    id = 'prov_b';
+    const next = coordinator.nextAuthenticated();
+    s1.drain();
+    await (await next).capabilities();
+    expect(await readFile(t.identityPath, 'utf8')).toContain('provider_id: prov_b');
+  });
+
+  it('sends capabilities after every auth_ok', async () => {
+    const engine = await new VllmEmulator().start();
+    cleanup.push(() => engine.close());
+    const t = await createTestAgent({
+      plugins: [vllmPlugin],
+      config: { backends: [{ kind: 'vllm', url: engine.url }] },
+    });
+    cleanup.push(() => t.close());
+    await t.start();
+    const s1 = await t.coordinator.firstAuthenticated();
+    expect((await s1.capabilities()).models).toHaveLength(1);
+    const next = t.coordinator.nextAuthenticated();
+    s1.drain('drain:deploy');
+    const s2 = await next;
+    expect((await s2.capabilities()).models).toHaveLength(1);
+    // Capabilities is the first frame after auth_ok on each session.
+    for (const s of [s1, s2]) expect(s.frames.items[0]?.type).toBe('auth_response');
+    for (const s of [s1, s2]) expect(s.frames.items[1]?.type).toBe('capabilities');
+  });
+
+  it('shows auth_failed to the operator and retries with escalating backoff', async () => {
+    let refusals = 3;
+    const coordinator = await TestCoordinator.start({
+      authorize: () => (refusals-- > 0 ? { ok: false, reason: 'key revoked' } : { ok: true }),
+    });
+    cleanup.push(() => coordinator.close());
+    const t = await createTestAgent({
+      coordinator,
+      logLevel: 'info',
+      timing: { backoffInitialMs: 40, backoffMaxMs: 10_000 },
+    });
+    cleanup.push(() => t.close());
+    const waits: { waitMs: number; preAuthFailures: number }[] = [];
+    t.agent.on('reconnect', (r) => waits.push(r));
+    await t.start();
+    const s = await coordinator.firstAuthenticated();
+    expect(
+      t.lines.some((l) => l.includes('coordinator refused authentication') && l.includes('key revoked')),
+    ).toBe(true);
+    // Three pre-auth failures: the base doubles each time (40, 80, 160 ms, each x [0.8, 1.2]).
+    expect(waits.map((w) => w.preAuthFailures)).toEqual([1, 2, 3]);
+    [40, 80, 160].forEach((base, i) => {
+      expect(waits[i]!.waitMs).toBeGreaterThanOrEqual(base * 0.8 - 1);
+      expect(waits[i]!.waitMs).toBeLessThanOrEqual(base * 1.2 + 1);
+    });
+    // A session that reached auth_ok resets the backoff when it ends.
+    await s.capabilities();
+    const next = coordinator.nextAuthenticated();
+    s.kill();
+    await next;
+    expect(waits[3]!.preAuthFailures).toBe(0);
+    expect(waits[3]!.waitMs).toBeLessThanOrEqual(40 * 1.2 + 1);
+  });
+
+  it('treats a wrong first frame, a binary frame and silence as pre-auth protocol errors', async () => {
+    let n = 0;
+    const coordinator = await TestCoordinator.start({
+      onConnection: (ws) => {
+        n++;
+        if (n === 1) ws.send(JSON.stringify({ type: 'auth_ok', provider_id: 'x' }));
+        else if (n === 2) ws.send(Buffer.from([1, 2, 3]), { binary: true });
+        else if (n === 3) ws.send('not json');
+        else return false; // the fourth connection gets the normal handshake
+        return true;
+      },
+    });
+    cleanup.push(() => coordinator.close());
+    const t = await createTestAgent({ coordinator });
+    cleanup.push(() => t.close());
+    const ends: string[] = [];
+    t.agent.on('sessionEnd', (e) => ends.push(`${e.kind}:${e.reachedAuth}`));
+    await t.start();
+    await coordinator.firstAuthenticated();
+    expect(ends).toEqual(['protocol:false', 'protocol:false', 'protocol:false']);
+  });
+});
