@@ -1,10 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
-  resolve: {
-    // Tests run against the TypeScript sources of sibling packages, not a stale dist/.
-    conditions: ['source'],
-  },
+  // Tests run against the TypeScript sources of sibling packages (the `source` export condition), not a stale dist/.
+  resolve: { conditions: ['source'] },
+  ssr: { resolve: { conditions: ['source'] } },
   test: {
     include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 20_000,

@@ -19,16 +19,26 @@ let env: NodeJS.ProcessEnv;
 
 function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Out> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...env, ...extraEnv }, cwd: dir }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { env: { ...env, ...extraEnv }, cwd: dir },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'usepod-cli-'));
   // No config or plugins of the developer's own leak in.
-  env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'xdg'), XDG_DATA_HOME: join(dir, 'data') };
+  env = {
+    PATH: process.env.PATH,
+    HOME: dir,
+    XDG_CONFIG_HOME: join(dir, 'xdg'),
+    XDG_DATA_HOME: join(dir, 'data'),
+  };
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -50,18 +60,26 @@ describe('usepod-agent CLI', () => {
     expect(out.code).toBe(0);
     expect(out.stdout).toMatch(/^usepod-agent\/0\.\d+\.\d+ core\/0\.\d+\.\d+ node\/v\d+/);
     const json = JSON.parse((await cli(['version', '--json'])).stdout);
-    expect(json).toMatchObject({ agent: expect.any(String), core: expect.any(String), node: process.version });
+    expect(json).toMatchObject({
+      agent: expect.any(String),
+      core: expect.any(String),
+      node: process.version,
+    });
   });
 
   it('lists its commands in --help', async () => {
     const out = await cli(['--help']);
     expect(out.code).toBe(0);
-    for (const c of ['run', 'validate', 'identity', 'version', 'demo', 'plugins']) expect(out.stdout).toContain(c);
+    for (const c of ['run', 'validate', 'identity', 'version', 'demo', 'plugins'])
+      expect(out.stdout).toContain(c);
   });
 
   it('validates a good config and names each backend plugin', async () => {
     const path = join(dir, 'good.toml');
-    await writeFile(path, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n\n[[backends]]\nkind = "openrouter"\napi_key_env = "OR_KEY"\n');
+    await writeFile(
+      path,
+      '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n\n[[backends]]\nkind = "openrouter"\napi_key_env = "OR_KEY"\n',
+    );
     const out = await cli(['validate', '--config', path]);
     expect(out.stderr).toBe('');
     expect(out.code).toBe(0);
@@ -73,7 +91,10 @@ describe('usepod-agent CLI', () => {
   it('reports a bad config in one line naming the key and the file, exit 2', async () => {
     const path = join(dir, 'bad.toml');
     await writeFile(path, '[limits]\nmax_concurrent = 999\n');
-    expectOneLine(await cli(['validate', '--config', path]), new RegExp(`${path}: limits\\.max_concurrent: `));
+    expectOneLine(
+      await cli(['validate', '--config', path]),
+      new RegExp(`${path}: limits\\.max_concurrent: `),
+    );
     expectOneLine(await cli(['run', '--config', path]), /limits\.max_concurrent/);
   });
 
@@ -81,7 +102,10 @@ describe('usepod-agent CLI', () => {
     const path = join(dir, 'syntax.toml');
     await writeFile(path, '[coordinator\n');
     expectOneLine(await cli(['validate', '--config', path]), /syntax\.toml/);
-    expectOneLine(await cli(['validate', '--config', join(dir, 'missing.toml')]), /missing\.toml does not exist/);
+    expectOneLine(
+      await cli(['validate', '--config', join(dir, 'missing.toml')]),
+      /missing\.toml does not exist/,
+    );
     expectOneLine(await cli(['validate']), /no config file found.*usepod-agent setup/);
     expectOneLine(await cli(['run', '--bogus']), /Nonexistent flag: --bogus \(see --help\)/);
     expectOneLine(await cli(['run', '--log-level', 'loud']), /--log-level/);
@@ -144,7 +168,7 @@ describe('usepod-agent run', () => {
       expect(done.type).toBe('job_done');
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
-      expect(stderr).toMatch(/INFO  agent agent started .*fingerprint=ed25519:/);
+      expect(stderr).toMatch(/INFO {2}agent agent started .*fingerprint=ed25519:/);
       expect(stderr).toMatch(/authenticated provider_id=prov_1/);
       expect(stderr).toMatch(/job ended .*outcome=done/);
       expect(stderr).toMatch(/coordinator connection is not encrypted/);

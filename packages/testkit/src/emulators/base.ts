@@ -19,6 +19,8 @@ export interface EmulatedModel {
   loaded?: boolean;
   /** `llm` (default) or `embedding`. */
   type?: 'llm' | 'embedding';
+  /** A cloud model listed by the engine but run elsewhere (Ollama `-cloud` models). */
+  remote?: boolean;
 }
 
 export type Behavior =

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { type EmulatorOptions, EngineEmulator, json, text, tokenText, writeAndDrain } from './base.js';
 import { type ChatFlavor, writeAnthropicStream, writeChatStream } from './streams.js';
@@ -36,8 +37,11 @@ export class OllamaEmulator extends EngineEmulator {
           model: m.id,
           modified_at: '2025-05-04T17:37:44.706015396-07:00',
           size: 2019393189,
-          digest: 'a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72',
+          digest: createHash('sha256').update(m.id).digest('hex'),
           details: { format: 'gguf', family: 'llama', parameter_size: '3.2B', quantization_level: 'Q4_K_M' },
+          ...(m.remote
+            ? { remote_model: m.id.replace(/-cloud$/, ''), remote_host: 'https://ollama.com:443' }
+            : {}),
         })),
       }),
     );

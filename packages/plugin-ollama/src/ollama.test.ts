@@ -1,0 +1,43 @@
+import { silentLogger } from '@usepod-agent/core';
+import { OllamaEmulator } from '@usepod-agent/testkit';
+import { afterEach, describe, expect, it } from 'vitest';
+import { OllamaBackend } from './index.js';
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0)) await o.close();
+});
+
+describe('Ollama backend', () => {
+  it('offers installed models, with the allocated context when loaded, else the capped training maximum', async () => {
+    const engine = await new OllamaEmulator({
+      models: [
+        { id: 'llama3.2:3b', contextWindow: 8192, trainContext: 131072, loaded: true },
+        { id: 'qwen3:8b', trainContext: 40960, loaded: false },
+        { id: 'tiny:1b', trainContext: 2048, loaded: false },
+        { id: 'nomic-embed-text:latest', type: 'embedding', loaded: false },
+        { id: 'gpt-oss:120b-cloud', remote: true },
+      ],
+    }).start();
+    const backend = new OllamaBackend({ url: engine.url, log: silentLogger });
+    open.push(backend, engine);
+    const s = await backend.probe();
+    expect(s.healthy).toBe(true);
+    expect(s.models).toEqual([
+      { id: 'llama3.2:3b', contextWindow: 8192 },
+      { id: 'qwen3:8b', contextWindow: 4096 },
+      { id: 'tiny:1b', contextWindow: 2048 },
+    ]);
+    // /api/show is asked once per model digest, not on every probe.
+    await backend.probe();
+    expect(engine.requests.items.filter((r) => r.path === '/api/show')).toHaveLength(4);
+  });
+
+  it('is unhealthy when the server is down', async () => {
+    const engine = await new OllamaEmulator().start();
+    const backend = new OllamaBackend({ url: engine.url, log: silentLogger });
+    open.push(backend, engine);
+    await engine.goDown();
+    expect((await backend.probe()).healthy).toBe(false);
+  });
+});
