@@ -3,6 +3,13 @@
  * test agent and the plugin conformance suite, for this repository's tests and
  * for third-party plugin authors.
  */
+
+export {
+  type ConformanceEmulator,
+  type ConformanceOptions,
+  runConformance,
+  type TestRunner,
+} from './conformance.js';
 export {
   type AuthDecision,
   type CoordinatorOptions,
@@ -28,7 +35,10 @@ export {
   tokenText,
   writeAndDrain,
 } from './emulators/base.js';
+export { LlamacppEmulator, type LlamacppOptions } from './emulators/llamacpp.js';
+export { LmstudioEmulator, type LmstudioOptions } from './emulators/lmstudio.js';
 export { OllamaEmulator, type OllamaOptions } from './emulators/ollama.js';
+export { OpenAIEmulator, type OpenAIEmulatorOptions } from './emulators/openai.js';
 export { type ChatFlavor, writeAnthropicStream, writeChatStream } from './emulators/streams.js';
 export { VllmEmulator, type VllmOptions } from './emulators/vllm.js';
 export {
