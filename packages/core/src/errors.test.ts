@@ -5,7 +5,7 @@ import { ERROR_CODES, isUsepodError, jobErrorCodeOf, UsepodError } from './error
 describe('error table', () => {
   it('is mirrored, code for code, in docs/errors.md', () => {
     const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
-    const documented = [...doc.matchAll(/^\| `(USEPOD_[A-Z_]+)` \|/gm)].map((m) => m[1]);
+    const documented = [...doc.matchAll(/^\|\s*`(USEPOD_[A-Z_]+)`\s*\|/gm)].map((m) => m[1]);
     expect(documented).toEqual(Object.keys(ERROR_CODES));
   });
 
