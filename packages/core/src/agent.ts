@@ -11,12 +11,14 @@ import { Executor } from './executor.js';
 import { createHooks, type JobOutcome, type PluginHooks, pluginView, runCloseHooks } from './hooks.js';
 import { loadOrCreateIdentity, type PersistedIdentity } from './identity.js';
 import { createLogger, type Logger } from './log.js';
+import { AgentMetrics } from './metrics.js';
 import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin } from './plugin.js';
 import { loadPluginForKind } from './plugin-loader.js';
 import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
 import { redactor } from './redact.js';
 import { Session, type SessionEnd } from './session.js';
-import { JobStats } from './stats.js';
+import { type HeartbeatStats, JobStats } from './stats.js';
+import { StatusServer } from './status-server.js';
 import { AGENT_VERSION } from './version.js';
 
 export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
@@ -74,6 +76,26 @@ export interface AgentSnapshot {
   models: CapabilityModel[];
 }
 
+/** What `/status` and `usepod-agent status` show. */
+export interface AgentStatus {
+  state: AgentState;
+  connected: boolean;
+  coordinator: string;
+  provider_id: string | null;
+  public_key: string | null;
+  fingerprint: string | null;
+  agent_version: string;
+  started_at: string | null;
+  uptime_s: number;
+  backends: BackendSnapshot[];
+  models: CapabilityModel[];
+  jobs: { in_flight: number; served: number; failed: number; cancelled: number };
+  tokens: { input: number; output: number };
+  relayed_bytes: number;
+  heartbeat: HeartbeatStats;
+  earnings: { micro_usdc: number; usdc: number };
+}
+
 export interface AgentEvents {
   state: [AgentState];
   online: [string];
@@ -94,6 +116,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly log: Logger;
   readonly agentVersion = AGENT_VERSION;
   readonly stats = new JobStats();
+  readonly metrics: AgentMetrics;
+  #statusServer: StatusServer | undefined;
   readonly #opts: CreateAgentOptions;
   readonly #allHooks = createHooks();
   readonly #factories = new Map<string, BackendFactory>();
@@ -122,9 +146,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log = opts.logger ?? createLogger('agent');
     this.hooks = pluginView(this.#allHooks, 'host');
     redactor.add(this.config.coordinator.enrollment_code);
+    this.metrics = new AgentMetrics(AGENT_VERSION, { inFlight: () => this.#executor?.inFlight ?? 0 });
     this.#allHooks.onJobEnd.tap({ name: 'core:events', stage: -Infinity }, (o) => {
+      this.metrics.job(o);
       this.emit('job', o);
     });
+    this.on('state', (s) => this.metrics.state(s));
+    this.on('reconnect', (r) => this.metrics.reconnect(r.after));
   }
 
   get state(): AgentState {
@@ -259,6 +287,9 @@ export class Agent extends EventEmitter<AgentEvents> {
           this.#allHooks.onDiscovery.call(discovery.models());
           void this.#resendCapabilities();
         },
+        onProbed: (states) => {
+          for (const s of states) this.metrics.backend(s.backend.label, s.backend.kind, s.status);
+        },
       });
       this.#discovery = discovery;
       this.#executor = new Executor({
@@ -271,6 +302,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
       });
       await this.#discovery.start();
+      await this.#startStatusServer();
     } catch (err) {
       await this.#release();
       this.#setState('stopped');
@@ -286,6 +318,54 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.log.warn('coordinator connection is not encrypted (ws://, allowed by --allow-insecure)');
     }
     this.#loop = this.#connectLoop();
+  }
+
+  async #startStatusServer(): Promise<void> {
+    const addr = this.config.observability.prometheus_addr;
+    if (addr === '' || addr === 'off') return;
+    const server = new StatusServer({ addr, registry: this.metrics.registry, status: () => this.status() });
+    try {
+      const bound = await server.listen();
+      this.#statusServer = server;
+      const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+      this.log.info('metrics and status served', { url: `http://${host}:${bound.port}/metrics` });
+    } catch (err) {
+      // The agent keeps serving jobs without its local status page.
+      this.log.warn('metrics server not started; change observability.prometheus_addr or set it to "off"', {
+        addr,
+        error: errorMessage(err),
+      });
+    }
+  }
+
+  /** Address the status server listens on, when it runs. */
+  get statusAddress(): { host: string; port: number } | undefined {
+    const a = this.#statusServer?.address();
+    return a ? { host: a.address, port: a.port } : undefined;
+  }
+
+  /** The figures of `/status`. */
+  status(): AgentStatus {
+    const snap = this.snapshot();
+    const t = this.metrics.totals;
+    return {
+      state: snap.state,
+      connected: snap.state === 'online',
+      coordinator: snap.coordinator,
+      provider_id: snap.providerId ?? null,
+      public_key: snap.publicKey ?? null,
+      fingerprint: this.#identity?.fingerprint ?? null,
+      agent_version: AGENT_VERSION,
+      started_at: snap.startedAt ?? null,
+      uptime_s: this.#startedAt ? Math.round((Date.now() - this.#startedAt.getTime()) / 1000) : 0,
+      backends: snap.backends,
+      models: snap.models,
+      jobs: { in_flight: snap.inFlight, served: t.served, failed: t.failed, cancelled: t.cancelled },
+      tokens: { input: t.inputTokens, output: t.outputTokens },
+      relayed_bytes: t.bytes,
+      heartbeat: this.stats.snapshot(snap.inFlight),
+      earnings: { micro_usdc: Math.round(t.earningsMicro), usdc: Math.round(t.earningsMicro) / 1_000_000 },
+    };
   }
 
   /** The `capabilities` frame as it would be sent now. */
@@ -304,6 +384,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     );
     const frame = capabilitiesFrame(this.config, models, AGENT_VERSION);
     this.#lastCapabilities = frame;
+    this.metrics.capabilities(models);
     return frame;
   }
 
@@ -421,6 +502,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   async #release(): Promise<void> {
+    await this.#statusServer?.close();
     await this.#discovery?.stop();
     await Promise.all(this.#backends.map((b) => b.close().catch(() => {})));
   }

@@ -21,6 +21,8 @@ export interface DiscoveryOptions {
   log: Logger;
   /** Called when the servable set (models, windows, backends) changed after a probe. */
   onChange(): void;
+  /** Called after every probe round, changed or not (metrics). */
+  onProbed?(states: readonly BackendState[]): void;
 }
 
 /** A signature of what is advertised, to tell a real change from a re-probe that found the same. */
@@ -95,6 +97,7 @@ export class Discovery implements RouterView {
       }),
     );
     if (this.#stopped) return;
+    this.#o.onProbed?.(this.states);
     const sig = signature(this.states);
     if (sig !== this.#signature) {
       this.#signature = sig;

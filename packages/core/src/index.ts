@@ -7,6 +7,7 @@ export {
   type AgentEvents,
   type AgentSnapshot,
   type AgentState,
+  type AgentStatus,
   type AgentTiming,
   type BackendSnapshot,
   type CreateAgentOptions,
@@ -112,6 +113,7 @@ export {
   type LogSink,
   silentLogger,
 } from './log.js';
+export { AgentMetrics, SESSION_STATES, type Totals } from './metrics.js';
 export {
   contextWindowOf,
   OpenAICompatibleBackend,
@@ -133,5 +135,6 @@ export * from './protocol/frames.js';
 export { Redactor, redactor } from './redact.js';
 export { type CloseKind, classifyClose, type SessionEnd } from './session.js';
 export { type HeartbeatStats, JobStats, percentile } from './stats.js';
+export { parseHostPort, StatusServer, type StatusServerOptions } from './status-server.js';
 export { errorText, type ScanResult, StreamScanner } from './stream-scan.js';
 export { AGENT_VERSION } from './version.js';

@@ -42,6 +42,9 @@ function defaultSink(): LogSink {
   return { write: (line) => process.stderr.write(`${line}\n`) };
 }
 
+/** `DEBUG` as the user set it; debug's own `enable()` overwrites process.env.DEBUG. */
+const USER_DEBUG = process.env.DEBUG;
+
 /** Enables the namespaces of a level, keeping whatever `DEBUG` asked for. */
 export function configureLogging(opts: { level?: LogLevel; format?: LogFormat; sink?: LogSink } = {}): void {
   if (opts.format) settings.format = opts.format;
@@ -49,8 +52,7 @@ export function configureLogging(opts: { level?: LogLevel; format?: LogFormat; s
   const level = opts.level ?? 'info';
   const upto = LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(level) + 1);
   const ns = upto.map((l) => `usepod:*:${l}`);
-  const fromEnv = process.env.DEBUG;
-  createDebug.enable([...ns, ...(fromEnv ? [fromEnv] : [])].join(','));
+  createDebug.enable([...ns, ...(USER_DEBUG ? [USER_DEBUG] : [])].join(','));
 }
 
 export function formatValue(v: unknown): string {

@@ -1,0 +1,122 @@
+import { Flags } from '@oclif/core';
+import {
+  type AgentStatus,
+  DEFAULT_PROMETHEUS_ADDR,
+  findConfigFile,
+  loadConfig,
+  UsepodError,
+} from '@usepod-agent/core';
+import { BaseCommand, configFlag, jsonFlag } from '../base.js';
+
+export default class Status extends BaseCommand {
+  static override summary =
+    'Show what the running agent is doing: connection, backends, jobs, speed, earnings.';
+  static override description =
+    'Asks the running agent at observability.prometheus_addr (from --config or the default config file) for its /status, and prints it. --watch redraws it every --interval seconds.';
+  static override examples = [
+    '<%= config.bin %> status',
+    '<%= config.bin %> status --watch',
+    '<%= config.bin %> status --json',
+    '<%= config.bin %> status --addr 127.0.0.1:9090',
+  ];
+  static override flags = {
+    config: configFlag,
+    addr: Flags.string({
+      summary: 'host:port of the agent status server (overrides the config).',
+      helpValue: 'HOST:PORT',
+    }),
+    watch: Flags.boolean({ char: 'w', summary: 'Redraw live until Ctrl-C.', default: false }),
+    interval: Flags.integer({ summary: 'Seconds between redraws with --watch.', default: 2, min: 1 }),
+    json: jsonFlag,
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Status);
+    const addr = flags.addr ?? (await this.#addrFromConfig(flags.config));
+    if (addr === '' || addr === 'off') {
+      throw new UsepodError(
+        'USEPOD_USAGE',
+        'observability.prometheus_addr is "off": the agent serves no status; set it, or pass --addr',
+        {
+          user: true,
+        },
+      );
+    }
+    const fetchStatus = async (): Promise<AgentStatus> => {
+      let res: Response;
+      try {
+        res = await fetch(`http://${addr}/status`, { signal: AbortSignal.timeout(3_000) });
+      } catch {
+        throw new UsepodError(
+          'USEPOD_USAGE',
+          `no agent answers at ${addr} (is \`usepod-agent run\` running? check observability.prometheus_addr)`,
+          {
+            user: false,
+          },
+        );
+      }
+      if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
+      return (await res.json()) as AgentStatus;
+    };
+    if (!flags.watch) {
+      const s = await fetchStatus();
+      if (flags.json) this.printJson(s);
+      else this.out(render(s, addr));
+      return;
+    }
+    for (;;) {
+      const text = await fetchStatus().then(
+        (s) => (flags.json ? JSON.stringify(s) : render(s, addr)),
+        (err: Error) => `usepod-agent: ${err.message}`,
+      );
+      // Clear the screen and home the cursor, then draw.
+      process.stdout.write(`\x1b[2J\x1b[H${text}\n\n(refreshing every ${flags.interval}s, Ctrl-C to quit)\n`);
+      await new Promise((r) => setTimeout(r, flags.interval * 1000));
+    }
+  }
+
+  async #addrFromConfig(path: string | undefined): Promise<string> {
+    const file = path ?? (await findConfigFile());
+    if (!file) return DEFAULT_PROMETHEUS_ADDR;
+    return (await loadConfig({ path: file, allowInsecure: true })).config.observability.prometheus_addr;
+  }
+}
+
+function duration(s: number): string {
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : `${m}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+export function render(s: AgentStatus, addr: string): string {
+  const lines: string[] = [];
+  const state = s.connected ? 'online' : s.state;
+  lines.push(
+    `usepod-agent ${s.agent_version}  ${state.toUpperCase()}  up ${duration(s.uptime_s)}  (${addr})`,
+  );
+  lines.push(`  coordinator   ${s.coordinator}`);
+  lines.push(`  provider      ${s.provider_id ?? '(not assigned yet)'}  ${s.fingerprint ?? ''}`);
+  lines.push('');
+  lines.push('  backends');
+  if (s.backends.length === 0) lines.push('    (none configured)');
+  for (const b of s.backends) {
+    const models = b.models.map((m) => (m.contextWindow ? `${m.id} (${m.contextWindow})` : m.id)).join(', ');
+    lines.push(
+      `    ${b.healthy ? 'up  ' : 'DOWN'}  ${b.label}  ${b.healthy ? models || '(no models)' : (b.detail ?? '')}`,
+    );
+  }
+  lines.push('');
+  lines.push(`  advertised    ${s.models.length} model(s)`);
+  lines.push(
+    `  jobs          ${s.jobs.in_flight} in flight, ${s.jobs.served} served, ${s.jobs.failed} failed, ${s.jobs.cancelled} cancelled`,
+  );
+  lines.push(`  tokens        ${s.tokens.input} in, ${s.tokens.output} out`);
+  lines.push(
+    `  speed         ${s.heartbeat.tokens_per_sec_p50} tok/s p50, first byte ${s.heartbeat.p50_latency_ms} ms p50 / ${s.heartbeat.p95_latency_ms} ms p95`,
+  );
+  lines.push(
+    `  errors        ${(s.heartbeat.error_rate_60s * 100).toFixed(1)}% over 60 s${s.heartbeat.last_error_code ? `, last ${s.heartbeat.last_error_code} at ${s.heartbeat.last_error_at}` : ''}`,
+  );
+  lines.push(`  earnings      ~${s.earnings.usdc.toFixed(6)} USDC (estimate: tokens x advertised prices)`);
+  return lines.join('\n');
+}

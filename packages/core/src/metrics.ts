@@ -1,0 +1,229 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { BackendStatus } from './backend.js';
+import type { JobOutcome } from './hooks.js';
+import type { CapabilityModel } from './protocol/frames.js';
+
+/**
+ * The agent's Prometheus metrics, in a registry of its own (several agents can
+ * share a process). Names follow Prometheus conventions: `usepod_agent_`
+ * prefix, base units, `_total` counters.
+ */
+export const SESSION_STATES = [
+  'idle',
+  'starting',
+  'connecting',
+  'online',
+  'backoff',
+  'stopping',
+  'stopped',
+] as const;
+
+export interface Totals {
+  served: number;
+  failed: number;
+  cancelled: number;
+  inputTokens: number;
+  outputTokens: number;
+  bytes: number;
+  /** micro-USDC, from tokens times the advertised prices. */
+  earningsMicro: number;
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly totals: Totals = {
+    served: 0,
+    failed: 0,
+    cancelled: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    bytes: 0,
+    earningsMicro: 0,
+  };
+  /** Prices last advertised, by model id. */
+  #prices = new Map<string, CapabilityModel>();
+  readonly #jobs: Counter<'outcome' | 'error_code' | 'model' | 'backend'>;
+  readonly #inFlight: Gauge;
+  readonly #ttfb: Histogram<'model'>;
+  readonly #duration: Histogram<'model' | 'outcome'>;
+  readonly #inputTokens: Counter<'model'>;
+  readonly #outputTokens: Counter<'model'>;
+  readonly #bytes: Counter<'model'>;
+  readonly #earnings: Counter<'model'>;
+  readonly #state: Gauge<'state'>;
+  readonly #reconnects: Counter<'after'>;
+  readonly #backendUp: Gauge<'backend' | 'kind'>;
+  readonly #backendModels: Gauge<'backend'>;
+  readonly #engineRunning: Gauge<'backend'>;
+  readonly #engineWaiting: Gauge<'backend'>;
+  readonly #engineKv: Gauge<'backend'>;
+  readonly #advertised: Gauge;
+
+  constructor(version: string, opts: { processMetrics?: boolean; inFlight?: () => number } = {}) {
+    const registers = [this.registry];
+    if (opts.processMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'usepod_agent_' });
+    new Gauge({
+      name: 'usepod_agent_info',
+      help: 'Agent version (always 1).',
+      labelNames: ['version'],
+      registers,
+    }).set({ version }, 1);
+    this.#jobs = new Counter({
+      name: 'usepod_agent_jobs_total',
+      help: 'Jobs ended, by outcome (done, error, cancelled), error code, model and backend.',
+      labelNames: ['outcome', 'error_code', 'model', 'backend'],
+      registers,
+    });
+    const inFlight = opts.inFlight;
+    this.#inFlight = new Gauge({
+      name: 'usepod_agent_jobs_in_flight',
+      help: 'Jobs being served now.',
+      registers,
+      ...(inFlight
+        ? {
+            collect(this: Gauge) {
+              this.set(inFlight());
+            },
+          }
+        : {}),
+    });
+    this.#ttfb = new Histogram({
+      name: 'usepod_agent_time_to_first_byte_seconds',
+      help: 'Time from the job frame to the first relayed byte.',
+      labelNames: ['model'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: 'usepod_agent_job_duration_seconds',
+      help: 'Time from the job frame to its terminal frame.',
+      labelNames: ['model', 'outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers,
+    });
+    this.#inputTokens = new Counter({
+      name: 'usepod_agent_input_tokens_total',
+      help: 'Prompt tokens served (from engine usage).',
+      labelNames: ['model'],
+      registers,
+    });
+    this.#outputTokens = new Counter({
+      name: 'usepod_agent_output_tokens_total',
+      help: 'Output tokens served (from engine usage).',
+      labelNames: ['model'],
+      registers,
+    });
+    this.#bytes = new Counter({
+      name: 'usepod_agent_relayed_bytes_total',
+      help: 'Engine response bytes relayed to the coordinator.',
+      labelNames: ['model'],
+      registers,
+    });
+    this.#earnings = new Counter({
+      name: 'usepod_agent_earnings_micro_usdc_total',
+      help: 'Estimated earnings: tokens times the advertised prices, in micro-USDC. The coordinator bills by its own tokenizer.',
+      labelNames: ['model'],
+      registers,
+    });
+    this.#state = new Gauge({
+      name: 'usepod_agent_session_state',
+      help: 'Connection state (1 for the current one).',
+      labelNames: ['state'],
+      registers,
+    });
+    this.#reconnects = new Counter({
+      name: 'usepod_agent_reconnects_total',
+      help: 'Reconnects, by how the previous session ended.',
+      labelNames: ['after'],
+      registers,
+    });
+    this.#backendUp = new Gauge({
+      name: 'usepod_agent_backend_up',
+      help: 'Backend health from the last probe (1 healthy).',
+      labelNames: ['backend', 'kind'],
+      registers,
+    });
+    this.#backendModels = new Gauge({
+      name: 'usepod_agent_backend_models',
+      help: 'Models a backend can serve now.',
+      labelNames: ['backend'],
+      registers,
+    });
+    this.#engineRunning = new Gauge({
+      name: 'usepod_agent_engine_requests_running',
+      help: 'Requests the engine reports running.',
+      labelNames: ['backend'],
+      registers,
+    });
+    this.#engineWaiting = new Gauge({
+      name: 'usepod_agent_engine_requests_waiting',
+      help: 'Requests the engine reports queued.',
+      labelNames: ['backend'],
+      registers,
+    });
+    this.#engineKv = new Gauge({
+      name: 'usepod_agent_engine_kv_cache_usage_ratio',
+      help: 'Engine KV-cache usage, 0..1.',
+      labelNames: ['backend'],
+      registers,
+    });
+    this.#advertised = new Gauge({
+      name: 'usepod_agent_advertised_models',
+      help: 'Models in the last capabilities frame.',
+      registers,
+    });
+    this.state('idle');
+  }
+
+  job(o: JobOutcome): void {
+    const model = o.model;
+    this.#jobs.inc({ outcome: o.outcome, error_code: o.errorCode ?? '', model, backend: o.backend ?? '' });
+    this.#duration.observe({ model, outcome: o.outcome }, o.durationMs / 1000);
+    if (o.firstByteMs !== undefined) this.#ttfb.observe({ model }, o.firstByteMs / 1000);
+    if (o.inputTokens) this.#inputTokens.inc({ model }, o.inputTokens);
+    if (o.outputTokens) this.#outputTokens.inc({ model }, o.outputTokens);
+    if (o.bytes) this.#bytes.inc({ model }, o.bytes);
+    const t = this.totals;
+    if (o.outcome === 'done') t.served++;
+    else if (o.outcome === 'error') t.failed++;
+    else t.cancelled++;
+    t.inputTokens += o.inputTokens;
+    t.outputTokens += o.outputTokens;
+    t.bytes += o.bytes;
+    const price = this.#prices.get(model);
+    if (price && o.outcome === 'done') {
+      const micro = (o.inputTokens * price.input_per_1m + o.outputTokens * price.output_per_1m) / 1_000_000;
+      if (micro > 0) {
+        this.#earnings.inc({ model }, micro);
+        t.earningsMicro += micro;
+      }
+    }
+  }
+
+  capabilities(models: CapabilityModel[]): void {
+    this.#prices = new Map(models.map((m) => [m.model_id, m]));
+    this.#advertised.set(models.length);
+  }
+
+  state(s: string): void {
+    for (const name of SESSION_STATES) this.#state.set({ state: name }, name === s ? 1 : 0);
+  }
+
+  reconnect(after: string): void {
+    this.#reconnects.inc({ after });
+  }
+
+  backend(label: string, kind: string, status: BackendStatus | undefined): void {
+    this.#backendUp.set({ backend: label, kind }, status?.healthy ? 1 : 0);
+    this.#backendModels.set({ backend: label }, status?.healthy ? status.models.length : 0);
+    const load = status?.load;
+    if (load?.running !== undefined) this.#engineRunning.set({ backend: label }, load.running);
+    if (load?.waiting !== undefined) this.#engineWaiting.set({ backend: label }, load.waiting);
+    if (load?.kvCacheUsage !== undefined) this.#engineKv.set({ backend: label }, load.kvCacheUsage);
+  }
+
+  inFlight(n: number): void {
+    this.#inFlight.set(n);
+  }
+}

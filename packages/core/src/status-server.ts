@@ -1,0 +1,87 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import { redactor } from './redact.js';
+
+/**
+ * The local observability server at `observability.prometheus_addr`:
+ * `/metrics` (Prometheus text), `/status` (JSON for `usepod-agent status`),
+ * `/healthz`. It binds to loopback by default and serves nothing else.
+ */
+export interface StatusServerOptions {
+  addr: string;
+  registry: Registry;
+  status: () => unknown;
+}
+
+export function parseHostPort(addr: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(addr);
+  if (!m) throw new Error(`not host:port: ${addr}`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
+
+export class StatusServer {
+  readonly #server: Server;
+  readonly #opts: StatusServerOptions;
+
+  constructor(opts: StatusServerOptions) {
+    this.#opts = opts;
+    this.#server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      if (path === '/metrics') {
+        opts.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': opts.registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(err.message);
+          },
+        );
+        return;
+      }
+      if (path === '/status') {
+        // Redacted: the status endpoint must never carry a secret.
+        const body = JSON.stringify(redactor.redactFields(opts.status()));
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(body);
+        return;
+      }
+      if (path === '/healthz' || path === '/') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('ok\n');
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found: try /metrics or /status\n');
+    });
+    this.#server.keepAliveTimeout = 5_000;
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = parseHostPort(this.#opts.addr);
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.#server.address() as AddressInfo;
+  }
+
+  address(): AddressInfo | undefined {
+    return (this.#server.address() as AddressInfo | null) ?? undefined;
+  }
+
+  async close(): Promise<void> {
+    if (!this.#server.listening) return;
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
