@@ -19,6 +19,7 @@ import { redactor } from './redact.js';
 import { Session, type SessionEnd } from './session.js';
 import { type HeartbeatStats, JobStats } from './stats.js';
 import { StatusServer } from './status-server.js';
+import { TokenBudget } from './token-budget.js';
 import { AGENT_VERSION } from './version.js';
 
 export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
@@ -35,6 +36,10 @@ export interface AgentTiming {
   stallTimeoutMs?: number;
   /** Overrides `[discovery] interval_s`. */
   discoveryIntervalMs?: number;
+  /** Outbound buffer above which relays pause reading their engines (default 4 MiB). */
+  highWaterBytes?: number;
+  /** Outbound buffer under which paused relays resume (default 1 MiB). */
+  lowWaterBytes?: number;
 }
 
 export interface CreateAgentOptions {
@@ -72,6 +77,8 @@ export interface AgentSnapshot {
   agentVersion: string;
   startedAt: string | undefined;
   inFlight: number;
+  /** Bytes waiting in the coordinator socket's send buffer. */
+  outboundBytes: number;
   backends: BackendSnapshot[];
   models: CapabilityModel[];
 }
@@ -102,6 +109,8 @@ export interface AgentEvents {
   capabilities: [CapabilitiesFrame];
   job: [JobOutcome];
   sessionEnd: [SessionEnd];
+  /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
+  backpressure: [boolean];
   /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
   reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
 }
@@ -299,6 +308,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         router: discovery,
         maxConcurrent: this.config.limits.max_concurrent,
         maxRequestBytes: this.config.limits.max_request_bytes,
+        budget: new TokenBudget(this.config.limits.max_tokens_per_minute),
         ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
       });
       await this.#discovery.start();
@@ -314,9 +324,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       coordinator: this.config.coordinator.url,
       backends: this.#backends.length,
     });
-    if (new URL(this.config.coordinator.url).protocol === 'ws:') {
-      this.log.warn('coordinator connection is not encrypted (ws://, allowed by --allow-insecure)');
-    }
     this.#loop = this.#connectLoop();
   }
 
@@ -412,8 +419,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
     let preAuthFailures = 0;
     const log = this.log.child('session');
+    const insecure = new URL(this.config.coordinator.url).protocol === 'ws:';
     while (!this.#stopping) {
       this.#setState('connecting');
+      if (insecure) log.warn('coordinator connection is not encrypted (ws://, allowed by --allow-insecure)');
       const session = new Session({
         url: this.config.coordinator.url,
         identity: this.#identity!,
@@ -431,8 +440,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         heartbeatIntervalMs: timing.heartbeatIntervalMs ?? 15_000,
         handshakeTimeoutMs: timing.handshakeTimeoutMs ?? 15_000,
         maxInboundBytes: Math.max(this.config.limits.max_request_bytes * 2, 1024 * 1024),
-        highWaterBytes: 4 * 1024 * 1024,
-        lowWaterBytes: 1024 * 1024,
+        highWaterBytes: timing.highWaterBytes ?? 4 * 1024 * 1024,
+        lowWaterBytes: timing.lowWaterBytes ?? 1024 * 1024,
+        onBackpressure: (paused) => this.emit('backpressure', paused),
         onOnline: (providerId) => {
           this.#setState('online');
           this.emit('online', providerId);
@@ -516,6 +526,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       agentVersion: AGENT_VERSION,
       startedAt: this.#startedAt?.toISOString(),
       inFlight: this.#executor?.inFlight ?? 0,
+      outboundBytes: this.#session?.bufferedAmount ?? 0,
       backends: (this.#discovery?.states ?? []).map((s) => ({
         label: s.backend.label,
         kind: s.backend.kind,

@@ -7,6 +7,7 @@ import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from './protocol/frames.js';
 import type { JobStats } from './stats.js';
 import { StreamScanner } from './stream-scan.js';
+import { reservationFor, type TokenBudget } from './token-budget.js';
 
 /**
  * Owns the jobs: capacity, routing, the request changes of PROTOCOL.md 5.2,
@@ -60,6 +61,8 @@ export interface ExecutorOptions {
   maxRequestBytes: number;
   /** A job whose output cannot be delivered for this long ends with `job_error`. */
   stallTimeoutMs?: number;
+  /** `limits.max_tokens_per_minute`. */
+  budget?: TokenBudget;
   now?: () => number;
 }
 
@@ -131,6 +134,12 @@ export class Executor {
         `request body exceeds ${this.#opts.maxRequestBytes} bytes`,
         receivedAt,
       );
+      return;
+    }
+    const budget = this.#opts.budget;
+    if (budget && !budget.tryReserve(frame.job_id, reservationFor(frame, frameBytes))) {
+      const message = `agent is at max_tokens_per_minute (${budget.limit}); try again shortly`;
+      this.#reject(frame, sink, 'out_of_capacity', message, receivedAt);
       return;
     }
     const job: RunningJob = {
@@ -338,25 +347,28 @@ export class Executor {
 
   async #waitForSink(job: RunningJob): Promise<void> {
     const stallMs = this.#opts.stallTimeoutMs ?? 60_000;
+    const { signal } = job.controller;
     let timer: NodeJS.Timeout | undefined;
-    const stalled = new Promise<void>((resolve) => {
+    let onAbort: (() => void) | undefined;
+    const stalledOrAborted = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
         job.controller.abort(new JobAbort('stalled'));
         resolve();
       }, stallMs);
+      onAbort = () => resolve();
+      signal.addEventListener('abort', onAbort, { once: true });
     });
-    const aborted = new Promise<void>((resolve) =>
-      job.controller.signal.addEventListener('abort', () => resolve()),
-    );
     try {
-      await Promise.race([job.sink.drained(), stalled, aborted]);
+      await Promise.race([job.sink.drained(), stalledOrAborted]);
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
     }
   }
 
   #finish(outcome: JobOutcome, tokensPerSec: number | undefined): void {
     this.#jobs.delete(outcome.jobId);
+    this.#opts.budget?.settle(outcome.jobId, outcome.inputTokens + outcome.outputTokens);
     this.#opts.stats.record({
       firstByteMs: outcome.firstByteMs,
       tokensPerSec,

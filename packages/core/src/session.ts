@@ -51,6 +51,8 @@ export interface SessionOptions {
   highWaterBytes: number;
   /** Outbound buffer under which paused relays resume. */
   lowWaterBytes: number;
+  /** Told when relays pause (true) and resume (false). */
+  onBackpressure?(paused: boolean): void;
   onOnline(providerId: string): void;
 }
 
@@ -129,7 +131,11 @@ export class Session implements JobSink {
         });
       });
       ws.on('error', (err) => {
-        this.#end ??= { reachedAuth: this.#reachedAuth(), kind: 'unexpected', detail: errorMessage(err) };
+        const tooBig = (err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+        const detail = tooBig
+          ? `the coordinator sent a frame over the ${this.#o.maxInboundBytes}-byte limit`
+          : errorMessage(err);
+        this.#end ??= { reachedAuth: this.#reachedAuth(), kind: 'unexpected', detail };
         // 'close' follows an 'error' once the socket is torn down.
         if (ws.readyState === WebSocket.CLOSED) finish(this.#end);
       });
@@ -271,6 +277,10 @@ export class Session implements JobSink {
     return ws !== undefined && ws.bufferedAmount > this.#o.highWaterBytes;
   }
 
+  get bufferedAmount(): number {
+    return this.#ws?.bufferedAmount ?? 0;
+  }
+
   drained(): Promise<void> {
     if (
       !this.#ws ||
@@ -279,6 +289,7 @@ export class Session implements JobSink {
     ) {
       return Promise.resolve();
     }
+    if (this.#drainWaiters.length === 0) this.#o.onBackpressure?.(true);
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
@@ -288,6 +299,7 @@ export class Session implements JobSink {
     if (ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount > this.#o.lowWaterBytes) return;
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
+    this.#o.onBackpressure?.(false);
     for (const w of waiters) w();
   }
 
@@ -310,6 +322,7 @@ export class Session implements JobSink {
     this.#o.executor.abortAll('session');
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
+    if (waiters.length > 0) this.#o.onBackpressure?.(false);
     for (const w of waiters) w();
   }
 }
