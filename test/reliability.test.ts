@@ -48,7 +48,10 @@ describe('graceful drain', () => {
 describe('backpressure', () => {
   it('pauses engine reads while the coordinator does not read, stays bounded, and delivers every byte in order', async () => {
     const high = 256 * 1024;
-    r = await rig({ timing: { highWaterBytes: high, lowWaterBytes: 64 * 1024 }, config: { limits: { max_concurrent: 32 } } });
+    r = await rig({
+      timing: { highWaterBytes: high, lowWaterBytes: 64 * 1024 },
+      config: { limits: { max_concurrent: 32 } },
+    });
     const paused = once(r.t.agent, 'backpressure');
     r.session.pauseReading();
     const jobs = Array.from({ length: 16 }, () =>
@@ -74,7 +77,10 @@ describe('backpressure', () => {
     r = await rig({ timing: { highWaterBytes: 64 * 1024, lowWaterBytes: 16 * 1024, stallTimeoutMs: 300 } });
     const failed = new Promise((resolve) => r!.t.agent.on('job', (o) => o.outcome === 'error' && resolve(o)));
     r.session.pauseReading();
-    const job = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 4000 } });
+    const job = r.session.dispatch({
+      model_id: 'Qwen/Qwen3-14B',
+      request: { messages: [], max_tokens: 4000 },
+    });
     // Several megabytes must pile up before our own buffer fills (the kernel's absorbs the first).
     const more = Array.from({ length: 7 }, () =>
       r!.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 4000 } }),
@@ -84,7 +90,8 @@ describe('backpressure', () => {
     const terminals = await Promise.all([job, ...more].map((j) => j.done(30_000)));
     const stalled = terminals.filter((t) => t.type === 'job_error');
     expect(stalled.length).toBeGreaterThan(0);
-    for (const t of stalled) expect(t.message).toBe('job stalled: the coordinator did not read its output in time');
+    for (const t of stalled)
+      expect(t.message).toBe('job stalled: the coordinator did not read its output in time');
   }, 60_000);
 });
 
@@ -93,9 +100,14 @@ describe('max_tokens_per_minute', () => {
     r = await rig({ config: { limits: { max_tokens_per_minute: 60 } } });
     r.engine.behave({ kind: 'controlled' });
     // Reserves its prompt estimate plus max_tokens 40.
-    const first = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 40 } });
+    const first = r.session.dispatch({
+      model_id: 'Qwen/Qwen3-14B',
+      request: { messages: [], max_tokens: 40 },
+    });
     const stream = await r.engine.controlled.waitFor();
-    const second = await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 40 } }).done();
+    const second = await r.session
+      .dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 40 } })
+      .done();
     expect(second).toMatchObject({
       error_code: 'out_of_capacity',
       message: 'agent is at max_tokens_per_minute (60); try again shortly',
@@ -103,7 +115,9 @@ describe('max_tokens_per_minute', () => {
     // The first job used 3 + 2 tokens: the window now holds 5, and a small job fits.
     stream.end(`data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n${finish}`);
     expect((await first.done()).type).toBe('job_done');
-    const third = await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 10 } }).done();
+    const third = await r.session
+      .dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 10 } })
+      .done();
     expect(third.type).toBe('job_done');
   });
 });
@@ -112,7 +126,10 @@ describe('inbound hardening', () => {
   it('survives 10,000 random and mutated frames during a streaming job, whose bytes arrive intact', async () => {
     r = await rig({ logLevel: 'warn' });
     r.engine.behave({ kind: 'slow', tokenDelayMs: 2 });
-    const job = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 400 } });
+    const job = r.session.dispatch({
+      model_id: 'Qwen/Qwen3-14B',
+      request: { messages: [], max_tokens: 400 },
+    });
     await job.firstChunk();
     const seeds: Record<string, unknown>[] = [
       { type: 'job', job_id: randomUUID(), model_id: 'nope', request: { messages: [] } },
@@ -128,17 +145,42 @@ describe('inbound hardening', () => {
       return rnd;
     };
     const pick = <T>(a: T[]): T => a[next() % a.length]!;
-    const values: unknown[] = [null, true, 0, -1, 1e308, '', 'x'.repeat(300), [], {}, [1, 2], { a: { b: [] } }, '\u0000', 'Qwen/Qwen3-14B'];
+    const values: unknown[] = [
+      null,
+      true,
+      0,
+      -1,
+      1e308,
+      '',
+      'x'.repeat(300),
+      [],
+      {},
+      [1, 2],
+      { a: { b: [] } },
+      '\u0000',
+      'Qwen/Qwen3-14B',
+    ];
     let sent = 0;
     for (let i = 0; i < 10_000; i++) {
       const kind = next() % 4;
       if (kind === 0) {
-        r.session.send(Buffer.from(Array.from({ length: next() % 64 }, () => next() % 256)).toString('latin1'));
+        r.session.send(
+          Buffer.from(Array.from({ length: next() % 64 }, () => next() % 256)).toString('latin1'),
+        );
       } else if (kind === 1) {
         r.session.sendBinary(Buffer.from(Array.from({ length: next() % 32 }, () => next() % 256)));
       } else {
         const frame: Record<string, unknown> = { ...pick(seeds) };
-        const keys = ['type', 'job_id', 'model_id', 'request', 'format', 'deadline_ms', 'nonce', 'provider_id'];
+        const keys = [
+          'type',
+          'job_id',
+          'model_id',
+          'request',
+          'format',
+          'deadline_ms',
+          'nonce',
+          'provider_id',
+        ];
         for (let m = 0; m < 1 + (next() % 3); m++) {
           const k = pick(keys);
           if (next() % 3 === 0) delete frame[k];
@@ -158,13 +200,18 @@ describe('inbound hardening', () => {
     expect(job.body().equals(Buffer.concat(upstream.sent))).toBe(true);
     expect(r.t.coordinator.sessions.items).toHaveLength(1);
     expect(r.t.agent.state).toBe('online');
-    expect((await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).type).toBe('job_done');
+    expect((await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).type).toBe(
+      'job_done',
+    );
   }, 60_000);
 
   it('refuses a request body over max_request_bytes, and drops the session on a frame over the frame limit', async () => {
     r = await rig({ config: { limits: { max_request_bytes: 16 * 1024 } } });
     const big = await r.session
-      .dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [{ role: 'user', content: 'x'.repeat(20_000) }] } })
+      .dispatch({
+        model_id: 'Qwen/Qwen3-14B',
+        request: { messages: [{ role: 'user', content: 'x'.repeat(20_000) }] },
+      })
       .done();
     expect(big).toMatchObject({ error_code: 'internal', message: 'request body exceeds 16384 bytes' });
     expect(r.engine.requests.items.some((q) => q.path === '/v1/chat/completions')).toBe(false);
@@ -172,7 +219,10 @@ describe('inbound hardening', () => {
     const next = r.t.coordinator.nextAuthenticated();
     r.session.send(JSON.stringify({ type: 'job', pad: 'y'.repeat(2 * 1024 * 1024) }));
     const [end] = await ended;
-    expect(end).toMatchObject({ kind: 'unexpected', detail: 'the coordinator sent a frame over the 1048576-byte limit' });
+    expect(end).toMatchObject({
+      kind: 'unexpected',
+      detail: 'the coordinator sent a frame over the 1048576-byte limit',
+    });
     // The coordinator is told why: close code 1009 (message too big).
     expect((await r.session.closed).code).toBe(1009);
     await (await next).capabilities();
@@ -184,7 +234,10 @@ describe('chaos', () => {
     const before = process.getActiveResourcesInfo();
     r = await rig();
     r.engine.behave({ kind: 'slow', tokenDelayMs: 20 });
-    const job = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 1000 } });
+    const job = r.session.dispatch({
+      model_id: 'Qwen/Qwen3-14B',
+      request: { messages: [], max_tokens: 1000 },
+    });
     await job.firstChunk();
     const aborted = r.engine.aborted.next();
     const next = r.t.coordinator.nextAuthenticated();
@@ -209,7 +262,9 @@ describe('chaos', () => {
       session = await next;
       await session.capabilities();
     }
-    expect((await session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).type).toBe('job_done');
+    expect((await session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).type).toBe(
+      'job_done',
+    );
     expect(r.t.coordinator.authenticated.items).toHaveLength(101);
   }, 60_000);
 });

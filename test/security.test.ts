@@ -57,8 +57,18 @@ describe('secrets never reach output', () => {
         `prometheus_addr = "127.0.0.1:${port}"`,
       ].join('\n'),
     );
-    const env = { PATH: process.env.PATH, HOME: dir, XDG_DATA_HOME: join(dir, 'data'), VLLM_API_KEY: API_KEY, DEBUG: 'usepod:*' };
-    const child: ChildProcess = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure', '--log-level', 'debug'], { env });
+    const env = {
+      PATH: process.env.PATH,
+      HOME: dir,
+      XDG_DATA_HOME: join(dir, 'data'),
+      VLLM_API_KEY: API_KEY,
+      DEBUG: 'usepod:*',
+    };
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [BIN, 'run', '--config', cfg, '--allow-insecure', '--log-level', 'debug'],
+      { env },
+    );
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
@@ -77,7 +87,9 @@ describe('secrets never reach output', () => {
     const status = await (await fetch(`http://127.0.0.1:${port}/status`)).text();
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const cli = (args: string[]) =>
-      new Promise<string>((resolve) => execFile(process.execPath, [BIN, ...args], { env }, (_e, so, se) => resolve(so + se)));
+      new Promise<string>((resolve) =>
+        execFile(process.execPath, [BIN, ...args], { env }, (_e, so, se) => resolve(so + se)),
+      );
     const jsonOut = [
       await cli(['validate', '--config', cfg, '--allow-insecure', '--json']),
       await cli(['identity', '--config', cfg, '--json']),
@@ -117,7 +129,9 @@ describe('transport security', () => {
       else process.env.NODE_TLS_REJECT_UNAUTHORIZED = saved;
     });
     const t = await createTestAgent({
-      config: { coordinator: { url: `wss://127.0.0.1:${(server.address() as AddressInfo).port}/provider/connect` } },
+      config: {
+        coordinator: { url: `wss://127.0.0.1:${(server.address() as AddressInfo).port}/provider/connect` },
+      },
     });
     cleanup.push(() => t.close());
     const ended = once(t.agent, 'sessionEnd');
@@ -134,7 +148,9 @@ describe('transport security', () => {
     r.session.kill();
     await (await next).capabilities();
     expect(r.t.lines.filter((l) => l.includes('coordinator connection is not encrypted')).length).toBe(2);
-    expect(() => validateConfig({ coordinator: { url: 'http://x/y' } }, { allowInsecure: true })).toThrow(/must use wss/);
+    expect(() => validateConfig({ coordinator: { url: 'http://x/y' } }, { allowInsecure: true })).toThrow(
+      /must use wss/,
+    );
   });
 
   it('binds the status server to loopback by default', () => {
@@ -157,7 +173,10 @@ describe('a job reaches only the configured backends', () => {
     const byModel = await r.session.dispatch({ model_id: `${evil}/v1` }).done();
     expect(byModel.error_code).toBe('model_not_loaded');
     const byBody = await r.session
-      .dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], base_url: evil, api_base: evil, url: evil } })
+      .dispatch({
+        model_id: 'Qwen/Qwen3-14B',
+        request: { messages: [], base_url: evil, api_base: evil, url: evil },
+      })
       .done();
     expect(byBody.type).toBe('job_done');
     expect(r.engine.requests.items.filter((q) => q.path === '/v1/chat/completions')).toHaveLength(1);

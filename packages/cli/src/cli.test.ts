@@ -177,4 +177,64 @@ describe('usepod-agent run', () => {
       await coordinator.close();
     }
   });
+
+  it('drains on SIGTERM: the job in flight finishes, then exit 0; a second signal stops at once', async () => {
+    const coordinator = await TestCoordinator.start();
+    const engine = await new VllmEmulator({ tokenDelayMs: 20 }).start();
+    try {
+      const path = join(dir, 'drain.toml');
+      await writeFile(
+        path,
+        `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'drain.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n`,
+      );
+      const start = async () => {
+        const c = spawn(process.execPath, [BIN, 'run', '--config', path, '--allow-insecure'], {
+          env,
+          cwd: dir,
+        });
+        const exited = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
+        const session = await coordinator.nextAuthenticated(15_000);
+        await session.capabilities();
+        return { c, exited, session };
+      };
+      // First: a job in flight completes during the drain.
+      const a = await start();
+      const job = a.session.dispatch({
+        model_id: 'Qwen/Qwen3-14B',
+        request: { messages: [], max_tokens: 15 },
+      });
+      await job.firstChunk();
+      let errs = '';
+      a.c.stderr!.on('data', (d: Buffer) => {
+        errs += d.toString();
+      });
+      a.c.kill('SIGTERM');
+      const d = await job.done().catch((e: unknown) => {
+        throw new Error(`${String(e)}\n${errs}`);
+      });
+      expect(d.type).toBe('job_done');
+      expect(await a.exited).toBe(0);
+      expect((await a.session.closed).code).toBe(1000);
+      // Second: a hanging job would hold the drain for 30 s; the second signal ends it now.
+      engine.behave({ kind: 'hang-after-first' });
+      const b = await start();
+      const stuck = b.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
+      await stuck.firstChunk();
+      // Signals of one kind do not queue: send the second once the first was handled.
+      const draining = new Promise<void>((resolve) => {
+        let seen = '';
+        b.c.stderr!.on('data', (d: Buffer) => {
+          seen += d.toString();
+          if (seen.includes('stopping: draining')) resolve();
+        });
+      });
+      b.c.kill('SIGTERM');
+      await draining;
+      b.c.kill('SIGTERM');
+      expect(await b.exited).toBe(143);
+    } finally {
+      await engine.close();
+      await coordinator.close();
+    }
+  });
 });
