@@ -1,6 +1,47 @@
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
+import { type AgentPlugin, errorMessage, pluginFromModule } from '@usepod-agent/core';
 
-/** Where `run` looks for backend plugins: the cwd, then the folder `plugins install` writes to. */
+/** Where `run` looks for backend plugins by kind: the cwd, then the folder `plugins install` writes to. */
 export function pluginSearchRoots(config: Config): string[] {
   return [process.cwd(), config.dataDir];
+}
+
+export interface InstalledPlugin {
+  name: string;
+  version: string;
+  /** `user` (plugins install) or `link` (plugins link). */
+  type: string;
+  root: string;
+  plugin?: AgentPlugin;
+  /** Why it is not a backend plugin, when it is not. */
+  error?: string;
+}
+
+/**
+ * Backend plugins installed or linked through `usepod-agent plugins`: oclif
+ * knows their roots; each is imported by its own name from its root, so a
+ * linked folder works as well as an installed package.
+ */
+export async function installedPlugins(config: Config): Promise<InstalledPlugin[]> {
+  const out: InstalledPlugin[] = [];
+  for (const p of config.plugins.values()) {
+    if (p.type !== 'user' && p.type !== 'link') continue;
+    const item: InstalledPlugin = { name: p.name, version: p.version, type: p.type, root: p.root };
+    try {
+      const entry = createRequire(join(p.root, 'package.json')).resolve(p.name);
+      item.plugin = pluginFromModule(await import(pathToFileURL(entry).href), p.name);
+    } catch (err) {
+      item.error = errorMessage(err);
+    }
+    out.push(item);
+  }
+  return out;
+}
+
+/** The backend plugins among them, ready for createAgent({ plugins }). */
+export async function installedBackendPlugins(config: Config): Promise<AgentPlugin[]> {
+  return (await installedPlugins(config)).flatMap((p) => (p.plugin ? [p.plugin] : []));
 }

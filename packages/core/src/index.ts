@@ -123,6 +123,7 @@ export {
 export { DEFAULT_IDENTITY_PATH, defaultIdentityPath, expandHome, platformConfigDir } from './paths.js';
 export {
   type AgentPlugin,
+  collectBackendFactories,
   definePlugin,
   PLUGIN_API_VERSION,
   type PluginContext,

@@ -66,3 +66,25 @@ export function pluginFromModule(mod: unknown, from: string, options?: unknown):
   const value = typeof exported === 'function' ? (exported as (o: unknown) => unknown)(options) : exported;
   return validatePlugin(value, from);
 }
+
+/** Applies plugins to a throwaway context and returns their backend factories by kind (for probes outside an agent). */
+export async function collectBackendFactories(
+  plugins: readonly AgentPlugin[],
+  config: Readonly<Config>,
+  log: Logger,
+  coreVersion: string,
+): Promise<Map<string, BackendFactory>> {
+  const factories = new Map<string, BackendFactory>();
+  const noHooks = new Proxy({}, { get: () => Object.freeze({ tap() {}, tapPromise() {} }) }) as PluginHooks;
+  for (const p of plugins) {
+    await p.apply(noHooks, {
+      registerBackend: (kind, factory) => {
+        if (!factories.has(kind)) factories.set(kind, factory);
+      },
+      log,
+      config,
+      coreVersion,
+    });
+  }
+  return factories;
+}

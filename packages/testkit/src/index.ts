@@ -41,6 +41,7 @@ export { OllamaEmulator, type OllamaOptions } from './emulators/ollama.js';
 export { OpenAIEmulator, type OpenAIEmulatorOptions } from './emulators/openai.js';
 export { type ChatFlavor, writeAnthropicStream, writeChatStream } from './emulators/streams.js';
 export { VllmEmulator, type VllmOptions } from './emulators/vllm.js';
+export { type ModelConfigEntry, type PairingOptions, PairingServer } from './pairing.js';
 export {
   createTestAgent,
   FAST_TIMING,

@@ -1,6 +1,6 @@
 import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core';
 import { allowInsecureFlag, BaseCommand, configFlag, EXIT, logFormatFlag, logLevelFlag } from '../base.js';
-import { pluginSearchRoots } from '../plugins.js';
+import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Run extends BaseCommand {
   static override summary = 'Connect to the coordinator and serve inference jobs until stopped.';
@@ -30,6 +30,7 @@ export default class Run extends BaseCommand {
       config,
       allowInsecure: flags['allow-insecure'],
       logger: log,
+      plugins: await installedBackendPlugins(this.config),
       pluginSearchRoots: pluginSearchRoots(this.config),
     });
     await agent.start();

@@ -1,6 +1,6 @@
 import { loadPluginForKind } from '@usepod-agent/core';
 import { allowInsecureFlag, BaseCommand, configFlag, jsonFlag } from '../base.js';
-import { pluginSearchRoots } from '../plugins.js';
+import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Validate extends BaseCommand {
   static override summary = 'Check the config file and that a plugin provides every backend kind.';
@@ -19,9 +19,12 @@ export default class Validate extends BaseCommand {
     const { config, path } = await this.readConfig(flags);
     const kinds = [...new Set(config.backends.map((b) => b.kind))];
     const plugins: Record<string, string> = {};
+    const installed = await installedBackendPlugins(this.config);
     for (const kind of kinds) {
-      const plugin = await loadPluginForKind(kind, { searchRoots: pluginSearchRoots(this.config) });
-      plugins[kind] = plugin.name;
+      const own = installed.find((p) => p.kinds?.includes(kind));
+      plugins[kind] = own
+        ? own.name
+        : (await loadPluginForKind(kind, { searchRoots: pluginSearchRoots(this.config) })).name;
     }
     if (flags.json) {
       this.printJson({

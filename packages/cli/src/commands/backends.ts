@@ -1,0 +1,82 @@
+import { Flags } from '@oclif/core';
+import { findConfigFile, loadConfig } from '@usepod-agent/core';
+import { BaseCommand, configFlag, jsonFlag } from '../base.js';
+import { BUILTIN_PLUGINS, type ProbeTarget, probeEngines, WELL_KNOWN_ENGINES } from '../engines.js';
+import { installedBackendPlugins } from '../plugins.js';
+
+export default class Backends extends BaseCommand {
+  static override summary =
+    'Probe the configured engines and the usual local ports, and show what each serves.';
+  static override examples = ['<%= config.bin %> backends', '<%= config.bin %> backends --no-detect --json'];
+  static override flags = {
+    config: configFlag,
+    detect: Flags.boolean({ summary: 'Also probe the usual local ports.', default: true, allowNo: true }),
+    json: jsonFlag,
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Backends);
+    const targets: ProbeTarget[] = [];
+    const file = flags.config ?? (await findConfigFile());
+    if (file) {
+      const { config } = await loadConfig({ path: file, allowInsecure: true });
+      for (const entry of config.backends) {
+        const apiKey = entry.api_key_env ? process.env[entry.api_key_env] : undefined;
+        targets.push({ kind: entry.kind, url: entry.url, entry, apiKey, source: 'config' });
+      }
+    }
+    if (flags.detect) {
+      for (const e of WELL_KNOWN_ENGINES) {
+        if (!targets.some((t) => t.kind === e.kind && t.url && new URL(t.url).port === new URL(e.url).port)) {
+          targets.push({ ...e, source: 'detected' });
+        }
+      }
+    }
+    const results = await probeEngines(targets, [
+      ...BUILTIN_PLUGINS,
+      ...(await installedBackendPlugins(this.config)),
+    ]);
+    const shown = results.filter((r) => r.source !== 'detected' || r.status.healthy);
+    if (flags.json) {
+      this.printJson(
+        shown.map((r) => ({
+          kind: r.kind,
+          url: r.url ?? null,
+          source: r.source,
+          healthy: r.status.healthy,
+          detail: r.status.detail ?? null,
+          latency_ms: r.latencyMs,
+          models: r.status.models.map((m) => ({
+            id: m.id,
+            context_window: m.contextWindow ?? null,
+            loaded: true,
+          })),
+          load: r.status.load ?? null,
+        })),
+      );
+      return;
+    }
+    if (shown.length === 0) {
+      this.out(
+        'No engine configured or found on the usual ports (vLLM 8000, llama.cpp 8080/9931, LM Studio 1234, Ollama 11434).',
+      );
+      return;
+    }
+    this.out(
+      `${'KIND'.padEnd(10)}${'URL'.padEnd(32)}${'HEALTH'.padEnd(9)}${'LATENCY'.padEnd(9)}${'MODEL'.padEnd(44)}${'CONTEXT'.padEnd(9)}LOADED`,
+    );
+    for (const r of shown) {
+      const head = `${r.kind.padEnd(10)}${(r.url ?? '(preset)').padEnd(32)}${(r.status.healthy ? 'up' : 'down').padEnd(9)}${`${r.latencyMs}ms`.padEnd(9)}`;
+      if (!r.status.healthy) {
+        this.out(`${head}${r.status.detail ?? ''}`);
+        continue;
+      }
+      if (r.status.models.length === 0) this.out(`${head}(no models)`);
+      r.status.models.forEach((m, i) => {
+        this.out(
+          `${i === 0 ? head : ' '.repeat(head.length)}${m.id.padEnd(44)}${String(m.contextWindow ?? '?').padEnd(9)}yes`,
+        );
+      });
+    }
+  }
+}

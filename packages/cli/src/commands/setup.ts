@@ -1,0 +1,207 @@
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { Flags } from '@oclif/core';
+import {
+  AGENT_VERSION,
+  DEFAULT_IDENTITY_PATH,
+  expandHome,
+  loadOrCreateIdentity,
+  platformConfigDir,
+  UsepodError,
+  validateConfig,
+  writeFileAtomic,
+} from '@usepod-agent/core';
+import { parse as parseToml, stringify } from 'smol-toml';
+import { BaseCommand } from '../base.js';
+import { type ProbeResult, parseEngineFlag, probeEngines, WELL_KNOWN_ENGINES } from '../engines.js';
+import {
+  coordinatorUrlFor,
+  issuePairing,
+  type ModelConfig,
+  PRODUCTION_BASE,
+  pairPageFor,
+  pollPairing,
+} from '../pairing.js';
+import { box, spinner } from '../ui.js';
+
+export default class Setup extends BaseCommand {
+  static override summary = 'Pair this machine with your Use Pod account and write the config file.';
+  static override description =
+    `Finds the inference engines running here (vLLM :8000, llama.cpp :8080 and :9931, LM Studio :1234, Ollama :11434), asks the coordinator for a pairing code, and waits while you enter it on the Use Pod website. Once paired it writes a complete agent.toml (coordinator, identity, the engines found, your prices) and tells you how to run.`;
+  static override examples = [
+    '<%= config.bin %> setup',
+    '<%= config.bin %> setup --config /etc/usepod-agent/agent.toml --force',
+    '<%= config.bin %> setup --engine vllm=http://10.0.0.5:8000 --no-detect',
+  ];
+  static override flags = {
+    coordinator: Flags.string({
+      summary: 'HTTPS base URL of the coordinator.',
+      default: PRODUCTION_BASE,
+      helpValue: 'URL',
+    }),
+    config: Flags.string({
+      char: 'c',
+      summary: 'Where to write the config (default: the platform config dir).',
+      helpValue: 'PATH',
+    }),
+    identity: Flags.string({
+      summary: 'Identity key file (created when missing).',
+      default: DEFAULT_IDENTITY_PATH,
+      helpValue: 'PATH',
+    }),
+    force: Flags.boolean({ summary: 'Replace an existing config file (a backup is kept).', default: false }),
+    engine: Flags.string({
+      summary: 'Also probe this engine (repeatable).',
+      multiple: true,
+      helpValue: 'KIND=URL',
+    }),
+    detect: Flags.boolean({ summary: 'Probe the usual local ports.', default: true, allowNo: true }),
+    'poll-interval': Flags.integer({ hidden: true, default: 800, min: 10 }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Setup);
+    const base = flags.coordinator.replace(/\/+$/, '');
+    try {
+      new URL(base);
+    } catch {
+      throw new UsepodError('USEPOD_USAGE', `--coordinator is not a URL: ${base}`, { user: true });
+    }
+    const target = resolve(expandHome(flags.config ?? join(platformConfigDir(), 'agent.toml')));
+    if (existsSync(target) && !flags.force) {
+      throw new UsepodError(
+        'USEPOD_USAGE',
+        `a config already exists at ${target}; pass --force to replace it (a backup is kept)`,
+        {
+          user: true,
+        },
+      );
+    }
+    const { identity, created } = await loadOrCreateIdentity(flags.identity);
+    this.out(
+      created
+        ? `Created identity ${identity.path} (${identity.fingerprint}).`
+        : `Using identity ${identity.path} (${identity.fingerprint}).`,
+    );
+
+    // 1. Engines
+    const targets = [
+      ...(flags.detect ? WELL_KNOWN_ENGINES.map((e) => ({ ...e, source: 'detected' as const })) : []),
+      ...(flags.engine ?? []).map((v) => ({ ...parseEngineFlag(v), source: 'flag' as const })),
+    ];
+    const found = (await probeEngines(targets)).filter((r) => r.status.healthy);
+    this.out('');
+    if (found.length === 0) {
+      this.out('No engine answered. You can pair now and add [[backends]] to the config later.');
+    } else {
+      this.out('Engines found:');
+      for (const f of found)
+        this.out(
+          `  ${f.kind.padEnd(9)} ${f.url}  ${f.status.models.map((m) => m.id).join(', ') || '(no models loaded)'}`,
+        );
+    }
+
+    // 2. Pairing code
+    const issued = await issuePairing(base, identity.publicKey);
+    const page = pairPageFor(base);
+    this.out('');
+    this.out(
+      box([
+        'Pair this agent with your Use Pod account:',
+        '',
+        `  1. Open   ${page}`,
+        `  2. Enter  ${issued.pair_code}`,
+        '',
+        `The code expires at ${new Date(issued.expires_at).toLocaleTimeString()}.`,
+      ]),
+    );
+    this.out('');
+
+    // 3. Wait
+    const capabilities = {
+      backends: found.map((f) => ({ kind: f.kind, url: f.url!, models: f.status.models.map((m) => m.id) })),
+      agent_version: AGENT_VERSION,
+    };
+    const expiresAt = Date.parse(issued.expires_at);
+    const spin = spinner(process.stderr, `Waiting for the code to be entered at ${page} ...`);
+    let result: Awaited<ReturnType<typeof pollPairing>>;
+    try {
+      for (;;) {
+        result = await pollPairing(base, issued.poll_token, capabilities);
+        if (result.status !== 'pending') break;
+        if (Number.isFinite(expiresAt) && Date.now() > expiresAt) {
+          result = { status: 'expired' };
+          break;
+        }
+        await new Promise((r) => setTimeout(r, flags['poll-interval']));
+      }
+    } finally {
+      spin.stop();
+    }
+    if (result.status === 'expired') {
+      throw new UsepodError(
+        'USEPOD_PAIRING_EXPIRED',
+        'the pairing code expired before it was entered; run `usepod-agent setup` again',
+        {
+          user: true,
+        },
+      );
+    }
+
+    // 4. Config
+    identity.providerId = result.provider_id;
+    await identity.save();
+    const toml = renderConfig({ base, keyPath: identity.path, found, modelConfig: result.model_config });
+    // What we write must load: validate before touching the file.
+    validateConfig(parseToml(toml), { allowInsecure: true, source: target });
+    await mkdir(dirname(target), { recursive: true });
+    if (existsSync(target)) {
+      const backup = `${target}.bak-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      await copyFile(target, backup);
+      this.out(`Kept the previous config as ${backup}`);
+    }
+    await writeFileAtomic(target, toml, 0o644);
+    this.out(`Paired as provider ${result.provider_id}. Config written to ${target}`);
+    this.out('');
+    this.out('Next:');
+    const insecure = coordinatorUrlFor(base).startsWith('ws:') ? ' --allow-insecure' : '';
+    this.out(`  usepod-agent run --config ${target}${insecure}            # serve now, in this terminal`);
+    this.out(`  sudo usepod-agent service install --config ${target}   # or run it as a system service`);
+  }
+}
+
+export function renderConfig(o: {
+  base: string;
+  keyPath: string;
+  found: ProbeResult[];
+  modelConfig: ModelConfig[];
+}): string {
+  const models: Record<string, Record<string, number>> = {};
+  for (const m of o.modelConfig) {
+    models[m.model_id] = {
+      input_per_1m: m.input_per_1m,
+      output_per_1m: m.output_per_1m,
+      ...(m.max_concurrent ? { max_concurrent: m.max_concurrent } : {}),
+    };
+  }
+  const maxConcurrent = Math.max(0, ...o.modelConfig.map((m) => m.max_concurrent ?? 0));
+  const seen = new Set<string>();
+  const backends = o.found
+    .filter((f) => {
+      const key = `${f.kind} ${f.url}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    })
+    .map((f) => ({ kind: f.kind, url: f.url! }));
+  const doc = {
+    coordinator: { url: coordinatorUrlFor(o.base) },
+    identity: { key_path: o.keyPath },
+    ...(backends.length ? { backends } : {}),
+    pricing: { default_input_per_1m: 500_000, default_output_per_1m: 750_000, models },
+    limits: { max_concurrent: maxConcurrent > 0 ? Math.min(256, maxConcurrent) : 8 },
+    observability: { prometheus_addr: '127.0.0.1:9090', log_level: 'info' },
+  };
+  return `# Written by \`usepod-agent setup\` on ${new Date().toISOString()}.\n# Every key is described in the README (Configuration).\n\n${stringify(doc)}\n`;
+}

@@ -1,0 +1,419 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, readIdentity } from '@usepod-agent/core';
+import { PairingServer, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TgiEmulator } from '../../../examples/custom-backend-plugin/src/tgi-emulator.js';
+import { launchdPlist, planService, type ServiceOptions, systemdUnit } from './service/plan.js';
+
+const BIN = fileURLToPath(new URL('../bin/run.js', import.meta.url));
+const EXAMPLE = fileURLToPath(new URL('../../../examples/custom-backend-plugin', import.meta.url));
+let dir: string;
+let env: NodeJS.ProcessEnv;
+
+interface Out {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+function cli(args: string[], extra: NodeJS.ProcessEnv = {}): Promise<Out> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { env: { ...env, ...extra }, cwd: dir },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-op-'));
+  env = {
+    PATH: process.env.PATH,
+    HOME: dir,
+    XDG_CONFIG_HOME: join(dir, 'xdg'),
+    XDG_DATA_HOME: join(dir, 'data'),
+    XDG_CACHE_HOME: join(dir, 'cache'),
+    OCLIF_DISABLE_LINKED_ESM_WARNING: '1',
+  };
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('setup (PROTOCOL.md section 9)', () => {
+  it('pairs, writes a complete config and saves the provider id', async () => {
+    const engine = await new VllmEmulator().start();
+    const pairing = await PairingServer.start({
+      approveAfterPolls: 3,
+      providerId: 'prov_42',
+      modelConfig: [
+        { model_id: 'Qwen/Qwen3-14B', input_per_1m: 200_000, output_per_1m: 600_000, max_concurrent: 4 },
+      ],
+    });
+    try {
+      const cfg = join(dir, 'paired', 'agent.toml');
+      const key = join(dir, 'paired', 'identity.key');
+      const out = await cli([
+        'setup',
+        '--coordinator',
+        pairing.url,
+        '--config',
+        cfg,
+        '--identity',
+        key,
+        '--no-detect',
+        '--engine',
+        `vllm=${engine.url}`,
+        '--poll-interval',
+        '20',
+      ]);
+      expect(out.stderr).not.toMatch(/Error|\n\s+at /);
+      expect(out.code).toBe(0);
+      const issued = pairing.issued.items[0]!;
+      expect(out.stdout).toContain(issued.code);
+      expect(out.stdout).toContain(`${pairing.url}/host/pair`);
+      expect(out.stdout).toMatch(/┌─+┐/);
+      expect(out.stdout).toContain(`usepod-agent run --config ${cfg} --allow-insecure`);
+      expect(out.stdout + out.stderr).not.toContain(pairing.hostToken);
+      // The polls carried the detected engines and the agent version, every 800 ms by default (20 here).
+      expect(pairing.polls.items.length).toBeGreaterThanOrEqual(3);
+      expect(pairing.polls.items[0]!.capabilities).toEqual({
+        backends: [{ kind: 'vllm', url: engine.url, models: ['Qwen/Qwen3-14B'] }],
+        agent_version: expect.any(String),
+      });
+      const { config } = await loadConfig({ path: cfg, allowInsecure: true });
+      expect(config.coordinator.url).toBe(`ws://${new URL(pairing.url).host}/provider/connect`);
+      expect(config.identity.key_path).toBe(key);
+      expect(config.backends).toEqual([{ kind: 'vllm', url: engine.url }]);
+      expect(config.pricing.models['Qwen/Qwen3-14B']).toEqual({
+        input_per_1m: 200_000,
+        output_per_1m: 600_000,
+        max_concurrent: 4,
+      });
+      expect(config.limits.max_concurrent).toBe(4);
+      expect(await readFile(cfg, 'utf8')).not.toContain(pairing.hostToken);
+      const id = await readIdentity(key);
+      expect(id.providerId).toBe('prov_42');
+      expect(issued.pubkey).toBe(id.publicKey);
+
+      // An existing config is not replaced without --force; with it, a backup is kept.
+      const again = await cli([
+        'setup',
+        '--coordinator',
+        pairing.url,
+        '--config',
+        cfg,
+        '--identity',
+        key,
+        '--no-detect',
+      ]);
+      expect(again.code).toBe(2);
+      expect(again.stderr.trim()).toBe(
+        `usepod-agent: a config already exists at ${cfg}; pass --force to replace it (a backup is kept)`,
+      );
+      const forced = await cli([
+        'setup',
+        '--coordinator',
+        pairing.url,
+        '--config',
+        cfg,
+        '--identity',
+        key,
+        '--no-detect',
+        '--force',
+        '--poll-interval',
+        '20',
+      ]);
+      expect(forced.code).toBe(0);
+      const files = await readdir(join(dir, 'paired'));
+      expect(files.some((f) => f.startsWith('agent.toml.bak-'))).toBe(true);
+    } finally {
+      await pairing.close();
+      await engine.close();
+    }
+  });
+
+  it('says so and exits non-zero when the code expires', async () => {
+    const pairing = await PairingServer.start({ expireAll: true });
+    try {
+      const out = await cli([
+        'setup',
+        '--coordinator',
+        pairing.url,
+        '--config',
+        join(dir, 'x', 'a.toml'),
+        '--identity',
+        join(dir, 'x', 'k'),
+        '--no-detect',
+        '--poll-interval',
+        '20',
+      ]);
+      expect(out.code).toBe(2);
+      expect(out.stderr).toContain(
+        'usepod-agent: the pairing code expired before it was entered; run `usepod-agent setup` again',
+      );
+      expect(existsSync(join(dir, 'x', 'a.toml'))).toBe(false);
+    } finally {
+      await pairing.close();
+    }
+  });
+
+  it('gives one clear line for HTTP failures', async () => {
+    const pairing = await PairingServer.start({
+      issueFailure: { status: 503, body: '{"error":"maintenance"}' },
+    });
+    const gone = pairing.url;
+    await pairing.close();
+    const down = await cli([
+      'setup',
+      '--coordinator',
+      gone,
+      '--config',
+      join(dir, 'y.toml'),
+      '--identity',
+      join(dir, 'yk'),
+      '--no-detect',
+    ]);
+    expect(down.code).toBe(2);
+    expect(down.stderr.trim()).toMatch(
+      /^usepod-agent: cannot reach http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED \(check --coordinator and your network\)$/,
+    );
+    const failing = await PairingServer.start({
+      issueFailure: { status: 503, body: '{"error":"maintenance"}' },
+    });
+    try {
+      const out = await cli([
+        'setup',
+        '--coordinator',
+        failing.url,
+        '--config',
+        join(dir, 'z.toml'),
+        '--identity',
+        join(dir, 'zk'),
+        '--no-detect',
+      ]);
+      expect(out.stderr.trim()).toBe(
+        'usepod-agent: /v1/host/pair/issue answered HTTP 503: {"error":"maintenance"}',
+      );
+    } finally {
+      await failing.close();
+    }
+  });
+
+  it('derives the coordinator and pairing page from the production base', async () => {
+    const { coordinatorUrlFor, pairPageFor } = await import('./pairing.js');
+    expect(coordinatorUrlFor('https://api.usepod.ai')).toBe('wss://api.usepod.ai/provider/connect');
+    expect(pairPageFor('https://api.usepod.ai')).toBe('https://usepod.ai/host/pair');
+    expect(pairPageFor('https://staging.usepod.ai')).toBe('https://staging.usepod.ai/host/pair');
+  });
+});
+
+describe('service', () => {
+  const base: ServiceOptions = {
+    platform: 'linux',
+    nodePath: '/usr/bin/node',
+    cliPath: '/usr/lib/node_modules/usepod-agent/bin/run.js',
+    configPath: '/home/op/agent.toml',
+    serviceConfigToml: '[identity]\nkey_path = "/var/lib/usepod-agent/identity.key"\n',
+    identityPath: '/home/op/.usepod-agent/identity.key',
+    logLevel: 'debug',
+    drainTimeoutS: 30,
+    home: '/Users/op',
+    uid: 501,
+  };
+
+  it('writes a hardened systemd unit that carries --config and the log level', () => {
+    const unit = systemdUnit(base);
+    for (const line of [
+      'User=usepod',
+      'Group=usepod',
+      'WorkingDirectory=/var/lib/usepod-agent',
+      'Restart=always',
+      'NoNewPrivileges=true',
+      'ProtectSystem=strict',
+      'ProtectHome=true',
+      'PrivateTmp=true',
+      'ReadWritePaths=/var/lib/usepod-agent',
+      'CapabilityBoundingSet=',
+      'KillSignal=SIGTERM',
+      'TimeoutStopSec=45',
+      'ExecStart=/usr/bin/node /usr/lib/node_modules/usepod-agent/bin/run.js run --config /etc/usepod-agent/agent.toml --log-level debug',
+      'WantedBy=multi-user.target',
+    ]) {
+      expect(unit.split('\n')).toContain(line);
+    }
+    expect(systemdUnit({ ...base, logLevel: 'info' })).toMatch(/--config \/etc\/usepod-agent\/agent\.toml\n/);
+  });
+
+  it('plans the install, status and logs commands', () => {
+    const install = planService('install', base);
+    const lines = install.map((s) =>
+      s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : `${s.kind} ${s.path}`,
+    );
+    expect(lines).toEqual([
+      'sh -c id -u usepod >/dev/null 2>&1 || useradd --system --home-dir /var/lib/usepod-agent --shell /usr/sbin/nologin usepod',
+      'install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent',
+      'install -d -m 0755 /etc/usepod-agent',
+      'write /etc/usepod-agent/agent.toml',
+      'install -o usepod -g usepod -m 0600 /home/op/.usepod-agent/identity.key /var/lib/usepod-agent/identity.key',
+      'write /etc/systemd/system/usepod-agent.service',
+      'systemctl daemon-reload',
+      'systemctl enable --now usepod-agent.service',
+    ]);
+    const logs = planService('logs', { ...base, follow: true, lines: 50 })[0]!;
+    expect(logs).toMatchObject({
+      cmd: 'journalctl',
+      args: ['-u', 'usepod-agent.service', '-n', '50', '--no-pager', '-f'],
+    });
+  });
+
+  it('writes a launchd plist on macOS and a Windows service with a log file', () => {
+    const plist = launchdPlist({ ...base, platform: 'darwin' });
+    expect(plist).toContain('<string>ai.usepod.agent</string>');
+    expect(plist).toContain('<string>--config</string>\n    <string>/home/op/agent.toml</string>');
+    expect(plist).toContain('<key>KeepAlive</key>\n  <true/>');
+    expect(plist).toContain('/Users/op/Library/Logs/usepod-agent.log');
+    const win = planService('install', {
+      ...base,
+      platform: 'win32',
+      nodePath: 'C:\\Program Files\\nodejs\\node.exe',
+      cliPath: 'C:\\npm\\usepod-agent\\bin\\run.js',
+    });
+    const create = win.find((s) => s.kind === 'run' && s.cmd === 'sc.exe' && s.args[0] === 'create');
+    expect(create).toMatchObject({
+      args: [
+        'create',
+        'usepod-agent',
+        'binPath=',
+        expect.stringContaining('"C:\\Program Files\\nodejs\\node.exe"'),
+        'start=',
+        'auto',
+        'DisplayName=',
+        'Use Pod provider agent',
+      ],
+    });
+    const reg = win.find((s) => s.kind === 'run' && s.cmd === 'reg.exe');
+    expect(reg && reg.kind === 'run' && reg.args.join(' ')).toContain(
+      'USEPOD_AGENT_LOG_FILE=C:\\ProgramData\\usepod-agent\\agent.log',
+    );
+  });
+
+  it('--dry-run prints every file and command; status exits 3 when not installed', async () => {
+    const cfg = join(dir, 'svc.toml');
+    await writeFile(cfg, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n');
+    const dry = await cli([
+      'service',
+      'install',
+      '--dry-run',
+      '--config',
+      cfg,
+      '--log-level',
+      'warn',
+      '--platform',
+      'linux',
+    ]);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toContain('would write /etc/systemd/system/usepod-agent.service (mode 0644)');
+    expect(dry.stdout).toContain('would run systemctl enable --now usepod-agent.service');
+    expect(dry.stdout).toContain('run --config /etc/usepod-agent/agent.toml --log-level warn');
+    expect(dry.stdout).toContain('Dry run: nothing was changed.');
+    const status = await cli(['service', 'status', '--config', cfg, '--platform', 'darwin']);
+    expect(status.code).toBe(3);
+    expect(status.stderr).toMatch(/the service is not installed/);
+  });
+});
+
+describe('plugins', () => {
+  it('a plugin linked with `plugins link` is listed with its kinds and used by validate and run', async () => {
+    const link = await cli(['plugins', 'link', EXAMPLE, '--no-install']);
+    expect(link.code, link.stderr).toBe(0);
+    const list = await cli(['plugins']);
+    expect(list.stdout).toMatch(/usepod-agent-plugin-tgi\s+0\.4\.0\s+kinds: tgi {2}\(linked /);
+    expect(list.stdout).toMatch(/@usepod-agent\/plugin-vllm\s+\S+\s+kinds: vllm {2}\(built-in\)/);
+    const engine = await new TgiEmulator().start();
+    const coordinator = await TestCoordinator.start();
+    try {
+      const cfg = join(dir, 'tgi.toml');
+      await writeFile(
+        cfg,
+        `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'tgi.key')}"\n[[backends]]\nkind = "tgi"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n`,
+      );
+      const valid = await cli(['validate', '--config', cfg, '--allow-insecure']);
+      expect(valid.stdout).toContain('[usepod-agent-plugin-tgi]');
+      const { spawn } = await import('node:child_process');
+      const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
+        env,
+        cwd: dir,
+      });
+      const exited = new Promise((r) => child.on('exit', r));
+      const session = await coordinator.firstAuthenticated(20_000);
+      const caps = await session.capabilities();
+      expect(caps.models).toEqual([
+        expect.objectContaining({
+          model_id: 'HuggingFaceH4/zephyr-7b-beta',
+          backend: 'tgi',
+          context_window: 4096,
+        }),
+      ]);
+      expect((await session.dispatch({ model_id: 'HuggingFaceH4/zephyr-7b-beta' }).done()).type).toBe(
+        'job_done',
+      );
+      child.kill('SIGTERM');
+      await exited;
+    } finally {
+      await coordinator.close();
+      await engine.close();
+    }
+    const un = await cli(['plugins', 'unlink', 'usepod-agent-plugin-tgi']);
+    expect(un.code).toBe(0);
+    expect((await cli(['plugins'])).stdout).not.toContain('usepod-agent-plugin-tgi');
+  }, 60_000);
+});
+
+describe('backends, upgrade, completion', () => {
+  it('probes the configured engines and prints a table, or JSON', async () => {
+    const engine = await new VllmEmulator({ models: [{ id: 'm1', contextWindow: 8192 }] }).start();
+    try {
+      const cfg = join(dir, 'b.toml');
+      await writeFile(
+        cfg,
+        `[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[[backends]]\nkind = "ollama"\nurl = "http://127.0.0.1:9"\n`,
+      );
+      const table = await cli(['backends', '--config', cfg, '--no-detect']);
+      expect(table.code).toBe(0);
+      expect(table.stdout).toMatch(/KIND\s+URL\s+HEALTH\s+LATENCY\s+MODEL\s+CONTEXT\s+LOADED/);
+      expect(table.stdout).toMatch(new RegExp(`vllm\\s+${engine.url}\\s+up\\s+\\d+ms\\s+m1\\s+8192\\s+yes`));
+      expect(table.stdout).toMatch(/ollama\s+http:\/\/127\.0\.0\.1:9\s+down/);
+      const json = JSON.parse((await cli(['backends', '--config', cfg, '--no-detect', '--json'])).stdout);
+      expect(json[0]).toMatchObject({
+        kind: 'vllm',
+        healthy: true,
+        models: [{ id: 'm1', context_window: 8192, loaded: true }],
+      });
+      expect(json[1]).toMatchObject({ kind: 'ollama', healthy: false });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('upgrade goes through npm, never a shell download', async () => {
+    const out = await cli(['upgrade', '--dry-run']);
+    expect(out.stdout).toContain('would run npm install --global usepod-agent@latest');
+    expect(out.stdout).toContain('usepod-agent service restart');
+  });
+
+  it('offers shell completion and examples in every --help', async () => {
+    expect((await cli(['autocomplete', 'bash'])).stdout).toContain('usepod-agent');
+    for (const c of ['run', 'setup', 'validate', 'status', 'backends', 'service install', 'identity']) {
+      const help = await cli([...c.split(' '), '--help']);
+      expect(help.stdout, c).toContain('EXAMPLES');
+    }
+  }, 60_000);
+});

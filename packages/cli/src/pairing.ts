@@ -1,0 +1,98 @@
+import { AGENT_VERSION, errorMessage, redactor, UsepodError } from '@usepod-agent/core';
+
+/**
+ * The agent side of device-flow pairing (PROTOCOL.md section 9).
+ */
+export const PRODUCTION_BASE = 'https://api.usepod.ai';
+
+export interface IssueResponse {
+  pair_code: string;
+  poll_token: string;
+  expires_at: string;
+}
+
+export interface ModelConfig {
+  model_id: string;
+  input_per_1m: number;
+  output_per_1m: number;
+  max_concurrent?: number;
+}
+
+export type PollResponse =
+  | { status: 'pending' }
+  | { status: 'expired' }
+  | { status: 'active'; host_token: string; provider_id: string; model_config: ModelConfig[] };
+
+export interface PollCapabilities {
+  backends: { kind: string; url: string; models: string[] }[];
+  agent_version: string;
+}
+
+/** `wss://<host>/provider/connect` from the HTTPS base (`ws://` for a plain-HTTP local one). */
+export function coordinatorUrlFor(base: string): string {
+  const u = new URL(base);
+  const scheme = u.protocol === 'http:' ? 'ws:' : 'wss:';
+  return `${scheme}//${u.host}/provider/connect`;
+}
+
+/** The page where the operator enters the code. */
+export function pairPageFor(base: string): string {
+  const u = new URL(base);
+  if (u.origin === PRODUCTION_BASE) return 'https://usepod.ai/host/pair';
+  return `${u.origin}/host/pair`;
+}
+
+async function post<T>(base: string, path: string, body: unknown): Promise<T> {
+  const url = `${base.replace(/\/+$/, '')}${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'user-agent': `usepod-agent/${AGENT_VERSION}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? errorMessage(err);
+    throw new UsepodError(
+      'USEPOD_PAIRING_FAILED',
+      `cannot reach ${new URL(url).origin}: ${cause} (check --coordinator and your network)`,
+      {
+        user: true,
+        cause: err,
+      },
+    );
+  }
+  const text = await res.text();
+  if (!res.ok) {
+    const detail = text.length > 200 ? `${text.slice(0, 200)}...` : text;
+    throw new UsepodError(
+      'USEPOD_PAIRING_FAILED',
+      `${path} answered HTTP ${res.status}: ${redactor.redact(detail) || '(empty)'}`,
+      {
+        user: true,
+      },
+    );
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new UsepodError('USEPOD_PAIRING_FAILED', `${path} answered with a body that is not JSON`, {
+      user: true,
+    });
+  }
+}
+
+export function issuePairing(base: string, agentPubkey: string): Promise<IssueResponse> {
+  return post<IssueResponse>(base, '/v1/host/pair/issue', { agent_pubkey: agentPubkey });
+}
+
+export async function pollPairing(
+  base: string,
+  pollToken: string,
+  capabilities: PollCapabilities,
+): Promise<PollResponse> {
+  const res = await post<PollResponse>(base, '/v1/host/pair/poll', { poll_token: pollToken, capabilities });
+  if (res.status === 'active') redactor.add(res.host_token);
+  return res;
+}

@@ -1,0 +1,434 @@
+import { posix, win32 } from 'node:path';
+
+/**
+ * What `service <action>` does on each platform, as data: files to write and
+ * commands to run. Planning is pure, so tests check the unit texts and the
+ * command lines, and `--dry-run` prints exactly what would happen.
+ */
+export type Platform = 'linux' | 'darwin' | 'win32';
+export type ServiceAction = 'install' | 'uninstall' | 'start' | 'stop' | 'restart' | 'status' | 'logs';
+
+export type Step =
+  | { kind: 'write'; path: string; content: string; mode: number; why: string }
+  | { kind: 'remove'; path: string; why: string }
+  | { kind: 'run'; cmd: string; args: string[]; why: string; interactive?: boolean; allowFailure?: boolean };
+
+export interface ServiceOptions {
+  platform: Platform;
+  /** Absolute path of node. */
+  nodePath: string;
+  /** Absolute path of the CLI entry (bin/run.js). */
+  cliPath: string;
+  /** Absolute path of the operator's config file. */
+  configPath: string;
+  /** The config as TOML, with identity.key_path pointing where the service reads it. */
+  serviceConfigToml: string;
+  /** The operator's identity file, copied for the service user. */
+  identityPath: string;
+  /** A non-default log level carried into the service. */
+  logLevel?: string | undefined;
+  /** `limits.drain_timeout_s`: the service manager must wait longer than this on stop. */
+  drainTimeoutS: number;
+  /** `logs -f`. */
+  follow?: boolean;
+  lines?: number;
+  /** macOS: the operator's home and uid (a per-user LaunchAgent). */
+  home?: string;
+  uid?: number;
+}
+
+export const SERVICE_NAME = 'usepod-agent';
+export const LINUX = {
+  user: 'usepod',
+  stateDir: '/var/lib/usepod-agent',
+  configDir: '/etc/usepod-agent',
+  unitPath: '/etc/systemd/system/usepod-agent.service',
+} as const;
+export const LINUX_CONFIG = `${LINUX.configDir}/agent.toml`;
+export const LINUX_IDENTITY = `${LINUX.stateDir}/identity.key`;
+export const DARWIN_LABEL = 'ai.usepod.agent';
+export const WIN = { dir: 'C:\\ProgramData\\usepod-agent' } as const;
+
+/** Where the service reads its identity, per platform (written into the service's config). */
+export function serviceIdentityPath(o: Pick<ServiceOptions, 'platform' | 'identityPath'>): string {
+  if (o.platform === 'linux') return LINUX_IDENTITY;
+  if (o.platform === 'win32') return win32.join(WIN.dir, 'identity.key');
+  return o.identityPath; // a LaunchAgent runs as the operator, with their files
+}
+
+function quoteSystemd(arg: string): string {
+  return /[\s"\\]/.test(arg) ? `"${arg.replace(/(["\\])/g, '\\$1')}"` : arg;
+}
+
+function runArgs(o: ServiceOptions, configPath: string): string[] {
+  return [
+    'run',
+    '--config',
+    configPath,
+    ...(o.logLevel && o.logLevel !== 'info' ? ['--log-level', o.logLevel] : []),
+  ];
+}
+
+export function systemdUnit(o: ServiceOptions): string {
+  const exec = [o.nodePath, o.cliPath, ...runArgs(o, LINUX_CONFIG)].map(quoteSystemd).join(' ');
+  return `# Written by \`usepod-agent service install\`. Remove with \`usepod-agent service uninstall\`.
+[Unit]
+Description=Use Pod provider agent
+Documentation=https://usepod.ai/docs/agent
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=${LINUX.user}
+Group=${LINUX.user}
+WorkingDirectory=${LINUX.stateDir}
+Environment=HOME=${LINUX.stateDir}
+Environment=NODE_ENV=production
+ExecStart=${exec}
+Restart=always
+RestartSec=5
+# SIGTERM drains jobs in flight for limits.drain_timeout_s; systemd must wait longer than that.
+KillSignal=SIGTERM
+TimeoutStopSec=${o.drainTimeoutS + 15}
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier=${SERVICE_NAME}
+
+# Hardening: the agent needs the network and its own state folder, nothing else.
+NoNewPrivileges=true
+ProtectSystem=strict
+ProtectHome=true
+PrivateTmp=true
+PrivateDevices=true
+ProtectKernelTunables=true
+ProtectKernelModules=true
+ProtectKernelLogs=true
+ProtectControlGroups=true
+ProtectClock=true
+ProtectHostname=true
+RestrictSUIDSGID=true
+RestrictRealtime=true
+RestrictNamespaces=true
+LockPersonality=true
+CapabilityBoundingSet=
+AmbientCapabilities=
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+UMask=0077
+ReadWritePaths=${LINUX.stateDir}
+ReadOnlyPaths=${LINUX.configDir}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+function xml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+export function launchdPlist(o: ServiceOptions): string {
+  const home = o.home ?? '~';
+  const log = posix.join(home, 'Library/Logs/usepod-agent.log');
+  const args = [o.nodePath, o.cliPath, ...runArgs(o, o.configPath)];
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+  <key>Label</key>
+  <string>${DARWIN_LABEL}</string>
+  <key>ProgramArguments</key>
+  <array>
+${args.map((a) => `    <string>${xml(a)}</string>`).join('\n')}
+  </array>
+  <key>RunAtLoad</key>
+  <true/>
+  <key>KeepAlive</key>
+  <true/>
+  <key>ExitTimeOut</key>
+  <integer>${o.drainTimeoutS + 15}</integer>
+  <key>ProcessType</key>
+  <string>Background</string>
+  <key>StandardOutPath</key>
+  <string>${xml(log)}</string>
+  <key>StandardErrorPath</key>
+  <string>${xml(log)}</string>
+</dict>
+</plist>
+`;
+}
+
+function darwinPaths(o: ServiceOptions) {
+  const home = o.home ?? '~';
+  return {
+    plist: posix.join(home, 'Library/LaunchAgents', `${DARWIN_LABEL}.plist`),
+    log: posix.join(home, 'Library/Logs/usepod-agent.log'),
+    target: `gui/${o.uid ?? 501}`,
+  };
+}
+
+function winQuote(s: string): string {
+  return `"${s}"`;
+}
+
+/** The steps of one action on one platform. */
+export function planService(action: ServiceAction, o: ServiceOptions): Step[] {
+  if (o.platform === 'linux') return planLinux(action, o);
+  if (o.platform === 'darwin') return planDarwin(action, o);
+  return planWindows(action, o);
+}
+
+function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
+  const unit = `${SERVICE_NAME}.service`;
+  switch (action) {
+    case 'install':
+      return [
+        {
+          kind: 'run',
+          cmd: 'sh',
+          args: [
+            '-c',
+            `id -u ${LINUX.user} >/dev/null 2>&1 || useradd --system --home-dir ${LINUX.stateDir} --shell /usr/sbin/nologin ${LINUX.user}`,
+          ],
+          why: `create the system user "${LINUX.user}" if it does not exist`,
+        },
+        {
+          kind: 'run',
+          cmd: 'install',
+          args: ['-d', '-o', LINUX.user, '-g', LINUX.user, '-m', '0700', LINUX.stateDir],
+          why: 'state folder',
+        },
+        { kind: 'run', cmd: 'install', args: ['-d', '-m', '0755', LINUX.configDir], why: 'config folder' },
+        {
+          kind: 'write',
+          path: LINUX_CONFIG,
+          content: o.serviceConfigToml,
+          mode: 0o644,
+          why: `the config, from ${o.configPath}`,
+        },
+        {
+          kind: 'run',
+          cmd: 'install',
+          args: ['-o', LINUX.user, '-g', LINUX.user, '-m', '0600', o.identityPath, LINUX_IDENTITY],
+          why: 'the identity key, readable by the service user only',
+        },
+        {
+          kind: 'write',
+          path: LINUX.unitPath,
+          content: systemdUnit(o),
+          mode: 0o644,
+          why: 'the systemd unit',
+        },
+        { kind: 'run', cmd: 'systemctl', args: ['daemon-reload'], why: 'load the unit' },
+        { kind: 'run', cmd: 'systemctl', args: ['enable', '--now', unit], why: 'start now and at boot' },
+      ];
+    case 'uninstall':
+      return [
+        {
+          kind: 'run',
+          cmd: 'systemctl',
+          args: ['disable', '--now', unit],
+          why: 'stop and disable',
+          allowFailure: true,
+        },
+        { kind: 'remove', path: LINUX.unitPath, why: 'the unit file' },
+        { kind: 'run', cmd: 'systemctl', args: ['daemon-reload'], why: 'forget the unit' },
+      ];
+    case 'start':
+    case 'stop':
+    case 'restart':
+      return [{ kind: 'run', cmd: 'systemctl', args: [action, unit], why: `${action} the service` }];
+    case 'status':
+      return [
+        {
+          kind: 'run',
+          cmd: 'systemctl',
+          args: ['status', '--no-pager', unit],
+          why: 'show the status',
+          interactive: true,
+        },
+      ];
+    case 'logs':
+      return [
+        {
+          kind: 'run',
+          cmd: 'journalctl',
+          args: ['-u', unit, '-n', String(o.lines ?? 200), '--no-pager', ...(o.follow ? ['-f'] : [])],
+          why: 'show the logs',
+          interactive: true,
+        },
+      ];
+  }
+}
+
+function planDarwin(action: ServiceAction, o: ServiceOptions): Step[] {
+  const p = darwinPaths(o);
+  const service = `${p.target}/${DARWIN_LABEL}`;
+  switch (action) {
+    case 'install':
+      return [
+        { kind: 'write', path: p.plist, content: launchdPlist(o), mode: 0o644, why: 'the launchd agent' },
+        { kind: 'run', cmd: 'launchctl', args: ['bootstrap', p.target, p.plist], why: 'load and start it' },
+      ];
+    case 'uninstall':
+      return [
+        {
+          kind: 'run',
+          cmd: 'launchctl',
+          args: ['bootout', service],
+          why: 'stop and unload',
+          allowFailure: true,
+        },
+        { kind: 'remove', path: p.plist, why: 'the launchd agent' },
+      ];
+    case 'start':
+      return [{ kind: 'run', cmd: 'launchctl', args: ['kickstart', service], why: 'start' }];
+    case 'stop':
+      return [
+        {
+          kind: 'run',
+          cmd: 'launchctl',
+          args: ['kill', 'SIGTERM', service],
+          why: 'stop (launchd restarts it unless unloaded)',
+        },
+      ];
+    case 'restart':
+      return [{ kind: 'run', cmd: 'launchctl', args: ['kickstart', '-k', service], why: 'restart' }];
+    case 'status':
+      return [
+        {
+          kind: 'run',
+          cmd: 'launchctl',
+          args: ['print', service],
+          why: 'show the status',
+          interactive: true,
+        },
+      ];
+    case 'logs':
+      return [
+        {
+          kind: 'run',
+          cmd: 'tail',
+          args: ['-n', String(o.lines ?? 200), ...(o.follow ? ['-f'] : []), p.log],
+          why: 'show the logs',
+          interactive: true,
+        },
+      ];
+  }
+}
+
+function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
+  const config = win32.join(WIN.dir, 'agent.toml');
+  const log = win32.join(WIN.dir, 'agent.log');
+  const binPath = [o.nodePath, o.cliPath, ...runArgs(o, config)]
+    .map((a) => (/\s/.test(a) || a.includes('\\') ? winQuote(a) : a))
+    .join(' ');
+  switch (action) {
+    case 'install':
+      return [
+        {
+          kind: 'run',
+          cmd: 'cmd.exe',
+          args: ['/c', 'if not exist', WIN.dir, 'mkdir', WIN.dir],
+          why: 'data folder',
+        },
+        {
+          kind: 'write',
+          path: config,
+          content: o.serviceConfigToml,
+          mode: 0o644,
+          why: `the config, from ${o.configPath}`,
+        },
+        {
+          kind: 'run',
+          cmd: 'cmd.exe',
+          args: ['/c', 'copy', '/Y', o.identityPath, win32.join(WIN.dir, 'identity.key')],
+          why: 'the identity key',
+        },
+        {
+          kind: 'run',
+          cmd: 'sc.exe',
+          args: [
+            'create',
+            SERVICE_NAME,
+            'binPath=',
+            binPath,
+            'start=',
+            'auto',
+            'DisplayName=',
+            'Use Pod provider agent',
+          ],
+          why: 'register the service',
+        },
+        {
+          kind: 'run',
+          cmd: 'reg.exe',
+          args: [
+            'add',
+            `HKLM\\SYSTEM\\CurrentControlSet\\Services\\${SERVICE_NAME}`,
+            '/v',
+            'Environment',
+            '/t',
+            'REG_MULTI_SZ',
+            '/d',
+            `USEPOD_AGENT_LOG_FILE=${log}`,
+            '/f',
+          ],
+          why: 'log to a file (services have no console)',
+        },
+        {
+          kind: 'run',
+          cmd: 'sc.exe',
+          args: ['failure', SERVICE_NAME, 'reset=', '86400', 'actions=', 'restart/5000'],
+          why: 'restart on failure',
+        },
+        { kind: 'run', cmd: 'sc.exe', args: ['start', SERVICE_NAME], why: 'start it' },
+      ];
+    case 'uninstall':
+      return [
+        { kind: 'run', cmd: 'sc.exe', args: ['stop', SERVICE_NAME], why: 'stop', allowFailure: true },
+        { kind: 'run', cmd: 'sc.exe', args: ['delete', SERVICE_NAME], why: 'remove the service' },
+      ];
+    case 'start':
+    case 'stop':
+      return [{ kind: 'run', cmd: 'sc.exe', args: [action, SERVICE_NAME], why: action }];
+    case 'restart':
+      return [
+        { kind: 'run', cmd: 'sc.exe', args: ['stop', SERVICE_NAME], why: 'stop', allowFailure: true },
+        { kind: 'run', cmd: 'sc.exe', args: ['start', SERVICE_NAME], why: 'start' },
+      ];
+    case 'status':
+      return [
+        {
+          kind: 'run',
+          cmd: 'sc.exe',
+          args: ['query', SERVICE_NAME],
+          why: 'show the status',
+          interactive: true,
+        },
+      ];
+    case 'logs':
+      return [
+        {
+          kind: 'run',
+          cmd: 'powershell.exe',
+          args: [
+            '-NoProfile',
+            '-Command',
+            `Get-Content -Path '${log}' -Tail ${o.lines ?? 200}${o.follow ? ' -Wait' : ''}`,
+          ],
+          why: 'show the logs',
+          interactive: true,
+        },
+      ];
+  }
+}
+
+/** The file whose presence means "installed". */
+export function installedMarker(o: Pick<ServiceOptions, 'platform' | 'home'>): string | undefined {
+  if (o.platform === 'linux') return LINUX.unitPath;
+  if (o.platform === 'darwin')
+    return posix.join(o.home ?? '~', 'Library/LaunchAgents', `${DARWIN_LABEL}.plist`);
+  return undefined; // Windows: asked through `sc.exe query`
+}
