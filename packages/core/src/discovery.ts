@@ -138,6 +138,11 @@ export class Discovery implements RouterView {
     this.#soon.unref();
   }
 
+  speaksAnthropic(backend: Backend, model: string): boolean {
+    const s = this.states.find((x) => x.backend === backend);
+    return s?.status?.models.find((m) => m.id === model)?.anthropicNative === true;
+  }
+
   adjustInFlight(backend: Backend, delta: number): void {
     const s = this.states.find((x) => x.backend === backend);
     if (s) s.inFlight = Math.max(0, s.inFlight + delta);
@@ -154,12 +159,14 @@ export class Discovery implements RouterView {
 
 /**
  * Relative load of a backend: our own jobs in flight plus the engine's queue,
- * scaled by its capacity when the engine says how many it runs at once.
+ * scaled by its capacity when the engine says how many it runs at once. A
+ * KV cache close to full (the engine is about to preempt) counts as one more
+ * full engine's worth, so such a backend is picked only when all others are busy.
  */
 export function loadScore(s: BackendState): number {
   const load = s.status?.load;
   const engineBusy = Math.max(s.inFlight, load?.running ?? 0) + (load?.waiting ?? 0);
   const capacity = load?.capacity && load.capacity > 0 ? load.capacity : 1;
-  const kv = load?.kvCacheUsage ?? 0;
-  return engineBusy / capacity + kv * 0.5;
+  const kvFull = (load?.kvCacheUsage ?? 0) >= 0.9 ? 1 : 0;
+  return engineBusy / capacity + kvFull;
 }

@@ -1,3 +1,5 @@
+import { pipeline } from 'node:stream';
+import { anthropicToChat, ChatToAnthropic } from './anthropic.js';
 import type { Backend, UpstreamResponse } from './backend.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from './errors.js';
 import type { AgentHooks, JobOutcome } from './hooks.js';
@@ -49,6 +51,8 @@ export interface RouterView {
   reportFailure(backend: Backend): void;
   /** Jobs in flight per backend, maintained by the executor. */
   adjustInFlight(backend: Backend, delta: number): void;
+  /** Whether the backend serves Anthropic Messages natively for this model (else the agent translates). */
+  speaksAnthropic(backend: Backend, model: string): boolean;
 }
 
 export interface ExecutorOptions {
@@ -206,17 +210,22 @@ export class Executor {
   }
 
   async #open(job: RunningJob, route: Backend[]): Promise<UpstreamResponse> {
-    const body = prepareRequest(job.frame);
+    const { frame } = job;
     let lastErr: unknown;
     for (const backend of route) {
       job.backend = backend;
       this.#opts.router.adjustInFlight(backend, 1);
+      // Anthropic jobs go to /v1/messages where the engine has it, else through chat completions and back.
+      const translate =
+        frame.format === 'anthropic' && !this.#opts.router.speaksAnthropic(backend, frame.model_id);
       try {
-        return await backend.stream({
-          model: job.frame.model_id,
-          body,
-          format: job.frame.format,
-          signal: job.controller.signal,
+        return await this.#attempt(job, backend, translate).catch((err: unknown) => {
+          // An engine thought to serve /v1/messages that has no such route: translate instead.
+          const noRoute =
+            isUsepodError(err, 'USEPOD_BACKEND_HTTP') && err.message.startsWith('backend answered 404');
+          if (frame.format !== 'anthropic' || translate || !noRoute || job.controller.signal.aborted)
+            throw err;
+          return this.#attempt(job, backend, true);
         });
       } catch (err) {
         this.#opts.router.adjustInFlight(backend, -1);
@@ -232,6 +241,20 @@ export class Executor {
     }
     job.backend = undefined;
     throw lastErr;
+  }
+
+  async #attempt(job: RunningJob, backend: Backend, translate: boolean): Promise<UpstreamResponse> {
+    const { frame } = job;
+    const res = await backend.stream({
+      model: frame.model_id,
+      body: translate ? anthropicToChat(frame.request, frame.model_id) : prepareRequest(frame),
+      format: translate ? 'openai' : frame.format,
+      signal: job.controller.signal,
+    });
+    if (!translate || (res.contentType && !STREAM_TYPES.test(res.contentType))) return res;
+    const out = new ChatToAnthropic(frame.model_id);
+    pipeline(res.body, out, () => {});
+    return { body: out, contentType: 'text/event-stream' };
   }
 
   async #run(job: RunningJob): Promise<void> {

@@ -13,6 +13,7 @@ export {
   type CreateAgentOptions,
   createAgent,
 } from './agent.js';
+export { anthropicToChat, ChatToAnthropic } from './anthropic.js';
 export type {
   Backend,
   BackendContext,
@@ -119,6 +120,7 @@ export {
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
   optionsFromEntry,
+  versionAtLeast,
 } from './openai-compatible.js';
 export { DEFAULT_IDENTITY_PATH, defaultIdentityPath, expandHome, platformConfigDir } from './paths.js';
 export {

@@ -73,6 +73,20 @@ export function contextWindowOf(card: Record<string, unknown>): number | undefin
   return undefined;
 }
 
+/** `0.12.1` >= `0.12.0`; non-numeric parts (pre-release tags) are ignored. */
+export function versionAtLeast(version: string, min: string): boolean {
+  const a = version
+    .replace(/^v/, '')
+    .split(/[.+-]/)
+    .map((x) => Number.parseInt(x, 10));
+  const b = min.split('.').map((x) => Number.parseInt(x, 10));
+  for (let i = 0; i < b.length; i++) {
+    const x = Number.isFinite(a[i]) ? a[i]! : 0;
+    if (x !== b[i]) return x > b[i]!;
+  }
+  return true;
+}
+
 export class OpenAICompatibleBackend implements Backend {
   readonly kind: string;
   readonly label: string;
@@ -84,6 +98,8 @@ export class OpenAICompatibleBackend implements Backend {
   protected readonly extraHeaders: Record<string, string>;
   protected readonly apiPrefix: string;
   protected readonly probeTimeoutMs: number;
+  /** Set by a plugin once it knows its engine serves Anthropic `/v1/messages` (by version). */
+  protected anthropicNative = false;
   #closed = false;
 
   constructor(opts: OpenAICompatibleOptions) {
@@ -142,7 +158,11 @@ export class OpenAICompatibleBackend implements Backend {
     const s = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
       await this.checkHealth(s);
-      const models = (await this.listModels(s)).filter((m) => !this.allow || this.allow.has(m.id));
+      const models = (await this.listModels(s))
+        .filter((m) => !this.allow || this.allow.has(m.id))
+        .map((m) =>
+          this.anthropicNative && m.anthropicNative === undefined ? { ...m, anthropicNative: true } : m,
+        );
       const load = await this.readLoad(s).catch((err: unknown) => {
         this.log.debug('load probe failed', { backend: this.label, error: (err as Error).message });
         return undefined;

@@ -50,6 +50,10 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
       throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'loading model (/health answered 503)');
     if (res.status !== 200)
       throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}: ${body.slice(0, 200)}`);
+    // Anthropic /v1/messages since late Nov 2025 (build numbers past ~b7200; unconfirmed, so a 404
+    // from /v1/messages still falls back to translation in the executor).
+    const build = /^b(\d+)/.exec((await this.#props(signal))?.build_info ?? '');
+    this.anthropicNative = build !== null && Number(build[1]) >= 7200;
   }
 
   protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
@@ -85,11 +89,15 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
     return out;
   }
 
-  async #propsContext(signal: AbortSignal): Promise<number | undefined> {
-    const props = await this.getJson<{ default_generation_settings?: { n_ctx?: number } }>(
+  #props(signal: AbortSignal) {
+    return this.getJson<{ default_generation_settings?: { n_ctx?: number }; build_info?: string }>(
       '/props',
       signal,
     ).catch(() => undefined);
+  }
+
+  async #propsContext(signal: AbortSignal): Promise<number | undefined> {
+    const props = await this.#props(signal);
     const n = props?.default_generation_settings?.n_ctx;
     return typeof n === 'number' && n > 0 ? n : undefined;
   }

@@ -9,6 +9,7 @@ import {
   PLUGIN_API_VERSION,
   readText,
   sendRequest,
+  versionAtLeast,
 } from '@usepod-agent/core';
 
 /**
@@ -51,7 +52,9 @@ export class OllamaBackend extends OpenAICompatibleBackend {
   }
 
   protected override async checkHealth(signal: AbortSignal): Promise<void> {
-    await this.getJson<{ version?: string }>('/api/version', signal);
+    const v = await this.getJson<{ version?: string }>('/api/version', signal);
+    // Anthropic /v1/messages since v0.14.0.
+    this.anthropicNative = typeof v.version === 'string' && versionAtLeast(v.version, '0.14.0');
   }
 
   async #showInfo(name: string, digest: string | undefined, signal: AbortSignal): Promise<ShowInfo> {

@@ -8,6 +8,7 @@ import {
   readText,
   sendRequest,
   UsepodError,
+  versionAtLeast,
 } from '@usepod-agent/core';
 
 /**
@@ -27,6 +28,9 @@ export class VllmBackend extends OpenAICompatibleBackend {
     if (res.status === 503)
       throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', 'engine is dead (/health answered 503)');
     if (res.status !== 200) throw new UsepodError('USEPOD_BACKEND_HTTP', `/health answered ${res.status}`);
+    // Anthropic /v1/messages arrived around v0.12.0 (ENGINES.md); older builds get translated jobs.
+    const v = await this.getJson<{ version?: string }>('/version', signal).catch(() => undefined);
+    this.anthropicNative = typeof v?.version === 'string' && versionAtLeast(v.version, '0.12.0');
   }
 
   protected override async readLoad(signal: AbortSignal): Promise<BackendLoad | undefined> {

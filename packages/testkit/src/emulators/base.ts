@@ -42,7 +42,9 @@ export type Behavior =
   /** Writes the usage chunk in two halves, with a pause between, so it spans network reads. */
   | { kind: 'split-usage' }
   /** The test writes the stream itself through `controlled` (see `ControlledStream`). */
-  | { kind: 'controlled' };
+  | { kind: 'controlled' }
+  /** The model calls a tool: `tool_calls` deltas with the arguments in pieces, finish reason `tool_calls`. */
+  | { kind: 'tool-call'; name: string; arguments: string };
 
 export interface RequestRecord {
   id: number;
@@ -167,6 +169,12 @@ export abstract class EngineEmulator {
 
   reset(): void {
     this.#queue.length = 0;
+  }
+
+  /** Removes a route, to emulate an older build without it. */
+  removeRoute(method: string, path: string): this {
+    this.routes.delete(`${method} ${path}`);
+    return this;
   }
 
   protected takeBehavior(model: string): Behavior {

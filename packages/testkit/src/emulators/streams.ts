@@ -85,6 +85,64 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
       choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
     }),
   );
+  if (b.kind === 'tool-call') {
+    const id = `call_${Math.random().toString(36).slice(2, 10)}`;
+    const pieces = [
+      b.arguments.slice(0, Math.ceil(b.arguments.length / 2)),
+      b.arguments.slice(Math.ceil(b.arguments.length / 2)),
+    ];
+    await writeAndDrain(
+      res,
+      sse({
+        ...base(),
+        choices: [
+          {
+            index: 0,
+            delta: {
+              tool_calls: [{ index: 0, id, type: 'function', function: { name: b.name, arguments: '' } }],
+            },
+            finish_reason: null,
+          },
+        ],
+      }),
+    );
+    for (const p of pieces) {
+      await writeAndDrain(
+        res,
+        sse({
+          ...base(),
+          choices: [
+            {
+              index: 0,
+              delta: { tool_calls: [{ index: 0, function: { arguments: p } }] },
+              finish_reason: null,
+            },
+          ],
+        }),
+      );
+    }
+    await writeAndDrain(
+      res,
+      sse({ ...base(), choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] }),
+    );
+    if (flavor.usage === 'requested' && ctx.includeUsage) {
+      await writeAndDrain(
+        res,
+        sse({
+          ...base(),
+          choices: [],
+          usage: {
+            prompt_tokens: ctx.promptTokens,
+            completion_tokens: 9,
+            total_tokens: ctx.promptTokens + 9,
+          },
+        }),
+      );
+    }
+    await writeAndDrain(res, 'data: [DONE]\n\n');
+    res.end();
+    return;
+  }
   for (let i = 0; i < ctx.tokens; i++) {
     if (ctx.gone()) return;
     if (b.kind === 'error-in-stream' && i === (b.afterTokens ?? 1)) {
