@@ -71,6 +71,8 @@ export async function send(pool: Dispatcher, url: string, opts: SendOptions): Pr
       headers: opts.headers,
       body: opts.body,
       signal: opts.signal,
+      // A paused relay holds at most this much per stream before undici stops reading the socket.
+      highWaterMark: 16 * 1024,
     });
     return { status: res.statusCode, headers: res.headers, body: res.body as HttpResult['body'] };
   } catch (err) {

@@ -1,0 +1,60 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Agent, createAgent, silentLogger } from '@usepod-agent/core';
+import vllm from '@usepod-agent/plugin-vllm';
+
+/**
+ * The agent under test, in a process of its own so its CPU and memory are
+ * measured apart from the engine and the coordinator. Driven over IPC.
+ */
+let agent: Agent | undefined;
+
+type Msg =
+  | { cmd: 'start'; coordinator: string; engine: string }
+  | { cmd: 'usage' }
+  | { cmd: 'gc' }
+  | { cmd: 'stop' };
+
+function usage() {
+  const cpu = process.cpuUsage();
+  const mem = process.memoryUsage();
+  return {
+    cpuUs: cpu.user + cpu.system,
+    heap: mem.heapUsed,
+    rss: mem.rss,
+    // `external` already includes `arrayBuffers` (Buffers).
+    external: mem.external,
+    outbound: agent?.snapshot().outboundBytes ?? 0,
+    inFlight: agent?.snapshot().inFlight ?? 0,
+  };
+}
+
+process.on('message', async (msg: Msg) => {
+  if (msg.cmd === 'start') {
+    agent = createAgent({
+      config: {
+        coordinator: { url: msg.coordinator },
+        identity: { key_path: join(mkdtempSync(join(tmpdir(), 'usepod-bench-')), 'identity.key') },
+        backends: [{ kind: 'vllm', url: msg.engine }],
+        limits: { max_concurrent: 256 },
+        observability: { prometheus_addr: 'off' },
+      },
+      plugins: [vllm],
+      allowInsecure: true,
+      logger: silentLogger,
+      timing: { heartbeatIntervalMs: 3_600_000 },
+    });
+    await agent.start();
+    process.send!({ ok: true });
+  } else if (msg.cmd === 'usage') {
+    process.send!(usage());
+  } else if (msg.cmd === 'gc') {
+    (globalThis as { gc?: () => void }).gc?.();
+    process.send!(usage());
+  } else if (msg.cmd === 'stop') {
+    await agent?.stop({ graceMs: 0 });
+    process.send!({ ok: true });
+    process.exit(0);
+  }
+});

@@ -1,0 +1,120 @@
+import type { AddressInfo, Socket } from 'node:net';
+import { verifySignature } from '@usepod-agent/core';
+import type WebSocket from 'ws';
+import { WebSocketServer } from 'ws';
+import type { StreamConsumer } from './consumer.js';
+
+/**
+ * A lean coordinator for the benchmark: the real handshake, then job dispatch
+ * and a fast path for job_chunk frames (sliced, not JSON-parsed) so the driver
+ * itself is not the bottleneck. The testkit coordinator records every frame,
+ * which is right for tests and wrong at 100,000 frames per second.
+ */
+const CHUNK_PREFIX = '{"type":"job_chunk","job_id":"';
+const DATA_AT = CHUNK_PREFIX.length + 36 + '","data":"'.length;
+
+interface Job {
+  consumer: StreamConsumer;
+  done: (frame: Record<string, unknown>) => void;
+}
+
+export class BenchCoordinator {
+  readonly #wss: WebSocketServer;
+  #ws: WebSocket | undefined;
+  readonly #jobs = new Map<string, Job>();
+  #ready: Promise<void>;
+  #onReady!: () => void;
+  frames = 0;
+
+  constructor() {
+    this.#wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: '/provider/connect',
+      perMessageDeflate: false,
+    });
+    this.#ready = new Promise((r) => {
+      this.#onReady = r;
+    });
+    this.#wss.on('connection', (ws) => this.#connection(ws));
+  }
+
+  async listening(): Promise<string> {
+    if (!this.#wss.address()) await new Promise((r) => this.#wss.once('listening', r));
+    return `ws://127.0.0.1:${(this.#wss.address() as AddressInfo).port}/provider/connect`;
+  }
+
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  #connection(ws: WebSocket): void {
+    this.#ws = ws;
+    const nonce = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37) & 255));
+    ws.send(JSON.stringify({ type: 'auth_challenge', nonce: nonce.toString('base64') }));
+    ws.on('message', (data: Buffer) => {
+      const now = performance.now();
+      const text = data.toString('latin1');
+      if (text.startsWith(CHUNK_PREFIX)) {
+        this.frames++;
+        const job = this.#jobs.get(text.slice(CHUNK_PREFIX.length, CHUNK_PREFIX.length + 36));
+        job?.consumer.push(Buffer.from(text.slice(DATA_AT, -2), 'base64'), now);
+        return;
+      }
+      const f = JSON.parse(text) as Record<string, unknown>;
+      if (f.type === 'auth_response') {
+        const ok = verifySignature(nonce, String(f.signature), String(f.pubkey));
+        ws.send(
+          JSON.stringify(
+            ok
+              ? { type: 'auth_ok', provider_id: 'prov_bench' }
+              : { type: 'auth_failed', reason: 'bad signature' },
+          ),
+        );
+      } else if (f.type === 'capabilities') {
+        this.#onReady();
+      } else if (f.type === 'job_done' || f.type === 'job_error') {
+        const job = this.#jobs.get(String(f.job_id));
+        this.#jobs.delete(String(f.job_id));
+        job?.done(f);
+      }
+    });
+  }
+
+  dispatch(jobId: string, consumer: StreamConsumer, maxTokens: number): Promise<Record<string, unknown>> {
+    return new Promise((done) => {
+      this.#jobs.set(jobId, { consumer, done });
+      this.#ws!.send(
+        JSON.stringify({
+          type: 'job',
+          job_id: jobId,
+          model_id: 'bench/model',
+          request: { messages: [{ role: 'user', content: 'bench' }], max_tokens: maxTokens },
+          deadline_ms: 600_000,
+        }),
+      );
+    });
+  }
+
+  cancel(jobId: string): void {
+    this.#jobs.delete(jobId);
+    this.#ws!.send(JSON.stringify({ type: 'job_cancel', job_id: jobId }));
+  }
+
+  #socket(): Socket {
+    return (this.#ws as unknown as { _socket: Socket })._socket;
+  }
+
+  pauseReading(): void {
+    this.#socket().pause();
+  }
+
+  resumeReading(): void {
+    this.#socket().resume();
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.#wss.clients) c.terminate();
+    await new Promise((r) => this.#wss.close(r));
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Which HTTP client reads engine streams fastest: `undici.request`, `fetch`,
+ * or the openai SDK's raw response. Same engine (in its own process), same
+ * consumer; measured: time to first byte, and client CPU per chunk at
+ * 256 streams x 100 tokens/s. `node --import tsx bench/http-clients.ts`
+ */
+import { fork } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { Agent, request } from 'undici';
+import { pct, StreamConsumer } from './consumer.js';
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const child = fork(here('./engine-process.ts'), ['100'], { execArgv: ['--import', 'tsx'] });
+process.on('exit', () => child.kill('SIGKILL'));
+const { url } = await new Promise<{ url: string }>((r) =>
+  child.once('message', (m) => r(m as { url: string })),
+);
+const body = (n: number) =>
+  JSON.stringify({
+    model: 'bench/model',
+    messages: [{ role: 'user', content: 'x' }],
+    max_tokens: n,
+    stream: true,
+  });
+const pool = new Agent({ connections: 1024 });
+const sdk = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'bench', maxRetries: 0 });
+
+type Client = (c: StreamConsumer, n: number) => Promise<void>;
+const clients: Record<string, Client> = {
+  'undici.request': async (c, n) => {
+    const res = await request(`${url}/v1/chat/completions`, {
+      dispatcher: pool,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: body(n),
+    });
+    for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+  },
+  fetch: async (c, n) => {
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: body(n),
+    });
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+      c.push(Buffer.from(chunk), performance.now());
+  },
+  'openai SDK (asResponse)': async (c, n) => {
+    const res = await sdk.chat.completions
+      .create({
+        model: 'bench/model',
+        messages: [{ role: 'user', content: 'x' }],
+        max_tokens: n,
+        stream: true,
+      })
+      .asResponse();
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+      c.push(Buffer.from(chunk), performance.now());
+  },
+};
+
+const results: Record<string, unknown>[] = [];
+for (const [name, client] of Object.entries(clients)) {
+  for (let i = 0; i < 20; i++) await client(new StreamConsumer([]), 1); // warm-up
+  const ttfb: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const c = new StreamConsumer([]);
+    const t0 = performance.now();
+    await client(c, 1);
+    ttfb.push(c.firstByteAt! - t0);
+  }
+  const cpu0 = process.cpuUsage();
+  const consumers = Array.from({ length: 256 }, () => new StreamConsumer([]));
+  const t0 = performance.now();
+  await Promise.all(consumers.map((c) => client(c, 400)));
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const chunks = consumers.reduce((n, c) => n + c.chunks, 0);
+  const row = {
+    client: name,
+    ttfb_p50_ms: Math.round(pct(ttfb, 50) * 1000) / 1000,
+    ttfb_p99_ms: Math.round(pct(ttfb, 99) * 1000) / 1000,
+    chunks_per_sec: Math.round(chunks / wall),
+    client_cpu_us_per_chunk: Math.round(((cpu.user + cpu.system) / chunks) * 100) / 100,
+    lost: consumers.reduce((n, c) => n + c.lost, 0),
+  };
+  process.stderr.write(`${JSON.stringify(row)}\n`);
+  results.push(row);
+}
+writeFileSync(
+  here('./results/http-clients.json'),
+  `${JSON.stringify({ date: new Date().toISOString(), node: process.version, results }, null, 2)}\n`,
+);
+child.kill();
+await pool.close();
+process.exit(0);

@@ -1,0 +1,424 @@
+/**
+ * `npm run bench [-- --quick]`: the relay benchmark. The same engine and the
+ * same consumer code on two paths, engine -> consumer directly and engine ->
+ * agent -> coordinator -> consumer, so every figure is what the agent adds.
+ * The agent runs in its own process; the engine, the coordinator and the
+ * consumers share the driver process (and its clock).
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Agent as Pool, request } from 'undici';
+import { pct, StreamConsumer } from './consumer.js';
+import { BenchCoordinator } from './coordinator.js';
+import { BatchEngine } from './engine.js';
+
+const quick = process.argv.includes('--quick');
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const round = (n: number, d = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : null);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Usage {
+  cpuUs: number;
+  heap: number;
+  rss: number;
+  external: number;
+  outbound: number;
+  inFlight: number;
+}
+
+class Worker {
+  readonly #child: ChildProcess;
+  #queue: ((v: unknown) => void)[] = [];
+  constructor() {
+    this.#child = fork(here('./agent-worker.ts'), [], {
+      execArgv: ['--import', 'tsx', '--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.#child.on('message', (m) => this.#queue.shift()?.(m));
+    // Never leave the agent process behind, whatever ends this one.
+    process.on('exit', () => this.#child.kill('SIGKILL'));
+  }
+  ask<T>(msg: Record<string, unknown>): Promise<T> {
+    return new Promise((resolve) => {
+      this.#queue.push(resolve as (v: unknown) => void);
+      this.#child.send(msg);
+    });
+  }
+}
+
+const engine = new BatchEngine();
+const engineUrl = await engine.start();
+engine.setRate(100);
+engine.run();
+const coord = new BenchCoordinator();
+const coordUrl = await coord.listening();
+const worker = new Worker();
+await worker.ask({ cmd: 'start', coordinator: coordUrl, engine: engineUrl });
+await coord.ready();
+const pool = new Pool({ connections: 4096, keepAliveTimeout: 60_000 });
+log(
+  `bench: engine ${engineUrl}, coordinator ${coordUrl}, agent in pid-separate worker${quick ? ' (quick)' : ''}`,
+);
+
+async function direct(c: StreamConsumer, maxTokens: number): Promise<void> {
+  const started = performance.now();
+  const res = await request(`${engineUrl}/v1/chat/completions`, {
+    dispatcher: pool,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'bench/model',
+      messages: [{ role: 'user', content: 'bench' }],
+      max_tokens: maxTokens,
+      stream: true,
+    }),
+  });
+  for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+  c.lastAt ??= started;
+}
+
+async function viaAgent(
+  c: StreamConsumer,
+  maxTokens: number,
+  id = randomUUID(),
+): Promise<Record<string, unknown>> {
+  return coord.dispatch(id, c, maxTokens);
+}
+
+type Path = 'direct' | 'agent';
+const run = (path: Path, c: StreamConsumer, n: number) => (path === 'direct' ? direct(c, n) : viaAgent(c, n));
+
+// ---- A: overhead at one stream ----
+async function laneA() {
+  engine.setRate(200);
+  const rounds = quick ? 30 : 100;
+  const warmup = 5;
+  const out: Record<Path, { ttfb: number[]; lat: number[] }> = {
+    direct: { ttfb: [], lat: [] },
+    agent: { ttfb: [], lat: [] },
+  };
+  for (let i = 0; i < warmup + rounds; i++) {
+    for (const path of ['direct', 'agent'] as const) {
+      const lat: number[] = [];
+      const c = new StreamConsumer(lat);
+      const t0 = performance.now();
+      await run(path, c, 20);
+      if (i < warmup) continue;
+      out[path].ttfb.push(c.firstByteAt! - t0);
+      out[path].lat.push(...lat);
+    }
+  }
+  const r = {
+    rounds,
+    ttfb_direct_p50_ms: round(pct(out.direct.ttfb, 50), 3),
+    ttfb_agent_p50_ms: round(pct(out.agent.ttfb, 50), 3),
+    added_ttfb_p50_ms: round(pct(out.agent.ttfb, 50) - pct(out.direct.ttfb, 50), 3),
+    added_ttfb_p99_ms: round(pct(out.agent.ttfb, 99) - pct(out.direct.ttfb, 99), 3),
+    added_gap_p50_ms: round(pct(out.agent.lat, 50) - pct(out.direct.lat, 50), 3),
+    added_gap_p99_ms: round(pct(out.agent.lat, 99) - pct(out.direct.lat, 99), 3),
+  };
+  log(`A ${JSON.stringify(r)}`);
+  return r;
+}
+
+// ---- B and C: concurrency sweep, agent CPU per chunk ----
+async function step(path: Path, virtual: number, seconds: number) {
+  // One agent may run at most 256 jobs (limits.max_concurrent, PROTOCOL.md section 8): beyond that the
+  // same chunk rate is offered as 256 streams at a proportionally higher token rate.
+  const streams = Math.min(virtual, 256);
+  const rate = (100 * virtual) / streams;
+  engine.setRate(rate);
+  const maxTokens = Math.round(rate * seconds);
+  const lat: number[] = [];
+  const consumers = Array.from({ length: streams }, () => new StreamConsumer(lat));
+  const before = path === 'agent' ? await worker.ask<Usage>({ cmd: 'usage' }) : undefined;
+  engine.resetCounters();
+  const t0 = performance.now();
+  await Promise.all(consumers.map((c) => run(path, c, maxTokens)));
+  const wall = (performance.now() - t0) / 1000;
+  const after = path === 'agent' ? await worker.ask<Usage>({ cmd: 'usage' }) : undefined;
+  const chunks = consumers.reduce((n, c) => n + c.chunks, 0);
+  const expected = streams * (maxTokens + 2);
+  const lost = consumers.reduce((n, c) => n + c.lost, 0) + Math.max(0, expected - chunks);
+  const stalled = consumers.filter((c) => c.maxGapMs > 1000).length;
+  return {
+    streams,
+    tokens_per_sec_per_stream: rate,
+    chunks,
+    chunks_per_sec: Math.round(chunks / wall),
+    lost,
+    stalled,
+    lat_p50_ms: pct(lat, 50),
+    lat_p99_ms: pct(lat, 99),
+    cpu_us_per_chunk: before && after ? (after.cpuUs - before.cpuUs) / Math.max(1, chunks) : undefined,
+    engine_ceiling_chunks_per_sec: engine.ceiling(),
+  };
+}
+
+async function laneB() {
+  const levels = quick ? [1, 16, 64, 256, 512, 1024] : [1, 4, 16, 64, 128, 256, 512, 768, 1024];
+  const seconds = quick ? 4 : 10;
+  const rows = [];
+  for (const virtual of levels) {
+    const d = await step('direct', virtual, seconds);
+    const a = await step('agent', virtual, seconds);
+    const row = {
+      offered_streams: virtual,
+      streams: a.streams,
+      tokens_per_sec_per_stream: a.tokens_per_sec_per_stream,
+      direct_chunks_per_sec: d.chunks_per_sec,
+      agent_chunks_per_sec: a.chunks_per_sec,
+      agent_lost: a.lost,
+      agent_stalled: a.stalled,
+      direct_lost: d.lost,
+      added_gap_p50_ms: round(a.lat_p50_ms - d.lat_p50_ms, 3),
+      added_gap_p99_ms: round(a.lat_p99_ms - d.lat_p99_ms, 3),
+      agent_cpu_us_per_chunk: round(a.cpu_us_per_chunk ?? Number.NaN, 2),
+      engine_ceiling_chunks_per_sec: Math.max(
+        d.engine_ceiling_chunks_per_sec,
+        a.engine_ceiling_chunks_per_sec,
+      ),
+    };
+    log(`B ${JSON.stringify(row)}`);
+    rows.push(row);
+  }
+  const held = rows.filter((r) => r.agent_lost === 0 && r.agent_stalled === 0 && r.direct_lost === 0);
+  const best = held.at(-1);
+  return {
+    seconds_per_step: seconds,
+    rows,
+    largest_load_held: best
+      ? { offered_streams: best.offered_streams, chunks_per_sec: best.agent_chunks_per_sec }
+      : null,
+    cpu_us_per_chunk_at_largest_load: best?.agent_cpu_us_per_chunk ?? null,
+  };
+}
+
+// ---- D: memory per active stream, and recovered after ----
+async function laneD() {
+  engine.setRate(10);
+  const n = 256;
+  const base = await worker.ask<Usage>({ cmd: 'gc' });
+  const consumers = Array.from({ length: n }, () => new StreamConsumer([]));
+  const ids = consumers.map(() => randomUUID());
+  const runs = consumers.map((c, i) => viaAgent(c, 100_000, ids[i]));
+  void runs;
+  while (consumers.some((c) => c.chunks < 2)) await sleep(20);
+  const loaded = await worker.ask<Usage>({ cmd: 'gc' });
+  for (const id of ids) coord.cancel(id);
+  while (engine.active > 0) await sleep(20);
+  await sleep(200);
+  const after = await worker.ask<Usage>({ cmd: 'gc' });
+  const r = {
+    streams: n,
+    heap_per_stream_kb: round((loaded.heap - base.heap) / n / 1024, 1),
+    memory_per_stream_kb: round((loaded.heap + loaded.external - base.heap - base.external) / n / 1024, 1),
+    heap_base_mb: round(base.heap / 1048576, 1),
+    heap_loaded_mb: round(loaded.heap / 1048576, 1),
+    heap_after_mb: round(after.heap / 1048576, 1),
+    recovered_pct: round((100 * (loaded.heap - after.heap)) / Math.max(1, loaded.heap - base.heap), 1),
+  };
+  log(`D ${JSON.stringify(r)}`);
+  return r;
+}
+
+// ---- E: the coordinator stops reading for 5 s ----
+async function laneE() {
+  const streams = 256;
+  const virtual = 500;
+  const rate = (100 * virtual) / streams;
+  engine.setRate(rate);
+  const seconds = 8;
+  const maxTokens = Math.round(rate * seconds);
+  const consumers = Array.from({ length: streams }, () => new StreamConsumer([]));
+  const base = await worker.ask<Usage>({ cmd: 'gc' });
+  const done = Promise.all(consumers.map((c) => viaAgent(c, maxTokens)));
+  while (consumers.some((c) => c.chunks < 5)) await sleep(10);
+  coord.pauseReading();
+  let peakRss = 0;
+  let peakHeap = 0;
+  let peakOutbound = 0;
+  const t0 = performance.now();
+  const chunksAtPause = consumers.reduce((n, c) => n + c.chunks, 0);
+  const writtenAtPause = engine.written;
+  while (performance.now() - t0 < 5000) {
+    const u = await worker.ask<Usage>({ cmd: 'usage' });
+    peakRss = Math.max(peakRss, u.rss);
+    peakHeap = Math.max(peakHeap, u.heap + u.external);
+    peakOutbound = Math.max(peakOutbound, u.outbound);
+    await sleep(250);
+  }
+  // What the agent really holds at the end of the pause (sampled figures include garbage not yet collected).
+  const live = await worker.ask<Usage>({ cmd: 'gc' });
+  const engineWroteWhilePaused = engine.written - writtenAtPause;
+  void chunksAtPause;
+  const pausedUpstream = engine.pausedStreams;
+  coord.resumeReading();
+  const terminals = await done;
+  const complete = consumers.every((c) => c.lost === 0 && c.nextSeq === maxTokens + 2);
+  const r = {
+    offered_streams: virtual,
+    streams,
+    pause_s: 5,
+    peak_rss_mb: round(peakRss / 1048576, 1),
+    peak_heap_and_buffers_mb: round(peakHeap / 1048576, 1),
+    base_heap_and_buffers_mb: round((base.heap + base.external) / 1048576, 1),
+    upstream_streams_paused: pausedUpstream,
+    peak_agent_outbound_buffer_mb: round(peakOutbound / 1048576, 2),
+    live_heap_and_buffers_at_end_of_pause_mb: round((live.heap + live.external) / 1048576, 1),
+    live_heap_mb: round(live.heap / 1048576, 1),
+    live_external_mb: round(live.external / 1048576, 1),
+    engine_chunks_written_while_paused: engineWroteWhilePaused,
+    engine_chunks_offered_while_paused: Math.round(streams * rate * 5),
+    all_bytes_in_order: complete,
+    jobs_done: terminals.filter((t) => t.type === 'job_done').length,
+  };
+  log(`E ${JSON.stringify(r)}`);
+  return r;
+}
+
+// ---- F: cancellation ----
+async function laneF() {
+  engine.setRate(100);
+  const rounds = quick ? 30 : 100;
+  const times: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const c = new StreamConsumer([]);
+    const id = randomUUID();
+    void viaAgent(c, 100_000, id);
+    while (c.chunks < 1) await sleep(2);
+    const closed = new Promise<number>((resolve) => {
+      engine.onAbort = resolve;
+    });
+    const t0 = performance.now();
+    coord.cancel(id);
+    times.push((await closed) - t0);
+  }
+  engine.onAbort = undefined;
+  const r = {
+    rounds,
+    cancel_to_upstream_close_p50_ms: round(pct(times, 50), 3),
+    cancel_to_upstream_close_p99_ms: round(pct(times, 99), 3),
+  };
+  log(`F ${JSON.stringify(r)}`);
+  return r;
+}
+
+const only = process.argv.find((a) => a.startsWith('--lanes='))?.slice(8);
+if (only === 'A') {
+  await laneA();
+  process.exit(0);
+}
+if (only === 'E') {
+  await laneE();
+  process.exit(0);
+}
+if (only === 'B') {
+  for (const v of [256, 1024]) {
+    const d = await step('direct', v, 4);
+    const a = await step('agent', v, 4);
+    log(
+      `B ${v} direct ${d.chunks_per_sec} agent ${a.chunks_per_sec} lost ${a.lost} cpu ${a.cpu_us_per_chunk?.toFixed(2)} added p50 ${(a.lat_p50_ms - d.lat_p50_ms).toFixed(3)} p99 ${(a.lat_p99_ms - d.lat_p99_ms).toFixed(3)}`,
+    );
+  }
+  process.exit(0);
+}
+const started = Date.now();
+const A = await laneA();
+const B = await laneB();
+const D = await laneD();
+const E = await laneE();
+const F = await laneF();
+await worker.ask({ cmd: 'stop' });
+await engine.close();
+await coord.close();
+await pool.close();
+
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: cpus().length,
+  memory_gb: round(totalmem() / 2 ** 30, 1),
+  node: process.version,
+  platform: `${process.platform}-${process.arch}`,
+};
+const targets = {
+  added_ttfb_p50_ms: {
+    target: '<= 0.5',
+    value: A.added_ttfb_p50_ms,
+    met: (A.added_ttfb_p50_ms ?? 99) <= 0.5,
+  },
+  added_ttfb_p99_ms: { target: '<= 2', value: A.added_ttfb_p99_ms, met: (A.added_ttfb_p99_ms ?? 99) <= 2 },
+  relayed_chunks_per_sec_no_loss: {
+    target: '>= 25000',
+    value: B.largest_load_held?.chunks_per_sec ?? 0,
+    met: (B.largest_load_held?.chunks_per_sec ?? 0) >= 25_000,
+  },
+  agent_cpu_us_per_chunk: {
+    target: '<= 15',
+    value: B.cpu_us_per_chunk_at_largest_load,
+    met: (B.cpu_us_per_chunk_at_largest_load ?? 99) <= 15,
+  },
+  heap_kb_per_stream: {
+    target: '<= 64',
+    value: D.heap_per_stream_kb,
+    met: (D.heap_per_stream_kb ?? 999) <= 64,
+  },
+  cancel_p99_ms: {
+    target: '<= 20',
+    value: F.cancel_to_upstream_close_p99_ms,
+    met: (F.cancel_to_upstream_close_p99_ms ?? 99) <= 20,
+  },
+};
+const result = {
+  date: new Date().toISOString(),
+  quick,
+  duration_s: Math.round((Date.now() - started) / 1000),
+  machine,
+  targets,
+  A,
+  B,
+  D,
+  E,
+  F,
+};
+mkdirSync(here('./results'), { recursive: true });
+writeFileSync(here('./results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+
+const md = [
+  `Relay benchmark, ${result.date.slice(0, 10)}, \`npm run bench${quick ? ' -- --quick' : ''}\` (${result.duration_s} s) on ${machine.cores} cores (${machine.cpu}), ${machine.memory_gb} GB, Node ${machine.node}.`,
+  '',
+  '| target | goal | measured | met |',
+  '| --- | --- | --- | --- |',
+  ...Object.entries(targets).map(
+    ([k, v]) => `| ${k.replaceAll('_', ' ')} | ${v.target} | ${v.value} | ${v.met ? 'yes' : 'no'} |`,
+  ),
+  '',
+  '| offered streams | streams x tok/s | direct chunks/s | agent chunks/s | lost | stalled | added gap p50 / p99 ms | agent CPU µs/chunk | engine ceiling chunks/s |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ...B.rows.map(
+    (r) =>
+      `| ${r.offered_streams} | ${r.streams} x ${round(r.tokens_per_sec_per_stream, 0)} | ${r.direct_chunks_per_sec} | ${r.agent_chunks_per_sec} | ${r.agent_lost} | ${r.agent_stalled} | ${r.added_gap_p50_ms} / ${r.added_gap_p99_ms} | ${r.agent_cpu_us_per_chunk} | ${r.engine_ceiling_chunks_per_sec} |`,
+  ),
+  '',
+  `A (one stream, ${A.rounds} rounds): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99.`,
+  `D (${D.streams} active streams): ${D.heap_per_stream_kb} KB heap per stream (${D.memory_per_stream_kb} KB with buffers); heap ${D.heap_base_mb} MB idle, ${D.heap_loaded_mb} MB loaded, ${D.heap_after_mb} MB after (${D.recovered_pct}% recovered).`,
+  `E (coordinator stops reading 5 s, ${E.offered_streams} streams' worth of load): the agent's send buffer peaked at ${E.peak_agent_outbound_buffer_mb} MB (high-water mark 4 MB); live heap and buffers ${E.live_heap_and_buffers_at_end_of_pause_mb} MB at the end of the pause (idle ${E.base_heap_and_buffers_mb} MB; sampled peak with garbage ${E.peak_heap_and_buffers_mb} MB, RSS ${E.peak_rss_mb} MB); the rest of the ${E.engine_chunks_written_while_paused} chunks the engine wrote waited in kernel socket buffers, unread (${E.upstream_streams_paused} engine writes had to block); all bytes in order afterwards: ${E.all_bytes_in_order ? 'yes' : 'no'} (${E.jobs_done} jobs done).`,
+  `F (${F.rounds} cancels): job_cancel to the engine seeing its connection close ${F.cancel_to_upstream_close_p50_ms} ms p50, ${F.cancel_to_upstream_close_p99_ms} ms p99.`,
+].join('\n');
+writeFileSync(here('./results/latest.md'), `${md}\n`);
+
+// The README shows the latest table.
+const readmePath = here('../README.md');
+const readme = readFileSync(readmePath, 'utf8');
+const startTag = '<!-- bench:start -->';
+const endTag = '<!-- bench:end -->';
+if (readme.includes(startTag) && readme.includes(endTag)) {
+  const next = `${readme.slice(0, readme.indexOf(startTag) + startTag.length)}\n${md}\n${readme.slice(readme.indexOf(endTag))}`;
+  writeFileSync(readmePath, next);
+}
+process.stdout.write(`${md}\n`);
+process.exit(0);
