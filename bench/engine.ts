@@ -115,15 +115,14 @@ export class BatchEngine {
       res.end(body);
     };
     if (req.method === 'GET') {
-      if (req.url === '/health') return void res.writeHead(200, { 'content-length': 0 }).end();
-      if (req.url === '/version') return json(200, { version: '0.30.0' });
-      if (req.url === '/v1/models')
-        return json(200, {
-          object: 'list',
-          data: [{ id: this.model, object: 'model', max_model_len: 32768 }],
-        });
-      if (req.url === '/metrics') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('');
-      return json(404, { detail: 'Not Found' });
+      // Just enough of vLLM's surface for the vLLM plugin's probes.
+      if (req.url === '/health') res.writeHead(200, { 'content-length': 0 }).end();
+      else if (req.url === '/version') json(200, { version: '0.30.0' });
+      else if (req.url === '/v1/models')
+        json(200, { object: 'list', data: [{ id: this.model, object: 'model', max_model_len: 32768 }] });
+      else if (req.url === '/metrics') res.writeHead(200, { 'content-type': 'text/plain' }).end('');
+      else json(404, { detail: 'Not Found' });
+      return;
     }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
