@@ -72,7 +72,12 @@ export function createHooks() {
 
 export type AgentHooks = ReturnType<typeof createHooks>;
 
-type TapOnly<H> = H extends { tap: infer T; tapPromise: infer P } ? { tap: T; tapPromise: P } : never;
+/** `tap` always; `tapPromise` where the hook is async. Never `call`, `promise` or `intercept`. */
+type TapOnly<H> = H extends { tapPromise: infer P; tap: infer T }
+  ? { readonly tap: T; readonly tapPromise: P }
+  : H extends { tap: infer T }
+    ? { readonly tap: T }
+    : never;
 
 /** The view plugins get: `tap` and `tapPromise` only; firing hooks is core's job. */
 export type PluginHooks = { readonly [K in keyof AgentHooks]: TapOnly<AgentHooks[K]> };

@@ -1,0 +1,80 @@
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import type { BackendModel } from './backend.js';
+import {
+  createHooks,
+  type JobContext,
+  type JobHandle,
+  type JobOutcome,
+  type PluginHooks,
+  pluginView,
+} from './hooks.js';
+import { definePlugin, PLUGIN_API_VERSION } from './plugin.js';
+import type { AuthResponseFrame, CapabilityModel } from './protocol/frames.js';
+
+/**
+ * Type tests: checked by `tsc -p tsconfig.test.json` in `npm run lint`. A plugin cannot fire a hook,
+ * and every hook callback is typed. The runtime part proves the view really has no `call`/`promise`.
+ */
+describe('plugin hook types', () => {
+  it('gives plugins typed callbacks and no way to fire hooks', () => {
+    const plugin = definePlugin(() => ({
+      name: 'typed',
+      apiVersion: PLUGIN_API_VERSION,
+      apply(hooks) {
+        hooks.beforeAuth.tap('t', (frame) => {
+          expectTypeOf(frame).toEqualTypeOf<AuthResponseFrame>();
+          return { ...frame, extra: 1 };
+        });
+        hooks.onCapabilities.tap({ name: 't', stage: 1000 }, (models) => {
+          expectTypeOf(models).toEqualTypeOf<CapabilityModel[]>();
+          return models.filter((m) => m.output_per_1m > 0);
+        });
+        hooks.onJob.tapPromise('t', async (job) => {
+          expectTypeOf(job).toEqualTypeOf<JobContext>();
+          expectTypeOf(job.frame.model_id).toBeString();
+          return undefined;
+        });
+        hooks.onJobEnd.tap('t', (o) => {
+          expectTypeOf(o).toEqualTypeOf<JobOutcome>();
+        });
+        hooks.onDiscovery.tap('t', (models) => {
+          expectTypeOf(models).toEqualTypeOf<readonly BackendModel[]>();
+        });
+        // @ts-expect-error a plugin cannot fire a hook
+        hooks.onJob.promise;
+        // @ts-expect-error a plugin cannot fire a hook
+        hooks.onCapabilities.call;
+        // @ts-expect-error a plugin cannot intercept other plugins' taps
+        hooks.onJob.intercept;
+        // @ts-expect-error onCapabilities taps must return the model list
+        hooks.onCapabilities.tap('bad', (_models: CapabilityModel[]) => 42);
+        // @ts-expect-error onJob taps return a JobHandle or undefined
+        hooks.onJob.tap('bad', () => 'backend');
+      },
+    }));
+    expectTypeOf(plugin).parameter(0).toBeVoid();
+    expectTypeOf<JobHandle>().toHaveProperty('backend');
+  });
+
+  it('exposes only tap and tapPromise at run time', () => {
+    const view: PluginHooks = pluginView(createHooks(), 'p');
+    for (const hook of Object.values(view)) {
+      expect(Object.keys(hook).sort()).toEqual(['tap', 'tapPromise']);
+      expect(Object.isFrozen(hook)).toBe(true);
+    }
+    expect(Object.isFrozen(view)).toBe(true);
+  });
+
+  it('tags an error thrown in a tap with the plugin and the hook', async () => {
+    const hooks = createHooks();
+    pluginView(hooks, 'pricing-plugin').onCapabilities.tap('boom', () => {
+      throw new Error('bad price table');
+    });
+    await expect(hooks.onCapabilities.promise([])).rejects.toMatchObject({
+      code: 'USEPOD_PLUGIN_HOOK_FAILED',
+      plugin: 'pricing-plugin',
+      hook: 'onCapabilities',
+      message: 'plugin "pricing-plugin" failed in hook "onCapabilities": bad price table',
+    });
+  });
+});
