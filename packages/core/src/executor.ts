@@ -245,12 +245,16 @@ export class Executor {
 
   async #attempt(job: RunningJob, backend: Backend, translate: boolean): Promise<UpstreamResponse> {
     const { frame } = job;
-    const res = await backend.stream({
-      model: frame.model_id,
-      body: translate ? anthropicToChat(frame.request, frame.model_id) : prepareRequest(frame),
-      format: translate ? 'openai' : frame.format,
-      signal: job.controller.signal,
-    });
+    // A plugin that ignores the signal must not hold the job past its deadline or a cancel.
+    const res = await abortable(
+      job.controller.signal,
+      backend.stream({
+        model: frame.model_id,
+        body: translate ? anthropicToChat(frame.request, frame.model_id) : prepareRequest(frame),
+        format: translate ? 'openai' : frame.format,
+        signal: job.controller.signal,
+      }),
+    );
     if (!translate || (res.contentType && !STREAM_TYPES.test(res.contentType))) return res;
     const out = new ChatToAnthropic(frame.model_id);
     pipeline(res.body, out, () => {});
@@ -281,6 +285,10 @@ export class Executor {
         return;
       }
       upstream = await this.#open(job, route);
+      // Whatever the plugin does with the signal, an abort closes the body, and with it the connection.
+      const body = upstream.body;
+      if (signal.aborted) body.destroy();
+      else signal.addEventListener('abort', () => body.destroy(), { once: true });
       if (upstream.contentType && !STREAM_TYPES.test(upstream.contentType)) {
         const text = await readText(upstream.body, 4096).catch(() => '');
         throw new NotAStream(upstream.contentType, engineErrorMessage(text));
@@ -420,6 +428,38 @@ export class Executor {
       for (const w of waiters) w();
     }
   }
+}
+
+/** Settles with the promise, or rejects with the signal's reason as soon as it aborts. */
+function abortable<T>(signal: AbortSignal, p: Promise<T>): Promise<T> {
+  if (signal.aborted) {
+    p.then(
+      (r) => (r as { body?: { destroy(): void } })?.body?.destroy(),
+      () => {},
+    );
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      // A response that arrives after all is closed at once.
+      p.then(
+        (r) => (r as { body?: { destroy(): void } })?.body?.destroy(),
+        () => {},
+      );
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 class NotAStream extends Error {

@@ -1,0 +1,74 @@
+import { type AgentPlugin, definePlugin, PLUGIN_API_VERSION, type StreamRequest } from '@usepod-agent/core';
+import vllm, { VllmBackend } from '@usepod-agent/plugin-vllm';
+import { describe, expect, it } from 'vitest';
+import { runConformance, type TestRunner } from './conformance.js';
+import { VllmEmulator } from './emulators/vllm.js';
+
+/** A tiny runner that records which conformance cases pass, to check that the suite catches faults. */
+async function runSuite(plugin: AgentPlugin): Promise<Map<string, string | undefined>> {
+  const cases: { name: string; fn: () => unknown }[] = [];
+  const before: (() => unknown)[] = [];
+  const after: (() => unknown)[] = [];
+  const runner: TestRunner = {
+    describe: (_n, fn) => fn(),
+    it: (name, fn) => cases.push({ name, fn }),
+    beforeAll: (fn) => before.push(fn),
+    afterAll: (fn) => after.push(fn),
+  };
+  runConformance({
+    plugin,
+    kind: 'vllm',
+    model: 'Qwen/Qwen3-14B',
+    emulator: () => new VllmEmulator().start(),
+    test: runner,
+    bounds: { deadline: 800, abort: 800 },
+  });
+  const results = new Map<string, string | undefined>();
+  try {
+    for (const b of before) await b();
+  } catch (err) {
+    // The runner reports a failing beforeAll as the failure of every case.
+    for (const c of cases) results.set(c.name, (err as Error).message);
+    for (const a of after) await a();
+    return results;
+  }
+  for (const c of cases) {
+    try {
+      await c.fn();
+      results.set(c.name, undefined);
+    } catch (err) {
+      results.set(c.name, (err as Error).message);
+    }
+  }
+  for (const a of after) await a();
+  return results;
+}
+
+describe('runConformance', () => {
+  it('passes a correct plugin', async () => {
+    const results = await runSuite(vllm());
+    expect([...results].filter(([, e]) => e)).toEqual([]);
+    expect(results.size).toBe(15);
+  }, 60_000);
+
+  it('catches a plugin that ignores the abort signal, and one built for another API version', async () => {
+    class Deaf extends VllmBackend {
+      override stream(req: StreamRequest) {
+        return super.stream({ ...req, signal: new AbortController().signal });
+      }
+    }
+    const deaf = definePlugin(() => ({
+      name: 'deaf',
+      apiVersion: PLUGIN_API_VERSION,
+      kinds: ['vllm'],
+      apply(_h, ctx) {
+        ctx.registerBackend('vllm', (entry, b) => new Deaf({ url: entry.url!, log: b.log }));
+      },
+    }));
+    const results = await runSuite(deaf());
+    const failed = [...results].filter(([, e]) => e).map(([n]) => n);
+    expect(failed).toEqual(['honours deadline_ms: backend_timeout, and the engine sees the disconnect']);
+    const old = await runSuite({ ...vllm(), apiVersion: 0 });
+    expect(old.get('has a name, the current plugin API version, and declares the kind')).toMatch(/API 0/);
+  }, 60_000);
+});
