@@ -160,3 +160,12 @@ describe('capabilities over the wire (PROTOCOL.md section 3)', () => {
     );
   });
 });
+
+describe('ping/pong (PROTOCOL.md section 1)', () => {
+  it('answers WebSocket pings with pongs carrying the same payload', async () => {
+    r = await rig();
+    const pong = new Promise<Buffer>((resolve) => r!.session.ws.once('pong', resolve));
+    r.session.ws.ping(Buffer.from('are-you-there'));
+    expect((await pong).toString()).toBe('are-you-there');
+  });
+});

@@ -207,6 +207,17 @@ describe('setup (PROTOCOL.md section 9)', () => {
     }
   });
 
+  it('probes the usual ports, llama.cpp on both 8080 and 9931', async () => {
+    const { WELL_KNOWN_ENGINES } = await import('./engines.js');
+    expect(WELL_KNOWN_ENGINES.map((e) => `${e.kind}:${new URL(e.url).port}`)).toEqual([
+      'vllm:8000',
+      'llamacpp:8080',
+      'llamacpp:9931',
+      'lmstudio:1234',
+      'ollama:11434',
+    ]);
+  });
+
   it('derives the coordinator and pairing page from the production base', async () => {
     const { coordinatorUrlFor, pairPageFor } = await import('./pairing.js');
     expect(coordinatorUrlFor('https://api.usepod.ai')).toBe('wss://api.usepod.ai/provider/connect');

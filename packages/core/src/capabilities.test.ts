@@ -106,4 +106,20 @@ describe('capabilities (PROTOCOL.md section 3)', () => {
       backend: 'openrouter',
     });
   });
+
+  it('advertises no more concurrency than the engines serving a model run at once, when they all say', () => {
+    const lms = backend('lmstudio');
+    const llama = backend('llamacpp');
+    const vllm = backend('vllm');
+    const entries = buildModelEntries(config, [
+      { backend: lms, model: { id: 'a' }, capacity: 2 },
+      { backend: llama, model: { id: 'a' }, capacity: 1 },
+      { backend: lms, model: { id: 'b' }, capacity: 4 },
+      { backend: vllm, model: { id: 'b' } },
+    ]);
+    expect(entries.map((e) => [e.model_id, e.max_concurrent])).toEqual([
+      ['a', 3],
+      ['b', 8],
+    ]);
+  });
 });

@@ -10,6 +10,8 @@ import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
 export interface ServedModel {
   backend: Backend;
   model: BackendModel;
+  /** How many requests the backend's engine runs at once, when it says (slots, parallel). */
+  capacity?: number | undefined;
 }
 
 /** Lower is preferred; unknown (remote or third-party) kinds come last. */
@@ -43,11 +45,20 @@ export function buildModelEntries(config: Config, served: ServedModel[]): Capabi
     const price = resolvePrice(config, list);
     if (price.input <= 0 || price.output <= 0) continue;
     const perModel = config.pricing.models[id]?.max_concurrent;
+    // When every engine serving the model says how many requests it runs at once, advertise no more.
+    const capacities = list.map((s) => s.capacity);
+    const engineCapacity = capacities.every((c) => c !== undefined && c > 0)
+      ? capacities.reduce((a, b) => a! + b!, 0)!
+      : Number.POSITIVE_INFINITY;
     const entry: CapabilityModel = {
       model_id: id,
       input_per_1m: price.input,
       output_per_1m: price.output,
-      max_concurrent: Math.min(perModel ?? config.limits.max_concurrent, config.limits.max_concurrent),
+      max_concurrent: Math.min(
+        perModel ?? config.limits.max_concurrent,
+        config.limits.max_concurrent,
+        engineCapacity,
+      ),
       backend: list[0]!.backend.kind,
     };
     // Several engines may serve the model with different windows: advertise one every route can honour.

@@ -110,7 +110,8 @@ export class Discovery implements RouterView {
     const out: ServedModel[] = [];
     for (const s of this.states) {
       if (!s.status?.healthy) continue;
-      for (const model of s.status.models) out.push({ backend: s.backend, model });
+      for (const model of s.status.models)
+        out.push({ backend: s.backend, model, capacity: s.status.load?.capacity });
     }
     return out;
   }
