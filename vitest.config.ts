@@ -11,6 +11,6 @@ export default defineConfig({
     pool: 'forks',
     // Two cores: keep the files in flight to what the machine can run without starving sockets.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
