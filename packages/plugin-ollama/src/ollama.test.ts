@@ -24,9 +24,9 @@ describe('Ollama backend', () => {
     const s = await backend.probe();
     expect(s.healthy).toBe(true);
     expect(s.models).toEqual([
-      { id: 'llama3.2:3b', contextWindow: 8192 },
-      { id: 'qwen3:8b', contextWindow: 4096 },
-      { id: 'tiny:1b', contextWindow: 2048 },
+      { id: 'llama3.2:3b', contextWindow: 8192, anthropicNative: true },
+      { id: 'qwen3:8b', contextWindow: 4096, anthropicNative: true },
+      { id: 'tiny:1b', contextWindow: 2048, anthropicNative: true },
     ]);
     // /api/show is asked once per model digest, not on every probe.
     await backend.probe();
