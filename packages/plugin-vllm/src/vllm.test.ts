@@ -18,10 +18,9 @@ async function setup(opts: ConstructorParameters<typeof VllmEmulator>[0] = {}, a
 describe('vLLM backend', () => {
   it('reports models with max_model_len as the context window, and engine load from /metrics', async () => {
     const { engine, backend } = await setup({
-      // vLLM 0.30 serves Anthropic /v1/messages itself (since ~0.12).
       models: [
-        { id: 'a', contextWindow: 32768, anthropicNative: true },
-        { id: 'b', contextWindow: 8192, anthropicNative: true },
+        { id: 'a', contextWindow: 32768 },
+        { id: 'b', contextWindow: 8192 },
       ],
     });
     engine.metrics = { running: 3, waiting: 2, kvCache: 0.42 };
