@@ -56,5 +56,7 @@ process.on('message', async (msg: Msg) => {
     await agent?.stop({ graceMs: 0 });
     process.send!({ ok: true });
     process.exit(0);
+  } else if (msg.cmd === 'exit') {
+    process.exit(0);
   }
 });

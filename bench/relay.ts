@@ -34,13 +34,20 @@ class Worker {
   readonly #child: ChildProcess;
   #queue: ((v: unknown) => void)[] = [];
   constructor() {
+    // BENCH_PROFILE=dir writes a CPU profile of the agent process there.
+    const prof = process.env.BENCH_PROFILE
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`]
+      : [];
     this.#child = fork(here('./agent-worker.ts'), [], {
-      execArgv: ['--import', 'tsx', '--expose-gc'],
+      execArgv: ['--import', 'tsx', '--expose-gc', ...prof],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.#child.on('message', (m) => this.#queue.shift()?.(m));
     // Never leave the agent process behind, whatever ends this one.
     process.on('exit', () => this.#child.kill('SIGKILL'));
+  }
+  send(msg: Record<string, unknown>): void {
+    this.#child.send(msg);
   }
   ask<T>(msg: Record<string, unknown>): Promise<T> {
     return new Promise((resolve) => {
@@ -318,13 +325,16 @@ if (only === 'E') {
   process.exit(0);
 }
 if (only === 'B') {
-  for (const v of [256, 1024]) {
+  for (const v of process.env.BENCH_LEVELS ? process.env.BENCH_LEVELS.split(',').map(Number) : [256, 1024]) {
     const d = await step('direct', v, 4);
     const a = await step('agent', v, 4);
     log(
       `B ${v} direct ${d.chunks_per_sec} agent ${a.chunks_per_sec} lost ${a.lost} cpu ${a.cpu_us_per_chunk?.toFixed(2)} added p50 ${(a.lat_p50_ms - d.lat_p50_ms).toFixed(3)} p99 ${(a.lat_p99_ms - d.lat_p99_ms).toFixed(3)}`,
     );
   }
+  // A clean exit lets --cpu-prof write its profile.
+  worker.send({ cmd: 'exit' });
+  await sleep(1500);
   process.exit(0);
 }
 const started = Date.now();
@@ -405,8 +415,8 @@ const md = [
   ),
   '',
   `A (one stream, ${A.rounds} rounds): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99.`,
-  `D (${D.streams} active streams): ${D.heap_per_stream_kb} KB heap per stream (${D.memory_per_stream_kb} KB with buffers); heap ${D.heap_base_mb} MB idle, ${D.heap_loaded_mb} MB loaded, ${D.heap_after_mb} MB after (${D.recovered_pct}% recovered).`,
-  `E (coordinator stops reading 5 s, ${E.offered_streams} streams' worth of load): the agent's send buffer peaked at ${E.peak_agent_outbound_buffer_mb} MB (high-water mark 4 MB); live heap and buffers ${E.live_heap_and_buffers_at_end_of_pause_mb} MB at the end of the pause (idle ${E.base_heap_and_buffers_mb} MB; sampled peak with garbage ${E.peak_heap_and_buffers_mb} MB, RSS ${E.peak_rss_mb} MB); the rest of the ${E.engine_chunks_written_while_paused} chunks the engine wrote waited in kernel socket buffers, unread (${E.upstream_streams_paused} engine writes had to block); all bytes in order afterwards: ${E.all_bytes_in_order ? 'yes' : 'no'} (${E.jobs_done} jobs done).`,
+  `D (${D.streams} active streams): ${D.heap_per_stream_kb} KB of heap per stream after GC (heap ${D.heap_base_mb} MB idle, ${D.heap_loaded_mb} MB loaded, ${D.heap_after_mb} MB once the streams were cancelled).`,
+  `E (coordinator stops reading for 5 s under ${E.offered_streams} streams' worth of load): the agent's send buffer stopped at ${E.peak_agent_outbound_buffer_mb} MB (high-water mark 4 MB) and relays paused; the agent held ${E.live_heap_and_buffers_at_end_of_pause_mb} MB of heap and buffers at the end of the pause (idle ${E.base_heap_and_buffers_mb} MB; RSS peak ${E.peak_rss_mb} MB), a bounded read-ahead per paused stream, while the rest of the ${E.engine_chunks_written_while_paused} chunks the engine wrote waited unread in kernel socket buffers; afterwards all bytes arrived in order: ${E.all_bytes_in_order ? 'yes' : 'no'} (${E.jobs_done} jobs done).`,
   `F (${F.rounds} cancels): job_cancel to the engine seeing its connection close ${F.cancel_to_upstream_close_p50_ms} ms p50, ${F.cancel_to_upstream_close_p99_ms} ms p99.`,
 ].join('\n');
 writeFileSync(here('./results/latest.md'), `${md}\n`);

@@ -294,7 +294,9 @@ export class Executor {
         throw new NotAStream(upstream.contentType, engineErrorMessage(text));
       }
       const prefix = chunkFramePrefix(frame.job_id);
-      for await (const chunk of upstream.body) {
+      // `for await` reads whatever arrived since the last frame as one buffer: under load, several
+      // engine events leave in one frame (measured: the 'data'-event alternative doubled p99 latency).
+      for await (const chunk of body) {
         const bytes = chunk as Buffer;
         if (signal.aborted) break;
         if (firstByteAt === undefined) firstByteAt = this.#now();

@@ -13,9 +13,7 @@ const EVENT = Buffer.from('event:');
 const K_USAGE = Buffer.from('"usage"');
 const K_ERROR = Buffer.from('"error"');
 const K_FINISH = Buffer.from('"finish_reason"');
-const K_TIMINGS = Buffer.from('"timings"');
 const K_DONE_NDJSON = Buffer.from('"done"');
-const K_EVAL = Buffer.from('"eval_count"');
 const DONE = Buffer.from('[DONE]');
 
 export interface ScanResult {
@@ -96,6 +94,7 @@ export class StreamScanner {
       return;
     }
     let payload: Buffer;
+    let ndjson = false;
     if (startsWith(line, DATA)) {
       payload = line.subarray(line[DATA.length] === 0x20 ? DATA.length + 1 : DATA.length);
       this.result.events++;
@@ -105,17 +104,16 @@ export class StreamScanner {
       }
     } else if (line[0] === 0x7b /* { */) {
       payload = line; // NDJSON (Ollama native)
+      ndjson = true;
       this.result.events++;
     } else {
       return; // SSE comment (`:`), `id:`, `retry:`, or noise
     }
-    const interesting =
-      payload.includes(K_USAGE) ||
-      payload.includes(K_ERROR) ||
-      payload.includes(K_TIMINGS) ||
-      payload.includes(K_EVAL) ||
-      payload.includes(K_DONE_NDJSON) ||
-      finishReasonSet(payload);
+    // Three byte searches per event line; llama.cpp `timings` ride on the finish or usage chunk, so
+    // they are read when that chunk is parsed. NDJSON lines need only their `done` and error checks.
+    const interesting = ndjson
+      ? payload.includes(K_DONE_NDJSON) || payload.includes(K_ERROR)
+      : payload.includes(K_USAGE) || payload.includes(K_ERROR) || finishReasonSet(payload);
     if (!interesting) return;
     let obj: Record<string, unknown>;
     try {
