@@ -14,7 +14,8 @@ type Msg =
   | { cmd: 'start'; coordinator: string; engine: string }
   | { cmd: 'usage' }
   | { cmd: 'gc' }
-  | { cmd: 'stop' };
+  | { cmd: 'stop' }
+  | { cmd: 'exit' };
 
 function usage() {
   const cpu = process.cpuUsage();
