@@ -1,0 +1,18 @@
+import { expect, it } from 'vitest';
+import { runDemo } from './demo.js';
+
+it('the demo shows pairing, capabilities, a streamed job, a cancel, an unknown model, a deadline and a heartbeat', async () => {
+  const lines: string[] = [];
+  await runDemo((l) => lines.push(l));
+  const text = lines.join('\n');
+  expect(text).toMatch(/-> authenticated as provider prov_1/);
+  expect(text).toMatch(
+    /- meta-llama\/Llama-3\.3-70B-Instruct {2}in=300000 out=450000 {2}context=131072 {2}via vllm/,
+  );
+  expect(text).toMatch(/text relayed: "tok0 tok1 .* tok11"/);
+  expect(text).toMatch(/-> job_done: \{"input":\d+,"output":12,/);
+  expect(text).toMatch(/the engine saw the disconnect\) and sent no terminal frame/);
+  expect(text).toMatch(/-> job_error model_not_loaded/);
+  expect(text).toMatch(/-> job_error backend_timeout: backend exceeded deadline_ms \(300 ms\)/);
+  expect(text).toMatch(/Heartbeat with real measurements: \{"queue_depth":0,"tokens_per_sec_p50":[1-9]/);
+}, 30_000);
