@@ -3,6 +3,9 @@
  * the engine, or decoded from job_chunk frames), finds each event, and reads
  * the engine's emit time and sequence number to measure latency, gaps and loss.
  */
+/** Epoch milliseconds with sub-millisecond precision: comparable across the bench's processes. */
+export const clock = (): number => performance.timeOrigin + performance.now();
+
 const T_RE = /"t":([0-9.]+),"s":(\d+)/;
 
 export class StreamConsumer {

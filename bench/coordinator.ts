@@ -2,7 +2,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { verifySignature } from '@usepod-agent/core';
 import type WebSocket from 'ws';
 import { WebSocketServer } from 'ws';
-import type { StreamConsumer } from './consumer.js';
+import { clock, type StreamConsumer } from './consumer.js';
 
 /**
  * A lean coordinator for the benchmark: the real handshake, then job dispatch
@@ -53,7 +53,7 @@ export class BenchCoordinator {
     const nonce = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37) & 255));
     ws.send(JSON.stringify({ type: 'auth_challenge', nonce: nonce.toString('base64') }));
     ws.on('message', (data: Buffer) => {
-      const now = performance.now();
+      const now = clock();
       const text = data.toString('latin1');
       if (text.startsWith(CHUNK_PREFIX)) {
         this.frames++;

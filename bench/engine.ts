@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { clock } from './consumer.js';
 
 /**
  * A batching engine for the benchmark: every tick it writes one chat chunk to
@@ -76,7 +77,8 @@ export class BatchEngine {
 
   #tick(): void {
     const started = performance.now();
-    for (const s of this.#streams) this.#emit(s, started);
+    const at = clock();
+    for (const s of this.#streams) this.#emit(s, at);
     this.busyMs += performance.now() - started;
     // A tick that overran the interval is not caught up with a burst.
     if (this.#nextTickAt < performance.now() - this.#tickMs) this.#nextTickAt = performance.now();
@@ -142,12 +144,12 @@ export class BatchEngine {
         if (!s.done) {
           s.done = true;
           this.#streams.delete(s);
-          this.onAbort?.(performance.now());
+          this.onAbort?.(clock());
         }
       });
       this.#streams.add(s);
       // The first token leaves after prefill, not at the next batch step.
-      this.#emit(s, performance.now());
+      this.#emit(s, clock());
     });
   }
 

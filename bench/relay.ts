@@ -11,9 +11,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Agent as Pool, request } from 'undici';
-import { pct, StreamConsumer } from './consumer.js';
+import { clock, pct, StreamConsumer } from './consumer.js';
 import { BenchCoordinator } from './coordinator.js';
-import { BatchEngine } from './engine.js';
 
 const quick = process.argv.includes('--quick');
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -57,10 +56,66 @@ class Worker {
   }
 }
 
-const engine = new BatchEngine();
+interface EngineCounters {
+  written: number;
+  ceiling: number;
+  active: number;
+  pausedStreams: number;
+}
+
+/** The engine, in its own process (see engine-process.ts). */
+class EngineProc {
+  readonly #child: ChildProcess;
+  readonly #pending = new Map<number, (c: EngineCounters) => void>();
+  #next = 1;
+  onAbort: ((at: number) => void) | undefined;
+  url!: string;
+  constructor() {
+    this.#child = fork(here('./engine-process.ts'), ['100'], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    process.on('exit', () => this.#child.kill('SIGKILL'));
+  }
+  async start(): Promise<string> {
+    this.url = await new Promise<string>((resolve) => {
+      this.#child.on(
+        'message',
+        (m: { url?: string; id?: number; event?: string; at?: number } & EngineCounters) => {
+          if (m.url) resolve(m.url);
+          else if (m.event === 'abort') this.onAbort?.(m.at!);
+          else if (m.id) {
+            this.#pending.get(m.id)?.(m);
+            this.#pending.delete(m.id);
+          }
+        },
+      );
+    });
+    return this.url;
+  }
+  #ask(msg: Record<string, unknown>): Promise<EngineCounters> {
+    const id = this.#next++;
+    return new Promise((resolve) => {
+      this.#pending.set(id, resolve);
+      this.#child.send({ ...msg, id });
+    });
+  }
+  setRate(v: number) {
+    return this.#ask({ cmd: 'rate', v });
+  }
+  resetCounters() {
+    return this.#ask({ cmd: 'reset' });
+  }
+  counters() {
+    return this.#ask({ cmd: 'counters' });
+  }
+  close() {
+    this.#child.kill();
+  }
+}
+
+const engine = new EngineProc();
 const engineUrl = await engine.start();
-engine.setRate(100);
-engine.run();
 const coord = new BenchCoordinator();
 const coordUrl = await coord.listening();
 const worker = new Worker();
@@ -84,7 +139,7 @@ async function direct(c: StreamConsumer, maxTokens: number): Promise<void> {
       stream: true,
     }),
   });
-  for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+  for await (const chunk of res.body) c.push(chunk as Buffer, clock());
   c.lastAt ??= started;
 }
 
@@ -101,7 +156,7 @@ const run = (path: Path, c: StreamConsumer, n: number) => (path === 'direct' ? d
 
 // ---- A: overhead at one stream ----
 async function laneA() {
-  engine.setRate(200);
+  await engine.setRate(200);
   const rounds = quick ? 30 : 100;
   const warmup = 5;
   const out: Record<Path, { ttfb: number[]; lat: number[] }> = {
@@ -112,7 +167,7 @@ async function laneA() {
     for (const path of ['direct', 'agent'] as const) {
       const lat: number[] = [];
       const c = new StreamConsumer(lat);
-      const t0 = performance.now();
+      const t0 = clock();
       await run(path, c, 20);
       if (i < warmup) continue;
       out[path].ttfb.push(c.firstByteAt! - t0);
@@ -138,12 +193,12 @@ async function step(path: Path, virtual: number, seconds: number) {
   // same chunk rate is offered as 256 streams at a proportionally higher token rate.
   const streams = Math.min(virtual, 256);
   const rate = (100 * virtual) / streams;
-  engine.setRate(rate);
+  await engine.setRate(rate);
   const maxTokens = Math.round(rate * seconds);
   const lat: number[] = [];
   const consumers = Array.from({ length: streams }, () => new StreamConsumer(lat));
   const before = path === 'agent' ? await worker.ask<Usage>({ cmd: 'usage' }) : undefined;
-  engine.resetCounters();
+  await engine.resetCounters();
   const t0 = performance.now();
   await Promise.all(consumers.map((c) => run(path, c, maxTokens)));
   const wall = (performance.now() - t0) / 1000;
@@ -162,7 +217,7 @@ async function step(path: Path, virtual: number, seconds: number) {
     lat_p50_ms: pct(lat, 50),
     lat_p99_ms: pct(lat, 99),
     cpu_us_per_chunk: before && after ? (after.cpuUs - before.cpuUs) / Math.max(1, chunks) : undefined,
-    engine_ceiling_chunks_per_sec: engine.ceiling(),
+    engine_ceiling_chunks_per_sec: (await engine.counters()).ceiling,
   };
 }
 
@@ -207,7 +262,7 @@ async function laneB() {
 
 // ---- D: memory per active stream, and recovered after ----
 async function laneD() {
-  engine.setRate(10);
+  await engine.setRate(10);
   const n = 256;
   const base = await worker.ask<Usage>({ cmd: 'gc' });
   const consumers = Array.from({ length: n }, () => new StreamConsumer([]));
@@ -217,7 +272,7 @@ async function laneD() {
   while (consumers.some((c) => c.chunks < 2)) await sleep(20);
   const loaded = await worker.ask<Usage>({ cmd: 'gc' });
   for (const id of ids) coord.cancel(id);
-  while (engine.active > 0) await sleep(20);
+  while ((await engine.counters()).active > 0) await sleep(20);
   await sleep(200);
   const after = await worker.ask<Usage>({ cmd: 'gc' });
   const r = {
@@ -238,7 +293,7 @@ async function laneE() {
   const streams = 256;
   const virtual = 500;
   const rate = (100 * virtual) / streams;
-  engine.setRate(rate);
+  await engine.setRate(rate);
   const seconds = 8;
   const maxTokens = Math.round(rate * seconds);
   const consumers = Array.from({ length: streams }, () => new StreamConsumer([]));
@@ -251,7 +306,7 @@ async function laneE() {
   let peakOutbound = 0;
   const t0 = performance.now();
   const chunksAtPause = consumers.reduce((n, c) => n + c.chunks, 0);
-  const writtenAtPause = engine.written;
+  const writtenAtPause = (await engine.counters()).written;
   while (performance.now() - t0 < 5000) {
     const u = await worker.ask<Usage>({ cmd: 'usage' });
     peakRss = Math.max(peakRss, u.rss);
@@ -261,9 +316,10 @@ async function laneE() {
   }
   // What the agent really holds at the end of the pause (sampled figures include garbage not yet collected).
   const live = await worker.ask<Usage>({ cmd: 'gc' });
-  const engineWroteWhilePaused = engine.written - writtenAtPause;
+  const atResume = await engine.counters();
+  const engineWroteWhilePaused = atResume.written - writtenAtPause;
   void chunksAtPause;
-  const pausedUpstream = engine.pausedStreams;
+  const pausedUpstream = atResume.pausedStreams;
   coord.resumeReading();
   const terminals = await done;
   const complete = consumers.every((c) => c.lost === 0 && c.nextSeq === maxTokens + 2);
@@ -290,7 +346,7 @@ async function laneE() {
 
 // ---- F: cancellation ----
 async function laneF() {
-  engine.setRate(100);
+  await engine.setRate(100);
   const rounds = quick ? 30 : 100;
   const times: number[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -301,7 +357,7 @@ async function laneF() {
     const closed = new Promise<number>((resolve) => {
       engine.onAbort = resolve;
     });
-    const t0 = performance.now();
+    const t0 = clock();
     coord.cancel(id);
     times.push((await closed) - t0);
   }
@@ -344,7 +400,7 @@ const D = await laneD();
 const E = await laneE();
 const F = await laneF();
 await worker.ask({ cmd: 'stop' });
-await engine.close();
+engine.close();
 await coord.close();
 await pool.close();
 
