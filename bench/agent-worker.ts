@@ -15,6 +15,7 @@ type Msg =
   | { cmd: 'usage' }
   | { cmd: 'gc' }
   | { cmd: 'stop' }
+  | { cmd: 'snapshot'; file: string }
   | { cmd: 'exit' };
 
 function usage() {
@@ -57,6 +58,10 @@ process.on('message', async (msg: Msg) => {
     await agent?.stop({ graceMs: 0 });
     process.send!({ ok: true });
     process.exit(0);
+  } else if (msg.cmd === 'snapshot') {
+    (globalThis as { gc?: () => void }).gc?.();
+    const { writeHeapSnapshot } = await import('node:v8');
+    process.send!({ file: writeHeapSnapshot(msg.file) });
   } else if (msg.cmd === 'exit') {
     process.exit(0);
   }
