@@ -1,7 +1,13 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Flags } from '@oclif/core';
-import { findConfigFile, loadConfig, readConfigFile, UsepodError } from '@usepod-agent/core';
+import {
+  findConfigFile,
+  loadConfig,
+  loadOrCreateIdentity,
+  readConfigFile,
+  UsepodError,
+} from '@usepod-agent/core';
 import { stringify } from 'smol-toml';
 import { BaseCommand, configFlag, EXIT } from '../base.js';
 import {
@@ -99,6 +105,11 @@ export abstract class ServiceCommand extends BaseCommand {
           user: true,
         },
       );
+    }
+    if (this.action === 'install' && !dryRun && opts.identityPath) {
+      // The service copies the operator's key; a first install may come before any `run`.
+      const { created } = await loadOrCreateIdentity(opts.identityPath);
+      if (created) this.out(`Created identity ${opts.identityPath} (mode 0600). Back it up.`);
     }
     if (this.action === 'install' && opts.platform === 'linux') {
       for (const p of [opts.nodePath, opts.cliPath]) {
