@@ -1,7 +1,6 @@
 import type { AddressInfo, Socket } from 'node:net';
 import { verifySignature } from '@usepod-agent/core';
-import type WebSocket from 'ws';
-import { WebSocketServer } from 'ws';
+import { type WebSocket, WebSocketServer } from 'ws';
 import { clock, type StreamConsumer } from './consumer.js';
 
 /**
