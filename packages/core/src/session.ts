@@ -5,7 +5,12 @@ import type { Executor, JobSink } from './executor.js';
 import type { AgentHooks } from './hooks.js';
 import type { PersistedIdentity } from './identity.js';
 import type { Logger } from './log.js';
-import { type AuthResponseFrame, type CapabilitiesFrame, type HeartbeatFrame, parseInbound } from './protocol/frames.js';
+import {
+  type AuthResponseFrame,
+  type CapabilitiesFrame,
+  type HeartbeatFrame,
+  parseInbound,
+} from './protocol/frames.js';
 import type { HeartbeatStats } from './stats.js';
 
 /**
