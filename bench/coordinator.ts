@@ -95,6 +95,17 @@ export class BenchCoordinator {
     });
   }
 
+  /** Round trip of a WebSocket ping to the agent process and its pong: the cost of one hop each way. */
+  async pingRtt(): Promise<number> {
+    const ws = this.#ws!;
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      ws.once('pong', () => resolve());
+      ws.ping();
+    });
+    return performance.now() - t0;
+  }
+
   cancel(jobId: string): void {
     this.#jobs.delete(jobId);
     this.#ws!.send(JSON.stringify({ type: 'job_cancel', job_id: jobId }));
