@@ -17,7 +17,7 @@ engine.setRate(200);
 engine.run();
 const coord = new BenchCoordinator();
 const url = await coord.listening();
-const child = fork(here('./agent-worker.ts'), [], { execArgv: ['--import', 'tsx', '--expose-gc'] });
+const child = fork(here('./agent-worker.mjs'), [], { execArgv: ['--expose-gc'] });
 process.on('exit', () => child.kill('SIGKILL'));
 const q: ((m: unknown) => void)[] = [];
 child.on('message', (m) => q.shift()?.(m));

@@ -37,8 +37,8 @@ class Worker {
     const prof = process.env.BENCH_PROFILE
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`]
       : [];
-    this.#child = fork(here('./agent-worker.ts'), [], {
-      execArgv: ['--import', 'tsx', '--expose-gc', ...prof],
+    this.#child = fork(here('./agent-worker.mjs'), [], {
+      execArgv: ['--expose-gc', ...prof],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.#child.on('message', (m) => this.#queue.shift()?.(m));
@@ -387,6 +387,8 @@ async function laneF() {
 const only = process.argv.find((a) => a.startsWith('--lanes='))?.slice(8);
 if (only === 'A') {
   await laneA();
+  worker.send({ cmd: 'exit' });
+  await sleep(1500);
   process.exit(0);
 }
 if (only === 'E') {

@@ -1,22 +1,14 @@
+// The agent under test, in a process of its own and without any loader hooks (plain `node`, as the
+// CLI runs in production), so its CPU, memory and latency are measured apart from the engine and the
+// coordinator. Driven over IPC by relay.ts. Plain JavaScript on purpose: a TypeScript loader would sit
+// on the agent's module loading and skew what is measured.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Agent, createAgent, silentLogger } from '@usepod-agent/core';
+import { createAgent, silentLogger } from '@usepod-agent/core';
 import vllm from '@usepod-agent/plugin-vllm';
 
-/**
- * The agent under test, in a process of its own so its CPU and memory are
- * measured apart from the engine and the coordinator. Driven over IPC.
- */
-let agent: Agent | undefined;
-
-type Msg =
-  | { cmd: 'start'; coordinator: string; engine: string }
-  | { cmd: 'usage' }
-  | { cmd: 'gc' }
-  | { cmd: 'stop' }
-  | { cmd: 'snapshot'; file: string }
-  | { cmd: 'exit' };
+let agent;
 
 function usage() {
   const cpu = process.cpuUsage();
@@ -32,7 +24,7 @@ function usage() {
   };
 }
 
-process.on('message', async (msg: Msg) => {
+process.on('message', async (msg) => {
   if (msg.cmd === 'start') {
     agent = createAgent({
       config: {
@@ -48,20 +40,20 @@ process.on('message', async (msg: Msg) => {
       timing: { heartbeatIntervalMs: 3_600_000 },
     });
     await agent.start();
-    process.send!({ ok: true });
+    process.send({ ok: true });
   } else if (msg.cmd === 'usage') {
-    process.send!(usage());
+    process.send(usage());
   } else if (msg.cmd === 'gc') {
-    (globalThis as { gc?: () => void }).gc?.();
-    process.send!(usage());
+    globalThis.gc?.();
+    process.send(usage());
+  } else if (msg.cmd === 'snapshot') {
+    globalThis.gc?.();
+    const { writeHeapSnapshot } = await import('node:v8');
+    process.send({ file: writeHeapSnapshot(msg.file) });
   } else if (msg.cmd === 'stop') {
     await agent?.stop({ graceMs: 0 });
-    process.send!({ ok: true });
+    process.send({ ok: true });
     process.exit(0);
-  } else if (msg.cmd === 'snapshot') {
-    (globalThis as { gc?: () => void }).gc?.();
-    const { writeHeapSnapshot } = await import('node:v8');
-    process.send!({ file: writeHeapSnapshot(msg.file) });
   } else if (msg.cmd === 'exit') {
     process.exit(0);
   }
