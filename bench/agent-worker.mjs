@@ -13,14 +13,15 @@ let agent;
 function usage() {
   const cpu = process.cpuUsage();
   const mem = process.memoryUsage();
+  const snap = agent?.snapshot();
   return {
     cpuUs: cpu.user + cpu.system,
     heap: mem.heapUsed,
     rss: mem.rss,
     // `external` already includes `arrayBuffers` (Buffers).
     external: mem.external,
-    outbound: agent?.snapshot().outboundBytes ?? 0,
-    inFlight: agent?.snapshot().inFlight ?? 0,
+    outbound: snap?.outboundBytes ?? 0,
+    inFlight: snap?.inFlight ?? 0,
   };
 }
 

@@ -6,6 +6,7 @@ import {
   type OpenAICompatibleOptions,
   optionsFromEntry,
   PLUGIN_API_VERSION,
+  promGauge,
   readText,
   sendRequest,
   UsepodError,
@@ -65,12 +66,8 @@ export class TgiBackend extends OpenAICompatibleBackend {
       signal,
     });
     const text = await readText(res.body, 1024 * 1024);
-    const gauge = (name: string) => {
-      const m = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+([0-9.eE+-]+)`, 'm').exec(text);
-      return m ? Number(m[1]) : undefined;
-    };
-    const running = gauge('tgi_batch_current_size');
-    const waiting = gauge('tgi_queue_size');
+    const running = promGauge(text, 'tgi_batch_current_size');
+    const waiting = promGauge(text, 'tgi_queue_size');
     return {
       ...(running === undefined ? {} : { running }),
       ...(waiting === undefined ? {} : { waiting }),

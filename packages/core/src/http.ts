@@ -187,3 +187,10 @@ export function httpError(status: number, body: string): UsepodError {
   }
   return new UsepodError('USEPOD_BACKEND_HTTP', `backend answered ${status}: ${message || '(empty body)'}`);
 }
+
+/** The first sample of a gauge in Prometheus text exposition (labels ignored), or undefined. */
+export function promGauge(text: string, name: string): number | undefined {
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const m = new RegExp(`^${escaped}(?:\\{[^}]*\\})?\\s+([0-9.eE+-]+)`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
+}

@@ -88,6 +88,7 @@ export {
   getJson,
   httpError,
   isConnectError,
+  promGauge,
   readText,
   type SendOptions,
   send as sendRequest,

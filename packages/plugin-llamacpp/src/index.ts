@@ -7,6 +7,7 @@ import {
   type OpenAICompatibleOptions,
   optionsFromEntry,
   PLUGIN_API_VERSION,
+  promGauge,
   readText,
   sendRequest,
   UsepodError,
@@ -114,12 +115,8 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
     });
     const text = await readText(res.body, 1024 * 1024);
     if (res.status !== 200) return undefined; // 501 without --metrics
-    const gauge = (name: string) => {
-      const m = new RegExp(`^llamacpp:${name}(?:\\{[^}]*\\})?\\s+([0-9.eE+-]+)`, 'm').exec(text);
-      return m ? Number(m[1]) : undefined;
-    };
-    const running = gauge('requests_processing');
-    const waiting = gauge('requests_deferred');
+    const running = promGauge(text, 'llamacpp:requests_processing');
+    const waiting = promGauge(text, 'llamacpp:requests_deferred');
     return { ...(running === undefined ? {} : { running }), ...(waiting === undefined ? {} : { waiting }) };
   }
 }

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import {
+  AGENT_VERSION,
   type AgentPlugin,
   type Backend,
   type BackendConfig,
-  type BackendFactory,
-  type Config,
+  collectBackendFactories,
   PLUGIN_API_VERSION,
   type PluginFactory,
   pluginFromModule,
@@ -248,16 +248,13 @@ export function runConformance(opts: ConformanceOptions): void {
     });
 
     test.it('closes idempotently, leaving no socket open', async () => {
-      let factory: BackendFactory | undefined;
-      const config = validateConfig({}) as Config;
-      await plugin.apply(new Proxy({}, { get: () => ({ tap() {}, tapPromise() {} }) }) as never, {
-        registerBackend: (k, f) => {
-          if (k === kind) factory = f;
-        },
-        log: silentLogger,
-        config,
-        coreVersion: PLUGIN_API_VERSION.toString(),
-      });
+      const factories = await collectBackendFactories(
+        [plugin],
+        validateConfig({}),
+        silentLogger,
+        AGENT_VERSION,
+      );
+      const factory = factories.get(kind);
       assert.ok(factory, `plugin did not register "${kind}"`);
       const before = countSockets();
       const backend: Backend = factory({ kind, url: emulator.url, ...opts.backend } as BackendConfig, {
