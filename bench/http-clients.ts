@@ -6,6 +6,7 @@
  */
 import { fork } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Agent, request } from 'undici';
@@ -25,6 +26,7 @@ const body = (n: number) =>
     stream: true,
   });
 const pool = new Agent({ connections: 1024 });
+const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 });
 const sdk = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'bench', maxRetries: 0 });
 
 type Client = (c: StreamConsumer, n: number) => Promise<void>;
@@ -37,6 +39,28 @@ const clients: Record<string, Client> = {
       body: body(n),
     });
     for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+  },
+  'undici Agent.request({origin, path})': async (c, n) => {
+    const res = await pool.request({
+      origin: url,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: body(n),
+    });
+    for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+  },
+  'node:http (keep-alive agent)': async (c, n) => {
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request(`${url}/v1/chat/completions`, {
+        agent: keepAlive,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+      });
+      req.on('response', resolve).on('error', reject);
+      req.end(body(n));
+    });
+    for await (const chunk of res) c.push(chunk as Buffer, performance.now());
   },
   fetch: async (c, n) => {
     const res = await fetch(`${url}/v1/chat/completions`, {

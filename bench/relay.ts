@@ -7,14 +7,29 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent as Pool, request } from 'undici';
 import { clock, pct, StreamConsumer } from './consumer.js';
 import { BenchCoordinator } from './coordinator.js';
 
 const quick = process.argv.includes('--quick');
+
+// BENCH_TRACE=1 (with --lanes=A): every process records its socket and undici events on one clock, and
+// lane A ends with where each path's time to first byte goes (trace-hooks.mjs, trace-report.ts).
+const traceDir = process.env.BENCH_TRACE ? mkdtempSync(join(tmpdir(), 'usepod-bench-trace-')) : undefined;
+const traceHooks = fileURLToPath(new URL('./trace-hooks.mjs', import.meta.url));
+let saveTrace: (() => void) | undefined;
+if (traceDir) {
+  process.env.BENCH_TRACE_DIR = traceDir;
+  saveTrace = ((await import(traceHooks)) as { save: () => void }).save;
+}
+const traced = (role: string) => ({
+  execArgv: traceDir ? ['--import', traceHooks] : [],
+  env: { ...process.env, BENCH_TRACE_ROLE: role },
+});
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const round = (n: number, d = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : null);
@@ -38,7 +53,8 @@ class Worker {
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`]
       : [];
     this.#child = fork(here('./agent-worker.mjs'), [], {
-      execArgv: ['--expose-gc', ...prof],
+      execArgv: ['--expose-gc', ...prof, ...traced('agent').execArgv],
+      env: traced('agent').env,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.#child.on('message', (m) => this.#queue.shift()?.(m));
@@ -72,7 +88,8 @@ class EngineProc {
   url!: string;
   constructor() {
     this.#child = fork(here('./engine-process.ts'), ['100'], {
-      execArgv: ['--import', 'tsx'],
+      execArgv: ['--import', 'tsx', ...traced('engine').execArgv],
+      env: traced('engine').env,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     process.on('exit', () => this.#child.kill('SIGKILL'));
@@ -154,6 +171,9 @@ async function viaAgent(
 type Path = 'direct' | 'agent';
 const run = (path: Path, c: StreamConsumer, n: number) => (path === 'direct' ? direct(c, n) : viaAgent(c, n));
 
+// Marks each lane A round in the trace (BENCH_TRACE).
+const trace = (globalThis as { __trace?: (label: string) => void }).__trace;
+
 // ---- A: overhead at one stream ----
 async function laneA() {
   await engine.setRate(200);
@@ -175,7 +195,9 @@ async function laneA() {
       const lat: number[] = [];
       const c = new StreamConsumer(lat);
       const t0 = clock();
+      trace?.(`start ${path} ${i}`);
       await run(path, c, 20);
+      trace?.(`first ${path} ${i} ${(c.firstByteAt! - t0).toFixed(3)}`);
       if (i < warmup) continue;
       out[path].ttfb.push(c.firstByteAt! - t0);
       out[path].lat.push(...lat);
@@ -388,7 +410,13 @@ const only = process.argv.find((a) => a.startsWith('--lanes='))?.slice(8);
 if (only === 'A') {
   await laneA();
   worker.send({ cmd: 'exit' });
+  engine.close();
   await sleep(1500);
+  if (traceDir) {
+    const { traceReport } = await import('./trace-report.js');
+    saveTrace?.();
+    log(traceReport(traceDir));
+  }
   process.exit(0);
 }
 if (only === 'E') {

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { definePlugin, PLUGIN_API_VERSION } from '@usepod-agent/core';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hello, type Rig, rig } from './helpers.js';
@@ -97,6 +99,20 @@ describe('jobs (PROTOCOL.md section 5)', () => {
       tokens_emitted: 0,
     });
     expect((await aborted).path).toBe('/v1/chat/completions');
+  });
+
+  it('counts an onJob hook that never answers against the deadline', async () => {
+    const stuck = definePlugin(() => ({
+      name: 'stuck-router',
+      apiVersion: PLUGIN_API_VERSION,
+      apply(hooks) {
+        hooks.onJob.tapPromise('stuck', () => new Promise(() => {}));
+      },
+    }));
+    r = await rig({ plugins: [vllmPlugin, stuck] });
+    const res = await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', deadline_ms: 150 }).done();
+    expect(res).toMatchObject({ error_code: 'backend_timeout', tokens_emitted: 0 });
+    expect(r.engine.requests.items.some((q) => q.path === '/v1/chat/completions')).toBe(false);
   });
 
   it('times out mid-stream too, reporting what was relayed', async () => {

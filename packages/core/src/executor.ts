@@ -7,6 +7,7 @@ import { engineErrorMessage, readText } from './http.js';
 import type { Logger } from './log.js';
 import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from './protocol/frames.js';
+import { readChunks } from './read-chunks.js';
 import type { JobStats } from './stats.js';
 import { StreamScanner } from './stream-scan.js';
 import { reservationFor, type TokenBudget } from './token-budget.js';
@@ -201,10 +202,12 @@ export class Executor {
     sink.send(JSON.stringify(frame));
   }
 
-  async #route(job: RunningJob): Promise<Backend[]> {
-    const candidates = this.#opts.router.candidates(job.frame.model_id);
-    if (candidates.length === 0) return [];
-    const handle = await this.#opts.hooks.onJob.promise({ frame: job.frame, candidates });
+  async #route(job: RunningJob, candidates: Backend[]): Promise<Backend[]> {
+    // A tap that never answers must not hold the job past its deadline or a cancel.
+    const handle = await abortable(
+      job.controller.signal,
+      this.#opts.hooks.onJob.promise({ frame: job.frame, candidates }),
+    );
     const first = handle?.backend ?? candidates[0]!;
     return [first, ...candidates.filter((b) => b !== first)];
   }
@@ -219,12 +222,14 @@ export class Executor {
       const translate =
         frame.format === 'anthropic' && !this.#opts.router.speaksAnthropic(backend, frame.model_id);
       try {
-        return await this.#attempt(job, backend, translate).catch((err: unknown) => {
+        const attempt = this.#attempt(job, backend, translate);
+        // Chained only where it can apply: each link is one more turn before the first byte.
+        if (frame.format !== 'anthropic' || translate) return await attempt;
+        return await attempt.catch((err: unknown) => {
           // An engine thought to serve /v1/messages that has no such route: translate instead.
           const noRoute =
             isUsepodError(err, 'USEPOD_BACKEND_HTTP') && err.message.startsWith('backend answered 404');
-          if (frame.format !== 'anthropic' || translate || !noRoute || job.controller.signal.aborted)
-            throw err;
+          if (!noRoute || job.controller.signal.aborted) throw err;
           return this.#attempt(job, backend, true);
         });
       } catch (err) {
@@ -243,10 +248,10 @@ export class Executor {
     throw lastErr;
   }
 
-  async #attempt(job: RunningJob, backend: Backend, translate: boolean): Promise<UpstreamResponse> {
+  #attempt(job: RunningJob, backend: Backend, translate: boolean): Promise<UpstreamResponse> {
     const { frame } = job;
     // A plugin that ignores the signal must not hold the job past its deadline or a cancel.
-    const res = await abortable(
+    const opened = abortable(
       job.controller.signal,
       backend.stream({
         model: frame.model_id,
@@ -255,23 +260,37 @@ export class Executor {
         signal: job.controller.signal,
       }),
     );
-    if (!translate || (res.contentType && !STREAM_TYPES.test(res.contentType))) return res;
-    const out = new ChatToAnthropic(frame.model_id);
-    pipeline(res.body, out, () => {});
-    return { body: out, contentType: 'text/event-stream' };
+    if (!translate) return opened;
+    return opened.then((res) => {
+      if (res.contentType && !STREAM_TYPES.test(res.contentType)) return res;
+      const out = new ChatToAnthropic(frame.model_id);
+      pipeline(res.body, out, () => {});
+      return { body: out, contentType: 'text/event-stream' };
+    });
   }
 
   async #run(job: RunningJob): Promise<void> {
     const { frame, sink, controller } = job;
     const { signal } = controller;
-    const deadline = setTimeout(() => controller.abort(new JobAbort('deadline')), frame.deadline_ms);
+    let deadline: NodeJS.Timeout | undefined;
+    const armDeadline = () => {
+      if (signal.aborted) return;
+      const left = frame.deadline_ms - (this.#now() - job.receivedAt);
+      deadline = setTimeout(() => controller.abort(new JobAbort('deadline')), Math.max(0, left));
+    };
     const scanner = new StreamScanner();
     let firstByteAt: number | undefined;
     let outcome: 'done' | 'error' | 'cancelled' = 'done';
     let errorCode: JobErrorCode | undefined;
     let upstream: UpstreamResponse | undefined;
     try {
-      const route = await this.#route(job);
+      const candidates = this.#opts.router.candidates(frame.model_id);
+      let route = candidates;
+      // Without taps the hook is skipped, and the request leaves in this same turn of the event loop.
+      if (candidates.length > 0 && this.#opts.hooks.onJob.isUsed()) {
+        armDeadline();
+        route = await this.#route(job, candidates);
+      }
       if (route.length === 0) {
         outcome = 'error';
         errorCode = 'model_not_loaded';
@@ -284,7 +303,11 @@ export class Executor {
         );
         return;
       }
-      upstream = await this.#open(job, route);
+      const opening = this.#open(job, route);
+      // Armed once the request is on its way: undici writes it in this turn's check phase, after
+      // the work done here (decision 0004).
+      if (deadline === undefined) setImmediate(armDeadline);
+      upstream = await opening;
       // Whatever the plugin does with the signal, an abort closes the body, and with it the connection.
       const body = upstream.body;
       if (signal.aborted) body.destroy();
@@ -294,17 +317,14 @@ export class Executor {
         throw new NotAStream(upstream.contentType, engineErrorMessage(text));
       }
       const prefix = chunkFramePrefix(frame.job_id);
-      // `for await` reads whatever arrived since the last frame as one buffer: under load, several
-      // engine events leave in one frame (measured: the 'data'-event alternative doubled p99 latency).
-      for await (const chunk of body) {
-        const bytes = chunk as Buffer;
-        if (signal.aborted) break;
+      await readChunks(body, (bytes) => {
+        if (signal.aborted) return false;
         if (firstByteAt === undefined) firstByteAt = this.#now();
-        if (!sink.send(chunkFrame(prefix, bytes))) break;
+        if (!sink.send(chunkFrame(prefix, bytes))) return false;
         job.bytes += bytes.length;
         scanner.push(bytes);
-        if (sink.congested) await this.#waitForSink(job);
-      }
+        return sink.congested ? this.#waitForSink(job) : true;
+      });
       if (signal.aborted) throw signal.reason;
       const scan = scanner.end();
       if (scan.streamError !== undefined) {

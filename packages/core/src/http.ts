@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { UsepodError } from './errors.js';
 import { errorText } from './stream-scan.js';
 
@@ -69,11 +69,28 @@ export interface SendOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * `origin` and `path` of an engine URL, parsed once: undici's top-level `request(url)` runs the WHATWG
+ * URL parser on every call, a cost a cold agent pays on each job's way to its engine (decision 0004).
+ */
+const parsedUrls = new Map<string, { origin: string; path: string }>();
+function splitUrl(url: string): { origin: string; path: string } {
+  let hit = parsedUrls.get(url);
+  if (!hit) {
+    const u = new URL(url);
+    hit = { origin: u.origin, path: `${u.pathname}${u.search}` };
+    // Engines have a handful of endpoints each; the bound only guards against a plugin that varies them.
+    if (parsedUrls.size >= 256) parsedUrls.clear();
+    parsedUrls.set(url, hit);
+  }
+  return hit;
+}
+
 /** Sends a request; connection failures become `USEPOD_BACKEND_UNREACHABLE`. */
 export async function send(pool: Dispatcher, url: string, opts: SendOptions): Promise<HttpResult> {
   try {
-    const res = await request(url, {
-      dispatcher: pool,
+    const res = await pool.request({
+      ...splitUrl(url),
       method: opts.method,
       headers: opts.headers,
       body: opts.body,
