@@ -5,10 +5,20 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createAgent, silentLogger } from '@usepod-agent/core';
 import vllm from '@usepod-agent/plugin-vllm';
 
 let agent;
+
+// Garbage collections, as epoch-ms intervals, so the driver can tell which rounds a pause fell into.
+const gcs = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gcs.push([performance.timeOrigin + e.startTime, e.duration]);
+    if (gcs.length > 10_000) gcs.shift();
+  }
+}).observe({ entryTypes: ['gc'] });
 
 function usage() {
   const cpu = process.cpuUsage();
@@ -42,6 +52,8 @@ process.on('message', async (msg) => {
     });
     await agent.start();
     process.send({ ok: true });
+  } else if (msg.cmd === 'gcs') {
+    process.send({ gcs });
   } else if (msg.cmd === 'usage') {
     process.send(usage());
   } else if (msg.cmd === 'gc') {

@@ -1,3 +1,4 @@
+import { PerformanceObserver } from 'node:perf_hooks';
 import { BatchEngine } from './engine.js';
 
 /**
@@ -5,9 +6,16 @@ import { BatchEngine } from './engine.js';
  * benchmark shares a process with it: the direct client and the agent are equally far from it.
  */
 type Msg =
+  | { id: number; cmd: 'gcs' }
   | { id: number; cmd: 'rate'; v: number }
   | { id: number; cmd: 'reset' }
   | { id: number; cmd: 'counters' };
+
+// Garbage collections as epoch-ms intervals, for lane A's slow-round report.
+const gcs: [number, number][] = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcs.push([performance.timeOrigin + e.startTime, e.duration]);
+}).observe({ entryTypes: ['gc'] });
 
 const engine = new BatchEngine();
 const url = await engine.start();
@@ -15,6 +23,10 @@ engine.setRate(Number(process.argv[2] ?? 100));
 engine.run();
 engine.onAbort = (at) => process.send!({ event: 'abort', at });
 process.on('message', (m: Msg) => {
+  if (m.cmd === 'gcs') {
+    process.send!({ id: m.id, gcs });
+    return;
+  }
   if (m.cmd === 'rate') engine.setRate(m.v);
   else if (m.cmd === 'reset') engine.resetCounters();
   process.send!({

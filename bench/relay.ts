@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Agent as Pool, request } from 'undici';
 import { clock, pct, StreamConsumer } from './consumer.js';
@@ -53,7 +54,12 @@ class Worker {
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`]
       : [];
     this.#child = fork(here('./agent-worker.mjs'), [], {
-      execArgv: ['--expose-gc', ...prof, ...traced('agent').execArgv],
+      execArgv: [
+        '--expose-gc',
+        ...prof,
+        ...traced('agent').execArgv,
+        ...(process.env.BENCH_V8 ? process.env.BENCH_V8.split(' ') : []),
+      ],
       env: traced('agent').env,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -126,6 +132,9 @@ class EngineProc {
   counters() {
     return this.#ask({ cmd: 'counters' });
   }
+  async gcs(): Promise<[number, number][]> {
+    return ((await this.#ask({ cmd: 'gcs' })) as unknown as { gcs: [number, number][] }).gcs;
+  }
   close() {
     this.#child.kill();
   }
@@ -171,14 +180,33 @@ async function viaAgent(
 type Path = 'direct' | 'agent';
 const run = (path: Path, c: StreamConsumer, n: number) => (path === 'direct' ? direct(c, n) : viaAgent(c, n));
 
+// The driver's own garbage collections, to tell them apart from the agent's in lane A's slow rounds.
+const driverGcs: [number, number][] = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) driverGcs.push([performance.timeOrigin + e.startTime, e.duration]);
+}).observe({ entryTypes: ['gc'] });
+
 // Marks each lane A round in the trace (BENCH_TRACE).
 const trace = (globalThis as { __trace?: (label: string) => void }).__trace;
+
+/** Steal time of all cores from /proc/stat, ms; undefined where there is no such file. */
+function stealMs(): number | undefined {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/);
+    // Fields after "cpu": user nice system idle iowait irq softirq steal, in USER_HZ (100 per second).
+    return Number(cpu[8]) * 10;
+  } catch {
+    return undefined;
+  }
+}
 
 // ---- A: overhead at one stream ----
 async function laneA() {
   await engine.setRate(200);
-  // p99 of fewer than 100 rounds is just the slowest one.
-  const rounds = quick ? 100 : 300;
+  // Short jobs and many rounds: p99 of 100 rounds is the second slowest one, which on a shared 2-core
+  // VM swings from 1.4 to 6 ms between runs; with 400 it is the fourth.
+  const rounds = quick ? 400 : 1000;
+  const tokens = 5;
   const warmup = 5;
   const out: Record<Path, { ttfb: number[]; lat: number[] }> = {
     direct: { ttfb: [], lat: [] },
@@ -190,21 +218,42 @@ async function laneA() {
     await run('direct', new StreamConsumer([]), 1);
     await run('agent', new StreamConsumer([]), 1);
   }
+  const windows: [number, number][] = [];
+  const stealBefore = stealMs();
+  const startedAt = Date.now();
   for (let i = 0; i < warmup + rounds; i++) {
     for (const path of ['direct', 'agent'] as const) {
       const lat: number[] = [];
       const c = new StreamConsumer(lat);
       const t0 = clock();
       trace?.(`start ${path} ${i}`);
-      await run(path, c, 20);
+      await run(path, c, tokens);
       trace?.(`first ${path} ${i} ${(c.firstByteAt! - t0).toFixed(3)}`);
       if (i < warmup) continue;
+      if (path === 'agent') windows.push([t0, c.firstByteAt!]);
       out[path].ttfb.push(c.firstByteAt! - t0);
       out[path].lat.push(...lat);
     }
   }
+  const steal = stealMs() === undefined ? undefined : stealMs()! - stealBefore!;
+  const laneMs = Date.now() - startedAt;
   const pings: number[] = [];
   const paired = out.agent.ttfb.map((a, i) => a - out.direct.ttfb[i]!);
+  // Which of the slowest rounds had a garbage collection of the agent or of the driver inside them.
+  const { gcs } = await worker.ask<{ gcs: [number, number][] }>({ cmd: 'gcs' });
+  const engineGcs = await engine.gcs();
+  const hit = (list: [number, number][], [from, to]: [number, number]) =>
+    list.some(([at, ms]) => at < to && at + ms > from);
+  const slowest = paired
+    .map((added, i) => ({ added, i }))
+    .sort((x, y) => y.added - x.added)
+    .slice(0, Math.max(3, Math.ceil(rounds / 50)));
+  const slow_rounds = slowest.map(({ added, i }) => ({
+    added_ms: round(added, 3),
+    agent_gc: hit(gcs, windows[i]!),
+    driver_gc: hit(driverGcs, windows[i]!),
+    engine_gc: hit(engineGcs, windows[i]!),
+  }));
   for (let i = 0; i < 50; i++) pings.push(await coord.pingRtt());
   const r = {
     rounds,
@@ -217,6 +266,11 @@ async function laneA() {
     added_ttfb_p99_ms: round(pct(paired, 99), 3),
     added_gap_p50_ms: round(pct(out.agent.lat, 50) - pct(out.direct.lat, 50), 3),
     added_gap_p99_ms: round(pct(out.agent.lat, 99) - pct(out.direct.lat, 99), 3),
+    // Time the hypervisor ran something else on this VM's cores while the rounds ran (Linux steal
+    // time, summed over cores): pauses of a few ms that no process here can see or avoid.
+    host_steal_ms: steal === undefined ? null : Math.round(steal),
+    host_steal_pct: steal === undefined ? null : round((steal / (laneMs * cpus().length)) * 100, 2),
+    slow_rounds,
   };
   log(`A ${JSON.stringify(r)}`);
   return r;
@@ -513,7 +567,7 @@ const md = [
       `| ${r.offered_streams} | ${r.streams} x ${round(r.tokens_per_sec_per_stream, 0)} | ${r.direct_chunks_per_sec} | ${r.agent_chunks_per_sec} | ${r.agent_lost} | ${r.agent_stalled} | ${r.added_gap_p50_ms} / ${r.added_gap_p99_ms} | ${r.agent_cpu_us_per_chunk} | ${r.engine_ceiling_chunks_per_sec} |`,
   ),
   '',
-  `A (one stream, ${A.rounds} rounds): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99. A WebSocket ping to the agent process and back alone takes ${A.ws_ping_rtt_p50_ms} ms p50.`,
+  `A (one stream, ${A.rounds} rounds): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99. A WebSocket ping to the agent process and back alone takes ${A.ws_ping_rtt_p50_ms} ms p50. Of the ${A.slow_rounds.length} slowest rounds (${A.slow_rounds.map((r) => r.added_ms).join(', ')} ms added), ${A.slow_rounds.filter((r) => r.agent_gc).length} had a garbage collection of the agent inside them, ${A.slow_rounds.filter((r) => r.driver_gc || r.engine_gc).length} one of the driver or the engine, and the rest none; the hypervisor took ${A.host_steal_pct ?? '?'}% of the cores' time (steal) while the rounds ran.`,
   `D (${D.streams} active streams): ${D.heap_per_stream_kb} KB of heap per stream after GC (heap ${D.heap_base_mb} MB idle, ${D.heap_loaded_mb} MB loaded, ${D.heap_after_mb} MB once the streams were cancelled).`,
   `E (coordinator stops reading for 5 s under ${E.offered_streams} streams' worth of load): the agent's send buffer stopped at ${E.peak_agent_outbound_buffer_mb} MB (high-water mark 4 MB) and relays paused; the agent held ${E.live_heap_and_buffers_at_end_of_pause_mb} MB of heap and buffers at the end of the pause (idle ${E.base_heap_and_buffers_mb} MB; RSS peak ${E.peak_rss_mb} MB), a bounded read-ahead per paused stream, while the rest of the ${E.engine_chunks_written_while_paused} chunks the engine wrote waited unread in kernel socket buffers; afterwards all bytes arrived in order: ${E.all_bytes_in_order ? 'yes' : 'no'} (${E.jobs_done} jobs done).`,
   `F (${F.rounds} cancels): job_cancel to the engine seeing its connection close ${F.cancel_to_upstream_close_p50_ms} ms p50, ${F.cancel_to_upstream_close_p99_ms} ms p99.`,
