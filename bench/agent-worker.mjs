@@ -15,7 +15,7 @@ let agent;
 const gcs = [];
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
-    gcs.push([performance.timeOrigin + e.startTime, e.duration]);
+    gcs.push([performance.timeOrigin + e.startTime, e.duration, e.detail?.kind]);
     if (gcs.length > 10_000) gcs.shift();
   }
 }).observe({ entryTypes: ['gc'] });

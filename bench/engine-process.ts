@@ -12,9 +12,14 @@ type Msg =
   | { id: number; cmd: 'counters' };
 
 // Garbage collections as epoch-ms intervals, for lane A's slow-round report.
-const gcs: [number, number][] = [];
+const gcs: [number, number, number?][] = [];
 new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcs.push([performance.timeOrigin + e.startTime, e.duration]);
+  for (const e of list.getEntries())
+    gcs.push([
+      performance.timeOrigin + e.startTime,
+      e.duration,
+      (e as { detail?: { kind?: number } }).detail?.kind,
+    ]);
 }).observe({ entryTypes: ['gc'] });
 
 const engine = new BatchEngine();

@@ -132,8 +132,8 @@ class EngineProc {
   counters() {
     return this.#ask({ cmd: 'counters' });
   }
-  async gcs(): Promise<[number, number][]> {
-    return ((await this.#ask({ cmd: 'gcs' })) as unknown as { gcs: [number, number][] }).gcs;
+  async gcs(): Promise<Gc[]> {
+    return ((await this.#ask({ cmd: 'gcs' })) as unknown as { gcs: Gc[] }).gcs;
   }
   close() {
     this.#child.kill();
@@ -181,10 +181,18 @@ type Path = 'direct' | 'agent';
 const run = (path: Path, c: StreamConsumer, n: number) => (path === 'direct' ? direct(c, n) : viaAgent(c, n));
 
 // The driver's own garbage collections, to tell them apart from the agent's in lane A's slow rounds.
-const driverGcs: [number, number][] = [];
+type Gc = [at: number, ms: number, kind?: number];
+const driverGcs: Gc[] = [];
 new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) driverGcs.push([performance.timeOrigin + e.startTime, e.duration]);
+  for (const e of list.getEntries()) {
+    driverGcs.push([
+      performance.timeOrigin + e.startTime,
+      e.duration,
+      (e as { detail?: { kind?: number } }).detail?.kind,
+    ]);
+  }
 }).observe({ entryTypes: ['gc'] });
+const GC_KINDS: Record<number, string> = { 1: 'minor', 4: 'major', 8: 'incremental', 16: 'weak callbacks' };
 
 // Marks each lane A round in the trace (BENCH_TRACE).
 const trace = (globalThis as { __trace?: (label: string) => void }).__trace;
@@ -240,10 +248,15 @@ async function laneA() {
   const pings: number[] = [];
   const paired = out.agent.ttfb.map((a, i) => a - out.direct.ttfb[i]!);
   // Which of the slowest rounds had a garbage collection of the agent or of the driver inside them.
-  const { gcs } = await worker.ask<{ gcs: [number, number][] }>({ cmd: 'gcs' });
+  const { gcs } = await worker.ask<{ gcs: Gc[] }>({ cmd: 'gcs' });
   const engineGcs = await engine.gcs();
-  const hit = (list: [number, number][], [from, to]: [number, number]) =>
-    list.some(([at, ms]) => at < to && at + ms > from);
+  // The collections inside a round, as "minor 0.6 ms", or false.
+  const hit = (list: Gc[], [from, to]: [number, number]) => {
+    const inside = list.filter(([at, ms]) => at < to && at + ms > from);
+    return inside.length === 0
+      ? false
+      : inside.map(([, ms, kind]) => `${GC_KINDS[kind ?? 0] ?? 'gc'} ${round(ms, 2)} ms`).join(', ');
+  };
   const slowest = paired
     .map((added, i) => ({ added, i }))
     .sort((x, y) => y.added - x.added)
