@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { Agent, request } from 'undici';
+import { Agent, Pool, request } from 'undici';
 import { pct, StreamConsumer } from './consumer.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -26,6 +26,7 @@ const body = (n: number) =>
     stream: true,
   });
 const pool = new Agent({ connections: 1024 });
+const originPool = new Pool(url, { connections: 1024 });
 const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 });
 const sdk = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'bench', maxRetries: 0 });
 
@@ -43,6 +44,15 @@ const clients: Record<string, Client> = {
   'undici Agent.request({origin, path})': async (c, n) => {
     const res = await pool.request({
       origin: url,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: body(n),
+    });
+    for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+  },
+  'undici Pool.request({ path })': async (c, n) => {
+    const res = await originPool.request({
       path: '/v1/chat/completions',
       method: 'POST',
       headers: { 'content-type': 'application/json' },

@@ -36,6 +36,15 @@ class JobAbort extends Error {
   }
 }
 
+/** One instance per reason, made once: every job ends with an abort, and an Error's stack costs. */
+const ABORTS: Record<AbortReason, JobAbort> = {
+  cancel: new JobAbort('cancel'),
+  deadline: new JobAbort('deadline'),
+  session: new JobAbort('session'),
+  shutdown: new JobAbort('shutdown'),
+  stalled: new JobAbort('stalled'),
+};
+
 interface RunningJob {
   frame: JobFrame;
   controller: AbortController;
@@ -163,13 +172,13 @@ export class Executor {
   cancel(jobId: string): boolean {
     const job = this.#jobs.get(jobId);
     if (!job) return false;
-    job.controller.abort(new JobAbort('cancel'));
+    job.controller.abort(ABORTS.cancel);
     return true;
   }
 
   /** Aborts every job in flight (session ended, shutdown). */
   abortAll(reason: AbortReason): void {
-    for (const job of this.#jobs.values()) job.controller.abort(new JobAbort(reason));
+    for (const job of this.#jobs.values()) job.controller.abort(ABORTS[reason]);
   }
 
   #reject(frame: JobFrame, sink: JobSink, code: JobErrorCode, message: string, receivedAt: number): void {
@@ -276,7 +285,7 @@ export class Executor {
     const armDeadline = () => {
       if (signal.aborted) return;
       const left = frame.deadline_ms - (this.#now() - job.receivedAt);
-      deadline = setTimeout(() => controller.abort(new JobAbort('deadline')), Math.max(0, left));
+      deadline = setTimeout(() => controller.abort(ABORTS.deadline), Math.max(0, left));
     };
     const scanner = new StreamScanner();
     let firstByteAt: number | undefined;
@@ -374,7 +383,7 @@ export class Executor {
       upstream?.body.destroy();
     } finally {
       clearTimeout(deadline);
-      if (!controller.signal.aborted) controller.abort(new JobAbort('session'));
+      if (!controller.signal.aborted) controller.abort(ABORTS.session);
       if (job.backend) this.#opts.router.adjustInFlight(job.backend, -1);
       const end = this.#now();
       const scan = scanner.result;
@@ -405,7 +414,7 @@ export class Executor {
     let onAbort: (() => void) | undefined;
     const stalledOrAborted = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        job.controller.abort(new JobAbort('stalled'));
+        job.controller.abort(ABORTS.stalled);
         resolve();
       }, stallMs);
       onAbort = () => resolve();
