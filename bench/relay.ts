@@ -283,6 +283,8 @@ async function laneA() {
     // time, summed over cores): pauses of a few ms that no process here can see or avoid.
     host_steal_ms: steal === undefined ? null : Math.round(steal),
     host_steal_pct: steal === undefined ? null : round((steal / (laneMs * cpus().length)) * 100, 2),
+    // How often the agent collected while the rounds ran (it allocates per job and per chunk).
+    agent_gcs_during_rounds: gcs.filter(([at]) => at >= windows[0]![0] && at <= windows.at(-1)![1]).length,
     slow_rounds,
   };
   log(`A ${JSON.stringify(r)}`);
