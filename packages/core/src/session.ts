@@ -128,11 +128,21 @@ export class Session implements JobSink {
           this.#protocolError('no auth_challenge/auth result within the handshake timeout');
         }, this.#o.handshakeTimeoutMs);
       });
+      const failed = (err: unknown) => {
+        log.error('session handler failed', { error: errorMessage(err) });
+        this.#protocolError(errorMessage(err));
+      };
       ws.on('message', (data, isBinary) => {
-        this.#onMessage(data as Buffer, isBinary).catch((err: unknown) => {
-          log.error('session handler failed', { error: errorMessage(err) });
-          this.#protocolError(errorMessage(err));
-        });
+        // Online frames (jobs, cancels) are handled in this same call, with no promise per frame.
+        if (this.#state === 'online') {
+          try {
+            this.#onOnlineFrame(data as Buffer, isBinary);
+          } catch (err) {
+            failed(err);
+          }
+          return;
+        }
+        this.#onMessage(data as Buffer, isBinary).catch(failed);
       });
       ws.on('error', (err) => {
         const tooBig = (err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
@@ -193,7 +203,12 @@ export class Session implements JobSink {
       }
       return;
     }
-    // Authenticated: anything odd is logged at debug level and ignored.
+    this.#onOnlineFrame(data, isBinary);
+  }
+
+  /** Authenticated: jobs and cancels; anything odd is logged at debug level and ignored. */
+  #onOnlineFrame(data: Buffer, isBinary: boolean): void {
+    const { log } = this.#o;
     if (isBinary) {
       log.debug('ignored binary frame', { bytes: data.length });
       return;
