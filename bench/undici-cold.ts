@@ -51,7 +51,7 @@ for (let round = 0; round < 3; round++) {
       create.push((createdAt - t0) * 1000);
       sent.push((sentAt - t0) * 1000);
     }
-    (rows[name] ??= []).push(`${pct(create, 50).toFixed(0)} / ${pct(sent, 50).toFixed(0)}`);
+    rows[name] = [...(rows[name] ?? []), `${pct(create, 50).toFixed(0)} / ${pct(sent, 50).toFixed(0)}`];
   }
 }
 process.stdout.write('µs from request() to request:create / to request:bodySent (median), three rounds\n');
