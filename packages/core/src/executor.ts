@@ -1,4 +1,5 @@
 import { pipeline } from 'node:stream';
+import { AbortRelay } from './abort-relay.js';
 import { anthropicToChat, ChatToAnthropic } from './anthropic.js';
 import type { Backend, UpstreamResponse } from './backend.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from './errors.js';
@@ -54,6 +55,8 @@ interface RunningJob {
    * agent, twice on every job's way to its first byte (decision 0004).
    */
   onAbort: (() => void) | undefined;
+  /** Fired with the controller: what undici listens to for this job (abort-relay.ts). */
+  relay: AbortRelay;
   receivedAt: number;
   sink: JobSink;
   backend: Backend | undefined;
@@ -162,10 +165,12 @@ export class Executor {
       this.#reject(frame, sink, 'out_of_capacity', message, receivedAt);
       return;
     }
+    const controller = new AbortController();
     const job: RunningJob = {
       frame,
-      controller: new AbortController(),
+      controller,
       onAbort: undefined,
+      relay: new AbortRelay(controller.signal),
       receivedAt,
       sink,
       backend: undefined,
@@ -191,6 +196,7 @@ export class Executor {
   #abort(job: RunningJob, reason: AbortReason): void {
     if (job.controller.signal.aborted) return;
     job.controller.abort(ABORTS[reason]);
+    job.relay.fire();
     const react = job.onAbort;
     job.onAbort = undefined;
     react?.();

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { abortSourceFor } from './abort-relay.js';
 import { UsepodError } from './errors.js';
 import { errorText } from './stream-scan.js';
 
@@ -94,7 +95,7 @@ export async function send(pool: Dispatcher, url: string, opts: SendOptions): Pr
       method: opts.method,
       headers: opts.headers,
       body: opts.body,
-      signal: opts.signal,
+      signal: abortSourceFor(opts.signal),
       // With CONNECT_OPTIONS, bounds what a paused relay holds per stream.
       highWaterMark: 16 * 1024,
     });
