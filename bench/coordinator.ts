@@ -80,7 +80,12 @@ export class BenchCoordinator {
     });
   }
 
-  dispatch(jobId: string, consumer: StreamConsumer, maxTokens: number): Promise<Record<string, unknown>> {
+  dispatch(
+    jobId: string,
+    consumer: StreamConsumer,
+    maxTokens: number,
+    content = 'bench',
+  ): Promise<Record<string, unknown>> {
     return new Promise((done) => {
       this.#jobs.set(jobId, { consumer, done });
       this.#ws!.send(
@@ -88,7 +93,7 @@ export class BenchCoordinator {
           type: 'job',
           job_id: jobId,
           model_id: 'bench/model',
-          request: { messages: [{ role: 'user', content: 'bench' }], max_tokens: maxTokens },
+          request: { messages: [{ role: 'user', content }], max_tokens: maxTokens },
           deadline_ms: 600_000,
         }),
       );

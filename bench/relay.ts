@@ -152,7 +152,7 @@ log(
   `bench: engine ${engineUrl}, coordinator ${coordUrl}, agent in pid-separate worker${quick ? ' (quick)' : ''}`,
 );
 
-async function direct(c: StreamConsumer, maxTokens: number): Promise<void> {
+async function direct(c: StreamConsumer, maxTokens: number, content = 'bench'): Promise<void> {
   const started = performance.now();
   const res = await request(`${engineUrl}/v1/chat/completions`, {
     dispatcher: pool,
@@ -160,7 +160,7 @@ async function direct(c: StreamConsumer, maxTokens: number): Promise<void> {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
       model: 'bench/model',
-      messages: [{ role: 'user', content: 'bench' }],
+      messages: [{ role: 'user', content }],
       max_tokens: maxTokens,
       stream: true,
     }),
@@ -172,13 +172,14 @@ async function direct(c: StreamConsumer, maxTokens: number): Promise<void> {
 async function viaAgent(
   c: StreamConsumer,
   maxTokens: number,
-  id = randomUUID(),
+  content = 'bench',
 ): Promise<Record<string, unknown>> {
-  return coord.dispatch(id, c, maxTokens);
+  return coord.dispatch(randomUUID(), c, maxTokens, content);
 }
 
 type Path = 'direct' | 'agent';
-const run = (path: Path, c: StreamConsumer, n: number) => (path === 'direct' ? direct(c, n) : viaAgent(c, n));
+const run = (path: Path, c: StreamConsumer, n: number, content?: string) =>
+  path === 'direct' ? direct(c, n, content) : viaAgent(c, n, content);
 
 // The driver's own garbage collections, to tell them apart from the agent's in lane A's slow rounds.
 type Gc = [at: number, ms: number, kind?: number];
@@ -268,6 +269,25 @@ async function laneA() {
     engine_gc: hit(engineGcs, windows[i]!),
   }));
   for (let i = 0; i < 50; i++) pings.push(await coord.pingRtt());
+  // Real prompts are larger than lane A's: the agent parses the job frame and writes the request out
+  // again, so the added time grows with the prompt (the engine parses it on both paths alike).
+  const promptAdded = async (kb: number) => {
+    const content = 'lorem ipsum dolor sit amet, '.repeat(Math.ceil((kb * 1024) / 28)).slice(0, kb * 1024);
+    const added: number[] = [];
+    for (let i = 0; i < 105; i++) {
+      const at: Record<Path, number> = { direct: 0, agent: 0 };
+      for (const path of ['direct', 'agent'] as const) {
+        const c = new StreamConsumer([]);
+        const t0 = clock();
+        await run(path, c, tokens, content);
+        at[path] = c.firstByteAt! - t0;
+      }
+      if (i >= 5) added.push(at.agent - at.direct);
+    }
+    return { p50: round(pct(added, 50), 3), p99: round(pct(added, 99), 3) };
+  };
+  const kb16 = await promptAdded(16);
+  const kb100 = quick ? undefined : await promptAdded(100);
   const r = {
     rounds,
     // What one trip to the agent process and back costs here, with no agent code on the way.
@@ -286,6 +306,10 @@ async function laneA() {
     // How often the agent collected while the rounds ran (it allocates per job and per chunk).
     agent_gcs_during_rounds: gcs.filter(([at]) => at >= windows[0]![0] && at <= windows.at(-1)![1]).length,
     slow_rounds,
+    prompt_16kb_added_ttfb_p50_ms: kb16.p50,
+    prompt_16kb_added_ttfb_p99_ms: kb16.p99,
+    prompt_100kb_added_ttfb_p50_ms: kb100?.p50 ?? null,
+    prompt_100kb_added_ttfb_p99_ms: kb100?.p99 ?? null,
   };
   log(`A ${JSON.stringify(r)}`);
   return r;
@@ -582,7 +606,7 @@ const md = [
       `| ${r.offered_streams} | ${r.streams} x ${round(r.tokens_per_sec_per_stream, 0)} | ${r.direct_chunks_per_sec} | ${r.agent_chunks_per_sec} | ${r.agent_lost} | ${r.agent_stalled} | ${r.added_gap_p50_ms} / ${r.added_gap_p99_ms} | ${r.agent_cpu_us_per_chunk} | ${r.engine_ceiling_chunks_per_sec} |`,
   ),
   '',
-  `A (one stream, ${A.rounds} rounds): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99. A WebSocket ping to the agent process and back alone takes ${A.ws_ping_rtt_p50_ms} ms p50. Of the ${A.slow_rounds.length} slowest rounds (${A.slow_rounds.map((r) => r.added_ms).join(', ')} ms added), ${A.slow_rounds.filter((r) => r.agent_gc).length} had a garbage collection of the agent inside them, ${A.slow_rounds.filter((r) => r.driver_gc || r.engine_gc).length} one of the driver or the engine, and the rest none; the hypervisor took ${A.host_steal_pct ?? '?'}% of the cores' time (steal) while the rounds ran.`,
+  `A (one stream, ${A.rounds} rounds): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99. A WebSocket ping to the agent process and back alone takes ${A.ws_ping_rtt_p50_ms} ms p50. Of the ${A.slow_rounds.length} slowest rounds (${A.slow_rounds.map((r) => r.added_ms).join(', ')} ms added), ${A.slow_rounds.filter((r) => r.agent_gc).length} had a garbage collection of the agent inside them, ${A.slow_rounds.filter((r) => r.driver_gc || r.engine_gc).length} one of the driver or the engine, and the rest none; the hypervisor took ${A.host_steal_pct ?? '?'}% of the cores' time (steal) while the rounds ran. With a 16 KB prompt instead of a few bytes, the agent adds ${A.prompt_16kb_added_ttfb_p50_ms} ms p50, ${A.prompt_16kb_added_ttfb_p99_ms} ms p99 (100 rounds).`,
   `D (${D.streams} active streams): ${D.heap_per_stream_kb} KB of heap per stream after GC (heap ${D.heap_base_mb} MB idle, ${D.heap_loaded_mb} MB loaded, ${D.heap_after_mb} MB once the streams were cancelled).`,
   `E (coordinator stops reading for 5 s under ${E.offered_streams} streams' worth of load): the agent's send buffer stopped at ${E.peak_agent_outbound_buffer_mb} MB (high-water mark 4 MB) and relays paused; the agent held ${E.live_heap_and_buffers_at_end_of_pause_mb} MB of heap and buffers at the end of the pause (idle ${E.base_heap_and_buffers_mb} MB; RSS peak ${E.peak_rss_mb} MB), a bounded read-ahead per paused stream, while the rest of the ${E.engine_chunks_written_while_paused} chunks the engine wrote waited unread in kernel socket buffers; afterwards all bytes arrived in order: ${E.all_bytes_in_order ? 'yes' : 'no'} (${E.jobs_done} jobs done).`,
   `F (${F.rounds} cancels): job_cancel to the engine seeing its connection close ${F.cancel_to_upstream_close_p50_ms} ms p50, ${F.cancel_to_upstream_close_p99_ms} ms p99.`,
