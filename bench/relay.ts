@@ -172,14 +172,15 @@ async function direct(c: StreamConsumer, maxTokens: number, content = 'bench'): 
 async function viaAgent(
   c: StreamConsumer,
   maxTokens: number,
+  id = randomUUID(),
   content = 'bench',
 ): Promise<Record<string, unknown>> {
-  return coord.dispatch(randomUUID(), c, maxTokens, content);
+  return coord.dispatch(id, c, maxTokens, content);
 }
 
 type Path = 'direct' | 'agent';
 const run = (path: Path, c: StreamConsumer, n: number, content?: string) =>
-  path === 'direct' ? direct(c, n, content) : viaAgent(c, n, content);
+  path === 'direct' ? direct(c, n, content) : viaAgent(c, n, randomUUID(), content);
 
 // The driver's own garbage collections, to tell them apart from the agent's in lane A's slow rounds.
 type Gc = [at: number, ms: number, kind?: number];
