@@ -142,7 +142,7 @@ export class Session implements JobSink {
           }
           return;
         }
-        this.#onMessage(data as Buffer, isBinary).catch(failed);
+        this.#onHandshakeFrame(data as Buffer, isBinary).catch(failed);
       });
       ws.on('error', (err) => {
         const tooBig = (err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
@@ -176,34 +176,30 @@ export class Session implements JobSink {
     return this.#wasOnline;
   }
 
-  async #onMessage(data: Buffer, isBinary: boolean): Promise<void> {
+  /** Frames before authentication: the challenge, then auth_ok or auth_failed. */
+  async #onHandshakeFrame(data: Buffer, isBinary: boolean): Promise<void> {
     const { log } = this.#o;
     if (this.#state === 'closed') return;
-    if (this.#state !== 'online') {
-      if (isBinary) return this.#protocolError('binary frame during the handshake');
-      const parsed = parseInbound(data.toString('utf8'));
-      if (!parsed.ok) return this.#protocolError(`bad handshake frame: ${parsed.reason}`);
-      const f = parsed.frame;
-      if (this.#state === 'await_challenge') {
-        if (f.type !== 'auth_challenge') return this.#protocolError(`expected auth_challenge, got ${f.type}`);
-        this.#state = 'await_result';
-        await this.#respond(f.nonce);
-        return;
-      }
-      if (this.#state === 'await_result') {
-        if (f.type === 'auth_failed') {
-          this.#end = { reachedAuth: false, kind: 'auth_failed', reason: f.reason };
-          log.error('coordinator refused authentication', { reason: f.reason });
-          this.#ws?.close(1000);
-          return;
-        }
-        if (f.type !== 'auth_ok')
-          return this.#protocolError(`expected auth_ok or auth_failed, got ${f.type}`);
-        await this.#authenticated(f.provider_id);
-      }
+    if (isBinary) return this.#protocolError('binary frame during the handshake');
+    const parsed = parseInbound(data.toString('utf8'));
+    if (!parsed.ok) return this.#protocolError(`bad handshake frame: ${parsed.reason}`);
+    const f = parsed.frame;
+    if (this.#state === 'await_challenge') {
+      if (f.type !== 'auth_challenge') return this.#protocolError(`expected auth_challenge, got ${f.type}`);
+      this.#state = 'await_result';
+      await this.#respond(f.nonce);
       return;
     }
-    this.#onOnlineFrame(data, isBinary);
+    if (this.#state === 'await_result') {
+      if (f.type === 'auth_failed') {
+        this.#end = { reachedAuth: false, kind: 'auth_failed', reason: f.reason };
+        log.error('coordinator refused authentication', { reason: f.reason });
+        this.#ws?.close(1000);
+        return;
+      }
+      if (f.type !== 'auth_ok') return this.#protocolError(`expected auth_ok or auth_failed, got ${f.type}`);
+      await this.#authenticated(f.provider_id);
+    }
   }
 
   /** Authenticated: jobs and cancels; anything odd is logged at debug level and ignored. */
