@@ -135,15 +135,20 @@ export function checkWithSchema(schema: z.ZodType, type: string, value: unknown)
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    const jobId = (value as { job_id?: unknown }).job_id;
-    return {
-      ok: false,
-      type,
-      reason: `${issue.path.join('.') || type}: ${issue.message}`,
-      ...(typeof jobId === 'string' ? { jobId: jobId.slice(0, 64) } : {}),
-    };
+    const reason = `${issue.path.join('.') || type}: ${issue.message}`;
+    return rejected(type, reason, (value as { job_id?: unknown }).job_id);
   }
   return { ok: true, frame: parsed.data as InboundFrame };
+}
+
+/** A frame that failed its check, with its job id (bounded) when it has one, for the log line. */
+function rejected(type: string, reason: string, jobId: unknown): Inbound {
+  return {
+    ok: false,
+    type,
+    reason,
+    ...(typeof jobId === 'string' ? { jobId: jobId.slice(0, 64) } : {}),
+  };
 }
 
 const MAX_DEADLINE_MS = 24 * 3600 * 1000;
@@ -155,12 +160,7 @@ const MAX_DEADLINE_MS = 24 * 3600 * 1000;
  */
 export function checkJob(v: Record<string, unknown>): Inbound {
   const jobId = v.job_id;
-  const fail = (path: string, message: string): Inbound => ({
-    ok: false,
-    type: 'job',
-    reason: `${path}: ${message}`,
-    ...(typeof jobId === 'string' ? { jobId: jobId.slice(0, 64) } : {}),
-  });
+  const fail = (path: string, message: string): Inbound => rejected('job', `${path}: ${message}`, jobId);
   if (typeof jobId !== 'string') return fail('job_id', expected('string', jobId));
   if (!UUID_RE.test(jobId)) return fail('job_id', 'job_id must be a UUID');
   const model = v.model_id;
