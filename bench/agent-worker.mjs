@@ -11,7 +11,8 @@ import vllm from '@usepod-agent/plugin-vllm';
 
 let agent;
 
-// Garbage collections, as epoch-ms intervals, so the driver can tell which rounds a pause fell into.
+// Garbage collections, as epoch-ms intervals, so the driver can tell which rounds a pause fell into
+// (gc-log.ts does the same for the driver and the engine; this file stays plain JavaScript).
 const gcs = [];
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {

@@ -1,5 +1,5 @@
-import { PerformanceObserver } from 'node:perf_hooks';
 import { BatchEngine } from './engine.js';
+import { recordGcs } from './gc-log.js';
 
 /**
  * The batching engine in a process of its own, driven over IPC, so that neither path of the
@@ -11,16 +11,8 @@ type Msg =
   | { id: number; cmd: 'reset' }
   | { id: number; cmd: 'counters' };
 
-// Garbage collections as epoch-ms intervals, for lane A's slow-round report.
-const gcs: [number, number, number?][] = [];
-new PerformanceObserver((list) => {
-  for (const e of list.getEntries())
-    gcs.push([
-      performance.timeOrigin + e.startTime,
-      e.duration,
-      (e as { detail?: { kind?: number } }).detail?.kind,
-    ]);
-}).observe({ entryTypes: ['gc'] });
+// Garbage collections, for lane A's slow-round report.
+const gcs = recordGcs();
 
 const engine = new BatchEngine();
 const url = await engine.start();

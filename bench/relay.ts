@@ -10,11 +10,11 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Agent as Pool, request } from 'undici';
 import { clock, pct, StreamConsumer } from './consumer.js';
 import { BenchCoordinator } from './coordinator.js';
+import { type Gc, recordGcs } from './gc-log.js';
 
 const quick = process.argv.includes('--quick');
 
@@ -183,17 +183,7 @@ const run = (path: Path, c: StreamConsumer, n: number, content?: string) =>
   path === 'direct' ? direct(c, n, content) : viaAgent(c, n, randomUUID(), content);
 
 // The driver's own garbage collections, to tell them apart from the agent's in lane A's slow rounds.
-type Gc = [at: number, ms: number, kind?: number];
-const driverGcs: Gc[] = [];
-new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) {
-    driverGcs.push([
-      performance.timeOrigin + e.startTime,
-      e.duration,
-      (e as { detail?: { kind?: number } }).detail?.kind,
-    ]);
-  }
-}).observe({ entryTypes: ['gc'] });
+const driverGcs = recordGcs();
 const GC_KINDS: Record<number, string> = { 1: 'minor', 4: 'major', 8: 'incremental', 16: 'weak callbacks' };
 
 // Marks each lane A round in the trace (BENCH_TRACE).
@@ -208,6 +198,25 @@ function stealMs(): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * One round of lane A: the same job on the direct path, then through the agent, back to back, each with
+ * when it started, its first byte and the latencies of its chunks. Rounds given an index are marked in
+ * the trace (BENCH_TRACE).
+ */
+async function pairedRound(tokens: number, index?: number, content?: string) {
+  const one = async (path: Path) => {
+    const lat: number[] = [];
+    const c = new StreamConsumer(lat);
+    const t0 = clock();
+    if (index !== undefined) trace?.(`start ${path} ${index}`);
+    await run(path, c, tokens, content);
+    if (index !== undefined) trace?.(`first ${path} ${index} ${(c.firstByteAt! - t0).toFixed(3)}`);
+    return { t0, first: c.firstByteAt!, lat };
+  };
+  const direct = await one('direct');
+  return { direct, agent: await one('agent') };
 }
 
 // ---- A: overhead at one stream ----
@@ -232,20 +241,16 @@ async function laneA() {
   const stealBefore = stealMs();
   const startedAt = Date.now();
   for (let i = 0; i < warmup + rounds; i++) {
+    const pair = await pairedRound(tokens, i);
+    if (i < warmup) continue;
+    windows.push([pair.agent.t0, pair.agent.first]);
     for (const path of ['direct', 'agent'] as const) {
-      const lat: number[] = [];
-      const c = new StreamConsumer(lat);
-      const t0 = clock();
-      trace?.(`start ${path} ${i}`);
-      await run(path, c, tokens);
-      trace?.(`first ${path} ${i} ${(c.firstByteAt! - t0).toFixed(3)}`);
-      if (i < warmup) continue;
-      if (path === 'agent') windows.push([t0, c.firstByteAt!]);
-      out[path].ttfb.push(c.firstByteAt! - t0);
-      out[path].lat.push(...lat);
+      out[path].ttfb.push(pair[path].first - pair[path].t0);
+      out[path].lat.push(...pair[path].lat);
     }
   }
-  const steal = stealMs() === undefined ? undefined : stealMs()! - stealBefore!;
+  const stealAfter = stealMs();
+  const steal = stealAfter === undefined || stealBefore === undefined ? undefined : stealAfter - stealBefore;
   const laneMs = Date.now() - startedAt;
   const pings: number[] = [];
   const paired = out.agent.ttfb.map((a, i) => a - out.direct.ttfb[i]!);
@@ -276,14 +281,8 @@ async function laneA() {
     const content = 'lorem ipsum dolor sit amet, '.repeat(Math.ceil((kb * 1024) / 28)).slice(0, kb * 1024);
     const added: number[] = [];
     for (let i = 0; i < 105; i++) {
-      const at: Record<Path, number> = { direct: 0, agent: 0 };
-      for (const path of ['direct', 'agent'] as const) {
-        const c = new StreamConsumer([]);
-        const t0 = clock();
-        await run(path, c, tokens, content);
-        at[path] = c.firstByteAt! - t0;
-      }
-      if (i >= 5) added.push(at.agent - at.direct);
+      const { direct, agent } = await pairedRound(tokens, undefined, content);
+      if (i >= 5) added.push(agent.first - agent.t0 - (direct.first - direct.t0));
     }
     return { p50: round(pct(added, 50), 3), p99: round(pct(added, 99), 3) };
   };
