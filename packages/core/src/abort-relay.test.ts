@@ -2,26 +2,26 @@ import { describe, expect, it } from 'vitest';
 import { AbortRelay, abortSourceFor } from './abort-relay.js';
 
 describe('AbortRelay', () => {
-  it('stands in for the signal it was made for, and only that one', () => {
-    const controller = new AbortController();
-    const relay = new AbortRelay(controller.signal);
-    expect(abortSourceFor(controller.signal)).toBe(relay);
+  it('stands in for its own signal, and only that one', () => {
+    const relay = new AbortRelay();
+    expect(abortSourceFor(relay.signal)).toBe(relay);
     const other = new AbortController().signal;
     expect(abortSourceFor(other)).toBe(other);
     expect(abortSourceFor(undefined)).toBeUndefined();
   });
 
-  it('carries the signal state and reason, and tells its listeners when fired', () => {
-    const controller = new AbortController();
-    const relay = new AbortRelay(controller.signal);
-    let heard = 0;
-    relay.once('abort', () => heard++);
+  it('aborts its signal with the reason, then tells its listeners, once', () => {
+    const relay = new AbortRelay();
+    const order: string[] = [];
+    relay.signal.addEventListener('abort', () => order.push('signal'));
+    relay.on('abort', () => order.push('relay'));
     expect(relay.aborted).toBe(false);
     const reason = new Error('cancel');
-    controller.abort(reason);
-    relay.fire();
-    expect(heard).toBe(1);
+    expect(relay.abort(reason)).toBe(true);
+    expect(relay.abort(new Error('again'))).toBe(false);
+    expect(order).toEqual(['signal', 'relay']);
     expect(relay.aborted).toBe(true);
     expect(relay.reason).toBe(reason);
+    expect(relay.signal.reason).toBe(reason);
   });
 });

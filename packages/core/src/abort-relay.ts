@@ -3,16 +3,20 @@ import { EventEmitter } from 'node:events';
 const relays = new WeakMap<AbortSignal, AbortRelay>();
 
 /**
+ * One job's abort: an `AbortController` for the plugin, and an `EventEmitter` for undici, fired together.
  * undici takes an `EventEmitter` as a request's abort signal as well as an `AbortSignal` (documented),
  * and on a process that has been idle, listening on an `EventEmitter` costs a fraction of what an
  * `AbortSignal` listener does (bench/undici-cold.ts: about 100 µs more to create a request with an
- * `AbortSignal`; decision 0004). The executor pairs each job's signal with a relay and fires it when
- * it aborts the job; `send()` hands undici the relay where the signal has one, the signal otherwise.
+ * `AbortSignal`; decision 0004). `send()` hands undici the relay where the signal has one, the signal
+ * otherwise.
  */
 export class AbortRelay extends EventEmitter {
-  constructor(readonly signal: AbortSignal) {
+  readonly #controller = new AbortController();
+  readonly signal: AbortSignal = this.#controller.signal;
+
+  constructor() {
     super();
-    relays.set(signal, this);
+    relays.set(this.signal, this);
   }
 
   get aborted(): boolean {
@@ -24,8 +28,12 @@ export class AbortRelay extends EventEmitter {
     return this.signal.reason;
   }
 
-  fire(): void {
+  /** Aborts the signal, then tells the relay's listeners; false when it was already aborted. */
+  abort(reason: unknown): boolean {
+    if (this.signal.aborted) return false;
+    this.#controller.abort(reason);
     this.emit('abort');
+    return true;
   }
 }
 

@@ -48,15 +48,14 @@ const ABORTS: Record<AbortReason, JobAbort> = {
 
 interface RunningJob {
   frame: JobFrame;
-  controller: AbortController;
+  /** The job's abort: its signal goes to the plugin, the relay itself to undici (abort-relay.ts). */
+  abort: AbortRelay;
   /**
    * The executor's own reaction to an abort, one at a time (reject the pending open, or close the body),
    * called by #abort after the signal's listeners: adding a listener to an AbortSignal costs 100 µs or
    * more on a cold agent, and there were two on every job's way to its first byte (decision 0004).
    */
   onAbort: (() => void) | undefined;
-  /** Fired with the controller: what undici listens to for this job (abort-relay.ts). */
-  relay: AbortRelay;
   receivedAt: number;
   sink: JobSink;
   backend: Backend | undefined;
@@ -107,6 +106,11 @@ export class Executor {
   readonly #now: () => number;
   #accepting = true;
   #idleWaiters: (() => void)[] = [];
+  /**
+   * The next job's abort, made while the previous one waits on its engine: an AbortController and its
+   * relay cost about 60 µs on an agent woken from idle, on every job's way to its engine (decision 0004).
+   */
+  #spareAbort: AbortRelay | undefined;
 
   constructor(opts: ExecutorOptions) {
     this.#opts = opts;
@@ -165,17 +169,16 @@ export class Executor {
       this.#reject(frame, sink, 'out_of_capacity', message, receivedAt);
       return;
     }
-    const controller = new AbortController();
     const job: RunningJob = {
       frame,
-      controller,
+      abort: this.#spareAbort ?? new AbortRelay(),
       onAbort: undefined,
-      relay: new AbortRelay(controller.signal),
       receivedAt,
       sink,
       backend: undefined,
       bytes: 0,
     };
+    this.#spareAbort = undefined;
     this.#jobs.set(frame.job_id, job);
     void this.#run(job);
   }
@@ -194,9 +197,7 @@ export class Executor {
   }
 
   #abort(job: RunningJob, reason: AbortReason): void {
-    if (job.controller.signal.aborted) return;
-    job.controller.abort(ABORTS[reason]);
-    job.relay.fire();
+    if (!job.abort.abort(ABORTS[reason])) return;
     const react = job.onAbort;
     job.onAbort = undefined;
     react?.();
@@ -204,7 +205,7 @@ export class Executor {
 
   /** Settles with the promise, or rejects with the job's abort reason as soon as it is aborted. */
   #abortable<T>(job: RunningJob, p: Promise<T>): Promise<T> {
-    const { signal } = job.controller;
+    const { signal } = job.abort;
     // A response that arrives after all is closed at once.
     const dispose = (r: unknown) => (r as { body?: { destroy(): void } } | undefined)?.body?.destroy();
     if (signal.aborted) {
@@ -286,14 +287,14 @@ export class Executor {
           // An engine thought to serve /v1/messages that has no such route: translate instead.
           const noRoute =
             isUsepodError(err, 'USEPOD_BACKEND_HTTP') && err.message.startsWith('backend answered 404');
-          if (!noRoute || job.controller.signal.aborted) throw err;
+          if (!noRoute || job.abort.signal.aborted) throw err;
           return this.#attempt(job, backend, true);
         });
       } catch (err) {
         this.#opts.router.adjustInFlight(backend, -1);
         lastErr = err;
         // Nothing was relayed yet: an unreachable engine is worth trying the next one.
-        if (job.controller.signal.aborted || !isUsepodError(err, 'USEPOD_BACKEND_UNREACHABLE')) break;
+        if (job.abort.signal.aborted || !isUsepodError(err, 'USEPOD_BACKEND_UNREACHABLE')) break;
         this.#opts.router.reportFailure(backend);
         this.#opts.log.warn('backend unreachable, trying the next one', {
           job_id: job.frame.job_id,
@@ -314,7 +315,7 @@ export class Executor {
         model: frame.model_id,
         body: translate ? anthropicToChat(frame.request, frame.model_id) : prepareRequest(frame),
         format: translate ? 'openai' : frame.format,
-        signal: job.controller.signal,
+        signal: job.abort.signal,
       }),
     );
     if (!translate) return opened;
@@ -327,8 +328,8 @@ export class Executor {
   }
 
   async #run(job: RunningJob): Promise<void> {
-    const { frame, sink, controller } = job;
-    const { signal } = controller;
+    const { frame, sink } = job;
+    const { signal } = job.abort;
     let deadline: NodeJS.Timeout | undefined;
     const armDeadline = () => {
       if (signal.aborted) return;
@@ -362,8 +363,11 @@ export class Executor {
       }
       const opening = this.#open(job, route);
       // Armed once the request is on its way: undici writes it in this turn's check phase, after
-      // the work done here (decision 0004).
-      if (deadline === undefined) setImmediate(armDeadline);
+      // the work done here (decision 0004). The next job's abort is made then too.
+      setImmediate(() => {
+        if (deadline === undefined) armDeadline();
+        this.#spareAbort ??= new AbortRelay();
+      });
       upstream = await opening;
       // Whatever the plugin does with the signal, an abort closes the body, and with it the connection.
       const body = upstream.body;
@@ -457,7 +461,7 @@ export class Executor {
 
   async #waitForSink(job: RunningJob): Promise<void> {
     const stallMs = this.#opts.stallTimeoutMs ?? 60_000;
-    const { signal } = job.controller;
+    const { signal } = job.abort;
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
     const stalledOrAborted = new Promise<void>((resolve) => {

@@ -179,10 +179,28 @@ export class OpenAICompatibleBackend implements Backend {
     return format === 'anthropic' ? `${this.apiPrefix}/messages` : `${this.apiPrefix}/chat/completions`;
   }
 
+  /**
+   * The URL and headers of a job's request, per format, made on the first job and kept: they depend on
+   * configuration only, and building them cost each job tens of µs on an agent woken from idle
+   * (decision 0004). A subclass overriding `endpoint`, `streamPath` or `headers` sees them read once.
+   */
+  #streamTargets: Partial<Record<StreamRequest['format'], { url: string; headers: Record<string, string> }>> =
+    {};
+
+  #streamTarget(format: StreamRequest['format']): { url: string; headers: Record<string, string> } {
+    let target = this.#streamTargets[format];
+    if (!target) {
+      const headers = this.headers({ 'content-type': 'application/json', accept: 'text/event-stream' });
+      if (format === 'anthropic' && this.apiKey) headers['x-api-key'] = this.apiKey;
+      target = { url: this.endpoint(this.streamPath(format)), headers };
+      this.#streamTargets[format] = target;
+    }
+    return target;
+  }
+
   async stream(req: StreamRequest): Promise<UpstreamResponse> {
-    const headers = this.headers({ 'content-type': 'application/json', accept: 'text/event-stream' });
-    if (req.format === 'anthropic' && this.apiKey) headers['x-api-key'] = this.apiKey;
-    const res = await send(this.pool, this.endpoint(this.streamPath(req.format)), {
+    const { url, headers } = this.#streamTarget(req.format);
+    const res = await send(this.pool, url, {
       method: 'POST',
       headers,
       body: JSON.stringify(req.body),
