@@ -122,6 +122,8 @@ export class Discovery implements RouterView {
 
   candidates(model: string): Backend[] {
     const fit = this.states.filter((s) => s.status?.healthy && s.status.models.some((m) => m.id === model));
+    // One engine per model is the common host: nothing to rank.
+    if (fit.length < 2) return fit.length === 1 ? [fit[0]!.backend] : [];
     return fit
       .sort((a, b) => loadScore(a) - loadScore(b) || kindRank(a.backend.kind) - kindRank(b.backend.kind))
       .map((s) => s.backend);
