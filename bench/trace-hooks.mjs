@@ -1,6 +1,7 @@
 // BENCH_TRACE=1: loaded into the driver, the agent and the engine. Records, on CLOCK_MONOTONIC (one
-// clock for every process on the machine, unlike performance.timeOrigin), each socket read and write
-// and undici's request events, so trace-report.ts can follow one job across the three processes.
+// clock for every process on the machine, unlike performance.timeOrigin), each socket read and write,
+// undici's request events and the agent's job milestones, so trace-report.ts can follow one job across
+// the three processes.
 // Tracing costs a little on every hop, on both paths alike; read its figures as a breakdown, not as
 // the benchmark's results.
 import dc from 'node:diagnostics_channel';
@@ -37,6 +38,9 @@ for (const name of [
   'undici:request:headers',
 ])
   dc.subscribe(name, () => events.push([now(), `${role}.${name.slice(7)}`]));
+// The agent's own milestones (packages/core/src/diagnostics.ts).
+for (const name of ['received', 'request', 'response'])
+  dc.subscribe(`usepod:job:${name}`, () => events.push([now(), `${role}.job:${name}`]));
 
 export const save = () => {
   if (!dir) return;

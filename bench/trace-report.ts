@@ -20,11 +20,14 @@ const PATHS: Record<'agent' | 'direct', Step[]> = {
   agent: [
     { name: 'driver: job frame written', match: is('driver.write') },
     { name: 'hop coordinator -> agent', match: is('agent.read') },
-    { name: 'agent: job frame -> request written', match: is('agent.write') },
+    { name: 'agent: frame read -> job (ws, parse, checks)', match: is('agent.job:received') },
+    { name: 'agent: job -> plugin sent it (setup, undici)', match: is('agent.job:request') },
+    { name: 'agent: -> request written (undici)', match: is('agent.write') },
     { name: 'hop agent -> engine', match: is('engine.read') },
     { name: 'engine: request -> first write', match: is('engine.write') },
     { name: 'hop engine -> agent', match: is('agent.read') },
-    { name: 'agent: response -> first frame written', match: is('agent.write') },
+    { name: 'agent: response read -> stream (undici)', match: is('agent.job:response') },
+    { name: 'agent: stream -> first frame written', match: is('agent.write') },
     { name: 'hop agent -> coordinator', match: is('driver.read') },
   ],
   direct: [
@@ -76,9 +79,9 @@ export function traceReport(dir: string): string {
     }
     lines.push(`${path} path (${rest.length} rounds), median µs:`);
     for (const [k, s] of steps.entries()) {
-      lines.push(`  ${s.name.padEnd(42)} ${pct(spans[k]!, 50).toFixed(0).padStart(6)}`);
+      lines.push(`  ${s.name.padEnd(46)} ${pct(spans[k]!, 50).toFixed(0).padStart(6)}`);
     }
-    lines.push(`  ${'driver: first bytes -> consumer'.padEnd(42)} ${pct(rest, 50).toFixed(0).padStart(6)}`);
+    lines.push(`  ${'driver: first bytes -> consumer'.padEnd(46)} ${pct(rest, 50).toFixed(0).padStart(6)}`);
   }
   return lines.join('\n');
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { definePlugin, PLUGIN_API_VERSION } from '@usepod-agent/core';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { definePlugin, jobChannels, PLUGIN_API_VERSION } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -27,6 +28,49 @@ describe('jobs (PROTOCOL.md section 5)', () => {
     });
     // The usage line reached the agent in two reads and was still counted.
     expect(job.chunks.length).toBeGreaterThan(1);
+  });
+
+  it('publishes the milestones of each job on diagnostics channels, in order', async () => {
+    r = await rig();
+    const seen: [string, Record<string, unknown>][] = [];
+    const names = Object.values(jobChannels).map((c) => String(c.name));
+    const listeners = names.map((name) => {
+      const fn = (message: unknown) => seen.push([name, message as Record<string, unknown>]);
+      subscribe(name, fn);
+      return () => unsubscribe(name, fn);
+    });
+    try {
+      const job = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello });
+      await job.done();
+      const unknown = r.session.dispatch({ model_id: 'nope' });
+      await unknown.done();
+      const of = (id: string) => seen.filter(([, m]) => m.jobId === id);
+      expect(of(job.jobId).map(([n]) => n)).toEqual([
+        'usepod:job:received',
+        'usepod:job:request',
+        'usepod:job:response',
+        'usepod:job:first-chunk',
+        'usepod:job:end',
+      ]);
+      const [received, request, response, first, end] = of(job.jobId).map(([, m]) => m);
+      expect(received).toEqual({ jobId: job.jobId, model: 'Qwen/Qwen3-14B', format: 'openai' });
+      expect(request).toEqual({ jobId: job.jobId, backend: expect.stringContaining('vllm') });
+      expect(response).toMatchObject({
+        backend: request!.backend,
+        contentType: expect.stringMatching(/^text\/event-stream/),
+      });
+      expect(first!.bytes).toBeGreaterThan(0);
+      expect(end).toMatchObject({
+        outcome: 'done',
+        model: 'Qwen/Qwen3-14B',
+        outputTokens: expect.any(Number),
+      });
+      // A job no backend serves is received and ends, with nothing in between.
+      expect(of(unknown.jobId).map(([n]) => n)).toEqual(['usepod:job:received', 'usepod:job:end']);
+      expect(of(unknown.jobId)[1]![1]).toMatchObject({ outcome: 'error', errorCode: 'model_not_loaded' });
+    } finally {
+      for (const off of listeners) off();
+    }
   });
 
   it('forces stream, adds stream_options and model only when absent (5.2)', async () => {

@@ -2,6 +2,7 @@ import { pipeline } from 'node:stream';
 import { AbortRelay } from './abort-relay.js';
 import { anthropicToChat, ChatToAnthropic } from './anthropic.js';
 import type { Backend, UpstreamResponse } from './backend.js';
+import { jobChannels } from './diagnostics.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from './errors.js';
 import type { AgentHooks, JobOutcome } from './hooks.js';
 import { engineErrorMessage, readText } from './http.js';
@@ -139,6 +140,9 @@ export class Executor {
   /** Starts a job; returns at once. */
   accept(frame: JobFrame, sink: JobSink, frameBytes = 0): void {
     const receivedAt = this.#now();
+    if (jobChannels.received.hasSubscribers) {
+      jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
+    }
     if (this.#jobs.has(frame.job_id)) {
       this.#opts.log.warn('duplicate job_id ignored', { job_id: frame.job_id });
       return;
@@ -318,6 +322,9 @@ export class Executor {
         signal: job.abort.signal,
       }),
     );
+    if (jobChannels.request.hasSubscribers) {
+      jobChannels.request.publish({ jobId: frame.job_id, backend: backend.label });
+    }
     if (!translate) return opened;
     return opened.then((res) => {
       if (res.contentType && !STREAM_TYPES.test(res.contentType)) return res;
@@ -369,6 +376,13 @@ export class Executor {
         this.#spareAbort ??= new AbortRelay();
       });
       upstream = await opening;
+      if (jobChannels.response.hasSubscribers) {
+        jobChannels.response.publish({
+          jobId: frame.job_id,
+          backend: job.backend?.label,
+          contentType: upstream.contentType,
+        });
+      }
       // Whatever the plugin does with the signal, an abort closes the body, and with it the connection.
       const body = upstream.body;
       if (signal.aborted) body.destroy();
@@ -380,8 +394,12 @@ export class Executor {
       const prefix = chunkFramePrefix(frame.job_id);
       await readChunks(body, (bytes) => {
         if (signal.aborted) return false;
-        if (firstByteAt === undefined) firstByteAt = this.#now();
+        const first = firstByteAt === undefined;
+        if (first) firstByteAt = this.#now();
         if (!sink.send(chunkFrame(prefix, bytes))) return false;
+        if (first && jobChannels.firstChunk.hasSubscribers) {
+          jobChannels.firstChunk.publish({ jobId: frame.job_id, bytes: bytes.length });
+        }
         job.bytes += bytes.length;
         scanner.push(bytes);
         return sink.congested ? this.#waitForSink(job) : true;
@@ -482,6 +500,7 @@ export class Executor {
 
   #finish(outcome: JobOutcome, tokensPerSec: number | undefined): void {
     this.#jobs.delete(outcome.jobId);
+    if (jobChannels.end.hasSubscribers) jobChannels.end.publish(outcome);
     this.#opts.budget?.settle(outcome.jobId, outcome.inputTokens + outcome.outputTokens);
     this.#opts.stats.record({
       firstByteMs: outcome.firstByteMs,

@@ -61,6 +61,14 @@ export {
   validateConfig,
 } from './config/validate.js';
 export {
+  type JobEndMessage,
+  type JobFirstChunkMessage,
+  type JobReceivedMessage,
+  type JobRequestMessage,
+  type JobResponseMessage,
+  jobChannels,
+} from './diagnostics.js';
+export {
   ERROR_CODES,
   type ErrorCode,
   errorMessage,
