@@ -25,6 +25,17 @@ const body = (n: number) =>
     max_tokens: n,
     stream: true,
   });
+/** The same chat request for every client: POST with a JSON body. */
+const post = (n: number) => ({
+  method: 'POST' as const,
+  headers: { 'content-type': 'application/json' },
+  body: body(n),
+});
+/** The same consumer loop for every client (fetch and the SDK yield Uint8Arrays, copied as before). */
+async function drain(stream: AsyncIterable<Uint8Array>, c: StreamConsumer): Promise<void> {
+  for await (const chunk of stream)
+    c.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk), performance.now());
+}
 const pool = new Agent({ connections: 1024 });
 const originPool = new Pool(url, { connections: 1024 });
 const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 });
@@ -33,53 +44,29 @@ const sdk = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'bench', maxRetries: 0 })
 type Client = (c: StreamConsumer, n: number) => Promise<void>;
 const clients: Record<string, Client> = {
   'undici.request': async (c, n) => {
-    const res = await request(`${url}/v1/chat/completions`, {
-      dispatcher: pool,
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: body(n),
-    });
-    for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+    const res = await request(`${url}/v1/chat/completions`, { dispatcher: pool, ...post(n) });
+    await drain(res.body, c);
   },
   'undici Agent.request({origin, path})': async (c, n) => {
-    const res = await pool.request({
-      origin: url,
-      path: '/v1/chat/completions',
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: body(n),
-    });
-    for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+    const res = await pool.request({ origin: url, path: '/v1/chat/completions', ...post(n) });
+    await drain(res.body, c);
   },
   'undici Pool.request({ path })': async (c, n) => {
-    const res = await originPool.request({
-      path: '/v1/chat/completions',
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: body(n),
-    });
-    for await (const chunk of res.body) c.push(chunk as Buffer, performance.now());
+    const res = await originPool.request({ path: '/v1/chat/completions', ...post(n) });
+    await drain(res.body, c);
   },
   'node:http (keep-alive agent)': async (c, n) => {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.request(`${url}/v1/chat/completions`, {
-        agent: keepAlive,
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-      });
+      const { body: text, ...options } = post(n);
+      const req = http.request(`${url}/v1/chat/completions`, { agent: keepAlive, ...options });
       req.on('response', resolve).on('error', reject);
-      req.end(body(n));
+      req.end(text);
     });
-    for await (const chunk of res) c.push(chunk as Buffer, performance.now());
+    await drain(res, c);
   },
   fetch: async (c, n) => {
-    const res = await fetch(`${url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: body(n),
-    });
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
-      c.push(Buffer.from(chunk), performance.now());
+    const res = await fetch(`${url}/v1/chat/completions`, post(n));
+    await drain(res.body as unknown as AsyncIterable<Uint8Array>, c);
   },
   'openai SDK (asResponse)': async (c, n) => {
     const res = await sdk.chat.completions
@@ -90,8 +77,7 @@ const clients: Record<string, Client> = {
         stream: true,
       })
       .asResponse();
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
-      c.push(Buffer.from(chunk), performance.now());
+    await drain(res.body as unknown as AsyncIterable<Uint8Array>, c);
   },
 };
 
