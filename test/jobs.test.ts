@@ -68,6 +68,22 @@ describe('jobs (PROTOCOL.md section 5)', () => {
       // A job no backend serves is received and ends, with nothing in between.
       expect(of(unknown.jobId).map(([n]) => n)).toEqual(['usepod:job:received', 'usepod:job:end']);
       expect(of(unknown.jobId)[1]![1]).toMatchObject({ outcome: 'error', errorCode: 'model_not_loaded' });
+      // A duplicate of a running job is ignored: one received, one end, for the one job.
+      r.engine.behave({ kind: 'controlled' });
+      const held = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
+      const stream = await r.engine.controlled.waitFor();
+      const again = r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', job_id: held.jobId });
+      // Frames are handled in order: once this one is answered, the duplicate has been seen.
+      await r.session.dispatch({ model_id: 'nope' }).done();
+      stream.end('data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
+      expect((await again.done()).type).toBe('job_done');
+      expect(of(held.jobId).map(([n]) => n)).toEqual([
+        'usepod:job:received',
+        'usepod:job:request',
+        'usepod:job:response',
+        'usepod:job:first-chunk',
+        'usepod:job:end',
+      ]);
     } finally {
       for (const off of listeners) off();
     }

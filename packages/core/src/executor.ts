@@ -140,12 +140,13 @@ export class Executor {
   /** Starts a job; returns at once. */
   accept(frame: JobFrame, sink: JobSink, frameBytes = 0): void {
     const receivedAt = this.#now();
-    if (jobChannels.received.hasSubscribers) {
-      jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
-    }
     if (this.#jobs.has(frame.job_id)) {
       this.#opts.log.warn('duplicate job_id ignored', { job_id: frame.job_id });
       return;
+    }
+    // After the duplicate check: every job received on the channel ends on it exactly once.
+    if (jobChannels.received.hasSubscribers) {
+      jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
     }
     if (!this.#accepting || this.#jobs.size >= this.#opts.maxConcurrent) {
       this.#reject(
