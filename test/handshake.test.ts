@@ -31,6 +31,19 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     ).toBe(false);
   });
 
+  it('never negotiates WebSocket compression, even with a coordinator that would accept it', async () => {
+    // Compression would cost CPU on every chunk frame and add latency to each (decision 0004).
+    const coordinator = await TestCoordinator.start({ perMessageDeflate: true });
+    cleanup.push(() => coordinator.close());
+    const t = await createTestAgent({ coordinator });
+    cleanup.push(() => t.close());
+    expect((await t.start()).ok).toBe(true);
+    const session = await coordinator.firstAuthenticated();
+    expect(session.upgradeHeaders['sec-websocket-extensions']).toBeUndefined();
+    expect(session.ws.extensions).toBe('');
+    expect(session.upgradeHeaders['user-agent']).toBe(`usepod-agent/${t.agent.agentVersion}`);
+  });
+
   it('sends enrollment_code only while no provider id exists, and persists the id', async () => {
     const coordinator = await TestCoordinator.start({ enrollmentCode: 'POD-ENROLL-7K9X4LM2' });
     cleanup.push(() => coordinator.close());

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { verifySignature } from '@usepod-agent/core';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -34,6 +35,8 @@ export interface CoordinatorOptions {
   onConnection?: (ws: WebSocket, session: CoordinatorSession) => boolean;
   /** Path served; default `/provider/connect`. */
   path?: string;
+  /** Accept permessage-deflate when an agent offers it, as a coordinator may. Default: off. */
+  perMessageDeflate?: boolean;
 }
 
 export interface JobRequest {
@@ -103,10 +106,14 @@ export class CoordinatorSession {
   nonce: Buffer | undefined;
   readonly closed: Promise<{ code: number; reason: string }>;
 
-  constructor(id: number, ws: WebSocket, owner: TestCoordinator) {
+  /** The headers of the agent's WebSocket upgrade request. */
+  readonly upgradeHeaders: IncomingHttpHeaders;
+
+  constructor(id: number, ws: WebSocket, owner: TestCoordinator, upgradeHeaders: IncomingHttpHeaders = {}) {
     this.id = id;
     this.ws = ws;
     this.#owner = owner;
+    this.upgradeHeaders = upgradeHeaders;
     this.closed = new Promise((resolve) => {
       ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
     });
@@ -200,11 +207,16 @@ export class TestCoordinator {
   private constructor(wss: WebSocketServer, opts: CoordinatorOptions) {
     this.#wss = wss;
     this.#opts = opts;
-    wss.on('connection', (ws) => this.#onConnection(ws));
+    wss.on('connection', (ws, req) => this.#onConnection(ws, req.headers));
   }
 
   static async start(opts: CoordinatorOptions = {}): Promise<TestCoordinator> {
-    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: opts.path ?? '/provider/connect' });
+    const wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      path: opts.path ?? '/provider/connect',
+      perMessageDeflate: opts.perMessageDeflate ?? false,
+    });
     await new Promise<void>((resolve, reject) => {
       wss.once('listening', resolve);
       wss.once('error', reject);
@@ -251,8 +263,8 @@ export class TestCoordinator {
     return this.authenticated.waitFor(() => true, timeoutMs, 'an authenticated session');
   }
 
-  #onConnection(ws: WebSocket): void {
-    const session = new CoordinatorSession(this.#nextSession++, ws, this);
+  #onConnection(ws: WebSocket, headers: IncomingHttpHeaders): void {
+    const session = new CoordinatorSession(this.#nextSession++, ws, this, headers);
     this.sessions.push(session);
     ws.on('message', (data, isBinary) => {
       const raw = isBinary ? (data as Buffer).toString('base64') : (data as Buffer).toString('utf8');
