@@ -407,26 +407,17 @@ export class Executor {
       });
       if (signal.aborted) throw signal.reason;
       const scan = scanner.end();
-      if (scan.streamError !== undefined) {
+      // The body ended; the stream itself may still say it failed, or stop short of its end.
+      const failure =
+        scan.streamError !== undefined
+          ? `backend stream error: ${scan.streamError}`
+          : !scan.sawDone && !scan.sawFinish
+            ? 'backend stream ended without [DONE] or a finish reason'
+            : undefined;
+      if (failure !== undefined) {
         outcome = 'error';
         errorCode = 'internal';
-        this.#sendError(
-          sink,
-          frame.job_id,
-          errorCode,
-          `backend stream error: ${scan.streamError}`,
-          job.bytes,
-        );
-      } else if (!scan.sawDone && !scan.sawFinish) {
-        outcome = 'error';
-        errorCode = 'internal';
-        this.#sendError(
-          sink,
-          frame.job_id,
-          errorCode,
-          'backend stream ended without [DONE] or a finish reason',
-          job.bytes,
-        );
+        this.#sendError(sink, frame.job_id, errorCode, failure, job.bytes);
       } else {
         const done: JobDoneFrame = {
           type: 'job_done',
