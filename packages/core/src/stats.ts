@@ -1,3 +1,5 @@
+import type { HeartbeatFrame } from './protocol/frames.js';
+
 /**
  * The measurements behind heartbeats (PROTOCOL.md section 4) and metrics: one
  * record per finished job, kept in a bounded window, read by both.
@@ -12,15 +14,8 @@ export interface JobSample {
   cancelled: boolean;
 }
 
-export interface HeartbeatStats {
-  queue_depth: number;
-  tokens_per_sec_p50: number;
-  p50_latency_ms: number;
-  p95_latency_ms: number;
-  error_rate_60s: number;
-  last_error_at: string | null;
-  last_error_code: string | null;
-}
+/** The measurements of a heartbeat frame (PROTOCOL.md section 4), without its type. */
+export type HeartbeatStats = Omit<HeartbeatFrame, 'type'>;
 
 /** Nearest-rank percentile of an unsorted list; 0 for an empty one. */
 export function percentile(values: number[], p: number): number {
