@@ -73,6 +73,31 @@ describe('backpressure', () => {
     }
   }, 60_000);
 
+  it('cancels a job that waits on the coordinator: the engine sees the close, the others go on', async () => {
+    r = await rig({
+      timing: { highWaterBytes: 64 * 1024, lowWaterBytes: 16 * 1024 },
+      config: { limits: { max_concurrent: 32 } },
+    });
+    const paused = once(r.t.agent, 'backpressure');
+    r.session.pauseReading();
+    const jobs = Array.from({ length: 8 }, () =>
+      r!.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 4000 } }),
+    );
+    expect((await paused)[0]).toBe(true);
+    const victim = jobs[0]!;
+    const ended = new Promise<{ outcome: string }>((resolve) =>
+      r!.t.agent.on('job', (o) => o.jobId === victim.jobId && resolve(o)),
+    );
+    const aborted = r.engine.aborted.next();
+    r.session.cancel(victim.jobId);
+    await aborted;
+    expect((await ended).outcome).toBe('cancelled');
+    r.session.resumeReading();
+    const rest = await Promise.all(jobs.slice(1).map((j) => j.done(30_000)));
+    expect(rest.every((d) => d.type === 'job_done')).toBe(true);
+    expect(victim.terminal).toBeUndefined();
+  }, 60_000);
+
   it('ends a job stalled past the limit with job_error', async () => {
     r = await rig({ timing: { highWaterBytes: 64 * 1024, lowWaterBytes: 16 * 1024, stallTimeoutMs: 300 } });
     const failed = new Promise((resolve) => r!.t.agent.on('job', (o) => o.outcome === 'error' && resolve(o)));

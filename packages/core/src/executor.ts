@@ -52,8 +52,8 @@ interface RunningJob {
   /** The job's abort: its signal goes to the plugin, the relay itself to undici (abort-relay.ts). */
   abort: AbortRelay;
   /**
-   * The executor's own reaction to an abort, one at a time (reject the pending open, or close the body),
-   * called by #abort after the signal's listeners: adding a listener to an AbortSignal costs 100 µs or
+   * The executor's own reaction to an abort, one at a time (reject the pending open, or close the body
+   * and end a wait for the sink), called by #abort after the signal's listeners: adding a listener to an AbortSignal costs 100 µs or
    * more on a cold agent, and there were two on every job's way to its first byte (decision 0004).
    */
   onAbort: (() => void) | undefined;
@@ -471,22 +471,25 @@ export class Executor {
 
   async #waitForSink(job: RunningJob): Promise<void> {
     const stallMs = this.#opts.stallTimeoutMs ?? 60_000;
-    const { signal } = job.abort;
+    // The reaction in place while the body is read (it closes the body); an abort now also ends the wait.
+    const reading = job.onAbort;
     let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
     const stalledOrAborted = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
         this.#abort(job, 'stalled');
         resolve();
       }, stallMs);
-      onAbort = () => resolve();
-      signal.addEventListener('abort', onAbort, { once: true });
+      job.onAbort = () => {
+        reading?.();
+        resolve();
+      };
     });
     try {
       await Promise.race([job.sink.drained(), stalledOrAborted]);
     } finally {
       clearTimeout(timer);
-      if (onAbort) signal.removeEventListener('abort', onAbort);
+      // #abort clears the slot when it fires; otherwise the reading reaction goes back in place.
+      if (!job.abort.aborted) job.onAbort = reading;
     }
   }
 
