@@ -219,6 +219,17 @@ async function pairedRound(tokens: number, index?: number, content?: string) {
   return { direct, agent: await one('agent') };
 }
 
+/** What the agent added to the time to first byte in one paired round, ms. */
+const added = ({ direct, agent }: Awaited<ReturnType<typeof pairedRound>>) =>
+  agent.first - agent.t0 - (direct.first - direct.t0);
+
+/** The added time of `n` unmarked paired rounds, in order. */
+async function addedRounds(n: number, tokens: number, content?: string): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(added(await pairedRound(tokens, undefined, content)));
+  return out;
+}
+
 // ---- A: overhead at one stream ----
 async function laneA() {
   await engine.setRate(200);
@@ -233,11 +244,7 @@ async function laneA() {
   };
   // The agent's first jobs after start: what it adds while V8 is still compiling its job handling
   // (and the driver and the engine theirs). Reported beside the targets, not as their figure.
-  const early: number[] = [];
-  for (let i = 0; i < 300; i++) {
-    const { direct, agent } = await pairedRound(tokens);
-    early.push(agent.first - agent.t0 - (direct.first - direct.t0));
-  }
+  const early = await addedRounds(300, tokens);
   // Then both paths are warmed to the steady state of an agent that has been serving. V8 optimises a
   // function after enough calls, and most of a job's code runs once per job: after 300 sequential
   // jobs the agent's frame handling, ws's receiver and undici's request were still interpreted; they
@@ -255,12 +262,14 @@ async function laneA() {
     await run('agent', new StreamConsumer([]), 1);
   }
   const windows: [number, number][] = [];
+  const paired: number[] = [];
   const stealBefore = stealMs();
   const startedAt = Date.now();
   for (let i = 0; i < warmup + rounds; i++) {
     const pair = await pairedRound(tokens, i);
     if (i < warmup) continue;
     windows.push([pair.agent.t0, pair.agent.first]);
+    paired.push(added(pair));
     for (const path of ['direct', 'agent'] as const) {
       out[path].ttfb.push(pair[path].first - pair[path].t0);
       out[path].lat.push(...pair[path].lat);
@@ -270,7 +279,6 @@ async function laneA() {
   const steal = stealAfter === undefined || stealBefore === undefined ? undefined : stealAfter - stealBefore;
   const laneMs = Date.now() - startedAt;
   const pings: number[] = [];
-  const paired = out.agent.ttfb.map((a, i) => a - out.direct.ttfb[i]!);
   // Which of the slowest rounds had a garbage collection of the agent or of the driver inside them.
   const { gcs } = await worker.ask<{ gcs: Gc[] }>({ cmd: 'gcs' });
   const engineGcs = await engine.gcs();
@@ -296,12 +304,9 @@ async function laneA() {
   // again, so the added time grows with the prompt (the engine parses it on both paths alike).
   const promptAdded = async (kb: number) => {
     const content = 'lorem ipsum dolor sit amet, '.repeat(Math.ceil((kb * 1024) / 28)).slice(0, kb * 1024);
-    const added: number[] = [];
-    for (let i = 0; i < 105; i++) {
-      const { direct, agent } = await pairedRound(tokens, undefined, content);
-      if (i >= 5) added.push(agent.first - agent.t0 - (direct.first - direct.t0));
-    }
-    return { p50: round(pct(added, 50), 3), p99: round(pct(added, 99), 3) };
+    // The first five rounds with the larger prompt settle both paths and are not counted.
+    const rounds = (await addedRounds(105, tokens, content)).slice(5);
+    return { p50: round(pct(rounds, 50), 3), p99: round(pct(rounds, 99), 3) };
   };
   const kb16 = await promptAdded(16);
   const kb100 = quick ? undefined : await promptAdded(100);
