@@ -89,13 +89,13 @@ describe('jobs (PROTOCOL.md section 5)', () => {
     }
   });
 
-  it('forces stream, adds stream_options and model only when absent (5.2)', async () => {
+  it('forces stream, the job model and usage, keeping the other stream_options of the client (5.2, corrected)', async () => {
     r = await rig();
     await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], stream: false } }).done();
     await r.session
       .dispatch({
         model_id: 'Qwen/Qwen3-14B',
-        request: { model: 'Qwen/Qwen3-14B', messages: [], stream_options: { include_usage: false } },
+        request: { model: 'other/model', messages: [], stream_options: { include_usage: false } },
       })
       .done();
     const [a, b] = r.engine.requests.items
@@ -111,7 +111,7 @@ describe('jobs (PROTOCOL.md section 5)', () => {
       model: 'Qwen/Qwen3-14B',
       messages: [],
       stream: true,
-      stream_options: { include_usage: false },
+      stream_options: { include_usage: true },
     });
   });
 

@@ -105,7 +105,7 @@ export interface AgentStatus {
 
 export interface AgentEvents {
   state: [AgentState];
-  online: [string];
+  online: [string | undefined];
   capabilities: [CapabilitiesFrame];
   job: [JobOutcome];
   sessionEnd: [SessionEnd];
@@ -336,6 +336,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#statusServer = server;
       const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
       this.log.info('metrics and status served', { url: `http://${host}:${bound.port}/metrics` });
+      if (!isLoopback(bound.address)) {
+        this.log.warn(
+          'metrics and status are served beyond this machine: anyone who reaches the port sees models, earnings and the provider id; set observability.prometheus_addr to 127.0.0.1:PORT unless that is intended',
+          { addr },
+        );
+      }
     } catch (err) {
       // The agent keeps serving jobs without its local status page.
       this.log.warn('metrics server not started; change observability.prometheus_addr or set it to "off"', {
@@ -541,6 +547,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       models: this.#lastCapabilities?.models ?? [],
     };
   }
+}
+
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
 /** Creates an agent; call `start()` to connect. */

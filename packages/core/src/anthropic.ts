@@ -1,4 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
+import { tokenCount } from './untrusted.js';
 
 /**
  * Anthropic-format jobs for engines that do not serve `/v1/messages`: the
@@ -65,7 +66,8 @@ export function anthropicToChat(body: Json, model: string): Json {
   for (const m of (Array.isArray(body.messages) ? body.messages : []) as Json[])
     messages.push(...convertMessage(m));
   const out: Json = {
-    model: typeof body.model === 'string' ? body.model : model,
+    // Always the job's model (PROTOCOL.md 5.2), never the request's own.
+    model,
     messages,
     stream: true,
     stream_options: { include_usage: true },
@@ -104,12 +106,19 @@ function event(name: string, data: Json): string {
   return `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
+/** Longest event line the translation holds while waiting for its newline (an engine may send one without end). */
+const MAX_LINE_BYTES = 4 * 1024 * 1024;
+
+type BlockKind = 'thinking' | 'text' | 'tool';
+
 /** Chat-completions event stream in, Anthropic Messages event stream out. */
 export class ChatToAnthropic extends Transform {
   readonly #model: string;
-  #buf = '';
+  /** The start of a line whose newline has not arrived yet, in pieces: each byte is searched once. */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
   #started = false;
-  #block: { index: number; kind: 'text' | 'tool'; toolIndex?: number } | undefined;
+  #block: { index: number; kind: BlockKind; toolIndex?: number } | undefined;
   #nextIndex = 0;
   #stopReason: string | undefined;
   #input = 0;
@@ -123,22 +132,47 @@ export class ChatToAnthropic extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.#buf += chunk.toString('utf8');
-    let nl = this.#buf.indexOf('\n');
-    while (nl !== -1) {
-      const line = this.#buf.slice(0, nl).replace(/\r$/, '');
-      this.#buf = this.#buf.slice(nl + 1);
-      this.#line(line);
-      nl = this.#buf.indexOf('\n');
-    }
+    if (!this.#failed) this.#consume(chunk);
     cb();
   }
 
+  #consume(chunk: Buffer): void {
+    let start = 0;
+    let nl = chunk.indexOf(0x0a, start);
+    while (nl !== -1) {
+      const piece = chunk.subarray(start, nl);
+      const line =
+        this.#pendingBytes > 0
+          ? Buffer.concat([...this.#pending, piece]).toString('utf8')
+          : piece.toString('utf8');
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      this.#line(line.endsWith('\r') ? line.slice(0, -1) : line);
+      if (this.#failed) return;
+      start = nl + 1;
+      nl = chunk.indexOf(0x0a, start);
+    }
+    if (start === chunk.length) return;
+    this.#pendingBytes += chunk.length - start;
+    if (this.#pendingBytes > MAX_LINE_BYTES) {
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      this.#fail(`the engine sent an event line over ${MAX_LINE_BYTES} bytes`);
+      return;
+    }
+    this.#pending.push(chunk.subarray(start));
+  }
+
   override _flush(cb: TransformCallback): void {
-    if (this.#buf) this.#line(this.#buf);
+    if (this.#pendingBytes > 0 && !this.#failed) this.#line(Buffer.concat(this.#pending).toString('utf8'));
     // Only a stream that really ended gets message_stop; otherwise the job fails as unfinished.
     if (this.#finished && !this.#failed) this.#end();
     cb();
+  }
+
+  #fail(message: string): void {
+    this.#failed = true;
+    this.push(event('error', { type: 'error', error: { type: 'api_error', message } }));
   }
 
   #line(line: string): void {
@@ -154,21 +188,34 @@ export class ChatToAnthropic extends Transform {
     } catch {
       return;
     }
+    // `data: null`, a number, a list: not an event of a chat stream (found by fuzz.test.ts).
+    if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return;
     if (obj.error !== undefined && obj.error !== null) {
       const e = obj.error as Json | string;
-      const message = typeof e === 'string' ? e : String(e.message ?? JSON.stringify(e));
-      this.#failed = true;
-      this.push(event('error', { type: 'error', error: { type: 'api_error', message } }));
+      this.#fail(typeof e === 'string' ? e : String(e.message ?? JSON.stringify(e)));
       return;
     }
     this.#start(obj);
     const usage = obj.usage as Json | undefined;
     if (usage) {
-      if (typeof usage.prompt_tokens === 'number') this.#input = usage.prompt_tokens;
-      if (typeof usage.completion_tokens === 'number') this.#output = usage.completion_tokens;
+      this.#input = tokenCount(usage.prompt_tokens) ?? this.#input;
+      this.#output = tokenCount(usage.completion_tokens) ?? this.#output;
     }
     for (const c of (Array.isArray(obj.choices) ? obj.choices : []) as Json[]) {
       const delta = (c.delta ?? {}) as Json;
+      // Reasoning (vLLM `reasoning_content` or `reasoning`, Ollama `reasoning`) becomes a thinking block.
+      const thinking =
+        typeof delta.reasoning_content === 'string' ? delta.reasoning_content : delta.reasoning;
+      if (typeof thinking === 'string' && thinking !== '') {
+        this.#open('thinking');
+        this.push(
+          event('content_block_delta', {
+            type: 'content_block_delta',
+            index: this.#block!.index,
+            delta: { type: 'thinking_delta', thinking },
+          }),
+        );
+      }
       if (typeof delta.content === 'string' && delta.content !== '') {
         this.#open('text');
         this.push(
@@ -222,15 +269,17 @@ export class ChatToAnthropic extends Transform {
     );
   }
 
-  #open(kind: 'text' | 'tool', toolIndex?: number, tool?: { id: unknown; name: unknown }): void {
-    if (this.#block?.kind === kind && (kind === 'text' || this.#block.toolIndex === toolIndex)) return;
+  #open(kind: BlockKind, toolIndex?: number, tool?: { id: unknown; name: unknown }): void {
+    if (this.#block?.kind === kind && (kind !== 'tool' || this.#block.toolIndex === toolIndex)) return;
     this.#close();
     const index = this.#nextIndex++;
     this.#block = toolIndex === undefined ? { index, kind } : { index, kind, toolIndex };
     const content_block =
       kind === 'text'
         ? { type: 'text', text: '' }
-        : { type: 'tool_use', id: tool?.id, name: tool?.name, input: {} };
+        : kind === 'thinking'
+          ? { type: 'thinking', thinking: '' }
+          : { type: 'tool_use', id: tool?.id, name: tool?.name, input: {} };
     this.push(event('content_block_start', { type: 'content_block_start', index, content_block }));
   }
 

@@ -19,6 +19,11 @@ export interface BackendModel {
   upstreamPrice?: { input_per_1m: number; output_per_1m: number };
   /** Whether this model speaks Anthropic Messages natively at `/v1/messages`. */
   anthropicNative?: boolean;
+  /**
+   * Requests this model runs at once, when the engine says so per model (Ollama `num_parallel` per
+   * loaded model, LM Studio `parallel` per instance); wins over the engine-wide `load.capacity`.
+   */
+  capacity?: number;
 }
 
 export interface BackendLoad {

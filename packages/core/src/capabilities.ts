@@ -1,6 +1,7 @@
 import { type Backend, type BackendModel, KIND_PRIORITY } from './backend.js';
 import type { Config } from './config/schema.js';
 import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
+import { ownEntry } from './untrusted.js';
 
 /**
  * Builds the `capabilities` frame (PROTOCOL.md section 3) from what the healthy
@@ -23,7 +24,7 @@ export function kindRank(kind: string): number {
 /** Price from config for a model: the per-model entry wins over the defaults. */
 export function resolvePrice(config: Config, served: ServedModel[]): { input: number; output: number } {
   const id = served[0]!.model.id;
-  const specific = config.pricing.models[id];
+  const specific = ownEntry(config.pricing.models, id);
   if (specific) return { input: specific.input_per_1m, output: specific.output_per_1m };
   // A remote backend may carry the upstream's own price; the operator's markup applies on top.
   const upstream = served.find((s) => s.model.upstreamPrice)?.model.upstreamPrice;
@@ -44,9 +45,10 @@ export function buildModelEntries(config: Config, served: ServedModel[]): Capabi
     list.sort((a, b) => kindRank(a.backend.kind) - kindRank(b.backend.kind));
     const price = resolvePrice(config, list);
     if (price.input <= 0 || price.output <= 0) continue;
-    const perModel = config.pricing.models[id]?.max_concurrent;
+    const perModel = ownEntry(config.pricing.models, id)?.max_concurrent;
     // When every engine serving the model says how many requests it runs at once, advertise no more.
-    const capacities = list.map((s) => s.capacity);
+    // A model's own capacity (per loaded model or instance) wins over the engine-wide figure.
+    const capacities = list.map((s) => s.model.capacity ?? s.capacity);
     const engineCapacity = capacities.every((c) => c !== undefined && c > 0)
       ? capacities.reduce((a, b) => a! + b!, 0)!
       : Number.POSITIVE_INFINITY;

@@ -2,6 +2,7 @@ import type { Backend, BackendModel, BackendStatus } from './backend.js';
 import { kindRank, type ServedModel } from './capabilities.js';
 import type { RouterView } from './executor.js';
 import type { Logger } from './log.js';
+import { checkStatus } from './untrusted.js';
 
 /**
  * Keeps what every backend can serve now, re-probing on an interval and soon
@@ -82,11 +83,20 @@ export class Discovery implements RouterView {
     await Promise.all(
       this.states.map(async (s) => {
         const before = s.status?.healthy;
-        const status = await s.backend
+        const reported = await s.backend
           .probe(this.#abort.signal)
           .catch(
             (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: (err as Error).message }),
           );
+        // What an engine lists is bounded here, before it reaches a frame, a metric or a terminal.
+        const { status, dropped } = checkStatus(reported);
+        if (dropped.invalidIds > 0 || dropped.overLimit > 0) {
+          log.warn('backend listed models that are not offered', {
+            backend: s.backend.label,
+            invalid_ids: dropped.invalidIds,
+            over_limit: dropped.overLimit,
+          });
+        }
         s.status = status;
         s.probedAt = Date.now();
         if (before !== status.healthy) {

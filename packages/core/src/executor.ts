@@ -1,4 +1,4 @@
-import { pipeline } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { AbortRelay } from './abort-relay.js';
 import { anthropicToChat, ChatToAnthropic } from './anthropic.js';
 import type { Backend, UpstreamResponse } from './backend.js';
@@ -9,10 +9,11 @@ import { engineErrorMessage, readText } from './http.js';
 import type { Logger } from './log.js';
 import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from './protocol/frames.js';
-import { readChunks } from './read-chunks.js';
+import { discard, guardBody, readChunks } from './read-chunks.js';
 import type { JobStats } from './stats.js';
 import { StreamScanner } from './stream-scan.js';
 import { reservationFor, type TokenBudget } from './token-budget.js';
+import { engineText } from './untrusted.js';
 
 /**
  * Owns the jobs: capacity, routing, the request changes of PROTOCOL.md 5.2,
@@ -89,12 +90,20 @@ export interface ExecutorOptions {
   now?: () => number;
 }
 
-/** The request changes of PROTOCOL.md 5.2. */
+/**
+ * The request changes of PROTOCOL.md 5.2. `model` is always the job's `model_id`: a request's own would
+ * run any model the engine has (an Ollama cloud model on the operator's account, a model outside the
+ * allow-list) at the advertised model's price. Usage is always asked for, whatever `stream_options` the
+ * client sent, so token counts, the budget and billing never depend on the client.
+ */
 export function prepareRequest(frame: JobFrame): Record<string, unknown> {
-  const body: Record<string, unknown> = { ...frame.request, stream: true };
-  if (body.model === undefined) body.model = frame.model_id;
-  if (frame.format === 'openai' && body.stream_options === undefined) {
-    body.stream_options = { include_usage: true };
+  const body: Record<string, unknown> = { ...frame.request, stream: true, model: frame.model_id };
+  if (frame.format === 'openai') {
+    const own = body.stream_options;
+    body.stream_options =
+      own && typeof own === 'object' && !Array.isArray(own)
+        ? { ...(own as Record<string, unknown>), include_usage: true }
+        : { include_usage: true };
   }
   return body;
 }
@@ -212,7 +221,10 @@ export class Executor {
   #abortable<T>(job: RunningJob, p: Promise<T>): Promise<T> {
     const { signal } = job.abort;
     // A response that arrives after all is closed at once.
-    const dispose = (r: unknown) => (r as { body?: { destroy(): void } } | undefined)?.body?.destroy();
+    const dispose = (r: unknown) => {
+      const body = (r as { body?: Readable } | undefined)?.body;
+      if (body) discard(body);
+    };
     if (signal.aborted) {
       p.then(dispose, () => {});
       return Promise.reject(signal.reason);
@@ -259,7 +271,8 @@ export class Executor {
       type: 'job_error',
       job_id: jobId,
       error_code: code,
-      message,
+      // Messages carry engine text: an engine that echoes its API key must not send it off the machine.
+      message: engineText(message),
       tokens_emitted: emitted,
     };
     sink.send(JSON.stringify(frame));
@@ -385,9 +398,10 @@ export class Executor {
         });
       }
       // Whatever the plugin does with the signal, an abort closes the body, and with it the connection.
-      const body = upstream.body;
-      if (signal.aborted) body.destroy();
-      else job.onAbort = () => body.destroy();
+      // A plugin's body may come from any HTTP client: guarded here, whatever the plugin did.
+      const body = guardBody(upstream.body);
+      if (signal.aborted) discard(body);
+      else job.onAbort = () => discard(body);
       if (upstream.contentType && !STREAM_TYPES.test(upstream.contentType)) {
         const text = await readText(upstream.body, 4096).catch(() => '');
         throw new NotAStream(upstream.contentType, engineErrorMessage(text));
@@ -442,7 +456,7 @@ export class Executor {
         errorCode = code;
         this.#sendError(sink, frame.job_id, code, message, job.bytes);
       }
-      upstream?.body.destroy();
+      if (upstream) discard(upstream.body);
     } finally {
       clearTimeout(deadline);
       this.#abort(job, 'session');
@@ -496,7 +510,7 @@ export class Executor {
   #finish(outcome: JobOutcome, tokensPerSec: number | undefined): void {
     this.#jobs.delete(outcome.jobId);
     if (jobChannels.end.hasSubscribers) jobChannels.end.publish(outcome);
-    this.#opts.budget?.settle(outcome.jobId, outcome.inputTokens + outcome.outputTokens);
+    this.#opts.budget?.settle(outcome.jobId, outcome.inputTokens + outcome.outputTokens, outcome.bytes);
     this.#opts.stats.record({
       firstByteMs: outcome.firstByteMs,
       tokensPerSec,

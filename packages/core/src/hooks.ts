@@ -42,7 +42,8 @@ export interface JobOutcome {
 }
 
 export interface SessionInfo {
-  providerId: string;
+  /** Undefined only while the coordinator has assigned none (an `auth_ok` without one, nothing stored). */
+  providerId: string | undefined;
   coordinator: string;
 }
 

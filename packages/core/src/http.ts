@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { abortSourceFor } from './abort-relay.js';
 import { UsepodError } from './errors.js';
+import { guardBody } from './read-chunks.js';
 import { errorText } from './stream-scan.js';
 
 /**
@@ -99,7 +100,7 @@ export async function send(pool: Dispatcher, url: string, opts: SendOptions): Pr
       // With CONNECT_OPTIONS, bounds what a paused relay holds per stream.
       highWaterMark: 16 * 1024,
     });
-    return { status: res.statusCode, headers: res.headers, body: res.body as HttpResult['body'] };
+    return { status: res.statusCode, headers: res.headers, body: guardBody(res.body as HttpResult['body']) };
   } catch (err) {
     if (opts.signal?.aborted) throw err;
     const code = errCode(err);

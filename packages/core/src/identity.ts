@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import nacl from 'tweetnacl';
 import { UsepodError } from './errors.js';
@@ -86,7 +86,18 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
+/** A value that could end its line: the file is line-based, so it would add lines of its own. */
+const LINE_BREAK = /[\r\n\u2028\u2029\0]/;
+
 export function serializeIdentity(rec: IdentityRecord): string {
+  for (const [k, v] of [['created', rec.created], ['provider_id', rec.providerId ?? ''], ...rec.extra]) {
+    if (LINE_BREAK.test(k!) || LINE_BREAK.test(v!)) {
+      throw new UsepodError(
+        'USEPOD_IDENTITY_INVALID',
+        `identity field "${k}" holds a line break; not written`,
+      );
+    }
+  }
   const lines = [
     BEGIN,
     'version: 1',
@@ -100,18 +111,23 @@ export function serializeIdentity(rec: IdentityRecord): string {
   return lines.join('\n');
 }
 
-/** Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. */
-export async function writeFileAtomic(path: string, contents: string, mode = 0o600): Promise<void> {
+/**
+ * Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. A path that
+ * is a symlink is written through (its target is replaced), so an operator's link stays a link; a
+ * failure at any step (ENOSPC while writing included) leaves no temp file behind.
+ */
+export async function writeFileAtomic(pathLike: string, contents: string, mode = 0o600): Promise<void> {
+  const path = await realpath(pathLike).catch(() => pathLike);
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const fh = await open(tmp, 'wx', mode);
   try {
-    await fh.writeFile(contents);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
+    try {
+      await fh.writeFile(contents);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await chmod(tmp, mode);
     await rename(tmp, path);
   } catch (err) {

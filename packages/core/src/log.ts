@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
 import createDebug from 'debug';
 import { redactor } from './redact.js';
 
@@ -36,9 +36,28 @@ const settings: LogSettings = {
   sink: defaultSink(),
 };
 
+/** Append, create 0600, and never through a symlink: a link planted at the path must not redirect the log. */
+const LOG_FILE_FLAGS =
+  fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT | (fsConstants.O_NOFOLLOW ?? 0);
+
 function defaultSink(): LogSink {
   const file = process.env.USEPOD_AGENT_LOG_FILE;
-  if (file) return { write: (line) => appendFileSync(file, `${line}\n`, { mode: 0o600 }) };
+  if (file) {
+    return {
+      write: (line) => {
+        try {
+          const fd = openSync(file, LOG_FILE_FLAGS, 0o600);
+          try {
+            writeSync(fd, `${line}\n`);
+          } finally {
+            closeSync(fd);
+          }
+        } catch (err) {
+          process.stderr.write(`${line}\n(log file ${file} not written: ${(err as Error).message})\n`);
+        }
+      },
+    };
+  }
   return { write: (line) => process.stderr.write(`${line}\n`) };
 }
 

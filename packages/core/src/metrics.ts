@@ -176,8 +176,17 @@ export class AgentMetrics {
     this.state('idle');
   }
 
+  /**
+   * A job's model as a label: one of the models last advertised, else `other`. The coordinator names a
+   * job's model, and each name it chose would otherwise become series kept for the life of the process
+   * (issue 14: 20,000 ids made 320,000 series).
+   */
+  modelLabel(model: string): string {
+    return this.#prices.has(model) ? model : 'other';
+  }
+
   job(o: JobOutcome): void {
-    const model = o.model;
+    const model = this.modelLabel(o.model);
     this.#jobs.inc({ outcome: o.outcome, error_code: o.errorCode ?? '', model, backend: o.backend ?? '' });
     this.#duration.observe({ model, outcome: o.outcome }, o.durationMs / 1000);
     if (o.firstByteMs !== undefined) this.#ttfb.observe({ model }, o.firstByteMs / 1000);
@@ -191,7 +200,7 @@ export class AgentMetrics {
     t.inputTokens += o.inputTokens;
     t.outputTokens += o.outputTokens;
     t.bytes += o.bytes;
-    const price = this.#prices.get(model);
+    const price = this.#prices.get(o.model);
     if (price && o.outcome === 'done') {
       const micro = (o.inputTokens * price.input_per_1m + o.outputTokens * price.output_per_1m) / 1_000_000;
       if (micro > 0) {

@@ -1,5 +1,23 @@
 import type { Readable } from 'node:stream';
 
+/** Errors a body emits after its reader is done with it (undici's `RequestAbortedError` on destroy). */
+function ignoreLateError(): void {}
+
+/**
+ * Makes a body safe to drop at any moment: undici's bodies emit an error when destroyed before their
+ * end, and an `error` event with no listener ends the process (issue 14: a coordinator's routine close
+ * during streams crashed the agent). Idempotent; readers still get errors through their own listeners.
+ */
+export function guardBody<T extends Readable>(body: T): T {
+  if (!body.listeners('error').includes(ignoreLateError)) body.on('error', ignoreLateError);
+  return body;
+}
+
+/** Drops a body and its connection, whoever is (or is no longer) listening. */
+export function discard(body: Readable): void {
+  guardBody(body).destroy();
+}
+
 /**
  * What a chunk handler answers: `true` to go on, `false` to stop reading (the body is destroyed),
  * or a promise to wait for before reading again (backpressure: the body buffers up to its
@@ -15,6 +33,7 @@ export type ChunkVerdict = boolean | Promise<void>;
  * of the body or when `onChunk` says stop; rejects when the body fails or closes before its end.
  */
 export function readChunks(body: Readable, onChunk: (chunk: Buffer) => ChunkVerdict): Promise<void> {
+  guardBody(body);
   return new Promise<void>((resolve, reject) => {
     let waiting = false;
     let settled = false;
@@ -43,7 +62,7 @@ export function readChunks(body: Readable, onChunk: (chunk: Buffer) => ChunkVerd
         if (verdict === true) continue;
         if (verdict === false) {
           finish();
-          body.destroy();
+          discard(body);
           return;
         }
         waiting = true;

@@ -57,7 +57,7 @@ export interface SessionOptions {
   lowWaterBytes: number;
   /** Told when relays pause (true) and resume (false). */
   onBackpressure?(paused: boolean): void;
-  onOnline(providerId: string): void;
+  onOnline(providerId: string | undefined): void;
 }
 
 /** Close codes and reasons that mean the coordinator let us go on purpose (PROTOCOL.md 6). */
@@ -112,6 +112,8 @@ export class Session implements JobSink {
           // TLS verification stays on: there is deliberately no switch for it.
           rejectUnauthorized: true,
           headers: { 'user-agent': `usepod-agent/${this.#o.agentVersion}` },
+          // Pings are answered below, coalesced: ws's own answer drops the session after 60 pending pongs.
+          autoPong: false,
         });
       } catch (err) {
         finish({ reachedAuth: false, kind: 'unexpected', detail: errorMessage(err) });
@@ -122,6 +124,7 @@ export class Session implements JobSink {
         this.#socket = res.socket as Socket;
         this.#socket.on('drain', this.#onWritten);
       });
+      this.#answerPings(ws);
       ws.on('open', () => {
         this.#state = 'await_challenge';
         this.#handshakeTimer = setTimeout(() => {
@@ -169,6 +172,31 @@ export class Session implements JobSink {
           ...(code === 1006 ? { detail: 'connection lost without a Close frame' } : {}),
         });
       });
+    });
+  }
+
+  /**
+   * One pong in flight at a time, answering the newest ping (RFC 6455 5.5.3 allows answering only the
+   * most recent one): a ping flood costs one buffer, never the session.
+   */
+  #answerPings(ws: WebSocket): void {
+    let inFlight = false;
+    let next: Buffer | undefined;
+    const sent = (): void => {
+      inFlight = false;
+      if (next === undefined) return;
+      const data = next;
+      next = undefined;
+      pong(data);
+    };
+    const pong = (data: Buffer): void => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      inFlight = true;
+      ws.pong(data, undefined, sent);
+    };
+    ws.on('ping', (data: Buffer) => {
+      if (inFlight) next = data;
+      else pong(data);
     });
   }
 
@@ -243,14 +271,16 @@ export class Session implements JobSink {
     this.send(JSON.stringify(frame));
   }
 
-  async #authenticated(providerId: string): Promise<void> {
+  async #authenticated(assigned: string | undefined): Promise<void> {
     const { identity, log } = this.#o;
     clearTimeout(this.#handshakeTimer);
-    if (identity.providerId !== providerId) {
-      identity.providerId = providerId;
+    // Checked by the frame's schema (PROTOCOL.md 2); an absent id keeps the stored one.
+    if (assigned !== undefined && identity.providerId !== assigned) {
+      identity.providerId = assigned;
       await identity.save();
-      log.info('provider id saved', { provider_id: providerId, file: identity.path });
+      log.info('provider id saved', { provider_id: assigned, file: identity.path });
     }
+    const providerId = identity.providerId;
     this.#state = 'online';
     this.#wasOnline = true;
     log.info('authenticated', { provider_id: providerId });

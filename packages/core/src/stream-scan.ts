@@ -5,8 +5,10 @@
  * reason are decoded and parsed. A line split across network chunks is held
  * until its newline arrives, so usage split over chunks is still seen.
  */
+import { tokenCount } from './untrusted.js';
+
 const NL = 0x0a;
-const MAX_PENDING = 1024 * 1024;
+export const MAX_PENDING = 1024 * 1024;
 
 const DATA = Buffer.from('data:');
 const EVENT = Buffer.from('event:');
@@ -40,6 +42,8 @@ export class StreamScanner {
   };
   #pending: Buffer[] = [];
   #pendingBytes = 0;
+  /** Inside a line longer than MAX_PENDING: its rest is skipped up to its newline, never read as a line. */
+  #skipping = false;
   #lastEvent = '';
   /** Usage seen explicitly (wins over llama.cpp timings). */
   #haveUsage = false;
@@ -51,7 +55,9 @@ export class StreamScanner {
     let start = 0;
     let nl = buf.indexOf(NL, start);
     while (nl !== -1) {
-      if (this.#pendingBytes > 0) {
+      if (this.#skipping) {
+        this.#skipping = false;
+      } else if (this.#pendingBytes > 0) {
         this.#pending.push(buf.subarray(start, nl));
         this.#line(Buffer.concat(this.#pending));
         this.#pending = [];
@@ -62,7 +68,7 @@ export class StreamScanner {
       start = nl + 1;
       nl = buf.indexOf(NL, start);
     }
-    if (start < buf.length) {
+    if (start < buf.length && !this.#skipping) {
       // Bounded: a line longer than this is not an event we need to read.
       if (this.#pendingBytes + buf.length - start <= MAX_PENDING) {
         this.#pending.push(Buffer.from(buf.subarray(start)));
@@ -70,13 +76,19 @@ export class StreamScanner {
       } else {
         this.#pending = [];
         this.#pendingBytes = 0;
+        this.#skipping = true;
       }
     }
   }
 
+  /** Bytes held for a line whose newline has not arrived (at most MAX_PENDING). */
+  get held(): number {
+    return this.#pendingBytes;
+  }
+
   /** Flushes a last line that had no newline. */
   end(): ScanResult {
-    if (this.#pendingBytes > 0) {
+    if (this.#pendingBytes > 0 && !this.#skipping) {
       this.#line(Buffer.concat(this.#pending));
       this.#pending = [];
       this.#pendingBytes = 0;
@@ -87,7 +99,8 @@ export class StreamScanner {
   #line(raw: Buffer): void {
     let line = raw;
     if (line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
-    if (line.length === 0) return;
+    // Skipped whether it came in one read or in many (the same answer for any cut of the stream).
+    if (line.length === 0 || line.length > MAX_PENDING) return;
     if (startsWith(line, EVENT)) {
       this.#lastEvent = line.subarray(EVENT.length).toString('latin1').trim();
       if (this.#lastEvent === 'message_stop') this.result.sawFinish = true;
@@ -134,7 +147,7 @@ export class StreamScanner {
     if (obj.type === 'message_stop') r.sawFinish = true;
     const usage = pickUsage(obj);
     if (usage) {
-      const input = num(usage.prompt_tokens) ?? num(usage.input_tokens);
+      const input = num(usage.prompt_tokens) ?? anthropicInput(usage);
       const output = num(usage.completion_tokens) ?? num(usage.output_tokens);
       if (input !== undefined) r.inputTokens = input;
       if (output !== undefined) r.outputTokens = output;
@@ -166,6 +179,19 @@ export class StreamScanner {
   }
 }
 
+/**
+ * Anthropic's `input_tokens` leaves out the prompt tokens read from or written to the cache (llama.cpp
+ * reports `input_tokens: 1, cache_read_input_tokens: 10` for an 11-token prompt): the prompt is all three.
+ * OpenAI's `prompt_tokens` already includes its cached tokens.
+ */
+function anthropicInput(usage: Record<string, unknown>): number | undefined {
+  const input = num(usage.input_tokens);
+  if (input === undefined) return undefined;
+  const total =
+    input + (num(usage.cache_read_input_tokens) ?? 0) + (num(usage.cache_creation_input_tokens) ?? 0);
+  return num(total);
+}
+
 function pickUsage(obj: Record<string, unknown>): Record<string, unknown> | undefined {
   if (obj.usage && typeof obj.usage === 'object') return obj.usage as Record<string, unknown>;
   // Anthropic `message_start` carries usage inside `message`.
@@ -176,9 +202,8 @@ function pickUsage(obj: Record<string, unknown>): Record<string, unknown> | unde
   return undefined;
 }
 
-function num(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : undefined;
-}
+/** A usage figure: bounded (untrusted.ts), so `1e308` or a count past 2^53 is no count at all. */
+const num = tokenCount;
 
 function startsWith(buf: Buffer, prefix: Buffer): boolean {
   return buf.length >= prefix.length && buf.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;

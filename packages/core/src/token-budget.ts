@@ -57,9 +57,14 @@ export class TokenBudget {
     return true;
   }
 
-  /** Ends a reservation, counting what the job really used. */
-  settle(jobId: string, tokensUsed: number): void {
-    if (!this.#reserved.delete(jobId) || this.#limit === undefined) return;
-    if (tokensUsed > 0) this.#spent.push({ at: this.#now(), tokens: tokensUsed });
+  /**
+   * Ends a reservation, counting what the job really used. A job that relayed output but whose engine
+   * reported no usage counts its whole reservation: a stream without usage must not run for free.
+   */
+  settle(jobId: string, tokensUsed: number, relayedBytes = 0): void {
+    const reserved = this.#reserved.get(jobId);
+    if (reserved === undefined || !this.#reserved.delete(jobId) || this.#limit === undefined) return;
+    const counted = tokensUsed > 0 ? tokensUsed : relayedBytes > 0 ? reserved : 0;
+    if (counted > 0) this.#spent.push({ at: this.#now(), tokens: counted });
   }
 }

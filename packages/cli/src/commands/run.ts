@@ -20,12 +20,13 @@ export default class Run extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Run);
-    const { config } = await this.readConfig(flags);
+    const { config, warnings } = await this.readConfig(flags);
     this.setupLogging(
       flags['log-level'] ?? config.observability.log_level,
       flags['log-format'] ?? config.observability.log_format,
     );
     const log = createLogger('agent');
+    for (const w of warnings) log.warn(w);
     const agent = createAgent({
       config,
       allowInsecure: flags['allow-insecure'],

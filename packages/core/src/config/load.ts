@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
@@ -81,6 +82,28 @@ export interface LoadedConfig {
   config: Config;
   /** Absolute path of the file read. */
   path: string;
+  /** What the operator should fix but that does not stop the agent (file permissions), one line each. */
+  warnings: string[];
+}
+
+/**
+ * The config names the coordinator and may hold the enrollment code: a file others can write could send
+ * the agent (and its key's signature) elsewhere, and one others can read gives the code away.
+ */
+async function permissionWarnings(path: string, config: Config): Promise<string[]> {
+  if (process.platform === 'win32') return [];
+  const mode = (await stat(path).catch(() => undefined))?.mode;
+  if (mode === undefined) return [];
+  const octal = (mode & 0o777).toString(8).padStart(4, '0');
+  if (mode & 0o022) {
+    return [`config file ${path} can be changed by group or others (mode ${octal}); run: chmod 600 ${path}`];
+  }
+  if (mode & 0o044 && config.coordinator.enrollment_code) {
+    return [
+      `config file ${path} holds the enrollment code and is readable by group or others (mode ${octal}); run: chmod 600 ${path}`,
+    ];
+  }
+  return [];
 }
 
 /**
@@ -100,7 +123,8 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
     );
   }
   const raw = await readConfigFile(path);
-  return { config: validateConfig(raw, { ...opts, source: path }), path };
+  const config = validateConfig(raw, { ...opts, source: path });
+  return { config, path, warnings: await permissionWarnings(path, config) };
 }
 
 /** The file the default lookup would read, or undefined. */

@@ -15,7 +15,19 @@ export const authChallengeSchema = z.object({
   type: z.literal('auth_challenge'),
   nonce: z.string().min(1).max(4096).regex(BASE64_RE, 'nonce must be standard base64'),
 });
-export const authOkSchema = z.object({ type: z.literal('auth_ok'), provider_id: z.string().min(1).max(256) });
+/**
+ * PROTOCOL.md 2: at most 128 characters of `[A-Za-z0-9_.:-]`. The id is written into the line-based
+ * identity file, so anything else (a newline above all) would let a coordinator rewrite the key.
+ */
+export const PROVIDER_ID_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** `provider_id` may be absent: the stored one is kept, as in 0.3.x. */
+export const authOkSchema = z.object({
+  type: z.literal('auth_ok'),
+  provider_id: z
+    .string()
+    .regex(PROVIDER_ID_RE, 'provider_id must be 1 to 128 characters of A-Z a-z 0-9 _ . : -')
+    .optional(),
+});
 export const authFailedSchema = z.object({
   type: z.literal('auth_failed'),
   reason: z.string().max(4096).default(''),
@@ -104,13 +116,13 @@ export type Inbound =
   | { ok: true; frame: InboundFrame }
   | { ok: false; reason: string; type?: string; jobId?: string };
 
-const SCHEMAS = {
-  auth_challenge: authChallengeSchema,
-  auth_ok: authOkSchema,
-  auth_failed: authFailedSchema,
-  job: jobSchema,
-  job_cancel: jobCancelSchema,
-} as const;
+/** A Map, not an object: a `type` of `constructor` or `__proto__` must be just an unknown type (PROTOCOL.md 1). */
+const SCHEMAS = new Map<string, z.ZodType>([
+  ['auth_challenge', authChallengeSchema],
+  ['auth_ok', authOkSchema],
+  ['auth_failed', authFailedSchema],
+  ['job_cancel', jobCancelSchema],
+]);
 
 /** Parses one inbound text frame. Never throws. */
 export function parseInbound(text: string): Inbound {
@@ -125,8 +137,13 @@ export function parseInbound(text: string): Inbound {
   const type = (value as { type?: unknown }).type;
   if (typeof type !== 'string') return { ok: false, reason: 'no string "type"' };
   if (type === 'job') return checkJob(value as Record<string, unknown>);
-  const schema = SCHEMAS[type as keyof typeof SCHEMAS];
-  if (!schema) return { ok: false, reason: `unknown type "${type.slice(0, 64)}"`, type };
+  const schema = SCHEMAS.get(type);
+  if (!schema)
+    return {
+      ok: false,
+      reason: `unknown type ${JSON.stringify(type.slice(0, 64))}`,
+      type: type.slice(0, 64),
+    };
   return checkWithSchema(schema, type, value);
 }
 
