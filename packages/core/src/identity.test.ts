@@ -1,6 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import nacl from 'tweetnacl';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isUsepodError } from './errors.js';
@@ -120,6 +122,32 @@ describe('identity file (PROTOCOL.md section 7)', () => {
     await expect(writeFileAtomic(blocked, 'new contents')).rejects.toThrow();
     expect((await readdir(dir)).sort()).toEqual(['blocked', 'identity.key']);
     expect(await readFile(path, 'utf8')).toBe(before);
+  });
+
+  it('leaves no temp file when the disk refuses the write itself (a file size limit stands in for ENOSPC)', async () => {
+    const source = fileURLToPath(new URL('./identity.ts', import.meta.url));
+    const script = `import { writeFileAtomic } from ${JSON.stringify(source)};
+      await writeFileAtomic(process.argv[1], 'x'.repeat(64 * 1024)).then(() => console.log('written'), (e) => console.log(e.code));`;
+    const out = execFileSync(
+      'bash',
+      [
+        '-c',
+        'ulimit -f 8; exec "$0" --import tsx --input-type=module -e "$1" "$2"',
+        process.execPath,
+        script,
+        join(dir, 'identity.key'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(out.trim()).toBe('EFBIG');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('refuses to write a field holding a line break (the file is line-based)', async () => {
+    const id = generateIdentity(join(dir, 'identity.key'));
+    id.providerId = 'prov\nsecret: AAAA';
+    await expect(id.save()).rejects.toThrow(/line break/);
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('signs the decoded nonce bytes, not their base64 text', () => {

@@ -74,9 +74,25 @@ export function configureLogging(opts: { level?: LogLevel; format?: LogFormat; s
   createDebug.enable([...ns, ...(USER_DEBUG ? [USER_DEBUG] : [])].join(','));
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not pass unescaped.
+const PLAIN = /^[^\s"=\u0000-\u001f\u007f-\u009f\u2028\u2029]+$/;
+
+/** What JSON.stringify leaves unescaped: DEL, the C1 controls, the Unicode line and paragraph separators. */
+const UNESCAPED = /[\u007f-\u009f\u2028\u2029]/g;
+
+/** JSON text of a string with DEL, the C1 controls and the Unicode separators escaped too (JSON leaves them). */
+function quote(v: string): string {
+  return escapeRest(JSON.stringify(v));
+}
+
+function escapeRest(json: string): string {
+  return json.replace(UNESCAPED, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export function formatValue(v: unknown): string {
   if (v === null || v === undefined) return String(v);
-  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  // Quoted (and so escaped) unless plainly printable: a coordinator's or engine's string may carry ANSI escapes.
+  if (typeof v === 'string') return PLAIN.test(v) ? v : quote(v);
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);
   return JSON.stringify(v);
 }
@@ -84,7 +100,7 @@ export function formatValue(v: unknown): string {
 export function formatLine(level: LogLevel, area: string, msg: string, fields: LogFields = {}): string {
   const time = new Date().toISOString();
   if (settings.format === 'json') {
-    return JSON.stringify({ time, level, area, msg, ...redactor.redactFields(fields) });
+    return escapeRest(JSON.stringify({ time, level, area, msg, ...redactor.redactFields(fields) }));
   }
   const kv = Object.entries(redactor.redactFields(fields))
     .filter(([, v]) => v !== undefined)
