@@ -21,10 +21,7 @@ describe('malformed frames after auth (PROTOCOL.md sections 1 and 5.1)', () => {
     s.send({ type: 'surprise' });
     s.send({ type: 'auth_challenge', nonce: 'AAAA' });
     s.send({ type: 'job', job_id: 'not-a-uuid', model_id: 'Qwen/Qwen3-14B', request: {} });
-    s.send({ type: 'job', job_id: randomUUID(), request: {} });
-    s.send({ type: 'job', job_id: randomUUID(), model_id: 'Qwen/Qwen3-14B' });
-    s.send({ type: 'job', job_id: randomUUID(), model_id: 'Qwen/Qwen3-14B', request: 'text' });
-    s.send({ type: 'job', job_id: randomUUID(), model_id: 'Qwen/Qwen3-14B', request: {}, deadline_ms: -1 });
+    s.send({ type: 'job', model_id: 'Qwen/Qwen3-14B', request: {} });
     s.send({ type: 'job_cancel' });
     s.sendBinary(Buffer.from([0, 1, 2]));
     const res = await s.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done();
@@ -36,6 +33,41 @@ describe('malformed frames after auth (PROTOCOL.md sections 1 and 5.1)', () => {
     expect(
       r.t.lines.some((l) => l.includes('dropped malformed job frame') && l.includes('job_id must be a UUID')),
     ).toBe(true);
+  });
+
+  it('answers every job frame with a valid job_id: a job_error when it cannot run, never silence (5.1)', async () => {
+    r = await rig();
+    const s = r.session;
+    const broken = [
+      { job_id: randomUUID(), request: {} },
+      { job_id: randomUUID(), model_id: 'Qwen/Qwen3-14B' },
+      { job_id: randomUUID(), model_id: 'Qwen/Qwen3-14B', request: 'text' },
+      { job_id: randomUUID(), model_id: '', request: {} },
+    ];
+    for (const b of broken) s.send({ type: 'job', ...b });
+    for (const b of broken) {
+      const err = await s.frames.waitFor((f) => f.job_id === b.job_id);
+      expect(err).toMatchObject({ type: 'job_error', error_code: 'internal', tokens_emitted: 0 });
+      expect(String(err.message)).toMatch(/^job frame refused: (model_id|request)/);
+    }
+    expect(r.engine.requests.items.filter((q) => q.path === '/v1/chat/completions')).toHaveLength(0);
+  });
+
+  it('serves jobs whose format or deadline_ms is null or unrecognised, with the defaults (0.3.x, 5.1)', async () => {
+    r = await rig();
+    const jobs = [
+      r.session.dispatch({
+        model_id: 'Qwen/Qwen3-14B',
+        request: hello,
+        raw: { format: null, deadline_ms: null },
+      }),
+      r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello, raw: { format: 'gemini' } }),
+      r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello, raw: { format: 3, deadline_ms: -1 } }),
+      r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello, raw: { deadline_ms: '100' } }),
+    ];
+    for (const j of jobs) expect((await j.done()).type).toBe('job_done');
+    const paths = r.engine.requests.items.map((q) => q.path).filter((p) => p.startsWith('/v1/chat'));
+    expect(paths).toHaveLength(4);
   });
 });
 

@@ -197,6 +197,16 @@ export class Executor {
     void this.#run(job);
   }
 
+  /**
+   * A job frame with a valid `job_id` that cannot run (no `model_id`, no `request`): PROTOCOL.md 5.1 says
+   * it never goes unanswered, so the coordinator does not wait for a job the agent ignored.
+   */
+  refuse(jobId: string, sink: JobSink, why: string): void {
+    if (this.#jobs.has(jobId)) return; // a malformed duplicate of a job in flight: the job answers for itself
+    const frame: JobFrame = { type: 'job', job_id: jobId, model_id: '', request: {}, format: 'openai', deadline_ms: 0 };
+    this.#reject(frame, sink, 'internal', `job frame refused: ${why}`, this.#now());
+  }
+
   /** `job_cancel`: abort upstream, free the slot, send nothing. Unknown ids are ignored. */
   cancel(jobId: string): boolean {
     const job = this.#jobs.get(jobId);

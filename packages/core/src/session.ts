@@ -10,6 +10,7 @@ import {
   type CapabilitiesFrame,
   type HeartbeatFrame,
   parseInbound,
+  UUID_RE,
 } from './protocol/frames.js';
 import type { HeartbeatStats } from './stats.js';
 
@@ -241,8 +242,14 @@ export class Session implements JobSink {
     const parsed = parseInbound(text);
     if (!parsed.ok) {
       const fields = { reason: parsed.reason, type: parsed.type, job_id: parsed.jobId };
-      if (parsed.type === 'job') log.warn('dropped malformed job frame', fields);
-      else log.debug('ignored frame', fields);
+      if (parsed.type !== 'job') {
+        log.debug('ignored frame', fields);
+      } else if (parsed.jobId !== undefined && UUID_RE.test(parsed.jobId)) {
+        log.warn('refused malformed job frame', fields);
+        this.#o.executor.refuse(parsed.jobId, this, parsed.reason);
+      } else {
+        log.warn('dropped malformed job frame', fields);
+      }
       return;
     }
     const f = parsed.frame;

@@ -52,10 +52,25 @@ describe('job frame checks', () => {
       ok: true,
       frame: { ...valid, format: 'openai', deadline_ms: 60_000 },
     });
-    // JSON's overflowing numbers become Infinity, which is not a deadline.
+    // JSON's overflowing numbers become Infinity, which is not a deadline: the default applies (5.1).
     const huge = parseInbound(
       `{"type":"job","job_id":"${ID}","model_id":"m","request":{},"deadline_ms":1e400}`,
     );
-    expect(huge).toMatchObject({ ok: false, type: 'job', jobId: ID });
+    expect(huge).toMatchObject({ ok: true, frame: { deadline_ms: 60_000 } });
+  });
+
+  it('takes the defaults of PROTOCOL.md 5.1 for a format or deadline that is null or unrecognised (0.3.x)', () => {
+    const check = (extra: Record<string, unknown>) => {
+      const r = parseInbound(JSON.stringify({ ...valid, ...extra }));
+      if (!r.ok || r.frame.type !== 'job') throw new Error(JSON.stringify(r));
+      return [r.frame.format, r.frame.deadline_ms];
+    };
+    expect(check({ format: null, deadline_ms: null })).toEqual(['openai', 60_000]);
+    expect(check({ format: 'gemini', deadline_ms: '100' })).toEqual(['openai', 60_000]);
+    expect(check({ format: 7, deadline_ms: -1 })).toEqual(['openai', 60_000]);
+    expect(check({ format: 'anthropic', deadline_ms: 1.5 })).toEqual(['anthropic', 60_000]);
+    expect(check({ deadline_ms: 0 })).toEqual(['openai', 60_000]);
+    expect(check({ deadline_ms: 5000 })).toEqual(['openai', 5000]);
+    expect(check({ deadline_ms: 1e12 })).toEqual(['openai', 24 * 3600 * 1000]);
   });
 });
