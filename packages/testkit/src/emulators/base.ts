@@ -21,6 +21,12 @@ export interface EmulatedModel {
   type?: 'llm' | 'embedding';
   /** A cloud model listed by the engine but run elsewhere (Ollama `-cloud` models). */
   remote?: boolean;
+  /** vLLM: a LoRA adapter on this base model (its card has `max_model_len: null` and this `parent`). */
+  parent?: string;
+  /** Ollama: a Modelfile `PARAMETER num_ctx`, shown in `/api/show` `parameters`. */
+  numCtx?: number;
+  /** Venice: the model cannot serve now (`model_spec.offline`). */
+  offline?: boolean;
 }
 
 export type Behavior =
@@ -44,7 +50,9 @@ export type Behavior =
   /** The test writes the stream itself through `controlled` (see `ControlledStream`). */
   | { kind: 'controlled' }
   /** The model calls a tool: `tool_calls` deltas with the arguments in pieces, finish reason `tool_calls`. */
-  | { kind: 'tool-call'; name: string; arguments: string };
+  | { kind: 'tool-call'; name: string; arguments: string }
+  /** The model thinks first: deltas carrying `reasoning_content` (older vLLM) or `reasoning` (newer vLLM, Ollama). */
+  | { kind: 'reasoning'; field: 'reasoning' | 'reasoning_content'; text: string };
 
 export interface RequestRecord {
   id: number;
@@ -219,7 +227,7 @@ export abstract class EngineEmulator {
   /** The engine's 401 answer. */
   protected abstract unauthorized(res: ServerResponse): void;
   /** The engine's answer to an unknown path. */
-  protected notFound(res: ServerResponse): void {
+  protected notFound(res: ServerResponse, _method?: string, _path?: string): void {
     json(res, 404, { error: { message: 'File Not Found', type: 'not_found_error', code: 404 } });
   }
 
@@ -260,7 +268,7 @@ export abstract class EngineEmulator {
     this.requests.push(record);
     const route = this.routes.get(`${record.method} ${record.path}`) ?? this.routes.get(`* ${record.path}`);
     if (!route) {
-      this.notFound(res);
+      this.notFound(res, record.method, record.path);
       return;
     }
     try {

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { type EmulatorOptions, EngineEmulator, json } from './base.js';
+import { type EmulatorOptions, EngineEmulator, json, promptTokensOf } from './base.js';
 import { type ChatFlavor, writeAnthropicStream, writeChatStream } from './streams.js';
 
 /**
@@ -98,16 +98,36 @@ export class LmstudioEmulator extends EngineEmulator {
           },
         });
       }
+      if (this.#tooLong(res, record.body ?? {}, model)) return;
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeChatStream(ctx, this.#flavor);
     });
-    this.routes.set('POST /v1/messages', ({ req, res, record }) => {
-      if (!this.authorized(req)) return this.unauthorized(res);
-      const ctx = this.streamContext(req, res, record, String(record.body?.model ?? ''));
-      if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
-      return writeAnthropicStream(ctx);
+    // Anthropic /v1/messages since 0.4.1; 0.3.x answers it like any unknown route (200 with an error).
+    if (this.apiV1) {
+      this.routes.set('POST /v1/messages', ({ req, res, record }) => {
+        if (!this.authorized(req)) return this.unauthorized(res);
+        const ctx = this.streamContext(req, res, record, String(record.body?.model ?? ''));
+        if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
+        return writeAnthropicStream(ctx);
+      });
+    }
+  }
+
+  /** Unknown routes answer 200 with an error body (ENGINES.md section 7). */
+  protected override notFound(res: ServerResponse, method = 'GET', path = '/'): void {
+    json(res, 200, { error: `Unexpected endpoint or method. (${method} ${path})` });
+  }
+
+  /** Over the loaded window: 400 with LM Studio's words. */
+  #tooLong(res: ServerResponse, body: Record<string, unknown>, model: string): boolean {
+    const window = this.findModel(model)?.contextWindow ?? 4096;
+    const prompt = promptTokensOf(body);
+    if (prompt <= window) return false;
+    json(res, 400, {
+      error: `Trying to keep the first ${prompt} tokens when context the overflows. However, the model is loaded with context length of only ${window} tokens, which is not enough. Try to load the model with a larger context length, or provide a shorter input`,
     });
+    return true;
   }
 
   #flavor: ChatFlavor = {

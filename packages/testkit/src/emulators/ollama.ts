@@ -14,16 +14,23 @@ export interface OllamaOptions extends EmulatorOptions {
   version?: string;
   /** `OLLAMA_NUM_PARALLEL`. */
   numParallel?: number;
+  /** `OLLAMA_MAX_QUEUE`: requests past the running ones and this many queued get 503 `server busy`. */
+  maxQueue?: number;
 }
 
 export class OllamaEmulator extends EngineEmulator {
   readonly kind = 'ollama';
   readonly version: string;
+  readonly numParallel: number;
+  maxQueue: number;
   #seq = 0;
+  #generating = 0;
 
   constructor(opts: OllamaOptions = {}) {
     super({ models: [{ id: 'llama3.2:3b', contextWindow: 4096, trainContext: 131072 }], ...opts });
     this.version = opts.version ?? '0.33.0';
+    this.numParallel = opts.numParallel ?? 1;
+    this.maxQueue = opts.maxQueue ?? 512;
     this.routes.set('GET /', ({ res }) => text(res, 200, 'Ollama is running'));
     this.routes.set('HEAD /', ({ res }) => {
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
@@ -67,6 +74,12 @@ export class OllamaEmulator extends EngineEmulator {
       json(res, 200, {
         details: { format: 'gguf', family: 'llama' },
         model_info: { 'general.architecture': 'llama', 'llama.context_length': m.trainContext ?? 131072 },
+        // A Modelfile's PARAMETER lines, as text.
+        ...(m.numCtx
+          ? {
+              parameters: `num_ctx                        ${m.numCtx}\nstop                           "<|eot_id|>"`,
+            }
+          : {}),
         capabilities: m.type === 'embedding' ? ['embedding'] : ['completion', 'tools'],
       });
     });
@@ -93,6 +106,7 @@ export class OllamaEmulator extends EngineEmulator {
           },
         });
       }
+      if (this.#busy(res)) return;
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeChatStream(ctx, this.#flavor);
@@ -105,6 +119,7 @@ export class OllamaEmulator extends EngineEmulator {
           error: { type: 'not_found_error', message: `model '${model}' not found` },
         });
       }
+      if (this.#busy(res)) return;
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeAnthropicStream(ctx);
@@ -125,6 +140,17 @@ export class OllamaEmulator extends EngineEmulator {
         `${JSON.stringify({ model, created_at: new Date().toISOString(), message: { role: 'assistant', content: '' }, done: true, done_reason: 'length', total_duration: 4883583458, load_duration: 1334875, prompt_eval_count: ctx.promptTokens, prompt_eval_duration: 342546000, eval_count: ctx.tokens, eval_duration: 4535599000 })}\n`,
       );
     });
+  }
+
+  /** The scheduler's queue is full: 503, two spaces and all (server/sched.go). Counts the request otherwise. */
+  #busy(res: ServerResponse): boolean {
+    if (this.#generating >= this.numParallel + this.maxQueue) {
+      json(res, 503, { error: 'server busy, please try again.  maximum pending requests exceeded' });
+      return true;
+    }
+    this.#generating++;
+    res.on('close', () => this.#generating--);
+    return false;
   }
 
   #flavor: ChatFlavor = {

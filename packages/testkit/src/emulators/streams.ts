@@ -14,8 +14,12 @@ export interface ChatFlavor {
   systemFingerprint?: (ctx: StreamContext) => string;
   /** Extra fields on the finishing choice (vLLM `stop_reason`). */
   finishExtra?: Record<string, unknown>;
-  /** Usage chunk policy. */
-  usage: 'requested' | 'never';
+  /** Usage chunk policy: only with `include_usage: true`, never, or always (llama.cpp sends it either way). */
+  usage: 'requested' | 'never' | 'always';
+  /** The first delta (llama.cpp: `{"role":"assistant","content":null}`); default role and empty content. */
+  firstDelta?: Record<string, unknown>;
+  /** An SSE comment the engine sends in its streams (vLLM `: keep-alive`, llama.cpp `:`, OpenRouter `: OPENROUTER PROCESSING`). */
+  comment?: string;
   /** llama.cpp: a `timings` object on the last chunk either way. */
   timings?: boolean;
   /** How an error after the 200 looks: its data lines, and whether `[DONE]` still follows. */
@@ -82,9 +86,32 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
     res,
     sse({
       ...base(),
-      choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+      choices: [
+        {
+          index: 0,
+          delta: flavor.firstDelta ?? { role: 'assistant', content: '' },
+          logprobs: null,
+          finish_reason: null,
+        },
+      ],
     }),
   );
+  const wantsUsage = flavor.usage === 'always' || (flavor.usage === 'requested' && ctx.includeUsage);
+  if (flavor.comment !== undefined) await writeAndDrain(res, `${flavor.comment}\n\n`);
+  if (b.kind === 'reasoning') {
+    for (const piece of [
+      b.text.slice(0, Math.ceil(b.text.length / 2)),
+      b.text.slice(Math.ceil(b.text.length / 2)),
+    ]) {
+      await writeAndDrain(
+        res,
+        sse({
+          ...base(),
+          choices: [{ index: 0, delta: { [b.field]: piece }, logprobs: null, finish_reason: null }],
+        }),
+      );
+    }
+  }
   if (b.kind === 'tool-call') {
     const id = `call_${Math.random().toString(36).slice(2, 10)}`;
     const pieces = [
@@ -125,7 +152,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
       res,
       sse({ ...base(), choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] }),
     );
-    if (flavor.usage === 'requested' && ctx.includeUsage) {
+    if (wantsUsage) {
       await writeAndDrain(
         res,
         sse({
@@ -165,6 +192,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
       }),
     );
     if (b.kind === 'hang-after-first') return; // stall with the connection open
+    if (flavor.comment !== undefined && i % 16 === 15) await writeAndDrain(res, `${flavor.comment}\n\n`);
     if (ctx.tokenDelayMs > 0 || i % 64 === 63) await delay(ctx.tokenDelayMs);
   }
   if (b.kind === 'no-done') {
@@ -188,7 +216,6 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
         },
       }
     : {};
-  const wantsUsage = flavor.usage === 'requested' && ctx.includeUsage;
   await writeAndDrain(
     res,
     sse({
@@ -212,14 +239,30 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
   res.end();
 }
 
+/** How one engine writes its Anthropic Messages streams (ENGINES.md section 7). */
+export interface AnthropicFlavor {
+  idPrefix?: string;
+  /** vLLM ends its streams, errors included, with `data: [DONE]` after the last event. */
+  doneAfter?: boolean;
+  /** The data of an `event: error` (default: Anthropic's `{"type":"error","error":{...}}`). */
+  errorData?: (message: string) => unknown;
+  /** Prompt tokens read from the cache: `input_tokens` then counts only the rest (llama.cpp). */
+  cachedPromptTokens?: number;
+}
+
 /** An Anthropic Messages event stream (`/v1/messages`), as the engines that serve it send. */
-export async function writeAnthropicStream(ctx: StreamContext, idPrefix = 'msg_'): Promise<void> {
+export async function writeAnthropicStream(ctx: StreamContext, flavor: AnthropicFlavor = {}): Promise<void> {
   if (ctx.behavior.kind === 'controlled') return;
   if (await preamble(ctx, 'text/event-stream; charset=utf-8')) return;
   const { res } = ctx;
   const b = ctx.behavior;
   const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
-  const id = `${idPrefix}${Math.random().toString(36).slice(2, 14)}`;
+  const id = `${flavor.idPrefix ?? 'msg_'}${Math.random().toString(36).slice(2, 14)}`;
+  const cached = Math.min(flavor.cachedPromptTokens ?? 0, ctx.promptTokens);
+  const inputUsage = {
+    input_tokens: ctx.promptTokens - cached,
+    ...(cached > 0 ? { cache_read_input_tokens: cached, cache_creation_input_tokens: 0 } : {}),
+  };
   await writeAndDrain(
     res,
     ev('message_start', {
@@ -232,7 +275,7 @@ export async function writeAnthropicStream(ctx: StreamContext, idPrefix = 'msg_'
         content: [],
         stop_reason: null,
         stop_sequence: null,
-        usage: { input_tokens: ctx.promptTokens, output_tokens: 1 },
+        usage: { ...inputUsage, output_tokens: 1 },
       },
     }),
   );
@@ -247,10 +290,10 @@ export async function writeAnthropicStream(ctx: StreamContext, idPrefix = 'msg_'
   for (let i = 0; i < ctx.tokens; i++) {
     if (ctx.gone()) return;
     if (b.kind === 'error-in-stream' && i === (b.afterTokens ?? 1)) {
-      await writeAndDrain(
-        res,
-        ev('error', { type: 'error', error: { type: 'api_error', message: b.message ?? 'engine failed' } }),
-      );
+      const message = b.message ?? 'engine failed';
+      const data = flavor.errorData?.(message) ?? { type: 'error', error: { type: 'api_error', message } };
+      await writeAndDrain(res, ev('error', data));
+      if (flavor.doneAfter) await writeAndDrain(res, 'data: [DONE]\n\n');
       res.end();
       return;
     }
@@ -280,9 +323,10 @@ export async function writeAnthropicStream(ctx: StreamContext, idPrefix = 'msg_'
     ev('message_delta', {
       type: 'message_delta',
       delta: { stop_reason: 'max_tokens', stop_sequence: null },
-      usage: { output_tokens: ctx.tokens },
+      usage: { ...inputUsage, output_tokens: ctx.tokens },
     }),
   );
   await writeAndDrain(res, ev('message_stop', { type: 'message_stop' }));
+  if (flavor.doneAfter) await writeAndDrain(res, 'data: [DONE]\n\n');
   res.end();
 }

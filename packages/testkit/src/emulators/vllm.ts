@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { type EmulatorOptions, EngineEmulator, json, text } from './base.js';
+import { type EmulatorOptions, EngineEmulator, json, promptTokensOf, text } from './base.js';
 import { type ChatFlavor, writeAnthropicStream, writeChatStream } from './streams.js';
 
 /**
@@ -51,9 +51,10 @@ export class VllmEmulator extends EngineEmulator {
             object: 'model',
             created: createdAt,
             owned_by: 'vllm',
-            root: m.id,
-            parent: null,
-            max_model_len: m.contextWindow ?? 4096,
+            // A LoRA adapter's card names its base and has no window of its own (serving.py).
+            root: m.parent ? `/adapters/${m.id}` : m.id,
+            parent: m.parent ?? null,
+            max_model_len: m.parent ? null : (m.contextWindow ?? 4096),
             permission: [
               { id: 'modelperm-0', object: 'model_permission', created: createdAt, allow_sampling: true },
             ],
@@ -66,6 +67,7 @@ export class VllmEmulator extends EngineEmulator {
       const model = String(record.body?.model ?? '');
       if (!this.findModel(model))
         return this.#error(res, 404, 'NotFoundError', `The model \`${model}\` does not exist.`);
+      if (this.#tooLong(res, record.body ?? {}, model)) return;
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeChatStream(ctx, this.#flavor);
@@ -75,10 +77,34 @@ export class VllmEmulator extends EngineEmulator {
       const model = String(record.body?.model ?? '');
       if (!this.findModel(model))
         return this.#error(res, 404, 'NotFoundError', `The model \`${model}\` does not exist.`);
+      if (this.#tooLong(res, record.body ?? {}, model)) return;
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
-      return writeAnthropicStream(ctx);
+      // vLLM ends its Messages streams, errors included, with `data: [DONE]` (anthropic/serving.py).
+      return writeAnthropicStream(ctx, { doneAfter: true });
     });
+  }
+
+  /** The window a model is served with: a LoRA adapter's is its base model's. */
+  windowOf(id: string): number {
+    const m = this.findModel(id);
+    const base = m?.parent ? this.findModel(m.parent) : m;
+    return base?.contextWindow ?? 4096;
+  }
+
+  /** A prompt plus `max_tokens` over the window: 400 before any stream (serving.py `_validate_input`). */
+  #tooLong(res: ServerResponse, body: Record<string, unknown>, model: string): boolean {
+    const window = this.windowOf(model);
+    const prompt = promptTokensOf(body);
+    const max = typeof body.max_tokens === 'number' ? body.max_tokens : 0;
+    if (prompt + max <= window) return false;
+    this.#error(
+      res,
+      400,
+      'BadRequestError',
+      `This model's maximum context length is ${window} tokens. However, you requested ${prompt + max} tokens (${prompt} in the messages, ${max} in the completion). Please reduce the length of the messages or completion.`,
+    );
+    return true;
   }
 
   #flavor: ChatFlavor = {
@@ -86,6 +112,7 @@ export class VllmEmulator extends EngineEmulator {
     model: (ctx) => ctx.model,
     finishExtra: { stop_reason: null },
     usage: 'requested',
+    comment: ': keep-alive',
     streamError: (message) => ({
       lines: [
         `data: ${JSON.stringify({ error: { message, type: 'InternalServerError', param: null, code: 500 } })}\n\n`,
