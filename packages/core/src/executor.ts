@@ -203,7 +203,14 @@ export class Executor {
    */
   refuse(jobId: string, sink: JobSink, why: string): void {
     if (this.#jobs.has(jobId)) return; // a malformed duplicate of a job in flight: the job answers for itself
-    const frame: JobFrame = { type: 'job', job_id: jobId, model_id: '', request: {}, format: 'openai', deadline_ms: 0 };
+    const frame: JobFrame = {
+      type: 'job',
+      job_id: jobId,
+      model_id: '',
+      request: {},
+      format: 'openai',
+      deadline_ms: 0,
+    };
     this.#reject(frame, sink, 'internal', `job frame refused: ${why}`, this.#now());
   }
 

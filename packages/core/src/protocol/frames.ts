@@ -44,7 +44,9 @@ function formatOf(v: unknown): 'openai' | 'anthropic' {
 
 /** PROTOCOL.md 5.1: a positive integer (at most a day), else the 60 s default (0.3.x `as_u64().unwrap_or(60000)`). */
 function deadlineOf(v: unknown): number {
-  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? Math.min(v, MAX_DEADLINE_MS) : DEFAULT_DEADLINE_MS;
+  return typeof v === 'number' && Number.isInteger(v) && v > 0
+    ? Math.min(v, MAX_DEADLINE_MS)
+    : DEFAULT_DEADLINE_MS;
 }
 
 export const jobSchema = z.object({
