@@ -415,14 +415,13 @@ describe('engine specifics', () => {
     const [plain, jit, old, noToken] = await Promise.all(backends.map((b) => b.probe()));
     expect(plain).toEqual({
       healthy: true,
-      models: [{ id: 'loaded-llm', contextWindow: 4096 }],
+      models: [{ id: 'loaded-llm', contextWindow: 4096, capacity: 2 }],
       load: { capacity: 2 },
     });
-    expect(jit!.models).toEqual([
-      { id: 'loaded-llm', contextWindow: 4096 },
-      { id: 'jit-llm', contextWindow: 65536 },
-    ]);
-    expect(old!.models.map((m) => m.id)).toEqual(['loaded-llm']);
+    // A JIT model is not loaded: its max_context_length is a training maximum, not a window (section 7).
+    expect(jit!.models).toEqual([{ id: 'loaded-llm', contextWindow: 4096, capacity: 2 }, { id: 'jit-llm' }]);
+    // 0.3.x reports only max_context_length (the training maximum): no window is advertised.
+    expect(old!.models).toEqual([{ id: 'loaded-llm' }]);
     expect(noToken).toMatchObject({ healthy: false });
     expect(noToken!.detail).toMatch(/API token/);
   });

@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   USEPOD_BACKEND_MODEL_NOT_FOUND: 'The engine does not serve this model.',
   USEPOD_BACKEND_HTTP: 'The engine answered with an error status.',
   USEPOD_BACKEND_STREAM: 'The engine stream failed or ended early.',
+  USEPOD_BACKEND_BUSY:
+    'The engine is busy right now (HTTP 429, a full queue); the coordinator routes the job elsewhere. Raise the engine queue or lower limits.max_concurrent if it lasts.',
   USEPOD_COORDINATOR_AUTH_FAILED: 'The coordinator refused this agent. The reason is in the message.',
   USEPOD_PROTOCOL: 'The coordinator sent something the protocol does not allow.',
   USEPOD_AGENT_STATE: 'The agent was used in a state that does not allow this call.',
@@ -89,6 +91,7 @@ const JOB_CODE_BY_ERROR: Partial<Record<ErrorCode, JobErrorCode>> = {
   USEPOD_BACKEND_TIMEOUT: 'backend_timeout',
   USEPOD_BACKEND_AUTH: 'auth_rejected_by_backend',
   USEPOD_BACKEND_MODEL_NOT_FOUND: 'model_not_loaded',
+  USEPOD_BACKEND_BUSY: 'out_of_capacity',
 };
 
 /** The wire code a failure is reported with; anything unknown is `internal`. */

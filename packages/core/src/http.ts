@@ -194,8 +194,21 @@ const MODEL_NOT_FOUND =
  */
 export function httpError(status: number, body: string): UsepodError {
   const message = engineErrorMessage(body);
-  if (status === 401 || status === 403) {
+  // 402: the upstream account has no credit (OpenRouter); the operator must act, like a bad key.
+  if (status === 401 || status === 403 || status === 402) {
     return new UsepodError('USEPOD_BACKEND_AUTH', `backend answered ${status}: ${message || 'unauthorized'}`);
+  }
+  // Busy right now, not broken: rate limited (429) or Ollama's full queue (503 "server busy").
+  if (status === 429 || (status === 503 && /server busy/i.test(message))) {
+    return new UsepodError(
+      'USEPOD_BACKEND_BUSY',
+      `backend is busy (${status}): ${message || 'too many requests'}`,
+    );
+  }
+  // llama.cpp after a restart answers 503 `unavailable_error` "Loading model" on every route: like an
+  // engine not reachable yet, the job fails over before any byte is relayed (PROTOCOL.md 5.4).
+  if (status === 503 && (engineErrorCode(body) === 'unavailable_error' || /loading model/i.test(message))) {
+    return new UsepodError('USEPOD_BACKEND_UNREACHABLE', `backend is loading (${status}): ${message}`);
   }
   const code = engineErrorCode(body);
   if (

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { Agent } from 'undici';
 import type {
   Backend,
@@ -10,7 +11,7 @@ import type {
 } from './backend.js';
 import type { BackendConfig } from './config/schema.js';
 import { UsepodError } from './errors.js';
-import { createPool, getJson, httpError, readText, send } from './http.js';
+import { createPool, engineErrorMessage, getJson, httpError, readText, send } from './http.js';
 import type { Logger } from './log.js';
 
 /**
@@ -85,6 +86,25 @@ export function versionAtLeast(version: string, min: string): boolean {
     if (x !== b[i]) return x > b[i]!;
   }
   return true;
+}
+
+/**
+ * The error a 200 JSON answer carries, if any. LM Studio's "Unexpected endpoint or method" is a route it
+ * does not have: reported as a 404, so an Anthropic job falls back to translation as on any engine.
+ */
+export function errorIn200(text: string): UsepodError | undefined {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!obj || typeof obj !== 'object' || (obj as { error?: unknown }).error == null) return undefined;
+  const message = engineErrorMessage(text);
+  if (/unexpected endpoint or method/i.test(message)) return httpError(404, text);
+  const mapped = httpError(400, text);
+  if (mapped.code === 'USEPOD_BACKEND_MODEL_NOT_FOUND') return mapped;
+  return new UsepodError('USEPOD_BACKEND_HTTP', `backend answered 200 with an error: ${message}`);
 }
 
 export class OpenAICompatibleBackend implements Backend {
@@ -211,7 +231,14 @@ export class OpenAICompatibleBackend implements Backend {
       throw httpError(res.status, text);
     }
     const ct = res.headers['content-type'];
-    return { body: res.body, contentType: Array.isArray(ct) ? (ct[0] ?? '') : (ct ?? '') };
+    const contentType = Array.isArray(ct) ? (ct[0] ?? '') : (ct ?? '');
+    if (!/json/i.test(contentType)) return { body: res.body, contentType };
+    // A 200 carrying `error` is an error (LM Studio answers unknown routes and some failures so).
+    const text = await readText(res.body).catch(() => '');
+    const carried = errorIn200(text);
+    if (carried) throw carried;
+    // Not an error: the executor reports the answer as not being a stream.
+    return { body: Readable.from([Buffer.from(text)]), contentType };
   }
 
   async close(): Promise<void> {

@@ -124,9 +124,12 @@ export class StreamScanner {
     }
     // Three byte searches per event line; llama.cpp `timings` ride on the finish or usage chunk, so
     // they are read when that chunk is parsed. NDJSON lines need only their `done` and error checks.
+    // An `event: error` names its data an error whatever its shape (llama.cpp: `{code, message, type}`).
+    const afterErrorEvent = this.#lastEvent === 'error';
+    this.#lastEvent = '';
     const interesting = ndjson
       ? payload.includes(K_DONE_NDJSON) || payload.includes(K_ERROR)
-      : payload.includes(K_USAGE) || payload.includes(K_ERROR) || finishReasonSet(payload);
+      : afterErrorEvent || payload.includes(K_USAGE) || payload.includes(K_ERROR) || finishReasonSet(payload);
     if (!interesting) return;
     let obj: Record<string, unknown>;
     try {
@@ -135,6 +138,9 @@ export class StreamScanner {
       return;
     }
     if (!obj || typeof obj !== 'object') return;
+    if (afterErrorEvent && this.result.streamError === undefined) {
+      this.result.streamError = errorText(obj.error ?? obj);
+    }
     this.#object(obj);
   }
 

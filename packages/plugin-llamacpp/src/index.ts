@@ -72,8 +72,12 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
         const servable =
           state === 'loaded' || state === 'sleeping' || (this.#includeUnloaded && state === 'unloaded');
         if (!servable) continue;
-        const cw = contextWindowOf(m);
-        out.push(cw ? { id: m.id, contextWindow: cw } : { id: m.id });
+        // Router entries carry no `meta`, and the router's own /props says n_ctx 0: a loaded model's window
+        // and slots come from `/props?model=<id>`, proxied to that model's server (server-models.cpp).
+        const props = state === 'unloaded' ? undefined : await this.#props(signal, m.id);
+        const cw = contextWindowOf(m) ?? positive(props?.default_generation_settings?.n_ctx);
+        const slots = positive(props?.total_slots);
+        out.push({ id: m.id, ...(cw ? { contextWindow: cw } : {}), ...(slots ? { capacity: slots } : {}) });
       }
       return out;
     }
@@ -90,11 +94,14 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
     return out;
   }
 
-  #props(signal: AbortSignal) {
-    return this.getJson<{ default_generation_settings?: { n_ctx?: number }; build_info?: string }>(
-      '/props',
-      signal,
-    ).catch(() => undefined);
+  #props(signal: AbortSignal, model?: string) {
+    return this.getJson<{
+      default_generation_settings?: { n_ctx?: number };
+      total_slots?: number;
+      build_info?: string;
+    }>(model === undefined ? '/props' : `/props?model=${encodeURIComponent(model)}`, signal).catch(
+      () => undefined,
+    );
   }
 
   async #propsContext(signal: AbortSignal): Promise<number | undefined> {
@@ -119,6 +126,10 @@ export class LlamacppBackend extends OpenAICompatibleBackend {
     const waiting = promGauge(text, 'llamacpp:requests_deferred');
     return { ...(running === undefined ? {} : { running }), ...(waiting === undefined ? {} : { waiting }) };
   }
+}
+
+function positive(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined;
 }
 
 export default definePlugin(() => ({

@@ -17,6 +17,8 @@ import {
 export interface LmstudioBackendOptions extends Omit<OpenAICompatibleOptions, 'kind'> {
   /** Also offer downloaded LLMs that JIT loading would load on first use. */
   includeJit?: boolean;
+  /** The window models are loaded with, for 0.3.x servers, which do not report it (option `context_length`). */
+  contextLength?: number;
 }
 
 interface V1Model {
@@ -40,7 +42,10 @@ export class LmstudioBackend extends OpenAICompatibleBackend {
   constructor(opts: LmstudioBackendOptions) {
     super({ ...opts, kind: 'lmstudio' });
     this.#includeJit = opts.includeJit ?? false;
+    this.#contextLength = opts.contextLength;
   }
+
+  readonly #contextLength: number | undefined;
 
   protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
     const v1 = await this.getJson<{ models?: V1Model[] }>('/api/v1/models', signal).catch(() => undefined);
@@ -51,6 +56,10 @@ export class LmstudioBackend extends OpenAICompatibleBackend {
     return super.listModels(signal);
   }
 
+  /**
+   * Only `loaded_instances[].config.context_length` is a served window; `max_context_length` is the
+   * model's training maximum and is never advertised as one (ENGINES.md section 7).
+   */
   #fromV1(models: V1Model[]): BackendModel[] {
     const out: BackendModel[] = [];
     let parallel = 0;
@@ -58,23 +67,31 @@ export class LmstudioBackend extends OpenAICompatibleBackend {
       if (m.type !== 'llm' || !m.key) continue;
       const inst = m.loaded_instances ?? [];
       if (inst.length > 0) {
-        const ctx = inst[0]?.config?.context_length ?? m.max_context_length;
-        parallel += inst.reduce((n, i) => n + (i.config?.parallel ?? 4), 0);
-        out.push(ctx ? { id: m.key, contextWindow: ctx } : { id: m.key });
+        // Several instances of one model serve it with the smallest of their windows.
+        const windows = inst.flatMap((i) => (i.config?.context_length ? [i.config.context_length] : []));
+        // Each instance runs `parallel` requests at once: the model's capacity is their sum.
+        const capacity = inst.reduce((n, i) => n + (i.config?.parallel ?? 4), 0);
+        parallel += capacity;
+        out.push({
+          id: m.key,
+          capacity,
+          ...(windows.length > 0 ? { contextWindow: Math.min(...windows) } : {}),
+        });
       } else if (this.#includeJit) {
-        out.push(m.max_context_length ? { id: m.key, contextWindow: m.max_context_length } : { id: m.key });
+        out.push({ id: m.key });
       }
     }
     this.#parallel = parallel || undefined;
     return out;
   }
 
+  /** 0.3.x: `max_context_length` is the training maximum, not the loaded window, so no window is advertised. */
   #fromV0(models: V0Model[]): BackendModel[] {
     const out: BackendModel[] = [];
     for (const m of models) {
       if ((m.type !== 'llm' && m.type !== 'vlm') || !m.id) continue;
       if (m.state !== 'loaded' && !this.#includeJit) continue;
-      out.push(m.max_context_length ? { id: m.id, contextWindow: m.max_context_length } : { id: m.id });
+      out.push(this.#contextLength ? { id: m.id, contextWindow: this.#contextLength } : { id: m.id });
     }
     return out;
   }
@@ -94,6 +111,9 @@ export default definePlugin(() => ({
       return new LmstudioBackend({
         ...optionsFromEntry('lmstudio', entry, bctx),
         ...(o.include_jit === true ? { includeJit: true } : {}),
+        ...(typeof o.context_length === 'number' && o.context_length > 0
+          ? { contextLength: o.context_length }
+          : {}),
       });
     });
   },

@@ -35,6 +35,8 @@ interface TagEntry {
 
 interface ShowInfo {
   trainContext: number | undefined;
+  /** A Modelfile `PARAMETER num_ctx`: the window Ollama allocates for this model when it loads it. */
+  numCtx: number | undefined;
   embeddingOnly: boolean;
 }
 
@@ -68,15 +70,22 @@ export class OllamaBackend extends OpenAICompatibleBackend {
       signal,
     });
     const body = await readText(res.body, 4 * 1024 * 1024);
-    let info: ShowInfo = { trainContext: undefined, embeddingOnly: false };
+    let info: ShowInfo = { trainContext: undefined, numCtx: undefined, embeddingOnly: false };
     if (res.status === 200) {
-      const show = JSON.parse(body) as { model_info?: Record<string, unknown>; capabilities?: string[] };
+      const show = JSON.parse(body) as {
+        model_info?: Record<string, unknown>;
+        capabilities?: unknown;
+        parameters?: unknown;
+      };
       const mi = show.model_info ?? {};
       const arch = mi['general.architecture'];
       const ctx = typeof arch === 'string' ? mi[`${arch}.context_length`] : undefined;
-      const caps = show.capabilities ?? [];
+      const caps = Array.isArray(show.capabilities) ? show.capabilities : [];
+      const numCtx =
+        typeof show.parameters === 'string' ? /^num_ctx\s+(\d+)\s*$/m.exec(show.parameters)?.[1] : undefined;
       info = {
         trainContext: typeof ctx === 'number' ? ctx : undefined,
+        numCtx: numCtx ? Number(numCtx) : undefined,
         embeddingOnly: caps.includes('embedding') && !caps.includes('completion'),
       };
       this.#show.set(key, info);
@@ -105,11 +114,13 @@ export class OllamaBackend extends OpenAICompatibleBackend {
       if (t.remote_model || t.remote_host || name.endsWith('-cloud')) continue;
       const info = await this.#showInfo(name, t.digest, signal);
       if (info.embeddingOnly) continue;
+      // Loaded: what Ollama allocated. Not loaded: what it will allocate, the Modelfile's num_ctx first,
+      // else the server default; never more than the model was trained for.
       const allocated = loaded.get(name);
-      const contextWindow =
-        allocated ??
-        (info.trainContext ? Math.min(info.trainContext, this.#defaultNumCtx) : this.#defaultNumCtx);
-      out.push({ id: name, contextWindow });
+      const planned = info.numCtx ?? this.#defaultNumCtx;
+      const contextWindow = allocated ?? (info.trainContext ? Math.min(info.trainContext, planned) : planned);
+      // Ollama runs OLLAMA_NUM_PARALLEL requests per loaded model: that is this model's capacity.
+      out.push({ id: name, contextWindow, capacity: this.#numParallel });
     }
     return out;
   }
@@ -117,6 +128,13 @@ export class OllamaBackend extends OpenAICompatibleBackend {
   protected override async readLoad(): Promise<BackendLoad | undefined> {
     return { capacity: this.#numParallel * Math.max(1, this.#loaded) };
   }
+}
+
+/** `options.num_ctx`, else `OLLAMA_CONTEXT_LENGTH` when the agent shares the server's environment. */
+function defaultNumCtx(option: unknown): { defaultNumCtx?: number } {
+  if (typeof option === 'number' && Number.isInteger(option) && option > 0) return { defaultNumCtx: option };
+  const env = Number(process.env.OLLAMA_CONTEXT_LENGTH);
+  return Number.isInteger(env) && env > 0 ? { defaultNumCtx: env } : {};
 }
 
 export default definePlugin(() => ({
@@ -128,7 +146,7 @@ export default definePlugin(() => ({
       const o = entry.options ?? {};
       return new OllamaBackend({
         ...optionsFromEntry('ollama', entry, bctx),
-        ...(typeof o.num_ctx === 'number' ? { defaultNumCtx: o.num_ctx } : {}),
+        ...defaultNumCtx(o.num_ctx),
         ...(typeof o.num_parallel === 'number' ? { numParallel: o.num_parallel } : {}),
       });
     });

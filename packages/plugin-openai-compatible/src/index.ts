@@ -26,11 +26,16 @@ export interface RemoteBackendOptions extends Omit<OpenAICompatibleOptions, 'kin
   markup?: number;
 }
 
+/** Rounds up, ignoring binary floating-point dust: 3e-7 * 1e12 is 300000.00000000006, which is 300000. */
+function ceilMicro(x: number): number {
+  return Math.ceil(x - 1e-6);
+}
+
 /** USD per token (OpenRouter's `pricing.prompt`) to micro-USDC per 1M tokens, with markup, rounded up. */
 export function microPer1M(usdPerToken: unknown, markup: number): number | undefined {
   const v = typeof usdPerToken === 'string' ? Number(usdPerToken) : usdPerToken;
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return undefined;
-  return Math.ceil(v * 1e12 * (1 + markup));
+  return ceilMicro(v * 1e12 * (1 + markup));
 }
 
 export class RemoteBackend extends OpenAICompatibleBackend {
@@ -43,23 +48,47 @@ export class RemoteBackend extends OpenAICompatibleBackend {
   }
 
   protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
-    const list = await this.getJson<{ data?: Record<string, unknown>[] }>('/models', signal);
+    const list = await this.getJson<{ data?: unknown }>('/models', signal);
     const out: BackendModel[] = [];
-    for (const card of list.data ?? []) {
-      if (typeof card.id !== 'string') continue;
+    for (const card of (Array.isArray(list?.data) ? list.data : []) as Record<string, unknown>[]) {
+      if (!card || typeof card.id !== 'string') continue;
+      const spec = card.model_spec as VeniceSpec | undefined;
+      // Venice marks a model that cannot serve now.
+      if (spec?.offline === true) continue;
       const m: BackendModel = { id: card.id };
-      const ctx =
-        card.context_length ??
-        (card.model_spec as { availableContextTokens?: number } | undefined)?.availableContextTokens;
+      const ctx = card.context_length ?? spec?.availableContextTokens;
       if (typeof ctx === 'number' && ctx > 0) m.contextWindow = ctx;
-      const pricing = card.pricing as { prompt?: unknown; completion?: unknown } | undefined;
-      const input = microPer1M(pricing?.prompt, this.#markup);
-      const output = microPer1M(pricing?.completion, this.#markup);
-      if (input && output) m.upstreamPrice = { input_per_1m: input, output_per_1m: output };
+      const price = this.#upstreamPrice(card, spec);
+      if (price) m.upstreamPrice = price;
       out.push(m);
     }
     return out;
   }
+
+  /** OpenRouter: `pricing.{prompt,completion}` in USD per token; Venice: `model_spec.pricing.{input,output}.usd` per 1M. */
+  #upstreamPrice(card: Record<string, unknown>, spec: VeniceSpec | undefined) {
+    const perToken = card.pricing as { prompt?: unknown; completion?: unknown } | undefined;
+    let input = microPer1M(perToken?.prompt, this.#markup);
+    let output = microPer1M(perToken?.completion, this.#markup);
+    if (input === undefined || output === undefined) {
+      input = microPer1MFromPerMillion(spec?.pricing?.input?.usd, this.#markup);
+      output = microPer1MFromPerMillion(spec?.pricing?.output?.usd, this.#markup);
+    }
+    return input && output ? { input_per_1m: input, output_per_1m: output } : undefined;
+  }
+}
+
+interface VeniceSpec {
+  offline?: boolean;
+  availableContextTokens?: number;
+  pricing?: { input?: { usd?: unknown }; output?: { usd?: unknown } };
+}
+
+/** USD per 1M tokens (Venice) to micro-USDC per 1M tokens, with markup, rounded up. */
+export function microPer1MFromPerMillion(usdPerMillion: unknown, markup: number): number | undefined {
+  const v = typeof usdPerMillion === 'string' ? Number(usdPerMillion) : usdPerMillion;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return undefined;
+  return ceilMicro(v * 1e6 * (1 + markup));
 }
 
 export default definePlugin(() => ({

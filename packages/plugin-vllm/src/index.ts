@@ -1,5 +1,7 @@
 import {
   type BackendLoad,
+  type BackendModel,
+  contextWindowOf,
   definePlugin,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
@@ -31,6 +33,23 @@ export class VllmBackend extends OpenAICompatibleBackend {
     // Anthropic /v1/messages arrived around v0.12.0 (ENGINES.md); older builds get translated jobs.
     const v = await this.getJson<{ version?: string }>('/version', signal).catch(() => undefined);
     this.anthropicNative = typeof v?.version === 'string' && versionAtLeast(v.version, '0.12.0');
+  }
+
+  /** A LoRA adapter's card has `max_model_len: null` and names its base in `parent`: its window is the base's. */
+  protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
+    const list = await this.getJson<{ data?: unknown }>('/v1/models', signal);
+    if (!Array.isArray(list?.data)) {
+      throw new UsepodError('USEPOD_BACKEND_HTTP', '/v1/models did not return a "data" list');
+    }
+    const cards = (list.data as Record<string, unknown>[]).filter(
+      (c): c is Record<string, unknown> & { id: string } => !!c && typeof c.id === 'string',
+    );
+    const windows = new Map(cards.map((c) => [c.id, contextWindowOf(c)]));
+    return cards.map((c) => {
+      const parent = typeof c.parent === 'string' ? c.parent : undefined;
+      const window = windows.get(c.id) ?? (parent ? windows.get(parent) : undefined);
+      return window ? { id: c.id, contextWindow: window } : { id: c.id };
+    });
   }
 
   protected override async readLoad(signal: AbortSignal): Promise<BackendLoad | undefined> {
