@@ -6,6 +6,7 @@ import {
   type LogFormat,
   type LogLevel,
   loadConfig,
+  readLogLevel,
   redactor,
 } from '@usepod-agent/core';
 
@@ -30,9 +31,16 @@ export const allowInsecureFlag = Flags.boolean({
   summary: 'Accept a ws:// (unencrypted) coordinator URL, for a local coordinator.',
   default: false,
 });
-export const logLevelFlag = Flags.option({
-  options: ['error', 'warn', 'info', 'debug'] as const,
-  summary: 'Log level (default: observability.log_level, else info). DEBUG=usepod:* is honoured too.',
+/** 0.3.x took any `tracing` filter here (`trace`, `usepod_agent=debug`): read as the nearest level. */
+export const logLevelFlag = Flags.custom<LogLevel>({
+  summary:
+    'Log level: error, warn, info or debug (0.3.x filters such as trace are read as the nearest). Default: observability.log_level, else info.',
+  helpValue: 'LEVEL',
+  parse: async (v) => {
+    const { level, note } = readLogLevel(v);
+    if (note) process.stderr.write(`usepod-agent: warning: --${note}\n`);
+    return level;
+  },
 })();
 export const logFormatFlag = Flags.option({
   options: ['text', 'json'] as const,
@@ -45,6 +53,16 @@ export const jsonFlag = Flags.boolean({ summary: 'Print machine-readable JSON.',
  * what to fix and exits 2, with no stack trace; `DEBUG=usepod:*` shows detail.
  */
 export abstract class BaseCommand extends Command {
+  /**
+   * The global flags of 0.3.x (PROTOCOL.md 8a): every command takes them, before or after its name
+   * (bin/run.js moves those given before the command behind it; see argv.ts).
+   */
+  static override baseFlags = {
+    config: configFlag,
+    'log-level': logLevelFlag,
+    'allow-insecure': allowInsecureFlag,
+  };
+
   protected setupLogging(level: LogLevel | undefined, format?: LogFormat): void {
     configureLogging({ level: level ?? 'info', ...(format ? { format } : {}) });
   }

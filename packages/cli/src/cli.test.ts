@@ -108,7 +108,7 @@ describe('usepod-agent CLI', () => {
     );
     expectOneLine(await cli(['validate']), /no config file found.*usepod-agent setup/);
     expectOneLine(await cli(['run', '--bogus']), /Nonexistent flag: --bogus \(see --help\)/);
-    expectOneLine(await cli(['run', '--log-level', 'loud']), /--log-level/);
+    expectOneLine(await cli(['run', '--log-format', 'yaml']), /--log-format/);
   });
 
   it('names the packages it looked for when no plugin provides a kind', async () => {

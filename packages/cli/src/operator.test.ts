@@ -276,7 +276,9 @@ describe('service', () => {
       'install -o usepod -g usepod -m 0600 /home/op/.usepod-agent/identity.key /var/lib/usepod-agent/identity.key',
       'write /etc/systemd/system/usepod-agent.service',
       'systemctl daemon-reload',
-      'systemctl enable --now usepod-agent.service',
+      'systemctl enable usepod-agent.service',
+      // restart: a 0.3.x agent already running under the same unit is replaced, never left beside ours.
+      'systemctl restart usepod-agent.service',
     ]);
     const logs = planService('logs', { ...base, follow: true, lines: 50 })[0]!;
     expect(logs).toMatchObject({
@@ -285,23 +287,53 @@ describe('service', () => {
     });
   });
 
-  it('writes a launchd plist on macOS and a Windows service with a log file', () => {
-    const plist = launchdPlist({ ...base, platform: 'darwin' });
+  it('installs the 0.3.x names: the macOS system daemon ai.usepod.agent and the Windows service ai.usepod.agent, replacing what runs', () => {
+    const plist = launchdPlist({ ...base, platform: 'darwin', user: 'op' });
     expect(plist).toContain('<string>ai.usepod.agent</string>');
     expect(plist).toContain('<string>--config</string>\n    <string>/home/op/agent.toml</string>');
     expect(plist).toContain('<key>KeepAlive</key>\n  <true/>');
-    expect(plist).toContain('/Users/op/Library/Logs/usepod-agent.log');
+    expect(plist).toContain('<key>UserName</key>\n  <string>op</string>');
+    expect(plist).toContain('/Library/Logs/usepod-agent.log');
+    const mac = planService('install', {
+      ...base,
+      platform: 'darwin',
+      user: 'op',
+      home: '/Users/op',
+      uid: 501,
+    });
+    expect(
+      mac.map((s) => (s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : `${s.kind} ${s.path}`)),
+    ).toEqual([
+      'launchctl bootout system/ai.usepod.agent',
+      'launchctl bootout gui/501/ai.usepod.agent',
+      'remove /Users/op/Library/LaunchAgents/ai.usepod.agent.plist',
+      'write /Library/LaunchDaemons/ai.usepod.agent.plist',
+      'launchctl bootstrap system /Library/LaunchDaemons/ai.usepod.agent.plist',
+    ]);
+    expect(planService('status', { ...base, platform: 'darwin' })[0]).toMatchObject({
+      args: ['print', 'system/ai.usepod.agent'],
+    });
     const win = planService('install', {
       ...base,
       platform: 'win32',
       nodePath: 'C:\\Program Files\\nodejs\\node.exe',
       cliPath: 'C:\\npm\\usepod-agent\\bin\\run.js',
     });
+    // Whatever ran under the 0.3.x name or 0.4.0's is stopped and removed before the service is created.
+    const runs = win
+      .filter((s) => s.kind === 'run')
+      .map((s) => (s.kind === 'run' ? `${s.cmd} ${s.args[0]} ${s.args[1]}` : ''));
+    expect(runs.slice(0, 4)).toEqual([
+      'sc.exe stop ai.usepod.agent',
+      'sc.exe delete ai.usepod.agent',
+      'sc.exe stop usepod-agent',
+      'sc.exe delete usepod-agent',
+    ]);
     const create = win.find((s) => s.kind === 'run' && s.cmd === 'sc.exe' && s.args[0] === 'create');
     expect(create).toMatchObject({
       args: [
         'create',
-        'usepod-agent',
+        'ai.usepod.agent',
         'binPath=',
         expect.stringContaining('"C:\\Program Files\\nodejs\\node.exe"'),
         'start=',
@@ -332,7 +364,7 @@ describe('service', () => {
     ]);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toContain('would write /etc/systemd/system/usepod-agent.service (mode 0644)');
-    expect(dry.stdout).toContain('would run systemctl enable --now usepod-agent.service');
+    expect(dry.stdout).toContain('would run systemctl restart usepod-agent.service');
     expect(dry.stdout).toContain('run --config /etc/usepod-agent/agent.toml --log-level warn');
     expect(dry.stdout).toContain('Dry run: nothing was changed.');
     const status = await cli(['service', 'status', '--config', cfg, '--platform', 'darwin']);

@@ -41,6 +41,7 @@ export {
   readConfigFile,
   SEARCH_PLACES,
 } from './config/load.js';
+export { type ReadLevel, readLogLevel } from './config/log-level.js';
 export {
   type BackendConfig,
   type Config,
@@ -131,7 +132,14 @@ export {
   optionsFromEntry,
   versionAtLeast,
 } from './openai-compatible.js';
-export { DEFAULT_IDENTITY_PATH, defaultIdentityPath, expandHome, platformConfigDir } from './paths.js';
+export {
+  DEFAULT_IDENTITY_PATH,
+  defaultIdentityPath,
+  expandHome,
+  type PlatformSpec,
+  platformConfigDir,
+  platformConfigFiles,
+} from './paths.js';
 export {
   type AgentPlugin,
   collectBackendFactories,

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { findConfigFile, loadConfig } from '@usepod-agent/core';
-import { BaseCommand, configFlag, jsonFlag } from '../base.js';
+import { BaseCommand, jsonFlag } from '../base.js';
 import { BUILTIN_PLUGINS, type ProbeTarget, probeEngines, WELL_KNOWN_ENGINES } from '../engines.js';
 import { installedBackendPlugins } from '../plugins.js';
 
@@ -9,7 +9,6 @@ export default class Backends extends BaseCommand {
     'Probe the configured engines and the usual local ports, and show what each serves.';
   static override examples = ['<%= config.bin %> backends', '<%= config.bin %> backends --no-detect --json'];
   static override flags = {
-    config: configFlag,
     detect: Flags.boolean({ summary: 'Also probe the usual local ports.', default: true, allowNo: true }),
     json: jsonFlag,
   };

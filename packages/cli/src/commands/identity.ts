@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { DEFAULT_IDENTITY_PATH, findConfigFile, loadConfig, loadOrCreateIdentity } from '@usepod-agent/core';
-import { BaseCommand, configFlag, jsonFlag } from '../base.js';
+import { BaseCommand, jsonFlag } from '../base.js';
 
 export default class Identity extends BaseCommand {
   static override aliases = ['enroll'];
@@ -13,7 +13,6 @@ export default class Identity extends BaseCommand {
     '<%= config.bin %> identity --key ./identity.key',
   ];
   static override flags = {
-    config: configFlag,
     key: Flags.string({
       summary: 'Identity file to read instead of the one in the config.',
       helpValue: 'PATH',

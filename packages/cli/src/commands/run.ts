@@ -1,5 +1,5 @@
 import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core';
-import { allowInsecureFlag, BaseCommand, configFlag, EXIT, logFormatFlag, logLevelFlag } from '../base.js';
+import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Run extends BaseCommand {
@@ -12,9 +12,6 @@ export default class Run extends BaseCommand {
     '<%= config.bin %> run --config ./agent.toml --allow-insecure   # a local ws:// coordinator',
   ];
   static override flags = {
-    config: configFlag,
-    'allow-insecure': allowInsecureFlag,
-    'log-level': logLevelFlag,
     'log-format': logFormatFlag,
   };
 

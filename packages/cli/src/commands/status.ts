@@ -6,7 +6,7 @@ import {
   loadConfig,
   UsepodError,
 } from '@usepod-agent/core';
-import { BaseCommand, configFlag, jsonFlag } from '../base.js';
+import { BaseCommand, jsonFlag } from '../base.js';
 
 export default class Status extends BaseCommand {
   static override summary =
@@ -20,7 +20,6 @@ export default class Status extends BaseCommand {
     '<%= config.bin %> status --addr 127.0.0.1:9090',
   ];
   static override flags = {
-    config: configFlag,
     addr: Flags.string({
       summary: 'host:port of the agent status server (overrides the config).',
       helpValue: 'HOST:PORT',

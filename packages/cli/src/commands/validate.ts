@@ -1,5 +1,5 @@
 import { loadPluginForKind } from '@usepod-agent/core';
-import { allowInsecureFlag, BaseCommand, configFlag, jsonFlag } from '../base.js';
+import { BaseCommand, jsonFlag } from '../base.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Validate extends BaseCommand {
@@ -9,8 +9,6 @@ export default class Validate extends BaseCommand {
     '<%= config.bin %> validate --config ./agent.toml --json',
   ];
   static override flags = {
-    config: configFlag,
-    'allow-insecure': allowInsecureFlag,
     json: jsonFlag,
   };
 

@@ -1,4 +1,4 @@
-import { homedir } from 'node:os';
+import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Flags } from '@oclif/core';
 import {
@@ -9,7 +9,7 @@ import {
   UsepodError,
 } from '@usepod-agent/core';
 import { stringify } from 'smol-toml';
-import { BaseCommand, configFlag, EXIT } from '../base.js';
+import { BaseCommand, EXIT } from '../base.js';
 import {
   installedMarker,
   type Platform,
@@ -21,13 +21,19 @@ import {
 import { DryRunner, describeStep, RealRunner, type SystemRunner } from './runner.js';
 
 export const serviceFlags = {
-  config: configFlag,
   'dry-run': Flags.boolean({
     summary: 'Print every file it would write and every command it would run; change nothing.',
     default: false,
   }),
   platform: Flags.option({ options: ['linux', 'darwin', 'win32'] as const, hidden: true })(),
 };
+
+/** Under `sudo`, the invoking operator's home (macOS: where 0.4.0 put its per-user agent). */
+function sudoHome(): string | undefined {
+  const user = process.env.SUDO_USER;
+  if (!user || process.platform !== 'darwin') return undefined;
+  return `/Users/${user}`;
+}
 
 /** Shared by the `service *` commands: options from flags and config, then the planned steps. */
 export abstract class ServiceCommand extends BaseCommand {
@@ -82,8 +88,10 @@ export abstract class ServiceCommand extends BaseCommand {
       drainTimeoutS,
       ...(flags.follow !== undefined ? { follow: flags.follow } : {}),
       ...(flags.lines !== undefined ? { lines: flags.lines } : {}),
-      home: homedir(),
-      uid: process.getuid?.() ?? 501,
+      home: sudoHome() ?? homedir(),
+      uid: Number(process.env.SUDO_UID) || (process.getuid?.() ?? 501),
+      // The operator who ran `sudo`: the macOS daemon runs as them, with their config and key.
+      user: process.env.SUDO_USER || userInfo().username,
     };
   }
 
@@ -97,7 +105,7 @@ export abstract class ServiceCommand extends BaseCommand {
       this.exit(EXIT.NOT_INSTALLED);
     }
     const mutates = this.action !== 'status' && this.action !== 'logs';
-    if (!dryRun && mutates && opts.platform === 'linux' && process.getuid?.() !== 0) {
+    if (!dryRun && mutates && opts.platform !== 'win32' && process.getuid?.() !== 0) {
       throw new UsepodError(
         'USEPOD_USAGE',
         `service ${this.action} changes system files; run it with sudo (or add --dry-run to see what it would do)`,

@@ -32,11 +32,14 @@ export interface ServiceOptions {
   /** `logs -f`. */
   follow?: boolean;
   lines?: number;
-  /** macOS: the operator's home and uid (a per-user LaunchAgent). */
+  /** macOS: the operator's home and uid (the 0.4.0 per-user LaunchAgent, removed on install) and name. */
   home?: string;
   uid?: number;
+  /** macOS: the user the system daemon runs as (the operator who ran `sudo service install`). */
+  user?: string;
 }
 
+/** systemd unit name (0.3.x: `usepod-agent.service`). */
 export const SERVICE_NAME = 'usepod-agent';
 export const LINUX = {
   user: 'usepod',
@@ -46,14 +49,20 @@ export const LINUX = {
 } as const;
 export const LINUX_CONFIG = `${LINUX.configDir}/agent.toml`;
 export const LINUX_IDENTITY = `${LINUX.stateDir}/identity.key`;
+/** launchd label, and the system daemon's plist, as 0.3.x installs them (PROTOCOL.md 8a). */
 export const DARWIN_LABEL = 'ai.usepod.agent';
+export const DARWIN_PLIST = `/Library/LaunchDaemons/${DARWIN_LABEL}.plist`;
+export const DARWIN_LOG = '/Library/Logs/usepod-agent.log';
+/** Windows SCM service name of 0.3.x (PROTOCOL.md 8a); 0.4.0 used `usepod-agent`. */
+export const WIN_SERVICE = 'ai.usepod.agent';
+const WIN_SERVICE_040 = 'usepod-agent';
 export const WIN = { dir: 'C:\\ProgramData\\usepod-agent' } as const;
 
 /** Where the service reads its identity, per platform (written into the service's config). */
 export function serviceIdentityPath(o: Pick<ServiceOptions, 'platform' | 'identityPath'>): string {
   if (o.platform === 'linux') return LINUX_IDENTITY;
   if (o.platform === 'win32') return win32.join(WIN.dir, 'identity.key');
-  return o.identityPath; // a LaunchAgent runs as the operator, with their files
+  return o.identityPath; // the daemon runs as the operator (UserName), with their files
 }
 
 function quoteSystemd(arg: string): string {
@@ -129,9 +138,10 @@ function xml(s: string): string {
 }
 
 export function launchdPlist(o: ServiceOptions): string {
-  const home = o.home ?? '~';
-  const log = posix.join(home, 'Library/Logs/usepod-agent.log');
+  const log = DARWIN_LOG;
   const args = [o.nodePath, o.cliPath, ...runArgs(o, o.configPath)];
+  // A system daemon runs as root unless told otherwise: the operator's own user is enough.
+  const user = o.user ? `  <key>UserName</key>\n  <string>${xml(o.user)}</string>\n` : '';
   return `<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <plist version="1.0">
@@ -146,7 +156,7 @@ ${args.map((a) => `    <string>${xml(a)}</string>`).join('\n')}
   <true/>
   <key>KeepAlive</key>
   <true/>
-  <key>ExitTimeOut</key>
+${user}  <key>ExitTimeOut</key>
   <integer>${o.drainTimeoutS + 15}</integer>
   <key>ProcessType</key>
   <string>Background</string>
@@ -160,11 +170,13 @@ ${args.map((a) => `    <string>${xml(a)}</string>`).join('\n')}
 }
 
 function darwinPaths(o: ServiceOptions) {
-  const home = o.home ?? '~';
   return {
-    plist: posix.join(home, 'Library/LaunchAgents', `${DARWIN_LABEL}.plist`),
-    log: posix.join(home, 'Library/Logs/usepod-agent.log'),
-    target: `gui/${o.uid ?? 501}`,
+    plist: DARWIN_PLIST,
+    log: DARWIN_LOG,
+    target: 'system',
+    /** The per-user LaunchAgent 0.4.0 installed: removed on install, so one key runs once. */
+    oldAgent: posix.join(o.home ?? '~', 'Library/LaunchAgents', `${DARWIN_LABEL}.plist`),
+    oldTarget: `gui/${o.uid ?? 501}/${DARWIN_LABEL}`,
   };
 }
 
@@ -221,7 +233,14 @@ function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
           why: 'the systemd unit',
         },
         { kind: 'run', cmd: 'systemctl', args: ['daemon-reload'], why: 'load the unit' },
-        { kind: 'run', cmd: 'systemctl', args: ['enable', '--now', unit], why: 'start now and at boot' },
+        { kind: 'run', cmd: 'systemctl', args: ['enable', unit], why: 'start at boot' },
+        // restart, not start: an agent already running under this unit (0.3.x) is replaced, never doubled.
+        {
+          kind: 'run',
+          cmd: 'systemctl',
+          args: ['restart', unit],
+          why: 'start now, replacing a running agent',
+        },
       ];
     case 'uninstall':
       return [
@@ -268,7 +287,23 @@ function planDarwin(action: ServiceAction, o: ServiceOptions): Step[] {
   switch (action) {
     case 'install':
       return [
-        { kind: 'write', path: p.plist, content: launchdPlist(o), mode: 0o644, why: 'the launchd agent' },
+        // An agent already running under this label (0.3.x, or an earlier install) is stopped first.
+        {
+          kind: 'run',
+          cmd: 'launchctl',
+          args: ['bootout', service],
+          why: 'stop a running agent',
+          allowFailure: true,
+        },
+        {
+          kind: 'run',
+          cmd: 'launchctl',
+          args: ['bootout', p.oldTarget],
+          why: 'stop the per-user agent of 0.4.0, if any',
+          allowFailure: true,
+        },
+        { kind: 'remove', path: p.oldAgent, why: 'the per-user agent of 0.4.0, if any' },
+        { kind: 'write', path: p.plist, content: launchdPlist(o), mode: 0o644, why: 'the launchd daemon' },
         { kind: 'run', cmd: 'launchctl', args: ['bootstrap', p.target, p.plist], why: 'load and start it' },
       ];
     case 'uninstall':
@@ -280,7 +315,7 @@ function planDarwin(action: ServiceAction, o: ServiceOptions): Step[] {
           why: 'stop and unload',
           allowFailure: true,
         },
-        { kind: 'remove', path: p.plist, why: 'the launchd agent' },
+        { kind: 'remove', path: p.plist, why: 'the launchd daemon' },
       ];
     case 'start':
       return [{ kind: 'run', cmd: 'launchctl', args: ['kickstart', service], why: 'start' }];
@@ -327,6 +362,23 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
   switch (action) {
     case 'install':
       return [
+        // One key runs once: an agent under the 0.3.x name (this one) or 0.4.0's is stopped and removed.
+        ...[WIN_SERVICE, WIN_SERVICE_040].flatMap((name): Step[] => [
+          {
+            kind: 'run',
+            cmd: 'sc.exe',
+            args: ['stop', name],
+            why: `stop ${name}, if installed`,
+            allowFailure: true,
+          },
+          {
+            kind: 'run',
+            cmd: 'sc.exe',
+            args: ['delete', name],
+            why: `remove ${name}, if installed`,
+            allowFailure: true,
+          },
+        ]),
         {
           kind: 'run',
           cmd: 'cmd.exe',
@@ -351,7 +403,7 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
           cmd: 'sc.exe',
           args: [
             'create',
-            SERVICE_NAME,
+            WIN_SERVICE,
             'binPath=',
             binPath,
             'start=',
@@ -366,7 +418,7 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
           cmd: 'reg.exe',
           args: [
             'add',
-            `HKLM\\SYSTEM\\CurrentControlSet\\Services\\${SERVICE_NAME}`,
+            `HKLM\\SYSTEM\\CurrentControlSet\\Services\\${WIN_SERVICE}`,
             '/v',
             'Environment',
             '/t',
@@ -380,30 +432,30 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
         {
           kind: 'run',
           cmd: 'sc.exe',
-          args: ['failure', SERVICE_NAME, 'reset=', '86400', 'actions=', 'restart/5000'],
+          args: ['failure', WIN_SERVICE, 'reset=', '86400', 'actions=', 'restart/5000'],
           why: 'restart on failure',
         },
-        { kind: 'run', cmd: 'sc.exe', args: ['start', SERVICE_NAME], why: 'start it' },
+        { kind: 'run', cmd: 'sc.exe', args: ['start', WIN_SERVICE], why: 'start it' },
       ];
     case 'uninstall':
       return [
-        { kind: 'run', cmd: 'sc.exe', args: ['stop', SERVICE_NAME], why: 'stop', allowFailure: true },
-        { kind: 'run', cmd: 'sc.exe', args: ['delete', SERVICE_NAME], why: 'remove the service' },
+        { kind: 'run', cmd: 'sc.exe', args: ['stop', WIN_SERVICE], why: 'stop', allowFailure: true },
+        { kind: 'run', cmd: 'sc.exe', args: ['delete', WIN_SERVICE], why: 'remove the service' },
       ];
     case 'start':
     case 'stop':
-      return [{ kind: 'run', cmd: 'sc.exe', args: [action, SERVICE_NAME], why: action }];
+      return [{ kind: 'run', cmd: 'sc.exe', args: [action, WIN_SERVICE], why: action }];
     case 'restart':
       return [
-        { kind: 'run', cmd: 'sc.exe', args: ['stop', SERVICE_NAME], why: 'stop', allowFailure: true },
-        { kind: 'run', cmd: 'sc.exe', args: ['start', SERVICE_NAME], why: 'start' },
+        { kind: 'run', cmd: 'sc.exe', args: ['stop', WIN_SERVICE], why: 'stop', allowFailure: true },
+        { kind: 'run', cmd: 'sc.exe', args: ['start', WIN_SERVICE], why: 'start' },
       ];
     case 'status':
       return [
         {
           kind: 'run',
           cmd: 'sc.exe',
-          args: ['query', SERVICE_NAME],
+          args: ['query', WIN_SERVICE],
           why: 'show the status',
           interactive: true,
         },
@@ -428,7 +480,6 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
 /** The file whose presence means "installed". */
 export function installedMarker(o: Pick<ServiceOptions, 'platform' | 'home'>): string | undefined {
   if (o.platform === 'linux') return LINUX.unitPath;
-  if (o.platform === 'darwin')
-    return posix.join(o.home ?? '~', 'Library/LaunchAgents', `${DARWIN_LABEL}.plist`);
+  if (o.platform === 'darwin') return DARWIN_PLIST;
   return undefined; // Windows: asked through `sc.exe query`
 }

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { extname, join, resolve } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
-import { expandHome, platformConfigDir } from '../paths.js';
+import { expandHome, type PlatformSpec, platformConfigFiles } from '../paths.js';
+import { readLogLevel } from './log-level.js';
 import type { Config } from './schema.js';
 import { type ValidateOptions, validateConfig } from './validate.js';
 
@@ -118,19 +119,25 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
   if (!path) {
     throw new UsepodError(
       'USEPOD_CONFIG_NOT_FOUND',
-      `no config file found (looked in ${join(platformConfigDir(), 'agent.toml')} and ./agent.toml); run \`usepod-agent setup\` or pass --config PATH`,
+      `no config file found (looked in ${[...platformConfigFiles(), './agent.toml'].join(', ')}); run \`usepod-agent setup\` or pass --config PATH`,
       { user: true },
     );
   }
   const raw = await readConfigFile(path);
   const config = validateConfig(raw, { ...opts, source: path });
-  return { config, path, warnings: await permissionWarnings(path, config) };
+  const warnings = await permissionWarnings(path, config);
+  const level = (raw as { observability?: { log_level?: unknown } } | undefined)?.observability?.log_level;
+  const note = typeof level === 'string' ? readLogLevel(level).note : undefined;
+  if (note) warnings.push(`${path}: observability.${note}`);
+  return { config, path, warnings };
 }
 
 /** The file the default lookup would read, or undefined. */
-export async function findConfigFile(cwd = process.cwd()): Promise<string | undefined> {
-  const platform = join(platformConfigDir(), 'agent.toml');
-  if (existsSync(platform)) return platform;
+export async function findConfigFile(
+  cwd = process.cwd(),
+  spec: PlatformSpec = {},
+): Promise<string | undefined> {
+  for (const file of platformConfigFiles(spec)) if (existsSync(file)) return file;
   const found = await explorer().search(cwd);
   return found && !found.isEmpty ? found.filepath : undefined;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { readLogLevel } from './log-level.js';
 
 /**
  * The `agent.toml` schema (PROTOCOL.md section 8) plus the keys this agent adds
@@ -80,7 +81,11 @@ export const configSchema = z.object({
     .object({
       /** `host:port`, or "" / "off" to serve no metrics. */
       prometheus_addr: z.string().default(DEFAULT_PROMETHEUS_ADDR),
-      log_level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+      /** Any 0.3.x value loads (`trace`, `usepod_agent=debug`), mapped to the nearest level (PROTOCOL.md 8). */
+      log_level: z
+        .string()
+        .transform((v) => readLogLevel(v).level)
+        .default('info'),
       log_format: z.enum(['text', 'json']).default('text'),
     })
     .loose()

@@ -1,4 +1,3 @@
-import { Flags } from '@oclif/core';
 import { ServiceCommand, serviceFlags } from '../../service/command.js';
 
 export default class ServiceInstall extends ServiceCommand {
@@ -8,13 +7,8 @@ export default class ServiceInstall extends ServiceCommand {
     '<%= config.bin %> service install --dry-run',
     'sudo <%= config.bin %> service install --config ./agent.toml --log-level debug',
   ];
-  static override flags = {
-    ...serviceFlags,
-    'log-level': Flags.option({
-      options: ['error', 'warn', 'info', 'debug'] as const,
-      summary: 'Log level of the service (a non-default one is written into it).',
-    })(),
-  };
+  // --log-level (a global flag) is written into the service when it is not the default.
+  static override flags = { ...serviceFlags };
   protected readonly action = 'install' as const;
 
   async run(): Promise<void> {
