@@ -165,6 +165,51 @@ describe('Ollama', () => {
   });
 });
 
+describe('Ollama, continued', () => {
+  it('a model not loaded is served after its load; a failing Messages stream just stops and ends job_error', async () => {
+    const engine = await new OllamaEmulator({
+      version: '0.14.0',
+      loadDelayMs: 100,
+      models: [{ id: 'qwen3:8b', contextWindow: 4096, loaded: false }],
+    }).start();
+    const { session } = await serve([engine], {
+      config: { backends: [{ kind: 'ollama', url: engine.url }] },
+    });
+    expect((await session.dispatch({ model_id: 'qwen3:8b', request: hi }).done()).type).toBe('job_done');
+    engine.behave({ kind: 'error-in-stream', afterTokens: 1 });
+    const job = session.dispatch({
+      model_id: 'qwen3:8b',
+      format: 'anthropic',
+      request: { max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] },
+    });
+    const failed = await job.done();
+    expect(engine.requests.items.at(-1)!.path).toBe('/v1/messages');
+    expect(job.text()).not.toContain('event: error');
+    expect(failed).toMatchObject({ type: 'job_error', error_code: 'internal' });
+    expect(String(failed.message)).toContain('ended without');
+  });
+
+  it('a tool call that arrives whole in one chunk becomes one tool_use block when translated', async () => {
+    const engine = await new OllamaEmulator({ version: '0.13.0' }).start();
+    const { session } = await serve([engine], {
+      config: { backends: [{ kind: 'ollama', url: engine.url }] },
+    });
+    engine.behave({ kind: 'tool-call', name: 'get_weather', arguments: '{"city":"Lyon"}' });
+    const job = session.dispatch({
+      model_id: 'llama3.2:3b',
+      format: 'anthropic',
+      request: { max_tokens: 20, messages: [{ role: 'user', content: 'weather?' }] },
+    });
+    expect((await job.done()).type).toBe('job_done');
+    expect(engine.requests.items.at(-1)!.path).toBe('/v1/chat/completions');
+    const text = job.text();
+    expect(text).toContain('"type":"tool_use"');
+    expect(text).toContain('"name":"get_weather"');
+    expect(text).toContain('"partial_json":"{\\"city\\":\\"Lyon\\"}"');
+    expect(text).toContain('"stop_reason":"tool_use"');
+  });
+});
+
 describe('LM Studio', () => {
   it('0.3.x: never advertises max_context_length (a training maximum) as the window', async () => {
     const engine = await new LmstudioEmulator({

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { type EmulatorOptions, EngineEmulator, json, text, tokenText, writeAndDrain } from './base.js';
+import { delay, type EmulatorOptions, EngineEmulator, json, text, tokenText, writeAndDrain } from './base.js';
 import { type ChatFlavor, writeAnthropicStream, writeChatStream } from './streams.js';
 
 /**
@@ -16,6 +16,8 @@ export interface OllamaOptions extends EmulatorOptions {
   numParallel?: number;
   /** `OLLAMA_MAX_QUEUE`: requests past the running ones and this many queued get 503 `server busy`. */
   maxQueue?: number;
+  /** How long the first request to a model not loaded waits for the load (there is no loading state). */
+  loadDelayMs?: number;
 }
 
 export class OllamaEmulator extends EngineEmulator {
@@ -23,6 +25,7 @@ export class OllamaEmulator extends EngineEmulator {
   readonly version: string;
   readonly numParallel: number;
   maxQueue: number;
+  loadDelayMs: number;
   #seq = 0;
   #generating = 0;
 
@@ -31,6 +34,7 @@ export class OllamaEmulator extends EngineEmulator {
     this.version = opts.version ?? '0.33.0';
     this.numParallel = opts.numParallel ?? 1;
     this.maxQueue = opts.maxQueue ?? 512;
+    this.loadDelayMs = opts.loadDelayMs ?? 50;
     this.routes.set('GET /', ({ res }) => text(res, 200, 'Ollama is running'));
     this.routes.set('HEAD /', ({ res }) => {
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
@@ -94,7 +98,7 @@ export class OllamaEmulator extends EngineEmulator {
         })),
       }),
     );
-    this.routes.set('POST /v1/chat/completions', ({ req, res, record }) => {
+    this.routes.set('POST /v1/chat/completions', async ({ req, res, record }) => {
       const model = String(record.body?.model ?? '');
       if (!this.findModel(model)) {
         return json(res, 404, {
@@ -107,11 +111,12 @@ export class OllamaEmulator extends EngineEmulator {
         });
       }
       if (this.#busy(res)) return;
+      await this.#load(model);
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       return writeChatStream(ctx, this.#flavor);
     });
-    this.routes.set('POST /v1/messages', ({ req, res, record }) => {
+    this.routes.set('POST /v1/messages', async ({ req, res, record }) => {
       const model = String(record.body?.model ?? '');
       if (!this.findModel(model)) {
         return json(res, 404, {
@@ -120,9 +125,10 @@ export class OllamaEmulator extends EngineEmulator {
         });
       }
       if (this.#busy(res)) return;
+      await this.#load(model);
       const ctx = this.streamContext(req, res, record, model);
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
-      return writeAnthropicStream(ctx);
+      return writeAnthropicStream(ctx, { noErrorEvents: true });
     });
     this.routes.set('POST /api/chat', async ({ req, res, record }) => {
       const model = String(record.body?.model ?? '');
@@ -142,6 +148,14 @@ export class OllamaEmulator extends EngineEmulator {
     });
   }
 
+  /** The first request to a model not loaded waits for the load, which then shows in /api/ps. */
+  async #load(id: string): Promise<void> {
+    const m = this.findModel(id);
+    if (m?.loaded !== false) return;
+    await delay(this.loadDelayMs);
+    m.loaded = true;
+  }
+
   /** The scheduler's queue is full: 503, two spaces and all (server/sched.go). Counts the request otherwise. */
   #busy(res: ServerResponse): boolean {
     if (this.#generating >= this.numParallel + this.maxQueue) {
@@ -158,6 +172,7 @@ export class OllamaEmulator extends EngineEmulator {
     model: (ctx) => ctx.model,
     systemFingerprint: () => 'fp_ollama',
     usage: 'requested',
+    wholeToolCalls: true,
     // An empty chunk, then the connection closes: no finish chunk, no [DONE].
     streamError: () => ({ lines: ['data: {}\n\n'], done: false }),
   };

@@ -18,6 +18,8 @@ export interface ChatFlavor {
   usage: 'requested' | 'never' | 'always';
   /** The first delta (llama.cpp: `{"role":"assistant","content":null}`); default role and empty content. */
   firstDelta?: Record<string, unknown>;
+  /** Tool calls arrive whole, name and arguments in one chunk (Ollama). */
+  wholeToolCalls?: boolean;
   /** An SSE comment the engine sends in its streams (vLLM `: keep-alive`, llama.cpp `:`, OpenRouter `: OPENROUTER PROCESSING`). */
   comment?: string;
   /** llama.cpp: a `timings` object on the last chunk either way. */
@@ -114,10 +116,12 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
   }
   if (b.kind === 'tool-call') {
     const id = `call_${Math.random().toString(36).slice(2, 10)}`;
-    const pieces = [
-      b.arguments.slice(0, Math.ceil(b.arguments.length / 2)),
-      b.arguments.slice(Math.ceil(b.arguments.length / 2)),
-    ];
+    const pieces = flavor.wholeToolCalls
+      ? []
+      : [
+          b.arguments.slice(0, Math.ceil(b.arguments.length / 2)),
+          b.arguments.slice(Math.ceil(b.arguments.length / 2)),
+        ];
     await writeAndDrain(
       res,
       sse({
@@ -126,7 +130,14 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
           {
             index: 0,
             delta: {
-              tool_calls: [{ index: 0, id, type: 'function', function: { name: b.name, arguments: '' } }],
+              tool_calls: [
+                {
+                  index: 0,
+                  id,
+                  type: 'function',
+                  function: { name: b.name, arguments: flavor.wholeToolCalls ? b.arguments : '' },
+                },
+              ],
             },
             finish_reason: null,
           },
@@ -248,6 +259,8 @@ export interface AnthropicFlavor {
   errorData?: (message: string) => unknown;
   /** Prompt tokens read from the cache: `input_tokens` then counts only the rest (llama.cpp). */
   cachedPromptTokens?: number;
+  /** Ollama's Messages writer emits no error events: a failing stream just stops. */
+  noErrorEvents?: boolean;
 }
 
 /** An Anthropic Messages event stream (`/v1/messages`), as the engines that serve it send. */
@@ -292,7 +305,7 @@ export async function writeAnthropicStream(ctx: StreamContext, flavor: Anthropic
     if (b.kind === 'error-in-stream' && i === (b.afterTokens ?? 1)) {
       const message = b.message ?? 'engine failed';
       const data = flavor.errorData?.(message) ?? { type: 'error', error: { type: 'api_error', message } };
-      await writeAndDrain(res, ev('error', data));
+      if (!flavor.noErrorEvents) await writeAndDrain(res, ev('error', data));
       if (flavor.doneAfter) await writeAndDrain(res, 'data: [DONE]\n\n');
       res.end();
       return;
