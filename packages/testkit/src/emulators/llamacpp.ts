@@ -69,19 +69,30 @@ export class LlamacppEmulator extends EngineEmulator {
             error: { code: 400, message: 'model is not loaded', type: 'invalid_request_error' },
           });
         }
+        // The fields of b11669's /props (REAL-ENGINES.md); `params` abridged to what matters here.
         json(r, 200, {
           default_generation_settings: {
-            id: 0,
-            id_task: -1,
+            params: { n_predict: -1, max_tokens: -1, temperature: 0.8, stream: false },
             n_ctx: m ? (m.contextWindow ?? 4096) : 0,
-            is_processing: false,
-            params: { n_predict: -1 },
           },
           total_slots: this.slots,
+          model_alias: m?.id,
+          model_ftype: 'Q4_K - Medium',
           model_path: m?.id,
-          modalities: { vision: false },
+          modalities: { vision: false, video: false, audio: false },
+          media_marker: '<__media_x__>',
+          endpoint_slots: this.slotsEnabled,
+          endpoint_props: false,
+          endpoint_metrics: this.metricsEnabled,
+          ui: true,
+          ui_settings: {},
+          chat_template: '{{ messages }}',
+          chat_template_caps: { supports_system_role: true, supports_tool_calls: false },
+          bos_token: '<s>',
+          eos_token: '</s>',
           build_info: 'b9999-abcdef0',
           is_sleeping: false,
+          cors_proxy_enabled: false,
         });
       })(res),
     );
@@ -102,12 +113,13 @@ export class LlamacppEmulator extends EngineEmulator {
         json(
           r,
           200,
+          // An idle slot lists four fields; a busy one adds its task.
           Array.from({ length: this.slots }, (_, i) => ({
             id: i,
-            id_task: i < busy ? 100 + i : -1,
             n_ctx: this.models[0]?.contextWindow ?? 4096,
+            speculative: false,
             is_processing: i < busy,
-            next_token: { n_decoded: 0 },
+            ...(i < busy ? { id_task: 100 + i, n_prompt_tokens: 10, next_token: [{ n_decoded: 0 }] } : {}),
           })),
         );
       })(res),
@@ -134,6 +146,7 @@ export class LlamacppEmulator extends EngineEmulator {
       if (this.loading)
         return json(res, 503, { error: { code: 503, message: 'Loading model', type: 'unavailable_error' } });
       if (!this.authorized(req)) return this.unauthorized(res);
+      if (this.#badJson(res, record.rawBody, record.body)) return;
       const requested = String(record.body?.model ?? '');
       // Single-model mode never checks the request's model; router mode does.
       if (this.router && !this.findModel(requested)) {
@@ -157,10 +170,25 @@ export class LlamacppEmulator extends EngineEmulator {
       if (ctx.behavior.kind === 'controlled') return this.handOver(ctx);
       // An error is `event: error` with the flat `{code, message, type}` (no `error` key, no type "error").
       return writeAnthropicStream(ctx, {
+        idPrefix: 'chatcmpl-',
+        deltaInputUsage: false,
         cachedPromptTokens: this.cachedPromptTokens,
         errorData: (message) => ({ code: 500, message, type: 'server_error' }),
       });
     });
+  }
+
+  /** A body that is not JSON: 400 `invalid_request_error` with the parser's words. */
+  #badJson(res: ServerResponse, raw: string, body: unknown): boolean {
+    if (!raw || body !== undefined) return false;
+    json(res, 400, {
+      error: {
+        code: 400,
+        message: `[json.exception.parse_error.101] parse error at line 1, column 2: syntax error while parsing object key`,
+        type: 'invalid_request_error',
+      },
+    });
+    return true;
   }
 
   /** The prompt over the slot's context: 400 `exceed_context_size_error` with the counts. */
@@ -194,10 +222,33 @@ export class LlamacppEmulator extends EngineEmulator {
         })),
       };
     }
+    // b11669's single-model listing: an Ollama-style `models` array beside the OpenAI `data` one.
     return {
+      models: this.models.map((m) => ({
+        name: m.id,
+        model: m.id,
+        modified_at: '',
+        size: '',
+        digest: '',
+        type: 'model',
+        description: '',
+        tags: [''],
+        capabilities: ['completion'],
+        parameters: '',
+        details: {
+          parent_model: '',
+          format: 'gguf',
+          family: '',
+          families: [''],
+          parameter_size: '',
+          quantization_level: '',
+        },
+      })),
       object: 'list',
       data: this.models.map((m) => ({
         id: m.id,
+        aliases: [m.id],
+        tags: [],
         object: 'model',
         architecture: { input_modalities: ['text'], output_modalities: ['text'] },
         created: 1735142223,
@@ -205,14 +256,14 @@ export class LlamacppEmulator extends EngineEmulator {
         meta: {
           vocab_type: 2,
           n_vocab: 128256,
-          n_ctx_train: m.trainContext ?? 131072,
           ...(this.reportsNCtx ? { n_ctx: m.contextWindow ?? 4096 } : {}),
+          n_ctx_train: m.trainContext ?? 131072,
           n_embd: 4096,
           n_params: 8030261312,
           size: 4912898304,
+          ftype: 'Q4_K - Medium',
         },
       })),
-      models: this.models.map((m) => ({ name: m.id, model: m.id, capabilities: ['completion'] })),
     };
   }
 
@@ -220,8 +271,11 @@ export class LlamacppEmulator extends EngineEmulator {
     id: () => `chatcmpl-${Math.random().toString(36).slice(2, 14)}`,
     model: (ctx) => ctx.model,
     systemFingerprint: () => 'b9999-abcdef0',
-    // The usage chunk comes with or without include_usage (REAL-ENGINES.md).
-    usage: 'always',
+    contentType: 'text/event-stream',
+    logprobs: false,
+    usageDetails: true,
+    // Checked against b11669: a usage chunk only with include_usage; without it, `timings` on the finish chunk.
+    usage: 'requested',
     timings: true,
     firstDelta: { role: 'assistant', content: null },
     comment: ':',

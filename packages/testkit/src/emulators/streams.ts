@@ -28,6 +28,10 @@ export interface ChatFlavor {
   streamError(message: string): { lines: string[]; done: boolean };
   /** Content type of the stream. */
   contentType?: string;
+  /** Choices carry `logprobs: null` (default true; llama.cpp leaves the key out). */
+  logprobs?: boolean;
+  /** Usage carries `prompt_tokens_details.cached_tokens` (llama.cpp). */
+  usageDetails?: boolean;
 }
 
 /** Resolves once what was written reached the kernel, so a crash after it still delivers it. */
@@ -77,6 +81,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
   const { res } = ctx;
   const b = ctx.behavior;
   const id = flavor.id();
+  const lp = flavor.logprobs === false ? {} : { logprobs: null };
   const base = () => ({
     id,
     object: 'chat.completion.chunk',
@@ -92,7 +97,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
         {
           index: 0,
           delta: flavor.firstDelta ?? { role: 'assistant', content: '' },
-          logprobs: null,
+          ...lp,
           finish_reason: null,
         },
       ],
@@ -109,7 +114,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
         res,
         sse({
           ...base(),
-          choices: [{ index: 0, delta: { [b.field]: piece }, logprobs: null, finish_reason: null }],
+          choices: [{ index: 0, delta: { [b.field]: piece }, ...lp, finish_reason: null }],
         }),
       );
     }
@@ -199,7 +204,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
       res,
       sse({
         ...base(),
-        choices: [{ index: 0, delta: { content: tokenText(i) }, logprobs: null, finish_reason: null }],
+        choices: [{ index: 0, delta: { content: tokenText(i) }, ...lp, finish_reason: null }],
       }),
     );
     if (b.kind === 'hang-after-first') return; // stall with the connection open
@@ -214,6 +219,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
     prompt_tokens: ctx.promptTokens,
     total_tokens: ctx.promptTokens + ctx.tokens,
     completion_tokens: ctx.tokens,
+    ...(flavor.usageDetails ? { prompt_tokens_details: { cached_tokens: 0 } } : {}),
   };
   const timings = flavor.timings
     ? {
@@ -231,7 +237,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
     res,
     sse({
       ...base(),
-      choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'length', ...flavor.finishExtra }],
+      choices: [{ index: 0, delta: {}, ...lp, finish_reason: 'length', ...flavor.finishExtra }],
       ...(wantsUsage ? {} : timings),
     }),
   );
@@ -261,6 +267,8 @@ export interface AnthropicFlavor {
   cachedPromptTokens?: number;
   /** Ollama's Messages writer emits no error events: a failing stream just stops. */
   noErrorEvents?: boolean;
+  /** `message_delta` usage carries the input counts too (vLLM); llama.cpp sends only `output_tokens`. */
+  deltaInputUsage?: boolean;
 }
 
 /** An Anthropic Messages event stream (`/v1/messages`), as the engines that serve it send. */
@@ -273,8 +281,8 @@ export async function writeAnthropicStream(ctx: StreamContext, flavor: Anthropic
   const id = `${flavor.idPrefix ?? 'msg_'}${Math.random().toString(36).slice(2, 14)}`;
   const cached = Math.min(flavor.cachedPromptTokens ?? 0, ctx.promptTokens);
   const inputUsage = {
+    ...(cached > 0 ? { cache_read_input_tokens: cached } : {}),
     input_tokens: ctx.promptTokens - cached,
-    ...(cached > 0 ? { cache_read_input_tokens: cached, cache_creation_input_tokens: 0 } : {}),
   };
   await writeAndDrain(
     res,
@@ -288,7 +296,7 @@ export async function writeAnthropicStream(ctx: StreamContext, flavor: Anthropic
         content: [],
         stop_reason: null,
         stop_sequence: null,
-        usage: { ...inputUsage, output_tokens: 1 },
+        usage: { ...inputUsage, output_tokens: 0 },
       },
     }),
   );
@@ -336,7 +344,10 @@ export async function writeAnthropicStream(ctx: StreamContext, flavor: Anthropic
     ev('message_delta', {
       type: 'message_delta',
       delta: { stop_reason: 'max_tokens', stop_sequence: null },
-      usage: { ...inputUsage, output_tokens: ctx.tokens },
+      usage:
+        flavor.deltaInputUsage === false
+          ? { output_tokens: ctx.tokens }
+          : { ...inputUsage, output_tokens: ctx.tokens },
     }),
   );
   await writeAndDrain(res, ev('message_stop', { type: 'message_stop' }));

@@ -1,0 +1,166 @@
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { ConformanceEmulator } from '../conformance.js';
+import type { Behavior, RequestRecord } from '../emulators/base.js';
+import { EventLog } from '../wait.js';
+
+/**
+ * A recording proxy in front of a real engine, so the conformance suite (which scripts faults through
+ * `behave()`) can run against the engine itself: normal traffic is the engine's own, byte for byte; a
+ * scripted fault (a status, a hang, a stall after the first chunk, an error event) is injected here.
+ */
+export class RealEngineProxy implements ConformanceEmulator {
+  readonly requests = new EventLog<RequestRecord>();
+  readonly aborted = new EventLog<RequestRecord>();
+  readonly #upstream: URL;
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  readonly #queue: { behavior: Behavior; times: number }[] = [];
+  #port = 0;
+  #nextId = 1;
+
+  constructor(upstream: string) {
+    this.#upstream = new URL(upstream);
+    this.#server = createServer((req, res) => void this.#handle(req, res));
+    this.#server.on('connection', (s) => {
+      this.#sockets.add(s);
+      s.on('close', () => this.#sockets.delete(s));
+    });
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.#port}`;
+  }
+
+  async start(port = 0): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = (this.#server.address() as AddressInfo).port;
+    return this;
+  }
+
+  behave(behavior: Behavior, times = 1): this {
+    this.#queue.push({ behavior, times });
+    return this;
+  }
+
+  reset(): void {
+    this.#queue.length = 0;
+  }
+
+  async goDown(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.#server.close(() => resolve());
+      for (const s of this.#sockets) s.destroy();
+    });
+  }
+
+  async comeUp(): Promise<void> {
+    await this.start(this.#port);
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    if (this.#server.listening) await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #take(path: string, method: string): Behavior {
+    // Only generation requests are scripted; probes always reach the engine.
+    if (method !== 'POST' || !/\/(chat\/completions|completions|messages)$/.test(path))
+      return { kind: 'normal' };
+    const q = this.#queue[0];
+    if (!q) return { kind: 'normal' };
+    if (--q.times <= 0) this.#queue.shift();
+    return q.behavior;
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks);
+    const url = new URL(req.url ?? '/', 'http://proxy');
+    let body: Record<string, unknown> | undefined;
+    try {
+      body = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
+    } catch {
+      body = undefined;
+    }
+    const record: RequestRecord = {
+      id: this.#nextId++,
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      headers: req.headers,
+      body,
+      rawBody: raw.toString('utf8'),
+      at: Date.now(),
+      sent: [],
+    };
+    let finished = false;
+    res.on('finish', () => {
+      finished = true;
+    });
+    res.on('close', () => {
+      if (!finished) {
+        record.abortedAt = Date.now();
+        this.aborted.push(record);
+      }
+    });
+    this.requests.push(record);
+    const behavior = this.#take(record.path, record.method);
+    if (behavior.kind === 'hang') return;
+    if (behavior.kind === 'status') {
+      const text = Buffer.from(behavior.body);
+      record.sent.push(text);
+      res.writeHead(behavior.status, {
+        'content-type': behavior.contentType ?? 'application/json',
+        'content-length': text.length,
+      });
+      res.end(text);
+      return;
+    }
+    const upstream = request(
+      {
+        host: this.#upstream.hostname,
+        port: this.#upstream.port,
+        method: record.method,
+        path: `${url.pathname}${url.search}`,
+        headers: { ...req.headers, host: this.#upstream.host },
+      },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        res.flushHeaders();
+        let first = true;
+        up.on('data', (d: Buffer) => {
+          if (res.destroyed) return;
+          if (!first && behavior.kind === 'hang-after-first') return; // stall, connection open
+          if (!first && behavior.kind === 'error-in-stream') {
+            // llama.cpp's own shape of an error after the 200: an error chunk, no [DONE].
+            const err = Buffer.from(
+              `data: ${JSON.stringify({ error: { code: 500, message: behavior.message ?? 'injected engine failure', type: 'server_error' } })}\n\n`,
+            );
+            record.sent.push(err);
+            res.end(err);
+            up.destroy();
+            return;
+          }
+          first = false;
+          record.sent.push(d);
+          res.write(d);
+        });
+        up.on('end', () => {
+          if (behavior.kind !== 'hang-after-first') res.end();
+        });
+        up.on('error', () => res.destroy());
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    // The client going away closes the engine's request too: that is what frees its slot.
+    res.on('close', () => upstream.destroy());
+    upstream.end(raw);
+  }
+}
