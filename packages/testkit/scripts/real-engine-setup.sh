@@ -4,6 +4,7 @@
 # the cache. Prints the path of the runnable `llama-server` wrapper on its last line.
 #
 #   USEPOD_ENGINE_CACHE  the cache folder (default: ${XDG_CACHE_HOME:-~/.cache}/usepod-agent/llama-server)
+#   USEPOD_SID_MIRROR    the sid archive (default: http://deb.debian.org/debian)
 set -euo pipefail
 
 CACHE="${USEPOD_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usepod-agent/llama-server}"
@@ -27,12 +28,12 @@ rm -rf "$ROOT" "$CACHE/apt" "$CACHE/debs"
 mkdir -p "$CACHE/apt/lists/partial" "$CACHE/apt/cache/archives/partial" "$CACHE/debs" "$ROOT"
 
 # A private apt configuration that knows only sid: the host's sources, lists and cache are untouched.
-echo "deb http://deb.debian.org/debian sid main" >"$CACHE/apt/sources.list"
+echo "deb ${USEPOD_SID_MIRROR:-http://deb.debian.org/debian} sid main" >"$CACHE/apt/sources.list"
 APT=(-o "Dir::Etc::sourcelist=$CACHE/apt/sources.list" -o "Dir::Etc::sourceparts=-"
   -o "Dir::State::Lists=$CACHE/apt/lists" -o "Dir::Cache=$CACHE/apt/cache" -o "APT::Sandbox::User=root"
   -o "Acquire::Retries=3" -o "Debug::NoLocking=1")
 
-if ! apt-get "${APT[@]}" -qq update >"$CACHE/apt/update.log" 2>&1; then
+if ! apt-get "${APT[@]}" -qq --error-on=any update >"$CACHE/apt/update.log" 2>&1; then
   echo "real-engine setup: Debian's sid archive could not be reached (apt-get update failed; see $CACHE/apt/update.log)" >&2
   exit 1
 fi

@@ -25,6 +25,52 @@ export interface LlamacppOptions extends EmulatorOptions {
   cachedPromptTokens?: number;
 }
 
+/** `default_generation_settings.params` of b11669, field for field (values are its defaults). */
+const GENERATION_PARAMS = {
+  seed: 4294967295,
+  temperature: 0.8,
+  dynatemp_range: 0,
+  dynatemp_exponent: 1,
+  top_k: 40,
+  top_p: 0.95,
+  min_p: 0.05,
+  top_n_sigma: -1,
+  xtc_probability: 0,
+  xtc_threshold: 0.1,
+  typical_p: 1,
+  repeat_last_n: 64,
+  repeat_penalty: 1,
+  presence_penalty: 0,
+  frequency_penalty: 0,
+  dry_multiplier: 0,
+  dry_base: 1.75,
+  dry_allowed_length: 2,
+  dry_penalty_last_n: 64,
+  mirostat: 0,
+  mirostat_tau: 5,
+  mirostat_eta: 0.1,
+  adaptive_target: -1,
+  adaptive_decay: 0.9,
+  max_tokens: -1,
+  n_predict: -1,
+  n_keep: 0,
+  n_discard: 0,
+  ignore_eos: false,
+  stream: false,
+  n_probs: 0,
+  min_keep: 0,
+  chat_format: 'Content-only',
+  reasoning_format: 'none',
+  reasoning_in_content: false,
+  generation_prompt: '',
+  samplers: ['penalties', 'dry', 'top_n_sigma', 'top_k', 'typ_p', 'top_p', 'min_p', 'xtc', 'temperature'],
+  'speculative.types': 'none',
+  timings_per_token: false,
+  post_sampling_probs: false,
+  backend_sampling: false,
+  lora: [],
+};
+
 export class LlamacppEmulator extends EngineEmulator {
   readonly kind = 'llamacpp';
   loading = false;
@@ -72,7 +118,7 @@ export class LlamacppEmulator extends EngineEmulator {
         // The fields of b11669's /props (REAL-ENGINES.md); `params` abridged to what matters here.
         json(r, 200, {
           default_generation_settings: {
-            params: { n_predict: -1, max_tokens: -1, temperature: 0.8, stream: false },
+            params: GENERATION_PARAMS,
             n_ctx: m ? (m.contextWindow ?? 4096) : 0,
           },
           total_slots: this.slots,
@@ -87,7 +133,17 @@ export class LlamacppEmulator extends EngineEmulator {
           ui: true,
           ui_settings: {},
           chat_template: '{{ messages }}',
-          chat_template_caps: { supports_system_role: true, supports_tool_calls: false },
+          chat_template_caps: {
+            supports_object_arguments: false,
+            supports_parallel_tool_calls: false,
+            supports_preserve_reasoning: false,
+            supports_reasoning_effort: false,
+            supports_string_content: true,
+            supports_system_role: true,
+            supports_tool_calls: false,
+            supports_tools: false,
+            supports_typed_content: false,
+          },
           bos_token: '<s>',
           eos_token: '</s>',
           build_info: 'b9999-abcdef0',
@@ -172,6 +228,7 @@ export class LlamacppEmulator extends EngineEmulator {
       return writeAnthropicStream(ctx, {
         idPrefix: 'chatcmpl-',
         deltaInputUsage: false,
+        cacheReadAlways: true,
         cachedPromptTokens: this.cachedPromptTokens,
         errorData: (message) => ({ code: 500, message, type: 'server_error' }),
       });

@@ -227,8 +227,11 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
           cache_n: 0,
           prompt_n: ctx.promptTokens,
           prompt_ms: 12.5,
+          prompt_per_token_ms: 12.5 / ctx.promptTokens,
+          prompt_per_second: (ctx.promptTokens / 12.5) * 1000,
           predicted_n: ctx.tokens,
           predicted_ms: ctx.tokens * 10,
+          predicted_per_token_ms: 10,
           predicted_per_second: 100,
         },
       }
@@ -269,6 +272,8 @@ export interface AnthropicFlavor {
   noErrorEvents?: boolean;
   /** `message_delta` usage carries the input counts too (vLLM); llama.cpp sends only `output_tokens`. */
   deltaInputUsage?: boolean;
+  /** `cache_read_input_tokens` is always there, 0 when nothing was cached (llama.cpp). */
+  cacheReadAlways?: boolean;
 }
 
 /** An Anthropic Messages event stream (`/v1/messages`), as the engines that serve it send. */
@@ -281,7 +286,7 @@ export async function writeAnthropicStream(ctx: StreamContext, flavor: Anthropic
   const id = `${flavor.idPrefix ?? 'msg_'}${Math.random().toString(36).slice(2, 14)}`;
   const cached = Math.min(flavor.cachedPromptTokens ?? 0, ctx.promptTokens);
   const inputUsage = {
-    ...(cached > 0 ? { cache_read_input_tokens: cached } : {}),
+    ...(cached > 0 || flavor.cacheReadAlways ? { cache_read_input_tokens: cached } : {}),
     input_tokens: ctx.promptTokens - cached,
   };
   await writeAndDrain(
