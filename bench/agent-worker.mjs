@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createAgent, silentLogger } from '@usepod-agent/core';
+import llamacpp from '@usepod-agent/plugin-llamacpp';
 import vllm from '@usepod-agent/plugin-vllm';
 
 let agent;
@@ -42,11 +43,12 @@ process.on('message', async (msg) => {
       config: {
         coordinator: { url: msg.coordinator },
         identity: { key_path: join(mkdtempSync(join(tmpdir(), 'usepod-bench-')), 'identity.key') },
-        backends: [{ kind: 'vllm', url: msg.engine }],
+        // vLLM's emulator by default; lane R points a llamacpp backend at a real llama-server.
+        backends: [{ kind: msg.kind ?? 'vllm', url: msg.engine }],
         limits: { max_concurrent: 256 },
         observability: { prometheus_addr: 'off' },
       },
-      plugins: [vllm],
+      plugins: [vllm, llamacpp],
       allowInsecure: true,
       logger: silentLogger,
       timing: { heartbeatIntervalMs: 3_600_000 },

@@ -152,9 +152,14 @@ log(
   `bench: engine ${engineUrl}, coordinator ${coordUrl}, agent in pid-separate worker${quick ? ' (quick)' : ''}`,
 );
 
-async function direct(c: StreamConsumer, maxTokens: number, content = 'bench'): Promise<void> {
+async function direct(
+  c: StreamConsumer,
+  maxTokens: number,
+  content = 'bench',
+  base = engineUrl,
+): Promise<void> {
   const started = performance.now();
-  const res = await request(`${engineUrl}/v1/chat/completions`, {
+  const res = await request(`${base}/v1/chat/completions`, {
     dispatcher: pool,
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -524,7 +529,78 @@ async function laneF() {
   return r;
 }
 
+// ---- R: through a real engine ----
+/**
+ * The added time to first byte against llama.cpp's own llama-server (the tiny model of the real-engine
+ * tier) instead of the emulator: a second agent process and coordinator, the same paired rounds. Skipped,
+ * saying why, where the server cannot be set up (no Debian tooling, sid out of reach).
+ */
+async function laneR() {
+  const { ensureTinyModel, LlamaServer } = await import('@usepod-agent/testkit/real');
+  let server: Awaited<ReturnType<typeof LlamaServer.start>>;
+  try {
+    server = await LlamaServer.start({
+      model: await ensureTinyModel(),
+      alias: 'bench/model',
+      ctx: 2048,
+      parallel: 4,
+    });
+  } catch (err) {
+    log(`R skipped: ${(err as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
+  const rcoord = new BenchCoordinator();
+  const rworker = new Worker();
+  await rworker.ask({
+    cmd: 'start',
+    coordinator: await rcoord.listening(),
+    engine: server.url,
+    kind: 'llamacpp',
+  });
+  await rcoord.ready();
+  const tokens = 8;
+  const one = async (path: Path) => {
+    const c = new StreamConsumer([]);
+    const t0 = clock();
+    if (path === 'direct') await direct(c, tokens, 'hello there', server.url);
+    else await rcoord.dispatch(randomUUID(), c, tokens, 'hello there');
+    return c.firstByteAt! - t0;
+  };
+  // Warm both paths (V8 on the agent's side, the prompt cache on the engine's), then measure in pairs.
+  for (let i = 0; i < 300; i++) {
+    await one('direct');
+    await one('agent');
+  }
+  const rounds = quick ? 300 : 1000;
+  const direct_: number[] = [];
+  const added: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const d = await one('direct');
+    const a = await one('agent');
+    direct_.push(d);
+    added.push(a - d);
+  }
+  rworker.send({ cmd: 'exit' });
+  await rcoord.close();
+  await server.stop();
+  const r = {
+    engine: 'llama-server b11669 (tiny random-weight model)',
+    rounds,
+    ttft_direct_p50_ms: round(pct(direct_, 50), 3),
+    added_ttft_p50_ms: round(pct(added, 50), 3),
+    added_ttft_p99_ms: round(pct(added, 99), 3),
+  };
+  log(`R ${JSON.stringify(r)}`);
+  return r;
+}
+
 const only = process.argv.find((a) => a.startsWith('--lanes='))?.slice(8);
+if (only === 'R') {
+  await laneR();
+  worker.send({ cmd: 'exit' });
+  engine.close();
+  process.exit(0);
+}
 if (only === 'A') {
   await laneA();
   worker.send({ cmd: 'exit' });
@@ -561,6 +637,7 @@ const D = await laneD();
 const E = await laneE();
 const F = await laneF();
 await worker.ask({ cmd: 'stop' });
+const R = await laneR();
 engine.close();
 await coord.close();
 await pool.close();
@@ -611,6 +688,7 @@ const result = {
   D,
   E,
   F,
+  R: R ?? null,
 };
 mkdirSync(here('./results'), { recursive: true });
 writeFileSync(here('./results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
@@ -635,6 +713,9 @@ const md = [
   `D (${D.streams} active streams): ${D.heap_per_stream_kb} KB of heap per stream after GC (heap ${D.heap_base_mb} MB idle, ${D.heap_loaded_mb} MB loaded, ${D.heap_after_mb} MB once the streams were cancelled).`,
   `E (coordinator stops reading for 5 s under ${E.offered_streams} streams' worth of load): the agent's send buffer stopped at ${E.peak_agent_outbound_buffer_mb} MB (high-water mark 4 MB) and relays paused; the agent held ${E.live_heap_and_buffers_at_end_of_pause_mb} MB of heap and buffers at the end of the pause (idle ${E.base_heap_and_buffers_mb} MB; RSS peak ${E.peak_rss_mb} MB), a bounded read-ahead per paused stream, while the rest of the ${E.engine_chunks_written_while_paused} chunks the engine wrote waited unread in kernel socket buffers; afterwards all bytes arrived in order: ${E.all_bytes_in_order ? 'yes' : 'no'} (${E.jobs_done} jobs done).`,
   `F (${F.rounds} cancels): job_cancel to the engine seeing its connection close ${F.cancel_to_upstream_close_p50_ms} ms p50, ${F.cancel_to_upstream_close_p99_ms} ms p99.`,
+  R
+    ? `R (a real engine, ${R.engine}, ${R.rounds} paired rounds once warm): time to first token direct ${R.ttft_direct_p50_ms} ms p50; the agent adds ${R.added_ttft_p50_ms} ms p50, ${R.added_ttft_p99_ms} ms p99.`
+    : 'R (a real engine): skipped, llama-server could not be set up here.',
 ].join('\n');
 writeFileSync(here('./results/latest.md'), `${md}\n`);
 
