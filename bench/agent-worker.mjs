@@ -2,7 +2,7 @@
 // CLI runs in production), so its CPU, memory and latency are measured apart from the engine and the
 // coordinator. Driven over IPC by relay.ts. Plain JavaScript on purpose: a TypeScript loader would sit
 // on the agent's module loading and skew what is measured.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -22,12 +22,31 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ['gc'] });
 
+/** Syscalls and context switches of this process so far, from /proc (zeros where there is none). */
+function procCounters() {
+  try {
+    const io = readFileSync('/proc/self/io', 'utf8');
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const field = (text, name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    return {
+      syscalls: field(io, 'syscr') + field(io, 'syscw'),
+      voluntary: field(status, 'voluntary_ctxt_switches'),
+      involuntary: field(status, 'nonvoluntary_ctxt_switches'),
+    };
+  } catch {
+    return { syscalls: 0, voluntary: 0, involuntary: 0 };
+  }
+}
+
 function usage() {
   const cpu = process.cpuUsage();
   const mem = process.memoryUsage();
   const snap = agent?.snapshot();
   return {
     cpuUs: cpu.user + cpu.system,
+    userUs: cpu.user,
+    systemUs: cpu.system,
+    ...procCounters(),
     heap: mem.heapUsed,
     rss: mem.rss,
     // `external` already includes `arrayBuffers` (Buffers).

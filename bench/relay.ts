@@ -38,6 +38,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Usage {
   cpuUs: number;
+  userUs: number;
+  systemUs: number;
+  /** read + write syscalls of the agent process (/proc/self/io syscr + syscw). */
+  syscalls: number;
+  voluntary: number;
+  involuntary: number;
   heap: number;
   rss: number;
   external: number;
@@ -375,6 +381,18 @@ async function step(path: Path, virtual: number, seconds: number) {
     lat_p50_ms: pct(lat, 50),
     lat_p99_ms: pct(lat, 99),
     cpu_us_per_chunk: before && after ? (after.cpuUs - before.cpuUs) / Math.max(1, chunks) : undefined,
+    // Where the agent's CPU goes at this load: its own code (user) or the kernel's (system: reads of the
+    // engine sockets, writes to the coordinator), and how many syscalls and context switches per chunk.
+    per_chunk:
+      before && after
+        ? {
+            user_us: (after.userUs - before.userUs) / Math.max(1, chunks),
+            system_us: (after.systemUs - before.systemUs) / Math.max(1, chunks),
+            syscalls: (after.syscalls - before.syscalls) / Math.max(1, chunks),
+            voluntary_switches: (after.voluntary - before.voluntary) / Math.max(1, chunks),
+            involuntary_switches: (after.involuntary - before.involuntary) / Math.max(1, chunks),
+          }
+        : undefined,
     engine_ceiling_chunks_per_sec: (await engine.counters()).ceiling,
   };
 }
@@ -398,6 +416,11 @@ async function laneB() {
       added_gap_p50_ms: round(a.lat_p50_ms - d.lat_p50_ms, 3),
       added_gap_p99_ms: round(a.lat_p99_ms - d.lat_p99_ms, 3),
       agent_cpu_us_per_chunk: round(a.cpu_us_per_chunk ?? Number.NaN, 2),
+      agent_user_us_per_chunk: round(a.per_chunk?.user_us ?? Number.NaN, 2),
+      agent_system_us_per_chunk: round(a.per_chunk?.system_us ?? Number.NaN, 2),
+      agent_syscalls_per_chunk: round(a.per_chunk?.syscalls ?? Number.NaN, 2),
+      agent_voluntary_switches_per_chunk: round(a.per_chunk?.voluntary_switches ?? Number.NaN, 3),
+      agent_involuntary_switches_per_chunk: round(a.per_chunk?.involuntary_switches ?? Number.NaN, 3),
       engine_ceiling_chunks_per_sec: Math.max(
         d.engine_ceiling_chunks_per_sec,
         a.engine_ceiling_chunks_per_sec,
@@ -622,7 +645,7 @@ if (only === 'B') {
     const d = await step('direct', v, 4);
     const a = await step('agent', v, 4);
     log(
-      `B ${v} direct ${d.chunks_per_sec} agent ${a.chunks_per_sec} lost ${a.lost} cpu ${a.cpu_us_per_chunk?.toFixed(2)} added p50 ${(a.lat_p50_ms - d.lat_p50_ms).toFixed(3)} p99 ${(a.lat_p99_ms - d.lat_p99_ms).toFixed(3)}`,
+      `B ${v} direct ${d.chunks_per_sec} agent ${a.chunks_per_sec} lost ${a.lost} cpu ${a.cpu_us_per_chunk?.toFixed(2)} (user ${a.per_chunk?.user_us.toFixed(2)} sys ${a.per_chunk?.system_us.toFixed(2)}) syscalls ${a.per_chunk?.syscalls.toFixed(2)} ctxsw ${a.per_chunk?.voluntary_switches.toFixed(3)}/${a.per_chunk?.involuntary_switches.toFixed(3)} added p50 ${(a.lat_p50_ms - d.lat_p50_ms).toFixed(3)} p99 ${(a.lat_p99_ms - d.lat_p99_ms).toFixed(3)}`,
     );
   }
   // A clean exit lets --cpu-prof write its profile.
@@ -702,11 +725,11 @@ const md = [
     ([k, v]) => `| ${k.replaceAll('_', ' ')} | ${v.target} | ${v.value} | ${v.met ? 'yes' : 'no'} |`,
   ),
   '',
-  '| offered streams | streams x tok/s | direct chunks/s | agent chunks/s | lost | stalled | added gap p50 / p99 ms | agent CPU µs/chunk | engine ceiling chunks/s |',
-  '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  '| offered streams | streams x tok/s | direct chunks/s | agent chunks/s | lost | stalled | added gap p50 / p99 ms | agent CPU µs/chunk (user + sys) | syscalls / chunk | context switches / chunk (vol / invol) | engine ceiling chunks/s |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ...B.rows.map(
     (r) =>
-      `| ${r.offered_streams} | ${r.streams} x ${round(r.tokens_per_sec_per_stream, 0)} | ${r.direct_chunks_per_sec} | ${r.agent_chunks_per_sec} | ${r.agent_lost} | ${r.agent_stalled} | ${r.added_gap_p50_ms} / ${r.added_gap_p99_ms} | ${r.agent_cpu_us_per_chunk} | ${r.engine_ceiling_chunks_per_sec} |`,
+      `| ${r.offered_streams} | ${r.streams} x ${round(r.tokens_per_sec_per_stream, 0)} | ${r.direct_chunks_per_sec} | ${r.agent_chunks_per_sec} | ${r.agent_lost} | ${r.agent_stalled} | ${r.added_gap_p50_ms} / ${r.added_gap_p99_ms} | ${r.agent_cpu_us_per_chunk} (${r.agent_user_us_per_chunk} + ${r.agent_system_us_per_chunk}) | ${r.agent_syscalls_per_chunk} | ${r.agent_voluntary_switches_per_chunk} / ${r.agent_involuntary_switches_per_chunk} | ${r.engine_ceiling_chunks_per_sec} |`,
   ),
   '',
   `A (one stream, ${A.rounds} rounds once warm): time to first byte direct ${A.ttfb_direct_p50_ms} ms, through the agent ${A.ttfb_agent_p50_ms} ms p50; over the agent's first 300 jobs after start, before V8 had optimised its job handling, it added ${A.early_added_ttfb_p50_ms} ms p50, ${A.early_added_ttfb_p99_ms} ms p99; added gap between chunks ${A.added_gap_p50_ms} ms p50, ${A.added_gap_p99_ms} ms p99. A WebSocket ping to the agent process and back alone takes ${A.ws_ping_rtt_p50_ms} ms p50. Of the ${A.slow_rounds.length} slowest rounds (${A.slow_rounds.map((r) => r.added_ms).join(', ')} ms added), ${A.slow_rounds.filter((r) => r.agent_gc).length} had a garbage collection of the agent inside them, ${A.slow_rounds.filter((r) => r.driver_gc || r.engine_gc).length} one of the driver or the engine, and the rest none; the hypervisor took ${A.host_steal_pct ?? '?'}% of the cores' time (steal) while the rounds ran. With a 16 KB prompt instead of a few bytes, the agent adds ${A.prompt_16kb_added_ttfb_p50_ms} ms p50, ${A.prompt_16kb_added_ttfb_p99_ms} ms p99 (100 rounds)${A.prompt_100kb_added_ttfb_p50_ms === null ? '' : `; with 100 KB, ${A.prompt_100kb_added_ttfb_p50_ms} ms p50, ${A.prompt_100kb_added_ttfb_p99_ms} ms p99`}.`,

@@ -1,5 +1,6 @@
 import { LlamacppEmulator } from '@usepod-agent/testkit';
 import { ensureTinyModel, LlamaServer } from '@usepod-agent/testkit/real';
+import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
@@ -52,8 +53,10 @@ interface Answer {
   body: unknown;
 }
 
+/** A fresh connection per request: llama-server closes some after an error, and a reused one may be gone. */
 async function ask(base: string, path: string, init: RequestInit = {}): Promise<Answer> {
-  const res = await fetch(`${base}${path}`, init);
+  const dispatcher = new UndiciAgent();
+  const res = await undiciFetch(`${base}${path}`, { ...(init as object), dispatcher });
   const type = (res.headers.get('content-type') ?? '').split(';')[0]!;
   const text = await res.text();
   const body =

@@ -154,12 +154,14 @@ describe.skipIf(skip)('the agent end to end against the real server', () => {
     await session.dispatch({ model_id: 'tiny', format: 'anthropic', request }).done();
     const job = session.dispatch({ model_id: 'tiny', format: 'anthropic', request });
     const done = await job.done();
+    expect(done.type, JSON.stringify(done)).toBe('job_done');
     expect(proxy.requests.items.at(-1)!.path).toBe('/v1/messages');
     const start = job
       .text()
       .split('\n')
-      .find((l) => l.startsWith('data: {"type":"message_start"'))!;
-    const usage = (JSON.parse(start.slice(6)) as { message: { usage: Record<string, number> } }).message
+      .find((l) => l.startsWith('data: {"type":"message_start"'));
+    expect(start, job.text()).toBeDefined();
+    const usage = (JSON.parse(start!.slice(6)) as { message: { usage: Record<string, number> } }).message
       .usage;
     expect(usage.cache_read_input_tokens).toBeGreaterThan(0);
     const prompt = usage.input_tokens! + (usage.cache_read_input_tokens ?? 0);
