@@ -38,7 +38,7 @@ for (const name of [
   'undici:request:headers',
 ])
   dc.subscribe(name, () => events.push([now(), `${role}.${name.slice(7)}`]));
-// The agent's own milestones (packages/core/src/diagnostics.ts).
+// The agent's own milestones (packages/core/src/observability/diagnostics.ts).
 for (const name of ['received', 'request', 'response'])
   dc.subscribe(`usepod:job:${name}`, () => events.push([now(), `${role}.job:${name}`]));
 

@@ -12,8 +12,8 @@ export {
   type BackendSnapshot,
   type CreateAgentOptions,
   createAgent,
-} from './agent.js';
-export { anthropicToChat, ChatToAnthropic } from './anthropic.js';
+} from './agent/agent.js';
+export { Backoff, type BackoffOptions } from './agent/backoff.js';
 export type {
   Backend,
   BackendContext,
@@ -23,16 +23,26 @@ export type {
   BackendStatus,
   StreamRequest,
   UpstreamResponse,
-} from './backend.js';
-export { KIND_PRIORITY } from './backend.js';
-export { Backoff, type BackoffOptions } from './backoff.js';
+} from './backend/backend.js';
+export { KIND_PRIORITY } from './backend/backend.js';
 export {
-  buildModelEntries,
-  capabilitiesFrame,
-  kindRank,
-  resolvePrice,
-  type ServedModel,
-} from './capabilities.js';
+  createPool,
+  engineErrorMessage,
+  getJson,
+  httpError,
+  isConnectError,
+  promGauge,
+  readText,
+  type SendOptions,
+  send as sendRequest,
+} from './backend/http.js';
+export {
+  contextWindowOf,
+  OpenAICompatibleBackend,
+  type OpenAICompatibleOptions,
+  optionsFromEntry,
+  versionAtLeast,
+} from './backend/openai-compatible.js';
 export {
   findConfigFile,
   type LoadConfigOptions,
@@ -42,6 +52,14 @@ export {
   SEARCH_PLACES,
 } from './config/load.js';
 export { type ReadLevel, readLogLevel } from './config/log-level.js';
+export {
+  DEFAULT_IDENTITY_PATH,
+  defaultIdentityPath,
+  expandHome,
+  type PlatformSpec,
+  platformConfigDir,
+  platformConfigFiles,
+} from './config/paths.js';
 export {
   type BackendConfig,
   type Config,
@@ -62,14 +80,6 @@ export {
   validateConfig,
 } from './config/validate.js';
 export {
-  type JobEndMessage,
-  type JobFirstChunkMessage,
-  type JobReceivedMessage,
-  type JobRequestMessage,
-  type JobResponseMessage,
-  jobChannels,
-} from './diagnostics.js';
-export {
   ERROR_CODES,
   type ErrorCode,
   errorMessage,
@@ -79,29 +89,6 @@ export {
   jobErrorCodeOf,
   UsepodError,
 } from './errors.js';
-export { type AbortReason, Executor, type JobSink, prepareRequest } from './executor.js';
-export {
-  type AgentHooks,
-  CapabilityStage,
-  type CloseInfo,
-  createHooks,
-  type JobContext,
-  type JobHandle,
-  type JobOutcome,
-  type PluginHooks,
-  type SessionInfo,
-} from './hooks.js';
-export {
-  createPool,
-  engineErrorMessage,
-  getJson,
-  httpError,
-  isConnectError,
-  promGauge,
-  readText,
-  type SendOptions,
-  send as sendRequest,
-} from './http.js';
 export {
   fingerprintOf,
   generateIdentity,
@@ -113,7 +100,15 @@ export {
   serializeIdentity,
   verifySignature,
   writeFileAtomic,
-} from './identity.js';
+} from './identity/identity.js';
+export {
+  type JobEndMessage,
+  type JobFirstChunkMessage,
+  type JobReceivedMessage,
+  type JobRequestMessage,
+  type JobResponseMessage,
+  jobChannels,
+} from './observability/diagnostics.js';
 export {
   configureLogging,
   createLogger,
@@ -123,23 +118,23 @@ export {
   type LogLevel,
   type LogSink,
   silentLogger,
-} from './log.js';
-export { AgentMetrics, SESSION_STATES, type Totals } from './metrics.js';
+} from './observability/log.js';
+export { AgentMetrics, SESSION_STATES, type Totals } from './observability/metrics.js';
+export { Redactor, redactor } from './observability/redact.js';
+export { type HeartbeatStats, JobStats, percentile } from './observability/stats.js';
+export { parseHostPort, StatusServer, type StatusServerOptions } from './observability/status-server.js';
 export {
-  contextWindowOf,
-  OpenAICompatibleBackend,
-  type OpenAICompatibleOptions,
-  optionsFromEntry,
-  versionAtLeast,
-} from './openai-compatible.js';
-export {
-  DEFAULT_IDENTITY_PATH,
-  defaultIdentityPath,
-  expandHome,
-  type PlatformSpec,
-  platformConfigDir,
-  platformConfigFiles,
-} from './paths.js';
+  type AgentHooks,
+  CapabilityStage,
+  type CloseInfo,
+  createHooks,
+  type JobContext,
+  type JobHandle,
+  type JobOutcome,
+  type PluginHooks,
+  type SessionInfo,
+} from './plugins/hooks.js';
+export { candidatePackages, cliPluginRoot, loadPluginForKind } from './plugins/loader.js';
 export {
   type AgentPlugin,
   collectBackendFactories,
@@ -149,12 +144,17 @@ export {
   type PluginFactory,
   pluginFromModule,
   validatePlugin,
-} from './plugin.js';
-export { candidatePackages, cliPluginRoot, loadPluginForKind } from './plugin-loader.js';
+} from './plugins/plugin.js';
 export * from './protocol/frames.js';
-export { Redactor, redactor } from './redact.js';
-export { type CloseKind, classifyClose, type SessionEnd } from './session.js';
-export { type HeartbeatStats, JobStats, percentile } from './stats.js';
-export { parseHostPort, StatusServer, type StatusServerOptions } from './status-server.js';
-export { errorText, type ScanResult, StreamScanner } from './stream-scan.js';
+export { type CloseKind, classifyClose, type SessionEnd } from './protocol/session.js';
+export { anthropicToChat, ChatToAnthropic } from './relay/anthropic.js';
+export { type AbortReason, Executor, type JobSink, prepareRequest } from './relay/executor.js';
+export { errorText, type ScanResult, StreamScanner } from './relay/stream-scan.js';
+export {
+  buildModelEntries,
+  capabilitiesFrame,
+  kindRank,
+  resolvePrice,
+  type ServedModel,
+} from './routing/capabilities.js';
 export { AGENT_VERSION } from './version.js';

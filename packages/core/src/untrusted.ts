@@ -1,5 +1,5 @@
-import type { BackendLoad, BackendModel, BackendStatus } from './backend.js';
-import { redactor } from './redact.js';
+import type { BackendLoad, BackendModel, BackendStatus } from './backend/backend.js';
+import { redactor } from './observability/redact.js';
 
 /**
  * The one place where values from the coordinator or an engine are checked and bounded before they

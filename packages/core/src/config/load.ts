@@ -5,8 +5,8 @@ import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
-import { expandHome, type PlatformSpec, platformConfigFiles } from '../paths.js';
 import { readLogLevel } from './log-level.js';
+import { expandHome, type PlatformSpec, platformConfigFiles } from './paths.js';
 import type { Config } from './schema.js';
 import { type ValidateOptions, validateConfig } from './validate.js';
 

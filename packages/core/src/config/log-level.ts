@@ -1,4 +1,4 @@
-import { LOG_LEVELS, type LogLevel } from '../log.js';
+import { LOG_LEVELS, type LogLevel } from '../observability/log.js';
 
 /**
  * `observability.log_level` and `--log-level` as 0.3.x accepted them (PROTOCOL.md 8): any string, read

@@ -5,7 +5,7 @@
  * reason are decoded and parsed. A line split across network chunks is held
  * until its newline arrives, so usage split over chunks is still seen.
  */
-import { tokenCount } from './untrusted.js';
+import { tokenCount } from '../untrusted.js';
 
 const NL = 0x0a;
 export const MAX_PENDING = 1024 * 1024;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { Backend, BackendModel } from './backend.js';
+import type { Backend, BackendModel } from '../backend/backend.js';
+import { validateConfig } from '../config/validate.js';
 import { buildModelEntries, capabilitiesFrame } from './capabilities.js';
-import { validateConfig } from './config/validate.js';
 
 function backend(kind: string): Backend {
   return {

@@ -1,5 +1,6 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import type { BackendModel } from './backend.js';
+import type { BackendModel } from '../backend/backend.js';
+import type { AuthResponseFrame, CapabilityModel } from '../protocol/frames.js';
 import {
   createHooks,
   type JobContext,
@@ -9,7 +10,6 @@ import {
   pluginView,
 } from './hooks.js';
 import { definePlugin, PLUGIN_API_VERSION } from './plugin.js';
-import type { AuthResponseFrame, CapabilityModel } from './protocol/frames.js';
 
 /**
  * Type tests: checked by `tsc -p tsconfig.test.json` in `npm run lint`. A plugin cannot fire a hook,

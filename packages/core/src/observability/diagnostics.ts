@@ -1,5 +1,5 @@
 import { channel } from 'node:diagnostics_channel';
-import type { JobOutcome } from './hooks.js';
+import type { JobOutcome } from '../plugins/hooks.js';
 
 /**
  * A job's milestones on `node:diagnostics_channel`, for APM tools and for the benchmark's trace

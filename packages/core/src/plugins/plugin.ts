@@ -1,8 +1,8 @@
-import type { BackendFactory } from './backend.js';
-import type { Config } from './config/schema.js';
-import { UsepodError } from './errors.js';
+import type { BackendFactory } from '../backend/backend.js';
+import type { Config } from '../config/schema.js';
+import { UsepodError } from '../errors.js';
+import type { Logger } from '../observability/log.js';
 import type { PluginHooks } from './hooks.js';
-import type { Logger } from './log.js';
 
 /** The plugin API this core implements. A plugin states the version it was written for. */
 export const PLUGIN_API_VERSION = 1;

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { BackendConfig } from './config/schema.js';
-import type { Logger } from './log.js';
+import type { BackendConfig } from '../config/schema.js';
+import type { Logger } from '../observability/log.js';
 
 /**
  * What a backend plugin implements for one configured engine. The agent owns

@@ -1,5 +1,8 @@
 import { Readable } from 'node:stream';
 import type { Agent } from 'undici';
+import type { BackendConfig } from '../config/schema.js';
+import { UsepodError } from '../errors.js';
+import type { Logger } from '../observability/log.js';
 import type {
   Backend,
   BackendContext,
@@ -9,10 +12,7 @@ import type {
   StreamRequest,
   UpstreamResponse,
 } from './backend.js';
-import type { BackendConfig } from './config/schema.js';
-import { UsepodError } from './errors.js';
 import { createPool, engineErrorMessage, getJson, httpError, readText, send } from './http.js';
-import type { Logger } from './log.js';
 
 /**
  * The shared helper every OpenAI-compatible engine plugin builds on: health

@@ -1,4 +1,4 @@
-import type { JobFrame } from './protocol/frames.js';
+import type { JobFrame } from '../protocol/frames.js';
 
 /**
  * `limits.max_tokens_per_minute`, enforced (the 0.3.x agent only advertised it).

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nacl from 'tweetnacl';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isUsepodError } from './errors.js';
+import { isUsepodError } from '../errors.js';
 import {
   generateIdentity,
   loadOrCreateIdentity,

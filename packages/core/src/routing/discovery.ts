@@ -1,8 +1,8 @@
-import type { Backend, BackendModel, BackendStatus } from './backend.js';
+import type { Backend, BackendModel, BackendStatus } from '../backend/backend.js';
+import type { Logger } from '../observability/log.js';
+import type { RouterView } from '../relay/executor.js';
+import { checkStatus } from '../untrusted.js';
 import { kindRank, type ServedModel } from './capabilities.js';
-import type { RouterView } from './executor.js';
-import type { Logger } from './log.js';
-import { checkStatus } from './untrusted.js';
 
 /**
  * Keeps what every backend can serve now, re-probing on an interval and soon

@@ -1,7 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { BackendStatus } from './backend.js';
-import type { JobOutcome } from './hooks.js';
-import type { CapabilityModel } from './protocol/frames.js';
+import type { BackendStatus } from '../backend/backend.js';
+import type { JobOutcome } from '../plugins/hooks.js';
+import type { CapabilityModel } from '../protocol/frames.js';
 
 /**
  * The agent's Prometheus metrics, in a registry of its own (several agents can

@@ -1,7 +1,7 @@
-import { type Backend, type BackendModel, KIND_PRIORITY } from './backend.js';
-import type { Config } from './config/schema.js';
-import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
-import { ownEntry } from './untrusted.js';
+import { type Backend, type BackendModel, KIND_PRIORITY } from '../backend/backend.js';
+import type { Config } from '../config/schema.js';
+import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
+import { ownEntry } from '../untrusted.js';
 
 /**
  * Builds the `capabilities` frame (PROTOCOL.md section 3) from what the healthy

@@ -1,10 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { chunkFrame, chunkFramePrefix } from '../protocol/chunk-frame.js';
+import { parseInbound } from '../protocol/frames.js';
+import { MAX_JOB_TOKENS } from '../untrusted.js';
 import { ChatToAnthropic } from './anthropic.js';
-import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
-import { parseInbound } from './protocol/frames.js';
 import { MAX_PENDING, StreamScanner } from './stream-scan.js';
-import { MAX_JOB_TOKENS } from './untrusted.js';
 
 /**
  * Property-based fuzzing of what reads the coordinator's frames and the engines' streams (issue 14):

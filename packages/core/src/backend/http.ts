@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import { abortSourceFor } from './abort-relay.js';
-import { UsepodError } from './errors.js';
-import { guardBody } from './read-chunks.js';
-import { errorText } from './stream-scan.js';
+import { UsepodError } from '../errors.js';
+import { abortSourceFor } from '../relay/abort-relay.js';
+import { guardBody } from '../relay/read-chunks.js';
+import { errorText } from '../relay/stream-scan.js';
 
 /**
  * HTTP to engines through undici: one keep-alive pool per backend, streamed

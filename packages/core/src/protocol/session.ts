@@ -1,18 +1,18 @@
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
-import { errorMessage } from './errors.js';
-import type { Executor, JobSink } from './executor.js';
-import type { AgentHooks } from './hooks.js';
-import type { PersistedIdentity } from './identity.js';
-import type { Logger } from './log.js';
+import { errorMessage } from '../errors.js';
+import type { PersistedIdentity } from '../identity/identity.js';
+import type { Logger } from '../observability/log.js';
+import type { HeartbeatStats } from '../observability/stats.js';
+import type { AgentHooks } from '../plugins/hooks.js';
+import type { Executor, JobSink } from '../relay/executor.js';
 import {
   type AuthResponseFrame,
   type CapabilitiesFrame,
   type HeartbeatFrame,
   parseInbound,
   UUID_RE,
-} from './protocol/frames.js';
-import type { HeartbeatStats } from './stats.js';
+} from './frames.js';
 
 /**
  * One WebSocket connection to the coordinator, from dial to close: handshake

@@ -1,7 +1,7 @@
 import { AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook, type Tap } from 'tapable';
-import type { Backend, BackendModel } from './backend.js';
-import { UsepodError } from './errors.js';
-import type { AuthResponseFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
+import type { Backend, BackendModel } from '../backend/backend.js';
+import { UsepodError } from '../errors.js';
+import type { AuthResponseFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
 
 /**
  * Named stages of `onCapabilities`, in the order taps run. Backends add models

@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from './log.js';
+import { silentLogger } from '../observability/log.js';
 import { OpenAICompatibleBackend } from './openai-compatible.js';
 
 describe('OpenAICompatibleBackend.stream', () => {

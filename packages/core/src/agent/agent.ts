@@ -1,26 +1,32 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend, BackendFactory } from './backend.js';
+import type { Backend, BackendFactory } from '../backend/backend.js';
+import type { Config, ConfigInput } from '../config/schema.js';
+import { validateConfig } from '../config/validate.js';
+import { errorMessage, UsepodError } from '../errors.js';
+import { loadOrCreateIdentity, type PersistedIdentity } from '../identity/identity.js';
+import { createLogger, type Logger } from '../observability/log.js';
+import { AgentMetrics } from '../observability/metrics.js';
+import { redactor } from '../observability/redact.js';
+import { type HeartbeatStats, JobStats } from '../observability/stats.js';
+import { StatusServer } from '../observability/status-server.js';
+import {
+  createHooks,
+  type JobOutcome,
+  type PluginHooks,
+  pluginView,
+  runCloseHooks,
+} from '../plugins/hooks.js';
+import { loadPluginForKind } from '../plugins/loader.js';
+import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin } from '../plugins/plugin.js';
+import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
+import { Session, type SessionEnd } from '../protocol/session.js';
+import { Executor } from '../relay/executor.js';
+import { TokenBudget } from '../relay/token-budget.js';
+import { buildModelEntries, capabilitiesFrame, sortEntries } from '../routing/capabilities.js';
+import { Discovery } from '../routing/discovery.js';
+import { AGENT_VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
-import { buildModelEntries, capabilitiesFrame, sortEntries } from './capabilities.js';
-import type { Config, ConfigInput } from './config/schema.js';
-import { validateConfig } from './config/validate.js';
-import { Discovery } from './discovery.js';
-import { errorMessage, UsepodError } from './errors.js';
-import { Executor } from './executor.js';
-import { createHooks, type JobOutcome, type PluginHooks, pluginView, runCloseHooks } from './hooks.js';
-import { loadOrCreateIdentity, type PersistedIdentity } from './identity.js';
-import { createLogger, type Logger } from './log.js';
-import { AgentMetrics } from './metrics.js';
-import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin } from './plugin.js';
-import { loadPluginForKind } from './plugin-loader.js';
-import type { CapabilitiesFrame, CapabilityModel } from './protocol/frames.js';
-import { redactor } from './redact.js';
-import { Session, type SessionEnd } from './session.js';
-import { type HeartbeatStats, JobStats } from './stats.js';
-import { StatusServer } from './status-server.js';
-import { TokenBudget } from './token-budget.js';
-import { AGENT_VERSION } from './version.js';
 
 export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
 

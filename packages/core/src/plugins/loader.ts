@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { UsepodError } from './errors.js';
+import { UsepodError } from '../errors.js';
 import { type AgentPlugin, pluginFromModule } from './plugin.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { HeartbeatFrame } from './protocol/frames.js';
+import type { HeartbeatFrame } from '../protocol/frames.js';
 
 /**
  * The measurements behind heartbeats (PROTOCOL.md section 4) and metrics: one

@@ -1,5 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { tokenCount } from './untrusted.js';
+import { tokenCount } from '../untrusted.js';
 
 /**
  * Anthropic-format jobs for engines that do not serve `/v1/messages`: the

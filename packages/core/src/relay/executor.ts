@@ -1,19 +1,19 @@
 import { pipeline, type Readable } from 'node:stream';
+import type { Backend, UpstreamResponse } from '../backend/backend.js';
+import { engineErrorMessage, readText } from '../backend/http.js';
+import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from '../errors.js';
+import { jobChannels } from '../observability/diagnostics.js';
+import type { Logger } from '../observability/log.js';
+import type { JobStats } from '../observability/stats.js';
+import type { AgentHooks, JobOutcome } from '../plugins/hooks.js';
+import { chunkFrame, chunkFramePrefix } from '../protocol/chunk-frame.js';
+import type { JobDoneFrame, JobErrorFrame, JobFrame } from '../protocol/frames.js';
+import { engineText } from '../untrusted.js';
 import { AbortRelay } from './abort-relay.js';
 import { anthropicToChat, ChatToAnthropic } from './anthropic.js';
-import type { Backend, UpstreamResponse } from './backend.js';
-import { jobChannels } from './diagnostics.js';
-import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from './errors.js';
-import type { AgentHooks, JobOutcome } from './hooks.js';
-import { engineErrorMessage, readText } from './http.js';
-import type { Logger } from './log.js';
-import { chunkFrame, chunkFramePrefix } from './protocol/chunk-frame.js';
-import type { JobDoneFrame, JobErrorFrame, JobFrame } from './protocol/frames.js';
 import { discard, guardBody, readChunks } from './read-chunks.js';
-import type { JobStats } from './stats.js';
 import { StreamScanner } from './stream-scan.js';
 import { reservationFor, type TokenBudget } from './token-budget.js';
-import { engineText } from './untrusted.js';
 
 /**
  * Owns the jobs: capacity, routing, the request changes of PROTOCOL.md 5.2,

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import nacl from 'tweetnacl';
-import { UsepodError } from './errors.js';
-import { expandHome } from './paths.js';
-import { redactor } from './redact.js';
+import { expandHome } from '../config/paths.js';
+import { UsepodError } from '../errors.js';
+import { redactor } from '../observability/redact.js';
 
 /**
  * The agent's Ed25519 identity (PROTOCOL.md section 7), in the file format of
