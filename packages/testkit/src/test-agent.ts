@@ -111,7 +111,8 @@ export async function createTestAgent(opts: TestAgentOptions = {}): Promise<Test
       closed = true;
       await agent.stop({ graceMs: 0 }).catch(() => {});
       if (ownsCoordinator) await coordinator.close();
-      await rm(dir, { recursive: true, force: true });
+      // The agent may still be saving its identity (a temp file appears, then goes): retry, do not fail.
+      await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
     },
   };
 }
