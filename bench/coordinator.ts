@@ -1,5 +1,5 @@
 import type { AddressInfo, Socket } from 'node:net';
-import { verifySignature } from '@usepod-agent/core';
+import { verifySignature } from '@usepod-agent/core/internal';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { clock, type StreamConsumer } from './consumer.js';
 

@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isUsepodError, loadPluginForKind, silentLogger } from '@usepod-agent/core';
+import { isUsepodError, loadPluginForKind, silentLogger } from '@usepod-agent/core/internal';
 import llamacppPlugin, { LlamacppBackend } from '@usepod-agent/plugin-llamacpp';
 import lmstudioPlugin, { LmstudioBackend } from '@usepod-agent/plugin-lmstudio';
 import ollamaPlugin from '@usepod-agent/plugin-ollama';

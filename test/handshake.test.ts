@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { verifySignature } from '@usepod-agent/core';
+import { verifySignature } from '@usepod-agent/core/internal';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { definePlugin, jobChannels, PLUGIN_API_VERSION } from '@usepod-agent/core';
+import { definePlugin, jobChannels, PLUGIN_API_VERSION } from '@usepod-agent/core/internal';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';

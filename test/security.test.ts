@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_PROMETHEUS_ADDR, validateConfig } from '@usepod-agent/core';
+import { DEFAULT_PROMETHEUS_ADDR, validateConfig } from '@usepod-agent/core/internal';
 import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';

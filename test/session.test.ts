@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { classifyClose } from '@usepod-agent/core';
+import { classifyClose } from '@usepod-agent/core/internal';
 import { OllamaEmulator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hello, type Rig, rig } from './helpers.js';

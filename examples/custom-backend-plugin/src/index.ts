@@ -1,16 +1,15 @@
+import { definePlugin } from '@usepod-agent/core';
 import {
   type BackendLoad,
   type BackendModel,
-  definePlugin,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
   optionsFromEntry,
-  PLUGIN_API_VERSION,
   promGauge,
   readText,
   sendRequest,
   UsepodError,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/backend';
 
 /**
  * usepod-agent-plugin-tgi: serves Hugging Face Text Generation Inference
@@ -78,7 +77,7 @@ export class TgiBackend extends OpenAICompatibleBackend {
 
 export default definePlugin(() => ({
   name: 'usepod-agent-plugin-tgi',
-  apiVersion: PLUGIN_API_VERSION,
+  apiVersion: 1,
   kinds: ['tgi'],
   apply(_hooks, ctx) {
     ctx.registerBackend('tgi', (entry, bctx) => new TgiBackend(optionsFromEntry('tgi', entry, bctx)));

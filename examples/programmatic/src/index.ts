@@ -1,5 +1,6 @@
 import { appendFile } from 'node:fs/promises';
-import { type Agent, CapabilityStage, type ConfigInput, createAgent, type Logger } from '@usepod-agent/core';
+import { type Agent, CapabilityStage, type ConfigInput, createAgent } from '@usepod-agent/core';
+import type { Logger } from '@usepod-agent/core/backend';
 import vllm from '@usepod-agent/plugin-vllm';
 
 /**

@@ -1,6 +1,7 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import {
   configureLogging,
+  debugRequested,
   isUsepodError,
   type LoadedConfig,
   type LogFormat,
@@ -8,7 +9,7 @@ import {
   loadConfig,
   readLogLevel,
   redactor,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/internal';
 
 /** Exit codes, written down in the README. */
 export const EXIT = {
@@ -88,7 +89,8 @@ export abstract class BaseCommand extends Command {
 
   protected override async catch(err: Interfaces.CommandError): Promise<unknown> {
     if ((err as { code?: string }).code === 'EEXIT') throw err;
-    const debug = Boolean(process.env.DEBUG);
+    // DEBUG as the user set it: enabling a log level rewrites process.env.DEBUG (issue 17).
+    const debug = debugRequested();
     const oclifExit = (err as { oclif?: { exit?: number } }).oclif?.exit;
     let line: string;
     let code: number = EXIT.FAILURE;

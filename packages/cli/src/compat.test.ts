@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findConfigFile, loadConfig, readLogLevel } from '@usepod-agent/core';
+import { findConfigFile, loadConfig, readLogLevel } from '@usepod-agent/core/internal';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { normalizeArgv } from './argv.js';

@@ -1,14 +1,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAgent, silentLogger } from '@usepod-agent/core';
-import vllmPlugin from '@usepod-agent/plugin-vllm';
-import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { createAgent, PluginHost, silentLogger, validateConfig } from '@usepod-agent/core/internal';
+import { startDemoEngine, TestCoordinator } from '@usepod-agent/testkit';
+import { builtinPlugins } from './engines.js';
 
 /**
- * The end-to-end demo: a local coordinator and an emulated vLLM in this
- * process, the real agent between them, and four jobs that show what the agent
- * does with a normal stream, a cancel, an unknown model and a deadline.
+ * The end-to-end demo: a local coordinator and an emulated engine (the testkit's choice) in this
+ * process, the real agent between them with the built-in plugin for that engine, and four jobs that show
+ * what the agent does with a normal stream, a cancel, an unknown model and a deadline.
  */
 export async function runDemo(
   write: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
@@ -16,18 +16,16 @@ export async function runDemo(
   const say = (s = '') => write(s);
   const dir = await mkdtemp(join(tmpdir(), 'usepod-demo-'));
   const coordinator = await TestCoordinator.start();
-  const engine = await new VllmEmulator({
-    models: [
-      { id: 'meta-llama/Llama-3.3-70B-Instruct', contextWindow: 131072 },
-      { id: 'Qwen/Qwen3-14B', contextWindow: 32768 },
-    ],
-    tokenDelayMs: 15,
-  }).start();
+  const { kind, engine } = await startDemoEngine();
+  const plugins = await builtinPlugins();
+  const host = new PluginHost({ config: validateConfig({}), log: silentLogger });
+  for (const p of plugins) await host.apply(p);
+  const title = host.kinds.get(kind)?.title ?? kind;
   const agent = createAgent({
     config: {
       coordinator: { url: coordinator.url },
       identity: { key_path: join(dir, 'identity.key') },
-      backends: [{ kind: 'vllm', url: engine.url }],
+      backends: [{ kind, url: engine.url }],
       pricing: {
         default_input_per_1m: 500_000,
         default_output_per_1m: 750_000,
@@ -35,16 +33,18 @@ export async function runDemo(
       },
       limits: { max_concurrent: 8 },
     },
-    plugins: [vllmPlugin],
+    plugins,
     allowInsecure: true,
     logger: silentLogger,
     // The protocol's heartbeat period is 15 s; the demo shortens it so one shows up.
     timing: { heartbeatIntervalMs: 1_000 },
   });
   try {
-    say('Use Pod agent demo: a local coordinator, an emulated vLLM engine, and the real agent between them.');
+    say(
+      `Use Pod agent demo: a local coordinator, an emulated ${title} engine, and the real agent between them.`,
+    );
     say(`  coordinator  ${coordinator.url}`);
-    say(`  engine       vLLM emulator at ${engine.url}`);
+    say(`  engine       ${title} emulator at ${engine.url}`);
     say();
     await agent.start();
     const session = await coordinator.firstAuthenticated();

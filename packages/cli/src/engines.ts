@@ -1,29 +1,55 @@
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import {
-  AGENT_VERSION,
   type AgentPlugin,
   type BackendConfig,
   type BackendStatus,
-  collectBackendFactories,
+  checkBackends,
+  PluginHost,
+  pluginFromModule,
+  type RegisteredKind,
   silentLogger,
   validateConfig,
-} from '@usepod-agent/core';
-import llamacpp from '@usepod-agent/plugin-llamacpp';
-import lmstudio from '@usepod-agent/plugin-lmstudio';
-import ollama from '@usepod-agent/plugin-ollama';
-import openaiCompatible from '@usepod-agent/plugin-openai-compatible';
-import vllm from '@usepod-agent/plugin-vllm';
+} from '@usepod-agent/core/internal';
 
-/** The first-party plugins the CLI ships with. */
-export const BUILTIN_PLUGINS: AgentPlugin[] = [vllm(), llamacpp(), lmstudio(), ollama(), openaiCompatible()];
+/** The CLI's own package.json: its dependencies name the plugins it ships. */
+const require = createRequire(import.meta.url);
+const pjson = require('../package.json') as { dependencies?: Record<string, string> };
 
-/** Engines on their usual ports (PROTOCOL.md section 9; llama.cpp moved from 8080 to 9931). */
-export const WELL_KNOWN_ENGINES: { kind: string; url: string }[] = [
-  { kind: 'vllm', url: 'http://127.0.0.1:8000' },
-  { kind: 'llamacpp', url: 'http://127.0.0.1:8080' },
-  { kind: 'llamacpp', url: 'http://127.0.0.1:9931' },
-  { kind: 'lmstudio', url: 'http://127.0.0.1:1234' },
-  { kind: 'ollama', url: 'http://127.0.0.1:11434' },
-];
+/** A package named like a plugin (the rule core's loader follows too). */
+const PLUGIN_NAME = /^(?:@usepod-agent\/plugin-|(?:@[^/]+\/)?usepod-agent-plugin-)/;
+
+/** The plugins the CLI ships with: its dependencies named like plugins. It knows no engine by name. */
+export async function builtinPlugins(): Promise<AgentPlugin[]> {
+  const names = Object.keys(pjson.dependencies ?? {}).filter((n) => PLUGIN_NAME.test(n));
+  return Promise.all(
+    names.map(async (name) =>
+      pluginFromModule(await import(pathToFileURL(require.resolve(name)).href), name),
+    ),
+  );
+}
+
+/** The kinds those plugins provide, by routing priority, with their titles and default ports. */
+export async function knownKinds(plugins: AgentPlugin[]): Promise<RegisteredKind[]> {
+  const host = new PluginHost({ config: validateConfig({}), log: silentLogger });
+  for (const p of plugins) await host.apply(p);
+  return [...host.kinds.values()].sort((a, b) => a.priority - b.priority);
+}
+
+/** Engines on their usual ports, as their plugins declare them (`BackendKind.defaultPorts`). */
+export async function wellKnownEngines(plugins: AgentPlugin[]): Promise<{ kind: string; url: string }[]> {
+  return (await knownKinds(plugins)).flatMap((k) =>
+    k.defaultPorts.map((port) => ({ kind: k.kind, url: `http://127.0.0.1:${port}` })),
+  );
+}
+
+/** "vLLM 8000, llama.cpp 8080/9931, ...": the usual ports, for messages. */
+export async function usualPorts(plugins: AgentPlugin[]): Promise<string> {
+  return (await knownKinds(plugins))
+    .filter((k) => k.defaultPorts.length > 0)
+    .map((k) => `${k.title} ${k.defaultPorts.join('/')}`)
+    .join(', ');
+}
 
 export interface ProbeTarget {
   kind: string;
@@ -39,14 +65,12 @@ export interface ProbeResult extends ProbeTarget {
 }
 
 /** Probes engines through their plugins, all at once, each bounded by the plugin's own probe timeout. */
-export async function probeEngines(
-  targets: ProbeTarget[],
-  plugins: AgentPlugin[] = BUILTIN_PLUGINS,
-): Promise<ProbeResult[]> {
-  const factories = await collectBackendFactories(plugins, validateConfig({}), silentLogger, AGENT_VERSION);
+export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[]): Promise<ProbeResult[]> {
+  const host = new PluginHost({ config: validateConfig({}), log: silentLogger });
+  for (const p of plugins) await host.apply(p);
   return Promise.all(
     targets.map(async (t): Promise<ProbeResult> => {
-      const factory = factories.get(t.kind);
+      const factory = host.kinds.get(t.kind)?.create;
       if (!factory) {
         return {
           ...t,
@@ -54,7 +78,7 @@ export async function probeEngines(
           latencyMs: 0,
         };
       }
-      const backend = factory(t.entry ?? ({ kind: t.kind, url: t.url } as BackendConfig), {
+      const backend = factory(entryFor(t, host), {
         apiKey: t.apiKey,
         log: silentLogger,
       });
@@ -67,6 +91,13 @@ export async function probeEngines(
       }
     }),
   );
+}
+
+/** The entry a probe creates its backend from: a configured one with its options parsed by its kind. */
+function entryFor(t: ProbeTarget, host: PluginHost): BackendConfig {
+  if (!t.entry) return { kind: t.kind, url: t.url } as BackendConfig;
+  const [parsed] = checkBackends({ ...validateConfig({}), backends: [t.entry] }, host.kinds);
+  return parsed!;
 }
 
 /** `KIND=URL` from a flag. */

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, readIdentity } from '@usepod-agent/core';
+import { loadConfig, readIdentity } from '@usepod-agent/core/internal';
 import { PairingServer, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TgiEmulator } from '../../../examples/custom-backend-plugin/src/tgi-emulator.js';
@@ -208,8 +208,9 @@ describe('setup (PROTOCOL.md section 9)', () => {
   });
 
   it('probes the usual ports, llama.cpp on both 8080 and 9931', async () => {
-    const { WELL_KNOWN_ENGINES } = await import('./engines.js');
-    expect(WELL_KNOWN_ENGINES.map((e) => `${e.kind}:${new URL(e.url).port}`)).toEqual([
+    const { builtinPlugins, wellKnownEngines } = await import('./engines.js');
+    const engines = await wellKnownEngines(await builtinPlugins());
+    expect(engines.map((e) => `${e.kind}:${new URL(e.url).port}`)).toEqual([
       'vllm:8000',
       'llamacpp:8080',
       'llamacpp:9931',

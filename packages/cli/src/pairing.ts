@@ -1,4 +1,4 @@
-import { AGENT_VERSION, errorMessage, redactor, UsepodError } from '@usepod-agent/core';
+import { AGENT_VERSION, errorMessage, redactor, UsepodError } from '@usepod-agent/core/internal';
 
 /**
  * The agent side of device-flow pairing (PROTOCOL.md section 9).

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import { type AgentPlugin, errorMessage, pluginFromModule } from '@usepod-agent/core';
+import { type AgentPlugin, errorMessage, pluginFromModule } from '@usepod-agent/core/internal';
 
 /** Where `run` looks for backend plugins by kind: the cwd, then the folder `plugins install` writes to. */
 export function pluginSearchRoots(config: Config): string[] {

@@ -1,17 +1,17 @@
+import { definePlugin } from '@usepod-agent/core';
 import {
   type BackendLoad,
   type BackendModel,
   contextWindowOf,
-  definePlugin,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
   optionsFromEntry,
-  PLUGIN_API_VERSION,
   promGauge,
   readText,
   sendRequest,
   UsepodError,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/backend';
+import { z } from 'zod';
 
 /**
  * llama.cpp `llama-server` (ENGINES.md section 2). 503 `unavailable_error`
@@ -134,15 +134,23 @@ function positive(v: unknown): number | undefined {
 
 export default definePlugin(() => ({
   name: '@usepod-agent/plugin-llamacpp',
-  apiVersion: PLUGIN_API_VERSION,
+  apiVersion: 1,
   kinds: ['llamacpp'],
   apply(_hooks, ctx) {
-    ctx.registerBackend('llamacpp', (entry, bctx) => {
-      const o = entry.options ?? {};
-      return new LlamacppBackend({
-        ...optionsFromEntry('llamacpp', entry, bctx),
-        ...(o.include_unloaded === true ? { includeUnloaded: true } : {}),
-      });
+    ctx.registerBackend('llamacpp', {
+      title: 'llama.cpp',
+      options: z.strictObject({
+        /** Router mode: also offer models the server would autoload. */
+        include_unloaded: z.boolean().optional(),
+      }),
+      create: (entry, bctx) =>
+        new LlamacppBackend({
+          ...optionsFromEntry('llamacpp', entry, bctx),
+          ...(entry.options?.include_unloaded === true ? { includeUnloaded: true } : {}),
+        }),
+      requires: 'url',
+      defaultPorts: LLAMACPP_PORTS,
+      priority: 20,
     });
   },
 }));

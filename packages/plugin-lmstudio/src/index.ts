@@ -1,12 +1,12 @@
+import { definePlugin } from '@usepod-agent/core';
 import {
   type BackendLoad,
   type BackendModel,
-  definePlugin,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
   optionsFromEntry,
-  PLUGIN_API_VERSION,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/backend';
+import { z } from 'zod';
 
 /**
  * LM Studio (ENGINES.md section 3). No health route: the model routes are the
@@ -103,18 +103,28 @@ export class LmstudioBackend extends OpenAICompatibleBackend {
 
 export default definePlugin(() => ({
   name: '@usepod-agent/plugin-lmstudio',
-  apiVersion: PLUGIN_API_VERSION,
+  apiVersion: 1,
   kinds: ['lmstudio'],
   apply(_hooks, ctx) {
-    ctx.registerBackend('lmstudio', (entry, bctx) => {
-      const o = entry.options ?? {};
-      return new LmstudioBackend({
-        ...optionsFromEntry('lmstudio', entry, bctx),
-        ...(o.include_jit === true ? { includeJit: true } : {}),
-        ...(typeof o.context_length === 'number' && o.context_length > 0
-          ? { contextLength: o.context_length }
-          : {}),
-      });
+    ctx.registerBackend('lmstudio', {
+      title: 'LM Studio',
+      options: z.strictObject({
+        /** Also offer downloaded LLMs that JIT loading loads on first use. */
+        include_jit: z.boolean().optional(),
+        /** 0.3.x servers: the window models are loaded with (they report only the training maximum). */
+        context_length: z.number().int().positive().optional(),
+      }),
+      create: (entry, bctx) => {
+        const o = entry.options ?? {};
+        return new LmstudioBackend({
+          ...optionsFromEntry('lmstudio', entry, bctx),
+          ...(o.include_jit === true ? { includeJit: true } : {}),
+          ...(o.context_length !== undefined ? { contextLength: o.context_length } : {}),
+        });
+      },
+      requires: 'url',
+      defaultPorts: [1234],
+      priority: 30,
     });
   },
 }));

@@ -1,16 +1,16 @@
+import { definePlugin } from '@usepod-agent/core';
 import {
   type BackendLoad,
   type BackendModel,
-  definePlugin,
   getJson,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
   optionsFromEntry,
-  PLUGIN_API_VERSION,
   readText,
   sendRequest,
   versionAtLeast,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/backend';
+import { z } from 'zod';
 
 /**
  * Ollama. Health from `/api/version`; installed models from `/api/tags`
@@ -139,16 +139,28 @@ function defaultNumCtx(option: unknown): { defaultNumCtx?: number } {
 
 export default definePlugin(() => ({
   name: '@usepod-agent/plugin-ollama',
-  apiVersion: PLUGIN_API_VERSION,
+  apiVersion: 1,
   kinds: ['ollama'],
   apply(_hooks, ctx) {
-    ctx.registerBackend('ollama', (entry, bctx) => {
-      const o = entry.options ?? {};
-      return new OllamaBackend({
-        ...optionsFromEntry('ollama', entry, bctx),
-        ...defaultNumCtx(o.num_ctx),
-        ...(typeof o.num_parallel === 'number' ? { numParallel: o.num_parallel } : {}),
-      });
+    ctx.registerBackend('ollama', {
+      title: 'Ollama',
+      options: z.strictObject({
+        /** Context Ollama allocates for a model not loaded yet, when its Modelfile sets none. */
+        num_ctx: z.number().int().positive().optional(),
+        /** The server's OLLAMA_NUM_PARALLEL: each loaded model runs this many requests at once. */
+        num_parallel: z.number().int().min(1).max(256).optional(),
+      }),
+      create: (entry, bctx) => {
+        const o = entry.options ?? {};
+        return new OllamaBackend({
+          ...optionsFromEntry('ollama', entry, bctx),
+          ...defaultNumCtx(o.num_ctx),
+          ...(o.num_parallel !== undefined ? { numParallel: o.num_parallel } : {}),
+        });
+      },
+      requires: 'url',
+      defaultPorts: [11434],
+      priority: 40,
     });
   },
 }));

@@ -1,11 +1,10 @@
+import { definePlugin } from '@usepod-agent/core';
 import {
   type BackendModel,
-  definePlugin,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
-  PLUGIN_API_VERSION,
   UsepodError,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/backend';
 
 /**
  * Remote pass-through to an OpenAI-compatible API: presets for OpenRouter and
@@ -93,29 +92,37 @@ export function microPer1MFromPerMillion(usdPerMillion: unknown, markup: number)
 
 export default definePlugin(() => ({
   name: '@usepod-agent/plugin-openai-compatible',
-  apiVersion: PLUGIN_API_VERSION,
+  apiVersion: 1,
   kinds: ['openrouter', 'venice', 'openai'],
   apply(_hooks, ctx) {
     for (const kind of ['openrouter', 'venice', 'openai']) {
-      ctx.registerBackend(kind, (entry, bctx) => {
-        const preset = PRESETS[kind];
-        const url = entry.url ?? preset?.url;
-        if (!url) {
-          throw new UsepodError('USEPOD_CONFIG_INVALID', `backend of kind "${kind}" needs a url`, {
-            user: true,
+      const preset = PRESETS[kind];
+      ctx.registerBackend(kind, {
+        title: kind === 'openai' ? 'OpenAI-compatible API' : kind === 'venice' ? 'Venice' : 'OpenRouter',
+        // A preset knows its address and needs the key; the generic kind needs its address.
+        requires: preset ? 'api_key' : 'url',
+        remote: true,
+        // Remote pass-throughs come after every engine on this machine serving the same model.
+        priority: 1000,
+        create: (entry, bctx) => {
+          const url = entry.url ?? preset?.url;
+          if (!url) {
+            throw new UsepodError('USEPOD_CONFIG_INVALID', `backend of kind "${kind}" needs a url`, {
+              user: true,
+            });
+          }
+          return new RemoteBackend({
+            kind,
+            url,
+            log: bctx.log,
+            ...(entry.name ? { label: entry.name } : {}),
+            ...(bctx.apiKey ? { apiKey: bctx.apiKey } : {}),
+            ...(entry.models ? { models: entry.models } : {}),
+            ...(preset?.headers ? { headers: preset.headers } : {}),
+            ...(entry.markup !== undefined ? { markup: entry.markup } : {}),
+            probeTimeoutMs: 15_000,
           });
-        }
-        return new RemoteBackend({
-          kind,
-          url,
-          log: bctx.log,
-          ...(entry.name ? { label: entry.name } : {}),
-          ...(bctx.apiKey ? { apiKey: bctx.apiKey } : {}),
-          ...(entry.models ? { models: entry.models } : {}),
-          ...(preset?.headers ? { headers: preset.headers } : {}),
-          ...(entry.markup !== undefined ? { markup: entry.markup } : {}),
-          probeTimeoutMs: 15_000,
-        });
+        },
       });
     }
   },

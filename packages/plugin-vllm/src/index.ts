@@ -1,17 +1,16 @@
+import { definePlugin } from '@usepod-agent/core';
 import {
   type BackendLoad,
   type BackendModel,
   contextWindowOf,
-  definePlugin,
   OpenAICompatibleBackend,
   type OpenAICompatibleOptions,
   optionsFromEntry,
-  PLUGIN_API_VERSION,
   readText,
   sendRequest,
   UsepodError,
   versionAtLeast,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/backend';
 
 /**
  * vLLM (`vllm serve`). Health from `/health` (refused while loading, 503 once
@@ -95,9 +94,16 @@ export function parseVllmMetrics(text: string): BackendLoad {
 
 export default definePlugin(() => ({
   name: '@usepod-agent/plugin-vllm',
-  apiVersion: PLUGIN_API_VERSION,
+  apiVersion: 1,
   kinds: ['vllm'],
   apply(_hooks, ctx) {
-    ctx.registerBackend('vllm', (entry, bctx) => new VllmBackend(optionsFromEntry('vllm', entry, bctx)));
+    ctx.registerBackend('vllm', {
+      title: 'vLLM',
+      create: (entry, bctx) => new VllmBackend(optionsFromEntry('vllm', entry, bctx)),
+      requires: 'url',
+      defaultPorts: [8000],
+      // Continuous batching and a KV-cache signal: first among engines serving one model.
+      priority: 10,
+    });
   },
 }));

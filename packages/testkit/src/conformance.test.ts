@@ -1,4 +1,9 @@
-import { type AgentPlugin, definePlugin, PLUGIN_API_VERSION, type StreamRequest } from '@usepod-agent/core';
+import {
+  type AgentPlugin,
+  definePlugin,
+  PLUGIN_API_VERSION,
+  type StreamRequest,
+} from '@usepod-agent/core/internal';
 import vllm, { VllmBackend } from '@usepod-agent/plugin-vllm';
 import { describe, expect, it } from 'vitest';
 import { runConformance, type TestRunner } from './conformance.js';

@@ -4,14 +4,14 @@ import {
   type AgentPlugin,
   type Backend,
   type BackendConfig,
-  collectBackendFactories,
   PLUGIN_API_VERSION,
   type PluginFactory,
+  PluginHost,
   pluginFromModule,
   silentLogger,
   validateConfig,
   validatePlugin,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/internal';
 import type { CoordinatorSession } from './coordinator.js';
 import type { Behavior, RequestRecord } from './emulators/base.js';
 import { createTestAgent, type TestAgent } from './test-agent.js';
@@ -248,19 +248,18 @@ export function runConformance(opts: ConformanceOptions): void {
     });
 
     test.it('closes idempotently, leaving no socket open', async () => {
-      const factories = await collectBackendFactories(
-        [plugin],
-        validateConfig({}),
-        silentLogger,
-        AGENT_VERSION,
-      );
-      const factory = factories.get(kind);
-      assert.ok(factory, `plugin did not register "${kind}"`);
+      const host = new PluginHost({ config: validateConfig({}), log: silentLogger });
+      await host.apply(plugin);
+      const registered = host.kinds.get(kind);
+      assert.ok(registered, `plugin did not register "${kind}"`);
       const before = countSockets();
-      const backend: Backend = factory({ kind, url: emulator.url, ...opts.backend } as BackendConfig, {
-        apiKey: opts.backend?.api_key_env ? opts.env?.[opts.backend.api_key_env] : undefined,
-        log: silentLogger,
-      });
+      const backend: Backend = registered.create(
+        { kind, url: emulator.url, ...opts.backend } as BackendConfig,
+        {
+          apiKey: opts.backend?.api_key_env ? opts.env?.[opts.backend.api_key_env] : undefined,
+          log: silentLogger,
+        },
+      );
       const status = await backend.probe();
       assert.equal(status.healthy, true, status.detail);
       await backend.close();

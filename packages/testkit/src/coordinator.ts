@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { verifySignature } from '@usepod-agent/core';
+import { verifySignature } from '@usepod-agent/core/internal';
 import WebSocket, { WebSocketServer } from 'ws';
 import { EventLog, withTimeout } from './wait.js';
 

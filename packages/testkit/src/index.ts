@@ -19,6 +19,7 @@ export {
   type RecordedFrame,
   TestCoordinator,
 } from './coordinator.js';
+export { startDemoEngine } from './demo-engine.js';
 export {
   type Behavior,
   type ControlledStream,

@@ -11,7 +11,7 @@ import {
   type LogLevel,
   type PluginFactory,
   silentLogger,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/internal';
 import { TestCoordinator } from './coordinator.js';
 
 /**

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
-import { findConfigFile, loadConfig } from '@usepod-agent/core';
+import { findConfigFile, loadConfig } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { BUILTIN_PLUGINS, type ProbeTarget, probeEngines, WELL_KNOWN_ENGINES } from '../engines.js';
+import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
 import { installedBackendPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
@@ -16,6 +16,7 @@ export default class Backends extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Backends);
     const targets: ProbeTarget[] = [];
+    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
     const file = flags.config ?? (await findConfigFile());
     if (file) {
       const { config } = await loadConfig({ path: file, allowInsecure: true });
@@ -25,16 +26,13 @@ export default class Backends extends BaseCommand {
       }
     }
     if (flags.detect) {
-      for (const e of WELL_KNOWN_ENGINES) {
+      for (const e of await wellKnownEngines(plugins)) {
         if (!targets.some((t) => t.kind === e.kind && t.url && new URL(t.url).port === new URL(e.url).port)) {
           targets.push({ ...e, source: 'detected' });
         }
       }
     }
-    const results = await probeEngines(targets, [
-      ...BUILTIN_PLUGINS,
-      ...(await installedBackendPlugins(this.config)),
-    ]);
+    const results = await probeEngines(targets, plugins);
     const shown = results.filter((r) => r.source !== 'detected' || r.status.healthy);
     if (flags.json) {
       this.printJson(
@@ -56,9 +54,7 @@ export default class Backends extends BaseCommand {
       return;
     }
     if (shown.length === 0) {
-      this.out(
-        'No engine configured or found on the usual ports (vLLM 8000, llama.cpp 8080/9931, LM Studio 1234, Ollama 11434).',
-      );
+      this.out(`No engine configured or found on the usual ports (${await usualPorts(plugins)}).`);
       return;
     }
     this.out(

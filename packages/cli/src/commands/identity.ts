@@ -1,5 +1,10 @@
 import { Flags } from '@oclif/core';
-import { DEFAULT_IDENTITY_PATH, findConfigFile, loadConfig, loadOrCreateIdentity } from '@usepod-agent/core';
+import {
+  DEFAULT_IDENTITY_PATH,
+  findConfigFile,
+  loadConfig,
+  loadOrCreateIdentity,
+} from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
 
 export default class Identity extends BaseCommand {

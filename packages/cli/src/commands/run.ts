@@ -1,4 +1,4 @@
-import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core';
+import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 

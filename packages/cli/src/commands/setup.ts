@@ -11,10 +11,16 @@ import {
   UsepodError,
   validateConfig,
   writeFileAtomic,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/internal';
 import { parse as parseToml, stringify } from 'smol-toml';
 import { BaseCommand } from '../base.js';
-import { type ProbeResult, parseEngineFlag, probeEngines, WELL_KNOWN_ENGINES } from '../engines.js';
+import {
+  builtinPlugins,
+  type ProbeResult,
+  parseEngineFlag,
+  probeEngines,
+  wellKnownEngines,
+} from '../engines.js';
 import {
   coordinatorUrlFor,
   issuePairing,
@@ -23,16 +29,17 @@ import {
   pairPageFor,
   pollPairing,
 } from '../pairing.js';
+import { installedBackendPlugins } from '../plugins.js';
 import { box, spinner } from '../ui.js';
 
 export default class Setup extends BaseCommand {
   static override summary = 'Pair this machine with your Use Pod account and write the config file.';
   static override description =
-    `Finds the inference engines running here (vLLM :8000, llama.cpp :8080 and :9931, LM Studio :1234, Ollama :11434), asks the coordinator for a pairing code, and waits while you enter it on the Use Pod website. Once paired it writes a complete agent.toml (coordinator, identity, the engines found, your prices) and tells you how to run.`;
+    `Finds the inference engines running here on the ports their plugins name (\`usepod-agent backends\` lists them), asks the coordinator for a pairing code, and waits while you enter it on the Use Pod website. Once paired it writes a complete agent.toml (coordinator, identity, the engines found, your prices) and tells you how to run.`;
   static override examples = [
     '<%= config.bin %> setup',
     '<%= config.bin %> setup --config /etc/usepod-agent/agent.toml --force',
-    '<%= config.bin %> setup --engine vllm=http://10.0.0.5:8000 --no-detect',
+    '<%= config.bin %> setup --engine KIND=http://10.0.0.5:8000 --no-detect   # a kind that `plugins` lists',
   ];
   static override flags = {
     coordinator: Flags.string({
@@ -86,11 +93,14 @@ export default class Setup extends BaseCommand {
     );
 
     // 1. Engines
+    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
     const targets = [
-      ...(flags.detect ? WELL_KNOWN_ENGINES.map((e) => ({ ...e, source: 'detected' as const })) : []),
+      ...(flags.detect
+        ? (await wellKnownEngines(plugins)).map((e) => ({ ...e, source: 'detected' as const }))
+        : []),
       ...(flags.engine ?? []).map((v) => ({ ...parseEngineFlag(v), source: 'flag' as const })),
     ];
-    const found = (await probeEngines(targets)).filter((r) => r.status.healthy);
+    const found = (await probeEngines(targets, plugins)).filter((r) => r.status.healthy);
     this.out('');
     if (found.length === 0) {
       this.out('No engine answered. You can pair now and add [[backends]] to the config later.');

@@ -5,7 +5,7 @@ import {
   findConfigFile,
   loadConfig,
   UsepodError,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
 
 export default class Status extends BaseCommand {

@@ -1,4 +1,4 @@
-import { loadPluginForKind } from '@usepod-agent/core';
+import { loadPluginForKind } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 

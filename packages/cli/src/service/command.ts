@@ -7,7 +7,7 @@ import {
   loadOrCreateIdentity,
   readConfigFile,
   UsepodError,
-} from '@usepod-agent/core';
+} from '@usepod-agent/core/internal';
 import { stringify } from 'smol-toml';
 import { BaseCommand, EXIT } from '../base.js';
 import {

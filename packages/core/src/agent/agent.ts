@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend, BackendFactory } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
@@ -17,6 +17,8 @@ import {
   pluginView,
   runCloseHooks,
 } from '../plugins/hooks.js';
+import { PluginHost } from '../plugins/host.js';
+import { checkBackends } from '../plugins/kinds.js';
 import { loadPluginForKind } from '../plugins/loader.js';
 import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin } from '../plugins/plugin.js';
 import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
@@ -135,8 +137,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   #statusServer: StatusServer | undefined;
   readonly #opts: CreateAgentOptions;
   readonly #allHooks = createHooks();
-  readonly #factories = new Map<string, BackendFactory>();
-  readonly #plugins: AgentPlugin[] = [];
+  readonly #host: PluginHost;
   #identity: PersistedIdentity | undefined;
   #backends: Backend[] = [];
   #discovery: Discovery | undefined;
@@ -159,6 +160,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       ...(source ? { source } : {}),
     });
     this.log = opts.logger ?? createLogger('agent');
+    this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks });
     this.hooks = pluginView(this.#allHooks, 'host');
     redactor.add(this.config.coordinator.enrollment_code);
     this.metrics = new AgentMetrics(AGENT_VERSION, { inFlight: () => this.#executor?.inFlight ?? 0 });
@@ -184,7 +186,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Plugins applied, in order. */
   get plugins(): readonly AgentPlugin[] {
-    return this.#plugins;
+    return this.#host.plugins;
   }
 
   #setState(s: AgentState): void {
@@ -213,34 +215,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
   }
 
-  async #applyPlugin(plugin: AgentPlugin): Promise<void> {
-    if (this.#plugins.some((p) => p.name === plugin.name)) return;
-    const log = this.log.child(`plugin:${plugin.name}`);
-    await plugin.apply(pluginView(this.#allHooks, plugin.name), {
-      registerBackend: (kind, factory) => {
-        if (!this.#factories.has(kind)) this.#factories.set(kind, factory);
-      },
-      log,
-      config: this.config,
-      coreVersion: AGENT_VERSION,
-    });
-    this.#plugins.push(plugin);
-    log.debug('plugin applied', { kinds: plugin.kinds?.join(',') });
-  }
-
   async #loadPlugins(): Promise<void> {
     for (const p of this.#opts.plugins ?? []) {
-      await this.#applyPlugin(
+      await this.#host.apply(
         typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'),
       );
     }
     for (const entry of this.config.backends) {
-      if (this.#factories.has(entry.kind)) continue;
+      if (this.#host.kinds.has(entry.kind)) continue;
       const plugin = await loadPluginForKind(entry.kind, {
         ...(this.#opts.pluginSearchRoots ? { searchRoots: this.#opts.pluginSearchRoots } : {}),
       });
-      await this.#applyPlugin(plugin);
-      if (!this.#factories.has(entry.kind)) {
+      await this.#host.apply(plugin);
+      if (!this.#host.kinds.has(entry.kind)) {
         throw new UsepodError(
           'USEPOD_PLUGIN_INVALID',
           `plugin "${plugin.name}" was loaded for kind "${entry.kind}" but did not register it`,
@@ -250,10 +237,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /** One backend per entry, as its kind's plugin declared it (options parsed, requirements checked). */
   #createBackends(): Backend[] {
     const env = this.#opts.env ?? process.env;
     const out: Backend[] = [];
-    this.config.backends.forEach((entry, i) => {
+    checkBackends(this.config, this.#host.kinds).forEach((entry, i) => {
       let apiKey: string | undefined;
       if (entry.api_key_env) {
         apiKey = env[entry.api_key_env];
@@ -267,8 +255,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         }
         redactor.add(apiKey);
       }
-      const factory = this.#factories.get(entry.kind)!;
-      out.push(factory(entry, { apiKey, log: this.log.child(`backend:${entry.kind}`) }));
+      const kind = this.#host.kinds.get(entry.kind)!;
+      out.push(kind.create(entry, { apiKey, log: this.log.child(`backend:${entry.kind}`) }));
     });
     return out;
   }
@@ -296,6 +284,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const timing = this.#opts.timing ?? {};
       const discovery = new Discovery({
         backends: this.#backends,
+        priority: this.#host.priority,
         intervalMs: timing.discoveryIntervalMs ?? this.config.discovery.interval_s * 1000,
         log: this.log.child('discovery'),
         onChange: () => {
@@ -390,7 +379,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The `capabilities` frame as it would be sent now. */
   async capabilities(): Promise<CapabilitiesFrame> {
     const served = this.#discovery?.served() ?? [];
-    const base = buildModelEntries(this.config, served);
+    const base = buildModelEntries(this.config, served, this.#host.priority);
     const adjusted = await this.#allHooks.onCapabilities.promise(base);
     // Whatever the taps did, the wire rules hold: one entry per id, sorted, no zero prices.
     const seen = new Set<string>();

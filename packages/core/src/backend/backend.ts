@@ -7,9 +7,6 @@ import type { Logger } from '../observability/log.js';
  * jobs, deadlines and the coordinator; a backend owns its engine's HTTP surface.
  */
 
-/** Kind priority used as a routing tie-break (PROTOCOL.md is silent; ENGINES.md informs it). */
-export const KIND_PRIORITY: readonly string[] = ['vllm', 'llamacpp', 'lmstudio', 'ollama'];
-
 export interface BackendModel {
   /** The `model_id` advertised and matched against `job.model_id`. */
   id: string;

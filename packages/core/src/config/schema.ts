@@ -9,11 +9,6 @@ import { readLogLevel } from './log-level.js';
 export const DEFAULT_COORDINATOR_URL = 'wss://api.usepod.ai/provider/connect';
 export const DEFAULT_PROMETHEUS_ADDR = '127.0.0.1:9090';
 
-/** Kinds that run on the operator's machine and are reached by `url`. */
-export const LOCAL_KINDS = ['vllm', 'llamacpp', 'lmstudio', 'ollama'] as const;
-/** Remote pass-through kinds with a preset base URL; they need `api_key_env`. */
-export const REMOTE_PRESET_KINDS = ['openrouter', 'venice'] as const;
-
 const positiveInt = z.number().int().positive();
 
 const priceSchema = z
@@ -33,7 +28,7 @@ export const backendSchema = z
     markup: z.number().min(0).max(10).optional(),
     /** A label for logs and `status`; defaults to `kind@host`. */
     name: z.string().min(1).optional(),
-    /** Plugin-specific settings, passed to the plugin as they are. */
+    /** Plugin-specific settings, checked by the kind's own schema (`BackendKind.options`) once plugins load. */
     options: z.record(z.string(), z.unknown()).optional(),
   })
   .strict();

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { UsepodError } from '../errors.js';
-import { type BackendConfig, type Config, configSchema, LOCAL_KINDS, REMOTE_PRESET_KINDS } from './schema.js';
+import { type BackendConfig, type Config, configSchema } from './schema.js';
 
 export interface ValidateOptions {
   /** `--allow-insecure`: accept a `ws://` coordinator URL. */
@@ -70,14 +70,6 @@ function checkCoordinatorUrl(url: string, opts: ValidateOptions): void {
   throw invalid(opts.source, 'coordinator.url', `must use wss:// (got ${parsed.protocol}//)`);
 }
 
-export function isLocalKind(kind: string): boolean {
-  return (LOCAL_KINDS as readonly string[]).includes(kind);
-}
-
-export function isRemotePresetKind(kind: string): boolean {
-  return (REMOTE_PRESET_KINDS as readonly string[]).includes(kind);
-}
-
 function checkBackend(b: BackendConfig, i: number, source: string | undefined): void {
   const key = (k: string) => `backends[${i}].${k}`;
   if (b.url !== undefined) {
@@ -91,22 +83,8 @@ function checkBackend(b: BackendConfig, i: number, source: string | undefined): 
       throw invalid(source, key('url'), `must be an http:// or https:// URL (got ${u.protocol}//)`);
     }
   }
-  if (isLocalKind(b.kind) && b.url === undefined) {
-    throw invalid(source, key('url'), `is required for kind "${b.kind}"`);
-  }
-  if (isRemotePresetKind(b.kind) && b.api_key_env === undefined) {
-    throw invalid(
-      source,
-      key('api_key_env'),
-      `is required for kind "${b.kind}" (the environment variable holding the API key)`,
-    );
-  }
-  if (
-    !isLocalKind(b.kind) &&
-    !isRemotePresetKind(b.kind) &&
-    b.url === undefined &&
-    b.api_key_env === undefined
-  ) {
+  // What each kind requires beyond this (a url, or a key) its plugin declares: see plugins/kinds.ts.
+  if (b.url === undefined && b.api_key_env === undefined) {
     throw invalid(source, key('url'), `is required for kind "${b.kind}" (or api_key_env for a remote kind)`);
   }
   if (b.api_key_env !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(b.api_key_env)) {

@@ -64,6 +64,11 @@ function defaultSink(): LogSink {
 /** `DEBUG` as the user set it; debug's own `enable()` overwrites process.env.DEBUG. */
 const USER_DEBUG = process.env.DEBUG;
 
+/** Whether the user asked for debug output (`DEBUG` set before this process touched it). */
+export function debugRequested(): boolean {
+  return Boolean(USER_DEBUG);
+}
+
 /** Enables the namespaces of a level, keeping whatever `DEBUG` asked for. */
 export function configureLogging(opts: { level?: LogLevel; format?: LogFormat; sink?: LogSink } = {}): void {
   if (opts.format) settings.format = opts.format;

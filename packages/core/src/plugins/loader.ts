@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -7,20 +7,11 @@ import { UsepodError } from '../errors.js';
 import { type AgentPlugin, pluginFromModule } from './plugin.js';
 
 /**
- * Maps a backend kind to the package that provides it: the first-party package
- * for built-in kinds, else `usepod-agent-plugin-<kind>` or
- * `@<scope>/usepod-agent-plugin-<kind>`, looked up from this package and from
- * the folder where `usepod-agent plugins install` puts plugins.
+ * Finds the plugin that provides a backend kind, knowing no engine by name: every installed package named
+ * like a plugin (`@usepod-agent/plugin-*`, `usepod-agent-plugin-*`, `@<scope>/usepod-agent-plugin-*`) says
+ * which kinds it provides in its package.json (`"usepod-agent": { "kinds": [...] }`; without it, the name's
+ * suffix). Looked up in the given folders' node_modules, then where this package itself resolves from.
  */
-const FIRST_PARTY: Record<string, string> = {
-  vllm: '@usepod-agent/plugin-vllm',
-  ollama: '@usepod-agent/plugin-ollama',
-  llamacpp: '@usepod-agent/plugin-llamacpp',
-  lmstudio: '@usepod-agent/plugin-lmstudio',
-  openrouter: '@usepod-agent/plugin-openai-compatible',
-  venice: '@usepod-agent/plugin-openai-compatible',
-  openai: '@usepod-agent/plugin-openai-compatible',
-};
 
 /** Where oclif's plugin-plugins installs packages for the `usepod-agent` CLI. */
 export function cliPluginRoot(): string {
@@ -28,20 +19,80 @@ export function cliPluginRoot(): string {
   return join(data, 'usepod-agent');
 }
 
-export function candidatePackages(kind: string, searchRoots: string[]): string[] {
-  const names = FIRST_PARTY[kind] ? [FIRST_PARTY[kind]] : [];
-  names.push(`usepod-agent-plugin-${kind}`);
-  // Scoped third-party packages: look for @*/usepod-agent-plugin-<kind> in each root.
-  for (const root of searchRoots) {
-    const nm = join(root, 'node_modules');
-    if (!existsSync(nm)) continue;
-    for (const entry of readdirSync(nm)) {
-      if (!entry.startsWith('@')) continue;
-      if (existsSync(join(nm, entry, `usepod-agent-plugin-${kind}`)))
-        names.push(`${entry}/usepod-agent-plugin-${kind}`);
+const PLUGIN_NAME = /^(?:@usepod-agent\/plugin-|(?:@[^/]+\/)?usepod-agent-plugin-)(.+)$/;
+
+interface Installed {
+  name: string;
+  /** The node_modules folder it was found in. */
+  nodeModules: string;
+  kinds: string[];
+}
+
+/** The plugin-named packages in one node_modules folder, with the kinds each declares. */
+function pluginsIn(nodeModules: string): Installed[] {
+  if (!existsSync(nodeModules)) return [];
+  const names: string[] = [];
+  for (const entry of readdirSync(nodeModules)) {
+    if (entry.startsWith('@')) {
+      let scoped: string[] = [];
+      try {
+        scoped = readdirSync(join(nodeModules, entry));
+      } catch {
+        continue;
+      }
+      for (const sub of scoped) names.push(`${entry}/${sub}`);
+    } else {
+      names.push(entry);
     }
   }
-  return [...new Set(names)];
+  const out: Installed[] = [];
+  for (const name of names) {
+    const m = PLUGIN_NAME.exec(name);
+    if (!m) continue;
+    const dir = join(nodeModules, name);
+    let declared: unknown;
+    try {
+      declared = (
+        JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<string, { kinds?: unknown }>
+      )['usepod-agent']?.kinds;
+    } catch {
+      continue;
+    }
+    const kinds = Array.isArray(declared)
+      ? declared.filter((k): k is string => typeof k === 'string')
+      : [m[1]!];
+    out.push({ name, nodeModules, kinds });
+  }
+  return out;
+}
+
+/** node_modules folders searched, in order: the given roots', then those this package resolves from. */
+function searchPath(roots: string[]): string[] {
+  const own = createRequire(import.meta.url).resolve.paths('usepod-agent-plugin-x') ?? [];
+  return [...new Set([...roots.map((r) => join(r, 'node_modules')), ...own])];
+}
+
+/** Every installed plugin package, first found first (a package found again further up is skipped). */
+export function installedPlugins(roots: string[]): Installed[] {
+  const seen = new Set<string>();
+  const out: Installed[] = [];
+  for (const nm of searchPath(roots)) {
+    for (const p of pluginsIn(nm)) {
+      if (seen.has(p.name)) continue;
+      seen.add(p.name);
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+/** The package names a kind could come from, for the error that says none was found. */
+export function candidatePackages(kind: string): string[] {
+  return [
+    `usepod-agent-plugin-${kind}`,
+    `@<scope>/usepod-agent-plugin-${kind}`,
+    `a plugin declaring "${kind}" in its package.json`,
+  ];
 }
 
 export interface ResolveOptions {
@@ -51,31 +102,18 @@ export interface ResolveOptions {
   options?: unknown;
 }
 
-function tryResolve(name: string, roots: string[]): string | undefined {
-  const bases = [import.meta.url, ...roots.map((r) => pathToFileURL(join(r, 'noop.js')).href)];
-  for (const base of bases) {
-    try {
-      return createRequire(base).resolve(name);
-    } catch {
-      // try the next base
-    }
-  }
-  return undefined;
-}
-
-/** Loads the plugin providing `kind`, or throws naming every package it looked for. */
+/** Loads the plugin providing `kind`, or throws naming what it looked for. */
 export async function loadPluginForKind(kind: string, opts: ResolveOptions = {}): Promise<AgentPlugin> {
   const roots = opts.searchRoots ?? [process.cwd(), cliPluginRoot()];
-  const names = candidatePackages(kind, roots);
-  for (const name of names) {
-    const resolved = tryResolve(name, roots);
-    if (!resolved) continue;
-    const mod = await import(pathToFileURL(resolved).href);
-    return pluginFromModule(mod, name, opts.options);
+  const found = installedPlugins(roots).find((p) => p.kinds.includes(kind));
+  if (found) {
+    const entry = createRequire(join(found.nodeModules, 'noop.js')).resolve(found.name);
+    const mod = await import(pathToFileURL(entry).href);
+    return pluginFromModule(mod, found.name, opts.options);
   }
   throw new UsepodError(
     'USEPOD_PLUGIN_NOT_FOUND',
-    `backend kind "${kind}" is not provided by any installed plugin (looked for ${names.join(', ')}); install one with \`usepod-agent plugins install <package>\``,
+    `backend kind "${kind}" is not provided by any installed plugin (looked for ${candidatePackages(kind).join(', ')}); install one with \`usepod-agent plugins install <package>\``,
     { user: true },
   );
 }

@@ -1,15 +1,26 @@
+import semver from 'semver';
 import type { BackendFactory } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
+import { AGENT_VERSION } from '../version.js';
 import type { PluginHooks } from './hooks.js';
+import type { BackendKind } from './kinds.js';
 
-/** The plugin API this core implements. A plugin states the version it was written for. */
+/**
+ * The plugin API this core implements. A plugin states the version it was built for as a literal
+ * (`apiVersion: 1`), never by importing this constant: a check against the running core's own number
+ * could never fail. Internal on purpose (not exported by "." or "./backend").
+ */
 export const PLUGIN_API_VERSION = 1;
 
 export interface PluginContext {
-  /** Registers the factory for a backend kind named in `[[backends]] kind`. */
-  registerBackend(kind: string, factory: BackendFactory): void;
+  /**
+   * Registers a backend kind named in `[[backends]] kind`: a descriptor (how to create one, its options,
+   * what an entry requires, default ports, routing priority, remote or not), or just its factory.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: a descriptor's options type is the plugin's own.
+  registerBackend(kind: string, descriptor: BackendKind<any> | BackendFactory): void;
   /** A logger under `usepod:plugin:<name>`. */
   readonly log: Logger;
   /** The validated config, read-only. */
@@ -21,8 +32,10 @@ export interface PluginContext {
 export interface AgentPlugin {
   /** Package-like name, shown in logs and errors. */
   readonly name: string;
-  /** Must equal `PLUGIN_API_VERSION` of the core loading it. */
+  /** The plugin API the plugin was built for, as a literal (this core implements API 1). */
   readonly apiVersion: number;
+  /** Optionally, the versions of @usepod-agent/core it was built for, as a semver range (`^0.4.0`). */
+  readonly core?: string;
   /** Backend kinds this plugin registers (for `plugins` listings and resolution). */
   readonly kinds?: readonly string[];
   apply(hooks: PluginHooks, ctx: PluginContext): void | Promise<void>;
@@ -39,7 +52,7 @@ export function definePlugin<O = void>(factory: (options: O) => AgentPlugin): Pl
   return Object.assign((options: O) => factory(options), { [PLUGIN_MARK]: true as const });
 }
 
-/** Checks shape and API version; a mismatch is a coded error. */
+/** Checks a plugin's shape; its contract is checked where it is applied (`checkContract`). */
 export function validatePlugin(value: unknown, from: string): AgentPlugin {
   const p = value as Partial<AgentPlugin> | undefined;
   if (!p || typeof p !== 'object' || typeof p.name !== 'string' || typeof p.apply !== 'function') {
@@ -49,14 +62,27 @@ export function validatePlugin(value: unknown, from: string): AgentPlugin {
       { user: true },
     );
   }
-  if (p.apiVersion !== PLUGIN_API_VERSION) {
-    throw new UsepodError(
-      'USEPOD_PLUGIN_API_MISMATCH',
-      `plugin "${p.name}" targets plugin API ${String(p.apiVersion)}, but this agent implements API ${PLUGIN_API_VERSION}; install a matching version`,
-      { user: true, plugin: p.name },
-    );
-  }
-  return p as AgentPlugin;
+  return checkContract(p as AgentPlugin, from);
+}
+
+/**
+ * The contract a plugin was built for against this core: its `apiVersion` literal, and its `core` semver
+ * range when it gives one. Outside it, one line names the plugin, what it wants and what this core is.
+ */
+export function checkContract(p: AgentPlugin, from: string): AgentPlugin {
+  const range = typeof p.core === 'string' ? p.core : undefined;
+  const apiOk = p.apiVersion === PLUGIN_API_VERSION;
+  const rangeOk =
+    range === undefined ||
+    (semver.validRange(range) !== null &&
+      semver.satisfies(AGENT_VERSION, range, { includePrerelease: true }));
+  if (apiOk && rangeOk) return p;
+  const wants = [`plugin API ${String(p.apiVersion)}`, ...(range ? [`core ${range}`] : [])].join(', ');
+  throw new UsepodError(
+    'USEPOD_PLUGIN_API_MISMATCH',
+    `plugin "${p.name}" (${from}) was built for ${wants}; this agent is @usepod-agent/core ${AGENT_VERSION} with plugin API ${PLUGIN_API_VERSION}: install a version of the plugin made for it`,
+    { user: true, plugin: p.name },
+  );
 }
 
 /** Turns a module's default export (factory or object) into a validated plugin. */
@@ -65,26 +91,4 @@ export function pluginFromModule(mod: unknown, from: string, options?: unknown):
   const exported = m?.default ?? m?.plugin ?? m;
   const value = typeof exported === 'function' ? (exported as (o: unknown) => unknown)(options) : exported;
   return validatePlugin(value, from);
-}
-
-/** Applies plugins to a throwaway context and returns their backend factories by kind (for probes outside an agent). */
-export async function collectBackendFactories(
-  plugins: readonly AgentPlugin[],
-  config: Readonly<Config>,
-  log: Logger,
-  coreVersion: string,
-): Promise<Map<string, BackendFactory>> {
-  const factories = new Map<string, BackendFactory>();
-  const noHooks = new Proxy({}, { get: () => Object.freeze({ tap() {}, tapPromise() {} }) }) as PluginHooks;
-  for (const p of plugins) {
-    await p.apply(noHooks, {
-      registerBackend: (kind, factory) => {
-        if (!factories.has(kind)) factories.set(kind, factory);
-      },
-      log,
-      config,
-      coreVersion,
-    });
-  }
-  return factories;
 }

@@ -33,15 +33,21 @@ describe('capabilities (PROTOCOL.md section 3)', () => {
   it('resolves prices, sorts by model id, dedupes, and drops zero prices', () => {
     const vllm = backend('vllm');
     const ollama = backend('ollama');
-    const entries = buildModelEntries(config, [
-      ...served(ollama, { id: 'zeta' }, { id: 'meta-llama/Llama-3.3-70B-Instruct', contextWindow: 8192 }),
-      ...served(
-        vllm,
-        { id: 'meta-llama/Llama-3.3-70B-Instruct', contextWindow: 131072 },
-        { id: 'free/model' },
-        { id: 'Alpha' },
-      ),
-    ]);
+    // Each kind's priority is its plugin's word (BackendKind.priority).
+    const priority = (kind: string) => ({ vllm: 10, ollama: 40 })[kind] ?? 100;
+    const entries = buildModelEntries(
+      config,
+      [
+        ...served(ollama, { id: 'zeta' }, { id: 'meta-llama/Llama-3.3-70B-Instruct', contextWindow: 8192 }),
+        ...served(
+          vllm,
+          { id: 'meta-llama/Llama-3.3-70B-Instruct', contextWindow: 131072 },
+          { id: 'free/model' },
+          { id: 'Alpha' },
+        ),
+      ],
+      priority,
+    );
     expect(entries).toEqual([
       {
         model_id: 'Alpha',

@@ -1,4 +1,4 @@
-import { type Backend, type BackendModel, KIND_PRIORITY } from '../backend/backend.js';
+import type { Backend, BackendModel } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
 import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
 import { ownEntry } from '../untrusted.js';
@@ -15,11 +15,11 @@ export interface ServedModel {
   capacity?: number | undefined;
 }
 
-/** Lower is preferred; unknown (remote or third-party) kinds come last. */
-export function kindRank(kind: string): number {
-  const i = KIND_PRIORITY.indexOf(kind);
-  return i === -1 ? KIND_PRIORITY.length : i;
-}
+/** A kind's routing preference, lower first, as its plugin declared it (`BackendKind.priority`). */
+export type KindPriority = (kind: string) => number;
+
+/** Without plugins' word (tests, embedding code), every kind ranks the same. */
+export const samePriority: KindPriority = () => 0;
 
 /** Price from config for a model: the per-model entry wins over the defaults. */
 export function resolvePrice(config: Config, served: ServedModel[]): { input: number; output: number } {
@@ -33,7 +33,11 @@ export function resolvePrice(config: Config, served: ServedModel[]): { input: nu
 }
 
 /** One entry per model id, sorted by model id, zero-priced models left out. */
-export function buildModelEntries(config: Config, served: ServedModel[]): CapabilityModel[] {
+export function buildModelEntries(
+  config: Config,
+  served: ServedModel[],
+  priority: KindPriority = samePriority,
+): CapabilityModel[] {
   const byId = new Map<string, ServedModel[]>();
   for (const s of served) {
     const list = byId.get(s.model.id);
@@ -42,7 +46,7 @@ export function buildModelEntries(config: Config, served: ServedModel[]): Capabi
   }
   const out: CapabilityModel[] = [];
   for (const [id, list] of byId) {
-    list.sort((a, b) => kindRank(a.backend.kind) - kindRank(b.backend.kind));
+    list.sort((a, b) => priority(a.backend.kind) - priority(b.backend.kind));
     const price = resolvePrice(config, list);
     if (price.input <= 0 || price.output <= 0) continue;
     const perModel = ownEntry(config.pricing.models, id)?.max_concurrent;

@@ -2,7 +2,7 @@ import type { Backend, BackendModel, BackendStatus } from '../backend/backend.js
 import type { Logger } from '../observability/log.js';
 import type { RouterView } from '../relay/executor.js';
 import { checkStatus } from '../untrusted.js';
-import { kindRank, type ServedModel } from './capabilities.js';
+import { type KindPriority, type ServedModel, samePriority } from './capabilities.js';
 
 /**
  * Keeps what every backend can serve now, re-probing on an interval and soon
@@ -18,6 +18,8 @@ export interface BackendState {
 
 export interface DiscoveryOptions {
   backends: Backend[];
+  /** Routing preference of each kind, from its plugin (lower first). */
+  priority?: KindPriority;
   intervalMs: number;
   log: Logger;
   /** Called when the servable set (models, windows, backends) changed after a probe. */
@@ -45,9 +47,11 @@ export class Discovery implements RouterView {
   #signature = '';
   #stopped = false;
   readonly #abort = new AbortController();
+  readonly #priority: KindPriority;
 
   constructor(opts: DiscoveryOptions) {
     this.#o = opts;
+    this.#priority = opts.priority ?? samePriority;
     this.states = opts.backends.map((backend) => ({
       backend,
       status: undefined,
@@ -135,7 +139,10 @@ export class Discovery implements RouterView {
     // One engine per model is the common host: nothing to rank.
     if (fit.length < 2) return fit.length === 1 ? [fit[0]!.backend] : [];
     return fit
-      .sort((a, b) => loadScore(a) - loadScore(b) || kindRank(a.backend.kind) - kindRank(b.backend.kind))
+      .sort(
+        (a, b) =>
+          loadScore(a) - loadScore(b) || this.#priority(a.backend.kind) - this.#priority(b.backend.kind),
+      )
       .map((s) => s.backend);
   }
 

@@ -1,6 +1,6 @@
-import { AGENT_VERSION } from '@usepod-agent/core';
+import { AGENT_VERSION } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../../base.js';
-import { BUILTIN_PLUGINS } from '../../engines.js';
+import { builtinPlugins } from '../../engines.js';
 import { installedPlugins } from '../../plugins.js';
 
 export default class PluginsList extends BaseCommand {
@@ -18,7 +18,7 @@ export default class PluginsList extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(PluginsList);
     const rows = [
-      ...BUILTIN_PLUGINS.map((p) => ({
+      ...(await builtinPlugins()).map((p) => ({
         name: p.name,
         version: AGENT_VERSION,
         type: 'built-in',

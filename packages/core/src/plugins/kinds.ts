@@ -1,0 +1,155 @@
+import type { BackendContext, BackendFactory } from '../backend/backend.js';
+import type { BackendConfig, Config } from '../config/schema.js';
+import { UsepodError } from '../errors.js';
+
+/**
+ * What a plugin says about a backend kind it provides, so that core and the CLI need to know no engine by
+ * name (issue 16): how to create one, its options, what an entry must name, where `setup` and `backends`
+ * look for it, how it ranks in routing, and whether it is a remote pass-through priced upstream.
+ */
+
+/**
+ * A validator of a kind's `options`: any Standard Schema (zod 4, valibot, arktype...), so a plugin brings its
+ * own validation library and core is bound to none. A zod `z.strictObject({...})` makes a typo an error.
+ */
+export interface OptionsSchema<O = Record<string, unknown>> {
+  readonly '~standard': {
+    readonly version: 1;
+    readonly vendor: string;
+    validate(value: unknown):
+      | { readonly value: O; readonly issues?: undefined }
+      | {
+          readonly issues: readonly {
+            readonly message: string;
+            readonly path?: readonly (PropertyKey | { readonly key: PropertyKey })[];
+          }[];
+        }
+      | Promise<unknown>;
+  };
+}
+
+export interface BackendKind<O = Record<string, unknown>> {
+  /** Makes the backend of one `[[backends]]` entry; `entry.options` is what `options` parsed. */
+  create(entry: BackendConfig & { options?: O }, ctx: BackendContext): ReturnType<BackendFactory>;
+  /** The entry's `options`; without a schema, an entry with options is refused. */
+  options?: OptionsSchema<O>;
+  /**
+   * What an entry must name: `url` (an engine at an address: the default), `api_key` (a remote API with a
+   * preset address: `api_key_env` required, `url` optional), or `url_or_api_key`.
+   */
+  requires?: 'url' | 'api_key' | 'url_or_api_key';
+  /** Ports on 127.0.0.1 where `setup` and `backends` look for this engine when nothing is configured. */
+  defaultPorts?: readonly number[];
+  /** Routing preference among engines serving one model: lower first (default 100). */
+  priority?: number;
+  /** A remote pass-through: the upstream prices its models and the entry's `markup` is added on top. */
+  remote?: boolean;
+  /** A human name for listings (default: the kind). */
+  title?: string;
+}
+
+/** A kind as registered: the descriptor, with defaults, and the plugin that gave it. */
+export interface RegisteredKind extends Required<Pick<BackendKind, 'requires' | 'priority' | 'remote'>> {
+  readonly kind: string;
+  readonly plugin: string;
+  readonly title: string;
+  readonly defaultPorts: readonly number[];
+  readonly options: OptionsSchema | undefined;
+  create: BackendKind['create'];
+}
+
+/** `registerBackend(kind, factory)` (a plain factory) or `registerBackend(kind, descriptor)`. */
+export function registeredKind(
+  kind: string,
+  plugin: string,
+  given: BackendKind | BackendFactory,
+): RegisteredKind {
+  const d: BackendKind = typeof given === 'function' ? { create: given } : given;
+  if (typeof d?.create !== 'function') {
+    throw new UsepodError(
+      'USEPOD_PLUGIN_INVALID',
+      `plugin "${plugin}" registered kind "${kind}" without a create() function`,
+      {
+        user: true,
+        plugin,
+      },
+    );
+  }
+  return {
+    kind,
+    plugin,
+    title: d.title ?? kind,
+    requires: d.requires ?? 'url',
+    priority: d.priority ?? 100,
+    remote: d.remote ?? false,
+    defaultPorts: d.defaultPorts ?? [],
+    options: d.options as OptionsSchema | undefined,
+    create: d.create as BackendKind['create'],
+  };
+}
+
+function invalid(source: string | undefined, key: string, why: string): UsepodError {
+  return new UsepodError('USEPOD_CONFIG_INVALID', `${source ? `${source}: ` : ''}${key}: ${why}`, {
+    user: true,
+  });
+}
+
+function pathOf(path: readonly (PropertyKey | { readonly key: PropertyKey })[] | undefined): string {
+  return (path ?? [])
+    .map((p) => (typeof p === 'object' ? p.key : p))
+    .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
+    .join('');
+}
+
+/** Parses an entry's `options` with its kind's schema; the error names the key and the file. */
+function parseOptions(
+  k: RegisteredKind,
+  entry: BackendConfig,
+  key: string,
+  source: string | undefined,
+): BackendConfig {
+  if (entry.options === undefined) {
+    if (!k.options) return entry;
+  } else if (!k.options) {
+    throw invalid(source, `${key}.options`, `kind "${k.kind}" takes no options`);
+  }
+  const result = k.options!['~standard'].validate(entry.options ?? {});
+  if (result instanceof Promise)
+    throw invalid(source, `${key}.options`, `kind "${k.kind}" has an asynchronous options schema`);
+  const r = result as {
+    value?: unknown;
+    issues?: readonly { message: string; path?: readonly (PropertyKey | { key: PropertyKey })[] }[];
+  };
+  if (r.issues && r.issues.length > 0) {
+    const issue = r.issues[0]!;
+    return fail(`${key}.options${pathOf(issue.path)}`, issue.message);
+  }
+  return { ...entry, options: r.value as Record<string, unknown> };
+  function fail(at: string, why: string): never {
+    throw invalid(source, at, why);
+  }
+}
+
+/**
+ * Checks every `[[backends]]` entry against what its kind's plugin declared (what it requires, its
+ * options), and returns the entries with their options parsed.
+ */
+export function checkBackends(config: Config, kinds: ReadonlyMap<string, RegisteredKind>): BackendConfig[] {
+  const source = config.source;
+  return config.backends.map((entry, i) => {
+    const key = `backends[${i}]`;
+    const k = kinds.get(entry.kind);
+    if (!k) throw invalid(source, `${key}.kind`, `no loaded plugin provides kind "${entry.kind}"`);
+    if (k.requires === 'url' && entry.url === undefined) {
+      throw invalid(source, `${key}.url`, `is required for kind "${entry.kind}"`);
+    }
+    if (k.requires === 'api_key' && entry.api_key_env === undefined) {
+      throw invalid(
+        source,
+        `${key}.api_key_env`,
+        `is required for kind "${entry.kind}" (the environment variable holding the API key)`,
+      );
+    }
+    return parseOptions(k, entry, key, source);
+  });
+}
