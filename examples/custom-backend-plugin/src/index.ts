@@ -78,8 +78,14 @@ export class TgiBackend extends OpenAICompatibleBackend {
 export default definePlugin(() => ({
   name: 'usepod-agent-plugin-tgi',
   apiVersion: 1,
+  core: '^0.4.0',
   kinds: ['tgi'],
   apply(_hooks, ctx) {
-    ctx.registerBackend('tgi', (entry, bctx) => new TgiBackend(optionsFromEntry('tgi', entry, bctx)));
+    ctx.registerBackend('tgi', {
+      title: 'Text Generation Inference',
+      create: (entry, bctx) => new TgiBackend(optionsFromEntry('tgi', entry, bctx)),
+      requires: 'url',
+      defaultPorts: [3000],
+    });
   },
 }));
