@@ -257,7 +257,10 @@ describe('the CLI refuses a plugin built for another contract', () => {
       ]) {
         const out = await cli(args);
         expect(out.code, args[0]).toBe(2);
-        expect(out.err.trim().split('\n'), args[0]).toHaveLength(1);
+        const [line, hint, ...rest] = out.err.trimEnd().split('\n');
+        expect(line, args[0]).toMatch(/\(USEPOD_PLUGIN_API_MISMATCH\)$/);
+        expect(hint, args[0]).toMatch(/^ {2}hint: /);
+        expect(rest, args[0]).toEqual([]);
         expect(out.err).toMatch(/was built for plugin API 2/);
       }
     } finally {

@@ -93,9 +93,12 @@ export abstract class BaseCommand extends Command {
     const debug = debugRequested();
     const oclifExit = (err as { oclif?: { exit?: number } }).oclif?.exit;
     let line: string;
+    let hint: string | undefined;
     let code: number = EXIT.FAILURE;
     if (isUsepodError(err)) {
-      line = err.message;
+      // The message says what went wrong and where; the code finds it in docs/errors.md; the hint, what to do.
+      line = `${err.message} (${err.code})`;
+      hint = err.hint;
       code = err.user ? EXIT.USAGE : EXIT.FAILURE;
     } else if (oclifExit === 2) {
       // Flag and argument parse errors from oclif: keep the first line.
@@ -105,6 +108,7 @@ export abstract class BaseCommand extends Command {
       line = err.message;
     }
     process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
+    if (hint) process.stderr.write(`  hint: ${hint}\n`);
     if (debug && err.stack) process.stderr.write(`${redactor.redact(err.stack)}\n`);
     else if (code === EXIT.FAILURE && !isUsepodError(err)) {
       process.stderr.write('usepod-agent: run with DEBUG=usepod:* for details\n');

@@ -47,10 +47,16 @@ afterAll(async () => {
 function expectOneLine(out: Out, pattern: RegExp) {
   expect(out.code).toBe(2);
   expect(out.stdout).toBe('');
-  const lines = out.stderr.trim().split('\n');
-  expect(lines, out.stderr).toHaveLength(1);
+  // One line that says what to fix (with its error code), and for a coded error the hint on the next.
+  const lines = out.stderr.trimEnd().split('\n');
   expect(lines[0]).toMatch(/^usepod-agent: /);
   expect(lines[0]).toMatch(pattern);
+  if (/\(USEPOD_[A-Z_]+\)$/.test(lines[0]!)) {
+    expect(lines, out.stderr).toHaveLength(2);
+    expect(lines[1]).toMatch(/^ {2}hint: \S/);
+  } else {
+    expect(lines, out.stderr).toHaveLength(1);
+  }
   expect(out.stderr).not.toMatch(/\n\s+at /);
 }
 

@@ -124,7 +124,10 @@ describe('0.3.x command lines (PROTOCOL.md 8a)', () => {
   it('with no config anywhere, says where it looked and to run setup, in one line', async () => {
     const out = await cli([]);
     expect(out.code).toBe(2);
-    expect(out.stderr.trim().split('\n')).toHaveLength(1);
+    const [line, hint, ...rest] = out.stderr.trimEnd().split('\n');
+    expect(line).toMatch(/\(USEPOD_CONFIG_NOT_FOUND\)$/);
+    expect(hint).toMatch(/^ {2}hint: /);
+    expect(rest).toEqual([]);
     expect(out.stderr).toContain(join(dir, 'xdg', 'usepod-agent', 'agent.toml'));
     expect(out.stderr).toContain('./agent.toml');
     expect(out.stderr).toContain('usepod-agent setup');

@@ -115,8 +115,8 @@ describe('setup (PROTOCOL.md section 9)', () => {
         '--no-detect',
       ]);
       expect(again.code).toBe(2);
-      expect(again.stderr.trim()).toBe(
-        `usepod-agent: a config already exists at ${cfg}; pass --force to replace it (a backup is kept)`,
+      expect(again.stderr.trim().split('\n')[0]).toBe(
+        `usepod-agent: a config already exists at ${cfg}; pass --force to replace it (a backup is kept) (USEPOD_USAGE)`,
       );
       const forced = await cli([
         'setup',
@@ -182,8 +182,8 @@ describe('setup (PROTOCOL.md section 9)', () => {
       '--no-detect',
     ]);
     expect(down.code).toBe(2);
-    expect(down.stderr.trim()).toMatch(
-      /^usepod-agent: cannot reach http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED \(check --coordinator and your network\)$/,
+    expect(down.stderr.trim().split('\n')[0]).toMatch(
+      /^usepod-agent: cannot reach http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED \(check --coordinator and your network\) \(USEPOD_PAIRING_FAILED\)$/,
     );
     const failing = await PairingServer.start({
       issueFailure: { status: 503, body: '{"error":"maintenance"}' },
@@ -199,8 +199,8 @@ describe('setup (PROTOCOL.md section 9)', () => {
         join(dir, 'zk'),
         '--no-detect',
       ]);
-      expect(out.stderr.trim()).toBe(
-        'usepod-agent: /v1/host/pair/issue answered HTTP 503: {"error":"maintenance"}',
+      expect(out.stderr.trim().split('\n')[0]).toBe(
+        'usepod-agent: /v1/host/pair/issue answered HTTP 503: {"error":"maintenance"} (USEPOD_PAIRING_FAILED)',
       );
     } finally {
       await failing.close();

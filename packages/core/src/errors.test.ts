@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODES, isUsepodError, jobErrorCodeOf, UsepodError } from './errors.js';
 
@@ -7,6 +8,25 @@ describe('error table', () => {
     const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
     const documented = [...doc.matchAll(/^\|\s*`(USEPOD_[A-Z_]+)`\s*\|/gm)].map((m) => m[1]);
     expect(documented).toEqual(Object.keys(ERROR_CODES));
+  });
+
+  it('has every code raised somewhere in the packages (no code sits in the table unused)', () => {
+    const packages = new URL('../../', import.meta.url).pathname;
+    let sources = '';
+    const walk = (dir: string) => {
+      for (const e of readdirSync(dir)) {
+        const p = join(dir, e);
+        if (statSync(p).isDirectory()) walk(p);
+        else if (p.endsWith('.ts') && !p.endsWith('.test.ts') && !p.endsWith('errors.ts'))
+          sources += readFileSync(p, 'utf8');
+      }
+    };
+    for (const pkg of readdirSync(packages))
+      if (statSync(join(packages, pkg, 'src')).isDirectory()) walk(join(packages, pkg, 'src'));
+    const unraised = Object.keys(ERROR_CODES).filter(
+      (code) => !new RegExp(`UsepodError\\(\\s*'${code}'`).test(sources),
+    );
+    expect(unraised).toEqual([]);
   });
 
   it('maps backend errors to the wire codes of PROTOCOL.md 5.4', () => {

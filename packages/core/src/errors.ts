@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   USEPOD_BACKEND_AUTH: 'The engine refused the API key. Check the variable named by api_key_env.',
   USEPOD_BACKEND_MODEL_NOT_FOUND: 'The engine does not serve this model.',
   USEPOD_BACKEND_HTTP: 'The engine answered with an error status.',
+  USEPOD_BACKEND_NO_ROUTE:
+    'The engine has no such route (an older build): Anthropic jobs are translated to chat completions instead.',
   USEPOD_BACKEND_STREAM: 'The engine stream failed or ended early.',
   USEPOD_BACKEND_BUSY:
     'The engine is busy right now (HTTP 429, a full queue); the coordinator routes the job elsewhere. Raise the engine queue or lower limits.max_concurrent if it lasts.',

@@ -453,7 +453,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       const end = await session.run();
       this.#session = undefined;
       this.emit('sessionEnd', end);
-      const fields = { kind: end.kind, code: end.code, reason: end.reason, detail: end.detail };
+      const fields = {
+        kind: end.kind,
+        code: end.code,
+        reason: end.reason,
+        detail: end.detail,
+        error_code: end.error?.code,
+      };
       if (end.kind === 'stopped') break;
       if (end.kind === 'deploy' || end.kind === 'operator' || end.kind === 'graceful')
         log.info('session closed', fields);

@@ -217,6 +217,10 @@ export function httpError(status: number, body: string): UsepodError {
   ) {
     return new UsepodError('USEPOD_BACKEND_MODEL_NOT_FOUND', `backend answered ${status}: ${message}`);
   }
+  // A 404 that is not about the model: the engine has no such route (e.g. no /v1/messages before a build).
+  if (status === 404) {
+    return new UsepodError('USEPOD_BACKEND_NO_ROUTE', `backend answered 404: ${message || '(empty body)'}`);
+  }
   return new UsepodError('USEPOD_BACKEND_HTTP', `backend answered ${status}: ${message || '(empty body)'}`);
 }
 

@@ -141,6 +141,22 @@ export interface CloseFailure {
   error: Error;
 }
 
+/**
+ * Runs every `onJobEnd` tap on its own: observers are isolated, so one that throws (or rejects) never
+ * keeps the others from hearing of the job. Resolves with what failed, each named by its tap.
+ */
+export async function runJobEndHooks(hooks: AgentHooks, outcome: JobOutcome): Promise<CloseFailure[]> {
+  const failures: CloseFailure[] = [];
+  for (const tap of hooks.onJobEnd.taps) {
+    try {
+      await (tap.fn as (o: JobOutcome) => unknown)(outcome);
+    } catch (err) {
+      failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
+    }
+  }
+  return failures;
+}
+
 /** Runs every `onClose` tap, each bounded by `timeoutMs`, and returns what failed. */
 export async function runCloseHooks(
   hooks: AgentHooks,

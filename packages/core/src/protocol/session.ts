@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
-import { errorMessage } from '../errors.js';
+import { errorMessage, UsepodError } from '../errors.js';
 import type { PersistedIdentity } from '../identity/identity.js';
 import type { Logger } from '../observability/log.js';
 import type { HeartbeatStats } from '../observability/stats.js';
@@ -37,6 +37,8 @@ export interface SessionEnd {
   reason?: string;
   /** What went wrong, for unexpected ends; never holds a secret. */
   detail?: string;
+  /** The coded error of an end the coordinator caused: refused authentication, or a protocol error. */
+  error?: UsepodError;
 }
 
 export interface SessionOptions {
@@ -232,7 +234,15 @@ export class Session implements JobSink {
     }
     if (this.#state === 'await_result') {
       if (f.type === 'auth_failed') {
-        this.#end = { reachedAuth: false, kind: 'auth_failed', reason: f.reason };
+        this.#end = {
+          reachedAuth: false,
+          kind: 'auth_failed',
+          reason: f.reason,
+          error: new UsepodError(
+            'USEPOD_COORDINATOR_AUTH_FAILED',
+            `the coordinator refused this agent: ${f.reason}`,
+          ),
+        };
         log.error('coordinator refused authentication', { reason: f.reason });
         this.#ws?.close(1000);
         return;
@@ -320,7 +330,12 @@ export class Session implements JobSink {
   #protocolError(detail: string): void {
     if (this.#state === 'closed') return;
     this.#o.log.warn('protocol error', { detail });
-    this.#end ??= { reachedAuth: this.#reachedAuth(), kind: 'protocol', detail };
+    this.#end ??= {
+      reachedAuth: this.#reachedAuth(),
+      kind: 'protocol',
+      detail,
+      error: new UsepodError('USEPOD_PROTOCOL', `the coordinator broke the protocol: ${detail}`),
+    };
     this.#ws?.close(1002, 'protocol error');
     // A peer that never answers our Close is dropped.
     setTimeout(() => this.#ws?.terminate(), 2_000).unref();

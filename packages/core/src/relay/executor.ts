@@ -1,11 +1,11 @@
 import { pipeline, type Readable } from 'node:stream';
 import type { Backend, UpstreamResponse } from '../backend/backend.js';
 import { engineErrorMessage, readText } from '../backend/http.js';
-import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf } from '../errors.js';
+import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf, UsepodError } from '../errors.js';
 import { jobChannels } from '../observability/diagnostics.js';
 import type { Logger } from '../observability/log.js';
 import type { JobStats } from '../observability/stats.js';
-import type { AgentHooks, JobOutcome } from '../plugins/hooks.js';
+import { type AgentHooks, type JobOutcome, runJobEndHooks } from '../plugins/hooks.js';
 import { chunkFrame, chunkFramePrefix } from '../protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from '../protocol/frames.js';
 import { engineText } from '../untrusted.js';
@@ -320,9 +320,7 @@ export class Executor {
         if (frame.format !== 'anthropic' || translate) return await attempt;
         return await attempt.catch((err: unknown) => {
           // An engine thought to serve /v1/messages that has no such route: translate instead.
-          const noRoute =
-            isUsepodError(err, 'USEPOD_BACKEND_HTTP') && err.message.startsWith('backend answered 404');
-          if (!noRoute || job.abort.signal.aborted) throw err;
+          if (!isUsepodError(err, 'USEPOD_BACKEND_NO_ROUTE') || job.abort.signal.aborted) throw err;
           return this.#attempt(job, backend, true);
         });
       } catch (err) {
@@ -421,7 +419,10 @@ export class Executor {
       else job.onAbort = () => discard(body);
       if (upstream.contentType && !STREAM_TYPES.test(upstream.contentType)) {
         const text = await readText(upstream.body, 4096).catch(() => '');
-        throw new NotAStream(upstream.contentType, engineErrorMessage(text));
+        throw new UsepodError(
+          'USEPOD_BACKEND_STREAM',
+          `backend answered with content-type ${upstream.contentType}, not an event stream${text ? `: ${engineErrorMessage(text)}` : ''}`,
+        );
       }
       const prefix = chunkFramePrefix(frame.job_id);
       await readChunks(body, (bytes) => {
@@ -445,24 +446,19 @@ export class Executor {
           : !scan.sawDone && !scan.sawFinish
             ? 'backend stream ended without [DONE] or a finish reason'
             : undefined;
-      if (failure !== undefined) {
-        outcome = 'error';
-        errorCode = 'internal';
-        this.#sendError(sink, frame.job_id, errorCode, failure, job.bytes);
-      } else {
-        const done: JobDoneFrame = {
-          type: 'job_done',
-          job_id: frame.job_id,
-          tokens: {
-            input: scan.inputTokens,
-            output: scan.outputTokens,
-            input_tokens: scan.inputTokens,
-            output_tokens: scan.outputTokens,
-          },
-          duration_ms: Math.round(this.#now() - job.receivedAt),
-        };
-        sink.send(JSON.stringify(done));
-      }
+      if (failure !== undefined) throw new UsepodError('USEPOD_BACKEND_STREAM', failure);
+      const done: JobDoneFrame = {
+        type: 'job_done',
+        job_id: frame.job_id,
+        tokens: {
+          input: scan.inputTokens,
+          output: scan.outputTokens,
+          input_tokens: scan.inputTokens,
+          output_tokens: scan.outputTokens,
+        },
+        duration_ms: Math.round(this.#now() - job.receivedAt),
+      };
+      sink.send(JSON.stringify(done));
     } catch (err) {
       const reason = abortReason(signal, err);
       if (reason === 'cancel' || reason === 'session') {
@@ -547,22 +543,18 @@ export class Executor {
     };
     if (outcome.outcome === 'error') log.warn('job failed', fields);
     else log.info('job ended', fields);
-    this.#opts.hooks.onJobEnd.promise(outcome).catch((err: unknown) => {
-      log.warn('onJobEnd hook failed', { error: errorMessage(err) });
-    });
+    // Observers are isolated (issue 16): one that throws does not silence the others.
+    if (this.#opts.hooks.onJobEnd.isUsed()) {
+      void runJobEndHooks(this.#opts.hooks, outcome).then((failures) => {
+        for (const f of failures)
+          log.warn('onJobEnd tap failed', { tap: f.tap, error: errorMessage(f.error) });
+      });
+    }
     if (this.#jobs.size === 0) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
     }
-  }
-}
-
-class NotAStream extends Error {
-  constructor(contentType: string, detail: string) {
-    super(
-      `backend answered with content-type ${contentType}, not an event stream${detail ? `: ${detail}` : ''}`,
-    );
   }
 }
 
@@ -577,9 +569,14 @@ function describeFailure(
   err: unknown,
   deadlineMs: number,
 ): [JobErrorCode, string] {
+  // Mapped by code, never by message text (issue 16): the wire code is the error code's.
   switch (reason) {
     case 'deadline':
-      return ['backend_timeout', `backend exceeded deadline_ms (${deadlineMs} ms)`];
+      return describeFailure(
+        undefined,
+        new UsepodError('USEPOD_BACKEND_TIMEOUT', `backend exceeded deadline_ms (${deadlineMs} ms)`),
+        deadlineMs,
+      );
     case 'shutdown':
       return ['internal', 'agent shut down before the job finished'];
     case 'stalled':
@@ -588,6 +585,10 @@ function describeFailure(
       break;
   }
   if (isUsepodError(err)) return [jobErrorCodeOf(err), err.message];
-  if (err instanceof NotAStream) return ['internal', err.message];
-  return ['internal', `backend stream failed: ${errorMessage(err)}`];
+  // What undici or a plugin threw while the body was read: the stream failed.
+  return describeFailure(
+    undefined,
+    new UsepodError('USEPOD_BACKEND_STREAM', `backend stream failed: ${errorMessage(err)}`),
+    deadlineMs,
+  );
 }
