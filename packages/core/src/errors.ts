@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   USEPOD_IDENTITY_MISMATCH:
     'The identity file public key does not match its secret. Restore the file from a backup.',
   USEPOD_IDENTITY_IO: 'The identity file could not be read or written. Check the path and its permissions.',
+  USEPOD_IDENTITY_IN_USE:
+    'Another agent runs with this identity. One key serves from one agent at a time: stop the other one first.',
   USEPOD_PLUGIN_NOT_FOUND:
     'No plugin provides this backend kind. Install it with `usepod-agent plugins install <package>`.',
   USEPOD_PLUGIN_INVALID: 'The package is not a usepod-agent plugin (it must export a plugin by default).',

@@ -5,6 +5,7 @@ import type { Config, ConfigInput } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
 import { loadOrCreateIdentity, type PersistedIdentity } from '../identity/identity.js';
+import { IdentityLock } from '../identity/lock.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { AgentMetrics } from '../observability/metrics.js';
 import { redactor } from '../observability/redact.js';
@@ -149,6 +150,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #wake = new AbortController();
   #lastCapabilities: CapabilitiesFrame | undefined;
   #startedAt: Date | undefined;
+  /** One identity, one agent: held from start to stop (identity/lock.ts). */
+  #lock: IdentityLock | undefined;
 
   constructor(opts: CreateAgentOptions) {
     super();
@@ -276,6 +279,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.#identity = this.#opts.identity;
       } else {
         const loaded = await loadOrCreateIdentity(this.config.identity.key_path);
+        this.#lock = IdentityLock.acquire(loaded.identity.path);
         this.#identity = loaded.identity;
         if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
         if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
@@ -519,6 +523,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   async #release(): Promise<void> {
+    this.#lock?.release();
     await this.#statusServer?.close();
     await this.#discovery?.stop();
     await Promise.all(this.#backends.map((b) => b.close().catch(() => {})));

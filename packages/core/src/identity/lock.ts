@@ -1,0 +1,123 @@
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { UsepodError } from '../errors.js';
+
+/**
+ * One identity, one agent (issue 17): a lock file next to the key, made exclusively at start, removed at
+ * stop and at process exit. A lock left by a crashed agent (its process gone) is taken over. Two agents on
+ * one key would each take jobs the coordinator believes one provider runs, and each session would kick
+ * the other off.
+ */
+interface Holder {
+  pid: number;
+  host: string;
+  started: string;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function readHolder(path: string): Holder | undefined {
+  try {
+    const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>;
+    return typeof h.pid === 'number'
+      ? { pid: h.pid, host: String(h.host ?? ''), started: String(h.started ?? '') }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Locks held by this process: a second agent in the same process is refused too. */
+const heldHere = new Set<string>();
+
+export class IdentityLock {
+  readonly path: string;
+  #held = false;
+  readonly #onExit = () => this.release();
+
+  private constructor(path: string) {
+    this.path = path;
+  }
+
+  /** Takes the lock of the identity at `keyPath`, or throws naming the agent that holds it. */
+  static acquire(keyPath: string): IdentityLock {
+    const lock = new IdentityLock(`${keyPath}.lock`);
+    const me: Holder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+    if (heldHere.has(lock.path)) {
+      throw new UsepodError(
+        'USEPOD_IDENTITY_IN_USE',
+        `another agent in this process is running with identity ${keyPath}; stop it first`,
+        { user: true },
+      );
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(lock.path, 'wx', 0o600);
+        try {
+          writeSync(fd, `${JSON.stringify(me)}\n`);
+        } finally {
+          closeSync(fd);
+        }
+        lock.#held = true;
+        heldHere.add(lock.path);
+        process.once('exit', lock.#onExit);
+        return lock;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new UsepodError(
+            'USEPOD_IDENTITY_IO',
+            `cannot create ${lock.path}: ${(err as Error).message}`,
+            {
+              user: true,
+              cause: err,
+            },
+          );
+        }
+      }
+      const holder = readHolder(lock.path);
+      // Held by a live agent on this machine: refuse. Otherwise (a crash left it, or it is unreadable): take it.
+      if (holder && holder.pid !== process.pid && holder.host === me.host && alive(holder.pid)) {
+        throw new UsepodError(
+          'USEPOD_IDENTITY_IN_USE',
+          `another agent (pid ${holder.pid}, started ${holder.started}) is running with identity ${keyPath}; stop it first, or remove ${lock.path} if no agent runs`,
+          { user: true },
+        );
+      }
+      try {
+        unlinkSync(lock.path);
+      } catch {
+        // gone already: the next attempt creates it
+      }
+    }
+    throw new UsepodError(
+      'USEPOD_IDENTITY_IN_USE',
+      `could not take ${lock.path}: another agent is starting with the same identity`,
+      {
+        user: true,
+      },
+    );
+  }
+
+  /** Removes the lock if this process holds it. Idempotent. */
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    heldHere.delete(this.path);
+    process.off('exit', this.#onExit);
+    const holder = readHolder(this.path);
+    if (holder && holder.pid !== process.pid) return;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}
