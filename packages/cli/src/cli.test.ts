@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -94,14 +94,48 @@ describe('usepod-agent CLI', () => {
     expect(out.stdout).toContain('@usepod-agent/plugin-openai-compatible');
   });
 
-  it('reports a bad config in one line naming the key and the file, exit 2', async () => {
+  it('reports a bad config in one line naming the key and its file:line:column, exit 2', async () => {
     const path = join(dir, 'bad.toml');
     await writeFile(path, '[limits]\nmax_concurrent = 999\n');
     expectOneLine(
       await cli(['validate', '--config', path]),
-      new RegExp(`${path}: limits\\.max_concurrent: `),
+      new RegExp(`${path}:2:1: limits\\.max_concurrent: `),
     );
-    expectOneLine(await cli(['run', '--config', path]), /limits\.max_concurrent/);
+    expectOneLine(await cli(['run', '--config', path]), /bad\.toml:2:1: limits\.max_concurrent/);
+  });
+
+  it('names file:line:column of TOML, YAML and JSON syntax errors, and lists every mistake at once', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['syntax.toml', '[coordinator\nurl = 1\n', /syntax\.toml:1:13: illegal character in key/],
+      [
+        '.usepodrc.yaml',
+        'coordinator:\n  url: [1, 2\n',
+        /\.usepodrc\.yaml:3:1: unexpected end of the stream/,
+      ],
+      [
+        '.usepodrc.json',
+        '{\n  "coordinator": {\n    "url": 1,\n  }\n',
+        /\.usepodrc\.json:4:3: Expected double-quoted property name/,
+      ],
+    ];
+    // In a folder of their own: the default lookup searches the current folder for these names.
+    await mkdir(join(dir, 'formats'), { recursive: true });
+    for (const [name, text, pattern] of cases) {
+      const path = join(dir, 'formats', name);
+      await writeFile(path, text);
+      expectOneLine(await cli(['validate', '--config', path]), pattern);
+    }
+    const path = join(dir, 'many.toml');
+    await writeFile(
+      path,
+      '[coordinator]\nurl = "ftp://x"\n\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n\n[[backends]]\nkind = "ollama"\nurl = "not a url"\n\n[limits]\nmax_concurrent = 999\n',
+    );
+    const out = await cli(['validate', '--config', path]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain(`3 mistakes in ${path}:`);
+    expect(out.stderr).toContain(`${path}:13:1: limits.max_concurrent: Too big`);
+    expect(out.stderr).toContain(`${path}:2:1: coordinator.url: must use wss://`);
+    expect(out.stderr).toContain(`${path}:10:1: backends[1].url: is not a valid URL`);
   });
 
   it('reports a TOML syntax error, a missing file, no default config, and a bad flag in one line', async () => {

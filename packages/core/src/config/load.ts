@@ -1,10 +1,11 @@
-import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
+import { at, locateTomlKey, positionOf } from './locate.js';
 import { readLogLevel } from './log-level.js';
 import { expandHome, type PlatformSpec, platformConfigFiles } from './paths.js';
 import type { Config } from './schema.js';
@@ -16,13 +17,42 @@ const loadToml: Loader = (filepath, content) => {
   try {
     return parseToml(content);
   } catch (err) {
-    // smol-toml messages carry line and column; keep them, they say where to look.
-    throw new UsepodError('USEPOD_CONFIG_PARSE', `${filepath}: ${(err as Error).message.split('\n')[0]}`, {
-      user: true,
-      cause: err,
-    });
+    // smol-toml knows the line and column: `file:line:column: what`, as editors and compilers print.
+    const e = err as Error & { line?: number; column?: number };
+    const what = e.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+    const pos =
+      typeof e.line === 'number' && typeof e.column === 'number'
+        ? { line: e.line, column: e.column }
+        : undefined;
+    throw new UsepodError('USEPOD_CONFIG_PARSE', `${at(filepath, pos)}: ${what}`, { user: true, cause: err });
   }
 };
+
+/** A YAML or JSON error from cosmiconfig as `file:line:column: what` (their messages bury both). */
+function parseError(
+  path: string,
+  err: Error & { reason?: string; mark?: { line: number; column: number } },
+): string {
+  if (err.mark && err.reason) {
+    return `${at(path, { line: err.mark.line + 1, column: err.mark.column + 1 })}: ${err.reason}`;
+  }
+  const message = String(err.message);
+  const offset = /at position (\d+)/.exec(message);
+  const what =
+    /^\s*((?:Unexpected|Expected|Bad control|Unterminated)[^\n]*?)(?: in JSON)?(?: at position \d+)?(?: while parsing.*)?\s*$/m.exec(
+      message,
+    )?.[1];
+  if (offset) {
+    let text = '';
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      // the position alone then
+    }
+    return `${at(path, positionOf(text, Number(offset[1])))}: ${what ?? 'not valid JSON'}`;
+  }
+  return `${path}: ${message.split('\n').find((l) => l.trim() && !l.includes(path)) ?? message.split('\n')[0]}`;
+}
 
 /** TypeScript configs go through tsx when it is installed (TypeScript 7 has no JS API for cosmiconfig). */
 const loadTs: Loader = async (filepath) => {
@@ -124,7 +154,9 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
     );
   }
   const raw = await readConfigFile(path);
-  const config = validateConfig(raw, { ...opts, source: path });
+  const text = isTomlPath(path) ? await readFile(path, 'utf8').catch(() => '') : '';
+  const locate = text ? (key: string) => at(path, locateTomlKey(text, key)) : undefined;
+  const config = validateConfig(raw, { ...opts, source: path, ...(locate ? { locate } : {}) });
   const warnings = await permissionWarnings(path, config);
   const level = (raw as { observability?: { log_level?: unknown } } | undefined)?.observability?.log_level;
   const note = typeof level === 'string' ? readLogLevel(level).note : undefined;
@@ -152,8 +184,7 @@ export async function readConfigFile(path: string): Promise<unknown> {
     return result.config;
   } catch (err) {
     if (err instanceof UsepodError) throw err;
-    const msg = (err as Error).message.split('\n')[0];
-    throw new UsepodError('USEPOD_CONFIG_PARSE', `${path}: ${msg}`, { user: true, cause: err });
+    throw new UsepodError('USEPOD_CONFIG_PARSE', parseError(path, err as Error), { user: true, cause: err });
   }
 }
 

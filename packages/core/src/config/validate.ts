@@ -1,12 +1,14 @@
 import type { z } from 'zod';
 import { UsepodError } from '../errors.js';
-import { type BackendConfig, type Config, configSchema } from './schema.js';
+import { type BackendConfig, type Config, configSchema, DEFAULT_COORDINATOR_URL } from './schema.js';
 
 export interface ValidateOptions {
   /** `--allow-insecure`: accept a `ws://` coordinator URL. */
   allowInsecure?: boolean;
   /** Where the config came from, named in every error. */
   source?: string;
+  /** `file:line:column` of a key, where the file's text can tell (loadConfig gives it for TOML). */
+  locate?: (key: string) => string | undefined;
 }
 
 /** Renders a zod path as the TOML key an operator would look for: `backends[1].url`. */
@@ -19,9 +21,36 @@ export function keyPath(path: readonly PropertyKey[]): string {
   return out || '(top level)';
 }
 
-function invalid(source: string | undefined, key: string, why: string): UsepodError {
-  const where = source ? `${source}: ` : '';
-  return new UsepodError('USEPOD_CONFIG_INVALID', `${where}${key}: ${why}`, { user: true });
+/** One mistake in a config: the key (as an operator writes it) and why it is wrong. */
+export interface Mistake {
+  key: string;
+  why: string;
+}
+
+/** Every mistake of a config at once (issue 17), each with its place in the file where it can be found. */
+export class ConfigMistakes extends UsepodError {
+  readonly mistakes: readonly Mistake[];
+  constructor(source: string | undefined, mistakes: Mistake[], locate?: (key: string) => string | undefined) {
+    const where = (m: Mistake) => (source ? `${locate?.(m.key) ?? source}: ` : '');
+    const lines = mistakes.map((m) => `${where(m)}${m.key}: ${m.why}`);
+    const text =
+      lines.length === 1
+        ? lines[0]!
+        : `${lines.length} mistakes in ${source ?? 'the config'}:\n  ${lines.join('\n  ')}`;
+    super('USEPOD_CONFIG_INVALID', text, { user: true });
+    this.mistakes = mistakes;
+  }
+}
+
+/** Thrown by the checks below; collected by validateConfig. */
+class Found extends Error {
+  constructor(readonly mistake: Mistake) {
+    super(mistake.why);
+  }
+}
+
+function invalid(_source: string | undefined, key: string, why: string): Found {
+  return new Found({ key, why });
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {
@@ -30,24 +59,44 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   return issue.message;
 }
 
-/** Validates a parsed config object into a typed `Config`, or throws the first failure. */
+/** Validates a parsed config object into a typed `Config`, or throws every mistake at once. */
 export function validateConfig(raw: unknown, opts: ValidateOptions = {}): Config {
   const { source } = opts;
   const parsed = configSchema.safeParse(raw ?? {});
+  const mistakes: Mistake[] = [];
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    let path = issue.path;
-    // An unknown key inside a backend entry is reported as that key.
-    if (issue.code === 'unrecognized_keys' && issue.keys.length === 1) path = [...path, issue.keys[0]!];
-    throw invalid(source, keyPath(path), describeIssue(issue));
+    for (const issue of parsed.error.issues) {
+      let path = issue.path;
+      // An unknown key inside a backend entry is reported as that key.
+      if (issue.code === 'unrecognized_keys' && issue.keys.length === 1) path = [...path, issue.keys[0]!];
+      mistakes.push({ key: keyPath(path), why: describeIssue(issue) });
+    }
   }
-  const config = parsed.data;
-  checkCoordinatorUrl(config.coordinator.url, opts);
-  config.backends.forEach((b, i) => {
-    checkBackend(b, i, source);
+  // The checks the schema cannot express run too, on what has the right shape, so every mistake shows.
+  const shape = (parsed.success ? parsed.data : (raw ?? {})) as Partial<Config>;
+  const check = (fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      if (!(err instanceof Found)) throw err;
+      if (!mistakes.some((m) => m.key === err.mistake.key)) mistakes.push(err.mistake);
+    }
+  };
+  const url = (shape.coordinator as { url?: unknown } | undefined)?.url;
+  if (typeof url === 'string' || parsed.success)
+    check(() => checkCoordinatorUrl(String(url ?? DEFAULT_COORDINATOR_URL), opts));
+  const backends = Array.isArray(shape.backends) ? shape.backends : [];
+  const wellFormed = backends.filter(
+    (b): b is BackendConfig => !!b && typeof b === 'object' && typeof b.kind === 'string',
+  );
+  backends.forEach((b, i) => {
+    if (wellFormed.includes(b as BackendConfig)) check(() => checkBackend(b as BackendConfig, i, source));
   });
-  checkDuplicates(config.backends, source);
-  checkPrometheusAddr(config.observability.prometheus_addr, source);
+  if (wellFormed.length === backends.length) check(() => checkDuplicates(wellFormed, source));
+  const addr = (shape.observability as { prometheus_addr?: unknown } | undefined)?.prometheus_addr;
+  if (typeof addr === 'string') check(() => checkPrometheusAddr(addr, source));
+  if (mistakes.length > 0) throw new ConfigMistakes(source, mistakes, opts.locate);
+  const config = (parsed as { data: Config }).data;
   return source ? { ...config, source } : config;
 }
 
@@ -99,6 +148,8 @@ function checkBackend(b: BackendConfig, i: number, source: string | undefined): 
 /** Normalised identity of a backend entry, used to find duplicates. */
 export function backendIdentity(b: BackendConfig): string {
   if (b.url !== undefined) {
+    // A url that does not parse is its own mistake (checkBackend); here it is compared as written.
+    if (!URL.canParse(b.url)) return `${b.kind} ${b.url}`;
     const u = new URL(b.url);
     const path = u.pathname.replace(/\/+$/, '');
     return `${b.kind} ${u.protocol}//${u.host}${path}`;
