@@ -1,0 +1,48 @@
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * What each published package ships (issue 17, point 4), read from `npm pack --dry-run`: the license, a
+ * build made at pack time, no build info or tests, every `exports` target present, public access for the
+ * scoped ones; the examples never publish.
+ */
+const root = fileURLToPath(new URL('..', import.meta.url));
+const packages = readdirSync(join(root, 'packages'));
+
+function targets(exports: unknown): string[] {
+  if (typeof exports === 'string') return [exports];
+  if (!exports || typeof exports !== 'object') return [];
+  return Object.values(exports).flatMap(targets);
+}
+
+describe('published packages', () => {
+  for (const dir of packages) {
+    it(`${dir}: LICENSE, prepack build, no build info or tests, every exports target shipped`, () => {
+      const cwd = join(root, 'packages', dir);
+      const pkg = JSON.parse(readFileSync(join(cwd, 'package.json'), 'utf8')) as Record<string, unknown>;
+      const [packed] = JSON.parse(
+        execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd, encoding: 'utf8' }),
+      ) as { files: { path: string }[] }[];
+      const files = new Set(packed!.files.map((f) => f.path));
+      expect(files.has('LICENSE')).toBe(true);
+      expect(readFileSync(join(cwd, 'LICENSE'), 'utf8')).toMatch(/Apache License\s+Version 2\.0/);
+      expect((pkg.scripts as Record<string, string>).prepack).toBe('tsc -b');
+      expect([...files].filter((f) => f.includes('tsbuildinfo') || /\.test\.[cm]?[jt]s/.test(f))).toEqual([]);
+      for (const t of targets(pkg.exports)) expect(files.has(t.replace(/^\.\//, '')), t).toBe(true);
+      for (const b of Object.values((pkg.bin as Record<string, string>) ?? {}))
+        expect(files.has(b), b).toBe(true);
+      if (String(pkg.name).startsWith('@')) expect(pkg.publishConfig).toEqual({ access: 'public' });
+    });
+  }
+
+  it('the examples are private: a release never publishes them', () => {
+    for (const ex of ['custom-backend-plugin', 'programmatic']) {
+      expect(JSON.parse(readFileSync(join(root, 'examples', ex, 'package.json'), 'utf8')).private, ex).toBe(
+        true,
+      );
+    }
+  });
+});
