@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import {
-  AGENT_VERSION,
   type AgentPlugin,
   type Backend,
   type BackendConfig,
