@@ -24,4 +24,21 @@ describe('AbortRelay', () => {
     expect(relay.reason).toBe(reason);
     expect(relay.signal.reason).toBe(reason);
   });
+
+  it('runs the registered reactions once, newest first, after undici; a forgotten one never', () => {
+    const relay = new AbortRelay();
+    const order: string[] = [];
+    relay.on('abort', () => order.push('undici'));
+    relay.react(() => order.push('body'));
+    const disposed = () => order.push('disposed');
+    relay.react(disposed);
+    relay.react(() => order.push('wait'));
+    relay.forget(disposed);
+    relay.abort(new Error('cancel'));
+    relay.abort(new Error('again'));
+    expect(order).toEqual(['undici', 'wait', 'body']);
+    // Registered once aborted: runs at once.
+    relay.react(() => order.push('late'));
+    expect(order.at(-1)).toBe('late');
+  });
 });

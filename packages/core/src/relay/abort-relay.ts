@@ -3,7 +3,9 @@ import { EventEmitter } from 'node:events';
 const relays = new WeakMap<AbortSignal, AbortRelay>();
 
 /**
- * One job's abort: an `AbortController` for the plugin, and an `EventEmitter` for undici, fired together.
+ * One job's abort, its only owner (issue 16): an `AbortController` whose signal goes to the plugin, an
+ * `EventEmitter` for undici fired with it, and the executor's own reactions while it waits on something
+ * (the open, the body, the sink), registered and disposed here rather than saved and restored by hand.
  * undici takes an `EventEmitter` as a request's abort signal as well as an `AbortSignal` (documented),
  * and on a process that has been idle, listening on an `EventEmitter` costs a fraction of what an
  * `AbortSignal` listener does (bench/undici-cold.ts: about 100 µs more to create a request with an
@@ -13,6 +15,11 @@ const relays = new WeakMap<AbortSignal, AbortRelay>();
 export class AbortRelay extends EventEmitter {
   readonly #controller = new AbortController();
   readonly signal: AbortSignal = this.#controller.signal;
+  /**
+   * Called after the signal's listeners and undici, newest first. A plain list, not signal listeners:
+   * adding a listener to an AbortSignal costs 100 µs or more on a cold agent (decision 0004).
+   */
+  #reactions: (() => void)[] = [];
 
   constructor() {
     super();
@@ -28,11 +35,31 @@ export class AbortRelay extends EventEmitter {
     return this.signal.reason;
   }
 
-  /** Aborts the signal, then tells the relay's listeners; false when it was already aborted. */
+  /** Registers a reaction to an abort while something is awaited; registered after the abort, it runs at once. */
+  react(fn: () => void): void {
+    if (this.signal.aborted) fn();
+    else this.#reactions.push(fn);
+  }
+
+  /** Disposes of a reaction once what it waited on is settled (no closure made per wait: a hot path). */
+  forget(fn: () => void): void {
+    const r = this.#reactions;
+    // Almost always the newest one.
+    if (r[r.length - 1] === fn) r.pop();
+    else {
+      const i = r.lastIndexOf(fn);
+      if (i !== -1) r.splice(i, 1);
+    }
+  }
+
+  /** Aborts the signal, tells undici, then runs the reactions; false when it was already aborted. */
   abort(reason: unknown): boolean {
     if (this.signal.aborted) return false;
     this.#controller.abort(reason);
     this.emit('abort');
+    const reactions = this.#reactions;
+    this.#reactions = [];
+    for (let i = reactions.length - 1; i >= 0; i--) reactions[i]!();
     return true;
   }
 }

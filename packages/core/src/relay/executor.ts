@@ -50,14 +50,8 @@ const ABORTS: Record<AbortReason, JobAbort> = {
 
 interface RunningJob {
   frame: JobFrame;
-  /** The job's abort: its signal goes to the plugin, the relay itself to undici (abort-relay.ts). */
+  /** The job's abort: its signal goes to the plugin, the relay to undici, reactions to us (abort-relay.ts). */
   abort: AbortRelay;
-  /**
-   * The executor's own reaction to an abort, one at a time (reject the pending open, or close the body
-   * and end a wait for the sink), called by #abort after the signal's listeners: adding a listener to an AbortSignal costs 100 µs or
-   * more on a cold agent, and there were two on every job's way to its first byte (decision 0004).
-   */
-  onAbort: (() => void) | undefined;
   receivedAt: number;
   sink: JobSink;
   backend: Backend | undefined;
@@ -186,7 +180,6 @@ export class Executor {
     const job: RunningJob = {
       frame,
       abort: this.#spareAbort ?? new AbortRelay(),
-      onAbort: undefined,
       receivedAt,
       sink,
       backend: undefined,
@@ -228,10 +221,7 @@ export class Executor {
   }
 
   #abort(job: RunningJob, reason: AbortReason): void {
-    if (!job.abort.abort(ABORTS[reason])) return;
-    const react = job.onAbort;
-    job.onAbort = undefined;
-    react?.();
+    job.abort.abort(ABORTS[reason]);
   }
 
   /** Settles with the promise, or rejects with the job's abort reason as soon as it is aborted. */
@@ -247,17 +237,18 @@ export class Executor {
       return Promise.reject(signal.reason);
     }
     return new Promise<T>((resolve, reject) => {
-      job.onAbort = () => {
+      const onAbort = () => {
         reject(signal.reason);
         p.then(dispose, () => {});
       };
+      job.abort.react(onAbort);
       p.then(
         (v) => {
-          job.onAbort = undefined;
+          job.abort.forget(onAbort);
           resolve(v);
         },
         (e: unknown) => {
-          job.onAbort = undefined;
+          job.abort.forget(onAbort);
           reject(e);
         },
       );
@@ -415,8 +406,7 @@ export class Executor {
       // Whatever the plugin does with the signal, an abort closes the body, and with it the connection.
       // A plugin's body may come from any HTTP client: guarded here, whatever the plugin did.
       const body = guardBody(upstream.body);
-      if (signal.aborted) discard(body);
-      else job.onAbort = () => discard(body);
+      job.abort.react(() => discard(body));
       if (upstream.contentType && !STREAM_TYPES.test(upstream.contentType)) {
         const text = await readText(upstream.body, 4096).catch(() => '');
         throw new UsepodError(
@@ -498,25 +488,19 @@ export class Executor {
 
   async #waitForSink(job: RunningJob): Promise<void> {
     const stallMs = this.#opts.stallTimeoutMs ?? 60_000;
-    // The reaction in place while the body is read (it closes the body); an abort now also ends the wait.
-    const reading = job.onAbort;
     let timer: NodeJS.Timeout | undefined;
+    let ended: (() => void) | undefined;
+    // The body's reaction (close it) stays registered; an abort now also ends the wait.
     const stalledOrAborted = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        this.#abort(job, 'stalled');
-        resolve();
-      }, stallMs);
-      job.onAbort = () => {
-        reading?.();
-        resolve();
-      };
+      timer = setTimeout(() => this.#abort(job, 'stalled'), stallMs);
+      ended = resolve;
+      job.abort.react(resolve);
     });
     try {
       await Promise.race([job.sink.drained(), stalledOrAborted]);
     } finally {
       clearTimeout(timer);
-      // #abort clears the slot when it fires; otherwise the reading reaction goes back in place.
-      if (!job.abort.aborted) job.onAbort = reading;
+      job.abort.forget(ended!);
     }
   }
 
