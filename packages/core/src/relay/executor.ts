@@ -1,7 +1,6 @@
-import { pipeline, type Readable } from 'node:stream';
-import type { Backend, UpstreamResponse } from '../backend/backend.js';
+import type { UpstreamResponse } from '../backend/backend.js';
 import { engineErrorMessage, readText } from '../backend/http.js';
-import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf, UsepodError } from '../errors.js';
+import { errorMessage, type JobErrorCode, UsepodError } from '../errors.js';
 import { jobChannels } from '../observability/diagnostics.js';
 import type { Logger } from '../observability/log.js';
 import type { JobStats } from '../observability/stats.js';
@@ -10,7 +9,15 @@ import { chunkFrame, chunkFramePrefix } from '../protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from '../protocol/frames.js';
 import { engineText } from '../untrusted.js';
 import { AbortRelay } from './abort-relay.js';
-import { anthropicToChat, ChatToAnthropic } from './anthropic.js';
+import {
+  ABORTS,
+  type AbortReason,
+  abortReason,
+  describeFailure,
+  type JobSink,
+  type RunningJob,
+} from './job.js';
+import { type OpenerContext, open, type RouterView, route as routeJob, STREAM_TYPES } from './opener.js';
 import { discard, guardBody, readChunks } from './read-chunks.js';
 import { StreamScanner } from './stream-scan.js';
 import { reservationFor, type TokenBudget } from './token-budget.js';
@@ -20,54 +27,6 @@ import { reservationFor, type TokenBudget } from './token-budget.js';
  * the byte-for-byte relay (5.3), terminal frames (5.4), cancel (5.5) and
  * deadlines (5.6). It writes frames to a `JobSink` and never reads the socket.
  */
-
-export interface JobSink {
-  /** Sends one text frame; false when the session is gone. */
-  send(frame: string): boolean;
-  /** True while the outbound buffer is above its high-water mark. */
-  readonly congested: boolean;
-  /** Resolves when the buffer is back under its low-water mark (or the session ended). */
-  drained(): Promise<void>;
-}
-
-/** Why a job's upstream request was aborted. */
-export type AbortReason = 'cancel' | 'deadline' | 'session' | 'shutdown' | 'stalled';
-
-class JobAbort extends Error {
-  constructor(readonly reason: AbortReason) {
-    super(reason);
-  }
-}
-
-/** One instance per reason, made once: every job ends with an abort, and an Error's stack costs. */
-const ABORTS: Record<AbortReason, JobAbort> = {
-  cancel: new JobAbort('cancel'),
-  deadline: new JobAbort('deadline'),
-  session: new JobAbort('session'),
-  shutdown: new JobAbort('shutdown'),
-  stalled: new JobAbort('stalled'),
-};
-
-interface RunningJob {
-  frame: JobFrame;
-  /** The job's abort: its signal goes to the plugin, the relay to undici, reactions to us (abort-relay.ts). */
-  abort: AbortRelay;
-  receivedAt: number;
-  sink: JobSink;
-  backend: Backend | undefined;
-  bytes: number;
-}
-
-export interface RouterView {
-  /** Healthy backends serving the model, best first. */
-  candidates(model: string): Backend[];
-  /** Called when a backend failed to connect, so discovery can re-probe it. */
-  reportFailure(backend: Backend): void;
-  /** Jobs in flight per backend, maintained by the executor. */
-  adjustInFlight(backend: Backend, delta: number): void;
-  /** Whether the backend serves Anthropic Messages natively for this model (else the agent translates). */
-  speaksAnthropic(backend: Backend, model: string): boolean;
-}
 
 export interface ExecutorOptions {
   hooks: AgentHooks;
@@ -84,28 +43,12 @@ export interface ExecutorOptions {
   now?: () => number;
 }
 
-/**
- * The request changes of PROTOCOL.md 5.2. `model` is always the job's `model_id`: a request's own would
- * run any model the engine has (an Ollama cloud model on the operator's account, a model outside the
- * allow-list) at the advertised model's price. Usage is always asked for, whatever `stream_options` the
- * client sent, so token counts, the budget and billing never depend on the client.
- */
-export function prepareRequest(frame: JobFrame): Record<string, unknown> {
-  const body: Record<string, unknown> = { ...frame.request, stream: true, model: frame.model_id };
-  if (frame.format === 'openai') {
-    const own = body.stream_options;
-    body.stream_options =
-      own && typeof own === 'object' && !Array.isArray(own)
-        ? { ...(own as Record<string, unknown>), include_usage: true }
-        : { include_usage: true };
-  }
-  return body;
-}
-
-const STREAM_TYPES = /^(text\/event-stream|application\/x-ndjson|application\/jsonl|application\/ndjson)/i;
+export type { AbortReason, JobSink } from './job.js';
+export { prepareRequest, type RouterView } from './opener.js';
 
 export class Executor {
   readonly #opts: ExecutorOptions;
+  readonly #opener: OpenerContext;
   readonly #jobs = new Map<string, RunningJob>();
   readonly #now: () => number;
   #accepting = true;
@@ -118,6 +61,7 @@ export class Executor {
 
   constructor(opts: ExecutorOptions) {
     this.#opts = opts;
+    this.#opener = { hooks: opts.hooks, router: opts.router, log: opts.log };
     this.#now = opts.now ?? (() => performance.now());
   }
 
@@ -224,37 +168,6 @@ export class Executor {
     job.abort.abort(ABORTS[reason]);
   }
 
-  /** Settles with the promise, or rejects with the job's abort reason as soon as it is aborted. */
-  #abortable<T>(job: RunningJob, p: Promise<T>): Promise<T> {
-    const { signal } = job.abort;
-    // A response that arrives after all is closed at once.
-    const dispose = (r: unknown) => {
-      const body = (r as { body?: Readable } | undefined)?.body;
-      if (body) discard(body);
-    };
-    if (signal.aborted) {
-      p.then(dispose, () => {});
-      return Promise.reject(signal.reason);
-    }
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = () => {
-        reject(signal.reason);
-        p.then(dispose, () => {});
-      };
-      job.abort.react(onAbort);
-      p.then(
-        (v) => {
-          job.abort.forget(onAbort);
-          resolve(v);
-        },
-        (e: unknown) => {
-          job.abort.forget(onAbort);
-          reject(e);
-        },
-      );
-    });
-  }
-
   #reject(frame: JobFrame, sink: JobSink, code: JobErrorCode, message: string, receivedAt: number): void {
     this.#sendError(sink, frame.job_id, code, message, 0);
     this.#finish(
@@ -286,74 +199,6 @@ export class Executor {
     sink.send(JSON.stringify(frame));
   }
 
-  async #route(job: RunningJob, candidates: Backend[]): Promise<Backend[]> {
-    // A tap that never answers must not hold the job past its deadline or a cancel.
-    const handle = await this.#abortable(
-      job,
-      this.#opts.hooks.onJob.promise({ frame: job.frame, candidates }),
-    );
-    const first = handle?.backend ?? candidates[0]!;
-    return [first, ...candidates.filter((b) => b !== first)];
-  }
-
-  async #open(job: RunningJob, route: Backend[]): Promise<UpstreamResponse> {
-    const { frame } = job;
-    let lastErr: unknown;
-    for (const backend of route) {
-      job.backend = backend;
-      this.#opts.router.adjustInFlight(backend, 1);
-      // Anthropic jobs go to /v1/messages where the engine has it, else through chat completions and back.
-      const translate =
-        frame.format === 'anthropic' && !this.#opts.router.speaksAnthropic(backend, frame.model_id);
-      try {
-        const attempt = this.#attempt(job, backend, translate);
-        // Chained only where it can apply: each link is one more turn before the first byte.
-        if (frame.format !== 'anthropic' || translate) return await attempt;
-        return await attempt.catch((err: unknown) => {
-          // An engine thought to serve /v1/messages that has no such route: translate instead.
-          if (!isUsepodError(err, 'USEPOD_BACKEND_NO_ROUTE') || job.abort.signal.aborted) throw err;
-          return this.#attempt(job, backend, true);
-        });
-      } catch (err) {
-        this.#opts.router.adjustInFlight(backend, -1);
-        lastErr = err;
-        // Nothing was relayed yet: an unreachable engine is worth trying the next one.
-        if (job.abort.signal.aborted || !isUsepodError(err, 'USEPOD_BACKEND_UNREACHABLE')) break;
-        this.#opts.router.reportFailure(backend);
-        this.#opts.log.warn('backend unreachable, trying the next one', {
-          job_id: job.frame.job_id,
-          backend: backend.label,
-        });
-      }
-    }
-    job.backend = undefined;
-    throw lastErr;
-  }
-
-  #attempt(job: RunningJob, backend: Backend, translate: boolean): Promise<UpstreamResponse> {
-    const { frame } = job;
-    // A plugin that ignores the signal must not hold the job past its deadline or a cancel.
-    const opened = this.#abortable(
-      job,
-      backend.stream({
-        model: frame.model_id,
-        body: translate ? anthropicToChat(frame.request, frame.model_id) : prepareRequest(frame),
-        format: translate ? 'openai' : frame.format,
-        signal: job.abort.signal,
-      }),
-    );
-    if (jobChannels.request.hasSubscribers) {
-      jobChannels.request.publish({ jobId: frame.job_id, backend: backend.label });
-    }
-    if (!translate) return opened;
-    return opened.then((res) => {
-      if (res.contentType && !STREAM_TYPES.test(res.contentType)) return res;
-      const out = new ChatToAnthropic(frame.model_id);
-      pipeline(res.body, out, () => {});
-      return { body: out, contentType: 'text/event-stream' };
-    });
-  }
-
   async #run(job: RunningJob): Promise<void> {
     const { frame, sink } = job;
     const { signal } = job.abort;
@@ -374,7 +219,7 @@ export class Executor {
       // Without taps the hook is skipped, and the request leaves in this same turn of the event loop.
       if (candidates.length > 0 && this.#opts.hooks.onJob.isUsed()) {
         armDeadline();
-        route = await this.#route(job, candidates);
+        route = await routeJob(this.#opener, job, candidates);
       }
       if (route.length === 0) {
         outcome = 'error';
@@ -388,7 +233,7 @@ export class Executor {
         );
         return;
       }
-      const opening = this.#open(job, route);
+      const opening = open(this.#opener, job, route);
       // Armed once the request is on its way: undici writes it in this turn's check phase, after
       // the work done here (decision 0004). The next job's abort is made then too.
       setImmediate(() => {
@@ -540,39 +385,4 @@ export class Executor {
       for (const w of waiters) w();
     }
   }
-}
-
-function abortReason(signal: AbortSignal, err: unknown): AbortReason | undefined {
-  if (err instanceof JobAbort) return err.reason;
-  if (signal.aborted && signal.reason instanceof JobAbort) return signal.reason.reason;
-  return undefined;
-}
-
-function describeFailure(
-  reason: AbortReason | undefined,
-  err: unknown,
-  deadlineMs: number,
-): [JobErrorCode, string] {
-  // Mapped by code, never by message text (issue 16): the wire code is the error code's.
-  switch (reason) {
-    case 'deadline':
-      return describeFailure(
-        undefined,
-        new UsepodError('USEPOD_BACKEND_TIMEOUT', `backend exceeded deadline_ms (${deadlineMs} ms)`),
-        deadlineMs,
-      );
-    case 'shutdown':
-      return ['internal', 'agent shut down before the job finished'];
-    case 'stalled':
-      return ['internal', 'job stalled: the coordinator did not read its output in time'];
-    default:
-      break;
-  }
-  if (isUsepodError(err)) return [jobErrorCodeOf(err), err.message];
-  // What undici or a plugin threw while the body was read: the stream failed.
-  return describeFailure(
-    undefined,
-    new UsepodError('USEPOD_BACKEND_STREAM', `backend stream failed: ${errorMessage(err)}`),
-    deadlineMs,
-  );
 }

@@ -1,0 +1,115 @@
+import type { Readable } from 'node:stream';
+import type { Backend } from '../backend/backend.js';
+import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf, UsepodError } from '../errors.js';
+import type { JobFrame } from '../protocol/frames.js';
+import type { AbortRelay } from './abort-relay.js';
+import { discard } from './read-chunks.js';
+
+/**
+ * One job as the executor runs it, why it may be aborted, and how a failure becomes the job error of
+ * PROTOCOL.md 5.4: by the error's code, never by its message text.
+ */
+
+/** Where a job's frames go: the session, seen from the executor. */
+export interface JobSink {
+  /** Sends one text frame; false when the session is gone. */
+  send(frame: string): boolean;
+  /** True while the outbound buffer is above its high-water mark. */
+  readonly congested: boolean;
+  /** Resolves when the buffer is back under its low-water mark (or the session ended). */
+  drained(): Promise<void>;
+}
+
+/** Why a job's upstream request was aborted. */
+export type AbortReason = 'cancel' | 'deadline' | 'session' | 'shutdown' | 'stalled';
+
+export class JobAbort extends Error {
+  constructor(readonly reason: AbortReason) {
+    super(reason);
+  }
+}
+
+/** One instance per reason, made once: every job ends with an abort, and an Error's stack costs. */
+export const ABORTS: Record<AbortReason, JobAbort> = {
+  cancel: new JobAbort('cancel'),
+  deadline: new JobAbort('deadline'),
+  session: new JobAbort('session'),
+  shutdown: new JobAbort('shutdown'),
+  stalled: new JobAbort('stalled'),
+};
+
+export interface RunningJob {
+  frame: JobFrame;
+  /** The job's abort: its signal goes to the plugin, the relay to undici, reactions to us (abort-relay.ts). */
+  abort: AbortRelay;
+  receivedAt: number;
+  sink: JobSink;
+  backend: Backend | undefined;
+  bytes: number;
+}
+
+/** Settles with the promise, or rejects with the job's abort reason as soon as it is aborted. */
+export function abortable<T>(abort: AbortRelay, p: Promise<T>): Promise<T> {
+  const { signal } = abort;
+  // A response that arrives after all is closed at once.
+  const dispose = (r: unknown) => {
+    const body = (r as { body?: Readable } | undefined)?.body;
+    if (body) discard(body);
+  };
+  if (signal.aborted) {
+    p.then(dispose, () => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      p.then(dispose, () => {});
+    };
+    abort.react(onAbort);
+    p.then(
+      (v) => {
+        abort.forget(onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        abort.forget(onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+export function abortReason(signal: AbortSignal, err: unknown): AbortReason | undefined {
+  if (err instanceof JobAbort) return err.reason;
+  if (signal.aborted && signal.reason instanceof JobAbort) return signal.reason.reason;
+  return undefined;
+}
+
+export function describeFailure(
+  reason: AbortReason | undefined,
+  err: unknown,
+  deadlineMs: number,
+): [JobErrorCode, string] {
+  // Mapped by code, never by message text (issue 16): the wire code is the error code's.
+  switch (reason) {
+    case 'deadline':
+      return describeFailure(
+        undefined,
+        new UsepodError('USEPOD_BACKEND_TIMEOUT', `backend exceeded deadline_ms (${deadlineMs} ms)`),
+        deadlineMs,
+      );
+    case 'shutdown':
+      return ['internal', 'agent shut down before the job finished'];
+    case 'stalled':
+      return ['internal', 'job stalled: the coordinator did not read its output in time'];
+    default:
+      break;
+  }
+  if (isUsepodError(err)) return [jobErrorCodeOf(err), err.message];
+  // What undici or a plugin threw while the body was read: the stream failed.
+  return describeFailure(
+    undefined,
+    new UsepodError('USEPOD_BACKEND_STREAM', `backend stream failed: ${errorMessage(err)}`),
+    deadlineMs,
+  );
+}
