@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backend/backend.js';
-import type { Config, ConfigInput } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
 import { loadOrCreateIdentity, type PersistedIdentity } from '../identity/identity.js';
@@ -9,120 +9,32 @@ import { IdentityLock } from '../identity/lock.js';
 import { createLogger, type Logger } from '../observability/log.js';
 import { AgentMetrics } from '../observability/metrics.js';
 import { redactor } from '../observability/redact.js';
-import { type HeartbeatStats, JobStats } from '../observability/stats.js';
-import { StatusServer } from '../observability/status-server.js';
-import {
-  createHooks,
-  type JobOutcome,
-  type PluginHooks,
-  pluginView,
-  runCloseHooks,
-} from '../plugins/hooks.js';
+import { JobStats } from '../observability/stats.js';
+import { type StatusServer, serveStatus } from '../observability/status-server.js';
+import { createHooks, type PluginHooks, pluginView, runCloseHooks } from '../plugins/hooks.js';
 import { PluginHost } from '../plugins/host.js';
 import { checkBackends } from '../plugins/kinds.js';
 import { loadPluginForKind } from '../plugins/loader.js';
-import { type AgentPlugin, type PluginFactory, pluginFromModule, validatePlugin } from '../plugins/plugin.js';
-import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
-import { Session, type SessionEnd } from '../protocol/session.js';
+import { type AgentPlugin, pluginFromModule, validatePlugin } from '../plugins/plugin.js';
+import type { CapabilitiesFrame } from '../protocol/frames.js';
 import { Executor } from '../relay/executor.js';
 import { TokenBudget } from '../relay/token-budget.js';
-import { buildModelEntries, capabilitiesFrame, sortEntries } from '../routing/capabilities.js';
+import { advertise } from '../routing/capabilities.js';
 import { Discovery } from '../routing/discovery.js';
 import { AGENT_VERSION } from '../version.js';
-import { Backoff } from './backoff.js';
 
-export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
+import { Connector } from './connector.js';
+import type { AgentEvents, AgentSnapshot, AgentState, AgentStatus, CreateAgentOptions } from './types.js';
 
-export interface AgentTiming {
-  /** Heartbeat period; PROTOCOL.md fixes it at 15 s. Tests shorten it. */
-  heartbeatIntervalMs?: number;
-  backoffInitialMs?: number;
-  backoffMaxMs?: number;
-  handshakeTimeoutMs?: number;
-  /** Per-tap bound for `onClose`. */
-  closeHookTimeoutMs?: number;
-  /** A job whose output cannot be delivered this long ends with `job_error`. */
-  stallTimeoutMs?: number;
-  /** Overrides `[discovery] interval_s`. */
-  discoveryIntervalMs?: number;
-  /** Outbound buffer above which relays pause reading their engines (default 4 MiB). */
-  highWaterBytes?: number;
-  /** Outbound buffer under which paused relays resume (default 1 MiB). */
-  lowWaterBytes?: number;
-}
-
-export interface CreateAgentOptions {
-  /** A validated config, or a plain object in the `agent.toml` shape. */
-  config: Config | ConfigInput;
-  /** Plugins passed directly (objects or definePlugin factories); kinds they register need no package. */
-  plugins?: (AgentPlugin | PluginFactory<void>)[];
-  /** Use this identity instead of the file at `identity.key_path`. */
-  identity?: PersistedIdentity;
-  /** Accept a ws:// coordinator URL (`--allow-insecure`). */
-  allowInsecure?: boolean;
-  logger?: Logger;
-  /** Folders searched for plugin packages by kind. */
-  pluginSearchRoots?: string[];
-  timing?: AgentTiming;
-  /** Environment read for `api_key_env` (default `process.env`). */
-  env?: Record<string, string | undefined>;
-}
-
-export interface BackendSnapshot {
-  label: string;
-  kind: string;
-  url: string | undefined;
-  healthy: boolean;
-  detail: string | undefined;
-  inFlight: number;
-  models: { id: string; contextWindow?: number }[];
-}
-
-export interface AgentSnapshot {
-  state: AgentState;
-  coordinator: string;
-  providerId: string | undefined;
-  publicKey: string | undefined;
-  agentVersion: string;
-  startedAt: string | undefined;
-  inFlight: number;
-  /** Bytes waiting in the coordinator socket's send buffer. */
-  outboundBytes: number;
-  backends: BackendSnapshot[];
-  models: CapabilityModel[];
-}
-
-/** What `/status` and `usepod-agent status` show. */
-export interface AgentStatus {
-  state: AgentState;
-  connected: boolean;
-  coordinator: string;
-  provider_id: string | null;
-  public_key: string | null;
-  fingerprint: string | null;
-  agent_version: string;
-  started_at: string | null;
-  uptime_s: number;
-  backends: BackendSnapshot[];
-  models: CapabilityModel[];
-  jobs: { in_flight: number; served: number; failed: number; cancelled: number };
-  tokens: { input: number; output: number };
-  relayed_bytes: number;
-  heartbeat: HeartbeatStats;
-  earnings: { micro_usdc: number; usdc: number };
-}
-
-export interface AgentEvents {
-  state: [AgentState];
-  online: [string | undefined];
-  capabilities: [CapabilitiesFrame];
-  job: [JobOutcome];
-  sessionEnd: [SessionEnd];
-  /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
-  backpressure: [boolean];
-  /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
-  reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
-}
+export type {
+  AgentEvents,
+  AgentSnapshot,
+  AgentState,
+  AgentStatus,
+  AgentTiming,
+  BackendSnapshot,
+  CreateAgentOptions,
+} from './types.js';
 
 /**
  * The agent: loads plugins and identity, probes backends, keeps one session with
@@ -143,11 +55,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   #backends: Backend[] = [];
   #discovery: Discovery | undefined;
   #executor: Executor | undefined;
-  #session: Session | undefined;
+  #connector: Connector | undefined;
   #state: AgentState = 'idle';
-  #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
-  readonly #wake = new AbortController();
   #lastCapabilities: CapabilitiesFrame | undefined;
   #startedAt: Date | undefined;
   /** One identity, one agent: held from start to stop (identity/lock.ts). */
@@ -323,31 +233,32 @@ export class Agent extends EventEmitter<AgentEvents> {
       coordinator: this.config.coordinator.url,
       backends: this.#backends.length,
     });
-    this.#loop = this.#connectLoop();
+    this.#connector = new Connector({
+      config: this.config,
+      identity: this.#identity!,
+      hooks: this.#allHooks,
+      executor: this.#executor!,
+      log: this.log.child('session'),
+      timing: this.#opts.timing ?? {},
+      capabilities: async () => {
+        const frame = await this.capabilities();
+        queueMicrotask(() => this.emit('capabilities', frame));
+        return frame;
+      },
+      heartbeat: () => this.stats.snapshot(this.#executor?.inFlight ?? 0),
+      onState: (state) => this.#setState(state),
+      onOnline: (providerId) => this.emit('online', providerId),
+      onSessionEnd: (end) => this.emit('sessionEnd', end),
+      onReconnect: (r) => this.emit('reconnect', r),
+      onBackpressure: (paused) => this.emit('backpressure', paused),
+    });
+    this.#connector.start();
   }
 
   async #startStatusServer(): Promise<void> {
     const addr = this.config.observability.prometheus_addr;
     if (addr === '' || addr === 'off') return;
-    const server = new StatusServer({ addr, registry: this.metrics.registry, status: () => this.status() });
-    try {
-      const bound = await server.listen();
-      this.#statusServer = server;
-      const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
-      this.log.info('metrics and status served', { url: `http://${host}:${bound.port}/metrics` });
-      if (!isLoopback(bound.address)) {
-        this.log.warn(
-          'metrics and status are served beyond this machine: anyone who reaches the port sees models, earnings and the provider id; set observability.prometheus_addr to 127.0.0.1:PORT unless that is intended',
-          { addr },
-        );
-      }
-    } catch (err) {
-      // The agent keeps serving jobs without its local status page.
-      this.log.warn('metrics server not started; change observability.prometheus_addr or set it to "off"', {
-        addr,
-        error: errorMessage(err),
-      });
-    }
+    this.#statusServer = await serveStatus(addr, this.metrics.registry, () => this.status(), this.log);
   }
 
   /** Address the status server listens on, when it runs. */
@@ -382,29 +293,22 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** The `capabilities` frame as it would be sent now. */
   async capabilities(): Promise<CapabilitiesFrame> {
-    const served = this.#discovery?.served() ?? [];
-    const base = buildModelEntries(this.config, served, this.#host.priority);
-    const adjusted = await this.#allHooks.onCapabilities.promise(base);
-    // Whatever the taps did, the wire rules hold: one entry per id, sorted, no zero prices.
-    const seen = new Set<string>();
-    const models = sortEntries(
-      adjusted.filter((m) => {
-        if (m.input_per_1m <= 0 || m.output_per_1m <= 0 || seen.has(m.model_id)) return false;
-        seen.add(m.model_id);
-        return true;
-      }),
+    const frame = await advertise(
+      this.config,
+      this.#discovery?.served() ?? [],
+      this.#host.priority,
+      this.#allHooks,
     );
-    const frame = capabilitiesFrame(this.config, models, AGENT_VERSION);
     this.#lastCapabilities = frame;
-    this.metrics.capabilities(models);
+    this.metrics.capabilities(frame.models);
     return frame;
   }
 
   async #resendCapabilities(): Promise<void> {
-    if (!this.#session?.online) return;
+    if (!this.#connector?.session?.online) return;
     try {
       const frame = await this.capabilities();
-      await this.#session?.sendCapabilities(frame);
+      await this.#connector?.session?.sendCapabilities(frame);
       this.emit('capabilities', frame);
     } catch (err) {
       this.log.error('capabilities update failed', { error: errorMessage(err) });
@@ -416,79 +320,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.#discovery?.probeAll();
   }
 
-  async #connectLoop(): Promise<void> {
-    const timing = this.#opts.timing ?? {};
-    const backoff = new Backoff({
-      ...(timing.backoffInitialMs ? { initialMs: timing.backoffInitialMs } : {}),
-      ...(timing.backoffMaxMs ? { maxMs: timing.backoffMaxMs } : {}),
-    });
-    let preAuthFailures = 0;
-    const log = this.log.child('session');
-    const insecure = new URL(this.config.coordinator.url).protocol === 'ws:';
-    while (!this.#stopping) {
-      this.#setState('connecting');
-      if (insecure) log.warn('coordinator connection is not encrypted (ws://, allowed by --allow-insecure)');
-      const session = new Session({
-        url: this.config.coordinator.url,
-        identity: this.#identity!,
-        enrollmentCode: this.config.coordinator.enrollment_code,
-        agentVersion: AGENT_VERSION,
-        hooks: this.#allHooks,
-        log,
-        executor: this.#executor!,
-        capabilities: async () => {
-          const frame = await this.capabilities();
-          queueMicrotask(() => this.emit('capabilities', frame));
-          return frame;
-        },
-        heartbeat: () => this.stats.snapshot(this.#executor?.inFlight ?? 0),
-        heartbeatIntervalMs: timing.heartbeatIntervalMs ?? 15_000,
-        handshakeTimeoutMs: timing.handshakeTimeoutMs ?? 15_000,
-        maxInboundBytes: Math.max(this.config.limits.max_request_bytes * 2, 1024 * 1024),
-        highWaterBytes: timing.highWaterBytes ?? 4 * 1024 * 1024,
-        lowWaterBytes: timing.lowWaterBytes ?? 1024 * 1024,
-        onBackpressure: (paused) => this.emit('backpressure', paused),
-        onOnline: (providerId) => {
-          this.#setState('online');
-          this.emit('online', providerId);
-        },
-      });
-      this.#session = session;
-      const end = await session.run();
-      this.#session = undefined;
-      this.emit('sessionEnd', end);
-      const fields = {
-        kind: end.kind,
-        code: end.code,
-        reason: end.reason,
-        detail: end.detail,
-        error_code: end.error?.code,
-      };
-      if (end.kind === 'stopped') break;
-      if (end.kind === 'deploy' || end.kind === 'operator' || end.kind === 'graceful')
-        log.info('session closed', fields);
-      else log.warn('session ended unexpectedly', fields);
-      if (this.#stopping) break;
-      if (end.reachedAuth) {
-        backoff.reset();
-        preAuthFailures = 0;
-      } else if (++preAuthFailures === 10) {
-        log.error('10 consecutive connection attempts failed before authentication; still retrying', fields);
-      }
-      const wait = backoff.next();
-      this.emit('reconnect', { waitMs: wait, preAuthFailures, after: end.kind });
-      this.#setState('backoff');
-      log.info('reconnecting', { in_ms: wait, after: end.kind });
-      await sleep(wait, undefined, { signal: this.#wake.signal }).catch(() => {});
-    }
-  }
-
   /**
    * Graceful drain: refuse new jobs, let jobs in flight finish for up to
    * `graceMs` (default `limits.drain_timeout_s`), end the rest with
    * `job_error`, close the socket with 1000, run `onClose` taps.
    */
   stop(opts: { graceMs?: number } = {}): Promise<void> {
+    // No new session once a drain has begun: a coordinator that closes meanwhile is not redialled.
+    this.#connector?.halt();
     this.#stopping ??= this.#stop(opts.graceMs ?? this.config.limits.drain_timeout_s * 1000);
     return this.#stopping;
   }
@@ -508,9 +347,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       ex.abortAll('shutdown');
       await ex.idle();
     }
-    this.#session?.close(1000);
-    this.#wake.abort();
-    await this.#loop;
+    await this.#connector?.stop();
     const failures = await runCloseHooks(
       this.#allHooks,
       { reason: 'stop' },
@@ -538,7 +375,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       agentVersion: AGENT_VERSION,
       startedAt: this.#startedAt?.toISOString(),
       inFlight: this.#executor?.inFlight ?? 0,
-      outboundBytes: this.#session?.bufferedAmount ?? 0,
+      outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
       backends: (this.#discovery?.states ?? []).map((s) => ({
         label: s.backend.label,
         kind: s.backend.kind,
@@ -553,10 +390,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       models: this.#lastCapabilities?.models ?? [],
     };
   }
-}
-
-function isLoopback(address: string): boolean {
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
 /** Creates an agent; call `start()` to connect. */

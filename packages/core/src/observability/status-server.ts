@@ -1,6 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { errorMessage } from '../errors.js';
+import type { Logger } from './log.js';
 import { redactor } from './redact.js';
 
 /**
@@ -83,5 +85,40 @@ export class StatusServer {
     if (!this.#server.listening) return;
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+/**
+ * Starts the status server at `addr`, or logs why not: the agent keeps serving jobs without its local
+ * status page. Warns when it listens beyond loopback (models, earnings and the provider id are on it).
+ */
+export async function serveStatus(
+  addr: string,
+  registry: StatusServerOptions['registry'],
+  status: StatusServerOptions['status'],
+  log: Logger,
+): Promise<StatusServer | undefined> {
+  const server = new StatusServer({ addr, registry, status });
+  try {
+    const bound = await server.listen();
+    const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+    log.info('metrics and status served', { url: `http://${host}:${bound.port}/metrics` });
+    if (!isLoopback(bound.address)) {
+      log.warn(
+        'metrics and status are served beyond this machine: anyone who reaches the port sees models, earnings and the provider id; set observability.prometheus_addr to 127.0.0.1:PORT unless that is intended',
+        { addr },
+      );
+    }
+    return server;
+  } catch (err) {
+    log.warn('metrics server not started; change observability.prometheus_addr or set it to "off"', {
+      addr,
+      error: errorMessage(err),
+    });
+    return undefined;
   }
 }

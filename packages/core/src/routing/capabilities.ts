@@ -1,7 +1,9 @@
 import type { Backend, BackendModel } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
+import type { AgentHooks } from '../plugins/hooks.js';
 import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
 import { ownEntry } from '../untrusted.js';
+import { AGENT_VERSION } from '../version.js';
 
 /**
  * Builds the `capabilities` frame (PROTOCOL.md section 3) from what the healthy
@@ -94,4 +96,26 @@ export function capabilitiesFrame(
     },
     metadata: { agent_version: agentVersion },
   };
+}
+
+/**
+ * The frame to advertise: the models served, the `onCapabilities` taps' changes, and then the wire rules,
+ * whatever the taps did: one entry per id, sorted, no zero prices (PROTOCOL.md 3).
+ */
+export async function advertise(
+  config: Config,
+  served: ServedModel[],
+  priority: KindPriority,
+  hooks: AgentHooks,
+): Promise<CapabilitiesFrame> {
+  const adjusted = await hooks.onCapabilities.promise(buildModelEntries(config, served, priority));
+  const seen = new Set<string>();
+  const models = sortEntries(
+    adjusted.filter((m) => {
+      if (m.input_per_1m <= 0 || m.output_per_1m <= 0 || seen.has(m.model_id)) return false;
+      seen.add(m.model_id);
+      return true;
+    }),
+  );
+  return capabilitiesFrame(config, models, AGENT_VERSION);
 }

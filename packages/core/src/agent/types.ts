@@ -1,0 +1,103 @@
+import type { Config, ConfigInput } from '../config/schema.js';
+import type { PersistedIdentity } from '../identity/identity.js';
+import type { Logger } from '../observability/log.js';
+import type { HeartbeatStats } from '../observability/stats.js';
+import type { JobOutcome } from '../plugins/hooks.js';
+import type { AgentPlugin, PluginFactory } from '../plugins/plugin.js';
+import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
+import type { SessionEnd } from '../protocol/session.js';
+
+/** The agent's options, states, events and the figures it reports. */
+
+export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
+
+export interface AgentTiming {
+  /** Heartbeat period; PROTOCOL.md fixes it at 15 s. Tests shorten it. */
+  heartbeatIntervalMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  handshakeTimeoutMs?: number;
+  /** Per-tap bound for `onClose`. */
+  closeHookTimeoutMs?: number;
+  /** A job whose output cannot be delivered this long ends with `job_error`. */
+  stallTimeoutMs?: number;
+  /** Overrides `[discovery] interval_s`. */
+  discoveryIntervalMs?: number;
+  /** Outbound buffer above which relays pause reading their engines (default 4 MiB). */
+  highWaterBytes?: number;
+  /** Outbound buffer under which paused relays resume (default 1 MiB). */
+  lowWaterBytes?: number;
+}
+
+export interface CreateAgentOptions {
+  /** A validated config, or a plain object in the `agent.toml` shape. */
+  config: Config | ConfigInput;
+  /** Plugins passed directly (objects or definePlugin factories); kinds they register need no package. */
+  plugins?: (AgentPlugin | PluginFactory<void>)[];
+  /** Use this identity instead of the file at `identity.key_path`. */
+  identity?: PersistedIdentity;
+  /** Accept a ws:// coordinator URL (`--allow-insecure`). */
+  allowInsecure?: boolean;
+  logger?: Logger;
+  /** Folders searched for plugin packages by kind. */
+  pluginSearchRoots?: string[];
+  timing?: AgentTiming;
+  /** Environment read for `api_key_env` (default `process.env`). */
+  env?: Record<string, string | undefined>;
+}
+
+export interface BackendSnapshot {
+  label: string;
+  kind: string;
+  url: string | undefined;
+  healthy: boolean;
+  detail: string | undefined;
+  inFlight: number;
+  models: { id: string; contextWindow?: number }[];
+}
+
+export interface AgentSnapshot {
+  state: AgentState;
+  coordinator: string;
+  providerId: string | undefined;
+  publicKey: string | undefined;
+  agentVersion: string;
+  startedAt: string | undefined;
+  inFlight: number;
+  /** Bytes waiting in the coordinator socket's send buffer. */
+  outboundBytes: number;
+  backends: BackendSnapshot[];
+  models: CapabilityModel[];
+}
+
+/** What `/status` and `usepod-agent status` show. */
+export interface AgentStatus {
+  state: AgentState;
+  connected: boolean;
+  coordinator: string;
+  provider_id: string | null;
+  public_key: string | null;
+  fingerprint: string | null;
+  agent_version: string;
+  started_at: string | null;
+  uptime_s: number;
+  backends: BackendSnapshot[];
+  models: CapabilityModel[];
+  jobs: { in_flight: number; served: number; failed: number; cancelled: number };
+  tokens: { input: number; output: number };
+  relayed_bytes: number;
+  heartbeat: HeartbeatStats;
+  earnings: { micro_usdc: number; usdc: number };
+}
+
+export interface AgentEvents {
+  state: [AgentState];
+  online: [string | undefined];
+  capabilities: [CapabilitiesFrame];
+  job: [JobOutcome];
+  sessionEnd: [SessionEnd];
+  /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
+  backpressure: [boolean];
+  /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
+  reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
+}
