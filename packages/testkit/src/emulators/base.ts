@@ -1,5 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { LocalHttpServer } from '../local-server.js';
 import { EventLog } from '../wait.js';
 
 /**
@@ -117,10 +117,8 @@ export abstract class EngineEmulator {
   apiKey: string | undefined;
   defaultTokens: number;
   tokenDelayMs: number;
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
+  readonly #server: LocalHttpServer;
   readonly #queue: { behavior: Behavior; model?: string; times: number }[] = [];
-  #port = 0;
   #nextId = 1;
   #inFlight = 0;
   protected routes = new Map<string, Route>();
@@ -130,20 +128,16 @@ export abstract class EngineEmulator {
     this.apiKey = opts.apiKey;
     this.defaultTokens = opts.defaultTokens ?? 8;
     this.tokenDelayMs = opts.tokenDelayMs ?? 0;
-    this.#server = createServer((req, res) => void this.#handle(req, res));
-    this.#server.on('connection', (s) => {
-      this.#sockets.add(s);
-      s.on('close', () => this.#sockets.delete(s));
-    });
+    this.#server = new LocalHttpServer((req, res) => void this.#handle(req, res));
   }
 
   /** Base URL, e.g. `http://127.0.0.1:41234`. */
   get url(): string {
-    return `http://127.0.0.1:${this.#port}`;
+    return this.#server.url;
   }
 
   get port(): number {
-    return this.#port;
+    return this.#server.port;
   }
 
   /** Requests being answered now. */
@@ -152,14 +146,7 @@ export abstract class EngineEmulator {
   }
 
   async start(port = 0): Promise<this> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, '127.0.0.1', () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    this.#port = (this.#server.address() as AddressInfo).port;
+    await this.#server.start(port);
     return this;
   }
 
@@ -194,27 +181,22 @@ export abstract class EngineEmulator {
   }
 
   /** Closes the listener and every connection: clients now get ECONNREFUSED (vLLM while loading, or a dead engine). */
-  async goDown(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      for (const s of this.#sockets) s.destroy();
-    });
+  goDown(): Promise<void> {
+    return this.#server.goDown();
   }
 
   /** Listens again on the same port. */
-  async comeUp(): Promise<void> {
-    await this.start(this.#port);
+  comeUp(): Promise<void> {
+    return this.#server.comeUp();
   }
 
   /** Destroys every open connection (an engine crash mid-stream). */
   killConnections(): void {
-    for (const s of this.#sockets) s.destroy();
+    this.#server.killConnections();
   }
 
-  async close(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
-    if (!this.#server.listening) return;
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.#server.close();
   }
 
   protected authorized(req: IncomingMessage): boolean {

@@ -1,7 +1,7 @@
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { ConformanceEmulator } from '../conformance.js';
 import type { Behavior, RequestRecord } from '../emulators/base.js';
+import { LocalHttpServer } from '../local-server.js';
 import { EventLog } from '../wait.js';
 
 /**
@@ -13,34 +13,21 @@ export class RealEngineProxy implements ConformanceEmulator {
   readonly requests = new EventLog<RequestRecord>();
   readonly aborted = new EventLog<RequestRecord>();
   readonly #upstream: URL;
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
+  readonly #server: LocalHttpServer;
   readonly #queue: { behavior: Behavior; times: number }[] = [];
-  #port = 0;
   #nextId = 1;
 
   constructor(upstream: string) {
     this.#upstream = new URL(upstream);
-    this.#server = createServer((req, res) => void this.#handle(req, res));
-    this.#server.on('connection', (s) => {
-      this.#sockets.add(s);
-      s.on('close', () => this.#sockets.delete(s));
-    });
+    this.#server = new LocalHttpServer((req, res) => void this.#handle(req, res));
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.#port}`;
+    return this.#server.url;
   }
 
   async start(port = 0): Promise<this> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, '127.0.0.1', () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    this.#port = (this.#server.address() as AddressInfo).port;
+    await this.#server.start(port);
     return this;
   }
 
@@ -53,20 +40,16 @@ export class RealEngineProxy implements ConformanceEmulator {
     this.#queue.length = 0;
   }
 
-  async goDown(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      for (const s of this.#sockets) s.destroy();
-    });
+  goDown(): Promise<void> {
+    return this.#server.goDown();
   }
 
-  async comeUp(): Promise<void> {
-    await this.start(this.#port);
+  comeUp(): Promise<void> {
+    return this.#server.comeUp();
   }
 
-  async close(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
-    if (this.#server.listening) await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.#server.close();
   }
 
   #take(path: string, method: string): Behavior {
