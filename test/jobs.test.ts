@@ -350,3 +350,53 @@ describe('heartbeats (PROTOCOL.md section 4)', () => {
     expect(Date.parse(String(failed.last_error_at))).toBeGreaterThan(0);
   });
 });
+
+describe('the job abort handed to a plugin', () => {
+  it('passes the signal and its emitter explicitly; a cancel fires both, the emitter after the signal', async () => {
+    const { Readable } = await import('node:stream');
+    const { definePlugin } = await import('@usepod-agent/core');
+    const seen: { req?: import('@usepod-agent/core/backend').StreamRequest; order: string[] } = { order: [] };
+    const plugin = definePlugin(() => ({
+      name: 'abort-probe',
+      apiVersion: 1,
+      kinds: ['abort-probe'],
+      apply(_h, ctx) {
+        ctx.registerBackend('abort-probe', () => ({
+          kind: 'abort-probe',
+          label: 'abort-probe',
+          url: 'http://abort-probe',
+          probe: async () => ({ healthy: true, models: [{ id: 'm' }] }),
+          stream: async (req) => {
+            seen.req = req;
+            req.signal.addEventListener('abort', () => seen.order.push('signal'));
+            req.abort?.on('abort', () => seen.order.push('emitter'));
+            const body = new Readable({ read() {} });
+            body.push('data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n');
+            return { body, contentType: 'text/event-stream' };
+          },
+          close: async () => {},
+        }));
+      },
+    }));
+    const { createTestAgent } = await import('@usepod-agent/testkit');
+    const t = await createTestAgent({
+      plugins: [plugin],
+      config: { backends: [{ kind: 'abort-probe', url: 'http://abort-probe' }] },
+    });
+    try {
+      expect((await t.start()).ok).toBe(true);
+      const session = await t.coordinator.firstAuthenticated();
+      await session.capabilities();
+      const job = session.dispatch({ model_id: 'm' });
+      await job.firstChunk();
+      expect(seen.req?.abort?.aborted).toBe(false);
+      session.cancel(job.jobId);
+      await t.agent.waitFor('online');
+      for (let i = 0; i < 100 && seen.order.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(seen.order).toEqual(['signal', 'emitter']);
+      expect(seen.req?.abort?.aborted).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -59,7 +59,9 @@ describe('runConformance', () => {
   it('catches a plugin that ignores the abort signal, and one built for another API version', async () => {
     class Deaf extends VllmBackend {
       override stream(req: StreamRequest) {
-        return super.stream({ ...req, signal: new AbortController().signal });
+        // Deaf to the job's abort in both its forms.
+        const { abort: _ignored, ...rest } = req;
+        return super.stream({ ...rest, signal: new AbortController().signal });
       }
     }
     const deaf = definePlugin(() => ({

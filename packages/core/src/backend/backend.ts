@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import type { BackendConfig } from '../config/schema.js';
 import type { Logger } from '../observability/log.js';
@@ -51,6 +52,12 @@ export interface StreamRequest {
   format: 'openai' | 'anthropic';
   /** Aborted on cancel, deadline, session end: the backend must close the upstream request. */
   signal: AbortSignal;
+  /**
+   * The same abort as an `EventEmitter` that emits `abort` with `signal` (the job's own; undici takes
+   * either as a request's signal, and listening on an emitter is far cheaper on a cold process: decision
+   * 0004). `sendRequest()` takes it as `abort`; a plugin with another HTTP client uses `signal`.
+   */
+  abort?: EventEmitter & { readonly aborted: boolean; readonly reason: unknown };
 }
 
 export interface UpstreamResponse {

@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { UsepodError } from '../errors.js';
-import { abortSourceFor } from '../relay/abort-relay.js';
 import { guardBody } from '../relay/read-chunks.js';
 import { errorText } from '../relay/stream-scan.js';
+import type { StreamRequest } from './backend.js';
 
 /**
  * HTTP to engines through undici: one keep-alive pool per backend, streamed
@@ -69,6 +69,8 @@ export interface SendOptions {
   headers?: Record<string, string>;
   body?: string;
   signal?: AbortSignal;
+  /** The job's abort as an emitter fired with `signal` (`StreamRequest.abort`): handed to undici instead. */
+  abort?: StreamRequest['abort'];
 }
 
 /**
@@ -96,7 +98,7 @@ export async function send(pool: Dispatcher, url: string, opts: SendOptions): Pr
       method: opts.method,
       headers: opts.headers,
       body: opts.body,
-      signal: abortSourceFor(opts.signal),
+      signal: opts.abort ?? opts.signal,
       // With CONNECT_OPTIONS, bounds what a paused relay holds per stream.
       highWaterMark: 16 * 1024,
     });

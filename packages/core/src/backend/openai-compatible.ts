@@ -225,6 +225,7 @@ export class OpenAICompatibleBackend implements Backend {
       headers,
       body: JSON.stringify(req.body),
       signal: req.signal,
+      ...(req.abort ? { abort: req.abort } : {}),
     });
     if (res.status < 200 || res.status > 299) {
       const text = await readText(res.body).catch(() => '');

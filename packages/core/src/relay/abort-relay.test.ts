@@ -1,15 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { AbortRelay, abortSourceFor } from './abort-relay.js';
+import { AbortRelay } from './abort-relay.js';
 
 describe('AbortRelay', () => {
-  it('stands in for its own signal, and only that one', () => {
-    const relay = new AbortRelay();
-    expect(abortSourceFor(relay.signal)).toBe(relay);
-    const other = new AbortController().signal;
-    expect(abortSourceFor(other)).toBe(other);
-    expect(abortSourceFor(undefined)).toBeUndefined();
-  });
-
   it('aborts its signal with the reason, then tells its listeners, once', () => {
     const relay = new AbortRelay();
     const order: string[] = [];

@@ -1,7 +1,5 @@
 import { EventEmitter } from 'node:events';
 
-const relays = new WeakMap<AbortSignal, AbortRelay>();
-
 /**
  * One job's abort, its only owner (issue 16): an `AbortController` whose signal goes to the plugin, an
  * `EventEmitter` for undici fired with it, and the executor's own reactions while it waits on something
@@ -9,8 +7,8 @@ const relays = new WeakMap<AbortSignal, AbortRelay>();
  * undici takes an `EventEmitter` as a request's abort signal as well as an `AbortSignal` (documented),
  * and on a process that has been idle, listening on an `EventEmitter` costs a fraction of what an
  * `AbortSignal` listener does (bench/undici-cold.ts: about 100 µs more to create a request with an
- * `AbortSignal`; decision 0004). `send()` hands undici the relay where the signal has one, the signal
- * otherwise.
+ * `AbortSignal`; decision 0004). The executor passes it to the plugin as `StreamRequest.abort`, and
+ * `sendRequest()` hands it to undici.
  */
 export class AbortRelay extends EventEmitter {
   readonly #controller = new AbortController();
@@ -20,11 +18,6 @@ export class AbortRelay extends EventEmitter {
    * adding a listener to an AbortSignal costs 100 µs or more on a cold agent (decision 0004).
    */
   #reactions: (() => void)[] = [];
-
-  constructor() {
-    super();
-    relays.set(this.signal, this);
-  }
 
   get aborted(): boolean {
     return this.signal.aborted;
@@ -62,9 +55,4 @@ export class AbortRelay extends EventEmitter {
     for (let i = reactions.length - 1; i >= 0; i--) reactions[i]!();
     return true;
   }
-}
-
-/** What to hand undici for a signal: its relay when the executor made one, else the signal itself. */
-export function abortSourceFor(signal: AbortSignal | undefined): AbortSignal | AbortRelay | undefined {
-  return (signal && relays.get(signal)) ?? signal;
 }
