@@ -196,7 +196,7 @@ describe('core and the CLI know no engine by name', () => {
 });
 
 describe('the CLI refuses a plugin built for another contract', () => {
-  it('plugins link undoes the link; validate and run say so in one line', async () => {
+  it('plugins link and plugins install undo themselves; validate and run say so in one line', async () => {
     const { execFile } = await import('node:child_process');
     const { mkdir, mkdtemp, rm, writeFile, cp } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
@@ -242,6 +242,14 @@ describe('the CLI refuses a plugin built for another contract', () => {
         .filter((l) => l.includes('was built for'));
       expect(refusal).toHaveLength(1);
       expect(refusal[0]).toMatch(
+        /plugin API 2; this agent is @usepod-agent\/core 0\.4\.0 with plugin API 1.*not kept/,
+      );
+      expect((await cli(['plugins'])).out).not.toContain('usepod-agent-plugin-future');
+      // plugins install (a local package: no registry needed for one without dependencies) undoes the install.
+      const installed = await cli(['plugins', 'install', `file:${pkg}`]);
+      expect(installed.code).toBe(2);
+      expect(installed.err.split('\n').filter((l) => l.includes('was built for'))).toHaveLength(1);
+      expect(installed.err).toMatch(
         /plugin API 2; this agent is @usepod-agent\/core 0\.4\.0 with plugin API 1.*not kept/,
       );
       expect((await cli(['plugins'])).out).not.toContain('usepod-agent-plugin-future');

@@ -14,7 +14,8 @@ export default class PluginsInstall extends Base {
     const before = new Set(this.config.plugins.keys());
     await super.run();
     for (const p of this.config.plugins.values()) {
-      if (before.has(p.name) || p.type !== 'user') continue;
+      // What this install added (oclif gives the fresh plugin no 'user' type until the next start).
+      if (before.has(p.name)) continue;
       const refused = await refuseIncompatible(this.config, p.name, p.root);
       if (refused) {
         process.stderr.write(`usepod-agent: ${refused}\n`);
