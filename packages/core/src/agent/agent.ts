@@ -24,6 +24,7 @@ import { Discovery } from '../routing/discovery.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { Connector } from './connector.js';
+import { snapshotOf, statusOf } from './status.js';
 import type { AgentEvents, AgentSnapshot, AgentState, AgentStatus, CreateAgentOptions } from './types.js';
 
 export type {
@@ -270,25 +271,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The figures of `/status`. */
   status(): AgentStatus {
     const snap = this.snapshot();
-    const t = this.metrics.totals;
-    return {
-      state: snap.state,
-      connected: snap.state === 'online',
-      coordinator: snap.coordinator,
-      provider_id: snap.providerId ?? null,
-      public_key: snap.publicKey ?? null,
-      fingerprint: this.#identity?.fingerprint ?? null,
-      agent_version: AGENT_VERSION,
-      started_at: snap.startedAt ?? null,
-      uptime_s: this.#startedAt ? Math.round((Date.now() - this.#startedAt.getTime()) / 1000) : 0,
-      backends: snap.backends,
-      models: snap.models,
-      jobs: { in_flight: snap.inFlight, served: t.served, failed: t.failed, cancelled: t.cancelled },
-      tokens: { input: t.inputTokens, output: t.outputTokens },
-      relayed_bytes: t.bytes,
+    return statusOf(snap, {
+      fingerprint: this.#identity?.fingerprint,
+      startedAt: this.#startedAt,
+      totals: this.metrics.totals,
       heartbeat: this.stats.snapshot(snap.inFlight),
-      earnings: { micro_usdc: Math.round(t.earningsMicro), usdc: Math.round(t.earningsMicro) / 1_000_000 },
-    };
+    });
   }
 
   /** The `capabilities` frame as it would be sent now. */
@@ -367,28 +355,16 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   snapshot(): AgentSnapshot {
-    return {
+    return snapshotOf({
       state: this.#state,
       coordinator: this.config.coordinator.url,
-      providerId: this.#identity?.providerId,
-      publicKey: this.#identity?.publicKey,
-      agentVersion: AGENT_VERSION,
-      startedAt: this.#startedAt?.toISOString(),
+      identity: this.#identity,
+      startedAt: this.#startedAt,
       inFlight: this.#executor?.inFlight ?? 0,
       outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
-      backends: (this.#discovery?.states ?? []).map((s) => ({
-        label: s.backend.label,
-        kind: s.backend.kind,
-        url: s.backend.url,
-        healthy: s.status?.healthy ?? false,
-        detail: s.status?.detail,
-        inFlight: s.inFlight,
-        models: (s.status?.models ?? []).map((m) =>
-          m.contextWindow ? { id: m.id, contextWindow: m.contextWindow } : { id: m.id },
-        ),
-      })),
+      backends: this.#discovery?.states ?? [],
       models: this.#lastCapabilities?.models ?? [],
-    };
+    });
   }
 }
 

@@ -13,6 +13,7 @@ import {
   parseInbound,
   UUID_RE,
 } from './frames.js';
+import { answerPings } from './pings.js';
 
 /**
  * One WebSocket connection to the coordinator, from dial to close: handshake
@@ -138,7 +139,7 @@ export class Session implements JobSink {
         this.#socket = res.socket as Socket;
         this.#socket.on('drain', this.#onWritten);
       });
-      this.#answerPings(ws);
+      answerPings(ws);
       ws.on('open', () => {
         this.#state = 'await_challenge';
         this.#handshakeTimer = setTimeout(() => {
@@ -186,31 +187,6 @@ export class Session implements JobSink {
           ...(code === 1006 ? { detail: 'connection lost without a Close frame' } : {}),
         });
       });
-    });
-  }
-
-  /**
-   * One pong in flight at a time, answering the newest ping (RFC 6455 5.5.3 allows answering only the
-   * most recent one): a ping flood costs one buffer, never the session.
-   */
-  #answerPings(ws: WebSocket): void {
-    let inFlight = false;
-    let next: Buffer | undefined;
-    const sent = (): void => {
-      inFlight = false;
-      if (next === undefined) return;
-      const data = next;
-      next = undefined;
-      pong(data);
-    };
-    const pong = (data: Buffer): void => {
-      if (ws.readyState !== WebSocket.OPEN) return;
-      inFlight = true;
-      ws.pong(data, undefined, sent);
-    };
-    ws.on('ping', (data: Buffer) => {
-      if (inFlight) next = data;
-      else pong(data);
     });
   }
 

@@ -1,10 +1,10 @@
 import type { UpstreamResponse } from '../backend/backend.js';
 import { engineErrorMessage, readText } from '../backend/http.js';
-import { errorMessage, type JobErrorCode, UsepodError } from '../errors.js';
+import { type JobErrorCode, UsepodError } from '../errors.js';
 import { jobChannels } from '../observability/diagnostics.js';
 import type { Logger } from '../observability/log.js';
 import type { JobStats } from '../observability/stats.js';
-import { type AgentHooks, type JobOutcome, runJobEndHooks } from '../plugins/hooks.js';
+import type { AgentHooks, JobOutcome } from '../plugins/hooks.js';
 import { chunkFrame, chunkFramePrefix } from '../protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from '../protocol/frames.js';
 import { engineText } from '../untrusted.js';
@@ -13,6 +13,7 @@ import {
   ABORTS,
   type AbortReason,
   abortReason,
+  announceEnd,
   describeFailure,
   type JobSink,
   type RunningJob,
@@ -359,26 +360,7 @@ export class Executor {
       errorCode: outcome.errorCode,
       cancelled: outcome.outcome === 'cancelled',
     });
-    const log = this.#opts.log;
-    const fields = {
-      job_id: outcome.jobId,
-      model: outcome.model,
-      backend: outcome.backend,
-      outcome: outcome.outcome,
-      error_code: outcome.errorCode,
-      input_tokens: outcome.inputTokens,
-      output_tokens: outcome.outputTokens,
-      ms: outcome.durationMs,
-    };
-    if (outcome.outcome === 'error') log.warn('job failed', fields);
-    else log.info('job ended', fields);
-    // Observers are isolated (issue 16): one that throws does not silence the others.
-    if (this.#opts.hooks.onJobEnd.isUsed()) {
-      void runJobEndHooks(this.#opts.hooks, outcome).then((failures) => {
-        for (const f of failures)
-          log.warn('onJobEnd tap failed', { tap: f.tap, error: errorMessage(f.error) });
-      });
-    }
+    announceEnd(outcome, this.#opts.log, this.#opts.hooks);
     if (this.#jobs.size === 0) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];

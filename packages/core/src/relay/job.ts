@@ -1,6 +1,8 @@
 import type { Readable } from 'node:stream';
 import type { Backend } from '../backend/backend.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf, UsepodError } from '../errors.js';
+import type { Logger } from '../observability/log.js';
+import { type AgentHooks, type JobOutcome, runJobEndHooks } from '../plugins/hooks.js';
 import type { JobFrame } from '../protocol/frames.js';
 import type { AbortRelay } from './abort-relay.js';
 import { discard } from './read-chunks.js';
@@ -112,4 +114,24 @@ export function describeFailure(
     new UsepodError('USEPOD_BACKEND_STREAM', `backend stream failed: ${errorMessage(err)}`),
     deadlineMs,
   );
+}
+
+/** A job's end, told: one log line, then every `onJobEnd` tap, isolated (one that throws silences none). */
+export function announceEnd(outcome: JobOutcome, log: Logger, hooks: AgentHooks): void {
+  const fields = {
+    job_id: outcome.jobId,
+    model: outcome.model,
+    backend: outcome.backend,
+    outcome: outcome.outcome,
+    error_code: outcome.errorCode,
+    input_tokens: outcome.inputTokens,
+    output_tokens: outcome.outputTokens,
+    ms: outcome.durationMs,
+  };
+  if (outcome.outcome === 'error') log.warn('job failed', fields);
+  else log.info('job ended', fields);
+  if (!hooks.onJobEnd.isUsed()) return;
+  void runJobEndHooks(hooks, outcome).then((failures) => {
+    for (const f of failures) log.warn('onJobEnd tap failed', { tap: f.tap, error: errorMessage(f.error) });
+  });
 }

@@ -1,0 +1,72 @@
+import type { PersistedIdentity } from '../identity/identity.js';
+import type { Totals } from '../observability/metrics.js';
+import type { HeartbeatStats } from '../observability/stats.js';
+import type { CapabilityModel } from '../protocol/frames.js';
+import type { BackendState } from '../routing/discovery.js';
+import { AGENT_VERSION } from '../version.js';
+import type { AgentSnapshot, AgentState, AgentStatus } from './types.js';
+
+/** What `snapshot()` and `/status` show, made from the agent's parts. */
+export function snapshotOf(v: {
+  state: AgentState;
+  coordinator: string;
+  identity: PersistedIdentity | undefined;
+  startedAt: Date | undefined;
+  inFlight: number;
+  outboundBytes: number;
+  backends: readonly BackendState[];
+  models: CapabilityModel[];
+}): AgentSnapshot {
+  return {
+    state: v.state,
+    coordinator: v.coordinator,
+    providerId: v.identity?.providerId,
+    publicKey: v.identity?.publicKey,
+    agentVersion: AGENT_VERSION,
+    startedAt: v.startedAt?.toISOString(),
+    inFlight: v.inFlight,
+    outboundBytes: v.outboundBytes,
+    backends: v.backends.map((s) => ({
+      label: s.backend.label,
+      kind: s.backend.kind,
+      url: s.backend.url,
+      healthy: s.status?.healthy ?? false,
+      detail: s.status?.detail,
+      inFlight: s.inFlight,
+      models: (s.status?.models ?? []).map((m) =>
+        m.contextWindow ? { id: m.id, contextWindow: m.contextWindow } : { id: m.id },
+      ),
+    })),
+    models: v.models,
+  };
+}
+
+export function statusOf(
+  snap: AgentSnapshot,
+  v: {
+    fingerprint: string | undefined;
+    startedAt: Date | undefined;
+    totals: Totals;
+    heartbeat: HeartbeatStats;
+  },
+): AgentStatus {
+  const t = v.totals;
+  return {
+    state: snap.state,
+    connected: snap.state === 'online',
+    coordinator: snap.coordinator,
+    provider_id: snap.providerId ?? null,
+    public_key: snap.publicKey ?? null,
+    fingerprint: v.fingerprint ?? null,
+    agent_version: AGENT_VERSION,
+    started_at: snap.startedAt ?? null,
+    uptime_s: v.startedAt ? Math.round((Date.now() - v.startedAt.getTime()) / 1000) : 0,
+    backends: snap.backends,
+    models: snap.models,
+    jobs: { in_flight: snap.inFlight, served: t.served, failed: t.failed, cancelled: t.cancelled },
+    tokens: { input: t.inputTokens, output: t.outputTokens },
+    relayed_bytes: t.bytes,
+    heartbeat: v.heartbeat,
+    earnings: { micro_usdc: Math.round(t.earningsMicro), usdc: Math.round(t.earningsMicro) / 1_000_000 },
+  };
+}
