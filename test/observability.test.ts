@@ -135,7 +135,8 @@ describe('status', () => {
     expect(s.backends[0]).toMatchObject({
       kind: 'vllm',
       healthy: true,
-      models: [{ id: 'Qwen/Qwen3-14B', contextWindow: 32768 }],
+      in_flight: 0,
+      models: [{ id: 'Qwen/Qwen3-14B', context_window: 32768 }],
     });
     expect(s.models[0]).toMatchObject({ model_id: 'Qwen/Qwen3-14B' });
     expect(s.heartbeat).toHaveProperty('tokens_per_sec_p50');
@@ -149,7 +150,21 @@ describe('status', () => {
       );
     const json = await run(['--json']);
     expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout)).toMatchObject({ provider_id: 'prov_1', jobs: { served: 1 } });
+    const doc = JSON.parse(json.stdout);
+    expect(doc).toMatchObject({ provider_id: 'prov_1', jobs: { served: 1 } });
+    // One naming style (issue 17): every key of the document is snake_case.
+    const keys: string[] = [];
+    const walk = (v: unknown) => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === 'object') {
+        for (const [k, x] of Object.entries(v)) {
+          keys.push(k);
+          walk(x);
+        }
+      }
+    };
+    walk(doc);
+    expect(keys.filter((k) => /[A-Z]/.test(k))).toEqual([]);
     const text = await run([]);
     expect(text.stdout).toMatch(/ONLINE/);
     expect(text.stdout).toMatch(/1 served, 0 failed/);

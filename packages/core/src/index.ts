@@ -14,6 +14,7 @@ export {
   type BackendSnapshot,
   type CreateAgentOptions,
   createAgent,
+  type StatusBackend,
 } from './agent/agent.js';
 export type { Backend, BackendModel } from './backend/backend.js';
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './config/load.js';

@@ -99,7 +99,9 @@ export function render(s: AgentStatus, addr: string): string {
   lines.push('  backends');
   if (s.backends.length === 0) lines.push('    (none configured)');
   for (const b of s.backends) {
-    const models = b.models.map((m) => (m.contextWindow ? `${m.id} (${m.contextWindow})` : m.id)).join(', ');
+    const models = b.models
+      .map((m) => (m.context_window ? `${m.id} (${m.context_window})` : m.id))
+      .join(', ');
     lines.push(
       `    ${b.healthy ? 'up  ' : 'DOWN'}  ${b.label}  ${b.healthy ? models || '(no models)' : (b.detail ?? '')}`,
     );

@@ -35,6 +35,7 @@ export type {
   AgentTiming,
   BackendSnapshot,
   CreateAgentOptions,
+  StatusBackend,
 } from './types.js';
 
 /**

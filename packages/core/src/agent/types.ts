@@ -71,6 +71,18 @@ export interface AgentSnapshot {
 }
 
 /** What `/status` and `usepod-agent status` show. */
+/** A backend as `/status` and `status --json` show it: snake_case, like every field of the document. */
+export interface StatusBackend {
+  label: string;
+  kind: string;
+  url: string | null;
+  healthy: boolean;
+  detail: string | null;
+  in_flight: number;
+  models: { id: string; context_window: number | null }[];
+}
+
+/** What `/status` and `usepod-agent status` show: one naming style, snake_case (issue 17). */
 export interface AgentStatus {
   state: AgentState;
   connected: boolean;
@@ -81,7 +93,7 @@ export interface AgentStatus {
   agent_version: string;
   started_at: string | null;
   uptime_s: number;
-  backends: BackendSnapshot[];
+  backends: StatusBackend[];
   models: CapabilityModel[];
   jobs: { in_flight: number; served: number; failed: number; cancelled: number };
   tokens: { input: number; output: number };
