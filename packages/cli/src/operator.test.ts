@@ -349,6 +349,28 @@ describe('service', () => {
     );
   });
 
+  it('carries the operator plugins into the service, and refuses an ExecStart the sandbox hides', async () => {
+    const { hiddenFromUnit, LINUX_PLUGIN_ROOT } = await import('./service/plan.js');
+    const withPlugins = planService('install', { ...base, pluginRoot: '/home/op/.local/share/usepod-agent' });
+    const lines = withPlugins.map((s) =>
+      s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : `${s.kind} ${s.path}`,
+    );
+    expect(lines).toContain(`cp -a --dereference /home/op/.local/share/usepod-agent/. ${LINUX_PLUGIN_ROOT}/`);
+    expect(lines).toContain(`chown -R usepod:usepod ${LINUX_PLUGIN_ROOT}`);
+    // The copy comes before the unit starts.
+    expect(lines.findIndex((l) => l.startsWith('cp -a'))).toBeLessThan(
+      lines.indexOf('systemctl restart usepod-agent.service'),
+    );
+    expect(planService('install', base).some((s) => s.kind === 'run' && s.cmd === 'cp')).toBe(false);
+    expect(
+      hiddenFromUnit(['/usr/bin/node', '/home/op/.npm-global/lib/node_modules/usepod-agent/bin/run.js']),
+    ).toBe('/home/op/.npm-global/lib/node_modules/usepod-agent/bin/run.js');
+    expect(hiddenFromUnit(['/tmp/nvm/node'])).toBe('/tmp/nvm/node');
+    expect(
+      hiddenFromUnit(['/usr/bin/node', '/usr/lib/node_modules/usepod-agent/bin/run.js']),
+    ).toBeUndefined();
+  });
+
   it('--dry-run prints every file and command; status exits 3 when not installed', async () => {
     const cfg = join(dir, 'svc.toml');
     await writeFile(cfg, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n');
@@ -391,6 +413,25 @@ describe('plugins', () => {
       );
       const valid = await cli(['validate', '--config', cfg, '--allow-insecure']);
       expect(valid.stdout).toContain('[usepod-agent-plugin-tgi]');
+      // service install says which plugins the service will load, and refuses a kind it could not.
+      const svc = await cli(['service', 'install', '--dry-run', '--config', cfg, '--platform', 'linux']);
+      expect(svc.code, svc.stderr).toBe(0);
+      expect(svc.stdout).toContain('The service will load: tgi (usepod-agent-plugin-tgi, linked).');
+      const other = join(dir, 'sglang.toml');
+      await writeFile(other, '[[backends]]\nkind = "sglang"\nurl = "http://127.0.0.1:30000"\n');
+      const refused = await cli([
+        'service',
+        'install',
+        '--dry-run',
+        '--config',
+        other,
+        '--platform',
+        'linux',
+      ]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr.split('\n')[0]).toMatch(
+        /kind "sglang" in .*sglang\.toml would not load in the service: no built-in or installed plugin provides it; install its plugin .*\(USEPOD_PLUGIN_NOT_FOUND\)$/,
+      );
       const { spawn } = await import('node:child_process');
       const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
         env,

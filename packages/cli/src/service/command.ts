@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Flags } from '@oclif/core';
@@ -5,12 +6,16 @@ import {
   findConfigFile,
   loadConfig,
   loadOrCreateIdentity,
+  loadPluginForKind,
   readConfigFile,
   UsepodError,
 } from '@usepod-agent/core/internal';
 import { stringify } from 'smol-toml';
 import { BaseCommand, EXIT } from '../base.js';
+import { builtinPlugins } from '../engines.js';
+import { installedPlugins } from '../plugins.js';
 import {
+  hiddenFromUnit,
   installedMarker,
   type Platform,
   planService,
@@ -28,11 +33,26 @@ export const serviceFlags = {
   platform: Flags.option({ options: ['linux', 'darwin', 'win32'] as const, hidden: true })(),
 };
 
-/** Under `sudo`, the invoking operator's home (macOS: where 0.4.0 put its per-user agent). */
+/** Under `sudo`, the invoking operator's home (their plugins; on macOS, 0.4.0's per-user agent). */
 function sudoHome(): string | undefined {
   const user = process.env.SUDO_USER;
-  if (!user || process.platform !== 'darwin') return undefined;
-  return `/Users/${user}`;
+  if (!user) return undefined;
+  if (process.platform === 'darwin') return `/Users/${user}`;
+  try {
+    const entry = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${user}:`));
+    return entry?.split(':')[5] || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The operator's plugin folder: where `plugins install` put their plugins (as them, not as root). */
+function operatorPluginRoot(dataDir: string): string | undefined {
+  const home = process.env.SUDO_USER ? sudoHome() : undefined;
+  const root = home ? join(home, '.local', 'share', 'usepod-agent') : dataDir;
+  return existsSync(join(root, 'node_modules')) ? root : undefined;
 }
 
 /** Shared by the `service *` commands: options from flags and config, then the planned steps. */
@@ -88,11 +108,45 @@ export abstract class ServiceCommand extends BaseCommand {
       drainTimeoutS,
       ...(flags.follow !== undefined ? { follow: flags.follow } : {}),
       ...(flags.lines !== undefined ? { lines: flags.lines } : {}),
+      ...((root) => (root ? { pluginRoot: root } : {}))(operatorPluginRoot(this.config.dataDir)),
       home: sudoHome() ?? homedir(),
       uid: Number(process.env.SUDO_UID) || (process.getuid?.() ?? 501),
       // The operator who ran `sudo`: the macOS daemon runs as them, with their config and key.
       user: process.env.SUDO_USER || userInfo().username,
     };
+  }
+
+  /**
+   * Every kind the config names must load in the service: from a built-in plugin, or from one installed
+   * with `plugins install` (carried into the service). Says which plugins the service will load.
+   */
+  async #checkKinds(opts: ServiceOptions): Promise<void> {
+    const { config } = await loadConfig({ path: opts.configPath, allowInsecure: true });
+    const builtin = await builtinPlugins();
+    const installed = await installedPlugins(this.config);
+    const loads: string[] = [];
+    for (const kind of new Set(config.backends.map((b) => b.kind))) {
+      const own = builtin.find((p) => p.kinds?.includes(kind));
+      if (own) {
+        loads.push(`${kind} (${own.name}, built in)`);
+        continue;
+      }
+      // Installed plugins are carried into the service; a linked one loads only from where the unit sees.
+      const added = installed.find((p) => p.plugin?.kinds?.includes(kind));
+      if (added && (added.type !== 'link' || !hiddenFromUnit([`${added.root}/`]))) {
+        loads.push(`${kind} (${added.name}, ${added.type === 'link' ? 'linked' : 'installed'})`);
+        continue;
+      }
+      const why = added
+        ? `its plugin ${added.name} is linked from ${added.root}, which the service's sandbox hides`
+        : 'no built-in or installed plugin provides it';
+      throw new UsepodError(
+        'USEPOD_PLUGIN_NOT_FOUND',
+        `kind "${kind}" in ${opts.configPath} would not load in the service: ${why}; install its plugin with \`usepod-agent plugins install <package>\`, then run service install again`,
+        { user: true },
+      );
+    }
+    this.out(`The service will load: ${loads.join(', ') || 'no backends'}.`);
   }
 
   protected async execute(opts: ServiceOptions, dryRun: boolean): Promise<void> {
@@ -120,14 +174,17 @@ export abstract class ServiceCommand extends BaseCommand {
       if (created) this.out(`Created identity ${opts.identityPath} (mode 0600). Back it up.`);
     }
     if (this.action === 'install' && opts.platform === 'linux') {
-      for (const p of [opts.nodePath, opts.cliPath]) {
-        if (p.startsWith('/home/') || p.startsWith('/root/')) {
-          process.stderr.write(
-            `warning: ${p} is under a home folder, which the unit's ProtectHome=true hides; install Node.js and usepod-agent system-wide\n`,
-          );
-        }
+      // ExecStart must be reachable inside the unit's sandbox, or the service never starts.
+      const hidden = hiddenFromUnit([opts.nodePath, opts.cliPath]);
+      if (hidden) {
+        throw new UsepodError(
+          'USEPOD_USAGE',
+          `${hidden} is in a folder the service's sandbox hides (ProtectHome, PrivateTmp); install Node.js and usepod-agent system-wide (for example under /usr/local), then run service install again`,
+          { user: true },
+        );
       }
     }
+    if (this.action === 'install') await this.#checkKinds(opts);
     for (const step of planService(this.action, opts)) {
       if (!dryRun && !(step.kind === 'run' && step.interactive)) this.out(`- ${describeStep(step)}`);
       const code = await runner.apply(step);

@@ -37,6 +37,8 @@ export interface ServiceOptions {
   uid?: number;
   /** macOS: the user the system daemon runs as (the operator who ran `sudo service install`). */
   user?: string;
+  /** The operator's plugin folder (`plugins install` writes there), carried into the service's. */
+  pluginRoot?: string;
 }
 
 /** systemd unit name (0.3.x: `usepod-agent.service`). */
@@ -48,6 +50,8 @@ export const LINUX = {
   unitPath: '/etc/systemd/system/usepod-agent.service',
 } as const;
 export const LINUX_CONFIG = `${LINUX.configDir}/agent.toml`;
+/** Where the service's `run` looks for installed plugins (the unit sets HOME to the state folder). */
+export const LINUX_PLUGIN_ROOT = `${LINUX.stateDir}/.local/share/usepod-agent`;
 export const LINUX_IDENTITY = `${LINUX.stateDir}/identity.key`;
 /** launchd label, and the system daemon's plist, as 0.3.x installs them (PROTOCOL.md 8a). */
 export const DARWIN_LABEL = 'ai.usepod.agent';
@@ -225,6 +229,29 @@ function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
           args: ['-o', LINUX.user, '-g', LINUX.user, '-m', '0600', o.identityPath, LINUX_IDENTITY],
           why: 'the identity key, readable by the service user only',
         },
+        // The operator's installed plugins go where the service looks: ProtectHome hides the operator's.
+        ...(o.pluginRoot
+          ? ([
+              {
+                kind: 'run',
+                cmd: 'install',
+                args: ['-d', '-o', LINUX.user, '-g', LINUX.user, '-m', '0755', LINUX_PLUGIN_ROOT],
+                why: "the service's plugin folder",
+              },
+              {
+                kind: 'run',
+                cmd: 'cp',
+                args: ['-a', '--dereference', `${o.pluginRoot}/.`, `${LINUX_PLUGIN_ROOT}/`],
+                why: `the plugins installed with \`plugins install\` (from ${o.pluginRoot})`,
+              },
+              {
+                kind: 'run',
+                cmd: 'chown',
+                args: ['-R', `${LINUX.user}:${LINUX.user}`, LINUX_PLUGIN_ROOT],
+                why: 'readable by the service user',
+              },
+            ] satisfies Step[])
+          : []),
         {
           kind: 'write',
           path: LINUX.unitPath,
@@ -482,4 +509,12 @@ export function installedMarker(o: Pick<ServiceOptions, 'platform' | 'home'>): s
   if (o.platform === 'linux') return LINUX.unitPath;
   if (o.platform === 'darwin') return DARWIN_PLIST;
   return undefined; // Windows: asked through `sc.exe query`
+}
+
+/** Folders a hardened unit hides from the service (ProtectHome, PrivateTmp). */
+const HIDDEN = ['/home/', '/root/', '/run/user/', '/tmp/', '/var/tmp/'];
+
+/** The first of these paths the systemd unit would hide from its own ExecStart, if any. */
+export function hiddenFromUnit(paths: readonly string[]): string | undefined {
+  return paths.find((p) => HIDDEN.some((h) => p.startsWith(h)));
 }
