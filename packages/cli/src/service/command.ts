@@ -6,7 +6,6 @@ import {
   findConfigFile,
   loadConfig,
   loadOrCreateIdentity,
-  loadPluginForKind,
   readConfigFile,
   UsepodError,
 } from '@usepod-agent/core/internal';
