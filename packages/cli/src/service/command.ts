@@ -176,11 +176,10 @@ export abstract class ServiceCommand extends BaseCommand {
       // ExecStart must be reachable inside the unit's sandbox, or the service never starts.
       const hidden = hiddenFromUnit([opts.nodePath, opts.cliPath]);
       if (hidden) {
-        throw new UsepodError(
-          'USEPOD_USAGE',
-          `${hidden} is in a folder the service's sandbox hides (ProtectHome, PrivateTmp); install Node.js and usepod-agent system-wide (for example under /usr/local), then run service install again`,
-          { user: true },
-        );
+        const why = `${hidden} is in a folder the service's sandbox hides (ProtectHome, PrivateTmp); install Node.js and usepod-agent system-wide (for example under /usr/local), then run service install again`;
+        // A dry run shows the plan anyway, with the reason the real install would refuse it.
+        if (dryRun) process.stderr.write(`usepod-agent: warning: ${why}\n`);
+        else throw new UsepodError('USEPOD_USAGE', why, { user: true });
       }
     }
     if (this.action === 'install') await this.#checkKinds(opts);
