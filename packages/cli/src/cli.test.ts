@@ -80,6 +80,26 @@ describe('usepod-agent CLI', () => {
       expect(out.stdout).toContain(c);
   });
 
+  it('answers a mistyped command in one line with the command that was meant, exit 2', async () => {
+    for (const [typed, meant] of [
+      [['stauts'], 'status'],
+      [['servce', 'install'], 'service install'],
+      [['plugins', 'instal'], 'plugins install'],
+    ] as const) {
+      const out = await cli([...typed]);
+      expectOneLine(
+        out,
+        new RegExp(`'${typed.join(' ')}' is not a usepod-agent command \\(USEPOD_USAGE\\)$`),
+      );
+      expect(out.stderr).toContain(`did you mean 'usepod-agent ${meant}'?`);
+    }
+    // Nothing close: no guess, still the way to the list.
+    const far = await cli(['zzzqqq']);
+    expectOneLine(far, /'zzzqqq' is not a usepod-agent command/);
+    expect(far.stderr).not.toContain('did you mean');
+    expect(far.stderr).toContain("'usepod-agent help' lists the commands");
+  });
+
   it('validates a good config and names each backend plugin', async () => {
     const path = join(dir, 'good.toml');
     await writeFile(
