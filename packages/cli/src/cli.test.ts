@@ -100,6 +100,16 @@ describe('usepod-agent CLI', () => {
     expect(far.stderr).toContain("'usepod-agent help' lists the commands");
   });
 
+  it('answers plugins uninstall of a built-in or of nothing installed in one line, exit 2', async () => {
+    const builtin = await cli(['plugins', 'uninstall', '@usepod-agent/plugin-vllm']);
+    expectOneLine(builtin, /@usepod-agent\/plugin-vllm ships with usepod-agent and cannot be uninstalled/);
+    expect(builtin.stderr).toContain('[[backends]]');
+    for (const verb of ['uninstall', 'remove']) {
+      const none = await cli(['plugins', verb, 'nope-plugin']);
+      expectOneLine(none, /nope-plugin is not installed \(USEPOD_USAGE\)$/);
+    }
+  });
+
   it('validates a good config and names each backend plugin', async () => {
     const path = join(dir, 'good.toml');
     await writeFile(
