@@ -22,6 +22,15 @@ export const EXIT = {
   NOT_INSTALLED: 3,
 } as const;
 
+/**
+ * A usage mistake found by a command that does not extend BaseCommand (oclif's
+ * plugin commands): the same two lines BaseCommand.catch prints, exit 2.
+ */
+export function failUsage(cmd: { exit(code?: number): never }, line: string, hint: string): never {
+  process.stderr.write(`usepod-agent: ${redactor.redact(line)} (USEPOD_USAGE)\n  hint: ${hint}\n`);
+  return cmd.exit(EXIT.USAGE);
+}
+
 export const configFlag = Flags.string({
   char: 'c',
   summary:

@@ -100,7 +100,7 @@ describe('usepod-agent CLI', () => {
     expect(far.stderr).toContain("'usepod-agent help' lists the commands");
   });
 
-  it('answers plugins uninstall of a built-in or of nothing installed in one line, exit 2', async () => {
+  it('answers plugins uninstall of a built-in or of nothing installed, and link of no package, in one line, exit 2', async () => {
     const builtin = await cli(['plugins', 'uninstall', '@usepod-agent/plugin-vllm']);
     expectOneLine(builtin, /@usepod-agent\/plugin-vllm ships with usepod-agent and cannot be uninstalled/);
     expect(builtin.stderr).toContain('[[backends]]');
@@ -108,6 +108,9 @@ describe('usepod-agent CLI', () => {
       const none = await cli(['plugins', verb, 'nope-plugin']);
       expectOneLine(none, /nope-plugin is not installed \(USEPOD_USAGE\)$/);
     }
+    // oclif's answer for a folder that is no package was a dump of its internal state after a spinner.
+    const link = await cli(['plugins', 'link', join(dir, 'no-such-folder')]);
+    expectOneLine(link, /no-such-folder has no package\.json with a name \(USEPOD_USAGE\)$/);
   });
 
   it('validates a good config and names each backend plugin', async () => {

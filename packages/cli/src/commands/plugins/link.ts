@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
-import { EXIT } from '../../base.js';
+import { EXIT, failUsage } from '../../base.js';
 import { packageNameAt, refuseIncompatible } from '../../plugin-contract.js';
 
 /** `plugins link`, then the contract check `run` makes; a plugin built for another contract is unlinked. */
@@ -12,10 +12,16 @@ const Base = commands['plugins:link'] as unknown as new (
 
 export default class PluginsLink extends Base {
   override async run(): Promise<void> {
-    await super.run();
     const path = this.argv.find((a) => !a.startsWith('-')) ?? '.';
     const name = packageNameAt(path);
-    if (!name) return;
+    // Before oclif's spinner: its own answer was a dump of its internal state.
+    if (!name)
+      failUsage(
+        this,
+        `${resolve(path)} has no package.json with a name`,
+        "link the folder of a plugin's package",
+      );
+    await super.run();
     const refused = await refuseIncompatible(this.config, name, resolve(path));
     if (refused) {
       process.stderr.write(`usepod-agent: ${refused}\n`);

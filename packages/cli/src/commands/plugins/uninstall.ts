@@ -1,7 +1,6 @@
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
-import { redactor } from '@usepod-agent/core/internal';
-import { EXIT } from '../../base.js';
+import { failUsage } from '../../base.js';
 import { builtinPlugins } from '../../engines.js';
 
 /**
@@ -18,7 +17,7 @@ export default class PluginsUninstall extends Base {
     const builtin = new Set((await builtinPlugins()).map((p) => p.name));
     const shipped = this.argv.find((a) => builtin.has(a));
     if (shipped) {
-      fail(
+      failUsage(
         this,
         `${shipped} ships with usepod-agent and cannot be uninstalled`,
         'to stop using it, remove its [[backends]] entries from the config',
@@ -28,16 +27,11 @@ export default class PluginsUninstall extends Base {
       await super.run();
     } catch (err) {
       if ((err as { code?: string }).code === 'EEXIT') throw err;
-      fail(
+      failUsage(
         this,
         String((err as Error).message).split('\n')[0] ?? 'uninstall failed',
         "'usepod-agent plugins' lists what is installed",
       );
     }
   }
-}
-
-function fail(cmd: Pick<Command, 'exit'>, line: string, hint: string): never {
-  process.stderr.write(`usepod-agent: ${redactor.redact(line)} (USEPOD_USAGE)\n  hint: ${hint}\n`);
-  return cmd.exit(EXIT.USAGE);
 }
