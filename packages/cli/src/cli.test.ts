@@ -111,6 +111,14 @@ describe('usepod-agent CLI', () => {
     // oclif's answer for a folder that is no package was a dump of its internal state after a spinner.
     const link = await cli(['plugins', 'link', join(dir, 'no-such-folder')]);
     expectOneLine(link, /no-such-folder has no package\.json with a name \(USEPOD_USAGE\)$/);
+    // A failed npm install: npm's own lines say why; ours ends it in one line, not npm's command line.
+    const install = await cli(['plugins', 'install', `file:${join(dir, 'no-such-package')}`]);
+    expect(install.code).toBe(1);
+    const last = install.stderr.trimEnd().split('\n').at(-1);
+    expect(last).toMatch(
+      /^usepod-agent: npm could not install file:.*no-such-package \(exit \d+\); its lines above say why$/,
+    );
+    expect(install.stderr).not.toMatch(/›|Try this|\n\s+at /);
   });
 
   it('validates a good config and names each backend plugin', async () => {

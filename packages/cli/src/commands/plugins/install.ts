@@ -1,5 +1,6 @@
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
+import { redactor } from '@usepod-agent/core/internal';
 import { EXIT } from '../../base.js';
 import { refuseIncompatible } from '../../plugin-contract.js';
 
@@ -12,7 +13,20 @@ const Base = commands['plugins:install'] as unknown as new (
 export default class PluginsInstall extends Base {
   override async run(): Promise<void> {
     const before = new Set(this.config.plugins.keys());
-    await super.run();
+    try {
+      await super.run();
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EEXIT') throw err;
+      // oclif's answer was npm's whole command line over three lines; npm has already said why, above.
+      const message = String((err as Error).message);
+      const npm = /exited with code (\d+)/.exec(message);
+      const what = this.argv.filter((a) => !a.startsWith('-')).join(' ');
+      const line = npm
+        ? `npm could not install ${what} (exit ${npm[1]}); its lines above say why`
+        : (message.split('\n')[0] ?? 'install failed');
+      process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
+      this.exit(EXIT.FAILURE);
+    }
     for (const p of this.config.plugins.values()) {
       // What this install added (oclif gives the fresh plugin no 'user' type until the next start).
       if (before.has(p.name)) continue;
