@@ -22,12 +22,18 @@ export const EXIT = {
   NOT_INSTALLED: 3,
 } as const;
 
+/** What went wrong in one line (redacted: it may quote an engine, a path or a URL), and what to do on the next. */
+export function writeMistake(line: string, hint?: string): void {
+  process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
+  if (hint) process.stderr.write(`  hint: ${hint}\n`);
+}
+
 /**
  * A usage mistake found by a command that does not extend BaseCommand (oclif's
  * plugin commands): the same two lines BaseCommand.catch prints, exit 2.
  */
 export function failUsage(cmd: { exit(code?: number): never }, line: string, hint: string): never {
-  process.stderr.write(`usepod-agent: ${redactor.redact(line)} (USEPOD_USAGE)\n  hint: ${hint}\n`);
+  writeMistake(`${line} (USEPOD_USAGE)`, hint);
   return cmd.exit(EXIT.USAGE);
 }
 
@@ -116,8 +122,7 @@ export abstract class BaseCommand extends Command {
     } else {
       line = err.message;
     }
-    process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
-    if (hint) process.stderr.write(`  hint: ${hint}\n`);
+    writeMistake(line, hint);
     if (debug && err.stack) process.stderr.write(`${redactor.redact(err.stack)}\n`);
     else if (code === EXIT.FAILURE && !isUsepodError(err)) {
       process.stderr.write('usepod-agent: run with DEBUG=usepod:* for details\n');

@@ -1,6 +1,6 @@
 import { type Hook, toConfiguredId } from '@oclif/core';
 import { closest, distance } from 'fastest-levenshtein';
-import { EXIT } from '../base.js';
+import { EXIT, writeMistake } from '../base.js';
 
 /**
  * A mistyped command: one line in the shape of every other usage mistake (base.ts),
@@ -13,9 +13,11 @@ const hook: Hook.CommandNotFound = async function (opts) {
   const ids = opts.config.commands.filter((c) => !c.hidden).flatMap((c) => [c.id, ...c.aliases]);
   const suggestion = suggest(opts.id, ids);
   const typed = toConfiguredId(opts.id, opts.config);
-  process.stderr.write(`${bin}: '${typed}' is not a ${bin} command (USEPOD_USAGE)\n`);
   const meant = suggestion ? `did you mean '${bin} ${toConfiguredId(suggestion, opts.config)}'? ` : '';
-  process.stderr.write(`  hint: ${meant}'${bin} help' lists the commands\n`);
+  writeMistake(
+    `'${typed}' is not a ${bin} command (USEPOD_USAGE)`,
+    `${meant}'${bin} help' lists the commands`,
+  );
   this.exit(EXIT.USAGE);
 };
 

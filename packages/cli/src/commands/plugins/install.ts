@@ -1,7 +1,6 @@
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
-import { redactor } from '@usepod-agent/core/internal';
-import { EXIT } from '../../base.js';
+import { EXIT, writeMistake } from '../../base.js';
 import { refuseIncompatible } from '../../plugin-contract.js';
 
 /** `plugins install`, then the contract check `run` makes; a plugin built for another contract is removed. */
@@ -24,7 +23,7 @@ export default class PluginsInstall extends Base {
       const line = npm
         ? `npm could not install ${what} (exit ${npm[1]}); its lines above say why`
         : (message.split('\n')[0] ?? 'install failed');
-      process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
+      writeMistake(line);
       this.exit(EXIT.FAILURE);
     }
     for (const p of this.config.plugins.values()) {
@@ -32,7 +31,7 @@ export default class PluginsInstall extends Base {
       if (before.has(p.name)) continue;
       const refused = await refuseIncompatible(this.config, p.name, p.root);
       if (refused) {
-        process.stderr.write(`usepod-agent: ${refused}\n`);
+        writeMistake(refused);
         this.exit(EXIT.USAGE);
       }
     }

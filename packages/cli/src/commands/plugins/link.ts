@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
-import { EXIT, failUsage } from '../../base.js';
+import { EXIT, failUsage, writeMistake } from '../../base.js';
 import { packageNameAt, refuseIncompatible } from '../../plugin-contract.js';
 
 /** `plugins link`, then the contract check `run` makes; a plugin built for another contract is unlinked. */
@@ -24,7 +24,7 @@ export default class PluginsLink extends Base {
     await super.run();
     const refused = await refuseIncompatible(this.config, name, resolve(path));
     if (refused) {
-      process.stderr.write(`usepod-agent: ${refused}\n`);
+      writeMistake(refused);
       this.exit(EXIT.USAGE);
     }
   }
