@@ -214,39 +214,13 @@ export abstract class EngineEmulator {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const rawBody = Buffer.concat(chunks).toString('utf8');
-    let body: Record<string, unknown> | undefined;
-    try {
-      body = rawBody ? JSON.parse(rawBody) : undefined;
-    } catch {
-      body = undefined;
-    }
-    const url = new URL(req.url ?? '/', 'http://emulator');
-    const record: RequestRecord = {
-      id: this.#nextId++,
-      method: req.method ?? 'GET',
-      path: url.pathname,
-      headers: req.headers,
-      body,
-      rawBody,
-      at: Date.now(),
-      sent: [],
-    };
+    const { record, url } = await readRecord(req, this.#nextId++);
     captureBody(res, record.sent);
     this.#inFlight++;
-    let finished = false;
-    res.on('finish', () => {
-      finished = true;
-    });
     res.on('close', () => {
       this.#inFlight--;
-      if (!finished) {
-        record.abortedAt = Date.now();
-        this.aborted.push(record);
-      }
     });
+    watchAbort(res, record, this.aborted);
     this.requests.push(record);
     const route = this.routes.get(`${record.method} ${record.path}`) ?? this.routes.get(`* ${record.path}`);
     if (!route) {
@@ -306,6 +280,53 @@ export abstract class EngineEmulator {
   findModel(id: string): EmulatedModel | undefined {
     return this.models.find((m) => m.id === id);
   }
+}
+
+/** A request read whole and recorded; a JSON body parsed, the bytes kept as sent (a proxy forwards them). */
+export async function readRecord(
+  req: IncomingMessage,
+  id: number,
+): Promise<{ record: RequestRecord; url: URL; raw: Buffer }> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const raw = Buffer.concat(chunks);
+  const rawBody = raw.toString('utf8');
+  let body: Record<string, unknown> | undefined;
+  try {
+    body = rawBody ? JSON.parse(rawBody) : undefined;
+  } catch {
+    body = undefined;
+  }
+  const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+  const record: RequestRecord = {
+    id,
+    method: req.method ?? 'GET',
+    path: url.pathname,
+    headers: req.headers,
+    body,
+    rawBody,
+    at: Date.now(),
+    sent: [],
+  };
+  return { record, url, raw };
+}
+
+/** Logs the request as aborted when the client closes before the answer finished. */
+export function watchAbort(
+  res: ServerResponse,
+  record: RequestRecord,
+  aborted: EventLog<RequestRecord>,
+): void {
+  let finished = false;
+  res.on('finish', () => {
+    finished = true;
+  });
+  res.on('close', () => {
+    if (!finished) {
+      record.abortedAt = Date.now();
+      aborted.push(record);
+    }
+  });
 }
 
 /** Records the response body as written, so tests can compare it with what was relayed. */

@@ -1,6 +1,6 @@
 import { type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { ConformanceEmulator } from '../conformance.js';
-import type { Behavior, RequestRecord } from '../emulators/base.js';
+import { type Behavior, type RequestRecord, readRecord, watchAbort } from '../emulators/base.js';
 import { LocalHttpServer } from '../local-server.js';
 import { EventLog } from '../wait.js';
 
@@ -63,36 +63,8 @@ export class RealEngineProxy implements ConformanceEmulator {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks);
-    const url = new URL(req.url ?? '/', 'http://proxy');
-    let body: Record<string, unknown> | undefined;
-    try {
-      body = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
-    } catch {
-      body = undefined;
-    }
-    const record: RequestRecord = {
-      id: this.#nextId++,
-      method: req.method ?? 'GET',
-      path: url.pathname,
-      headers: req.headers,
-      body,
-      rawBody: raw.toString('utf8'),
-      at: Date.now(),
-      sent: [],
-    };
-    let finished = false;
-    res.on('finish', () => {
-      finished = true;
-    });
-    res.on('close', () => {
-      if (!finished) {
-        record.abortedAt = Date.now();
-        this.aborted.push(record);
-      }
-    });
+    const { record, url, raw } = await readRecord(req, this.#nextId++);
+    watchAbort(res, record, this.aborted);
     this.requests.push(record);
     const behavior = this.#take(record.path, record.method);
     if (behavior.kind === 'hang') return;
