@@ -106,10 +106,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
   const wantsUsage = flavor.usage === 'always' || (flavor.usage === 'requested' && ctx.includeUsage);
   if (flavor.comment !== undefined) await writeAndDrain(res, `${flavor.comment}\n\n`);
   if (b.kind === 'reasoning') {
-    for (const piece of [
-      b.text.slice(0, Math.ceil(b.text.length / 2)),
-      b.text.slice(Math.ceil(b.text.length / 2)),
-    ]) {
+    for (const piece of halves(b.text)) {
       await writeAndDrain(
         res,
         sse({
@@ -121,12 +118,7 @@ export async function writeChatStream(ctx: StreamContext, flavor: ChatFlavor): P
   }
   if (b.kind === 'tool-call') {
     const id = `call_${Math.random().toString(36).slice(2, 10)}`;
-    const pieces = flavor.wholeToolCalls
-      ? []
-      : [
-          b.arguments.slice(0, Math.ceil(b.arguments.length / 2)),
-          b.arguments.slice(Math.ceil(b.arguments.length / 2)),
-        ];
+    const pieces = flavor.wholeToolCalls ? [] : halves(b.arguments);
     await writeAndDrain(
       res,
       sse({
@@ -358,4 +350,10 @@ export async function writeAnthropicStream(ctx: StreamContext, flavor: Anthropic
   await writeAndDrain(res, ev('message_stop', { type: 'message_stop' }));
   if (flavor.doneAfter) await writeAndDrain(res, 'data: [DONE]\n\n');
   res.end();
+}
+
+/** A text in two deltas, as engines split what they stream. */
+function halves(text: string): [string, string] {
+  const mid = Math.ceil(text.length / 2);
+  return [text.slice(0, mid), text.slice(mid)];
 }
