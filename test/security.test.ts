@@ -99,7 +99,7 @@ describe('secrets never reach output', () => {
     await exited;
     const seed = /secret: (.*)/.exec(await readFile(keyPath, 'utf8'))![1]!;
     const everything = [out, status, metrics, jsonOut, JSON.stringify(failed)].join('\n');
-    expect(out).toContain('job ended'); // the run really logged at debug level
+    expect(out).toContain('job record'); // the run really logged at debug level
     expect(jsonOut).toContain('"provider_id"');
     for (const secret of [ENROLL, API_KEY, seed]) expect(everything).not.toContain(secret);
   }, 60_000);

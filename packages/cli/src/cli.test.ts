@@ -251,7 +251,7 @@ describe('usepod-agent run', () => {
       expect(await exited).toBe(0);
       expect(stderr).toMatch(/INFO {2}agent agent started .*fingerprint=ed25519:/);
       expect(stderr).toMatch(/authenticated provider_id=prov_1/);
-      expect(stderr).toMatch(/job ended .*outcome=done/);
+      expect(stderr).toMatch(/INFO {2}job done job=/);
       expect(stderr).toMatch(/coordinator connection is not encrypted/);
     } finally {
       await engine.close();

@@ -6,7 +6,7 @@ import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
 import { loadOrCreateIdentity, type PersistedIdentity } from '../identity/identity.js';
 import { IdentityLock } from '../identity/lock.js';
-import { createLogger, type Logger } from '../observability/log.js';
+import { createLogger, type Logger, topLevelLogger } from '../observability/log.js';
 import { AgentMetrics } from '../observability/metrics.js';
 import { redactor } from '../observability/redact.js';
 import { JobStats } from '../observability/stats.js';
@@ -215,6 +215,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#executor = new Executor({
         hooks: this.#allHooks,
         log: this.log.child('executor'),
+        jobLog: topLevelLogger(this.log, 'job'),
         stats: this.stats,
         router: discovery,
         maxConcurrent: this.config.limits.max_concurrent,

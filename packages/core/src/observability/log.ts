@@ -114,6 +114,17 @@ export function formatLine(level: LogLevel, area: string, msg: string, fields: L
   return `${time} ${level.toUpperCase().padEnd(5)} ${area} ${msg}${kv ? ` ${kv}` : ''}`;
 }
 
+/** Loggers made here, so a sibling area can be made for them (an integrator's logger only has `child`). */
+const ours = new WeakSet<Logger>();
+
+/**
+ * A top-level area beside `log`'s when it is one of ours (`job`, not `agent:job`: the per-job line has
+ * 120 columns to fit), else `log.child(area)`.
+ */
+export function topLevelLogger(log: Logger, area: string): Logger {
+  return ours.has(log) ? createLogger(area) : log.child(area);
+}
+
 export function createLogger(area: string): Logger {
   const gates = Object.fromEntries(LOG_LEVELS.map((l) => [l, createDebug(`usepod:${area}:${l}`)])) as Record<
     LogLevel,
@@ -123,13 +134,15 @@ export function createLogger(area: string): Logger {
     if (!gates[level].enabled) return;
     settings.sink.write(redactor.redact(formatLine(level, area, msg, fields)));
   };
-  return {
+  const logger: Logger = {
     error: emit('error'),
     warn: emit('warn'),
     info: emit('info'),
     debug: emit('debug'),
     child: (sub) => createLogger(`${area}:${sub}`),
   };
+  ours.add(logger);
+  return logger;
 }
 
 /** A logger that drops everything, for embedding without output. */

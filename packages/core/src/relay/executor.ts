@@ -32,6 +32,8 @@ import { reservationFor, type TokenBudget } from './token-budget.js';
 export interface ExecutorOptions {
   hooks: AgentHooks;
   log: Logger;
+  /** Where each job's end is told (area `job`, short: its line fits 120 columns); `log` when absent. */
+  jobLog?: Logger;
   stats: JobStats;
   router: RouterView;
   maxConcurrent: number;
@@ -360,7 +362,7 @@ export class Executor {
       errorCode: outcome.errorCode,
       cancelled: outcome.outcome === 'cancelled',
     });
-    announceEnd(outcome, this.#opts.log, this.#opts.hooks);
+    announceEnd(outcome, this.#opts.jobLog ?? this.#opts.log, this.#opts.hooks);
     if (this.#jobs.size === 0) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];

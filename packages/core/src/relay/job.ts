@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Backend } from '../backend/backend.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf, UsepodError } from '../errors.js';
-import type { Logger } from '../observability/log.js';
+import { formatValue, type Logger } from '../observability/log.js';
 import { type AgentHooks, type JobOutcome, runJobEndHooks } from '../plugins/hooks.js';
 import type { JobFrame } from '../protocol/frames.js';
 import type { AbortRelay } from './abort-relay.js';
@@ -116,9 +116,48 @@ export function describeFailure(
   );
 }
 
+/** The per-job info line fits this many columns (issue 17), timestamp, level and area included. */
+export const JOB_LINE_COLUMNS = 120;
+/** `2026-11-27T03:05:09.310Z INFO  job `: what the text format puts before the message. */
+const JOB_LINE_PREFIX = 24 + 1 + 5 + 1 + 'job'.length + 1;
+/** A model or backend name is never shortened below this (the line may then run past the budget). */
+const MIN_NAME = 8;
+
+/** Keeps the end of a name (`…Llama-3.1-8B-Instruct`): the part that tells models of one family apart. */
+function shorten(name: string, columns: number): string {
+  return name.length <= columns ? name : `…${name.slice(name.length - columns + 1)}`;
+}
+
+/**
+ * The operator's line for one job: its outcome (`done`, `cancelled`, or the error code of a failure) as the
+ * message, an 8-character job id (the full id and every figure are on the debug line), tokens as
+ * `in+out`; the backend's name, then the model's, shortened from the front to fit JOB_LINE_COLUMNS.
+ */
+export function jobEndLine(o: JobOutcome): { msg: string; fields: Record<string, string | number> } {
+  const msg = o.outcome === 'error' ? (o.errorCode ?? 'failed') : o.outcome;
+  const fields: Record<string, string | number> = { job: o.jobId.slice(0, 8), model: o.model };
+  if (o.backend !== undefined) fields.via = o.backend;
+  fields.tok = `${o.inputTokens}+${o.outputTokens}`;
+  fields.ms = Math.round(o.durationMs);
+  const width = () =>
+    JOB_LINE_PREFIX +
+    msg.length +
+    Object.entries(fields).reduce((n, [k, v]) => n + 2 + k.length + formatValue(v).length, 0);
+  for (const key of ['via', 'model'] as const) {
+    const over = width() - JOB_LINE_COLUMNS;
+    const value = fields[key];
+    if (over <= 0 || typeof value !== 'string') continue;
+    fields[key] = shorten(value, Math.max(MIN_NAME, value.length - over));
+  }
+  return { msg, fields };
+}
+
 /** A job's end, told: one log line, then every `onJobEnd` tap, isolated (one that throws silences none). */
 export function announceEnd(outcome: JobOutcome, log: Logger, hooks: AgentHooks): void {
-  const fields = {
+  const { msg, fields } = jobEndLine(outcome);
+  if (outcome.outcome === 'error') log.warn(msg, fields);
+  else log.info(msg, fields);
+  log.debug('job record', {
     job_id: outcome.jobId,
     model: outcome.model,
     backend: outcome.backend,
@@ -126,10 +165,10 @@ export function announceEnd(outcome: JobOutcome, log: Logger, hooks: AgentHooks)
     error_code: outcome.errorCode,
     input_tokens: outcome.inputTokens,
     output_tokens: outcome.outputTokens,
+    bytes: outcome.bytes,
+    first_byte_ms: outcome.firstByteMs,
     ms: outcome.durationMs,
-  };
-  if (outcome.outcome === 'error') log.warn('job failed', fields);
-  else log.info('job ended', fields);
+  });
   if (!hooks.onJobEnd.isUsed()) return;
   void runJobEndHooks(hooks, outcome).then((failures) => {
     for (const f of failures) log.warn('onJobEnd tap failed', { tap: f.tap, error: errorMessage(f.error) });
