@@ -498,10 +498,13 @@ describe('backends, upgrade, completion', () => {
     }
   });
 
-  it('upgrade goes through npm, never a shell download', async () => {
+  it('upgrade refuses a checkout npm did not install, in one line (the rehearsal upgrades a real install)', async () => {
     const out = await cli(['upgrade', '--dry-run']);
-    expect(out.stdout).toContain('would run npm install --global usepod-agent@latest');
-    expect(out.stdout).toContain('usepod-agent service restart');
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(
+      /^usepod-agent: this agent runs from .*packages\/cli, which npm did not install/,
+    );
+    expect(out.stderr).not.toMatch(/\n\s+at /);
   });
 
   it('offers shell completion and examples in every --help', async () => {
