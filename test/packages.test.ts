@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -29,7 +29,7 @@ describe('published packages', () => {
       const files = new Set(packed!.files.map((f) => f.path));
       expect(files.has('LICENSE')).toBe(true);
       expect(readFileSync(join(cwd, 'LICENSE'), 'utf8')).toMatch(/Apache License\s+Version 2\.0/);
-      expect((pkg.scripts as Record<string, string>).prepack).toBe('tsc -b');
+      expect((pkg.scripts as Record<string, string>).prepack).toMatch(/^tsc -b(?: && |$)/);
       expect([...files].filter((f) => f.includes('tsbuildinfo') || /\.test\.[cm]?[jt]s/.test(f))).toEqual([]);
       for (const t of targets(pkg.exports)) expect(files.has(t.replace(/^\.\//, '')), t).toBe(true);
       for (const b of Object.values((pkg.bin as Record<string, string>) ?? {}))
@@ -37,6 +37,16 @@ describe('published packages', () => {
       if (String(pkg.name).startsWith('@')) expect(pkg.publishConfig).toEqual({ access: 'public' });
     });
   }
+
+  it('the CLI ships an oclif manifest made at pack time and leaves none in the checkout', () => {
+    const cwd = join(root, 'packages/cli');
+    const [packed] = JSON.parse(
+      execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd, encoding: 'utf8', stdio: 'pipe' }),
+    ) as { files: { path: string }[] }[];
+    expect(packed!.files.map((f) => f.path)).toContain('oclif.manifest.json');
+    // oclif trusts a manifest over the commands on disk: one left behind would hide new commands here.
+    expect(existsSync(join(cwd, 'oclif.manifest.json'))).toBe(false);
+  });
 
   it('the examples are private: a release never publishes them', () => {
     for (const ex of ['custom-backend-plugin', 'programmatic']) {
