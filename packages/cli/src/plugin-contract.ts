@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
 import { isUsepodError, pluginFromModule } from '@usepod-agent/core/internal';
+import { shareCore } from './shared-core.js';
 
 /**
  * `plugins install` and `plugins link` refuse a backend plugin built for another contract (issue 16):
@@ -23,6 +24,7 @@ export async function refuseIncompatible(
     return undefined;
   }
   try {
+    shareCore();
     pluginFromModule(await import(pathToFileURL(entry).href), name);
     return undefined;
   } catch (err) {

@@ -1,8 +1,10 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
 import { type AgentPlugin, errorMessage, pluginFromModule } from '@usepod-agent/core/internal';
+import { shareCore } from './shared-core.js';
 
 /** Where `run` looks for backend plugins by kind: the cwd, then the folder `plugins install` writes to. */
 export function pluginSearchRoots(config: Config): string[] {
@@ -29,6 +31,8 @@ export async function installedPlugins(config: Config): Promise<InstalledPlugin[
   const out: InstalledPlugin[] = [];
   for (const p of config.plugins.values()) {
     if (p.type !== 'user' && p.type !== 'link') continue;
+    // Only now: the hook's loader thread costs ~40 ms at start, wasted when no plugin is installed.
+    shareCore();
     const item: InstalledPlugin = { name: p.name, version: p.version, type: p.type, root: p.root };
     try {
       const entry = createRequire(join(p.root, 'package.json')).resolve(p.name);
@@ -44,4 +48,18 @@ export async function installedPlugins(config: Config): Promise<InstalledPlugin[
 /** The backend plugins among them, ready for createAgent({ plugins }). */
 export async function installedBackendPlugins(config: Config): Promise<AgentPlugin[]> {
   return (await installedPlugins(config)).flatMap((p) => (p.plugin ? [p.plugin] : []));
+}
+
+/**
+ * `plugins install` runs npm in `dataDir`; npm 7+ would install each plugin's peer `@usepod-agent/core`
+ * there, a second copy (19 MB) the agent never runs (shared-core.ts resolves it to the agent's own).
+ * `legacy-peer-deps` in that folder's .npmrc leaves peers to the host, as peers are meant to be.
+ */
+export async function leavePeersToTheAgent(dataDir: string): Promise<void> {
+  const file = join(dataDir, '.npmrc');
+  const current = await readFile(file, 'utf8').catch(() => '');
+  if (/^\s*legacy-peer-deps\s*=\s*true\s*$/m.test(current)) return;
+  await mkdir(dataDir, { recursive: true });
+  const sep = current === '' || current.endsWith('\n') ? '' : '\n';
+  await writeFile(file, `${current}${sep}legacy-peer-deps=true\n`);
 }

@@ -2,6 +2,7 @@ import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
 import { EXIT, writeMistake } from '../../base.js';
 import { refuseIncompatible } from '../../plugin-contract.js';
+import { leavePeersToTheAgent } from '../../plugins.js';
 
 /** `plugins install`, then the contract check `run` makes; a plugin built for another contract is removed. */
 // Typed as a plain command: the plugin's own class type cannot be named in our declarations.
@@ -12,6 +13,7 @@ const Base = commands['plugins:install'] as unknown as new (
 export default class PluginsInstall extends Base {
   override async run(): Promise<void> {
     const before = new Set(this.config.plugins.keys());
+    await leavePeersToTheAgent(this.config.dataDir);
     try {
       await super.run();
     } catch (err) {
