@@ -41,7 +41,13 @@ describe('published packages', () => {
   it('the CLI ships an oclif manifest made at pack time and leaves none in the checkout', () => {
     const cwd = join(root, 'packages/cli');
     const [packed] = JSON.parse(
-      execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd, encoding: 'utf8', stdio: 'pipe' }),
+      // NODE_ENV as in many developers' shells: oclif would then record src/*.ts paths in the manifest.
+      execFileSync('npm', ['pack', '--dry-run', '--json'], {
+        cwd,
+        encoding: 'utf8',
+        stdio: 'pipe',
+        env: { ...process.env, NODE_ENV: 'development' },
+      }),
     ) as { files: { path: string }[] }[];
     expect(packed!.files.map((f) => f.path)).toContain('oclif.manifest.json');
     // oclif trusts a manifest over the commands on disk: one left behind would hide new commands here.

@@ -39,7 +39,7 @@ describe('the per-job log line (issue 17: 120 columns at info)', () => {
     for (const o of ['done', 'cancelled'] as const) {
       const text = line({ ...long, outcome: o });
       expect(text.length).toBeLessThanOrEqual(JOB_LINE_COLUMNS);
-      expect(text).toMatch(/ model=…[^ ]*-quantised via=…[^ ]*:8443 tok=131072\+32768 ms=600000$/);
+      expect(text).toMatch(/ model=…[^ ]*-quantised via=open…443 tok=131072\+32768 ms=600000$/);
     }
   });
 

@@ -123,15 +123,21 @@ const JOB_LINE_PREFIX = 24 + 1 + 5 + 1 + 'job'.length + 1;
 /** A model or backend name is never shortened below this (the line may then run past the budget). */
 const MIN_NAME = 8;
 
-/** Keeps the end of a name (`…Llama-3.1-8B-Instruct`): the part that tells models of one family apart. */
-function shorten(name: string, columns: number): string {
-  return name.length <= columns ? name : `…${name.slice(name.length - columns + 1)}`;
+/**
+ * A model keeps its end (`…Llama-3.1-8B-Instruct`: what tells models of one family apart); a backend its
+ * both ends (`openai…:8443`: the kind and the port).
+ */
+function shorten(name: string, columns: number, keep: 'end' | 'ends'): string {
+  if (name.length <= columns) return name;
+  if (keep === 'end') return `…${name.slice(name.length - columns + 1)}`;
+  const head = Math.ceil((columns - 1) / 2);
+  return `${name.slice(0, head)}…${name.slice(name.length - (columns - 1 - head))}`;
 }
 
 /**
  * The operator's line for one job: its outcome (`done`, `cancelled`, or the error code of a failure) as the
  * message, an 8-character job id (the full id and every figure are on the debug line), tokens as
- * `in+out`; the backend's name, then the model's, shortened from the front to fit JOB_LINE_COLUMNS.
+ * `in+out`; the backend's name, then the model's, shortened (shorten()) to fit JOB_LINE_COLUMNS.
  */
 export function jobEndLine(o: JobOutcome): { msg: string; fields: Record<string, string | number> } {
   const msg = o.outcome === 'error' ? (o.errorCode ?? 'failed') : o.outcome;
@@ -147,7 +153,7 @@ export function jobEndLine(o: JobOutcome): { msg: string; fields: Record<string,
     const over = width() - JOB_LINE_COLUMNS;
     const value = fields[key];
     if (over <= 0 || typeof value !== 'string') continue;
-    fields[key] = shorten(value, Math.max(MIN_NAME, value.length - over));
+    fields[key] = shorten(value, Math.max(MIN_NAME, value.length - over), key === 'model' ? 'end' : 'ends');
   }
   return { msg, fields };
 }

@@ -1,0 +1,382 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { type EngineEmulator, TestCoordinator } from '@usepod-agent/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+/**
+ * A release, rehearsed the way operators and plugin authors will meet it (issue 17, point 1): a real npm
+ * registry (verdaccio, pinned in devDependencies) on 127.0.0.1; every public package packed and
+ * published to it; the CLI installed globally into a scratch prefix; the guide's plugin and the TGI
+ * example copied outside this repository, installed from the registry, built, passed through the
+ * conformance suite, published, then `plugins install`ed by name; a job served by `run` through the
+ * installed plugin; `upgrade` of that install. Everything else the registry is asked for it fetches from
+ * the public registry (the machine's npm cache answers most of it).
+ */
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const PUBLIC = [
+  'core',
+  'testkit',
+  'plugin-vllm',
+  'plugin-ollama',
+  'plugin-llamacpp',
+  'plugin-lmstudio',
+  'plugin-openai-compatible',
+  'cli',
+];
+const upstream = process.env.npm_config_registry ?? 'https://registry.npmjs.org/';
+
+let work: string;
+let registry: string;
+let verdaccio: ChildProcess | undefined;
+let npmEnv: NodeJS.ProcessEnv;
+/** The operator's machine: HOME and XDG folders of its own, the global prefix of `npm install -g`. */
+let home: string;
+let prefix: string;
+let agent: string;
+let operatorEnv: NodeJS.ProcessEnv;
+
+interface Ran {
+  code: number;
+  out: string;
+  stdout: string;
+  stderr: string;
+}
+
+function sh(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<Ran> {
+  return new Promise((resolve) =>
+    execFile(
+      cmd,
+      args,
+      { cwd: opts.cwd, env: opts.env ?? npmEnv, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) =>
+        resolve({
+          // A number is the exit code; a string (ENOENT) means it never ran.
+          code: err ? (typeof err.code === 'number' ? err.code : 127) : 0,
+          out: `${stdout}${stderr}${err && typeof err.code !== 'number' ? err.message : ''}`,
+          stdout,
+          stderr,
+        }),
+    ),
+  );
+}
+
+async function ok(r: Promise<Ran>, what: string): Promise<Ran> {
+  const ran = await r;
+  if (ran.code !== 0) throw new Error(`${what} failed (exit ${ran.code}):\n${ran.out.slice(-4000)}`);
+  return ran;
+}
+
+const npm = (args: string[], cwd: string, env?: NodeJS.ProcessEnv) =>
+  sh('npm', args, { cwd, ...(env ? { env } : {}) });
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as { port: number };
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+async function startRegistry(): Promise<void> {
+  const port = await freePort();
+  registry = `http://127.0.0.1:${port}/`;
+  const config = join(work, 'verdaccio.yaml');
+  const ours = { access: '$all', publish: '$authenticated', unpublish: '$authenticated' };
+  const yaml = [
+    `storage: ${join(work, 'storage')}`,
+    'auth:',
+    `  htpasswd: { file: ${join(work, 'htpasswd')}, max_users: 10 }`,
+    `uplinks:\n  npmjs: { url: ${upstream}, timeout: 60s }`,
+    'packages:',
+    // Ours are published here and nowhere else: never proxied, so the rehearsal installs what it packed.
+    ...['"@usepod-agent/*"', 'usepod-agent', '"usepod-agent-plugin-*"'].map(
+      (p) => `  ${p}: ${JSON.stringify(ours)}`,
+    ),
+    '  "**": { access: $all, proxy: npmjs }',
+    'log: { type: stdout, format: pretty, level: warn }',
+    'security: { api: { legacy: true } }',
+  ].join('\n');
+  await writeFile(config, `${yaml}\n`);
+  verdaccio = spawn(
+    process.execPath,
+    [join(ROOT, 'node_modules/verdaccio/bin/verdaccio'), '--config', config, '--listen', `127.0.0.1:${port}`],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let log = '';
+  verdaccio.stdout!.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  verdaccio.stderr!.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const up = await fetch(`${registry}-/ping`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (up) break;
+    if (Date.now() > until || verdaccio.exitCode !== null)
+      throw new Error(`verdaccio did not start:\n${log}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  // A publisher, as `npm adduser` makes one; its token goes in a userconfig of this rehearsal's own.
+  const res = await fetch(`${registry}-/user/org.couchdb.user:rehearsal`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'rehearsal', password: 'rehearsal-password', type: 'user', roles: [] }),
+  });
+  const { token } = (await res.json()) as { token?: string };
+  if (!token) throw new Error(`verdaccio gave no token (HTTP ${res.status})`);
+  const npmrc = join(work, 'npmrc');
+  await writeFile(npmrc, `registry=${registry}\n//127.0.0.1:${port}/:_authToken=${token}\n`);
+  npmEnv = {
+    ...process.env,
+    npm_config_userconfig: npmrc,
+    npm_config_registry: registry,
+    npm_config_audit: 'false',
+    npm_config_fund: 'false',
+    npm_config_update_notifier: 'false',
+    // An `npm install -g` that ignored the running install's prefix would land here.
+    npm_config_prefix: join(work, 'default-prefix'),
+  };
+  // vitest's own variables must not reach the children's vitest.
+  for (const k of Object.keys(npmEnv)) if (k.startsWith('VITEST') || k === 'NODE_OPTIONS') delete npmEnv[k];
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'usepod-release-'));
+  await startRegistry();
+  home = join(work, 'home');
+  prefix = join(work, 'prefix');
+  agent = join(prefix, 'bin', 'usepod-agent');
+  await mkdir(home, { recursive: true });
+  operatorEnv = {
+    ...npmEnv,
+    HOME: home,
+    XDG_DATA_HOME: join(home, 'data'),
+    XDG_CONFIG_HOME: join(home, 'config'),
+    XDG_CACHE_HOME: join(home, 'cache'),
+    PATH: `${join(prefix, 'bin')}:${process.env.PATH}`,
+    // Many developers' shells set this; the installed CLI must still run its compiled commands.
+    NODE_ENV: 'development',
+  };
+}, 90_000);
+
+afterAll(async () => {
+  verdaccio?.kill('SIGKILL');
+  // USEPOD_KEEP_REHEARSAL=1 leaves the registry's storage, the prefix and the plugin folders to look at.
+  if (work && !process.env.USEPOD_KEEP_REHEARSAL) await rm(work, { recursive: true, force: true });
+});
+
+/** What `tar -tzf` lists, without the `package/` every npm tarball starts with. */
+async function tarball(file: string): Promise<string[]> {
+  const { stdout } = await ok(sh('tar', ['-tzf', file], { cwd: work }), `tar -tzf ${file}`);
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((f) => f.replace(/^package\//, ''));
+}
+
+function exportTargets(exports: unknown): string[] {
+  if (typeof exports === 'string') return [exports];
+  if (!exports || typeof exports !== 'object') return [];
+  return Object.values(exports).flatMap(exportTargets);
+}
+
+describe('release rehearsal through a real registry', () => {
+  it('packs every public package with what it needs and nothing else, and publishes it without a warning', async () => {
+    const out = join(work, 'tarballs');
+    await mkdir(out);
+    for (const dir of PUBLIC) {
+      const cwd = join(ROOT, 'packages', dir);
+      const pkg = JSON.parse(await readFile(join(cwd, 'package.json'), 'utf8')) as Record<string, unknown>;
+      const packed = await ok(npm(['pack', '--json', '--pack-destination', out], cwd), `npm pack ${dir}`);
+      const { filename } = (
+        JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as [{ filename: string }]
+      )[0];
+      const files = await tarball(join(out, filename));
+      expect(files, dir).toContain('LICENSE');
+      expect(
+        files.some((f) => f.startsWith('dist/')),
+        dir,
+      ).toBe(true);
+      expect(
+        files.filter((f) => f.includes('tsbuildinfo')),
+        dir,
+      ).toEqual([]);
+      for (const t of exportTargets(pkg.exports))
+        expect(files, `${dir} exports ${t}`).toContain(t.replace(/^\.\//, ''));
+      if (dir === 'cli') expect(files).toContain('oclif.manifest.json');
+      if (dir === 'cli') {
+        const { stdout } = await ok(
+          sh('tar', ['-xzOf', join(out, filename), 'package/oclif.manifest.json'], { cwd: work }),
+          'manifest',
+        );
+        const commands = Object.values(JSON.parse(stdout).commands) as { relativePath: string[] }[];
+        // Compiled commands only (a pack under NODE_ENV=test once recorded src/*.ts: the CLI did not start).
+        expect(commands.map((c) => c.relativePath[0])).toEqual(commands.map(() => 'dist'));
+      }
+      const published = await ok(npm(['publish', join(out, filename)], out), `npm publish ${dir}`);
+      // npm's "auto-corrected some errors in your package.json" (an invalid bin, a bad repository URL).
+      expect(published.stderr, `npm publish ${dir}`).not.toMatch(/npm warn publish/i);
+    }
+    // The monorepo checkout is left as it was: no manifest behind (oclif would trust it over the commands).
+    expect(existsSync(join(ROOT, 'packages/cli/oclif.manifest.json'))).toBe(false);
+  }, 240_000);
+
+  it('installs the CLI globally from the registry, and it runs', async () => {
+    await ok(
+      npm(['install', '--global', '--prefix', prefix, 'usepod-agent'], work),
+      'npm install -g usepod-agent',
+    );
+    const v = await ok(sh(agent, ['version'], { cwd: home, env: operatorEnv }), 'usepod-agent version');
+    expect(v.stdout).toMatch(/^usepod-agent\/0\.4\.0 core\/0\.4\.0 node\/v20/);
+    const help = await ok(sh(agent, ['--help'], { cwd: home, env: operatorEnv }), 'usepod-agent --help');
+    expect(help.stdout).toContain('plugins');
+    // One core in the whole install: the CLI's, shared by its first-party plugins.
+    const cores = await findAll(join(prefix, 'lib/node_modules/usepod-agent'), '@usepod-agent/core');
+    expect(cores).toHaveLength(1);
+  }, 300_000);
+
+  /** The guide's package (docs/plugins.md, every `file=` block) and the TGI example, each outside the repo. */
+  const authors: Record<string, { dir: string; name: string; tests: number }> = {};
+
+  it('builds the guide’s plugin outside the repository from the registry, passes conformance, publishes it', async () => {
+    const dir = join(work, 'authors', 'sglang');
+    const doc = await readFile(join(ROOT, 'docs/plugins.md'), 'utf8');
+    for (const m of doc.matchAll(/```\w+ file=(\S+)\n([\s\S]*?)```/g)) {
+      await mkdir(dirname(join(dir, m[1]!)), { recursive: true });
+      await writeFile(join(dir, m[1]!), m[2]!);
+    }
+    authors.sglang = { dir, name: 'usepod-agent-plugin-sglang', tests: 15 };
+    await author(authors.sglang);
+  }, 300_000);
+
+  it('builds the TGI example outside the repository the same way', async () => {
+    const dir = join(work, 'authors', 'tgi');
+    const src = join(ROOT, 'examples/custom-backend-plugin');
+    for (const f of ['package.json', 'tsconfig.json', 'README.md', 'src']) {
+      await cp(join(src, f), join(dir, f), {
+        recursive: true,
+        filter: (p) => !p.endsWith('.tsbuildinfo'),
+      });
+    }
+    // The example is private in the monorepo (a release never publishes it); its author publishes it.
+    const pkgFile = join(dir, 'package.json');
+    const pkg = JSON.parse(await readFile(pkgFile, 'utf8')) as Record<string, unknown>;
+    delete pkg.private;
+    await writeFile(pkgFile, `${JSON.stringify(pkg, null, 2)}\n`);
+    authors.tgi = { dir, name: 'usepod-agent-plugin-tgi', tests: 15 };
+    await author(authors.tgi);
+  }, 300_000);
+
+  it('installs both by name with `plugins install`, on the agent’s own core, and serves a job through one', async () => {
+    for (const a of Object.values(authors)) {
+      const r = await ok(
+        sh(agent, ['plugins', 'install', a.name], { cwd: home, env: operatorEnv }),
+        `plugins install ${a.name}`,
+      );
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    const listed = await ok(sh(agent, ['plugins'], { cwd: home, env: operatorEnv }), 'plugins');
+    expect(listed.stdout).toMatch(/usepod-agent-plugin-tgi\s+0\.4\.0\s+kinds: tgi/);
+    expect(listed.stdout).toMatch(/usepod-agent-plugin-sglang\s+1\.0\.0\s+kinds: sglang/);
+    // The plugins' peer is the agent's core: npm put no second copy beside them.
+    const data = join(home, 'data', 'usepod-agent');
+    expect(await findAll(data, '@usepod-agent/core')).toEqual([]);
+
+    const { TgiEmulator } = (await import(
+      pathToFileURL(join(authors.tgi!.dir, 'src/tgi-emulator.ts')).href
+    )) as {
+      TgiEmulator: new () => EngineEmulator;
+    };
+    const engine = await new TgiEmulator().start();
+    const coordinator = await TestCoordinator.start();
+    const cfg = join(home, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(home, 'identity.key')}"\n[[backends]]\nkind = "tgi"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n`,
+    );
+    const child = spawn(agent, ['run', '--config', cfg, '--allow-insecure'], { cwd: home, env: operatorEnv });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const session = await coordinator.firstAuthenticated(30_000);
+      const caps = await session.capabilities();
+      expect(caps.models).toEqual([
+        expect.objectContaining({ model_id: 'HuggingFaceH4/zephyr-7b-beta', backend: 'tgi' }),
+      ]);
+      expect((await session.dispatch({ model_id: 'HuggingFaceH4/zephyr-7b-beta' }).done()).type).toBe(
+        'job_done',
+      );
+      child.kill('SIGTERM');
+      expect(await exited, stderr).toBe(0);
+      expect(stderr).toMatch(
+        /INFO {2}job done job=\w{8} model=HuggingFaceH4\/zephyr-7b-beta via=tgi@[^ ]+ tok=\d+\+\d+ ms=\d+$/m,
+      );
+    } finally {
+      child.kill('SIGKILL');
+      await engine.close();
+      await coordinator.close();
+    }
+  }, 300_000);
+
+  it('upgrades the install that is running, not the default global prefix', async () => {
+    const dry = await ok(
+      sh(agent, ['upgrade', '--dry-run'], { cwd: home, env: operatorEnv }),
+      'upgrade --dry-run',
+    );
+    expect(dry.stdout).toContain(`install --global --prefix ${prefix} usepod-agent@latest`);
+    expect(dry.stdout).not.toContain('restart');
+    const up = await ok(
+      sh(agent, ['upgrade', '--version', '0.4.0'], { cwd: home, env: operatorEnv }),
+      'upgrade',
+    );
+    expect(up.stdout).toContain('Now restart the agent');
+    expect(existsSync(join(work, 'default-prefix', 'lib/node_modules/usepod-agent'))).toBe(false);
+    expect((await ok(sh(agent, ['version'], { cwd: home, env: operatorEnv }), 'version')).stdout).toMatch(
+      /^usepod-agent\/0\.4\.0/,
+    );
+  }, 300_000);
+});
+
+/** A plugin author's loop, from a folder of their own: install from the registry, build, test, publish. */
+async function author(a: { dir: string; name: string; tests: number }): Promise<void> {
+  await ok(npm(['install'], a.dir), `npm install in ${a.name}`);
+  // The registry's core, not this checkout's: the copy stands alone.
+  expect(existsSync(join(a.dir, 'node_modules/@usepod-agent/core/dist/index.js'))).toBe(true);
+  await ok(npm(['run', 'build'], a.dir), `npm run build in ${a.name}`);
+  const test = await ok(npm(['test'], a.dir, { ...npmEnv, CI: 'true' }), `npm test in ${a.name}`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the runner's colours
+  expect(test.out.replace(/\u001b\[[0-9;]*m/g, '')).toMatch(
+    new RegExp(`Tests\\s+${a.tests} passed \\(${a.tests}\\)`),
+  );
+  const published = await ok(npm(['publish'], a.dir), `npm publish ${a.name}`);
+  expect(published.stderr).not.toMatch(/npm warn publish/i);
+}
+
+/** Every folder named `name` (a scoped `@scope/pkg` too) under node_modules folders below `root`. */
+async function findAll(root: string, name: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    if (depth > 12) return;
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const path = join(dir, e.name);
+      if (path.endsWith(`node_modules/${name}`)) found.push(path);
+      else await walk(path, depth + 1);
+    }
+  };
+  await walk(root, 0);
+  return found;
+}
