@@ -262,6 +262,10 @@ describe('service', () => {
       expect(unit.split('\n')).toContain(line);
     }
     expect(systemdUnit({ ...base, logLevel: 'info' })).toMatch(/--config \/etc\/usepod-agent\/agent\.toml\n/);
+    // `service install --allow-insecure` (a ws:// coordinator): the service's run is told so too.
+    expect(systemdUnit({ ...base, logLevel: 'info', allowInsecure: true })).toMatch(
+      /--config \/etc\/usepod-agent\/agent\.toml --allow-insecure\n/,
+    );
   });
 
   it('plans the install, status and logs commands', () => {
@@ -414,7 +418,16 @@ describe('plugins', () => {
       const valid = await cli(['validate', '--config', cfg, '--allow-insecure']);
       expect(valid.stdout).toContain('[usepod-agent-plugin-tgi]');
       // service install says which plugins the service will load, and refuses a kind it could not.
-      const svc = await cli(['service', 'install', '--dry-run', '--config', cfg, '--platform', 'linux']);
+      const svc = await cli([
+        'service',
+        'install',
+        '--dry-run',
+        '--config',
+        cfg,
+        '--platform',
+        'linux',
+        '--allow-insecure',
+      ]);
       // Where this checkout lives decides it: a link into a folder the unit hides (a clone under /tmp) is refused.
       const { hiddenFromUnit } = await import('./service/plan.js');
       if (hiddenFromUnit([`${EXAMPLE}/`])) {

@@ -34,6 +34,8 @@ export const ERROR_CODES = {
   USEPOD_COORDINATOR_AUTH_FAILED: 'The coordinator refused this agent. The reason is in the message.',
   USEPOD_PROTOCOL: 'The coordinator sent something the protocol does not allow.',
   USEPOD_AGENT_STATE: 'The agent was used in a state that does not allow this call.',
+  USEPOD_AGENT_NOT_RUNNING:
+    'No agent answers at the status address. Start it (`usepod-agent run`, or `usepod-agent service start`), or check observability.prometheus_addr.',
   USEPOD_PAIRING_FAILED: 'Pairing with the coordinator failed. Check --coordinator and your network.',
   USEPOD_PAIRING_EXPIRED: 'The pairing code expired before it was entered. Run `usepod-agent setup` again.',
   USEPOD_USAGE: 'A command-line flag or argument is wrong. See --help.',

@@ -57,11 +57,25 @@ export default class Backends extends BaseCommand {
       this.out(`No engine configured or found on the usual ports (${await usualPorts(plugins)}).`);
       return;
     }
+    // Columns as wide as their longest cell (a plugin's kind or a model id can be long), two spaces apart.
+    const width = (head: string, cells: string[]) => Math.max(head.length, ...cells.map((c) => c.length)) + 2;
+    const kindW = width(
+      'KIND',
+      shown.map((r) => r.kind),
+    );
+    const urlW = width(
+      'URL',
+      shown.map((r) => r.url ?? '(preset)'),
+    );
+    const modelW = width(
+      'MODEL',
+      shown.flatMap((r) => r.status.models.map((m) => m.id)),
+    );
     this.out(
-      `${'KIND'.padEnd(10)}${'URL'.padEnd(32)}${'HEALTH'.padEnd(9)}${'LATENCY'.padEnd(9)}${'MODEL'.padEnd(44)}${'CONTEXT'.padEnd(9)}LOADED`,
+      `${'KIND'.padEnd(kindW)}${'URL'.padEnd(urlW)}${'HEALTH'.padEnd(8)}${'LATENCY'.padEnd(9)}${'MODEL'.padEnd(modelW)}${'CONTEXT'.padEnd(9)}LOADED`,
     );
     for (const r of shown) {
-      const head = `${r.kind.padEnd(10)}${(r.url ?? '(preset)').padEnd(32)}${(r.status.healthy ? 'up' : 'down').padEnd(9)}${`${r.latencyMs}ms`.padEnd(9)}`;
+      const head = `${r.kind.padEnd(kindW)}${(r.url ?? '(preset)').padEnd(urlW)}${(r.status.healthy ? 'up' : 'down').padEnd(8)}${`${r.latencyMs}ms`.padEnd(9)}`;
       if (!r.status.healthy) {
         this.out(`${head}${r.status.detail ?? ''}`);
         continue;
@@ -69,7 +83,7 @@ export default class Backends extends BaseCommand {
       if (r.status.models.length === 0) this.out(`${head}(no models)`);
       r.status.models.forEach((m, i) => {
         this.out(
-          `${i === 0 ? head : ' '.repeat(head.length)}${m.id.padEnd(44)}${String(m.contextWindow ?? '?').padEnd(9)}yes`,
+          `${i === 0 ? head : ' '.repeat(head.length)}${m.id.padEnd(modelW)}${String(m.contextWindow ?? '?').padEnd(9)}yes`,
         );
       });
     }

@@ -46,13 +46,7 @@ export default class Status extends BaseCommand {
       try {
         res = await fetch(`http://${addr}/status`, { signal: AbortSignal.timeout(3_000) });
       } catch {
-        throw new UsepodError(
-          'USEPOD_USAGE',
-          `no agent answers at ${addr} (is \`usepod-agent run\` running? check observability.prometheus_addr)`,
-          {
-            user: false,
-          },
-        );
+        throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
       return (await res.json()) as AgentStatus;

@@ -7,6 +7,7 @@ import {
   loadConfig,
   loadOrCreateIdentity,
   readConfigFile,
+  readIdentity,
   UsepodError,
 } from '@usepod-agent/core/internal';
 import { stringify } from 'smol-toml';
@@ -61,6 +62,7 @@ export abstract class ServiceCommand extends BaseCommand {
   protected async options(flags: {
     config?: string | undefined;
     'log-level'?: string | undefined;
+    'allow-insecure'?: boolean | undefined;
     platform?: Platform | undefined;
     follow?: boolean;
     lines?: number;
@@ -74,8 +76,11 @@ export abstract class ServiceCommand extends BaseCommand {
     let serviceConfigToml = '';
     let identityPath = '';
     let drainTimeoutS = 30;
+    // The service runs `run` as this install is told to: a ws:// coordinator only with --allow-insecure,
+    // which is then written into the unit; other actions only read paths from the config.
+    const allowInsecure = needsConfig ? (flags['allow-insecure'] ?? false) : true;
     if (configPath) {
-      const { config, path } = await loadConfig({ path: configPath, allowInsecure: true });
+      const { config, path } = await loadConfig({ path: configPath, allowInsecure });
       configPath = path;
       identityPath = config.identity.key_path.replace(/^~(?=\/)/, homedir());
       drainTimeoutS = config.limits.drain_timeout_s;
@@ -104,6 +109,7 @@ export abstract class ServiceCommand extends BaseCommand {
       serviceConfigToml,
       identityPath,
       logLevel: flags['log-level'],
+      ...(needsConfig && allowInsecure ? { allowInsecure: true } : {}),
       drainTimeoutS,
       ...(flags.follow !== undefined ? { follow: flags.follow } : {}),
       ...(flags.lines !== undefined ? { lines: flags.lines } : {}),
@@ -171,6 +177,9 @@ export abstract class ServiceCommand extends BaseCommand {
       // The service copies the operator's key; a first install may come before any `run`.
       const { created } = await loadOrCreateIdentity(opts.identityPath);
       if (created) this.out(`Created identity ${opts.identityPath} (mode 0600). Back it up.`);
+    } else if (this.action === 'install' && opts.identityPath && existsSync(opts.identityPath)) {
+      // A dry run creates nothing, but a key the service could not use is refused as the install would.
+      await readIdentity(opts.identityPath);
     }
     if (this.action === 'install' && opts.platform === 'linux') {
       // ExecStart must be reachable inside the unit's sandbox, or the service never starts.

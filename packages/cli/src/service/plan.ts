@@ -27,6 +27,8 @@ export interface ServiceOptions {
   identityPath: string;
   /** A non-default log level carried into the service. */
   logLevel?: string | undefined;
+  /** `service install --allow-insecure`: the config's ws:// coordinator is accepted by the service too. */
+  allowInsecure?: boolean;
   /** `limits.drain_timeout_s`: the service manager must wait longer than this on stop. */
   drainTimeoutS: number;
   /** `logs -f`. */
@@ -79,6 +81,7 @@ function runArgs(o: ServiceOptions, configPath: string): string[] {
     '--config',
     configPath,
     ...(o.logLevel && o.logLevel !== 'info' ? ['--log-level', o.logLevel] : []),
+    ...(o.allowInsecure ? ['--allow-insecure'] : []),
   ];
 }
 
