@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -37,6 +38,21 @@ describe('published packages', () => {
       if (String(pkg.name).startsWith('@')) expect(pkg.publishConfig).toEqual({ access: 'public' });
     });
   }
+
+  it('npm pkg fix changes nothing in any published package.json (npm would auto-correct it on publish)', () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'usepod-pkgfix-'));
+    try {
+      for (const dir of packages) {
+        const text = readFileSync(join(root, 'packages', dir, 'package.json'), 'utf8');
+        writeFileSync(join(scratch, 'package.json'), text);
+        execFileSync('npm', ['pkg', 'fix'], { cwd: scratch, stdio: 'pipe' });
+        const fixed = JSON.parse(readFileSync(join(scratch, 'package.json'), 'utf8'));
+        expect(fixed, dir).toEqual(JSON.parse(text));
+      }
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
 
   it('the CLI ships an oclif manifest made at pack time and leaves none in the checkout', () => {
     const cwd = join(root, 'packages/cli');
