@@ -32,6 +32,41 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 
 const metricsRig = () => rig({ config: { observability: { prometheus_addr: '127.0.0.1:0' } } });
 
+describe('/healthz and /readyz for orchestrators (issue 20)', () => {
+  async function probe(path: string): Promise<{ status: number; body: string }> {
+    const a = r!.t.agent.statusAddress!;
+    const res = await fetch(`http://${a.host}:${a.port}${path}`);
+    return { status: res.status, body: await res.text() };
+  }
+  async function until(path: string, status: number): Promise<string> {
+    for (let i = 0; i < 200; i++) {
+      const p = await probe(path);
+      if (p.status === status) return p.body;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    throw new Error(`${path} never answered ${status}`);
+  }
+
+  it('is ready while authenticated with a model advertised; not when the engine or the coordinator goes', async () => {
+    r = await rig({
+      config: { observability: { prometheus_addr: '127.0.0.1:0' } },
+      timing: { discoveryIntervalMs: 30 },
+    });
+    expect(await probe('/readyz')).toEqual({ status: 200, body: 'ready\n' });
+    // The engine goes down: its models are withdrawn, so nothing can be served here.
+    await r.engine.goDown();
+    expect(await until('/readyz', 503)).toBe('not ready: no model advertised\n');
+    expect((await probe('/healthz')).status).toBe(200);
+    // It comes back: ready again once its model is advertised.
+    await r.engine.comeUp();
+    await until('/readyz', 200);
+    // The coordinator connection drops: not ready until authenticated again.
+    r.session.kill();
+    expect(await until('/readyz', 503)).toMatch(/^not ready: not connected \((backoff|connecting)\)\n$/);
+    expect((await probe('/healthz')).status).toBe(200);
+  });
+});
+
 describe('Prometheus metrics', () => {
   it('counts jobs, tokens, bytes, time to first byte and estimated earnings from real jobs', async () => {
     r = await metricsRig();

@@ -261,13 +261,30 @@ export class Agent extends EventEmitter<AgentEvents> {
   async #startStatusServer(): Promise<void> {
     const addr = this.config.observability.prometheus_addr;
     if (addr === '' || addr === 'off') return;
-    this.#statusServer = await serveStatus(addr, this.metrics.registry, () => this.status(), this.log);
+    this.#statusServer = await serveStatus(
+      addr,
+      this.metrics.registry,
+      () => this.status(),
+      this.log,
+      () => this.readiness(),
+    );
   }
 
   /** Address the status server listens on, when it runs. */
   get statusAddress(): { host: string; port: number } | undefined {
     const a = this.#statusServer?.address();
     return a ? { host: a.address, port: a.port } : undefined;
+  }
+
+  /**
+   * `/readyz` for orchestrators: ready while authenticated with at least one model advertised and not
+   * draining; otherwise why not, in a few words.
+   */
+  readiness(): { ready: boolean; reason?: string } {
+    if (this.#state === 'stopping' || this.#state === 'stopped') return { ready: false, reason: 'draining' };
+    if (this.#state !== 'online') return { ready: false, reason: `not connected (${this.#state})` };
+    if (!this.#lastCapabilities?.models.length) return { ready: false, reason: 'no model advertised' };
+    return { ready: true };
   }
 
   /** The figures of `/status`. */

@@ -222,3 +222,65 @@ describe('config lookup (cosmiconfig)', () => {
     expect((parse as Error).message.split('\n')).toHaveLength(1);
   });
 });
+
+describe('config from the environment (containers, issue 20)', () => {
+  const ENV = {
+    USEPOD_COORDINATOR_URL: 'wss://coordinator.example/provider/connect',
+    USEPOD_ENROLLMENT_CODE: 'POD-ENROLL-FROMSECRET',
+    USEPOD_IDENTITY_PATH: '/var/lib/usepod-agent/identity.key',
+    USEPOD_BACKEND_KIND: 'vllm',
+    USEPOD_BACKEND_URL: 'http://127.0.0.1:8000',
+    USEPOD_BACKEND_MODELS: 'Qwen/Qwen3-14B, meta-llama/Llama-3.1-8B-Instruct',
+    USEPOD_MAX_CONCURRENT: '12',
+    USEPOD_PROMETHEUS_ADDR: '0.0.0.0:9090',
+  };
+
+  it('is the whole config when there is no file', async () => {
+    const { config, path } = await loadConfig({ cwd: dir, env: ENV });
+    expect(path).toBe('(environment)');
+    expect(config.coordinator).toMatchObject({
+      url: ENV.USEPOD_COORDINATOR_URL,
+      enrollment_code: 'POD-ENROLL-FROMSECRET',
+    });
+    expect(config.identity.key_path).toBe('/var/lib/usepod-agent/identity.key');
+    expect(config.backends).toEqual([
+      expect.objectContaining({
+        kind: 'vllm',
+        url: 'http://127.0.0.1:8000',
+        models: ['Qwen/Qwen3-14B', 'meta-llama/Llama-3.1-8B-Instruct'],
+      }),
+    ]);
+    expect(config.limits.max_concurrent).toBe(12);
+    expect(config.observability.prometheus_addr).toBe('0.0.0.0:9090');
+  });
+
+  it('overrides the file key by key; a backend from the environment replaces the file’s', async () => {
+    const path = join(dir, 'agent.toml');
+    await writeFile(
+      path,
+      '[limits]\nmax_concurrent = 3\ndrain_timeout_s = 50\n[[backends]]\nkind = "ollama"\nurl = "http://127.0.0.1:11434"\n',
+    );
+    const { config } = await loadConfig({
+      path,
+      env: {
+        USEPOD_MAX_CONCURRENT: '5',
+        USEPOD_BACKEND_KIND: 'llamacpp',
+        USEPOD_BACKEND_URL: 'http://127.0.0.1:8080',
+      },
+    });
+    expect(config.limits).toMatchObject({ max_concurrent: 5, drain_timeout_s: 50 });
+    expect(config.backends.map((b) => b.kind)).toEqual(['llamacpp']);
+  });
+
+  it('names the variable, not a line, when its value is wrong', async () => {
+    const path = join(dir, 'agent.toml');
+    await writeFile(path, '[limits]\nmax_concurrent = 3\n');
+    const err = await loadConfig({ path, env: { USEPOD_MAX_CONCURRENT: 'lots' } }).catch((e: unknown) => e);
+    expect(isUsepodError(err, 'USEPOD_CONFIG_INVALID')).toBe(true);
+    expect((err as Error).message).toMatch(/^\$USEPOD_MAX_CONCURRENT: limits\.max_concurrent/);
+    const none = await loadConfig({ cwd: dir, env: { USEPOD_BACKEND_URL: 'not a url' } }).catch(
+      (e: unknown) => e,
+    );
+    expect((none as Error).message).toMatch(/\$USEPOD_BACKEND_(URL|KIND)/);
+  });
+});

@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
+import { applyEnv, hasEnvConfig } from './env.js';
 import { at, locateTomlKey, positionOf } from './locate.js';
 import { readLogLevel } from './log-level.js';
 import { expandHome, type PlatformSpec, platformConfigFiles } from './paths.js';
@@ -107,11 +108,16 @@ export interface LoadConfigOptions extends Omit<ValidateOptions, 'source'> {
   path?: string;
   /** Folder for the `./agent.toml` step of the lookup; defaults to the process cwd. */
   cwd?: string;
+  /** Where the USEPOD_* variables of config/env.ts are read; process.env by default. */
+  env?: NodeJS.ProcessEnv;
 }
+
+/** `LoadedConfig.path` when the environment alone made the config (no file anywhere). */
+export const FROM_ENVIRONMENT = '(environment)';
 
 export interface LoadedConfig {
   config: Config;
-  /** Absolute path of the file read. */
+  /** Absolute path of the file read, or FROM_ENVIRONMENT. */
   path: string;
   /** What the operator should fix but that does not stop the agent (file permissions), one line each. */
   warnings: string[];
@@ -143,9 +149,17 @@ async function permissionWarnings(path: string, config: Config): Promise<string[
  * in the current folder (.usepodrc*, usepod.config.*, package.json "usepod").
  */
 export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedConfig> {
+  const env = opts.env ?? process.env;
   const path = opts.path
     ? resolve(opts.cwd ?? process.cwd(), expandHome(opts.path))
     : await findConfigFile(opts.cwd);
+  if (!path && hasEnvConfig(env)) {
+    // A container's way: no file, the USEPOD_* variables say it all.
+    const { raw, from } = applyEnv({}, env);
+    const locate = (key: string) => (from.has(key) ? `$${from.get(key)}` : FROM_ENVIRONMENT);
+    const config = validateConfig(raw, { ...opts, source: FROM_ENVIRONMENT, locate });
+    return { config, path: FROM_ENVIRONMENT, warnings: [] };
+  }
   if (!path) {
     throw new UsepodError(
       'USEPOD_CONFIG_NOT_FOUND',
@@ -153,10 +167,12 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
       { user: true },
     );
   }
-  const raw = await readConfigFile(path);
+  const { raw, from } = applyEnv(await readConfigFile(path), env);
   const text = isTomlPath(path) ? await readFile(path, 'utf8').catch(() => '') : '';
-  const locate = text ? (key: string) => at(path, locateTomlKey(text, key)) : undefined;
-  const config = validateConfig(raw, { ...opts, source: path, ...(locate ? { locate } : {}) });
+  const inFile = text ? (key: string) => at(path, locateTomlKey(text, key)) : undefined;
+  // A value a variable set is reported at the variable, whatever the file says there.
+  const locate = (key: string) => (from.has(key) ? `$${from.get(key)}` : inFile?.(key));
+  const config = validateConfig(raw, { ...opts, source: path, locate });
   const warnings = await permissionWarnings(path, config);
   const level = (raw as { observability?: { log_level?: unknown } } | undefined)?.observability?.log_level;
   const note = typeof level === 'string' ? readLogLevel(level).note : undefined;

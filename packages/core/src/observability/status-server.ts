@@ -8,12 +8,15 @@ import { redactor } from './redact.js';
 /**
  * The local observability server at `observability.prometheus_addr`:
  * `/metrics` (Prometheus text), `/status` (JSON for `usepod-agent status`),
- * `/healthz`. It binds to loopback by default and serves nothing else.
+ * `/healthz` (the process answers: liveness) and `/readyz` (it can take jobs: readiness, for
+ * orchestrators). It binds to loopback by default and serves nothing else.
  */
 export interface StatusServerOptions {
   addr: string;
   registry: Registry;
   status: () => unknown;
+  /** For `/readyz`; without it `/readyz` answers as `/healthz`. */
+  readiness?: () => { ready: boolean; reason?: string };
 }
 
 export function parseHostPort(addr: string): { host: string; port: number } {
@@ -54,13 +57,19 @@ export class StatusServer {
         res.end(body);
         return;
       }
+      if (path === '/readyz') {
+        const r = opts.readiness?.() ?? { ready: true };
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+        res.end(r.ready ? 'ready\n' : `not ready: ${r.reason ?? 'unknown'}\n`);
+        return;
+      }
       if (path === '/healthz' || path === '/') {
         res.writeHead(200, { 'content-type': 'text/plain' });
         res.end('ok\n');
         return;
       }
       res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found: try /metrics or /status\n');
+      res.end('not found: try /metrics, /status, /healthz or /readyz\n');
     });
     this.#server.keepAliveTimeout = 5_000;
   }
@@ -101,8 +110,9 @@ export async function serveStatus(
   registry: StatusServerOptions['registry'],
   status: StatusServerOptions['status'],
   log: Logger,
+  readiness?: StatusServerOptions['readiness'],
 ): Promise<StatusServer | undefined> {
-  const server = new StatusServer({ addr, registry, status });
+  const server = new StatusServer({ addr, registry, status, ...(readiness ? { readiness } : {}) });
   try {
     const bound = await server.listen();
     const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
