@@ -116,9 +116,22 @@ describe('0.3.x command lines (PROTOCOL.md 8a)', () => {
     );
     // trace (a 0.3.x tracing level) is read as debug.
     expect(stderr).toMatch(/DEBUG/);
-    const dry = await cli(['--config', other, 'service', 'install', '--dry-run', '--platform', 'linux']);
-    expect(dry.code).toBe(0);
+    // A global flag before the command reaches it too; the ws:// coordinator is carried into the unit.
+    const dry = await cli([
+      '--config',
+      other,
+      '--allow-insecure',
+      'service',
+      'install',
+      '--dry-run',
+      '--platform',
+      'linux',
+    ]);
+    expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain('would write /etc/systemd/system/usepod-agent.service');
+    expect(dry.stdout).toMatch(
+      /ExecStart=.* run --config \/etc\/usepod-agent\/agent\.toml.* --allow-insecure/,
+    );
   }, 40_000);
 
   it('with no config anywhere, says where it looked and to run setup, in one line', async () => {
