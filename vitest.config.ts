@@ -6,9 +6,9 @@ export default defineConfig({
   ssr: { resolve: { conditions: ['source'] } },
   test: {
     include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'test/**/*.test.ts'],
-    // The real-engine tier and the release rehearsal run on their own: `npm run test:engines`,
-    // `npm run test:release` (vitest.engines.config.ts, vitest.release.config.ts).
-    exclude: ['test/real-engine/**', 'test/release/**', '**/node_modules/**'],
+    // The real-engine tier, the release rehearsal and the container tier run on their own:
+    // `npm run test:engines`, `test:release`, `test:container` (their own vitest.*.config.ts).
+    exclude: ['test/real-engine/**', 'test/release/**', 'test/container/**', '**/node_modules/**'],
     testTimeout: 20_000,
     hookTimeout: 20_000,
     pool: 'forks',

@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# The Use Pod provider agent: the CLI and its first-party plugins, run as a non-root user beside an engine.
+#   docker build -t usepod-agent .                        (podman build works the same)
+#   docker run -d --network host -v usepod-agent:/var/lib/usepod-agent \
+#     -e USEPOD_ENROLLMENT_CODE=POD-ENROLL-... -e USEPOD_BACKEND_KIND=vllm \
+#     -e USEPOD_BACKEND_URL=http://127.0.0.1:8000 usepod-agent
+# BASE is any Debian-based image with Node.js 20 (the tests build one with debootstrap: no registry there).
+ARG BASE=docker.io/library/node:20-bookworm-slim
+
+FROM ${BASE} AS build
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.base.json tsconfig.json LICENSE ./
+COPY packages ./packages
+COPY examples ./examples
+# Development dependencies build; the runtime stage gets the published form: packed, then installed.
+RUN npm ci --no-audit --no-fund --ignore-scripts \
+ && mkdir /tarballs \
+ && for p in core testkit plugin-vllm plugin-ollama plugin-llamacpp plugin-lmstudio plugin-openai-compatible cli; do \
+      (cd "packages/$p" && npm pack --silent --pack-destination /tarballs >/dev/null) || exit 1; \
+    done
+WORKDIR /app
+# One project holding the packed packages: the CLI's @usepod-agent dependencies resolve to them (one
+# core), everything else comes from the registry, production dependencies only.
+RUN printf '{"name":"usepod-agent-image","private":true}\n' > package.json \
+ && npm install --omit=dev --no-audit --no-fund /tarballs/*.tgz
+
+FROM ${BASE}
+# Third-party plugins baked in: --build-arg PLUGINS="usepod-agent-plugin-x @acme/usepod-agent-plugin-y"
+ARG PLUGINS=""
+ENV NODE_ENV=production \
+    HOME=/var/lib/usepod-agent \
+    XDG_CONFIG_HOME=/etc \
+    XDG_DATA_HOME=/usr/local/share \
+    XDG_CACHE_HOME=/tmp/usepod-agent-cache
+COPY --from=build /app /opt/usepod-agent
+COPY deploy/container/agent.toml /etc/usepod-agent/agent.toml
+RUN ln -s /opt/usepod-agent/node_modules/usepod-agent/bin/run.js /usr/local/bin/usepod-agent \
+ && groupadd --system --gid 10001 usepod \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/usepod-agent --shell /usr/sbin/nologin usepod \
+ && install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent \
+ && if [ -n "$PLUGINS" ]; then npm_config_cache=/tmp/npm-cache usepod-agent plugins install $PLUGINS; fi \
+ && rm -rf /tmp/npm-cache /tmp/usepod-agent-cache
+USER usepod
+WORKDIR /var/lib/usepod-agent
+VOLUME ["/var/lib/usepod-agent"]
+EXPOSE 9090
+# The agent drains on SIGTERM (jobs in flight finish, up to limits.drain_timeout_s) and handles it as PID 1;
+# give the runtime a stop timeout above that (docker stop -t, compose stop_grace_period).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENTRYPOINT ["usepod-agent"]
+CMD ["run"]
