@@ -38,6 +38,8 @@ export const ERROR_CODES = {
     'No agent answers at the status address. Start it (`usepod-agent run`, or `usepod-agent service start`), or check observability.prometheus_addr.',
   USEPOD_PAIRING_FAILED: 'Pairing with the coordinator failed. Check --coordinator and your network.',
   USEPOD_PAIRING_EXPIRED: 'The pairing code expired before it was entered. Run `usepod-agent setup` again.',
+  USEPOD_LEDGER:
+    'The ledger (SQLite) could not be opened or is from a newer agent. Check [ledger] path and its folder, or upgrade the agent.',
   USEPOD_USAGE: 'A command-line flag or argument is wrong. See --help.',
 } as const;
 

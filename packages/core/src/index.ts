@@ -49,4 +49,5 @@ export {
 export type { BackendKind, OptionsSchema } from './plugins/kinds.js';
 export { type AgentPlugin, definePlugin, type PluginContext, type PluginFactory } from './plugins/plugin.js';
 export type { CapabilitiesFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
+export type { JobJournal, JobRecord } from './relay/journal.js';
 export { AGENT_VERSION } from './version.js';

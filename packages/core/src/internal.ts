@@ -42,7 +42,7 @@ export {
 } from './identity/identity.js';
 export * from './index.js';
 export { debugRequested, LOG_LEVELS, type LogSink } from './observability/log.js';
-export { AgentMetrics, SESSION_STATES, type Totals } from './observability/metrics.js';
+export { AgentMetrics, SESSION_STATES, type SeedGroup, type Totals } from './observability/metrics.js';
 export { Redactor, redactor } from './observability/redact.js';
 export { type HeartbeatStats, JobStats, percentile } from './observability/stats.js';
 export { parseHostPort, StatusServer, type StatusServerOptions } from './observability/status-server.js';

@@ -7,6 +7,7 @@ import {
   type AgentTiming,
   type ConfigInput,
   createAgent,
+  type JobJournal,
   type Logger,
   type LogLevel,
   type PluginFactory,
@@ -41,6 +42,8 @@ export interface TestAgentOptions {
   /** Collect log lines at this level into `lines` (default: none). */
   logLevel?: LogLevel;
   env?: Record<string, string | undefined>;
+  /** A ledger for the agent's jobs (CreateAgentOptions.journal). */
+  journal?: JobJournal;
 }
 
 export interface TestAgent {
@@ -96,6 +99,7 @@ export async function createTestAgent(opts: TestAgentOptions = {}): Promise<Test
     logger: opts.logger ?? (opts.logLevel ? memoryLogger(lines) : silentLogger),
     timing: { ...FAST_TIMING, ...opts.timing },
     ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.journal ? { journal: opts.journal } : {}),
   });
   let closed = false;
   return {

@@ -1,5 +1,7 @@
+import { homedir } from 'node:os';
 import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
+import { Ledger, ledgerPath, seedGroups } from '../ledger/ledger.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Run extends BaseCommand {
@@ -24,15 +26,43 @@ export default class Run extends BaseCommand {
     );
     const log = createLogger('agent');
     for (const w of warnings) log.warn(w);
+    // The ledger opens once the agent has started, so a broken identity or plugin is reported first; a job
+    // that ends before then opens it on its way (Ledger.open is synchronous).
+    const path = ledgerPath(config, homedir());
+    let ledger: Ledger | undefined;
+    const journal = path
+      ? {
+          write: (records: Parameters<Ledger['write']>[0]) => {
+            ledger ??= Ledger.open(path);
+            ledger.write(records);
+          },
+        }
+      : undefined;
     const agent = createAgent({
       config,
       allowInsecure: flags['allow-insecure'],
       logger: log,
       plugins: await installedBackendPlugins(this.config),
       pluginSearchRoots: pluginSearchRoots(this.config),
+      ...(journal ? { journal } : {}),
     });
+    const startedAt = Date.now();
     await agent.start();
+    if (path) {
+      try {
+        ledger ??= Ledger.open(path);
+      } catch (err) {
+        await agent.stop();
+        throw err;
+      }
+      const pruned = ledger.prune(config.ledger.retention_days);
+      log.info('ledger open', { file: ledger.path, ...(pruned ? { pruned } : {}) });
+      // Counters resume where the ledger left them: a restart does not zero Prometheus' totals.
+      // Rows of this run (a job may have ended already) are counted by the agent itself.
+      agent.metrics.seed(seedGroups(ledger, startedAt));
+    }
     await waitForSignals(agent, log);
+    ledger?.close();
     this.exit(EXIT.OK);
   }
 }

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { Flags } from '@oclif/core';
 import {
   type AgentStatus,
@@ -7,6 +9,47 @@ import {
   UsepodError,
 } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { earnings } from '../ledger/earnings.js';
+import { Ledger, ledgerPath } from '../ledger/ledger.js';
+
+interface LedgerWindow {
+  served: number;
+  missed: number;
+  failed: number;
+  earnings_usdc: number;
+}
+/** Today and the last 7 days from the ledger on this machine (issue 18), when it can be read. */
+export interface LedgerSummary {
+  file: string;
+  today: LedgerWindow;
+  last_7_days: LedgerWindow;
+}
+
+function ledgerSummary(path: string | undefined, now = new Date()): LedgerSummary | undefined {
+  if (!path || !existsSync(path)) return undefined;
+  let ledger: Ledger;
+  try {
+    ledger = Ledger.open(path, { readonly: true });
+  } catch {
+    return undefined; // the service's ledger, readable by root only: the live figures still show
+  }
+  try {
+    const window = (since: number): LedgerWindow =>
+      earnings(ledger, { since, by: 'backend' }).reduce(
+        (t, r) => ({
+          served: t.served + r.served,
+          missed: t.missed + r.missed,
+          failed: t.failed + r.failed,
+          earnings_usdc: t.earnings_usdc + r.earnings_usdc,
+        }),
+        { served: 0, missed: 0, failed: 0, earnings_usdc: 0 },
+      );
+    const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
+    return { file: path, today: window(midnight), last_7_days: window(now.getTime() - 7 * 86_400_000) };
+  } finally {
+    ledger.close();
+  }
+}
 
 export default class Status extends BaseCommand {
   static override summary =
@@ -31,7 +74,9 @@ export default class Status extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Status);
-    const addr = flags.addr ?? (await this.#addrFromConfig(flags.config));
+    const config = await this.#config(flags.config);
+    const addr = flags.addr ?? config?.observability.prometheus_addr ?? DEFAULT_PROMETHEUS_ADDR;
+    const ledgerFile = config ? ledgerPath(config, homedir()) : undefined;
     if (addr === '' || addr === 'off') {
       throw new UsepodError(
         'USEPOD_USAGE',
@@ -49,7 +94,10 @@ export default class Status extends BaseCommand {
         throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
-      return (await res.json()) as AgentStatus;
+      const s = (await res.json()) as AgentStatus & { ledger?: LedgerSummary };
+      const summary = ledgerSummary(ledgerFile);
+      if (summary) s.ledger = summary;
+      return s;
     };
     if (!flags.watch) {
       const s = await fetchStatus();
@@ -68,10 +116,10 @@ export default class Status extends BaseCommand {
     }
   }
 
-  async #addrFromConfig(path: string | undefined): Promise<string> {
+  async #config(path: string | undefined) {
     const file = path ?? (await findConfigFile());
-    if (!file) return DEFAULT_PROMETHEUS_ADDR;
-    return (await loadConfig({ path: file, allowInsecure: true })).config.observability.prometheus_addr;
+    if (!file) return undefined;
+    return (await loadConfig({ path: file, allowInsecure: true })).config;
   }
 }
 
@@ -81,7 +129,10 @@ function duration(s: number): string {
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : `${m}m${String(s % 60).padStart(2, '0')}s`;
 }
 
-export function render(s: AgentStatus, addr: string): string {
+const usdc = (w: LedgerWindow) =>
+  `${w.earnings_usdc.toFixed(6)} USDC (${w.served} served, ${w.missed} missed, ${w.failed} failed)`;
+
+export function render(s: AgentStatus & { ledger?: LedgerSummary }, addr: string): string {
   const lines: string[] = [];
   const state = s.connected ? 'online' : s.state;
   lines.push(
@@ -113,5 +164,11 @@ export function render(s: AgentStatus, addr: string): string {
     `  errors        ${(s.heartbeat.error_rate_60s * 100).toFixed(1)}% over 60 s${s.heartbeat.last_error_code ? `, last ${s.heartbeat.last_error_code} at ${s.heartbeat.last_error_at}` : ''}`,
   );
   lines.push(`  earnings      ~${s.earnings.usdc.toFixed(6)} USDC (estimate: tokens x advertised prices)`);
+  if (s.ledger) {
+    lines.push(`  today         ${usdc(s.ledger.today)}`);
+    lines.push(
+      `  last 7 days   ${usdc(s.ledger.last_7_days)}   (ledger; \`usepod-agent earnings\` for more)`,
+    );
+  }
   return lines.join('\n');
 }

@@ -216,6 +216,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         hooks: this.#allHooks,
         log: this.log.child('executor'),
         jobLog: topLevelLogger(this.log, 'job'),
+        ...(this.#opts.journal ? { journal: this.#opts.journal } : {}),
+        priceOf: (model) => this.metrics.priceOf(model),
         stats: this.stats,
         router: discovery,
         maxConcurrent: this.config.limits.max_concurrent,

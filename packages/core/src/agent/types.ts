@@ -29,6 +29,8 @@ export interface AgentTiming {
   lowWaterBytes?: number;
 }
 
+import type { JobJournal } from '../relay/journal.js';
+
 export interface CreateAgentOptions {
   /** A validated config, or a plain object in the `agent.toml` shape. */
   config: Config | ConfigInput;
@@ -44,6 +46,11 @@ export interface CreateAgentOptions {
   timing?: AgentTiming;
   /** Environment read for `api_key_env` (default `process.env`). */
   env?: Record<string, string | undefined>;
+  /**
+   * The operator's ledger: every job received, served or refused, written before the coordinator hears
+   * it ended (the CLI's is SQLite). Totals it already holds seed the Prometheus counters (`ledgerTotals`).
+   */
+  journal?: JobJournal;
 }
 
 export interface BackendSnapshot {

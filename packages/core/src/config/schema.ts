@@ -89,6 +89,14 @@ export const configSchema = z.object({
     .object({ interval_s: z.number().min(1).default(60) })
     .loose()
     .default({ interval_s: 60 }),
+  /** The operator's ledger (issue 18): SQLite next to the identity unless a path, or "off", is given. */
+  ledger: z
+    .object({
+      path: z.string().min(1).optional(),
+      retention_days: z.number().int().min(1).max(36_500).default(400),
+    })
+    .loose()
+    .default({ retention_days: 400 }),
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

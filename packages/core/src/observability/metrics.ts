@@ -29,6 +29,19 @@ export interface Totals {
   earningsMicro: number;
 }
 
+export interface SeedGroup {
+  outcome: 'done' | 'error' | 'cancelled';
+  errorCode: string | undefined;
+  /** A model label, or undefined for `other`. */
+  model: string | undefined;
+  backend: string | undefined;
+  jobs: number;
+  inputTokens: number;
+  outputTokens: number;
+  bytes: number;
+  earningsMicro: number;
+}
+
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly totals: Totals = {
@@ -208,6 +221,38 @@ export class AgentMetrics {
         t.earningsMicro += micro;
       }
     }
+  }
+
+  /**
+   * Counters resumed from a ledger at start (issue 18): a restart does not zero what was served. Each
+   * group is one ledger aggregate; its model is kept as a label only when it is a served model (the
+   * caller bounds how many), else `other`.
+   */
+  seed(groups: SeedGroup[]): void {
+    const t = this.totals;
+    for (const g of groups) {
+      const model = g.model ?? 'other';
+      this.#jobs.inc(
+        { outcome: g.outcome, error_code: g.errorCode ?? '', model, backend: g.backend ?? '' },
+        g.jobs,
+      );
+      if (g.inputTokens) this.#inputTokens.inc({ model }, g.inputTokens);
+      if (g.outputTokens) this.#outputTokens.inc({ model }, g.outputTokens);
+      if (g.bytes) this.#bytes.inc({ model }, g.bytes);
+      if (g.earningsMicro > 0) this.#earnings.inc({ model }, g.earningsMicro);
+      if (g.outcome === 'done') t.served += g.jobs;
+      else if (g.outcome === 'error') t.failed += g.jobs;
+      else t.cancelled += g.jobs;
+      t.inputTokens += g.inputTokens;
+      t.outputTokens += g.outputTokens;
+      t.bytes += g.bytes;
+      t.earningsMicro += g.earningsMicro;
+    }
+  }
+
+  /** The prices last advertised for a model. */
+  priceOf(model: string): { input_per_1m: number; output_per_1m: number } | undefined {
+    return this.#prices.get(model);
   }
 
   capabilities(models: CapabilityModel[]): void {

@@ -1,6 +1,6 @@
 import type { UpstreamResponse } from '../backend/backend.js';
 import { engineErrorMessage, readText } from '../backend/http.js';
-import { type JobErrorCode, UsepodError } from '../errors.js';
+import { errorMessage, type JobErrorCode, UsepodError } from '../errors.js';
 import { jobChannels } from '../observability/diagnostics.js';
 import type { Logger } from '../observability/log.js';
 import type { JobStats } from '../observability/stats.js';
@@ -18,6 +18,7 @@ import {
   type JobSink,
   type RunningJob,
 } from './job.js';
+import type { JobJournal, JobRecord } from './journal.js';
 import { type OpenerContext, open, type RouterView, route as routeJob, STREAM_TYPES } from './opener.js';
 import { discard, guardBody, readChunks } from './read-chunks.js';
 import { StreamScanner } from './stream-scan.js';
@@ -43,6 +44,10 @@ export interface ExecutorOptions {
   stallTimeoutMs?: number;
   /** `limits.max_tokens_per_minute`. */
   budget?: TokenBudget;
+  /** The ledger: each job's record, written before its terminal frame goes out (journal.ts). */
+  journal?: JobJournal;
+  /** The advertised prices of a model, for the journal's records. */
+  priceOf?: (model: string) => { input_per_1m: number; output_per_1m: number } | undefined;
   now?: () => number;
 }
 
@@ -83,7 +88,7 @@ export class Executor {
 
   /** Resolves once no job is in flight. */
   idle(): Promise<void> {
-    if (this.#jobs.size === 0) return Promise.resolve();
+    if (this.#jobs.size === 0 && this.#pending.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
@@ -172,7 +177,6 @@ export class Executor {
   }
 
   #reject(frame: JobFrame, sink: JobSink, code: JobErrorCode, message: string, receivedAt: number): void {
-    this.#sendError(sink, frame.job_id, code, message, 0);
     this.#finish(
       {
         jobId: frame.job_id,
@@ -187,10 +191,11 @@ export class Executor {
         firstByteMs: undefined,
       },
       undefined,
+      { sink, frame: this.#errorFrame(frame.job_id, code, message, 0), format: frame.format },
     );
   }
 
-  #sendError(sink: JobSink, jobId: string, code: JobErrorCode, message: string, emitted: number): void {
+  #errorFrame(jobId: string, code: JobErrorCode, message: string, emitted: number): string {
     const frame: JobErrorFrame = {
       type: 'job_error',
       job_id: jobId,
@@ -199,7 +204,7 @@ export class Executor {
       message: engineText(message),
       tokens_emitted: emitted,
     };
-    sink.send(JSON.stringify(frame));
+    return JSON.stringify(frame);
   }
 
   async #run(job: RunningJob): Promise<void> {
@@ -216,6 +221,8 @@ export class Executor {
     let outcome: 'done' | 'error' | 'cancelled' = 'done';
     let errorCode: JobErrorCode | undefined;
     let upstream: UpstreamResponse | undefined;
+    /** `job_done` or `job_error`, sent by #finish (after the journal, when there is one). */
+    let terminal: string | undefined;
     try {
       const candidates = this.#opts.router.candidates(frame.model_id);
       let route = candidates;
@@ -227,8 +234,7 @@ export class Executor {
       if (route.length === 0) {
         outcome = 'error';
         errorCode = 'model_not_loaded';
-        this.#sendError(
-          sink,
+        terminal = this.#errorFrame(
           frame.job_id,
           errorCode,
           `no healthy backend serves model "${frame.model_id}"`,
@@ -296,7 +302,7 @@ export class Executor {
         },
         duration_ms: Math.round(this.#now() - job.receivedAt),
       };
-      sink.send(JSON.stringify(done));
+      terminal = JSON.stringify(done);
     } catch (err) {
       const reason = abortReason(signal, err);
       if (reason === 'cancel' || reason === 'session') {
@@ -305,7 +311,7 @@ export class Executor {
         outcome = 'error';
         const [code, message] = describeFailure(reason, err, frame.deadline_ms);
         errorCode = code;
-        this.#sendError(sink, frame.job_id, code, message, job.bytes);
+        terminal = this.#errorFrame(frame.job_id, code, message, job.bytes);
       }
       if (upstream) discard(upstream.body);
     } finally {
@@ -330,6 +336,7 @@ export class Executor {
         firstByteAt === undefined || scan.outputTokens === 0 || end <= firstByteAt
           ? undefined
           : scan.outputTokens / ((end - firstByteAt) / 1000),
+        { sink, frame: terminal, format: frame.format },
       );
     }
   }
@@ -352,7 +359,59 @@ export class Executor {
     }
   }
 
-  #finish(outcome: JobOutcome, tokensPerSec: number | undefined): void {
+  /** Records waiting for this turn's journal write, with the frames that follow it. */
+  #pending: { record: JobRecord; sink: JobSink; frame: string | undefined }[] = [];
+
+  #journal(
+    journal: JobJournal,
+    outcome: JobOutcome,
+    end: { sink: JobSink; frame: string | undefined; format: JobFrame['format'] },
+  ): void {
+    const price = this.#opts.priceOf?.(outcome.model);
+    const record: JobRecord = {
+      ...outcome,
+      receivedAt: Date.now() - outcome.durationMs,
+      format: end.format,
+      inputPer1m: price?.input_per_1m,
+      outputPer1m: price?.output_per_1m,
+    };
+    if (this.#pending.push({ record, sink: end.sink, frame: end.frame }) === 1) {
+      // After this turn's relay work (the check phase): one transaction for every job that ended in it.
+      setImmediate(() => this.#flushJournal(journal));
+    }
+  }
+
+  #flushJournal(journal: JobJournal): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    try {
+      journal.write(batch.map((p) => p.record));
+    } catch (err) {
+      this.#opts.log.warn('ledger write failed; the jobs are not recorded', {
+        jobs: batch.length,
+        error: errorMessage(err),
+      });
+    }
+    for (const p of batch) if (p.frame !== undefined) p.sink.send(p.frame);
+    this.#wakeIdle();
+  }
+
+  /** Idle: no job in flight and no terminal frame waiting for the journal. */
+  #wakeIdle(): void {
+    if (this.#jobs.size !== 0 || this.#pending.length !== 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #finish(
+    outcome: JobOutcome,
+    tokensPerSec: number | undefined,
+    end: { sink: JobSink; frame: string | undefined; format: JobFrame['format'] },
+  ): void {
+    const journal = this.#opts.journal;
+    // Without a ledger the terminal frame leaves first, as soon as it is known.
+    if (!journal && end.frame !== undefined) end.sink.send(end.frame);
     this.#jobs.delete(outcome.jobId);
     if (jobChannels.end.hasSubscribers) jobChannels.end.publish(outcome);
     this.#opts.budget?.settle(outcome.jobId, outcome.inputTokens + outcome.outputTokens, outcome.bytes);
@@ -363,10 +422,7 @@ export class Executor {
       cancelled: outcome.outcome === 'cancelled',
     });
     announceEnd(outcome, this.#opts.jobLog ?? this.#opts.log, this.#opts.hooks);
-    if (this.#jobs.size === 0) {
-      const waiters = this.#idleWaiters;
-      this.#idleWaiters = [];
-      for (const w of waiters) w();
-    }
+    if (journal) this.#journal(journal, outcome, end);
+    this.#wakeIdle();
   }
 }

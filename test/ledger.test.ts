@@ -1,0 +1,208 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+/**
+ * The operator's ledger (issue 18), through the real CLI and a real SQLite file: every job received is a
+ * row, refusals too; a SIGKILL under load loses no job the coordinator saw end; counters resume after a
+ * restart; `earnings` sums it; a newer database is refused and left alone.
+ */
+const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
+
+let dir: string;
+let coordinator: TestCoordinator;
+let engine: VllmEmulator;
+const children: ChildProcess[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-'));
+  coordinator = await TestCoordinator.start();
+  engine = await new VllmEmulator({ tokenDelayMs: 1, defaultTokens: 8 }).start();
+});
+afterEach(async () => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+  await engine.close();
+  await coordinator.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const env = () => ({
+  PATH: process.env.PATH,
+  HOME: dir,
+  XDG_CONFIG_HOME: join(dir, 'xdg'),
+  XDG_DATA_HOME: join(dir, 'data'),
+});
+
+async function config(extra = ''): Promise<string> {
+  const path = join(dir, 'agent.toml');
+  await writeFile(
+    path,
+    `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "127.0.0.1:0"\n${extra}`,
+  );
+  return path;
+}
+
+/** `usepod-agent run` in its own process; resolves once it is authenticated and has advertised. */
+async function run(cfg: string) {
+  const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
+    env: env(),
+    cwd: dir,
+  });
+  children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const next = coordinator.nextAuthenticated(20_000);
+  const session = await next.catch((err) => {
+    throw new Error(`${err}\n${stderr}`);
+  });
+  await session.capabilities();
+  return { child, session, exited, stderr: () => stderr };
+}
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(process.execPath, [BIN, ...args], { env: env(), cwd: dir }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+const ledgerFile = () => join(dir, 'id', 'ledger.db');
+
+describe('the ledger', () => {
+  it('loses no job the coordinator saw end when the agent is killed with SIGKILL under load', async () => {
+    const cfg = await config('[limits]\nmax_concurrent = 16\n');
+    const a = await run(cfg);
+    const dispatched = new Set<string>();
+    const ended = new Set<string>();
+    let stop = false;
+    const lane = async () => {
+      while (!stop) {
+        const job = a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
+        dispatched.add(job.jobId);
+        const end = await Promise.race([job.done(), a.session.closed.then(() => undefined)]);
+        if (!end) return;
+        ended.add(job.jobId);
+      }
+    };
+    const lanes = Array.from({ length: 12 }, lane);
+    await new Promise((r) => setTimeout(r, 1500));
+    a.child.kill('SIGKILL');
+    stop = true;
+    await a.exited;
+    await Promise.all(lanes);
+    expect(ended.size).toBeGreaterThan(50);
+    const db = new Database(ledgerFile());
+    const ids = new Set(
+      (db.prepare('SELECT job_id FROM jobs').all() as { job_id: string }[]).map((r) => r.job_id),
+    );
+    db.close();
+    const lost = [...ended].filter((id) => !ids.has(id));
+    expect(lost).toEqual([]);
+    for (const id of ids) expect(dispatched.has(id)).toBe(true);
+  }, 60_000);
+
+  it('records refusals as missed jobs, resumes the counters after a restart, and `earnings` sums it', async () => {
+    const cfg = await config('[limits]\nmax_concurrent = 1\n');
+    const a = await run(cfg);
+    engine.behave({ kind: 'controlled' }, { times: 1 });
+    const held = a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
+    const stream = await engine.controlled.waitFor();
+    expect(await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).toMatchObject({
+      error_code: 'out_of_capacity',
+    });
+    stream.end(
+      'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}\n\ndata: [DONE]\n\n',
+    );
+    expect((await held.done()).type).toBe('job_done');
+    expect(await a.session.dispatch({ model_id: 'nope' }).done()).toMatchObject({
+      error_code: 'model_not_loaded',
+    });
+    for (let i = 0; i < 2; i++)
+      expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
+    a.child.kill('SIGTERM');
+    expect(await a.exited).toBe(0);
+
+    const json = await cli(['earnings', '--config', cfg, '--since', '1h', '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    const doc = JSON.parse(json.stdout) as { rows: Record<string, unknown>[] };
+    const qwen = doc.rows.find((r) => r.group === 'Qwen/Qwen3-14B')!;
+    expect(qwen).toMatchObject({ served: 3, missed: 1, failed: 0 });
+    expect(qwen.earnings_usdc as number).toBeGreaterThan(0);
+    expect(doc.rows.find((r) => r.group === 'nope')).toMatchObject({ served: 0, missed: 1 });
+    const csv = await cli(['earnings', '--config', cfg, '--since', '1h', '--csv', '--by', 'backend']);
+    expect(csv.stdout.split('\n')[0]).toBe(
+      'group,served,failed,missed,cancelled,input_tokens,output_tokens,earnings_usdc,tokens_per_sec,busy',
+    );
+    const table = await cli(['earnings', '--config', cfg, '--by', 'day']);
+    expect(table.stdout).toMatch(/^total\s+3\s+0\s+2\s/m);
+    const bad = await cli(['earnings', '--config', cfg, '--since', 'yesterdayish']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^usepod-agent: --since yesterdayish is not a duration or a date/);
+
+    // A restart: Prometheus' totals go on from the ledger before any new job.
+    const b = await run(cfg);
+    const port = /metrics and status served url=http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(b.stderr())![1];
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const sum = (re: RegExp) =>
+      metrics
+        .split('\n')
+        .filter((l) => re.test(l))
+        .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    expect(sum(/^usepod_agent_jobs_total\{.*outcome="done"/)).toBe(3);
+    expect(sum(/^usepod_agent_jobs_total\{.*error_code="out_of_capacity"/)).toBe(1);
+    expect(sum(/^usepod_agent_earnings_micro_usdc_total\{/)).toBeGreaterThan(0);
+    // `status` adds today and the last 7 days from the ledger to what the live agent says.
+    const status = await cli(['status', '--config', cfg, '--addr', `127.0.0.1:${port}`]);
+    expect(status.stdout).toMatch(/^ {2}today {9}\d+\.\d{6} USDC \(3 served, 2 missed, 0 failed\)$/m);
+    expect(status.stdout).toMatch(/^ {2}last 7 days {3}\d+\.\d{6} USDC \(3 served, 2 missed, 0 failed\)/m);
+    const statusJson = JSON.parse(
+      (await cli(['status', '--config', cfg, '--addr', `127.0.0.1:${port}`, '--json'])).stdout,
+    );
+    expect(statusJson.ledger.today).toMatchObject({ served: 3, missed: 2 });
+    b.child.kill('SIGTERM');
+    await b.exited;
+  }, 60_000);
+
+  it('refuses a ledger from a newer agent in one line and leaves it as it was', async () => {
+    const cfg = await config();
+    const a = await run(cfg);
+    a.child.kill('SIGTERM');
+    await a.exited;
+    const db = new Database(ledgerFile());
+    db.pragma('user_version = 99');
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.close();
+    const before = await readFile(ledgerFile());
+    const out = await cli(['run', '--config', cfg, '--allow-insecure']);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(
+      /^usepod-agent: the ledger .*ledger\.db has schema version 99, newer than this agent knows/m,
+    );
+    expect(out.stderr).toMatch(/\(USEPOD_LEDGER\)$/m);
+    expect(out.stderr).not.toMatch(/\n\s+at /);
+    expect((await readFile(ledgerFile())).equals(before)).toBe(true);
+  }, 60_000);
+
+  it('keeps none when [ledger] path = "off"; `earnings` says when there is none yet', async () => {
+    const fresh = await cli(['earnings', '--config', await config()]);
+    expect(fresh.stdout).toMatch(
+      /^No ledger yet at .*ledger\.db: `usepod-agent run` writes it as jobs arrive\.$/m,
+    );
+    const cfg = await config('[ledger]\npath = "off"\n');
+    const a = await run(cfg);
+    expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
+    a.child.kill('SIGTERM');
+    await a.exited;
+    expect(existsSync(ledgerFile())).toBe(false);
+  }, 60_000);
+});
