@@ -1,0 +1,69 @@
+import type { loadConfig } from '@usepod-agent/core/internal';
+import { BaseCommand, EXIT, jsonFlag } from '../base.js';
+import {
+  authCheck,
+  backendChecks,
+  type Check,
+  coordinatorChecks,
+  identityChecks,
+  ledgerChecks,
+} from '../doctor.js';
+import { builtinPlugins } from '../engines.js';
+import { installedBackendPlugins } from '../plugins.js';
+
+export default class Doctor extends BaseCommand {
+  static override summary =
+    'Check everything that stands between this machine and earning, with the fix for each.';
+  static override description =
+    "Checks the config, the identity, the way to the coordinator step by step (DNS, TCP, TLS, WebSocket upgrade, clock, authentication), each backend and what it advertises or drops and why, the prices, and from the ledger the jobs missed in the last 24 hours and why. Prints ok / warn / fail with one line of fix each; exits 1 when something blocks earning. When an agent runs with this identity, it authenticates as that agent does not: the running agent's own connection is what counts.";
+  static override examples = [
+    '<%= config.bin %> doctor',
+    '<%= config.bin %> doctor --config /etc/usepod-agent/agent.toml --json',
+  ];
+  static override flags = { json: jsonFlag };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Doctor);
+    const checks: Check[] = [];
+    let config: Awaited<ReturnType<typeof loadConfig>>['config'] | undefined;
+    try {
+      const loaded = await this.readConfig(flags);
+      config = loaded.config;
+      checks.push({ name: 'config', level: 'ok', detail: loaded.path });
+      for (const w of loaded.warnings) checks.push({ name: 'config', level: 'warn', detail: w });
+    } catch (err) {
+      checks.push({
+        name: 'config',
+        level: 'fail',
+        detail: (err as Error).message,
+        fix: 'fix the config, then run doctor again',
+      });
+    }
+    if (config) {
+      checks.push(...(await identityChecks(config)));
+      const net = await coordinatorChecks(config);
+      checks.push(...net.checks);
+      if (net.reachable) checks.push(await authCheck(config, flags['allow-insecure'] ?? false));
+      const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+      const backends = await backendChecks(config, plugins);
+      checks.push(...backends.checks);
+      checks.push(...ledgerChecks(config, backends.probes));
+    }
+    const blocked = checks.some((c) => c.level === 'fail');
+    if (flags.json) {
+      this.printJson({ ok: !blocked, checks });
+    } else {
+      const width = Math.max(...checks.map((c) => c.name.length));
+      for (const c of checks) {
+        this.out(`${c.level.toUpperCase().padEnd(4)}  ${c.name.padEnd(width)}  ${c.detail}`);
+        if (c.fix) this.out(`${' '.repeat(6 + width)}  fix: ${c.fix}`);
+      }
+      this.out(
+        blocked
+          ? '\nSomething above stops this agent from earning.'
+          : '\nNothing stops this agent from earning.',
+      );
+    }
+    if (blocked) this.exit(EXIT.FAILURE);
+  }
+}
