@@ -8,6 +8,11 @@
 ARG BASE=docker.io/library/node:20-bookworm-slim
 
 FROM ${BASE} AS build
+# better-sqlite3 (the ledger) is native: npm takes a prebuilt binary where it can download one, and
+# builds it otherwise, which needs these. The runtime stage gets the built module, not the tools.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json LICENSE ./
 COPY packages ./packages
@@ -20,9 +25,13 @@ RUN npm ci --no-audit --no-fund --ignore-scripts \
     done
 WORKDIR /app
 # One project holding the packed packages: the CLI's @usepod-agent dependencies resolve to them (one
-# core), everything else comes from the registry, production dependencies only.
+# core), everything else comes from the registry, production dependencies only. Of better-sqlite3's
+# build only the module stays (its sources and objects were 26 of its 27 MB).
 RUN printf '{"name":"usepod-agent-image","private":true}\n' > package.json \
- && npm install --omit=dev --no-audit --no-fund /tarballs/*.tgz
+ && npm install --omit=dev --no-audit --no-fund /tarballs/*.tgz \
+ && cd node_modules/better-sqlite3 \
+ && mv build/Release/better_sqlite3.node /tmp/ && rm -rf build deps src \
+ && mkdir -p build/Release && mv /tmp/better_sqlite3.node build/Release/
 
 FROM ${BASE}
 # Third-party plugins baked in: --build-arg PLUGINS="usepod-agent-plugin-x @acme/usepod-agent-plugin-y"

@@ -199,6 +199,7 @@ describe('usepod-agent doctor', () => {
         format: 'openai' as const,
         inputPer1m: undefined,
         outputPer1m: undefined,
+        refusal: 'max_concurrent' as const,
       })),
     );
     ledger.close();

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,6 +132,15 @@ describe('the ledger', () => {
     a.child.kill('SIGTERM');
     expect(await a.exited).toBe(0);
 
+    const db = new Database(ledgerFile(), { readonly: true });
+    expect(
+      db.prepare('SELECT refusal, count(*) AS n FROM jobs GROUP BY refusal ORDER BY refusal').all(),
+    ).toEqual([
+      { refusal: null, n: 3 },
+      { refusal: 'max_concurrent', n: 1 },
+      { refusal: 'model_not_loaded', n: 1 },
+    ]);
+    db.close();
     const json = await cli(['earnings', '--config', cfg, '--since', '1h', '--json']);
     expect(json.code, json.stderr).toBe(0);
     const doc = JSON.parse(json.stdout) as { rows: Record<string, unknown>[] };
@@ -171,6 +180,34 @@ describe('the ledger', () => {
     expect(statusJson.ledger.today).toMatchObject({ served: 3, missed: 2 });
     b.child.kill('SIGTERM');
     await b.exited;
+  }, 60_000);
+
+  it('upgrades a ledger an older agent wrote, keeping its rows', async () => {
+    const cfg = await config();
+    await mkdir(join(dir, 'id'), { recursive: true });
+    // Schema 1, as the first ledger-keeping agent wrote it: no refusal column.
+    const old = new Database(ledgerFile());
+    old.exec(
+      `CREATE TABLE jobs (job_id TEXT NOT NULL, model TEXT NOT NULL, backend TEXT, format TEXT NOT NULL,
+         received_at INTEGER NOT NULL, first_byte_ms INTEGER, duration_ms INTEGER NOT NULL, outcome TEXT NOT NULL,
+         error_code TEXT, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, bytes INTEGER NOT NULL,
+         input_per_1m INTEGER, output_per_1m INTEGER, earnings_micro REAL NOT NULL);
+       CREATE INDEX jobs_received_at ON jobs (received_at);
+       INSERT INTO jobs VALUES ('old-1', 'm', 'vllm', 'openai', ${Date.now() - 1000}, 5, 50, 'done', NULL, 1, 2, 3, 10, 20, 0.00005);
+       PRAGMA user_version = 1;`,
+    );
+    old.close();
+    const a = await run(cfg);
+    expect((await a.session.dispatch({ model_id: 'nope' }).done()).type).toBe('job_error');
+    a.child.kill('SIGTERM');
+    await a.exited;
+    const db = new Database(ledgerFile(), { readonly: true });
+    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.prepare('SELECT job_id, refusal FROM jobs ORDER BY received_at').all()).toEqual([
+      { job_id: 'old-1', refusal: null },
+      { job_id: expect.any(String), refusal: 'model_not_loaded' },
+    ]);
+    db.close();
   }, 60_000);
 
   it('refuses a ledger from a newer agent in one line and leaves it as it was', async () => {

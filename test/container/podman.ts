@@ -101,7 +101,14 @@ export async function ensureBaseImage(): Promise<void> {
     );
     await symlink('../lib/node_modules/npm/bin/npm-cli.js', join(root, 'usr/local/bin/npm'));
     await symlink('../lib/node_modules/npm/bin/npx-cli.js', join(root, 'usr/local/bin/npx'));
-    const env = ['ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+    // Node's headers where the official image has them: native modules build against them offline
+    // (node-gyp would download them from nodejs.org, which this machine cannot reach).
+    await mkdir(join(root, 'usr/local/include'), { recursive: true });
+    await must(sh('cp', ['-a', '/usr/include/node', join(root, 'usr/local/include/')]), 'copy node headers');
+    const env = [
+      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      'ENV npm_config_nodedir=/usr/local',
+    ];
     const ca = process.env.NODE_EXTRA_CA_CERTS;
     if (ca) {
       await mkdir(join(root, 'etc/ssl/certs'), { recursive: true });

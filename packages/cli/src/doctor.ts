@@ -434,15 +434,15 @@ export function ledgerChecks(config: Config, probes: ProbeResult[], now = Date.n
     );
     const missed = ledger.db
       .prepare(
-        `SELECT error_code AS code, model, count(*) AS n FROM jobs
-         WHERE received_at >= ? AND error_code IN ('out_of_capacity', 'model_not_loaded') GROUP BY 1, 2 ORDER BY 3 DESC`,
+        `SELECT refusal, model, count(*) AS n FROM jobs
+         WHERE received_at >= ? AND refusal IS NOT NULL AND refusal != 'malformed' GROUP BY 1, 2 ORDER BY 3 DESC`,
       )
-      .all(since) as { code: string; model: string; n: number }[];
-    const atCapacity = missed.filter((m) => m.code === 'out_of_capacity').reduce((n, m) => n + m.n, 0);
+      .all(since) as { refusal: string; model: string; n: number }[];
+    const count = (r: string) => missed.filter((m) => m.refusal === r).reduce((n, m) => n + m.n, 0);
+    const atCapacity = count('max_concurrent');
     if (atCapacity > 0) {
       const capacity = probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
       const limit = config.limits.max_concurrent;
-      const budget = config.limits.max_tokens_per_minute;
       const room =
         capacity > limit
           ? `: the engines can run ${capacity} at once; raise limits.max_concurrent`
@@ -453,12 +453,34 @@ export function ledgerChecks(config: Config, probes: ProbeResult[], now = Date.n
         check(
           'missed: capacity',
           'warn',
-          `${atCapacity} job(s) refused in 24 h at max_concurrent ${limit}${budget ? ` or max_tokens_per_minute ${budget}` : ''}${room}`,
+          `${atCapacity} job(s) refused in 24 h at max_concurrent ${limit}${room}`,
           capacity > limit ? `set limits.max_concurrent = ${capacity}` : undefined,
         ),
       );
     }
-    for (const m of missed.filter((x) => x.code === 'model_not_loaded').slice(0, 5)) {
+    const overBudget = count('token_budget');
+    if (overBudget > 0) {
+      checks.push(
+        check(
+          'missed: token budget',
+          'warn',
+          `${overBudget} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
+          'raise limits.max_tokens_per_minute if the engine keeps up',
+        ),
+      );
+    }
+    const tooLarge = count('request_too_large');
+    if (tooLarge > 0) {
+      checks.push(
+        check(
+          'missed: too large',
+          'warn',
+          `${tooLarge} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
+          'raise limits.max_request_bytes',
+        ),
+      );
+    }
+    for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
       checks.push(
         check(
           'missed: model',

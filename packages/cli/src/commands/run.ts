@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
+import { restorePause, serveControl } from '../control.js';
 import { Ledger, ledgerPath, seedGroups } from '../ledger/ledger.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
@@ -46,8 +47,18 @@ export default class Run extends BaseCommand {
       pluginSearchRoots: pluginSearchRoots(this.config),
       ...(journal ? { journal } : {}),
     });
+    const keyPath = config.identity.key_path.replace(/^~(?=$|\/)/, homedir());
+    // A pause from before a restart holds from the first connection on.
+    await restorePause(agent, keyPath);
     const startedAt = Date.now();
     await agent.start();
+    // `usepod-agent pause` / `resume`: a socket beside the key, for this user only.
+    const controlServer = await serveControl(agent, keyPath).catch((err: unknown) => {
+      log.warn('pause and resume are unavailable: the control socket could not be opened', {
+        error: errorMessage(err),
+      });
+      return undefined;
+    });
     if (path) {
       try {
         ledger ??= Ledger.open(path);
@@ -62,6 +73,7 @@ export default class Run extends BaseCommand {
       agent.metrics.seed(seedGroups(ledger, startedAt));
     }
     await waitForSignals(agent, log);
+    controlServer?.close();
     ledger?.close();
     this.exit(EXIT.OK);
   }

@@ -138,6 +138,11 @@ export function render(s: AgentStatus & { ledger?: LedgerSummary }, addr: string
   lines.push(
     `usepod-agent ${s.agent_version}  ${state.toUpperCase()}  up ${duration(s.uptime_s)}  (${addr})`,
   );
+  if (s.paused) {
+    lines.push(
+      `  PAUSED        ${s.paused.reason}${s.paused.until ? ` until ${new Date(s.paused.until).toLocaleString()}` : ''} (usepod-agent resume)`,
+    );
+  }
   lines.push(`  coordinator   ${s.coordinator}`);
   lines.push(`  provider      ${s.provider_id ?? '(not assigned yet)'}  ${s.fingerprint ?? ''}`);
   lines.push('');

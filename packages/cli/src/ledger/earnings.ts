@@ -4,8 +4,15 @@ import type { Ledger } from './ledger.js';
 export const GROUPINGS = ['model', 'backend', 'day', 'hour'] as const;
 export type Grouping = (typeof GROUPINGS)[number];
 
-/** Job error codes that mean the agent turned the job away: what the operator missed. */
-const MISSED = new Set(['out_of_capacity', 'model_not_loaded']);
+/** Why a job was turned away that makes it one the operator missed (a malformed frame is no loss). */
+export const MISSED_REFUSALS = [
+  'max_concurrent',
+  'token_budget',
+  'draining',
+  'model_not_loaded',
+  'request_too_large',
+];
+const MISSED = new Set(MISSED_REFUSALS);
 
 export interface EarningsRow {
   group: string;
@@ -44,6 +51,7 @@ interface Row {
   duration_ms: number;
   outcome: string;
   error_code: string | null;
+  refusal: string | null;
   input_tokens: number;
   output_tokens: number;
   earnings_micro: number;
@@ -78,7 +86,7 @@ export function earnings(ledger: Ledger, opts: { since: number; by: Grouping; no
   const now = opts.now ?? Date.now();
   const rows = ledger.db
     .prepare(
-      `SELECT model, backend, received_at, first_byte_ms, duration_ms, outcome, error_code, input_tokens,
+      `SELECT model, backend, received_at, first_byte_ms, duration_ms, outcome, error_code, refusal, input_tokens,
               output_tokens, earnings_micro FROM jobs WHERE received_at >= ? ORDER BY received_at`,
     )
     .all(opts.since) as Row[];
@@ -109,7 +117,7 @@ export function earnings(ledger: Ledger, opts: { since: number; by: Grouping; no
     for (const r of rs) {
       if (r.outcome === 'done') row.served++;
       else if (r.outcome === 'cancelled') row.cancelled++;
-      else if (r.error_code && MISSED.has(r.error_code)) row.missed++;
+      else if (r.refusal && MISSED.has(r.refusal)) row.missed++;
       else row.failed++;
       row.input_tokens += r.input_tokens;
       row.output_tokens += r.output_tokens;

@@ -31,6 +31,8 @@ const MIGRATIONS: string[] = [
      earnings_micro  REAL    NOT NULL   -- estimate: served tokens times those prices
    );
    CREATE INDEX jobs_received_at ON jobs (received_at);`,
+  // 2: why a job was turned away (core's Refusal): capacity and the token budget apart.
+  `ALTER TABLE jobs ADD COLUMN refusal TEXT;`,
 ];
 
 export const LEDGER_SCHEMA_VERSION = MIGRATIONS.length;
@@ -66,8 +68,10 @@ export class Ledger implements JobJournal {
     this.path = path;
     this.#db = db;
     this.#insert = db.prepare(
-      `INSERT INTO jobs VALUES (@job_id, @model, @backend, @format, @received_at, @first_byte_ms, @duration_ms,
-        @outcome, @error_code, @input_tokens, @output_tokens, @bytes, @input_per_1m, @output_per_1m, @earnings_micro)`,
+      `INSERT INTO jobs (job_id, model, backend, format, received_at, first_byte_ms, duration_ms, outcome, error_code,
+         input_tokens, output_tokens, bytes, input_per_1m, output_per_1m, earnings_micro, refusal)
+       VALUES (@job_id, @model, @backend, @format, @received_at, @first_byte_ms, @duration_ms, @outcome, @error_code,
+         @input_tokens, @output_tokens, @bytes, @input_per_1m, @output_per_1m, @earnings_micro, @refusal)`,
     );
     this.#insertMany = db.transaction((records: JobRecord[]) => {
       for (const r of records) this.#insert.run(row(r));
@@ -171,6 +175,7 @@ function row(r: JobRecord) {
     input_per_1m: r.inputPer1m ?? null,
     output_per_1m: r.outputPer1m ?? null,
     earnings_micro: earnings,
+    refusal: r.refusal ?? null,
   };
 }
 

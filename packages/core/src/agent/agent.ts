@@ -225,6 +225,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         budget: new TokenBudget(this.config.limits.max_tokens_per_minute),
         ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
       });
+      // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
+      if (this.#paused) this.#executor.pause(this.#paused.reason);
       await this.#discovery.start();
       await this.#startStatusServer();
     } catch (err) {
@@ -285,6 +287,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   readiness(): { ready: boolean; reason?: string } {
     if (this.#state === 'stopping' || this.#state === 'stopped') return { ready: false, reason: 'draining' };
     if (this.#state !== 'online') return { ready: false, reason: `not connected (${this.#state})` };
+    if (this.#paused) return { ready: false, reason: `paused (${this.#paused.reason})` };
     if (!this.#lastCapabilities?.models.length) return { ready: false, reason: 'no model advertised' };
     return { ready: true };
   }
@@ -308,6 +311,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#host.priority,
       this.#allHooks,
     );
+    if (this.#paused) {
+      // Nothing offered while paused; the prices last advertised stay for the jobs still finishing.
+      const none = { ...frame, models: [] };
+      this.#lastCapabilities = none;
+      return none;
+    }
     this.#lastCapabilities = frame;
     this.metrics.capabilities(frame.models);
     return frame;
@@ -385,7 +394,41 @@ export class Agent extends EventEmitter<AgentEvents> {
       outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
       backends: this.#discovery?.states ?? [],
       models: this.#lastCapabilities?.models ?? [],
+      paused: this.#paused && { reason: this.#paused.reason, until: this.#paused.until?.toISOString() },
     });
+  }
+
+  #paused: { reason: string; until: Date | undefined; timer: NodeJS.Timeout | undefined } | undefined;
+
+  /**
+   * The owner takes the machine back (issue 19): the coordinator is told no model is served, a job that
+   * still arrives is turned away (`out_of_capacity`, recorded as `paused`), jobs in flight finish.
+   * `until` resumes by itself. Pausing again replaces the reason and the time.
+   */
+  pause(opts: { reason?: string; until?: Date } = {}): void {
+    clearTimeout(this.#paused?.timer);
+    const reason = opts.reason?.trim() || 'paused';
+    const ms = opts.until ? opts.until.getTime() - Date.now() : undefined;
+    const timer =
+      ms !== undefined ? setTimeout(() => this.resume(), Math.max(0, Math.min(ms, 2 ** 31 - 1))) : undefined;
+    timer?.unref();
+    this.#paused = { reason, until: opts.until, timer };
+    this.#executor?.pause(reason);
+    this.metrics.paused(true);
+    this.log.info('paused', { reason, ...(opts.until ? { until: opts.until.toISOString() } : {}) });
+    this.emit('paused', { reason, until: opts.until });
+    void this.#resendCapabilities();
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    clearTimeout(this.#paused.timer);
+    this.#paused = undefined;
+    this.#executor?.resume();
+    this.metrics.paused(false);
+    this.log.info('resumed');
+    this.emit('paused', undefined);
+    void this.#resendCapabilities();
   }
 }
 

@@ -16,6 +16,7 @@ export function snapshotOf(v: {
   outboundBytes: number;
   backends: readonly BackendState[];
   models: CapabilityModel[];
+  paused: AgentSnapshot['paused'];
 }): AgentSnapshot {
   return {
     state: v.state,
@@ -38,6 +39,7 @@ export function snapshotOf(v: {
       ),
     })),
     models: v.models,
+    paused: v.paused,
   };
 }
 
@@ -71,6 +73,7 @@ export function statusOf(
       models: b.models.map((m) => ({ id: m.id, context_window: m.contextWindow ?? null })),
     })),
     models: snap.models,
+    paused: snap.paused ? { reason: snap.paused.reason, until: snap.paused.until ?? null } : null,
     jobs: { in_flight: snap.inFlight, served: t.served, failed: t.failed, cancelled: t.cancelled },
     tokens: { input: t.inputTokens, output: t.outputTokens },
     relayed_bytes: t.bytes,

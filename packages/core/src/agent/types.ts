@@ -75,6 +75,8 @@ export interface AgentSnapshot {
   outboundBytes: number;
   backends: BackendSnapshot[];
   models: CapabilityModel[];
+  /** Paused by the owner: why, and until when (ISO time; none: until resumed). */
+  paused: { reason: string; until: string | undefined } | undefined;
 }
 
 /** What `/status` and `usepod-agent status` show. */
@@ -102,6 +104,8 @@ export interface AgentStatus {
   uptime_s: number;
   backends: StatusBackend[];
   models: CapabilityModel[];
+  /** Paused by the owner (`usepod-agent pause`), or null. */
+  paused: { reason: string; until: string | null } | null;
   jobs: { in_flight: number; served: number; failed: number; cancelled: number };
   tokens: { input: number; output: number };
   relayed_bytes: number;
@@ -117,6 +121,8 @@ export interface AgentEvents {
   sessionEnd: [SessionEnd];
   /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
   backpressure: [boolean];
+  /** Paused by the owner (why, until when), or resumed (undefined). */
+  paused: [{ reason: string; until: Date | undefined } | undefined];
   /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
   reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
 }

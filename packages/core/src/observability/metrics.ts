@@ -71,6 +71,7 @@ export class AgentMetrics {
   readonly #engineWaiting: Gauge<'backend'>;
   readonly #engineKv: Gauge<'backend'>;
   readonly #advertised: Gauge;
+  readonly #paused: Gauge;
 
   constructor(version: string, opts: { processMetrics?: boolean; inFlight?: () => number } = {}) {
     const registers = [this.registry];
@@ -186,6 +187,11 @@ export class AgentMetrics {
       help: 'Models in the last capabilities frame.',
       registers,
     });
+    this.#paused = new Gauge({
+      name: 'usepod_agent_paused',
+      help: '1 while the owner has paused the agent (no model advertised, new jobs turned away).',
+      registers,
+    });
     this.state('idle');
   }
 
@@ -248,6 +254,12 @@ export class AgentMetrics {
       t.bytes += g.bytes;
       t.earningsMicro += g.earningsMicro;
     }
+  }
+
+  paused(on: boolean): void {
+    this.#paused.set(on ? 1 : 0);
+    if (on) this.#advertised.set(0);
+    else this.#advertised.set(this.#prices.size);
   }
 
   /** The prices last advertised for a model. */

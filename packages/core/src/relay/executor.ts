@@ -18,7 +18,16 @@ import {
   type JobSink,
   type RunningJob,
 } from './job.js';
-import type { JobJournal, JobRecord } from './journal.js';
+import type { JobJournal, JobRecord, Refusal } from './journal.js';
+
+/** How a job ended, for #finish: its terminal frame (sent after the journal) and why it was turned away. */
+interface JobEnd {
+  sink: JobSink;
+  frame: string | undefined;
+  format: JobFrame['format'];
+  refusal?: Refusal;
+}
+
 import { type OpenerContext, open, type RouterView, route as routeJob, STREAM_TYPES } from './opener.js';
 import { discard, guardBody, readChunks } from './read-chunks.js';
 import { StreamScanner } from './stream-scan.js';
@@ -86,6 +95,17 @@ export class Executor {
     this.#accepting = false;
   }
 
+  /** The owner paused the agent: new jobs are turned away (`paused`), jobs in flight finish. */
+  #pausedReason: string | undefined;
+
+  pause(reason: string): void {
+    this.#pausedReason = reason;
+  }
+
+  resume(): void {
+    this.#pausedReason = undefined;
+  }
+
   /** Resolves once no job is in flight. */
   idle(): Promise<void> {
     if (this.#jobs.size === 0 && this.#pending.length === 0) return Promise.resolve();
@@ -103,8 +123,20 @@ export class Executor {
     if (jobChannels.received.hasSubscribers) {
       jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
     }
+    if (this.#pausedReason !== undefined) {
+      this.#reject(
+        'paused',
+        frame,
+        sink,
+        'out_of_capacity',
+        `paused by its owner (${this.#pausedReason})`,
+        receivedAt,
+      );
+      return;
+    }
     if (!this.#accepting || this.#jobs.size >= this.#opts.maxConcurrent) {
       this.#reject(
+        this.#accepting ? 'max_concurrent' : 'draining',
         frame,
         sink,
         'out_of_capacity',
@@ -115,6 +147,7 @@ export class Executor {
     }
     if (frameBytes > this.#opts.maxRequestBytes) {
       this.#reject(
+        'request_too_large',
         frame,
         sink,
         'internal',
@@ -126,7 +159,7 @@ export class Executor {
     const budget = this.#opts.budget;
     if (budget && !budget.tryReserve(frame.job_id, reservationFor(frame, frameBytes))) {
       const message = `agent is at max_tokens_per_minute (${budget.limit}); try again shortly`;
-      this.#reject(frame, sink, 'out_of_capacity', message, receivedAt);
+      this.#reject('token_budget', frame, sink, 'out_of_capacity', message, receivedAt);
       return;
     }
     const job: RunningJob = {
@@ -156,7 +189,7 @@ export class Executor {
       format: 'openai',
       deadline_ms: 0,
     };
-    this.#reject(frame, sink, 'internal', `job frame refused: ${why}`, this.#now());
+    this.#reject('malformed', frame, sink, 'internal', `job frame refused: ${why}`, this.#now());
   }
 
   /** `job_cancel`: abort upstream, free the slot, send nothing. Unknown ids are ignored. */
@@ -176,7 +209,14 @@ export class Executor {
     job.abort.abort(ABORTS[reason]);
   }
 
-  #reject(frame: JobFrame, sink: JobSink, code: JobErrorCode, message: string, receivedAt: number): void {
+  #reject(
+    refusal: Refusal,
+    frame: JobFrame,
+    sink: JobSink,
+    code: JobErrorCode,
+    message: string,
+    receivedAt: number,
+  ): void {
     this.#finish(
       {
         jobId: frame.job_id,
@@ -191,7 +231,7 @@ export class Executor {
         firstByteMs: undefined,
       },
       undefined,
-      { sink, frame: this.#errorFrame(frame.job_id, code, message, 0), format: frame.format },
+      { sink, frame: this.#errorFrame(frame.job_id, code, message, 0), format: frame.format, refusal },
     );
   }
 
@@ -223,6 +263,7 @@ export class Executor {
     let upstream: UpstreamResponse | undefined;
     /** `job_done` or `job_error`, sent by #finish (after the journal, when there is one). */
     let terminal: string | undefined;
+    let refusal: Refusal | undefined;
     try {
       const candidates = this.#opts.router.candidates(frame.model_id);
       let route = candidates;
@@ -240,6 +281,7 @@ export class Executor {
           `no healthy backend serves model "${frame.model_id}"`,
           0,
         );
+        refusal = 'model_not_loaded';
         return;
       }
       const opening = open(this.#opener, job, route);
@@ -336,7 +378,7 @@ export class Executor {
         firstByteAt === undefined || scan.outputTokens === 0 || end <= firstByteAt
           ? undefined
           : scan.outputTokens / ((end - firstByteAt) / 1000),
-        { sink, frame: terminal, format: frame.format },
+        { sink, frame: terminal, format: frame.format, ...(refusal ? { refusal } : {}) },
       );
     }
   }
@@ -362,11 +404,7 @@ export class Executor {
   /** Records waiting for this turn's journal write, with the frames that follow it. */
   #pending: { record: JobRecord; sink: JobSink; frame: string | undefined }[] = [];
 
-  #journal(
-    journal: JobJournal,
-    outcome: JobOutcome,
-    end: { sink: JobSink; frame: string | undefined; format: JobFrame['format'] },
-  ): void {
+  #journal(journal: JobJournal, outcome: JobOutcome, end: JobEnd): void {
     const price = this.#opts.priceOf?.(outcome.model);
     const record: JobRecord = {
       ...outcome,
@@ -374,6 +412,7 @@ export class Executor {
       format: end.format,
       inputPer1m: price?.input_per_1m,
       outputPer1m: price?.output_per_1m,
+      ...(end.refusal ? { refusal: end.refusal } : {}),
     };
     if (this.#pending.push({ record, sink: end.sink, frame: end.frame }) === 1) {
       // After this turn's relay work (the check phase): one transaction for every job that ended in it.
@@ -404,11 +443,7 @@ export class Executor {
     for (const w of waiters) w();
   }
 
-  #finish(
-    outcome: JobOutcome,
-    tokensPerSec: number | undefined,
-    end: { sink: JobSink; frame: string | undefined; format: JobFrame['format'] },
-  ): void {
+  #finish(outcome: JobOutcome, tokensPerSec: number | undefined, end: JobEnd): void {
     const journal = this.#opts.journal;
     // Without a ledger the terminal frame leaves first, as soon as it is known.
     if (!journal && end.frame !== undefined) end.sink.send(end.frame);

@@ -1,0 +1,152 @@
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server } from 'node:net';
+import { dirname, join } from 'node:path';
+import type { Agent } from '@usepod-agent/core/internal';
+import { UsepodError } from '@usepod-agent/core/internal';
+
+/**
+ * The local control channel of a running agent (issue 19): `pause`, `resume`, `state`, one JSON line each
+ * way. A Unix socket beside the identity key, mode 0600 in the key's 0700 folder, so only the operator's
+ * user (and root) can use it; on Windows a named pipe named after the key's path. Never a network port.
+ */
+export function controlPath(keyPath: string, platform: NodeJS.Platform = process.platform): string {
+  if (platform === 'win32') {
+    return `\\\\.\\pipe\\usepod-agent-${createHash('sha256').update(keyPath).digest('hex').slice(0, 16)}`;
+  }
+  return join(dirname(keyPath), 'agent.sock');
+}
+
+/** Where a pause is kept so that it outlives a restart (removed on resume or when it ends). */
+export const pauseFile = (keyPath: string) => join(dirname(keyPath), 'pause.json');
+
+export interface PauseRequest {
+  cmd: 'pause';
+  reason?: string;
+  /** Epoch ms; none: until resumed. */
+  until?: number;
+}
+export type ControlRequest = PauseRequest | { cmd: 'resume' } | { cmd: 'state' };
+
+export interface ControlReply {
+  ok: boolean;
+  paused: { reason: string; until: string | null } | null;
+  error?: string;
+}
+
+/** Applies the pause kept from before a restart, if it has not ended. */
+export async function restorePause(agent: Agent, keyPath: string): Promise<void> {
+  const text = await readFile(pauseFile(keyPath), 'utf8').catch(() => undefined);
+  if (!text) return;
+  try {
+    const p = JSON.parse(text) as { reason?: string; until?: number };
+    if (p.until !== undefined && p.until <= Date.now()) throw new Error('ended');
+    agent.pause({
+      ...(typeof p.reason === 'string' ? { reason: p.reason } : {}),
+      ...(typeof p.until === 'number' ? { until: new Date(p.until) } : {}),
+    });
+  } catch {
+    await rm(pauseFile(keyPath), { force: true });
+  }
+}
+
+const MAX_REQUEST = 4096;
+
+export async function serveControl(agent: Agent, keyPath: string): Promise<Server> {
+  const path = controlPath(keyPath);
+  // A socket left by a crashed agent: the identity lock already proved no other agent runs on this key.
+  if (process.platform !== 'win32' && existsSync(path)) unlinkSync(path);
+  const keep = async () => {
+    const p = agent.snapshot().paused;
+    if (!p) await rm(pauseFile(keyPath), { force: true });
+    else {
+      const until = p.until ? Date.parse(p.until) : undefined;
+      await writeFile(
+        pauseFile(keyPath),
+        `${JSON.stringify({ reason: p.reason, ...(until ? { until } : {}) })}\n`,
+        {
+          mode: 0o600,
+        },
+      );
+    }
+  };
+  // A timed pause that ends by itself forgets its file too.
+  agent.on('paused', () => void keep());
+  const server = createServer((socket) => {
+    let buf = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_REQUEST) return socket.destroy();
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      const reply = (r: Omit<ControlReply, 'paused'>) => {
+        const p = agent.snapshot().paused;
+        socket.end(
+          `${JSON.stringify({ ...r, paused: p ? { reason: p.reason, until: p.until ?? null } : null })}\n`,
+        );
+      };
+      let req: ControlRequest;
+      try {
+        req = JSON.parse(buf.slice(0, nl)) as ControlRequest;
+      } catch {
+        return reply({ ok: false, error: 'not JSON' });
+      }
+      if (req.cmd === 'pause') {
+        const reason = typeof req.reason === 'string' ? req.reason.slice(0, 200) : undefined;
+        const until =
+          typeof req.until === 'number' && Number.isFinite(req.until) ? new Date(req.until) : undefined;
+        agent.pause({ ...(reason ? { reason } : {}), ...(until ? { until } : {}) });
+        return keep().then(() => reply({ ok: true }));
+      }
+      if (req.cmd === 'resume') {
+        agent.resume();
+        return keep().then(() => reply({ ok: true }));
+      }
+      if (req.cmd === 'state') return reply({ ok: true });
+      return reply({ ok: false, error: 'unknown command' });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  if (process.platform !== 'win32') chmodSync(path, 0o600);
+  return server;
+}
+
+/** Sends one request to the agent running with this key. */
+export function control(keyPath: string, req: ControlRequest): Promise<ControlReply> {
+  const path = controlPath(keyPath);
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    let buf = '';
+    socket.setEncoding('utf8');
+    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer in 5 s')));
+    socket.on('connect', () => socket.write(`${JSON.stringify(req)}\n`));
+    socket.on('data', (d: string) => {
+      buf += d;
+    });
+    socket.on('end', () => {
+      try {
+        resolve(JSON.parse(buf) as ControlReply);
+      } catch {
+        reject(new UsepodError('USEPOD_AGENT_NOT_RUNNING', `the agent at ${path} gave no answer`));
+      }
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      const why =
+        err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
+          ? `no agent runs with identity ${keyPath} (no control socket at ${path})`
+          : err.code === 'EACCES'
+            ? `${path} belongs to another user: run this as the user the agent runs as (sudo for a service)`
+            : `cannot reach the agent at ${path}: ${err.message}`;
+      reject(new UsepodError('USEPOD_AGENT_NOT_RUNNING', why));
+    });
+  });
+}
