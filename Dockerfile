@@ -34,8 +34,10 @@ RUN printf '{"name":"usepod-agent-image","private":true}\n' > package.json \
  && mkdir -p build/Release && mv /tmp/better_sqlite3.node build/Release/
 
 FROM ${BASE}
-# Third-party plugins baked in: --build-arg PLUGINS="usepod-agent-plugin-x @acme/usepod-agent-plugin-y"
+# Third-party plugins baked in: --build-arg PLUGINS="usepod-agent-plugin-x @acme/usepod-agent-plugin-y",
+# from NPM_REGISTRY when given (a private registry), else npm's default.
 ARG PLUGINS=""
+ARG NPM_REGISTRY=""
 ENV NODE_ENV=production \
     HOME=/var/lib/usepod-agent \
     XDG_CONFIG_HOME=/etc \
@@ -47,7 +49,10 @@ RUN ln -s /opt/usepod-agent/node_modules/usepod-agent/bin/run.js /usr/local/bin/
  && groupadd --system --gid 10001 usepod \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/usepod-agent --shell /usr/sbin/nologin usepod \
  && install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent \
- && if [ -n "$PLUGINS" ]; then npm_config_cache=/tmp/npm-cache usepod-agent plugins install $PLUGINS; fi \
+ && if [ -n "$PLUGINS" ]; then \
+      env npm_config_cache=/tmp/npm-cache ${NPM_REGISTRY:+npm_config_registry=$NPM_REGISTRY} \
+        usepod-agent plugins install $PLUGINS; \
+    fi \
  && rm -rf /tmp/npm-cache /tmp/usepod-agent-cache
 USER usepod
 WORKDIR /var/lib/usepod-agent

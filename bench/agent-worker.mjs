@@ -58,10 +58,16 @@ function usage() {
 
 process.on('message', async (msg) => {
   if (msg.cmd === 'start') {
+    const dir = mkdtempSync(join(tmpdir(), 'usepod-bench-'));
+    // BENCH_LEDGER=1: the CLI's SQLite ledger as the job journal, to measure what it costs the job path.
+    const journal = process.env.BENCH_LEDGER
+      ? (await import('../packages/cli/dist/ledger/ledger.js')).Ledger.open(join(dir, 'ledger.db'))
+      : undefined;
     agent = createAgent({
+      ...(journal ? { journal } : {}),
       config: {
         coordinator: { url: msg.coordinator },
-        identity: { key_path: join(mkdtempSync(join(tmpdir(), 'usepod-bench-')), 'identity.key') },
+        identity: { key_path: join(dir, 'identity.key') },
         // vLLM's emulator by default; lane R points a llamacpp backend at a real llama-server.
         backends: [{ kind: msg.kind ?? 'vllm', url: msg.engine }],
         limits: { max_concurrent: 256 },

@@ -1,10 +1,13 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { EngineEmulator } from '@usepod-agent/testkit';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Registry, startRegistry } from '../registry.js';
 import { AGENT_IMAGE, buildImage, ensureBaseImage, ensureTools, must, podman, RUN_FLAGS } from './podman.js';
 
 /**
@@ -22,6 +25,9 @@ const names: string[] = [];
 let coordinator: TestCoordinator;
 let engine: VllmEmulator;
 let configDir: string;
+let work: string | undefined;
+let registry: Registry | undefined;
+const PLUGIN_IMAGE = 'localhost/usepod-agent:test-plugins';
 
 beforeAll(async () => {
   await ensureTools();
@@ -35,6 +41,31 @@ beforeAll(async () => {
     `image built in ${((Date.now() - started) / 1000).toFixed(0)} s, ${(size / 1e6).toFixed(0)} MB\n`,
   );
   await must(podman('volume', 'create', volume), 'volume create');
+  await must(podman('volume', 'create', `${volume}-tgi`), 'volume create');
+  // A third-party plugin baked in by name (ARG PLUGINS) from a registry of our own (ARG NPM_REGISTRY):
+  // the TGI example, published to verdaccio as its author would.
+  work = await mkdtemp(join(tmpdir(), 'usepod-container-reg-'));
+  registry = await startRegistry(work);
+  const tgi = join(work, 'tgi');
+  const example = join(ROOT, 'examples/custom-backend-plugin');
+  for (const f of ['package.json', 'README.md', 'dist']) {
+    await cp(join(example, f), join(tgi, f), { recursive: true, filter: (p) => !p.endsWith('.tsbuildinfo') });
+  }
+  const pkg = JSON.parse(await readFile(join(tgi, 'package.json'), 'utf8')) as Record<string, unknown>;
+  delete pkg.private;
+  await writeFile(join(tgi, 'package.json'), JSON.stringify(pkg));
+  await must(
+    new Promise((resolve) =>
+      execFile('npm', ['publish'], { cwd: tgi, env: registry!.npmEnv }, (err, stdout, stderr) =>
+        resolve({ code: err ? 1 : 0, stdout, stderr }),
+      ),
+    ),
+    'npm publish usepod-agent-plugin-tgi',
+  );
+  await buildImage(ROOT, {
+    tag: PLUGIN_IMAGE,
+    args: { PLUGINS: 'usepod-agent-plugin-tgi', NPM_REGISTRY: registry.url },
+  });
   coordinator = await TestCoordinator.start({ enrollmentCode: ENROLL });
   engine = await new VllmEmulator().start();
   // A config file mounted over the image's, as an operator would; the environment still adds to it.
@@ -51,13 +82,20 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const n of names) await podman('rm', '-f', '-t', '0', n);
   await podman('volume', 'rm', '-f', volume);
+  await podman('volume', 'rm', '-f', `${volume}-tgi`);
+  registry?.close();
+  if (work) await rm(work, { recursive: true, force: true });
   await engine?.close();
   await coordinator?.close();
   if (configDir) await rm(configDir, { recursive: true, force: true });
 });
 
 /** Starts the agent's container beside the engine; the status server on 9090 as the image has it. */
-async function startAgent(env: Record<string, string>, mounts: string[] = []): Promise<string> {
+async function startAgent(
+  env: Record<string, string>,
+  mounts: string[] = [],
+  opts: { image?: string; volume?: string } = {},
+): Promise<string> {
   const name = `usepod-agent-test-${suffix}-${names.length}`;
   names.push(name);
   const envFlags = Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]);
@@ -69,10 +107,10 @@ async function startAgent(env: Record<string, string>, mounts: string[] = []): P
       name,
       ...RUN_FLAGS,
       '-v',
-      `${volume}:/var/lib/usepod-agent`,
+      `${opts.volume ?? volume}:/var/lib/usepod-agent`,
       ...mounts.flatMap((m) => ['-v', m]),
       ...envFlags,
-      AGENT_IMAGE,
+      opts.image ?? AGENT_IMAGE,
       'run',
       '--allow-insecure',
     ),
@@ -182,5 +220,40 @@ describe('the container image under podman', () => {
     expect(session.providerId).toBe('prov_1');
     expect(session.authResponse?.enrollment_code ?? null).toBeNull();
     await must(podman('stop', '-t', '30', second), 'stop');
+  }, 120_000);
+
+  it('serves a job through a plugin baked in at build time (ARG PLUGINS)', async () => {
+    const listed = await must(podman('run', '--rm', ...RUN_FLAGS, PLUGIN_IMAGE, 'plugins'), 'plugins');
+    expect(listed).toMatch(/usepod-agent-plugin-tgi\s+0\.4\.0\s+kinds: tgi/);
+    const { TgiEmulator } = (await import('../../examples/custom-backend-plugin/src/tgi-emulator.js')) as {
+      TgiEmulator: new () => EngineEmulator;
+    };
+    const tgi = await new TgiEmulator().start();
+    try {
+      const next = coordinator.nextAuthenticated(60_000);
+      const name = await startAgent(
+        {
+          USEPOD_COORDINATOR_URL: coordinator.url,
+          USEPOD_ENROLLMENT_CODE: ENROLL,
+          USEPOD_BACKEND_KIND: 'tgi',
+          USEPOD_BACKEND_URL: tgi.url,
+          USEPOD_PROMETHEUS_ADDR: 'off',
+        },
+        [],
+        { image: PLUGIN_IMAGE, volume: `${volume}-tgi` },
+      );
+      const session = await next.catch(async (err) => {
+        throw new Error(`${err}\n${await logs(name)}`);
+      });
+      expect((await session.capabilities()).models).toEqual([
+        expect.objectContaining({ model_id: 'HuggingFaceH4/zephyr-7b-beta' }),
+      ]);
+      expect((await session.dispatch({ model_id: 'HuggingFaceH4/zephyr-7b-beta' }).done()).type).toBe(
+        'job_done',
+      );
+      await must(podman('stop', '-t', '30', name), 'stop');
+    } finally {
+      await tgi.close();
+    }
   }, 120_000);
 });

@@ -131,7 +131,10 @@ export async function ensureBaseImage(): Promise<void> {
 }
 
 /** Builds the repository's Dockerfile on the local base; the host's npm cache stands in for a cache mount. */
-export async function buildImage(root: string): Promise<void> {
+export async function buildImage(
+  root: string,
+  opts: { tag?: string; args?: Record<string, string> } = {},
+): Promise<void> {
   const home = process.env.HOME ?? '/root';
   await must(
     sh(
@@ -150,10 +153,11 @@ export async function buildImage(root: string): Promise<void> {
         'nproc=1024:1024',
         '--build-arg',
         `BASE=${BASE_IMAGE}`,
+        ...Object.entries(opts.args ?? {}).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
         '-v',
         `${join(home, '.npm')}:/root/.npm`,
         '-t',
-        AGENT_IMAGE,
+        opts.tag ?? AGENT_IMAGE,
         '.',
       ],
       { cwd: root },

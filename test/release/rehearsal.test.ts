@@ -1,12 +1,12 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { type EngineEmulator, TestCoordinator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startRegistry } from '../registry.js';
 
 /**
  * A release, rehearsed the way operators and plugin authors will meet it (issue 17, point 1): a real npm
@@ -28,11 +28,9 @@ const PUBLIC = [
   'plugin-openai-compatible',
   'cli',
 ];
-const upstream = process.env.npm_config_registry ?? 'https://registry.npmjs.org/';
 
 let work: string;
-let registry: string;
-let verdaccio: ChildProcess | undefined;
+let closeRegistry: (() => void) | undefined;
 let npmEnv: NodeJS.ProcessEnv;
 /** The operator's machine: HOME and XDG folders of its own, the global prefix of `npm install -g`. */
 let home: string;
@@ -74,84 +72,12 @@ async function ok(r: Promise<Ran>, what: string): Promise<Ran> {
 const npm = (args: string[], cwd: string, env?: NodeJS.ProcessEnv) =>
   sh('npm', args, { cwd, ...(env ? { env } : {}) });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function startRegistry(): Promise<void> {
-  const port = await freePort();
-  registry = `http://127.0.0.1:${port}/`;
-  const config = join(work, 'verdaccio.yaml');
-  const ours = { access: '$all', publish: '$authenticated', unpublish: '$authenticated' };
-  const yaml = [
-    `storage: ${join(work, 'storage')}`,
-    'auth:',
-    `  htpasswd: { file: ${join(work, 'htpasswd')}, max_users: 10 }`,
-    `uplinks:\n  npmjs: { url: ${upstream}, timeout: 60s }`,
-    'packages:',
-    // Ours are published here and nowhere else: never proxied, so the rehearsal installs what it packed.
-    ...['"@usepod-agent/*"', 'usepod-agent', '"usepod-agent-plugin-*"'].map(
-      (p) => `  ${p}: ${JSON.stringify(ours)}`,
-    ),
-    '  "**": { access: $all, proxy: npmjs }',
-    'log: { type: stdout, format: pretty, level: warn }',
-    'security: { api: { legacy: true } }',
-  ].join('\n');
-  await writeFile(config, `${yaml}\n`);
-  verdaccio = spawn(
-    process.execPath,
-    [join(ROOT, 'node_modules/verdaccio/bin/verdaccio'), '--config', config, '--listen', `127.0.0.1:${port}`],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let log = '';
-  verdaccio.stdout!.on('data', (d: Buffer) => {
-    log += d.toString();
-  });
-  verdaccio.stderr!.on('data', (d: Buffer) => {
-    log += d.toString();
-  });
-  const until = Date.now() + 60_000;
-  for (;;) {
-    const up = await fetch(`${registry}-/ping`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (up) break;
-    if (Date.now() > until || verdaccio.exitCode !== null)
-      throw new Error(`verdaccio did not start:\n${log}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  // A publisher, as `npm adduser` makes one; its token goes in a userconfig of this rehearsal's own.
-  const res = await fetch(`${registry}-/user/org.couchdb.user:rehearsal`, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'rehearsal', password: 'rehearsal-password', type: 'user', roles: [] }),
-  });
-  const { token } = (await res.json()) as { token?: string };
-  if (!token) throw new Error(`verdaccio gave no token (HTTP ${res.status})`);
-  const npmrc = join(work, 'npmrc');
-  await writeFile(npmrc, `registry=${registry}\n//127.0.0.1:${port}/:_authToken=${token}\n`);
-  npmEnv = {
-    ...process.env,
-    npm_config_userconfig: npmrc,
-    npm_config_registry: registry,
-    npm_config_audit: 'false',
-    npm_config_fund: 'false',
-    npm_config_update_notifier: 'false',
-    // An `npm install -g` that ignored the running install's prefix would land here.
-    npm_config_prefix: join(work, 'default-prefix'),
-  };
-  // vitest's own variables must not reach the children's vitest.
-  for (const k of Object.keys(npmEnv)) if (k.startsWith('VITEST') || k === 'NODE_OPTIONS') delete npmEnv[k];
-}
-
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'usepod-release-'));
-  await startRegistry();
+  const reg = await startRegistry(work);
+  closeRegistry = reg.close;
+  // An `npm install -g` that ignored the running install's prefix would land in default-prefix.
+  npmEnv = { ...reg.npmEnv, npm_config_prefix: join(work, 'default-prefix') };
   home = join(work, 'home');
   prefix = join(work, 'prefix');
   agent = join(prefix, 'bin', 'usepod-agent');
@@ -169,7 +95,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  verdaccio?.kill('SIGKILL');
+  closeRegistry?.();
   // USEPOD_KEEP_REHEARSAL=1 leaves the registry's storage, the prefix and the plugin folders to look at.
   if (work && !process.env.USEPOD_KEEP_REHEARSAL) await rm(work, { recursive: true, force: true });
 });
