@@ -5,6 +5,7 @@
  */
 
 export { Backoff, type BackoffOptions } from './agent/backoff.js';
+export { checkTimezone, parseWindow, type QuietWindow, quietWindowAt } from './agent/schedule.js';
 export * from './backend/index.js';
 export {
   findConfigFile,

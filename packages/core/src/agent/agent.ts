@@ -24,6 +24,7 @@ import { Discovery } from '../routing/discovery.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { Connector } from './connector.js';
+import { parseWindow, quietWindowAt } from './schedule.js';
 import { snapshotOf, statusOf } from './status.js';
 import type { AgentEvents, AgentSnapshot, AgentState, AgentStatus, CreateAgentOptions } from './types.js';
 
@@ -185,6 +186,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       throw new UsepodError('USEPOD_AGENT_STATE', `start() called in state "${this.#state}"`);
     this.#setState('starting');
     this.#startedAt = new Date();
+    // Inside quiet hours from the first connection on (a pause made now holds once the executor exists).
+    this.#checkSchedule();
     try {
       await this.#loadPlugins();
       if (this.#opts.identity) {
@@ -378,6 +381,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   async #release(): Promise<void> {
+    clearInterval(this.#scheduleTimer);
     this.#lock?.release();
     await this.#statusServer?.close();
     await this.#discovery?.stop();
@@ -399,6 +403,39 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   #paused: { reason: string; until: Date | undefined; timer: NodeJS.Timeout | undefined } | undefined;
+  #scheduleTimer: NodeJS.Timeout | undefined;
+  /** The quiet-hours window the agent paused for, and one the owner resumed during (left alone until it ends). */
+  #scheduledPause: string | undefined;
+  #scheduleOverridden: string | undefined;
+
+  /** Pauses on entering a quiet-hours window and resumes on leaving it; never touches the owner's own pause. */
+  #checkSchedule(): void {
+    const windows = this.config.schedule.pause.map(parseWindow);
+    if (windows.length === 0) return;
+    if (!this.#scheduleTimer) {
+      this.#scheduleTimer = setInterval(
+        () => this.#checkSchedule(),
+        this.#opts.timing?.scheduleCheckMs ?? 30_000,
+      );
+      this.#scheduleTimer.unref();
+    }
+    const now = (this.#opts.timing?.now ?? Date.now)();
+    const w = quietWindowAt(windows, this.config.schedule.timezone, now);
+    if (w && !this.#paused && this.#scheduleOverridden !== w.text) {
+      this.pause({ reason: `quiet hours (${w.text})` });
+      this.#scheduledPause = w.text;
+    } else if (!w) {
+      this.#scheduleOverridden = undefined;
+      if (
+        this.#scheduledPause !== undefined &&
+        this.#paused?.reason === `quiet hours (${this.#scheduledPause})`
+      ) {
+        this.#scheduledPause = undefined;
+        this.resume();
+      }
+      this.#scheduledPause = undefined;
+    }
+  }
 
   /**
    * The owner takes the machine back (issue 19): the coordinator is told no model is served, a job that
@@ -422,6 +459,11 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   resume(): void {
     if (!this.#paused) return;
+    // The owner resuming inside quiet hours: that window is theirs now.
+    if (this.#scheduledPause !== undefined) {
+      this.#scheduleOverridden = this.#scheduledPause;
+      this.#scheduledPause = undefined;
+    }
     clearTimeout(this.#paused.timer);
     this.#paused = undefined;
     this.#executor?.resume();

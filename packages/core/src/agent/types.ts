@@ -27,6 +27,10 @@ export interface AgentTiming {
   highWaterBytes?: number;
   /** Outbound buffer under which paused relays resume (default 1 MiB). */
   lowWaterBytes?: number;
+  /** How often quiet hours are checked (default 30 s). */
+  scheduleCheckMs?: number;
+  /** The wall clock quiet hours are read from (default Date.now); tests move it. */
+  now?: () => number;
 }
 
 import type { JobJournal } from '../relay/journal.js';

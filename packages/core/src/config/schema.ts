@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { checkTimezone, parseWindow } from '../agent/schedule.js';
 import { readLogLevel } from './log-level.js';
 
 /**
@@ -89,6 +90,33 @@ export const configSchema = z.object({
     .object({ interval_s: z.number().min(1).default(60) })
     .loose()
     .default({ interval_s: 60 }),
+  /** Quiet hours (issue 19): windows in which the agent pauses by itself, in `timezone` (default local). */
+  schedule: z
+    .object({
+      pause: z
+        .array(
+          z.string().superRefine((v, ctx) => {
+            try {
+              parseWindow(v);
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', message: (err as Error).message });
+            }
+          }),
+        )
+        .default([]),
+      timezone: z
+        .string()
+        .superRefine((v, ctx) => {
+          try {
+            checkTimezone(v);
+          } catch (err) {
+            ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          }
+        })
+        .optional(),
+    })
+    .loose()
+    .default({ pause: [] }),
   /** The operator's ledger (issue 18): SQLite next to the identity unless a path, or "off", is given. */
   ledger: z
     .object({
