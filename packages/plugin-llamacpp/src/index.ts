@@ -150,6 +150,7 @@ export default definePlugin(() => ({
         }),
       requires: 'url',
       defaultPorts: LLAMACPP_PORTS,
+      processNames: ['llama-server'],
       priority: 20,
     });
   },

@@ -124,6 +124,7 @@ export default definePlugin(() => ({
       },
       requires: 'url',
       defaultPorts: [1234],
+      processNames: ['LM Studio', 'lms', 'llmworker'],
       priority: 30,
     });
   },

@@ -160,6 +160,7 @@ export default definePlugin(() => ({
       },
       requires: 'url',
       defaultPorts: [11434],
+      processNames: ['ollama'],
       priority: 40,
     });
   },

@@ -102,6 +102,7 @@ export default definePlugin(() => ({
       create: (entry, bctx) => new VllmBackend(optionsFromEntry('vllm', entry, bctx)),
       requires: 'url',
       defaultPorts: [8000],
+      processNames: ['VLLM', 'vllm'],
       // Continuous batching and a KV-cache signal: first among engines serving one model.
       priority: 10,
     });

@@ -2,6 +2,8 @@ import { homedir } from 'node:os';
 import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
 import { restorePause, serveControl } from '../control.js';
+import { builtinPlugins, knownKinds } from '../engines.js';
+import { engineProcessNames, startGpuYield } from '../gpu-yield.js';
 import { Ledger, ledgerPath, seedGroups } from '../ledger/ledger.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
@@ -29,6 +31,7 @@ export default class Run extends BaseCommand {
     for (const w of warnings) log.warn(w);
     // The ledger opens once the agent has started, so a broken identity or plugin is reported first; a job
     // that ends before then opens it on its way (Ledger.open is synchronous).
+    const plugins = await installedBackendPlugins(this.config);
     const path = ledgerPath(config, homedir());
     let ledger: Ledger | undefined;
     const journal = path
@@ -43,7 +46,7 @@ export default class Run extends BaseCommand {
       config,
       allowInsecure: flags['allow-insecure'],
       logger: log,
-      plugins: await installedBackendPlugins(this.config),
+      plugins,
       pluginSearchRoots: pluginSearchRoots(this.config),
       ...(journal ? { journal } : {}),
     });
@@ -72,7 +75,10 @@ export default class Run extends BaseCommand {
       // Rows of this run (a job may have ended already) are counted by the agent itself.
       agent.metrics.seed(seedGroups(ledger, startedAt));
     }
+    const kinds = await knownKinds([...(await builtinPlugins()), ...plugins]);
+    const stopYield = startGpuYield(agent, config, engineProcessNames(config, kinds), log.child('yield'));
     await waitForSignals(agent, log);
+    stopYield();
     controlServer?.close();
     ledger?.close();
     this.exit(EXIT.OK);

@@ -117,6 +117,23 @@ export const configSchema = z.object({
     })
     .loose()
     .default({ pause: [] }),
+  /**
+   * GPU-aware yielding (issue 19): the agent pauses while a process other than its engines uses a GPU,
+   * or free VRAM falls under a floor, and resumes after `cooldown_s` of quiet. Read through `nvidia-smi`.
+   */
+  yield: z
+    .object({
+      when_other_process: z.boolean().default(false),
+      min_free_vram_mb: z.number().int().min(0).optional(),
+      /** Pause while another process is on a GPU and the GPU is busier than this, percent. */
+      max_other_util_pct: z.number().min(0).max(100).optional(),
+      cooldown_s: z.number().min(0).max(86_400).default(60),
+      poll_s: z.number().min(0.1).max(3600).default(5),
+      /** Process names (substrings) that are the engines; default: what the configured kinds' plugins say. */
+      engine_processes: z.array(z.string().min(1)).optional(),
+    })
+    .loose()
+    .default({ when_other_process: false, cooldown_s: 60, poll_s: 5 }),
   /** The operator's ledger (issue 18): SQLite next to the identity unless a path, or "off", is given. */
   ledger: z
     .object({

@@ -46,6 +46,11 @@ export interface BackendKind<O = Record<string, unknown>> {
   remote?: boolean;
   /** A human name for listings (default: the kind). */
   title?: string;
+  /**
+   * Parts of this engine's process names as `nvidia-smi` lists them (`VLLM::EngineCore`, `llama-server`):
+   * GPU-aware yielding tells the engines from the owner's own programs by them.
+   */
+  processNames?: readonly string[];
 }
 
 /** A kind as registered: the descriptor, with defaults, and the plugin that gave it. */
@@ -54,6 +59,7 @@ export interface RegisteredKind extends Required<Pick<BackendKind, 'requires' | 
   readonly plugin: string;
   readonly title: string;
   readonly defaultPorts: readonly number[];
+  readonly processNames: readonly string[];
   readonly options: OptionsSchema | undefined;
   create: BackendKind['create'];
 }
@@ -83,6 +89,7 @@ export function registeredKind(
     priority: d.priority ?? 100,
     remote: d.remote ?? false,
     defaultPorts: d.defaultPorts ?? [],
+    processNames: d.processNames ?? [],
     options: d.options as OptionsSchema | undefined,
     create: d.create as BackendKind['create'],
   };

@@ -1,0 +1,47 @@
+import { validateConfig } from '@usepod-agent/core/internal';
+import { describe, expect, it } from 'vitest';
+import { builtinPlugins, knownKinds } from './engines.js';
+import { engineProcessNames, type GpuState, yieldReason } from './gpu-yield.js';
+
+const cfg = (y: Record<string, unknown>) => validateConfig({ yield: y }).yield;
+/** What the llama.cpp plugin declares (BackendKind.processNames). */
+const ENGINES = ['llama-server'];
+const engineOnly: GpuState = {
+  processes: [{ pid: 1, name: '/usr/bin/llama-server', usedMb: 9000 }],
+  gpus: [{ utilPct: 95, freeMb: 1000, totalMb: 24576 }],
+};
+const withTrainer: GpuState = {
+  ...engineOnly,
+  processes: [...engineOnly.processes, { pid: 7, name: '/home/me/venv/bin/python train.py', usedMb: 8000 }],
+};
+
+describe('yieldReason: when the agent steps aside', () => {
+  it('leaves its own engines alone, and names another process', () => {
+    expect(yieldReason(cfg({ when_other_process: true }), ENGINES, engineOnly)).toBeUndefined();
+    expect(yieldReason(cfg({ when_other_process: true }), ENGINES, withTrainer)).toBe(
+      'python train.py (pid 7) uses a GPU',
+    );
+  });
+
+  it('steps aside under a free-VRAM floor, and when a GPU another process is on is busier than allowed', () => {
+    expect(yieldReason(cfg({ min_free_vram_mb: 2048 }), ENGINES, engineOnly)).toBe(
+      'a GPU has 1000 MiB free, under min_free_vram_mb 2048',
+    );
+    expect(yieldReason(cfg({ max_other_util_pct: 50 }), ENGINES, engineOnly)).toBeUndefined();
+    expect(yieldReason(cfg({ max_other_util_pct: 50 }), ENGINES, withTrainer)).toMatch(
+      /^a GPU is 95% busy with python/,
+    );
+  });
+
+  it('takes the engines’ process names from the plugins of the configured kinds, or the config', async () => {
+    const kinds = await knownKinds(await builtinPlugins());
+    const vllmOnly = validateConfig({ backends: [{ kind: 'vllm', url: 'http://127.0.0.1:8000' }] });
+    expect(engineProcessNames(vllmOnly, kinds)).toEqual(['VLLM', 'vllm']);
+    expect(engineProcessNames(validateConfig({}), kinds)).toEqual(
+      expect.arrayContaining(['VLLM', 'llama-server', 'ollama', 'LM Studio']),
+    );
+    expect(engineProcessNames(validateConfig({ yield: { engine_processes: ['my-engine'] } }), kinds)).toEqual(
+      ['my-engine'],
+    );
+  });
+});

@@ -1,0 +1,147 @@
+import { execFile } from 'node:child_process';
+import type { Agent, Config, Logger, RegisteredKind } from '@usepod-agent/core/internal';
+
+/**
+ * GPU-aware yielding (issue 19, `[yield]`): every `poll_s` it asks `nvidia-smi` which processes use the
+ * GPUs and how much memory is free; a process that is not one of the engines (a game, a training run), or
+ * free VRAM under `min_free_vram_mb`, pauses the agent; `cooldown_s` without either resumes it. A pause of
+ * the owner's own (or of quiet hours) is never lifted here. Without `nvidia-smi` the feature says once
+ * that it is unavailable and stops; it never throws.
+ */
+export interface GpuState {
+  /** Compute processes: name and the GPU memory each uses (MiB). */
+  processes: { pid: number; name: string; usedMb: number }[];
+  gpus: { utilPct: number; freeMb: number; totalMb: number }[];
+}
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, { timeout: 10_000, maxBuffer: 1024 * 1024 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  );
+}
+
+const csv = (text: string) =>
+  text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .map((l) => l.split(',').map((c) => c.trim()));
+
+/** Reads both queries; numbers it cannot read count as 0 (an "[N/A]" on consumer cards). */
+export async function readNvidiaSmi(): Promise<GpuState> {
+  const apps = await run('nvidia-smi', [
+    '--query-compute-apps=pid,process_name,used_memory',
+    '--format=csv,noheader,nounits',
+  ]);
+  const gpus = await run('nvidia-smi', [
+    '--query-gpu=utilization.gpu,memory.free,memory.total',
+    '--format=csv,noheader,nounits',
+  ]);
+  const num = (s: string | undefined) => (Number.isFinite(Number(s)) ? Number(s) : 0);
+  return {
+    // A name may hold commas only in a path; the first and last fields are numbers.
+    processes: csv(apps).map((f) => ({
+      pid: num(f[0]),
+      name: f.slice(1, -1).join(',').slice(0, 200),
+      usedMb: num(f.at(-1)),
+    })),
+    gpus: csv(gpus).map((f) => ({ utilPct: num(f[0]), freeMb: num(f[1]), totalMb: num(f[2]) })),
+  };
+}
+
+/** Why the agent should step aside now, or undefined. */
+export function yieldReason(
+  cfg: Config['yield'],
+  engines: readonly string[],
+  s: GpuState,
+): string | undefined {
+  const others = s.processes.filter((p) => !engines.some((e) => p.name.includes(e)));
+  const other = others[0];
+  if (cfg.when_other_process && other) {
+    return `${basename(other.name)} (pid ${other.pid}) uses a GPU`;
+  }
+  if (cfg.max_other_util_pct !== undefined && other) {
+    const busy = s.gpus.find((g) => g.utilPct > (cfg.max_other_util_pct ?? 100));
+    if (busy) return `a GPU is ${busy.utilPct}% busy with ${basename(other.name)} on it`;
+  }
+  if (cfg.min_free_vram_mb !== undefined) {
+    const low = s.gpus.find((g) => g.freeMb < (cfg.min_free_vram_mb ?? 0));
+    if (low) return `a GPU has ${low.freeMb} MiB free, under min_free_vram_mb ${cfg.min_free_vram_mb}`;
+  }
+  return undefined;
+}
+
+function basename(name: string): string {
+  return name.split(/[\\/]/).at(-1) || name;
+}
+
+/**
+ * The engines' process names: `[yield] engine_processes`, else what the plugins of the configured kinds
+ * declare (`BackendKind.processNames`), of every kind when none is configured.
+ */
+export function engineProcessNames(config: Config, kinds: readonly RegisteredKind[]): string[] {
+  if (config.yield.engine_processes) return config.yield.engine_processes;
+  const used = kinds.filter(
+    (k) => config.backends.length === 0 || config.backends.some((b) => b.kind === k.kind),
+  );
+  return [...new Set(used.flatMap((k) => k.processNames))];
+}
+
+export function startGpuYield(
+  agent: Agent,
+  config: Config,
+  engines: readonly string[],
+  log: Logger,
+  read = readNvidiaSmi,
+): () => void {
+  const cfg = config.yield;
+  if (!cfg.when_other_process && cfg.min_free_vram_mb === undefined && cfg.max_other_util_pct === undefined) {
+    return () => {};
+  }
+  let ours: string | undefined;
+  let quietSince: number | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const tick = async () => {
+    let state: GpuState;
+    try {
+      state = await read();
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      log.warn('GPU-aware yielding is unavailable: nvidia-smi could not be run; [yield] is ignored', {
+        error: e.code === 'ENOENT' ? 'nvidia-smi not found' : e.message.split('\n')[0],
+      });
+      stopped = true;
+      return;
+    }
+    const why = yieldReason(cfg, engines, state);
+    const paused = agent.snapshot().paused;
+    if (why) {
+      quietSince = undefined;
+      if (!paused) {
+        ours = `GPU in use: ${why}`;
+        agent.pause({ reason: ours });
+      }
+    } else if (ours !== undefined && paused?.reason === ours) {
+      quietSince ??= Date.now();
+      if (Date.now() - quietSince >= cfg.cooldown_s * 1000) {
+        ours = undefined;
+        quietSince = undefined;
+        agent.resume();
+      }
+    } else {
+      ours = undefined;
+    }
+  };
+  const loop = async () => {
+    await tick();
+    if (!stopped) timer = setTimeout(loop, cfg.poll_s * 1000);
+  };
+  void loop();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}

@@ -1,0 +1,104 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+/**
+ * GPU-aware yielding (issue 19) through the real CLI, with a fake `nvidia-smi` on PATH that plays
+ * scripted GPU states (its output format is nvidia-smi's `--format=csv,noheader,nounits`).
+ */
+const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
+
+let dir: string;
+let coordinator: TestCoordinator;
+let engine: VllmEmulator;
+let child: ChildProcess | undefined;
+
+const STATES = {
+  engine: { apps: '31337, VLLM::EngineCore, 20480', gpu: '85, 3500, 24576' },
+  game: {
+    apps: '31337, VLLM::EngineCore, 20480\n5678, C:\\Games\\eldenring.exe, 3000',
+    gpu: '97, 500, 24576',
+  },
+};
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-yield-'));
+  coordinator = await TestCoordinator.start();
+  engine = await new VllmEmulator().start();
+  await writeFile(
+    join(dir, 'nvidia-smi'),
+    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\ncase "$*" in\n  *query-compute-apps*) cat "${dir}/$state.apps" ;;\n  *query-gpu*) cat "${dir}/$state.gpu" ;;\nesac\n`,
+  );
+  await chmod(join(dir, 'nvidia-smi'), 0o755);
+  for (const [name, s] of Object.entries(STATES)) {
+    await writeFile(join(dir, `${name}.apps`), `${s.apps}\n`);
+    await writeFile(join(dir, `${name}.gpu`), `${s.gpu}\n`);
+  }
+});
+afterEach(async () => {
+  child?.kill('SIGKILL');
+  await engine.close();
+  await coordinator.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function start(withFake: boolean) {
+  const cfg = join(dir, 'agent.toml');
+  await writeFile(
+    cfg,
+    `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n[yield]\nwhen_other_process = true\ncooldown_s = 0.5\npoll_s = 0.1\n`,
+  );
+  child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
+    env: {
+      PATH: withFake ? `${dir}:${process.env.PATH}` : process.env.PATH,
+      HOME: dir,
+      XDG_CONFIG_HOME: join(dir, 'xdg'),
+      XDG_DATA_HOME: join(dir, 'data'),
+    },
+    cwd: dir,
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const session = await coordinator.nextAuthenticated(20_000);
+  return { session, stderr: () => stderr };
+}
+
+describe('GPU-aware yielding', () => {
+  it('pauses while a game uses the GPU and resumes after the cooldown once it is gone', async () => {
+    await writeFile(join(dir, 'state'), 'engine');
+    const a = await start(true);
+    expect((await a.session.capabilities()).models).toHaveLength(1);
+    const stepAside = a.session.nextFrame('capabilities');
+    await writeFile(join(dir, 'state'), 'game');
+    expect((await stepAside).models).toEqual([]);
+    expect(await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).toMatchObject({
+      error_code: 'out_of_capacity',
+      message: expect.stringContaining('GPU in use: eldenring.exe (pid 5678) uses a GPU'),
+    });
+    const back = a.session.nextFrame('capabilities');
+    const quietFrom = Date.now();
+    await writeFile(join(dir, 'state'), 'engine');
+    expect(((await back).models as unknown[]).length).toBe(1);
+    expect(Date.now() - quietFrom).toBeGreaterThanOrEqual(450);
+    expect(a.stderr()).toMatch(
+      /INFO {2}agent paused reason="GPU in use: eldenring\.exe \(pid 5678\) uses a GPU"/,
+    );
+    expect(a.stderr()).toMatch(/INFO {2}agent resumed/);
+  }, 60_000);
+
+  it('says once that it is unavailable without nvidia-smi, and serves', async () => {
+    const a = await start(false);
+    expect((await a.session.capabilities()).models).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 500));
+    const lines = a.stderr().match(/GPU-aware yielding is unavailable/g) ?? [];
+    expect(lines).toHaveLength(1);
+    expect(a.stderr()).toContain('nvidia-smi not found');
+    expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
+  }, 60_000);
+});
