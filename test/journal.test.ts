@@ -6,6 +6,7 @@ import { createAgent, type JobRecord, silentLogger } from '@usepod-agent/core/in
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { describe, expect, it } from 'vitest';
+import { rig } from './helpers.js';
 
 /**
  * The journal comes before the coordinator hears the job ended (issue 18): a terminal frame leaves only
@@ -78,6 +79,36 @@ describe('the job journal', () => {
       worker.postMessage({ close: true });
       await engine.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('records why each refused job was turned away', async () => {
+    const records: JobRecord[] = [];
+    const r = await rig({
+      config: { limits: { max_tokens_per_minute: 2_000, max_request_bytes: 2_000 } },
+      journal: { write: (batch) => records.push(...batch) },
+    });
+    try {
+      const big = { messages: [{ role: 'user', content: 'x'.repeat(5_000) }] };
+      expect(await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: big }).done()).toMatchObject({
+        type: 'job_error',
+      });
+      // The budget turns a job away once some of it is used: one served first.
+      expect((await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
+      const greedy = { messages: [{ role: 'user', content: 'hi' }], max_tokens: 4_000 };
+      expect(await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: greedy }).done()).toMatchObject({
+        error_code: 'out_of_capacity',
+      });
+      const small = { messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 };
+      await r.session.dispatch({ model_id: 'not/served', request: small }).done();
+      expect(records.map((x) => x.refusal)).toEqual([
+        'request_too_large',
+        undefined, // the job served to use some of the budget
+        'token_budget',
+        'model_not_loaded',
+      ]);
+    } finally {
+      await r.close();
     }
   }, 30_000);
 });
