@@ -54,7 +54,11 @@ export default class Run extends BaseCommand {
     // A pause from before a restart holds from the first connection on.
     await restorePause(agent, keyPath);
     const startedAt = Date.now();
+    // The engines' process names for [yield], before start: nothing slow stands between start and signals.
+    const kinds = await knownKinds([...(await builtinPlugins()), ...plugins]);
     await agent.start();
+    // Signals are handled from here on: a SIGTERM during the rest of the start-up drains too.
+    const stopped = waitForSignals(agent, log);
     // `usepod-agent pause` / `resume`: a socket beside the key, for this user only.
     const controlServer = await serveControl(agent, keyPath).catch((err: unknown) => {
       log.warn('pause and resume are unavailable: the control socket could not be opened', {
@@ -75,9 +79,8 @@ export default class Run extends BaseCommand {
       // Rows of this run (a job may have ended already) are counted by the agent itself.
       agent.metrics.seed(seedGroups(ledger, startedAt));
     }
-    const kinds = await knownKinds([...(await builtinPlugins()), ...plugins]);
     const stopYield = startGpuYield(agent, config, engineProcessNames(config, kinds), log.child('yield'));
-    await waitForSignals(agent, log);
+    await stopped;
     stopYield();
     controlServer?.close();
     ledger?.close();
