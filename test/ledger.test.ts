@@ -198,9 +198,15 @@ describe('the ledger', () => {
     );
     old.close();
     const a = await run(cfg);
-    expect((await a.session.dispatch({ model_id: 'nope' }).done()).type).toBe('job_error');
+    // The coordinator names the model: an id carrying a terminal escape is stored as sent, shown folded.
+    const hostile = 'nope\u001b[2J\u001b]0;owned\u0007';
+    expect((await a.session.dispatch({ model_id: hostile }).done()).type).toBe('job_error');
     a.child.kill('SIGTERM');
     await a.exited;
+    const table = await cli(['earnings', '--config', cfg, '--since', '1h']);
+    expect(table.stdout).toMatch(/^nope \[2J \]0;owned\s/m);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: what must not reach the terminal
+    expect(table.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
     const db = new Database(ledgerFile(), { readonly: true });
     expect(db.pragma('user_version', { simple: true })).toBe(2);
     expect(db.prepare('SELECT job_id, refusal FROM jobs ORDER BY received_at').all()).toEqual([

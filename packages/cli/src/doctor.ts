@@ -1,13 +1,14 @@
 import { lookup } from 'node:dns/promises';
 import { existsSync, statSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
-import { homedir } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
 import {
   type AgentPlugin,
   type Config,
   createAgent,
+  engineText,
   errorMessage,
+  expandHome,
   isUsepodError,
   readIdentity,
   silentLogger,
@@ -40,7 +41,7 @@ const check = (name: string, level: Level, detail: string, fix?: string): Check 
 });
 
 export function identityChecks(config: Config): Promise<Check[]> {
-  const path = config.identity.key_path.replace(/^~(?=$|\/)/, homedir());
+  const path = expandHome(config.identity.key_path);
   return (async () => {
     if (!existsSync(path)) {
       return [
@@ -400,7 +401,7 @@ export async function backendChecks(
 
 /** What the ledger says about the last 24 h: jobs missed and why, with what would have caught them. */
 export function ledgerChecks(config: Config, probes: ProbeResult[], now = Date.now()): Check[] {
-  const path = ledgerPath(config, homedir());
+  const path = ledgerPath(config);
   if (!path) return [check('ledger', 'warn', 'off ([ledger] path = "off"): nothing to say about past jobs')];
   if (!existsSync(path)) return [check('ledger', 'ok', `none yet at ${path} (written as jobs arrive)`)];
   let ledger: Ledger;
@@ -485,7 +486,7 @@ export function ledgerChecks(config: Config, probes: ProbeResult[], now = Date.n
         check(
           'missed: model',
           'warn',
-          `${m.n} job(s) in 24 h asked for ${m.model}, which no engine here serves`,
+          `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
           'load it in an engine if you want those jobs',
         ),
       );

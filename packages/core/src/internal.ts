@@ -64,3 +64,4 @@ export {
   type ServedModel,
   samePriority,
 } from './routing/capabilities.js';
+export { engineText } from './untrusted.js';

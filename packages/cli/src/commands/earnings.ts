@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { Flags } from '@oclif/core';
+import { engineText } from '@usepod-agent/core/internal';
 import { stringify } from 'csv-stringify/sync';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 import { earnings, GROUPINGS, parseSince } from '../ledger/earnings.js';
@@ -42,7 +42,7 @@ export default class Earnings extends BaseCommand {
     }
     // It only reads the ledger's path: a ws:// coordinator (it never dials) is no mistake here.
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
-    const path = ledgerPath(config, homedir());
+    const path = ledgerPath(config);
     if (!path)
       failUsage(this, 'the ledger is off ([ledger] path = "off")', 'remove that line to keep a ledger');
     if (!existsSync(path)) {
@@ -77,7 +77,8 @@ export default class Earnings extends BaseCommand {
     }
     const head = ['', 'SERVED', 'FAILED', 'MISSED', 'TOKENS IN', 'TOKENS OUT', 'USDC', 'TOK/S', 'BUSY'];
     const cells = rows.map((r) => [
-      r.group,
+      // A model id is the coordinator's (up to 512 characters, any): no raw control characters to a terminal.
+      engineText(r.group, 512),
       String(r.served),
       String(r.failed),
       String(r.missed),

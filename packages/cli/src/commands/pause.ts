@@ -1,5 +1,5 @@
-import { homedir } from 'node:os';
 import { Flags } from '@oclif/core';
+import { expandHome } from '@usepod-agent/core/internal';
 import ms from 'ms';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 import { control } from '../control.js';
@@ -29,7 +29,7 @@ export default class Pause extends BaseCommand {
       until = Date.now() + span;
     }
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
-    const keyPath = config.identity.key_path.replace(/^~(?=$|\/)/, homedir());
+    const keyPath = expandHome(config.identity.key_path);
     const reply = await control(keyPath, {
       cmd: 'pause',
       ...(flags.reason ? { reason: flags.reason } : {}),

@@ -1,4 +1,4 @@
-import { homedir } from 'node:os';
+import { expandHome } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { control } from '../control.js';
 
@@ -10,7 +10,7 @@ export default class Resume extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Resume);
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
-    const keyPath = config.identity.key_path.replace(/^~(?=$|\/)/, homedir());
+    const keyPath = expandHome(config.identity.key_path);
     const reply = await control(keyPath, { cmd: 'resume' });
     if (flags.json) return this.printJson(reply);
     this.out(reply.paused ? 'The agent is still paused.' : 'Resumed: the agent advertises its models again.');

@@ -1,5 +1,4 @@
-import { homedir } from 'node:os';
-import { type Agent, createAgent, createLogger, errorMessage } from '@usepod-agent/core/internal';
+import { type Agent, createAgent, createLogger, errorMessage, expandHome } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
 import { restorePause, serveControl } from '../control.js';
 import { builtinPlugins, knownKinds } from '../engines.js';
@@ -32,7 +31,7 @@ export default class Run extends BaseCommand {
     // The ledger opens once the agent has started, so a broken identity or plugin is reported first; a job
     // that ends before then opens it on its way (Ledger.open is synchronous).
     const plugins = await installedBackendPlugins(this.config);
-    const path = ledgerPath(config, homedir());
+    const path = ledgerPath(config);
     let ledger: Ledger | undefined;
     const journal = path
       ? {
@@ -50,7 +49,7 @@ export default class Run extends BaseCommand {
       pluginSearchRoots: pluginSearchRoots(this.config),
       ...(journal ? { journal } : {}),
     });
-    const keyPath = config.identity.key_path.replace(/^~(?=$|\/)/, homedir());
+    const keyPath = expandHome(config.identity.key_path);
     // A pause from before a restart holds from the first connection on.
     await restorePause(agent, keyPath);
     const startedAt = Date.now();

@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { Flags } from '@oclif/core';
 import {
   type AgentStatus,
@@ -76,7 +75,7 @@ export default class Status extends BaseCommand {
     const { flags } = await this.parse(Status);
     const config = await this.#config(flags.config);
     const addr = flags.addr ?? config?.observability.prometheus_addr ?? DEFAULT_PROMETHEUS_ADDR;
-    const ledgerFile = config ? ledgerPath(config, homedir()) : undefined;
+    const ledgerFile = config ? ledgerPath(config) : undefined;
     if (addr === '' || addr === 'off') {
       throw new UsepodError(
         'USEPOD_USAGE',

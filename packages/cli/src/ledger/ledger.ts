@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type JobJournal, type JobRecord, UsepodError } from '@usepod-agent/core';
-import type { SeedGroup } from '@usepod-agent/core/internal';
+import { expandHome, type SeedGroup } from '@usepod-agent/core/internal';
 import Database from 'better-sqlite3';
 
 /**
@@ -38,24 +38,13 @@ const MIGRATIONS: string[] = [
 export const LEDGER_SCHEMA_VERSION = MIGRATIONS.length;
 
 /** `[ledger] path`, else `ledger.db` beside the identity key; undefined when "off". */
-export function ledgerPath(
-  config: { ledger: { path?: string | undefined }; identity: { key_path: string } },
-  home: string,
-): string | undefined {
+export function ledgerPath(config: {
+  ledger: { path?: string | undefined };
+  identity: { key_path: string };
+}): string | undefined {
   const p = config.ledger.path;
   if (p === 'off') return undefined;
-  const expand = (s: string) => s.replace(/^~(?=$|\/)/, home);
-  return p ? expand(p) : join(dirname(expand(config.identity.key_path)), 'ledger.db');
-}
-
-export interface LedgerTotals {
-  served: number;
-  failed: number;
-  cancelled: number;
-  inputTokens: number;
-  outputTokens: number;
-  bytes: number;
-  earningsMicro: number;
+  return p ? expandHome(p) : join(dirname(expandHome(config.identity.key_path)), 'ledger.db');
 }
 
 export class Ledger implements JobJournal {
@@ -127,21 +116,6 @@ export class Ledger implements JobJournal {
   /** Deletes rows older than `days`; returns how many. */
   prune(days: number, now = Date.now()): number {
     return this.#db.prepare('DELETE FROM jobs WHERE received_at < ?').run(now - days * 86_400_000).changes;
-  }
-
-  /** Every row's sums: what the Prometheus counters start from after a restart. */
-  totals(): LedgerTotals {
-    const t = this.#db
-      .prepare(
-        `SELECT count(*) FILTER (WHERE outcome = 'done') AS served,
-                count(*) FILTER (WHERE outcome = 'error') AS failed,
-                count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled,
-                coalesce(sum(input_tokens), 0) AS inputTokens, coalesce(sum(output_tokens), 0) AS outputTokens,
-                coalesce(sum(bytes), 0) AS bytes, coalesce(sum(earnings_micro), 0) AS earningsMicro
-         FROM jobs`,
-      )
-      .get() as LedgerTotals;
-    return t;
   }
 
   /** For queries (earnings, doctor, status). */
