@@ -89,6 +89,12 @@ export function engineProcessNames(config: Config, kinds: readonly RegisteredKin
   return [...new Set(used.flatMap((k) => k.processNames))];
 }
 
+/** Whether `[yield]` asks for anything (else nvidia-smi is never run and no engine names are needed). */
+export function yieldEnabled(config: Config): boolean {
+  const cfg = config.yield;
+  return cfg.when_other_process || cfg.min_free_vram_mb !== undefined || cfg.max_other_util_pct !== undefined;
+}
+
 export function startGpuYield(
   agent: Agent,
   config: Config,
@@ -97,9 +103,7 @@ export function startGpuYield(
   read = readNvidiaSmi,
 ): () => void {
   const cfg = config.yield;
-  if (!cfg.when_other_process && cfg.min_free_vram_mb === undefined && cfg.max_other_util_pct === undefined) {
-    return () => {};
-  }
+  if (!yieldEnabled(config)) return () => {};
   let ours: string | undefined;
   let quietSince: number | undefined;
   let stopped = false;

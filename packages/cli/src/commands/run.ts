@@ -2,7 +2,7 @@ import { type Agent, createAgent, createLogger, errorMessage, expandHome } from 
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
 import { restorePause, serveControl } from '../control.js';
 import { builtinPlugins, knownKinds } from '../engines.js';
-import { engineProcessNames, startGpuYield } from '../gpu-yield.js';
+import { engineProcessNames, startGpuYield, yieldEnabled } from '../gpu-yield.js';
 import { Ledger, ledgerPath, seedGroups } from '../ledger/ledger.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
@@ -54,7 +54,8 @@ export default class Run extends BaseCommand {
     await restorePause(agent, keyPath);
     const startedAt = Date.now();
     // The engines' process names for [yield], before start: nothing slow stands between start and signals.
-    const kinds = await knownKinds([...(await builtinPlugins()), ...plugins]);
+    // Only [yield] needs them: importing every first-party plugin is not start-up work otherwise.
+    const kinds = yieldEnabled(config) ? await knownKinds([...(await builtinPlugins()), ...plugins]) : [];
     await agent.start();
     // Signals are handled from here on: a SIGTERM during the rest of the start-up drains too.
     const stopped = waitForSignals(agent, log);
