@@ -134,6 +134,8 @@ describe('public surfaces', () => {
       'OpenAICompatibleBackend',
       'StreamScanner',
       'UsepodError',
+      'backendKindOf',
+      'checkPlugin',
       'contextWindowOf',
       'createPool',
       'engineErrorMessage',
@@ -150,8 +152,12 @@ describe('public surfaces', () => {
     ]);
   });
 
-  it('plugins, the examples and the plugin guide import only "." and "./backend"', () => {
+  it('plugins, the testkit, the examples and the plugin guide import only "." and "./backend"', () => {
+    const testkit = join(root, 'packages', 'testkit', 'src');
     const files = [
+      ...readdirSync(testkit, { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => join(testkit, f)),
       ...readdirSync(join(root, 'packages'))
         .filter((d) => d.startsWith('plugin-'))
         .map((d) => join(root, 'packages', d, 'src', 'index.ts')),

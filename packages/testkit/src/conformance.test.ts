@@ -1,9 +1,5 @@
-import {
-  type AgentPlugin,
-  definePlugin,
-  PLUGIN_API_VERSION,
-  type StreamRequest,
-} from '@usepod-agent/core/internal';
+import { type AgentPlugin, definePlugin } from '@usepod-agent/core';
+import type { StreamRequest } from '@usepod-agent/core/backend';
 import vllm, { VllmBackend } from '@usepod-agent/plugin-vllm';
 import { describe, expect, it } from 'vitest';
 import { runConformance, type TestRunner } from './conformance.js';
@@ -66,7 +62,7 @@ describe('runConformance', () => {
     }
     const deaf = definePlugin(() => ({
       name: 'deaf',
-      apiVersion: PLUGIN_API_VERSION,
+      apiVersion: 1,
       kinds: ['vllm'],
       apply(_h, ctx) {
         ctx.registerBackend('vllm', (entry, b) => new Deaf({ url: entry.url!, log: b.log }));

@@ -1,16 +1,6 @@
 import assert from 'node:assert/strict';
-import {
-  type AgentPlugin,
-  type Backend,
-  type BackendConfig,
-  PLUGIN_API_VERSION,
-  type PluginFactory,
-  PluginHost,
-  pluginFromModule,
-  silentLogger,
-  validateConfig,
-  validatePlugin,
-} from '@usepod-agent/core/internal';
+import { type AgentPlugin, type PluginFactory, silentLogger } from '@usepod-agent/core';
+import { type Backend, type BackendConfig, backendKindOf, checkPlugin } from '@usepod-agent/core/backend';
 import type { CoordinatorSession } from './coordinator.js';
 import type { Behavior, RequestRecord } from './emulators/base.js';
 import { createTestAgent, type TestAgent } from './test-agent.js';
@@ -82,8 +72,7 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
 export function runConformance(opts: ConformanceOptions): void {
   const { test, kind, model } = opts;
   const bounds = { capabilities: 5_000, abort: 2_000, deadline: 2_000, ...opts.bounds };
-  const plugin =
-    typeof opts.plugin === 'function' ? pluginFromModule({ default: opts.plugin }, 'plugin') : opts.plugin;
+  const plugin = typeof opts.plugin === 'function' ? checkPlugin(opts.plugin, 'plugin') : opts.plugin;
 
   test.describe(`usepod-agent plugin conformance: ${plugin.name} (${kind})`, () => {
     let emulator: ConformanceEmulator;
@@ -121,8 +110,8 @@ export function runConformance(opts: ConformanceOptions): void {
     test.it('has a name, the current plugin API version, and declares the kind', () => {
       assert.equal(typeof plugin.name, 'string');
       assert.ok(plugin.name.length > 0);
-      assert.equal(plugin.apiVersion, PLUGIN_API_VERSION);
-      validatePlugin(plugin, plugin.name);
+      // The agent's own check: shape, the apiVersion literal, the core range.
+      checkPlugin(plugin, plugin.name);
       if (plugin.kinds)
         assert.ok(plugin.kinds.includes(kind), `kinds ${JSON.stringify(plugin.kinds)} lacks "${kind}"`);
     });
@@ -247,9 +236,7 @@ export function runConformance(opts: ConformanceOptions): void {
     });
 
     test.it('closes idempotently, leaving no socket open', async () => {
-      const host = new PluginHost({ config: validateConfig({}), log: silentLogger });
-      await host.apply(plugin);
-      const registered = host.kinds.get(kind);
+      const registered = await backendKindOf(plugin, kind);
       assert.ok(registered, `plugin did not register "${kind}"`);
       const before = countSockets();
       const backend: Backend = registered.create(

@@ -1,7 +1,6 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createPublicKey, randomBytes, randomUUID, verify } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { verifySignature } from '@usepod-agent/core/internal';
 import WebSocket, { WebSocketServer } from 'ws';
 import { EventLog, withTimeout } from './wait.js';
 
@@ -290,7 +289,7 @@ export class TestCoordinator {
     session.authResponse = resp;
     const pubkey = String(resp.pubkey ?? '');
     const signature = String(resp.signature ?? '');
-    if (!verifySignature(nonce, signature, pubkey)) {
+    if (!ed25519Verifies(nonce, signature, pubkey)) {
       session.send({ type: 'auth_failed', reason: 'signature does not verify' });
       session.close(1008, 'auth failed');
       return;
@@ -328,5 +327,24 @@ export class TestCoordinator {
   async close(): Promise<void> {
     for (const ws of this.#wss.clients) ws.terminate();
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
+  }
+}
+
+/**
+ * Verifies an auth_response as the coordinator does (PROTOCOL.md 2), with Node's own Ed25519 rather than
+ * the agent's signing library, so the two cross-check each other.
+ */
+function ed25519Verifies(message: Buffer, signatureB64: string, publicKeyB64: string): boolean {
+  const sig = Buffer.from(signatureB64, 'base64');
+  const pub = Buffer.from(publicKeyB64, 'base64');
+  if (sig.length !== 64 || pub.length !== 32) return false;
+  try {
+    const key = createPublicKey({
+      key: { kty: 'OKP', crv: 'Ed25519', x: pub.toString('base64url') },
+      format: 'jwk',
+    });
+    return verify(null, message, key, sig);
+  } catch {
+    return false;
   }
 }

@@ -12,7 +12,7 @@ import {
   type LogLevel,
   type PluginFactory,
   silentLogger,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
 import { TestCoordinator } from './coordinator.js';
 
 /**

@@ -38,3 +38,4 @@ export {
   optionsFromEntry,
   versionAtLeast,
 } from './openai-compatible.js';
+export { backendKindOf, checkPlugin } from './plugin-check.js';
