@@ -3,8 +3,8 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
-import type { Agent } from '@usepod-agent/core/internal';
-import { UsepodError } from '@usepod-agent/core/internal';
+import type { Agent, SelfTestResult } from '@usepod-agent/core/internal';
+import { errorMessage, UsepodError } from '@usepod-agent/core/internal';
 
 /**
  * The local control channel of a running agent (issue 19): `pause`, `resume`, `state`, one JSON line each
@@ -27,11 +27,13 @@ export interface PauseRequest {
   /** Epoch ms; none: until resumed. */
   until?: number;
 }
-export type ControlRequest = PauseRequest | { cmd: 'resume' } | { cmd: 'state' };
+export type ControlRequest = PauseRequest | { cmd: 'resume' } | { cmd: 'state' } | { cmd: 'selftest' };
 
 export interface ControlReply {
   ok: boolean;
   paused: { reason: string; until: string | null } | null;
+  /** Each model's last self-test (`state`), or the round just run (`selftest`). */
+  selftest?: SelfTestResult[];
   error?: string;
 }
 
@@ -105,7 +107,13 @@ export async function serveControl(agent: Agent, keyPath: string): Promise<Serve
         agent.resume();
         return keep().then(() => reply({ ok: true }));
       }
-      if (req.cmd === 'state') return reply({ ok: true });
+      if (req.cmd === 'state') return reply({ ok: true, selftest: agent.selftestResults() });
+      if (req.cmd === 'selftest') {
+        return agent.selftest().then(
+          (selftest) => reply({ ok: true, selftest }),
+          (err: unknown) => reply({ ok: false, error: errorMessage(err) }),
+        );
+      }
       return reply({ ok: false, error: 'unknown command' });
     });
   });
@@ -120,14 +128,14 @@ export async function serveControl(agent: Agent, keyPath: string): Promise<Serve
   return server;
 }
 
-/** Sends one request to the agent running with this key. */
-export function control(keyPath: string, req: ControlRequest): Promise<ControlReply> {
+/** Sends one request to the agent running with this key; `timeoutMs` bounds a quiet socket. */
+export function control(keyPath: string, req: ControlRequest, timeoutMs = 5_000): Promise<ControlReply> {
   const path = controlPath(keyPath);
   return new Promise((resolve, reject) => {
     const socket = connect(path);
     let buf = '';
     socket.setEncoding('utf8');
-    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer in 5 s')));
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)));
     socket.on('connect', () => socket.write(`${JSON.stringify(req)}\n`));
     socket.on('data', (d: string) => {
       buf += d;

@@ -60,6 +60,8 @@ export interface ProbeTarget {
 }
 
 export interface ProbeResult extends ProbeTarget {
+  /** The backend's label, as the running agent names it in `status` and its self-tests. */
+  label: string | undefined;
   status: BackendStatus;
   latencyMs: number;
 }
@@ -74,6 +76,7 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
       if (!factory) {
         return {
           ...t,
+          label: undefined,
           status: { healthy: false, models: [], detail: `no plugin provides kind "${t.kind}"` },
           latencyMs: 0,
         };
@@ -85,7 +88,7 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
       const started = performance.now();
       try {
         const status = await backend.probe(AbortSignal.timeout(3_000));
-        return { ...t, status, latencyMs: Math.round(performance.now() - started) };
+        return { ...t, label: backend.label, status, latencyMs: Math.round(performance.now() - started) };
       } finally {
         await backend.close();
       }

@@ -15,6 +15,7 @@ export {
   type CreateAgentOptions,
   createAgent,
   type StatusBackend,
+  type StatusSelfTest,
 } from './agent/agent.js';
 export type { Backend, BackendModel } from './backend/backend.js';
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './config/load.js';
@@ -50,4 +51,5 @@ export type { BackendKind, OptionsSchema } from './plugins/kinds.js';
 export { type AgentPlugin, definePlugin, type PluginContext, type PluginFactory } from './plugins/plugin.js';
 export type { CapabilitiesFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
 export type { JobJournal, JobRecord } from './relay/journal.js';
+export type { SelfTestResult } from './routing/selftest.js';
 export { AGENT_VERSION } from './version.js';

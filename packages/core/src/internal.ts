@@ -64,4 +64,5 @@ export {
   type ServedModel,
   samePriority,
 } from './routing/capabilities.js';
-export { engineText } from './untrusted.js';
+export { SelfTest, type SelfTestOptions, type SelfTestTarget } from './routing/selftest.js';
+export { checkStatus, engineText } from './untrusted.js';

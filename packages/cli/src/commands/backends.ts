@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
-import { findConfigFile, loadConfig } from '@usepod-agent/core/internal';
+import { expandHome, findConfigFile, loadConfig, type SelfTestResult } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { control } from '../control.js';
 import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
 import { installedBackendPlugins } from '../plugins.js';
 
@@ -18,8 +19,14 @@ export default class Backends extends BaseCommand {
     const targets: ProbeTarget[] = [];
     const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
     const file = flags.config ?? (await findConfigFile());
+    // What the running agent's self-tests measured ([selftest]), when one runs with this config.
+    let tested: SelfTestResult[] = [];
     if (file) {
       const { config } = await loadConfig({ path: file, allowInsecure: true });
+      tested = await control(expandHome(config.identity.key_path), { cmd: 'state' }, 2_000).then(
+        (r) => r.selftest ?? [],
+        () => [],
+      );
       for (const entry of config.backends) {
         const apiKey = entry.api_key_env ? process.env[entry.api_key_env] : undefined;
         targets.push({ kind: entry.kind, url: entry.url, entry, apiKey, source: 'config' });
@@ -33,6 +40,8 @@ export default class Backends extends BaseCommand {
       }
     }
     const results = await probeEngines(targets, plugins);
+    const selftestOf = (label: string | undefined, model: string) =>
+      tested.find((x) => x.backend === label && x.model === model);
     const shown = results.filter((r) => r.source !== 'detected' || r.status.healthy);
     if (flags.json) {
       this.printJson(
@@ -43,11 +52,23 @@ export default class Backends extends BaseCommand {
           healthy: r.status.healthy,
           detail: r.status.detail ?? null,
           latency_ms: r.latencyMs,
-          models: r.status.models.map((m) => ({
-            id: m.id,
-            context_window: m.contextWindow ?? null,
-            loaded: true,
-          })),
+          models: r.status.models.map((m) => {
+            const st = selftestOf(r.label, m.id);
+            return {
+              id: m.id,
+              context_window: m.contextWindow ?? null,
+              loaded: true,
+              selftest: st
+                ? {
+                    ok: st.ok,
+                    withdrawn: st.withdrawn,
+                    ttft_ms: st.ttftMs ?? null,
+                    tokens_per_second: st.tokensPerSecond ?? null,
+                    at: st.at,
+                  }
+                : null,
+            };
+          }),
           load: r.status.load ?? null,
         })),
       );
@@ -71,8 +92,17 @@ export default class Backends extends BaseCommand {
       'MODEL',
       shown.flatMap((r) => r.status.models.map((m) => m.id)),
     );
+    // The self-test columns appear when the running agent has measured something.
+    const speed = tested.length > 0;
+    const speedOf = (label: string | undefined, model: string) => {
+      if (!speed) return '';
+      const st = selftestOf(label, model);
+      const ttft = st?.ttftMs !== undefined ? `${Math.round(st.ttftMs)}ms` : '-';
+      const rate = st?.tokensPerSecond !== undefined ? st.tokensPerSecond.toFixed(1) : '-';
+      return `${ttft.padEnd(9)}${rate.padEnd(8)}${st?.withdrawn ? 'withdrawn' : ''}`;
+    };
     this.out(
-      `${'KIND'.padEnd(kindW)}${'URL'.padEnd(urlW)}${'HEALTH'.padEnd(8)}${'LATENCY'.padEnd(9)}${'MODEL'.padEnd(modelW)}${'CONTEXT'.padEnd(9)}LOADED`,
+      `${'KIND'.padEnd(kindW)}${'URL'.padEnd(urlW)}${'HEALTH'.padEnd(8)}${'LATENCY'.padEnd(9)}${'MODEL'.padEnd(modelW)}${'CONTEXT'.padEnd(9)}LOADED${speed ? `  ${'TTFT'.padEnd(9)}${'TOK/S'.padEnd(8)}SELFTEST` : ''}`.trimEnd(),
     );
     for (const r of shown) {
       const head = `${r.kind.padEnd(kindW)}${(r.url ?? '(preset)').padEnd(urlW)}${(r.status.healthy ? 'up' : 'down').padEnd(8)}${`${r.latencyMs}ms`.padEnd(9)}`;
@@ -83,7 +113,7 @@ export default class Backends extends BaseCommand {
       if (r.status.models.length === 0) this.out(`${head}(no models)`);
       r.status.models.forEach((m, i) => {
         this.out(
-          `${i === 0 ? head : ' '.repeat(head.length)}${m.id.padEnd(modelW)}${String(m.contextWindow ?? '?').padEnd(9)}yes`,
+          `${i === 0 ? head : ' '.repeat(head.length)}${m.id.padEnd(modelW)}${String(m.contextWindow ?? '?').padEnd(9)}yes${speed ? `     ${speedOf(r.label, m.id)}` : ''}`.trimEnd(),
         );
       });
     }

@@ -149,7 +149,16 @@ export function render(s: AgentStatus & { ledger?: LedgerSummary }, addr: string
   if (s.backends.length === 0) lines.push('    (none configured)');
   for (const b of s.backends) {
     const models = b.models
-      .map((m) => (m.context_window ? `${m.id} (${m.context_window})` : m.id))
+      .map((m) => {
+        const t = m.selftest;
+        const notes = [
+          ...(m.context_window ? [String(m.context_window)] : []),
+          ...(t?.ttft_ms != null ? [`first token ${Math.round(t.ttft_ms)} ms`] : []),
+          ...(t?.tokens_per_second != null ? [`${t.tokens_per_second.toFixed(1)} tok/s`] : []),
+          ...(t?.withdrawn ? ['WITHDRAWN: failing its self-tests'] : []),
+        ];
+        return notes.length > 0 ? `${m.id} (${notes.join(', ')})` : m.id;
+      })
       .join(', ');
     lines.push(
       `    ${b.healthy ? 'up  ' : 'DOWN'}  ${b.label}  ${b.healthy ? models || '(no models)' : (b.detail ?? '')}`,

@@ -21,6 +21,7 @@ import { Executor } from '../relay/executor.js';
 import { TokenBudget } from '../relay/token-budget.js';
 import { advertise } from '../routing/capabilities.js';
 import { Discovery } from '../routing/discovery.js';
+import { SelfTest, type SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { Connector } from './connector.js';
@@ -37,6 +38,7 @@ export type {
   BackendSnapshot,
   CreateAgentOptions,
   StatusBackend,
+  StatusSelfTest,
 } from './types.js';
 
 /**
@@ -57,6 +59,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   #identity: PersistedIdentity | undefined;
   #backends: Backend[] = [];
   #discovery: Discovery | undefined;
+  #selftest: SelfTest | undefined;
   #executor: Executor | undefined;
   #connector: Connector | undefined;
   #state: AgentState = 'idle';
@@ -213,8 +216,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         onProbed: (states) => {
           for (const s of states) this.metrics.backend(s.backend.label, s.backend.kind, s.status);
         },
+        withdrawn: (backend, model) => this.#selftest?.isWithdrawn(backend, model) ?? false,
       });
       this.#discovery = discovery;
+      this.#selftest = this.#createSelfTest(discovery);
       this.#executor = new Executor({
         hooks: this.#allHooks,
         log: this.log.child('executor'),
@@ -231,6 +236,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
       if (this.#paused) this.#executor.pause(this.#paused.reason);
       await this.#discovery.start();
+      this.#selftest.start();
       await this.#startStatusServer();
     } catch (err) {
       await this.#release();
@@ -263,6 +269,50 @@ export class Agent extends EventEmitter<AgentEvents> {
       onBackpressure: (paused) => this.emit('backpressure', paused),
     });
     this.#connector.start();
+  }
+
+  #createSelfTest(discovery: Discovery): SelfTest {
+    const c = this.config.selftest;
+    const selftest = new SelfTest({
+      targets: () => discovery.listed(),
+      // Never while the owner has the machine, the agent drains, or customers fill max_concurrent.
+      busy: () =>
+        this.#paused !== undefined ||
+        this.#state === 'stopping' ||
+        (this.#executor?.inFlight ?? 0) >= this.config.limits.max_concurrent,
+      intervalMs: this.#opts.timing?.selftestIntervalMs ?? c.interval_s * 1000,
+      timeoutMs: c.timeout_s * 1000,
+      maxTokens: c.max_tokens,
+      prompt: c.prompt,
+      withdrawAfter: c.withdraw_after,
+      log: this.log.child('selftest'),
+      adjustInFlight: (b, d) => discovery.adjustInFlight(b, d),
+    });
+    selftest.on('result', (r) => {
+      this.metrics.selftest(selftest.results());
+      this.emit('selftest', r);
+    });
+    selftest.on('withdrawn', (r, withdrawn) => {
+      this.emit('withdrawn', r, withdrawn);
+      this.#allHooks.onDiscovery.call(discovery.models());
+      void this.#resendCapabilities();
+    });
+    return selftest;
+  }
+
+  /**
+   * Runs a self-test round now, through every model of every healthy backend, waiting for room when the
+   * agent is busy; resolves with each pair's result (`usepod-agent selftest`).
+   */
+  selftest(): Promise<SelfTestResult[]> {
+    if (!this.#selftest)
+      return Promise.reject(new UsepodError('USEPOD_AGENT_STATE', 'self-tests run once the agent started'));
+    return this.#selftest.run({ wait: true });
+  }
+
+  /** Each served model's last self-test. */
+  selftestResults(): SelfTestResult[] {
+    return this.#selftest?.results() ?? [];
   }
 
   async #startStatusServer(): Promise<void> {
@@ -382,6 +432,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async #release(): Promise<void> {
     clearInterval(this.#scheduleTimer);
+    await this.#selftest?.stop();
     this.#lock?.release();
     await this.#statusServer?.close();
     await this.#discovery?.stop();
@@ -399,6 +450,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       backends: this.#discovery?.states ?? [],
       models: this.#lastCapabilities?.models ?? [],
       paused: this.#paused && { reason: this.#paused.reason, until: this.#paused.until?.toISOString() },
+      selftest: this.#selftest,
     });
   }
 

@@ -3,6 +3,7 @@ import type { Totals } from '../observability/metrics.js';
 import type { HeartbeatStats } from '../observability/stats.js';
 import type { CapabilityModel } from '../protocol/frames.js';
 import type { BackendState } from '../routing/discovery.js';
+import type { SelfTest } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
 import type { AgentSnapshot, AgentState, AgentStatus } from './types.js';
 
@@ -17,7 +18,9 @@ export function snapshotOf(v: {
   backends: readonly BackendState[];
   models: CapabilityModel[];
   paused: AgentSnapshot['paused'];
+  selftest?: SelfTest | undefined;
 }): AgentSnapshot {
+  const tested = new Map(v.selftest?.results().map((r) => [`${r.backend}\u0000${r.model}`, r]));
   return {
     state: v.state,
     coordinator: v.coordinator,
@@ -34,9 +37,14 @@ export function snapshotOf(v: {
       healthy: s.status?.healthy ?? false,
       detail: s.status?.detail,
       inFlight: s.inFlight,
-      models: (s.status?.models ?? []).map((m) =>
-        m.contextWindow ? { id: m.id, contextWindow: m.contextWindow } : { id: m.id },
-      ),
+      models: (s.status?.models ?? []).map((m) => {
+        const selftest = tested.get(`${s.backend.label}\u0000${m.id}`);
+        return {
+          id: m.id,
+          ...(m.contextWindow ? { contextWindow: m.contextWindow } : {}),
+          ...(selftest ? { selftest } : {}),
+        };
+      }),
     })),
     models: v.models,
     paused: v.paused,
@@ -70,7 +78,21 @@ export function statusOf(
       healthy: b.healthy,
       detail: b.detail ?? null,
       in_flight: b.inFlight,
-      models: b.models.map((m) => ({ id: m.id, context_window: m.contextWindow ?? null })),
+      models: b.models.map((m) => ({
+        id: m.id,
+        context_window: m.contextWindow ?? null,
+        selftest: m.selftest
+          ? {
+              ok: m.selftest.ok,
+              failures: m.selftest.failures,
+              withdrawn: m.selftest.withdrawn,
+              ttft_ms: m.selftest.ttftMs ?? null,
+              tokens_per_second: m.selftest.tokensPerSecond ?? null,
+              at: m.selftest.at,
+              error: m.selftest.error ?? null,
+            }
+          : null,
+      })),
     })),
     models: snap.models,
     paused: snap.paused ? { reason: snap.paused.reason, until: snap.paused.until ?? null } : null,

@@ -31,9 +31,12 @@ export interface AgentTiming {
   scheduleCheckMs?: number;
   /** The wall clock quiet hours are read from (default Date.now); tests move it. */
   now?: () => number;
+  /** Overrides `[selftest] interval_s` (0: only on demand). */
+  selftestIntervalMs?: number;
 }
 
 import type { JobJournal } from '../relay/journal.js';
+import type { SelfTestResult } from '../routing/selftest.js';
 
 export interface CreateAgentOptions {
   /** A validated config, or a plain object in the `agent.toml` shape. */
@@ -64,7 +67,7 @@ export interface BackendSnapshot {
   healthy: boolean;
   detail: string | undefined;
   inFlight: number;
-  models: { id: string; contextWindow?: number }[];
+  models: { id: string; contextWindow?: number; selftest?: SelfTestResult }[];
 }
 
 export interface AgentSnapshot {
@@ -92,7 +95,19 @@ export interface StatusBackend {
   healthy: boolean;
   detail: string | null;
   in_flight: number;
-  models: { id: string; context_window: number | null }[];
+  models: { id: string; context_window: number | null; selftest: StatusSelfTest | null }[];
+}
+
+/** A model's last self-test (`[selftest]`), as `/status` shows it; null where none ran. */
+export interface StatusSelfTest {
+  ok: boolean;
+  failures: number;
+  /** Left out of capabilities and routing until a self-test passes again. */
+  withdrawn: boolean;
+  ttft_ms: number | null;
+  tokens_per_second: number | null;
+  at: string;
+  error: string | null;
 }
 
 /** What `/status` and `usepod-agent status` show: one naming style, snake_case (issue 17). */
@@ -127,6 +142,9 @@ export interface AgentEvents {
   backpressure: [boolean];
   /** Paused by the owner (why, until when), or resumed (undefined). */
   paused: [{ reason: string; until: Date | undefined } | undefined];
+  /** A self-test result; `withdrawn` when a model was withdrawn (true) or came back (false). */
+  selftest: [SelfTestResult];
+  withdrawn: [SelfTestResult, boolean];
   /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
   reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
 }

@@ -21,6 +21,7 @@ export const ENV_KEYS: readonly EnvKey[] = [
   { env: 'USEPOD_BACKEND_API_KEY_ENV', key: 'backends.0.api_key_env', type: 'string' },
   { env: 'USEPOD_MAX_CONCURRENT', key: 'limits.max_concurrent', type: 'integer' },
   { env: 'USEPOD_DRAIN_TIMEOUT_S', key: 'limits.drain_timeout_s', type: 'integer' },
+  { env: 'USEPOD_SELFTEST_INTERVAL_S', key: 'selftest.interval_s', type: 'integer' },
   { env: 'USEPOD_PROMETHEUS_ADDR', key: 'observability.prometheus_addr', type: 'string' },
   { env: 'USEPOD_LOG_LEVEL', key: 'observability.log_level', type: 'string' },
   { env: 'USEPOD_LOG_FORMAT', key: 'observability.log_format', type: 'string' },

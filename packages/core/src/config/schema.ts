@@ -134,6 +134,26 @@ export const configSchema = z.object({
     })
     .loose()
     .default({ when_other_process: false, cooldown_s: 60, poll_s: 5 }),
+  /**
+   * Self-tests (issue 19): every `interval_s` (0: off) a tiny request through each served model; a model
+   * failing `withdraw_after` in a row is withdrawn until it passes again.
+   */
+  selftest: z
+    .object({
+      interval_s: z.number().min(0).max(86_400).default(0),
+      timeout_s: z.number().min(1).max(600).default(60),
+      max_tokens: z.number().int().min(2).max(512).default(16),
+      prompt: z.string().min(1).max(2000).default('Count from 1 to 20, separated by spaces.'),
+      withdraw_after: z.number().int().min(1).max(100).default(2),
+    })
+    .loose()
+    .default({
+      interval_s: 0,
+      timeout_s: 60,
+      max_tokens: 16,
+      prompt: 'Count from 1 to 20, separated by spaces.',
+      withdraw_after: 2,
+    }),
   /** The operator's ledger (issue 18): SQLite next to the identity unless a path, or "off", is given. */
   ledger: z
     .object({

@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { BackendStatus } from '../backend/backend.js';
 import type { JobOutcome } from '../plugins/hooks.js';
 import type { CapabilityModel } from '../protocol/frames.js';
+import type { SelfTestResult } from '../routing/selftest.js';
 
 /**
  * The agent's Prometheus metrics, in a registry of its own (several agents can
@@ -72,6 +73,10 @@ export class AgentMetrics {
   readonly #engineKv: Gauge<'backend'>;
   readonly #advertised: Gauge;
   readonly #paused: Gauge;
+  readonly #selftestOk: Gauge<'backend' | 'model'>;
+  readonly #selftestTtft: Gauge<'backend' | 'model'>;
+  readonly #selftestRate: Gauge<'backend' | 'model'>;
+  readonly #withdrawn: Gauge<'backend' | 'model'>;
 
   constructor(version: string, opts: { processMetrics?: boolean; inFlight?: () => number } = {}) {
     const registers = [this.registry];
@@ -192,6 +197,28 @@ export class AgentMetrics {
       help: '1 while the owner has paused the agent (no model advertised, new jobs turned away).',
       registers,
     });
+    // Models as labels here come from the engines' lists, already checked and bounded (untrusted.ts).
+    const pair = { labelNames: ['backend', 'model'] as const, registers };
+    this.#selftestOk = new Gauge({
+      name: 'usepod_agent_selftest_ok',
+      help: 'Last self-test of a model on a backend passed (1) or failed (0).',
+      ...pair,
+    });
+    this.#selftestTtft = new Gauge({
+      name: 'usepod_agent_selftest_ttft_seconds',
+      help: 'Time to first token of the last passing self-test.',
+      ...pair,
+    });
+    this.#selftestRate = new Gauge({
+      name: 'usepod_agent_selftest_tokens_per_second',
+      help: 'Decode speed of the last passing self-test.',
+      ...pair,
+    });
+    this.#withdrawn = new Gauge({
+      name: 'usepod_agent_model_withdrawn',
+      help: '1 while a model is withdrawn from a backend after failing its self-tests.',
+      ...pair,
+    });
     this.state('idle');
   }
 
@@ -287,6 +314,18 @@ export class AgentMetrics {
     if (load?.running !== undefined) this.#engineRunning.set({ backend: label }, load.running);
     if (load?.waiting !== undefined) this.#engineWaiting.set({ backend: label }, load.waiting);
     if (load?.kvCacheUsage !== undefined) this.#engineKv.set({ backend: label }, load.kvCacheUsage);
+  }
+
+  /** Every pair's last self-test; pairs no longer served drop out of the series. */
+  selftest(results: readonly SelfTestResult[]): void {
+    for (const g of [this.#selftestOk, this.#selftestTtft, this.#selftestRate, this.#withdrawn]) g.reset();
+    for (const r of results) {
+      const labels = { backend: r.backend, model: r.model };
+      this.#selftestOk.set(labels, r.ok ? 1 : 0);
+      this.#withdrawn.set(labels, r.withdrawn ? 1 : 0);
+      if (r.ttftMs !== undefined) this.#selftestTtft.set(labels, r.ttftMs / 1000);
+      if (r.tokensPerSecond !== undefined) this.#selftestRate.set(labels, r.tokensPerSecond);
+    }
   }
 
   inFlight(n: number): void {

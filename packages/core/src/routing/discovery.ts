@@ -26,6 +26,8 @@ export interface DiscoveryOptions {
   onChange(): void;
   /** Called after every probe round, changed or not (metrics). */
   onProbed?(states: readonly BackendState[]): void;
+  /** A pair its self-tests withdrew: healthy, but neither advertised nor routed to (selftest.ts). */
+  withdrawn?(backend: Backend, model: string): boolean;
 }
 
 /** A signature of what is advertised, to tell a real change from a re-probe that found the same. */
@@ -119,15 +121,25 @@ export class Discovery implements RouterView {
     }
   }
 
-  /** Every servable model of every healthy backend. */
+  /** Every servable model of every healthy backend, less the pairs self-tests withdrew. */
   served(): ServedModel[] {
+    const withdrawn = this.#o.withdrawn;
     const out: ServedModel[] = [];
     for (const s of this.states) {
       if (!s.status?.healthy) continue;
-      for (const model of s.status.models)
+      for (const model of s.status.models) {
+        if (withdrawn?.(s.backend, model.id)) continue;
         out.push({ backend: s.backend, model, capacity: s.status.load?.capacity });
+      }
     }
     return out;
+  }
+
+  /** Every model of every healthy backend, withdrawn or not: what self-tests try. */
+  listed(): { backend: Backend; model: string }[] {
+    return this.states
+      .filter((s) => s.status?.healthy)
+      .flatMap((s) => s.status!.models.map((m) => ({ backend: s.backend, model: m.id })));
   }
 
   models(): BackendModel[] {
@@ -135,7 +147,11 @@ export class Discovery implements RouterView {
   }
 
   candidates(model: string): Backend[] {
-    const fit = this.states.filter((s) => s.status?.healthy && s.status.models.some((m) => m.id === model));
+    const withdrawn = this.#o.withdrawn;
+    const fit = this.states.filter(
+      (s) =>
+        s.status?.healthy && s.status.models.some((m) => m.id === model) && !withdrawn?.(s.backend, model),
+    );
     // One engine per model is the common host: nothing to rank.
     if (fit.length < 2) return fit.length === 1 ? [fit[0]!.backend] : [];
     return fit

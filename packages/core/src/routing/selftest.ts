@@ -1,0 +1,267 @@
+import { EventEmitter } from 'node:events';
+import { createParser } from 'eventsource-parser';
+import type { Backend } from '../backend/backend.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../observability/log.js';
+import { StreamScanner } from '../relay/stream-scan.js';
+import { engineText } from '../untrusted.js';
+
+/**
+ * Self-tests (issue 19): a tiny request through every model a healthy backend serves, on its own timer,
+ * one at a time and never while the agent is at `max_concurrent` or paused, so a customer's job never
+ * waits for one. A pair (backend, model) failing `withdrawAfter` times in a row is withdrawn from routing
+ * and from capabilities until it passes again: an engine that lists a model but cannot run it is found
+ * by us before a customer's job meets it.
+ */
+
+export interface SelfTestResult {
+  backend: string;
+  kind: string;
+  model: string;
+  /** The last test passed. */
+  ok: boolean;
+  /** Failures in a row (0 after a pass). */
+  failures: number;
+  withdrawn: boolean;
+  /** Time to the first token of the last passing test, ms. */
+  ttftMs: number | undefined;
+  /** Decode speed of the last passing test: tokens after the first over the time they took. */
+  tokensPerSecond: number | undefined;
+  /** Tokens the last passing test produced. */
+  tokens: number | undefined;
+  /** When the pair was last tested, ISO 8601. */
+  at: string;
+  /** Why the last test failed, bounded and redacted (engine text). */
+  error: string | undefined;
+}
+
+export interface SelfTestTarget {
+  backend: Backend;
+  model: string;
+}
+
+export interface SelfTestOptions {
+  /** What to test now: every model of every healthy backend, withdrawn or not (they must come back). */
+  targets(): SelfTestTarget[];
+  /** True while a test must wait: `max_concurrent` reached, paused, stopping. */
+  busy(): boolean;
+  /** Between rounds; 0: only on demand. */
+  intervalMs: number;
+  timeoutMs: number;
+  maxTokens: number;
+  prompt: string;
+  withdrawAfter: number;
+  log: Logger;
+  /** Counted as the backend's own load while a test runs, so routing sees it. */
+  adjustInFlight?(backend: Backend, delta: number): void;
+}
+
+const MAX_ANSWER_BYTES = 1024 * 1024;
+
+const key = (backend: Backend, model: string) => `${backend.label}\u0000${model}`;
+
+export class SelfTest extends EventEmitter<{
+  /** A pair was withdrawn (`true`) or came back (`false`). */
+  withdrawn: [SelfTestResult, boolean];
+  result: [SelfTestResult];
+}> {
+  readonly #o: SelfTestOptions;
+  readonly #results = new Map<string, SelfTestResult>();
+  #round: Promise<SelfTestResult[]> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  readonly #abort = new AbortController();
+
+  constructor(opts: SelfTestOptions) {
+    super();
+    this.#o = opts;
+  }
+
+  start(): void {
+    if (this.#o.intervalMs <= 0 || this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      void this.run({ wait: false }).finally(() => this.start());
+    }, this.#o.intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#abort.abort();
+    await this.#round?.catch(() => {});
+  }
+
+  /** Whether routing and capabilities must leave this pair out. */
+  isWithdrawn(backend: Backend, model: string): boolean {
+    return this.#results.get(key(backend, model))?.withdrawn === true;
+  }
+
+  /** The last result of every pair still served, by backend then model. */
+  results(): SelfTestResult[] {
+    return [...this.#results.values()].sort(
+      (a, b) => a.backend.localeCompare(b.backend) || a.model.localeCompare(b.model),
+    );
+  }
+
+  /**
+   * One round over every target; concurrent calls share it. `wait`: on demand, a test waits for room
+   * (up to its timeout) where the timer's round skips a busy moment and tries at the next interval.
+   */
+  run(opts: { wait: boolean } = { wait: true }): Promise<SelfTestResult[]> {
+    this.#round ??= this.#runRound(opts.wait).finally(() => {
+      this.#round = undefined;
+    });
+    return this.#round;
+  }
+
+  async #runRound(wait: boolean): Promise<SelfTestResult[]> {
+    const targets = this.#o.targets();
+    // Pairs no longer served are forgotten: a model the engine unloaded is not "withdrawn", just gone.
+    const live = new Set(targets.map((t) => key(t.backend, t.model)));
+    for (const k of this.#results.keys()) if (!live.has(k)) this.#results.delete(k);
+    for (const t of targets) {
+      if (this.#stopped) break;
+      if (this.#o.busy() && !(wait && (await this.#room()))) continue;
+      this.#record(t, await this.#measure(t));
+    }
+    return this.results();
+  }
+
+  /** Waits until the agent has room, up to the test timeout. */
+  async #room(): Promise<boolean> {
+    const end = Date.now() + this.#o.timeoutMs;
+    while (this.#o.busy()) {
+      if (this.#stopped || Date.now() > end) return false;
+      await new Promise((r) => setTimeout(r, 100).unref());
+    }
+    return true;
+  }
+
+  #record(t: SelfTestTarget, m: Measurement): void {
+    const k = key(t.backend, t.model);
+    const before = this.#results.get(k);
+    const failures = m.ok ? 0 : (before?.failures ?? 0) + 1;
+    const withdrawn = m.ok ? false : before?.withdrawn === true || failures >= this.#o.withdrawAfter;
+    const r: SelfTestResult = {
+      backend: t.backend.label,
+      kind: t.backend.kind,
+      model: t.model,
+      ok: m.ok,
+      failures,
+      withdrawn,
+      // A failure keeps the last good figures: they still say what the pair does when it works.
+      ttftMs: m.ok ? m.ttftMs : before?.ttftMs,
+      tokensPerSecond: m.ok ? m.tokensPerSecond : before?.tokensPerSecond,
+      tokens: m.ok ? m.tokens : before?.tokens,
+      at: new Date().toISOString(),
+      error: m.ok ? undefined : m.error,
+    };
+    this.#results.set(k, r);
+    const fields = { backend: r.backend, model: r.model };
+    if (!m.ok) this.#o.log.warn('self-test failed', { ...fields, failures, error: r.error });
+    else this.#o.log.debug('self-test passed', { ...fields, ttft_ms: r.ttftMs, tok_s: r.tokensPerSecond });
+    this.emit('result', r);
+    if (withdrawn !== (before?.withdrawn === true)) {
+      if (withdrawn) this.#o.log.warn('model withdrawn: it failed its self-tests', { ...fields, failures });
+      else this.#o.log.info('model back: it passed its self-test', fields);
+      this.emit('withdrawn', r, withdrawn);
+    }
+  }
+
+  async #measure(t: SelfTestTarget): Promise<Measurement> {
+    const { backend, model } = t;
+    const ac = new AbortController();
+    const onStop = () => ac.abort(new Error('agent stopping'));
+    this.#abort.signal.addEventListener('abort', onStop, { once: true });
+    const timer = setTimeout(
+      () => ac.abort(new Error(`no answer within ${this.#o.timeoutMs} ms`)),
+      this.#o.timeoutMs,
+    );
+    this.#o.adjustInFlight?.(backend, 1);
+    const started = performance.now();
+    let first: number | undefined;
+    let last = started;
+    let contentEvents = 0;
+    const scanner = new StreamScanner();
+    const parser = createParser({
+      onEvent: (e) => {
+        if (e.data === '[DONE]') return;
+        try {
+          if (hasContent(JSON.parse(e.data))) {
+            last = performance.now();
+            first ??= last;
+            contentEvents++;
+          }
+        } catch {
+          // Not JSON: the scanner below judges the stream.
+        }
+      },
+    });
+    const decoder = new TextDecoder();
+    try {
+      const res = await backend.stream({
+        model,
+        format: 'openai',
+        signal: ac.signal,
+        body: {
+          model,
+          messages: [{ role: 'user', content: this.#o.prompt }],
+          max_tokens: this.#o.maxTokens,
+          temperature: 0,
+          stream: true,
+          stream_options: { include_usage: true },
+        },
+      });
+      let bytes = 0;
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        // A few tokens are a few kilobytes; an engine that sends more is not answering this test.
+        bytes += chunk.length;
+        if (bytes > MAX_ANSWER_BYTES) return fail(`the answer passed ${MAX_ANSWER_BYTES} bytes`);
+        scanner.push(chunk);
+        parser.feed(decoder.decode(chunk, { stream: true }));
+      }
+      const scan = scanner.end();
+      if (scan.streamError !== undefined) return fail(`stream error: ${scan.streamError}`);
+      if (first === undefined) return fail('the answer had no token');
+      const tokens = Math.max(scan.outputTokens, contentEvents);
+      const decodeS = (last - first) / 1000;
+      return {
+        ok: true,
+        ttftMs: round(first - started),
+        tokens,
+        tokensPerSecond: tokens > 1 && decodeS > 0 ? round((tokens - 1) / decodeS) : undefined,
+      };
+    } catch (err) {
+      return fail(ac.signal.aborted ? errorMessage(ac.signal.reason) : errorMessage(err));
+    } finally {
+      clearTimeout(timer);
+      this.#abort.signal.removeEventListener('abort', onStop);
+      ac.abort();
+      this.#o.adjustInFlight?.(backend, -1);
+    }
+  }
+}
+
+type Measurement =
+  | { ok: true; ttftMs: number; tokens: number; tokensPerSecond: number | undefined }
+  | { ok: false; error: string };
+
+const fail = (error: string): Measurement => ({ ok: false, error: engineText(error, 200) });
+
+const round = (n: number) => Math.round(n * 10) / 10;
+
+/** A chunk that carries generated text: content, or the reasoning some models stream first. */
+function hasContent(obj: unknown): boolean {
+  const choices = (obj as { choices?: unknown } | null)?.choices;
+  if (!Array.isArray(choices)) return false;
+  for (const c of choices) {
+    const d = (c as { delta?: Record<string, unknown> } | null)?.delta;
+    if (!d || typeof d !== 'object') continue;
+    for (const f of ['content', 'reasoning_content', 'reasoning']) {
+      if (typeof d[f] === 'string' && d[f] !== '') return true;
+    }
+    if (Array.isArray(d.tool_calls) && d.tool_calls.length > 0) return true;
+  }
+  return false;
+}
