@@ -26,6 +26,7 @@ const PUBLIC = [
   'plugin-llamacpp',
   'plugin-lmstudio',
   'plugin-openai-compatible',
+  'plugin-alerts',
   'cli',
 ];
 

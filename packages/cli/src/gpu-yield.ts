@@ -126,14 +126,14 @@ export function startGpuYield(
       quietSince = undefined;
       if (!paused) {
         ours = `GPU in use: ${why}`;
-        agent.pause({ reason: ours });
+        agent.pause({ reason: ours, by: 'gpu' });
       }
     } else if (ours !== undefined && paused?.reason === ours) {
       quietSince ??= Date.now();
       if (Date.now() - quietSince >= cfg.cooldown_s * 1000) {
         ours = undefined;
         quietSince = undefined;
-        agent.resume();
+        agent.resume({ by: 'gpu' });
       }
     } else {
       ours = undefined;

@@ -38,12 +38,14 @@ export {
   silentLogger,
 } from './observability/log.js';
 export {
+  type AgentEvent,
   type AgentHooks,
   CapabilityStage,
   type CloseInfo,
   type JobContext,
   type JobHandle,
   type JobOutcome,
+  type PausedBy,
   type PluginHooks,
   type SessionInfo,
 } from './plugins/hooks.js';

@@ -12,6 +12,7 @@ export {
   readConfigFile,
   SEARCH_PLACES,
 } from './config/load.js';
+export { at, locateTomlKey } from './config/locate.js';
 export { type ReadLevel, readLogLevel } from './config/log-level.js';
 export {
   DEFAULT_IDENTITY_PATH,

@@ -2,6 +2,7 @@ import { type Agent, createAgent, createLogger, errorMessage, expandHome } from 
 import { BaseCommand, EXIT, logFormatFlag } from '../base.js';
 import { restorePause, serveControl } from '../control.js';
 import { builtinPlugins, knownKinds } from '../engines.js';
+import { featurePlugins } from '../features.js';
 import { engineProcessNames, startGpuYield, yieldEnabled } from '../gpu-yield.js';
 import { Ledger, ledgerPath, seedGroups } from '../ledger/ledger.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
@@ -30,7 +31,7 @@ export default class Run extends BaseCommand {
     for (const w of warnings) log.warn(w);
     // The ledger opens once the agent has started, so a broken identity or plugin is reported first; a job
     // that ends before then opens it on its way (Ledger.open is synchronous).
-    const plugins = await installedBackendPlugins(this.config);
+    const plugins = [...(await installedBackendPlugins(this.config)), ...(await featurePlugins(config))];
     const path = ledgerPath(config);
     let ledger: Ledger | undefined;
     const journal = path

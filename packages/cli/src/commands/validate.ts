@@ -1,5 +1,6 @@
 import { loadPluginForKind } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { checkAlerts } from '../features.js';
 import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Validate extends BaseCommand {
@@ -24,6 +25,7 @@ export default class Validate extends BaseCommand {
         ? own.name
         : (await loadPluginForKind(kind, { searchRoots: pluginSearchRoots(this.config) })).name;
     }
+    const alerts = await checkAlerts(config);
     if (flags.json) {
       this.printJson({
         ok: true,
@@ -37,6 +39,7 @@ export default class Validate extends BaseCommand {
           plugin: plugins[b.kind],
         })),
         limits: config.limits,
+        alerts,
       });
       return;
     }
@@ -47,6 +50,7 @@ export default class Validate extends BaseCommand {
     for (const b of config.backends) {
       this.out(`    - ${b.kind} ${b.url ?? `(key from $${b.api_key_env})`}  [${plugins[b.kind]}]`);
     }
+    if (alerts.length > 0) this.out(`  alerts       ${alerts.join(', ')}`);
     this.out(
       `  limits       max_concurrent=${config.limits.max_concurrent} max_tokens_per_minute=${config.limits.max_tokens_per_minute ?? 'none'}`,
     );

@@ -11,7 +11,15 @@ import { AgentMetrics } from '../observability/metrics.js';
 import { redactor } from '../observability/redact.js';
 import { JobStats } from '../observability/stats.js';
 import { type StatusServer, serveStatus } from '../observability/status-server.js';
-import { createHooks, type PluginHooks, pluginView, runCloseHooks } from '../plugins/hooks.js';
+import {
+  type AgentEvent,
+  createHooks,
+  type PausedBy,
+  type PluginHooks,
+  pluginView,
+  runCloseHooks,
+  runEventHooks,
+} from '../plugins/hooks.js';
 import { PluginHost } from '../plugins/host.js';
 import { checkBackends } from '../plugins/kinds.js';
 import { loadPluginForKind } from '../plugins/loader.js';
@@ -60,6 +68,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   #backends: Backend[] = [];
   #discovery: Discovery | undefined;
   #selftest: SelfTest | undefined;
+  #budgetToldAt = -Infinity;
   #executor: Executor | undefined;
   #connector: Connector | undefined;
   #state: AgentState = 'idle';
@@ -89,6 +98,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
     this.on('state', (s) => this.metrics.state(s));
     this.on('reconnect', (r) => this.metrics.reconnect(r.after));
+    const coordinator = this.config.coordinator.url;
+    this.on('online', () => this.#tell({ type: 'connected', coordinator }));
+    this.on('sessionEnd', (end) => {
+      const why = end.error?.message ?? end.detail ?? end.reason ?? end.kind;
+      if (end.kind === 'auth_failed') this.#tell({ type: 'auth_refused', coordinator, why });
+      else if (end.reachedAuth) this.#tell({ type: 'disconnected', coordinator, why });
+    });
+  }
+
+  /** Tells `onEvent`'s observers; one that throws is logged and never reaches the caller. */
+  #tell(event: AgentEvent): void {
+    for (const f of runEventHooks(this.#allHooks, event))
+      this.log.warn('onEvent tap failed', { tap: f.tap, event: event.type, error: f.error.message });
   }
 
   get state(): AgentState {
@@ -217,6 +239,17 @@ export class Agent extends EventEmitter<AgentEvents> {
           for (const s of states) this.metrics.backend(s.backend.label, s.backend.kind, s.status);
         },
         withdrawn: (backend, model) => this.#selftest?.isWithdrawn(backend, model) ?? false,
+        onHealth: (backend, healthy, detail) =>
+          this.#tell(
+            healthy
+              ? { type: 'backend_up', backend: backend.label, kind: backend.kind }
+              : {
+                  type: 'backend_down',
+                  backend: backend.label,
+                  kind: backend.kind,
+                  detail: detail ?? 'down',
+                },
+          ),
       });
       this.#discovery = discovery;
       this.#selftest = this.#createSelfTest(discovery);
@@ -231,6 +264,13 @@ export class Agent extends EventEmitter<AgentEvents> {
         maxConcurrent: this.config.limits.max_concurrent,
         maxRequestBytes: this.config.limits.max_request_bytes,
         budget: new TokenBudget(this.config.limits.max_tokens_per_minute),
+        onBudgetRefusal: () => {
+          // Once per minute at most: the budget is a rolling minute, and refusals come in bursts.
+          const now = Date.now();
+          if (now - this.#budgetToldAt < 60_000) return;
+          this.#budgetToldAt = now;
+          this.#tell({ type: 'budget_exhausted', limit: this.config.limits.max_tokens_per_minute ?? 0 });
+        },
         ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
       });
       // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
@@ -294,6 +334,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
     selftest.on('withdrawn', (r, withdrawn) => {
       this.emit('withdrawn', r, withdrawn);
+      this.#tell(
+        withdrawn
+          ? { type: 'model_withdrawn', backend: r.backend, model: r.model, detail: r.error ?? 'failed' }
+          : { type: 'model_back', backend: r.backend, model: r.model },
+      );
       this.#allHooks.onDiscovery.call(discovery.models());
       void this.#resendCapabilities();
     });
@@ -474,7 +519,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const now = (this.#opts.timing?.now ?? Date.now)();
     const w = quietWindowAt(windows, this.config.schedule.timezone, now);
     if (w && !this.#paused && this.#scheduleOverridden !== w.text) {
-      this.pause({ reason: `quiet hours (${w.text})` });
+      this.pause({ reason: `quiet hours (${w.text})`, by: 'schedule' });
       this.#scheduledPause = w.text;
     } else if (!w) {
       this.#scheduleOverridden = undefined;
@@ -483,7 +528,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.#paused?.reason === `quiet hours (${this.#scheduledPause})`
       ) {
         this.#scheduledPause = undefined;
-        this.resume();
+        this.resume({ by: 'schedule' });
       }
       this.#scheduledPause = undefined;
     }
@@ -494,22 +539,25 @@ export class Agent extends EventEmitter<AgentEvents> {
    * still arrives is turned away (`out_of_capacity`, recorded as `paused`), jobs in flight finish.
    * `until` resumes by itself. Pausing again replaces the reason and the time.
    */
-  pause(opts: { reason?: string; until?: Date } = {}): void {
+  pause(opts: { reason?: string; until?: Date; by?: PausedBy } = {}): void {
     clearTimeout(this.#paused?.timer);
     const reason = opts.reason?.trim() || 'paused';
     const ms = opts.until ? opts.until.getTime() - Date.now() : undefined;
     const timer =
-      ms !== undefined ? setTimeout(() => this.resume(), Math.max(0, Math.min(ms, 2 ** 31 - 1))) : undefined;
+      ms !== undefined
+        ? setTimeout(() => this.resume({ by: opts.by ?? 'owner' }), Math.max(0, Math.min(ms, 2 ** 31 - 1)))
+        : undefined;
     timer?.unref();
     this.#paused = { reason, until: opts.until, timer };
     this.#executor?.pause(reason);
     this.metrics.paused(true);
     this.log.info('paused', { reason, ...(opts.until ? { until: opts.until.toISOString() } : {}) });
     this.emit('paused', { reason, until: opts.until });
+    this.#tell({ type: 'paused', by: opts.by ?? 'owner', reason, until: opts.until?.toISOString() });
     void this.#resendCapabilities();
   }
 
-  resume(): void {
+  resume(opts: { by?: PausedBy } = {}): void {
     if (!this.#paused) return;
     // The owner resuming inside quiet hours: that window is theirs now.
     if (this.#scheduledPause !== undefined) {
@@ -522,6 +570,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.metrics.paused(false);
     this.log.info('resumed');
     this.emit('paused', undefined);
+    this.#tell({ type: 'resumed', by: opts.by ?? 'owner' });
     void this.#resendCapabilities();
   }
 }

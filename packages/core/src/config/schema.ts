@@ -154,6 +154,11 @@ export const configSchema = z.object({
       prompt: 'Count from 1 to 20, separated by spaces.',
       withdraw_after: 2,
     }),
+  /**
+   * `[[alerts]]`: webhooks told when something needs the owner. Each entry is read and checked by the
+   * alerts plugin (@usepod-agent/plugin-alerts), which the CLI applies when there is any.
+   */
+  alerts: z.array(z.record(z.string(), z.unknown())).default([]),
   /** The operator's ledger (issue 18): SQLite next to the identity unless a path, or "off", is given. */
   ledger: z
     .object({

@@ -51,6 +51,26 @@ export interface CloseInfo {
   reason: 'stop' | 'error';
 }
 
+/** Who paused or resumed the agent: its owner (`pause`, `resume`), quiet hours, or the GPU rule. */
+export type PausedBy = 'owner' | 'schedule' | 'gpu';
+
+/**
+ * What happened to the agent that its owner may want to hear of (`onEvent`): the facts, for alerting,
+ * dashboards and logs of a plugin's own. Strings that came from an engine or the coordinator are already
+ * bounded and redacted.
+ */
+export type AgentEvent =
+  | { type: 'connected'; coordinator: string }
+  | { type: 'disconnected'; coordinator: string; why: string }
+  | { type: 'auth_refused'; coordinator: string; why: string }
+  | { type: 'backend_down'; backend: string; kind: string; detail: string }
+  | { type: 'backend_up'; backend: string; kind: string }
+  | { type: 'model_withdrawn'; backend: string; model: string; detail: string }
+  | { type: 'model_back'; backend: string; model: string }
+  | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }
+  | { type: 'resumed'; by: PausedBy }
+  | { type: 'budget_exhausted'; limit: number };
+
 /** Builds every hook the agent fires. One place, one type: `AgentHooks`. */
 export function createHooks() {
   return Object.freeze({
@@ -68,6 +88,8 @@ export function createHooks() {
     onDiscovery: new SyncHook<[readonly BackendModel[]]>(['models']),
     /** Every tap runs, each under a timeout; failures are collected, not thrown. */
     onClose: new AsyncSeriesHook<[CloseInfo]>(['close']),
+    /** Sync, isolated observers: the agent connected, lost its session, paused, lost a backend... */
+    onEvent: new SyncHook<[AgentEvent]>(['event']),
   });
 }
 
@@ -150,6 +172,22 @@ export async function runJobEndHooks(hooks: AgentHooks, outcome: JobOutcome): Pr
   for (const tap of hooks.onJobEnd.taps) {
     try {
       await (tap.fn as (o: JobOutcome) => unknown)(outcome);
+    } catch (err) {
+      failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
+    }
+  }
+  return failures;
+}
+
+/**
+ * Tells every `onEvent` tap, each on its own: a tap that throws is reported and the others still hear.
+ * Taps must return at once (queue any I/O): events are told from wherever they happen.
+ */
+export function runEventHooks(hooks: AgentHooks, event: AgentEvent): CloseFailure[] {
+  const failures: CloseFailure[] = [];
+  for (const tap of hooks.onEvent.taps) {
+    try {
+      (tap.fn as (e: AgentEvent) => unknown)(event);
     } catch (err) {
       failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
     }

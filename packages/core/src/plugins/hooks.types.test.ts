@@ -2,10 +2,12 @@ import { describe, expect, expectTypeOf, it } from 'vitest';
 import type { BackendModel } from '../backend/backend.js';
 import type { AuthResponseFrame, CapabilityModel } from '../protocol/frames.js';
 import {
+  type AgentEvent,
   createHooks,
   type JobContext,
   type JobHandle,
   type JobOutcome,
+  type PausedBy,
   type PluginHooks,
   pluginView,
 } from './hooks.js';
@@ -40,6 +42,14 @@ describe('plugin hook types', () => {
         hooks.onDiscovery.tap('t', (models) => {
           expectTypeOf(models).toEqualTypeOf<readonly BackendModel[]>();
         });
+        hooks.onEvent.tap('t', (event) => {
+          expectTypeOf(event).toEqualTypeOf<AgentEvent>();
+          // The union narrows by type: each event carries its own facts.
+          if (event.type === 'model_withdrawn') expectTypeOf(event.model).toBeString();
+          if (event.type === 'paused') expectTypeOf(event.by).toEqualTypeOf<PausedBy>();
+        });
+        // @ts-expect-error onEvent is sync: observers queue their I/O
+        hooks.onEvent.tapPromise;
         // @ts-expect-error a plugin cannot fire a hook
         hooks.onJob.promise;
         // @ts-expect-error a plugin cannot fire a hook

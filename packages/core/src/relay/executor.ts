@@ -53,6 +53,8 @@ export interface ExecutorOptions {
   stallTimeoutMs?: number;
   /** `limits.max_tokens_per_minute`. */
   budget?: TokenBudget;
+  /** A job was refused because the budget is spent (the agent tells its owner, once a minute at most). */
+  onBudgetRefusal?: () => void;
   /** The ledger: each job's record, written before its terminal frame goes out (journal.ts). */
   journal?: JobJournal;
   /** The advertised prices of a model, for the journal's records. */
@@ -160,6 +162,7 @@ export class Executor {
     if (budget && !budget.tryReserve(frame.job_id, reservationFor(frame, frameBytes))) {
       const message = `agent is at max_tokens_per_minute (${budget.limit}); try again shortly`;
       this.#reject('token_budget', frame, sink, 'out_of_capacity', message, receivedAt);
+      this.#opts.onBudgetRefusal?.();
       return;
     }
     const job: RunningJob = {

@@ -26,6 +26,8 @@ export interface DiscoveryOptions {
   onChange(): void;
   /** Called after every probe round, changed or not (metrics). */
   onProbed?(states: readonly BackendState[]): void;
+  /** A backend turned unhealthy (with why) or healthy again. */
+  onHealth?(backend: Backend, healthy: boolean, detail: string | undefined): void;
   /** A pair its self-tests withdrew: healthy, but neither advertised nor routed to (selftest.ts). */
   withdrawn?(backend: Backend, model: string): boolean;
 }
@@ -109,6 +111,9 @@ export class Discovery implements RouterView {
           if (status.healthy)
             log.info('backend healthy', { backend: s.backend.label, models: status.models.length });
           else log.warn('backend unhealthy', { backend: s.backend.label, detail: status.detail });
+          // The first probe of a healthy backend is no news; a first probe that fails is.
+          if (before !== undefined || !status.healthy)
+            this.#o.onHealth?.(s.backend, status.healthy, status.detail);
         }
       }),
     );
@@ -164,7 +169,10 @@ export class Discovery implements RouterView {
 
   reportFailure(backend: Backend): void {
     const s = this.states.find((x) => x.backend === backend);
-    if (s?.status) s.status = { ...s.status, healthy: false, detail: 'unreachable during a job' };
+    if (s?.status?.healthy) {
+      s.status = { ...s.status, healthy: false, detail: 'unreachable during a job' };
+      this.#o.onHealth?.(backend, false, s.status.detail);
+    }
     // Re-probe soon, once, however many jobs failed.
     if (this.#soon || this.#stopped) return;
     this.#soon = setTimeout(() => {

@@ -1,0 +1,78 @@
+import { UsepodError } from '@usepod-agent/core';
+import { z } from 'zod';
+
+/** What an owner can choose to hear of, by `events = [...]` in an `[[alerts]]` entry. */
+export const ALERT_EVENTS = [
+  'disconnected',
+  'auth_refused',
+  'backend_down',
+  'model_withdrawn',
+  'gpu_yield',
+  'idle',
+  'budget_exhausted',
+] as const;
+export type AlertEvent = (typeof ALERT_EVENTS)[number];
+
+export const FORMATS = ['json', 'ntfy', 'discord', 'slack'] as const;
+export type Format = (typeof FORMATS)[number];
+
+const webUrl = z.string().refine((v) => {
+  try {
+    const u = new URL(v);
+    return u.protocol === 'https:' || u.protocol === 'http:';
+  } catch {
+    return false;
+  }
+}, 'must be an http(s) URL');
+
+export const alertSchema = z
+  .object({
+    url: webUrl,
+    format: z.enum(FORMATS).default('json'),
+    /** Default: every event. */
+    events: z
+      .array(z.enum(ALERT_EVENTS))
+      .min(1)
+      .default([...ALERT_EVENTS]),
+    /** `disconnected`: told once the agent has been without a session this long. */
+    disconnected_after_s: z.number().min(0).max(86_400).default(300),
+    /** `idle`: told when no job was served for this long while connected and not paused. */
+    idle_after_h: z.number().positive().max(720).default(12),
+    /** Deliveries per hour at most (a burst of up to 5 at once); the rest are counted and said later. */
+    max_per_hour: z.number().int().min(1).max(3600).default(20),
+    /** Extra request headers, e.g. ntfy's `Authorization`; never logged. */
+    headers: z.record(z.string(), z.string()).optional(),
+    /** A label for this webhook in the logs (the URL's path is never logged: it is often the secret). */
+    name: z.string().min(1).max(60).optional(),
+  })
+  .strict();
+export type AlertConfig = z.output<typeof alertSchema>;
+
+/**
+ * Reads `[[alerts]]`; a mistake is one line naming the file and the key, as core's own are. `locate`
+ * turns a key into `file:line:column` where the caller has the file's text.
+ */
+export function readAlerts(
+  raw: readonly unknown[],
+  source: string | undefined,
+  locate?: (key: string) => string | undefined,
+): AlertConfig[] {
+  return raw.map((entry, i) => {
+    const parsed = alertSchema.safeParse(entry);
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0]!;
+    const key = [`alerts[${i}]`, ...issue.path.map(String)].join('.');
+    const what =
+      issue.code === 'unrecognized_keys'
+        ? `unknown key ${issue.keys.map((k) => `"${k}"`).join(', ')}`
+        : issue.message;
+    const where = locate?.(key) ?? source ?? 'config';
+    throw new UsepodError('USEPOD_CONFIG_INVALID', `${where}: ${key}: ${what}`, { user: true });
+  });
+}
+
+/** `https://discord.com/…`: where a webhook goes, without the path and query that hold its secret. */
+export function safeTarget(a: Pick<AlertConfig, 'url' | 'name' | 'format'>): string {
+  const u = new URL(a.url);
+  return a.name ?? `${a.format} ${u.protocol}//${u.host}/…`;
+}

@@ -1,0 +1,167 @@
+import type { Logger } from '@usepod-agent/core';
+import { type AlertConfig, safeTarget } from './config.js';
+import { type Alert, requestFor } from './formats.js';
+
+/**
+ * One webhook's deliveries: a bounded queue sent one at a time, off every agent path; retries with
+ * exponential backoff (and the receiver's `Retry-After`) on network errors, 408, 429 and 5xx; a token
+ * bucket of `max_per_hour` (bursts of 5); what the bucket held back is said in the next alert sent.
+ */
+
+export interface DeliveryTiming {
+  /** First retry delay, doubled each time (default 1 s). */
+  retryBaseMs?: number;
+  /** Longest wait between attempts (default 5 min). */
+  retryMaxMs?: number;
+  attempts?: number;
+  /** Per-request timeout (default 10 s). */
+  timeoutMs?: number;
+}
+
+const MAX_QUEUE = 50;
+const BURST = 5;
+
+export class Delivery {
+  readonly #cfg: AlertConfig;
+  readonly #log: Logger;
+  readonly #t: Required<DeliveryTiming>;
+  readonly #queue: Alert[] = [];
+  #tokens = BURST;
+  #refilledAt = Date.now();
+  #held = 0;
+  #running: Promise<void> | undefined;
+  #closed = false;
+  readonly #abort = new AbortController();
+
+  constructor(cfg: AlertConfig, log: Logger, timing: DeliveryTiming = {}) {
+    this.#cfg = cfg;
+    this.#log = log;
+    this.#t = {
+      retryBaseMs: timing.retryBaseMs ?? 1_000,
+      retryMaxMs: timing.retryMaxMs ?? 300_000,
+      attempts: timing.attempts ?? 6,
+      timeoutMs: timing.timeoutMs ?? 10_000,
+    };
+  }
+
+  get target(): string {
+    return safeTarget(this.#cfg);
+  }
+
+  /** Queues an alert; returns at once. */
+  send(alert: Alert): void {
+    if (this.#closed) return;
+    if (!this.#take()) {
+      this.#held++;
+      return;
+    }
+    if (this.#queue.length >= MAX_QUEUE) {
+      this.#queue.shift();
+      this.#held++;
+    }
+    if (this.#held > 0) {
+      alert = {
+        ...alert,
+        message: `${alert.message}\n(${this.#held} earlier alert(s) were held back by the rate limit)`,
+      };
+      this.#held = 0;
+    }
+    this.#queue.push(alert);
+    this.#running ??= this.#drain().finally(() => {
+      this.#running = undefined;
+    });
+  }
+
+  /** Waits for the queue to empty, up to `ms`, then gives up on what is left. */
+  async close(ms: number): Promise<void> {
+    this.#closed = true;
+    if (this.#running) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#running, new Promise((r) => (timer = setTimeout(r, ms)))]);
+      clearTimeout(timer);
+    }
+    this.#abort.abort();
+  }
+
+  #take(): boolean {
+    const now = Date.now();
+    const perMs = this.#cfg.max_per_hour / 3_600_000;
+    this.#tokens = Math.min(
+      Math.min(BURST, this.#cfg.max_per_hour),
+      this.#tokens + (now - this.#refilledAt) * perMs,
+    );
+    this.#refilledAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  async #drain(): Promise<void> {
+    for (let a = this.#queue.shift(); a; a = this.#queue.shift()) await this.#deliver(a);
+  }
+
+  async #deliver(alert: Alert): Promise<void> {
+    const { url, body } = requestFor(this.#cfg.format, this.#cfg.url, alert);
+    let wait = this.#t.retryBaseMs;
+    for (let attempt = 1; attempt <= this.#t.attempts; attempt++) {
+      let retryAfterMs: number | undefined;
+      let why: string;
+      try {
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...this.#cfg.headers },
+          body: JSON.stringify(body),
+          signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#t.timeoutMs)]),
+          redirect: 'error',
+        });
+        await res.body?.cancel();
+        if (res.ok) {
+          this.#log.debug('alert delivered', { target: this.target, event: alert.event, attempt });
+          return;
+        }
+        why = `HTTP ${res.status}`;
+        const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
+        if (!retryable) {
+          this.#log.warn('alert refused by its webhook; not retried', {
+            target: this.target,
+            event: alert.event,
+            status: res.status,
+          });
+          return;
+        }
+        const ra = Number(res.headers.get('retry-after'));
+        if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000;
+      } catch (err) {
+        if (this.#abort.signal.aborted) return;
+        // The error of a failed fetch may quote the URL: only its kind is logged.
+        why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      }
+      if (attempt === this.#t.attempts) {
+        this.#log.warn('alert not delivered', {
+          target: this.target,
+          event: alert.event,
+          attempts: attempt,
+          why,
+        });
+        return;
+      }
+      this.#log.debug('alert delivery failed; retrying', { target: this.target, attempt, why });
+      await sleep(Math.min(retryAfterMs ?? wait, this.#t.retryMaxMs), this.#abort.signal);
+      if (this.#abort.signal.aborted) return;
+      wait *= 2;
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,293 @@
+import { hostname } from 'node:os';
+import { type AgentEvent, definePlugin, type Logger } from '@usepod-agent/core';
+import { type AlertConfig, type AlertEvent, readAlerts } from './config.js';
+import { Delivery, type DeliveryTiming } from './deliver.js';
+import type { Alert } from './formats.js';
+
+export {
+  ALERT_EVENTS,
+  type AlertConfig,
+  type AlertEvent,
+  alertSchema,
+  FORMATS,
+  type Format,
+  readAlerts,
+  safeTarget,
+} from './config.js';
+export { type Alert, requestFor } from './formats.js';
+
+/**
+ * Alerts (issue 19): tells the owner, on a webhook, when something needs them: the agent disconnected
+ * for longer than they allow, its key refused, a backend down, a model withdrawn by its self-tests,
+ * paused and resumed by the GPU rule, no job for hours, the token budget spent. Built only on the hooks
+ * every plugin has (`onEvent`, `onJobEnd`, `afterAuth`, `onClose`): nothing here is on a job's path.
+ * Reads `[[alerts]]` from the agent's config; with none it does nothing.
+ */
+
+export interface AlertsOptions {
+  /** Entries to use instead of the config's `[[alerts]]` (embedding code). */
+  alerts?: unknown[];
+  /** Retry timing (tests shorten it). */
+  timing?: DeliveryTiming;
+  /** How long `onClose` waits for alerts still queued (default 3 s; core bounds the tap at 5 s). */
+  flushMs?: number;
+}
+
+interface Target {
+  cfg: AlertConfig;
+  delivery: Delivery;
+  wants: (e: AlertEvent) => boolean;
+}
+
+export default definePlugin((options: AlertsOptions | undefined) => ({
+  name: '@usepod-agent/plugin-alerts',
+  apiVersion: 1,
+  apply(hooks, ctx) {
+    const entries = readAlerts(
+      options?.alerts ?? (ctx.config as { alerts?: unknown[] }).alerts ?? [],
+      ctx.config.source,
+    );
+    if (entries.length === 0) return;
+    const log: Logger = ctx.log;
+    const targets: Target[] = entries.map((cfg) => ({
+      cfg,
+      delivery: new Delivery(cfg, log, options?.timing),
+      wants: (e) => cfg.events.includes(e),
+    }));
+    log.info('alerts on', { webhooks: targets.map((t) => t.delivery.target).join(', ') });
+    const host = hostname();
+    let providerId: string | undefined;
+    const alert = (a: Omit<Alert, 'host' | 'providerId' | 'at'>, to: readonly Target[]) => {
+      const full: Alert = { ...a, host, providerId, at: new Date().toISOString() };
+      for (const t of to) t.delivery.send(full);
+    };
+    const wanting = (e: AlertEvent) => targets.filter((t) => t.wants(e));
+
+    // Disconnected longer than each webhook allows; "back" only to those that were told.
+    let online = false;
+    let offlineSince = Date.now();
+    let lastWhy = 'not connected yet';
+    const offlineTimers = new Map<Target, NodeJS.Timeout>();
+    const toldOffline = new Set<Target>();
+    const armOffline = () => {
+      for (const t of wanting('disconnected')) {
+        clearTimeout(offlineTimers.get(t));
+        const timer = setTimeout(() => {
+          toldOffline.add(t);
+          alert(
+            {
+              event: 'disconnected',
+              severity: 'critical',
+              resolved: false,
+              title: `usepod-agent on ${host} is not connected`,
+              message: `No session with the coordinator for ${minutes(Date.now() - offlineSince)}: ${lastWhy}. Jobs cannot reach this machine.`,
+              details: { since: new Date(offlineSince).toISOString(), why: lastWhy },
+            },
+            [t],
+          );
+        }, t.cfg.disconnected_after_s * 1000);
+        timer.unref();
+        offlineTimers.set(t, timer);
+      }
+    };
+    armOffline();
+
+    // No job served for idle_after_h while connected and not paused.
+    let paused = false;
+    let lastServed = Date.now();
+    const idleTimers = new Map<Target, NodeJS.Timeout>();
+    const toldIdle = new Set<Target>();
+    const armIdle = (t: Target, ms = t.cfg.idle_after_h * 3_600_000) => {
+      clearTimeout(idleTimers.get(t));
+      const timer = setTimeout(() => {
+        if (!online || paused) return armIdle(t); // expected silence: look again a full period later
+        toldIdle.add(t);
+        alert(
+          {
+            event: 'idle',
+            severity: 'warning',
+            resolved: false,
+            title: `usepod-agent on ${host} served no job for ${hours(Date.now() - lastServed)}`,
+            message:
+              'It is connected and not paused, yet no job came. Check the prices (`usepod-agent doctor`) and what is advertised (`usepod-agent status`).',
+            details: { last_job: new Date(lastServed).toISOString() },
+          },
+          [t],
+        );
+      }, ms);
+      timer.unref();
+      idleTimers.set(t, timer);
+    };
+    for (const t of wanting('idle')) armIdle(t);
+
+    hooks.afterAuth.tap('alerts', (s) => {
+      providerId = s.providerId;
+    });
+
+    hooks.onJobEnd.tap('alerts', (o) => {
+      if (o.outcome !== 'done') return;
+      lastServed = Date.now();
+      const told = [...toldIdle];
+      toldIdle.clear();
+      for (const t of wanting('idle')) armIdle(t);
+      if (told.length > 0)
+        alert(
+          {
+            event: 'idle',
+            severity: 'info',
+            resolved: true,
+            title: `usepod-agent on ${host} is serving jobs again`,
+            message: `A job for ${o.model} was served.`,
+            details: { model: o.model },
+          },
+          told,
+        );
+    });
+
+    hooks.onEvent.tap('alerts', (e: AgentEvent) => {
+      switch (e.type) {
+        case 'connected': {
+          online = true;
+          for (const timer of offlineTimers.values()) clearTimeout(timer);
+          const told = [...toldOffline];
+          toldOffline.clear();
+          if (told.length > 0)
+            alert(
+              {
+                event: 'disconnected',
+                severity: 'info',
+                resolved: true,
+                title: `usepod-agent on ${host} is connected again`,
+                message: `Back online after ${minutes(Date.now() - offlineSince)}.`,
+                details: { coordinator: e.coordinator },
+              },
+              told,
+            );
+          return;
+        }
+        case 'disconnected':
+          online = false;
+          offlineSince = Date.now();
+          lastWhy = e.why;
+          armOffline();
+          return;
+        case 'auth_refused':
+          lastWhy = `the coordinator refused this agent's key: ${e.why}`;
+          return alert(
+            {
+              event: 'auth_refused',
+              severity: 'critical',
+              resolved: false,
+              title: `usepod-agent on ${host}: the coordinator refused its key`,
+              message: `${e.why}. Pair again with \`usepod-agent setup\` or check the enrollment code.`,
+              details: { coordinator: e.coordinator, why: e.why },
+            },
+            wanting('auth_refused'),
+          );
+        case 'backend_down':
+          return alert(
+            {
+              event: 'backend_down',
+              severity: 'warning',
+              resolved: false,
+              title: `usepod-agent on ${host}: backend ${e.backend} is down`,
+              message: `${e.kind} at ${e.backend}: ${e.detail}. Its models are no longer offered.`,
+              details: { backend: e.backend, kind: e.kind, detail: e.detail },
+            },
+            wanting('backend_down'),
+          );
+        case 'backend_up':
+          return alert(
+            {
+              event: 'backend_down',
+              severity: 'info',
+              resolved: true,
+              title: `usepod-agent on ${host}: backend ${e.backend} is back`,
+              message: `${e.kind} at ${e.backend} answers again.`,
+              details: { backend: e.backend, kind: e.kind },
+            },
+            wanting('backend_down'),
+          );
+        case 'model_withdrawn':
+          return alert(
+            {
+              event: 'model_withdrawn',
+              severity: 'warning',
+              resolved: false,
+              title: `usepod-agent on ${host}: ${e.model} withdrawn`,
+              message: `${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
+              details: { backend: e.backend, model: e.model, detail: e.detail },
+            },
+            wanting('model_withdrawn'),
+          );
+        case 'model_back':
+          return alert(
+            {
+              event: 'model_withdrawn',
+              severity: 'info',
+              resolved: true,
+              title: `usepod-agent on ${host}: ${e.model} is offered again`,
+              message: `${e.model} on ${e.backend} passed its self-test.`,
+              details: { backend: e.backend, model: e.model },
+            },
+            wanting('model_withdrawn'),
+          );
+        case 'paused':
+          paused = true;
+          if (e.by !== 'gpu') return;
+          return alert(
+            {
+              event: 'gpu_yield',
+              severity: 'info',
+              resolved: false,
+              title: `usepod-agent on ${host} stepped aside`,
+              message: `${e.reason}. No new jobs until the GPU is free again.`,
+              details: { reason: e.reason },
+            },
+            wanting('gpu_yield'),
+          );
+        case 'resumed':
+          paused = false;
+          if (e.by !== 'gpu') return;
+          return alert(
+            {
+              event: 'gpu_yield',
+              severity: 'info',
+              resolved: true,
+              title: `usepod-agent on ${host} is serving again`,
+              message: 'The GPU has been free for the cooldown; models are offered again.',
+              details: {},
+            },
+            wanting('gpu_yield'),
+          );
+        case 'budget_exhausted':
+          return alert(
+            {
+              event: 'budget_exhausted',
+              severity: 'warning',
+              resolved: false,
+              title: `usepod-agent on ${host} reached its token budget`,
+              message: `Jobs are turned away at limits.max_tokens_per_minute = ${e.limit}. Raise it if the engine has room.`,
+              details: { limit: e.limit },
+            },
+            wanting('budget_exhausted'),
+          );
+      }
+    });
+
+    hooks.onClose.tapPromise('alerts', async () => {
+      for (const timer of [...offlineTimers.values(), ...idleTimers.values()]) clearTimeout(timer);
+      await Promise.all(targets.map((t) => t.delivery.close(options?.flushMs ?? 3_000)));
+    });
+  },
+}));
+
+function minutes(ms: number): string {
+  const m = Math.round(ms / 60_000);
+  return m < 1 ? `${Math.round(ms / 1000)} s` : `${m} min`;
+}
+
+function hours(ms: number): string {
+  const h = ms / 3_600_000;
+  return h < 1 ? minutes(ms) : `${Math.round(h * 10) / 10} h`;
+}

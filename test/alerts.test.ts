@@ -1,0 +1,387 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import alerts from '@usepod-agent/plugin-alerts';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
+import { TestCoordinator } from '@usepod-agent/testkit';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { hello, type Rig, rig } from './helpers.js';
+
+/**
+ * Alerts (issue 19): the alerts plugin, built on the hooks every plugin has, tells a webhook when
+ * something needs the owner. A local HTTP receiver stands in for ntfy, Discord, Slack and a generic
+ * JSON endpoint; each gets the body its format wants.
+ */
+
+interface Received {
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: Record<string, unknown>;
+}
+
+/** A webhook receiver on 127.0.0.1: records every POST and answers with the scripted statuses first. */
+class Receiver {
+  readonly got: Received[] = [];
+  readonly script: { status: number; headers?: Record<string, string> }[] = [];
+  #server!: Server;
+  #waiters: (() => void)[] = [];
+
+  async start(): Promise<this> {
+    this.#server = createServer((req, res) => {
+      let text = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => {
+        text += d;
+      });
+      req.on('end', () => {
+        const next = this.script.shift();
+        res.writeHead(next?.status ?? 200, next?.headers).end('ok');
+        if (next && next.status >= 300) return;
+        this.got.push({ path: req.url ?? '', headers: req.headers, body: JSON.parse(text) });
+        for (const w of this.#waiters.splice(0)) w();
+      });
+    });
+    await new Promise<void>((r) => this.#server.listen(0, '127.0.0.1', r));
+    return this;
+  }
+
+  url(path: string): string {
+    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}${path}`;
+  }
+
+  async wait(n: number, ms = 10_000): Promise<Received[]> {
+    const end = Date.now() + ms;
+    while (this.got.length < n) {
+      if (Date.now() > end) throw new Error(`${this.got.length} of ${n} alerts arrived`);
+      await new Promise<void>((r) => {
+        this.#waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+    return this.got;
+  }
+
+  close(): Promise<void> {
+    return new Promise((r) => this.#server.close(() => r()));
+  }
+}
+
+const FAST = { retryBaseMs: 20, retryMaxMs: 200 };
+let receiver: Receiver;
+let r: Rig | undefined;
+beforeEach(async () => {
+  receiver = await new Receiver().start();
+});
+afterEach(async () => {
+  await r?.close();
+  r = undefined;
+  await receiver.close();
+});
+
+function withAlerts(entries: Record<string, unknown>[], extra: Parameters<typeof rig>[0] = {}) {
+  return rig({
+    plugins: [vllmPlugin, alerts({ alerts: entries, timing: FAST, flushMs: 500 })],
+    timing: { discoveryIntervalMs: 50, ...extra.timing },
+    ...extra,
+  });
+}
+
+describe('alert formats', () => {
+  it('generic JSON: the event, its facts, and the recovery', async () => {
+    r = await withAlerts([{ url: receiver.url('/hooks/secret-token'), events: ['backend_down'] }]);
+    await r.engine.goDown();
+    const [down] = await receiver.wait(1);
+    expect(down!.path).toBe('/hooks/secret-token');
+    expect(down!.headers['content-type']).toBe('application/json');
+    expect(down!.body).toMatchObject({
+      source: 'usepod-agent',
+      event: 'backend_down',
+      severity: 'warning',
+      resolved: false,
+      title: expect.stringMatching(/backend vllm@127\.0\.0\.1:\d+ is down/),
+      message: expect.stringContaining('Its models are no longer offered'),
+      host: expect.any(String),
+      provider_id: expect.stringMatching(/^prov_/),
+      at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      details: { backend: expect.any(String), kind: 'vllm', detail: expect.any(String) },
+    });
+    await r.engine.comeUp();
+    const [, up] = await receiver.wait(2);
+    expect(up!.body).toMatchObject({ event: 'backend_down', resolved: true, severity: 'info' });
+  });
+
+  it('ntfy: JSON publishing to the server root, the topic from the URL, priority and tags', async () => {
+    r = await withAlerts([{ url: receiver.url('/usepod-my-box'), format: 'ntfy', events: ['backend_down'] }]);
+    await r.engine.goDown();
+    const [got] = await receiver.wait(1);
+    expect(got!.path).toBe('/');
+    expect(got!.body).toEqual({
+      topic: 'usepod-my-box',
+      title: expect.stringMatching(/is down$/),
+      message: expect.any(String),
+      priority: 4,
+      tags: ['warning'],
+    });
+  });
+
+  it('Discord: content with the title in bold, and no mention can be made by engine text', async () => {
+    r = await withAlerts([
+      { url: receiver.url('/api/webhooks/1/tok'), format: 'discord', events: ['backend_down'] },
+    ]);
+    await r.engine.goDown();
+    const [got] = await receiver.wait(1);
+    expect(got!.body).toEqual({
+      username: 'usepod-agent',
+      content: expect.stringMatching(/^\*\*usepod-agent on .+ is down\*\*\n/),
+      allowed_mentions: { parse: [] },
+    });
+  });
+
+  it('Slack: mrkdwn text, with <, > and & escaped so no link or @channel is made', async () => {
+    r = await withAlerts(
+      [{ url: receiver.url('/services/T/B/x'), format: 'slack', events: ['model_withdrawn'] }],
+      { config: { selftest: { prompt: 'alerts' } }, timing: { selftestIntervalMs: 30 } },
+    );
+    r.engine.always({
+      kind: 'status',
+      status: 500,
+      body: '{"error":{"message":"<!channel> out of memory & more"}}',
+    });
+    const [got] = await receiver.wait(1);
+    expect(Object.keys(got!.body)).toEqual(['text']);
+    expect(got!.body.text).toMatch(/^\*usepod-agent on .+: Qwen\/Qwen3-14B withdrawn\*\n/);
+    expect(got!.body.text).toContain('&lt;!channel&gt; out of memory &amp; more');
+    expect(got!.body.text).not.toContain('<!channel>');
+  });
+});
+
+describe('alert events', () => {
+  it('disconnected longer than allowed, and back', async () => {
+    // A coordinator that turns connections away until told otherwise (a long deploy).
+    let down = false;
+    const coordinator = await TestCoordinator.start({
+      onConnection: (ws) => {
+        if (!down) return false;
+        ws.terminate();
+        return true;
+      },
+    });
+    try {
+      r = await withAlerts(
+        [{ url: receiver.url('/x'), events: ['disconnected'], disconnected_after_s: 0.3 }],
+        { coordinator },
+      );
+      down = true;
+      r.session.close(1012, 'service restart');
+      const [gone] = await receiver.wait(1);
+      expect(gone!.body).toMatchObject({ event: 'disconnected', severity: 'critical', resolved: false });
+      expect(gone!.body.message).toMatch(/No session with the coordinator for/);
+      down = false;
+      const [, back] = await receiver.wait(2, 15_000);
+      expect(back!.body).toMatchObject({ event: 'disconnected', resolved: true });
+    } finally {
+      await r?.close();
+      r = undefined;
+      await coordinator.close();
+    }
+  });
+
+  it('auth refused', async () => {
+    const coordinator = await TestCoordinator.start({
+      authorize: () => ({ ok: false, reason: 'provider suspended' }),
+    });
+    try {
+      const t = await import('@usepod-agent/testkit').then((m) =>
+        m.createTestAgent({
+          coordinator,
+          plugins: [vllmPlugin, alerts({ alerts: [{ url: receiver.url('/x') }], timing: FAST })],
+          config: { backends: [] },
+        }),
+      );
+      await t.start();
+      const [got] = await receiver.wait(1);
+      expect(got!.body).toMatchObject({
+        event: 'auth_refused',
+        severity: 'critical',
+        message: expect.stringContaining('provider suspended'),
+      });
+      await t.close();
+    } finally {
+      await coordinator.close();
+    }
+  });
+
+  it('paused and resumed by the GPU rule, not by the owner', async () => {
+    r = await withAlerts([{ url: receiver.url('/x'), events: ['gpu_yield'] }]);
+    r.t.agent.pause({ reason: 'owner said so' });
+    r.t.agent.resume();
+    r.t.agent.pause({ reason: 'GPU in use: game.exe (pid 42)', by: 'gpu' });
+    r.t.agent.resume({ by: 'gpu' });
+    const [paused, resumed] = await receiver.wait(2);
+    expect(paused!.body).toMatchObject({ event: 'gpu_yield', resolved: false });
+    expect(paused!.body.message).toMatch(/GPU in use: game\.exe/);
+    expect(resumed!.body).toMatchObject({ event: 'gpu_yield', resolved: true });
+    await new Promise((res) => setTimeout(res, 100));
+    expect(receiver.got).toHaveLength(2);
+  });
+
+  it('no job for the idle period while connected, then serving again', async () => {
+    r = await withAlerts([{ url: receiver.url('/x'), events: ['idle'], idle_after_h: 0.3 / 3600 }]);
+    const [idle] = await receiver.wait(1);
+    expect(idle!.body).toMatchObject({ event: 'idle', severity: 'warning' });
+    await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done();
+    const [, back] = await receiver.wait(2);
+    expect(back!.body).toMatchObject({ event: 'idle', resolved: true });
+  });
+
+  it('token budget exhausted, told once however many jobs it turns away', async () => {
+    r = await withAlerts([{ url: receiver.url('/x'), events: ['budget_exhausted'] }], {
+      config: { limits: { max_tokens_per_minute: 10 } },
+    });
+    r.engine.always({ kind: 'controlled' });
+    void r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello });
+    await r.engine.controlled.waitFor();
+    for (let i = 0; i < 3; i++)
+      expect(await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).toMatchObject({
+        error_code: 'out_of_capacity',
+      });
+    const [got] = await receiver.wait(1);
+    expect(got!.body).toMatchObject({ event: 'budget_exhausted', details: { limit: 10 } });
+    await new Promise((res) => setTimeout(res, 100));
+    expect(receiver.got).toHaveLength(1);
+    r.engine.reset();
+  });
+});
+
+describe('delivery', () => {
+  it('retries 5xx and 429 with backoff, then delivers once', async () => {
+    receiver.script.push({ status: 503 }, { status: 429, headers: { 'retry-after': '0' } });
+    r = await withAlerts([{ url: receiver.url('/x'), events: ['gpu_yield'] }]);
+    r.t.agent.pause({ reason: 'GPU in use', by: 'gpu' });
+    await receiver.wait(1);
+    await new Promise((res) => setTimeout(res, 100));
+    expect(receiver.got).toHaveLength(1);
+    expect(receiver.script).toEqual([]);
+  });
+
+  it('is rate-limited, and says how many alerts it held back', async () => {
+    r = await withAlerts([{ url: receiver.url('/x'), events: ['gpu_yield'], max_per_hour: 3600 }]);
+    // A burst of 5 goes; the rest wait for the bucket (one a second at 3600 an hour).
+    for (let i = 0; i < 4; i++) {
+      r.t.agent.pause({ reason: `GPU in use ${i}`, by: 'gpu' });
+      r.t.agent.resume({ by: 'gpu' });
+    }
+    await receiver.wait(5);
+    await new Promise((res) => setTimeout(res, 1_100));
+    expect(receiver.got).toHaveLength(5);
+    r.t.agent.pause({ reason: 'GPU in use again', by: 'gpu' });
+    const got = await receiver.wait(6);
+    expect(got[5]!.body.message).toMatch(/3 earlier alert\(s\) were held back by the rate limit/);
+  });
+
+  it('never logs the webhook URL path, where its secret is', async () => {
+    receiver.script.push({ status: 404 });
+    r = await rig({
+      plugins: [
+        vllmPlugin,
+        alerts({ alerts: [{ url: receiver.url('/hooks/s3cr3t-T0KEN'), format: 'slack' }], timing: FAST }),
+      ],
+      logLevel: 'debug',
+    });
+    r.t.agent.pause({ reason: 'GPU busy', by: 'gpu' });
+    for (let i = 0; i < 100 && !r.t.lines.some((l) => l.includes('refused by its webhook')); i++)
+      await new Promise((res) => setTimeout(res, 20));
+    const log = r.t.lines.join('\n');
+    expect(log).toMatch(/alert refused by its webhook.*slack http:\/\/127\.0\.0\.1:\d+\/…/);
+    expect(log).not.toContain('s3cr3t-T0KEN');
+  });
+
+  it('an event tap that throws is logged and never reaches the agent or the other taps', async () => {
+    const seen: string[] = [];
+    r = await rig({
+      plugins: [
+        vllmPlugin,
+        {
+          name: 'throws',
+          apiVersion: 1,
+          apply(hooks) {
+            hooks.onEvent.tap('boom', () => {
+              throw new Error('boom');
+            });
+            hooks.onEvent.tap('after', (e) => {
+              seen.push(e.type);
+            });
+          },
+        },
+      ],
+      logLevel: 'debug',
+    });
+    r.t.agent.pause();
+    r.t.agent.resume();
+    expect(seen).toEqual(['connected', 'paused', 'resumed']);
+    expect(r.t.lines.filter((l) => l.includes('onEvent tap failed'))).toHaveLength(3);
+  });
+});
+
+describe('alerts in the CLI', () => {
+  const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'usepod-alerts-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const env = () => ({ PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'xdg') });
+
+  it('validate names a mistake in [[alerts]] at its line, and lists the webhooks without their secrets', async () => {
+    const cfg = join(dir, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[[alerts]]\nurl = "https://discord.com/api/webhooks/1/secret"\nformat = "discord"\n\n[[alerts]]\nurl = "https://ntfy.sh/topic"\nformat = "telegram"\n`,
+    );
+    const bad = await new Promise<{ stderr: string; code: number }>((res) =>
+      execFile(process.execPath, [BIN, 'validate', '--config', cfg], { env: env() }, (err, _o, stderr) =>
+        res({ stderr, code: Number((err as { code?: number } | null)?.code ?? 0) }),
+      ),
+    );
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim().split('\n')[0]).toMatch(
+      new RegExp(
+        `^usepod-agent: ${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:7:1: alerts\\[1\\]\\.format: .*\\(USEPOD_CONFIG_INVALID\\)$`,
+      ),
+    );
+    await writeFile(
+      cfg,
+      `[[alerts]]\nurl = "https://discord.com/api/webhooks/1/secret"\nformat = "discord"\n`,
+    );
+    const ok = await new Promise<string>((res) =>
+      execFile(process.execPath, [BIN, 'validate', '--config', cfg], { env: env() }, (_e, stdout) =>
+        res(stdout),
+      ),
+    );
+    expect(ok).toMatch(/alerts\s+discord https:\/\/discord\.com\/…/);
+    expect(ok).not.toContain('secret');
+  });
+
+  it('run applies the shipped plugin: a backend down at start reaches the webhook', async () => {
+    const coordinator = await TestCoordinator.start();
+    const cfg = join(dir, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:9"\n[observability]\nprometheus_addr = ""\n[[alerts]]\nurl = "${receiver.url('/hook')}"\nevents = ["backend_down"]\n`,
+    );
+    const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], { env: env() });
+    try {
+      const [got] = await receiver.wait(1, 20_000);
+      expect(got!.body).toMatchObject({ event: 'backend_down', details: { kind: 'vllm' } });
+    } finally {
+      child.kill('SIGKILL');
+      await coordinator.close();
+    }
+  });
+});
