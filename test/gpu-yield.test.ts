@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,46 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function start(withFake: boolean) {
+/** A fake `rocm-smi` (AMD) playing the same states in its `--json` shapes, in a folder of its own. */
+async function fakeRocmSmi(): Promise<string> {
+  const rocm = join(dir, 'rocm');
+  await mkdir(rocm);
+  const card = (use: number, usedGiB: number) => ({
+    card0: {
+      'GPU use (%)': String(use),
+      'VRAM Total Memory (B)': String(24 * 2 ** 30),
+      'VRAM Total Used Memory (B)': String(usedGiB * 2 ** 30),
+    },
+  });
+  const states = {
+    // vLLM's engine core as `ps -o comm=` shows it: cut at 15 characters.
+    engine: {
+      pids: { system: { PID31337: `VLLM::EngineCor, 1, ${20 * 2 ** 30}, 0, 85` } },
+      cards: card(85, 20),
+    },
+    game: {
+      pids: {
+        system: {
+          PID31337: `VLLM::EngineCor, 1, ${20 * 2 ** 30}, 0, 85`,
+          PID5678: `Cyberpunk2077.e, 1, ${3 * 2 ** 30}, 0, 40`,
+        },
+      },
+      cards: card(97, 23),
+    },
+  };
+  for (const [name, st] of Object.entries(states)) {
+    await writeFile(join(rocm, `${name}.pids`), JSON.stringify(st.pids));
+    await writeFile(join(rocm, `${name}.cards`), JSON.stringify(st.cards));
+  }
+  await writeFile(
+    join(rocm, 'rocm-smi'),
+    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\ncase "$*" in\n  *showpids*) cat "${rocm}/$state.pids" ;;\n  *showmeminfo*) cat "${rocm}/$state.cards" ;;\nesac\n`,
+  );
+  await chmod(join(rocm, 'rocm-smi'), 0o755);
+  return rocm;
+}
+
+async function start(withFake: boolean | string) {
   const cfg = join(dir, 'agent.toml');
   await writeFile(
     cfg,
@@ -54,7 +93,12 @@ async function start(withFake: boolean) {
   );
   child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
     env: {
-      PATH: withFake ? `${dir}:${process.env.PATH}` : process.env.PATH,
+      PATH:
+        typeof withFake === 'string'
+          ? `${withFake}:${process.env.PATH}`
+          : withFake
+            ? `${dir}:${process.env.PATH}`
+            : process.env.PATH,
       HOME: dir,
       XDG_CONFIG_HOME: join(dir, 'xdg'),
       XDG_DATA_HOME: join(dir, 'data'),
@@ -92,13 +136,27 @@ describe('GPU-aware yielding', () => {
     expect(a.stderr()).toMatch(/INFO {2}agent resumed/);
   }, 60_000);
 
+  it('reads rocm-smi where there is no nvidia-smi: an AMD GPU with a game on it pauses, then resumes', async () => {
+    await writeFile(join(dir, 'state'), 'engine');
+    const a = await start(await fakeRocmSmi());
+    expect((await a.session.capabilities()).models).toHaveLength(1);
+    const stepAside = a.session.nextFrame('capabilities');
+    await writeFile(join(dir, 'state'), 'game');
+    expect((await stepAside).models).toEqual([]);
+    expect(a.stderr()).toMatch(/GPU in use: Cyberpunk2077\.e \(pid 5678\) uses a GPU/);
+    const back = a.session.nextFrame('capabilities');
+    await writeFile(join(dir, 'state'), 'engine');
+    expect(((await back).models as unknown[]).length).toBe(1);
+    expect(a.stderr()).toMatch(/GPU-aware yielding on tools=rocm-smi/);
+  }, 60_000);
+
   it('says once that it is unavailable without nvidia-smi, and serves', async () => {
     const a = await start(false);
     expect((await a.session.capabilities()).models).toHaveLength(1);
     await new Promise((r) => setTimeout(r, 500));
     const lines = a.stderr().match(/GPU-aware yielding is unavailable/g) ?? [];
     expect(lines).toHaveLength(1);
-    expect(a.stderr()).toContain('nvidia-smi not found');
+    expect(a.stderr()).toContain('nvidia-smi: not found; rocm-smi: not found');
     expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
   }, 60_000);
 });

@@ -23,6 +23,15 @@ describe('yieldReason: when the agent steps aside', () => {
     );
   });
 
+  it('knows an engine by the 15-character comm rocm-smi reports', () => {
+    const rocm: GpuState = {
+      processes: [{ pid: 3, name: 'my-inference-se', usedMb: 9000 }],
+      gpus: [{ utilPct: 50, freeMb: 9000, totalMb: 24576 }],
+    };
+    expect(yieldReason(cfg({ when_other_process: true }), ['my-inference-server'], rocm)).toBeUndefined();
+    expect(yieldReason(cfg({ when_other_process: true }), ['llama-server'], rocm)).toMatch(/my-inference-se/);
+  });
+
   it('steps aside under a free-VRAM floor, and when a GPU another process is on is busier than allowed', () => {
     expect(yieldReason(cfg({ min_free_vram_mb: 2048 }), ENGINES, engineOnly)).toBe(
       'a GPU has 1000 MiB free, under min_free_vram_mb 2048',

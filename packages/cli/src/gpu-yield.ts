@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import type { Agent, Config, Logger, RegisteredKind } from '@usepod-agent/core/internal';
 
 /**
- * GPU-aware yielding (issue 19, `[yield]`): every `poll_s` it asks `nvidia-smi` which processes use the
+ * GPU-aware yielding (issue 19, `[yield]`): every `poll_s` it asks `nvidia-smi` (and `rocm-smi`) which processes use the
  * GPUs and how much memory is free; a process that is not one of the engines (a game, a training run), or
  * free VRAM under `min_free_vram_mb`, pauses the agent; `cooldown_s` without either resumes it. A pause of
  * the owner's own (or of quiet hours) is never lifted here. Without `nvidia-smi` the feature says once
@@ -51,13 +51,82 @@ export async function readNvidiaSmi(): Promise<GpuState> {
   };
 }
 
+/**
+ * The same from `rocm-smi` (AMD): `--showpids --json` gives `{"system": {"PID<n>": "name, gpus, vram
+ * bytes, sdma, cu occupancy"}}` (no GPU index per process), `--showmeminfo vram --showuse --json` gives
+ * `{"card<n>": {"GPU use (%)", "VRAM Total Memory (B)", "VRAM Total Used Memory (B)"}}`.
+ */
+export async function readRocmSmi(): Promise<GpuState> {
+  const pids = JSON.parse(await run('rocm-smi', ['--showpids', '--json'])) as { system?: unknown };
+  const cards = JSON.parse(await run('rocm-smi', ['--showmeminfo', 'vram', '--showuse', '--json'])) as Record<
+    string,
+    unknown
+  >;
+  const num = (s: unknown) => (Number.isFinite(Number(s)) ? Number(s) : 0);
+  const mib = (bytes: unknown) => Math.round(num(bytes) / 1_048_576);
+  const system =
+    pids.system && typeof pids.system === 'object' ? (pids.system as Record<string, unknown>) : {};
+  return {
+    // Other keys of "system" are messages ("No KFD PIDs currently running").
+    processes: Object.entries(system)
+      .filter(([k, v]) => /^PID\d+$/.test(k) && typeof v === 'string')
+      .map(([k, v]) => {
+        const f = (v as string).split(',').map((c) => c.trim());
+        return { pid: Number(k.slice(3)), name: (f[0] ?? '').slice(0, 200), usedMb: mib(f[2]) };
+      }),
+    gpus: Object.entries(cards)
+      .filter(([k, v]) => /^card\d+$/.test(k) && v !== null && typeof v === 'object')
+      .map(([, v]) => {
+        const c = v as Record<string, unknown>;
+        const totalMb = mib(c['VRAM Total Memory (B)']);
+        return {
+          utilPct: num(c['GPU use (%)']),
+          totalMb,
+          freeMb: Math.max(0, totalMb - mib(c['VRAM Total Used Memory (B)'])),
+        };
+      }),
+  };
+}
+
+type Reader = () => Promise<GpuState>;
+
+/**
+ * Which of `nvidia-smi` and `rocm-smi` this machine has, tried once: a reader of every GPU they see
+ * (a machine may have both), or the first one's error when neither runs.
+ */
+export async function detectGpuReader(
+  readers: readonly [string, Reader][] = [
+    ['nvidia-smi', readNvidiaSmi],
+    ['rocm-smi', readRocmSmi],
+  ],
+): Promise<{ read: Reader; tools: string[] }> {
+  const tried = await Promise.allSettled(readers.map(([, r]) => r()));
+  const working = readers.filter((_, i) => tried[i]!.status === 'fulfilled');
+  if (working.length === 0) {
+    // "not found" for a tool that is absent; the first line of what went wrong for one that is there.
+    const why = readers.map(([name], i) => {
+      const e = (tried[i] as PromiseRejectedResult).reason as NodeJS.ErrnoException;
+      return `${name}: ${e.code === 'ENOENT' ? 'not found' : String(e.message).split('\n')[0]}`;
+    });
+    throw new Error(why.join('; '));
+  }
+  const read: Reader = async () => {
+    const states = await Promise.all(working.map(([, r]) => r()));
+    return { processes: states.flatMap((s) => s.processes), gpus: states.flatMap((s) => s.gpus) };
+  };
+  return { read, tools: working.map(([name]) => name) };
+}
+
 /** Why the agent should step aside now, or undefined. */
 export function yieldReason(
   cfg: Config['yield'],
   engines: readonly string[],
   s: GpuState,
 ): string | undefined {
-  const others = s.processes.filter((p) => !engines.some((e) => p.name.includes(e)));
+  // rocm-smi names a process by its `comm`, which Linux cuts at 15 characters.
+  const isEngine = (name: string) =>
+    engines.some((e) => name.includes(e) || (name.length === 15 && e.startsWith(name)));
+  const others = s.processes.filter((p) => !isEngine(p.name));
   const other = others[0];
   if (cfg.when_other_process && other) {
     return `${basename(other.name)} (pid ${other.pid}) uses a GPU`;
@@ -100,7 +169,7 @@ export function startGpuYield(
   config: Config,
   engines: readonly string[],
   log: Logger,
-  read = readNvidiaSmi,
+  detect: () => Promise<{ read: Reader; tools: string[] }> = detectGpuReader,
 ): () => void {
   const cfg = config.yield;
   if (!yieldEnabled(config)) return () => {};
@@ -108,15 +177,24 @@ export function startGpuYield(
   let quietSince: number | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  let read: Reader | undefined;
   const tick = async () => {
     let state: GpuState;
     try {
+      if (!read) {
+        const found = await detect();
+        read = found.read;
+        log.info('GPU-aware yielding on', { tools: found.tools.join(',') });
+      }
       state = await read();
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      log.warn('GPU-aware yielding is unavailable: nvidia-smi could not be run; [yield] is ignored', {
-        error: e.code === 'ENOENT' ? 'nvidia-smi not found' : e.message.split('\n')[0],
-      });
+      log.warn(
+        'GPU-aware yielding is unavailable: neither nvidia-smi nor rocm-smi could be run; [yield] is ignored',
+        {
+          error: e.message.split('\n')[0],
+        },
+      );
       stopped = true;
       return;
     }
