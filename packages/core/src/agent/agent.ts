@@ -21,19 +21,19 @@ import {
   runEventHooks,
 } from '../plugins/hooks.js';
 import { PluginHost } from '../plugins/host.js';
-import { checkBackends } from '../plugins/kinds.js';
-import { loadPluginForKind } from '../plugins/loader.js';
-import { type AgentPlugin, pluginFromModule, validatePlugin } from '../plugins/plugin.js';
+import type { AgentPlugin } from '../plugins/plugin.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
 import { Executor } from '../relay/executor.js';
 import { TokenBudget } from '../relay/token-budget.js';
 import { advertise } from '../routing/capabilities.js';
 import { Discovery } from '../routing/discovery.js';
 import { SelfTest, type SelfTestResult } from '../routing/selftest.js';
+import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 
+import { createBackends, loadPlugins } from './backends.js';
 import { Connector } from './connector.js';
-import { parseWindow, quietWindowAt } from './schedule.js';
+import { PauseControl, type PauseState } from './pause.js';
 import { snapshotOf, statusOf } from './status.js';
 import type { AgentEvents, AgentSnapshot, AgentState, AgentStatus, CreateAgentOptions } from './types.js';
 
@@ -68,6 +68,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   #backends: Backend[] = [];
   #discovery: Discovery | undefined;
   #selftest: SelfTest | undefined;
+  readonly #pause: PauseControl;
   #budgetToldAt = -Infinity;
   #executor: Executor | undefined;
   #connector: Connector | undefined;
@@ -90,6 +91,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log = opts.logger ?? createLogger('agent');
     this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks });
     this.hooks = pluginView(this.#allHooks, 'host');
+    this.#pause = new PauseControl({
+      schedule: this.config.schedule,
+      checkMs: opts.timing?.scheduleCheckMs ?? 30_000,
+      now: opts.timing?.now ?? Date.now,
+      onChange: (state, by) => this.#onPause(state, by),
+    });
     redactor.add(this.config.coordinator.enrollment_code);
     this.metrics = new AgentMetrics(AGENT_VERSION, { inFlight: () => this.#executor?.inFlight ?? 0 });
     this.#allHooks.onJobEnd.tap({ name: 'core:events', stage: -Infinity }, (o) => {
@@ -101,7 +108,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     const coordinator = this.config.coordinator.url;
     this.on('online', () => this.#tell({ type: 'connected', coordinator }));
     this.on('sessionEnd', (end) => {
-      const why = end.error?.message ?? end.detail ?? end.reason ?? end.kind;
+      // A close reason is the coordinator's text: bounded and folded before it reaches a webhook.
+      const why = engineText(end.error?.message ?? end.detail ?? end.reason ?? end.kind, 200);
       if (end.kind === 'auth_failed') this.#tell({ type: 'auth_refused', coordinator, why });
       else if (end.reachedAuth) this.#tell({ type: 'disconnected', coordinator, why });
     });
@@ -156,52 +164,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
   }
 
-  async #loadPlugins(): Promise<void> {
-    for (const p of this.#opts.plugins ?? []) {
-      await this.#host.apply(
-        typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'),
-      );
-    }
-    for (const entry of this.config.backends) {
-      if (this.#host.kinds.has(entry.kind)) continue;
-      const plugin = await loadPluginForKind(entry.kind, {
-        ...(this.#opts.pluginSearchRoots ? { searchRoots: this.#opts.pluginSearchRoots } : {}),
-      });
-      await this.#host.apply(plugin);
-      if (!this.#host.kinds.has(entry.kind)) {
-        throw new UsepodError(
-          'USEPOD_PLUGIN_INVALID',
-          `plugin "${plugin.name}" was loaded for kind "${entry.kind}" but did not register it`,
-          { user: true, plugin: plugin.name },
-        );
-      }
-    }
-  }
-
-  /** One backend per entry, as its kind's plugin declared it (options parsed, requirements checked). */
-  #createBackends(): Backend[] {
-    const env = this.#opts.env ?? process.env;
-    const out: Backend[] = [];
-    checkBackends(this.config, this.#host.kinds).forEach((entry, i) => {
-      let apiKey: string | undefined;
-      if (entry.api_key_env) {
-        apiKey = env[entry.api_key_env];
-        if (!apiKey) {
-          this.log.warn('backend skipped: its API key variable is not set', {
-            backend: `backends[${i}]`,
-            kind: entry.kind,
-            api_key_env: entry.api_key_env,
-          });
-          return;
-        }
-        redactor.add(apiKey);
-      }
-      const kind = this.#host.kinds.get(entry.kind)!;
-      out.push(kind.create(entry, { apiKey, log: this.log.child(`backend:${entry.kind}`) }));
-    });
-    return out;
-  }
-
   /**
    * Loads plugins and identity, probes the backends once, and starts the
    * connection loop. Resolves before the coordinator answers; watch `state`.
@@ -212,9 +174,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#setState('starting');
     this.#startedAt = new Date();
     // Inside quiet hours from the first connection on (a pause made now holds once the executor exists).
-    this.#checkSchedule();
+    this.#pause.start();
     try {
-      await this.#loadPlugins();
+      await loadPlugins(this.#host, this.config, this.#opts);
       if (this.#opts.identity) {
         this.#identity = this.#opts.identity;
       } else {
@@ -224,7 +186,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
         if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
       }
-      this.#backends = this.#createBackends();
+      this.#backends = createBackends(this.#host, this.config, this.#opts.env ?? process.env, this.log);
       const timing = this.#opts.timing ?? {};
       const discovery = new Discovery({
         backends: this.#backends,
@@ -274,7 +236,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
       });
       // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
-      if (this.#paused) this.#executor.pause(this.#paused.reason);
+      const paused = this.#pause.state;
+      if (paused) this.#executor.pause(paused.reason);
       await this.#discovery.start();
       this.#selftest.start();
       await this.#startStatusServer();
@@ -317,7 +280,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       targets: () => discovery.listed(),
       // Never while the owner has the machine, the agent drains, or customers fill max_concurrent.
       busy: () =>
-        this.#paused !== undefined ||
+        this.#pause.state !== undefined ||
         this.#state === 'stopping' ||
         (this.#executor?.inFlight ?? 0) >= this.config.limits.max_concurrent,
       intervalMs: this.#opts.timing?.selftestIntervalMs ?? c.interval_s * 1000,
@@ -385,7 +348,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readiness(): { ready: boolean; reason?: string } {
     if (this.#state === 'stopping' || this.#state === 'stopped') return { ready: false, reason: 'draining' };
     if (this.#state !== 'online') return { ready: false, reason: `not connected (${this.#state})` };
-    if (this.#paused) return { ready: false, reason: `paused (${this.#paused.reason})` };
+    const paused = this.#pause.state;
+    if (paused) return { ready: false, reason: `paused (${paused.reason})` };
     if (!this.#lastCapabilities?.models.length) return { ready: false, reason: 'no model advertised' };
     return { ready: true };
   }
@@ -409,7 +373,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#host.priority,
       this.#allHooks,
     );
-    if (this.#paused) {
+    if (this.#pause.state) {
       // Nothing offered while paused; the prices last advertised stay for the jobs still finishing.
       const none = { ...frame, models: [] };
       this.#lastCapabilities = none;
@@ -476,7 +440,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   async #release(): Promise<void> {
-    clearInterval(this.#scheduleTimer);
+    this.#pause.stop();
     await this.#selftest?.stop();
     this.#lock?.release();
     await this.#statusServer?.close();
@@ -494,44 +458,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
       backends: this.#discovery?.states ?? [],
       models: this.#lastCapabilities?.models ?? [],
-      paused: this.#paused && { reason: this.#paused.reason, until: this.#paused.until?.toISOString() },
+      paused: this.#pauseSnapshot(),
       selftest: this.#selftest,
     });
-  }
-
-  #paused: { reason: string; until: Date | undefined; timer: NodeJS.Timeout | undefined } | undefined;
-  #scheduleTimer: NodeJS.Timeout | undefined;
-  /** The quiet-hours window the agent paused for, and one the owner resumed during (left alone until it ends). */
-  #scheduledPause: string | undefined;
-  #scheduleOverridden: string | undefined;
-
-  /** Pauses on entering a quiet-hours window and resumes on leaving it; never touches the owner's own pause. */
-  #checkSchedule(): void {
-    const windows = this.config.schedule.pause.map(parseWindow);
-    if (windows.length === 0) return;
-    if (!this.#scheduleTimer) {
-      this.#scheduleTimer = setInterval(
-        () => this.#checkSchedule(),
-        this.#opts.timing?.scheduleCheckMs ?? 30_000,
-      );
-      this.#scheduleTimer.unref();
-    }
-    const now = (this.#opts.timing?.now ?? Date.now)();
-    const w = quietWindowAt(windows, this.config.schedule.timezone, now);
-    if (w && !this.#paused && this.#scheduleOverridden !== w.text) {
-      this.pause({ reason: `quiet hours (${w.text})`, by: 'schedule' });
-      this.#scheduledPause = w.text;
-    } else if (!w) {
-      this.#scheduleOverridden = undefined;
-      if (
-        this.#scheduledPause !== undefined &&
-        this.#paused?.reason === `quiet hours (${this.#scheduledPause})`
-      ) {
-        this.#scheduledPause = undefined;
-        this.resume({ by: 'schedule' });
-      }
-      this.#scheduledPause = undefined;
-    }
   }
 
   /**
@@ -540,37 +469,35 @@ export class Agent extends EventEmitter<AgentEvents> {
    * `until` resumes by itself. Pausing again replaces the reason and the time.
    */
   pause(opts: { reason?: string; until?: Date; by?: PausedBy } = {}): void {
-    clearTimeout(this.#paused?.timer);
-    const reason = opts.reason?.trim() || 'paused';
-    const ms = opts.until ? opts.until.getTime() - Date.now() : undefined;
-    const timer =
-      ms !== undefined
-        ? setTimeout(() => this.resume({ by: opts.by ?? 'owner' }), Math.max(0, Math.min(ms, 2 ** 31 - 1)))
-        : undefined;
-    timer?.unref();
-    this.#paused = { reason, until: opts.until, timer };
-    this.#executor?.pause(reason);
-    this.metrics.paused(true);
-    this.log.info('paused', { reason, ...(opts.until ? { until: opts.until.toISOString() } : {}) });
-    this.emit('paused', { reason, until: opts.until });
-    this.#tell({ type: 'paused', by: opts.by ?? 'owner', reason, until: opts.until?.toISOString() });
-    void this.#resendCapabilities();
+    this.#pause.pause(opts);
   }
 
   resume(opts: { by?: PausedBy } = {}): void {
-    if (!this.#paused) return;
-    // The owner resuming inside quiet hours: that window is theirs now.
-    if (this.#scheduledPause !== undefined) {
-      this.#scheduleOverridden = this.#scheduledPause;
-      this.#scheduledPause = undefined;
+    this.#pause.resume(opts);
+  }
+
+  #pauseSnapshot(): AgentSnapshot['paused'] {
+    const p = this.#pause.state;
+    return p && { reason: p.reason, until: p.until?.toISOString() };
+  }
+
+  /** What a pause or a resume does to the agent's parts and what it tells. */
+  #onPause(state: PauseState | undefined, by: PausedBy): void {
+    if (state) {
+      this.#executor?.pause(state.reason);
+      this.log.info('paused', {
+        reason: state.reason,
+        ...(state.until ? { until: state.until.toISOString() } : {}),
+      });
+      this.emit('paused', { reason: state.reason, until: state.until });
+      this.#tell({ type: 'paused', by, reason: state.reason, until: state.until?.toISOString() });
+    } else {
+      this.#executor?.resume();
+      this.log.info('resumed');
+      this.emit('paused', undefined);
+      this.#tell({ type: 'resumed', by });
     }
-    clearTimeout(this.#paused.timer);
-    this.#paused = undefined;
-    this.#executor?.resume();
-    this.metrics.paused(false);
-    this.log.info('resumed');
-    this.emit('paused', undefined);
-    this.#tell({ type: 'resumed', by: opts.by ?? 'owner' });
+    this.metrics.paused(state !== undefined);
     void this.#resendCapabilities();
   }
 }
