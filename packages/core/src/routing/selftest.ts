@@ -67,6 +67,8 @@ export class SelfTest extends EventEmitter<{
 }> {
   readonly #o: SelfTestOptions;
   readonly #results = new Map<string, SelfTestResult>();
+  /** How many pairs are withdrawn now. */
+  #withdrawn = 0;
   #round: Promise<SelfTestResult[]> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -94,7 +96,8 @@ export class SelfTest extends EventEmitter<{
 
   /** Whether routing and capabilities must leave this pair out. */
   isWithdrawn(backend: Backend, model: string): boolean {
-    return this.#results.get(key(backend, model))?.withdrawn === true;
+    // Asked on every job's routing: nothing withdrawn (the usual case) costs one comparison.
+    return this.#withdrawn > 0 && this.#results.get(key(backend, model))?.withdrawn === true;
   }
 
   /** The last result of every pair still served, by backend then model. */
@@ -119,7 +122,11 @@ export class SelfTest extends EventEmitter<{
     const targets = this.#o.targets();
     // Pairs no longer served are forgotten: a model the engine unloaded is not "withdrawn", just gone.
     const live = new Set(targets.map((t) => key(t.backend, t.model)));
-    for (const k of this.#results.keys()) if (!live.has(k)) this.#results.delete(k);
+    for (const [k, r] of this.#results) {
+      if (live.has(k)) continue;
+      if (r.withdrawn) this.#withdrawn--;
+      this.#results.delete(k);
+    }
     for (const t of targets) {
       if (this.#stopped) break;
       if (this.#o.busy() && !(wait && (await this.#room()))) continue;
@@ -158,6 +165,7 @@ export class SelfTest extends EventEmitter<{
       error: m.ok ? undefined : m.error,
     };
     this.#results.set(k, r);
+    this.#withdrawn += (withdrawn ? 1 : 0) - (before?.withdrawn ? 1 : 0);
     const fields = { backend: r.backend, model: r.model };
     if (!m.ok) this.#o.log.warn('self-test failed', { ...fields, failures, error: r.error });
     else this.#o.log.debug('self-test passed', { ...fields, ttft_ms: r.ttftMs, tok_s: r.tokensPerSecond });
