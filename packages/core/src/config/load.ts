@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -185,13 +185,32 @@ export async function findConfigFile(
   cwd = process.cwd(),
   spec: PlatformSpec = {},
 ): Promise<string | undefined> {
-  for (const file of platformConfigFiles(spec)) if (existsSync(file)) return file;
+  // A file this user may not read is an error, not an absence: skipping it would run on other settings
+  // (in a container, the environment's alone) without a word.
+  for (const file of platformConfigFiles(spec)) if (readable(file)) return file;
   const found = await explorer().search(cwd);
   return found && !found.isEmpty ? found.filepath : undefined;
 }
 
+/** True when `path` can be read; false when nothing is there; throws when it is there but not for us. */
+function readable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM') return false;
+    const uid = process.getuid?.();
+    throw new UsepodError(
+      'USEPOD_CONFIG_UNREADABLE',
+      `config file ${path} cannot be read by this user${uid === undefined ? '' : ` (uid ${uid})`}: permission denied on it or its folder`,
+      { user: true },
+    );
+  }
+}
+
 export async function readConfigFile(path: string): Promise<unknown> {
-  if (!existsSync(path)) {
+  if (!readable(path)) {
     throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
   }
   try {
