@@ -1,12 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
 import { loadOrCreateIdentity, type PersistedIdentity } from '../identity/identity.js';
 import { IdentityLock } from '../identity/lock.js';
-import { createLogger, type Logger, topLevelLogger } from '../observability/log.js';
+import { createLogger, type Logger } from '../observability/log.js';
 import { AgentMetrics } from '../observability/metrics.js';
 import { redactor } from '../observability/redact.js';
 import { JobStats } from '../observability/stats.js';
@@ -23,18 +21,16 @@ import {
 import { PluginHost } from '../plugins/host.js';
 import type { AgentPlugin } from '../plugins/plugin.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
-import { Executor } from '../relay/executor.js';
-import { TokenBudget } from '../relay/token-budget.js';
 import { advertise } from '../routing/capabilities.js';
-import { Discovery } from '../routing/discovery.js';
-import { SelfTest, type SelfTestResult } from '../routing/selftest.js';
+import type { SelfTestResult } from '../routing/selftest.js';
 import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 
-import { createBackends, loadPlugins } from './backends.js';
+import { loadPlugins } from './backends.js';
 import { Connector } from './connector.js';
 import { PauseControl, type PauseState } from './pause.js';
-import { snapshotOf, statusOf } from './status.js';
+import { Serving } from './serving.js';
+import { readinessOf, snapshotOf, statusOf } from './status.js';
 import type { AgentEvents, AgentSnapshot, AgentState, AgentStatus, CreateAgentOptions } from './types.js';
 
 export type {
@@ -65,12 +61,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #allHooks = createHooks();
   readonly #host: PluginHost;
   #identity: PersistedIdentity | undefined;
-  #backends: Backend[] = [];
-  #discovery: Discovery | undefined;
-  #selftest: SelfTest | undefined;
+  /** Backends, discovery, self-tests and the executor, from start on. */
+  #serving: Serving | undefined;
   readonly #pause: PauseControl;
-  #budgetToldAt = -Infinity;
-  #executor: Executor | undefined;
   #connector: Connector | undefined;
   #state: AgentState = 'idle';
   #stopping: Promise<void> | undefined;
@@ -98,7 +91,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       onChange: (state, by) => this.#onPause(state, by),
     });
     redactor.add(this.config.coordinator.enrollment_code);
-    this.metrics = new AgentMetrics(AGENT_VERSION, { inFlight: () => this.#executor?.inFlight ?? 0 });
+    this.metrics = new AgentMetrics(AGENT_VERSION, { inFlight: () => this.#serving?.executor.inFlight ?? 0 });
     this.#allHooks.onJobEnd.tap({ name: 'core:events', stage: -Infinity }, (o) => {
       this.metrics.job(o);
       this.emit('job', o);
@@ -186,60 +179,27 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
         if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
       }
-      this.#backends = createBackends(this.#host, this.config, this.#opts.env ?? process.env, this.log);
-      const timing = this.#opts.timing ?? {};
-      const discovery = new Discovery({
-        backends: this.#backends,
-        priority: this.#host.priority,
-        intervalMs: timing.discoveryIntervalMs ?? this.config.discovery.interval_s * 1000,
-        log: this.log.child('discovery'),
-        onChange: () => {
-          this.#allHooks.onDiscovery.call(discovery.models());
-          void this.#resendCapabilities();
-        },
-        onProbed: (states) => {
-          for (const s of states) this.metrics.backend(s.backend.label, s.backend.kind, s.status);
-        },
-        withdrawn: (backend, model) => this.#selftest?.isWithdrawn(backend, model) ?? false,
-        onHealth: (backend, healthy, detail) =>
-          this.#tell(
-            healthy
-              ? { type: 'backend_up', backend: backend.label, kind: backend.kind }
-              : {
-                  type: 'backend_down',
-                  backend: backend.label,
-                  kind: backend.kind,
-                  detail: detail ?? 'down',
-                },
-          ),
-      });
-      this.#discovery = discovery;
-      this.#selftest = this.#createSelfTest(discovery);
-      this.#executor = new Executor({
+      const serving = new Serving({
+        config: this.config,
+        host: this.#host,
         hooks: this.#allHooks,
-        log: this.log.child('executor'),
-        jobLog: topLevelLogger(this.log, 'job'),
-        ...(this.#opts.journal ? { journal: this.#opts.journal } : {}),
-        priceOf: (model) => this.metrics.priceOf(model),
+        log: this.log,
+        metrics: this.metrics,
         stats: this.stats,
-        router: discovery,
-        maxConcurrent: this.config.limits.max_concurrent,
-        maxRequestBytes: this.config.limits.max_request_bytes,
-        budget: new TokenBudget(this.config.limits.max_tokens_per_minute),
-        onBudgetRefusal: () => {
-          // Once per minute at most: the budget is a rolling minute, and refusals come in bursts.
-          const now = Date.now();
-          if (now - this.#budgetToldAt < 60_000) return;
-          this.#budgetToldAt = now;
-          this.#tell({ type: 'budget_exhausted', limit: this.config.limits.max_tokens_per_minute ?? 0 });
-        },
-        ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
+        timing: this.#opts.timing ?? {},
+        env: this.#opts.env ?? process.env,
+        journal: this.#opts.journal,
+        held: () => this.#pause.state !== undefined || this.#state === 'stopping',
+        onServableChange: () => void this.#resendCapabilities(),
+        tell: (e) => this.#tell(e),
+        onSelfTest: (r, withdrawn) =>
+          withdrawn === undefined ? this.emit('selftest', r) : this.emit('withdrawn', r, withdrawn),
       });
+      this.#serving = serving;
       // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
       const paused = this.#pause.state;
-      if (paused) this.#executor.pause(paused.reason);
-      await this.#discovery.start();
-      this.#selftest.start();
+      if (paused) serving.executor.pause(paused.reason);
+      await serving.start();
       await this.#startStatusServer();
     } catch (err) {
       await this.#release();
@@ -250,13 +210,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       version: AGENT_VERSION,
       fingerprint: this.#identity.fingerprint,
       coordinator: this.config.coordinator.url,
-      backends: this.#backends.length,
+      backends: this.#serving!.backends.length,
     });
     this.#connector = new Connector({
       config: this.config,
       identity: this.#identity!,
       hooks: this.#allHooks,
-      executor: this.#executor!,
+      executor: this.#serving!.executor,
       log: this.log.child('session'),
       timing: this.#opts.timing ?? {},
       capabilities: async () => {
@@ -264,7 +224,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         queueMicrotask(() => this.emit('capabilities', frame));
         return frame;
       },
-      heartbeat: () => this.stats.snapshot(this.#executor?.inFlight ?? 0),
+      heartbeat: () => this.stats.snapshot(this.#serving?.executor.inFlight ?? 0),
       onState: (state) => this.#setState(state),
       onOnline: (providerId) => this.emit('online', providerId),
       onSessionEnd: (end) => this.emit('sessionEnd', end),
@@ -274,53 +234,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#connector.start();
   }
 
-  #createSelfTest(discovery: Discovery): SelfTest {
-    const c = this.config.selftest;
-    const selftest = new SelfTest({
-      targets: () => discovery.listed(),
-      // Never while the owner has the machine, the agent drains, or customers fill max_concurrent.
-      busy: () =>
-        this.#pause.state !== undefined ||
-        this.#state === 'stopping' ||
-        (this.#executor?.inFlight ?? 0) >= this.config.limits.max_concurrent,
-      intervalMs: this.#opts.timing?.selftestIntervalMs ?? c.interval_s * 1000,
-      timeoutMs: c.timeout_s * 1000,
-      maxTokens: c.max_tokens,
-      prompt: c.prompt,
-      withdrawAfter: c.withdraw_after,
-      log: this.log.child('selftest'),
-      adjustInFlight: (b, d) => discovery.adjustInFlight(b, d),
-    });
-    selftest.on('result', (r) => {
-      this.metrics.selftest(selftest.results());
-      this.emit('selftest', r);
-    });
-    selftest.on('withdrawn', (r, withdrawn) => {
-      this.emit('withdrawn', r, withdrawn);
-      this.#tell(
-        withdrawn
-          ? { type: 'model_withdrawn', backend: r.backend, model: r.model, detail: r.error ?? 'failed' }
-          : { type: 'model_back', backend: r.backend, model: r.model },
-      );
-      this.#allHooks.onDiscovery.call(discovery.models());
-      void this.#resendCapabilities();
-    });
-    return selftest;
-  }
-
   /**
    * Runs a self-test round now, through every model of every healthy backend, waiting for room when the
    * agent is busy; resolves with each pair's result (`usepod-agent selftest`).
    */
   selftest(): Promise<SelfTestResult[]> {
-    if (!this.#selftest)
+    if (!this.#serving)
       return Promise.reject(new UsepodError('USEPOD_AGENT_STATE', 'self-tests run once the agent started'));
-    return this.#selftest.run({ wait: true });
+    return this.#serving.selftest.run({ wait: true });
   }
 
   /** Each served model's last self-test. */
   selftestResults(): SelfTestResult[] {
-    return this.#selftest?.results() ?? [];
+    return this.#serving?.selftest.results() ?? [];
   }
 
   async #startStatusServer(): Promise<void> {
@@ -346,12 +272,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * draining; otherwise why not, in a few words.
    */
   readiness(): { ready: boolean; reason?: string } {
-    if (this.#state === 'stopping' || this.#state === 'stopped') return { ready: false, reason: 'draining' };
-    if (this.#state !== 'online') return { ready: false, reason: `not connected (${this.#state})` };
-    const paused = this.#pause.state;
-    if (paused) return { ready: false, reason: `paused (${paused.reason})` };
-    if (!this.#lastCapabilities?.models.length) return { ready: false, reason: 'no model advertised' };
-    return { ready: true };
+    return readinessOf(this.#state, this.#pause.state, this.#lastCapabilities?.models.length ?? 0);
   }
 
   /** The figures of `/status`. */
@@ -369,7 +290,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async capabilities(): Promise<CapabilitiesFrame> {
     const frame = await advertise(
       this.config,
-      this.#discovery?.served() ?? [],
+      this.#serving?.discovery.served() ?? [],
       this.#host.priority,
       this.#allHooks,
     );
@@ -397,7 +318,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Re-probes every backend now (and re-advertises if anything changed). */
   async refresh(): Promise<void> {
-    await this.#discovery?.probeAll();
+    await this.#serving?.discovery.probeAll();
   }
 
   /**
@@ -415,18 +336,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async #stop(graceMs: number): Promise<void> {
     const wasRunning = this.#state !== 'idle' && this.#state !== 'stopped';
     this.#setState('stopping');
-    const ex = this.#executor;
-    if (ex) {
-      ex.stopAccepting();
-      if (ex.inFlight > 0 && graceMs > 0) {
-        this.log.info('draining jobs in flight', { jobs: ex.inFlight, grace_ms: graceMs });
-        const timer = new AbortController();
-        await Promise.race([ex.idle(), sleep(graceMs, undefined, { signal: timer.signal }).catch(() => {})]);
-        timer.abort();
-      }
-      ex.abortAll('shutdown');
-      await ex.idle();
-    }
+    await this.#serving?.drain(graceMs, this.log);
     await this.#connector?.stop();
     const failures = await runCloseHooks(
       this.#allHooks,
@@ -441,11 +351,9 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async #release(): Promise<void> {
     this.#pause.stop();
-    await this.#selftest?.stop();
     this.#lock?.release();
     await this.#statusServer?.close();
-    await this.#discovery?.stop();
-    await Promise.all(this.#backends.map((b) => b.close().catch(() => {})));
+    await this.#serving?.release();
   }
 
   snapshot(): AgentSnapshot {
@@ -454,12 +362,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       coordinator: this.config.coordinator.url,
       identity: this.#identity,
       startedAt: this.#startedAt,
-      inFlight: this.#executor?.inFlight ?? 0,
+      inFlight: this.#serving?.executor.inFlight ?? 0,
       outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
-      backends: this.#discovery?.states ?? [],
+      backends: this.#serving?.discovery.states ?? [],
       models: this.#lastCapabilities?.models ?? [],
       paused: this.#pauseSnapshot(),
-      selftest: this.#selftest,
+      selftest: this.#serving?.selftest,
     });
   }
 
@@ -484,7 +392,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** What a pause or a resume does to the agent's parts and what it tells. */
   #onPause(state: PauseState | undefined, by: PausedBy): void {
     if (state) {
-      this.#executor?.pause(state.reason);
+      this.#serving?.executor.pause(state.reason);
       this.log.info('paused', {
         reason: state.reason,
         ...(state.until ? { until: state.until.toISOString() } : {}),
@@ -492,7 +400,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('paused', { reason: state.reason, until: state.until });
       this.#tell({ type: 'paused', by, reason: state.reason, until: state.until?.toISOString() });
     } else {
-      this.#executor?.resume();
+      this.#serving?.executor.resume();
       this.log.info('resumed');
       this.emit('paused', undefined);
       this.#tell({ type: 'resumed', by });

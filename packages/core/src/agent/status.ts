@@ -103,3 +103,19 @@ export function statusOf(
     earnings: { micro_usdc: Math.round(t.earningsMicro), usdc: Math.round(t.earningsMicro) / 1_000_000 },
   };
 }
+
+/**
+ * `/readyz` for orchestrators: ready while authenticated with at least one model advertised and not
+ * draining or paused; otherwise why not, in a few words.
+ */
+export function readinessOf(
+  state: AgentState,
+  paused: { reason: string } | undefined,
+  advertised: number,
+): { ready: boolean; reason?: string } {
+  if (state === 'stopping' || state === 'stopped') return { ready: false, reason: 'draining' };
+  if (state !== 'online') return { ready: false, reason: `not connected (${state})` };
+  if (paused) return { ready: false, reason: `paused (${paused.reason})` };
+  if (advertised === 0) return { ready: false, reason: 'no model advertised' };
+  return { ready: true };
+}

@@ -1,6 +1,6 @@
 import type { UpstreamResponse } from '../backend/backend.js';
 import { engineErrorMessage, readText } from '../backend/http.js';
-import { errorMessage, type JobErrorCode, UsepodError } from '../errors.js';
+import { type JobErrorCode, UsepodError } from '../errors.js';
 import { jobChannels } from '../observability/diagnostics.js';
 import type { Logger } from '../observability/log.js';
 import type { JobStats } from '../observability/stats.js';
@@ -17,16 +17,9 @@ import {
   describeFailure,
   type JobSink,
   type RunningJob,
+  waitForSink,
 } from './job.js';
-import type { JobJournal, JobRecord, Refusal } from './journal.js';
-
-/** How a job ended, for #finish: its terminal frame (sent after the journal) and why it was turned away. */
-interface JobEnd {
-  sink: JobSink;
-  frame: string | undefined;
-  format: JobFrame['format'];
-  refusal?: Refusal;
-}
+import { type JobEnd, type JobJournal, JournalBatch, type Refusal } from './journal.js';
 
 import { type OpenerContext, open, type RouterView, route as routeJob, STREAM_TYPES } from './opener.js';
 import { discard, guardBody, readChunks } from './read-chunks.js';
@@ -78,8 +71,19 @@ export class Executor {
    */
   #spareAbort: AbortRelay | undefined;
 
+  /** The ledger's writes, batched per event-loop turn (journal.ts). */
+  readonly #journal: JournalBatch | undefined;
+
   constructor(opts: ExecutorOptions) {
     this.#opts = opts;
+    this.#journal =
+      opts.journal &&
+      new JournalBatch({
+        journal: opts.journal,
+        log: opts.log,
+        priceOf: opts.priceOf,
+        onFlushed: () => this.#wakeIdle(),
+      });
     this.#opener = { hooks: opts.hooks, router: opts.router, log: opts.log };
     this.#now = opts.now ?? (() => performance.now());
   }
@@ -110,7 +114,7 @@ export class Executor {
 
   /** Resolves once no job is in flight. */
   idle(): Promise<void> {
-    if (this.#jobs.size === 0 && this.#pending.length === 0) return Promise.resolve();
+    if (this.#jobs.size === 0 && (this.#journal?.pending ?? 0) === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
@@ -234,20 +238,8 @@ export class Executor {
         firstByteMs: undefined,
       },
       undefined,
-      { sink, frame: this.#errorFrame(frame.job_id, code, message, 0), format: frame.format, refusal },
+      { sink, frame: errorFrame(frame.job_id, code, message, 0), format: frame.format, refusal },
     );
-  }
-
-  #errorFrame(jobId: string, code: JobErrorCode, message: string, emitted: number): string {
-    const frame: JobErrorFrame = {
-      type: 'job_error',
-      job_id: jobId,
-      error_code: code,
-      // Messages carry engine text: an engine that echoes its API key must not send it off the machine.
-      message: engineText(message),
-      tokens_emitted: emitted,
-    };
-    return JSON.stringify(frame);
   }
 
   async #run(job: RunningJob): Promise<void> {
@@ -278,7 +270,7 @@ export class Executor {
       if (route.length === 0) {
         outcome = 'error';
         errorCode = 'model_not_loaded';
-        terminal = this.#errorFrame(
+        terminal = errorFrame(
           frame.job_id,
           errorCode,
           `no healthy backend serves model "${frame.model_id}"`,
@@ -324,7 +316,9 @@ export class Executor {
         }
         job.bytes += bytes.length;
         scanner.push(bytes);
-        return sink.congested ? this.#waitForSink(job) : true;
+        return sink.congested
+          ? waitForSink(job, this.#opts.stallTimeoutMs ?? 60_000, () => this.#abort(job, 'stalled'))
+          : true;
       });
       if (signal.aborted) throw signal.reason;
       const scan = scanner.end();
@@ -356,7 +350,7 @@ export class Executor {
         outcome = 'error';
         const [code, message] = describeFailure(reason, err, frame.deadline_ms);
         errorCode = code;
-        terminal = this.#errorFrame(frame.job_id, code, message, job.bytes);
+        terminal = errorFrame(frame.job_id, code, message, job.bytes);
       }
       if (upstream) discard(upstream.body);
     } finally {
@@ -386,68 +380,16 @@ export class Executor {
     }
   }
 
-  async #waitForSink(job: RunningJob): Promise<void> {
-    const stallMs = this.#opts.stallTimeoutMs ?? 60_000;
-    let timer: NodeJS.Timeout | undefined;
-    let ended: (() => void) | undefined;
-    // The body's reaction (close it) stays registered; an abort now also ends the wait.
-    const stalledOrAborted = new Promise<void>((resolve) => {
-      timer = setTimeout(() => this.#abort(job, 'stalled'), stallMs);
-      ended = resolve;
-      job.abort.react(resolve);
-    });
-    try {
-      await Promise.race([job.sink.drained(), stalledOrAborted]);
-    } finally {
-      clearTimeout(timer);
-      job.abort.forget(ended!);
-    }
-  }
-
-  /** Records waiting for this turn's journal write, with the frames that follow it. */
-  #pending: { record: JobRecord; sink: JobSink; frame: string | undefined }[] = [];
-
-  #journal(journal: JobJournal, outcome: JobOutcome, end: JobEnd): void {
-    const price = this.#opts.priceOf?.(outcome.model);
-    const record: JobRecord = {
-      ...outcome,
-      receivedAt: Date.now() - outcome.durationMs,
-      format: end.format,
-      inputPer1m: price?.input_per_1m,
-      outputPer1m: price?.output_per_1m,
-      ...(end.refusal ? { refusal: end.refusal } : {}),
-    };
-    if (this.#pending.push({ record, sink: end.sink, frame: end.frame }) === 1) {
-      // After this turn's relay work (the check phase): one transaction for every job that ended in it.
-      setImmediate(() => this.#flushJournal(journal));
-    }
-  }
-
-  #flushJournal(journal: JobJournal): void {
-    const batch = this.#pending;
-    this.#pending = [];
-    try {
-      journal.write(batch.map((p) => p.record));
-    } catch (err) {
-      this.#opts.log.warn('ledger write failed; the jobs are not recorded', {
-        jobs: batch.length,
-        error: errorMessage(err),
-      });
-    }
-    for (const p of batch) if (p.frame !== undefined) p.sink.send(p.frame);
-    this.#wakeIdle();
-  }
-
   /** Idle: no job in flight and no terminal frame waiting for the journal. */
   #wakeIdle(): void {
-    if (this.#jobs.size !== 0 || this.#pending.length !== 0) return;
+    if (this.#jobs.size !== 0 || (this.#journal?.pending ?? 0) !== 0) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const w of waiters) w();
   }
 
   #finish(outcome: JobOutcome, tokensPerSec: number | undefined, end: JobEnd): void {
-    const journal = this.#opts.journal;
+    const journal = this.#journal;
     // Without a ledger the terminal frame leaves first, as soon as it is known.
     if (!journal && end.frame !== undefined) end.sink.send(end.frame);
     this.#jobs.delete(outcome.jobId);
@@ -460,7 +402,20 @@ export class Executor {
       cancelled: outcome.outcome === 'cancelled',
     });
     announceEnd(outcome, this.#opts.jobLog ?? this.#opts.log, this.#opts.hooks);
-    if (journal) this.#journal(journal, outcome, end);
+    journal?.add(outcome, end);
     this.#wakeIdle();
   }
+}
+
+/** A `job_error` frame (PROTOCOL.md 5.4). */
+function errorFrame(jobId: string, code: JobErrorCode, message: string, emitted: number): string {
+  const frame: JobErrorFrame = {
+    type: 'job_error',
+    job_id: jobId,
+    error_code: code,
+    // Messages carry engine text: an engine that echoes its API key must not send it off the machine.
+    message: engineText(message),
+    tokens_emitted: emitted,
+  };
+  return JSON.stringify(frame);
 }

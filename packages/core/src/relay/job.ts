@@ -180,3 +180,24 @@ export function announceEnd(outcome: JobOutcome, log: Logger, hooks: AgentHooks)
     for (const f of failures) log.warn('onJobEnd tap failed', { tap: f.tap, error: errorMessage(f.error) });
   });
 }
+
+/**
+ * Waits for a congested sink to drain: ends early when the job is aborted, and calls `onStall` (which
+ * aborts the job) when nothing could be delivered for `stallMs`.
+ */
+export async function waitForSink(job: RunningJob, stallMs: number, onStall: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  let ended: (() => void) | undefined;
+  // The body's reaction (close it) stays registered; an abort now also ends the wait.
+  const stalledOrAborted = new Promise<void>((resolve) => {
+    timer = setTimeout(onStall, stallMs);
+    ended = resolve;
+    job.abort.react(resolve);
+  });
+  try {
+    await Promise.race([job.sink.drained(), stalledOrAborted]);
+  } finally {
+    clearTimeout(timer);
+    job.abort.forget(ended!);
+  }
+}
