@@ -3,6 +3,7 @@ import { type AgentEvent, definePlugin, type Logger } from '@usepod-agent/core';
 import { type AlertConfig, type AlertEvent, readAlerts } from './config.js';
 import { Delivery, type DeliveryTiming } from './deliver.js';
 import type { Alert } from './formats.js';
+import { draftOf } from './messages.js';
 
 export {
   ALERT_EVENTS,
@@ -173,106 +174,16 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           return;
         case 'auth_refused':
           lastWhy = `the coordinator refused this agent's key: ${e.why}`;
-          return alert(
-            {
-              event: 'auth_refused',
-              severity: 'critical',
-              resolved: false,
-              title: `usepod-agent on ${host}: the coordinator refused its key`,
-              message: `${e.why}. Pair again with \`usepod-agent setup\` or check the enrollment code.`,
-              details: { coordinator: e.coordinator, why: e.why },
-            },
-            wanting('auth_refused'),
-          );
-        case 'backend_down':
-          return alert(
-            {
-              event: 'backend_down',
-              severity: 'warning',
-              resolved: false,
-              title: `usepod-agent on ${host}: backend ${e.backend} is down`,
-              message: `${e.kind} at ${e.backend}: ${e.detail}. Its models are no longer offered.`,
-              details: { backend: e.backend, kind: e.kind, detail: e.detail },
-            },
-            wanting('backend_down'),
-          );
-        case 'backend_up':
-          return alert(
-            {
-              event: 'backend_down',
-              severity: 'info',
-              resolved: true,
-              title: `usepod-agent on ${host}: backend ${e.backend} is back`,
-              message: `${e.kind} at ${e.backend} answers again.`,
-              details: { backend: e.backend, kind: e.kind },
-            },
-            wanting('backend_down'),
-          );
-        case 'model_withdrawn':
-          return alert(
-            {
-              event: 'model_withdrawn',
-              severity: 'warning',
-              resolved: false,
-              title: `usepod-agent on ${host}: ${e.model} withdrawn`,
-              message: `${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
-              details: { backend: e.backend, model: e.model, detail: e.detail },
-            },
-            wanting('model_withdrawn'),
-          );
-        case 'model_back':
-          return alert(
-            {
-              event: 'model_withdrawn',
-              severity: 'info',
-              resolved: true,
-              title: `usepod-agent on ${host}: ${e.model} is offered again`,
-              message: `${e.model} on ${e.backend} passed its self-test.`,
-              details: { backend: e.backend, model: e.model },
-            },
-            wanting('model_withdrawn'),
-          );
+          break;
         case 'paused':
           paused = true;
-          if (e.by !== 'gpu') return;
-          return alert(
-            {
-              event: 'gpu_yield',
-              severity: 'info',
-              resolved: false,
-              title: `usepod-agent on ${host} stepped aside`,
-              message: `${e.reason}. No new jobs until the GPU is free again.`,
-              details: { reason: e.reason },
-            },
-            wanting('gpu_yield'),
-          );
+          break;
         case 'resumed':
           paused = false;
-          if (e.by !== 'gpu') return;
-          return alert(
-            {
-              event: 'gpu_yield',
-              severity: 'info',
-              resolved: true,
-              title: `usepod-agent on ${host} is serving again`,
-              message: 'The GPU has been free for the cooldown; models are offered again.',
-              details: {},
-            },
-            wanting('gpu_yield'),
-          );
-        case 'budget_exhausted':
-          return alert(
-            {
-              event: 'budget_exhausted',
-              severity: 'warning',
-              resolved: false,
-              title: `usepod-agent on ${host} reached its token budget`,
-              message: `Jobs are turned away at limits.max_tokens_per_minute = ${e.limit}. Raise it if the engine has room.`,
-              details: { limit: e.limit },
-            },
-            wanting('budget_exhausted'),
-          );
+          break;
       }
+      const draft = draftOf(e, host);
+      if (draft) alert(draft, wanting(draft.event));
     });
 
     hooks.onClose.tapPromise('alerts', async () => {
