@@ -1,14 +1,14 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import alerts from '@usepod-agent/plugin-alerts';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { TestCoordinator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BIN, cli, homeEnv } from './cli.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -328,7 +328,6 @@ describe('delivery', () => {
 });
 
 describe('alerts in the CLI', () => {
-  const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
   let dir: string;
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'usepod-alerts-'));
@@ -336,7 +335,7 @@ describe('alerts in the CLI', () => {
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });
   });
-  const env = () => ({ PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'xdg') });
+  const env = () => homeEnv(dir);
 
   it('validate names a mistake in [[alerts]] at its line, and lists the webhooks without their secrets', async () => {
     const cfg = join(dir, 'agent.toml');
@@ -344,11 +343,7 @@ describe('alerts in the CLI', () => {
       cfg,
       `[[alerts]]\nurl = "https://discord.com/api/webhooks/1/secret"\nformat = "discord"\n\n[[alerts]]\nurl = "https://ntfy.sh/topic"\nformat = "telegram"\n`,
     );
-    const bad = await new Promise<{ stderr: string; code: number }>((res) =>
-      execFile(process.execPath, [BIN, 'validate', '--config', cfg], { env: env() }, (err, _o, stderr) =>
-        res({ stderr, code: Number((err as { code?: number } | null)?.code ?? 0) }),
-      ),
-    );
+    const bad = await cli(['validate', '--config', cfg], { env: env(), cwd: dir });
     expect(bad.code).toBe(2);
     expect(bad.stderr.trim().split('\n')[0]).toMatch(
       new RegExp(
@@ -359,11 +354,7 @@ describe('alerts in the CLI', () => {
       cfg,
       `[[alerts]]\nurl = "https://discord.com/api/webhooks/1/secret"\nformat = "discord"\n`,
     );
-    const ok = await new Promise<string>((res) =>
-      execFile(process.execPath, [BIN, 'validate', '--config', cfg], { env: env() }, (_e, stdout) =>
-        res(stdout),
-      ),
-    );
+    const ok = (await cli(['validate', '--config', cfg], { env: env(), cwd: dir })).stdout;
     expect(ok).toMatch(/alerts\s+discord https:\/\/discord\.com\/…/);
     expect(ok).not.toContain('secret');
   });
@@ -375,6 +366,7 @@ describe('alerts in the CLI', () => {
       cfg,
       `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:9"\n[observability]\nprometheus_addr = ""\n[[alerts]]\nurl = "${receiver.url('/hook')}"\nevents = ["backend_down"]\n`,
     );
+    // The backend is down from the start, so nothing to wait for but the webhook.
     const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], { env: env() });
     try {
       const [got] = await receiver.wait(1, 20_000);

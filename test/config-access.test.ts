@@ -1,16 +1,14 @@
-import { execFile } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { cli, homeEnv } from './cli.js';
 
 /**
  * A config file the agent's user cannot read (a volume mounted root-only into a container, a file
  * `setup` wrote as root) is one line naming it: never a silent fallback to other settings, such as the
  * USEPOD_* variables alone. As root the CLI runs as `nobody` to meet the permission it would meet.
  */
-const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
 const asRoot = process.getuid?.() === 0;
 
 let dir: string;
@@ -22,26 +20,15 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function cli(args: string[]): Promise<{ code: number; stderr: string }> {
-  const env = {
-    PATH: process.env.PATH,
-    HOME: dir,
-    XDG_CONFIG_HOME: join(dir, 'xdg'),
+const env = () =>
+  homeEnv(dir, {
     XDG_CACHE_HOME: join(dir, 'cache'),
     // Enough for a config from the environment alone, which is what a skipped file would leave.
     USEPOD_BACKEND_KIND: 'vllm',
     USEPOD_BACKEND_URL: 'http://127.0.0.1:8000',
-  };
-  return new Promise((resolve) =>
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env, cwd: dir, ...(asRoot ? { uid: 65534, gid: 65534 } : {}) },
-      (err, _stdout, stderr) =>
-        resolve({ code: Number((err as { code?: number } | null)?.code ?? 0), stderr }),
-    ),
-  );
-}
+  });
+const run = (args: string[]) =>
+  cli(args, { env: env(), cwd: dir, ...(asRoot ? { uid: 65534, gid: 65534 } : {}) });
 
 describe('a config file the agent cannot read', () => {
   it('is named in one line, in the default lookup and at --config, with the user it runs as', async () => {
@@ -54,7 +41,7 @@ describe('a config file the agent cannot read', () => {
     // Root owns it (mode 0600) when the test is root; otherwise no one may read it.
     if (!asRoot) await chmod(file, 0o000);
     for (const args of [['validate'], ['validate', '--config', file]]) {
-      const out = await cli(args);
+      const out = await run(args);
       expect(out.code, out.stderr).toBe(2);
       const lines = out.stderr.trim().split('\n');
       expect(lines[0]).toMatch(
@@ -66,7 +53,7 @@ describe('a config file the agent cannot read', () => {
     if (asRoot) {
       await chmod(file, 0o644);
       await chmod(folder, 0o700);
-      const out = await cli(['validate']);
+      const out = await run(['validate']);
       expect(out.code, out.stderr).toBe(2);
       expect(out.stderr).toMatch(/agent\.toml cannot be read by this user .*\(USEPOD_CONFIG_UNREADABLE\)/);
     }

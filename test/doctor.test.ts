@@ -1,4 +1,3 @@
-import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
@@ -9,13 +8,13 @@ import { fileURLToPath } from 'node:url';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Ledger } from '../packages/cli/src/ledger/ledger.js';
+import { cli, homeEnv, runAgent } from './cli.js';
 
 /**
  * `usepod-agent doctor` (issue 18) names the cause in each case that stops an agent earning, through the
  * real CLI against real servers: coordinator unreachable, TLS failure, authentication refused, engine
  * down, every model dropped by the allow-list, jobs refused at capacity.
  */
-const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 
 let dir: string;
@@ -49,21 +48,8 @@ async function writeConfig(toml: string, statusAddr = '127.0.0.1:0'): Promise<st
 
 async function doctor(toml: string, statusAddr?: string): Promise<{ code: number; doc: Doc; text: string }> {
   const cfg = await writeConfig(toml, statusAddr);
-  const env = {
-    PATH: process.env.PATH,
-    HOME: dir,
-    XDG_CONFIG_HOME: join(dir, 'xdg'),
-    XDG_DATA_HOME: join(dir, 'data'),
-  };
   const run = (args: string[]) =>
-    new Promise<{ code: number; stdout: string }>((resolve) =>
-      execFile(
-        process.execPath,
-        [BIN, 'doctor', '--config', cfg, '--allow-insecure', ...args],
-        { env, cwd: dir },
-        (err, stdout) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout }),
-      ),
-    );
+    cli(['doctor', '--config', cfg, '--allow-insecure', ...args], { env: homeEnv(dir), cwd: dir });
   const json = await run(['--json']);
   const text = await run([]);
   return { code: json.code, doc: JSON.parse(json.stdout) as Doc, text: text.stdout };
@@ -92,18 +78,8 @@ describe('usepod-agent doctor', () => {
     const addr = `127.0.0.1:${(free.address() as AddressInfo).port}`;
     await new Promise((r) => free.close(r));
     const cfg = await writeConfig(coord() + vllm(), addr);
-    const env = {
-      PATH: process.env.PATH,
-      HOME: dir,
-      XDG_CONFIG_HOME: join(dir, 'xdg'),
-      XDG_DATA_HOME: join(dir, 'data'),
-    };
-    const agent = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
-      env,
-      cwd: dir,
-    });
+    const { child: agent } = await runAgent(cfg, { env: homeEnv(dir), cwd: dir, coordinator });
     try {
-      await (await coordinator.firstAuthenticated(20_000)).capabilities();
       const r = await doctor(coord() + vllm(), addr);
       expect(find(r.doc, 'authenticated')).toMatchObject({
         level: 'ok',

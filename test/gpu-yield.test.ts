@@ -1,16 +1,15 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { homeEnv, runAgent } from './cli.js';
 
 /**
  * GPU-aware yielding (issue 19) through the real CLI, with a fake `nvidia-smi` on PATH that plays
  * scripted GPU states (its output format is nvidia-smi's `--format=csv,noheader,nounits`).
  */
-const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
 
 let dir: string;
 let coordinator: TestCoordinator;
@@ -91,26 +90,14 @@ async function start(withFake: boolean | string) {
     cfg,
     `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n[yield]\nwhen_other_process = true\ncooldown_s = 0.5\npoll_s = 0.1\n`,
   );
-  child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
-    env: {
-      PATH:
-        typeof withFake === 'string'
-          ? `${withFake}:${process.env.PATH}`
-          : withFake
-            ? `${dir}:${process.env.PATH}`
-            : process.env.PATH,
-      HOME: dir,
-      XDG_CONFIG_HOME: join(dir, 'xdg'),
-      XDG_DATA_HOME: join(dir, 'data'),
-    },
+  const fake = typeof withFake === 'string' ? withFake : withFake ? dir : undefined;
+  const a = await runAgent(cfg, {
+    env: homeEnv(dir, { PATH: fake ? `${fake}:${process.env.PATH}` : process.env.PATH }),
     cwd: dir,
+    coordinator,
   });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const session = await coordinator.nextAuthenticated(20_000);
-  return { session, stderr: () => stderr };
+  child = a.child;
+  return a;
 }
 
 describe('GPU-aware yielding', () => {

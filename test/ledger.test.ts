@@ -1,19 +1,18 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { homeEnv, runAgent, cli as runCli } from './cli.js';
 
 /**
  * The operator's ledger (issue 18), through the real CLI and a real SQLite file: every job received is a
  * row, refusals too; a SIGKILL under load loses no job the coordinator saw end; counters resume after a
  * restart; `earnings` sums it; a newer database is refused and left alone.
  */
-const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
 
 let dir: string;
 let coordinator: TestCoordinator;
@@ -32,12 +31,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const env = () => ({
-  PATH: process.env.PATH,
-  HOME: dir,
-  XDG_CONFIG_HOME: join(dir, 'xdg'),
-  XDG_DATA_HOME: join(dir, 'data'),
-});
+const env = () => homeEnv(dir);
 
 async function config(extra = ''): Promise<string> {
   const path = join(dir, 'agent.toml');
@@ -49,32 +43,9 @@ async function config(extra = ''): Promise<string> {
 }
 
 /** `usepod-agent run` in its own process; resolves once it is authenticated and has advertised. */
-async function run(cfg: string) {
-  const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
-    env: env(),
-    cwd: dir,
-  });
-  children.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const next = coordinator.nextAuthenticated(20_000);
-  const session = await next.catch((err) => {
-    throw new Error(`${err}\n${stderr}`);
-  });
-  await session.capabilities();
-  return { child, session, exited, stderr: () => stderr };
-}
+const run = (cfg: string) => runAgent(cfg, { env: env(), cwd: dir, coordinator, children });
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(process.execPath, [BIN, ...args], { env: env(), cwd: dir }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
-}
+const cli = (args: string[]) => runCli(args, { env: env(), cwd: dir });
 
 const ledgerFile = () => join(dir, 'id', 'ledger.db');
 

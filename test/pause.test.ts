@@ -1,19 +1,18 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { homeEnv, runAgent, cli as runCli } from './cli.js';
 
 /**
  * Pause and resume (issue 19) through the real CLI: `usepod-agent pause` reaches the running agent over
  * its control socket; the coordinator is told no model is served; a job that still arrives is turned
  * away; the jobs in flight finish; the pause outlives a restart; `resume` brings the models back.
  */
-const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
 
 let dir: string;
 let coordinator: TestCoordinator;
@@ -32,12 +31,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const env = () => ({
-  PATH: process.env.PATH,
-  HOME: dir,
-  XDG_CONFIG_HOME: join(dir, 'xdg'),
-  XDG_DATA_HOME: join(dir, 'data'),
-});
+const env = () => homeEnv(dir);
 const keyDir = () => join(dir, 'id');
 
 async function config(): Promise<string> {
@@ -49,32 +43,9 @@ async function config(): Promise<string> {
   return path;
 }
 
-async function run(cfg: string) {
-  const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
-    env: env(),
-    cwd: dir,
-  });
-  children.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const session = await coordinator.nextAuthenticated(20_000);
-  const caps = await session.capabilities();
-  // The control socket opens right after start.
-  for (let i = 0; i < 100 && !existsSync(join(keyDir(), 'agent.sock')); i++)
-    await new Promise((r) => setTimeout(r, 50));
-  return { child, session, caps, exited, stderr: () => stderr };
-}
+const run = (cfg: string) => runAgent(cfg, { env: env(), cwd: dir, coordinator, children, keyDir: keyDir() });
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(process.execPath, [BIN, ...args], { env: env(), cwd: dir }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
-}
+const cli = (args: string[]) => runCli(args, { env: env(), cwd: dir });
 
 const FINISH =
   'data: {"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n';

@@ -1,13 +1,12 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { SelfTestResult } from '@usepod-agent/core';
 import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
+import { homeEnv, runAgent, cli as runCli } from './cli.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -16,7 +15,6 @@ import { hello, type Rig, rig } from './helpers.js';
  * is told, and no job is routed to it) and comes back when it passes again; a test never runs while the
  * agent is at max_concurrent; the figures reach /status and /metrics.
  */
-const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
 const MODEL = 'Qwen/Qwen3-14B';
 const PROMPT = 'self-test, count to five';
 
@@ -158,13 +156,8 @@ describe('usepod-agent selftest', () => {
     await coordinator.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const env = () => ({ PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'xdg') });
-  const cli = (args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-      execFile(process.execPath, [BIN, ...args], { env: env(), cwd: dir }, (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-      ),
-    );
+  const env = () => homeEnv(dir);
+  const cli = (args: string[]) => runCli(args, { env: env(), cwd: dir });
   const config = async (extra = '') => {
     const path = join(dir, 'agent.toml');
     await writeFile(
@@ -193,14 +186,7 @@ describe('usepod-agent selftest', () => {
 
   it('with the agent running, runs its round over the control socket', async () => {
     const cfg = await config();
-    const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
-      env: env(),
-      cwd: dir,
-    });
-    children.push(child);
-    await (await coordinator.nextAuthenticated(20_000)).capabilities();
-    for (let i = 0; i < 100 && !existsSync(join(dir, 'id', 'agent.sock')); i++)
-      await new Promise((res) => setTimeout(res, 50));
+    await runAgent(cfg, { env: env(), cwd: dir, coordinator, children, keyDir: join(dir, 'id') });
     const out = await cli(['selftest', '--config', cfg, '--json']);
     expect(JSON.parse(out.stdout)).toMatchObject({
       from: 'agent',

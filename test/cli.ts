@@ -1,0 +1,84 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CoordinatorSession, TestCoordinator } from '@usepod-agent/testkit';
+
+/**
+ * The CLI as an operator runs it, for the tests that need a real process: `usepod-agent ...` to its
+ * end, and `usepod-agent run` in the background until it has authenticated and advertised.
+ */
+export const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** An operator's environment in a scratch home: PATH, and HOME and the XDG folders inside `dir`. */
+export function homeEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: dir,
+    XDG_CONFIG_HOME: join(dir, 'xdg'),
+    XDG_DATA_HOME: join(dir, 'data'),
+    ...extra,
+  };
+}
+
+/** `usepod-agent <args>`, to its end. */
+export function cli(
+  args: string[],
+  opts: { env: NodeJS.ProcessEnv; cwd: string; uid?: number; gid?: number },
+): Promise<CliResult> {
+  return new Promise((resolve) =>
+    execFile(process.execPath, [BIN, ...args], { timeout: 60_000, ...opts }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+export interface RunningAgent {
+  child: ChildProcess;
+  session: CoordinatorSession;
+  /** The first capabilities frame. */
+  caps: Record<string, unknown>;
+  exited: Promise<number | null>;
+  stderr(): string;
+}
+
+/**
+ * `usepod-agent run --config cfg` in its own process; resolves once it authenticated at `coordinator`
+ * and advertised, and (with `keyDir`) once its control socket beside the key is open.
+ */
+export async function runAgent(
+  cfg: string,
+  opts: {
+    env: NodeJS.ProcessEnv;
+    cwd: string;
+    coordinator: TestCoordinator;
+    keyDir?: string;
+    children?: ChildProcess[];
+  },
+): Promise<RunningAgent> {
+  const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
+    env: opts.env,
+    cwd: opts.cwd,
+  });
+  opts.children?.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const session = await opts.coordinator.nextAuthenticated(20_000).catch((err) => {
+    throw new Error(`${err}\n${stderr}`);
+  });
+  const caps = await session.capabilities();
+  if (opts.keyDir) {
+    for (let i = 0; i < 100 && !existsSync(join(opts.keyDir, 'agent.sock')); i++)
+      await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, session, caps, exited, stderr: () => stderr };
+}
