@@ -27,6 +27,8 @@ interface Received {
 class Receiver {
   readonly got: Received[] = [];
   readonly script: { status: number; headers?: Record<string, string> }[] = [];
+  /** Every POST, delivered or scripted away. */
+  requests = 0;
   #server!: Server;
   #waiters: (() => void)[] = [];
 
@@ -38,6 +40,7 @@ class Receiver {
         text += d;
       });
       req.on('end', () => {
+        this.requests++;
         const next = this.script.shift();
         res.writeHead(next?.status ?? 200, next?.headers).end('ok');
         if (next && next.status >= 300) return;
@@ -266,6 +269,18 @@ describe('delivery', () => {
     await new Promise((res) => setTimeout(res, 100));
     expect(receiver.got).toHaveLength(1);
     expect(receiver.script).toEqual([]);
+  });
+
+  it('follows no redirect (the body would go elsewhere) and does not retry one', async () => {
+    receiver.script.push({ status: 302, headers: { location: receiver.url('/elsewhere') } });
+    r = await withAlerts([{ url: receiver.url('/x'), events: ['gpu_yield'] }], { logLevel: 'debug' });
+    r.t.agent.pause({ reason: 'GPU in use', by: 'gpu' });
+    for (let i = 0; i < 100 && !r.t.lines.some((l) => l.includes('refused by its webhook')); i++)
+      await new Promise((res) => setTimeout(res, 20));
+    await new Promise((res) => setTimeout(res, 200));
+    expect(receiver.requests).toBe(1);
+    expect(receiver.got).toEqual([]);
+    expect(r.t.lines.join('\n')).toMatch(/alert refused by its webhook; not retried.*"status":302/);
   });
 
   it('is rate-limited, and says how many alerts it held back', async () => {

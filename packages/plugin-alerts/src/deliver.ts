@@ -112,7 +112,8 @@ export class Delivery {
           headers: { 'content-type': 'application/json', ...this.#cfg.headers },
           body: JSON.stringify(body),
           signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#t.timeoutMs)]),
-          redirect: 'error',
+          // A redirect is not followed (the body would go elsewhere) and not retried: a 3xx is a refusal.
+          redirect: 'manual',
         });
         await res.body?.cancel();
         if (res.ok) {
