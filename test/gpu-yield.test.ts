@@ -30,7 +30,8 @@ beforeEach(async () => {
   engine = await new VllmEmulator().start();
   await writeFile(
     join(dir, 'nvidia-smi'),
-    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\ncase "$*" in\n  *query-compute-apps*) cat "${dir}/$state.apps" ;;\n  *query-gpu*) cat "${dir}/$state.gpu" ;;\nesac\n`,
+    // "driver": what nvidia-smi says when it cannot reach the driver (a reload, a busy driver), exit 9.
+    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\nif [ "$state" = driver ]; then echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running." >&2; exit 9; fi\ncase "$*" in\n  *query-compute-apps*) cat "${dir}/$state.apps" ;;\n  *query-gpu*) cat "${dir}/$state.gpu" ;;\nesac\n`,
   );
   await chmod(join(dir, 'nvidia-smi'), 0o755);
   for (const [name, s] of Object.entries(STATES)) {
@@ -135,6 +136,18 @@ describe('GPU-aware yielding', () => {
     await writeFile(join(dir, 'state'), 'engine');
     expect(((await back).models as unknown[]).length).toBe(1);
     expect(a.stderr()).toMatch(/GPU-aware yielding on tools=rocm-smi/);
+  }, 60_000);
+
+  it('keeps asking a tool that fails for a while (says so once), and yields once it answers', async () => {
+    await writeFile(join(dir, 'state'), 'driver');
+    const a = await start(true);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(a.stderr().match(/GPU state could not be read; trying again every poll/g)).toHaveLength(1);
+    expect(a.stderr()).toContain("couldn't communicate with the NVIDIA driver");
+    const stepAside = a.session.nextFrame('capabilities');
+    await writeFile(join(dir, 'state'), 'game');
+    expect((await stepAside).models).toEqual([]);
+    expect(a.stderr()).toMatch(/GPU-aware yielding on tools=nvidia-smi/);
   }, 60_000);
 
   it('says once that it is unavailable without nvidia-smi, and serves', async () => {

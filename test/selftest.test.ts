@@ -203,5 +203,21 @@ describe('usepod-agent selftest', () => {
       withdrawn: false,
       ttft_ms: expect.any(Number),
     });
+    // The engine starts failing: two on-demand rounds withdraw the model, and doctor names it.
+    engine.always({ kind: 'status', status: 500, body: '{"error":{"message":"CUDA error: out of memory"}}' });
+    await cli(['selftest', '--config', cfg]);
+    const second = await cli(['selftest', '--config', cfg]);
+    expect(second.stdout).toMatch(/Qwen\/Qwen3-14B\s+withdrawn\s+\d+ ms/);
+    expect(second.code).toBe(1);
+    const doctor = JSON.parse((await cli(['doctor', '--config', cfg, '--allow-insecure', '--json'])).stdout);
+    expect(doctor.checks).toContainEqual(
+      expect.objectContaining({
+        name: expect.stringMatching(/^self-test vllm@/),
+        level: 'warn',
+        detail: expect.stringMatching(
+          /Qwen\/Qwen3-14B is withdrawn after 2 failure\(s\) in a row: .*out of memory/,
+        ),
+      }),
+    );
   });
 });

@@ -14,6 +14,7 @@ import {
   silentLogger,
 } from '@usepod-agent/core/internal';
 import WebSocket from 'ws';
+import { control } from './control.js';
 import { type ProbeResult, probeEngines } from './engines.js';
 import { Ledger, ledgerPath } from './ledger/ledger.js';
 
@@ -306,6 +307,30 @@ async function liveAuth(config: Config): Promise<Check> {
       'check observability.prometheus_addr',
     );
   }
+}
+
+/**
+ * What the running agent's self-tests found (`[selftest]`), over its control socket: a model withdrawn
+ * or failing is a warning naming the engine's error; nothing when no agent runs or none was tested.
+ */
+export async function selftestChecks(config: Config): Promise<Check[]> {
+  const results = await control(expandHome(config.identity.key_path), { cmd: 'state' }, 2_000).then(
+    (r) => r.selftest ?? [],
+    () => [],
+  );
+  if (results.length === 0) return [];
+  const bad = results.filter((r) => !r.ok);
+  if (bad.length === 0) {
+    return [check('self-tests', 'ok', `${results.length} model(s) pass their self-tests`)];
+  }
+  return bad.map((r) =>
+    check(
+      `self-test ${r.backend}`,
+      'warn',
+      `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
+      "read the engine's log; `usepod-agent selftest` tries again now",
+    ),
+  );
 }
 
 /** Each backend: up or down, its models, which are advertised and which dropped and why. */

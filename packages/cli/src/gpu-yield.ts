@@ -16,9 +16,13 @@ export interface GpuState {
 
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
-    execFile(cmd, args, { timeout: 10_000, maxBuffer: 1024 * 1024 }, (err, stdout) =>
-      err ? reject(err) : resolve(stdout),
-    ),
+    execFile(cmd, args, { timeout: 10_000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
+      if (!err) return resolve(stdout);
+      // What the tool said is the useful part ("couldn't communicate with the NVIDIA driver").
+      const said = String(stderr).trim().split('\n')[0]?.slice(0, 200);
+      if (said && (err as NodeJS.ErrnoException).code !== 'ENOENT') err.message = `${cmd}: ${said}`;
+      reject(err);
+    }),
   );
 }
 
@@ -104,11 +108,13 @@ export async function detectGpuReader(
   const working = readers.filter((_, i) => tried[i]!.status === 'fulfilled');
   if (working.length === 0) {
     // "not found" for a tool that is absent; the first line of what went wrong for one that is there.
-    const why = readers.map(([name], i) => {
-      const e = (tried[i] as PromiseRejectedResult).reason as NodeJS.ErrnoException;
-      return `${name}: ${e.code === 'ENOENT' ? 'not found' : String(e.message).split('\n')[0]}`;
-    });
-    throw new Error(why.join('; '));
+    const errors = tried.map((t) => (t as PromiseRejectedResult).reason as NodeJS.ErrnoException);
+    const why = readers.map(
+      ([name], i) =>
+        `${name}: ${errors[i]!.code === 'ENOENT' ? 'not found' : String(errors[i]!.message).split('\n')[0]}`,
+    );
+    // Absent tools will not appear; a tool that is there but failed may answer at the next poll.
+    throw Object.assign(new Error(why.join('; ')), { absent: errors.every((e) => e.code === 'ENOENT') });
   }
   const read: Reader = async () => {
     const states = await Promise.all(working.map(([, r]) => r()));
@@ -178,6 +184,7 @@ export function startGpuYield(
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let read: Reader | undefined;
+  let failing = false;
   const tick = async () => {
     let state: GpuState;
     try {
@@ -187,15 +194,25 @@ export function startGpuYield(
         log.info('GPU-aware yielding on', { tools: found.tools.join(',') });
       }
       state = await read();
+      if (failing) log.info('GPU-aware yielding reads the GPUs again');
+      failing = false;
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      log.warn(
-        'GPU-aware yielding is unavailable: neither nvidia-smi nor rocm-smi could be run; [yield] is ignored',
-        {
-          error: e.message.split('\n')[0],
-        },
-      );
-      stopped = true;
+      const e = err as Error & { absent?: boolean };
+      if (e.absent) {
+        log.warn(
+          'GPU-aware yielding is unavailable: neither nvidia-smi nor rocm-smi is here; [yield] is ignored',
+          {
+            error: e.message.split('\n')[0],
+          },
+        );
+        stopped = true;
+        return;
+      }
+      // A tool that timed out or failed once (a busy driver) is asked again at the next poll, said once.
+      if (!failing) {
+        log.warn('GPU state could not be read; trying again every poll', { error: e.message.split('\n')[0] });
+      }
+      failing = true;
       return;
     }
     const why = yieldReason(cfg, engines, state);

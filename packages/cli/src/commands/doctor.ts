@@ -7,6 +7,7 @@ import {
   coordinatorChecks,
   identityChecks,
   ledgerChecks,
+  selftestChecks,
 } from '../doctor.js';
 import { builtinPlugins } from '../engines.js';
 import { installedBackendPlugins } from '../plugins.js';
@@ -47,6 +48,7 @@ export default class Doctor extends BaseCommand {
       const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
       const backends = await backendChecks(config, plugins);
       checks.push(...backends.checks);
+      checks.push(...(await selftestChecks(config)));
       checks.push(...ledgerChecks(config, backends.probes));
     }
     const blocked = checks.some((c) => c.level === 'fail');
