@@ -374,6 +374,34 @@ describe('alerts in the CLI', () => {
     expect(ok).not.toContain('secret');
   });
 
+  it('alerts test sends one message to each webhook in its format, and says which failed', async () => {
+    receiver.script.push({ status: 404 }, { status: 404 });
+    const cfg = join(dir, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[[alerts]]\nurl = "${receiver.url('/broken')}"\nname = "old hook"\n\n[[alerts]]\nurl = "${receiver.url('/my-topic')}"\nformat = "ntfy"\n`,
+    );
+    // Both are refused (404, not retried): each is a line, the named one by its name.
+    const out = await cli(['alerts', 'test', '--config', cfg], { env: env(), cwd: dir });
+    expect(out.code).toBe(1);
+    expect(out.stdout).toMatch(/^old hook {2}NOT delivered: HTTP 404$/m);
+    expect(out.stdout).toMatch(/^ntfy http:\/\/127\.0\.0\.1:\d+\/… {2}NOT delivered: HTTP 404$/m);
+    receiver.script.length = 0;
+    receiver.script.push({ status: 404 });
+    await writeFile(cfg, `[[alerts]]\nurl = "${receiver.url('/my-topic')}"\nformat = "ntfy"\n`);
+    const ok = await cli(['alerts', 'test', '--config', cfg], { env: env(), cwd: dir });
+    // The first answer was a 404: no retry for a refusal, so the one scripted 404 is all it met.
+    expect(ok.stdout).toMatch(/^ntfy http:\/\/127\.0\.0\.1:\d+\/… {2}NOT delivered: HTTP 404$/m);
+    const good = await cli(['alerts', 'test', '--config', cfg], { env: env(), cwd: dir });
+    expect(good.code).toBe(0);
+    expect(good.stdout).toMatch(/^ntfy http:\/\/127\.0\.0\.1:\d+\/… {2}delivered \(HTTP 200\)$/m);
+    expect(receiver.got.at(-1)!.body).toMatchObject({
+      topic: 'my-topic',
+      title: expect.stringMatching(/: test alert$/),
+      priority: 3,
+    });
+  });
+
   it('run applies the shipped plugin: a backend down at start reaches the webhook', async () => {
     const coordinator = await TestCoordinator.start();
     const cfg = join(dir, 'agent.toml');

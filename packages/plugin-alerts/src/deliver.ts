@@ -18,6 +18,14 @@ export interface DeliveryTiming {
   timeoutMs?: number;
 }
 
+/** What became of one alert: delivered (with the status), or why not. */
+export interface DeliveryResult {
+  ok: boolean;
+  status?: number;
+  attempts: number;
+  why?: string;
+}
+
 const MAX_QUEUE = 50;
 const BURST = 5;
 
@@ -100,10 +108,18 @@ export class Delivery {
     for (let a = this.#queue.shift(); a; a = this.#queue.shift()) await this.#deliver(a);
   }
 
-  async #deliver(alert: Alert): Promise<void> {
+  /**
+   * Sends one alert now, past the queue and the rate limit (`usepod-agent alerts test`), with at most
+   * `attempts` tries; resolves with what happened.
+   */
+  sendNow(alert: Alert, attempts = 2): Promise<DeliveryResult> {
+    return this.#deliver(alert, attempts);
+  }
+
+  async #deliver(alert: Alert, attempts = this.#t.attempts): Promise<DeliveryResult> {
     const { url, body } = requestFor(this.#cfg.format, this.#cfg.url, alert);
     let wait = this.#t.retryBaseMs;
-    for (let attempt = 1; attempt <= this.#t.attempts; attempt++) {
+    for (let attempt = 1; ; attempt++) {
       let retryAfterMs: number | undefined;
       let why: string;
       try {
@@ -118,7 +134,7 @@ export class Delivery {
         await res.body?.cancel();
         if (res.ok) {
           this.#log.debug('alert delivered', { target: this.target, event: alert.event, attempt });
-          return;
+          return { ok: true, status: res.status, attempts: attempt };
         }
         why = `HTTP ${res.status}`;
         const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
@@ -128,27 +144,27 @@ export class Delivery {
             event: alert.event,
             status: res.status,
           });
-          return;
+          return { ok: false, status: res.status, attempts: attempt, why };
         }
         const ra = Number(res.headers.get('retry-after'));
         if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000;
       } catch (err) {
-        if (this.#abort.signal.aborted) return;
+        if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, why: 'closed' };
         // The error of a failed fetch may quote the URL: only its kind is logged.
         why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
       }
-      if (attempt === this.#t.attempts) {
+      if (attempt >= attempts) {
         this.#log.warn('alert not delivered', {
           target: this.target,
           event: alert.event,
           attempts: attempt,
           why,
         });
-        return;
+        return { ok: false, attempts: attempt, why };
       }
       this.#log.debug('alert delivery failed; retrying', { target: this.target, attempt, why });
       await sleep(Math.min(retryAfterMs ?? wait, this.#t.retryMaxMs), this.#abort.signal);
-      if (this.#abort.signal.aborted) return;
+      if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, why: 'closed' };
       wait *= 2;
     }
   }

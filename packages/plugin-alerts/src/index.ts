@@ -15,7 +15,9 @@ export {
   readAlerts,
   safeTarget,
 } from './config.js';
+export type { DeliveryResult } from './deliver.js';
 export { type Alert, requestFor } from './formats.js';
+export { sendTestAlerts } from './test-alert.js';
 
 /**
  * Alerts (issue 19): tells the owner, on a webhook, when something needs them: the agent disconnected
