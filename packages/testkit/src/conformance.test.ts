@@ -49,7 +49,7 @@ describe('runConformance', () => {
   it('passes a correct plugin', async () => {
     const results = await runSuite(vllm());
     expect([...results].filter(([, e]) => e)).toEqual([]);
-    expect(results.size).toBe(15);
+    expect(results.size).toBe(16);
   }, 60_000);
 
   it('catches a plugin that ignores the abort signal, and one built for another API version', async () => {

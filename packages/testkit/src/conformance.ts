@@ -150,6 +150,18 @@ export function runConformance(opts: ConformanceOptions): void {
       assert.ok(tokens.output! > 0, 'no output tokens were counted');
     });
 
+    test.it(
+      "passes the agent's self-test: a first token and a rate, through the plugin's stream",
+      async () => {
+        emulator.reset();
+        const results = await t.agent.selftest();
+        const mine = results.find((r) => r.model === model);
+        assert.ok(mine, `the self-test did not reach "${model}": ${JSON.stringify(results)}`);
+        assert.equal(mine.ok, true, `self-test failed: ${mine.error}`);
+        assert.ok(mine.ttftMs !== undefined && mine.ttftMs >= 0, 'no time to first token was measured');
+      },
+    );
+
     test.it(`closes the upstream request within ${bounds.abort} ms of a cancel`, async () => {
       emulator.reset();
       emulator.behave({ kind: 'hang-after-first' });
