@@ -1,8 +1,10 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CoordinatorSession, TestCoordinator } from '@usepod-agent/testkit';
+import { type CoordinatorSession, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 
 /**
  * The CLI as an operator runs it, for the tests that need a real process: `usepod-agent ...` to its
@@ -81,4 +83,36 @@ export async function runAgent(
       await new Promise((r) => setTimeout(r, 50));
   }
   return { child, session, caps, exited, stderr: () => stderr };
+}
+
+/** A scratch home with a local coordinator and an emulated vLLM, for one test; `close()` ends it all. */
+export interface Scratch {
+  dir: string;
+  coordinator: TestCoordinator;
+  engine: VllmEmulator;
+  /** Agents started by the test, killed at `close()`. */
+  children: ChildProcess[];
+  close(): Promise<void>;
+}
+
+export async function scratch(
+  prefix: string,
+  engine: ConstructorParameters<typeof VllmEmulator>[0] = {},
+): Promise<Scratch> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const coordinator = await TestCoordinator.start();
+  const emulator = await new VllmEmulator(engine).start();
+  const children: ChildProcess[] = [];
+  return {
+    dir,
+    coordinator,
+    engine: emulator,
+    children,
+    async close() {
+      for (const c of children.splice(0)) c.kill('SIGKILL');
+      await emulator.close();
+      await coordinator.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

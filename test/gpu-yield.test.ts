@@ -1,10 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { homeEnv, runAgent } from './cli.js';
+import { homeEnv, runAgent, type Scratch, scratch } from './cli.js';
 
 /**
  * GPU-aware yielding (issue 19) through the real CLI, with a fake `nvidia-smi` on PATH that plays
@@ -24,10 +23,10 @@ const STATES = {
   },
 };
 
+let s: Scratch;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'usepod-yield-'));
-  coordinator = await TestCoordinator.start();
-  engine = await new VllmEmulator().start();
+  s = await scratch('usepod-yield-');
+  ({ dir, coordinator, engine } = s);
   await writeFile(
     join(dir, 'nvidia-smi'),
     // "driver": what nvidia-smi says when it cannot reach the driver (a reload, a busy driver), exit 9.
@@ -41,9 +40,7 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   child?.kill('SIGKILL');
-  await engine.close();
-  await coordinator.close();
-  await rm(dir, { recursive: true, force: true });
+  await s.close();
 });
 
 /** A fake `rocm-smi` (AMD) playing the same states in its `--json` shapes, in a folder of its own. */

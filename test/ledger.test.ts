@@ -1,12 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { homeEnv, runAgent, cli as runCli } from './cli.js';
+import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
 
 /**
  * The operator's ledger (issue 18), through the real CLI and a real SQLite file: every job received is a
@@ -17,19 +16,14 @@ import { homeEnv, runAgent, cli as runCli } from './cli.js';
 let dir: string;
 let coordinator: TestCoordinator;
 let engine: VllmEmulator;
-const children: ChildProcess[] = [];
+let children: ChildProcess[];
 
+let s: Scratch;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-'));
-  coordinator = await TestCoordinator.start();
-  engine = await new VllmEmulator({ tokenDelayMs: 1, defaultTokens: 8 }).start();
+  s = await scratch('usepod-ledger-', { tokenDelayMs: 1, defaultTokens: 8 });
+  ({ dir, coordinator, engine, children } = s);
 });
-afterEach(async () => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
-  await engine.close();
-  await coordinator.close();
-  await rm(dir, { recursive: true, force: true });
-});
+afterEach(() => s.close());
 
 const env = () => homeEnv(dir);
 

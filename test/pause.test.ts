@@ -1,12 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { homeEnv, runAgent, cli as runCli } from './cli.js';
+import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
 
 /**
  * Pause and resume (issue 19) through the real CLI: `usepod-agent pause` reaches the running agent over
@@ -17,19 +16,14 @@ import { homeEnv, runAgent, cli as runCli } from './cli.js';
 let dir: string;
 let coordinator: TestCoordinator;
 let engine: VllmEmulator;
-const children: ChildProcess[] = [];
+let children: ChildProcess[];
 
+let s: Scratch;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'usepod-pause-'));
-  coordinator = await TestCoordinator.start();
-  engine = await new VllmEmulator().start();
+  s = await scratch('usepod-pause-');
+  ({ dir, coordinator, engine, children } = s);
 });
-afterEach(async () => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
-  await engine.close();
-  await coordinator.close();
-  await rm(dir, { recursive: true, force: true });
-});
+afterEach(() => s.close());
 
 const env = () => homeEnv(dir);
 const keyDir = () => join(dir, 'id');

@@ -1,12 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SelfTestResult } from '@usepod-agent/core';
-import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
-import { homeEnv, runAgent, cli as runCli } from './cli.js';
+import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -144,18 +143,13 @@ describe('usepod-agent selftest', () => {
   let dir: string;
   let engine: VllmEmulator;
   let coordinator: TestCoordinator;
-  const children: ChildProcess[] = [];
+  let children: ChildProcess[];
+  let s: Scratch;
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'usepod-selftest-'));
-    engine = await new VllmEmulator().start();
-    coordinator = await TestCoordinator.start();
+    s = await scratch('usepod-selftest-');
+    ({ dir, coordinator, engine, children } = s);
   });
-  afterEach(async () => {
-    for (const c of children.splice(0)) c.kill('SIGKILL');
-    await engine.close();
-    await coordinator.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  afterEach(() => s.close());
   const env = () => homeEnv(dir);
   const cli = (args: string[]) => runCli(args, { env: env(), cwd: dir });
   const config = async (extra = '') => {
