@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { runDemo } from './demo.js';
 
-it('the demo shows pairing, capabilities, a streamed job, a cancel, an unknown model, a deadline and a heartbeat', async () => {
+it('the demo shows pairing, capabilities, a streamed job, a cancel, an unknown model, a deadline, a heartbeat and a self-test', async () => {
   const lines: string[] = [];
   await runDemo((l) => lines.push(l));
   const text = lines.join('\n');
@@ -15,4 +15,5 @@ it('the demo shows pairing, capabilities, a streamed job, a cancel, an unknown m
   expect(text).toMatch(/-> job_error model_not_loaded/);
   expect(text).toMatch(/-> job_error backend_timeout: backend exceeded deadline_ms \(300 ms\)/);
   expect(text).toMatch(/Heartbeat with real measurements: \{"queue_depth":0,"tokens_per_sec_p50":[1-9]/);
+  expect(text).toMatch(/- Qwen\/Qwen3-14B {2}ok {2}first token [\d.]+ ms {2}[\d.]+ tok\/s/);
 }, 30_000);

@@ -108,6 +108,15 @@ export async function runDemo(
     const { type: _t, ...figures } = hb;
     say(`7. Heartbeat with real measurements: ${JSON.stringify(figures)}`);
     say();
+    say(
+      '8. Self-test, the figures to set prices by (`usepod-agent selftest`; [selftest] to run it on a timer):',
+    );
+    for (const r of await agent.selftest()) {
+      say(
+        `   - ${r.model}  ${r.ok ? 'ok' : `failed: ${r.error}`}  first token ${r.ttftMs ?? '-'} ms  ${r.tokensPerSecond ?? '-'} tok/s`,
+      );
+    }
+    say();
     say('Done. Run `npm test` for the whole suite; see README.md to run the agent against your own engine.');
   } finally {
     await agent.stop({ graceMs: 0 });
