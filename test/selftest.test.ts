@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SelfTestResult } from '@usepod-agent/core';
 import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
 import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
@@ -176,6 +177,43 @@ describe('usepod-agent selftest', () => {
     );
     expect(json.from).toBe('engines');
     expect(json.results).toEqual([expect.objectContaining({ model: 'Qwen/Qwen3-14B', ok: true })]);
+  });
+
+  it('records every self-test of the running agent in the ledger; --history sums them per model', async () => {
+    const cfg = await config('[selftest]\ninterval_s = 0.1\n');
+    const a = await runAgent(cfg, { env: env(), cwd: dir, coordinator, children });
+    const history = async () =>
+      JSON.parse((await cli(['selftest', '--config', cfg, '--history', '--json'])).stdout).rows;
+    for (let i = 0; i < 100 && ((await history())[0]?.passed ?? 0) < 2; i++)
+      await new Promise((res) => setTimeout(res, 100));
+    engine.always({ kind: 'status', status: 500, body: '{"error":{"message":"CUDA error: out of memory"}}' });
+    for (let i = 0; i < 100 && !(await history())[0]?.last_error; i++)
+      await new Promise((res) => setTimeout(res, 100));
+    a.child.kill('SIGTERM');
+    await a.exited;
+    const [row] = await history();
+    expect(row).toMatchObject({
+      backend: expect.stringMatching(/^vllm@/),
+      model: 'Qwen/Qwen3-14B',
+      ttft_ms_p50: expect.any(Number),
+      tokens_per_sec_p50: expect.any(Number),
+      last_error: expect.stringContaining('out of memory'),
+    });
+    expect(row.passed).toBeGreaterThanOrEqual(2);
+    expect(row.tests).toBeGreaterThan(row.passed);
+    const text = await cli(['selftest', '--config', cfg, '--history', '--since', '1h']);
+    expect(text.stdout).toMatch(
+      /^BACKEND\s+MODEL\s+PASSED\s+TTFT p50\s+TTFT p95\s+TOK\/S p50\s+LAST FAILURE$/m,
+    );
+    expect(text.stdout).toMatch(
+      /Qwen\/Qwen3-14B\s+\d+\/\d+\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d.]+\s+.*out of memory/,
+    );
+    // A failed test keeps no figures of its own in the ledger.
+    const db = new Database(join(dir, 'id', 'ledger.db'), { readonly: true });
+    expect(
+      db.prepare('SELECT count(*) AS n FROM selftests WHERE ok = 0 AND ttft_ms IS NOT NULL').get(),
+    ).toEqual({ n: 0 });
+    db.close();
   });
 
   it('with the agent running, runs its round over the control socket', async () => {

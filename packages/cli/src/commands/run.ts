@@ -79,6 +79,17 @@ export default class Run extends BaseCommand {
       // Counters resume where the ledger left them: a restart does not zero Prometheus' totals.
       // Rows of this run (a job may have ended already) are counted by the agent itself.
       agent.metrics.seed(seedGroups(ledger, startedAt));
+      // Each self-test too: the speed of every model over time (`usepod-agent selftest --history`).
+      let told = false;
+      agent.on('selftest', (r) => {
+        try {
+          ledger?.writeSelfTest(r);
+        } catch (err) {
+          if (!told)
+            log.warn('ledger write failed; self-tests are not recorded', { error: errorMessage(err) });
+          told = true;
+        }
+      });
     }
     const stopYield = startGpuYield(agent, config, engineProcessNames(config, kinds), log.child('yield'));
     await stopped;

@@ -1,14 +1,19 @@
+import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import {
+  type Config,
   createLogger,
   engineText,
   expandHome,
   isUsepodError,
   type SelfTestResult,
 } from '@usepod-agent/core/internal';
-import { BaseCommand, jsonFlag } from '../base.js';
+import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 import { control } from '../control.js';
 import { builtinPlugins } from '../engines.js';
+import { parseSince } from '../ledger/earnings.js';
+import { Ledger, ledgerPath } from '../ledger/ledger.js';
+import { selftestHistory } from '../ledger/selftests.js';
 import { installedBackendPlugins } from '../plugins.js';
 import { selftestConfigured, type Untested } from '../selftest.js';
 
@@ -22,12 +27,23 @@ export default class Selftest extends BaseCommand {
   ];
   static override flags = {
     model: Flags.string({ summary: 'Test only this model.', helpValue: 'ID' }),
+    history: Flags.boolean({
+      summary: "Show the ledger's record of the agent's self-tests instead of testing now.",
+      default: false,
+    }),
+    since: Flags.string({
+      summary: 'With --history: start of the window (24h, 7d, 30d, or a date).',
+      default: '7d',
+      helpValue: 'WHEN',
+      dependsOn: ['history'],
+    }),
     json: jsonFlag,
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Selftest);
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
+    if (flags.history) return this.#history(config, flags);
     let results: SelfTestResult[];
     let untested: Untested[] = [];
     let from: 'agent' | 'engines' = 'agent';
@@ -50,6 +66,55 @@ export default class Selftest extends BaseCommand {
     if (results.some((r) => !r.ok) || untested.length > 0) process.exitCode = 1;
   }
 
+  /** What the ledger recorded of the agent's self-tests: pass rate and speed per backend and model. */
+  #history(config: Config, flags: { since: string; model?: string | undefined; json: boolean }): void {
+    const since = parseSince(flags.since);
+    if (since === undefined)
+      failUsage(this, `--since ${flags.since} is not a duration or a date`, 'use 24h, 7d, 30d or 2026-11-01');
+    const path = ledgerPath(config);
+    if (!path) failUsage(this, 'the ledger is off ([ledger] path = "off")', 'remove that line to keep one');
+    const ledger = existsSync(path) ? Ledger.open(path, { readonly: true }) : undefined;
+    try {
+      const rows = ledger
+        ? selftestHistory(ledger, { since, ...(flags.model ? { model: flags.model } : {}) })
+        : [];
+      if (flags.json) {
+        this.printJson({ since: new Date(since).toISOString(), ledger: path, rows });
+        return;
+      }
+      if (rows.length === 0) {
+        this.out(
+          'No self-tests recorded in this window: set [selftest] interval_s for the agent to run them.',
+        );
+        return;
+      }
+      const head = ['BACKEND', 'MODEL', 'PASSED', 'TTFT p50', 'TTFT p95', 'TOK/S p50', 'LAST FAILURE'];
+      const cells = rows.map((r) => [
+        r.backend,
+        engineText(r.model, 80),
+        `${r.passed}/${r.tests}`,
+        r.ttft_ms_p50 === null ? '-' : `${r.ttft_ms_p50} ms`,
+        r.ttft_ms_p95 === null ? '-' : `${r.ttft_ms_p95} ms`,
+        r.tokens_per_sec_p50 === null ? '-' : String(r.tokens_per_sec_p50),
+        r.last_error ?? '',
+      ]);
+      this.#print(head, cells);
+    } finally {
+      ledger?.close();
+    }
+  }
+
+  #print(head: string[], rows: string[][]): void {
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)) + 2);
+    const line = (cells: string[]) =>
+      cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join('')
+        .trimEnd();
+    this.out(line(head));
+    for (const r of rows) this.out(line(r));
+  }
+
   #table(results: SelfTestResult[], untested: Untested[], from: 'agent' | 'engines'): void {
     if (results.length === 0 && untested.length === 0) {
       this.out('Nothing to test: no engine is configured (see `usepod-agent backends`).');
@@ -66,15 +131,7 @@ export default class Selftest extends BaseCommand {
       ]),
       ...untested.map((u) => [u.backend, '-', 'untested', '-', '-', u.why]),
     ];
-    const head = ['BACKEND', 'MODEL', 'RESULT', 'TTFT', 'TOK/S', 'NOTE'];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)) + 2);
-    const line = (cells: string[]) =>
-      cells
-        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
-        .join('')
-        .trimEnd();
-    this.out(line(head));
-    for (const r of rows) this.out(line(r));
+    this.#print(['BACKEND', 'MODEL', 'RESULT', 'TTFT', 'TOK/S', 'NOTE'], rows);
     if (from === 'engines') this.out('(no agent running: the engines were tested directly)');
   }
 }

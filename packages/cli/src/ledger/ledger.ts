@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type JobJournal, type JobRecord, UsepodError } from '@usepod-agent/core';
+import { type JobJournal, type JobRecord, type SelfTestResult, UsepodError } from '@usepod-agent/core';
 import { expandHome, type SeedGroup } from '@usepod-agent/core/internal';
 import Database from 'better-sqlite3';
 
@@ -33,6 +33,18 @@ const MIGRATIONS: string[] = [
    CREATE INDEX jobs_received_at ON jobs (received_at);`,
   // 2: why a job was turned away (core's Refusal): capacity and the token budget apart.
   `ALTER TABLE jobs ADD COLUMN refusal TEXT;`,
+  // 3: every self-test ([selftest]): the speed of each model over time, to price by.
+  `CREATE TABLE selftests (
+     at              INTEGER NOT NULL,  -- epoch ms
+     backend         TEXT    NOT NULL,
+     model           TEXT    NOT NULL,
+     ok              INTEGER NOT NULL,  -- 1 passed, 0 failed
+     ttft_ms         REAL,              -- time to first token (passed tests only)
+     tokens_per_sec  REAL,
+     tokens          INTEGER,
+     error           TEXT               -- why it failed (bounded engine text)
+   );
+   CREATE INDEX selftests_at ON selftests (at);`,
 ];
 
 export const LEDGER_SCHEMA_VERSION = MIGRATIONS.length;
@@ -52,6 +64,7 @@ export class Ledger implements JobJournal {
   readonly #db: Database.Database;
   readonly #insert: Database.Statement;
   readonly #insertMany: (records: JobRecord[]) => void;
+  readonly #insertSelfTest: Database.Statement;
 
   private constructor(path: string, db: Database.Database) {
     this.path = path;
@@ -61,6 +74,10 @@ export class Ledger implements JobJournal {
          input_tokens, output_tokens, bytes, input_per_1m, output_per_1m, earnings_micro, refusal)
        VALUES (@job_id, @model, @backend, @format, @received_at, @first_byte_ms, @duration_ms, @outcome, @error_code,
          @input_tokens, @output_tokens, @bytes, @input_per_1m, @output_per_1m, @earnings_micro, @refusal)`,
+    );
+    this.#insertSelfTest = db.prepare(
+      `INSERT INTO selftests (at, backend, model, ok, ttft_ms, tokens_per_sec, tokens, error)
+       VALUES (@at, @backend, @model, @ok, @ttft_ms, @tokens_per_sec, @tokens, @error)`,
     );
     this.#insertMany = db.transaction((records: JobRecord[]) => {
       for (const r of records) this.#insert.run(row(r));
@@ -113,9 +130,25 @@ export class Ledger implements JobJournal {
     this.#insertMany(records);
   }
 
-  /** Deletes rows older than `days`; returns how many. */
+  /** One self-test as it happened: a failure keeps no figures (the result carries the last good ones). */
+  writeSelfTest(r: SelfTestResult): void {
+    this.#insertSelfTest.run({
+      at: Date.parse(r.at),
+      backend: r.backend,
+      model: r.model,
+      ok: r.ok ? 1 : 0,
+      ttft_ms: r.ok ? (r.ttftMs ?? null) : null,
+      tokens_per_sec: r.ok ? (r.tokensPerSecond ?? null) : null,
+      tokens: r.ok ? (r.tokens ?? null) : null,
+      error: r.ok ? null : (r.error ?? null),
+    });
+  }
+
+  /** Deletes rows older than `days`; returns how many jobs. */
   prune(days: number, now = Date.now()): number {
-    return this.#db.prepare('DELETE FROM jobs WHERE received_at < ?').run(now - days * 86_400_000).changes;
+    const before = now - days * 86_400_000;
+    this.#db.prepare('DELETE FROM selftests WHERE at < ?').run(before);
+    return this.#db.prepare('DELETE FROM jobs WHERE received_at < ?').run(before).changes;
   }
 
   /** For queries (earnings, doctor, status). */
