@@ -158,3 +158,11 @@ export function control(keyPath: string, req: ControlRequest, timeoutMs = 5_000)
     });
   });
 }
+
+/** The running agent's last self-tests, or none when no agent answers (quickly: 2 s). */
+export function runningSelfTests(keyPath: string): Promise<SelfTestResult[]> {
+  return control(keyPath, { cmd: 'state' }, 2_000).then(
+    (r) => r.selftest ?? [],
+    () => [],
+  );
+}

@@ -14,7 +14,7 @@ import {
   silentLogger,
 } from '@usepod-agent/core/internal';
 import WebSocket from 'ws';
-import { control } from './control.js';
+import { runningSelfTests } from './control.js';
 import { type ProbeResult, probeEngines } from './engines.js';
 import { Ledger, ledgerPath } from './ledger/ledger.js';
 
@@ -314,10 +314,7 @@ async function liveAuth(config: Config): Promise<Check> {
  * or failing is a warning naming the engine's error; nothing when no agent runs or none was tested.
  */
 export async function selftestChecks(config: Config): Promise<Check[]> {
-  const results = await control(expandHome(config.identity.key_path), { cmd: 'state' }, 2_000).then(
-    (r) => r.selftest ?? [],
-    () => [],
-  );
+  const results = await runningSelfTests(expandHome(config.identity.key_path));
   if (results.length === 0) return [];
   const bad = results.filter((r) => !r.ok);
   if (bad.length === 0) {

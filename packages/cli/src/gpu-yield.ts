@@ -103,7 +103,7 @@ export async function detectGpuReader(
     ['nvidia-smi', readNvidiaSmi],
     ['rocm-smi', readRocmSmi],
   ],
-): Promise<{ read: Reader; tools: string[] }> {
+): Promise<{ read: Reader; tools: string[]; first: GpuState }> {
   const tried = await Promise.allSettled(readers.map(([, r]) => r()));
   const working = readers.filter((_, i) => tried[i]!.status === 'fulfilled');
   if (working.length === 0) {
@@ -116,11 +116,14 @@ export async function detectGpuReader(
     // Absent tools will not appear; a tool that is there but failed may answer at the next poll.
     throw Object.assign(new Error(why.join('; ')), { absent: errors.every((e) => e.code === 'ENOENT') });
   }
-  const read: Reader = async () => {
-    const states = await Promise.all(working.map(([, r]) => r()));
-    return { processes: states.flatMap((s) => s.processes), gpus: states.flatMap((s) => s.gpus) };
-  };
-  return { read, tools: working.map(([name]) => name) };
+  const merge = (states: GpuState[]): GpuState => ({
+    processes: states.flatMap((s) => s.processes),
+    gpus: states.flatMap((s) => s.gpus),
+  });
+  const read: Reader = async () => merge(await Promise.all(working.map(([, r]) => r())));
+  // What detection read is the first poll's state: the tools are not asked twice.
+  const first = merge(tried.flatMap((t) => (t.status === 'fulfilled' ? [t.value] : [])));
+  return { read, tools: working.map(([name]) => name), first };
 }
 
 /** Why the agent should step aside now, or undefined. */
@@ -175,7 +178,7 @@ export function startGpuYield(
   config: Config,
   engines: readonly string[],
   log: Logger,
-  detect: () => Promise<{ read: Reader; tools: string[] }> = detectGpuReader,
+  detect: () => Promise<{ read: Reader; tools: string[]; first: GpuState }> = detectGpuReader,
 ): () => void {
   const cfg = config.yield;
   if (!yieldEnabled(config)) return () => {};
@@ -192,8 +195,10 @@ export function startGpuYield(
         const found = await detect();
         read = found.read;
         log.info('GPU-aware yielding on', { tools: found.tools.join(',') });
+        state = found.first;
+      } else {
+        state = await read();
       }
-      state = await read();
       if (failing) log.info('GPU-aware yielding reads the GPUs again');
       failing = false;
     } catch (err) {

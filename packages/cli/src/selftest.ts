@@ -1,17 +1,13 @@
 import {
   type AgentPlugin,
-  type Backend,
   type Config,
-  checkBackends,
-  checkStatus,
-  engineText,
-  errorMessage,
+  createBackends,
+  Discovery,
   type Logger,
   PluginHost,
-  redactor,
   SelfTest,
   type SelfTestResult,
-  type SelfTestTarget,
+  selfTestSettings,
 } from '@usepod-agent/core/internal';
 
 /**
@@ -31,57 +27,38 @@ export async function selftestConfigured(
   plugins: AgentPlugin[],
   opts: { log: Logger; model?: string | undefined; env?: NodeJS.ProcessEnv },
 ): Promise<{ results: SelfTestResult[]; untested: Untested[] }> {
-  const env = opts.env ?? process.env;
   const host = new PluginHost({ config, log: opts.log });
   for (const p of plugins) await host.apply(p);
   const untested: Untested[] = [];
-  const backends: Backend[] = [];
-  for (const [i, entry] of checkBackends(config, host.kinds).entries()) {
-    const apiKey = entry.api_key_env ? env[entry.api_key_env] : undefined;
-    if (entry.api_key_env && !apiKey) {
-      untested.push({
-        backend: entry.name ?? `backends[${i}]`,
-        kind: entry.kind,
-        why: `${entry.api_key_env} is not set`,
-      });
-      continue;
-    }
-    redactor.add(apiKey);
-    backends.push(host.kinds.get(entry.kind)!.create(entry, { apiKey, log: opts.log }));
-  }
+  // The agent's own parts: its backends (a key not set is a row, not a warning) and its probing.
+  const backends = createBackends(host, config, opts.env ?? process.env, opts.log, (entry, i, why) =>
+    untested.push({ backend: entry.name ?? `backends[${i}]`, kind: entry.kind, why }),
+  );
+  const discovery = new Discovery({
+    backends,
+    priority: host.priority,
+    intervalMs: 0,
+    probeTimeoutMs: 5_000,
+    log: opts.log,
+    onChange: () => {},
+  });
   try {
-    const targets: SelfTestTarget[] = [];
-    await Promise.all(
-      backends.map(async (backend) => {
-        const reported = await backend
-          .probe(AbortSignal.timeout(5_000))
-          .catch((err: unknown) => ({ healthy: false, models: [], detail: errorMessage(err) }));
-        const { status } = checkStatus(reported);
-        if (!status.healthy) {
-          untested.push({
-            backend: backend.label,
-            kind: backend.kind,
-            why: engineText(status.detail ?? 'down', 200),
-          });
-          return;
-        }
-        for (const m of status.models)
-          if (!opts.model || m.id === opts.model) targets.push({ backend, model: m.id });
-      }),
-    );
-    const c = config.selftest;
+    await discovery.probeAll();
+    for (const s of discovery.states) {
+      if (!s.status?.healthy)
+        untested.push({ backend: s.backend.label, kind: s.backend.kind, why: s.status?.detail ?? 'down' });
+    }
+    const targets = discovery.listed().filter((t) => !opts.model || t.model === opts.model);
     const selftest = new SelfTest({
       targets: () => targets,
       busy: () => false,
       intervalMs: 0,
-      timeoutMs: c.timeout_s * 1000,
-      maxTokens: c.max_tokens,
-      prompt: c.prompt,
-      withdrawAfter: c.withdraw_after,
+      ...selfTestSettings(config.selftest),
       log: opts.log,
     });
     return { results: await selftest.run(), untested };
   } finally {
+    await discovery.stop();
     await Promise.all(backends.map((b) => b.close().catch(() => {})));
   }
 }

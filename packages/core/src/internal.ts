@@ -4,8 +4,10 @@
  * "./backend" only.
  */
 
+export { createBackends } from './agent/backends.js';
 export { Backoff, type BackoffOptions } from './agent/backoff.js';
 export { checkTimezone, parseWindow, type QuietWindow, quietWindowAt } from './agent/schedule.js';
+export { statusSelfTest } from './agent/status.js';
 export * from './backend/index.js';
 export {
   findConfigFile,
@@ -65,5 +67,6 @@ export {
   type ServedModel,
   samePriority,
 } from './routing/capabilities.js';
-export { SelfTest, type SelfTestOptions, type SelfTestTarget } from './routing/selftest.js';
-export { checkStatus, engineText } from './untrusted.js';
+export { Discovery } from './routing/discovery.js';
+export { SelfTest, type SelfTestOptions, type SelfTestTarget, selfTestSettings } from './routing/selftest.js';
+export { engineText } from './untrusted.js';

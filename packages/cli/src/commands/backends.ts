@@ -1,7 +1,13 @@
 import { Flags } from '@oclif/core';
-import { expandHome, findConfigFile, loadConfig, type SelfTestResult } from '@usepod-agent/core/internal';
+import {
+  expandHome,
+  findConfigFile,
+  loadConfig,
+  type SelfTestResult,
+  statusSelfTest,
+} from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { control } from '../control.js';
+import { runningSelfTests } from '../control.js';
 import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
 import { installedBackendPlugins } from '../plugins.js';
 
@@ -23,10 +29,7 @@ export default class Backends extends BaseCommand {
     let tested: SelfTestResult[] = [];
     if (file) {
       const { config } = await loadConfig({ path: file, allowInsecure: true });
-      tested = await control(expandHome(config.identity.key_path), { cmd: 'state' }, 2_000).then(
-        (r) => r.selftest ?? [],
-        () => [],
-      );
+      tested = await runningSelfTests(expandHome(config.identity.key_path));
       for (const entry of config.backends) {
         const apiKey = entry.api_key_env ? process.env[entry.api_key_env] : undefined;
         targets.push({ kind: entry.kind, url: entry.url, entry, apiKey, source: 'config' });
@@ -58,15 +61,7 @@ export default class Backends extends BaseCommand {
               id: m.id,
               context_window: m.contextWindow ?? null,
               loaded: true,
-              selftest: st
-                ? {
-                    ok: st.ok,
-                    withdrawn: st.withdrawn,
-                    ttft_ms: st.ttftMs ?? null,
-                    tokens_per_second: st.tokensPerSecond ?? null,
-                    at: st.at,
-                  }
-                : null,
+              selftest: st ? statusSelfTest(st) : null,
             };
           }),
           load: r.status.load ?? null,

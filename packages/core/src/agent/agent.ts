@@ -192,9 +192,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         held: () => this.#pause.state !== undefined || this.#state === 'stopping',
         onServableChange: () => void this.#resendCapabilities(),
         tell: (e) => this.#tell(e),
-        onSelfTest: (r, withdrawn) =>
-          withdrawn === undefined ? this.emit('selftest', r) : this.emit('withdrawn', r, withdrawn),
       });
+      serving.selftest.on('result', (r) => this.emit('selftest', r));
+      serving.selftest.on('withdrawn', (r, withdrawn) => this.emit('withdrawn', r, withdrawn));
       this.#serving = serving;
       // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
       const paused = this.#pause.state;

@@ -1,5 +1,5 @@
 import type { Backend } from '../backend/backend.js';
-import type { Config } from '../config/schema.js';
+import type { BackendConfig, Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { redactor } from '../observability/redact.js';
@@ -47,6 +47,8 @@ export function createBackends(
   config: Config,
   env: Record<string, string | undefined>,
   log: Logger,
+  /** Told of an entry skipped for its key (default: a warning); `selftest` lists it as untested. */
+  onSkip?: (entry: BackendConfig, index: number, why: string) => void,
 ): Backend[] {
   const out: Backend[] = [];
   checkBackends(config, host.kinds).forEach((entry, i) => {
@@ -54,11 +56,14 @@ export function createBackends(
     if (entry.api_key_env) {
       apiKey = env[entry.api_key_env];
       if (!apiKey) {
-        log.warn('backend skipped: its API key variable is not set', {
-          backend: `backends[${i}]`,
-          kind: entry.kind,
-          api_key_env: entry.api_key_env,
-        });
+        if (onSkip) onSkip(entry, i, `${entry.api_key_env} is not set`);
+        else {
+          log.warn('backend skipped: its API key variable is not set', {
+            backend: `backends[${i}]`,
+            kind: entry.kind,
+            api_key_env: entry.api_key_env,
+          });
+        }
         return;
       }
       redactor.add(apiKey);

@@ -11,7 +11,7 @@ import { Executor } from '../relay/executor.js';
 import type { JobJournal } from '../relay/journal.js';
 import { TokenBudget } from '../relay/token-budget.js';
 import { Discovery } from '../routing/discovery.js';
-import { SelfTest, type SelfTestResult } from '../routing/selftest.js';
+import { SelfTest, selfTestSettings } from '../routing/selftest.js';
 import { createBackends } from './backends.js';
 import type { AgentTiming } from './types.js';
 
@@ -37,7 +37,6 @@ export interface ServingOptions {
   onServableChange(): void;
   /** Told to `onEvent`. */
   tell(event: AgentEvent): void;
-  onSelfTest(result: SelfTestResult, withdrawn: boolean | undefined): void;
 }
 
 export class Serving {
@@ -97,19 +96,12 @@ export class Serving {
       // Never while the owner has the machine, the agent drains, or customers fill max_concurrent.
       busy: () => o.held() || this.executor.inFlight >= config.limits.max_concurrent,
       intervalMs: timing.selftestIntervalMs ?? c.interval_s * 1000,
-      timeoutMs: c.timeout_s * 1000,
-      maxTokens: c.max_tokens,
-      prompt: c.prompt,
-      withdrawAfter: c.withdraw_after,
+      ...selfTestSettings(c),
       log: o.log.child('selftest'),
       adjustInFlight: (b, d) => discovery.adjustInFlight(b, d),
     });
-    selftest.on('result', (r) => {
-      o.metrics.selftest(selftest.results());
-      o.onSelfTest(r, undefined);
-    });
+    selftest.on('result', () => o.metrics.selftest(selftest.results()));
     selftest.on('withdrawn', (r, withdrawn) => {
-      o.onSelfTest(r, withdrawn);
       o.tell(
         withdrawn
           ? { type: 'model_withdrawn', backend: r.backend, model: r.model, detail: r.error ?? 'failed' }

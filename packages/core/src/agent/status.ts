@@ -3,9 +3,9 @@ import type { Totals } from '../observability/metrics.js';
 import type { HeartbeatStats } from '../observability/stats.js';
 import type { CapabilityModel } from '../protocol/frames.js';
 import type { BackendState } from '../routing/discovery.js';
-import type { SelfTest } from '../routing/selftest.js';
+import type { SelfTest, SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
-import type { AgentSnapshot, AgentState, AgentStatus } from './types.js';
+import type { AgentSnapshot, AgentState, AgentStatus, StatusSelfTest } from './types.js';
 
 /** What `snapshot()` and `/status` show, made from the agent's parts. */
 export function snapshotOf(v: {
@@ -81,17 +81,7 @@ export function statusOf(
       models: b.models.map((m) => ({
         id: m.id,
         context_window: m.contextWindow ?? null,
-        selftest: m.selftest
-          ? {
-              ok: m.selftest.ok,
-              failures: m.selftest.failures,
-              withdrawn: m.selftest.withdrawn,
-              ttft_ms: m.selftest.ttftMs ?? null,
-              tokens_per_second: m.selftest.tokensPerSecond ?? null,
-              at: m.selftest.at,
-              error: m.selftest.error ?? null,
-            }
-          : null,
+        selftest: m.selftest ? statusSelfTest(m.selftest) : null,
       })),
     })),
     models: snap.models,
@@ -118,4 +108,17 @@ export function readinessOf(
   if (paused) return { ready: false, reason: `paused (${paused.reason})` };
   if (advertised === 0) return { ready: false, reason: 'no model advertised' };
   return { ready: true };
+}
+
+/** A self-test result as `/status` (and `backends --json`) show it: snake_case, null for none. */
+export function statusSelfTest(r: SelfTestResult): StatusSelfTest {
+  return {
+    ok: r.ok,
+    failures: r.failures,
+    withdrawn: r.withdrawn,
+    ttft_ms: r.ttftMs ?? null,
+    tokens_per_second: r.tokensPerSecond ?? null,
+    at: r.at,
+    error: r.error ?? null,
+  };
 }

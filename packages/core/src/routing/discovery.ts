@@ -21,6 +21,8 @@ export interface DiscoveryOptions {
   /** Routing preference of each kind, from its plugin (lower first). */
   priority?: KindPriority;
   intervalMs: number;
+  /** A bound on each probe besides the plugin's own (`selftest` standalone: 5 s); none by default. */
+  probeTimeoutMs?: number;
   log: Logger;
   /** Called when the servable set (models, windows, backends) changed after a probe. */
   onChange(): void;
@@ -91,8 +93,11 @@ export class Discovery implements RouterView {
     await Promise.all(
       this.states.map(async (s) => {
         const before = s.status?.healthy;
+        const signal = this.#o.probeTimeoutMs
+          ? AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#o.probeTimeoutMs)])
+          : this.#abort.signal;
         const reported = await s.backend
-          .probe(this.#abort.signal)
+          .probe(signal)
           .catch(
             (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: (err as Error).message }),
           );

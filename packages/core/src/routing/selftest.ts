@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createParser } from 'eventsource-parser';
 import type { Backend } from '../backend/backend.js';
+import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { StreamScanner } from '../relay/stream-scan.js';
@@ -54,6 +55,18 @@ export interface SelfTestOptions {
   log: Logger;
   /** Counted as the backend's own load while a test runs, so routing sees it. */
   adjustInFlight?(backend: Backend, delta: number): void;
+}
+
+/** The `[selftest]` keys as SelfTest takes them (the agent's timer and `usepod-agent selftest` alike). */
+export function selfTestSettings(
+  c: Config['selftest'],
+): Pick<SelfTestOptions, 'timeoutMs' | 'maxTokens' | 'prompt' | 'withdrawAfter'> {
+  return {
+    timeoutMs: c.timeout_s * 1000,
+    maxTokens: c.max_tokens,
+    prompt: c.prompt,
+    withdrawAfter: c.withdraw_after,
+  };
 }
 
 const MAX_ANSWER_BYTES = 1024 * 1024;
