@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { createAgent, silentLogger } from '@usepod-agent/core/internal';
+import { createAgent, silentLogger } from '@usepod-agent/core';
 import llamacpp from '@usepod-agent/plugin-llamacpp';
 import vllm from '@usepod-agent/plugin-vllm';
 

@@ -1,6 +1,6 @@
 import type { AddressInfo, Socket } from 'node:net';
-import { verifySignature } from '@usepod-agent/core/internal';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { verifySignature } from '../packages/core/src/identity/identity.js';
 import { clock, type StreamConsumer } from './consumer.js';
 
 /**
