@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { expandHome } from '@usepod-agent/core/internal';
+import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';
 import ms from 'ms';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';

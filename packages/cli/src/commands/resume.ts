@@ -1,5 +1,5 @@
 import { engineText } from '@usepod-agent/core';
-import { expandHome } from '@usepod-agent/core/internal';
+import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
 

@@ -1,12 +1,6 @@
 import { Flags } from '@oclif/core';
-import {
-  type AgentStatus,
-  DEFAULT_PROMETHEUS_ADDR,
-  engineText,
-  findConfigFile,
-  loadConfig,
-  UsepodError,
-} from '@usepod-agent/core/internal';
+import { type AgentStatus, engineText, loadConfig, UsepodError } from '@usepod-agent/core';
+import { DEFAULT_PROMETHEUS_ADDR, findConfigFile } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 
 interface LedgerWindow {
