@@ -4,10 +4,10 @@ import {
   type Config,
   createLogger,
   engineText,
-  expandHome,
   isUsepodError,
   type SelfTestResult,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
+import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';
 import { Ledger, ledgerFile, parseSince, selftestHistory } from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
