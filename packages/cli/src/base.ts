@@ -1,15 +1,13 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import {
   configureLogging,
-  debugRequested,
   isUsepodError,
   type LoadedConfig,
   type LogFormat,
   type LogLevel,
   loadConfig,
-  readLogLevel,
-  redactor,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
+import { debugRequested, readLogLevel, redactor } from '@usepod-agent/core/cli';
 
 /** Exit codes, written down in the README. */
 export const EXIT = {

@@ -2,16 +2,15 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Flags } from '@oclif/core';
+import { AGENT_VERSION, UsepodError } from '@usepod-agent/core';
 import {
-  AGENT_VERSION,
   DEFAULT_IDENTITY_PATH,
   expandHome,
   loadOrCreateIdentity,
   platformConfigDir,
-  UsepodError,
   validateConfig,
   writeFileAtomic,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core/cli';
 import { parse as parseToml, stringify } from 'smol-toml';
 import { BaseCommand } from '../base.js';
 import {
