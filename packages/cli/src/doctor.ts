@@ -2,20 +2,20 @@ import { lookup } from 'node:dns/promises';
 import { existsSync, statSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import type { Config as OclifConfig } from '@oclif/core/interfaces';
 import {
   type AgentPlugin,
   type Config,
   createAgent,
   engineText,
   errorMessage,
-  expandHome,
   isUsepodError,
-  readIdentity,
   silentLogger,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
+import { expandHome, readIdentity } from '@usepod-agent/core/cli';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import WebSocket from 'ws';
-import { type ProbeResult, probeEngines } from './engines.js';
+import { type ProbeResult, probeConfigured } from './engines.js';
 
 /**
  * `usepod-agent doctor` (issue 18): everything that stands between this machine and earning, each check
@@ -329,10 +329,13 @@ export async function selftestChecks(config: Config): Promise<Check[]> {
   );
 }
 
-/** Each backend: up or down, its models, which are advertised and which dropped and why. */
+/**
+ * Each backend: up or down, its models, which are advertised and which dropped and why. Opened as `run`
+ * opens them (the caller has loaded the same agent: a mistake in an entry was told once, by `validate`'s words).
+ */
 export async function backendChecks(
+  cli: OclifConfig,
   config: Config,
-  plugins: AgentPlugin[],
 ): Promise<{ checks: Check[]; probes: ProbeResult[] }> {
   if (config.backends.length === 0) {
     return {
@@ -347,17 +350,8 @@ export async function backendChecks(
       probes: [],
     };
   }
-  const probes = await probeEngines(
-    // Probed without the allow-list: what the engine serves, so doctor can say what the list drops.
-    config.backends.map(({ models: _allow, ...entry }) => ({
-      kind: entry.kind,
-      url: entry.url,
-      entry: entry as (typeof config.backends)[number],
-      apiKey: entry.api_key_env ? process.env[entry.api_key_env] : undefined,
-      source: 'config' as const,
-    })),
-    plugins,
-  );
+  // Probed without the allow-list: what the engine serves, so doctor can say what the list drops.
+  const probes = await probeConfigured(cli, config, { allowList: false });
   const checks: Check[] = [];
   let advertised = 0;
   for (const [i, p] of probes.entries()) {
