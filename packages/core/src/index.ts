@@ -7,6 +7,7 @@
 export {
   Agent,
   type AgentEvents,
+  type AgentIdentity,
   type AgentSnapshot,
   type AgentStatus,
   type AgentTiming,

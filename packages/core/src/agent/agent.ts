@@ -54,6 +54,7 @@ export type {
  * What happens to it is one stream of events (`agent.on(type)`, `onEvent` for plugins).
  */
 export class Agent extends EventEmitter<AgentEvents> {
+  /** The validated config, frozen to the last array: read it; to change it, change the file and restart. */
   readonly config: Config;
   readonly log: Logger;
   readonly agentVersion = AGENT_VERSION;
@@ -82,10 +83,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#opts = opts;
     // Validated again even when it came from loadConfig(): embedding code may hand over any object.
     const source = (opts.config as Partial<Config>).source;
-    this.config = validateConfig(opts.config, {
-      allowInsecure: opts.allowInsecure ?? false,
-      ...(source ? { source } : {}),
-    });
+    this.config = frozen(
+      validateConfig(opts.config, {
+        allowInsecure: opts.allowInsecure ?? false,
+        ...(source ? { source } : {}),
+      }),
+    );
     this.log = opts.logger ?? createLogger('agent');
     this.#holds = new Holds({ onChange: (c) => this.#onHold(c) });
     this.#quiet = new QuietHours({
@@ -137,22 +140,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#state;
   }
 
-  get identity(): PersistedIdentity | undefined {
-    return this.#identity;
+  /** Who this agent is, to read: the key signs for the session only (no `sign`, no `save` here). */
+  get identity(): AgentIdentity | undefined {
+    const id = this.#identity;
+    if (!id) return undefined;
+    const { path, publicKey, created, fingerprint, providerId } = id;
+    return Object.freeze({ path, publicKey, created, fingerprint, providerId });
   }
 
   get providerId(): string | undefined {
     return this.#identity?.providerId;
   }
 
-  /** Plugins applied, in order. */
+  /** Plugins applied, in order (a copy). */
   get plugins(): readonly AgentPlugin[] {
-    return this.#host.plugins;
+    return [...this.#host.plugins];
   }
 
-  /** The backend kinds the applied plugins registered, by kind. */
+  /** The backend kinds the applied plugins registered, by kind (a copy). */
   get kinds(): ReadonlyMap<string, RegisteredKind> {
-    return this.#host.kinds;
+    return new Map(this.#host.kinds);
   }
 
   /** The plugin that claimed each plugin section of the config. */
@@ -503,6 +510,20 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#metrics.paused(c.paused);
     void this.#resendCapabilities();
   }
+}
+
+/** What `agent.identity` shows: the public half, never the means to sign. */
+export type AgentIdentity = Readonly<
+  Pick<PersistedIdentity, 'path' | 'publicKey' | 'created' | 'fingerprint' | 'providerId'>
+>;
+
+/** A plain value (the validated config) frozen all the way down. */
+function frozen<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) frozen(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** Creates an agent; call `start()` to connect. */
