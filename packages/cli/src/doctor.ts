@@ -4,7 +4,6 @@ import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { Config as OclifConfig } from '@oclif/core/interfaces';
 import {
-  type AgentPlugin,
   type Config,
   createAgent,
   engineText,
