@@ -91,7 +91,8 @@ export const configSchema = z.looseObject({
     .loose()
     .default({ prometheus_addr: DEFAULT_PROMETHEUS_ADDR, log_level: 'info', log_format: 'text' }),
   discovery: z
-    .object({ interval_s: z.number().min(1).default(60) })
+    // At most a day: a timer longer than 2^31-1 ms would fire at once, again and again.
+    .object({ interval_s: z.number().min(1).max(86_400).default(60) })
     .loose()
     .default({ interval_s: 60 }),
   /** Quiet hours (issue 19): windows in which the agent pauses by itself, in `timezone` (default local). */
