@@ -316,16 +316,28 @@ async function liveAuth(config: Config): Promise<Check> {
 export async function selftestChecks(config: Config): Promise<Check[]> {
   const results = await runningSelfTests(expandHome(config.identity.key_path));
   if (results.length === 0) return [];
-  const bad = results.filter((r) => !r.ok);
-  if (bad.length === 0) {
+  // Ejected: its real jobs failed on the engine (routing/ejection.ts); said first, with why and until when.
+  const ejected = results.filter((r) => typeof r.ejectedUntil === 'string');
+  const bad = results.filter((r) => !r.ok && !ejected.includes(r));
+  if (bad.length === 0 && ejected.length === 0) {
     return [check('self-tests', 'ok', `${results.length} model(s) pass their self-tests`)];
   }
-  return bad.map((r) =>
+  const ejectedChecks = ejected.map((r) =>
     check(
-      `self-test ${r.backend}`,
+      `ejected ${engineText(r.backend, 120)}`,
       'warn',
-      `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
-      "read the engine's log; `usepod-agent selftest` tries again now",
+      `${engineText(r.model, 120)} is ejected: its jobs failed on the engine (${engineText(r.jobError ?? 'failed', 200)}); tested again at ${engineText(r.ejectedUntil!, 40)}`,
+      "read the engine's log; its jobs go to the model's other engines meanwhile",
+    ),
+  );
+  return ejectedChecks.concat(
+    bad.map((r) =>
+      check(
+        `self-test ${r.backend}`,
+        'warn',
+        `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
+        "read the engine's log; `usepod-agent selftest` tries again now",
+      ),
     ),
   );
 }

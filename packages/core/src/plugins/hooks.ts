@@ -65,7 +65,15 @@ export type AgentEvent =
   | { type: 'auth_refused'; coordinator: string; why: string }
   | { type: 'backend_down'; backend: string; kind: string; detail: string }
   | { type: 'backend_up'; backend: string; kind: string }
-  | { type: 'model_withdrawn'; backend: string; model: string; detail: string }
+  | {
+      type: 'model_withdrawn';
+      /** Its self-tests failed, or its real jobs did (ejected until `until`, then tested again). */
+      cause: 'selftests' | 'jobs';
+      backend: string;
+      model: string;
+      detail: string;
+      until: string | undefined;
+    }
   | { type: 'model_back'; backend: string; model: string }
   | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }
   | { type: 'resumed'; by: PausedBy }
