@@ -2,6 +2,8 @@ import type { AgentEvent, SelfTestResult } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
+import { render } from '../packages/cli/src/commands/status.js';
+import { selftestChecksOf } from '../packages/cli/src/doctor.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -141,9 +143,19 @@ describe('ejection after real jobs fail', () => {
     expect(modelA.selftest).toMatchObject({ withdrawn: true, ejected_until: st.ejectedUntil });
     expect(s.backends.find((x) => x.label === 'b')!.models[0]!.selftest).toBeNull();
     expect(s.models.map((m) => m.model_id)).toEqual([MODEL]);
+    expect(render(s, 'here')).toContain(`EJECTED: its jobs failed, tested again at ${st.ejectedUntil}`);
     const m1 = await metrics(p.r);
     expect(m1).toMatch(/usepod_agent_model_ejected\{backend="a",model="Qwen\/Qwen3-14B"\} 1/);
     expect(m1).toMatch(/usepod_agent_ejections_total\{backend="a"\} 1/);
+    // What doctor says of these results (it reads them from the running agent).
+    expect(selftestChecksOf(p.r.t.agent.selftestResults())).toEqual([
+      {
+        name: 'ejected a',
+        level: 'warn',
+        detail: `${MODEL} is ejected: its jobs failed on the engine (backend answered 500: CUDA error: out of memory); tested again at ${st.ejectedUntil}`,
+        fix: expect.stringMatching(/other engines/),
+      },
+    ]);
 
     // The cooldown ends: one self-test of A (self-tests are off on their own timer), still failing.
     const retest = await retested;
@@ -166,6 +178,9 @@ describe('ejection after real jobs fail', () => {
       ejectedUntil: undefined,
     });
     expect(await metrics(p.r)).toMatch(/usepod_agent_model_ejected\{backend="a",model="Qwen\/Qwen3-14B"\} 0/);
+    expect(selftestChecksOf(p.r.t.agent.selftestResults())).toMatchObject([
+      { name: 'self-tests', level: 'ok' },
+    ]);
     expect(await run(p)).toMatchObject({ type: 'job_done' });
     expect([p.jobsAt(a), p.jobsAt(b)]).toEqual([7, 10]);
     expect(p.events.filter((e) => e.type === 'model_withdrawn')).toHaveLength(1);

@@ -251,7 +251,12 @@ export class SelfTest extends EventEmitter<{
     const k = key(backend, model);
     let j = this.#jobs.get(k);
     if (verdict === 'ok') {
-      if (j && j.until === undefined) j.failures = 0;
+      // A pair never ejected has nothing left to remember; one that was keeps its level (the next
+      // cooldown's length) until it has been back for the longest cooldown.
+      if (j && j.until === undefined) {
+        if (j.level === 0) this.#jobs.delete(k);
+        else j.failures = 0;
+      }
       return;
     }
     if (!j) {
