@@ -219,6 +219,17 @@ describe('ejection after real jobs fail', () => {
     expect(await metrics(p.r)).not.toMatch(/usepod_agent_ejections_total\{/);
   });
 
+  it('counts streams the engine cuts short, after some tokens were relayed', async () => {
+    const p = await twoEngines();
+    p.a.always({ kind: 'drop', afterTokens: 2 });
+    const ejected = p.nextEvent('model_withdrawn');
+    const ends: string[] = [];
+    for (let i = 0; i < 5; i++) ends.push(String((await run(p)).type));
+    expect(ends).toEqual(['job_error', 'job_error', 'job_error', 'job_done', 'job_done']);
+    expect([p.jobsAt(p.a), p.jobsAt(p.b)]).toEqual([3, 2]);
+    expect(await ejected).toMatchObject({ cause: 'jobs', backend: 'a' });
+  });
+
   it('a job that finishes ends the run of failures; eject_after = 0 turns ejection off', async () => {
     let p = await twoEngines();
     // Two failures, a success, two failures: never three in a row.
