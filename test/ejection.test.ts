@@ -11,8 +11,8 @@ import { hello, type Rig, rig } from './helpers.js';
  * serve one model; the first starts answering 500 mid-run. After `eject_after` (3) failures in a row no
  * job reaches it, the jobs go to the healthy one, an event, a metric, `/status` and the self-test results
  * say so; when its cooldown ends it is tested (with `[selftest] interval_s` 0), ejected again for twice as
- * long while it still fails, and back once a test passes. A client's 4xx, a cancel or a deadline never
- * eject a pair.
+ * long while it still fails, and back once a test passes. The model leaves the capabilities only when
+ * no other engine serves it. A client's 4xx, a cancel or a deadline never eject a pair.
  */
 const MODEL = 'Qwen/Qwen3-14B';
 const PROMPT = 'self-test, count to five';
@@ -217,6 +217,23 @@ describe('ejection after real jobs fail', () => {
     expect(p.events.filter((e) => e.type === 'model_withdrawn')).toEqual([]);
     expect(p.r.t.agent.selftestResults()).toEqual([]);
     expect(await metrics(p.r)).not.toMatch(/usepod_agent_ejections_total\{/);
+  });
+
+  it("leaves the capabilities when the ejected engine was the model's only one", async () => {
+    r = await rig({ config: { selftest: { prompt: PROMPT, eject_after: 3 } } });
+    const engine = r.engine;
+    engine.always({ kind: 'status', status: 500, body: OOM });
+    const caps = r.session.nextFrame('capabilities');
+    for (let i = 0; i < 3; i++) {
+      expect(await r.session.dispatch({ model_id: MODEL, request: hello }).done()).toMatchObject({
+        type: 'job_error',
+      });
+    }
+    expect((await caps).models).toEqual([]);
+    // A job the coordinator sent before it heard: refused here, never sent to the engine.
+    const late = await r.session.dispatch({ model_id: MODEL, request: hello }).done();
+    expect(late).toMatchObject({ type: 'job_error', error_code: 'model_not_loaded' });
+    expect(engine.requests.items.filter((q) => q.path.endsWith('/chat/completions'))).toHaveLength(3);
   });
 
   it('counts streams the engine cuts short, after some tokens were relayed', async () => {
