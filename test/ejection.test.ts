@@ -96,7 +96,7 @@ async function metrics(rr: Rig): Promise<string> {
 function nextResult(rr: Rig, pred: (x: SelfTestResult) => boolean, ms = 10_000): Promise<SelfTestResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no such self-test result in time')), ms);
-    const on = (x: SelfTestResult) => {
+    const on = ({ result: x }: { result: SelfTestResult }) => {
       if (!pred(x)) return;
       clearTimeout(timer);
       rr.t.agent.off('selftest', on);

@@ -73,6 +73,7 @@ export class Serving {
     this.discovery = discovery;
     this.executor = new Executor({
       hooks: o.hooks,
+      onEnd: (job) => o.tell({ type: 'job_end', job }),
       log: o.log.child('executor'),
       jobLog: topLevelLogger(o.log, 'job'),
       ...(o.journal ? { journal: o.journal } : {}),
@@ -103,7 +104,10 @@ export class Serving {
       adjustInFlight: (b, d) => discovery.adjustInFlight(b, d),
       eject: ejectionSettings(c),
     });
-    selftest.on('result', () => o.metrics.selftest(selftest.results()));
+    selftest.on('result', (result) => {
+      o.metrics.selftest(selftest.results());
+      o.tell({ type: 'selftest', result });
+    });
     selftest.on('ejected', (r) => {
       o.metrics.ejected(r.backend);
       o.metrics.selftest(selftest.results());
