@@ -44,6 +44,12 @@ export {
   silentLogger,
 } from './observability/log.js';
 export type { SeedGroup } from './observability/metrics.js';
+export type {
+  Labels,
+  PluginCounter,
+  PluginGauge,
+  PluginMetrics,
+} from './observability/plugin-metrics.js';
 export {
   type AgentEvent,
   type AgentHooks,

@@ -18,7 +18,7 @@ import {
   runEventHooks,
   runStartHooks,
 } from '../plugins/hooks.js';
-import { PluginHost } from '../plugins/host.js';
+import { type HoldTarget, PluginHost } from '../plugins/host.js';
 import type { RegisteredKind } from '../plugins/kinds.js';
 import type { AgentAccess, AgentPlugin, DoctorFacts, DoctorFinding, Hold } from '../plugins/plugin.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
@@ -94,7 +94,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       checkMs: opts.timing?.scheduleCheckMs ?? 30_000,
       now: opts.timing?.now ?? Date.now,
     });
-    const access: AgentAccess & { hold: Holds['hold']; release: Holds['release'] } = {
+    const metrics = new AgentMetrics(AGENT_VERSION, {
+      inFlight: () => this.#serving?.executor.inFlight ?? 0,
+    });
+    this.#metrics = metrics;
+    const access: AgentAccess & HoldTarget = {
       pause: (o) => this.pause(o),
       resume: () => this.resume(),
       holds: () => this.holds(),
@@ -106,6 +110,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       },
       hold: (name, o) => this.#holds.hold(name, o),
       release: (name) => this.#holds.release(name),
+      notify: (e) => this.#tell(e),
+      get registry() {
+        return metrics.registry;
+      },
     };
     this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
     redactor.add(this.config.coordinator.enrollment_code);

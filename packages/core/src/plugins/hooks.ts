@@ -103,7 +103,17 @@ export type AgentEvent =
   | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }
   /** A hold was released; `paused` is true while other holds keep the agent paused. */
   | { type: 'resumed'; by: PausedBy; paused: boolean }
-  | { type: 'budget_exhausted'; limit: number };
+  | { type: 'budget_exhausted'; limit: number }
+  /** A plugin's word to the owner (`ctx.notify`): the ledger cannot write, the GPU runs hot... */
+  | {
+      type: 'notice';
+      plugin: string;
+      name: string;
+      severity: 'info' | 'warning' | 'critical';
+      title: string;
+      message: string;
+      resolved: boolean;
+    };
 
 /** The event of one type: `EventOf<'job_end'>`. */
 export type EventOf<T extends AgentEvent['type']> = Extract<AgentEvent, { type: T }>;

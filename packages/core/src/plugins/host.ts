@@ -1,10 +1,13 @@
+import { Registry } from 'prom-client';
 import { expandHome } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
+import { pluginMetrics } from '../observability/plugin-metrics.js';
+import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 import { Features } from './features.js';
-import { type AgentHooks, createHooks, pluginView } from './hooks.js';
+import { type AgentEvent, type AgentHooks, createHooks, pluginView } from './hooks.js';
 import { type BackendKind, type RegisteredKind, registeredKind } from './kinds.js';
 import { type AgentAccess, type AgentPlugin, checkContract, type PluginContext } from './plugin.js';
 
@@ -12,6 +15,10 @@ import { type AgentAccess, type AgentPlugin, checkContract, type PluginContext }
 export interface HoldTarget {
   hold(name: string, opts: { reason: string; until?: Date }): void;
   release(name: string): void;
+  /** Publishes a plugin's notice on the observation stream. */
+  notify(event: Extract<AgentEvent, { type: 'notice' }>): void;
+  /** The registry plugin metrics join (`/metrics`). */
+  readonly registry: Registry;
 }
 
 /** The agent seen from a host that runs none (`backends`, `setup`, the conformance suite). */
@@ -24,6 +31,8 @@ const NO_AGENT: AgentAccess & HoldTarget = {
   configuredKinds: () => [],
   hold: () => {},
   release: () => {},
+  notify: () => {},
+  registry: new Registry(),
 };
 
 /**
@@ -99,6 +108,17 @@ export class PluginHost {
         if (!taken) log.debug('another plugin provides the job journal; this one writes none');
         return taken;
       },
+      notify: (n) =>
+        agent.notify({
+          type: 'notice',
+          plugin: name,
+          name: engineText(n.name, 40),
+          severity: n.severity,
+          title: engineText(n.title, 200),
+          message: engineText(n.message, 1_000),
+          resolved: n.resolved ?? false,
+        }),
+      metrics: pluginMetrics(agent.registry, name),
       statusSection: (section, read) => features.statusSection(name, section, read),
       doctorCheck: (check, fn) => features.doctorCheck(name, check, fn),
       agent,

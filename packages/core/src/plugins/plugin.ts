@@ -3,6 +3,7 @@ import type { BackendFactory } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
+import type { PluginMetrics } from '../observability/plugin-metrics.js';
 import type { JobJournal } from '../relay/journal.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
@@ -89,6 +90,19 @@ export interface PluginContext {
    * False when a plugin applied by default yields to one the agent was given (it should then stand down).
    */
   provideJournal(journal: JobJournal): boolean;
+  /**
+   * Tells the owner something through the observation stream (a `notice` event, which alerts delivers):
+   * `name` says what (`ledger_failing`), `resolved` that it is over. Text is folded and bounded by core.
+   */
+  notify(notice: {
+    name: string;
+    severity: 'info' | 'warning' | 'critical';
+    title: string;
+    message: string;
+    resolved?: boolean;
+  }): void;
+  /** Metrics on the agent's `/metrics` (names under `usepod_agent_`, label values folded and bounded). */
+  readonly metrics: PluginMetrics;
   /** A section of `/status`, `status` and `status --json` under `name`: a small JSON value, asked each time. */
   statusSection(name: string, read: () => unknown): void;
   /** Lines of `usepod-agent doctor`, run without the agent running (and with it). */
