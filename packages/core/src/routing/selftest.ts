@@ -32,7 +32,7 @@ export interface SelfTestResult {
   withdrawn: boolean;
   /** While ejected after real jobs failed: when it is tested again (ISO 8601). */
   ejectedUntil: string | undefined;
-  /** Why the real jobs that ejected it failed, bounded and redacted (engine text). */
+  /** Why it is ejected: its last real job's failure, or its retest's once one failed (engine text, bounded). */
   jobError: string | undefined;
   /** Time to the first token of the last passing test, ms. */
   ttftMs: number | undefined;
