@@ -45,7 +45,10 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         severity: 'warning',
         resolved: false,
         title: `usepod-agent on ${host}: ${e.model} withdrawn`,
-        message: `${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
+        message:
+          e.cause === 'jobs'
+            ? `${e.model} on ${e.backend} failed real jobs (${e.detail}); it is not used until a self-test passes after ${e.until}.`
+            : `${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
         details: { backend: e.backend, model: e.model, detail: e.detail },
       };
     case 'model_back':
