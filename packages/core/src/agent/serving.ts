@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { topLevelLogger } from '../observability/log.js';
 import type { AgentMetrics } from '../observability/metrics.js';
@@ -167,5 +168,20 @@ export class Serving {
     await this.selftest.stop();
     await this.discovery.stop();
     await Promise.all(this.backends.map((b) => b.close().catch(() => {})));
+  }
+}
+
+/** Counters resume where the journal left them: a restart does not zero Prometheus' totals. */
+export async function seedFromJournal(
+  journal: JobJournal | undefined,
+  metrics: AgentMetrics,
+  log: Logger,
+  before: number,
+): Promise<void> {
+  if (!journal?.totals) return;
+  try {
+    metrics.seed(await journal.totals(before));
+  } catch (err) {
+    log.warn('the journal gave no totals; counters start at zero', { error: errorMessage(err) });
   }
 }

@@ -77,3 +77,31 @@ describe('sections resolve to plugins', () => {
     );
   });
 });
+
+describe('a plugin’s metrics and status section', () => {
+  it('reach /metrics and /status; hostile label values are folded, a throwing section shows its error', async () => {
+    const agent = createAgent({
+      config: {},
+      defaultPlugins: false,
+      logger: silentLogger,
+      plugins: [
+        {
+          name: 'gauges',
+          apiVersion: 1,
+          apply(_hooks, ctx) {
+            const g = ctx.metrics.gauge('usepod_agent_test_temperature', 'a test gauge', ['gpu']);
+            g.set(71, { gpu: 'RTX\u001b]0;owned\u0007' });
+            ctx.statusSection('fine', () => ({ ok: true }));
+            ctx.statusSection('broken', () => {
+              throw new Error('no');
+            });
+          },
+        },
+      ],
+    });
+    await agent.load();
+    const text = await agent.metricsText();
+    expect(text).toMatch(/usepod_agent_test_temperature\{gpu="RTX[^"\u001b\u0007]*"\} 71/);
+    expect(agent.status().sections).toEqual({ fine: { ok: true }, broken: { error: 'no' } });
+  });
+});
