@@ -4,6 +4,8 @@ import { type AlertConfig, type AlertEvent, readAlerts } from './config.js';
 import { Delivery, type DeliveryTiming } from './deliver.js';
 import type { Alert } from './formats.js';
 import { draftOf } from './messages.js';
+import { type Text, text } from './text.js';
+import { type LongTimer, setLongTimeout } from './timer.js';
 
 export {
   ALERT_EVENTS,
@@ -61,6 +63,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     const host = hostname();
     let providerId: string | undefined;
     const alert = (a: Omit<Alert, 'host' | 'providerId' | 'at'>, to: readonly Target[]) => {
+      if (to.length === 0) return;
+      log.debug('alert', { event: a.event, resolved: a.resolved, webhooks: to.length });
       const full: Alert = { ...a, host, providerId, at: new Date().toISOString() };
       for (const t of to) t.delivery.send(full);
     };
@@ -69,27 +73,26 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     // Disconnected longer than each webhook allows; "back" only to those that were told.
     let online = false;
     let offlineSince = Date.now();
-    let lastWhy = 'not connected yet';
-    const offlineTimers = new Map<Target, NodeJS.Timeout>();
+    let lastWhy: Text | string = 'not connected yet';
+    const offlineTimers = new Map<Target, LongTimer>();
     const toldOffline = new Set<Target>();
     const armOffline = () => {
       for (const t of wanting('disconnected')) {
-        clearTimeout(offlineTimers.get(t));
-        const timer = setTimeout(() => {
+        offlineTimers.get(t)?.clear();
+        const timer = setLongTimeout(() => {
           toldOffline.add(t);
           alert(
             {
               event: 'disconnected',
               severity: 'critical',
               resolved: false,
-              title: `usepod-agent on ${host} is not connected`,
-              message: `No session with the coordinator for ${minutes(Date.now() - offlineSince)}: ${lastWhy}. Jobs cannot reach this machine.`,
-              details: { since: new Date(offlineSince).toISOString(), why: lastWhy },
+              title: text`usepod-agent on ${host} is not connected`,
+              message: text`No session with the coordinator for ${minutes(Date.now() - offlineSince)}: ${lastWhy}. Jobs cannot reach this machine.`,
+              details: { since: new Date(offlineSince).toISOString(), why: String(lastWhy) },
             },
             [t],
           );
         }, t.cfg.disconnected_after_s * 1000);
-        timer.unref();
         offlineTimers.set(t, timer);
       }
     };
@@ -98,11 +101,11 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     // No job served for idle_after_h while connected and not paused.
     let paused = false;
     let lastServed = Date.now();
-    const idleTimers = new Map<Target, NodeJS.Timeout>();
+    const idleTimers = new Map<Target, LongTimer>();
     const toldIdle = new Set<Target>();
     const armIdle = (t: Target, ms = t.cfg.idle_after_h * 3_600_000) => {
-      clearTimeout(idleTimers.get(t));
-      const timer = setTimeout(() => {
+      idleTimers.get(t)?.clear();
+      const timer = setLongTimeout(() => {
         if (!online || paused) return armIdle(t); // expected silence: look again a full period later
         toldIdle.add(t);
         alert(
@@ -110,15 +113,13 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
             event: 'idle',
             severity: 'warning',
             resolved: false,
-            title: `usepod-agent on ${host} served no job for ${hours(Date.now() - lastServed)}`,
-            message:
-              'It is connected and not paused, yet no job came. Check the prices (`usepod-agent doctor`) and what is advertised (`usepod-agent status`).',
+            title: text`usepod-agent on ${host} served no job for ${hours(Date.now() - lastServed)}`,
+            message: text`It is connected and not paused, yet no job came. Check the prices (\`usepod-agent doctor\`) and what is advertised (\`usepod-agent status\`).`,
             details: { last_job: new Date(lastServed).toISOString() },
           },
           [t],
         );
       }, ms);
-      timer.unref();
       idleTimers.set(t, timer);
     };
     for (const t of wanting('idle')) armIdle(t);
@@ -139,8 +140,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
             event: 'idle',
             severity: 'info',
             resolved: true,
-            title: `usepod-agent on ${host} is serving jobs again`,
-            message: `A job for ${o.model} was served.`,
+            title: text`usepod-agent on ${host} is serving jobs again`,
+            message: text`A job for ${o.model} was served.`,
             details: { model: o.model },
           },
           told,
@@ -151,7 +152,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
       switch (e.type) {
         case 'connected': {
           online = true;
-          for (const timer of offlineTimers.values()) clearTimeout(timer);
+          for (const timer of offlineTimers.values()) timer.clear();
           const told = [...toldOffline];
           toldOffline.clear();
           if (told.length > 0)
@@ -160,8 +161,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
                 event: 'disconnected',
                 severity: 'info',
                 resolved: true,
-                title: `usepod-agent on ${host} is connected again`,
-                message: `Back online after ${minutes(Date.now() - offlineSince)}.`,
+                title: text`usepod-agent on ${host} is connected again`,
+                message: text`Back online after ${minutes(Date.now() - offlineSince)}.`,
                 details: { coordinator: e.coordinator },
               },
               told,
@@ -175,7 +176,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           armOffline();
           return;
         case 'auth_refused':
-          lastWhy = `the coordinator refused this agent's key: ${e.why}`;
+          lastWhy = text`the coordinator refused this agent's key: ${e.why}`;
           break;
         case 'paused':
           paused = true;
@@ -189,7 +190,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     });
 
     hooks.onClose.tapPromise('alerts', async () => {
-      for (const timer of [...offlineTimers.values(), ...idleTimers.values()]) clearTimeout(timer);
+      for (const timer of [...offlineTimers.values(), ...idleTimers.values()]) timer.clear();
       await Promise.all(targets.map((t) => t.delivery.close(options?.flushMs ?? 3_000)));
     });
   },

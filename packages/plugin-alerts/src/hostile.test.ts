@@ -1,0 +1,344 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AgentEvent, Logger, PluginContext } from '@usepod-agent/core';
+import { createHooks } from '@usepod-agent/core/internal';
+import { createTestAgent, TestCoordinator } from '@usepod-agent/testkit';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { parseRetryAfter, retryWait } from './backoff.js';
+import { readAlerts } from './config.js';
+import { Delivery } from './deliver.js';
+import alerts from './index.js';
+import { text } from './text.js';
+import { MAX_TIMEOUT_MS, setLongTimeout } from './timer.js';
+
+/**
+ * The alerts plugin read as an attacker would (issue 28): a coordinator or engine choosing the text
+ * that reaches the owner's chat, a webhook that fails, hangs or answers slowly, config values at their
+ * documented maxima. A real HTTP receiver on 127.0.0.1 stands in for each chat.
+ */
+
+/** What an engine or coordinator could write: a masked link, mentions, formatting, an ESC sequence. */
+const HOSTILE = '[Claim](https://evil) @everyone <!channel> *bold* _it_ ~s~ `c` \x1b[2J# h';
+
+interface Got {
+  body: Record<string, unknown>;
+}
+
+/** A webhook on 127.0.0.1: answers each POST with the next scripted reply, then 200. */
+class Receiver {
+  readonly got: Got[] = [];
+  readonly script: { status: number; headers?: Record<string, string>; hang?: boolean }[] = [];
+  requests = 0;
+  #server!: Server;
+  #waiters: (() => void)[] = [];
+
+  async start(): Promise<this> {
+    this.#server = createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => {
+        body += d;
+      });
+      req.on('end', () => {
+        this.requests++;
+        const next = this.script.shift();
+        if (!next?.hang) res.writeHead(next?.status ?? 200, next?.headers).end('ok');
+        if (!next?.hang && (!next || next.status < 300)) this.got.push({ body: JSON.parse(body) });
+        for (const w of this.#waiters.splice(0)) w();
+      });
+    });
+    await new Promise<void>((r) => this.#server.listen(0, '127.0.0.1', r));
+    return this;
+  }
+
+  url(path: string): string {
+    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}${path}`;
+  }
+
+  /** Resolves once `n` alerts were delivered (event-driven: each request wakes it). */
+  async wait(n: number): Promise<Got[]> {
+    while (this.got.length < n) await new Promise<void>((r) => this.#waiters.push(r));
+    return this.got;
+  }
+
+  close(): Promise<void> {
+    this.#server.closeAllConnections();
+    return new Promise((r) => this.#server.close(() => r()));
+  }
+}
+
+class Lines implements Logger {
+  readonly lines: string[] = [];
+  error = (m: string, f?: object) => this.lines.push(`error ${m} ${JSON.stringify(f ?? {})}`);
+  warn = (m: string, f?: object) => this.lines.push(`warn ${m} ${JSON.stringify(f ?? {})}`);
+  info = (m: string, f?: object) => this.lines.push(`info ${m} ${JSON.stringify(f ?? {})}`);
+  debug = (m: string, f?: object) => this.lines.push(`debug ${m} ${JSON.stringify(f ?? {})}`);
+  child = () => this;
+}
+
+/** The plugin applied to the agent's own hooks, with events fired as core fires them. */
+function applied(entries: Record<string, unknown>[], timing = { retryBaseMs: 20, retryMaxMs: 200 }) {
+  const hooks = createHooks();
+  const log = new Lines();
+  const ctx = { log, config: {}, coreVersion: '0.4.0', registerBackend() {} } as unknown as PluginContext;
+  void alerts({ alerts: entries, timing, flushMs: 200 }).apply(hooks, ctx);
+  return {
+    log,
+    fire: (e: AgentEvent) => hooks.onEvent.call(e),
+    close: () => hooks.onClose.promise({ reason: 'test' } as never),
+  };
+}
+
+const withdrawn = (detail: string): AgentEvent => ({
+  type: 'model_withdrawn',
+  backend: 'vllm@127.0.0.1:8000',
+  model: `evil/*model*`,
+  detail,
+});
+
+let receiver: Receiver;
+beforeEach(async () => {
+  receiver = await new Receiver().start();
+});
+afterEach(async () => {
+  vi.useRealTimers();
+  await receiver.close();
+});
+
+describe('text from outside cannot format a chat message', () => {
+  it('Discord: a masked link, @everyone, formatting and an ESC sequence are shown as text', async () => {
+    const p = applied([{ url: receiver.url('/api/webhooks/1/t'), format: 'discord' }]);
+    p.fire(withdrawn(HOSTILE));
+    const [got] = await receiver.wait(1);
+    const content = got!.body.content as string;
+    // The plugin's own words still format: the title in bold.
+    expect(content).toMatch(/^\*\*usepod-agent on .+: evil\\\/\\\*model\\\* withdrawn\*\*\n/);
+    expect(content).toContain(
+      '\\[Claim\\]\\(https\\:\\/\\/evil\\) \\@everyone \\<\\!channel\\> \\*bold\\* \\_it\\_ \\~s\\~ \\`c\\` ␛\\[2J\\# h',
+    );
+    expect(content).not.toMatch(/(?<!\\)\[Claim/);
+    expect(content).not.toContain('\x1b');
+    expect(got!.body.allowed_mentions).toEqual({ parse: [] });
+    await p.close();
+  });
+
+  it('Slack: no link, mention or formatting from outside; Q4_K_M stays as written', async () => {
+    const p = applied([{ url: receiver.url('/services/T/B/x'), format: 'slack' }]);
+    p.fire(withdrawn(`${HOSTILE} <http://evil|Claim> Q4_K_M`));
+    const [got] = await receiver.wait(1);
+    const t = got!.body.text as string;
+    expect(t).toMatch(/^\*usepod-agent on .+: evil\/∗model∗ withdrawn\*\n/);
+    expect(t).toContain(
+      '[Claim](https://evil) @everyone &lt;!channel&gt; ∗bold∗ ＿it＿ ∼s∼ ˋcˋ ␛[2J# h &lt;http://evil|Claim&gt; Q4_K_M',
+    );
+    expect(t).not.toContain('<');
+    expect(t).not.toContain('\u001b');
+    await p.close();
+  });
+
+  it('ntfy and generic JSON: plain text, control characters folded, values clipped', async () => {
+    const p = applied([
+      { url: receiver.url('/topic'), format: 'ntfy' },
+      { url: receiver.url('/json'), format: 'json' },
+    ]);
+    p.fire(withdrawn(`${HOSTILE}\nline\u202Eevil${'x'.repeat(5000)}`));
+    const got = await receiver.wait(2);
+    const ntfy = got.find((g) => g.body.topic)!.body;
+    const json = got.find((g) => g.body.source)!.body;
+    expect(ntfy.message).toContain('[Claim](https://evil) @everyone <!channel> *bold*');
+    for (const s of [ntfy.message, json.message, (json.details as { detail: string }).detail] as string[])
+      expect([...s].filter((c) => c < ' ' || c === '\u202e')).toEqual([]);
+    expect(json.message).toContain('␛[2J# h␊line�evil');
+    expect((json.details as { detail: string }).detail).toHaveLength(300);
+    expect((ntfy.message as string).length).toBeLessThan(700);
+    await p.close();
+  });
+
+  it("a coordinator's refusal reaches Discord as text, not a masked link", async () => {
+    const coordinator = await TestCoordinator.start({
+      authorize: () => ({ ok: false, reason: '[Claim your payout](https://evil.example/pay) @everyone' }),
+    });
+    const t = await createTestAgent({
+      coordinator,
+      plugins: [alerts({ alerts: [{ url: receiver.url('/d'), format: 'discord' }] })],
+      config: { backends: [] },
+    });
+    try {
+      await t.start();
+      const [got] = await receiver.wait(1);
+      expect(got!.body.content).toContain(
+        '\\[Claim your payout\\]\\(https\\:\\/\\/evil\\.example\\/pay\\) \\@everyone.',
+      );
+    } finally {
+      await t.close();
+      await coordinator.close();
+    }
+  });
+
+  it('the rate-limit note keeps the escapes of the alert it joins', () => {
+    const joined = text`${text`Model ${'*x*'} failed`}\n(${3} earlier)`;
+    expect(joined.render((v) => `<${v}>`)).toBe('Model <*x*> failed\n(<3> earlier)');
+  });
+});
+
+describe('a failing webhook is retried with backoff, not back to back', () => {
+  const timing = { retryBaseMs: 20, retryMaxMs: 1_000, retryTotalMs: 10_000 };
+  const cfg = (url: string) => readAlerts([{ url }], undefined)[0]!;
+  const alert = {
+    event: 'test',
+    severity: 'info' as const,
+    resolved: false,
+    title: text`t`,
+    message: text`m`,
+    host: 'h',
+    providerId: undefined,
+    at: new Date().toISOString(),
+    details: {},
+  };
+
+  it('5xx without Retry-After: six attempts, each wait at least double the last floor', async () => {
+    for (let i = 0; i < 5; i++) receiver.script.push({ status: 503 });
+    const d = new Delivery(cfg(receiver.url('/x')), new Lines(), timing);
+    const r = await d.sendNow(alert, 6);
+    expect(r).toMatchObject({ ok: true, attempts: 6 });
+    expect(r.waits).toHaveLength(5);
+    r.waits.forEach((w, i) => {
+      const exp = Math.min(20 * 2 ** i, 1_000);
+      expect(w).toBeGreaterThanOrEqual(exp);
+      expect(w).toBeLessThanOrEqual(Math.min(exp * 1.5, 1_000));
+    });
+    await d.close(0);
+  });
+
+  it('Retry-After in seconds and as an HTTP date is honoured up to the longest wait; 0 is the floor', async () => {
+    receiver.script.push(
+      { status: 503, headers: { 'retry-after': '0' } },
+      { status: 429, headers: { 'retry-after': '3600' } },
+      { status: 503, headers: { 'retry-after': new Date(Date.now() + 86_400_000).toUTCString() } },
+    );
+    const d = new Delivery(cfg(receiver.url('/x')), new Lines(), { ...timing, retryMaxMs: 300 });
+    const r = await d.sendNow(alert, 6);
+    expect(r).toMatchObject({ ok: true, attempts: 4 });
+    expect(r.waits[0]).toBeGreaterThanOrEqual(20);
+    expect(r.waits.slice(1)).toEqual([300, 300]);
+    await d.close(0);
+  });
+
+  it('all the waits of one alert are bounded: past the total it is given up', async () => {
+    for (let i = 0; i < 6; i++) receiver.script.push({ status: 500 });
+    const log = new Lines();
+    const d = new Delivery(cfg(receiver.url('/x')), log, {
+      retryBaseMs: 20,
+      retryMaxMs: 200,
+      retryTotalMs: 100,
+    });
+    const r = await d.sendNow(alert, 6);
+    expect(r.ok).toBe(false);
+    expect(r.waits.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(100);
+    expect(r.why).toMatch(/^HTTP 500; retries would wait over 100 ms$/);
+    await d.close(0);
+  });
+
+  it('a webhook that never answers is bounded by the request timeout', async () => {
+    receiver.script.push({ status: 200, hang: true });
+    const d = new Delivery(cfg(receiver.url('/x')), new Lines(), { ...timing, timeoutMs: 100 });
+    const r = await d.sendNow(alert, 2);
+    expect(r).toMatchObject({ ok: true, attempts: 2 });
+    await d.close(0);
+  });
+
+  it('alerts test (someone at a terminal) gives up rather than wait out a long Retry-After', async () => {
+    receiver.script.push({ status: 503, headers: { 'retry-after': '3600' } });
+    const d = new Delivery(cfg(receiver.url('/x')), new Lines());
+    const r = await d.sendNow(alert);
+    expect(r).toMatchObject({ ok: false, attempts: 1, why: 'HTTP 503; retries would wait over 15000 ms' });
+    await d.close(0);
+  });
+
+  it('the rate limit runs on the monotonic clock: a wall clock stepped back a day holds nothing back', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const d = new Delivery(cfg(receiver.url('/x')), new Lines(), timing);
+    d.send(alert);
+    await receiver.wait(1);
+    vi.setSystemTime(Date.now() - 86_400_000);
+    d.send(alert);
+    await receiver.wait(2);
+    await d.close(0);
+  });
+
+  it('the schedule: exponential, jittered up to half again, floored and capped', () => {
+    const b = { baseMs: 1_000, maxMs: 300_000, totalMs: 600_000 };
+    expect([1, 2, 3, 4, 5].map((n) => retryWait(n, b, undefined, () => 0))).toEqual([
+      1_000, 2_000, 4_000, 8_000, 16_000,
+    ]);
+    expect(retryWait(1, b, undefined, () => 0.999)).toBe(1_500);
+    expect(retryWait(1, b, 0)).toBeGreaterThanOrEqual(1_000);
+    expect(retryWait(1, b, 120_000, () => 0)).toBe(120_000);
+    expect(retryWait(1, b, 1e12, () => 0)).toBe(300_000);
+    expect(retryWait(40, b, undefined, () => 0)).toBe(300_000);
+  });
+
+  it('Retry-After: absent, empty and junk are unknown, never 0', () => {
+    const now = Date.parse('2026-12-06T12:00:00Z');
+    expect(parseRetryAfter(null, now)).toBeUndefined();
+    expect(parseRetryAfter('', now)).toBeUndefined();
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter('7', now)).toBe(7_000);
+    expect(parseRetryAfter('Sun, 06 Dec 2026 12:01:00 GMT', now)).toBe(60_000);
+    expect(parseRetryAfter('Sun, 06 Dec 2026 11:00:00 GMT', now)).toBe(0);
+  });
+});
+
+describe('timers at the documented maxima', () => {
+  it('a delay past 2^31-1 ms is waited in full, not fired after 1 ms', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const fired = vi.fn();
+    setLongTimeout(fired, 720 * 3_600_000);
+    vi.advanceTimersByTime(MAX_TIMEOUT_MS + 1);
+    expect(fired).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(720 * 3_600_000 - MAX_TIMEOUT_MS - 2);
+    expect(fired).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(1);
+    expect(fired).toHaveBeenCalledOnce();
+  });
+
+  it('idle_after_h = 720 and disconnected_after_s = 86400 fire at their time, not at once', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const p = applied([
+      { url: receiver.url('/i'), events: ['idle'], idle_after_h: 720 },
+      { url: receiver.url('/d'), events: ['disconnected'], disconnected_after_s: 86_400 },
+    ]);
+    p.fire({ type: 'connected', coordinator: 'wss://c' });
+    p.fire({ type: 'disconnected', coordinator: 'wss://c', why: 'gone' });
+    p.fire({ type: 'connected', coordinator: 'wss://c' });
+    const raised = () => p.log.lines.filter((l) => l.startsWith('debug alert {'));
+    vi.advanceTimersByTime(10);
+    expect(raised()).toEqual([]);
+    p.fire({ type: 'disconnected', coordinator: 'wss://c', why: 'gone' });
+    vi.advanceTimersByTime(86_400_000 - 1);
+    expect(raised()).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(raised()).toEqual([expect.stringContaining('"event":"disconnected"')]);
+    p.fire({ type: 'connected', coordinator: 'wss://c' });
+    vi.advanceTimersByTime(720 * 3_600_000 - 86_400_000 - 20);
+    expect(raised().filter((l) => l.includes('"event":"idle"'))).toEqual([]);
+    vi.advanceTimersByTime(20);
+    expect(raised().filter((l) => l.includes('"event":"idle"'))).toHaveLength(1);
+    vi.useRealTimers();
+    await p.close();
+  });
+});
+
+describe('config at its edges is a one-line mistake at load, not a failure per alert', () => {
+  it('a header value with a line break, a bad header name, a URL with a password', () => {
+    expect(() =>
+      readAlerts([{ url: 'https://x.example/h', headers: { A: 'v\r\nX-Evil: 1' } }], 'a.toml'),
+    ).toThrow(/^a\.toml: alerts\[0\]\.headers\.A: a header value must not hold a line break or NUL$/);
+    expect(() =>
+      readAlerts([{ url: 'https://x.example/h', headers: { 'Bad Name': 'v' } }], 'a.toml'),
+    ).toThrow(/alerts\[0\]\.headers\.Bad Name: a header name is/);
+    expect(() => readAlerts([{ url: 'https://u:secret@x.example/h' }], 'a.toml')).toThrow(
+      /^a\.toml: alerts\[0\]\.url: must not carry a user or password/,
+    );
+  });
+});
