@@ -134,7 +134,7 @@ export class Delivery {
     attempts = this.#t.attempts,
     totalMs = this.#t.retryTotalMs,
   ): Promise<DeliveryResult> {
-    const { url, body } = requestFor(this.#cfg.format, this.#cfg.url, alert);
+    const { url, body } = requestFor(this.#cfg.format, this.#cfg.url, alert, this.#cfg.headers);
     const backoff: Backoff = { baseMs: this.#t.retryBaseMs, maxMs: this.#t.retryMaxMs, totalMs };
     const waits: number[] = [];
     let waited = 0;

@@ -4,12 +4,12 @@
  */
 
 /**
- * Discord reads Markdown (`**`, `[masked](links)`, `# headings`, `> quotes`, `||spoilers||`) and mention
- * syntax (`@everyone`, `<@id>`, `<t:…>`). A backslash before any ASCII punctuation shows it as itself
- * (its parser's escape takes any character that is not a letter, digit or space), so one rule covers
- * all of it, now and as Discord adds syntax. `allowed_mentions` stays the second lock on pings.
+ * Markdown: Discord's (`**`, `[masked](links)`, `# headings`, `> quotes`, `||spoilers||`, and mention
+ * syntax `@everyone`, `<@id>`, `<t:…>`) and CommonMark's (ntfy with `Markdown: yes`). Both show a
+ * backslash before any ASCII punctuation as the character itself, so one rule covers all of it, now
+ * and as Discord adds syntax. For Discord, `allowed_mentions` stays the second lock on pings.
  */
-export function discordEscape(s: string): string {
+export function markdownEscape(s: string): string {
   return s.replace(/[!-/:-@[-`{-~]/g, '\\$&');
 }
 

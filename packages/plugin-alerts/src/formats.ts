@@ -1,5 +1,5 @@
 import type { Format } from './config.js';
-import { discordEscape, slackEscape } from './escape.js';
+import { markdownEscape, slackEscape } from './escape.js';
 import { clip, fold, MAX_VALUE, type Text } from './text.js';
 
 /** One alert, before it is shaped for a webhook. */
@@ -22,9 +22,19 @@ export interface Alert {
  * The request for one alert in each webhook's format: where to POST and the JSON body. Text from outside
  * is escaped for the chats that format (Discord, Slack) and folded for the plain ones (ntfy, JSON).
  */
-export function requestFor(format: Format, url: string, a: Alert): { url: string; body: unknown } {
+export function requestFor(
+  format: Format,
+  url: string,
+  a: Alert,
+  headers: Readonly<Record<string, string>> = {},
+): { url: string; body: unknown } {
   switch (format) {
     case 'ntfy': {
+      // Plain text unless the owner's headers turn ntfy's Markdown on; then the values are escaped.
+      const md = Object.entries(headers).some(
+        ([k, v]) => /^(x-)?(markdown|md)$/i.test(k) && /^(1|yes|true)$/i.test(v.trim()),
+      );
+      const render = (t: Text) => (md ? t.render(markdownEscape) : String(t));
       // JSON publishing (docs.ntfy.sh/publish/#publish-as-json): POST to the server root with the topic
       // in the body, which carries any title text where a Title header could not.
       const u = new URL(url);
@@ -33,9 +43,8 @@ export function requestFor(format: Format, url: string, a: Alert): { url: string
         url: `${u.origin}/`,
         body: {
           topic,
-          // Plain text: ntfy renders Markdown only when a message asks for it, and these never do.
           title: clip(String(a.title), 250),
-          message: clip(String(a.message), 4000),
+          message: clip(render(a.message), 4000),
           priority: a.resolved ? 3 : a.severity === 'critical' ? 5 : a.severity === 'warning' ? 4 : 3,
           tags: [a.resolved ? 'white_check_mark' : a.severity === 'info' ? 'information_source' : 'warning'],
         },
@@ -46,7 +55,7 @@ export function requestFor(format: Format, url: string, a: Alert): { url: string
         url,
         body: {
           username: 'usepod-agent',
-          content: clip(`**${a.title.render(discordEscape)}**\n${a.message.render(discordEscape)}`, 2000),
+          content: clip(`**${a.title.render(markdownEscape)}**\n${a.message.render(markdownEscape)}`, 2000),
           // Text from engines and the coordinator must never ping @everyone or a role.
           allowed_mentions: { parse: [] },
         },

@@ -154,6 +154,14 @@ describe('text from outside cannot format a chat message', () => {
     await p.close();
   });
 
+  it("ntfy with the owner's Markdown header on: values escaped as Markdown", async () => {
+    const p = applied([{ url: receiver.url('/topic'), format: 'ntfy', headers: { 'X-Markdown': 'yes' } }]);
+    p.fire(withdrawn('[Claim](https://evil) **now**'));
+    const [got] = await receiver.wait(1);
+    expect(got!.body.message).toContain('(\\[Claim\\]\\(https\\:\\/\\/evil\\) \\*\\*now\\*\\*)');
+    await p.close();
+  });
+
   it("a coordinator's refusal reaches Discord as text, not a masked link", async () => {
     const coordinator = await TestCoordinator.start({
       authorize: () => ({ ok: false, reason: '[Claim your payout](https://evil.example/pay) @everyone' }),
@@ -309,10 +317,8 @@ describe('timers at the documented maxima', () => {
       { url: receiver.url('/d'), events: ['disconnected'], disconnected_after_s: 86_400 },
     ]);
     p.fire({ type: 'connected', coordinator: 'wss://c' });
-    p.fire({ type: 'disconnected', coordinator: 'wss://c', why: 'gone' });
-    p.fire({ type: 'connected', coordinator: 'wss://c' });
     const raised = () => p.log.lines.filter((l) => l.startsWith('debug alert {'));
-    vi.advanceTimersByTime(10);
+    vi.advanceTimersByTime(60_000);
     expect(raised()).toEqual([]);
     p.fire({ type: 'disconnected', coordinator: 'wss://c', why: 'gone' });
     vi.advanceTimersByTime(86_400_000 - 1);
@@ -320,10 +326,46 @@ describe('timers at the documented maxima', () => {
     vi.advanceTimersByTime(1);
     expect(raised()).toEqual([expect.stringContaining('"event":"disconnected"')]);
     p.fire({ type: 'connected', coordinator: 'wss://c' });
-    vi.advanceTimersByTime(720 * 3_600_000 - 86_400_000 - 20);
+    vi.advanceTimersByTime(720 * 3_600_000 - 86_400_000 - 60_000 - 20);
     expect(raised().filter((l) => l.includes('"event":"idle"'))).toEqual([]);
     vi.advanceTimersByTime(20);
     expect(raised().filter((l) => l.includes('"event":"idle"'))).toHaveLength(1);
+    vi.useRealTimers();
+    await p.close();
+  });
+});
+
+describe('a session that keeps dropping', () => {
+  it('is told once as not connected, and as back only when a session holds', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const p = applied([{ url: receiver.url('/d'), events: ['disconnected'], disconnected_after_s: 300 }]);
+    const raised = () => p.log.lines.filter((l) => l.startsWith('debug alert {'));
+    const up = () => p.fire({ type: 'connected', coordinator: 'wss://c' });
+    const down = () => p.fire({ type: 'disconnected', coordinator: 'wss://c', why: 'closed 1011' });
+    up();
+    vi.advanceTimersByTime(120_000);
+    down();
+    // Every 30 s a session that lasts 1 s: the owner hears of it after 300 s all the same.
+    for (let i = 0; i < 9; i++) {
+      vi.advanceTimersByTime(29_000);
+      up();
+      vi.advanceTimersByTime(1_000);
+      down();
+    }
+    expect(raised()).toEqual([]);
+    vi.advanceTimersByTime(30_000);
+    expect(raised()).toEqual([expect.stringContaining('"event":"disconnected","resolved":false')]);
+    // Still flapping: nothing more. Then a session that holds its minute: back, once.
+    for (let i = 0; i < 5; i++) {
+      up();
+      vi.advanceTimersByTime(59_000);
+      down();
+      vi.advanceTimersByTime(1_000);
+    }
+    expect(raised()).toHaveLength(1);
+    up();
+    vi.advanceTimersByTime(60_000);
+    expect(raised()).toEqual([expect.anything(), expect.stringContaining('"resolved":true')]);
     vi.useRealTimers();
     await p.close();
   });

@@ -70,33 +70,45 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     };
     const wanting = (e: AlertEvent) => targets.filter((t) => t.wants(e));
 
-    // Disconnected longer than each webhook allows; "back" only to those that were told.
+    // Disconnected longer than each webhook allows; "back" only to those told, once the session has
+    // held min(disconnected_after_s, 1 min). A shorter session is a flap: the time offline keeps counting,
+    // so a coordinator (or a network) that drops every session at once is still told of, and only once.
     let online = false;
-    let offlineSince = Date.now();
+    let connectedAt: number | undefined;
     let lastWhy: Text | string = 'not connected yet';
-    const offlineTimers = new Map<Target, LongTimer>();
-    const toldOffline = new Set<Target>();
-    const armOffline = () => {
-      for (const t of wanting('disconnected')) {
-        offlineTimers.get(t)?.clear();
-        const timer = setLongTimeout(() => {
-          toldOffline.add(t);
+    interface Offline {
+      since: number;
+      told: boolean;
+      timer?: LongTimer;
+      back?: LongTimer;
+    }
+    const offline = new Map<Target, Offline>();
+    const holdMs = (t: Target) => Math.min(60_000, t.cfg.disconnected_after_s * 1000);
+    const armOffline = (t: Target, o: Offline) => {
+      o.timer?.clear();
+      o.timer = setLongTimeout(
+        () => {
+          o.told = true;
           alert(
             {
               event: 'disconnected',
               severity: 'critical',
               resolved: false,
               title: text`usepod-agent on ${host} is not connected`,
-              message: text`No session with the coordinator for ${minutes(Date.now() - offlineSince)}: ${lastWhy}. Jobs cannot reach this machine.`,
-              details: { since: new Date(offlineSince).toISOString(), why: String(lastWhy) },
+              message: text`No session with the coordinator for ${minutes(Date.now() - o.since)}: ${lastWhy}. Jobs cannot reach this machine.`,
+              details: { since: new Date(o.since).toISOString(), why: String(lastWhy) },
             },
             [t],
           );
-        }, t.cfg.disconnected_after_s * 1000);
-        offlineTimers.set(t, timer);
-      }
+        },
+        o.since + t.cfg.disconnected_after_s * 1000 - Date.now(),
+      );
     };
-    armOffline();
+    for (const t of wanting('disconnected')) {
+      const o: Offline = { since: Date.now(), told: false };
+      offline.set(t, o);
+      armOffline(t, o);
+    }
 
     // No job served for idle_after_h while connected and not paused.
     let paused = false;
@@ -150,31 +162,43 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
 
     hooks.onEvent.tap('alerts', (e: AgentEvent) => {
       switch (e.type) {
-        case 'connected': {
+        case 'connected':
           online = true;
-          for (const timer of offlineTimers.values()) timer.clear();
-          const told = [...toldOffline];
-          toldOffline.clear();
-          if (told.length > 0)
-            alert(
-              {
-                event: 'disconnected',
-                severity: 'info',
-                resolved: true,
-                title: text`usepod-agent on ${host} is connected again`,
-                message: text`Back online after ${minutes(Date.now() - offlineSince)}.`,
-                details: { coordinator: e.coordinator },
-              },
-              told,
-            );
+          connectedAt = Date.now();
+          for (const [t, o] of offline) {
+            o.timer?.clear();
+            if (!o.told) continue;
+            o.back?.clear();
+            o.back = setLongTimeout(() => {
+              o.told = false;
+              alert(
+                {
+                  event: 'disconnected',
+                  severity: 'info',
+                  resolved: true,
+                  title: text`usepod-agent on ${host} is connected again`,
+                  message: text`Back online after ${minutes(Date.now() - o.since)}.`,
+                  details: { coordinator: e.coordinator },
+                },
+                [t],
+              );
+            }, holdMs(t));
+          }
+          return;
+        case 'disconnected': {
+          online = false;
+          const now = Date.now();
+          const held = connectedAt === undefined ? Number.POSITIVE_INFINITY : now - connectedAt;
+          connectedAt = undefined;
+          lastWhy = e.why;
+          for (const [t, o] of offline) {
+            o.back?.clear();
+            if (o.told) continue; // told it is down and not yet that it is back: nothing new
+            if (held >= holdMs(t)) o.since = now;
+            armOffline(t, o);
+          }
           return;
         }
-        case 'disconnected':
-          online = false;
-          offlineSince = Date.now();
-          lastWhy = e.why;
-          armOffline();
-          return;
         case 'auth_refused':
           lastWhy = text`the coordinator refused this agent's key: ${e.why}`;
           break;
@@ -190,7 +214,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     });
 
     hooks.onClose.tapPromise('alerts', async () => {
-      for (const timer of [...offlineTimers.values(), ...idleTimers.values()]) timer.clear();
+      for (const o of offline.values()) for (const timer of [o.timer, o.back]) timer?.clear();
+      for (const timer of idleTimers.values()) timer.clear();
       await Promise.all(targets.map((t) => t.delivery.close(options?.flushMs ?? 3_000)));
     });
   },
