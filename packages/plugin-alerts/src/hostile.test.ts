@@ -27,7 +27,8 @@ interface Got {
 /** A webhook on 127.0.0.1: answers each POST with the next scripted reply, then 200. */
 class Receiver {
   readonly got: Got[] = [];
-  readonly script: { status: number; headers?: Record<string, string>; hang?: boolean }[] = [];
+  readonly script: { status: number; headers?: Record<string, string>; hang?: boolean; endless?: boolean }[] =
+    [];
   requests = 0;
   #server!: Server;
   #waiters: (() => void)[] = [];
@@ -42,7 +43,16 @@ class Receiver {
       req.on('end', () => {
         this.requests++;
         const next = this.script.shift();
-        if (!next?.hang) res.writeHead(next?.status ?? 200, next?.headers).end('ok');
+        if (next?.endless) {
+          // A body that never ends: 64 KiB at a time for as long as anyone reads.
+          const chunk = Buffer.alloc(65_536, 'x');
+          res.writeHead(next.status, next.headers);
+          const pump = () => {
+            while (!res.destroyed && res.write(chunk));
+          };
+          res.on('drain', pump);
+          pump();
+        } else if (!next?.hang) res.writeHead(next?.status ?? 200, next?.headers).end('ok');
         if (!next?.hang && (!next || next.status < 300)) this.got.push({ body: JSON.parse(body) });
         for (const w of this.#waiters.splice(0)) w();
       });
@@ -252,6 +262,14 @@ describe('a failing webhook is retried with backoff, not back to back', () => {
     const d = new Delivery(cfg(receiver.url('/x')), new Lines(), { ...timing, timeoutMs: 100 });
     const r = await d.sendNow(alert, 2);
     expect(r).toMatchObject({ ok: true, attempts: 2 });
+    await d.close(0);
+  });
+
+  it('a webhook answering a body that never ends: the body is not read, the answer is taken', async () => {
+    receiver.script.push({ status: 503, endless: true }, { status: 200, endless: true });
+    const d = new Delivery(cfg(receiver.url('/x')), new Lines(), timing);
+    const r = await d.sendNow(alert, 3);
+    expect(r).toMatchObject({ ok: true, status: 200, attempts: 2 });
     await d.close(0);
   });
 
