@@ -1,10 +1,9 @@
 import { performance } from 'node:perf_hooks';
-import type { Logger } from '@usepod-agent/core';
+import { type Logger, type LongTimer, longTimeout } from '@usepod-agent/core';
 import { type Backoff, parseRetryAfter, retryWait } from './backoff.js';
 import { type AlertConfig, safeTarget } from './config.js';
 import { type Alert, requestFor } from './formats.js';
 import { text } from './text.js';
-import { setLongTimeout } from './timer.js';
 
 /**
  * One webhook's deliveries: a bounded queue sent one at a time, off every agent path; retries with
@@ -198,12 +197,14 @@ export class Delivery {
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setLongTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-    function done() {
-      timer.clear();
+    // longTimeout runs a due callback at once: `timer` may not be set yet when `done` runs.
+    let timer: LongTimer | undefined;
+    const done = () => {
+      timer?.cancel();
       signal.removeEventListener('abort', done);
       resolve();
-    }
+    };
+    signal.addEventListener('abort', done, { once: true });
+    timer = longTimeout(done, ms);
   });
 }

@@ -1,17 +1,24 @@
 import { hostname } from 'node:os';
-import { type AgentEvent, definePlugin, type Logger } from '@usepod-agent/core';
-import { type AlertConfig, type AlertEvent, readAlerts } from './config.js';
+import {
+  type AgentEvent,
+  definePlugin,
+  type JobOutcome,
+  type Logger,
+  type LongTimer,
+  longTimeout,
+} from '@usepod-agent/core';
+import { type AlertConfig, type AlertEvent, alertsSection, readAlerts } from './config.js';
 import { Delivery, type DeliveryTiming } from './deliver.js';
 import type { Alert } from './formats.js';
 import { draftOf } from './messages.js';
 import { type Text, text } from './text.js';
-import { type LongTimer, setLongTimeout } from './timer.js';
 
 export {
   ALERT_EVENTS,
   type AlertConfig,
   type AlertEvent,
   alertSchema,
+  alertsSection,
   FORMATS,
   type Format,
   readAlerts,
@@ -47,11 +54,11 @@ interface Target {
 export default definePlugin((options: AlertsOptions | undefined) => ({
   name: '@usepod-agent/plugin-alerts',
   apiVersion: 1,
+  sections: ['alerts'],
   apply(hooks, ctx) {
-    const entries = readAlerts(
-      options?.alerts ?? (ctx.config as { alerts?: unknown[] }).alerts ?? [],
-      ctx.config.source,
-    );
+    // Claimed even when entries are passed directly: [[alerts]] is this plugin's section.
+    const section = ctx.section('alerts', alertsSection);
+    const entries = options?.alerts ? readAlerts(options.alerts, ctx.config.source) : (section ?? []);
     if (entries.length === 0) return;
     const log: Logger = ctx.log;
     const targets: Target[] = entries.map((cfg) => ({
@@ -85,8 +92,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     const offline = new Map<Target, Offline>();
     const holdMs = (t: Target) => Math.min(60_000, t.cfg.disconnected_after_s * 1000);
     const armOffline = (t: Target, o: Offline) => {
-      o.timer?.clear();
-      o.timer = setLongTimeout(
+      o.timer?.cancel();
+      o.timer = longTimeout(
         () => {
           o.told = true;
           alert(
@@ -116,8 +123,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     const idleTimers = new Map<Target, LongTimer>();
     const toldIdle = new Set<Target>();
     const armIdle = (t: Target, ms = t.cfg.idle_after_h * 3_600_000) => {
-      idleTimers.get(t)?.clear();
-      const timer = setLongTimeout(() => {
+      idleTimers.get(t)?.cancel();
+      const timer = longTimeout(() => {
         if (!online || paused) return armIdle(t); // expected silence: look again a full period later
         toldIdle.add(t);
         alert(
@@ -140,7 +147,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
       providerId = s.providerId;
     });
 
-    hooks.onJobEnd.tap('alerts', (o) => {
+    const served = (o: JobOutcome) => {
       if (o.outcome !== 'done') return;
       lastServed = Date.now();
       const told = [...toldIdle];
@@ -158,18 +165,20 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           },
           told,
         );
-    });
+    };
 
     hooks.onEvent.tap('alerts', (e: AgentEvent) => {
       switch (e.type) {
+        case 'job_end':
+          return served(e.job);
         case 'connected':
           online = true;
           connectedAt = Date.now();
           for (const [t, o] of offline) {
-            o.timer?.clear();
+            o.timer?.cancel();
             if (!o.told) continue;
-            o.back?.clear();
-            o.back = setLongTimeout(() => {
+            o.back?.cancel();
+            o.back = longTimeout(() => {
               o.told = false;
               alert(
                 {
@@ -192,7 +201,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           connectedAt = undefined;
           lastWhy = e.why;
           for (const [t, o] of offline) {
-            o.back?.clear();
+            o.back?.cancel();
             if (o.told) continue; // told it is down and not yet that it is back: nothing new
             if (held >= holdMs(t)) o.since = now;
             armOffline(t, o);
@@ -206,7 +215,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           paused = true;
           break;
         case 'resumed':
-          paused = false;
+          paused = e.paused;
           break;
       }
       const draft = draftOf(e, host);
@@ -214,8 +223,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     });
 
     hooks.onClose.tapPromise('alerts', async () => {
-      for (const o of offline.values()) for (const timer of [o.timer, o.back]) timer?.clear();
-      for (const timer of idleTimers.values()) timer.clear();
+      for (const o of offline.values()) for (const timer of [o.timer, o.back]) timer?.cancel();
+      for (const timer of idleTimers.values()) timer.cancel();
       await Promise.all(targets.map((t) => t.delivery.close(options?.flushMs ?? 3_000)));
     });
   },

@@ -29,7 +29,7 @@ import {
   pairPageFor,
   pollPairing,
 } from '../pairing.js';
-import { installedBackendPlugins } from '../plugins.js';
+import { agentPlugins } from '../plugins.js';
 import { box, spinner } from '../ui.js';
 
 export default class Setup extends BaseCommand {
@@ -93,7 +93,7 @@ export default class Setup extends BaseCommand {
     );
 
     // 1. Engines
-    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+    const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
     const targets = [
       ...(flags.detect
         ? (await wellKnownEngines(plugins)).map((e) => ({ ...e, source: 'detected' as const }))
