@@ -10,6 +10,8 @@ export const ALERT_EVENTS = [
   'gpu_yield',
   'idle',
   'budget_exhausted',
+  /** What another plugin tells the owner (`ctx.notify`: the ledger cannot write, the GPU runs hot...). */
+  'notice',
 ] as const;
 export type AlertEvent = (typeof ALERT_EVENTS)[number];
 

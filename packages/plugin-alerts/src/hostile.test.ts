@@ -163,6 +163,23 @@ describe('text from outside cannot format a chat message', () => {
     await p.close();
   });
 
+  it("another plugin's notice is delivered, its words escaped as text from outside", async () => {
+    const p = applied([{ url: receiver.url('/d'), format: 'discord', events: ['notice'] }]);
+    p.fire({
+      type: 'notice',
+      plugin: '@usepod-agent/plugin-ledger',
+      name: 'ledger_failing',
+      severity: 'warning',
+      title: 'the ledger cannot write',
+      message: 'SQLITE_FULL at /home/[x](https://evil)',
+      resolved: false,
+    });
+    const [got] = await receiver.wait(1);
+    expect(got!.body.content).toMatch(/^\*\*usepod-agent on .+: the ledger cannot write\*\*\nFrom /);
+    expect(got!.body.content).toContain('SQLITE\\_FULL at \\/home\\/\\[x\\]\\(https\\:\\/\\/evil\\)');
+    await p.close();
+  });
+
   it("ntfy with the owner's Markdown header on: values escaped as Markdown", async () => {
     const p = applied([{ url: receiver.url('/topic'), format: 'ntfy', headers: { 'X-Markdown': 'yes' } }]);
     p.fire(withdrawn('[Claim](https://evil) **now**'));

@@ -88,6 +88,16 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         message: text`Jobs are turned away at limits.max_tokens_per_minute = ${e.limit}. Raise it if the engine has room.`,
         details: { limit: e.limit },
       };
+    case 'notice':
+      // Another plugin's words may quote an error or a path: all of it is a value, escaped per format.
+      return {
+        event: 'notice',
+        severity: e.severity,
+        resolved: e.resolved,
+        title: text`usepod-agent on ${host}: ${e.title}`,
+        message: text`From ${e.plugin}: ${e.message}`,
+        details: { plugin: e.plugin, name: e.name },
+      };
     default:
       return undefined;
   }
