@@ -9,7 +9,8 @@ import { text } from './text.js';
  * One webhook's deliveries: a bounded queue sent one at a time, off every agent path; retries with
  * exponential backoff and jitter (`backoff.ts`; the receiver's `Retry-After` honoured up to the longest
  * wait) on network errors, 408, 429 and 5xx, all the waits of one alert bounded; a token bucket of
- * `max_per_hour` (bursts of 5) on the monotonic clock; what it held back is said in the next alert sent.
+ * `max_per_hour` (bursts of 5) per event on the monotonic clock; what it held back is said in the next
+ * alert sent.
  */
 
 export interface DeliveryTiming {
@@ -44,8 +45,8 @@ export class Delivery {
   readonly #log: Logger;
   readonly #t: Required<DeliveryTiming>;
   readonly #queue: Alert[] = [];
-  #tokens = BURST;
-  #refilledAt = performance.now();
+  /** One token bucket per event: a backend that flaps all day cannot spend the budget of `disconnected`. */
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
   #held = 0;
   #running: Promise<void> | undefined;
   #closed = false;
@@ -70,7 +71,7 @@ export class Delivery {
   /** Queues an alert; returns at once. */
   send(alert: Alert): void {
     if (this.#closed) return;
-    if (!this.#take()) {
+    if (!this.#take(alert.event)) {
       this.#held++;
       return;
     }
@@ -102,17 +103,16 @@ export class Delivery {
     this.#abort.abort();
   }
 
-  #take(): boolean {
+  #take(event: string): boolean {
     // Monotonic: a wall clock stepped back a day must not hold every alert back for a day.
     const now = performance.now();
-    const perMs = this.#cfg.max_per_hour / 3_600_000;
-    this.#tokens = Math.min(
-      Math.min(BURST, this.#cfg.max_per_hour),
-      this.#tokens + (now - this.#refilledAt) * perMs,
-    );
-    this.#refilledAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    const burst = Math.min(BURST, this.#cfg.max_per_hour);
+    const b = this.#buckets.get(event) ?? { tokens: burst, at: now };
+    this.#buckets.set(event, b);
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) * this.#cfg.max_per_hour) / 3_600_000);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
     return true;
   }
 

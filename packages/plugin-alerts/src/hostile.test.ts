@@ -308,6 +308,19 @@ describe('a failing webhook is retried with backoff, not back to back', () => {
     await d.close(0);
   });
 
+  it('a backend that flaps cannot spend the rate limit of a critical alert', async () => {
+    const d = new Delivery(
+      readAlerts([{ url: receiver.url('/x'), max_per_hour: 1 }], undefined)[0]!,
+      new Lines(),
+    );
+    for (let i = 0; i < 3; i++) d.send({ ...alert, event: 'backend_down' });
+    d.send({ ...alert, event: 'disconnected', severity: 'critical', message: text`gone` });
+    const got = await receiver.wait(2);
+    expect(got.map((g) => g.body.event)).toEqual(['backend_down', 'disconnected']);
+    expect(got[1]!.body.message).toBe('gone\n(2 earlier alert(s) were held back by the rate limit)');
+    await d.close(0);
+  });
+
   it('the schedule: exponential, jittered up to half again, floored and capped', () => {
     const b = { baseMs: 1_000, maxMs: 300_000, totalMs: 600_000 };
     expect([1, 2, 3, 4, 5].map((n) => retryWait(n, b, undefined, () => 0))).toEqual([

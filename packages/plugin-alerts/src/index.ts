@@ -32,7 +32,7 @@ export { sendTestAlerts } from './test-alert.js';
  * Alerts (issue 19): tells the owner, on a webhook, when something needs them: the agent disconnected
  * for longer than they allow, its key refused, a backend down, a model withdrawn by its self-tests,
  * paused and resumed by the GPU rule, no job for hours, the token budget spent. Built only on the hooks
- * every plugin has (`onEvent`, `onJobEnd`, `afterAuth`, `onClose`): nothing here is on a job's path.
+ * every plugin has (`onEvent`, `afterAuth`, `onClose`): nothing here is on a job's path.
  * Reads `[[alerts]]` from the agent's config; with none it does nothing.
  */
 
