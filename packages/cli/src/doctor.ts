@@ -11,6 +11,7 @@ import {
   expandHome,
   isUsepodError,
   readIdentity,
+  type SelfTestResult,
   silentLogger,
 } from '@usepod-agent/core/internal';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
@@ -197,8 +198,11 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
       })
         .then((r) => r.headers.get('date') ?? undefined)
         .catch(() => undefined));
-    if (httpDate) {
-      const skew = (Date.now() - Date.parse(httpDate)) / 1000;
+    const skew = httpDate ? (Date.now() - Date.parse(httpDate)) / 1000 : Number.NaN;
+    if (httpDate && !Number.isFinite(skew)) {
+      // The header is the coordinator's text: a lie about time is said as such, never as "OK NaN s".
+      checks.push(check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"));
+    } else if (httpDate) {
       const level: Level = Math.abs(skew) > 30 ? 'fail' : Math.abs(skew) > 5 ? 'warn' : 'ok';
       checks.push(
         check(
@@ -313,19 +317,31 @@ async function liveAuth(config: Config): Promise<Check> {
  * or failing is a warning naming the engine's error; nothing when no agent runs or none was tested.
  */
 export async function selftestChecks(config: Config): Promise<Check[]> {
-  const results = await runningSelfTests(expandHome(config.identity.key_path));
+  return selftestChecksOf(await runningSelfTests(expandHome(config.identity.key_path)));
+}
+
+/** The checks of a running agent's self-test results; an ejected model names its jobs' error. */
+export function selftestChecksOf(results: SelfTestResult[]): Check[] {
   if (results.length === 0) return [];
-  const bad = results.filter((r) => !r.ok);
+  const ejected = (r: SelfTestResult) => typeof r.ejectedUntil === 'string';
+  const bad = results.filter((r) => !r.ok || ejected(r));
   if (bad.length === 0) {
     return [check('self-tests', 'ok', `${results.length} model(s) pass their self-tests`)];
   }
   return bad.map((r) =>
-    check(
-      `self-test ${r.backend}`,
-      'warn',
-      `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
-      "read the engine's log; `usepod-agent selftest` tries again now",
-    ),
+    ejected(r)
+      ? check(
+          `ejected ${engineText(r.backend, 120)}`,
+          'warn',
+          `${engineText(r.model, 120)} is ejected: its jobs failed on the engine (${engineText(r.jobError ?? 'failed', 200)}); tested again at ${engineText(r.ejectedUntil!, 40)}`,
+          "read the engine's log; meanwhile its jobs go to the model's other engines",
+        )
+      : check(
+          `self-test ${r.backend}`,
+          'warn',
+          `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
+          "read the engine's log; `usepod-agent selftest` tries again now",
+        ),
   );
 }
 

@@ -100,6 +100,8 @@ function applied(entries: Record<string, unknown>[], timing = { retryBaseMs: 20,
 
 const withdrawn = (detail: string): AgentEvent => ({
   type: 'model_withdrawn',
+  cause: 'selftests',
+  until: undefined,
   backend: 'vllm@127.0.0.1:8000',
   model: `evil/*model*`,
   detail,

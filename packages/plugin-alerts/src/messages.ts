@@ -47,7 +47,10 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         severity: 'warning',
         resolved: false,
         title: text`usepod-agent on ${host}: ${e.model} withdrawn`,
-        message: text`Model ${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
+        message:
+          e.cause === 'jobs'
+            ? text`Model ${e.model} on ${e.backend} failed real jobs (${e.detail}); it is not used until a self-test passes after ${e.until ?? 'its cooldown'}.`
+            : text`Model ${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
         details: { backend: e.backend, model: e.model, detail: e.detail },
       };
     case 'model_back':

@@ -284,3 +284,15 @@ describe('config from the environment (containers, issue 20)', () => {
     expect((none as Error).message).toMatch(/\$USEPOD_BACKEND_(URL|KIND)/);
   });
 });
+
+describe('values at their documented bounds', () => {
+  it('refuses a discovery interval past a day: a timer past 2^31-1 ms would fire at once, in a loop', () => {
+    expect(() => validateConfig({ discovery: { interval_s: 3_000_000 } })).toThrow(/discovery\.interval_s/);
+    expect(validateConfig({ discovery: { interval_s: 86_400 } }).discovery.interval_s).toBe(86_400);
+  });
+
+  it('keeps a section no core key names for the plugin that claims it', () => {
+    const config = validateConfig({ battery: { min_percent: 50 } });
+    expect(config.battery).toEqual({ min_percent: 50 });
+  });
+});
