@@ -4,7 +4,9 @@ import {
   type AgentPlugin,
   type BackendConfig,
   type BackendStatus,
+  backendIdentity,
   checkBackends,
+  checkStatus,
   PluginHost,
   pluginFromModule,
   type RegisteredKind,
@@ -87,7 +89,8 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
       });
       const started = performance.now();
       try {
-        const status = await backend.probe(AbortSignal.timeout(3_000));
+        // Checked as the agent checks it (valid ids, bounded figures, folded detail): what is listed is what is served.
+        const { status } = checkStatus(await backend.probe(AbortSignal.timeout(3_000)));
         return { ...t, label: backend.label, status, latencyMs: Math.round(performance.now() - started) };
       } finally {
         await backend.close();
@@ -102,6 +105,35 @@ function entryFor(t: ProbeTarget, host: PluginHost): BackendConfig {
   const [parsed] = checkBackends({ ...validateConfig({}), backends: [t.entry] }, host.kinds);
   return parsed!;
 }
+
+/**
+ * One target per engine, the first named winning: `--engine llamacpp=http://localhost:8080` and the scan's
+ * 127.0.0.1:8080 are one llama-server, which written twice would be offered twice its slots (issue 28).
+ */
+export function oneTargetPerEngine<T extends { kind: string; url?: string | undefined }>(targets: T[]): T[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => {
+    if (t.url === undefined) return true;
+    const id = backendIdentity({ kind: t.kind, url: t.url } as BackendConfig);
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
+}
+
+/** A model id that is a file's path: `model.gguf`, `/models/x`, `./x`, `../x`, `~/x`, `C:\\x`. */
+const FILE_PATH_ID = /\.gguf$|^(?:\/|\.\.?[\\/]|~[\\/]|[A-Za-z]:[\\/])/i;
+
+/**
+ * What to do about a model id that is the path of the file an engine loaded (llama-server lists `-m`'s
+ * argument unless started with `--alias`): jobs ask for models by name, and no one asks for a path.
+ */
+export function modelIdHint(id: string): string | undefined {
+  return FILE_PATH_ID.test(id) ? `${id} is a file path, not a model name: ${NAME_THE_MODEL}` : undefined;
+}
+
+export const NAME_THE_MODEL =
+  'start the engine with a name for it (llama-server --alias NAME, vllm --served-model-name NAME)';
 
 /** `KIND=URL` from a flag. */
 export function parseEngineFlag(value: string): { kind: string; url: string } {

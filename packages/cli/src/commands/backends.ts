@@ -8,7 +8,14 @@ import {
 } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { runningSelfTests } from '../control.js';
-import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
+import {
+  builtinPlugins,
+  modelIdHint,
+  type ProbeTarget,
+  probeEngines,
+  usualPorts,
+  wellKnownEngines,
+} from '../engines.js';
 import { installedBackendPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
@@ -62,6 +69,7 @@ export default class Backends extends BaseCommand {
               context_window: m.contextWindow ?? null,
               loaded: true,
               selftest: st ? statusSelfTest(st) : null,
+              hint: modelIdHint(m.id) ?? null,
             };
           }),
           load: r.status.load ?? null,
@@ -112,5 +120,7 @@ export default class Backends extends BaseCommand {
         );
       });
     }
+    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id))))
+      if (hint) this.out(`hint: ${hint}`);
   }
 }
