@@ -167,14 +167,14 @@ describe('usepod-agent doctor', () => {
         name: 'model name',
         level: 'warn',
         detail: '../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name',
-        fix: 'start the engine with a name for it (llama-server --alias NAME, vllm --served-model-name NAME)',
+        fix: 'start llama-server with --alias NAME',
       });
       const listed = await cli(['backends', '--config', join(dir, 'agent.toml'), '--no-detect'], {
         env: homeEnv(dir),
         cwd: dir,
       });
       expect(listed.stdout).toContain(
-        'hint: ../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name: start the engine with a name for it (llama-server --alias NAME',
+        'hint: ../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name: start llama-server with --alias NAME',
       );
     } finally {
       await llama.close();

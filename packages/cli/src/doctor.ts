@@ -15,7 +15,7 @@ import {
 } from '@usepod-agent/core/internal';
 import WebSocket from 'ws';
 import { runningSelfTests } from './control.js';
-import { modelIdHint, NAME_THE_MODEL, type ProbeResult, probeEngines } from './engines.js';
+import { modelIdHint, nameTheModel, type ProbeResult, probeEngines } from './engines.js';
 import { Ledger, ledgerPath } from './ledger/ledger.js';
 import { localTime } from './when.js';
 
@@ -402,8 +402,10 @@ export async function backendChecks(
       if (missing.length) parts.push(`allow-listed but not served: ${missing.join(', ')}`);
     }
     for (const id of offered) {
-      if (modelIdHint(id))
-        checks.push(check('model name', 'warn', `${id} is a file path, not a model name`, NAME_THE_MODEL));
+      if (modelIdHint(id, p.naming))
+        checks.push(
+          check('model name', 'warn', `${id} is a file path, not a model name`, nameTheModel(p.naming)),
+        );
     }
     checks.push(
       offered.length > 0

@@ -64,6 +64,8 @@ export interface ProbeTarget {
 export interface ProbeResult extends ProbeTarget {
   /** The backend's label, as the running agent names it in `status` and its self-tests. */
   label: string | undefined;
+  /** How to name a model in this engine, from its plugin (`BackendKind.modelNaming`). */
+  naming: string | undefined;
   status: BackendStatus;
   latencyMs: number;
 }
@@ -74,11 +76,13 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
   for (const p of plugins) await host.apply(p);
   return Promise.all(
     targets.map(async (t): Promise<ProbeResult> => {
-      const factory = host.kinds.get(t.kind)?.create;
+      const kind = host.kinds.get(t.kind);
+      const factory = kind?.create;
       if (!factory) {
         return {
           ...t,
           label: undefined,
+          naming: undefined,
           status: { healthy: false, models: [], detail: `no plugin provides kind "${t.kind}"` },
           latencyMs: 0,
         };
@@ -91,7 +95,13 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
       try {
         // Checked as the agent checks it (valid ids, bounded figures, folded detail): what is listed is what is served.
         const { status } = checkStatus(await backend.probe(AbortSignal.timeout(3_000)));
-        return { ...t, label: backend.label, status, latencyMs: Math.round(performance.now() - started) };
+        return {
+          ...t,
+          label: backend.label,
+          naming: kind.modelNaming,
+          status,
+          latencyMs: Math.round(performance.now() - started),
+        };
       } finally {
         await backend.close();
       }
@@ -126,14 +136,17 @@ const FILE_PATH_ID = /\.gguf$|^(?:\/|\.\.?[\\/]|~[\\/]|[A-Za-z]:[\\/])/i;
 
 /**
  * What to do about a model id that is the path of the file an engine loaded (llama-server lists `-m`'s
- * argument unless started with `--alias`): jobs ask for models by name, and no one asks for a path.
+ * argument unless started with `--alias`): jobs ask for models by name, and no one asks for a path. The
+ * way to name it is the engine's, as its plugin says it (`BackendKind.modelNaming`).
  */
-export function modelIdHint(id: string): string | undefined {
-  return FILE_PATH_ID.test(id) ? `${id} is a file path, not a model name: ${NAME_THE_MODEL}` : undefined;
+export function modelIdHint(id: string, naming: string | undefined): string | undefined {
+  return FILE_PATH_ID.test(id)
+    ? `${id} is a file path, not a model name: ${nameTheModel(naming)}`
+    : undefined;
 }
 
-export const NAME_THE_MODEL =
-  'start the engine with a name for it (llama-server --alias NAME, vllm --served-model-name NAME)';
+export const nameTheModel = (naming: string | undefined): string =>
+  naming ?? 'give it a name in the engine, the one jobs will ask for';
 
 /** `KIND=URL` from a flag. */
 export function parseEngineFlag(value: string): { kind: string; url: string } {

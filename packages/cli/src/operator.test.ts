@@ -240,7 +240,7 @@ describe('setup (PROTOCOL.md section 9)', () => {
       const { config } = await loadConfig({ path: cfg, allowInsecure: true });
       expect(config.backends).toEqual([{ kind: 'llamacpp', url: `http://localhost:${port}` }]);
       expect(out.stdout).toContain(
-        'hint: ../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name: start the engine with a name for it (llama-server --alias NAME',
+        'hint: ../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name: start llama-server with --alias NAME',
       );
     } finally {
       await pairing.close();

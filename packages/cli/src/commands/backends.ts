@@ -69,7 +69,7 @@ export default class Backends extends BaseCommand {
               context_window: m.contextWindow ?? null,
               loaded: true,
               selftest: st ? statusSelfTest(st) : null,
-              hint: modelIdHint(m.id) ?? null,
+              hint: modelIdHint(m.id, r.naming) ?? null,
             };
           }),
           load: r.status.load ?? null,
@@ -120,7 +120,7 @@ export default class Backends extends BaseCommand {
         );
       });
     }
-    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id))))
+    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id, r.naming))))
       if (hint) this.out(`hint: ${hint}`);
   }
 }

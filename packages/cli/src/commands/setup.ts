@@ -114,7 +114,7 @@ export default class Setup extends BaseCommand {
         this.out(
           `  ${f.kind.padEnd(9)} ${f.url}  ${f.status.models.map((m) => m.id).join(', ') || '(no models loaded)'}`,
         );
-      for (const hint of found.flatMap((f) => f.status.models.map((m) => modelIdHint(m.id))))
+      for (const hint of found.flatMap((f) => f.status.models.map((m) => modelIdHint(m.id, f.naming))))
         if (hint) this.out(`  hint: ${hint}`);
     }
 
