@@ -5,9 +5,9 @@ import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Ledger } from '@usepod-agent/plugin-ledger';
 import { LlamacppEmulator, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Ledger } from '../packages/cli/src/ledger/ledger.js';
 import { cli, homeEnv, runAgent } from './cli.js';
 
 /**

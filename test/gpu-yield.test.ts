@@ -116,7 +116,7 @@ describe('GPU-aware yielding', () => {
     expect(((await back).models as unknown[]).length).toBe(1);
     expect(Date.now() - quietFrom).toBeGreaterThanOrEqual(450);
     expect(a.stderr()).toMatch(
-      /INFO {2}agent paused reason="GPU in use: eldenring\.exe \(pid 5678\) uses a GPU"/,
+      /INFO {2}agent paused by=gpu reason="GPU in use: eldenring\.exe \(pid 5678\) uses a GPU"/,
     );
     expect(a.stderr()).toMatch(/INFO {2}agent resumed/);
   }, 60_000);

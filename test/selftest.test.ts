@@ -27,7 +27,7 @@ afterEach(async () => {
 function nextResult(rr: Rig, pred: (x: SelfTestResult) => boolean, ms = 10_000): Promise<SelfTestResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no such self-test result in time')), ms);
-    const on = (x: SelfTestResult) => {
+    const on = ({ result: x }: { result: SelfTestResult }) => {
       if (!pred(x)) return;
       clearTimeout(timer);
       rr.t.agent.off('selftest', on);
@@ -66,7 +66,7 @@ describe('self-tests', () => {
 
     // The engine still lists the model but every completion fails: out of memory after a driver update.
     const failures: SelfTestResult[] = [];
-    const onResult = (x: SelfTestResult) => {
+    const onResult = ({ result: x }: { result: SelfTestResult }) => {
       if (!x.ok) failures.push(x);
     };
     r.t.agent.on('selftest', onResult);

@@ -48,6 +48,9 @@ export const alertSchema = z
   .strict();
 export type AlertConfig = z.output<typeof alertSchema>;
 
+/** `[[alerts]]`, the plugin's section: every entry checked by the agent, mistakes at `file:line:column`. */
+export const alertsSection = z.array(alertSchema);
+
 /**
  * Reads `[[alerts]]`; a mistake is one line naming the file and the key, as core's own are. `locate`
  * turns a key into `file:line:column` where the caller has the file's text.

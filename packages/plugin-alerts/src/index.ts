@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
-import { type AgentEvent, definePlugin, type Logger } from '@usepod-agent/core';
-import { type AlertConfig, type AlertEvent, readAlerts } from './config.js';
+import { type AgentEvent, definePlugin, type JobOutcome, type Logger } from '@usepod-agent/core';
+import { type AlertConfig, type AlertEvent, alertsSection, readAlerts } from './config.js';
 import { Delivery, type DeliveryTiming } from './deliver.js';
 import type { Alert } from './formats.js';
 import { draftOf } from './messages.js';
@@ -10,6 +10,7 @@ export {
   type AlertConfig,
   type AlertEvent,
   alertSchema,
+  alertsSection,
   FORMATS,
   type Format,
   readAlerts,
@@ -45,11 +46,11 @@ interface Target {
 export default definePlugin((options: AlertsOptions | undefined) => ({
   name: '@usepod-agent/plugin-alerts',
   apiVersion: 1,
+  sections: ['alerts'],
   apply(hooks, ctx) {
-    const entries = readAlerts(
-      options?.alerts ?? (ctx.config as { alerts?: unknown[] }).alerts ?? [],
-      ctx.config.source,
-    );
+    // Claimed even when entries are passed directly: [[alerts]] is this plugin's section.
+    const section = ctx.section('alerts', alertsSection);
+    const entries = options?.alerts ? readAlerts(options.alerts, ctx.config.source) : (section ?? []);
     if (entries.length === 0) return;
     const log: Logger = ctx.log;
     const targets: Target[] = entries.map((cfg) => ({
@@ -127,7 +128,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
       providerId = s.providerId;
     });
 
-    hooks.onJobEnd.tap('alerts', (o) => {
+    const served = (o: JobOutcome) => {
       if (o.outcome !== 'done') return;
       lastServed = Date.now();
       const told = [...toldIdle];
@@ -145,10 +146,12 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           },
           told,
         );
-    });
+    };
 
     hooks.onEvent.tap('alerts', (e: AgentEvent) => {
       switch (e.type) {
+        case 'job_end':
+          return served(e.job);
         case 'connected': {
           online = true;
           for (const timer of offlineTimers.values()) clearTimeout(timer);
@@ -181,7 +184,7 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           paused = true;
           break;
         case 'resumed':
-          paused = false;
+          paused = e.paused;
           break;
       }
       const draft = draftOf(e, host);

@@ -6,8 +6,8 @@ import {
   type SelfTestResult,
   statusSelfTest,
 } from '@usepod-agent/core/internal';
+import { runningSelfTests } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { runningSelfTests } from '../control.js';
 import {
   builtinPlugins,
   modelIdHint,
@@ -16,7 +16,7 @@ import {
   usualPorts,
   wellKnownEngines,
 } from '../engines.js';
-import { installedBackendPlugins } from '../plugins.js';
+import { agentPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
   static override summary =
@@ -30,7 +30,7 @@ export default class Backends extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Backends);
     const targets: ProbeTarget[] = [];
-    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+    const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
     const file = flags.config ?? (await findConfigFile());
     // What the running agent's self-tests measured ([selftest]), when one runs with this config.
     let tested: SelfTestResult[] = [];

@@ -8,13 +8,11 @@ import {
   isUsepodError,
   type SelfTestResult,
 } from '@usepod-agent/core/internal';
+import { control } from '@usepod-agent/plugin-control';
+import { Ledger, ledgerFile, parseSince, selftestHistory } from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
-import { control } from '../control.js';
 import { builtinPlugins } from '../engines.js';
-import { parseSince } from '../ledger/earnings.js';
-import { Ledger, ledgerPath } from '../ledger/ledger.js';
-import { selftestHistory } from '../ledger/selftests.js';
-import { installedBackendPlugins } from '../plugins.js';
+import { agentPlugins } from '../plugins.js';
 import { configuredLabels, selftestConfigured, type Untested } from '../selftest.js';
 
 export default class Selftest extends BaseCommand {
@@ -48,7 +46,7 @@ export default class Selftest extends BaseCommand {
     let untested: Untested[] = [];
     let from: 'agent' | 'engines' = 'agent';
     let other: string | undefined;
-    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+    const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
     const log = createLogger('selftest');
     try {
       // The agent's round waits for room and covers every pair; its answer can take a while.
@@ -79,7 +77,7 @@ export default class Selftest extends BaseCommand {
     const since = parseSince(flags.since);
     if (since === undefined)
       failUsage(this, `--since ${flags.since} is not a duration or a date`, 'use 24h, 7d, 30d or 2026-11-01');
-    const path = ledgerPath(config);
+    const path = ledgerFile(config);
     if (!path) failUsage(this, 'the ledger is off ([ledger] path = "off")', 'remove that line to keep one');
     const ledger = existsSync(path) ? Ledger.open(path, { readonly: true }) : undefined;
     try {

@@ -31,7 +31,7 @@ import {
   pairPageFor,
   pollPairing,
 } from '../pairing.js';
-import { installedBackendPlugins } from '../plugins.js';
+import { agentPlugins } from '../plugins.js';
 import { box, spinner } from '../ui.js';
 import { localTime } from '../when.js';
 
@@ -96,7 +96,7 @@ export default class Setup extends BaseCommand {
     );
 
     // 1. Engines
-    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+    const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
     // The operator's own names first, so theirs is the one kept when the scan finds the same engine.
     const targets = oneTargetPerEngine([
       ...(flags.engine ?? []).map((v) => ({ ...parseEngineFlag(v), source: 'flag' as const })),

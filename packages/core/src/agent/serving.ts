@@ -72,6 +72,7 @@ export class Serving {
     this.discovery = discovery;
     this.executor = new Executor({
       hooks: o.hooks,
+      onEnd: (job) => o.tell({ type: 'job_end', job }),
       log: o.log.child('executor'),
       jobLog: topLevelLogger(o.log, 'job'),
       ...(o.journal ? { journal: o.journal } : {}),
@@ -100,7 +101,10 @@ export class Serving {
       log: o.log.child('selftest'),
       adjustInFlight: (b, d) => discovery.adjustInFlight(b, d),
     });
-    selftest.on('result', () => o.metrics.selftest(selftest.results()));
+    selftest.on('result', (result) => {
+      o.metrics.selftest(selftest.results());
+      o.tell({ type: 'selftest', result });
+    });
     selftest.on('withdrawn', (r, withdrawn) => {
       o.tell(
         withdrawn

@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BackendStatus } from '../backend/backend.js';
-import type { JobOutcome } from '../plugins/hooks.js';
+import type { AgentEvent, JobOutcome } from '../plugins/hooks.js';
 import type { CapabilityModel } from '../protocol/frames.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 
@@ -261,6 +261,13 @@ export class AgentMetrics {
    * group is one ledger aggregate; its model is kept as a label only when it is a served model (the
    * caller bounds how many), else `other`.
    */
+  /** The facts of the observation stream that move a metric. */
+  event(e: AgentEvent): void {
+    if (e.type === 'job_end') this.job(e.job);
+    else if (e.type === 'state') this.state(e.state);
+    else if (e.type === 'reconnect') this.reconnect(e.after);
+  }
+
   seed(groups: SeedGroup[]): void {
     const t = this.totals;
     for (const g of groups) {

@@ -6,7 +6,6 @@ import {
   createHooks,
   type JobContext,
   type JobHandle,
-  type JobOutcome,
   type PausedBy,
   type PluginHooks,
   pluginView,
@@ -36,8 +35,8 @@ describe('plugin hook types', () => {
           expectTypeOf(job.frame.model_id).toBeString();
           return undefined;
         });
-        hooks.onJobEnd.tap('t', (o) => {
-          expectTypeOf(o).toEqualTypeOf<JobOutcome>();
+        hooks.onStart.tapPromise('t', async (info) => {
+          expectTypeOf(info.providerId).toEqualTypeOf<string | undefined>();
         });
         hooks.onDiscovery.tap('t', (models) => {
           expectTypeOf(models).toEqualTypeOf<readonly BackendModel[]>();

@@ -34,6 +34,8 @@ import { reservationFor, type TokenBudget } from './token-budget.js';
 
 export interface ExecutorOptions {
   hooks: AgentHooks;
+  /** Every job's end, once (the agent's `job_end` event). */
+  onEnd?: (outcome: JobOutcome) => void;
   log: Logger;
   /** Where each job's end is told (area `job`, short: its line fits 120 columns); `log` when absent. */
   jobLog?: Logger;
@@ -401,7 +403,8 @@ export class Executor {
       errorCode: outcome.errorCode,
       cancelled: outcome.outcome === 'cancelled',
     });
-    announceEnd(outcome, this.#opts.jobLog ?? this.#opts.log, this.#opts.hooks);
+    announceEnd(outcome, this.#opts.jobLog ?? this.#opts.log);
+    this.#opts.onEnd?.(outcome);
     journal?.add(outcome, end);
     this.#wakeIdle();
   }

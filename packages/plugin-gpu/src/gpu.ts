@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import type { Agent, Config, Logger, RegisteredKind } from '@usepod-agent/core/internal';
+import type { Logger } from '@usepod-agent/core';
+import type { YieldSection } from './section.js';
 
 /**
  * GPU-aware yielding (issue 19, `[yield]`): every `poll_s` it asks `nvidia-smi` (and `rocm-smi`) which processes use the
@@ -127,11 +128,7 @@ export async function detectGpuReader(
 }
 
 /** Why the agent should step aside now, or undefined. */
-export function yieldReason(
-  cfg: Config['yield'],
-  engines: readonly string[],
-  s: GpuState,
-): string | undefined {
+export function yieldReason(cfg: YieldSection, engines: readonly string[], s: GpuState): string | undefined {
   // rocm-smi names a process by its `comm`, which Linux cuts at 15 characters.
   const isEngine = (name: string) =>
     engines.some((e) => name.includes(e) || (name.length === 15 && e.startsWith(name)));
@@ -157,31 +154,35 @@ function basename(name: string): string {
 
 /**
  * The engines' process names: `[yield] engine_processes`, else what the plugins of the configured kinds
- * declare (`BackendKind.processNames`), of every kind when none is configured.
+ * declare (`BackendKind.processNames`).
  */
-export function engineProcessNames(config: Config, kinds: readonly RegisteredKind[]): string[] {
-  if (config.yield.engine_processes) return config.yield.engine_processes;
-  const used = kinds.filter(
-    (k) => config.backends.length === 0 || config.backends.some((b) => b.kind === k.kind),
-  );
-  return [...new Set(used.flatMap((k) => k.processNames))];
+export function engineProcessNames(
+  cfg: YieldSection,
+  kinds: readonly { processNames: readonly string[] }[],
+): string[] {
+  if (cfg.engine_processes) return cfg.engine_processes;
+  return [...new Set(kinds.flatMap((k) => k.processNames))];
 }
 
 /** Whether `[yield]` asks for anything (else nvidia-smi is never run and no engine names are needed). */
-export function yieldEnabled(config: Config): boolean {
-  const cfg = config.yield;
+export function yieldEnabled(cfg: YieldSection): boolean {
   return cfg.when_other_process || cfg.min_free_vram_mb !== undefined || cfg.max_other_util_pct !== undefined;
 }
 
+/** What GPU yielding holds the agent with: the `gpu` hold. */
+export interface Holder {
+  hold(name: string, opts: { reason: string }): void;
+  release(name: string): void;
+}
+
 export function startGpuYield(
-  agent: Agent,
-  config: Config,
+  holder: Holder,
+  cfg: YieldSection,
   engines: readonly string[],
   log: Logger,
   detect: () => Promise<{ read: Reader; tools: string[]; first: GpuState }> = detectGpuReader,
 ): () => void {
-  const cfg = config.yield;
-  if (!yieldEnabled(config)) return () => {};
+  if (!yieldEnabled(cfg)) return () => {};
   let ours: string | undefined;
   let quietSince: number | undefined;
   let stopped = false;
@@ -221,22 +222,18 @@ export function startGpuYield(
       return;
     }
     const why = yieldReason(cfg, engines, state);
-    const paused = agent.snapshot().paused;
     if (why) {
       quietSince = undefined;
-      if (!paused) {
-        ours = `GPU in use: ${why}`;
-        agent.pause({ reason: ours, by: 'gpu' });
-      }
-    } else if (ours !== undefined && paused?.reason === ours) {
+      const reason = `GPU in use: ${why}`;
+      if (ours !== reason) holder.hold('gpu', { reason });
+      ours = reason;
+    } else if (ours !== undefined) {
       quietSince ??= Date.now();
       if (Date.now() - quietSince >= cfg.cooldown_s * 1000) {
         ours = undefined;
         quietSince = undefined;
-        agent.resume({ by: 'gpu' });
+        holder.release('gpu');
       }
-    } else {
-      ours = undefined;
     }
   };
   const loop = async () => {

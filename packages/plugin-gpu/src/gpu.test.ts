@@ -1,9 +1,8 @@
-import { validateConfig } from '@usepod-agent/core/internal';
 import { describe, expect, it } from 'vitest';
-import { builtinPlugins, knownKinds } from './engines.js';
-import { engineProcessNames, type GpuState, yieldReason } from './gpu-yield.js';
+import { engineProcessNames, type GpuState, yieldReason } from './gpu.js';
+import { yieldSection } from './section.js';
 
-const cfg = (y: Record<string, unknown>) => validateConfig({ yield: y }).yield;
+const cfg = (y: Record<string, unknown>) => yieldSection.parse(y);
 /** What the llama.cpp plugin declares (BackendKind.processNames). */
 const ENGINES = ['llama-server'];
 const engineOnly: GpuState = {
@@ -42,15 +41,9 @@ describe('yieldReason: when the agent steps aside', () => {
     );
   });
 
-  it('takes the engines’ process names from the plugins of the configured kinds, or the config', async () => {
-    const kinds = await knownKinds(await builtinPlugins());
-    const vllmOnly = validateConfig({ backends: [{ kind: 'vllm', url: 'http://127.0.0.1:8000' }] });
-    expect(engineProcessNames(vllmOnly, kinds)).toEqual(['VLLM', 'vllm']);
-    expect(engineProcessNames(validateConfig({}), kinds)).toEqual(
-      expect.arrayContaining(['VLLM', 'llama-server', 'ollama', 'LM Studio']),
-    );
-    expect(engineProcessNames(validateConfig({ yield: { engine_processes: ['my-engine'] } }), kinds)).toEqual(
-      ['my-engine'],
-    );
+  it('takes the engines’ process names from the plugins of the configured kinds, or the config', () => {
+    const kinds = [{ processNames: ['VLLM', 'vllm'] }];
+    expect(engineProcessNames(cfg({}), kinds)).toEqual(['VLLM', 'vllm']);
+    expect(engineProcessNames(cfg({ engine_processes: ['my-engine'] }), kinds)).toEqual(['my-engine']);
   });
 });
