@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SelfTestResult } from '@usepod-agent/core';
-import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { type TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
@@ -219,8 +219,7 @@ describe('usepod-agent selftest', () => {
   it('with -c naming another config on the same identity, tests that config’s engines, and says so (issue 28)', async () => {
     const cfg = await config();
     await runAgent(cfg, { env: env(), cwd: dir, coordinator, children, keyDir: join(dir, 'id') });
-    const { VllmEmulator: Emulator } = await import('@usepod-agent/testkit');
-    const spare = await new Emulator({ models: [{ id: 'spare/model', contextWindow: 4096 }] }).start();
+    const spare = await new VllmEmulator({ models: [{ id: 'spare/model', contextWindow: 4096 }] }).start();
     try {
       const otherCfg = join(dir, 'other.toml');
       await writeFile(
@@ -244,7 +243,7 @@ describe('usepod-agent selftest', () => {
     } finally {
       await spare.close();
     }
-  });
+  }, 60_000);
 
   it('with the agent running, runs its round over the control socket', async () => {
     const cfg = await config();
@@ -281,5 +280,5 @@ describe('usepod-agent selftest', () => {
         ),
       }),
     );
-  });
+  }, 60_000);
 });
