@@ -16,7 +16,8 @@ import {
 } from '@usepod-agent/core/internal';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import WebSocket from 'ws';
-import { type ProbeResult, probeEngines } from './engines.js';
+import { modelIdHint, nameTheModel, type ProbeResult, probeEngines } from './engines.js';
+import { localTime } from './when.js';
 
 /**
  * `usepod-agent doctor` (issue 18): everything that stands between this machine and earning, each check
@@ -34,12 +35,23 @@ export interface Check {
 
 const TIMEOUT_MS = 5_000;
 
+/** Longest detail a check prints: lists of model ids make the longest ones. */
+const MAX_DETAIL = 2_000;
+
+/**
+ * Every check is folded here, once: its text carries what the coordinator (a refusal reason, a provider id, a
+ * certificate's name), an engine (model ids, errors) or a local status port said, and a newline or an escape
+ * sequence in it must not print a forged OK line or retitle the terminal (issue 28).
+ */
 const check = (name: string, level: Level, detail: string, fix?: string): Check => ({
-  name,
+  name: engineText(name, 300),
   level,
-  detail,
-  ...(fix ? { fix } : {}),
+  detail: engineText(detail, MAX_DETAIL),
+  ...(fix ? { fix: engineText(fix, 300) } : {}),
 });
+
+/** A check made elsewhere (a plugin's), folded as this module's own are. */
+export const folded = (c: Check): Check => check(c.name, c.level, c.detail, c.fix);
 
 export function identityChecks(config: Config): Promise<Check[]> {
   const path = expandHome(config.identity.key_path);
@@ -156,7 +168,7 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
         new Promise<string>((resolve, reject) => {
           const s = tlsConnect({ host, port, servername: host }, () => {
             const cert = s.getPeerCertificate();
-            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${cert.valid_to}`;
+            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${localTime(cert.valid_to)}`;
             s.destroy();
             resolve(text);
           });
@@ -406,6 +418,12 @@ export async function backendChecks(
     if (allow?.length && served.length > 0) {
       const missing = allow.filter((id) => !served.includes(id));
       if (missing.length) parts.push(`allow-listed but not served: ${missing.join(', ')}`);
+    }
+    for (const id of offered) {
+      if (modelIdHint(id, p.naming))
+        checks.push(
+          check('model name', 'warn', `${id} is a file path, not a model name`, nameTheModel(p.naming)),
+        );
     }
     checks.push(
       offered.length > 0
