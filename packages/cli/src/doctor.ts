@@ -213,7 +213,9 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
     const skew = httpDate ? (Date.now() - Date.parse(httpDate)) / 1000 : Number.NaN;
     if (httpDate && !Number.isFinite(skew)) {
       // The header is the coordinator's text: a lie about time is said as such, never as "OK NaN s".
-      checks.push(check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"));
+      checks.push(
+        check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"),
+      );
     } else if (httpDate) {
       const level: Level = Math.abs(skew) > 30 ? 'fail' : Math.abs(skew) > 5 ? 'warn' : 'ok';
       checks.push(

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { createAgent } from '../agent/agent.js';
 import { loadConfig } from '../config/load.js';
 import { silentLogger } from '../observability/log.js';
-import type { AgentPlugin } from './plugin.js';
+import { type AgentPlugin, definePlugin } from './plugin.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -85,7 +85,7 @@ describe('a plugin’s metrics and status section', () => {
       defaultPlugins: false,
       logger: silentLogger,
       plugins: [
-        {
+        definePlugin(() => ({
           name: 'gauges',
           apiVersion: 1,
           apply(_hooks, ctx) {
@@ -96,12 +96,15 @@ describe('a plugin’s metrics and status section', () => {
               throw new Error('no');
             });
           },
-        },
+        })),
       ],
     });
     await agent.load();
     const text = await agent.metricsText();
-    expect(text).toMatch(/usepod_agent_test_temperature\{gpu="RTX[^"\u001b\u0007]*"\} 71/);
+    const line = text.split('\n').find((l) => l.startsWith('usepod_agent_test_temperature{'));
+    expect(line).toMatch(/^usepod_agent_test_temperature\{gpu="RTX[^"]*"\} 71$/);
+    expect(line).not.toContain('\u001b');
+    expect(line).not.toContain('\u0007');
     expect(agent.status().sections).toEqual({ fine: { ok: true }, broken: { error: 'no' } });
   });
 });
