@@ -133,6 +133,15 @@ async function start(
 
 const models = (f: Record<string, unknown>) => f.models as unknown[];
 
+/** Whether a process has ended (a zombie whose parent died has: only its entry is left). */
+function gone(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
+  } catch {
+    return true;
+  }
+}
+
 describe('GPU-aware yielding in-process', () => {
   it('pauses while a game uses the GPU and resumes after the cooldown once it is gone', async () => {
     const a = await start({ when_other_process: true });
@@ -207,6 +216,7 @@ describe('GPU-aware yielding in-process', () => {
   it('keeps asking a tool that fails for a while (says so once), and yields once it answers', async () => {
     await put('driver', '');
     const a = await start({ when_other_process: true });
+    await a.session.capabilities();
     const failing = await a.log.waitFor((l) => l.includes('GPU state could not be read'));
     expect(failing).toContain("couldn't communicate with the NVIDIA driver");
     await vi.waitFor(() => expect(a.gpu().failing).toMatch(/NVIDIA driver/));
@@ -240,11 +250,12 @@ describe('GPU tools are bounded (issue 28)', () => {
   it('kills a nvidia-smi that hangs and ignores SIGTERM, warns, and yields at the next poll', async () => {
     await put('hang', '');
     const a = await start({ when_other_process: true });
+    await a.session.capabilities();
     const warned = await a.log.waitFor((l) => l.includes('GPU state could not be read'), 5_000);
     expect(warned).toContain('nvidia-smi did not answer in 0.4 s: killed');
     // The whole tool was killed, the child holding its pipes included.
     const hung = Number(readFileSync(join(dir, 'hung.pid'), 'utf8'));
-    await vi.waitFor(() => expect(() => process.kill(hung, 0)).toThrow());
+    await vi.waitFor(() => expect(gone(hung)).toBe(true));
     const stepAside = a.session.nextFrame('capabilities');
     await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
     await drop('hang');
@@ -278,15 +289,17 @@ describe('GPU tools are bounded (issue 28)', () => {
     expect(a.t.agent.readiness().reason ?? '').not.toMatch(CONTROL);
     const status = a.gpu();
     expect(JSON.stringify(status)).not.toMatch(/\\u00[01][0-9a-f]|\\[bfnrt]/);
-    const logged = a.log.items.join('\n');
-    expect(logged).not.toMatch(CONTROL);
-    expect(logged).not.toContain('\\u001b');
+    for (const line of a.log.items) {
+      expect(line).not.toMatch(CONTROL);
+      expect(line).not.toContain('\\u001b');
+    }
   });
 
   it('refuses a tool output past its bound and takes at most 256 processes', async () => {
     const many = Array.from({ length: 5000 }, (_, i) => `${1000 + i}, /usr/bin/python worker${i}.py, 10`);
     await put('apps', `${ENGINE_APP}\n${many.join('\n')}\n`);
     const a = await start({ when_other_process: true }, { plugin: { toolMaxBytes: 64 * 1024 } });
+    await a.session.capabilities();
     const warned = await a.log.waitFor((l) => l.includes('GPU state could not be read'));
     expect(warned).toContain('nvidia-smi printed more than 65536 bytes: killed');
     const stepAside = a.session.nextFrame('capabilities');
