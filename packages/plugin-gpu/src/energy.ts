@@ -2,7 +2,7 @@ import type { Gpu } from './read.js';
 
 /**
  * Energy (issue 31): each GPU's power integrated over time by trapezoids between two polls. An interval
- * counts as serving when a job was in flight at either end or ended inside it, else idle. A gap longer
+ * is serving for the part of it jobs ran in, the rest idle (`count`). A gap longer
  * than `maxGapMs` (a tool that stopped answering) is not guessed at: the chain starts again. The last
  * samples of the total power are kept (at most MAX_SAMPLES) so the ledger can ask what a window used.
  */
@@ -34,31 +34,44 @@ export class EnergyMeter {
     return { servingJ: this.#servingJ, idleJ: this.#idleJ };
   }
 
-  /** Adds a poll's readings; returns the joules of the interval it closes and how they were counted. */
-  add(gpus: readonly Gpu[], t: number, serving: boolean): { joules: number; kind: 'serving' | 'idle' } {
+  /**
+   * Adds a poll's readings; returns the joules of the interval it closes, and whether every GPU with a
+   * reading now had one at the previous poll too (else part of the interval went unmeasured).
+   */
+  add(gpus: readonly Gpu[], t: number): { joules: number; measured: boolean } {
     let joules = 0;
     let watts = 0;
     let measured = false;
+    let whole = true;
     for (const g of gpus) {
       const id = `${g.tool}:${g.index}`;
       const prev = this.#last.get(id);
       if (g.powerW === undefined) {
+        if (prev) whole = false;
         this.#last.delete(id);
         continue;
       }
       this.#last.set(id, { t, w: g.powerW });
       watts += g.powerW;
       measured = true;
-      if (!prev || t <= prev.t || t - prev.t > this.#maxGapMs) continue;
+      if (!prev || t <= prev.t || t - prev.t > this.#maxGapMs) {
+        whole = false;
+        continue;
+      }
       joules += ((prev.w + g.powerW) / 2) * ((t - prev.t) / 1000);
     }
-    if (serving) this.#servingJ += joules;
-    else this.#idleJ += joules;
     if (measured) {
       this.#samples.push({ t, w: watts });
       if (this.#samples.length > MAX_SAMPLES) this.#samples.splice(0, this.#samples.length - MAX_SAMPLES);
     }
-    return { joules, kind: serving ? 'serving' : 'idle' };
+    return { joules, measured: measured && whole };
+  }
+
+  /** Counts an interval's joules: the part jobs ran in (serving), the rest idle. */
+  count(joules: number, servingJ: number): void {
+    const serving = Math.min(joules, Math.max(0, servingJ));
+    this.#servingJ += serving;
+    this.#idleJ += joules - serving;
   }
 
   /**

@@ -14,7 +14,7 @@ import {
   VllmEmulator,
 } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import gpuPlugin, { type GpuPluginOptions } from './index.js';
+import gpuPlugin, { type GpuPlugin, type GpuPluginOptions, type JobEnergy } from './index.js';
 
 /**
  * The GPU plugin in-process (issues 19, 28, 31): an agent with `plugins: [vllm, gpuPlugin()]`, a test
@@ -117,13 +117,15 @@ async function start(
     } as ConfigInput,
     plugins: [
       vllm,
-      gpuPlugin({ path: tools, toolTimeoutMs: 400, ...opts.plugin }),
+      opts.instance ?? gpuPlugin({ path: tools, toolTimeoutMs: 400, ...opts.plugin }),
       ...(opts.control ? [controlPlugin] : []),
     ],
     logger: logTo(log),
   });
   agents.push(t);
-  for (const type of ['paused', 'resumed', 'notice'] as const) t.agent.on(type, (e) => events.push(e));
+  t.agent.on('paused', (e) => events.push(e));
+  t.agent.on('resumed', (e) => events.push(e));
+  t.agent.on('notice', (e) => events.push(e));
   const next = coordinator.authenticated.next();
   const started = await t.start();
   if (!started.ok) throw started.error;
@@ -410,21 +412,32 @@ describe('heat and power guard (issue 31)', () => {
 });
 
 describe('energy (issue 31)', () => {
-  it('counts serving and idle joules from the GPUs’ power', async () => {
+  it('counts serving and idle joules from the GPUs’ power, and tells each job its share', async () => {
     await put('gpus', `${gpuLine({ power: 100 })}\n`);
-    const a = await start(undefined, { extra: { energy: {}, yield: { poll_s: 0.1 } } });
+    const plugin = gpuPlugin({ path: tools }) as GpuPlugin;
+    const told = new EventLog<JobEnergy>();
+    plugin.onJobEnergy((e) => told.push(e));
+    const a = await start(undefined, { instance: plugin, extra: { energy: {}, yield: { poll_s: 0.1 } } });
     await a.session.capabilities();
     await vi.waitFor(async () =>
       expect(await a.t.agent.metricsText()).toMatch(/energy_joules_total\{kind="idle"\} [1-9]/),
     );
+    const measuredFrom = Date.now();
     engine.behave({ kind: 'slow', tokenDelayMs: 60 });
     await put('gpus', `${gpuLine({ power: 300 })}\n`);
-    const done = await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done();
-    expect(done.type).toBe('job_done');
-    const text = await a.t.agent.metricsText();
-    expect(text).toMatch(/^usepod_agent_energy_joules_total\{kind="serving"\} [1-9]/m);
+    const job = a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
+    expect((await job.done()).type).toBe('job_done');
+    const mine = await told.waitFor((e) => e.jobId === job.jobId);
+    // About 300 W for the job's second or so: the figure is the integral over the polls it ran in.
+    expect(mine.complete).toBe(true);
+    expect(mine.wh).toBeGreaterThan(0);
+    expect(mine.wh).toBeLessThan((300 * 10) / 3600);
+    expect(await a.t.agent.metricsText()).toMatch(
+      /^usepod_agent_energy_joules_total\{kind="serving"\} [1-9]/m,
+    );
     expect(a.gpu()).toMatchObject({
       energy: { serving_wh: expect.any(Number), idle_wh: expect.any(Number) },
     });
+    expect(plugin.energy?.whBetween(measuredFrom, Date.now() - 300).covered).toBe(true);
   });
 });

@@ -1,4 +1,5 @@
-import { definePlugin } from '@usepod-agent/core';
+import { type AgentPlugin, definePlugin } from '@usepod-agent/core';
+import { JobAttribution, type JobEnergy } from './attribution.js';
 import { gpuDoctor } from './doctor.js';
 import type { EnergyMeter } from './energy.js';
 import { engineProcessNames, guardEnabled, yieldEnabled } from './rules.js';
@@ -6,6 +7,7 @@ import { energySection, yieldSection } from './section.js';
 import { type ToolOptions, toolRunner } from './tool.js';
 import { GpuWatch } from './watch.js';
 
+export { JobAttribution, type JobEnergy } from './attribution.js';
 export { EnergyMeter, type EnergyTotals } from './energy.js';
 export { HeatGuard } from './heat.js';
 export {
@@ -33,8 +35,11 @@ export interface GpuPluginOptions {
   toolMaxBytes?: number;
 }
 
-/** Jobs in flight kept for serving-vs-idle energy: more than any agent runs at once. */
-const MAX_TRACKED_JOBS = 10_000;
+/** The plugin as made here: what the ledger reads of it (issue 31). */
+export type GpuPlugin = AgentPlugin & {
+  readonly energy: EnergyMeter | undefined;
+  onJobEnergy(listener: (e: JobEnergy) => void): () => void;
+};
 
 /**
  * GPU-aware yielding (issue 19) as a feature plugin (issue 27), `[yield]`: while the owner's own programs
@@ -43,8 +48,9 @@ const MAX_TRACKED_JOBS = 10_000;
  * `[yield]` that asks anything) measures the GPUs' energy, serving and idle. Without either section no
  * GPU tool is ever run.
  */
-export default definePlugin((options: GpuPluginOptions | undefined) => {
+export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin => {
   let watch: GpuWatch | undefined;
+  const jobEnergyListeners = new Set<(e: JobEnergy) => void>();
   return {
     name: '@usepod-agent/plugin-gpu',
     apiVersion: 1,
@@ -52,6 +58,16 @@ export default definePlugin((options: GpuPluginOptions | undefined) => {
     /** The energy meter while the agent runs (the ledger's per-job Wh: `energy.whBetween(from, to)`). */
     get energy(): EnergyMeter | undefined {
       return watch?.energy;
+    },
+    /**
+     * Each served job's energy (Wh), told once the jobs that overlapped it have ended too (the ledger's
+     * per-job column); returns a function that stops the telling.
+     */
+    onJobEnergy(listener: (e: JobEnergy) => void): () => void {
+      jobEnergyListeners.add(listener);
+      return () => {
+        jobEnergyListeners.delete(listener);
+      };
     },
     apply(hooks, ctx) {
       const cfg = ctx.section('yield', yieldSection);
@@ -77,17 +93,16 @@ export default definePlugin((options: GpuPluginOptions | undefined) => {
         }).finally(() => runner.stop());
       });
 
-      // Serving vs idle energy: jobs that reached a backend until their end.
-      const inFlight = new Set<string>();
-      let lastEnd = 0;
+      // Serving vs idle energy, and each job's share: jobs from reaching a backend to their end.
+      const jobs = new JobAttribution((e) => {
+        for (const l of jobEnergyListeners) l(e);
+      });
       hooks.onJob.tap('gpu-energy', ({ frame }) => {
-        if (inFlight.size < MAX_TRACKED_JOBS) inFlight.add(frame.job_id);
+        jobs.started(frame.job_id, Date.now());
         return undefined;
       });
       hooks.onEvent.tap('gpu-energy', (e) => {
-        if (e.type !== 'job_end') return;
-        inFlight.delete(e.job.jobId);
-        lastEnd = Date.now();
+        if (e.type === 'job_end') jobs.ended(e.job.jobId, Date.now(), e.job.outputTokens);
       });
 
       ctx.statusSection('gpu', () => watch?.status() ?? { tools: [], read_at: null, gpus: [] });
@@ -101,7 +116,7 @@ export default definePlugin((options: GpuPluginOptions | undefined) => {
           engines,
           run: runner.run,
           ctx,
-          busySince: (t) => inFlight.size > 0 || lastEnd >= t,
+          jobs,
         });
         watch.start();
       });

@@ -1,4 +1,5 @@
 import type { Logger, PluginContext } from '@usepod-agent/core';
+import type { JobAttribution } from './attribution.js';
 import { EnergyMeter } from './energy.js';
 import { HeatGuard } from './heat.js';
 import { type Detected, detect, type Gpu, type GpuState } from './read.js';
@@ -22,8 +23,8 @@ export interface WatchOptions {
   engines: () => readonly string[];
   run: RunTool;
   ctx: Pick<PluginContext, 'hold' | 'release' | 'notify' | 'metrics'> & { log: Logger };
-  /** Whether a job was in flight since `t` (ms), for serving vs idle energy. */
-  busySince: (t: number) => boolean;
+  /** The jobs the energy of each interval is shared by (serving), or nobody (idle). */
+  jobs: JobAttribution;
   now?: () => number;
 }
 
@@ -125,9 +126,12 @@ export class GpuWatch {
     this.#readAt = now;
     this.#figures(state.gpus);
     if (this.#o.energy) {
-      const busy = since !== undefined && this.#o.busySince(since);
-      const { joules, kind } = this.#meter.add(state.gpus, now, busy);
-      if (joules > 0) this.#m.energy.inc(joules, { kind });
+      const { joules, measured } = this.#meter.add(state.gpus, now);
+      const serving = since === undefined ? 0 : this.#o.jobs.interval(since, now, joules, measured);
+      this.#meter.count(joules, serving);
+      if (serving > 0) this.#m.energy.inc(serving, { kind: 'serving' });
+      if (joules - serving > 0) this.#m.energy.inc(joules - serving, { kind: 'idle' });
+      this.#o.jobs.polled(now);
     }
     if (this.#o.yieldRule) this.#yield(state, now);
     if (this.#o.guard) this.#heat(state.gpus, now);
