@@ -100,6 +100,7 @@ async function start(
   yieldCfg: Record<string, unknown> | undefined,
   opts: {
     plugin?: GpuPluginOptions;
+    instance?: GpuPlugin;
     extra?: Record<string, unknown>;
     control?: boolean;
     keyPath?: string;
