@@ -266,6 +266,23 @@ describe('GPU tools are bounded (issue 28)', () => {
     expect(await a.t.agent.metricsText()).toMatch(/^usepod_agent_gpu_tool_failures_total [1-9]/m);
   });
 
+  it('does not stay paused for good when the tool breaks while a game held the agent', async () => {
+    await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+    const a = await start({ when_other_process: true, cooldown_s: 0.3 });
+    const caps = (n: number) =>
+      a.session.frames.next((f) => f.type === 'capabilities' && models(f).length === n);
+    await a.session.frames.waitFor((f) => f.type === 'capabilities' && models(f).length === 0);
+    const back = caps(1);
+    await put('driver', '');
+    await back;
+    await a.log.waitFor((l) => l.includes('the GPUs could not be read for a while: the agent serves again'));
+    expect(a.t.agent.holds()).toEqual([]);
+    // It reads again: the game is still there, the agent steps aside again.
+    const again = caps(0);
+    await drop('driver');
+    await again;
+  });
+
   it('reads [N/A] free memory as unknown: no pause with nothing else on the GPU', async () => {
     await put('gpus', `${gpuLine({ free: '[N/A]', util: '[Not Supported]' })}\n`);
     const a = await start({ min_free_vram_mb: 2048, max_other_util_pct: 50 });

@@ -46,6 +46,13 @@ export class HeatGuard {
     return undefined;
   }
 
+  /** Forgets every reading and the hold (the GPUs cannot be read). */
+  reset(): void {
+    this.#reason = undefined;
+    this.#coolSince = undefined;
+    this.#over.clear();
+  }
+
   update(gpus: readonly Gpu[], now: number): GuardChange {
     let worst: string | undefined;
     for (const g of gpus) {

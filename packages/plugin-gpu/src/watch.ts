@@ -40,6 +40,8 @@ export class GpuWatch {
   #detected: Detected | undefined;
   #unavailable: string | undefined;
   #failing: string | undefined;
+  /** Since when the tools have failed without a break (ms). */
+  #failingSince: number | undefined;
   #state: GpuState | undefined;
   #readAt: number | undefined;
   #gpuReason: string | undefined;
@@ -93,6 +95,7 @@ export class GpuWatch {
       }
       if (this.#failing) log.info('GPU-aware yielding reads the GPUs again');
       this.#failing = undefined;
+      this.#failingSince = undefined;
       return state;
     } catch (err) {
       const e = err as Error & { absent?: boolean };
@@ -112,6 +115,8 @@ export class GpuWatch {
       // A tool that hung (killed) or failed (a busy driver) is asked again at the next poll, said once.
       if (!this.#failing) log.warn('GPU state could not be read; trying again every poll', { error: why });
       this.#failing = why;
+      this.#failingSince ??= this.#now();
+      this.#unheld(this.#now() - this.#failingSince);
       return undefined;
     }
   }
@@ -135,6 +140,30 @@ export class GpuWatch {
     }
     if (this.#o.yieldRule) this.#yield(state, now);
     if (this.#o.guard) this.#heat(state.gpus, now);
+  }
+
+  /**
+   * A tool that keeps failing must not keep the agent paused for good (issue 28): after `cooldown_s` and
+   * three polls without a reading, the holds this watch placed are lifted, as if it had no tool, said once.
+   */
+  #unheld(failingMs: number): void {
+    const { cfg, ctx } = this.#o;
+    if (failingMs < cfg.cooldown_s * 1000 + 3 * cfg.poll_s * 1000) return;
+    if (this.#gpuReason === undefined && this.#guard.reason === undefined) return;
+    ctx.log.warn('the GPUs could not be read for a while: the agent serves again until they can', {
+      error: this.#failing,
+    });
+    if (this.#gpuReason !== undefined) {
+      this.#gpuReason = undefined;
+      this.#quietSince = undefined;
+      ctx.release('gpu');
+      this.#m.yieldHeld.set(0);
+    }
+    if (this.#guard.reason !== undefined) {
+      this.#guard.reset();
+      ctx.release('heat');
+      this.#m.heatHeld.set(0);
+    }
   }
 
   #yield(state: GpuState, now: number): void {
