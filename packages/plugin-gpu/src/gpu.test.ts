@@ -435,7 +435,10 @@ describe('energy (issue 31)', () => {
     const plugin = gpuPlugin({ path: tools }) as GpuPlugin;
     const told = new EventLog<JobEnergy>();
     plugin.onJobEnergy((e) => told.push(e));
-    const a = await start(undefined, { instance: plugin, extra: { energy: {}, yield: { poll_s: 0.1 } } });
+    const a = await start(undefined, {
+      instance: plugin,
+      extra: { energy: { price_per_kwh: 0.3 }, yield: { poll_s: 0.1 } },
+    });
     await a.session.capabilities();
     await vi.waitFor(async () =>
       expect(await a.t.agent.metricsText()).toMatch(/energy_joules_total\{kind="idle"\} [1-9]/),
@@ -454,8 +457,14 @@ describe('energy (issue 31)', () => {
       /^usepod_agent_energy_joules_total\{kind="serving"\} [1-9]/m,
     );
     expect(a.gpu()).toMatchObject({
-      energy: { serving_wh: expect.any(Number), idle_wh: expect.any(Number) },
+      energy: {
+        serving_wh: expect.any(Number),
+        idle_wh: expect.any(Number),
+        price_per_kwh: 0.3,
+        cost_usdc: expect.any(Number),
+      },
     });
+    expect(plugin.pricePerKwh).toBe(0.3);
     expect(plugin.energy?.whBetween(measuredFrom, Date.now() - 300).covered).toBe(true);
   });
 });

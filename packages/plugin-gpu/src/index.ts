@@ -38,6 +38,8 @@ export interface GpuPluginOptions {
 /** The plugin as made here: what the ledger reads of it (issue 31). */
 export type GpuPlugin = AgentPlugin & {
   readonly energy: EnergyMeter | undefined;
+  /** `[energy] price_per_kwh` (USDC), once the plugin is applied. */
+  readonly pricePerKwh: number | undefined;
   onJobEnergy(listener: (e: JobEnergy) => void): () => void;
 };
 
@@ -51,6 +53,7 @@ export type GpuPlugin = AgentPlugin & {
 export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin => {
   let watch: GpuWatch | undefined;
   const jobEnergyListeners = new Set<(e: JobEnergy) => void>();
+  let price: number | undefined;
   return {
     name: '@usepod-agent/plugin-gpu',
     apiVersion: 1,
@@ -58,6 +61,9 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
     /** The energy meter while the agent runs (the ledger's per-job Wh: `energy.whBetween(from, to)`). */
     get energy(): EnergyMeter | undefined {
       return watch?.energy;
+    },
+    get pricePerKwh(): number | undefined {
+      return price;
     },
     /**
      * Each served job's energy (Wh), told once the jobs that overlapped it have ended too (the ledger's
@@ -72,6 +78,7 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
     apply(hooks, ctx) {
       const cfg = ctx.section('yield', yieldSection);
       const energyCfg = ctx.section('energy', energySection);
+      price = energyCfg?.price_per_kwh;
       const y = cfg ?? yieldSection.parse({});
       const yieldRule = cfg !== undefined && yieldEnabled(cfg);
       const guard = cfg !== undefined && guardEnabled(cfg);
@@ -113,6 +120,7 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
           yieldRule,
           guard,
           energy,
+          pricePerKwh: price,
           engines,
           run: runner.run,
           ctx,

@@ -20,6 +20,8 @@ export interface WatchOptions {
   yieldRule: boolean;
   guard: boolean;
   energy: boolean;
+  /** `[energy] price_per_kwh` (USDC): status shows what the energy cost. */
+  pricePerKwh?: number | undefined;
   engines: () => readonly string[];
   run: RunTool;
   ctx: Pick<PluginContext, 'hold' | 'release' | 'notify' | 'metrics'> & { log: Logger };
@@ -266,7 +268,18 @@ export class GpuWatch {
           }
         : {}),
       ...(this.#o.energy
-        ? { energy: { serving_wh: round(energy.servingJ / 3600), idle_wh: round(energy.idleJ / 3600) } }
+        ? {
+            energy: {
+              serving_wh: round(energy.servingJ / 3600),
+              idle_wh: round(energy.idleJ / 3600),
+              ...(this.#o.pricePerKwh !== undefined
+                ? {
+                    price_per_kwh: this.#o.pricePerKwh,
+                    cost_usdc: round(((energy.servingJ + energy.idleJ) / 3_600_000) * this.#o.pricePerKwh),
+                  }
+                : {}),
+            },
+          }
         : {}),
     };
   }
