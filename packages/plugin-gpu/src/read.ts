@@ -114,7 +114,15 @@ export async function readNvidiaSmi(run: RunTool): Promise<GpuState> {
 }
 
 export const ROCM_PIDS = ['--showpids', '--json'];
-export const ROCM_CARDS = ['--showmeminfo', 'vram', '--showuse', '--showpower', '--showtemp', '--json'];
+export const ROCM_CARDS = [
+  '--showmeminfo',
+  'vram',
+  '--showuse',
+  '--showpower',
+  '--showmaxpower',
+  '--showtemp',
+  '--json',
+];
 
 const object = (v: unknown): Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
