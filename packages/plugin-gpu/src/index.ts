@@ -129,8 +129,10 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
         watch.start();
       });
       hooks.onClose.tap('gpu', async () => {
+        // Stopped first, so the tool killed under a poll is not taken for a failing one.
+        const stopping = watch?.stop();
         runner.stop();
-        await watch?.stop();
+        await stopping;
       });
     },
   };

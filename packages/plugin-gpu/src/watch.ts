@@ -100,6 +100,7 @@ export class GpuWatch {
       this.#failingSince = undefined;
       return state;
     } catch (err) {
+      if (this.#stopped) return undefined;
       const e = err as Error & { absent?: boolean };
       const why = e.message.split('\n')[0] ?? 'failed';
       if (e.absent) {
