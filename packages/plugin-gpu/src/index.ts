@@ -102,7 +102,16 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
 
       // Serving vs idle energy, and each job's share: jobs from reaching a backend to their end.
       const jobs = new JobAttribution((e) => {
-        for (const l of jobEnergyListeners) l(e);
+        for (const l of jobEnergyListeners) {
+          // A listener's failure is its own: the other listeners and the attribution go on.
+          try {
+            l(e);
+          } catch (err) {
+            ctx.log.warn('a job energy listener failed', {
+              error: err instanceof Error ? err.message : String(err),
+            });
+          }
+        }
       });
       hooks.onJob.tap('gpu-energy', ({ frame }) => {
         jobs.started(frame.job_id, Date.now());
