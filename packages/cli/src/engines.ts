@@ -4,12 +4,18 @@ import type { Config as OclifConfig } from '@oclif/core/interfaces';
 import {
   type Agent,
   type AgentPlugin,
+  type BackendConfig,
   type Config,
   type ConfigInput,
   createAgent,
   silentLogger,
 } from '@usepod-agent/core';
-import { type BackendProbe, probeBackends, type RegisteredKind } from '@usepod-agent/core/cli';
+import {
+  type BackendProbe,
+  backendIdentity,
+  probeBackends,
+  type RegisteredKind,
+} from '@usepod-agent/core/cli';
 import { agentPlugins, pluginOfModule, pluginSearchRoots } from './plugins.js';
 
 /** The CLI's own package.json: its dependencies name the plugins it ships. */
@@ -69,15 +75,18 @@ export interface ProbeResult {
   source: 'config' | 'detected' | 'flag';
   /** The backend's label, as the running agent names it in `status` and its self-tests. */
   label: string | undefined;
+  /** How to name a model in this engine, from its plugin (`BackendKind.modelNaming`). */
+  naming: string | undefined;
   status: BackendProbe['status'];
   latencyMs: number;
 }
 
-const resultOf = (p: BackendProbe, source: ProbeResult['source']): ProbeResult => ({
+const resultOf = (p: BackendProbe, source: ProbeResult['source'], agent: Agent): ProbeResult => ({
   kind: p.entry.kind,
   url: p.entry.url,
   source,
   label: p.label,
+  naming: agent.kinds.get(p.entry.kind)?.modelNaming,
   status: p.status,
   latencyMs: p.latencyMs,
 });
@@ -94,8 +103,8 @@ export async function probeConfigured(
 ): Promise<ProbeResult[]> {
   const backends =
     opts.allowList === false ? config.backends.map(({ models: _allow, ...entry }) => entry) : config.backends;
-  const probes = await probeBackends(await offlineAgent(cli, { ...config, backends }));
-  return probes.map((p) => resultOf(p, 'config'));
+  const agent = await offlineAgent(cli, { ...config, backends });
+  return (await probeBackends(agent)).map((p) => resultOf(p, 'config', agent));
 }
 
 /** Engines found on their usual ports or named by a flag, each probed through its kind's plugin. */
@@ -115,11 +124,49 @@ export async function probeEngines(
   const probes = known.length > 0 ? await probeBackends(agent) : [];
   return targets.map((t) => {
     const i = known.indexOf(t);
-    if (i >= 0) return resultOf(probes[i]!, t.source);
+    if (i >= 0) return resultOf(probes[i]!, t.source, agent);
     const detail = `no plugin provides kind "${t.kind}"`;
-    return { ...t, label: undefined, status: { healthy: false, models: [], detail }, latencyMs: 0 };
+    return {
+      ...t,
+      label: undefined,
+      naming: undefined,
+      status: { healthy: false, models: [], detail },
+      latencyMs: 0,
+    };
   });
 }
+
+/**
+ * One target per engine, the first named winning: `--engine llamacpp=http://localhost:8080` and the scan's
+ * 127.0.0.1:8080 are one llama-server, which written twice would be offered twice its slots (issue 28).
+ */
+export function oneTargetPerEngine<T extends { kind: string; url?: string | undefined }>(targets: T[]): T[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => {
+    if (t.url === undefined) return true;
+    const id = backendIdentity({ kind: t.kind, url: t.url } as BackendConfig);
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
+}
+
+/** A model id that is a file's path: `model.gguf`, `/models/x`, `./x`, `../x`, `~/x`, `C:\\x`. */
+const FILE_PATH_ID = /\.gguf$|^(?:\/|\.\.?[\\/]|~[\\/]|[A-Za-z]:[\\/])/i;
+
+/**
+ * What to do about a model id that is the path of the file an engine loaded (llama-server lists `-m`'s
+ * argument unless started with `--alias`): jobs ask for models by name, and no one asks for a path. The
+ * way to name it is the engine's, as its plugin says it (`BackendKind.modelNaming`).
+ */
+export function modelIdHint(id: string, naming: string | undefined): string | undefined {
+  return FILE_PATH_ID.test(id)
+    ? `${id} is a file path, not a model name: ${nameTheModel(naming)}`
+    : undefined;
+}
+
+export const nameTheModel = (naming: string | undefined): string =>
+  naming ?? 'give it a name in the engine, the one jobs will ask for';
 
 /** `KIND=URL` from a flag. */
 export function parseEngineFlag(value: string): { kind: string; url: string } {

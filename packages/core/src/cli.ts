@@ -5,13 +5,19 @@
  * backends probed or self-tested without a session (`backends`, `doctor`, `setup`, `selftest`).
  * Pinned by `surface.test.ts` like the others; plugins and integrators need none of it.
  */
-export { type BackendProbe, probeBackends, selftestBackends, type Untested } from './agent/standalone.js';
+export {
+  type BackendProbe,
+  backendLabels,
+  probeBackends,
+  selftestBackends,
+  type Untested,
+} from './agent/standalone.js';
 export { statusSelfTest } from './agent/status.js';
 export { findConfigFile, readConfigFile } from './config/load.js';
 export { type ReadLevel, readLogLevel } from './config/log-level.js';
 export { DEFAULT_IDENTITY_PATH, expandHome, platformConfigDir } from './config/paths.js';
 export { DEFAULT_PROMETHEUS_ADDR } from './config/schema.js';
-export { validateConfig } from './config/validate.js';
+export { backendIdentity, validateConfig } from './config/validate.js';
 export {
   loadOrCreateIdentity,
   type PersistedIdentity,

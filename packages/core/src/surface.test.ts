@@ -66,6 +66,8 @@ describe('public surfaces', () => {
     expect(Object.keys(await import('@usepod-agent/core/cli')).sort()).toEqual([
       'DEFAULT_IDENTITY_PATH',
       'DEFAULT_PROMETHEUS_ADDR',
+      'backendIdentity',
+      'backendLabels',
       'debugRequested',
       'expandHome',
       'findConfigFile',

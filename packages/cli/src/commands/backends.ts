@@ -3,7 +3,14 @@ import { loadConfig, type SelfTestResult } from '@usepod-agent/core';
 import { expandHome, findConfigFile, statusSelfTest } from '@usepod-agent/core/cli';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { builtinPlugins, probeConfigured, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
+import {
+  builtinPlugins,
+  modelIdHint,
+  probeConfigured,
+  probeEngines,
+  usualPorts,
+  wellKnownEngines,
+} from '../engines.js';
 import { agentPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
@@ -59,6 +66,7 @@ export default class Backends extends BaseCommand {
               context_window: m.contextWindow ?? null,
               loaded: true,
               selftest: st ? statusSelfTest(st) : null,
+              hint: modelIdHint(m.id, r.naming) ?? null,
             };
           }),
           load: r.status.load ?? null,
@@ -109,5 +117,7 @@ export default class Backends extends BaseCommand {
         );
       });
     }
+    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id, r.naming))))
+      if (hint) this.out(`hint: ${hint}`);
   }
 }

@@ -5,6 +5,7 @@ import {
   backendChecks,
   type Check,
   coordinatorChecks,
+  folded,
   identityChecks,
   selftestChecks,
 } from '../doctor.js';
@@ -50,9 +51,11 @@ export default class Doctor extends BaseCommand {
         const backends = await backendChecks(this.config, config);
         checks.push(...backends.checks);
         checks.push(...(await selftestChecks(config)));
-        // Each plugin's own lines (the ledger's missed jobs, a GPU rule...).
         const capacity = backends.probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
-        checks.push(...(await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined })));
+        // Each plugin's own lines (the ledger's missed jobs, a GPU rule...). They quote what it read (a
+        // ledger's model ids, a process name): folded like doctor's own.
+        const lines = await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined });
+        checks.push(...lines.map(folded));
       } catch (err) {
         checks.push({
           name: 'plugins',

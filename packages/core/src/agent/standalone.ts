@@ -4,6 +4,7 @@ import { errorMessage } from '../errors.js';
 import { type Logger, silentLogger } from '../observability/log.js';
 import { Discovery } from '../routing/discovery.js';
 import { SelfTest, type SelfTestResult, selfTestSettings } from '../routing/selftest.js';
+import { checkStatus } from '../untrusted.js';
 import type { Agent } from './agent.js';
 import { createBackends } from './backends.js';
 
@@ -50,6 +51,16 @@ async function withBackends<T>(
   }
 }
 
+/**
+ * The labels the configured backends get, made as the agent makes them (no engine is contacted): a running
+ * agent's self-tests are this config's only if they name these.
+ */
+export function backendLabels(agent: Agent, opts: { env?: Env } = {}): Promise<Set<string>> {
+  return withBackends(agent, opts.env ?? process.env, silentLogger, async (backends) => {
+    return new Set(backends.map((b) => b.label));
+  });
+}
+
 /** Probes every configured backend once, all at once, each bounded by `timeoutMs`. */
 export function probeBackends(
   agent: Agent,
@@ -71,8 +82,10 @@ export function probeBackends(
           };
         const backend = backends[next++]!;
         const started = performance.now();
+        // Checked as the agent checks it (valid ids, bounded figures, folded detail): what is listed is what is served.
         const status = await backend
           .probe(AbortSignal.timeout(timeoutMs))
+          .then((s) => checkStatus(s).status)
           .catch(
             (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: errorMessage(err) }),
           );
