@@ -113,7 +113,8 @@ export async function probeEngines(
   plugins: AgentPlugin[],
 ): Promise<ProbeResult[]> {
   const kinds = new Set((await knownKinds(plugins)).map((k) => k.kind));
-  const known = targets.filter((t) => kinds.has(t.kind));
+  // A flag's URL that is none is that target's row, not a config mistake at an index it never had.
+  const known = targets.filter((t) => kinds.has(t.kind) && URL.canParse(t.url));
   const agent = createAgent({
     config: { backends: known.map(({ kind, url }) => ({ kind, url })) },
     plugins,
@@ -125,7 +126,7 @@ export async function probeEngines(
   return targets.map((t) => {
     const i = known.indexOf(t);
     if (i >= 0) return resultOf(probes[i]!, t.source, agent);
-    const detail = `no plugin provides kind "${t.kind}"`;
+    const detail = kinds.has(t.kind) ? `not a URL: ${t.url}` : `no plugin provides kind "${t.kind}"`;
     return {
       ...t,
       label: undefined,
