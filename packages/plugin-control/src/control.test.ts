@@ -299,6 +299,16 @@ describe('hostile files: pause.json and the socket path', () => {
     expect(await readFile(victim, 'utf8')).toBe('{"by":"owner","reason":"planted"}\n');
     expect(lstatSync(a.pauseJson).isFile()).toBe(true);
     expect(JSON.parse(await readFile(a.pauseJson, 'utf8'))).toMatchObject({ reason: 'mine' });
+    // Planted again: doctor names it.
+    await rm(a.pauseJson);
+    await symlink(victim, a.pauseJson);
+    expect(await a.t.agent.doctor({ engineCapacity: undefined })).toContainEqual(
+      expect.objectContaining({
+        name: 'pause',
+        level: 'warn',
+        detail: expect.stringMatching(/symbolic link/),
+      }),
+    );
   });
 
   it('garbage in pause.json is ignored with a warning, never a crash', async () => {
@@ -337,9 +347,11 @@ describe('hostile files: pause.json and the socket path', () => {
       timeout: 5_000,
     });
     await rmdir(a.pauseJson);
-    await vi.waitFor(() => expect(existsSync(a.pauseJson)).toBe(true), { timeout: 5_000, interval: 20 });
+    await vi.waitFor(() => expect(a.t.lines.join('\n')).toMatch(/the pause state is saved again/), {
+      timeout: 5_000,
+      interval: 20,
+    });
     expect(warnings(a.t, 'pause state could not be saved')).toHaveLength(1);
-    expect(a.t.lines.join('\n')).toMatch(/the pause state is saved again/);
     expect(JSON.parse(await readFile(a.pauseJson, 'utf8'))).toMatchObject({ reason: 'gaming' });
   });
 
@@ -350,6 +362,13 @@ describe('hostile files: pause.json and the socket path', () => {
       /is not a socket: remove it/,
     );
     expect(file.caps.models).toHaveLength(1);
+    // doctor says so too.
+    expect(await file.t.agent.doctor({ engineCapacity: undefined })).toContainEqual({
+      name: 'control',
+      level: 'warn',
+      detail: expect.stringMatching(/pause and resume cannot work: .*agent\.sock is not a socket$/),
+      fix: 'remove it, then restart the agent',
+    });
     const link = await running({ before: (dir) => symlink('/dev/null', join(dir, 'agent.sock')) });
     expect(lstatSync(link.sock).isSymbolicLink()).toBe(true);
     expect(warnings(link.t, 'control socket could not be opened').join()).toMatch(/symbolic link/);

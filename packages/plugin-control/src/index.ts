@@ -1,9 +1,14 @@
-import type { Server } from 'node:net';
-import { type AgentAccess, definePlugin, errorMessage, type Logger } from '@usepod-agent/core';
+import {
+  type AgentAccess,
+  type DoctorFinding,
+  definePlugin,
+  errorMessage,
+  type Logger,
+} from '@usepod-agent/core';
 import { z } from 'zod';
 import { PauseStore, readPause } from './pause-state.js';
-import { pauseFile } from './protocol.js';
-import { serveControl } from './server.js';
+import { controlPath, pauseFile } from './protocol.js';
+import { type ControlServer, pathProblem, serveControl } from './server.js';
 
 export { control, runningSelfTests } from './client.js';
 export {
@@ -53,6 +58,29 @@ async function restore(agent: AgentAccess, store: PauseStore, log: Logger): Prom
   }
 }
 
+/** `doctor`: whether pause and resume can work (the socket's folder and path) and what pause.json holds. */
+async function controlChecks(keyPath: string): Promise<DoctorFinding[]> {
+  const path = controlPath(keyPath);
+  const problem = process.platform === 'win32' ? undefined : pathProblem(path);
+  const socket: DoctorFinding = problem
+    ? {
+        name: 'control',
+        level: 'warn',
+        detail: `pause and resume cannot work: ${problem.why}`,
+        fix: problem.fix,
+      }
+    : { name: 'control', level: 'ok', detail: `control socket ${path}` };
+  const r = await readPause(pauseFile(keyPath));
+  if (r.kind === 'ignored' && r.warn) {
+    const file = pauseFile(keyPath);
+    return [
+      socket,
+      { name: 'pause', level: 'warn', detail: `${file} is ignored: ${r.why}`, fix: `remove ${file}` },
+    ];
+  }
+  return [socket];
+}
+
 /** The owner's hold as pause.json keeps it, or null. */
 function ownerPause(agent: AgentAccess): { reason: string; until?: number } | null {
   const h = agent.holds().find((x) => x.by === 'owner');
@@ -74,11 +102,12 @@ export default definePlugin<ControlOptions | void>((opts) => ({
     const cfg = ctx.section('control', controlSection) ?? controlSection.parse({});
     if (!cfg.socket) return;
     const o = opts ?? {};
+    ctx.doctorCheck('control', () => controlChecks(ctx.keyPath));
     const store = new PauseStore(pauseFile(ctx.keyPath), {
       log: ctx.log,
       ...(o.retryMs !== undefined ? { retryMs: o.retryMs } : {}),
     });
-    let server: Server | undefined;
+    let server: ControlServer | undefined;
     hooks.onStart.tapPromise('control', async () => {
       // A pause from before a restart holds from the first connection on.
       await restore(ctx.agent, store, ctx.log);
@@ -100,7 +129,7 @@ export default definePlugin<ControlOptions | void>((opts) => ({
       if ((e.type === 'paused' || e.type === 'resumed') && e.by === 'owner') store.set(ownerPause(ctx.agent));
     });
     hooks.onClose.tapPromise('control', async () => {
-      server?.close();
+      await server?.close();
       await store.close();
     });
   },

@@ -1,5 +1,5 @@
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { type AgentAccess, engineText, errorMessage, type Logger } from '@usepod-agent/core';
 import type { PauseStore } from './pause-state.js';
@@ -33,48 +33,65 @@ export interface ServeOptions {
 }
 
 /**
- * Checks the socket's folder and path before listening: the folder must be ours and writable by no one
- * else (else another user could swap the socket or plant files beside the key), and what is at the path
- * is removed only when it is a socket of ours left by a crashed agent (the identity lock proved no other
- * agent runs on this key). Anything else is refused in one line.
+ * What is wrong with the socket's folder or path, in one line, or undefined. The folder must be ours and
+ * writable by no one else (else another user could swap the socket or plant files beside the key); at
+ * the path, only a socket of ours may be (one left by a crashed agent, or the running agent's own).
  */
-export function preparePath(path: string): void {
+export function pathProblem(path: string): { why: string; fix: string } | undefined {
   const dir = dirname(path);
   const uid = process.getuid?.();
-  const d = lstatSync(dir);
-  if (!d.isDirectory()) throw new Error(`${dir} is not a folder`);
+  const d = lstatSync(dir, { throwIfNoEntry: false });
+  if (!d) return undefined;
+  if (!d.isDirectory())
+    return { why: `${dir} is not a folder`, fix: `use a key_path in a folder of its own` };
   if (uid !== undefined && d.uid !== uid) {
-    throw new Error(`${dir} belongs to user ${d.uid}, not to the agent's user ${uid}`);
+    return {
+      why: `${dir} belongs to user ${d.uid}, not to the agent's user ${uid}`,
+      fix: 'run the agent as its owner',
+    };
   }
   if ((d.mode & 0o022) !== 0) {
     const mode = (d.mode & 0o7777).toString(8).padStart(4, '0');
-    throw new Error(`${dir} can be written by other users (mode ${mode}): run chmod 700 ${dir}`);
+    return { why: `${dir} can be written by other users (mode ${mode})`, fix: `run chmod 700 ${dir}` };
   }
-  let st: ReturnType<typeof lstatSync>;
-  try {
-    st = lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (st.isSocket() && (uid === undefined || st.uid === uid)) {
-    unlinkSync(path);
-    return;
-  }
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st || (st.isSocket() && (uid === undefined || st.uid === uid))) return undefined;
   const what = st.isSymbolicLink()
     ? 'a symbolic link'
     : st.isSocket()
       ? "another user's socket"
       : 'not a socket';
-  throw new Error(`${path} is ${what}: remove it, then restart the agent`);
+  return { why: `${path} is ${what}`, fix: 'remove it, then restart the agent' };
 }
 
-export async function serveControl(agent: AgentAccess, keyPath: string, o: ServeOptions): Promise<Server> {
+/**
+ * Checks the folder and path before listening (`pathProblem`: refused in one line), then removes a
+ * socket of ours left by a crashed agent: the identity lock proved no other agent runs on this key.
+ */
+export function preparePath(path: string): void {
+  const problem = pathProblem(path);
+  if (problem) throw new Error(`${problem.why}: ${problem.fix}`);
+  if (lstatSync(path, { throwIfNoEntry: false })) unlinkSync(path);
+}
+
+/** A listening control socket. */
+export interface ControlServer {
+  close(): Promise<void>;
+}
+
+export async function serveControl(
+  agent: AgentAccess,
+  keyPath: string,
+  o: ServeOptions,
+): Promise<ControlServer> {
   const path = controlPath(keyPath);
   const unix = process.platform !== 'win32';
   if (unix) preparePath(path);
   const idleMs = o.idleMs ?? 5_000;
+  const open = new Set<Socket>();
   const server = createServer((socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
     try {
       serveConnection(socket, agent, o, idleMs);
     } catch (err) {
@@ -98,7 +115,14 @@ export async function serveControl(agent: AgentAccess, keyPath: string, o: Serve
     }
   });
   if (unix) chmodSync(path, 0o600);
-  return server;
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Connections still open end too (a client waiting on a self-test round), or close would wait.
+        for (const s of open) s.destroy();
+      }),
+  };
 }
 
 /** process.umask, where a process may set it (not in a worker thread). */
