@@ -374,12 +374,16 @@ describe('hostile files: pause.json and the socket path', () => {
     expect(warnings(link.t, 'control socket could not be opened').join()).toMatch(/symbolic link/);
   });
 
-  it('a folder other users can write is refused; a stale socket of ours is replaced', async () => {
+  it('a folder any user can write is refused, a group-writable one said; a stale socket of ours is replaced', async () => {
     const open = await running({ before: (dir) => chmod(dir, 0o777) });
     expect(existsSync(open.sock)).toBe(false);
     expect(warnings(open.t, 'control socket could not be opened').join()).toMatch(
       /mode 0777\): run chmod 700/,
     );
+    // Group-writable (a Kubernetes volume under fsGroup): served, and said.
+    const group = await running({ before: (dir) => chmod(dir, 0o2770) });
+    expect(await control(group.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
+    expect(warnings(group.t, 'control socket is served, but').join()).toMatch(/mode 2770\).*chmod g-w/);
     let stale: Server | undefined;
     const a = await running({
       before: (dir) =>

@@ -66,7 +66,7 @@ async function controlChecks(keyPath: string): Promise<DoctorFinding[]> {
     ? {
         name: 'control',
         level: 'warn',
-        detail: `pause and resume cannot work: ${problem.why}`,
+        detail: problem.level === 'refuse' ? `pause and resume cannot work: ${problem.why}` : problem.why,
         fix: problem.fix,
       }
     : { name: 'control', level: 'ok', detail: `control socket ${path}` };

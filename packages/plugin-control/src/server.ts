@@ -32,45 +32,60 @@ export interface ServeOptions {
   maxConnections?: number;
 }
 
+/** What is wrong with the socket's folder or path: `refuse` keeps the socket closed, `warn` is said. */
+export interface PathProblem {
+  level: 'refuse' | 'warn';
+  why: string;
+  fix: string;
+}
+
 /**
- * What is wrong with the socket's folder or path, in one line, or undefined. The folder must be ours and
- * writable by no one else (else another user could swap the socket or plant files beside the key); at
- * the path, only a socket of ours may be (one left by a crashed agent, or the running agent's own).
+ * The socket's folder and path, checked. Refused: a folder anyone may write (another user could swap the
+ * socket or plant files beside the key), one owned by another user (root aside), or anything but a
+ * socket of ours at the path (one left by a crashed agent, or the running agent's own). Said, not
+ * refused: a group-writable folder (a Kubernetes volume under fsGroup is 2775: its group is the pod's).
  */
-export function pathProblem(path: string): { why: string; fix: string } | undefined {
+export function pathProblem(path: string): PathProblem | undefined {
   const dir = dirname(path);
   const uid = process.getuid?.();
   const d = lstatSync(dir, { throwIfNoEntry: false });
   if (!d) return undefined;
-  if (!d.isDirectory())
-    return { why: `${dir} is not a folder`, fix: `use a key_path in a folder of its own` };
-  if (uid !== undefined && d.uid !== uid) {
-    return {
-      why: `${dir} belongs to user ${d.uid}, not to the agent's user ${uid}`,
-      fix: 'run the agent as its owner',
-    };
+  const mode = (d.mode & 0o7777).toString(8).padStart(4, '0');
+  if (!d.isDirectory()) {
+    return { level: 'refuse', why: `${dir} is not a folder`, fix: 'use a key_path in a folder of its own' };
   }
-  if ((d.mode & 0o022) !== 0) {
-    const mode = (d.mode & 0o7777).toString(8).padStart(4, '0');
-    return { why: `${dir} can be written by other users (mode ${mode})`, fix: `run chmod 700 ${dir}` };
+  if (uid !== undefined && d.uid !== uid && d.uid !== 0) {
+    const why = `${dir} belongs to user ${d.uid}, not to the agent's user ${uid}`;
+    return { level: 'refuse', why, fix: 'run the agent as the user who owns its key' };
+  }
+  if ((d.mode & 0o002) !== 0) {
+    const why = `${dir} can be written by any user (mode ${mode})`;
+    return { level: 'refuse', why, fix: `run chmod 700 ${dir}` };
   }
   const st = lstatSync(path, { throwIfNoEntry: false });
-  if (!st || (st.isSocket() && (uid === undefined || st.uid === uid))) return undefined;
-  const what = st.isSymbolicLink()
-    ? 'a symbolic link'
-    : st.isSocket()
-      ? "another user's socket"
-      : 'not a socket';
-  return { why: `${path} is ${what}`, fix: 'remove it, then restart the agent' };
+  if (st && !(st.isSocket() && (uid === undefined || st.uid === uid))) {
+    const what = st.isSymbolicLink()
+      ? 'a symbolic link'
+      : st.isSocket()
+        ? "another user's socket"
+        : 'not a socket';
+    return { level: 'refuse', why: `${path} is ${what}`, fix: 'remove it, then restart the agent' };
+  }
+  if ((d.mode & 0o020) !== 0) {
+    const why = `${dir} can be written by its group (mode ${mode}): a member could replace the control socket`;
+    return { level: 'warn', why, fix: `run chmod g-w ${dir} unless the group is only this agent's` };
+  }
+  return undefined;
 }
 
 /**
  * Checks the folder and path before listening (`pathProblem`: refused in one line), then removes a
  * socket of ours left by a crashed agent: the identity lock proved no other agent runs on this key.
  */
-export function preparePath(path: string): void {
+function preparePath(path: string, log: Logger): void {
   const problem = pathProblem(path);
-  if (problem) throw new Error(`${problem.why}: ${problem.fix}`);
+  if (problem?.level === 'refuse') throw new Error(`${problem.why}: ${problem.fix}`);
+  if (problem) log.warn('the control socket is served, but', { why: problem.why, fix: problem.fix });
   if (lstatSync(path, { throwIfNoEntry: false })) unlinkSync(path);
 }
 
@@ -86,7 +101,7 @@ export async function serveControl(
 ): Promise<ControlServer> {
   const path = controlPath(keyPath);
   const unix = process.platform !== 'win32';
-  if (unix) preparePath(path);
+  if (unix) preparePath(path, o.log);
   const idleMs = o.idleMs ?? 5_000;
   const open = new Set<Socket>();
   const server = createServer((socket) => {
