@@ -133,7 +133,14 @@ export function render(s: AgentStatus, addr: string): string {
           ...(m.context_window ? [String(m.context_window)] : []),
           ...(t?.ttft_ms != null ? [`first token ${Math.round(t.ttft_ms)} ms`] : []),
           ...(t?.tokens_per_second != null ? [`${t.tokens_per_second.toFixed(1)} tok/s`] : []),
-          ...(t?.withdrawn ? ['WITHDRAWN: failing its self-tests'] : []),
+          // Ejected: its real jobs failed on the engine (the time re-made, so only a date is printed).
+          ...(t?.ejected_until
+            ? [
+                `EJECTED: its jobs failed, tested again at ${new Date(Date.parse(t.ejected_until) || 0).toISOString()}`,
+              ]
+            : t?.withdrawn
+              ? ['WITHDRAWN: failing its self-tests']
+              : []),
         ];
         return notes.length > 0 ? `${m.id} (${notes.join(', ')})` : m.id;
       })

@@ -24,14 +24,13 @@ import type { AgentAccess, AgentPlugin, DoctorFacts, DoctorFinding, Hold } from 
 import type { CapabilitiesFrame } from '../protocol/frames.js';
 import { advertise } from '../routing/capabilities.js';
 import type { SelfTestResult } from '../routing/selftest.js';
-import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { loadPlugins } from './backends.js';
 import { Connector } from './connector.js';
 import { Holds, MAX_HOLD_MS } from './holds.js';
 import { QuietHours } from './quiet-hours.js';
-import { Serving } from './serving.js';
+import { Serving, seedFromJournal } from './serving.js';
 import { readinessOf, snapshotOf, statusOf } from './status.js';
 import type { AgentSnapshot, AgentStatus, CreateAgentOptions } from './types.js';
 
@@ -98,28 +97,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       inFlight: () => this.#serving?.executor.inFlight ?? 0,
     });
     this.#metrics = metrics;
-    const access: AgentAccess & HoldTarget = {
-      pause: (o) => this.pause(o),
-      resume: () => this.resume(),
-      holds: () => this.holds(),
-      selftest: () => this.selftest(),
-      selftestResults: () => this.selftestResults(),
-      configuredKinds: () => {
-        const used = new Set(this.config.backends.map((b) => b.kind));
-        return [...this.#host.kinds.values()].filter((k) => used.has(k.kind));
-      },
-      hold: (name, o) => this.#holds.hold(name, o),
-      release: (name) => this.#holds.release(name),
-      notify: (e) => this.#tell(e),
-      get registry() {
-        return metrics.registry;
-      },
-    };
+    const access = accessOf(
+      this,
+      this.#holds,
+      metrics,
+      (e) => this.#tell(e),
+      () => this.#host.kinds,
+    );
     this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
     redactor.add(this.config.coordinator.enrollment_code);
-    this.#metrics = new AgentMetrics(AGENT_VERSION, {
-      inFlight: () => this.#serving?.executor.inFlight ?? 0,
-    });
   }
 
   /**
@@ -220,14 +206,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
       }
       const journal = this.#host.features.journal;
-      // Counters resume where the journal left them: a restart does not zero Prometheus' totals.
-      if (journal?.totals) {
-        try {
-          this.#metrics.seed(await journal.totals(this.#startedAt.getTime()));
-        } catch (err) {
-          this.log.warn('the journal gave no totals; counters start at zero', { error: errorMessage(err) });
-        }
-      }
+      await seedFromJournal(journal, this.#metrics, this.log, this.#startedAt.getTime());
       const serving = new Serving({
         config: this.config,
         host: this.#host,
@@ -248,7 +227,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (first) serving.executor.pause(first.reason);
       this.#metrics.paused(this.#holds.paused);
       await serving.start();
-      await this.#startStatusServer();
+      const addr = this.config.observability.prometheus_addr;
+      if (addr !== '' && addr !== 'off') {
+        this.#statusServer = await serveStatus(
+          addr,
+          this.#metrics.registry,
+          () => this.status(),
+          this.log,
+          () => this.readiness(),
+        );
+      }
       for (const f of await runStartHooks(this.#allHooks, {
         providerId: this.#identity.providerId,
         statusAddress: this.statusAddress,
@@ -268,7 +256,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       coordinator: this.config.coordinator.url,
       backends: this.#serving!.backends.length,
     });
-    const coordinator = this.config.coordinator.url;
     this.#connector = new Connector({
       config: this.config,
       identity: this.#identity!,
@@ -283,21 +270,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       },
       heartbeat: () => this.#stats.snapshot(this.#serving?.executor.inFlight ?? 0),
       onState: (state) => this.#setState(state),
-      onOnline: (providerId) => this.#tell({ type: 'connected', coordinator, providerId }),
-      onSessionEnd: (end) => {
-        // A close reason is the coordinator's text: bounded and folded before it reaches a webhook.
-        const why = engineText(end.error?.message ?? end.detail ?? end.reason ?? end.kind, 200);
-        if (end.kind === 'auth_failed') this.#tell({ type: 'auth_refused', coordinator, why });
-        else if (end.reachedAuth) this.#tell({ type: 'disconnected', coordinator, why, kind: end.kind });
-        this.#lastEnd = why;
-      },
-      onReconnect: (r) => this.#tell({ type: 'reconnect', ...r, why: this.#lastEnd }),
-      onBackpressure: (congested) => this.#tell({ type: 'backpressure', congested }),
+      tell: (e) => this.#tell(e),
     });
     this.#connector.start();
   }
-
-  #lastEnd = '';
 
   /**
    * Runs a self-test round now, through every model of every healthy backend, waiting for room when the
@@ -322,18 +298,6 @@ export class Agent extends EventEmitter<AgentEvents> {
   async doctor(facts: DoctorFacts): Promise<DoctorFinding[]> {
     await this.load();
     return this.#host.features.doctor(facts);
-  }
-
-  async #startStatusServer(): Promise<void> {
-    const addr = this.config.observability.prometheus_addr;
-    if (addr === '' || addr === 'off') return;
-    this.#statusServer = await serveStatus(
-      addr,
-      this.#metrics.registry,
-      () => this.status(),
-      this.log,
-      () => this.readiness(),
-    );
   }
 
   /** Address the status server listens on, when it runs. */
@@ -503,6 +467,31 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#metrics.paused(c.paused);
     void this.#resendCapabilities();
   }
+}
+
+/** What a plugin's context reaches of the agent (`ctx.agent`, holds, notices, metrics). */
+function accessOf(
+  agent: Agent,
+  holds: Holds,
+  metrics: AgentMetrics,
+  tell: (e: EventOf<'notice'>) => void,
+  kinds: () => ReadonlyMap<string, RegisteredKind>,
+): AgentAccess & HoldTarget {
+  return {
+    pause: (o) => agent.pause(o),
+    resume: () => agent.resume(),
+    holds: () => agent.holds(),
+    selftest: () => agent.selftest(),
+    selftestResults: () => agent.selftestResults(),
+    configuredKinds: () => {
+      const used = new Set(agent.config.backends.map((b) => b.kind));
+      return [...kinds().values()].filter((k) => used.has(k.kind));
+    },
+    hold: (name, o) => holds.hold(name, o),
+    release: (name) => holds.release(name),
+    notify: tell,
+    registry: metrics.registry,
+  };
 }
 
 /** Creates an agent; call `start()` to connect. */

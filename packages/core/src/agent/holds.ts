@@ -57,7 +57,10 @@ export class Holds {
     const until = opts.until;
     if (until !== undefined && !Number.isFinite(until.getTime())) throw new RangeError('until is not a date');
     const reason = opts.reason.trim() || 'paused';
-    this.#held.get(name)?.timer?.cancel();
+    const was = this.#held.get(name);
+    // Held again as it is (a rule polled anew): nothing changes, nothing is told.
+    if (was && was.reason === reason && was.until?.getTime() === until?.getTime()) return;
+    was?.timer?.cancel();
     const h: Held = { reason, until, since: this.#held.get(name)?.since ?? new Date(), timer: undefined };
     if (until !== undefined) h.timer = longTimeout(() => this.release(name), until.getTime() - Date.now());
     this.#held.set(name, h);

@@ -89,7 +89,15 @@ export type AgentEvent =
   | { type: 'selftest'; result: SelfTestResult }
   | { type: 'backend_down'; backend: string; kind: string; detail: string }
   | { type: 'backend_up'; backend: string; kind: string }
-  | { type: 'model_withdrawn'; backend: string; model: string; detail: string }
+  | {
+      type: 'model_withdrawn';
+      /** Its self-tests failed, or its real jobs did (ejected until `until`, then tested again). */
+      cause: 'selftests' | 'jobs';
+      backend: string;
+      model: string;
+      detail: string;
+      until: string | undefined;
+    }
   | { type: 'model_back'; backend: string; model: string }
   /** A hold was placed or changed (`by` its name); `until` is an ISO time, none: until released. */
   | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }
