@@ -212,9 +212,10 @@ describe('the control socket: pause and resume', () => {
     });
     expect(quiet.t.agent.holds()).toEqual([]);
     const owner = await running({
-      before: (dir) => writeFile(join(dir, 'pause.json'), '{"reason":"gaming"}\n'),
+      before: (dir) => writeFile(join(dir, 'pause.json'), '{"reason":"gaming\\u001b[2J"}\n'),
     });
-    expect(owner.t.agent.holds()).toMatchObject([{ by: 'owner', reason: 'gaming' }]);
+    // Restored, its text folded (a file is outside text).
+    expect(owner.t.agent.holds()).toMatchObject([{ by: 'owner', reason: 'gaming [2J' }]);
   });
 });
 

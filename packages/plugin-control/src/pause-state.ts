@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { errorMessage, type Logger } from '@usepod-agent/core';
+import { engineText, errorMessage, type Logger } from '@usepod-agent/core';
 import { z } from 'zod';
 import { MAX_REASON } from './protocol.js';
 
@@ -102,7 +102,8 @@ export async function readPause(path: string, now = Date.now()): Promise<ReadRes
   if (until !== undefined && until <= now) return { kind: 'ignored', why: 'it has ended', warn: false };
   return {
     kind: 'pause',
-    pause: { reason: (reason ?? '').slice(0, MAX_REASON), ...(until !== undefined ? { until } : {}) },
+    // Folded: a file is outside text, and the reason reaches logs, status and alerts.
+    pause: { reason: engineText(reason ?? '', MAX_REASON), ...(until !== undefined ? { until } : {}) },
   };
 }
 
