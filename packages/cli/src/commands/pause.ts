@@ -3,6 +3,7 @@ import { expandHome } from '@usepod-agent/core/internal';
 import { control, MAX_PAUSE_MS, MAX_REASON } from '@usepod-agent/plugin-control';
 import ms from 'ms';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
+import { localTime } from '../when.js';
 
 export default class Pause extends BaseCommand {
   static override summary = 'Stop taking new jobs for a while; jobs in flight finish.';
@@ -49,7 +50,7 @@ export default class Pause extends BaseCommand {
     const p = reply.paused;
     this.out(
       p
-        ? `Paused (${p.reason})${p.until ? ` until ${new Date(p.until).toLocaleString()}` : ' until `usepod-agent resume`'}; jobs in flight finish.`
+        ? `Paused (${p.reason})${p.until ? ` until ${localTime(p.until)}` : ' until `usepod-agent resume`'}; jobs in flight finish.`
         : 'The agent did not pause.',
     );
   }

@@ -432,8 +432,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     const until = opts.until;
     if (until !== undefined) {
       const ms = until.getTime() - Date.now();
-      if (!Number.isFinite(ms) || ms > MAX_HOLD_MS) {
-        throw new UsepodError('USEPOD_USAGE', 'a pause can end at most 100 years from now', { user: true });
+      if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_HOLD_MS) {
+        throw new UsepodError('USEPOD_USAGE', 'a pause must end in the future, at most 100 years from now', {
+          user: true,
+        });
       }
     }
     this.#holds.hold('owner', { reason: opts.reason ?? 'paused by owner', ...(until ? { until } : {}) });
