@@ -652,7 +652,8 @@ function saveVersus(v: VersusResult | string): string {
       ? v
       : `${new Date().toISOString().slice(0, 10)}, \`npm run bench${quick ? ' -- --quick' : ''}\`, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}. ${versusMarkdown(v)}`;
   mkdirSync(here('./results'), { recursive: true });
-  if (typeof v !== 'string') {
+  // BENCH_NO_SAVE=1: a comparison run of two builds, not a result.
+  if (typeof v !== 'string' && !process.env.BENCH_NO_SAVE) {
     writeFileSync(
       here('./results/versus.json'),
       `${JSON.stringify({ date: new Date().toISOString(), ...v }, null, 2)}\n`,

@@ -203,7 +203,8 @@ export const FIGURES: [key: string, label: string, unit: string][] = [
   ['added_delay_p99_200', 'added event delay p99, 200 streams', 'ms'],
   ['added_delay_p50_1024', 'added event delay p50, 1,024 streams', 'ms'],
   ['added_delay_p99_1024', 'added event delay p99, 1,024 streams', 'ms'],
-  ['rss_idle_mb', 'resident memory idle (online, before any job)', 'MB'],
+  ['rss_idle_mb', 'resident memory idle (1 s after online, before any job)', 'MB'],
+  ['rss_idle_after_mb', 'resident memory idle after the rounds (5 s)', 'MB'],
   ['rss_peak_256_mb', 'resident memory peak, 256 streams', 'MB'],
   ['online_ms', 'start to online (capabilities sent)', 'ms'],
 ];
@@ -212,7 +213,10 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
   const rounds = Number(process.env.BENCH_VS_ROUNDS ?? (ctx.quick ? 2 : 4));
   const seconds = Number(process.env.BENCH_VS_SECONDS ?? 4);
   const pairs = Number(process.env.BENCH_VS_PAIRS ?? (ctx.quick ? 200 : 400));
-  const levels = [64, 200, 1024];
+  // BENCH_VS_LEVELS=64,200 and BENCH_VS_PAIRS=0: a shorter run for comparing two builds by their ratios.
+  const levels = process.env.BENCH_VS_LEVELS
+    ? process.env.BENCH_VS_LEVELS.split(',').map(Number)
+    : [64, 200, 1024];
   const agents = { ours: new AgentProcess('ours'), rust: new AgentProcess('rust') };
   const perRound: Record<'ours' | 'rust', Figures[]> = { ours: [], rust: [] };
   // Started one after the other on an idle machine: start-up is measured too.
@@ -232,7 +236,7 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
       // Warm both agents and the direct path (V8 optimises per-job code after a few thousand jobs;
       // decision 0004), then interleave paired rounds: direct then agent, the agents taking turns.
       await ctx.setRate(200);
-      for (let i = 0; i < (ctx.quick ? 60 : 120); i++) {
+      for (let i = 0; pairs > 0 && i < (ctx.quick ? 60 : 120); i++) {
         for (const a of [undefined, ...order])
           await Promise.all(Array.from({ length: 16 }, () => ttfb(ctx, a, 1)));
       }
@@ -243,7 +247,7 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
           added[a.name]!.push((await ttfb(ctx, a, 5)) - d);
         }
       }
-      for (const a of order) {
+      for (const a of pairs > 0 ? order : []) {
         fig[a.name]!.added_ttfb_p50_ms = pct(added[a.name]!, 50);
         fig[a.name]!.added_ttfb_p99_ms = pct(added[a.name]!, 99);
       }
@@ -269,6 +273,10 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
         `V round ${r + 1}/${rounds} ${JSON.stringify(fig, (_, v) => (typeof v === 'number' ? round(v) : v))}`,
       );
     }
+    // Idle again after serving: what an operator's agent holds between bursts of jobs.
+    await sleep(5000);
+    for (const a of [agents.ours, agents.rust])
+      for (const f of perRound[a.name]) f.rss_idle_after_mb = a.rssKb() / 1024;
   } finally {
     await agents.ours.stop();
     await agents.rust.stop();
@@ -289,6 +297,15 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
   return r;
 }
 
+const fmt = (n: number | null | undefined) =>
+  n === null || n === undefined
+    ? '-'
+    : Math.abs(n) >= 100
+      ? n.toFixed(0)
+      : Math.abs(n) >= 10
+        ? n.toFixed(1)
+        : n.toFixed(2);
+
 /** The side-by-side table, markdown. */
 export function versusMarkdown(v: VersusResult | string): string {
   if (typeof v === 'string') return v;
@@ -299,7 +316,7 @@ export function versusMarkdown(v: VersusResult | string): string {
     '| --- | --- | --- | --- |',
     ...FIGURES.map(
       ([k, label, unit]) =>
-        `| ${label} | ${v.ours[k]} ${unit} | ${v.rust[k]} ${unit} | ${v.ratio[k] ?? '-'} |`,
+        `| ${label} | ${fmt(v.ours[k])} ${unit} | ${fmt(v.rust[k])} ${unit} | ${fmt(v.ratio[k])} |`,
     ),
   ].join('\n');
 }
