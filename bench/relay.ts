@@ -8,7 +8,7 @@
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent as Pool, request } from 'undici';
@@ -33,6 +33,8 @@ const traced = (role: string) => ({
   env: { ...process.env, BENCH_TRACE_ROLE: role },
 });
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+// Interrupted, the child processes (engine, agents) go too: the exit handlers below run on process.exit.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const round = (n: number, d = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : null);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -650,7 +652,7 @@ function saveVersus(v: VersusResult | string): string {
   const md =
     typeof v === 'string'
       ? v
-      : `${new Date().toISOString().slice(0, 10)}, \`npm run bench${quick ? ' -- --quick' : ''}\`, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}. ${versusMarkdown(v)}`;
+      : `${new Date().toISOString().slice(0, 10)}, \`npm run bench${quick ? ' -- --quick' : ''}\`, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}, load average ${loadavg()[0]!.toFixed(1)} at the end (the VM's other work moves the latency figures most). ${versusMarkdown(v)}`;
   mkdirSync(here('./results'), { recursive: true });
   // BENCH_NO_SAVE=1: a comparison run of two builds, not a result.
   if (typeof v !== 'string' && !process.env.BENCH_NO_SAVE) {
