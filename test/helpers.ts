@@ -5,6 +5,7 @@ import {
   type CoordinatorSession,
   createTestAgent,
   type EngineEmulator,
+  holdsPlugin,
   type TestAgent,
   type TestAgentOptions,
   VllmEmulator,
@@ -12,6 +13,9 @@ import {
 
 export interface Rig {
   t: TestAgent;
+  /** Places and releases holds as a feature plugin would (GPU yielding, a heat guard). */
+  hold(name: string, reason: string): void;
+  release(name: string): void;
   engine: VllmEmulator;
   session: CoordinatorSession;
   close(): Promise<void>;
@@ -25,9 +29,10 @@ export async function rig(
   > = {},
 ): Promise<Rig> {
   const engine = opts.engine ?? (await new VllmEmulator().start());
+  const holds = holdsPlugin();
   const t = await createTestAgent({
     ...opts,
-    plugins: opts.plugins ?? [vllmPlugin, ollamaPlugin],
+    plugins: [...(opts.plugins ?? [vllmPlugin, ollamaPlugin]), holds.plugin],
     config: { backends: [{ kind: 'vllm', url: engine.url }], ...opts.config },
   });
   const started = await t.start();
@@ -36,6 +41,8 @@ export async function rig(
   await session.capabilities();
   return {
     t,
+    hold: holds.hold,
+    release: holds.release,
     engine,
     session,
     async close() {

@@ -331,7 +331,7 @@ describe('figures an engine reports', () => {
     );
     for (const j of jobs) expect(await j.done()).toMatchObject({ error_code: 'model_not_loaded' });
     await r.session.dispatch({ model_id: MODEL, request: hello }).done();
-    const text = await r.t.agent.metrics.registry.metrics();
+    const text = await r.t.agent.metricsText();
     expect(text).not.toContain('made-up/');
     expect(text).toMatch(/usepod_agent_jobs_total\{[^}]*model="other"[^}]*\} 300/);
     expect(text).toContain(`model="${MODEL}"`);

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { createAgent, type JobRecord, silentLogger } from '@usepod-agent/core/internal';
+import { createAgent, definePlugin, type JobRecord, silentLogger } from '@usepod-agent/core/internal';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { describe, expect, it } from 'vitest';
@@ -48,16 +48,23 @@ describe('the job journal', () => {
         observability: { prometheus_addr: 'off' },
       },
       allowInsecure: true,
-      plugins: [vllmPlugin],
+      plugins: [
+        vllmPlugin,
+        definePlugin(() => ({
+          name: 'slow-journal',
+          apiVersion: 1,
+          apply: (_hooks, ctx) =>
+            void ctx.provideJournal({
+              write(records) {
+                // A slow disk: 300 ms in which this thread does nothing else.
+                const until = Date.now() + 300;
+                while (Date.now() < until) {}
+                writes.push({ records, endedAt: performance.timeOrigin + performance.now() });
+              },
+            }),
+        })),
+      ],
       logger: silentLogger,
-      journal: {
-        write(records) {
-          // A slow disk: 300 ms in which this thread does nothing else.
-          const until = Date.now() + 300;
-          while (Date.now() < until) {}
-          writes.push({ records, endedAt: performance.timeOrigin + performance.now() });
-        },
-      },
     });
     try {
       await agent.start();
@@ -86,7 +93,7 @@ describe('the job journal', () => {
     const records: JobRecord[] = [];
     const r = await rig({
       config: { limits: { max_tokens_per_minute: 2_000, max_request_bytes: 2_000 } },
-      journal: { write: (batch) => records.push(...batch) },
+      journal: { write: (batch) => void records.push(...batch) },
     });
     try {
       const big = { messages: [{ role: 'user', content: 'x'.repeat(5_000) }] };

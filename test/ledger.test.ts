@@ -142,7 +142,7 @@ describe('the ledger', () => {
     const statusJson = JSON.parse(
       (await cli(['status', '--config', cfg, '--addr', `127.0.0.1:${port}`, '--json'])).stdout,
     );
-    expect(statusJson.ledger.today).toMatchObject({ served: 3, missed: 2 });
+    expect(statusJson.sections.ledger.today).toMatchObject({ served: 3, missed: 2 });
     b.child.kill('SIGTERM');
     await b.exited;
   }, 60_000);

@@ -86,7 +86,7 @@ describe('backpressure', () => {
     expect((await paused)[0]).toBe(true);
     const victim = jobs[0]!;
     const ended = new Promise<{ outcome: string }>((resolve) =>
-      r!.t.agent.on('job', (o) => o.jobId === victim.jobId && resolve(o)),
+      r!.t.agent.on('job_end', ({ job: o }) => o.jobId === victim.jobId && resolve(o)),
     );
     const aborted = r.engine.aborted.next();
     r.session.cancel(victim.jobId);
@@ -100,7 +100,9 @@ describe('backpressure', () => {
 
   it('ends a job stalled past the limit with job_error', async () => {
     r = await rig({ timing: { highWaterBytes: 64 * 1024, lowWaterBytes: 16 * 1024, stallTimeoutMs: 300 } });
-    const failed = new Promise((resolve) => r!.t.agent.on('job', (o) => o.outcome === 'error' && resolve(o)));
+    const failed = new Promise((resolve) =>
+      r!.t.agent.on('job_end', ({ job: o }) => o.outcome === 'error' && resolve(o)),
+    );
     r.session.pauseReading();
     const job = r.session.dispatch({
       model_id: 'Qwen/Qwen3-14B',

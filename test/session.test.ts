@@ -86,7 +86,7 @@ describe('closing and reconnecting (PROTOCOL.md section 6)', () => {
   it('logs expected closes at info and unexpected ends as warnings, and reconnects', async () => {
     r = await rig({ logLevel: 'info' });
     const ends: string[] = [];
-    r.t.agent.on('sessionEnd', (e) => ends.push(e.kind));
+    r.t.agent.on('disconnected', (e) => ends.push(e.kind));
     const cases: [() => void, string][] = [
       [() => r!.t.coordinator.authenticated.items.at(-1)!.drain('drain:deploy'), 'deploy'],
       [() => r!.t.coordinator.authenticated.items.at(-1)!.drain('drain:operator'), 'operator'],

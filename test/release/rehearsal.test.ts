@@ -27,6 +27,9 @@ const PUBLIC = [
   'plugin-lmstudio',
   'plugin-openai-compatible',
   'plugin-alerts',
+  'plugin-ledger',
+  'plugin-gpu',
+  'plugin-control',
   'cli',
 ];
 

@@ -11,12 +11,13 @@ import {
   expandHome,
   isUsepodError,
   readIdentity,
+  type SelfTestResult,
   silentLogger,
 } from '@usepod-agent/core/internal';
+import { runningSelfTests } from '@usepod-agent/plugin-control';
 import WebSocket from 'ws';
-import { runningSelfTests } from './control.js';
-import { type ProbeResult, probeEngines } from './engines.js';
-import { Ledger, ledgerPath } from './ledger/ledger.js';
+import { modelIdHint, nameTheModel, type ProbeResult, probeEngines } from './engines.js';
+import { localTime } from './when.js';
 
 /**
  * `usepod-agent doctor` (issue 18): everything that stands between this machine and earning, each check
@@ -34,12 +35,23 @@ export interface Check {
 
 const TIMEOUT_MS = 5_000;
 
+/** Longest detail a check prints: lists of model ids make the longest ones. */
+const MAX_DETAIL = 2_000;
+
+/**
+ * Every check is folded here, once: its text carries what the coordinator (a refusal reason, a provider id, a
+ * certificate's name), an engine (model ids, errors) or a local status port said, and a newline or an escape
+ * sequence in it must not print a forged OK line or retitle the terminal (issue 28).
+ */
 const check = (name: string, level: Level, detail: string, fix?: string): Check => ({
-  name,
+  name: engineText(name, 300),
   level,
-  detail,
-  ...(fix ? { fix } : {}),
+  detail: engineText(detail, MAX_DETAIL),
+  ...(fix ? { fix: engineText(fix, 300) } : {}),
 });
+
+/** A check made elsewhere (a plugin's), folded as this module's own are. */
+export const folded = (c: Check): Check => check(c.name, c.level, c.detail, c.fix);
 
 export function identityChecks(config: Config): Promise<Check[]> {
   const path = expandHome(config.identity.key_path);
@@ -156,7 +168,7 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
         new Promise<string>((resolve, reject) => {
           const s = tlsConnect({ host, port, servername: host }, () => {
             const cert = s.getPeerCertificate();
-            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${cert.valid_to}`;
+            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${localTime(cert.valid_to)}`;
             s.destroy();
             resolve(text);
           });
@@ -198,8 +210,13 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
       })
         .then((r) => r.headers.get('date') ?? undefined)
         .catch(() => undefined));
-    if (httpDate) {
-      const skew = (Date.now() - Date.parse(httpDate)) / 1000;
+    const skew = httpDate ? (Date.now() - Date.parse(httpDate)) / 1000 : Number.NaN;
+    if (httpDate && !Number.isFinite(skew)) {
+      // The header is the coordinator's text: a lie about time is said as such, never as "OK NaN s".
+      checks.push(
+        check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"),
+      );
+    } else if (httpDate) {
       const level: Level = Math.abs(skew) > 30 ? 'fail' : Math.abs(skew) > 5 ? 'warn' : 'ok';
       checks.push(
         check(
@@ -222,45 +239,45 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
 
 /** Authenticates as this agent would, with no backends (nothing is advertised), then leaves. */
 export async function authCheck(config: Config, allowInsecure: boolean): Promise<Check> {
+  // Core's sections only: a plugin's section (a GPU rule, webhooks) has nothing to do with authenticating.
   const agent = createAgent({
     config: {
-      ...config,
-      backends: [],
+      coordinator: config.coordinator,
+      identity: config.identity,
       observability: { ...config.observability, prometheus_addr: 'off' },
-      ledger: { ...config.ledger, path: 'off' },
     },
     allowInsecure,
     plugins: [],
+    defaultPlugins: false,
     logger: silentLogger,
   });
   try {
     const result = await withTimeout(
       new Promise<Check>((resolve) => {
-        agent.on('online', (providerId) =>
-          resolve(check('authenticated', 'ok', `as ${providerId ?? '(no provider id yet)'}`)),
+        agent.on('connected', (e) =>
+          resolve(check('authenticated', 'ok', `as ${e.providerId ?? '(no provider id yet)'}`)),
         );
-        agent.on('sessionEnd', (end) => {
-          if (end.kind === 'auth_failed') {
-            resolve(
-              check(
-                'authenticated',
-                'fail',
-                end.error?.message ??
-                  `the coordinator refused this agent: ${end.reason ?? 'no reason given'}`,
-                'check the enrollment code, or that this key is still registered to your account (`usepod-agent identity`)',
-              ),
-            );
-          } else if (!end.reachedAuth) {
-            resolve(
-              check(
-                'authenticated',
-                'fail',
-                `the session ended before authentication: ${end.detail ?? end.kind}`,
-                'retry; if it lasts, report it with `DEBUG=usepod:*` output',
-              ),
-            );
-          }
-        });
+        // The coordinator's words arrive folded (the agent bounds them): no forged line reaches the terminal.
+        agent.on('auth_refused', (e) =>
+          resolve(
+            check(
+              'authenticated',
+              'fail',
+              `the coordinator refused this agent: ${e.why}`,
+              'check the enrollment code, or that this key is still registered to your account (`usepod-agent identity`)',
+            ),
+          ),
+        );
+        agent.on('reconnect', (e) =>
+          resolve(
+            check(
+              'authenticated',
+              'fail',
+              `the session ended before authentication: ${e.why}`,
+              'retry; if it lasts, report it with `DEBUG=usepod:*` output',
+            ),
+          ),
+        );
         agent.start().catch(async (err: unknown) => {
           // An agent runs with this key: its own connection is what counts (never a second session).
           if (isUsepodError(err, 'USEPOD_IDENTITY_IN_USE')) resolve(await liveAuth(config));
@@ -314,19 +331,31 @@ async function liveAuth(config: Config): Promise<Check> {
  * or failing is a warning naming the engine's error; nothing when no agent runs or none was tested.
  */
 export async function selftestChecks(config: Config): Promise<Check[]> {
-  const results = await runningSelfTests(expandHome(config.identity.key_path));
+  return selftestChecksOf(await runningSelfTests(expandHome(config.identity.key_path)));
+}
+
+/** The checks of a running agent's self-test results; an ejected model names its jobs' error. */
+export function selftestChecksOf(results: SelfTestResult[]): Check[] {
   if (results.length === 0) return [];
-  const bad = results.filter((r) => !r.ok);
+  const ejected = (r: SelfTestResult) => typeof r.ejectedUntil === 'string';
+  const bad = results.filter((r) => !r.ok || ejected(r));
   if (bad.length === 0) {
     return [check('self-tests', 'ok', `${results.length} model(s) pass their self-tests`)];
   }
   return bad.map((r) =>
-    check(
-      `self-test ${r.backend}`,
-      'warn',
-      `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
-      "read the engine's log; `usepod-agent selftest` tries again now",
-    ),
+    ejected(r)
+      ? check(
+          `ejected ${engineText(r.backend, 120)}`,
+          'warn',
+          `${engineText(r.model, 120)} is ejected: its jobs failed on the engine (${engineText(r.jobError ?? 'failed', 200)}); tested again at ${engineText(r.ejectedUntil!, 40)}`,
+          "read the engine's log; meanwhile its jobs go to the model's other engines",
+        )
+      : check(
+          `self-test ${r.backend}`,
+          'warn',
+          `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
+          "read the engine's log; `usepod-agent selftest` tries again now",
+        ),
   );
 }
 
@@ -392,6 +421,12 @@ export async function backendChecks(
       const missing = allow.filter((id) => !served.includes(id));
       if (missing.length) parts.push(`allow-listed but not served: ${missing.join(', ')}`);
     }
+    for (const id of offered) {
+      if (modelIdHint(id, p.naming))
+        checks.push(
+          check('model name', 'warn', `${id} is a file path, not a model name`, nameTheModel(p.naming)),
+        );
+    }
     checks.push(
       offered.length > 0
         ? check(name, dropped.length || zeroPriced.length ? 'warn' : 'ok', parts.join('; '))
@@ -419,128 +454,4 @@ export async function backendChecks(
     );
   }
   return { checks, probes };
-}
-
-/** What the ledger says about the last 24 h: jobs missed and why, with what would have caught them. */
-export function ledgerChecks(config: Config, probes: ProbeResult[], now = Date.now()): Check[] {
-  const path = ledgerPath(config);
-  if (!path) return [check('ledger', 'warn', 'off ([ledger] path = "off"): nothing to say about past jobs')];
-  if (!existsSync(path)) return [check('ledger', 'ok', `none yet at ${path} (written as jobs arrive)`)];
-  let ledger: Ledger;
-  try {
-    ledger = Ledger.open(path, { readonly: true });
-  } catch (err) {
-    return [
-      check(
-        'ledger',
-        'warn',
-        errorMessage(err),
-        'run doctor as the user the agent runs as (sudo for a service)',
-      ),
-    ];
-  }
-  try {
-    const since = now - 86_400_000;
-    const checks: Check[] = [];
-    const last = ledger.db.prepare(`SELECT max(received_at) AS t FROM jobs WHERE outcome = 'done'`).get() as {
-      t: number | null;
-    };
-    checks.push(
-      last.t === null
-        ? check(
-            'last job',
-            'warn',
-            'no job served yet',
-            'if the agent has been online a while, look at the checks above',
-          )
-        : check('last job', now - last.t > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last.t)} ago`),
-    );
-    const missed = ledger.db
-      .prepare(
-        `SELECT refusal, model, count(*) AS n FROM jobs
-         WHERE received_at >= ? AND refusal IS NOT NULL AND refusal != 'malformed' GROUP BY 1, 2 ORDER BY 3 DESC`,
-      )
-      .all(since) as { refusal: string; model: string; n: number }[];
-    const count = (r: string) => missed.filter((m) => m.refusal === r).reduce((n, m) => n + m.n, 0);
-    const atCapacity = count('max_concurrent');
-    if (atCapacity > 0) {
-      const capacity = probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
-      const limit = config.limits.max_concurrent;
-      const room =
-        capacity > limit
-          ? `: the engines can run ${capacity} at once; raise limits.max_concurrent`
-          : capacity > 0
-            ? `: the engines run ${capacity} at once too; more engine capacity would take them`
-            : '; raise limits.max_concurrent if the engine has room';
-      checks.push(
-        check(
-          'missed: capacity',
-          'warn',
-          `${atCapacity} job(s) refused in 24 h at max_concurrent ${limit}${room}`,
-          capacity > limit ? `set limits.max_concurrent = ${capacity}` : undefined,
-        ),
-      );
-    }
-    const overBudget = count('token_budget');
-    if (overBudget > 0) {
-      checks.push(
-        check(
-          'missed: token budget',
-          'warn',
-          `${overBudget} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
-          'raise limits.max_tokens_per_minute if the engine keeps up',
-        ),
-      );
-    }
-    const tooLarge = count('request_too_large');
-    if (tooLarge > 0) {
-      checks.push(
-        check(
-          'missed: too large',
-          'warn',
-          `${tooLarge} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
-          'raise limits.max_request_bytes',
-        ),
-      );
-    }
-    for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
-      checks.push(
-        check(
-          'missed: model',
-          'warn',
-          `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
-          'load it in an engine if you want those jobs',
-        ),
-      );
-    }
-    if (missed.length === 0) checks.push(check('missed jobs', 'ok', 'none in 24 h'));
-    const budget = config.limits.max_tokens_per_minute;
-    if (budget) {
-      const peak = ledger.db
-        .prepare(
-          `SELECT max(t) AS peak FROM (SELECT sum(input_tokens + output_tokens) AS t FROM jobs WHERE received_at >= ?
-           GROUP BY received_at / 60000)`,
-        )
-        .get(since) as { peak: number | null };
-      const share = (peak.peak ?? 0) / budget;
-      checks.push(
-        check(
-          'token budget',
-          share >= 0.9 ? 'warn' : 'ok',
-          `busiest minute in 24 h used ${Math.round(share * 100)}% of max_tokens_per_minute ${budget}`,
-          share >= 0.9 ? 'raise limits.max_tokens_per_minute if the engine keeps up' : undefined,
-        ),
-      );
-    }
-    return checks;
-  } finally {
-    ledger.close();
-  }
-}
-
-function ago(ms: number): string {
-  const m = Math.round(ms / 60_000);
-  if (m < 60) return `${m} min`;
-  const h = Math.round(m / 60);
-  return h < 48 ? `${h} h` : `${Math.round(h / 24)} days`;
 }

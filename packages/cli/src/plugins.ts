@@ -3,7 +3,8 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import { type AgentPlugin, errorMessage, pluginFromModule } from '@usepod-agent/core/internal';
+import { type AgentPlugin, errorMessage, isUsepodError } from '@usepod-agent/core';
+import { checkPlugin } from '@usepod-agent/core/backend';
 import { shareCore } from './shared-core.js';
 
 /** Where `run` looks for backend plugins by kind: the cwd, then the folder `plugins install` writes to. */
@@ -18,8 +19,10 @@ export interface InstalledPlugin {
   type: string;
   root: string;
   plugin?: AgentPlugin;
-  /** Why it is not a backend plugin, when it is not. */
+  /** Why it is not a usable agent plugin, when it is not. */
   error?: string;
+  /** The coded error behind `error`: a plugin built for another core is refused by `run` and `validate`. */
+  refusal?: Error;
 }
 
 /**
@@ -36,18 +39,27 @@ export async function installedPlugins(config: Config): Promise<InstalledPlugin[
     const item: InstalledPlugin = { name: p.name, version: p.version, type: p.type, root: p.root };
     try {
       const entry = createRequire(join(p.root, 'package.json')).resolve(p.name);
-      item.plugin = pluginFromModule(await import(pathToFileURL(entry).href), p.name);
+      const mod = (await import(pathToFileURL(entry).href)) as { default?: unknown; plugin?: unknown };
+      item.plugin = checkPlugin(mod.default ?? mod.plugin ?? mod, p.name);
     } catch (err) {
       item.error = errorMessage(err);
+      if (isUsepodError(err) && err.code === 'USEPOD_PLUGIN_API_MISMATCH') item.refusal = err;
     }
     out.push(item);
   }
   return out;
 }
 
-/** The backend plugins among them, ready for createAgent({ plugins }). */
-export async function installedBackendPlugins(config: Config): Promise<AgentPlugin[]> {
-  return (await installedPlugins(config)).flatMap((p) => (p.plugin ? [p.plugin] : []));
+/**
+ * The agent plugins among them, ready for createAgent({ plugins }); one built for another core is refused
+ * here, in one line (exit 2), by `run` and `validate` alike. Packages that are oclif plugins only (commands,
+ * no agent plugin) are left to oclif.
+ */
+export async function agentPlugins(config: Config): Promise<AgentPlugin[]> {
+  const all = await installedPlugins(config);
+  const refused = all.find((p) => p.refusal);
+  if (refused?.refusal) throw refused.refusal;
+  return all.flatMap((p) => (p.plugin ? [p.plugin] : []));
 }
 
 /**

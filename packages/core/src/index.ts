@@ -8,7 +8,6 @@ export {
   Agent,
   type AgentEvents,
   type AgentSnapshot,
-  type AgentState,
   type AgentStatus,
   type AgentTiming,
   type BackendSnapshot,
@@ -20,7 +19,14 @@ export {
 export type { Backend, BackendModel } from './backend/backend.js';
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './config/load.js';
 export type { BackendConfig, Config, ConfigInput } from './config/schema.js';
-export { ERROR_CODES, type ErrorCode, isUsepodError, type JobErrorCode, UsepodError } from './errors.js';
+export {
+  ERROR_CODES,
+  type ErrorCode,
+  errorMessage,
+  isUsepodError,
+  type JobErrorCode,
+  UsepodError,
+} from './errors.js';
 export {
   type JobEndMessage,
   type JobFirstChunkMessage,
@@ -37,21 +43,43 @@ export {
   type LogLevel,
   silentLogger,
 } from './observability/log.js';
+export type { SeedGroup } from './observability/metrics.js';
+export type {
+  Labels,
+  PluginCounter,
+  PluginGauge,
+  PluginMetrics,
+} from './observability/plugin-metrics.js';
 export {
   type AgentEvent,
   type AgentHooks,
+  type AgentState,
   CapabilityStage,
   type CloseInfo,
+  type EventOf,
   type JobContext,
   type JobHandle,
   type JobOutcome,
   type PausedBy,
   type PluginHooks,
   type SessionInfo,
+  type StartInfo,
 } from './plugins/hooks.js';
 export type { BackendKind, OptionsSchema } from './plugins/kinds.js';
-export { type AgentPlugin, definePlugin, type PluginContext, type PluginFactory } from './plugins/plugin.js';
+export {
+  type AgentAccess,
+  type AgentPlugin,
+  type DoctorFacts,
+  type DoctorFinding,
+  definePlugin,
+  type Hold,
+  type PluginContext,
+  type PluginFactory,
+} from './plugins/plugin.js';
 export type { CapabilitiesFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
-export type { JobJournal, JobRecord } from './relay/journal.js';
+export type { JobJournal, JobRecord, Refusal } from './relay/journal.js';
 export type { SelfTestResult } from './routing/selftest.js';
+export { type LongTimer, longTimeout } from './timers.js';
+/** Text from outside (an engine, the coordinator, a GPU tool) bounded and folded before a log, a terminal or a chat. */
+export { engineText } from './untrusted.js';
 export { AGENT_VERSION } from './version.js';

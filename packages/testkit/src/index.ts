@@ -46,6 +46,7 @@ export { type ModelConfigEntry, type PairingOptions, PairingServer } from './pai
 export {
   createTestAgent,
   FAST_TIMING,
+  holdsPlugin,
   type Result,
   type TestAgent,
   type TestAgentOptions,

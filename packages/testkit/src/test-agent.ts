@@ -42,8 +42,13 @@ export interface TestAgentOptions {
   /** Collect log lines at this level into `lines` (default: none). */
   logLevel?: LogLevel;
   env?: Record<string, string | undefined>;
-  /** A ledger for the agent's jobs (CreateAgentOptions.journal). */
+  /** A journal for the agent's jobs, provided through a plugin as a ledger would (`ctx.provideJournal`). */
   journal?: JobJournal;
+  /**
+   * Apply the installed plugins that are on by default (the ledger, the control socket) as `run` does.
+   * Default false: a test agent is the core alone plus what the test passes.
+   */
+  defaultPlugins?: boolean;
 }
 
 export interface TestAgent {
@@ -80,6 +85,44 @@ function memoryLogger(lines: string[], area = 'agent'): Logger {
   };
 }
 
+/**
+ * A plugin that hands its test the holds a feature plugin would place (`ctx.hold`): a test stands in for
+ * GPU yielding, a heat guard or any cause of a pause with `hold('gpu', 'a game')` and `release('gpu')`.
+ */
+export function holdsPlugin(): {
+  plugin: AgentPlugin;
+  hold(name: string, reason: string, until?: Date): void;
+  release(name: string): void;
+} {
+  let ctx: Parameters<AgentPlugin['apply']>[1] | undefined;
+  const need = () => {
+    if (!ctx) throw new Error('holdsPlugin: the plugin was not applied to an agent');
+    return ctx;
+  };
+  return {
+    plugin: {
+      name: 'testkit:holds',
+      apiVersion: 1,
+      apply: (_hooks, c) => {
+        ctx = c;
+      },
+    },
+    hold: (name, reason, until) => need().hold(name, { reason, ...(until ? { until } : {}) }),
+    release: (name) => need().release(name),
+  };
+}
+
+/** A plugin providing a given journal: how a test stands in for a ledger. */
+function journalPlugin(journal: JobJournal): AgentPlugin {
+  return {
+    name: 'testkit:journal',
+    apiVersion: 1,
+    apply: (_hooks, ctx) => {
+      ctx.provideJournal(journal);
+    },
+  };
+}
+
 export async function createTestAgent(opts: TestAgentOptions = {}): Promise<TestAgent> {
   const coordinator = opts.coordinator ?? (await TestCoordinator.start());
   const ownsCoordinator = !opts.coordinator;
@@ -95,11 +138,11 @@ export async function createTestAgent(opts: TestAgentOptions = {}): Promise<Test
       observability: { prometheus_addr: 'off', ...cfg.observability },
     },
     allowInsecure: true,
-    ...(opts.plugins ? { plugins: opts.plugins } : {}),
+    plugins: [...(opts.plugins ?? []), ...(opts.journal ? [journalPlugin(opts.journal)] : [])],
+    defaultPlugins: opts.defaultPlugins ?? false,
     logger: opts.logger ?? (opts.logLevel ? memoryLogger(lines) : silentLogger),
     timing: { ...FAST_TIMING, ...opts.timing },
     ...(opts.env ? { env: opts.env } : {}),
-    ...(opts.journal ? { journal: opts.journal } : {}),
   });
   let closed = false;
   return {

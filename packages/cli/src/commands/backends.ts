@@ -6,10 +6,17 @@ import {
   type SelfTestResult,
   statusSelfTest,
 } from '@usepod-agent/core/internal';
+import { runningSelfTests } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { runningSelfTests } from '../control.js';
-import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
-import { installedBackendPlugins } from '../plugins.js';
+import {
+  builtinPlugins,
+  modelIdHint,
+  type ProbeTarget,
+  probeEngines,
+  usualPorts,
+  wellKnownEngines,
+} from '../engines.js';
+import { agentPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
   static override summary =
@@ -23,7 +30,7 @@ export default class Backends extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Backends);
     const targets: ProbeTarget[] = [];
-    const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+    const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
     const file = flags.config ?? (await findConfigFile());
     // What the running agent's self-tests measured ([selftest]), when one runs with this config.
     let tested: SelfTestResult[] = [];
@@ -62,6 +69,7 @@ export default class Backends extends BaseCommand {
               context_window: m.contextWindow ?? null,
               loaded: true,
               selftest: st ? statusSelfTest(st) : null,
+              hint: modelIdHint(m.id, r.naming) ?? null,
             };
           }),
           load: r.status.load ?? null,
@@ -112,5 +120,7 @@ export default class Backends extends BaseCommand {
         );
       });
     }
+    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id, r.naming))))
+      if (hint) this.out(`hint: ${hint}`);
   }
 }

@@ -1,3 +1,4 @@
+import { createAgent, errorMessage, silentLogger } from '@usepod-agent/core';
 import type { loadConfig } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, jsonFlag } from '../base.js';
 import {
@@ -5,12 +6,12 @@ import {
   backendChecks,
   type Check,
   coordinatorChecks,
+  folded,
   identityChecks,
-  ledgerChecks,
   selftestChecks,
 } from '../doctor.js';
 import { builtinPlugins } from '../engines.js';
-import { installedBackendPlugins } from '../plugins.js';
+import { agentPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Doctor extends BaseCommand {
   static override summary =
@@ -45,11 +46,31 @@ export default class Doctor extends BaseCommand {
       const net = await coordinatorChecks(config);
       checks.push(...net.checks);
       if (net.reachable) checks.push(await authCheck(config, flags['allow-insecure'] ?? false));
-      const plugins = [...(await builtinPlugins()), ...(await installedBackendPlugins(this.config))];
+      const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
       const backends = await backendChecks(config, plugins);
       checks.push(...backends.checks);
       checks.push(...(await selftestChecks(config)));
-      checks.push(...ledgerChecks(config, backends.probes));
+      // Each plugin's own lines (the ledger's missed jobs, a GPU rule...), loaded as `run` loads them.
+      const agent = createAgent({
+        config,
+        allowInsecure: true,
+        logger: silentLogger,
+        plugins: await agentPlugins(this.config),
+        pluginSearchRoots: pluginSearchRoots(this.config),
+      });
+      const capacity = backends.probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
+      try {
+        // A plugin's lines quote what it read (a ledger's model ids, a process name): folded like doctor's own.
+        const lines = await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined });
+        checks.push(...lines.map(folded));
+      } catch (err) {
+        checks.push({
+          name: 'plugins',
+          level: 'fail',
+          detail: errorMessage(err),
+          fix: '`usepod-agent validate` says the same; fix that, then run doctor again',
+        });
+      }
     }
     const blocked = checks.some((c) => c.level === 'fail');
     if (flags.json) {

@@ -1,10 +1,9 @@
 import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { engineText } from '@usepod-agent/core/internal';
+import { earnings, GROUPINGS, Ledger, ledgerFile, parseSince } from '@usepod-agent/plugin-ledger';
 import { stringify } from 'csv-stringify/sync';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
-import { earnings, GROUPINGS, parseSince } from '../ledger/earnings.js';
-import { Ledger, ledgerPath } from '../ledger/ledger.js';
 
 export default class Earnings extends BaseCommand {
   static override summary = 'What you earned, served and missed, from the ledger on this machine.';
@@ -42,7 +41,7 @@ export default class Earnings extends BaseCommand {
     }
     // It only reads the ledger's path: a ws:// coordinator (it never dials) is no mistake here.
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
-    const path = ledgerPath(config);
+    const path = ledgerFile(config);
     if (!path)
       failUsage(this, 'the ledger is off ([ledger] path = "off")', 'remove that line to keep a ledger');
     if (!existsSync(path)) {

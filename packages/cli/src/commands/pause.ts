@@ -1,8 +1,8 @@
 import { Flags } from '@oclif/core';
 import { expandHome } from '@usepod-agent/core/internal';
+import { control } from '@usepod-agent/plugin-control';
 import ms from 'ms';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
-import { control } from '../control.js';
 
 export default class Pause extends BaseCommand {
   static override summary = 'Stop taking new jobs for a while; jobs in flight finish.';

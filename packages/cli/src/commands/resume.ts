@@ -1,6 +1,7 @@
+import { engineText } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/internal';
+import { control } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { control } from '../control.js';
 
 export default class Resume extends BaseCommand {
   static override summary = 'Take jobs again after `usepod-agent pause`.';
@@ -13,6 +14,8 @@ export default class Resume extends BaseCommand {
     const keyPath = expandHome(config.identity.key_path);
     const reply = await control(keyPath, { cmd: 'resume' });
     if (flags.json) return this.printJson(reply);
-    this.out(reply.paused ? 'The agent is still paused.' : 'Resumed: the agent advertises its models again.');
+    if (!reply.paused) return this.out('Resumed: the agent advertises its models again.');
+    const others = (reply.holds ?? []).map((h) => `${h.by}: ${engineText(h.reason, 200)}`).join('; ');
+    this.out(`Your pause is lifted, but the agent is still held (${others}); it serves once that ends.`);
   }
 }

@@ -1,15 +1,14 @@
-import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import {
   type AgentStatus,
   DEFAULT_PROMETHEUS_ADDR,
+  engineText,
   findConfigFile,
   loadConfig,
   UsepodError,
 } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { earnings } from '../ledger/earnings.js';
-import { Ledger, ledgerPath } from '../ledger/ledger.js';
+import { localTime } from '../when.js';
 
 interface LedgerWindow {
   served: number;
@@ -17,37 +16,11 @@ interface LedgerWindow {
   failed: number;
   earnings_usdc: number;
 }
-/** Today and the last 7 days from the ledger on this machine (issue 18), when it can be read. */
-export interface LedgerSummary {
-  file: string;
-  today: LedgerWindow;
-  last_7_days: LedgerWindow;
-}
-
-function ledgerSummary(path: string | undefined, now = new Date()): LedgerSummary | undefined {
-  if (!path || !existsSync(path)) return undefined;
-  let ledger: Ledger;
-  try {
-    ledger = Ledger.open(path, { readonly: true });
-  } catch {
-    return undefined; // the service's ledger, readable by root only: the live figures still show
-  }
-  try {
-    const window = (since: number): LedgerWindow =>
-      earnings(ledger, { since, by: 'backend' }).reduce(
-        (t, r) => ({
-          served: t.served + r.served,
-          missed: t.missed + r.missed,
-          failed: t.failed + r.failed,
-          earnings_usdc: t.earnings_usdc + r.earnings_usdc,
-        }),
-        { served: 0, missed: 0, failed: 0, earnings_usdc: 0 },
-      );
-    const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
-    return { file: path, today: window(midnight), last_7_days: window(now.getTime() - 7 * 86_400_000) };
-  } finally {
-    ledger.close();
-  }
+/** The ledger plugin's status section: today and the last 7 days. */
+interface LedgerSection {
+  file: string | null;
+  today?: LedgerWindow;
+  last_7_days?: LedgerWindow;
 }
 
 export default class Status extends BaseCommand {
@@ -75,7 +48,6 @@ export default class Status extends BaseCommand {
     const { flags } = await this.parse(Status);
     const config = await this.#config(flags.config);
     const addr = flags.addr ?? config?.observability.prometheus_addr ?? DEFAULT_PROMETHEUS_ADDR;
-    const ledgerFile = config ? ledgerPath(config) : undefined;
     if (addr === '' || addr === 'off') {
       throw new UsepodError(
         'USEPOD_USAGE',
@@ -93,10 +65,7 @@ export default class Status extends BaseCommand {
         throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
-      const s = (await res.json()) as AgentStatus & { ledger?: LedgerSummary };
-      const summary = ledgerSummary(ledgerFile);
-      if (summary) s.ledger = summary;
-      return s;
+      return (await res.json()) as AgentStatus;
     };
     if (!flags.watch) {
       const s = await fetchStatus();
@@ -131,16 +100,26 @@ function duration(s: number): string {
 const usdc = (w: LedgerWindow) =>
   `${w.earnings_usdc.toFixed(6)} USDC (${w.served} served, ${w.missed} missed, ${w.failed} failed)`;
 
-export function render(s: AgentStatus & { ledger?: LedgerSummary }, addr: string): string {
+/** A plugin's status section as `key value` lines, every value folded (it may quote a tool or an engine). */
+function sectionLines(name: string, value: unknown): string[] {
+  if (value === null || typeof value !== 'object')
+    return [`  ${name.padEnd(13)} ${engineText(String(value), 200)}`];
+  const flat = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k}=${engineText(typeof v === 'object' ? JSON.stringify(v) : String(v), 200)}`);
+  return [`  ${name.padEnd(13)} ${flat.join('  ')}`];
+}
+
+export function render(s: AgentStatus, addr: string): string {
   const lines: string[] = [];
   const state = s.connected ? 'online' : s.state;
   lines.push(
     `usepod-agent ${s.agent_version}  ${state.toUpperCase()}  up ${duration(s.uptime_s)}  (${addr})`,
   );
-  if (s.paused) {
-    lines.push(
-      `  PAUSED        ${s.paused.reason}${s.paused.until ? ` until ${new Date(s.paused.until).toLocaleString()}` : ''} (usepod-agent resume)`,
-    );
+  for (const h of s.holds ?? []) {
+    const until = h.until ? ` until ${localTime(h.until)}` : '';
+    const how = h.by === 'owner' ? ' (usepod-agent resume)' : '';
+    lines.push(`  PAUSED        by ${engineText(h.by, 40)}: ${engineText(h.reason, 200)}${until}${how}`);
   }
   lines.push(`  coordinator   ${s.coordinator}`);
   lines.push(`  provider      ${s.provider_id ?? '(not assigned yet)'}  ${s.fingerprint ?? ''}`);
@@ -155,7 +134,12 @@ export function render(s: AgentStatus & { ledger?: LedgerSummary }, addr: string
           ...(m.context_window ? [String(m.context_window)] : []),
           ...(t?.ttft_ms != null ? [`first token ${Math.round(t.ttft_ms)} ms`] : []),
           ...(t?.tokens_per_second != null ? [`${t.tokens_per_second.toFixed(1)} tok/s`] : []),
-          ...(t?.withdrawn ? ['WITHDRAWN: failing its self-tests'] : []),
+          // Ejected: its real jobs failed on the engine (the time re-made, so only a date is printed).
+          ...(t?.ejected_until
+            ? [`EJECTED: its jobs failed, tested again at ${localTime(t.ejected_until)}`]
+            : t?.withdrawn
+              ? ['WITHDRAWN: failing its self-tests']
+              : []),
         ];
         return notes.length > 0 ? `${m.id} (${notes.join(', ')})` : m.id;
       })
@@ -177,11 +161,12 @@ export function render(s: AgentStatus & { ledger?: LedgerSummary }, addr: string
     `  errors        ${(s.heartbeat.error_rate_60s * 100).toFixed(1)}% over 60 s${s.heartbeat.last_error_code ? `, last ${s.heartbeat.last_error_code} at ${s.heartbeat.last_error_at}` : ''}`,
   );
   lines.push(`  earnings      ~${s.earnings.usdc.toFixed(6)} USDC (estimate: tokens x advertised prices)`);
-  if (s.ledger) {
-    lines.push(`  today         ${usdc(s.ledger.today)}`);
-    lines.push(
-      `  last 7 days   ${usdc(s.ledger.last_7_days)}   (ledger; \`usepod-agent earnings\` for more)`,
-    );
+  const { ledger, ...others } = s.sections ?? {};
+  const l = ledger as LedgerSection | undefined;
+  if (l?.today && l.last_7_days) {
+    lines.push(`  today         ${usdc(l.today)}`);
+    lines.push(`  last 7 days   ${usdc(l.last_7_days)}   (ledger; \`usepod-agent earnings\` for more)`);
   }
+  for (const [name, value] of Object.entries(others)) lines.push(...sectionLines(name, value));
   return lines.join('\n');
 }

@@ -1,10 +1,11 @@
-import { loadPluginForKind } from '@usepod-agent/core/internal';
+import { createAgent, silentLogger } from '@usepod-agent/core';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { checkAlerts } from '../features.js';
-import { installedBackendPlugins, pluginSearchRoots } from '../plugins.js';
+import { agentPlugins, pluginSearchRoots } from '../plugins.js';
 
 export default class Validate extends BaseCommand {
-  static override summary = 'Check the config file and that a plugin provides every backend kind.';
+  static override summary = 'Check the config and its plugins as `run` would, without connecting.';
+  static override description =
+    'Loads the config and every plugin `run` would load (the configured kinds and sections, installed and linked plugins, the defaults), checks each plugin against this agent, each backend entry against its kind and each plugin section against its schema, and says which plugin serves what. Every mistake names its file:line:column. Opens no connection, file or socket.';
   static override examples = [
     '<%= config.bin %> validate',
     '<%= config.bin %> validate --config ./agent.toml --json',
@@ -16,16 +17,15 @@ export default class Validate extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Validate);
     const { config, path } = await this.readConfig(flags);
-    const kinds = [...new Set(config.backends.map((b) => b.kind))];
-    const plugins: Record<string, string> = {};
-    const installed = await installedBackendPlugins(this.config);
-    for (const kind of kinds) {
-      const own = installed.find((p) => p.kinds?.includes(kind));
-      plugins[kind] = own
-        ? own.name
-        : (await loadPluginForKind(kind, { searchRoots: pluginSearchRoots(this.config) })).name;
-    }
-    const alerts = await checkAlerts(config);
+    const agent = createAgent({
+      config,
+      allowInsecure: flags['allow-insecure'],
+      logger: silentLogger,
+      plugins: await agentPlugins(this.config),
+      pluginSearchRoots: pluginSearchRoots(this.config),
+    });
+    await agent.load();
+    const pluginOf = (kind: string) => agent.kinds.get(kind)?.plugin;
     if (flags.json) {
       this.printJson({
         ok: true,
@@ -36,10 +36,11 @@ export default class Validate extends BaseCommand {
           kind: b.kind,
           url: b.url,
           api_key_env: b.api_key_env,
-          plugin: plugins[b.kind],
+          plugin: pluginOf(b.kind),
         })),
+        sections: agent.sections,
+        plugins: agent.plugins.map((p) => p.name),
         limits: config.limits,
-        alerts,
       });
       return;
     }
@@ -48,9 +49,12 @@ export default class Validate extends BaseCommand {
     this.out(`  identity     ${config.identity.key_path}`);
     this.out(`  backends     ${config.backends.length === 0 ? '(none)' : ''}`);
     for (const b of config.backends) {
-      this.out(`    - ${b.kind} ${b.url ?? `(key from $${b.api_key_env})`}  [${plugins[b.kind]}]`);
+      this.out(`    - ${b.kind} ${b.url ?? `(key from $${b.api_key_env})`}  [${pluginOf(b.kind)}]`);
     }
-    if (alerts.length > 0) this.out(`  alerts       ${alerts.join(', ')}`);
+    for (const [section, plugin] of Object.entries(agent.sections)) {
+      this.out(`  [${section}]${' '.repeat(Math.max(1, 11 - section.length))}[${plugin}]`);
+    }
+    this.out(`  plugins      ${agent.plugins.map((p) => p.name).join(', ')}`);
     this.out(
       `  limits       max_concurrent=${config.limits.max_concurrent} max_tokens_per_minute=${config.limits.max_tokens_per_minute ?? 'none'}`,
     );

@@ -11,32 +11,34 @@ import { JobStats } from '../observability/stats.js';
 import { type StatusServer, serveStatus } from '../observability/status-server.js';
 import {
   type AgentEvent,
+  type AgentState,
   createHooks,
-  type PausedBy,
-  type PluginHooks,
-  pluginView,
+  type EventOf,
   runCloseHooks,
   runEventHooks,
+  runStartHooks,
 } from '../plugins/hooks.js';
-import { PluginHost } from '../plugins/host.js';
-import type { AgentPlugin } from '../plugins/plugin.js';
+import { type HoldTarget, PluginHost } from '../plugins/host.js';
+import type { RegisteredKind } from '../plugins/kinds.js';
+import type { AgentAccess, AgentPlugin, DoctorFacts, DoctorFinding, Hold } from '../plugins/plugin.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
 import { advertise } from '../routing/capabilities.js';
 import type { SelfTestResult } from '../routing/selftest.js';
-import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { loadPlugins } from './backends.js';
 import { Connector } from './connector.js';
-import { PauseControl, type PauseState } from './pause.js';
-import { Serving } from './serving.js';
+import { Holds, MAX_HOLD_MS } from './holds.js';
+import { QuietHours } from './quiet-hours.js';
+import { Serving, seedFromJournal } from './serving.js';
 import { readinessOf, snapshotOf, statusOf } from './status.js';
-import type { AgentEvents, AgentSnapshot, AgentState, AgentStatus, CreateAgentOptions } from './types.js';
+import type { AgentSnapshot, AgentStatus, CreateAgentOptions } from './types.js';
+
+/** `agent.on(type, (event) => ...)`: each event of the observation stream under its type. */
+export type AgentEvents = { [T in AgentEvent['type']]: [EventOf<T>] };
 
 export type {
-  AgentEvents,
   AgentSnapshot,
-  AgentState,
   AgentStatus,
   AgentTiming,
   BackendSnapshot,
@@ -48,14 +50,14 @@ export type {
 /**
  * The agent: loads plugins and identity, probes backends, keeps one session with
  * the coordinator open (reconnecting forever), and serves jobs until `stop()`.
+ * What happens to it is one stream of events (`agent.on(type)`, `onEvent` for plugins).
  */
 export class Agent extends EventEmitter<AgentEvents> {
   readonly config: Config;
-  readonly hooks: PluginHooks;
   readonly log: Logger;
   readonly agentVersion = AGENT_VERSION;
-  readonly stats = new JobStats();
-  readonly metrics: AgentMetrics;
+  readonly #stats = new JobStats();
+  readonly #metrics: AgentMetrics;
   #statusServer: StatusServer | undefined;
   readonly #opts: CreateAgentOptions;
   readonly #allHooks = createHooks();
@@ -63,9 +65,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   #identity: PersistedIdentity | undefined;
   /** Backends, discovery, self-tests and the executor, from start on. */
   #serving: Serving | undefined;
-  readonly #pause: PauseControl;
+  readonly #holds: Holds;
+  readonly #quiet: QuietHours;
   #connector: Connector | undefined;
   #state: AgentState = 'idle';
+  #loading: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #lastCapabilities: CapabilitiesFrame | undefined;
   #startedAt: Date | undefined;
@@ -82,36 +86,37 @@ export class Agent extends EventEmitter<AgentEvents> {
       ...(source ? { source } : {}),
     });
     this.log = opts.logger ?? createLogger('agent');
-    this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks });
-    this.hooks = pluginView(this.#allHooks, 'host');
-    this.#pause = new PauseControl({
+    this.#holds = new Holds({ onChange: (c) => this.#onHold(c) });
+    this.#quiet = new QuietHours({
+      holds: this.#holds,
       schedule: this.config.schedule,
       checkMs: opts.timing?.scheduleCheckMs ?? 30_000,
       now: opts.timing?.now ?? Date.now,
-      onChange: (state, by) => this.#onPause(state, by),
     });
+    const metrics = new AgentMetrics(AGENT_VERSION, {
+      inFlight: () => this.#serving?.executor.inFlight ?? 0,
+    });
+    this.#metrics = metrics;
+    const access = accessOf(
+      this,
+      this.#holds,
+      metrics,
+      (e) => this.#tell(e),
+      () => this.#host.kinds,
+    );
+    this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
     redactor.add(this.config.coordinator.enrollment_code);
-    this.metrics = new AgentMetrics(AGENT_VERSION, { inFlight: () => this.#serving?.executor.inFlight ?? 0 });
-    this.#allHooks.onJobEnd.tap({ name: 'core:events', stage: -Infinity }, (o) => {
-      this.metrics.job(o);
-      this.emit('job', o);
-    });
-    this.on('state', (s) => this.metrics.state(s));
-    this.on('reconnect', (r) => this.metrics.reconnect(r.after));
-    const coordinator = this.config.coordinator.url;
-    this.on('online', () => this.#tell({ type: 'connected', coordinator }));
-    this.on('sessionEnd', (end) => {
-      // A close reason is the coordinator's text: bounded and folded before it reaches a webhook.
-      const why = engineText(end.error?.message ?? end.detail ?? end.reason ?? end.kind, 200);
-      if (end.kind === 'auth_failed') this.#tell({ type: 'auth_refused', coordinator, why });
-      else if (end.reachedAuth) this.#tell({ type: 'disconnected', coordinator, why });
-    });
   }
 
-  /** Tells `onEvent`'s observers; one that throws is logged and never reaches the caller. */
+  /**
+   * Publishes a fact once: to `onEvent` taps (each isolated: one that throws is logged and never reaches
+   * the caller), then to `agent.on(type)` listeners, in the same shape.
+   */
   #tell(event: AgentEvent): void {
+    this.#metrics.event(event);
     for (const f of runEventHooks(this.#allHooks, event))
       this.log.warn('onEvent tap failed', { tap: f.tap, event: event.type, error: f.error.message });
+    (this.emit as (t: string, e: AgentEvent) => boolean)(event.type, event);
   }
 
   get state(): AgentState {
@@ -131,10 +136,21 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#host.plugins;
   }
 
+  /** The backend kinds the applied plugins registered, by kind. */
+  get kinds(): ReadonlyMap<string, RegisteredKind> {
+    return this.#host.kinds;
+  }
+
+  /** The plugin that claimed each plugin section of the config. */
+  get sections(): Record<string, string> {
+    const f = this.#host.features;
+    return Object.fromEntries(f.pluginSections().map((s) => [s, f.claimedBy(s) ?? '']));
+  }
+
   #setState(s: AgentState): void {
     if (this.#state === s) return;
     this.#state = s;
-    this.emit('state', s);
+    this.#tell({ type: 'state', state: s });
   }
 
   /** Resolves when the agent reaches `state` (or at once if it is there). */
@@ -147,14 +163,24 @@ export class Agent extends EventEmitter<AgentEvents> {
           new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`),
         );
       }, timeoutMs);
-      const on = (s: AgentState) => {
-        if (s !== state) return;
+      const on = (e: EventOf<'state'>) => {
+        if (e.state !== state) return;
         clearTimeout(timer);
         this.off('state', on);
         resolve();
       };
       this.on('state', on);
     });
+  }
+
+  /**
+   * Loads and applies every plugin the config needs (given, by kind, by section, by default) and checks
+   * what they were given: sections and backend options, each mistake at `file:line:column`. Opens no
+   * file, socket or connection: `validate` is this, and `start()` begins with it.
+   */
+  load(): Promise<void> {
+    this.#loading ??= loadPlugins(this.#host, this.config, this.#opts);
+    return this.#loading;
   }
 
   /**
@@ -166,10 +192,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       throw new UsepodError('USEPOD_AGENT_STATE', `start() called in state "${this.#state}"`);
     this.#setState('starting');
     this.#startedAt = new Date();
-    // Inside quiet hours from the first connection on (a pause made now holds once the executor exists).
-    this.#pause.start();
     try {
-      await loadPlugins(this.#host, this.config, this.#opts);
+      await this.load();
+      // Inside quiet hours from the first connection on (the executor takes the hold once it exists).
+      this.#quiet.start();
       if (this.#opts.identity) {
         this.#identity = this.#opts.identity;
       } else {
@@ -179,28 +205,46 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
         if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
       }
+      const journal = this.#host.features.journal;
+      await seedFromJournal(journal, this.#metrics, this.log, this.#startedAt.getTime());
       const serving = new Serving({
         config: this.config,
         host: this.#host,
         hooks: this.#allHooks,
         log: this.log,
-        metrics: this.metrics,
-        stats: this.stats,
+        metrics: this.#metrics,
+        stats: this.#stats,
         timing: this.#opts.timing ?? {},
         env: this.#opts.env ?? process.env,
-        journal: this.#opts.journal,
-        held: () => this.#pause.state !== undefined || this.#state === 'stopping',
+        journal,
+        held: () => this.#holds.paused || this.#state === 'stopping',
         onServableChange: () => void this.#resendCapabilities(),
         tell: (e) => this.#tell(e),
       });
-      serving.selftest.on('result', (r) => this.emit('selftest', r));
-      serving.selftest.on('withdrawn', (r, withdrawn) => this.emit('withdrawn', r, withdrawn));
       this.#serving = serving;
-      // Paused before start (a timed pause carried over a restart): no job is taken from the first one.
-      const paused = this.#pause.state;
-      if (paused) serving.executor.pause(paused.reason);
+      // Held before start (the owner's pause restored, quiet hours): no job is taken from the first one.
+      const first = this.#holds.first();
+      if (first) serving.executor.pause(first.reason);
+      this.#metrics.paused(this.#holds.paused);
       await serving.start();
-      await this.#startStatusServer();
+      const addr = this.config.observability.prometheus_addr;
+      if (addr !== '' && addr !== 'off') {
+        this.#statusServer = await serveStatus(
+          addr,
+          this.#metrics.registry,
+          () => this.status(),
+          this.log,
+          () => this.readiness(),
+        );
+      }
+      for (const f of await runStartHooks(this.#allHooks, {
+        providerId: this.#identity.providerId,
+        statusAddress: this.statusAddress,
+      }))
+        this.log.warn('onStart tap failed; the agent serves without it', {
+          tap: f.tap,
+          error: f.error.message,
+        });
     } catch (err) {
       await this.#release();
       this.#setState('stopped');
@@ -221,15 +265,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       timing: this.#opts.timing ?? {},
       capabilities: async () => {
         const frame = await this.capabilities();
-        queueMicrotask(() => this.emit('capabilities', frame));
+        queueMicrotask(() => this.#tell({ type: 'capabilities', frame }));
         return frame;
       },
-      heartbeat: () => this.stats.snapshot(this.#serving?.executor.inFlight ?? 0),
+      heartbeat: () => this.#stats.snapshot(this.#serving?.executor.inFlight ?? 0),
       onState: (state) => this.#setState(state),
-      onOnline: (providerId) => this.emit('online', providerId),
-      onSessionEnd: (end) => this.emit('sessionEnd', end),
-      onReconnect: (r) => this.emit('reconnect', r),
-      onBackpressure: (paused) => this.emit('backpressure', paused),
+      tell: (e) => this.#tell(e),
     });
     this.#connector.start();
   }
@@ -241,6 +282,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   selftest(): Promise<SelfTestResult[]> {
     if (!this.#serving)
       return Promise.reject(new UsepodError('USEPOD_AGENT_STATE', 'self-tests run once the agent started'));
+    if (this.#holds.paused)
+      return Promise.reject(
+        new UsepodError('USEPOD_AGENT_STATE', 'the agent is paused: self-tests run when it serves again'),
+      );
     return this.#serving.selftest.run({ wait: true });
   }
 
@@ -249,16 +294,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#serving?.selftest.results() ?? [];
   }
 
-  async #startStatusServer(): Promise<void> {
-    const addr = this.config.observability.prometheus_addr;
-    if (addr === '' || addr === 'off') return;
-    this.#statusServer = await serveStatus(
-      addr,
-      this.metrics.registry,
-      () => this.status(),
-      this.log,
-      () => this.readiness(),
-    );
+  /** Every plugin's `doctor` lines (plugins are loaded first; nothing is started). */
+  async doctor(facts: DoctorFacts): Promise<DoctorFinding[]> {
+    await this.load();
+    return this.#host.features.doctor(facts);
   }
 
   /** Address the status server listens on, when it runs. */
@@ -267,22 +306,28 @@ export class Agent extends EventEmitter<AgentEvents> {
     return a ? { host: a.address, port: a.port } : undefined;
   }
 
+  /** The Prometheus text of `/metrics`. */
+  metricsText(): Promise<string> {
+    return this.#metrics.registry.metrics();
+  }
+
   /**
    * `/readyz` for orchestrators: ready while authenticated with at least one model advertised and not
    * draining; otherwise why not, in a few words.
    */
   readiness(): { ready: boolean; reason?: string } {
-    return readinessOf(this.#state, this.#pause.state, this.#lastCapabilities?.models.length ?? 0);
+    return readinessOf(this.#state, this.#holds.first(), this.#lastCapabilities?.models.length ?? 0);
   }
 
-  /** The figures of `/status`. */
+  /** The figures of `/status`, with each plugin's section. */
   status(): AgentStatus {
     const snap = this.snapshot();
     return statusOf(snap, {
       fingerprint: this.#identity?.fingerprint,
       startedAt: this.#startedAt,
-      totals: this.metrics.totals,
-      heartbeat: this.stats.snapshot(snap.inFlight),
+      totals: this.#metrics.totals,
+      heartbeat: this.#stats.snapshot(snap.inFlight),
+      sections: this.#host.features.statusSections(),
     });
   }
 
@@ -294,14 +339,14 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#host.priority,
       this.#allHooks,
     );
-    if (this.#pause.state) {
+    if (this.#holds.paused) {
       // Nothing offered while paused; the prices last advertised stay for the jobs still finishing.
       const none = { ...frame, models: [] };
       this.#lastCapabilities = none;
       return none;
     }
     this.#lastCapabilities = frame;
-    this.metrics.capabilities(frame.models);
+    this.#metrics.capabilities(frame.models);
     return frame;
   }
 
@@ -310,7 +355,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     try {
       const frame = await this.capabilities();
       await this.#connector?.session?.sendCapabilities(frame);
-      this.emit('capabilities', frame);
+      this.#tell({ type: 'capabilities', frame });
     } catch (err) {
       this.log.error('capabilities update failed', { error: errorMessage(err) });
     }
@@ -350,7 +395,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   async #release(): Promise<void> {
-    this.#pause.stop();
+    this.#quiet.stop();
+    this.#holds.stop();
     this.#lock?.release();
     await this.#statusServer?.close();
     await this.#serving?.release();
@@ -366,48 +412,86 @@ export class Agent extends EventEmitter<AgentEvents> {
       outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
       backends: this.#serving?.discovery.states ?? [],
       models: this.#lastCapabilities?.models ?? [],
-      paused: this.#pauseSnapshot(),
+      holds: this.#holds.list(),
       selftest: this.#serving?.selftest,
     });
   }
 
+  /** The holds keeping the agent paused, the owner's first. */
+  holds(): Hold[] {
+    return this.#holds.list();
+  }
+
   /**
-   * The owner takes the machine back (issue 19): the coordinator is told no model is served, a job that
-   * still arrives is turned away (`out_of_capacity`, recorded as `paused`), jobs in flight finish.
-   * `until` resumes by itself. Pausing again replaces the reason and the time.
+   * The owner takes the machine back (issue 19): the `owner` hold. The coordinator is told no model is
+   * served, a job that still arrives is turned away (`out_of_capacity`, recorded as `paused`), jobs in
+   * flight finish. `until` resumes by itself (at most ~100 years ahead). Pausing again replaces the
+   * reason and the time.
    */
-  pause(opts: { reason?: string; until?: Date; by?: PausedBy } = {}): void {
-    this.#pause.pause(opts);
-  }
-
-  resume(opts: { by?: PausedBy } = {}): void {
-    this.#pause.resume(opts);
-  }
-
-  #pauseSnapshot(): AgentSnapshot['paused'] {
-    const p = this.#pause.state;
-    return p && { reason: p.reason, until: p.until?.toISOString() };
-  }
-
-  /** What a pause or a resume does to the agent's parts and what it tells. */
-  #onPause(state: PauseState | undefined, by: PausedBy): void {
-    if (state) {
-      this.#serving?.executor.pause(state.reason);
-      this.log.info('paused', {
-        reason: state.reason,
-        ...(state.until ? { until: state.until.toISOString() } : {}),
-      });
-      this.emit('paused', { reason: state.reason, until: state.until });
-      this.#tell({ type: 'paused', by, reason: state.reason, until: state.until?.toISOString() });
-    } else {
-      this.#serving?.executor.resume();
-      this.log.info('resumed');
-      this.emit('paused', undefined);
-      this.#tell({ type: 'resumed', by });
+  pause(opts: { reason?: string; until?: Date } = {}): void {
+    const until = opts.until;
+    if (until !== undefined) {
+      const ms = until.getTime() - Date.now();
+      if (!Number.isFinite(ms) || ms > MAX_HOLD_MS) {
+        throw new UsepodError('USEPOD_USAGE', 'a pause can end at most 100 years from now', { user: true });
+      }
     }
-    this.metrics.paused(state !== undefined);
+    this.#holds.hold('owner', { reason: opts.reason ?? 'paused by owner', ...(until ? { until } : {}) });
+  }
+
+  /**
+   * The owner's resume: lifts their own pause and the quiet-hours window held now (it is theirs until it
+   * ends). Holds of other causes (a game on the GPU) last while their cause does: `holds()` says which.
+   */
+  resume(): void {
+    this.#holds.release('owner');
+    this.#quiet.override();
+  }
+
+  /** What a hold placed or released does to the agent's parts and what it tells. */
+  #onHold(c: { by: string; placed: Hold | undefined; paused: boolean }): void {
+    const first = this.#holds.first();
+    if (first) this.#serving?.executor.pause(first.reason);
+    else this.#serving?.executor.resume();
+    if (c.placed) {
+      this.log.info('paused', {
+        by: c.by,
+        reason: c.placed.reason,
+        ...(c.placed.until ? { until: c.placed.until } : {}),
+      });
+      this.#tell({ type: 'paused', by: c.by, reason: c.placed.reason, until: c.placed.until });
+    } else {
+      this.log.info(c.paused ? 'hold released' : 'resumed', { by: c.by });
+      this.#tell({ type: 'resumed', by: c.by, paused: c.paused });
+    }
+    this.#metrics.paused(c.paused);
     void this.#resendCapabilities();
   }
+}
+
+/** What a plugin's context reaches of the agent (`ctx.agent`, holds, notices, metrics). */
+function accessOf(
+  agent: Agent,
+  holds: Holds,
+  metrics: AgentMetrics,
+  tell: (e: EventOf<'notice'>) => void,
+  kinds: () => ReadonlyMap<string, RegisteredKind>,
+): AgentAccess & HoldTarget {
+  return {
+    pause: (o) => agent.pause(o),
+    resume: () => agent.resume(),
+    holds: () => agent.holds(),
+    selftest: () => agent.selftest(),
+    selftestResults: () => agent.selftestResults(),
+    configuredKinds: () => {
+      const used = new Set(agent.config.backends.map((b) => b.kind));
+      return [...kinds().values()].filter((k) => used.has(k.kind));
+    },
+    hold: (name, o) => holds.hold(name, o),
+    release: (name) => holds.release(name),
+    notify: tell,
+    registry: metrics.registry,
+  };
 }
 
 /** Creates an agent; call `start()` to connect. */

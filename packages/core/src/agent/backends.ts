@@ -1,22 +1,36 @@
 import type { Backend } from '../backend/backend.js';
+import { locatorFor } from '../config/locate.js';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { redactor } from '../observability/redact.js';
 import type { PluginHost } from '../plugins/host.js';
 import { checkBackends } from '../plugins/kinds.js';
-import { loadPluginForKind } from '../plugins/loader.js';
+import {
+  cliPluginRoot,
+  defaultPlugins,
+  findPluginForSection,
+  importInstalled,
+  loadPluginForKind,
+  unclaimedSection,
+} from '../plugins/loader.js';
 import { pluginFromModule, validatePlugin } from '../plugins/plugin.js';
 import type { CreateAgentOptions } from './types.js';
 
 /** The agent's start-up: its plugins applied, then one backend per `[[backends]]` entry. */
 
-/** The plugins given, then a plugin package for every configured kind none of them registers. */
+/**
+ * Every plugin the config needs, applied in order: the plugins given, a package for every configured
+ * kind and every plugin section none of them provides, then the installed packages that apply by default
+ * (unless `defaultPlugins` is false). Then what they were given is checked: each section's mistakes and
+ * each backend entry's options, all at `file:line:column`. `validate` stops here; `start` goes on.
+ */
 export async function loadPlugins(
   host: PluginHost,
   config: Config,
-  opts: Pick<CreateAgentOptions, 'plugins' | 'pluginSearchRoots'>,
+  opts: Pick<CreateAgentOptions, 'plugins' | 'pluginSearchRoots' | 'defaultPlugins'>,
 ): Promise<void> {
+  const roots = opts.pluginSearchRoots ?? [process.cwd(), cliPluginRoot()];
   for (const p of opts.plugins ?? []) {
     await host.apply(
       typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'),
@@ -24,9 +38,7 @@ export async function loadPlugins(
   }
   for (const entry of config.backends) {
     if (host.kinds.has(entry.kind)) continue;
-    const plugin = await loadPluginForKind(entry.kind, {
-      ...(opts.pluginSearchRoots ? { searchRoots: opts.pluginSearchRoots } : {}),
-    });
+    const plugin = await loadPluginForKind(entry.kind, { searchRoots: roots });
     await host.apply(plugin);
     if (!host.kinds.has(entry.kind)) {
       throw new UsepodError(
@@ -36,6 +48,27 @@ export async function loadPlugins(
       );
     }
   }
+  const features = host.features;
+  for (const section of features.pluginSections()) {
+    if (features.claimedBy(section)) continue;
+    const found = findPluginForSection(section, roots);
+    if (!found) throw unclaimedSection(section, config.source, locatorFor(config.source)?.(section));
+    await host.apply(await importInstalled(found));
+    if (!features.claimedBy(section)) {
+      throw new UsepodError(
+        'USEPOD_PLUGIN_INVALID',
+        `plugin "${found.name}" declares [${section}] in its package.json but did not claim it`,
+        { user: true, plugin: found.name },
+      );
+    }
+  }
+  if (opts.defaultPlugins !== false) {
+    for (const found of defaultPlugins(roots)) {
+      if (!host.has(found.name)) await host.apply(await importInstalled(found), { byDefault: true });
+    }
+  }
+  features.throwMistakes();
+  checkBackends(config, host.kinds);
 }
 
 /**

@@ -1,11 +1,13 @@
 import type { PersistedIdentity } from '../identity/identity.js';
 import type { Totals } from '../observability/metrics.js';
 import type { HeartbeatStats } from '../observability/stats.js';
+import type { AgentState } from '../plugins/hooks.js';
+import type { Hold } from '../plugins/plugin.js';
 import type { CapabilityModel } from '../protocol/frames.js';
 import type { BackendState } from '../routing/discovery.js';
 import type { SelfTest, SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
-import type { AgentSnapshot, AgentState, AgentStatus, StatusSelfTest } from './types.js';
+import type { AgentSnapshot, AgentStatus, StatusSelfTest } from './types.js';
 
 /** What `snapshot()` and `/status` show, made from the agent's parts. */
 export function snapshotOf(v: {
@@ -17,7 +19,7 @@ export function snapshotOf(v: {
   outboundBytes: number;
   backends: readonly BackendState[];
   models: CapabilityModel[];
-  paused: AgentSnapshot['paused'];
+  holds: Hold[];
   selftest?: SelfTest | undefined;
 }): AgentSnapshot {
   const tested = new Map(v.selftest?.results().map((r) => [`${r.backend}\u0000${r.model}`, r]));
@@ -47,7 +49,8 @@ export function snapshotOf(v: {
       }),
     })),
     models: v.models,
-    paused: v.paused,
+    paused: v.holds[0],
+    holds: v.holds,
   };
 }
 
@@ -58,6 +61,7 @@ export function statusOf(
     startedAt: Date | undefined;
     totals: Totals;
     heartbeat: HeartbeatStats;
+    sections: Record<string, unknown>;
   },
 ): AgentStatus {
   const t = v.totals;
@@ -85,12 +89,16 @@ export function statusOf(
       })),
     })),
     models: snap.models,
-    paused: snap.paused ? { reason: snap.paused.reason, until: snap.paused.until ?? null } : null,
+    paused: snap.paused
+      ? { by: snap.paused.by, reason: snap.paused.reason, until: snap.paused.until ?? null }
+      : null,
+    holds: snap.holds.map((h) => ({ by: h.by, reason: h.reason, until: h.until ?? null, since: h.since })),
     jobs: { in_flight: snap.inFlight, served: t.served, failed: t.failed, cancelled: t.cancelled },
     tokens: { input: t.inputTokens, output: t.outputTokens },
     relayed_bytes: t.bytes,
     heartbeat: v.heartbeat,
     earnings: { micro_usdc: Math.round(t.earningsMicro), usdc: Math.round(t.earningsMicro) / 1_000_000 },
+    sections: v.sections,
   };
 }
 
@@ -116,6 +124,8 @@ export function statusSelfTest(r: SelfTestResult): StatusSelfTest {
     ok: r.ok,
     failures: r.failures,
     withdrawn: r.withdrawn,
+    ejected_until: r.ejectedUntil ?? null,
+    job_error: r.jobError ?? null,
     ttft_ms: r.ttftMs ?? null,
     tokens_per_second: r.tokensPerSecond ?? null,
     at: r.at,

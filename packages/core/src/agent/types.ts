@@ -2,14 +2,11 @@ import type { Config, ConfigInput } from '../config/schema.js';
 import type { PersistedIdentity } from '../identity/identity.js';
 import type { Logger } from '../observability/log.js';
 import type { HeartbeatStats } from '../observability/stats.js';
-import type { JobOutcome } from '../plugins/hooks.js';
-import type { AgentPlugin, PluginFactory } from '../plugins/plugin.js';
-import type { CapabilitiesFrame, CapabilityModel } from '../protocol/frames.js';
-import type { SessionEnd } from '../protocol/session.js';
+import type { AgentState } from '../plugins/hooks.js';
+import type { AgentPlugin, Hold, PluginFactory } from '../plugins/plugin.js';
+import type { CapabilityModel } from '../protocol/frames.js';
 
-/** The agent's options, states, events and the figures it reports. */
-
-export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
+/** The agent's options and the figures it reports. */
 
 export interface AgentTiming {
   /** Heartbeat period; PROTOCOL.md fixes it at 15 s. Tests shorten it. */
@@ -35,7 +32,6 @@ export interface AgentTiming {
   selftestIntervalMs?: number;
 }
 
-import type { JobJournal } from '../relay/journal.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 
 export interface CreateAgentOptions {
@@ -54,10 +50,10 @@ export interface CreateAgentOptions {
   /** Environment read for `api_key_env` (default `process.env`). */
   env?: Record<string, string | undefined>;
   /**
-   * The operator's ledger: every job received, served or refused, written before the coordinator hears
-   * it ended (the CLI's is SQLite). Totals it already holds seed the Prometheus counters (`ledgerTotals`).
+   * Apply the installed plugins that declare themselves on by default (`"usepod-agent": { "default": true }`
+   * in their package.json: the ledger, the control socket), as `usepod-agent run` does. Default true.
    */
-  journal?: JobJournal;
+  defaultPlugins?: boolean;
 }
 
 export interface BackendSnapshot {
@@ -82,8 +78,10 @@ export interface AgentSnapshot {
   outboundBytes: number;
   backends: BackendSnapshot[];
   models: CapabilityModel[];
-  /** Paused by the owner: why, and until when (ISO time; none: until resumed). */
-  paused: { reason: string; until: string | undefined } | undefined;
+  /** Why the agent is paused (the owner's hold first), or undefined. */
+  paused: Hold | undefined;
+  /** Every hold keeping it paused. */
+  holds: Hold[];
 }
 
 /** What `/status` and `usepod-agent status` show. */
@@ -104,6 +102,10 @@ export interface StatusSelfTest {
   failures: number;
   /** Left out of capabilities and routing until a self-test passes again. */
   withdrawn: boolean;
+  /** While ejected after real jobs failed on the engine: when it is tested again (ISO 8601). */
+  ejected_until: string | null;
+  /** Why: the last real job's failure on the engine, or its retest's once one failed. */
+  job_error: string | null;
   ttft_ms: number | null;
   tokens_per_second: number | null;
   at: string;
@@ -123,28 +125,15 @@ export interface AgentStatus {
   uptime_s: number;
   backends: StatusBackend[];
   models: CapabilityModel[];
-  /** Paused by the owner (`usepod-agent pause`), or null. */
-  paused: { reason: string; until: string | null } | null;
+  /** Why the agent is paused: the owner's hold first, else the oldest; null while serving. */
+  paused: { by: string; reason: string; until: string | null } | null;
+  /** Every hold keeping the agent paused (owner, schedule, gpu, heat, a plugin's). */
+  holds: { by: string; reason: string; until: string | null; since: string }[];
   jobs: { in_flight: number; served: number; failed: number; cancelled: number };
   tokens: { input: number; output: number };
   relayed_bytes: number;
   heartbeat: HeartbeatStats;
   earnings: { micro_usdc: number; usdc: number };
-}
-
-export interface AgentEvents {
-  state: [AgentState];
-  online: [string | undefined];
-  capabilities: [CapabilitiesFrame];
-  job: [JobOutcome];
-  sessionEnd: [SessionEnd];
-  /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
-  backpressure: [boolean];
-  /** Paused by the owner (why, until when), or resumed (undefined). */
-  paused: [{ reason: string; until: Date | undefined } | undefined];
-  /** A self-test result; `withdrawn` when a model was withdrawn (true) or came back (false). */
-  selftest: [SelfTestResult];
-  withdrawn: [SelfTestResult, boolean];
-  /** A reconnect was scheduled after `waitMs`, following `preAuthFailures` failures in a row. */
-  reconnect: [{ waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }];
+  /** Each plugin's status section (`ctx.statusSection`), by name. */
+  sections: Record<string, unknown>;
 }

@@ -34,7 +34,11 @@ export const backendSchema = z
   })
   .strict();
 
-export const configSchema = z.object({
+/**
+ * Core's sections. Any other top-level section belongs to a plugin that claims it (`ctx.section`): it is
+ * kept as written here and checked by that plugin's schema when the agent loads its plugins.
+ */
+export const configSchema = z.looseObject({
   operator: z
     .object({
       display_name: z.string().optional(),
@@ -87,7 +91,8 @@ export const configSchema = z.object({
     .loose()
     .default({ prometheus_addr: DEFAULT_PROMETHEUS_ADDR, log_level: 'info', log_format: 'text' }),
   discovery: z
-    .object({ interval_s: z.number().min(1).default(60) })
+    // At most a day: a timer longer than 2^31-1 ms would fire at once, again and again.
+    .object({ interval_s: z.number().min(1).max(86_400).default(60) })
     .loose()
     .default({ interval_s: 60 }),
   /** Quiet hours (issue 19): windows in which the agent pauses by itself, in `timezone` (default local). */
@@ -118,23 +123,6 @@ export const configSchema = z.object({
     .loose()
     .default({ pause: [] }),
   /**
-   * GPU-aware yielding (issue 19): the agent pauses while a process other than its engines uses a GPU,
-   * or free VRAM falls under a floor, and resumes after `cooldown_s` of quiet. Read through `nvidia-smi`.
-   */
-  yield: z
-    .object({
-      when_other_process: z.boolean().default(false),
-      min_free_vram_mb: z.number().int().min(0).optional(),
-      /** Pause while another process is on a GPU and the GPU is busier than this, percent. */
-      max_other_util_pct: z.number().min(0).max(100).optional(),
-      cooldown_s: z.number().min(0).max(86_400).default(60),
-      poll_s: z.number().min(0.1).max(3600).default(5),
-      /** Process names (substrings) that are the engines; default: what the configured kinds' plugins say. */
-      engine_processes: z.array(z.string().min(1)).optional(),
-    })
-    .loose()
-    .default({ when_other_process: false, cooldown_s: 60, poll_s: 5 }),
-  /**
    * Self-tests (issue 19): every `interval_s` (0: off) a tiny request through each served model; a model
    * failing `withdraw_after` in a row is withdrawn until it passes again.
    */
@@ -145,6 +133,10 @@ export const configSchema = z.object({
       max_tokens: z.number().int().min(2).max(512).default(16),
       prompt: z.string().min(1).max(2000).default('Count from 1 to 20, separated by spaces.'),
       withdraw_after: z.number().int().min(1).max(100).default(2),
+      // Real jobs failing on the engine's side eject a pair for a cooldown (routing/ejection.ts); 0: never.
+      eject_after: z.number().int().min(0).max(100).default(3),
+      eject_cooldown_s: z.number().min(1).max(86_400).default(30),
+      eject_cooldown_max_s: z.number().min(1).max(86_400).default(600),
     })
     .loose()
     .default({
@@ -153,20 +145,10 @@ export const configSchema = z.object({
       max_tokens: 16,
       prompt: 'Count from 1 to 20, separated by spaces.',
       withdraw_after: 2,
+      eject_after: 3,
+      eject_cooldown_s: 30,
+      eject_cooldown_max_s: 600,
     }),
-  /**
-   * `[[alerts]]`: webhooks told when something needs the owner. Each entry is read and checked by the
-   * alerts plugin (@usepod-agent/plugin-alerts), which the CLI applies when there is any.
-   */
-  alerts: z.array(z.record(z.string(), z.unknown())).default([]),
-  /** The operator's ledger (issue 18): SQLite next to the identity unless a path, or "off", is given. */
-  ledger: z
-    .object({
-      path: z.string().min(1).optional(),
-      retention_days: z.number().int().min(1).max(36_500).default(400),
-    })
-    .loose()
-    .default({ retention_days: 400 }),
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

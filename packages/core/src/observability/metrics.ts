@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BackendStatus } from '../backend/backend.js';
-import type { JobOutcome } from '../plugins/hooks.js';
+import type { AgentEvent, JobOutcome } from '../plugins/hooks.js';
 import type { CapabilityModel } from '../protocol/frames.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 
@@ -77,6 +77,8 @@ export class AgentMetrics {
   readonly #selftestTtft: Gauge<'backend' | 'model'>;
   readonly #selftestRate: Gauge<'backend' | 'model'>;
   readonly #withdrawn: Gauge<'backend' | 'model'>;
+  readonly #ejected: Gauge<'backend' | 'model'>;
+  readonly #ejections: Counter<'backend'>;
 
   constructor(version: string, opts: { processMetrics?: boolean; inFlight?: () => number } = {}) {
     const registers = [this.registry];
@@ -216,8 +218,20 @@ export class AgentMetrics {
     });
     this.#withdrawn = new Gauge({
       name: 'usepod_agent_model_withdrawn',
-      help: '1 while a model is withdrawn from a backend after failing its self-tests.',
+      help: '1 while a model is withdrawn from a backend: it failed its self-tests, or its real jobs (ejected).',
       ...pair,
+    });
+    this.#ejected = new Gauge({
+      name: 'usepod_agent_model_ejected',
+      help: '1 while a model is ejected from a backend after its real jobs failed there, until a self-test passes.',
+      ...pair,
+    });
+    // By backend only: backends come from the config; a model label on a counter would be kept for good.
+    this.#ejections = new Counter({
+      name: 'usepod_agent_ejections_total',
+      help: 'Times a model was ejected from a backend after its real jobs failed there (each retest failed counts).',
+      labelNames: ['backend'],
+      registers,
     });
     this.state('idle');
   }
@@ -261,6 +275,13 @@ export class AgentMetrics {
    * group is one ledger aggregate; its model is kept as a label only when it is a served model (the
    * caller bounds how many), else `other`.
    */
+  /** The facts of the observation stream that move a metric. */
+  event(e: AgentEvent): void {
+    if (e.type === 'job_end') this.job(e.job);
+    else if (e.type === 'state') this.state(e.state);
+    else if (e.type === 'reconnect') this.reconnect(e.after);
+  }
+
   seed(groups: SeedGroup[]): void {
     const t = this.totals;
     for (const g of groups) {
@@ -318,14 +339,21 @@ export class AgentMetrics {
 
   /** Every pair's last self-test; pairs no longer served drop out of the series. */
   selftest(results: readonly SelfTestResult[]): void {
-    for (const g of [this.#selftestOk, this.#selftestTtft, this.#selftestRate, this.#withdrawn]) g.reset();
+    const gauges = [this.#selftestOk, this.#selftestTtft, this.#selftestRate, this.#withdrawn, this.#ejected];
+    for (const g of gauges) g.reset();
     for (const r of results) {
       const labels = { backend: r.backend, model: r.model };
       this.#selftestOk.set(labels, r.ok ? 1 : 0);
       this.#withdrawn.set(labels, r.withdrawn ? 1 : 0);
+      this.#ejected.set(labels, r.ejectedUntil !== undefined ? 1 : 0);
       if (r.ttftMs !== undefined) this.#selftestTtft.set(labels, r.ttftMs / 1000);
       if (r.tokensPerSecond !== undefined) this.#selftestRate.set(labels, r.tokensPerSecond);
     }
+  }
+
+  /** A pair was ejected (or ejected again) after its real jobs failed. */
+  ejected(backend: string): void {
+    this.#ejections.inc({ backend });
   }
 
   inFlight(n: number): void {

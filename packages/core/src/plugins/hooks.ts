@@ -1,7 +1,9 @@
 import { AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook, type Tap } from 'tapable';
 import type { Backend, BackendModel } from '../backend/backend.js';
 import { UsepodError } from '../errors.js';
-import type { AuthResponseFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
+import type { AuthResponseFrame, CapabilitiesFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
+import type { CloseKind } from '../protocol/session.js';
+import type { SelfTestResult } from '../routing/selftest.js';
 
 /**
  * Named stages of `onCapabilities`, in the order taps run. Backends add models
@@ -47,29 +49,74 @@ export interface SessionInfo {
   coordinator: string;
 }
 
+export interface StartInfo {
+  /** The provider id when the identity holds one. */
+  providerId: string | undefined;
+  /** Where the status server listens, when it runs. */
+  statusAddress: { host: string; port: number } | undefined;
+}
+
 export interface CloseInfo {
   reason: 'stop' | 'error';
 }
 
-/** Who paused or resumed the agent: its owner (`pause`, `resume`), quiet hours, or the GPU rule. */
-export type PausedBy = 'owner' | 'schedule' | 'gpu';
+/**
+ * Who holds the agent paused: `owner` (`usepod-agent pause`), `schedule` (quiet hours), `gpu` (GPU
+ * yielding), `heat`, or any name a plugin holds under (`ctx.hold`). The agent is paused while any hold exists.
+ */
+export type PausedBy = string;
+
+/** The agent's life cycle, in order; `backoff` waits between connection attempts. */
+export type AgentState = 'idle' | 'starting' | 'connecting' | 'online' | 'backoff' | 'stopping' | 'stopped';
 
 /**
- * What happened to the agent that its owner may want to hear of (`onEvent`): the facts, for alerting,
- * dashboards and logs of a plugin's own. Strings that came from an engine or the coordinator are already
- * bounded and redacted.
+ * The one observation stream (issue 27): every fact about the agent, published once, in one shape, to
+ * `onEvent` taps and to `agent.on(type)` listeners alike. Strings that came from an engine or the
+ * coordinator are already bounded and folded.
  */
 export type AgentEvent =
-  | { type: 'connected'; coordinator: string }
-  | { type: 'disconnected'; coordinator: string; why: string }
+  | { type: 'state'; state: AgentState }
+  | { type: 'connected'; coordinator: string; providerId: string | undefined }
+  /** An authenticated session ended. */
+  | { type: 'disconnected'; coordinator: string; why: string; kind: CloseKind }
   | { type: 'auth_refused'; coordinator: string; why: string }
+  /** A connection attempt failed or a session ended; the next one is in `waitMs`. */
+  | { type: 'reconnect'; waitMs: number; preAuthFailures: number; after: CloseKind; why: string }
+  | { type: 'capabilities'; frame: CapabilitiesFrame }
+  /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
+  | { type: 'backpressure'; congested: boolean }
+  | { type: 'job_end'; job: JobOutcome }
+  | { type: 'selftest'; result: SelfTestResult }
   | { type: 'backend_down'; backend: string; kind: string; detail: string }
   | { type: 'backend_up'; backend: string; kind: string }
-  | { type: 'model_withdrawn'; backend: string; model: string; detail: string }
+  | {
+      type: 'model_withdrawn';
+      /** Its self-tests failed, or its real jobs did (ejected until `until`, then tested again). */
+      cause: 'selftests' | 'jobs';
+      backend: string;
+      model: string;
+      detail: string;
+      until: string | undefined;
+    }
   | { type: 'model_back'; backend: string; model: string }
+  /** A hold was placed or changed (`by` its name); `until` is an ISO time, none: until released. */
   | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }
-  | { type: 'resumed'; by: PausedBy }
-  | { type: 'budget_exhausted'; limit: number };
+  /** A hold was released; `paused` is true while other holds keep the agent paused. */
+  | { type: 'resumed'; by: PausedBy; paused: boolean }
+  | { type: 'budget_exhausted'; limit: number }
+  /** A plugin's word to the owner (`ctx.notify`): the ledger cannot write, the GPU runs hot... */
+  | {
+      type: 'notice';
+      plugin: string;
+      name: string;
+      severity: 'info' | 'warning' | 'critical';
+      title: string;
+      message: string;
+      resolved: boolean;
+    };
+
+/** The event of one type: `EventOf<'job_end'>`. */
+export type EventOf<T extends AgentEvent['type']> = Extract<AgentEvent, { type: T }>;
 
 /** Builds every hook the agent fires. One place, one type: `AgentHooks`. */
 export function createHooks() {
@@ -82,13 +129,17 @@ export function createHooks() {
     onCapabilities: new AsyncSeriesWaterfallHook<[CapabilityModel[]]>(['models']),
     /** Series bail: the first tap that returns a `JobHandle` serves the job; `undefined` passes. */
     onJob: new AsyncSeriesBailHook<[JobContext], JobHandle | undefined>(['job']),
-    /** Series, after a job's terminal frame (or its cancel). Observers only. */
-    onJobEnd: new AsyncSeriesHook<[JobOutcome]>(['outcome']),
     /** Sync, every time a backend probe changes the servable model set. */
     onDiscovery: new SyncHook<[readonly BackendModel[]]>(['models']),
+    /**
+     * Series, once the agent has started (plugins applied, identity loaded, engines probed) and before it
+     * dials the coordinator: where a feature opens its files, sockets and timers. Every tap runs, each
+     * isolated: one that fails is logged and the agent serves on.
+     */
+    onStart: new AsyncSeriesHook<[StartInfo]>(['start']),
     /** Every tap runs, each under a timeout; failures are collected, not thrown. */
     onClose: new AsyncSeriesHook<[CloseInfo]>(['close']),
-    /** Sync, isolated observers: the agent connected, lost its session, paused, lost a backend... */
+    /** Sync, isolated observers of the observation stream (`AgentEvent`): taps return at once, queue any I/O. */
     onEvent: new SyncHook<[AgentEvent]>(['event']),
   });
 }
@@ -164,22 +215,6 @@ export interface CloseFailure {
 }
 
 /**
- * Runs every `onJobEnd` tap on its own: observers are isolated, so one that throws (or rejects) never
- * keeps the others from hearing of the job. Resolves with what failed, each named by its tap.
- */
-export async function runJobEndHooks(hooks: AgentHooks, outcome: JobOutcome): Promise<CloseFailure[]> {
-  const failures: CloseFailure[] = [];
-  for (const tap of hooks.onJobEnd.taps) {
-    try {
-      await (tap.fn as (o: JobOutcome) => unknown)(outcome);
-    } catch (err) {
-      failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
-    }
-  }
-  return failures;
-}
-
-/**
  * Tells every `onEvent` tap, each on its own: a tap that throws is reported and the others still hear.
  * Taps must return at once (queue any I/O): events are told from wherever they happen.
  */
@@ -188,6 +223,19 @@ export function runEventHooks(hooks: AgentHooks, event: AgentEvent): CloseFailur
   for (const tap of hooks.onEvent.taps) {
     try {
       (tap.fn as (e: AgentEvent) => unknown)(event);
+    } catch (err) {
+      failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
+    }
+  }
+  return failures;
+}
+
+/** Runs every `onStart` tap, each on its own, and returns what failed. */
+export async function runStartHooks(hooks: AgentHooks, info: StartInfo): Promise<CloseFailure[]> {
+  const failures: CloseFailure[] = [];
+  for (const tap of hooks.onStart.taps) {
+    try {
+      await (tap.fn as (i: StartInfo) => unknown)(info);
     } catch (err) {
       failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
     }

@@ -6,7 +6,6 @@ import {
   createHooks,
   type JobContext,
   type JobHandle,
-  type JobOutcome,
   type PausedBy,
   type PluginHooks,
   pluginView,
@@ -36,8 +35,8 @@ describe('plugin hook types', () => {
           expectTypeOf(job.frame.model_id).toBeString();
           return undefined;
         });
-        hooks.onJobEnd.tap('t', (o) => {
-          expectTypeOf(o).toEqualTypeOf<JobOutcome>();
+        hooks.onStart.tapPromise('t', async (info) => {
+          expectTypeOf(info.providerId).toEqualTypeOf<string | undefined>();
         });
         hooks.onDiscovery.tap('t', (models) => {
           expectTypeOf(models).toEqualTypeOf<readonly BackendModel[]>();
@@ -46,6 +45,8 @@ describe('plugin hook types', () => {
           expectTypeOf(event).toEqualTypeOf<AgentEvent>();
           // The union narrows by type: each event carries its own facts.
           if (event.type === 'model_withdrawn') expectTypeOf(event.model).toBeString();
+          if (event.type === 'model_withdrawn')
+            expectTypeOf(event.cause).toEqualTypeOf<'selftests' | 'jobs'>();
           if (event.type === 'paused') expectTypeOf(event.by).toEqualTypeOf<PausedBy>();
         });
         // @ts-expect-error onEvent is sync: observers queue their I/O

@@ -1,6 +1,9 @@
 import type { BackendContext, BackendFactory } from '../backend/backend.js';
+import { locatorFor } from '../config/locate.js';
 import type { BackendConfig, Config } from '../config/schema.js';
+import { ConfigMistakes, type Mistake } from '../config/validate.js';
 import { UsepodError } from '../errors.js';
+import { parseStandard } from './standard-schema.js';
 
 /**
  * What a plugin says about a backend kind it provides, so that core and the CLI need to know no engine by
@@ -51,6 +54,11 @@ export interface BackendKind<O = Record<string, unknown>> {
    * GPU-aware yielding tells the engines from the owner's own programs by them.
    */
   processNames?: readonly string[];
+  /**
+   * How to give a model a name in this engine (`start llama-server with --alias NAME`): `setup`, `backends`
+   * and `doctor` say it beside a model the engine lists by its file's path, a name no job asks for.
+   */
+  modelNaming?: string;
 }
 
 /** A kind as registered: the descriptor, with defaults, and the plugin that gave it. */
@@ -60,6 +68,7 @@ export interface RegisteredKind extends Required<Pick<BackendKind, 'requires' | 
   readonly title: string;
   readonly defaultPorts: readonly number[];
   readonly processNames: readonly string[];
+  readonly modelNaming: string | undefined;
   readonly options: OptionsSchema | undefined;
   create: BackendKind['create'];
 }
@@ -90,73 +99,56 @@ export function registeredKind(
     remote: d.remote ?? false,
     defaultPorts: d.defaultPorts ?? [],
     processNames: d.processNames ?? [],
+    modelNaming: typeof d.modelNaming === 'string' ? d.modelNaming : undefined,
     options: d.options as OptionsSchema | undefined,
     create: d.create as BackendKind['create'],
   };
 }
 
-function invalid(source: string | undefined, key: string, why: string): UsepodError {
-  return new UsepodError('USEPOD_CONFIG_INVALID', `${source ? `${source}: ` : ''}${key}: ${why}`, {
-    user: true,
-  });
-}
-
-function pathOf(path: readonly (PropertyKey | { readonly key: PropertyKey })[] | undefined): string {
-  return (path ?? [])
-    .map((p) => (typeof p === 'object' ? p.key : p))
-    .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
-    .join('');
-}
-
-/** Parses an entry's `options` with its kind's schema; the error names the key and the file. */
-function parseOptions(
-  k: RegisteredKind,
-  entry: BackendConfig,
-  key: string,
-  source: string | undefined,
-): BackendConfig {
+/** Parses an entry's `options` with its kind's schema, or says what is wrong with them. */
+function parseOptions(k: RegisteredKind, entry: BackendConfig, key: string): BackendConfig | Mistake[] {
   if (entry.options === undefined) {
     if (!k.options) return entry;
   } else if (!k.options) {
-    throw invalid(source, `${key}.options`, `kind "${k.kind}" takes no options`);
+    return [{ key: `${key}.options`, why: `kind "${k.kind}" takes no options` }];
   }
-  const result = k.options!['~standard'].validate(entry.options ?? {});
-  if (result instanceof Promise)
-    throw invalid(source, `${key}.options`, `kind "${k.kind}" has an asynchronous options schema`);
-  const r = result as {
-    value?: unknown;
-    issues?: readonly { message: string; path?: readonly (PropertyKey | { key: PropertyKey })[] }[];
-  };
-  if (r.issues && r.issues.length > 0) {
-    const issue = r.issues[0]!;
-    return fail(`${key}.options${pathOf(issue.path)}`, issue.message);
-  }
+  const r = parseStandard(k.options!, entry.options ?? {}, `${key}.options`);
+  if (r.mistakes) return r.mistakes;
   return { ...entry, options: r.value as Record<string, unknown> };
-  function fail(at: string, why: string): never {
-    throw invalid(source, at, why);
-  }
 }
 
 /**
  * Checks every `[[backends]]` entry against what its kind's plugin declared (what it requires, its
- * options), and returns the entries with their options parsed.
+ * options), and returns the entries with their options parsed; every mistake at once, each at its
+ * `file:line:column` when the config came from a file.
  */
 export function checkBackends(config: Config, kinds: ReadonlyMap<string, RegisteredKind>): BackendConfig[] {
-  const source = config.source;
-  return config.backends.map((entry, i) => {
+  const mistakes: Mistake[] = [];
+  const out = config.backends.map((entry, i) => {
     const key = `backends[${i}]`;
     const k = kinds.get(entry.kind);
-    if (!k) throw invalid(source, `${key}.kind`, `no loaded plugin provides kind "${entry.kind}"`);
+    if (!k) {
+      mistakes.push({ key: `${key}.kind`, why: `no loaded plugin provides kind "${entry.kind}"` });
+      return entry;
+    }
     if (k.requires === 'url' && entry.url === undefined) {
-      throw invalid(source, `${key}.url`, `is required for kind "${entry.kind}"`);
+      mistakes.push({ key: `${key}.url`, why: `is required for kind "${entry.kind}"` });
+      return entry;
     }
     if (k.requires === 'api_key' && entry.api_key_env === undefined) {
-      throw invalid(
-        source,
-        `${key}.api_key_env`,
-        `is required for kind "${entry.kind}" (the environment variable holding the API key)`,
-      );
+      mistakes.push({
+        key: `${key}.api_key_env`,
+        why: `is required for kind "${entry.kind}" (the environment variable holding the API key)`,
+      });
+      return entry;
     }
-    return parseOptions(k, entry, key, source);
+    const parsed = parseOptions(k, entry, key);
+    if (Array.isArray(parsed)) {
+      mistakes.push(...parsed);
+      return entry;
+    }
+    return parsed;
   });
+  if (mistakes.length > 0) throw new ConfigMistakes(config.source, mistakes, locatorFor(config.source));
+  return out;
 }

@@ -21,11 +21,15 @@ export function cliPluginRoot(): string {
 
 const PLUGIN_NAME = /^(?:@usepod-agent\/plugin-|(?:@[^/]+\/)?usepod-agent-plugin-)(.+)$/;
 
-interface Installed {
+export interface Installed {
   name: string;
   /** The node_modules folder it was found in. */
   nodeModules: string;
   kinds: string[];
+  /** Top-level config sections it claims (`"usepod-agent": { "sections": [...] }`). */
+  sections: string[];
+  /** Applied whenever installed, with or without its section (`"usepod-agent": { "default": true }`). */
+  byDefault: boolean;
 }
 
 /** The plugin-named packages in one node_modules folder, with the kinds each declares. */
@@ -50,18 +54,25 @@ function pluginsIn(nodeModules: string): Installed[] {
     const m = PLUGIN_NAME.exec(name);
     if (!m) continue;
     const dir = join(nodeModules, name);
-    let declared: unknown;
+    let declared: { kinds?: unknown; sections?: unknown; default?: unknown } | undefined;
     try {
       declared = (
-        JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<string, { kinds?: unknown }>
-      )['usepod-agent']?.kinds;
+        JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<string, typeof declared>
+      )['usepod-agent'];
     } catch {
       continue;
     }
-    const kinds = Array.isArray(declared)
-      ? declared.filter((k): k is string => typeof k === 'string')
-      : [m[1]!];
-    out.push({ name, nodeModules, kinds });
+    const strings = (v: unknown) =>
+      Array.isArray(v) ? v.filter((k): k is string => typeof k === 'string') : [];
+    // Without a declaration, the name's suffix is the kind (the first plugins declared nothing).
+    const kinds = Array.isArray(declared?.kinds) ? strings(declared.kinds) : declared ? [] : [m[1]!];
+    out.push({
+      name,
+      nodeModules,
+      kinds,
+      sections: strings(declared?.sections),
+      byDefault: declared?.default === true,
+    });
   }
   return out;
 }
@@ -102,18 +113,50 @@ export interface ResolveOptions {
   options?: unknown;
 }
 
+/** Imports an installed plugin package from where it was found. */
+export async function importInstalled(found: Installed, options?: unknown): Promise<AgentPlugin> {
+  const entry = createRequire(join(found.nodeModules, 'noop.js')).resolve(found.name);
+  const mod = await import(pathToFileURL(entry).href);
+  return pluginFromModule(mod, found.name, options);
+}
+
 /** Loads the plugin providing `kind`, or throws naming what it looked for. */
 export async function loadPluginForKind(kind: string, opts: ResolveOptions = {}): Promise<AgentPlugin> {
   const roots = opts.searchRoots ?? [process.cwd(), cliPluginRoot()];
   const found = installedPlugins(roots).find((p) => p.kinds.includes(kind));
-  if (found) {
-    const entry = createRequire(join(found.nodeModules, 'noop.js')).resolve(found.name);
-    const mod = await import(pathToFileURL(entry).href);
-    return pluginFromModule(mod, found.name, opts.options);
-  }
+  if (found) return importInstalled(found, opts.options);
   throw new UsepodError(
     'USEPOD_PLUGIN_NOT_FOUND',
     `backend kind "${kind}" is not provided by any installed plugin (looked for ${candidatePackages(kind).join(', ')}); install one with \`usepod-agent plugins install <package>\``,
     { user: true },
   );
+}
+
+/** The project's own feature packages, named when a config uses their section and none is installed. */
+const FIRST_PARTY_SECTIONS: Record<string, string> = {
+  ledger: '@usepod-agent/plugin-ledger',
+  yield: '@usepod-agent/plugin-gpu',
+  energy: '@usepod-agent/plugin-gpu',
+  control: '@usepod-agent/plugin-control',
+  alerts: '@usepod-agent/plugin-alerts',
+};
+
+/** The installed package claiming a config section, if any. */
+export function findPluginForSection(section: string, roots: string[]): Installed | undefined {
+  return installedPlugins(roots).find((p) => p.sections.includes(section));
+}
+
+/** The error for a section no installed plugin claims: one line naming the package to install. */
+export function unclaimedSection(section: string, source: string | undefined, where?: string): UsepodError {
+  const pkg = FIRST_PARTY_SECTIONS[section] ?? `usepod-agent-plugin-${section}`;
+  return new UsepodError(
+    'USEPOD_PLUGIN_NOT_FOUND',
+    `${where ?? source ?? 'the config'}: [${section}] is not claimed by any installed plugin; install ${pkg} (\`usepod-agent plugins install ${pkg}\`), or remove the section`,
+    { user: true },
+  );
+}
+
+/** Installed packages that apply whether or not their section is set (the ledger, the control socket). */
+export function defaultPlugins(roots: string[]): Installed[] {
+  return installedPlugins(roots).filter((p) => p.byDefault);
 }

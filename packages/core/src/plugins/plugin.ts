@@ -3,9 +3,12 @@ import type { BackendFactory } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
+import type { PluginMetrics } from '../observability/plugin-metrics.js';
+import type { JobJournal } from '../relay/journal.js';
+import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
 import type { PluginHooks } from './hooks.js';
-import type { BackendKind } from './kinds.js';
+import type { BackendKind, OptionsSchema, RegisteredKind } from './kinds.js';
 
 /**
  * The plugin API this core implements. A plugin states the version it was built for as a literal
@@ -14,6 +17,53 @@ import type { BackendKind } from './kinds.js';
  */
 export const PLUGIN_API_VERSION = 1;
 
+/** One line of `usepod-agent doctor`: ok, warn (earning, but worse than it could) or fail (not earning). */
+export interface DoctorFinding {
+  /** A short name for the line (`ledger`, `gpu`). */
+  name: string;
+  level: 'ok' | 'warn' | 'fail';
+  /** What was found. Text from outside (an engine, a tool) must be folded first (`engineText`). */
+  detail: string;
+  /** What to do about it. */
+  fix?: string;
+}
+
+/** What `doctor` learned before it runs the plugins' checks. */
+export interface DoctorFacts {
+  /** How many requests the configured engines run at once, summed (undefined: none said). */
+  engineCapacity: number | undefined;
+}
+
+/** A hold on the agent: it is paused while any exists. */
+export interface Hold {
+  /** Who holds it: `owner`, `schedule`, `gpu`, `heat`, or a plugin's own name. */
+  by: string;
+  reason: string;
+  /** ISO time it ends by itself; none: until released. */
+  until: string | undefined;
+  /** ISO time it was placed. */
+  since: string;
+}
+
+/**
+ * What a plugin may ask of the running agent. Only valid once the agent has started (`onStart` and later);
+ * before, the calls answer as an agent that serves nothing.
+ */
+export interface AgentAccess {
+  /** The owner's pause (the `owner` hold; `until` at most ~100 years ahead, else a coded error). */
+  pause(opts?: { reason?: string; until?: Date }): void;
+  /** The owner's resume: their hold, and the quiet-hours window held now (theirs until it ends). */
+  resume(): void;
+  /** The holds keeping the agent paused now, owner's first. */
+  holds(): Hold[];
+  /** Runs a self-test round now (waiting for room), resolving with each pair's result. */
+  selftest(): Promise<SelfTestResult[]>;
+  /** Each served model's last self-test. */
+  selftestResults(): SelfTestResult[];
+  /** The backend kinds of the configured `[[backends]]`, as their plugins registered them. */
+  configuredKinds(): RegisteredKind[];
+}
+
 export interface PluginContext {
   /**
    * Registers a backend kind named in `[[backends]] kind`: a descriptor (how to create one, its options,
@@ -21,6 +71,46 @@ export interface PluginContext {
    */
   // biome-ignore lint/suspicious/noExplicitAny: a descriptor's options type is the plugin's own.
   registerBackend(kind: string, descriptor: BackendKind<any> | BackendFactory): void;
+  /**
+   * Claims the top-level section `[name]` (or `[[name]]`) of agent.toml and returns it as `schema` parsed
+   * it (any Standard Schema: zod, valibot...), or undefined when the file has none. A mistake is the
+   * config's mistake, at `file:line:column`. The package declares the section in its package.json
+   * (`"usepod-agent": { "sections": ["name"] }`) so the agent finds it when the section is set.
+   */
+  section<T>(name: string, schema: OptionsSchema<T>): T | undefined;
+  /**
+   * Holds the agent paused under `name` (the models leave capabilities, new jobs are refused, jobs in
+   * flight finish) until `release(name)` or `until`. Holding again under the same name replaces it.
+   */
+  hold(name: string, opts: { reason: string; until?: Date }): void;
+  release(name: string): void;
+  /**
+   * Where each job's record is written before its terminal frame leaves (decision 0006). One plugin
+   * provides it; `write` may return a promise (a worker thread), which the job's terminal frame waits for.
+   * False when a plugin applied by default yields to one the agent was given (it should then stand down).
+   */
+  provideJournal(journal: JobJournal): boolean;
+  /**
+   * Tells the owner something through the observation stream (a `notice` event, which alerts delivers):
+   * `name` says what (`ledger_failing`), `resolved` that it is over. Text is folded and bounded by core.
+   */
+  notify(notice: {
+    name: string;
+    severity: 'info' | 'warning' | 'critical';
+    title: string;
+    message: string;
+    resolved?: boolean;
+  }): void;
+  /** Metrics on the agent's `/metrics` (names under `usepod_agent_`, label values folded and bounded). */
+  readonly metrics: PluginMetrics;
+  /** A section of `/status`, `status` and `status --json` under `name`: a small JSON value, asked each time. */
+  statusSection(name: string, read: () => unknown): void;
+  /** Lines of `usepod-agent doctor`, run without the agent running (and with it). */
+  doctorCheck(name: string, check: (facts: DoctorFacts) => DoctorFinding[] | Promise<DoctorFinding[]>): void;
+  /** The running agent, for what a feature needs of it. */
+  readonly agent: AgentAccess;
+  /** The identity key's path (home expanded); files of a feature's own go beside it (`dirname`). */
+  readonly keyPath: string;
   /** A logger under `usepod:plugin:<name>`. */
   readonly log: Logger;
   /** The validated config, read-only. */
@@ -38,6 +128,8 @@ export interface AgentPlugin {
   readonly core?: string;
   /** Backend kinds this plugin registers (for `plugins` listings and resolution). */
   readonly kinds?: readonly string[];
+  /** Config sections this plugin claims (for `plugins` listings). */
+  readonly sections?: readonly string[];
   apply(hooks: PluginHooks, ctx: PluginContext): void | Promise<void>;
 }
 

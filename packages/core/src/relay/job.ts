@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Backend } from '../backend/backend.js';
 import { errorMessage, isUsepodError, type JobErrorCode, jobErrorCodeOf, UsepodError } from '../errors.js';
 import { formatValue, type Logger } from '../observability/log.js';
-import { type AgentHooks, type JobOutcome, runJobEndHooks } from '../plugins/hooks.js';
+import type { JobOutcome } from '../plugins/hooks.js';
 import type { JobFrame } from '../protocol/frames.js';
 import type { AbortRelay } from './abort-relay.js';
 import { discard } from './read-chunks.js';
@@ -47,6 +47,8 @@ export interface RunningJob {
   receivedAt: number;
   sink: JobSink;
   backend: Backend | undefined;
+  /** The backend whose attempt failed last, when none could open the request (its failure counts there). */
+  failedOn: Backend | undefined;
   bytes: number;
 }
 
@@ -158,8 +160,8 @@ export function jobEndLine(o: JobOutcome): { msg: string; fields: Record<string,
   return { msg, fields };
 }
 
-/** A job's end, told: one log line, then every `onJobEnd` tap, isolated (one that throws silences none). */
-export function announceEnd(outcome: JobOutcome, log: Logger, hooks: AgentHooks): void {
+/** A job's end in the log: one line, and a debug line with every figure. */
+export function announceEnd(outcome: JobOutcome, log: Logger): void {
   const { msg, fields } = jobEndLine(outcome);
   if (outcome.outcome === 'error') log.warn(msg, fields);
   else log.info(msg, fields);
@@ -174,10 +176,6 @@ export function announceEnd(outcome: JobOutcome, log: Logger, hooks: AgentHooks)
     bytes: outcome.bytes,
     first_byte_ms: outcome.firstByteMs,
     ms: outcome.durationMs,
-  });
-  if (!hooks.onJobEnd.isUsed()) return;
-  void runJobEndHooks(hooks, outcome).then((failures) => {
-    for (const f of failures) log.warn('onJobEnd tap failed', { tap: f.tap, error: errorMessage(f.error) });
   });
 }
 

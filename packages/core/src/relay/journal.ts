@@ -1,5 +1,6 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/log.js';
+import type { SeedGroup } from '../observability/metrics.js';
 import type { JobOutcome } from '../plugins/hooks.js';
 import type { JobFrame } from '../protocol/frames.js';
 
@@ -36,9 +37,21 @@ export interface JobRecord extends JobOutcome {
 }
 
 export interface JobJournal {
-  /** Writes the records durably, or throws (the frames are then sent anyway, and the failure logged). */
-  write(records: JobRecord[]): void;
+  /**
+   * Writes the records durably, or throws / rejects (the frames are then sent anyway, and the failure
+   * logged). A promise (a worker thread writing) holds those jobs' terminal frames until it settles, and
+   * never other streams; core waits at most `JOURNAL_WAIT_MS` for it.
+   */
+  write(records: JobRecord[]): void | Promise<void>;
+  /** The sums of the rows received before `before` (epoch ms): the Prometheus counters resume from them. */
+  totals?(before: number): SeedGroup[] | Promise<SeedGroup[]>;
 }
+
+/**
+ * The longest a terminal frame waits for its record: a journal that cannot write by then (a locked or
+ * full disk) keeps its own retry; the coordinator must still hear the job ended.
+ */
+export const JOURNAL_WAIT_MS = 10_000;
 
 /** How a job ended, for the journal: its terminal frame (sent after the write) and why it was turned away. */
 export interface JobEnd {
@@ -74,9 +87,11 @@ export class JournalBatch {
     this.#onFlushed = o.onFlushed;
   }
 
-  /** Records waiting for this turn's write. */
+  #inWrite = 0;
+
+  /** Records waiting for this turn's write, or for a write under way. */
   get pending(): number {
-    return this.#pending.length;
+    return this.#pending.length + this.#inWrite;
   }
 
   add(outcome: JobOutcome, end: JobEnd): void {
@@ -95,15 +110,42 @@ export class JournalBatch {
   #flush(): void {
     const batch = this.#pending;
     this.#pending = [];
-    try {
-      this.#journal.write(batch.map((p) => p.record));
-    } catch (err) {
+    this.#inWrite += batch.length;
+    const send = () => {
+      this.#inWrite -= batch.length;
+      for (const { end } of batch) if (end.frame !== undefined) end.sink.send(end.frame);
+      this.#onFlushed();
+    };
+    const failed = (err: unknown) =>
       this.#log.warn('ledger write failed; the jobs are not recorded', {
         jobs: batch.length,
         error: errorMessage(err),
       });
+    let written: void | Promise<void>;
+    try {
+      written = this.#journal.write(batch.map((p) => p.record));
+    } catch (err) {
+      failed(err);
+      send();
+      return;
     }
-    for (const { end } of batch) if (end.frame !== undefined) end.sink.send(end.frame);
-    this.#onFlushed();
+    if (!(written instanceof Promise)) {
+      send();
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.#log.warn('the ledger is slow; terminal frames go out before their records', {
+          jobs: batch.length,
+          waited_ms: JOURNAL_WAIT_MS,
+        });
+        resolve();
+      }, JOURNAL_WAIT_MS);
+    });
+    void Promise.race([written.catch(failed), late]).then(() => {
+      clearTimeout(timer);
+      send();
+    });
   }
 }

@@ -1,6 +1,5 @@
 import { createLogger, engineText, expandHome, readIdentity } from '@usepod-agent/core/internal';
 import { BaseCommand, EXIT, jsonFlag } from '../../base.js';
-import { alertLocator } from '../../features.js';
 
 export default class AlertsTest extends BaseCommand {
   static override summary = 'Send one test alert to every [[alerts]] webhook, now.';
@@ -12,15 +11,15 @@ export default class AlertsTest extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(AlertsTest);
     const { config, path } = await this.readConfig({ ...flags, 'allow-insecure': true });
-    if (config.alerts.length === 0) {
+    const entries = Array.isArray(config.alerts) ? (config.alerts as unknown[]) : [];
+    if (entries.length === 0) {
       this.out(`No [[alerts]] in ${path}: add one (docs/operating.md, "Alerts").`);
       return;
     }
     const { sendTestAlerts } = await import('@usepod-agent/plugin-alerts');
     const identity = await readIdentity(expandHome(config.identity.key_path)).catch(() => undefined);
-    const results = await sendTestAlerts(config.alerts, {
+    const results = await sendTestAlerts(entries, {
       source: config.source,
-      locate: await alertLocator(config),
       log: createLogger('alerts'),
       providerId: identity?.providerId,
     });

@@ -1,4 +1,3 @@
-import { percentile } from '@usepod-agent/core/internal';
 import type { Ledger } from './ledger.js';
 
 /** The self-tests the ledger holds since a time, per backend and model: how often they passed, how fast. */
@@ -62,7 +61,13 @@ export function selftestHistory(
     .sort((a, b) => a.model.localeCompare(b.model) || a.backend.localeCompare(b.backend));
 }
 
-/** Core's nearest-rank percentile, rounded to 0.1; null for no values. */
+/** Nearest-rank percentile of values. */
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
+}
+
+/** The nearest-rank percentile, rounded to 0.1; null for no values. */
 function quantile(values: number[], p: number): number | null {
   return values.length === 0 ? null : Math.round(percentile(values, p) * 10) / 10;
 }

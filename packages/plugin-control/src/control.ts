@@ -3,8 +3,7 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
-import type { Agent, SelfTestResult } from '@usepod-agent/core/internal';
-import { errorMessage, UsepodError } from '@usepod-agent/core/internal';
+import { type AgentAccess, errorMessage, type SelfTestResult, UsepodError } from '@usepod-agent/core';
 
 /**
  * The local control channel of a running agent (issue 19): `pause`, `resume`, `state`, one JSON line each
@@ -31,14 +30,17 @@ export type ControlRequest = PauseRequest | { cmd: 'resume' } | { cmd: 'state' }
 
 export interface ControlReply {
   ok: boolean;
-  paused: { reason: string; until: string | null } | null;
+  /** Why the agent is paused (the owner's hold first), or null. */
+  paused: { by: string; reason: string; until: string | null } | null;
+  /** Every hold keeping it paused. */
+  holds?: { by: string; reason: string; until: string | null }[];
   /** Each model's last self-test (`state`), or the round just run (`selftest`). */
   selftest?: SelfTestResult[];
   error?: string;
 }
 
-/** Applies the pause kept from before a restart, if it has not ended. */
-export async function restorePause(agent: Agent, keyPath: string): Promise<void> {
+/** Applies the owner's pause kept from before a restart, if it has not ended. */
+export async function restorePause(agent: AgentAccess, keyPath: string): Promise<void> {
   const text = await readFile(pauseFile(keyPath), 'utf8').catch(() => undefined);
   if (!text) return;
   try {
@@ -53,28 +55,29 @@ export async function restorePause(agent: Agent, keyPath: string): Promise<void>
   }
 }
 
+/** Keeps pause.json in step with the owner's hold (the only hold that outlives a restart). */
+export async function keepOwnerPause(agent: AgentAccess, keyPath: string): Promise<void> {
+  const p = agent.holds().find((h) => h.by === 'owner');
+  if (!p) await rm(pauseFile(keyPath), { force: true });
+  else {
+    const until = p.until ? Date.parse(p.until) : undefined;
+    await writeFile(
+      pauseFile(keyPath),
+      `${JSON.stringify({ reason: p.reason, ...(until ? { until } : {}) })}\n`,
+      {
+        mode: 0o600,
+      },
+    );
+  }
+}
+
 const MAX_REQUEST = 4096;
 
-export async function serveControl(agent: Agent, keyPath: string): Promise<Server> {
+export async function serveControl(agent: AgentAccess, keyPath: string): Promise<Server> {
   const path = controlPath(keyPath);
   // A socket left by a crashed agent: the identity lock already proved no other agent runs on this key.
   if (process.platform !== 'win32' && existsSync(path)) unlinkSync(path);
-  const keep = async () => {
-    const p = agent.snapshot().paused;
-    if (!p) await rm(pauseFile(keyPath), { force: true });
-    else {
-      const until = p.until ? Date.parse(p.until) : undefined;
-      await writeFile(
-        pauseFile(keyPath),
-        `${JSON.stringify({ reason: p.reason, ...(until ? { until } : {}) })}\n`,
-        {
-          mode: 0o600,
-        },
-      );
-    }
-  };
-  // A timed pause that ends by itself forgets its file too.
-  agent.on('paused', () => void keep());
+  const keep = () => keepOwnerPause(agent, keyPath);
   const server = createServer((socket) => {
     let buf = '';
     socket.setEncoding('utf8');
@@ -85,9 +88,14 @@ export async function serveControl(agent: Agent, keyPath: string): Promise<Serve
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       const reply = (r: Omit<ControlReply, 'paused'>) => {
-        const p = agent.snapshot().paused;
+        const holds = agent.holds();
+        const p = holds[0];
         socket.end(
-          `${JSON.stringify({ ...r, paused: p ? { reason: p.reason, until: p.until ?? null } : null })}\n`,
+          `${JSON.stringify({
+            ...r,
+            paused: p ? { by: p.by, reason: p.reason, until: p.until ?? null } : null,
+            holds: holds.map((h) => ({ by: h.by, reason: h.reason, until: h.until ?? null })),
+          })}\n`,
         );
       };
       let req: ControlRequest;

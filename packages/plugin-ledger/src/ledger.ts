@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { type JobJournal, type JobRecord, type SelfTestResult, UsepodError } from '@usepod-agent/core';
-import { expandHome, type SeedGroup } from '@usepod-agent/core/internal';
+import { type JobRecord, type SeedGroup, type SelfTestResult, UsepodError } from '@usepod-agent/core';
 import Database from 'better-sqlite3';
 
 /**
@@ -49,17 +49,15 @@ const MIGRATIONS: string[] = [
 
 export const LEDGER_SCHEMA_VERSION = MIGRATIONS.length;
 
-/** `[ledger] path`, else `ledger.db` beside the identity key; undefined when "off". */
-export function ledgerPath(config: {
-  ledger: { path?: string | undefined };
-  identity: { key_path: string };
-}): string | undefined {
-  const p = config.ledger.path;
-  if (p === 'off') return undefined;
-  return p ? expandHome(p) : join(dirname(expandHome(config.identity.key_path)), 'ledger.db');
+const expand = (p: string) => (p === '~' || p.startsWith('~/') ? join(homedir(), p.slice(1)) : p);
+
+/** `[ledger] path` (home expanded), else `ledger.db` beside the identity key; undefined when "off". */
+export function ledgerPath(path: string | undefined, keyPath: string): string | undefined {
+  if (path === 'off') return undefined;
+  return path ? expand(path) : join(dirname(expand(keyPath)), 'ledger.db');
 }
 
-export class Ledger implements JobJournal {
+export class Ledger {
   readonly path: string;
   readonly #db: Database.Database;
   readonly #insert: Database.Statement;

@@ -1,0 +1,153 @@
+import { locatorFor } from '../config/locate.js';
+import type { Config } from '../config/schema.js';
+import { ConfigMistakes, type Mistake } from '../config/validate.js';
+import { UsepodError } from '../errors.js';
+import type { JobJournal } from '../relay/journal.js';
+import type { OptionsSchema } from './kinds.js';
+import type { DoctorFacts, DoctorFinding } from './plugin.js';
+import { parseStandard } from './standard-schema.js';
+
+/**
+ * What feature plugins gave the agent through their context (issue 27): the config sections they
+ * claimed, the journal, the status sections and the doctor checks. One per agent (or per standalone
+ * plugin host), filled while plugins are applied.
+ */
+
+/** The top-level sections core reads itself; every other one belongs to a plugin. */
+export const CORE_SECTIONS: ReadonlySet<string> = new Set([
+  'operator',
+  'coordinator',
+  'identity',
+  'backends',
+  'pricing',
+  'limits',
+  'observability',
+  'discovery',
+  'schedule',
+  'selftest',
+]);
+
+type Check = (facts: DoctorFacts) => DoctorFinding[] | Promise<DoctorFinding[]>;
+
+export class Features {
+  readonly #config: Readonly<Config>;
+  /** Section name -> the plugin that claimed it. */
+  readonly #claimed = new Map<string, string>();
+  readonly #mistakes: Mistake[] = [];
+  #journal: { plugin: string; journal: JobJournal } | undefined;
+  readonly #status = new Map<string, () => unknown>();
+  readonly #doctor: { name: string; plugin: string; check: Check }[] = [];
+
+  constructor(config: Readonly<Config>) {
+    this.#config = config;
+  }
+
+  /** The sections of the config that are not core's (each must be claimed by a plugin). */
+  pluginSections(): string[] {
+    return Object.keys(this.#config).filter((k) => k !== 'source' && !CORE_SECTIONS.has(k));
+  }
+
+  claimedBy(section: string): string | undefined {
+    return this.#claimed.get(section);
+  }
+
+  claim<T>(plugin: string, name: string, schema: OptionsSchema<T>): T | undefined {
+    if (CORE_SECTIONS.has(name)) {
+      throw new UsepodError(
+        'USEPOD_PLUGIN_INVALID',
+        `plugin "${plugin}" claimed [${name}], which core reads`,
+        {
+          user: true,
+          plugin,
+        },
+      );
+    }
+    const owner = this.#claimed.get(name);
+    if (owner !== undefined && owner !== plugin) {
+      throw new UsepodError(
+        'USEPOD_PLUGIN_INVALID',
+        `plugins "${owner}" and "${plugin}" both claim [${name}]: uninstall one of them`,
+        { user: true, plugin },
+      );
+    }
+    this.#claimed.set(name, plugin);
+    const raw = (this.#config as Record<string, unknown>)[name];
+    if (raw === undefined) return undefined;
+    const r = parseStandard(schema, raw, name);
+    if (r.mistakes) {
+      this.#mistakes.push(...r.mistakes);
+      return undefined;
+    }
+    return r.value;
+  }
+
+  /** Throws every section mistake found while plugins were applied, each at `file:line:column`. */
+  throwMistakes(): void {
+    if (this.#mistakes.length === 0) return;
+    const source = this.#config.source;
+    throw new ConfigMistakes(source, this.#mistakes.splice(0), locatorFor(source));
+  }
+
+  /** `byDefault`: the plugin applies by default, and yields to a journal another plugin already gave. */
+  provideJournal(plugin: string, journal: JobJournal, byDefault = false): boolean {
+    if (this.#journal && this.#journal.plugin !== plugin) {
+      if (byDefault) return false;
+      throw new UsepodError(
+        'USEPOD_PLUGIN_INVALID',
+        `plugins "${this.#journal.plugin}" and "${plugin}" both provide the job journal: one ledger per agent`,
+        { user: true, plugin },
+      );
+    }
+    this.#journal = { plugin, journal };
+    return true;
+  }
+
+  get journal(): JobJournal | undefined {
+    return this.#journal?.journal;
+  }
+
+  statusSection(plugin: string, name: string, read: () => unknown): void {
+    if (!/^[a-z][a-z0-9_]{0,39}$/.test(name)) {
+      throw new UsepodError(
+        'USEPOD_PLUGIN_INVALID',
+        `plugin "${plugin}" named a status section "${name}": use lowercase letters, digits and _`,
+        { user: true, plugin },
+      );
+    }
+    this.#status.set(name, read);
+  }
+
+  /** Each status section as read now; one that throws shows its error instead of breaking `/status`. */
+  statusSections(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [name, read] of this.#status) {
+      try {
+        out[name] = read();
+      } catch (err) {
+        out[name] = { error: err instanceof Error ? err.message : String(err) };
+      }
+    }
+    return out;
+  }
+
+  doctorCheck(plugin: string, name: string, check: Check): void {
+    this.#doctor.push({ name, plugin, check });
+  }
+
+  /** Runs every plugin's doctor checks, each on its own: one that throws is a warning line of its own. */
+  async doctor(facts: DoctorFacts): Promise<DoctorFinding[]> {
+    const out: DoctorFinding[] = [];
+    for (const d of this.#doctor) {
+      try {
+        out.push(...(await d.check(facts)));
+      } catch (err) {
+        out.push({
+          name: d.name,
+          level: 'warn',
+          detail: `the check of plugin "${d.plugin}" failed: ${err instanceof Error ? err.message : String(err)}`,
+        });
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,35 @@
+import type { Mistake } from '../config/validate.js';
+import type { OptionsSchema } from './kinds.js';
+
+/**
+ * Parses a value with a plugin's Standard Schema (a kind's `options`, a feature's section), synchronously:
+ * the value, or every issue as a mistake at the key an operator writes (`backends[1].options.ctx`).
+ */
+export function parseStandard<T>(
+  schema: OptionsSchema<T>,
+  value: unknown,
+  key: string,
+): { value: T; mistakes?: undefined } | { mistakes: Mistake[] } {
+  const result = schema['~standard'].validate(value);
+  if (result instanceof Promise) {
+    void result.catch(() => {});
+    return {
+      mistakes: [{ key, why: 'its plugin declares an asynchronous schema, which the agent cannot use' }],
+    };
+  }
+  const r = result as {
+    value?: unknown;
+    issues?: readonly { message: string; path?: readonly (PropertyKey | { key: PropertyKey })[] }[];
+  };
+  if (r.issues && r.issues.length > 0) {
+    return { mistakes: r.issues.map((i) => ({ key: `${key}${pathOf(i.path)}`, why: i.message })) };
+  }
+  return { value: r.value as T };
+}
+
+function pathOf(path: readonly (PropertyKey | { readonly key: PropertyKey })[] | undefined): string {
+  return (path ?? [])
+    .map((p) => (typeof p === 'object' ? p.key : p))
+    .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
+    .join('');
+}

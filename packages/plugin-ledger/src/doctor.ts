@@ -1,0 +1,147 @@
+import { existsSync } from 'node:fs';
+import {
+  type Config,
+  type DoctorFacts,
+  type DoctorFinding,
+  engineText,
+  errorMessage,
+} from '@usepod-agent/core';
+import { Ledger } from './ledger.js';
+
+/** `doctor`'s lines from the ledger: the last job served, the jobs missed in 24 h and why, the token budget. */
+type Check = DoctorFinding;
+type Level = Check['level'];
+
+const check = (name: string, level: Level, detail: string, fix?: string): Check => ({
+  name,
+  level,
+  detail,
+  ...(fix ? { fix } : {}),
+});
+
+export function ledgerChecks(
+  path: string | undefined,
+  config: Readonly<Config>,
+  facts: DoctorFacts,
+  now = Date.now(),
+): Check[] {
+  if (!path) return [check('ledger', 'warn', 'off ([ledger] path = "off"): nothing to say about past jobs')];
+  if (!existsSync(path)) return [check('ledger', 'ok', `none yet at ${path} (written as jobs arrive)`)];
+  let ledger: Ledger;
+  try {
+    ledger = Ledger.open(path, { readonly: true });
+  } catch (err) {
+    return [
+      check(
+        'ledger',
+        'warn',
+        errorMessage(err),
+        'run doctor as the user the agent runs as (sudo for a service)',
+      ),
+    ];
+  }
+  try {
+    const since = now - 86_400_000;
+    const checks: Check[] = [];
+    const last = ledger.db.prepare(`SELECT max(received_at) AS t FROM jobs WHERE outcome = 'done'`).get() as {
+      t: number | null;
+    };
+    checks.push(
+      last.t === null
+        ? check(
+            'last job',
+            'warn',
+            'no job served yet',
+            'if the agent has been online a while, look at the checks above',
+          )
+        : check('last job', now - last.t > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last.t)} ago`),
+    );
+    const missed = ledger.db
+      .prepare(
+        `SELECT refusal, model, count(*) AS n FROM jobs
+         WHERE received_at >= ? AND refusal IS NOT NULL AND refusal != 'malformed' GROUP BY 1, 2 ORDER BY 3 DESC`,
+      )
+      .all(since) as { refusal: string; model: string; n: number }[];
+    const count = (r: string) => missed.filter((m) => m.refusal === r).reduce((n, m) => n + m.n, 0);
+    const atCapacity = count('max_concurrent');
+    if (atCapacity > 0) {
+      const capacity = facts.engineCapacity ?? 0;
+      const limit = config.limits.max_concurrent;
+      const room =
+        capacity > limit
+          ? `: the engines can run ${capacity} at once; raise limits.max_concurrent`
+          : capacity > 0
+            ? `: the engines run ${capacity} at once too; more engine capacity would take them`
+            : '; raise limits.max_concurrent if the engine has room';
+      checks.push(
+        check(
+          'missed: capacity',
+          'warn',
+          `${atCapacity} job(s) refused in 24 h at max_concurrent ${limit}${room}`,
+          capacity > limit ? `set limits.max_concurrent = ${capacity}` : undefined,
+        ),
+      );
+    }
+    const overBudget = count('token_budget');
+    if (overBudget > 0) {
+      checks.push(
+        check(
+          'missed: token budget',
+          'warn',
+          `${overBudget} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
+          'raise limits.max_tokens_per_minute if the engine keeps up',
+        ),
+      );
+    }
+    const tooLarge = count('request_too_large');
+    if (tooLarge > 0) {
+      checks.push(
+        check(
+          'missed: too large',
+          'warn',
+          `${tooLarge} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
+          'raise limits.max_request_bytes',
+        ),
+      );
+    }
+    for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
+      checks.push(
+        check(
+          'missed: model',
+          'warn',
+          `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
+          'load it in an engine if you want those jobs',
+        ),
+      );
+    }
+    if (missed.length === 0) checks.push(check('missed jobs', 'ok', 'none in 24 h'));
+    const budget = config.limits.max_tokens_per_minute;
+    if (budget) {
+      const peak = ledger.db
+        .prepare(
+          `SELECT max(t) AS peak FROM (SELECT sum(input_tokens + output_tokens) AS t FROM jobs WHERE received_at >= ?
+           GROUP BY received_at / 60000)`,
+        )
+        .get(since) as { peak: number | null };
+      const share = (peak.peak ?? 0) / budget;
+      checks.push(
+        check(
+          'token budget',
+          share >= 0.9 ? 'warn' : 'ok',
+          `busiest minute in 24 h used ${Math.round(share * 100)}% of max_tokens_per_minute ${budget}`,
+          share >= 0.9 ? 'raise limits.max_tokens_per_minute if the engine keeps up' : undefined,
+        ),
+      );
+    }
+    return checks;
+  } finally {
+    ledger.close();
+  }
+}
+
+function ago(ms: number): string {
+  const m = Math.round(ms / 60_000);
+  if (m < 60) return `${m} min`;
+  const h = Math.round(m / 60);
+  return h < 48 ? `${h} h` : `${Math.round(h / 24)} days`;
+}
