@@ -113,12 +113,10 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
           }
         }
       });
-      hooks.onJob.tap('gpu-energy', ({ frame }) => {
-        jobs.started(frame.job_id, Date.now());
-        return undefined;
-      });
+      // Observed on the event stream: no `onJob` tap, so jobs keep the executor's same-turn fast path.
       hooks.onEvent.tap('gpu-energy', (e) => {
-        if (e.type === 'job_end') jobs.ended(e.job.jobId, Date.now(), e.job.outputTokens);
+        if (e.type === 'job_start') jobs.started(e.jobId, Date.now());
+        else if (e.type === 'job_end') jobs.ended(e.job.jobId, Date.now(), e.job.outputTokens);
       });
 
       ctx.statusSection('gpu', () => watch?.status() ?? { tools: [], read_at: null, gpus: [] });

@@ -74,6 +74,7 @@ export class Serving {
     this.discovery = discovery;
     this.executor = new Executor({
       hooks: o.hooks,
+      onStart: (jobId, model) => o.tell({ type: 'job_start', jobId, model }),
       onEnd: (job) => o.tell({ type: 'job_end', job }),
       log: o.log.child('executor'),
       jobLog: topLevelLogger(o.log, 'job'),

@@ -35,6 +35,8 @@ import { reservationFor, type TokenBudget } from './token-budget.js';
 
 export interface ExecutorOptions {
   hooks: AgentHooks;
+  /** Every job received, once (the agent's `job_start` event). */
+  onStart?: (jobId: string, model: string) => void;
   /** Every job's end, once (the agent's `job_end` event). */
   onEnd?: (outcome: JobOutcome) => void;
   log: Logger;
@@ -137,6 +139,7 @@ export class Executor {
     if (jobChannels.received.hasSubscribers) {
       jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
     }
+    this.#opts.onStart?.(frame.job_id, frame.model_id);
     if (this.#pausedReason !== undefined) {
       this.#reject(
         'paused',
