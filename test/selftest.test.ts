@@ -172,6 +172,8 @@ describe('usepod-agent selftest', () => {
     expect(out.stdout).toMatch(/spare\s+-\s+untested\s+-\s+-\s+\S/);
     expect(out.stdout).toMatch(/no agent running/);
     expect(out.code).toBe(1);
+    // The same failure in JSON is the same exit code (issue 28).
+    expect((await cli(['selftest', '--config', cfg, '--json'])).code).toBe(1);
     const json = JSON.parse(
       (await cli(['selftest', '--config', cfg, '--json', '--model', 'Qwen/Qwen3-14B'])).stdout,
     );

@@ -51,7 +51,13 @@ export default class Selftest extends BaseCommand {
     try {
       // The agent's round waits for room and covers every pair; its answer can take a while.
       const reply = await control(expandHome(config.identity.key_path), { cmd: 'selftest' }, 15 * 60_000);
-      if (!reply.ok) this.error(reply.error ?? 'the agent refused the self-test', { exit: 1 });
+      // Refused (paused: the agent tests nothing then): said so, never the last round's figures as new.
+      if (!reply.ok) {
+        const error = reply.error ?? 'the agent refused the self-test';
+        process.exitCode = 1;
+        if (flags.json) return this.printJson({ from, paused: reply.paused, error, results: [], untested });
+        this.error(error, { exit: 1 });
+      }
       const round = reply.selftest ?? [];
       // An agent answering on this identity but serving other engines ran another config: test this one's.
       const mine = await configuredLabels(config, plugins, log);
@@ -67,9 +73,10 @@ export default class Selftest extends BaseCommand {
       from = 'engines';
       ({ results, untested } = await selftestConfigured(config, plugins, { log, model: flags.model }));
     }
+    // Anything failed or untested is exit 1, in every output format.
+    if (results.some((r) => !r.ok) || untested.length > 0) process.exitCode = 1;
     if (flags.json) return this.printJson({ from, results, untested, ...(other ? { why: other } : {}) });
     this.#table(results, untested, other);
-    if (results.some((r) => !r.ok) || untested.length > 0) process.exitCode = 1;
   }
 
   /** What the ledger recorded of the agent's self-tests: pass rate and speed per backend and model. */

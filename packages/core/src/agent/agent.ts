@@ -1,4 +1,4 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, on } from 'node:events';
 import type { Config } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
@@ -161,23 +161,15 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** Resolves when the agent reaches `state` (or at once if it is there). */
-  waitFor(state: AgentState, timeoutMs = 30_000): Promise<void> {
-    if (this.#state === state) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.off('state', on);
-        reject(
-          new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`),
-        );
-      }, timeoutMs);
-      const on = (e: EventOf<'state'>) => {
-        if (e.state !== state) return;
-        clearTimeout(timer);
-        this.off('state', on);
-        resolve();
-      };
-      this.on('state', on);
-    });
+  async waitFor(state: AgentState, timeoutMs = 30_000): Promise<void> {
+    if (this.#state === state) return;
+    const signal = AbortSignal.timeout(timeoutMs);
+    try {
+      for await (const [e] of on(this, 'state', { signal }))
+        if ((e as EventOf<'state'>).state === state) return;
+    } catch {
+      throw new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`);
+    }
   }
 
   /**
@@ -203,15 +195,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.load();
       // Inside quiet hours from the first connection on (the executor takes the hold once it exists).
       this.#quiet.start();
-      if (this.#opts.identity) {
-        this.#identity = this.#opts.identity;
-      } else {
-        const loaded = await loadOrCreateIdentity(this.config.identity.key_path);
-        this.#lock = IdentityLock.acquire(loaded.identity.path);
-        this.#identity = loaded.identity;
-        if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
-        if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
-      }
+      ({ identity: this.#identity, lock: this.#lock } = await openIdentity(
+        this.config.identity.key_path,
+        this.#opts.identity,
+        this.log,
+      ));
       const journal = this.#host.features.journal;
       await seedFromJournal(journal, this.#metrics, this.log, this.#startedAt.getTime());
       const serving = new Serving({
@@ -236,18 +224,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       await serving.start();
       const addr = this.config.observability.prometheus_addr;
       if (addr !== '' && addr !== 'off') {
-        this.#statusServer = await serveStatus(
-          addr,
-          this.#metrics.registry,
-          () => this.status(),
-          this.log,
-          () => this.readiness(),
+        const status = () => this.status();
+        this.#statusServer = await serveStatus(addr, this.#metrics.registry, status, this.log, () =>
+          this.readiness(),
         );
       }
-      for (const f of await runStartHooks(this.#allHooks, {
-        providerId: this.#identity.providerId,
-        statusAddress: this.statusAddress,
-      }))
+      const info = { providerId: this.#identity.providerId, statusAddress: this.statusAddress };
+      for (const f of await runStartHooks(this.#allHooks, info))
         this.log.warn('onStart tap failed; the agent serves without it', {
           tap: f.tap,
           error: f.error.message,
@@ -439,8 +422,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     const until = opts.until;
     if (until !== undefined) {
       const ms = until.getTime() - Date.now();
-      if (!Number.isFinite(ms) || ms > MAX_HOLD_MS) {
-        throw new UsepodError('USEPOD_USAGE', 'a pause can end at most 100 years from now', { user: true });
+      if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_HOLD_MS) {
+        throw new UsepodError('USEPOD_USAGE', 'a pause must end in the future, at most 100 years from now', {
+          user: true,
+        });
       }
     }
     this.#holds.hold('owner', { reason: opts.reason ?? 'paused by owner', ...(until ? { until } : {}) });
@@ -474,6 +459,20 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#metrics.paused(c.paused);
     void this.#resendCapabilities();
   }
+}
+
+/** The identity given, or the key file's (created on first run) under its lock: one key, one agent. */
+async function openIdentity(
+  keyPath: string,
+  given: PersistedIdentity | undefined,
+  log: Logger,
+): Promise<{ identity: PersistedIdentity; lock: IdentityLock | undefined }> {
+  if (given) return { identity: given, lock: undefined };
+  const loaded = await loadOrCreateIdentity(keyPath);
+  const lock = IdentityLock.acquire(loaded.identity.path);
+  if (loaded.created) log.info('identity created', { file: loaded.identity.path });
+  if (loaded.permissionWarning) log.warn(loaded.permissionWarning);
+  return { identity: loaded.identity, lock };
 }
 
 /** What a plugin's context reaches of the agent (`ctx.agent`, holds, notices, metrics). */
