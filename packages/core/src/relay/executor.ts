@@ -16,6 +16,7 @@ import {
   abortReason,
   announceEnd,
   describeFailure,
+  JobAbort,
   type JobSink,
   type RunningJob,
   waitForSink,
@@ -319,11 +320,15 @@ export class Executor {
         );
       }
       const prefix = chunkFramePrefix(frame.job_id);
+      let sessionGone = false;
       await readChunks(body, (bytes) => {
         if (signal.aborted) return false;
         const first = firstByteAt === undefined;
         if (first) firstByteAt = this.#now();
-        if (!sink.send(chunkFrame(prefix, bytes))) return false;
+        if (!sink.send(chunkFrame(prefix, bytes))) {
+          sessionGone = true;
+          return false;
+        }
         if (first && jobChannels.firstChunk.hasSubscribers) {
           jobChannels.firstChunk.publish({ jobId: frame.job_id, bytes: bytes.length });
         }
@@ -334,6 +339,8 @@ export class Executor {
           : true;
       });
       if (signal.aborted) throw signal.reason;
+      // The session went before its abort arrived: the stream was cut on our side, not the engine's.
+      if (sessionGone) throw new JobAbort('session');
       const scan = scanner.end();
       // The body ended; the stream itself may still say it failed, or stop short of its end.
       const failure =
