@@ -117,9 +117,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     };
     this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
     redactor.add(this.config.coordinator.enrollment_code);
-    this.#metrics = new AgentMetrics(AGENT_VERSION, {
-      inFlight: () => this.#serving?.executor.inFlight ?? 0,
-    });
   }
 
   /**
