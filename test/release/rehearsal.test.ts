@@ -27,6 +27,7 @@ const PUBLIC = [
   'plugin-lmstudio',
   'plugin-openai-compatible',
   'plugin-alerts',
+  'plugin-ledger',
   'cli',
 ];
 
