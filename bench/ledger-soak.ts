@@ -50,7 +50,7 @@ async function agentProcess(): Promise<void> {
           observability: { prometheus_addr: 'off' },
           ledger: { path: msg.off ? 'off' : join(dir, 'ledger.db') },
         } as never,
-        plugins: [vllm, ledger],
+        plugins: [vllm, ledger()],
         allowInsecure: true,
         logger: silentLogger,
         timing: { heartbeatIntervalMs: 3_600_000 },

@@ -52,7 +52,7 @@ export function earnings(ledger: Ledger, opts: { since: number; by: Grouping; no
   // The share of the group's own window: a day or an hour, else the whole asked-for period.
   const windowMs =
     opts.by === 'day' ? 86_400_000 : opts.by === 'hour' ? 3_600_000 : Math.max(1, now - opts.since);
-  const out = ledger.groups(opts.since, opts.by).map(
+  const out = ledger.groups(opts.since, opts.by, now).map(
     (g): EarningsRow => ({
       group: g.group,
       served: g.served,

@@ -51,7 +51,8 @@ export interface LedgerPluginOptions {
   busyMs?: number;
 }
 
-export default definePlugin((opts: LedgerPluginOptions | undefined) => ({
+// biome-ignore lint/suspicious/noConfusingVoidType: `void` lets `ledgerPlugin()` be called without options.
+export default definePlugin((opts: LedgerPluginOptions | void) => ({
   name: '@usepod-agent/plugin-ledger',
   apiVersion: 1,
   sections: ['ledger'],

@@ -73,13 +73,55 @@ export function ledgerPath(path: string | undefined, keyPath: string): string | 
 export const GROUPINGS = ['model', 'backend', 'day', 'hour'] as const;
 export type Grouping = (typeof GROUPINGS)[number];
 
+/**
+ * The local time of `received_at` in SQL, as ms since the epoch shifted by the zone's offset then: the
+ * offsets of [from, to] (DST changes included) as a CASE, computed here once rather than SQLite's
+ * 'localtime' per row (ten times slower). Integer division of it gives local days and hours.
+ */
+function localSql(from: number, to: number): string {
+  const offset = (t: number) => -new Date(t).getTimezoneOffset() * 60_000;
+  const HOUR = 3_600_000;
+  const changes: [number, number][] = [];
+  let at = Math.max(0, from);
+  let current = offset(at);
+  const first = current;
+  for (let t = at + HOUR; t <= to + HOUR; t += HOUR) {
+    const o = offset(t);
+    if (o === current) continue;
+    // The minute it changed, between the last hour and this one.
+    let [lo, hi] = [t - HOUR, t];
+    while (hi - lo > 60_000) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (offset(mid) === current) lo = mid;
+      else hi = mid;
+    }
+    changes.push([hi, o]);
+    current = o;
+    at = t;
+  }
+  if (changes.length === 0) return `(received_at + ${first})`;
+  let sql = 'CASE';
+  let prev = first;
+  for (const [t, o] of changes) {
+    sql += ` WHEN received_at < ${t} THEN ${prev}`;
+    prev = o;
+  }
+  return `(received_at + ${sql} ELSE ${prev} END)`;
+}
+
 /** The SQL of a row's group: days and hours in local time, as the operator reads them. */
-const GROUP_SQL: Record<Grouping, string> = {
-  model: 'model',
-  backend: "coalesce(backend, '(none)')",
-  day: "strftime('%Y-%m-%d', received_at / 1000, 'unixepoch', 'localtime')",
-  hour: "strftime('%Y-%m-%d %H:00', received_at / 1000, 'unixepoch', 'localtime')",
-};
+function groupSql(by: Grouping, from: number, to: number): string {
+  if (by === 'model') return 'model';
+  if (by === 'backend') return "coalesce(backend, '(none)')";
+  return `${localSql(from, to)} / ${by === 'day' ? 86_400_000 : 3_600_000}`;
+}
+
+/** A day or hour group's key (local ms / unit) as the operator reads it. */
+function groupName(by: Grouping, key: string | number): string {
+  if (typeof key === 'string') return key;
+  const iso = new Date(key * (by === 'day' ? 86_400_000 : 3_600_000)).toISOString();
+  return by === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 13)}:00`;
+}
 
 /** A refusal is a job missed (the operator could have earned it); `malformed` is the coordinator's fault. */
 const MISSED_SQL = "(refusal IS NOT NULL AND refusal != 'malformed')";
@@ -237,9 +279,16 @@ export class Ledger {
     }));
   }
 
-  /** `earnings`: each group's sums since a time, the busy time included, in SQL. */
-  groups(since: number, by: Grouping): GroupSums[] {
-    const g = GROUP_SQL[by];
+  /**
+   * `earnings`: each group's sums since a time, in SQL; the busy time (the union of the jobs' spans) in one
+   * pass over the rows in time order (the index's), keeping one state per group: bounded memory.
+   */
+  groups(since: number, by: Grouping, now = Date.now()): GroupSums[] {
+    const oldest =
+      (this.#db.prepare('SELECT min(received_at) FROM jobs WHERE received_at >= ?').pluck().get(since) as
+        | number
+        | null) ?? now;
+    const g = groupSql(by, oldest, Math.max(oldest, now));
     const sums = this.#db
       .prepare(
         `SELECT ${g} AS "group",
@@ -255,21 +304,29 @@ export class Ledger {
                              THEN output_tokens END), 0) AS streamed_tokens
          FROM jobs WHERE received_at >= ? GROUP BY 1`,
       )
-      .all(since) as Omit<GroupSums, 'busy_ms'>[];
-    // The union of [start, end) spans per group: a job opens an island when it starts after every earlier
-    // one of its group has ended; the islands' lengths add up.
-    const busy = this.#db
+      .all(since) as (Omit<GroupSums, 'busy_ms' | 'group'> & { group: string | number })[];
+    // Sorted by start, a span adds what lies past both its start and every earlier span's end (`reach`).
+    const busy = new Map<string | number, { reach: number; ms: number }>();
+    const spans = this.#db
       .prepare(
-        `WITH s AS (SELECT ${g} AS g, received_at AS a, received_at + duration_ms AS b FROM jobs
-                    WHERE received_at >= ? AND duration_ms > 0),
-              r AS (SELECT g, a, b, max(b) OVER (PARTITION BY g ORDER BY a ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach FROM s),
-              i AS (SELECT g, a, b, sum(reach IS NULL OR a > reach) OVER (PARTITION BY g ORDER BY a ROWS UNBOUNDED PRECEDING) AS island FROM r)
-         SELECT g, sum(e - s) AS busy_ms FROM (SELECT g, min(a) AS s, max(b) AS e FROM i GROUP BY g, island) GROUP BY g`,
+        `SELECT ${g}, received_at, received_at + duration_ms FROM jobs
+         WHERE received_at >= ? AND duration_ms > 0 ORDER BY received_at`,
       )
       .raw()
-      .all(since) as [string, number][];
-    const busyOf = new Map(busy);
-    return sums.map((s) => ({ ...s, busy_ms: busyOf.get(s.group) ?? 0 }));
+      .iterate(since) as IterableIterator<[string | number, number, number]>;
+    for (const [key, a, b] of spans) {
+      let s = busy.get(key);
+      if (!s) {
+        s = { reach: Number.NEGATIVE_INFINITY, ms: 0 };
+        busy.set(key, s);
+      }
+      const from = Math.max(a, s.reach);
+      if (b > from) {
+        s.ms += b - from;
+        s.reach = b;
+      }
+    }
+    return sums.map((s) => ({ ...s, group: groupName(by, s.group), busy_ms: busy.get(s.group)?.ms ?? 0 }));
   }
 
   /** `status`: today (since `today`) and the last 7 days (since `week`), in one pass. */

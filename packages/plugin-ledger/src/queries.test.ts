@@ -105,6 +105,35 @@ describe('the ledger’s SQL aggregates', () => {
     }
   });
 
+  it('groups by local day and hour across a change of daylight saving time', () => {
+    const zone = process.env.TZ;
+    process.env.TZ = 'Europe/Paris';
+    const d = join(dir, 'dst.db');
+    const l = Ledger.open(d);
+    try {
+      // Paris leaves summer time on 2026-10-25 at 03:00 (01:00 UTC): rows each 10 minutes around it.
+      const start = Date.UTC(2026, 9, 24, 20);
+      const rs = Array.from({ length: 60 }, (_, i) => ({
+        ...jobs[i]!,
+        receivedAt: start + i * 600_000,
+        durationMs: 900_000,
+      }));
+      l.write(rs);
+      for (const by of ['day', 'hour'] as const) {
+        const got = earnings(l, { since: start, by, now: start + 36_000_000 });
+        const want = reference(rs, start, by, start + 36_000_000);
+        expect(got.map((r) => [r.group, r.served + r.failed + r.missed + r.cancelled])).toEqual(
+          want.map((r) => [r.group, r.served + r.failed + r.missed + r.cancelled]),
+        );
+        for (const [i, w] of want.entries()) expect(got[i]!.busy).toBeCloseTo(w.busy, 9);
+      }
+    } finally {
+      l.close();
+      process.env.TZ = zone;
+      if (zone === undefined) delete process.env.TZ;
+    }
+  });
+
   it('status sums today and the last 7 days in one query, as earnings does', () => {
     const today = Date.UTC(2026, 11, 6);
     const week = NOW - 7 * 86_400_000;
