@@ -5,7 +5,8 @@
  *
  *   npm run build && node --import tsx bench/ledger-soak.ts [jobs] [--off]
  *
- * `--off` runs the same with `[ledger] path = "off"`, for comparison.
+ * `--off` runs the same with `[ledger] path = "off"`, `--sync` with the ledger written on the event loop
+ * (the journal before issue 28: `Ledger.write` called by core directly), for comparison.
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -29,7 +30,7 @@ else await driver();
 async function agentProcess(): Promise<void> {
   const { createAgent, silentLogger } = await import('@usepod-agent/core');
   const vllm = (await import('@usepod-agent/plugin-vllm')).default;
-  const ledger = (await import('@usepod-agent/plugin-ledger')).default;
+  const { default: ledger, Ledger } = await import('@usepod-agent/plugin-ledger');
   const { VllmEmulator } = await import('@usepod-agent/testkit');
   let agent: ReturnType<typeof createAgent> | undefined;
   const usage = (): Usage => {
@@ -37,10 +38,17 @@ async function agentProcess(): Promise<void> {
     const m = process.memoryUsage();
     return { rss: m.rss, heap: m.heapUsed, external: m.external };
   };
-  process.on('message', async (msg: { cmd: string; coordinator?: string; off?: boolean }) => {
+  process.on('message', async (msg: { cmd: string; coordinator?: string; off?: boolean; sync?: boolean }) => {
     if (msg.cmd === 'start') {
       const engine = await new VllmEmulator().start();
       const dir = mkdtempSync(join(tmpdir(), 'usepod-soak-'));
+      const sync = Ledger.open(join(dir, 'sync.db'));
+      const syncLedger = {
+        name: 'sync-ledger',
+        apiVersion: 1,
+        apply: (_h: unknown, ctx: { provideJournal(j: { write(r: never[]): void }): boolean }) =>
+          void ctx.provideJournal({ write: (r) => sync.write(r) }),
+      };
       agent = createAgent({
         config: {
           coordinator: { url: msg.coordinator! },
@@ -48,9 +56,9 @@ async function agentProcess(): Promise<void> {
           backends: [{ kind: 'vllm', url: engine.url }],
           limits: { max_concurrent: 256 },
           observability: { prometheus_addr: 'off' },
-          ledger: { path: msg.off ? 'off' : join(dir, 'ledger.db') },
+          ledger: { path: msg.off || msg.sync ? 'off' : join(dir, 'ledger.db') },
         } as never,
-        plugins: [vllm, ledger()],
+        plugins: [vllm, ledger(), ...(msg.sync ? [syncLedger as never] : [])],
         allowInsecure: true,
         logger: silentLogger,
         timing: { heartbeatIntervalMs: 3_600_000 },
@@ -71,6 +79,7 @@ async function agentProcess(): Promise<void> {
 async function driver(): Promise<void> {
   const total = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 200_000);
   const off = process.argv.includes('--off');
+  const sync = process.argv.includes('--sync');
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/provider/connect' });
   await new Promise((r) => wss.once('listening', r));
   const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/provider/connect`;
@@ -105,7 +114,7 @@ async function driver(): Promise<void> {
       replies.push(r as (m: unknown) => void);
       child.send(m);
     });
-  await ask({ cmd: 'start', coordinator: url, off });
+  await ask({ cmd: 'start', coordinator: url, off, sync });
   await ready;
 
   /** Sends `n` jobs for models nobody serves (each id new), `window` in flight. */
@@ -138,7 +147,9 @@ async function driver(): Promise<void> {
       `${label.padEnd(22)} rss ${mb(u.rss).padStart(9)}  heap ${mb(u.heap).padStart(8)}  external ${mb(u.external).padStart(8)}` +
         (base ? `   (rss ${u.rss >= base.rss ? '+' : ''}${mb(u.rss - base.rss)})` : ''),
     );
-  console.log(`ledger ${off ? 'off' : 'on'}: ${total} refused jobs, 256 in flight`);
+  console.log(
+    `ledger ${off ? 'off' : sync ? 'on, written on the event loop' : 'on'}: ${total} refused jobs, 256 in flight`,
+  );
   // A warm-up round: code paths compiled, pools filled, before the baseline.
   await run(5_000);
   const base = await ask<Usage>({ cmd: 'usage' });
