@@ -112,6 +112,11 @@ describe('the ledger plugin', () => {
       ledger.close();
     }
     expect(t.agent.status().jobs).toMatchObject({ served: 1, missed: 1, failed: 0 });
+    // The status section: summed once at start, then each committed record added.
+    expect(t.agent.status().sections.ledger).toMatchObject({
+      today: { served: 1, missed: 1, failed: 0 },
+      last_7_days: { served: 1, missed: 1, failed: 0 },
+    });
     const doctor = await ledgerChecks(file, t.agent.config, { engineCapacity: undefined });
     expect(doctor.find((c) => c.name === 'missed: paused')).toMatchObject({
       level: 'warn',
