@@ -51,6 +51,11 @@ describe('the ledger', () => {
     const dispatched = new Set<string>();
     const ended = new Set<string>();
     let stop = false;
+    // Killed once 60 jobs ended (not after a time: the machine may be busy), with 12 more in flight.
+    let enough!: () => void;
+    const sixty = new Promise<void>((r) => {
+      enough = r;
+    });
     const lane = async () => {
       while (!stop) {
         const job = a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
@@ -58,10 +63,11 @@ describe('the ledger', () => {
         const end = await Promise.race([job.done(), a.session.closed.then(() => undefined)]);
         if (!end) return;
         ended.add(job.jobId);
+        if (ended.size >= 60) enough();
       }
     };
     const lanes = Array.from({ length: 12 }, lane);
-    await new Promise((r) => setTimeout(r, 1500));
+    await sixty;
     a.child.kill('SIGKILL');
     stop = true;
     await a.exited;
