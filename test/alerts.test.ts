@@ -324,8 +324,8 @@ describe('delivery', () => {
           name: 'throws',
           apiVersion: 1,
           apply(hooks) {
-            hooks.onEvent.tap('boom', () => {
-              throw new Error('boom');
+            hooks.onEvent.tap('boom', (e) => {
+              if (['connected', 'paused', 'resumed'].includes(e.type)) throw new Error('boom');
             });
             hooks.onEvent.tap('after', (e) => {
               if (['connected', 'paused', 'resumed'].includes(e.type)) seen.push(e.type);

@@ -134,11 +134,12 @@ describe('transport security', () => {
       },
     });
     cleanup.push(() => t.close());
-    const ended = once(t.agent, 'sessionEnd');
+    // A dial that never authenticated is a `reconnect` on the stream, with why.
+    const ended = once(t.agent, 'reconnect');
     await t.start();
     const [end] = await ended;
-    expect(end).toMatchObject({ kind: 'unexpected', reachedAuth: false });
-    expect(String(end.detail)).toMatch(/self[- ]signed certificate/i);
+    expect(end).toMatchObject({ after: 'unexpected', preAuthFailures: 1 });
+    expect(String(end.why)).toMatch(/self[- ]signed certificate/i);
     expect(upgraded).toBe(0);
   });
 

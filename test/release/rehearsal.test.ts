@@ -28,6 +28,8 @@ const PUBLIC = [
   'plugin-openai-compatible',
   'plugin-alerts',
   'plugin-ledger',
+  'plugin-gpu',
+  'plugin-control',
   'cli',
 ];
 

@@ -11,11 +11,13 @@ import {
   expandHome,
   isUsepodError,
   readIdentity,
+  type SelfTestResult,
   silentLogger,
 } from '@usepod-agent/core/internal';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import WebSocket from 'ws';
-import { type ProbeResult, probeEngines } from './engines.js';
+import { modelIdHint, nameTheModel, type ProbeResult, probeEngines } from './engines.js';
+import { localTime } from './when.js';
 
 /**
  * `usepod-agent doctor` (issue 18): everything that stands between this machine and earning, each check
@@ -33,12 +35,23 @@ export interface Check {
 
 const TIMEOUT_MS = 5_000;
 
+/** Longest detail a check prints: lists of model ids make the longest ones. */
+const MAX_DETAIL = 2_000;
+
+/**
+ * Every check is folded here, once: its text carries what the coordinator (a refusal reason, a provider id, a
+ * certificate's name), an engine (model ids, errors) or a local status port said, and a newline or an escape
+ * sequence in it must not print a forged OK line or retitle the terminal (issue 28).
+ */
 const check = (name: string, level: Level, detail: string, fix?: string): Check => ({
-  name,
+  name: engineText(name, 300),
   level,
-  detail,
-  ...(fix ? { fix } : {}),
+  detail: engineText(detail, MAX_DETAIL),
+  ...(fix ? { fix: engineText(fix, 300) } : {}),
 });
+
+/** A check made elsewhere (a plugin's), folded as this module's own are. */
+export const folded = (c: Check): Check => check(c.name, c.level, c.detail, c.fix);
 
 export function identityChecks(config: Config): Promise<Check[]> {
   const path = expandHome(config.identity.key_path);
@@ -155,7 +168,7 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
         new Promise<string>((resolve, reject) => {
           const s = tlsConnect({ host, port, servername: host }, () => {
             const cert = s.getPeerCertificate();
-            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${cert.valid_to}`;
+            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${localTime(cert.valid_to)}`;
             s.destroy();
             resolve(text);
           });
@@ -197,8 +210,13 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
       })
         .then((r) => r.headers.get('date') ?? undefined)
         .catch(() => undefined));
-    if (httpDate) {
-      const skew = (Date.now() - Date.parse(httpDate)) / 1000;
+    const skew = httpDate ? (Date.now() - Date.parse(httpDate)) / 1000 : Number.NaN;
+    if (httpDate && !Number.isFinite(skew)) {
+      // The header is the coordinator's text: a lie about time is said as such, never as "OK NaN s".
+      checks.push(
+        check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"),
+      );
+    } else if (httpDate) {
       const level: Level = Math.abs(skew) > 30 ? 'fail' : Math.abs(skew) > 5 ? 'warn' : 'ok';
       checks.push(
         check(
@@ -313,19 +331,31 @@ async function liveAuth(config: Config): Promise<Check> {
  * or failing is a warning naming the engine's error; nothing when no agent runs or none was tested.
  */
 export async function selftestChecks(config: Config): Promise<Check[]> {
-  const results = await runningSelfTests(expandHome(config.identity.key_path));
+  return selftestChecksOf(await runningSelfTests(expandHome(config.identity.key_path)));
+}
+
+/** The checks of a running agent's self-test results; an ejected model names its jobs' error. */
+export function selftestChecksOf(results: SelfTestResult[]): Check[] {
   if (results.length === 0) return [];
-  const bad = results.filter((r) => !r.ok);
+  const ejected = (r: SelfTestResult) => typeof r.ejectedUntil === 'string';
+  const bad = results.filter((r) => !r.ok || ejected(r));
   if (bad.length === 0) {
     return [check('self-tests', 'ok', `${results.length} model(s) pass their self-tests`)];
   }
   return bad.map((r) =>
-    check(
-      `self-test ${r.backend}`,
-      'warn',
-      `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
-      "read the engine's log; `usepod-agent selftest` tries again now",
-    ),
+    ejected(r)
+      ? check(
+          `ejected ${engineText(r.backend, 120)}`,
+          'warn',
+          `${engineText(r.model, 120)} is ejected: its jobs failed on the engine (${engineText(r.jobError ?? 'failed', 200)}); tested again at ${engineText(r.ejectedUntil!, 40)}`,
+          "read the engine's log; meanwhile its jobs go to the model's other engines",
+        )
+      : check(
+          `self-test ${r.backend}`,
+          'warn',
+          `${engineText(r.model, 120)} ${r.withdrawn ? 'is withdrawn' : 'failed'} after ${r.failures} failure(s) in a row: ${r.error ?? 'no answer'}`,
+          "read the engine's log; `usepod-agent selftest` tries again now",
+        ),
   );
 }
 
@@ -390,6 +420,12 @@ export async function backendChecks(
     if (allow?.length && served.length > 0) {
       const missing = allow.filter((id) => !served.includes(id));
       if (missing.length) parts.push(`allow-listed but not served: ${missing.join(', ')}`);
+    }
+    for (const id of offered) {
+      if (modelIdHint(id, p.naming))
+        checks.push(
+          check('model name', 'warn', `${id} is a file path, not a model name`, nameTheModel(p.naming)),
+        );
     }
     checks.push(
       offered.length > 0

@@ -4,7 +4,9 @@ import {
   type AgentPlugin,
   type BackendConfig,
   type BackendStatus,
+  backendIdentity,
   checkBackends,
+  checkStatus,
   PluginHost,
   pluginFromModule,
   type RegisteredKind,
@@ -62,6 +64,8 @@ export interface ProbeTarget {
 export interface ProbeResult extends ProbeTarget {
   /** The backend's label, as the running agent names it in `status` and its self-tests. */
   label: string | undefined;
+  /** How to name a model in this engine, from its plugin (`BackendKind.modelNaming`). */
+  naming: string | undefined;
   status: BackendStatus;
   latencyMs: number;
 }
@@ -72,11 +76,13 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
   for (const p of plugins) await host.apply(p);
   return Promise.all(
     targets.map(async (t): Promise<ProbeResult> => {
-      const factory = host.kinds.get(t.kind)?.create;
+      const kind = host.kinds.get(t.kind);
+      const factory = kind?.create;
       if (!factory) {
         return {
           ...t,
           label: undefined,
+          naming: undefined,
           status: { healthy: false, models: [], detail: `no plugin provides kind "${t.kind}"` },
           latencyMs: 0,
         };
@@ -87,8 +93,15 @@ export async function probeEngines(targets: ProbeTarget[], plugins: AgentPlugin[
       });
       const started = performance.now();
       try {
-        const status = await backend.probe(AbortSignal.timeout(3_000));
-        return { ...t, label: backend.label, status, latencyMs: Math.round(performance.now() - started) };
+        // Checked as the agent checks it (valid ids, bounded figures, folded detail): what is listed is what is served.
+        const { status } = checkStatus(await backend.probe(AbortSignal.timeout(3_000)));
+        return {
+          ...t,
+          label: backend.label,
+          naming: kind.modelNaming,
+          status,
+          latencyMs: Math.round(performance.now() - started),
+        };
       } finally {
         await backend.close();
       }
@@ -102,6 +115,38 @@ function entryFor(t: ProbeTarget, host: PluginHost): BackendConfig {
   const [parsed] = checkBackends({ ...validateConfig({}), backends: [t.entry] }, host.kinds);
   return parsed!;
 }
+
+/**
+ * One target per engine, the first named winning: `--engine llamacpp=http://localhost:8080` and the scan's
+ * 127.0.0.1:8080 are one llama-server, which written twice would be offered twice its slots (issue 28).
+ */
+export function oneTargetPerEngine<T extends { kind: string; url?: string | undefined }>(targets: T[]): T[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => {
+    if (t.url === undefined) return true;
+    const id = backendIdentity({ kind: t.kind, url: t.url } as BackendConfig);
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
+}
+
+/** A model id that is a file's path: `model.gguf`, `/models/x`, `./x`, `../x`, `~/x`, `C:\\x`. */
+const FILE_PATH_ID = /\.gguf$|^(?:\/|\.\.?[\\/]|~[\\/]|[A-Za-z]:[\\/])/i;
+
+/**
+ * What to do about a model id that is the path of the file an engine loaded (llama-server lists `-m`'s
+ * argument unless started with `--alias`): jobs ask for models by name, and no one asks for a path. The
+ * way to name it is the engine's, as its plugin says it (`BackendKind.modelNaming`).
+ */
+export function modelIdHint(id: string, naming: string | undefined): string | undefined {
+  return FILE_PATH_ID.test(id)
+    ? `${id} is a file path, not a model name: ${nameTheModel(naming)}`
+    : undefined;
+}
+
+export const nameTheModel = (naming: string | undefined): string =>
+  naming ?? 'give it a name in the engine, the one jobs will ask for';
 
 /** `KIND=URL` from a flag. */
 export function parseEngineFlag(value: string): { kind: string; url: string } {

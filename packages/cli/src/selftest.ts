@@ -62,3 +62,20 @@ export async function selftestConfigured(
     await Promise.all(backends.map((b) => b.close().catch(() => {})));
   }
 }
+
+/**
+ * The labels of this config's backends, made as the agent makes them (no engine is contacted): the running
+ * agent's self-tests are this config's only if they name these (issue 28: `selftest -c other.toml` tested
+ * the running agent's engines when the two configs shared an identity).
+ */
+export async function configuredLabels(
+  config: Config,
+  plugins: AgentPlugin[],
+  log: Logger,
+): Promise<Set<string>> {
+  const host = new PluginHost({ config, log });
+  for (const p of plugins) await host.apply(p);
+  const backends = createBackends(host, config, process.env, log, () => {});
+  await Promise.all(backends.map((b) => b.close().catch(() => {})));
+  return new Set(backends.map((b) => b.label));
+}

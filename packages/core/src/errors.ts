@@ -54,6 +54,8 @@ export interface UsepodErrorOptions {
   hook?: string;
   /** True for mistakes the operator can fix: the CLI prints one line, no stack. */
   user?: boolean;
+  /** The engine's HTTP status, for an error status it answered (tells its 5xx from a client's 4xx). */
+  status?: number;
 }
 
 const BRAND = Symbol.for('usepod-agent.error');
@@ -65,6 +67,7 @@ export class UsepodError extends Error {
   readonly plugin: string | undefined;
   readonly hook: string | undefined;
   readonly user: boolean;
+  readonly status: number | undefined;
 
   constructor(code: ErrorCode, message: string, options: UsepodErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -73,6 +76,7 @@ export class UsepodError extends Error {
     this.plugin = options.plugin;
     this.hook = options.hook;
     this.user = options.user ?? false;
+    this.status = options.status;
   }
 
   get hint(): string {

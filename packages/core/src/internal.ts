@@ -69,4 +69,4 @@ export {
 } from './routing/capabilities.js';
 export { Discovery } from './routing/discovery.js';
 export { SelfTest, type SelfTestOptions, type SelfTestTarget, selfTestSettings } from './routing/selftest.js';
-export { engineText } from './untrusted.js';
+export { checkStatus, engineText } from './untrusted.js';

@@ -8,7 +8,14 @@ import {
 } from '@usepod-agent/core/internal';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
+import {
+  builtinPlugins,
+  modelIdHint,
+  type ProbeTarget,
+  probeEngines,
+  usualPorts,
+  wellKnownEngines,
+} from '../engines.js';
 import { agentPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
@@ -62,6 +69,7 @@ export default class Backends extends BaseCommand {
               context_window: m.contextWindow ?? null,
               loaded: true,
               selftest: st ? statusSelfTest(st) : null,
+              hint: modelIdHint(m.id, r.naming) ?? null,
             };
           }),
           load: r.status.load ?? null,
@@ -112,5 +120,7 @@ export default class Backends extends BaseCommand {
         );
       });
     }
+    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id, r.naming))))
+      if (hint) this.out(`hint: ${hint}`);
   }
 }

@@ -6,6 +6,7 @@ import {
   backendChecks,
   type Check,
   coordinatorChecks,
+  folded,
   identityChecks,
   selftestChecks,
 } from '../doctor.js';
@@ -59,7 +60,9 @@ export default class Doctor extends BaseCommand {
       });
       const capacity = backends.probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
       try {
-        checks.push(...(await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined })));
+        // A plugin's lines quote what it read (a ledger's model ids, a process name): folded like doctor's own.
+        const lines = await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined });
+        checks.push(...lines.map(folded));
       } catch (err) {
         checks.push({
           name: 'plugins',

@@ -8,6 +8,7 @@ import {
   UsepodError,
 } from '@usepod-agent/core/internal';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { localTime } from '../when.js';
 
 interface LedgerWindow {
   served: number;
@@ -116,7 +117,7 @@ export function render(s: AgentStatus, addr: string): string {
     `usepod-agent ${s.agent_version}  ${state.toUpperCase()}  up ${duration(s.uptime_s)}  (${addr})`,
   );
   for (const h of s.holds ?? []) {
-    const until = h.until ? ` until ${new Date(h.until).toISOString()}` : '';
+    const until = h.until ? ` until ${localTime(h.until)}` : '';
     const how = h.by === 'owner' ? ' (usepod-agent resume)' : '';
     lines.push(`  PAUSED        by ${engineText(h.by, 40)}: ${engineText(h.reason, 200)}${until}${how}`);
   }
@@ -133,7 +134,12 @@ export function render(s: AgentStatus, addr: string): string {
           ...(m.context_window ? [String(m.context_window)] : []),
           ...(t?.ttft_ms != null ? [`first token ${Math.round(t.ttft_ms)} ms`] : []),
           ...(t?.tokens_per_second != null ? [`${t.tokens_per_second.toFixed(1)} tok/s`] : []),
-          ...(t?.withdrawn ? ['WITHDRAWN: failing its self-tests'] : []),
+          // Ejected: its real jobs failed on the engine (the time re-made, so only a date is printed).
+          ...(t?.ejected_until
+            ? [`EJECTED: its jobs failed, tested again at ${localTime(t.ejected_until)}`]
+            : t?.withdrawn
+              ? ['WITHDRAWN: failing its self-tests']
+              : []),
         ];
         return notes.length > 0 ? `${m.id} (${notes.join(', ')})` : m.id;
       })

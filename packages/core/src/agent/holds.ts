@@ -1,5 +1,6 @@
 import type { Hold } from '../plugins/plugin.js';
 import { type LongTimer, longTimeout } from '../timers.js';
+import { engineText } from '../untrusted.js';
 
 /**
  * What keeps the agent paused (issue 27): named holds. The owner's pause, quiet hours, GPU yielding and
@@ -56,8 +57,12 @@ export class Holds {
   hold(name: string, opts: { reason: string; until?: Date | undefined }): void {
     const until = opts.until;
     if (until !== undefined && !Number.isFinite(until.getTime())) throw new RangeError('until is not a date');
-    const reason = opts.reason.trim() || 'paused';
-    this.#held.get(name)?.timer?.cancel();
+    // A reason may quote a process name another local user chose: folded before status, logs, /readyz.
+    const reason = engineText(opts.reason, 200).trim() || 'paused';
+    const was = this.#held.get(name);
+    // Held again as it is (a rule polled anew): nothing changes, nothing is told.
+    if (was && was.reason === reason && was.until?.getTime() === until?.getTime()) return;
+    was?.timer?.cancel();
     const h: Held = { reason, until, since: this.#held.get(name)?.since ?? new Date(), timer: undefined };
     if (until !== undefined) h.timer = longTimeout(() => this.release(name), until.getTime() - Date.now());
     this.#held.set(name, h);

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { topLevelLogger } from '../observability/log.js';
 import type { AgentMetrics } from '../observability/metrics.js';
@@ -11,6 +12,7 @@ import { Executor } from '../relay/executor.js';
 import type { JobJournal } from '../relay/journal.js';
 import { TokenBudget } from '../relay/token-budget.js';
 import { Discovery } from '../routing/discovery.js';
+import { ejectionSettings } from '../routing/ejection.js';
 import { SelfTest, selfTestSettings } from '../routing/selftest.js';
 import { createBackends } from './backends.js';
 import type { AgentTiming } from './types.js';
@@ -72,6 +74,7 @@ export class Serving {
     this.discovery = discovery;
     this.executor = new Executor({
       hooks: o.hooks,
+      onStart: (jobId, model) => o.tell({ type: 'job_start', jobId, model }),
       onEnd: (job) => o.tell({ type: 'job_end', job }),
       log: o.log.child('executor'),
       jobLog: topLevelLogger(o.log, 'job'),
@@ -90,6 +93,7 @@ export class Serving {
         o.tell({ type: 'budget_exhausted', limit: config.limits.max_tokens_per_minute ?? 0 });
       },
       ...(timing.stallTimeoutMs ? { stallTimeoutMs: timing.stallTimeoutMs } : {}),
+      onBackendEnd: (backend, model, failure) => this.selftest.reportJob(backend, model, failure),
     });
     const c = config.selftest;
     const selftest = new SelfTest({
@@ -100,15 +104,36 @@ export class Serving {
       ...selfTestSettings(c),
       log: o.log.child('selftest'),
       adjustInFlight: (b, d) => discovery.adjustInFlight(b, d),
+      eject: ejectionSettings(c),
     });
     selftest.on('result', (result) => {
       o.metrics.selftest(selftest.results());
       o.tell({ type: 'selftest', result });
     });
+    selftest.on('ejected', (r) => {
+      o.metrics.ejected(r.backend);
+      o.metrics.selftest(selftest.results());
+    });
     selftest.on('withdrawn', (r, withdrawn) => {
       o.tell(
         withdrawn
-          ? { type: 'model_withdrawn', backend: r.backend, model: r.model, detail: r.error ?? 'failed' }
+          ? r.ejectedUntil !== undefined
+            ? {
+                type: 'model_withdrawn',
+                cause: 'jobs',
+                backend: r.backend,
+                model: r.model,
+                detail: r.jobError ?? 'failed',
+                until: r.ejectedUntil,
+              }
+            : {
+                type: 'model_withdrawn',
+                cause: 'selftests',
+                backend: r.backend,
+                model: r.model,
+                detail: r.error ?? 'failed',
+                until: undefined,
+              }
           : { type: 'model_back', backend: r.backend, model: r.model },
       );
       o.hooks.onDiscovery.call(discovery.models());
@@ -144,5 +169,20 @@ export class Serving {
     await this.selftest.stop();
     await this.discovery.stop();
     await Promise.all(this.backends.map((b) => b.close().catch(() => {})));
+  }
+}
+
+/** Counters resume where the journal left them: a restart does not zero Prometheus' totals. */
+export async function seedFromJournal(
+  journal: JobJournal | undefined,
+  metrics: AgentMetrics,
+  log: Logger,
+  before: number,
+): Promise<void> {
+  if (!journal?.totals) return;
+  try {
+    metrics.seed(await journal.totals(before));
+  } catch (err) {
+    log.warn('the journal gave no totals; counters start at zero', { error: errorMessage(err) });
   }
 }

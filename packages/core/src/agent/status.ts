@@ -130,6 +130,8 @@ export function statusSelfTest(r: SelfTestResult): StatusSelfTest {
     ok: r.ok,
     failures: r.failures,
     withdrawn: r.withdrawn,
+    ejected_until: r.ejectedUntil ?? null,
+    job_error: r.jobError ?? null,
     ttft_ms: r.ttftMs ?? null,
     tokens_per_second: r.tokensPerSecond ?? null,
     at: r.at,

@@ -102,6 +102,10 @@ export interface StatusSelfTest {
   failures: number;
   /** Left out of capabilities and routing until a self-test passes again. */
   withdrawn: boolean;
+  /** While ejected after real jobs failed on the engine: when it is tested again (ISO 8601). */
+  ejected_until: string | null;
+  /** Why: the last real job's failure on the engine, or its retest's once one failed. */
+  job_error: string | null;
   ttft_ms: number | null;
   tokens_per_second: number | null;
   at: string;

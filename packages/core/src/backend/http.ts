@@ -223,7 +223,9 @@ export function httpError(status: number, body: string): UsepodError {
   if (status === 404) {
     return new UsepodError('USEPOD_BACKEND_NO_ROUTE', `backend answered 404: ${message || '(empty body)'}`);
   }
-  return new UsepodError('USEPOD_BACKEND_HTTP', `backend answered ${status}: ${message || '(empty body)'}`);
+  return new UsepodError('USEPOD_BACKEND_HTTP', `backend answered ${status}: ${message || '(empty body)'}`, {
+    status,
+  });
 }
 
 /** The first sample of a gauge in Prometheus text exposition (labels ignored), or undefined. */

@@ -133,6 +133,32 @@ describe('config validation (PROTOCOL.md section 8)', () => {
       },
       /backends\[1\]: is a duplicate: same kind and url as backends\[0\]/,
     ));
+  it('one engine behind localhost, 127.0.0.1 and [::1] is a duplicate (issue 28)', () => {
+    for (const [a, b] of [
+      ['http://127.0.0.1:8080', 'http://localhost:8080'],
+      ['http://localhost:8080/', 'http://[::1]:8080'],
+      ['http://LOCALHOST:80', 'http://127.0.0.1'],
+    ] as const)
+      fails(
+        {
+          backends: [
+            { kind: 'llamacpp', url: a },
+            { kind: 'llamacpp', url: b },
+          ],
+        },
+        /backends\[1\]: is a duplicate: same kind and engine as backends\[0\] \(http:\/\/\S+ and http:\/\/\S+ are one port on this machine\)/,
+      );
+    // Another port, or another machine, is another engine.
+    expect(
+      validateConfig({
+        backends: [
+          { kind: 'llamacpp', url: 'http://localhost:8080' },
+          { kind: 'llamacpp', url: 'http://127.0.0.1:8081' },
+          { kind: 'llamacpp', url: 'http://10.0.0.5:8080' },
+        ],
+      }).backends,
+    ).toHaveLength(3);
+  });
   it('same kind and api_key_env is a duplicate', () =>
     fails(
       {
@@ -282,5 +308,17 @@ describe('config from the environment (containers, issue 20)', () => {
       (e: unknown) => e,
     );
     expect((none as Error).message).toMatch(/\$USEPOD_BACKEND_(URL|KIND)/);
+  });
+});
+
+describe('values at their documented bounds', () => {
+  it('refuses a discovery interval past a day: a timer past 2^31-1 ms would fire at once, in a loop', () => {
+    expect(() => validateConfig({ discovery: { interval_s: 3_000_000 } })).toThrow(/discovery\.interval_s/);
+    expect(validateConfig({ discovery: { interval_s: 86_400 } }).discovery.interval_s).toBe(86_400);
+  });
+
+  it('keeps a section no core key names for the plugin that claims it', () => {
+    const config = validateConfig({ battery: { min_percent: 50 } });
+    expect(config.battery).toEqual({ min_percent: 50 });
   });
 });

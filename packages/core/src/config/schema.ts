@@ -91,7 +91,8 @@ export const configSchema = z.looseObject({
     .loose()
     .default({ prometheus_addr: DEFAULT_PROMETHEUS_ADDR, log_level: 'info', log_format: 'text' }),
   discovery: z
-    .object({ interval_s: z.number().min(1).default(60) })
+    // At most a day: a timer longer than 2^31-1 ms would fire at once, again and again.
+    .object({ interval_s: z.number().min(1).max(86_400).default(60) })
     .loose()
     .default({ interval_s: 60 }),
   /** Quiet hours (issue 19): windows in which the agent pauses by itself, in `timezone` (default local). */
@@ -132,6 +133,10 @@ export const configSchema = z.looseObject({
       max_tokens: z.number().int().min(2).max(512).default(16),
       prompt: z.string().min(1).max(2000).default('Count from 1 to 20, separated by spaces.'),
       withdraw_after: z.number().int().min(1).max(100).default(2),
+      // Real jobs failing on the engine's side eject a pair for a cooldown (routing/ejection.ts); 0: never.
+      eject_after: z.number().int().min(0).max(100).default(3),
+      eject_cooldown_s: z.number().min(1).max(86_400).default(30),
+      eject_cooldown_max_s: z.number().min(1).max(86_400).default(600),
     })
     .loose()
     .default({
@@ -140,6 +145,9 @@ export const configSchema = z.looseObject({
       max_tokens: 16,
       prompt: 'Count from 1 to 20, separated by spaces.',
       withdraw_after: 2,
+      eject_after: 3,
+      eject_cooldown_s: 30,
+      eject_cooldown_max_s: 600,
     }),
 });
 

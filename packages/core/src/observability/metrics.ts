@@ -82,6 +82,8 @@ export class AgentMetrics {
   readonly #selftestTtft: Gauge<'backend' | 'model'>;
   readonly #selftestRate: Gauge<'backend' | 'model'>;
   readonly #withdrawn: Gauge<'backend' | 'model'>;
+  readonly #ejected: Gauge<'backend' | 'model'>;
+  readonly #ejections: Counter<'backend'>;
 
   constructor(version: string, opts: { processMetrics?: boolean; inFlight?: () => number } = {}) {
     const registers = [this.registry];
@@ -221,8 +223,20 @@ export class AgentMetrics {
     });
     this.#withdrawn = new Gauge({
       name: 'usepod_agent_model_withdrawn',
-      help: '1 while a model is withdrawn from a backend after failing its self-tests.',
+      help: '1 while a model is withdrawn from a backend: it failed its self-tests, or its real jobs (ejected).',
       ...pair,
+    });
+    this.#ejected = new Gauge({
+      name: 'usepod_agent_model_ejected',
+      help: '1 while a model is ejected from a backend after its real jobs failed there, until a self-test passes.',
+      ...pair,
+    });
+    // By backend only: backends come from the config; a model label on a counter would be kept for good.
+    this.#ejections = new Counter({
+      name: 'usepod_agent_ejections_total',
+      help: 'Times a model was ejected from a backend after its real jobs failed there (each retest failed counts).',
+      labelNames: ['backend'],
+      registers,
     });
     this.state('idle');
   }
@@ -332,14 +346,21 @@ export class AgentMetrics {
 
   /** Every pair's last self-test; pairs no longer served drop out of the series. */
   selftest(results: readonly SelfTestResult[]): void {
-    for (const g of [this.#selftestOk, this.#selftestTtft, this.#selftestRate, this.#withdrawn]) g.reset();
+    const gauges = [this.#selftestOk, this.#selftestTtft, this.#selftestRate, this.#withdrawn, this.#ejected];
+    for (const g of gauges) g.reset();
     for (const r of results) {
       const labels = { backend: r.backend, model: r.model };
       this.#selftestOk.set(labels, r.ok ? 1 : 0);
       this.#withdrawn.set(labels, r.withdrawn ? 1 : 0);
+      this.#ejected.set(labels, r.ejectedUntil !== undefined ? 1 : 0);
       if (r.ttftMs !== undefined) this.#selftestTtft.set(labels, r.ttftMs / 1000);
       if (r.tokensPerSecond !== undefined) this.#selftestRate.set(labels, r.tokensPerSecond);
     }
+  }
+
+  /** A pair was ejected (or ejected again) after its real jobs failed. */
+  ejected(backend: string): void {
+    this.#ejections.inc({ backend });
   }
 
   inFlight(n: number): void {

@@ -25,7 +25,6 @@ export const CORE_SECTIONS: ReadonlySet<string> = new Set([
   'discovery',
   'schedule',
   'selftest',
-  'routing',
 ]);
 
 type Check = (facts: DoctorFacts) => DoctorFinding[] | Promise<DoctorFinding[]>;

@@ -88,11 +88,21 @@ export type AgentEvent =
   | { type: 'capabilities'; frame: CapabilitiesFrame }
   /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
   | { type: 'backpressure'; congested: boolean }
+  /** A job frame passed its checks and reached the executor (it may still be refused). */
+  | { type: 'job_start'; jobId: string; model: string }
   | { type: 'job_end'; job: JobOutcome }
   | { type: 'selftest'; result: SelfTestResult }
   | { type: 'backend_down'; backend: string; kind: string; detail: string }
   | { type: 'backend_up'; backend: string; kind: string }
-  | { type: 'model_withdrawn'; backend: string; model: string; detail: string }
+  | {
+      type: 'model_withdrawn';
+      /** Its self-tests failed, or its real jobs did (ejected until `until`, then tested again). */
+      cause: 'selftests' | 'jobs';
+      backend: string;
+      model: string;
+      detail: string;
+      until: string | undefined;
+    }
   | { type: 'model_back'; backend: string; model: string }
   /** A hold was placed or changed (`by` its name); `until` is an ISO time, none: until released. */
   | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }

@@ -45,6 +45,8 @@ describe('plugin hook types', () => {
           expectTypeOf(event).toEqualTypeOf<AgentEvent>();
           // The union narrows by type: each event carries its own facts.
           if (event.type === 'model_withdrawn') expectTypeOf(event.model).toBeString();
+          if (event.type === 'model_withdrawn')
+            expectTypeOf(event.cause).toEqualTypeOf<'selftests' | 'jobs'>();
           if (event.type === 'paused') expectTypeOf(event.by).toEqualTypeOf<PausedBy>();
         });
         // @ts-expect-error onEvent is sync: observers queue their I/O

@@ -1,4 +1,4 @@
-import type { UpstreamResponse } from '../backend/backend.js';
+import type { Backend, UpstreamResponse } from '../backend/backend.js';
 import { engineErrorMessage, readText } from '../backend/http.js';
 import { type JobErrorCode, UsepodError } from '../errors.js';
 import { jobChannels } from '../observability/diagnostics.js';
@@ -7,6 +7,7 @@ import type { JobStats } from '../observability/stats.js';
 import type { AgentHooks, JobOutcome } from '../plugins/hooks.js';
 import { chunkFrame, chunkFramePrefix } from '../protocol/chunk-frame.js';
 import type { JobDoneFrame, JobErrorFrame, JobFrame } from '../protocol/frames.js';
+import type { JobFailure } from '../routing/ejection.js';
 import { engineText } from '../untrusted.js';
 import { AbortRelay } from './abort-relay.js';
 import {
@@ -34,6 +35,8 @@ import { reservationFor, type TokenBudget } from './token-budget.js';
 
 export interface ExecutorOptions {
   hooks: AgentHooks;
+  /** Every job received, once (the agent's `job_start` event). */
+  onStart?: (jobId: string, model: string) => void;
   /** Every job's end, once (the agent's `job_end` event). */
   onEnd?: (outcome: JobOutcome) => void;
   log: Logger;
@@ -55,6 +58,11 @@ export interface ExecutorOptions {
   /** The advertised prices of a model, for the journal's records. */
   priceOf?: (model: string) => { input_per_1m: number; output_per_1m: number } | undefined;
   now?: () => number;
+  /**
+   * Each job that reached a backend, as it ended there: `failure` says why it did not finish (undefined:
+   * it did). Self-tests judge it (routing/ejection.ts) and eject a pair whose jobs keep failing.
+   */
+  onBackendEnd?(backend: Backend, model: string, failure: JobFailure | undefined): void;
 }
 
 export type { AbortReason, JobSink } from './job.js';
@@ -131,6 +139,7 @@ export class Executor {
     if (jobChannels.received.hasSubscribers) {
       jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
     }
+    this.#opts.onStart?.(frame.job_id, frame.model_id);
     if (this.#pausedReason !== undefined) {
       this.#reject(
         'paused',
@@ -177,6 +186,7 @@ export class Executor {
       receivedAt,
       sink,
       backend: undefined,
+      failedOn: undefined,
       bytes: 0,
     };
     this.#spareAbort = undefined;
@@ -261,6 +271,7 @@ export class Executor {
     /** `job_done` or `job_error`, sent by #finish (after the journal, when there is one). */
     let terminal: string | undefined;
     let refusal: Refusal | undefined;
+    let failure: JobFailure | undefined;
     try {
       const candidates = this.#opts.router.candidates(frame.model_id);
       let route = candidates;
@@ -346,6 +357,7 @@ export class Executor {
       terminal = JSON.stringify(done);
     } catch (err) {
       const reason = abortReason(signal, err);
+      failure = { reason, error: err };
       if (reason === 'cancel' || reason === 'session') {
         outcome = 'cancelled';
       } else {
@@ -359,6 +371,9 @@ export class Executor {
       clearTimeout(deadline);
       this.#abort(job, 'session');
       if (job.backend) this.#opts.router.adjustInFlight(job.backend, -1);
+      // Told before the terminal frame leaves: the coordinator's next job is routed knowing it.
+      const on = job.backend ?? job.failedOn;
+      if (on) this.#opts.onBackendEnd?.(on, frame.model_id, failure);
       const end = this.#now();
       const scan = scanner.result;
       this.#finish(

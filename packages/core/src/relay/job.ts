@@ -47,6 +47,8 @@ export interface RunningJob {
   receivedAt: number;
   sink: JobSink;
   backend: Backend | undefined;
+  /** The backend whose attempt failed last, when none could open the request (its failure counts there). */
+  failedOn: Backend | undefined;
   bytes: number;
 }
 

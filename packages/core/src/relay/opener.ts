@@ -85,6 +85,7 @@ export async function open(
     } catch (err) {
       ctx.router.adjustInFlight(backend, -1);
       lastErr = err;
+      job.failedOn = backend;
       // Nothing was relayed yet: an unreachable engine is worth trying the next one.
       if (job.abort.signal.aborted || !isUsepodError(err, 'USEPOD_BACKEND_UNREACHABLE')) break;
       ctx.router.reportFailure(backend);

@@ -6,6 +6,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { StreamScanner } from '../relay/stream-scan.js';
 import { engineText } from '../untrusted.js';
+import { cooldownMs, type EjectionSettings, failureText, type JobFailure, judgeJob } from './ejection.js';
 
 /**
  * Self-tests (issue 19): a tiny request through every model a healthy backend serves, on its own timer,
@@ -13,17 +14,26 @@ import { engineText } from '../untrusted.js';
  * waits for one. A pair (backend, model) failing `withdrawAfter` times in a row is withdrawn from routing
  * and from capabilities until it passes again: an engine that lists a model but cannot run it is found
  * by us before a customer's job meets it.
+ *
+ * Real jobs count too (ejection.ts): a pair whose jobs fail `eject.after` times in a row on the engine's
+ * side is withdrawn the same way (its `ejectedUntil` says until when), and is tested again when its
+ * cooldown ends, whatever `intervalMs`: it comes back when that test passes, else its cooldown doubles.
  */
 
 export interface SelfTestResult {
   backend: string;
   kind: string;
   model: string;
-  /** The last test passed. */
+  /** The last test passed (false too for a pair ejected before any test ran). */
   ok: boolean;
   /** Failures in a row (0 after a pass). */
   failures: number;
+  /** Out of routing and capabilities: failing its self-tests, or ejected after real jobs failed. */
   withdrawn: boolean;
+  /** While ejected after real jobs failed: when it is tested again (ISO 8601). */
+  ejectedUntil: string | undefined;
+  /** Why it is ejected: its last real job's failure, or its retest's once one failed (engine text, bounded). */
+  jobError: string | undefined;
   /** Time to the first token of the last passing test, ms. */
   ttftMs: number | undefined;
   /** Decode speed of the last passing test: tokens after the first over the time they took. */
@@ -55,6 +65,8 @@ export interface SelfTestOptions {
   log: Logger;
   /** Counted as the backend's own load while a test runs, so routing sees it. */
   adjustInFlight?(backend: Backend, delta: number): void;
+  /** When real jobs eject a pair (ejection.ts); never without. */
+  eject?: EjectionSettings;
 }
 
 /** The `[selftest]` keys as SelfTest takes them (the agent's timer and `usepod-agent selftest` alike). */
@@ -73,13 +85,29 @@ const MAX_ANSWER_BYTES = 1024 * 1024;
 
 const key = (backend: Backend, model: string) => `${backend.label}\u0000${model}`;
 
+/** A pair's real jobs: engine-side failures in a row, and its ejection when they reached the limit. */
+interface JobRun {
+  failures: number;
+  /** Ejections in a row: each doubles the cooldown. */
+  level: number;
+  /** Ejected until then (ms since the epoch); undefined while routed. */
+  until: number | undefined;
+  /** When it last came back: a pair back for longer than the longest cooldown starts again at level 1. */
+  backAt: number | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
 export class SelfTest extends EventEmitter<{
   /** A pair was withdrawn (`true`) or came back (`false`). */
   withdrawn: [SelfTestResult, boolean];
   result: [SelfTestResult];
+  /** Real jobs ejected a pair, or ejected it again after its retest failed. */
+  ejected: [SelfTestResult];
 }> {
   readonly #o: SelfTestOptions;
   readonly #results = new Map<string, SelfTestResult>();
+  /** Pairs whose real jobs failed on the engine's side; empty while every job goes well. */
+  readonly #jobs = new Map<string, JobRun>();
   /** How many pairs are withdrawn now. */
   #withdrawn = 0;
   #round: Promise<SelfTestResult[]> | undefined;
@@ -103,13 +131,14 @@ export class SelfTest extends EventEmitter<{
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    for (const j of this.#jobs.values()) clearTimeout(j.timer);
     this.#abort.abort();
     await this.#round?.catch(() => {});
   }
 
   /** Whether routing and capabilities must leave this pair out. */
   isWithdrawn(backend: Backend, model: string): boolean {
-    // Asked on every job's routing: nothing withdrawn (the usual case) costs one comparison.
+    // Asked on every job's routing: nothing withdrawn or ejected (the usual case) costs one comparison.
     return this.#withdrawn > 0 && this.#results.get(key(backend, model))?.withdrawn === true;
   }
 
@@ -140,6 +169,11 @@ export class SelfTest extends EventEmitter<{
       if (r.withdrawn) this.#withdrawn--;
       this.#results.delete(k);
     }
+    for (const [k, j] of this.#jobs) {
+      if (live.has(k)) continue;
+      clearTimeout(j.timer);
+      this.#jobs.delete(k);
+    }
     for (const t of targets) {
       if (this.#stopped) break;
       if (this.#o.busy() && !(wait && (await this.#room()))) continue;
@@ -162,7 +196,18 @@ export class SelfTest extends EventEmitter<{
     const k = key(t.backend, t.model);
     const before = this.#results.get(k);
     const failures = m.ok ? 0 : (before?.failures ?? 0) + 1;
-    const withdrawn = m.ok ? false : before?.withdrawn === true || failures >= this.#o.withdrawAfter;
+    // An ejected pair comes back at a pass once its cooldown is over, not before.
+    const j = this.#jobs.get(k);
+    if (m.ok && j?.until !== undefined && Date.now() >= j.until) {
+      clearTimeout(j.timer);
+      j.until = undefined;
+      j.timer = undefined;
+      j.failures = 0;
+      j.backAt = Date.now();
+    }
+    const ejected = j?.until !== undefined;
+    // Failures only grow until a pass: once at `withdrawAfter`, the pair stays withdrawn until then.
+    const withdrawn = ejected || (!m.ok && failures >= this.#o.withdrawAfter);
     const r: SelfTestResult = {
       backend: t.backend.label,
       kind: t.backend.kind,
@@ -170,6 +215,8 @@ export class SelfTest extends EventEmitter<{
       ok: m.ok,
       failures,
       withdrawn,
+      ejectedUntil: ejected ? new Date(j!.until!).toISOString() : undefined,
+      jobError: ejected ? before?.jobError : undefined,
       // A failure keeps the last good figures: they still say what the pair does when it works.
       ttftMs: m.ok ? m.ttftMs : before?.ttftMs,
       tokensPerSecond: m.ok ? m.tokensPerSecond : before?.tokensPerSecond,
@@ -188,6 +235,112 @@ export class SelfTest extends EventEmitter<{
       else this.#o.log.info('model back: it passed its self-test', fields);
       this.emit('withdrawn', r, withdrawn);
     }
+  }
+
+  /**
+   * A real job on this pair ended (the executor tells each job that reached a backend): engine-side
+   * failures in a row eject the pair; a job that finished ends the run; the rest do not count.
+   */
+  reportJob(backend: Backend, model: string, failure: JobFailure | undefined): void {
+    const settings = this.#o.eject;
+    if (!settings || settings.after <= 0) return;
+    // Every job's end comes here: a job that finished, on an agent where none failed, costs one lookup.
+    if (failure === undefined && this.#jobs.size === 0) return;
+    const verdict = judgeJob(failure);
+    if (verdict === 'neutral') return;
+    const k = key(backend, model);
+    let j = this.#jobs.get(k);
+    if (verdict === 'ok') {
+      // A pair never ejected has nothing left to remember; one that was keeps its level (the next
+      // cooldown's length) until it has been back for the longest cooldown.
+      if (j && j.until === undefined) {
+        if (j.level === 0) this.#jobs.delete(k);
+        else j.failures = 0;
+      }
+      return;
+    }
+    if (!j) {
+      j = { failures: 0, level: 0, until: undefined, backAt: undefined, timer: undefined };
+      this.#jobs.set(k, j);
+    }
+    j.failures++;
+    // Jobs already on their way when it was ejected may still fail: the ejection stands as it was.
+    if (j.until !== undefined || j.failures < settings.after) return;
+    this.#eject({ backend, model }, j, failureText(failure!), settings);
+  }
+
+  /** Withdraws the pair for its next cooldown, and tests it again when that ends. */
+  #eject(t: SelfTestTarget, j: JobRun, why: string, settings: EjectionSettings): void {
+    const now = Date.now();
+    if (j.backAt !== undefined && now - j.backAt > settings.maxCooldownMs) j.level = 0;
+    j.level++;
+    const ms = cooldownMs(j.level, settings);
+    j.until = now + ms;
+    clearTimeout(j.timer);
+    j.timer = setTimeout(() => void this.#retest(t, j), ms);
+    j.timer.unref();
+    const k = key(t.backend, t.model);
+    const before = this.#results.get(k);
+    const r: SelfTestResult = {
+      ...(before ?? {
+        backend: t.backend.label,
+        kind: t.backend.kind,
+        model: t.model,
+        // No test ran yet: nothing passed.
+        ok: false,
+        failures: 0,
+        ttftMs: undefined,
+        tokensPerSecond: undefined,
+        tokens: undefined,
+        at: new Date(now).toISOString(),
+        error: undefined,
+      }),
+      withdrawn: true,
+      ejectedUntil: new Date(j.until).toISOString(),
+      jobError: why,
+    };
+    this.#results.set(k, r);
+    if (!before?.withdrawn) this.#withdrawn++;
+    this.#o.log.warn('model ejected: its jobs failed on the engine', {
+      backend: r.backend,
+      model: r.model,
+      failures: j.failures,
+      cooldown_s: Math.round(ms / 1000),
+      error: why,
+    });
+    this.emit('ejected', r);
+    if (!before?.withdrawn) this.emit('withdrawn', r, true);
+  }
+
+  /**
+   * The cooldown ended: one self-test of the pair, after any round in progress (one test at a time) and
+   * when the agent has room. A pass brings it back (#record); a failure ejects it again, for longer.
+   */
+  async #retest(t: SelfTestTarget, j: JobRun): Promise<void> {
+    j.timer = undefined;
+    await this.#round?.catch(() => {});
+    // Stopped, forgotten, or back already (a round's pass once the cooldown was over).
+    if (this.#stopped || this.#jobs.get(key(t.backend, t.model)) !== j || j.until === undefined) return;
+    const settings = this.#o.eject!;
+    const k = key(t.backend, t.model);
+    if (!this.#o.targets().some((x) => x.backend === t.backend && x.model === t.model)) {
+      // Its backend is down or no longer lists the model: forgotten, as a round forgets it.
+      if (this.#results.get(k)?.withdrawn) this.#withdrawn--;
+      this.#results.delete(k);
+      this.#jobs.delete(k);
+      return;
+    }
+    if (this.#o.busy() && !(await this.#room())) {
+      // Busy or paused: try again after the first cooldown, the ejection unchanged.
+      if (this.#stopped) return;
+      j.timer = setTimeout(() => void this.#retest(t, j), settings.cooldownMs);
+      j.timer.unref();
+      return;
+    }
+    const m = await this.#measure(t);
+    if (this.#stopped || this.#jobs.get(k) !== j) return;
+    this.#record(t, m);
+    if (!m.ok) this.#eject(t, j, m.error, settings);
   }
 
   async #measure(t: SelfTestTarget): Promise<Measurement> {

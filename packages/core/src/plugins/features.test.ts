@@ -1,0 +1,110 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createAgent } from '../agent/agent.js';
+import { loadConfig } from '../config/load.js';
+import { silentLogger } from '../observability/log.js';
+import { type AgentPlugin, definePlugin } from './plugin.js';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function configFile(text: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'usepod-features-'));
+  dirs.push(dir);
+  const file = join(dir, 'agent.toml');
+  await writeFile(file, text);
+  return (await loadConfig({ path: file })).config;
+}
+
+const sectionPlugin = (name: string, section: string): AgentPlugin => ({
+  name,
+  apiVersion: 1,
+  apply(_hooks, ctx) {
+    ctx.section(section, z.strictObject({ level: z.number().int().max(10) }));
+  },
+});
+
+const load = (config: Awaited<ReturnType<typeof configFile>>, plugins: AgentPlugin[]) =>
+  createAgent({ config, plugins, defaultPlugins: false, logger: silentLogger, pluginSearchRoots: [] }).load();
+
+describe('sections resolve to plugins', () => {
+  it('a section a plugin claims is parsed by its schema; a mistake is the config’s, at file:line:column', async () => {
+    const config = await configFile('[limits]\nmax_concurrent = 2\n\n[heat]\nlevel = 11\n');
+    await expect(load(config, [sectionPlugin('heat', 'heat')])).rejects.toThrow(
+      /agent\.toml:5:\d+: heat\.level/,
+    );
+    await expect(
+      load(await configFile('[heat]\nlevel = 3\n'), [sectionPlugin('heat', 'heat')]),
+    ).resolves.toBeUndefined();
+  });
+
+  it('a section no installed plugin claims is one line naming the package to install, at its line', async () => {
+    const config = await configFile('[limits]\nmax_concurrent = 2\n\n[heat]\nlevel = 3\n');
+    const err = await load(config, []).then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    );
+    expect(err?.code).toBe('USEPOD_PLUGIN_NOT_FOUND');
+    expect(err?.message).toMatch(
+      /agent\.toml:4:\d+: \[heat\] is not claimed by any installed plugin; install usepod-agent-plugin-heat/,
+    );
+    expect(err?.message.split('\n')).toHaveLength(1);
+  });
+
+  it('two plugins claiming one section, or a plugin claiming a core section, are refused by name', async () => {
+    const config = await configFile('[heat]\nlevel = 1\n');
+    await expect(load(config, [sectionPlugin('a', 'heat'), sectionPlugin('b', 'heat')])).rejects.toThrow(
+      /plugins "a" and "b" both claim \[heat\]/,
+    );
+    await expect(load(config, [sectionPlugin('c', 'limits')])).rejects.toThrow(
+      /claimed \[limits\], which core reads/,
+    );
+  });
+
+  it('one journal per agent; a plugin applied by default yields to one given', async () => {
+    const journal = (name: string): AgentPlugin => ({
+      name,
+      apiVersion: 1,
+      apply: (_h, ctx) => void ctx.provideJournal({ write: () => {} }),
+    });
+    await expect(load(await configFile(''), [journal('a'), journal('b')])).rejects.toThrow(
+      /both provide the job journal/,
+    );
+  });
+});
+
+describe('a plugin’s metrics and status section', () => {
+  it('reach /metrics and /status; hostile label values are folded, a throwing section shows its error', async () => {
+    const agent = createAgent({
+      config: {},
+      defaultPlugins: false,
+      logger: silentLogger,
+      plugins: [
+        definePlugin(() => ({
+          name: 'gauges',
+          apiVersion: 1,
+          apply(_hooks, ctx) {
+            const g = ctx.metrics.gauge('usepod_agent_test_temperature', 'a test gauge', ['gpu']);
+            g.set(71, { gpu: 'RTX\u001b]0;owned\u0007' });
+            ctx.statusSection('fine', () => ({ ok: true }));
+            ctx.statusSection('broken', () => {
+              throw new Error('no');
+            });
+          },
+        })),
+      ],
+    });
+    await agent.load();
+    const text = await agent.metricsText();
+    const line = text.split('\n').find((l) => l.startsWith('usepod_agent_test_temperature{'));
+    expect(line).toMatch(/^usepod_agent_test_temperature\{gpu="RTX[^"]*"\} 71$/);
+    expect(line).not.toContain('\u001b');
+    expect(line).not.toContain('\u0007');
+    expect(agent.status().sections).toEqual({ fine: { ok: true }, broken: { error: 'no' } });
+  });
+});
