@@ -68,7 +68,6 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
     const writer = new LedgerWriter({
       path,
       log: ctx.log,
-      metrics: ctx.metrics,
       notify: (n) => ctx.notify(n),
       maxPending: o.maxPending ?? 10_000,
       retryMs: o.retryMs ?? 1_000,
@@ -81,6 +80,7 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
     // The agent was given a journal of its own (embedding code, a test): this ledger stands down.
     if (!mine) return;
     hooks.onStart.tapPromise('ledger', async () => {
+      writer.attachMetrics(ctx.metrics);
       const pruned = await writer.prune(cfg.retention_days);
       await writer.refreshSummary();
       if (writer.recording && writer.failing === undefined)

@@ -18,7 +18,6 @@ import type { WorkerReply, WorkerRequest } from './worker.js';
 export interface WriterOptions {
   path: string;
   log: Logger;
-  metrics: PluginContext['metrics'];
   notify: PluginContext['notify'];
   /** Records kept for a retry while the ledger fails (each a few hundred bytes). */
   maxPending: number;
@@ -85,25 +84,42 @@ export class LedgerWriter {
     | { at: number; today: number; week: number; value: { today: Window; last_7_days: Window } }
     | undefined;
   #summarising = false;
-  readonly #failures;
-  readonly #droppedTotal;
-  readonly #pendingGauge;
+  /** Counted before the metrics exist (a failure while the agent starts), then kept in step with them. */
+  #failureCount = 0;
+  #droppedCount = 0;
+  #metrics:
+    | {
+        failures: ReturnType<PluginContext['metrics']['counter']>;
+        dropped: ReturnType<PluginContext['metrics']['counter']>;
+        pending: ReturnType<PluginContext['metrics']['gauge']>;
+      }
+    | undefined;
 
-  constructor(o: WriterOptions) {
+  constructor(o: Omit<WriterOptions, 'metrics'>) {
     this.#o = o;
     this.#retryMs = o.retryMs;
-    this.#failures = o.metrics.counter(
-      'usepod_agent_ledger_write_failures_total',
-      'Ledger writes that failed (locked, full or unopenable file); their records are retried.',
-    );
-    this.#droppedTotal = o.metrics.counter(
-      'usepod_agent_ledger_dropped_total',
-      'Ledger records dropped: more were waiting for a failing ledger than it keeps.',
-    );
-    this.#pendingGauge = o.metrics.gauge(
-      'usepod_agent_ledger_pending',
-      'Ledger records waiting to be written.',
-    );
+  }
+
+  /**
+   * Declares the ledger's metrics, once the agent runs (onStart): `doctor` and `selftest` apply plugins
+   * without serving `/metrics`, and a metric may be declared only once on a registry.
+   */
+  attachMetrics(metrics: PluginContext['metrics']): void {
+    if (this.#metrics) return;
+    this.#metrics = {
+      failures: metrics.counter(
+        'usepod_agent_ledger_write_failures_total',
+        'Ledger writes that failed (locked, full or unopenable file); their records are retried.',
+      ),
+      dropped: metrics.counter(
+        'usepod_agent_ledger_dropped_total',
+        'Ledger records dropped: more were waiting for a failing ledger than it keeps.',
+      ),
+      pending: metrics.gauge('usepod_agent_ledger_pending', 'Ledger records waiting to be written.'),
+    };
+    this.#metrics.failures.inc(this.#failureCount);
+    this.#metrics.dropped.inc(this.#droppedCount);
+    this.#metrics.pending.set(this.pending);
   }
 
   /** Whether records are kept: false for a ledger from a newer agent (left alone). */
@@ -229,11 +245,12 @@ export class LedgerWriter {
         });
       }
       this.#dropped += lost;
-      this.#droppedTotal.inc(lost);
+      this.#droppedCount += lost;
+      this.#metrics?.dropped.inc(lost);
       items = items.slice(0, Math.max(0, room));
     }
     for (const i of items) this.#queue.push(i);
-    this.#pendingGauge.set(this.pending);
+    this.#metrics?.pending.set(this.pending);
   }
 
   /** Sends what waits as one batch, unless one is being written or a retry is due later. */
@@ -283,7 +300,7 @@ export class LedgerWriter {
     } finally {
       this.#writing = false;
       for (const w of waiters) w();
-      this.#pendingGauge.set(this.pending);
+      this.#metrics?.pending.set(this.pending);
     }
     this.#pump();
   }
@@ -317,11 +334,12 @@ export class LedgerWriter {
       if (!this.#newer) this.#o.log.warn(`${e.message}; jobs are not recorded (USEPOD_LEDGER)`, {});
       this.#newer = true;
       this.#queue = [];
-      this.#pendingGauge.set(this.pending);
+      this.#metrics?.pending.set(this.pending);
       this.#release();
       return;
     }
-    this.#failures.inc();
+    this.#failureCount++;
+    this.#metrics?.failures.inc();
     if (this.#failing === undefined) {
       this.#failing = e.message;
       this.#o.log.warn(
