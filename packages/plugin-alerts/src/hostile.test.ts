@@ -1,8 +1,6 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { AgentEvent, Logger, PluginContext } from '@usepod-agent/core';
 import { createHooks } from '@usepod-agent/core/internal';
-import { createTestAgent, TestCoordinator } from '@usepod-agent/testkit';
+import { createTestAgent, TestCoordinator, WebhookReceiver } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseRetryAfter, retryWait } from './backoff.js';
 import { readAlerts } from './config.js';
@@ -18,63 +16,6 @@ import { text } from './text.js';
 
 /** What an engine or coordinator could write: a masked link, mentions, formatting, an ESC sequence. */
 const HOSTILE = '[Claim](https://evil) @everyone <!channel> *bold* _it_ ~s~ `c` \x1b[2J# h';
-
-interface Got {
-  body: Record<string, unknown>;
-}
-
-/** A webhook on 127.0.0.1: answers each POST with the next scripted reply, then 200. */
-class Receiver {
-  readonly got: Got[] = [];
-  readonly script: { status: number; headers?: Record<string, string>; hang?: boolean; endless?: boolean }[] =
-    [];
-  requests = 0;
-  #server!: Server;
-  #waiters: (() => void)[] = [];
-
-  async start(): Promise<this> {
-    this.#server = createServer((req, res) => {
-      let body = '';
-      req.setEncoding('utf8');
-      req.on('data', (d: string) => {
-        body += d;
-      });
-      req.on('end', () => {
-        this.requests++;
-        const next = this.script.shift();
-        if (next?.endless) {
-          // A body that never ends: 64 KiB at a time for as long as anyone reads.
-          const chunk = Buffer.alloc(65_536, 'x');
-          res.writeHead(next.status, next.headers);
-          const pump = () => {
-            while (!res.destroyed && res.write(chunk));
-          };
-          res.on('drain', pump);
-          pump();
-        } else if (!next?.hang) res.writeHead(next?.status ?? 200, next?.headers).end('ok');
-        if (!next?.hang && (!next || next.status < 300)) this.got.push({ body: JSON.parse(body) });
-        for (const w of this.#waiters.splice(0)) w();
-      });
-    });
-    await new Promise<void>((r) => this.#server.listen(0, '127.0.0.1', r));
-    return this;
-  }
-
-  url(path: string): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}${path}`;
-  }
-
-  /** Resolves once `n` alerts were delivered (event-driven: each request wakes it). */
-  async wait(n: number): Promise<Got[]> {
-    while (this.got.length < n) await new Promise<void>((r) => this.#waiters.push(r));
-    return this.got;
-  }
-
-  close(): Promise<void> {
-    this.#server.closeAllConnections();
-    return new Promise((r) => this.#server.close(() => r()));
-  }
-}
 
 class Lines implements Logger {
   readonly lines: string[] = [];
@@ -107,9 +48,9 @@ const withdrawn = (detail: string): AgentEvent => ({
   detail,
 });
 
-let receiver: Receiver;
+let receiver: WebhookReceiver;
 beforeEach(async () => {
-  receiver = await new Receiver().start();
+  receiver = await new WebhookReceiver().start();
 });
 afterEach(async () => {
   vi.useRealTimers();
