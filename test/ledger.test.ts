@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
@@ -10,7 +10,8 @@ import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.j
 /**
  * The operator's ledger (issue 18), through the real CLI and a real SQLite file: every job received is a
  * row, refusals too; a SIGKILL under load loses no job the coordinator saw end; counters resume after a
- * restart; `earnings` sums it; a newer database is refused and left alone.
+ * restart; `earnings` sums it. What needs no CLI (a locked, failing or newer ledger, the SQL sums) is
+ * tested in packages/plugin-ledger.
  */
 
 let dir: string;
@@ -50,6 +51,11 @@ describe('the ledger', () => {
     const dispatched = new Set<string>();
     const ended = new Set<string>();
     let stop = false;
+    // Killed once 60 jobs ended (not after a time: the machine may be busy), with 12 more in flight.
+    let enough!: () => void;
+    const sixty = new Promise<void>((r) => {
+      enough = r;
+    });
     const lane = async () => {
       while (!stop) {
         const job = a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
@@ -57,10 +63,11 @@ describe('the ledger', () => {
         const end = await Promise.race([job.done(), a.session.closed.then(() => undefined)]);
         if (!end) return;
         ended.add(job.jobId);
+        if (ended.size >= 60) enough();
       }
     };
     const lanes = Array.from({ length: 12 }, lane);
-    await new Promise((r) => setTimeout(r, 1500));
+    await sixty;
     a.child.kill('SIGKILL');
     stop = true;
     await a.exited;
@@ -186,26 +193,6 @@ describe('the ledger', () => {
       { job_id: expect.any(String), refusal: 'model_not_loaded' },
     ]);
     db.close();
-  }, 60_000);
-
-  it('refuses a ledger from a newer agent in one line and leaves it as it was', async () => {
-    const cfg = await config();
-    const a = await run(cfg);
-    a.child.kill('SIGTERM');
-    await a.exited;
-    const db = new Database(ledgerFile());
-    db.pragma('user_version = 99');
-    db.pragma('wal_checkpoint(TRUNCATE)');
-    db.close();
-    const before = await readFile(ledgerFile());
-    const out = await cli(['run', '--config', cfg, '--allow-insecure']);
-    expect(out.code).toBe(2);
-    expect(out.stderr).toMatch(
-      /^usepod-agent: the ledger .*ledger\.db has schema version 99, newer than this agent knows/m,
-    );
-    expect(out.stderr).toMatch(/\(USEPOD_LEDGER\)$/m);
-    expect(out.stderr).not.toMatch(/\n\s+at /);
-    expect((await readFile(ledgerFile())).equals(before)).toBe(true);
   }, 60_000);
 
   it('keeps none when [ledger] path = "off"; `earnings` says when there is none yet', async () => {

@@ -202,7 +202,7 @@ describe('status', () => {
     expect(keys.filter((k) => /[A-Z]/.test(k))).toEqual([]);
     const text = await run([]);
     expect(text.stdout).toMatch(/ONLINE/);
-    expect(text.stdout).toMatch(/1 served, 0 failed/);
+    expect(text.stdout).toMatch(/1 served, 0 missed, 0 failed/);
     expect(text.stdout).toMatch(/up\s+vllm@127\.0\.0\.1:\d+ {2}Qwen\/Qwen3-14B \(32768\)/);
   });
 });

@@ -43,25 +43,18 @@ export function ledgerChecks(
   try {
     const since = now - 86_400_000;
     const checks: Check[] = [];
-    const last = ledger.db.prepare(`SELECT max(received_at) AS t FROM jobs WHERE outcome = 'done'`).get() as {
-      t: number | null;
-    };
+    const last = ledger.lastServed();
     checks.push(
-      last.t === null
+      last === undefined
         ? check(
             'last job',
             'warn',
             'no job served yet',
             'if the agent has been online a while, look at the checks above',
           )
-        : check('last job', now - last.t > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last.t)} ago`),
+        : check('last job', now - last > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last)} ago`),
     );
-    const missed = ledger.db
-      .prepare(
-        `SELECT refusal, model, count(*) AS n FROM jobs
-         WHERE received_at >= ? AND refusal IS NOT NULL AND refusal != 'malformed' GROUP BY 1, 2 ORDER BY 3 DESC`,
-      )
-      .all(since) as { refusal: string; model: string; n: number }[];
+    const missed = ledger.missed(since);
     const count = (r: string) => missed.filter((m) => m.refusal === r).reduce((n, m) => n + m.n, 0);
     const atCapacity = count('max_concurrent');
     if (atCapacity > 0) {
@@ -104,6 +97,23 @@ export function ledgerChecks(
         ),
       );
     }
+    const paused = count('paused');
+    if (paused > 0) {
+      checks.push(
+        check(
+          'missed: paused',
+          'warn',
+          `${paused} job(s) refused in 24 h while the agent was paused`,
+          'pause less, or set quiet hours where no jobs come',
+        ),
+      );
+    }
+    const draining = count('draining');
+    if (draining > 0) {
+      checks.push(
+        check('missed: stopping', 'ok', `${draining} job(s) refused in 24 h while the agent stopped`),
+      );
+    }
     for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
       checks.push(
         check(
@@ -117,13 +127,7 @@ export function ledgerChecks(
     if (missed.length === 0) checks.push(check('missed jobs', 'ok', 'none in 24 h'));
     const budget = config.limits.max_tokens_per_minute;
     if (budget) {
-      const peak = ledger.db
-        .prepare(
-          `SELECT max(t) AS peak FROM (SELECT sum(input_tokens + output_tokens) AS t FROM jobs WHERE received_at >= ?
-           GROUP BY received_at / 60000)`,
-        )
-        .get(since) as { peak: number | null };
-      const share = (peak.peak ?? 0) / budget;
+      const share = ledger.peakMinuteTokens(since) / budget;
       checks.push(
         check(
           'token budget',

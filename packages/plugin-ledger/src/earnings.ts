@@ -1,18 +1,20 @@
-import type { Ledger } from './ledger.js';
+import { stringify } from 'csv-stringify/sync';
+import { GROUPINGS, type Grouping, type Ledger } from './ledger.js';
 
-/** What `earnings` groups by. */
-export const GROUPINGS = ['model', 'backend', 'day', 'hour'] as const;
-export type Grouping = (typeof GROUPINGS)[number];
+export { GROUPINGS, type Grouping };
 
-/** Why a job was turned away that makes it one the operator missed (a malformed frame is no loss). */
+/**
+ * Why a job was turned away that makes it one the operator missed: every refusal but `malformed` (a
+ * frame without model or request is no loss). Paused is missed too: the job was there to earn.
+ */
 export const MISSED_REFUSALS = [
   'max_concurrent',
   'token_budget',
+  'paused',
   'draining',
   'model_not_loaded',
   'request_too_large',
 ];
-const MISSED = new Set(MISSED_REFUSALS);
 
 export interface EarningsRow {
   group: string;
@@ -34,7 +36,8 @@ export function parseSince(text: string, now = Date.now()): number | undefined {
   const rel = /^(\d+)\s*([mhdw])$/.exec(text.trim());
   if (rel) {
     const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[rel[2] as 'm' | 'h' | 'd' | 'w'];
-    return now - Number(rel[1]) * unit;
+    const t = now - Number(rel[1]) * unit;
+    return Number.isFinite(t) && t >= 0 ? t : 0;
   }
   // A bare date is midnight local time, as an operator means it (Date.parse would take UTC).
   const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text.trim());
@@ -43,100 +46,58 @@ export function parseSince(text: string, now = Date.now()): number | undefined {
   return Number.isNaN(t) ? undefined : t;
 }
 
-interface Row {
-  model: string;
-  backend: string | null;
-  received_at: number;
-  first_byte_ms: number | null;
-  duration_ms: number;
-  outcome: string;
-  error_code: string | null;
-  refusal: string | null;
-  input_tokens: number;
-  output_tokens: number;
-  earnings_micro: number;
-}
-
-const pad = (n: number) => String(n).padStart(2, '0');
-
-function keyOf(r: Row, by: Grouping): string {
-  if (by === 'model') return r.model;
-  if (by === 'backend') return r.backend ?? '(none)';
-  const d = new Date(r.received_at);
-  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  return by === 'day' ? day : `${day} ${pad(d.getHours())}:00`;
-}
-
-/** Length of the union of [start, end) intervals: time with at least one job in flight. */
-function covered(spans: [number, number][]): number {
-  spans.sort((a, b) => a[0] - b[0]);
-  let total = 0;
-  let [s, e] = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
-  for (const [a, b] of spans) {
-    if (a > e) {
-      if (e > s) total += e - s;
-      [s, e] = [a, b];
-    } else if (b > e) e = b;
-  }
-  if (e > s) total += e - s;
-  return total;
-}
-
+/** Sums the ledger since a time by model, backend, day or hour: the SQL does the work (ledger.ts). */
 export function earnings(ledger: Ledger, opts: { since: number; by: Grouping; now?: number }): EarningsRow[] {
   const now = opts.now ?? Date.now();
-  const rows = ledger.db
-    .prepare(
-      `SELECT model, backend, received_at, first_byte_ms, duration_ms, outcome, error_code, refusal, input_tokens,
-              output_tokens, earnings_micro FROM jobs WHERE received_at >= ? ORDER BY received_at`,
-    )
-    .all(opts.since) as Row[];
-  const groups = new Map<string, Row[]>();
-  for (const r of rows) {
-    const k = keyOf(r, opts.by);
-    const g = groups.get(k);
-    if (g) g.push(r);
-    else groups.set(k, [r]);
-  }
-  const out: EarningsRow[] = [];
-  for (const [group, rs] of groups) {
-    let streamMs = 0;
-    let streamed = 0;
-    const row: EarningsRow = {
-      group,
-      served: 0,
-      failed: 0,
-      missed: 0,
-      cancelled: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-      earnings_usdc: 0,
-      tokens_per_sec: null,
-      busy: 0,
-    };
-    const spans: [number, number][] = [];
-    for (const r of rs) {
-      if (r.outcome === 'done') row.served++;
-      else if (r.outcome === 'cancelled') row.cancelled++;
-      else if (r.refusal && MISSED.has(r.refusal)) row.missed++;
-      else row.failed++;
-      row.input_tokens += r.input_tokens;
-      row.output_tokens += r.output_tokens;
-      row.earnings_usdc += r.earnings_micro / 1_000_000;
-      if (r.outcome === 'done' && r.first_byte_ms !== null && r.duration_ms > r.first_byte_ms) {
-        streamMs += r.duration_ms - r.first_byte_ms;
-        streamed += r.output_tokens;
-      }
-      if (r.duration_ms > 0) spans.push([r.received_at, r.received_at + r.duration_ms]);
-    }
-    if (streamMs > 0) row.tokens_per_sec = streamed / (streamMs / 1000);
-    // The share of the group's own window: a day or an hour, else the whole asked-for period.
-    const windowMs =
-      opts.by === 'day' ? 86_400_000 : opts.by === 'hour' ? 3_600_000 : Math.max(1, now - opts.since);
-    row.busy = Math.min(1, covered(spans) / windowMs);
-    out.push(row);
-  }
+  // The share of the group's own window: a day or an hour, else the whole asked-for period.
+  const windowMs =
+    opts.by === 'day' ? 86_400_000 : opts.by === 'hour' ? 3_600_000 : Math.max(1, now - opts.since);
+  const out = ledger.groups(opts.since, opts.by, now).map(
+    (g): EarningsRow => ({
+      group: g.group,
+      served: g.served,
+      failed: g.failed,
+      missed: g.missed,
+      cancelled: g.cancelled,
+      input_tokens: g.input_tokens,
+      output_tokens: g.output_tokens,
+      earnings_usdc: g.earnings_micro / 1_000_000,
+      tokens_per_sec: g.stream_ms > 0 ? g.streamed_tokens / (g.stream_ms / 1000) : null,
+      busy: Math.min(1, g.busy_ms / windowMs),
+    }),
+  );
   // Times in order; models and backends by what they earned.
   return opts.by === 'day' || opts.by === 'hour'
     ? out.sort((a, b) => a.group.localeCompare(b.group))
     : out.sort((a, b) => b.earnings_usdc - a.earnings_usdc || a.group.localeCompare(b.group));
 }
+
+/**
+ * Rows as CSV for a spreadsheet, the same whatever the locale: '.' decimals in a fixed number of digits
+ * (never `1e-7`), no grouping, and a cell a spreadsheet would run as a formula (a coordinator's model id)
+ * written as text.
+ */
+export function earningsCsv(rows: readonly EarningsRow[]): string {
+  return stringify(
+    rows.map((r) => ({
+      ...r,
+      earnings_usdc: r.earnings_usdc.toFixed(6),
+      tokens_per_sec: r.tokens_per_sec === null ? '' : r.tokens_per_sec.toFixed(1),
+      busy: r.busy.toFixed(4),
+    })),
+    { header: true, escape_formulas: true, columns: CSV_COLUMNS },
+  );
+}
+
+const CSV_COLUMNS: (keyof EarningsRow)[] = [
+  'group',
+  'served',
+  'failed',
+  'missed',
+  'cancelled',
+  'input_tokens',
+  'output_tokens',
+  'earnings_usdc',
+  'tokens_per_sec',
+  'busy',
+];

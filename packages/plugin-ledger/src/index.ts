@@ -1,26 +1,28 @@
 import { type Config, definePlugin } from '@usepod-agent/core';
 import { z } from 'zod';
 import { ledgerChecks } from './doctor.js';
-import { earnings } from './earnings.js';
-import { Ledger, ledgerPath, seedGroups } from './ledger.js';
+import { ledgerPath } from './ledger.js';
+import { LedgerWriter } from './writer.js';
 
 export { ledgerChecks } from './doctor.js';
 export {
   type EarningsRow,
   earnings,
+  earningsCsv,
   GROUPINGS,
   type Grouping,
   MISSED_REFUSALS,
   parseSince,
 } from './earnings.js';
-export { LEDGER_SCHEMA_VERSION, Ledger, ledgerPath, seedGroups } from './ledger.js';
+export { LEDGER_SCHEMA_VERSION, Ledger, LedgerOpenError, ledgerPath } from './ledger.js';
 export { type SelfTestHistoryRow, selftestHistory } from './selftests.js';
 
 /**
  * The operator's ledger (issue 18) as a feature plugin (issue 27): `[ledger]`, on by default. Every job the
- * agent receives is a row written before its terminal frame (the agent's journal), every self-test too;
- * rows older than `retention_days` are pruned at start; the Prometheus counters resume from its sums.
- * `usepod-agent earnings` and `selftest --history` read the same file.
+ * agent receives is a row written before its terminal frame (the agent's journal), every self-test too,
+ * by a worker thread (issue 28: the relay never waits on the disk); rows older than `retention_days` are
+ * pruned at start; the Prometheus counters resume from its sums. `usepod-agent earnings` and
+ * `selftest --history` read the same file.
  */
 export const ledgerSection = z.strictObject({
   /** A file, or "off"; default `ledger.db` beside the identity key. */
@@ -39,34 +41,23 @@ export function ledgerFile(config: Readonly<Config>): string | undefined {
   return ledgerPath(parsed.success ? parsed.data.path : undefined, config.identity.key_path);
 }
 
-interface Window {
-  served: number;
-  missed: number;
-  failed: number;
-  earnings_usdc: number;
+/** Tuning for tests and embedders; `[ledger]` in agent.toml is the operator's. */
+export interface LedgerPluginOptions {
+  /** Records kept for a retry while the ledger cannot be written (default 10,000: a few MB). */
+  maxPending?: number;
+  /** The first retry's delay after a failed write, ms (default 1,000; doubling up to a minute). */
+  retryMs?: number;
+  /** How long a write waits for another process's lock, ms (default 5,000). */
+  busyMs?: number;
 }
 
-/** Today and the last 7 days, for `status`. */
-function summary(ledger: Ledger, now = new Date()): { today: Window; last_7_days: Window } {
-  const window = (since: number): Window =>
-    earnings(ledger, { since, by: 'backend' }).reduce(
-      (t, r) => ({
-        served: t.served + r.served,
-        missed: t.missed + r.missed,
-        failed: t.failed + r.failed,
-        earnings_usdc: t.earnings_usdc + r.earnings_usdc,
-      }),
-      { served: 0, missed: 0, failed: 0, earnings_usdc: 0 },
-    );
-  const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
-  return { today: window(midnight), last_7_days: window(now.getTime() - 7 * 86_400_000) };
-}
-
-export default definePlugin(() => ({
+// biome-ignore lint/suspicious/noConfusingVoidType: `void` lets `ledgerPlugin()` be called without options.
+export default definePlugin((opts: LedgerPluginOptions | void) => ({
   name: '@usepod-agent/plugin-ledger',
   apiVersion: 1,
   sections: ['ledger'],
   apply(hooks, ctx) {
+    const o: LedgerPluginOptions = opts ?? {};
     const cfg = ctx.section('ledger', ledgerSection) ?? ledgerSection.parse({});
     const path = ledgerPath(cfg.path, ctx.keyPath);
     ctx.doctorCheck('ledger', (facts) => ledgerChecks(path, ctx.config, facts));
@@ -74,36 +65,39 @@ export default definePlugin(() => ({
       ctx.statusSection('ledger', () => ({ file: null }));
       return;
     }
-    let ledger: Ledger | undefined;
-    // Opened by the first need of it (a job may end before onStart), synchronously.
-    const open = () => {
-      ledger ??= Ledger.open(path);
-      return ledger;
-    };
+    const writer = new LedgerWriter({
+      path,
+      log: ctx.log,
+      notify: (n) => ctx.notify(n),
+      maxPending: o.maxPending ?? 10_000,
+      retryMs: o.retryMs ?? 1_000,
+      busyMs: o.busyMs ?? 5_000,
+    });
     const mine = ctx.provideJournal({
-      write: (records) => open().write(records),
-      totals: (before) => seedGroups(open(), before),
+      write: (records) => writer.write(records),
+      totals: (before) => writer.totals(before),
     });
     // The agent was given a journal of its own (embedding code, a test): this ledger stands down.
     if (!mine) return;
     hooks.onStart.tapPromise('ledger', async () => {
-      const pruned = open().prune(cfg.retention_days);
-      ctx.log.info('ledger open', { file: path, ...(pruned ? { pruned } : {}) });
+      writer.attachMetrics(ctx.metrics);
+      const pruned = await writer.prune(cfg.retention_days);
+      await writer.refreshSummary();
+      if (writer.recording && writer.failing === undefined)
+        ctx.log.info('ledger open', { file: path, ...(pruned ? { pruned } : {}) });
     });
-    let told = false;
     hooks.onEvent.tap('ledger', (e) => {
-      if (e.type !== 'selftest') return;
-      try {
-        open().writeSelfTest(e.result);
-      } catch (err) {
-        if (!told) ctx.log.warn('ledger write failed; self-tests are not recorded', { error: String(err) });
-        told = true;
-      }
+      if (e.type === 'selftest') writer.selftest(e.result);
     });
-    hooks.onClose.tapPromise('ledger', async () => {
-      ledger?.close();
-      ledger = undefined;
+    hooks.onClose.tapPromise('ledger', () => writer.close());
+    ctx.statusSection('ledger', () => {
+      const figures = writer.summary();
+      return {
+        file: path,
+        recording: writer.recording,
+        ...(writer.failing === undefined ? {} : { failing: writer.failing, pending: writer.pending }),
+        ...figures,
+      };
     });
-    ctx.statusSection('ledger', () => (ledger ? { file: path, ...summary(ledger) } : { file: path }));
   },
 }));

@@ -1,8 +1,14 @@
 import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { engineText } from '@usepod-agent/core';
-import { earnings, GROUPINGS, Ledger, ledgerFile, parseSince } from '@usepod-agent/plugin-ledger';
-import { stringify } from 'csv-stringify/sync';
+import {
+  earnings,
+  earningsCsv,
+  GROUPINGS,
+  Ledger,
+  ledgerFile,
+  parseSince,
+} from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 
 export default class Earnings extends BaseCommand {
@@ -59,8 +65,8 @@ export default class Earnings extends BaseCommand {
         return;
       }
       if (flags.csv) {
-        // A model id is the coordinator's: `=HYPERLINK(...)` must stay text in the operator's spreadsheet.
-        process.stdout.write(stringify(rows, { header: true, escape_formulas: true }));
+        // The same in every locale; a coordinator's `=HYPERLINK(...)` stays text in the spreadsheet.
+        process.stdout.write(earningsCsv(rows));
         return;
       }
       this.#table(rows, flags.by, since);
@@ -70,7 +76,7 @@ export default class Earnings extends BaseCommand {
   }
 
   #table(rows: ReturnType<typeof earnings>, by: string, since: number): void {
-    this.out(`Since ${new Date(since).toLocaleString()}, by ${by}:`);
+    this.out(`Since ${new Date(since).toISOString()}, by ${by}:`);
     if (rows.length === 0) {
       this.out('No jobs in this window.');
       return;

@@ -103,13 +103,13 @@ export default class Selftest extends BaseCommand {
       }
       const head = ['BACKEND', 'MODEL', 'PASSED', 'TTFT p50', 'TTFT p95', 'TOK/S p50', 'LAST FAILURE'];
       const cells = rows.map((r) => [
-        r.backend,
+        engineText(r.backend, 80),
         engineText(r.model, 80),
         `${r.passed}/${r.tests}`,
         r.ttft_ms_p50 === null ? '-' : `${r.ttft_ms_p50} ms`,
         r.ttft_ms_p95 === null ? '-' : `${r.ttft_ms_p95} ms`,
         r.tokens_per_sec_p50 === null ? '-' : String(r.tokens_per_sec_p50),
-        r.last_error ?? '',
+        engineText(r.last_error ?? '', 200),
       ]);
       this.#print(head, cells);
     } finally {
@@ -135,7 +135,7 @@ export default class Selftest extends BaseCommand {
     }
     const rows = [
       ...results.map((r) => [
-        r.backend,
+        engineText(r.backend, 80),
         engineText(r.model, 80),
         r.ok ? 'ok' : r.withdrawn ? 'withdrawn' : 'failed',
         r.ttftMs !== undefined ? `${Math.round(r.ttftMs)} ms` : '-',

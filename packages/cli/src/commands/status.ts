@@ -145,7 +145,7 @@ export function render(s: AgentStatus, addr: string): string {
   lines.push('');
   lines.push(`  advertised    ${s.models.length} model(s)`);
   lines.push(
-    `  jobs          ${s.jobs.in_flight} in flight, ${s.jobs.served} served, ${s.jobs.failed} failed, ${s.jobs.cancelled} cancelled`,
+    `  jobs          ${s.jobs.in_flight} in flight, ${s.jobs.served} served, ${s.jobs.missed ?? 0} missed, ${s.jobs.failed} failed, ${s.jobs.cancelled} cancelled`,
   );
   lines.push(`  tokens        ${s.tokens.input} in, ${s.tokens.output} out`);
   lines.push(

@@ -93,7 +93,13 @@ export function statusOf(
       ? { by: snap.paused.by, reason: snap.paused.reason, until: snap.paused.until ?? null }
       : null,
     holds: snap.holds.map((h) => ({ by: h.by, reason: h.reason, until: h.until ?? null, since: h.since })),
-    jobs: { in_flight: snap.inFlight, served: t.served, failed: t.failed, cancelled: t.cancelled },
+    jobs: {
+      in_flight: snap.inFlight,
+      served: t.served,
+      missed: t.missed,
+      failed: t.failed,
+      cancelled: t.cancelled,
+    },
     tokens: { input: t.inputTokens, output: t.outputTokens },
     relayed_bytes: t.bytes,
     heartbeat: v.heartbeat,

@@ -129,7 +129,8 @@ export interface AgentStatus {
   paused: { by: string; reason: string; until: string | null } | null;
   /** Every hold keeping the agent paused (owner, schedule, gpu, heat, a plugin's). */
   holds: { by: string; reason: string; until: string | null; since: string }[];
-  jobs: { in_flight: number; served: number; failed: number; cancelled: number };
+  /** `missed`: refused though the agent could have served them (paused, at capacity...); `failed`: the rest. */
+  jobs: { in_flight: number; served: number; missed: number; failed: number; cancelled: number };
   tokens: { input: number; output: number };
   relayed_bytes: number;
   heartbeat: HeartbeatStats;

@@ -21,6 +21,8 @@ export const SESSION_STATES = [
 
 export interface Totals {
   served: number;
+  /** Jobs turned away that the agent could have earned: every refusal but a malformed frame (issue 28). */
+  missed: number;
   failed: number;
   cancelled: number;
   inputTokens: number;
@@ -37,6 +39,8 @@ export interface SeedGroup {
   model: string | undefined;
   backend: string | undefined;
   jobs: number;
+  /** The group's jobs were refused (missed, not failed). */
+  missed?: boolean;
   inputTokens: number;
   outputTokens: number;
   bytes: number;
@@ -47,6 +51,7 @@ export class AgentMetrics {
   readonly registry = new Registry();
   readonly totals: Totals = {
     served: 0,
+    missed: 0,
     failed: 0,
     cancelled: 0,
     inputTokens: 0,
@@ -255,6 +260,7 @@ export class AgentMetrics {
     if (o.bytes) this.#bytes.inc({ model }, o.bytes);
     const t = this.totals;
     if (o.outcome === 'done') t.served++;
+    else if (o.outcome === 'error' && o.refusal && o.refusal !== 'malformed') t.missed++;
     else if (o.outcome === 'error') t.failed++;
     else t.cancelled++;
     t.inputTokens += o.inputTokens;
@@ -295,6 +301,7 @@ export class AgentMetrics {
       if (g.bytes) this.#bytes.inc({ model }, g.bytes);
       if (g.earningsMicro > 0) this.#earnings.inc({ model }, g.earningsMicro);
       if (g.outcome === 'done') t.served += g.jobs;
+      else if (g.outcome === 'error' && g.missed) t.missed += g.jobs;
       else if (g.outcome === 'error') t.failed += g.jobs;
       else t.cancelled += g.jobs;
       t.inputTokens += g.inputTokens;

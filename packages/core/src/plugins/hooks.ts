@@ -3,6 +3,7 @@ import type { Backend, BackendModel } from '../backend/backend.js';
 import { UsepodError } from '../errors.js';
 import type { CloseKind } from '../protocol/close-kind.js';
 import type { AuthResponseFrame, CapabilitiesFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
+import type { Refusal } from '../relay/refusal.js';
 import type { SelfTestResult } from '../routing/selftest-result.js';
 
 /**
@@ -41,6 +42,8 @@ export interface JobOutcome {
   bytes: number;
   durationMs: number;
   firstByteMs: number | undefined;
+  /** Why the job was turned away without reaching an engine, if it was (a missed job, but `malformed`). */
+  refusal?: Refusal;
 }
 
 export interface SessionInfo {

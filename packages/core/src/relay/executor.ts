@@ -413,6 +413,8 @@ export class Executor {
   }
 
   #finish(outcome: JobOutcome, tokensPerSec: number | undefined, end: JobEnd): void {
+    // Every listener (metrics, the observation stream, the journal) tells a refusal from a failure alike.
+    if (end.refusal) outcome.refusal = end.refusal;
     const journal = this.#journal;
     // Without a ledger the terminal frame leaves first, as soon as it is known.
     if (!journal && end.frame !== undefined) end.sink.send(end.frame);

@@ -10,20 +10,9 @@ import type { JobFrame } from '../protocol/frames.js';
  * leaves a job the coordinator saw end without its record. Records of one event-loop turn are written
  * together (one transaction), after the turn's relay work: the write never sits between two chunks.
  */
-/**
- * Why a job was turned away without reaching an engine: `max_concurrent`, `token_budget` and `paused`
- * (`out_of_capacity` on the wire), `draining` (stopping), `model_not_loaded` (no healthy engine serves
- * it), `request_too_large`, `malformed` (a frame without model or request). All but the last are jobs
- * the operator missed.
- */
-export type Refusal =
-  | 'max_concurrent'
-  | 'token_budget'
-  | 'paused'
-  | 'draining'
-  | 'model_not_loaded'
-  | 'request_too_large'
-  | 'malformed';
+export type { Refusal } from './refusal.js';
+
+import type { Refusal } from './refusal.js';
 
 export interface JobRecord extends JobOutcome {
   /** When the job frame arrived (epoch ms). */

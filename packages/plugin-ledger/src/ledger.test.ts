@@ -1,0 +1,218 @@
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AgentEvent } from '@usepod-agent/core';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
+import { createTestAgent, holdsPlugin, VllmEmulator } from '@usepod-agent/testkit';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import ledgerPlugin, { earnings, Ledger, type LedgerPluginOptions, ledgerChecks } from './index.js';
+
+/**
+ * The ledger plugin in-process (issue 28): a real SQLite file written by its worker thread, the testkit's
+ * coordinator and vLLM emulator. Each test waits on frames and events, never on time.
+ */
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+const MODEL = 'Qwen/Qwen3-14B';
+
+async function setup(
+  o: { plugin?: LedgerPluginOptions; file?: (dir: string) => string; limits?: object } = {},
+) {
+  const dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-'));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const file = o.file ? o.file(dir) : join(dir, 'ledger.db');
+  const engine = await new VllmEmulator({ defaultTokens: 8 }).start();
+  cleanup.push(() => engine.close());
+  const holds = holdsPlugin();
+  const t = await createTestAgent({
+    plugins: [ledgerPlugin({ retryMs: 20, ...o.plugin }), vllmPlugin, holds.plugin],
+    defaultPlugins: false,
+    logLevel: 'info',
+    config: {
+      backends: [{ kind: 'vllm', url: engine.url }],
+      ledger: { path: file },
+      ...(o.limits ? { limits: o.limits } : {}),
+    } as never,
+  });
+  cleanup.push(() => t.close());
+  const events: AgentEvent[] = [];
+  const waiters: { match: (e: AgentEvent) => boolean; resolve: (e: AgentEvent) => void }[] = [];
+  t.agent.on('notice', (e) => {
+    events.push(e);
+    for (const w of waiters.splice(0)) {
+      if (w.match(e)) w.resolve(e);
+      else waiters.push(w);
+    }
+  });
+  /** The next (or a past) notice that matches. */
+  const notice = (match: (e: Extract<AgentEvent, { type: 'notice' }>) => boolean) =>
+    new Promise<AgentEvent>((resolve) => {
+      const m = match as (e: AgentEvent) => boolean;
+      const seen = events.find(m);
+      if (seen) resolve(seen);
+      else waiters.push({ match: m, resolve });
+    });
+  return { t, engine, file, dir, holds, notice, events };
+}
+
+async function online(t: Awaited<ReturnType<typeof setup>>['t']) {
+  expect((await t.start()).ok).toBe(true);
+  const session = await t.coordinator.firstAuthenticated();
+  await session.capabilities();
+  return session;
+}
+
+const rows = (file: string) => {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT job_id, model, outcome, refusal FROM jobs ORDER BY received_at').all() as {
+      job_id: string;
+      model: string;
+      outcome: string;
+      refusal: string | null;
+    }[];
+  } finally {
+    db.close();
+  }
+};
+
+const metric = async (t: { agent: { metricsText(): Promise<string> } }, name: string) => {
+  const line = (await t.agent.metricsText()).split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+};
+
+describe('the ledger plugin', () => {
+  it('records each job before its terminal frame; a job refused while paused is missed in earnings, /status and doctor', async () => {
+    const { t, file } = await setup();
+    const session = await online(t);
+    t.agent.pause({ reason: 'lunch' });
+    expect(await session.dispatch({ model_id: MODEL }).done()).toMatchObject({
+      error_code: 'out_of_capacity',
+    });
+    const back = session.nextFrame('capabilities');
+    t.agent.resume();
+    await back;
+    const served = session.dispatch({ model_id: MODEL });
+    expect((await served.done()).type).toBe('job_done');
+    // The terminal frame left after the commit: the row is there as soon as the coordinator heard.
+    expect(rows(file).map((r) => [r.outcome, r.refusal])).toEqual([
+      ['error', 'paused'],
+      ['done', null],
+    ]);
+    const ledger = Ledger.open(file, { readonly: true });
+    try {
+      expect(earnings(ledger, { since: 0, by: 'model' })).toMatchObject([
+        { group: MODEL, served: 1, missed: 1, failed: 0 },
+      ]);
+    } finally {
+      ledger.close();
+    }
+    expect(t.agent.status().jobs).toMatchObject({ served: 1, missed: 1, failed: 0 });
+    // The status section: summed once at start, then each committed record added.
+    expect(t.agent.status().sections.ledger).toMatchObject({
+      today: { served: 1, missed: 1, failed: 0 },
+      last_7_days: { served: 1, missed: 1, failed: 0 },
+    });
+    const doctor = await ledgerChecks(file, t.agent.config, { engineCapacity: undefined });
+    expect(doctor.find((c) => c.name === 'missed: paused')).toMatchObject({
+      level: 'warn',
+      detail: '1 job(s) refused in 24 h while the agent was paused',
+    });
+  });
+
+  it('keeps relaying other streams while another connection holds the ledger locked', async () => {
+    const { t, engine, file } = await setup({ plugin: { busyMs: 60_000 } });
+    const session = await online(t);
+    expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    // A backup tool, `sqlite3` open by the operator: a write transaction held on another connection.
+    const other = new Database(file);
+    cleanup.push(async () => void (other.open && other.close()));
+    other.exec('BEGIN IMMEDIATE');
+    engine.behave({ kind: 'controlled' }, { times: 1 });
+    const streaming = session.dispatch({ model_id: MODEL });
+    const stream = await engine.controlled.waitFor(() => true);
+    const ended = new Promise<void>((resolve) =>
+      t.agent.on('job_end', (e) => {
+        if (e.job.outcome === 'done') resolve();
+      }),
+    );
+    const short = session.dispatch({ model_id: MODEL });
+    // Its record waits for the lock in the ledger's thread...
+    await ended;
+    // ...while this thread relays the other job's chunks and answers.
+    const chunk = (text: string) =>
+      session.frames.waitFor(
+        (f) =>
+          f.type === 'job_chunk' &&
+          f.job_id === streaming.jobId &&
+          Buffer.from(String(f.data), 'base64').toString().includes(text),
+      );
+    await stream.write('data: {"choices":[{"delta":{"content":"a"}}]}\n\n');
+    await chunk('"a"');
+    await stream.write('data: {"choices":[{"delta":{"content":"b"}}]}\n\n');
+    await chunk('"b"');
+    expect(t.agent.status().state).toBe('online');
+    expect(short.terminal).toBeUndefined();
+    other.exec('COMMIT');
+    other.close();
+    expect((await short.done()).type).toBe('job_done');
+    stream.end('data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
+    expect((await streaming.done()).type).toBe('job_done');
+    expect(rows(file)).toHaveLength(3);
+  });
+
+  it('serves on when the ledger cannot be opened: one warning naming the file, a notice, a metric, then writes again', async () => {
+    // The path is a directory: SQLite cannot open it.
+    const { t, file, notice } = await setup({ file: (d) => join(d, 'taken') });
+    await mkdir(file);
+    const session = await online(t);
+    for (let i = 0; i < 3; i++)
+      expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    await notice((e) => e.name === 'ledger_failing' && !e.resolved);
+    const warnings = t.lines.filter((l) => l.startsWith('warn') && l.includes('cannot be written'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(file);
+    expect(warnings[0]).toContain('USEPOD_LEDGER');
+    expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(0);
+    expect(await metric(t, 'usepod_agent_ledger_pending')).toBe(3);
+    // The operator fixes it: the kept records are written, and the notice resolves.
+    await rm(file, { recursive: true });
+    await notice((e) => e.name === 'ledger_failing' && e.resolved);
+    expect(rows(file)).toHaveLength(3);
+    expect(await metric(t, 'usepod_agent_ledger_pending')).toBe(0);
+  });
+
+  it('keeps at most maxPending records while failing: the rest are counted and dropped, said once', async () => {
+    const { t, file, notice } = await setup({ file: (d) => join(d, 'taken'), plugin: { maxPending: 2 } });
+    await mkdir(file);
+    const session = await online(t);
+    for (let i = 0; i < 5; i++)
+      expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    expect(await metric(t, 'usepod_agent_ledger_dropped_total')).toBe(3);
+    expect(t.lines.filter((l) => l.includes('records are dropped'))).toHaveLength(1);
+    await rm(file, { recursive: true });
+    await notice((e) => e.name === 'ledger_failing' && e.resolved);
+    expect(rows(file)).toHaveLength(2);
+  });
+
+  it('leaves a ledger from a newer agent as it is, warns once, and serves without recording', async () => {
+    const { t, file } = await setup();
+    const db = new Database(file);
+    db.exec('CREATE TABLE jobs (x); PRAGMA user_version = 99;');
+    db.close();
+    const before = await readFile(file);
+    const session = await online(t);
+    for (let i = 0; i < 2; i++)
+      expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    const warned = t.lines.filter((l) => l.includes('schema version 99'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/newer than this agent knows.*USEPOD_LEDGER/);
+    await t.stop();
+    expect((await readFile(file)).equals(before)).toBe(true);
+    expect(t.agent.status().sections.ledger).toMatchObject({ recording: false });
+  });
+});

@@ -1,0 +1,296 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { earnings, earningsCsv, GROUPINGS, type Grouping } from './earnings.js';
+import { Ledger } from './ledger.js';
+import { selftestHistory } from './selftests.js';
+
+/**
+ * The SQL aggregates (issue 28) give what the JavaScript grouping they replace gave, on a few thousand
+ * rows of every kind: the reference below is that code (rows read with .all(), grouped in a Map), with a
+ * refusal of any kind but `malformed` counted missed.
+ */
+const NOW = Date.UTC(2026, 11, 6, 12);
+const REFUSALS = ['paused', 'max_concurrent', 'token_budget', 'draining', 'model_not_loaded', 'malformed'];
+
+/** A deterministic pseudo-random sequence (mulberry32): the same rows on every run. */
+function rng(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function records(n: number): JobRecord[] {
+  const r = rng(7);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
+  return Array.from({ length: n }, (_, i): JobRecord => {
+    const kind = r();
+    const receivedAt = NOW - Math.floor(r() * 9 * 86_400_000);
+    const durationMs = kind < 0.2 ? 0 : Math.floor(r() * 120_000);
+    const refusal = kind < 0.2 ? (pick(REFUSALS) as JobRecord['refusal']) : undefined;
+    const outcome = refusal ? 'error' : kind < 0.8 ? 'done' : kind < 0.9 ? 'error' : 'cancelled';
+    return {
+      jobId: `j${i}`,
+      model: pick(['m-a', 'm-b', 'M-c', '=cmd', 'zz']),
+      backend: refusal ? undefined : pick(['vllm', 'ollama', undefined]),
+      outcome,
+      ...(outcome === 'error' ? { errorCode: refusal ? 'out_of_capacity' : 'job_error' } : {}),
+      inputTokens: refusal ? 0 : Math.floor(r() * 2000),
+      outputTokens: refusal ? 0 : Math.floor(r() * 800),
+      bytes: Math.floor(r() * 10_000),
+      durationMs,
+      firstByteMs: durationMs > 0 && r() < 0.9 ? Math.floor(r() * durationMs) : undefined,
+      receivedAt,
+      format: 'openai',
+      inputPer1m: r() < 0.9 ? 100_000 : undefined,
+      outputPer1m: 400_000,
+      ...(refusal ? { refusal } : {}),
+    };
+  });
+}
+
+function tests(n: number): SelfTestResult[] {
+  const r = rng(11);
+  return Array.from({ length: n }, (_, i) => {
+    const ok = r() < 0.8;
+    return {
+      backend: i % 3 === 0 ? 'vllm' : 'ollama',
+      model: i % 2 === 0 ? 'm-a' : 'm-b',
+      at: new Date(NOW - Math.floor(r() * 5 * 86_400_000)).toISOString(),
+      ok,
+      ttftMs: r() * 500,
+      tokensPerSecond: r() * 100,
+      tokens: 16,
+      ...(ok ? {} : { error: `failed ${i}` }),
+    } as SelfTestResult;
+  });
+}
+
+let dir: string;
+let ledger: Ledger;
+const jobs = records(4000);
+const selftests = tests(300);
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-sql-'));
+  ledger = Ledger.open(join(dir, 'ledger.db'));
+  ledger.write(jobs, selftests);
+});
+afterAll(async () => {
+  ledger.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the ledger’s SQL aggregates', () => {
+  it.each(GROUPINGS)('earnings by %s equal the JavaScript grouping they replace', (by) => {
+    const since = NOW - 7 * 86_400_000;
+    const got = earnings(ledger, { since, by, now: NOW });
+    const want = reference(jobs, since, by, NOW);
+    expect(got.map((r) => r.group)).toEqual(want.map((r) => r.group));
+    for (const [i, w] of want.entries()) {
+      const g = got[i]!;
+      expect({ ...g, earnings_usdc: 0, tokens_per_sec: 0, busy: 0 }).toEqual({
+        ...w,
+        earnings_usdc: 0,
+        tokens_per_sec: 0,
+        busy: 0,
+      });
+      expect(g.earnings_usdc).toBeCloseTo(w.earnings_usdc, 9);
+      expect(g.tokens_per_sec ?? -1).toBeCloseTo(w.tokens_per_sec ?? -1, 6);
+      expect(g.busy).toBeCloseTo(w.busy, 9);
+    }
+  });
+
+  it('groups by local day and hour across a change of daylight saving time', () => {
+    const zone = process.env.TZ;
+    process.env.TZ = 'Europe/Paris';
+    const d = join(dir, 'dst.db');
+    const l = Ledger.open(d);
+    try {
+      // Paris leaves summer time on 2026-10-25 at 03:00 (01:00 UTC): rows each 10 minutes around it.
+      const start = Date.UTC(2026, 9, 24, 20);
+      const rs = Array.from({ length: 60 }, (_, i) => ({
+        ...jobs[i]!,
+        receivedAt: start + i * 600_000,
+        durationMs: 900_000,
+      }));
+      l.write(rs);
+      for (const by of ['day', 'hour'] as const) {
+        const got = earnings(l, { since: start, by, now: start + 36_000_000 });
+        const want = reference(rs, start, by, start + 36_000_000);
+        expect(got.map((r) => [r.group, r.served + r.failed + r.missed + r.cancelled])).toEqual(
+          want.map((r) => [r.group, r.served + r.failed + r.missed + r.cancelled]),
+        );
+        for (const [i, w] of want.entries()) expect(got[i]!.busy).toBeCloseTo(w.busy, 9);
+      }
+    } finally {
+      l.close();
+      process.env.TZ = zone;
+      if (zone === undefined) delete process.env.TZ;
+    }
+  });
+
+  it('status sums today and the last 7 days in one query, as earnings does', () => {
+    const today = Date.UTC(2026, 11, 6);
+    const week = NOW - 7 * 86_400_000;
+    const s = ledger.summary(today, week);
+    const total = (since: number) =>
+      reference(jobs, since, 'backend', NOW).reduce(
+        (t, r) => ({
+          served: t.served + r.served,
+          missed: t.missed + r.missed,
+          failed: t.failed + r.failed,
+          earnings_usdc: t.earnings_usdc + r.earnings_usdc,
+        }),
+        { served: 0, missed: 0, failed: 0, earnings_usdc: 0 },
+      );
+    for (const [got, want] of [
+      [s.today, total(today)],
+      [s.last_7_days, total(week)],
+    ] as const) {
+      expect({ ...got, earnings_usdc: 0 }).toEqual({ ...want, earnings_usdc: 0 });
+      expect(got.earnings_usdc).toBeCloseTo(want.earnings_usdc, 9);
+    }
+  });
+
+  it('self-test history: counts and nearest-rank percentiles equal the JavaScript ones', () => {
+    const since = NOW - 3 * 86_400_000;
+    expect(selftestHistory(ledger, { since })).toEqual(referenceHistory(selftests, since));
+    expect(selftestHistory(ledger, { since, model: 'm-b' })).toEqual(
+      referenceHistory(
+        selftests.filter((t) => t.model === 'm-b'),
+        since,
+      ),
+    );
+  });
+
+  it('writes CSV with fixed decimals whatever the locale, and formulas as text', () => {
+    const csv = earningsCsv(earnings(ledger, { since: 0, by: 'model', now: NOW }));
+    const lines = csv.trim().split('\n');
+    expect(lines[0]).toBe(
+      'group,served,failed,missed,cancelled,input_tokens,output_tokens,earnings_usdc,tokens_per_sec,busy',
+    );
+    for (const l of lines.slice(1))
+      expect(l).toMatch(/^("?'?[=\w-]+"?)(,\d+){6},\d+\.\d{6},(\d+\.\d)?,\d\.\d{4}$/);
+    expect(csv).toContain("'=cmd,");
+    expect(csv).not.toMatch(/e-\d/);
+  });
+});
+
+// The code the SQL replaced (packages/cli/src/ledger before issue 28), kept as the reference.
+
+const MISSED = new Set(REFUSALS.filter((r) => r !== 'malformed'));
+const pad = (n: number) => String(n).padStart(2, '0');
+
+function keyOf(r: JobRecord, by: Grouping): string {
+  if (by === 'model') return r.model;
+  if (by === 'backend') return r.backend ?? '(none)';
+  const d = new Date(Math.round(r.receivedAt));
+  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  return by === 'day' ? day : `${day} ${pad(d.getHours())}:00`;
+}
+
+function covered(spans: [number, number][]): number {
+  spans.sort((a, b) => a[0] - b[0]);
+  let total = 0;
+  let [s, e] = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
+  for (const [a, b] of spans) {
+    if (a > e) {
+      if (e > s) total += e - s;
+      [s, e] = [a, b];
+    } else if (b > e) e = b;
+  }
+  if (e > s) total += e - s;
+  return total;
+}
+
+function reference(all: JobRecord[], since: number, by: Grouping, now: number) {
+  const groups = new Map<string, JobRecord[]>();
+  for (const r of all.filter((x) => x.receivedAt >= since)) {
+    const k = keyOf(r, by);
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  const out = [...groups].map(([group, rs]) => {
+    let streamMs = 0;
+    let streamed = 0;
+    const row = {
+      group,
+      served: 0,
+      failed: 0,
+      missed: 0,
+      cancelled: 0,
+      input_tokens: 0,
+      output_tokens: 0,
+      earnings_usdc: 0,
+      tokens_per_sec: null as number | null,
+      busy: 0,
+    };
+    const spans: [number, number][] = [];
+    for (const r of rs) {
+      if (r.outcome === 'done') row.served++;
+      else if (r.outcome === 'cancelled') row.cancelled++;
+      else if (r.refusal && MISSED.has(r.refusal)) row.missed++;
+      else row.failed++;
+      row.input_tokens += r.inputTokens;
+      row.output_tokens += r.outputTokens;
+      if (r.outcome === 'done' && r.inputPer1m !== undefined && r.outputPer1m !== undefined)
+        row.earnings_usdc += (r.inputTokens * r.inputPer1m + r.outputTokens * r.outputPer1m) / 1e12;
+      if (r.outcome === 'done' && r.firstByteMs !== undefined && r.durationMs > r.firstByteMs) {
+        streamMs += r.durationMs - r.firstByteMs;
+        streamed += r.outputTokens;
+      }
+      if (r.durationMs > 0) spans.push([r.receivedAt, r.receivedAt + r.durationMs]);
+    }
+    if (streamMs > 0) row.tokens_per_sec = streamed / (streamMs / 1000);
+    const windowMs = by === 'day' ? 86_400_000 : by === 'hour' ? 3_600_000 : Math.max(1, now - since);
+    row.busy = Math.min(1, covered(spans) / windowMs);
+    return row;
+  });
+  return by === 'day' || by === 'hour'
+    ? out.sort((a, b) => a.group.localeCompare(b.group))
+    : out.sort((a, b) => b.earnings_usdc - a.earnings_usdc || a.group.localeCompare(b.group));
+}
+
+function referenceHistory(all: SelfTestResult[], since: number) {
+  const groups = new Map<string, SelfTestResult[]>();
+  for (const r of [...all].sort((a, b) => Date.parse(a.at) - Date.parse(b.at))) {
+    if (Date.parse(r.at) < since) continue;
+    const k = `${r.backend}\u0000${r.model}`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  const q = (values: number[], p: number) => {
+    if (values.length === 0) return null;
+    const sorted = [...values].sort((a, b) => a - b);
+    const v = sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
+    return Math.round(v * 10) / 10;
+  };
+  return [...groups.values()]
+    .map((g) => {
+      const ok = g.filter((r) => r.ok);
+      return {
+        backend: g[0]!.backend,
+        model: g[0]!.model,
+        tests: g.length,
+        passed: ok.length,
+        ttft_ms_p50: q(
+          ok.map((r) => r.ttftMs!),
+          50,
+        ),
+        ttft_ms_p95: q(
+          ok.map((r) => r.ttftMs!),
+          95,
+        ),
+        tokens_per_sec_p50: q(
+          ok.map((r) => r.tokensPerSecond!),
+          50,
+        ),
+        last_at: new Date(Date.parse(g.at(-1)!.at)).toISOString(),
+        last_error: g.filter((r) => !r.ok).at(-1)?.error ?? null,
+      };
+    })
+    .sort((a, b) => a.model.localeCompare(b.model) || a.backend.localeCompare(b.backend));
+}

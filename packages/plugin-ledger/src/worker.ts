@@ -1,0 +1,67 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
+import { Ledger, LedgerOpenError } from './ledger.js';
+
+/**
+ * The ledger's own thread (issue 28): it owns the read-write connection, so a lock held by another
+ * process (a backup, `sqlite3` open, a VACUUM) or a slow disk waits here, never on the event loop that
+ * relays the streams. It answers each request in order; an error is an answer, never a crash.
+ */
+export interface WorkerRequest {
+  id: number;
+  op: 'write' | 'totals' | 'summary' | 'prune' | 'close';
+  jobs?: JobRecord[];
+  tests?: SelfTestResult[];
+  before?: number;
+  today?: number;
+  week?: number;
+  days?: number;
+}
+export type WorkerReply =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: string; code: string | undefined; newer: boolean };
+
+const { path, busyMs } = workerData as { path: string; busyMs: number };
+let ledger: Ledger | undefined;
+
+/** Opened at the first request and again after a failure: the file may be fixed meanwhile. */
+const open = () => {
+  ledger ??= Ledger.open(path, { busyMs });
+  return ledger;
+};
+
+function handle(m: WorkerRequest): unknown {
+  switch (m.op) {
+    case 'write':
+      return open().write(m.jobs ?? [], m.tests ?? []);
+    case 'totals':
+      return open().seedGroups(m.before);
+    case 'summary':
+      return open().summary(m.today!, m.week!);
+    case 'prune':
+      return open().prune(m.days!);
+    case 'close':
+      ledger?.close();
+      ledger = undefined;
+      return undefined;
+  }
+}
+
+parentPort!.on('message', (m: WorkerRequest) => {
+  let reply: WorkerReply;
+  try {
+    reply = { id: m.id, ok: true, value: handle(m) };
+  } catch (err) {
+    const e = err as Error & { code?: unknown; cause?: { code?: unknown } };
+    // SQLite's own code (SQLITE_BUSY, SQLITE_FULL...) says more than USEPOD_LEDGER.
+    const code = e.cause?.code ?? e.code;
+    reply = {
+      id: m.id,
+      ok: false,
+      error: e.message,
+      code: typeof code === 'string' ? code : undefined,
+      newer: err instanceof LedgerOpenError && err.newer,
+    };
+  }
+  parentPort!.postMessage(reply);
+});

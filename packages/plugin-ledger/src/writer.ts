@@ -1,0 +1,436 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { JobRecord, Logger, PluginContext, SeedGroup, SelfTestResult } from '@usepod-agent/core';
+import type { Window } from './ledger.js';
+import type { WorkerReply, WorkerRequest } from './worker.js';
+
+/**
+ * The main thread's side of the ledger (issue 28): records go to the ledger's worker thread, one
+ * transaction per batch, one batch in flight (the next one gathers meanwhile). A job's record resolves
+ * its journal write when committed, so its terminal frame leaves after it (decision 0006) and nothing
+ * else waits. A failed write (a lock held past the busy timeout, a full disk, a file that cannot be
+ * opened) keeps its records for a retry with backoff, at most `maxPending` of them (past that they are
+ * counted and dropped, said once), says so once (a warning, a `ledger_failing` notice, metrics), and
+ * resolves the waiting writes: the coordinator must still hear the jobs ended. A ledger from a newer
+ * agent is left alone and nothing is recorded.
+ */
+export interface WriterOptions {
+  path: string;
+  log: Logger;
+  notify: PluginContext['notify'];
+  /** Records kept for a retry while the ledger fails (each a few hundred bytes). */
+  maxPending: number;
+  /** The first retry's delay; it doubles up to `MAX_RETRY_MS`. */
+  retryMs: number;
+  /** How long a write waits for another process's lock before it fails. */
+  busyMs: number;
+}
+
+const MAX_RETRY_MS = 60_000;
+/**
+ * How long `status`' figures go on from one SQL pass (a second of the ledger's thread on 1.5 M rows):
+ * between passes each committed record is added to them, and the pass corrects what slid out of the week.
+ */
+const SUMMARY_TTL_MS = 300_000;
+
+type Item = { job: JobRecord } | { test: SelfTestResult };
+
+const midnight = (d: Date) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+
+class WorkerError extends Error {
+  constructor(
+    message: string,
+    readonly sqliteCode: string | undefined,
+    readonly newer: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The worker's module beside this one: compiled (dist/worker.js), else the source (the repository's
+ * tests) loaded through tsx, which a worker's `execArgv` cannot do on Node 20.
+ */
+function newWorker(workerData: unknown): Worker {
+  const js = new URL('./worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData });
+  const ts = JSON.stringify(new URL('./worker.ts', import.meta.url).href);
+  return new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${ts}); });`, {
+    eval: true,
+    workerData,
+  });
+}
+
+export class LedgerWriter {
+  readonly #o: WriterOptions;
+  #worker: Worker | undefined;
+  #nextId = 1;
+  readonly #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Records waiting for the next batch, with the writes they resolve. */
+  #queue: Item[] = [];
+  #waiters: (() => void)[] = [];
+  #writing = false;
+  #current: Promise<void> | undefined;
+  /** Records of the batch being written: they count against `maxPending` too. */
+  #inFlight = 0;
+  #failing: string | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryMs: number;
+  #dropped = 0;
+  #newer = false;
+  #closed = false;
+  #summary:
+    | { at: number; today: number; week: number; value: { today: Window; last_7_days: Window } }
+    | undefined;
+  #summarising = false;
+  /** Counted before the metrics exist (a failure while the agent starts), then kept in step with them. */
+  #failureCount = 0;
+  #droppedCount = 0;
+  #metrics:
+    | {
+        failures: ReturnType<PluginContext['metrics']['counter']>;
+        dropped: ReturnType<PluginContext['metrics']['counter']>;
+        pending: ReturnType<PluginContext['metrics']['gauge']>;
+      }
+    | undefined;
+
+  constructor(o: Omit<WriterOptions, 'metrics'>) {
+    this.#o = o;
+    this.#retryMs = o.retryMs;
+  }
+
+  /**
+   * Declares the ledger's metrics, once the agent runs (onStart): `doctor` and `selftest` apply plugins
+   * without serving `/metrics`, and a metric may be declared only once on a registry.
+   */
+  attachMetrics(metrics: PluginContext['metrics']): void {
+    if (this.#metrics) return;
+    this.#metrics = {
+      failures: metrics.counter(
+        'usepod_agent_ledger_write_failures_total',
+        'Ledger writes that failed (locked, full or unopenable file); their records are retried.',
+      ),
+      dropped: metrics.counter(
+        'usepod_agent_ledger_dropped_total',
+        'Ledger records dropped: more were waiting for a failing ledger than it keeps.',
+      ),
+      pending: metrics.gauge('usepod_agent_ledger_pending', 'Ledger records waiting to be written.'),
+    };
+    this.#metrics.failures.inc(this.#failureCount);
+    this.#metrics.dropped.inc(this.#droppedCount);
+    this.#metrics.pending.set(this.pending);
+  }
+
+  /** Whether records are kept: false for a ledger from a newer agent (left alone). */
+  get recording(): boolean {
+    return !this.#newer;
+  }
+
+  /** Why the ledger fails now, if it does. */
+  get failing(): string | undefined {
+    return this.#failing;
+  }
+
+  get pending(): number {
+    return this.#queue.length + this.#inFlight;
+  }
+
+  /** Resolves once the records are committed, or kept for a retry, or dropped: never rejects. */
+  write(jobs: readonly JobRecord[]): Promise<void> {
+    if (this.#newer || this.#closed) return Promise.resolve();
+    this.#enqueue(jobs.map((job) => ({ job })));
+    // While the ledger fails the records wait for the retry, not the terminal frames.
+    if (this.#failing !== undefined) return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.#waiters.push(resolve));
+    this.#pump();
+    return done;
+  }
+
+  /** A self-test, recorded with the next batch. */
+  selftest(result: SelfTestResult): void {
+    if (this.#newer || this.#closed) return;
+    this.#enqueue([{ test: result }]);
+    this.#pump();
+  }
+
+  /** The ledger's sums before `before` for the counters; none (said once) when it cannot be read. */
+  async totals(before: number): Promise<SeedGroup[]> {
+    try {
+      return (await this.#call({ op: 'totals', before })) as SeedGroup[];
+    } catch (err) {
+      this.#fail(err);
+      return [];
+    }
+  }
+
+  /** Deletes rows past the retention; 0 when the ledger cannot be written. */
+  async prune(days: number): Promise<number> {
+    try {
+      return (await this.#call({ op: 'prune', days })) as number;
+    } catch (err) {
+      this.#fail(err);
+      return 0;
+    }
+  }
+
+  /**
+   * Today and the last 7 days, as last summed (at most a few seconds old): `status` reads it
+   * synchronously, the sum runs in the worker.
+   */
+  summary(now = new Date()): { today: Window; last_7_days: Window } | undefined {
+    const s = this.#summary;
+    if (!s || now.getTime() - s.at > SUMMARY_TTL_MS || midnight(now) !== s.today)
+      void this.refreshSummary(now);
+    return s?.value;
+  }
+
+  async refreshSummary(now = new Date()): Promise<void> {
+    if (this.#summarising || this.#newer || this.#closed) return;
+    this.#summarising = true;
+    try {
+      const today = midnight(now);
+      const week = now.getTime() - 7 * 86_400_000;
+      const value = (await this.#call({ op: 'summary', today, week })) as {
+        today: Window;
+        last_7_days: Window;
+      };
+      this.#summary = { at: now.getTime(), today, week, value };
+    } catch {
+      // The write path says what fails; status shows the last figures it had.
+    } finally {
+      this.#summarising = false;
+    }
+  }
+
+  /** Writes what waits (bounded by `waitMs`), then closes the file and ends the thread. */
+  async close(waitMs = 5_000): Promise<void> {
+    if (this.#closed) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    if ((this.#queue.length > 0 || this.#current) && !this.#newer) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.#drain(),
+        new Promise((r) => {
+          timer = setTimeout(r, waitMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    this.#closed = true;
+    const w = this.#worker;
+    if (w) {
+      await this.#call({ op: 'close' }).catch(() => {});
+      this.#worker = undefined;
+      await w.terminate();
+    }
+    if (this.#queue.length > 0) {
+      this.#o.log.warn('ledger closed with records unwritten', {
+        file: this.#o.path,
+        records: this.#queue.length,
+      });
+    }
+    this.#release();
+  }
+
+  #enqueue(items: Item[]): void {
+    const room = this.#o.maxPending - this.pending;
+    if (items.length > room) {
+      const lost = items.length - Math.max(0, room);
+      if (this.#dropped === 0) {
+        this.#o.log.warn('the ledger is failing and its queue is full: records are dropped', {
+          file: this.#o.path,
+          kept: this.#o.maxPending,
+        });
+      }
+      this.#dropped += lost;
+      this.#droppedCount += lost;
+      this.#metrics?.dropped.inc(lost);
+      items = items.slice(0, Math.max(0, room));
+    }
+    for (const i of items) this.#queue.push(i);
+    this.#metrics?.pending.set(this.pending);
+  }
+
+  /** Sends what waits as one batch, unless one is being written or a retry is due later. */
+  #pump(): void {
+    if (this.#writing || this.#queue.length === 0 || this.#retryTimer || this.#closed) return;
+    void this.#flushNow();
+  }
+
+  /** The batch being written, then what waited behind it: at most a few attempts (closing). */
+  async #drain(): Promise<void> {
+    for (let i = 0; i < 3 && (this.#queue.length > 0 || this.#current); i++)
+      await (this.#current ?? this.#flushNow());
+  }
+
+  #flushNow(): Promise<void> {
+    if (this.#writing || this.#queue.length === 0) return this.#current ?? Promise.resolve();
+    const p: Promise<void> = this.#writeBatch().finally(() => {
+      if (this.#current === p) this.#current = undefined;
+    });
+    this.#current = p;
+    return p;
+  }
+
+  async #writeBatch(): Promise<void> {
+    this.#writing = true;
+    const batch = this.#queue;
+    const waiters = this.#waiters;
+    this.#queue = [];
+    this.#waiters = [];
+    this.#inFlight = batch.length;
+    const jobs: JobRecord[] = [];
+    const tests: SelfTestResult[] = [];
+    for (const i of batch) {
+      if ('job' in i) jobs.push(i.job);
+      else tests.push(i.test);
+    }
+    try {
+      await this.#call({ op: 'write', jobs, tests });
+      this.#inFlight = 0;
+      this.#count(jobs);
+      this.#recovered();
+    } catch (err) {
+      // Kept in front of what came meanwhile (both were within the bound already).
+      this.#inFlight = 0;
+      this.#queue = batch.concat(this.#queue);
+      this.#fail(err);
+    } finally {
+      this.#writing = false;
+      for (const w of waiters) w();
+      this.#metrics?.pending.set(this.pending);
+    }
+    this.#pump();
+  }
+
+  /**
+   * Adds committed jobs to `status`' figures. The ledger's thread answers in order, so a pass asked before
+   * this batch arrives before it (and is added to) and one asked after already holds it.
+   */
+  #count(jobs: readonly JobRecord[]): void {
+    const s = this.#summary;
+    if (!s) return;
+    for (const j of jobs) {
+      const add = (w: Window) => {
+        if (j.outcome === 'done') {
+          w.served++;
+          if (j.inputPer1m !== undefined && j.outputPer1m !== undefined)
+            w.earnings_usdc += (j.inputTokens * j.inputPer1m + j.outputTokens * j.outputPer1m) / 1e12;
+        } else if (j.outcome === 'error') {
+          if (j.refusal && j.refusal !== 'malformed') w.missed++;
+          else w.failed++;
+        }
+      };
+      if (j.receivedAt >= s.today) add(s.value.today);
+      if (j.receivedAt >= s.week) add(s.value.last_7_days);
+    }
+  }
+
+  #fail(err: unknown): void {
+    const e = err as Partial<WorkerError> & Error;
+    if (e.newer) {
+      if (!this.#newer) this.#o.log.warn(`${e.message}; jobs are not recorded (USEPOD_LEDGER)`, {});
+      this.#newer = true;
+      this.#queue = [];
+      this.#metrics?.pending.set(this.pending);
+      this.#release();
+      return;
+    }
+    this.#failureCount++;
+    this.#metrics?.failures.inc();
+    if (this.#failing === undefined) {
+      this.#failing = e.message;
+      this.#o.log.warn(
+        `the ledger ${this.#o.path} cannot be written: ${e.message}; records are kept and retried, the agent serves on (USEPOD_LEDGER)`,
+        { ...(e.sqliteCode ? { sqlite: e.sqliteCode } : {}) },
+      );
+      this.#o.notify({
+        name: 'ledger_failing',
+        severity: 'warning',
+        title: 'The ledger cannot be written',
+        message: `${this.#o.path}: ${e.message}. Jobs are served; their records wait for a retry.`,
+      });
+      // Frames waiting for a record are not held through a retry.
+      this.#release();
+    }
+    if (!this.#closed && !this.#retryTimer) {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = undefined;
+        this.#retryMs = Math.min(MAX_RETRY_MS, this.#retryMs * 2);
+        if (this.#queue.length === 0) {
+          // Nothing to write: an empty batch still tells whether the file is writable again.
+          void this.#probe();
+        } else this.#pump();
+      }, this.#retryMs);
+      this.#retryTimer.unref();
+    }
+  }
+
+  async #probe(): Promise<void> {
+    try {
+      await this.#call({ op: 'write', jobs: [], tests: [] });
+      this.#recovered();
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  #recovered(): void {
+    this.#retryMs = this.#o.retryMs;
+    if (this.#failing === undefined) return;
+    this.#failing = undefined;
+    const dropped = this.#dropped;
+    this.#dropped = 0;
+    this.#o.log.info('the ledger is written again', {
+      file: this.#o.path,
+      ...(dropped ? { dropped } : {}),
+    });
+    this.#o.notify({
+      name: 'ledger_failing',
+      severity: 'warning',
+      title: 'The ledger is written again',
+      message: `${this.#o.path}${dropped ? `: ${dropped} record(s) were dropped meanwhile` : ''}`,
+      resolved: true,
+    });
+  }
+
+  #release(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  #spawn(): Worker {
+    const w = newWorker({ path: this.#o.path, busyMs: this.#o.busyMs });
+    w.unref();
+    w.on('message', (m: WorkerReply) => {
+      const call = this.#calls.get(m.id);
+      if (!call) return;
+      this.#calls.delete(m.id);
+      if (m.ok) call.resolve(m.value);
+      else call.reject(new WorkerError(m.error, m.code, m.newer));
+    });
+    const gone = (why: string) => {
+      if (this.#worker !== w) return;
+      this.#worker = undefined;
+      for (const c of this.#calls.values()) c.reject(new WorkerError(why, undefined, false));
+      this.#calls.clear();
+    };
+    w.on('error', (err) => gone(`the ledger thread failed: ${err.message}`));
+    w.on('exit', (code) => gone(`the ledger thread exited (${code})`));
+    return w;
+  }
+
+  #call(req: Omit<WorkerRequest, 'id'>): Promise<unknown> {
+    if (this.#closed && req.op !== 'close') return Promise.reject(new Error('the ledger is closed'));
+    this.#worker ??= this.#spawn();
+    const id = this.#nextId++;
+    const w = this.#worker;
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      w.postMessage({ ...req, id });
+    });
+  }
+}
