@@ -1,5 +1,6 @@
 import type { Hold } from '../plugins/plugin.js';
 import { type LongTimer, longTimeout } from '../timers.js';
+import { engineText } from '../untrusted.js';
 
 /**
  * What keeps the agent paused (issue 27): named holds. The owner's pause, quiet hours, GPU yielding and
@@ -56,7 +57,8 @@ export class Holds {
   hold(name: string, opts: { reason: string; until?: Date | undefined }): void {
     const until = opts.until;
     if (until !== undefined && !Number.isFinite(until.getTime())) throw new RangeError('until is not a date');
-    const reason = opts.reason.trim() || 'paused';
+    // Shown on terminals, probes, pages and chats: folded and bounded once, here.
+    const reason = engineText(String(opts.reason), 200).trim() || 'paused';
     const was = this.#held.get(name);
     // Held again as it is (a rule polled anew): nothing changes, nothing is told.
     if (was && was.reason === reason && was.until?.getTime() === until?.getTime()) return;
