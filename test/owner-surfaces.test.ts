@@ -1,8 +1,13 @@
-import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { chmod, chown, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AgentPlugin } from '@usepod-agent/core';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cli, homeEnv } from './cli.js';
+import { type Rig, rig } from './helpers.js';
 
 /**
  * The owner's surfaces as attackers see them (issue 28, point 9): another local user, a browser page, a
@@ -12,9 +17,17 @@ import { cli, homeEnv } from './cli.js';
  * | attack                                                        | surface          | before                                        | now                                                    |
  * | ------------------------------------------------------------- | ---------------- | --------------------------------------------- | ------------------------------------------------------ |
  * | `.usepodrc.cjs` planted by another user in the cwd            | config lookup    | executed (twice) by any command run there     | refused unread: USEPOD_CONFIG_UNSAFE, names the file   |
+ * | `agent.toml` in a world-writable (not sticky) cwd             | config lookup    | read: anyone could name the coordinator       | refused unread: USEPOD_CONFIG_UNSAFE                   |
+ * | a plugin status section: cycle, BigInt, 8 MB, throwing        | /status          | cycle and BigInt threw in the request handler | each section an `{error}`; the rest of /status served  |
+ * | a hold reason with ESC, BEL, CR LF                            | /readyz, /status | raw on the probe's terminal                   | folded and bounded where the hold is placed            |
+ * | a page on attacker.example rebinding to 127.0.0.1             | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)    |
+ * | a socket sending headers and never ending them (slowloris)    | status server    | held 60 s+ (Node's defaults)                  | closed after 5 s                                       |
  */
+let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
+  await r?.close();
+  r = undefined;
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
@@ -23,6 +36,13 @@ async function scratch(prefix: string): Promise<string> {
   cleanup.push(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
+
+/** The control characters (C0, DEL, C1) in a text a terminal would show. */
+const controls = (text: string) =>
+  [...text].filter((c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x20 || (n >= 0x7f && n <= 0x9f);
+  });
 
 const exists = (p: string) =>
   stat(p).then(
@@ -68,5 +88,105 @@ describe('a config file another local user planted in the current folder', () =>
     const ok = await cli(['validate'], { cwd: mine, env: homeEnv(home) });
     expect(ok.stderr).not.toContain('USEPOD_CONFIG_UNSAFE');
     expect(`${ok.stdout}${ok.stderr}`).toContain(join(mine, 'agent.toml'));
+  });
+});
+
+/** A plugin whose status sections are what a buggy plugin returns. */
+function sectionsPlugin(sections: Record<string, () => unknown>): AgentPlugin {
+  return {
+    name: 'redteam:sections',
+    apiVersion: 1,
+    apply: (_hooks, ctx) => {
+      for (const [name, read] of Object.entries(sections)) ctx.statusSection(name, read);
+    },
+  };
+}
+
+/** A raw HTTP/1.1 exchange, so the Host header is the attacker's. */
+async function raw(request: string): Promise<string> {
+  const a = r!.t.agent.statusAddress!;
+  const socket = connect(a.port, a.host);
+  await once(socket, 'connect');
+  socket.end(request);
+  let out = '';
+  for await (const chunk of socket) out += chunk;
+  return out;
+}
+
+describe('the status server (/status, /readyz, /metrics) against a local user and a browser page', () => {
+  const statusRig = (plugins: AgentPlugin[] = []) =>
+    rig({
+      config: { observability: { prometheus_addr: '127.0.0.1:0' } },
+      plugins: [vllmPlugin, ...plugins],
+    });
+
+  it('a plugin section that is a cycle, a BigInt, huge or throws leaves /status answering, each shown as an error', async () => {
+    const cycle: Record<string, unknown> = { a: 1 };
+    cycle.self = cycle;
+    r = await statusRig([
+      sectionsPlugin({
+        cycle: () => cycle,
+        big: () => ({ n: 10n }),
+        huge: () => ({ text: 'x'.repeat(8 * 1024 * 1024) }),
+        throws: () => {
+          throw new Error('boom');
+        },
+        fine: () => ({ ok: true }),
+      }),
+    ]);
+    const a = r.t.agent.statusAddress!;
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`http://${a.host}:${a.port}/status`);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(text.length).toBeLessThan(256 * 1024);
+      const body = JSON.parse(text) as { sections: Record<string, unknown> };
+      expect(body.sections.fine).toEqual({ ok: true });
+      for (const bad of ['cycle', 'big', 'huge', 'throws'])
+        expect(body.sections[bad]).toEqual({ error: expect.any(String) });
+    }
+    expect((await fetch(`http://${a.host}:${a.port}/healthz`)).status).toBe(200);
+  });
+
+  it('a hold reason with escape sequences reaches /readyz folded', async () => {
+    r = await statusRig();
+    r.hold('gpu', 'game \x1b]0;pwned\x07\x1b[2J\x1b[31mFAKE\x1b[0m\r\nready');
+    const a = r.t.agent.statusAddress!;
+    const res = await fetch(`http://${a.host}:${a.port}/readyz`);
+    expect(res.status).toBe(503);
+    const body = await res.text();
+    expect(controls(body.trimEnd())).toEqual([]);
+    expect(body.trimEnd().split('\n')).toHaveLength(1);
+    const status = (await (await fetch(`http://${a.host}:${a.port}/status`)).json()) as {
+      holds: { reason: string }[];
+    };
+    expect(controls(status.holds[0]!.reason)).toEqual([]);
+  });
+
+  it('a page on another name (DNS rebinding) gets nothing: only IP and localhost Host headers are served', async () => {
+    r = await statusRig();
+    const port = r.t.agent.statusAddress!.port;
+    for (const path of ['/status', '/metrics', '/readyz']) {
+      const rebound = await raw(
+        `GET ${path} HTTP/1.1\r\nHost: attacker.example:${port}\r\nConnection: close\r\n\r\n`,
+      );
+      expect(rebound).toMatch(/^HTTP\/1\.1 421 /);
+      expect(rebound).not.toContain('provider_id');
+    }
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'localhost']) {
+      const ok = await raw(`GET /status HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect(ok).toMatch(/^HTTP\/1\.1 200 /);
+    }
+  });
+
+  it('a connection that never finishes its headers is closed, not held for a minute', async () => {
+    r = await statusRig();
+    const a = r.t.agent.statusAddress!;
+    const socket = connect(a.port, a.host);
+    await once(socket, 'connect');
+    socket.write('GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ');
+    socket.resume();
+    // The test's own timeout (20 s) is the bound: Node's defaults held this socket 60 s or more.
+    await once(socket, 'close');
   });
 });
