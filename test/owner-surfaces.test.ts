@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { chmod, chown, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentPlugin } from '@usepod-agent/core';
@@ -22,6 +23,7 @@ import { type Rig, rig } from './helpers.js';
  * | a hold reason with ESC, BEL, CR LF                            | /readyz, /status | raw on the probe's terminal                   | folded and bounded where the hold is placed            |
  * | a page on attacker.example rebinding to 127.0.0.1             | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)    |
  * | a socket sending headers and never ending them (slowloris)    | status server    | held 60 s+ (Node's defaults)                  | closed after 5 s                                       |
+ * | a fake /status (ESC in every string) on the agent's port      | `status` command | coordinator, ids, labels, detail printed raw  | every string folded before it is rendered              |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
@@ -188,5 +190,72 @@ describe('the status server (/status, /readyz, /metrics) against a local user an
     socket.resume();
     // The test's own timeout (20 s) is the bound: Node's defaults held this socket 60 s or more.
     await once(socket, 'close');
+  });
+});
+
+describe('`usepod-agent status` against a status server another local user runs on the port', () => {
+  const ESC = '\x1b]0;owned\x07\x1b[2J\x1b[32mOK\x1b[0m\r';
+  const hostile = {
+    state: `online${ESC}`,
+    connected: false,
+    coordinator: `wss://x${ESC}`,
+    provider_id: `p${ESC}`,
+    public_key: null,
+    fingerprint: `f${ESC}`,
+    agent_version: `9${ESC}`,
+    started_at: null,
+    uptime_s: 5,
+    backends: [
+      {
+        label: `b${ESC}`,
+        kind: 'vllm',
+        url: null,
+        healthy: false,
+        detail: `d${ESC}`,
+        in_flight: 0,
+        models: [],
+      },
+      {
+        label: `u${ESC}`,
+        kind: 'vllm',
+        url: null,
+        healthy: true,
+        detail: null,
+        in_flight: 0,
+        models: [{ id: `m${ESC}`, context_window: `${ESC}`, selftest: null }],
+      },
+    ],
+    models: [],
+    paused: null,
+    holds: [{ by: `owner${ESC}`, reason: `r${ESC}`, until: null, since: '2026-01-01T00:00:00Z' }],
+    jobs: { in_flight: `0${ESC}`, served: 0, failed: 0, cancelled: 0 },
+    tokens: { input: 0, output: 0 },
+    relayed_bytes: 0,
+    heartbeat: {
+      tokens_per_sec_p50: `1${ESC}`,
+      p50_latency_ms: 0,
+      p95_latency_ms: 0,
+      error_rate_60s: 0,
+      last_error_code: `E${ESC}`,
+      last_error_at: `t${ESC}`,
+    },
+    earnings: { micro_usdc: 0, usdc: 0 },
+    sections: { [`s${ESC}`]: { [`k${ESC}`]: `v${ESC}` } },
+  };
+
+  it('prints every field folded: no escape sequence reaches the terminal', async () => {
+    const home = await scratch('usepod-home-');
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(hostile));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    cleanup.push(() => new Promise((done) => server.close(() => done())));
+    const { port } = server.address() as AddressInfo;
+    const out = await cli(['status', '--addr', `127.0.0.1:${port}`], { cwd: home, env: homeEnv(home) });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('PAUSED');
+    expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
+    expect(controls(out.stderr.replaceAll('\n', ''))).toEqual([]);
   });
 });
