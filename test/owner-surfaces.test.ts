@@ -24,6 +24,8 @@ import { type Rig, rig } from './helpers.js';
  * | a page on attacker.example rebinding to 127.0.0.1             | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)    |
  * | a socket sending headers and never ending them (slowloris)    | status server    | held 60 s+ (Node's defaults)                  | closed after 5 s                                       |
  * | a fake /status (ESC in every string) on the agent's port      | `status` command | coordinator, ids, labels, detail printed raw  | every string folded before it is rendered              |
+ * | USEPOD_* = 1e400, NaN, -5, 400 nines, Infinity, 0x10, ESC     | env config       | one line at $VAR (already held)               | same; kept as a regression                             |
+ * | USEPOD_BACKEND_URL of 100 KB                                  | env config       | the whole value echoed in the error (100 KB)  | quoted to 80 characters                                |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
@@ -258,4 +260,41 @@ describe('`usepod-agent status` against a status server another local user runs 
     expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
     expect(controls(out.stderr.replaceAll('\n', ''))).toEqual([]);
   });
+});
+
+describe('USEPOD_* variables with hostile or out-of-range values', () => {
+  const base = {
+    USEPOD_COORDINATOR_URL: 'wss://coordinator.example',
+    USEPOD_BACKEND_KIND: 'vllm',
+    USEPOD_BACKEND_URL: 'http://127.0.0.1:8000',
+  };
+  const cases: [string, string][] = [
+    ['USEPOD_MAX_CONCURRENT', '1e400'],
+    ['USEPOD_MAX_CONCURRENT', 'NaN'],
+    ['USEPOD_MAX_CONCURRENT', '-5'],
+    ['USEPOD_MAX_CONCURRENT', '9'.repeat(400)],
+    ['USEPOD_DRAIN_TIMEOUT_S', 'Infinity'],
+    ['USEPOD_DRAIN_TIMEOUT_S', '0x10'],
+    ['USEPOD_SELFTEST_INTERVAL_S', '86401'],
+    ['USEPOD_SELFTEST_INTERVAL_S', ' 3 '.repeat(2)],
+    ['USEPOD_PROMETHEUS_ADDR', '127.0.0.1:99999'],
+    ['USEPOD_LOG_FORMAT', '\x1b[2Jjson'],
+    ['USEPOD_BACKEND_URL', `http://x\x1b[2J${'a'.repeat(100_000)}`],
+    ['USEPOD_COORDINATOR_URL', 'wss://\x1b]0;owned\x07coordinator'],
+  ];
+  it.each(cases.map(([n, v]) => ({ name: n, value: v, shown: JSON.stringify(v.slice(0, 24)) })))(
+    '$name=$shown is one line at the variable, with a code, never a crash',
+    async ({ name, value }) => {
+      const home = await scratch('usepod-home-');
+      const out = await cli(['validate'], { cwd: home, env: homeEnv(home, { ...base, [name]: value }) });
+      expect(out.code).toBe(2);
+      const lines = out.stderr.trim().split('\n');
+      expect(lines.length).toBeLessThanOrEqual(2);
+      expect(out.stderr).toContain(`$${name}`);
+      expect(out.stderr).toMatch(/USEPOD_[A-Z_]+/);
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+      expect(controls(out.stderr.replaceAll('\n', ''))).toEqual([]);
+      expect(out.stderr.length).toBeLessThan(4096);
+    },
+  );
 });
