@@ -26,6 +26,8 @@ import { type Rig, rig } from './helpers.js';
  * | a fake /status (ESC in every string) on the agent's port      | `status` command | coordinator, ids, labels, detail printed raw  | every string folded before it is rendered              |
  * | USEPOD_* = 1e400, NaN, -5, 400 nines, Infinity, 0x10, ESC     | env config       | one line at $VAR (already held)               | same; kept as a regression                             |
  * | USEPOD_BACKEND_URL of 100 KB                                  | env config       | the whole value echoed in the error (100 KB)  | quoted to 80 characters                                |
+ * | engine fails two on-demand self-tests (interval_s 0), recovers | self-tests       | model withdrawn for good: nothing retested it | retested every eject_cooldown_s while withdrawn        |
+ * | self-test answers: ESC + 100 KB error, hang, 3 MB line, usage 1e8 | self-tests   | bounded and folded (already held)             | same; kept as a regression                             |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
@@ -297,4 +299,59 @@ describe('USEPOD_* variables with hostile or out-of-range values', () => {
       expect(out.stderr.length).toBeLessThan(4096);
     },
   );
+});
+
+describe('self-tests when the engine answers as an attacker or fails for a while', () => {
+  const MODEL = 'Qwen/Qwen3-14B';
+
+  it('a model withdrawn by on-demand self-tests (interval_s 0, the default) comes back when its engine does', async () => {
+    r = await rig({ config: { selftest: { withdraw_after: 2, eject_cooldown_s: 1 } } });
+    r.engine.always({
+      kind: 'status',
+      status: 500,
+      body: '{"error":{"message":"CUDA error: out of memory"}}',
+    });
+    const out = r.session.nextFrame('capabilities');
+    await r.t.agent.selftest();
+    const [failed] = await r.t.agent.selftest();
+    expect(failed).toMatchObject({ ok: false, withdrawn: true });
+    expect((await out).models).toEqual([]);
+    // The engine recovers; nobody runs `usepod-agent selftest` again.
+    const back = r.session.nextFrame('capabilities');
+    r.engine.reset();
+    expect(((await back).models as { model_id: string }[]).map((m) => m.model_id)).toEqual([MODEL]);
+  });
+
+  it('hostile answers (escapes, a lying usage, an endless line, a stream that never ends) are bounded and folded', async () => {
+    r = await rig({ config: { selftest: { timeout_s: 2, max_tokens: 4 } } });
+    const esc = '\x1b]0;owned\x07\x1b[2J';
+    r.engine.behave({
+      kind: 'status',
+      status: 500,
+      body: `{"error":{"message":"${esc.replaceAll('\x1b', '\\u001b').replaceAll('\x07', '\\u0007')}${'x'.repeat(100_000)}"}}`,
+    });
+    let [t] = await r.t.agent.selftest();
+    expect(t!.ok).toBe(false);
+    expect(controls(t!.error!)).toEqual([]);
+    expect(t!.error!.length).toBeLessThanOrEqual(201);
+    r.engine.behave({ kind: 'hang-after-first' });
+    [t] = await r.t.agent.selftest();
+    expect(t).toMatchObject({ ok: false, error: expect.stringMatching(/no answer within 2000 ms/) });
+    r.engine.behave({
+      kind: 'not-sse',
+      body: `data: ${'y'.repeat(3 * 1024 * 1024)}`,
+      contentType: 'text/event-stream',
+    });
+    [t] = await r.t.agent.selftest();
+    expect(t!.ok).toBe(false);
+    expect(t!.error!.length).toBeLessThanOrEqual(201);
+    r.engine.behave({
+      kind: 'not-sse',
+      contentType: 'text/event-stream',
+      body: 'data: {"choices":[{"index":0,"delta":{"content":"1"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":99999999,"total_tokens":99999999}}\n\ndata: [DONE]\n\n',
+    });
+    [t] = await r.t.agent.selftest();
+    expect(t).toMatchObject({ ok: true });
+    expect(t!.tokens).toBeLessThanOrEqual(4);
+  });
 });
