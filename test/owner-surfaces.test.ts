@@ -1,9 +1,11 @@
 import { once } from 'node:events';
-import { chmod, chown, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { type AddressInfo, connect } from 'node:net';
+import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import type { AgentPlugin } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -28,6 +30,8 @@ import { type Rig, rig } from './helpers.js';
  * | USEPOD_BACKEND_URL of 100 KB                                  | env config       | the whole value echoed in the error (100 KB)  | quoted to 80 characters                                |
  * | engine fails two on-demand self-tests (interval_s 0), recovers | self-tests       | model withdrawn for good: nothing retested it | retested every eject_cooldown_s while withdrawn        |
  * | self-test answers: ESC + 100 KB error, hang, 3 MB line, usage 1e8 | self-tests   | bounded and folded (already held)             | same; kept as a regression                             |
+ * | coordinator accepting TCP, silent at TLS                      | doctor           | TLS fails after 5 s, exits 1 (already held)   | same; kept as a regression                             |
+ * | TLS certificate CN with ESC/BEL (trusted re-signing proxy)    | doctor           | printed raw in the TLS line                   | every check's name, detail and fix folded              |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
@@ -354,4 +358,60 @@ describe('self-tests when the engine answers as an attacker or fails for a while
     expect(t).toMatchObject({ ok: true });
     expect(t!.tokens).toBeLessThanOrEqual(4);
   });
+});
+
+describe('`usepod-agent doctor` against a coordinator that stalls', () => {
+  it('a coordinator that accepts TCP and never answers TLS: doctor names it and exits', async () => {
+    const dir = await scratch('usepod-doctor-');
+    const held: Socket[] = [];
+    const silent = createTcpServer((s) => held.push(s));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    cleanup.push(async () => {
+      for (const s of held) s.destroy();
+      await new Promise((done) => silent.close(() => done(undefined)));
+    });
+    const { port } = silent.address() as AddressInfo;
+    const cfg = join(dir, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[observability]\nprometheus_addr = "off"\n[coordinator]\nurl = "wss://localhost:${port}/provider/connect"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:1"\n`,
+    );
+    const out = await cli(['doctor', '--config', cfg, '--json'], { cwd: dir, env: homeEnv(dir) });
+    const doc = JSON.parse(out.stdout) as { checks: { name: string; level: string; detail: string }[] };
+    expect(doc.checks.find((c) => c.name === 'coordinator TLS')).toMatchObject({
+      level: 'fail',
+      detail: expect.stringMatching(/no answer in 5 s/),
+    });
+    expect(out.code).toBe(1);
+  }, 40_000);
+});
+
+describe('`usepod-agent doctor` and the text a coordinator chooses', () => {
+  const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
+
+  it('a certificate whose CN holds escape sequences (a re-signing proxy trusted by NODE_EXTRA_CA_CERTS) is printed folded', async () => {
+    const dir = await scratch('usepod-doctor-');
+    const tls = createTlsServer(
+      {
+        cert: await readFile(join(FIXTURES, 'escape-cn.crt')),
+        key: await readFile(join(FIXTURES, 'escape-cn.key')),
+      },
+      (s) => s.end(),
+    );
+    tls.listen(0, '127.0.0.1');
+    await once(tls, 'listening');
+    cleanup.push(() => new Promise((done) => tls.close(() => done())));
+    const { port } = tls.address() as AddressInfo;
+    const cfg = join(dir, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[observability]\nprometheus_addr = "off"\n[coordinator]\nurl = "wss://localhost:${port}/provider/connect"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:1"\n`,
+    );
+    const env = homeEnv(dir, { NODE_EXTRA_CA_CERTS: join(FIXTURES, 'escape-cn.crt') });
+    const out = await cli(['doctor', '--config', cfg], { cwd: dir, env });
+    expect(out.stdout).toMatch(/coordinator TLS/);
+    expect(out.stdout).toContain('owned');
+    expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
+  }, 40_000);
 });

@@ -34,11 +34,15 @@ export interface Check {
 
 const TIMEOUT_MS = 5_000;
 
+/**
+ * One line of the report. Details quote the coordinator, its certificate, engines and a status server
+ * (a certificate's CN may hold escape sequences): every part is folded and bounded here, once.
+ */
 const check = (name: string, level: Level, detail: string, fix?: string): Check => ({
-  name,
+  name: engineText(name, 200),
   level,
-  detail,
-  ...(fix ? { fix } : {}),
+  detail: engineText(detail, 2_000),
+  ...(fix ? { fix: engineText(fix, 1_000) } : {}),
 });
 
 export function identityChecks(config: Config): Promise<Check[]> {
@@ -201,7 +205,9 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
     const skew = httpDate ? (Date.now() - Date.parse(httpDate)) / 1000 : Number.NaN;
     if (httpDate && !Number.isFinite(skew)) {
       // The header is the coordinator's text: a lie about time is said as such, never as "OK NaN s".
-      checks.push(check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"));
+      checks.push(
+        check('clock', 'warn', "the coordinator's Date header is not a date; the clock is not checked"),
+      );
     } else if (httpDate) {
       const level: Level = Math.abs(skew) > 30 ? 'fail' : Math.abs(skew) > 5 ? 'warn' : 'ok';
       checks.push(
