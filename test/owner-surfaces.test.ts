@@ -8,7 +8,9 @@ import { createServer as createTlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { AgentPlugin } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { cli, homeEnv } from './cli.js';
 import { type Rig, rig } from './helpers.js';
 
@@ -32,6 +34,8 @@ import { type Rig, rig } from './helpers.js';
  * | self-test answers: ESC + 100 KB error, hang, 3 MB line, usage 1e8 | self-tests   | bounded and folded (already held)             | same; kept as a regression                             |
  * | coordinator accepting TCP, silent at TLS                      | doctor           | TLS fails after 5 s, exits 1 (already held)   | same; kept as a regression                             |
  * | TLS certificate CN with ESC/BEL (trusted re-signing proxy)    | doctor           | printed raw in the TLS line                   | every check's name, detail and fix folded              |
+ * | pod restarts on a volume with fsGroup (policy Always)         | Kubernetes       | kubelet made identity.key 0660 at each mount  | fsGroupChangePolicy OnRootMismatch: set once           |
+ * | NPM_REGISTRY=https://user:token@registry as a build argument  | Dockerfile       | the token shipped in the image history        | refused; credentials via --secret id=npmrc             |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
@@ -414,4 +418,28 @@ describe('`usepod-agent doctor` and the text a coordinator chooses', () => {
     expect(out.stdout).toContain('owned');
     expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
   }, 40_000);
+});
+
+describe('the container image and the Kubernetes files', () => {
+  const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+  it('the identity volume keeps the key 0600 across restarts: fsGroup changes ownership only on the first mount', async () => {
+    const sts = parseYaml(await readFile(join(ROOT, 'deploy/kubernetes/base/statefulset.yaml'), 'utf8'));
+    new StatefulSet(sts).validate();
+    const pod = sts.spec.template.spec;
+    // With the default policy (Always) the kubelet adds group read-write to every file of the volume at
+    // every mount: identity.key became 0660 at the first restart.
+    if (pod.securityContext?.fsGroup !== undefined) {
+      expect(pod.securityContext.fsGroupChangePolicy).toBe('OnRootMismatch');
+    }
+  });
+
+  it('a build argument never carries a registry credential into the image history', async () => {
+    const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8');
+    // Build arguments used by RUN are recorded in `docker history`: a token in NPM_REGISTRY would ship.
+    expect(dockerfile).toMatch(/case "\$NPM_REGISTRY" in \*@\*\).*?exit 1;;/);
+    // Credentials come as a BuildKit secret, mounted for the one RUN that needs them, never a layer.
+    expect(dockerfile).toMatch(/RUN --mount=type=secret,id=npmrc/);
+    expect(dockerfile).not.toMatch(/^(ARG|ENV)\s+\S*(TOKEN|PASSWORD|SECRET|AUTH)/im);
+  });
 });
