@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { type AddressInfo, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,6 +23,7 @@ import { type Rig, rig } from './helpers.js';
  * | ------------------------------------------------------------- | ---------------- | --------------------------------------------- | ------------------------------------------------------ |
  * | `.usepodrc.cjs` planted by another user in the cwd            | config lookup    | executed (twice) by any command run there     | refused unread: USEPOD_CONFIG_UNSAFE, names the file   |
  * | `agent.toml` in a world-writable (not sticky) cwd             | config lookup    | read: anyone could name the coordinator       | refused unread: USEPOD_CONFIG_UNSAFE                   |
+ * | `./node_modules/usepod-agent-plugin-x` (default) of another user | plugin lookup | imported (code ran) by run, validate, doctor | a cwd node_modules others could have made is skipped   |
  * | a plugin status section: cycle, BigInt, 8 MB, throwing        | /status          | cycle and BigInt threw in the request handler | each section an `{error}`; the rest of /status served  |
  * | a hold reason with ESC, BEL, CR LF                            | /readyz, /status | raw on the probe's terminal                   | folded and bounded where the hold is placed            |
  * | a page on attacker.example rebinding to 127.0.0.1             | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)    |
@@ -126,6 +127,44 @@ async function raw(request: string): Promise<string> {
   for await (const chunk of socket) out += chunk;
   return out;
 }
+
+describe('a plugin another local user planted in node_modules of the current folder', () => {
+  it.runIf(process.getuid?.() === 0)(
+    'is never imported, even one declaring itself applied by default',
+    async () => {
+      const home = await scratch('usepod-home-');
+      const shared = await scratch('usepod-shared-');
+      await chmod(shared, 0o1777);
+      const marker = join(shared, 'pwned');
+      const pkg = join(shared, 'node_modules', 'usepod-agent-plugin-evil');
+      await mkdir(pkg, { recursive: true });
+      await writeFile(
+        join(pkg, 'package.json'),
+        JSON.stringify({
+          name: 'usepod-agent-plugin-evil',
+          version: '1.0.0',
+          main: 'index.js',
+          'usepod-agent': { default: true },
+        }),
+      );
+      await writeFile(
+        join(pkg, 'index.js'),
+        `require('node:fs').writeFileSync(${JSON.stringify(marker)}, 'ran'); module.exports = { name: 'evil', apiVersion: 1, apply() {} };\n`,
+      );
+      for (const p of [join(shared, 'node_modules'), pkg, join(pkg, 'package.json'), join(pkg, 'index.js')])
+        await chown(p, 65534, 65534);
+      const cfg = join(home, 'agent.toml');
+      await writeFile(
+        cfg,
+        `[identity]\nkey_path = "${join(home, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:1"\n`,
+        { mode: 0o600 },
+      );
+      const out = await cli(['validate', '--config', cfg], { cwd: shared, env: homeEnv(home) });
+      expect(await exists(marker)).toBe(false);
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+    },
+  );
+});
 
 describe('the status server (/status, /readyz, /metrics) against a local user and a browser page', () => {
   const statusRig = (plugins: AgentPlugin[] = []) =>
