@@ -37,6 +37,8 @@ import { type Rig, rig } from './helpers.js';
  * | TLS certificate CN with ESC/BEL (trusted re-signing proxy)    | doctor           | printed raw in the TLS line                   | every check's name, detail and fix folded              |
  * | pod restarts on a volume with fsGroup (policy Always)         | Kubernetes       | kubelet made identity.key 0660 at each mount  | fsGroupChangePolicy OnRootMismatch: set once           |
  * | NPM_REGISTRY=https://user:token@registry as a build argument  | Dockerfile       | the token shipped in the image history        | refused; credentials via --secret id=npmrc             |
+ * | quiet hours `daily 00:00-24:00` in Pacific/Chatham, then resume | quiet hours     | held; resume ends it (already held)           | same; kept as a regression                             |
+ * | holds until 8.64e15 ms and 99 years (past 2^31-1 ms)          | holds            | stay until then (already held: longTimeout)   | same; kept as a regression                             |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
@@ -480,5 +482,45 @@ describe('the container image and the Kubernetes files', () => {
     // Credentials come as a BuildKit secret, mounted for the one RUN that needs them, never a layer.
     expect(dockerfile).toMatch(/RUN --mount=type=secret,id=npmrc/);
     expect(dockerfile).not.toMatch(/^(ARG|ENV)\s+\S*(TOKEN|PASSWORD|SECRET|AUTH)/im);
+  });
+});
+
+describe('holds and quiet hours at their limits', () => {
+  const settle = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+  it("a window 00:00-24:00 every day in an odd zone holds, and the owner's resume ends it for good", async () => {
+    r = await rig({
+      config: { schedule: { pause: ['daily 00:00-24:00'], timezone: 'Pacific/Chatham' } },
+      timing: { scheduleCheckMs: 10 },
+    });
+    expect(r.t.agent.holds().map((h) => h.by)).toEqual(['schedule']);
+    r.t.agent.resume();
+    // Many checks later the window the owner took back is still theirs: no pause that cannot end.
+    await settle(200);
+    expect(r.t.agent.holds()).toEqual([]);
+    expect(r.t.agent.readiness()).toEqual({ ready: true });
+  });
+
+  it('holds ending past 2^31-1 ms (the last representable date, 99 years) stay until then, not 1 ms', async () => {
+    let ctx: Parameters<AgentPlugin['apply']>[1] | undefined;
+    const holder: AgentPlugin = {
+      name: 'redteam:holds',
+      apiVersion: 1,
+      apply: (_hooks, c) => {
+        ctx = c;
+      },
+    };
+    r = await rig({ plugins: [vllmPlugin, holder] });
+    ctx!.hold('gpu', { reason: 'a game', until: new Date(8.64e15) });
+    r.t.agent.pause({ reason: 'away', until: new Date(Date.now() + 99 * 365 * 86_400_000) });
+    await settle(100);
+    expect(r.t.agent.holds().map((h) => [h.by, h.until])).toEqual([
+      ['owner', expect.stringMatching(/^21\d\d-/)],
+      ['gpu', '+275760-09-13T00:00:00.000Z'],
+    ]);
+    expect(() => r!.t.agent.pause({ until: new Date(8.64e15) })).toThrow(/100 years/);
+    r.t.agent.resume();
+    ctx!.release('gpu');
+    expect(r.t.agent.holds()).toEqual([]);
   });
 });
