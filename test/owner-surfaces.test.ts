@@ -35,6 +35,7 @@ import { type Rig, rig } from './helpers.js';
  * | self-test answers: ESC + 100 KB error, hang, 3 MB line, usage 1e8 | self-tests   | bounded and folded (already held)             | same; kept as a regression                             |
  * | coordinator accepting TCP, silent at TLS                      | doctor           | TLS fails after 5 s, exits 1 (already held)   | same; kept as a regression                             |
  * | TLS certificate CN with ESC/BEL (trusted re-signing proxy)    | doctor           | printed raw in the TLS line                   | every check's name, detail and fix folded              |
+ * | a plugin's doctor finding with ESC/BEL/CR                    | doctor           | printed raw                                   | folded like the core's lines                           |
  * | pod restarts on a volume with fsGroup (policy Always)         | Kubernetes       | kubelet made identity.key 0660 at each mount  | fsGroupChangePolicy OnRootMismatch: set once           |
  * | NPM_REGISTRY=https://user:token@registry as a build argument  | Dockerfile       | the token shipped in the image history        | refused; credentials via --secret id=npmrc             |
  * | quiet hours `daily 00:00-24:00` in Pacific/Chatham, then resume | quiet hours     | held; resume ends it (already held)           | same; kept as a regression                             |
@@ -457,6 +458,35 @@ describe('`usepod-agent doctor` and the text a coordinator chooses', () => {
     const out = await cli(['doctor', '--config', cfg], { cwd: dir, env });
     expect(out.stdout).toMatch(/coordinator TLS/);
     expect(out.stdout).toContain('owned');
+    expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
+  }, 40_000);
+});
+
+describe('`usepod-agent doctor` and the lines plugins add', () => {
+  it("a plugin's finding with escape sequences is printed folded", async () => {
+    const dir = await scratch('usepod-doctor-');
+    const pkg = join(dir, 'node_modules', 'usepod-agent-plugin-liar');
+    await mkdir(pkg, { recursive: true });
+    await writeFile(
+      join(pkg, 'package.json'),
+      JSON.stringify({
+        name: 'usepod-agent-plugin-liar',
+        version: '1.0.0',
+        main: 'index.js',
+        'usepod-agent': { default: true },
+      }),
+    );
+    await writeFile(
+      join(pkg, 'index.js'),
+      `module.exports = { name: 'liar', apiVersion: 1, apply(_h, ctx) { ctx.doctorCheck('liar', () => [{ name: 'liar\\u001b[2J', level: 'ok', detail: '\\u001b]0;owned\\u0007\\u001b[32mOK all good\\r', fix: '\\u001b[8m' }]); } };\n`,
+    );
+    const cfg = join(dir, 'agent.toml');
+    await writeFile(
+      cfg,
+      `[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[observability]\nprometheus_addr = "off"\n[coordinator]\nurl = "ws://127.0.0.1:1/provider/connect"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:1"\n`,
+    );
+    const out = await cli(['doctor', '--config', cfg, '--allow-insecure'], { cwd: dir, env: homeEnv(dir) });
+    expect(out.stdout).toContain('all good');
     expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
   }, 40_000);
 });

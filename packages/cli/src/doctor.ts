@@ -45,6 +45,11 @@ const check = (name: string, level: Level, detail: string, fix?: string): Check 
   ...(fix ? { fix: engineText(fix, 1_000) } : {}),
 });
 
+/** A plugin's own line (the ledger's missed jobs...): folded like every other, it may quote anything. */
+export function pluginCheck(f: { name: string; level: Level; detail: string; fix?: string }): Check {
+  return check(f.name, f.level, f.detail, f.fix);
+}
+
 export function identityChecks(config: Config): Promise<Check[]> {
   const path = expandHome(config.identity.key_path);
   return (async () => {

@@ -7,6 +7,7 @@ import {
   type Check,
   coordinatorChecks,
   identityChecks,
+  pluginCheck,
   selftestChecks,
 } from '../doctor.js';
 import { builtinPlugins } from '../engines.js';
@@ -59,7 +60,8 @@ export default class Doctor extends BaseCommand {
       });
       const capacity = backends.probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
       try {
-        checks.push(...(await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined })));
+        const found = await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined });
+        checks.push(...found.map(pluginCheck));
       } catch (err) {
         checks.push({
           name: 'plugins',
