@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { createAgent, silentLogger } from '@usepod-agent/core/internal';
+import { createAgent, silentLogger } from '@usepod-agent/core';
 import llamacpp from '@usepod-agent/plugin-llamacpp';
 import vllm from '@usepod-agent/plugin-vllm';
 
@@ -59,9 +59,9 @@ function usage() {
 process.on('message', async (msg) => {
   if (msg.cmd === 'start') {
     const dir = mkdtempSync(join(tmpdir(), 'usepod-bench-'));
-    // BENCH_LEDGER=1: the CLI's SQLite ledger as the job journal, to measure what it costs the job path.
+    // BENCH_LEDGER=1: the ledger plugin's SQLite ledger as the job journal, to measure what it costs the job path.
     const journal = process.env.BENCH_LEDGER
-      ? (await import('../packages/cli/dist/ledger/ledger.js')).Ledger.open(join(dir, 'ledger.db'))
+      ? (await import('@usepod-agent/plugin-ledger')).Ledger.open(join(dir, 'ledger.db'))
       : undefined;
     agent = createAgent({
       ...(journal ? { journal } : {}),

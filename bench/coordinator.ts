@@ -1,6 +1,6 @@
 import type { AddressInfo, Socket } from 'node:net';
-import { verifySignature } from '@usepod-agent/core/internal';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { verifySignature } from '../packages/core/src/identity/identity.js';
 import { clock, type StreamConsumer } from './consumer.js';
 
 /**
@@ -11,6 +11,10 @@ import { clock, type StreamConsumer } from './consumer.js';
  */
 const CHUNK_PREFIX = '{"type":"job_chunk","job_id":"';
 const DATA_AT = CHUNK_PREFIX.length + 36 + '","data":"'.length;
+// The Rust agent 0.3.3 builds frames with serde_json's default (sorted) maps: data, job_id, type.
+const SORTED_PREFIX = '{"data":"';
+const SORTED_ID = '","job_id":"';
+const SORTED_TAIL = '","type":"job_chunk"}';
 
 interface Job {
   consumer: StreamConsumer;
@@ -24,6 +28,8 @@ export class BenchCoordinator {
   #ready: Promise<void>;
   #onReady!: () => void;
   frames = 0;
+  /** When the agent's capabilities frame arrived (performance.now()): the agent is online. */
+  onlineAt: number | undefined;
 
   constructor() {
     this.#wss = new WebSocketServer({
@@ -60,8 +66,19 @@ export class BenchCoordinator {
         job?.consumer.push(Buffer.from(text.slice(DATA_AT, -2), 'base64'), now);
         return;
       }
+      if (text.startsWith(SORTED_PREFIX) && text.endsWith(SORTED_TAIL)) {
+        const end = text.length - SORTED_TAIL.length;
+        const dataEnd = end - 36 - SORTED_ID.length;
+        this.frames++;
+        const job = this.#jobs.get(text.slice(end - 36, end));
+        job?.consumer.push(Buffer.from(text.slice(SORTED_PREFIX.length, dataEnd), 'base64'), now);
+        return;
+      }
       const f = JSON.parse(text) as Record<string, unknown>;
-      if (f.type === 'auth_response') {
+      if (f.type === 'job_chunk') {
+        this.frames++;
+        this.#jobs.get(String(f.job_id))?.consumer.push(Buffer.from(String(f.data), 'base64'), now);
+      } else if (f.type === 'auth_response') {
         const ok = verifySignature(nonce, String(f.signature), String(f.pubkey));
         ws.send(
           JSON.stringify(
@@ -71,6 +88,7 @@ export class BenchCoordinator {
           ),
         );
       } else if (f.type === 'capabilities') {
+        this.onlineAt ??= performance.now();
         this.#onReady();
       } else if (f.type === 'job_done' || f.type === 'job_error') {
         const job = this.#jobs.get(String(f.job_id));

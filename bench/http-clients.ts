@@ -51,6 +51,23 @@ const clients: Record<string, Client> = {
     const res = await pool.request({ origin: url, path: '/v1/chat/completions', ...post(n) });
     await drain(res.body, c);
   },
+  // No Readable: undici's handler hands each body chunk over in the parser's callback (decision 0008).
+  'undici Agent.dispatch (handler, no Readable)': (c, n) =>
+    new Promise<void>((resolve, reject) => {
+      pool.dispatch(
+        { origin: url, path: '/v1/chat/completions', ...post(n) },
+        {
+          onConnect() {},
+          onHeaders: () => true,
+          onData: (chunk: Buffer) => {
+            c.push(chunk, performance.now());
+            return true;
+          },
+          onComplete: () => resolve(),
+          onError: reject,
+        },
+      );
+    }),
   'undici Pool.request({ path })': async (c, n) => {
     const res = await originPool.request({ path: '/v1/chat/completions', ...post(n) });
     await drain(res.body, c);
@@ -82,7 +99,10 @@ const clients: Record<string, Client> = {
 };
 
 const results: Record<string, unknown>[] = [];
-for (const [name, client] of Object.entries(clients)) {
+// BENCH_CLIENTS=a,b: only those clients (names as above), e.g. to alternate two in one machine hour.
+const only = process.env.BENCH_CLIENTS?.split(',');
+const order = Object.entries(clients).filter(([name]) => !only || only.some((o) => name.startsWith(o)));
+for (const [name, client] of [...order, ...(process.env.BENCH_TWICE ? order : [])]) {
   for (let i = 0; i < 20; i++) await client(new StreamConsumer([]), 1); // warm-up
   const ttfb: number[] = [];
   for (let i = 0; i < 200; i++) {
@@ -109,10 +129,11 @@ for (const [name, client] of Object.entries(clients)) {
   process.stderr.write(`${JSON.stringify(row)}\n`);
   results.push(row);
 }
-writeFileSync(
-  here('./results/http-clients.json'),
-  `${JSON.stringify({ date: new Date().toISOString(), node: process.version, results }, null, 2)}\n`,
-);
+if (!only)
+  writeFileSync(
+    here('./results/http-clients.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, results }, null, 2)}\n`,
+  );
 child.kill();
 await pool.close();
 process.exit(0);

@@ -8,13 +8,14 @@
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent as Pool, request } from 'undici';
 import { clock, pct, StreamConsumer } from './consumer.js';
 import { BenchCoordinator } from './coordinator.js';
 import { type Gc, recordGcs } from './gc-log.js';
+import { laneV, rustAgentPath, type VersusResult, versusMarkdown } from './versus.js';
 
 const quick = process.argv.includes('--quick');
 
@@ -32,6 +33,8 @@ const traced = (role: string) => ({
   env: { ...process.env, BENCH_TRACE_ROLE: role },
 });
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+// Interrupted, the child processes (engine, agents) go too: the exit handlers below run on process.exit.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const round = (n: number, d = 2) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : null);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -617,7 +620,60 @@ async function laneR() {
   return r;
 }
 
+// ---- V: side by side with the Rust agent 0.3.3 (versus.ts) ----
+async function laneVersus(): Promise<VersusResult | string> {
+  const { path, looked } = rustAgentPath();
+  if (!path) {
+    const line = `V (side by side with the Rust agent 0.3.3): skipped, no binary at ${looked} (set USEPOD_RUST_AGENT, or build it with ../shared/tools/build-rust-agent.sh).`;
+    log(line);
+    return line;
+  }
+  return laneV(
+    { engineUrl, setRate: (v) => engine.setRate(v), direct: (c, n) => direct(c, n), quick, log },
+    path,
+  );
+}
+
+/** The README shows the latest figures between two tags. */
+function toReadme(tag: string, md: string): void {
+  const readmePath = here('../README.md');
+  const readme = readFileSync(readmePath, 'utf8');
+  const startTag = `<!-- ${tag}:start -->`;
+  const endTag = `<!-- ${tag}:end -->`;
+  if (!readme.includes(startTag) || !readme.includes(endTag)) return;
+  const next = `${readme.slice(0, readme.indexOf(startTag) + startTag.length)}\n${md}\n${readme.slice(readme.indexOf(endTag))}`;
+  writeFileSync(readmePath, next);
+  // The README is held to the formatter's layout by the linter (npm test); tables get aligned here.
+  execFileSync(here('../node_modules/.bin/biome'), ['format', '--write', readmePath], { stdio: 'ignore' });
+}
+
+/** Lane V's results: bench/results/versus.{json,md} and the README's side-by-side table (when measured). */
+function saveVersus(v: VersusResult | string): string {
+  const md =
+    typeof v === 'string'
+      ? v
+      : `${new Date().toISOString().slice(0, 10)}, \`npm run bench${quick ? ' -- --quick' : ''}\`, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}, load average ${loadavg()[0]!.toFixed(1)} at the end (the VM's other work moves the latency figures most). ${versusMarkdown(v)}`;
+  mkdirSync(here('./results'), { recursive: true });
+  // BENCH_NO_SAVE=1: a comparison run of two builds, not a result.
+  if (typeof v !== 'string' && !process.env.BENCH_NO_SAVE) {
+    writeFileSync(
+      here('./results/versus.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), ...v }, null, 2)}\n`,
+    );
+    writeFileSync(here('./results/versus.md'), `${md}\n`);
+    toReadme('bench:versus', md);
+  }
+  return md;
+}
+
 const only = process.argv.find((a) => a.startsWith('--lanes='))?.slice(8);
+if (only === 'V') {
+  const v = await laneVersus();
+  process.stdout.write(`${saveVersus(v)}\n`);
+  worker.send({ cmd: 'exit' });
+  engine.close();
+  process.exit(0);
+}
 if (only === 'R') {
   await laneR();
   worker.send({ cmd: 'exit' });
@@ -661,6 +717,7 @@ const E = await laneE();
 const F = await laneF();
 await worker.ask({ cmd: 'stop' });
 const R = await laneR();
+const V = saveVersus(await laneVersus());
 engine.close();
 await coord.close();
 await pool.close();
@@ -740,18 +797,8 @@ const md = [
     ? `R (a real engine, ${R.engine}, ${R.rounds} paired rounds once warm): time to first token direct ${R.ttft_direct_p50_ms} ms p50; the agent adds ${R.added_ttft_p50_ms} ms p50, ${R.added_ttft_p99_ms} ms p99.`
     : 'R (a real engine): skipped, llama-server could not be set up here.',
 ].join('\n');
-writeFileSync(here('./results/latest.md'), `${md}\n`);
+writeFileSync(here('./results/latest.md'), `${md}\n\n${V}\n`);
 
-// The README shows the latest table.
-const readmePath = here('../README.md');
-const readme = readFileSync(readmePath, 'utf8');
-const startTag = '<!-- bench:start -->';
-const endTag = '<!-- bench:end -->';
-if (readme.includes(startTag) && readme.includes(endTag)) {
-  const next = `${readme.slice(0, readme.indexOf(startTag) + startTag.length)}\n${md}\n${readme.slice(readme.indexOf(endTag))}`;
-  writeFileSync(readmePath, next);
-  // The README is held to the formatter's layout by the linter (npm test); tables get aligned here.
-  execFileSync(here('../node_modules/.bin/biome'), ['format', '--write', readmePath], { stdio: 'ignore' });
-}
-process.stdout.write(`${md}\n`);
+toReadme('bench', md);
+process.stdout.write(`${md}\n\n${V}\n`);
 process.exit(0);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Agent, createAgent, silentLogger } from '@usepod-agent/core/internal';
+import { type Agent, createAgent, silentLogger } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

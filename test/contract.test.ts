@@ -1,17 +1,13 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createAgent, definePlugin } from '@usepod-agent/core';
-import {
-  checkBackends,
-  PluginHost,
-  registeredKind,
-  silentLogger,
-  validateConfig,
-} from '@usepod-agent/core/internal';
+import { createAgent, definePlugin, silentLogger } from '@usepod-agent/core';
 import llamacppPlugin from '@usepod-agent/plugin-llamacpp';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { validateConfig } from '../packages/core/src/config/validate.js';
+import { PluginHost } from '../packages/core/src/plugins/host.js';
+import { checkBackends, registeredKind } from '../packages/core/src/plugins/kinds.js';
 
 /**
  * Plugin contract 1.0 (issue 16): a kind is described by its plugin, fully; a plugin built for another
@@ -110,69 +106,51 @@ describe('the contract a plugin was built for', () => {
   });
 });
 
-describe('public surfaces', () => {
-  it('"." exports exactly these names', async () => {
-    expect(Object.keys(await import('@usepod-agent/core')).sort()).toEqual([
-      'AGENT_VERSION',
-      'Agent',
-      'CapabilityStage',
-      'ERROR_CODES',
-      'UsepodError',
-      'configureLogging',
-      'createAgent',
-      'createLogger',
-      'definePlugin',
-      'isUsepodError',
-      'jobChannels',
-      'loadConfig',
-      'silentLogger',
-    ]);
-  });
-
-  it('"./backend" exports exactly these names', async () => {
-    expect(Object.keys(await import('@usepod-agent/core/backend')).sort()).toEqual([
-      'OpenAICompatibleBackend',
-      'StreamScanner',
-      'UsepodError',
-      'backendKindOf',
-      'checkPlugin',
-      'contextWindowOf',
-      'createPool',
-      'engineErrorMessage',
-      'errorIn200',
-      'errorText',
-      'getJson',
-      'httpError',
-      'isConnectError',
-      'optionsFromEntry',
-      'promGauge',
-      'readText',
-      'sendRequest',
-      'versionAtLeast',
-    ]);
-  });
+describe('who imports which surface (surface.test.ts in core pins their names)', () => {
+  /** Every .ts file under `dir`, recursively. */
+  const tsUnder = (dir: string) =>
+    readdirSync(dir, { recursive: true, encoding: 'utf8' })
+      .filter((f) => /\.(ts|mjs)$/.test(f))
+      .map((f) => join(dir, f));
+  /** The core paths a file imports, statically or with import(). */
+  const coreImports = (f: string) =>
+    [...readFileSync(f, 'utf8').matchAll(/(?:from |import\()'(@usepod-agent\/core[^']*)'/g)].map((m) => m[1]);
+  const plugins = readdirSync(join(root, 'packages')).filter((d) => d.startsWith('plugin-'));
 
   it('plugins, the testkit, the examples and the plugin guide import only "." and "./backend"', () => {
-    const testkit = join(root, 'packages', 'testkit', 'src');
     const files = [
-      ...readdirSync(testkit, { recursive: true, encoding: 'utf8' })
-        .filter((f) => f.endsWith('.ts'))
-        .map((f) => join(testkit, f)),
-      ...readdirSync(join(root, 'packages'))
-        .filter((d) => d.startsWith('plugin-'))
-        .map((d) => join(root, 'packages', d, 'src', 'index.ts')),
+      ...tsUnder(join(root, 'packages', 'testkit', 'src')),
+      ...plugins.flatMap((d) => tsUnder(join(root, 'packages', d, 'src'))),
       join(root, 'examples', 'custom-backend-plugin', 'src', 'index.ts'),
       join(root, 'examples', 'programmatic', 'src', 'index.ts'),
       join(root, 'docs', 'plugins.md'),
       join(root, 'docs', 'hooks.md'),
     ];
     for (const f of files) {
-      const specifiers = [...readFileSync(f, 'utf8').matchAll(/from '(@usepod-agent\/core[^']*)'/g)].map(
-        (m) => m[1],
-      );
-      for (const s of specifiers)
+      for (const s of coreImports(f))
         expect(['@usepod-agent/core', '@usepod-agent/core/backend'], f).toContain(s);
     }
+  });
+
+  it('the CLI imports only ".", "./backend" and "./cli"', () => {
+    const files = tsUnder(join(root, 'packages', 'cli', 'src'));
+    expect(files.length).toBeGreaterThan(20);
+    const seen = new Set(files.flatMap(coreImports));
+    expect([...seen].sort()).toEqual([
+      '@usepod-agent/core',
+      '@usepod-agent/core/backend',
+      '@usepod-agent/core/cli',
+    ]);
+  });
+
+  it('nothing imports a path core does not export: there is no "./internal"', () => {
+    const files = [
+      ...tsUnder(join(root, 'test')),
+      ...tsUnder(join(root, 'bench')),
+      ...readdirSync(join(root, 'packages')).flatMap((d) => tsUnder(join(root, 'packages', d, 'src'))),
+    ];
+    const exported = ['@usepod-agent/core', '@usepod-agent/core/backend', '@usepod-agent/core/cli'];
+    for (const f of files) for (const s of coreImports(f)) expect(exported, f).toContain(s);
   });
 });
 

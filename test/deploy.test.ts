@@ -1,8 +1,18 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
-import { validateConfig } from '@usepod-agent/core/internal';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -11,6 +21,7 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { parse as parseToml } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { validateConfig } from '../packages/core/src/config/validate.js';
 
 /**
  * deploy/ (issue 20): every Kubernetes manifest valid against the Kubernetes schemas (kubernetes-models),
@@ -65,6 +76,7 @@ const base = Object.fromEntries(
     .flatMap(docs)
     .map((o) => [o.kind as string, o]),
 );
+const monitor = docs(join(K8S, 'components/servicemonitor/servicemonitor.yaml'))[0]!;
 const sts = base.StatefulSet as Obj;
 const pod = sts.spec.template.spec as Obj;
 const agent = (pod.containers as Obj[]).find((c) => c.name === 'usepod-agent')!;
@@ -76,7 +88,7 @@ describe('Kubernetes manifests', () => {
     let checked = 0;
     for (const file of yamlFiles(K8S)) {
       for (const o of docs(file)) {
-        if (o.kind === 'Kustomization' || patches.has(file)) continue;
+        if (o.kind === 'Kustomization' || o.kind === 'Component' || patches.has(file)) continue;
         const Model = MODELS[`${o.apiVersion}/${o.kind}`];
         expect(Model, `${file}: ${o.apiVersion} ${o.kind} has no schema here`).toBeDefined();
         expect(() => new Model!(o as never).validate(), file).not.toThrow();
@@ -148,13 +160,138 @@ describe('Kubernetes manifests', () => {
     expect(selects((base.Service as Obj).spec.selector)).toBe(true);
     expect(selects((base.PodDisruptionBudget as Obj).spec.selector.matchLabels)).toBe(true);
     const svcLabels = (base.Service as Obj).metadata.labels as Record<string, string>;
-    const monitor = base.ServiceMonitor as Obj;
     expect(Object.entries(monitor.spec.selector.matchLabels).every(([k, v]) => svcLabels[k] === v)).toBe(
       true,
     );
     expect(monitor.spec.endpoints[0].port).toBe((base.Service as Obj).spec.ports[0].name);
     expect(sts.spec.template.metadata.annotations['prometheus.io/scrape']).toBe('true');
   });
+});
+
+/** A kind every cluster has: the core group, or a group of Kubernetes' own (`*.k8s.io`, `apps`, `policy`...). */
+function builtIn(apiVersion: string): boolean {
+  const group = apiVersion.includes('/') ? apiVersion.split('/')[0]! : '';
+  return !group.includes('.') || group.endsWith('.k8s.io');
+}
+
+describe('Kubernetes: what an operator runs into (issue 28)', () => {
+  it('base holds only built-in kinds: the ServiceMonitor, which needs a CRD, is an opt-in component', () => {
+    for (const o of Object.values(base) as Obj[]) expect(builtIn(o.apiVersion), o.kind).toBe(true);
+    expect(base.ServiceMonitor).toBeUndefined();
+    const component = docs(join(K8S, 'components/servicemonitor/kustomization.yaml'))[0]!;
+    expect(component.kind).toBe('Component');
+    expect(component.resources).toEqual(['servicemonitor.yaml']);
+  });
+
+  it('has a disruption budget that lets a node drain, even past a replica that is not Ready', () => {
+    const pdb = base.PodDisruptionBudget as Obj | undefined;
+    if (!pdb) return;
+    // One at a time, never zero: a budget allowing no disruption blocks every drain.
+    const replicas = [sts.spec.replicas as number];
+    for (const file of patchFiles())
+      for (const o of docs(file)) if (o.spec?.replicas) replicas.push(o.spec.replicas);
+    if (pdb.spec.maxUnavailable !== undefined)
+      expect(Number.parseInt(String(pdb.spec.maxUnavailable), 10)).toBeGreaterThan(0);
+    if (pdb.spec.minAvailable !== undefined)
+      for (const n of replicas) expect(Number(pdb.spec.minAvailable)).toBeLessThan(n);
+    // A paused agent is not Ready; with the default policy one unready replica blocks every eviction.
+    expect(pdb.spec.unhealthyPodEvictionPolicy).toBe('AlwaysAllow');
+  });
+
+  it('cites only docs sections that exist', () => {
+    const headings = (file: string) =>
+      readFileSync(join(ROOT, file), 'utf8')
+        .split('\n')
+        .filter((l) => /^#{1,6} /.test(l))
+        .map((l) => l.replace(/^#+ /, '').trim());
+    const files = (dir: string): string[] =>
+      readdirSync(dir).flatMap((f) =>
+        statSync(join(dir, f)).isDirectory() ? files(join(dir, f)) : [join(dir, f)],
+      );
+    let cited = 0;
+    for (const file of [...files(join(ROOT, 'deploy')), join(ROOT, 'Dockerfile')]) {
+      const text = readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/((?:docs\/[\w-]+|README)\.md)[,:]?\s*\(?"([^"]+)"/g)) {
+        expect(existsSync(join(ROOT, m[1]!)), `${relative(ROOT, file)}: ${m[1]}`).toBe(true);
+        expect(headings(m[1]!), `${relative(ROOT, file)} cites ${m[1]} "${m[2]}"`).toContain(m[2]);
+        cited++;
+      }
+    }
+    expect(cited).toBeGreaterThanOrEqual(2);
+  });
+
+  // The quick start's commands, as docs/operating.md gives them.
+  const guide = readFileSync(join(ROOT, 'docs/operating.md'), 'utf8');
+  const section = guide.slice(guide.indexOf('### Kubernetes quick start'));
+  const steps = /```sh\n([\s\S]*?)```/
+    .exec(section)![1]!
+    .split('\n')
+    .map((l) => l.replace(/\s+#.*$/, '').trim())
+    .filter((l) => l && !l.startsWith('#'));
+  const overlay = 'deploy/kubernetes/overlays/example';
+  const k = docs(join(ROOT, overlay, 'kustomization.yaml'))[0]!;
+
+  it('has a quick start whose every step is a command: the image it builds is the overlay’s, the env file is made', () => {
+    const built = /^docker build -t (\S+) \.$/.exec(steps.find((l) => l.startsWith('docker build'))!)![1];
+    const image = (k.images as Obj[]).find((i) => i.name === 'usepod-agent')!;
+    expect(built).toBe(`${image.newName}:${image.newTag}`);
+    expect(steps).toContain(`docker push ${built}`);
+    for (const g of k.secretGenerator as Obj[])
+      for (const e of g.envs) expect(steps).toContain(`cp ${overlay}/${e}.example ${overlay}/${e}`);
+    expect(steps).toContain(`kubectl apply -k ${overlay}`);
+    expect(readFileSync(join(ROOT, '.gitignore'), 'utf8')).toMatch(
+      /^deploy\/kubernetes\/overlays\/\*\/enrollment\.env$/m,
+    );
+  });
+
+  const kubectl = (() => {
+    try {
+      execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.skipIf(!kubectl)(
+    'builds, as the quick start applies it, into valid objects of built-in kinds only; with the component, a ServiceMonitor',
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'usepod-k8s-'));
+      try {
+        cpSync(join(ROOT, 'deploy'), join(dir, 'deploy'), { recursive: true });
+        for (const l of steps.filter((x) => x.startsWith('cp '))) {
+          const [, from, to] = l.split(/\s+/);
+          cpSync(join(dir, from!), join(dir, to!));
+        }
+        const build = () =>
+          parseAllDocuments(
+            execFileSync('kubectl', ['kustomize', join(dir, overlay)], { encoding: 'utf8' }),
+          ).map((d) => d.toJS() as Obj);
+        const objects = build();
+        expect(objects.map((o) => o.kind).sort()).toEqual(
+          ['ConfigMap', 'Namespace', 'PodDisruptionBudget', 'Secret', 'Service', 'StatefulSet'].sort(),
+        );
+        for (const o of objects) {
+          expect(builtIn(o.apiVersion), o.kind).toBe(true);
+          if (o.kind === 'Secret') continue;
+          expect(() => new MODELS[`${o.apiVersion}/${o.kind}`]!(o as never).validate(), o.kind).not.toThrow();
+        }
+        const agentImage = (
+          objects.find((o) => o.kind === 'StatefulSet')!.spec.template.spec.containers as Obj[]
+        ).find((c) => c.name === 'usepod-agent')!.image;
+        expect(steps).toContain(`docker push ${agentImage}`);
+        // The ServiceMonitor, once the overlay opts in.
+        const file = join(dir, overlay, 'kustomization.yaml');
+        writeFileSync(file, readFileSync(file, 'utf8').replace('# components:\n#   - ', 'components:\n  - '));
+        const withMonitor = build().filter((o) => o.kind === 'ServiceMonitor');
+        expect(withMonitor).toHaveLength(1);
+        expect(() => new ServiceMonitor(withMonitor[0] as never).validate()).not.toThrow();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
 });
 
 describe('compose files', () => {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ledger } from '@usepod-agent/plugin-ledger';
-import { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { LlamacppEmulator, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cli, homeEnv, runAgent } from './cli.js';
 
@@ -135,6 +135,50 @@ describe('usepod-agent doctor', () => {
       /refused this agent: unknown key: an enrollment code is required/,
     );
     expect(r.code).toBe(1);
+  }, 60_000);
+
+  it('prints a hostile refusal as one folded line: no escape, no forged OK line (issue 28)', async () => {
+    await coordinator.close();
+    coordinator = await TestCoordinator.start({
+      authorize: () => ({
+        ok: false,
+        reason:
+          'no\u001b]0;pwned\u0007\u001b[2J\r\nOK    authenticated  as prov_1\u009b31m\u2028OK    backend',
+      }),
+    });
+    const r = await doctor(coord() + vllm());
+    const auth = find(r.doc, 'authenticated')!;
+    expect(auth.level).toBe('fail');
+    expect(auth.detail).toContain('refused this agent: no');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: looking for control characters is the point.
+    expect(r.text).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029]/);
+    const lines = r.text.split('\n');
+    expect(lines.filter((l) => /^\S+\s+authenticated/.test(l))).toHaveLength(1);
+    expect(lines.filter((l) => l.includes('as prov_1'))).toHaveLength(1);
+    expect(lines.find((l) => l.includes('as prov_1'))).toMatch(/^FAIL {2}authenticated /);
+    expect(r.code).toBe(1);
+  }, 60_000);
+
+  it('says how to name a model llama.cpp serves by its file path, as backends does (issue 28)', async () => {
+    const llama = await new LlamacppEmulator().start();
+    try {
+      const r = await doctor(`${coord()}[[backends]]\nkind = "llamacpp"\nurl = "${llama.url}"\n`);
+      expect(find(r.doc, 'model name')).toEqual({
+        name: 'model name',
+        level: 'warn',
+        detail: '../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name',
+        fix: 'start llama-server with --alias NAME',
+      });
+      const listed = await cli(['backends', '--config', join(dir, 'agent.toml'), '--no-detect'], {
+        env: homeEnv(dir),
+        cwd: dir,
+      });
+      expect(listed.stdout).toContain(
+        'hint: ../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name: start llama-server with --alias NAME',
+      );
+    } finally {
+      await llama.close();
+    }
   }, 60_000);
 
   it('names an engine that is down', async () => {

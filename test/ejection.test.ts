@@ -4,6 +4,7 @@ import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
 import { selftestChecksOf } from '../packages/cli/src/doctor.js';
+import { localTime } from '../packages/cli/src/when.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -143,7 +144,9 @@ describe('ejection after real jobs fail', () => {
     expect(modelA.selftest).toMatchObject({ withdrawn: true, ejected_until: st.ejectedUntil });
     expect(s.backends.find((x) => x.label === 'b')!.models[0]!.selftest).toBeNull();
     expect(s.models.map((m) => m.model_id)).toEqual([MODEL]);
-    expect(render(s, 'here')).toContain(`EJECTED: its jobs failed, tested again at ${st.ejectedUntil}`);
+    expect(render(s, 'here')).toContain(
+      `EJECTED: its jobs failed, tested again at ${localTime(st.ejectedUntil!)}`,
+    );
     const m1 = await metrics(p.r);
     expect(m1).toMatch(/usepod_agent_model_ejected\{backend="a",model="Qwen\/Qwen3-14B"\} 1/);
     expect(m1).toMatch(/usepod_agent_ejections_total\{backend="a"\} 1/);

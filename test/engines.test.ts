@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isUsepodError, loadPluginForKind, silentLogger } from '@usepod-agent/core/internal';
+import { isUsepodError, silentLogger } from '@usepod-agent/core';
 import llamacppPlugin, { LlamacppBackend } from '@usepod-agent/plugin-llamacpp';
 import lmstudioPlugin, { LmstudioBackend } from '@usepod-agent/plugin-lmstudio';
 import ollamaPlugin from '@usepod-agent/plugin-ollama';
@@ -16,6 +16,7 @@ import {
   VllmEmulator,
 } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
+import { loadPluginForKind } from '../packages/core/src/plugins/loader.js';
 import { type Rig, rig } from './helpers.js';
 
 let r: Rig | undefined;

@@ -1,13 +1,15 @@
 import type { ChildProcess } from 'node:child_process';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { homeEnv, runAgent, type Scratch, scratch } from './cli.js';
 
 /**
- * GPU-aware yielding (issue 19) through the real CLI, with a fake `nvidia-smi` on PATH that plays
- * scripted GPU states (its output format is nvidia-smi's `--format=csv,noheader,nounits`).
+ * GPU-aware yielding (issue 19) through the real CLI: `[yield]` in agent.toml loads
+ * @usepod-agent/plugin-gpu by its section, and a fake `nvidia-smi` on the agent's PATH plays scripted GPU
+ * states (nvidia-smi's `--format=csv,noheader,nounits`). The feature's behaviour (rocm-smi, failing and
+ * hanging tools, [N/A] figures, hostile names, heat, energy) is tested in-process in packages/plugin-gpu.
  */
 
 let dir: string;
@@ -16,10 +18,13 @@ let engine: VllmEmulator;
 let child: ChildProcess | undefined;
 
 const STATES = {
-  engine: { apps: '31337, VLLM::EngineCore, 20480', gpu: '85, 3500, 24576' },
+  engine: {
+    apps: '31337, VLLM::EngineCore, 20480',
+    gpu: '0, 85, 3500, 24576, 250, 450, 60, NVIDIA GeForce RTX 4090',
+  },
   game: {
     apps: '31337, VLLM::EngineCore, 20480\n5678, C:\\Games\\eldenring.exe, 3000',
-    gpu: '97, 500, 24576',
+    gpu: '0, 97, 500, 24576, 300, 450, 70, NVIDIA GeForce RTX 4090',
   },
 };
 
@@ -29,8 +34,7 @@ beforeEach(async () => {
   ({ dir, coordinator, engine } = s);
   await writeFile(
     join(dir, 'nvidia-smi'),
-    // "driver": what nvidia-smi says when it cannot reach the driver (a reload, a busy driver), exit 9.
-    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\nif [ "$state" = driver ]; then echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running." >&2; exit 9; fi\ncase "$*" in\n  *query-compute-apps*) cat "${dir}/$state.apps" ;;\n  *query-gpu*) cat "${dir}/$state.gpu" ;;\nesac\n`,
+    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\ncase "$*" in\n  *query-compute-apps*) cat "${dir}/$state.apps" ;;\n  *query-gpu*) cat "${dir}/$state.gpu" ;;\nesac\n`,
   );
   await chmod(join(dir, 'nvidia-smi'), 0o755);
   for (const [name, s] of Object.entries(STATES)) {
@@ -43,54 +47,14 @@ afterEach(async () => {
   await s.close();
 });
 
-/** A fake `rocm-smi` (AMD) playing the same states in its `--json` shapes, in a folder of its own. */
-async function fakeRocmSmi(): Promise<string> {
-  const rocm = join(dir, 'rocm');
-  await mkdir(rocm);
-  const card = (use: number, usedGiB: number) => ({
-    card0: {
-      'GPU use (%)': String(use),
-      'VRAM Total Memory (B)': String(24 * 2 ** 30),
-      'VRAM Total Used Memory (B)': String(usedGiB * 2 ** 30),
-    },
-  });
-  const states = {
-    // vLLM's engine core as `ps -o comm=` shows it: cut at 15 characters.
-    engine: {
-      pids: { system: { PID31337: `VLLM::EngineCor, 1, ${20 * 2 ** 30}, 0, 85` } },
-      cards: card(85, 20),
-    },
-    game: {
-      pids: {
-        system: {
-          PID31337: `VLLM::EngineCor, 1, ${20 * 2 ** 30}, 0, 85`,
-          PID5678: `Cyberpunk2077.e, 1, ${3 * 2 ** 30}, 0, 40`,
-        },
-      },
-      cards: card(97, 23),
-    },
-  };
-  for (const [name, st] of Object.entries(states)) {
-    await writeFile(join(rocm, `${name}.pids`), JSON.stringify(st.pids));
-    await writeFile(join(rocm, `${name}.cards`), JSON.stringify(st.cards));
-  }
-  await writeFile(
-    join(rocm, 'rocm-smi'),
-    `#!/bin/sh\nstate="$(cat "${join(dir, 'state')}")"\ncase "$*" in\n  *showpids*) cat "${rocm}/$state.pids" ;;\n  *showmeminfo*) cat "${rocm}/$state.cards" ;;\nesac\n`,
-  );
-  await chmod(join(rocm, 'rocm-smi'), 0o755);
-  return rocm;
-}
-
-async function start(withFake: boolean | string) {
+async function start() {
   const cfg = join(dir, 'agent.toml');
   await writeFile(
     cfg,
     `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n[yield]\nwhen_other_process = true\ncooldown_s = 0.5\npoll_s = 0.1\n`,
   );
-  const fake = typeof withFake === 'string' ? withFake : withFake ? dir : undefined;
   const a = await runAgent(cfg, {
-    env: homeEnv(dir, { PATH: fake ? `${fake}:${process.env.PATH}` : process.env.PATH }),
+    env: homeEnv(dir, { PATH: `${dir}:${process.env.PATH}` }),
     cwd: dir,
     coordinator,
   });
@@ -101,7 +65,7 @@ async function start(withFake: boolean | string) {
 describe('GPU-aware yielding', () => {
   it('pauses while a game uses the GPU and resumes after the cooldown once it is gone', async () => {
     await writeFile(join(dir, 'state'), 'engine');
-    const a = await start(true);
+    const a = await start();
     expect((await a.session.capabilities()).models).toHaveLength(1);
     const stepAside = a.session.nextFrame('capabilities');
     await writeFile(join(dir, 'state'), 'game');
@@ -119,41 +83,5 @@ describe('GPU-aware yielding', () => {
       /INFO {2}agent paused by=gpu reason="GPU in use: eldenring\.exe \(pid 5678\) uses a GPU"/,
     );
     expect(a.stderr()).toMatch(/INFO {2}agent resumed/);
-  }, 60_000);
-
-  it('reads rocm-smi where there is no nvidia-smi: an AMD GPU with a game on it pauses, then resumes', async () => {
-    await writeFile(join(dir, 'state'), 'engine');
-    const a = await start(await fakeRocmSmi());
-    expect((await a.session.capabilities()).models).toHaveLength(1);
-    const stepAside = a.session.nextFrame('capabilities');
-    await writeFile(join(dir, 'state'), 'game');
-    expect((await stepAside).models).toEqual([]);
-    expect(a.stderr()).toMatch(/GPU in use: Cyberpunk2077\.e \(pid 5678\) uses a GPU/);
-    const back = a.session.nextFrame('capabilities');
-    await writeFile(join(dir, 'state'), 'engine');
-    expect(((await back).models as unknown[]).length).toBe(1);
-    expect(a.stderr()).toMatch(/GPU-aware yielding on tools=rocm-smi/);
-  }, 60_000);
-
-  it('keeps asking a tool that fails for a while (says so once), and yields once it answers', async () => {
-    await writeFile(join(dir, 'state'), 'driver');
-    const a = await start(true);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(a.stderr().match(/GPU state could not be read; trying again every poll/g)).toHaveLength(1);
-    expect(a.stderr()).toContain("couldn't communicate with the NVIDIA driver");
-    const stepAside = a.session.nextFrame('capabilities');
-    await writeFile(join(dir, 'state'), 'game');
-    expect((await stepAside).models).toEqual([]);
-    expect(a.stderr()).toMatch(/GPU-aware yielding on tools=nvidia-smi/);
-  }, 60_000);
-
-  it('says once that it is unavailable without nvidia-smi, and serves', async () => {
-    const a = await start(false);
-    expect((await a.session.capabilities()).models).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 500));
-    const lines = a.stderr().match(/GPU-aware yielding is unavailable/g) ?? [];
-    expect(lines).toHaveLength(1);
-    expect(a.stderr()).toContain('nvidia-smi: not found; rocm-smi: not found');
-    expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
   }, 60_000);
 });

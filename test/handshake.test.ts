@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { verifySignature } from '@usepod-agent/core/internal';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
+import { verifySignature } from '../packages/core/src/identity/identity.js';
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {

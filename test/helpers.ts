@@ -1,4 +1,4 @@
-import type { ConfigInput } from '@usepod-agent/core/internal';
+import type { ConfigInput } from '@usepod-agent/core';
 import ollamaPlugin from '@usepod-agent/plugin-ollama';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import {

@@ -249,7 +249,7 @@ describe('what the coordinator may write', () => {
       await coordinator.close();
     });
     const real = join(t.dir, 'real.key');
-    const { generateIdentity } = await import('@usepod-agent/core/internal');
+    const { generateIdentity } = await import('../packages/core/src/identity/identity.js');
     await generateIdentity(real).save();
     await symlink(real, t.identityPath);
     expect((await t.start()).ok).toBe(true);
@@ -460,7 +460,7 @@ describe('local files and ports', () => {
   });
 
   it('warns when the config file can be changed by others or gives away the enrollment code', async () => {
-    const { loadConfig } = await import('@usepod-agent/core/internal');
+    const { loadConfig } = await import('@usepod-agent/core');
     const { chmod, mkdtemp, rm } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const dir = await mkdtemp(join(tmpdir(), 'usepod-perm-'));

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { definePlugin, jobChannels, PLUGIN_API_VERSION } from '@usepod-agent/core/internal';
+import { definePlugin, jobChannels } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PLUGIN_API_VERSION } from '../packages/core/src/plugins/plugin.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 let r: Rig | undefined;

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { createAgent, definePlugin, type JobRecord, silentLogger } from '@usepod-agent/core/internal';
+import { createAgent, definePlugin, type JobRecord, silentLogger } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { describe, expect, it } from 'vitest';

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { configureLogging, createLogger } from '@usepod-agent/core/internal';
+import { configureLogging, createLogger } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';

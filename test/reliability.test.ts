@@ -57,12 +57,12 @@ describe('backpressure', () => {
     const jobs = Array.from({ length: 16 }, () =>
       r!.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 4000 } }),
     );
-    expect((await paused)[0]).toBe(true);
+    expect((await paused)[0]).toMatchObject({ congested: true });
     // Bounded: what waits in our send buffer is the high-water mark plus at most one read per stream.
     expect(r.t.agent.snapshot().outboundBytes).toBeLessThan(high + 16 * 96 * 1024);
     const resumed = once(r.t.agent, 'backpressure');
     r.session.resumeReading();
-    expect((await resumed)[0]).toBe(false);
+    expect((await resumed)[0]).toMatchObject({ congested: false });
     const results = await Promise.all(jobs.map((j) => j.done(30_000)));
     expect(results.every((d) => d.type === 'job_done')).toBe(true);
     const sent = r.engine.requests.items.filter((q) => q.path === '/v1/chat/completions');
@@ -83,7 +83,7 @@ describe('backpressure', () => {
     const jobs = Array.from({ length: 8 }, () =>
       r!.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: { messages: [], max_tokens: 4000 } }),
     );
-    expect((await paused)[0]).toBe(true);
+    expect((await paused)[0]).toMatchObject({ congested: true });
     const victim = jobs[0]!;
     const ended = new Promise<{ outcome: string }>((resolve) =>
       r!.t.agent.on('job_end', ({ job: o }) => o.jobId === victim.jobId && resolve(o)),
@@ -242,13 +242,13 @@ describe('inbound hardening', () => {
       .done();
     expect(big).toMatchObject({ error_code: 'internal', message: 'request body exceeds 16384 bytes' });
     expect(r.engine.requests.items.some((q) => q.path === '/v1/chat/completions')).toBe(false);
-    const ended = once(r.t.agent, 'sessionEnd');
+    const ended = once(r.t.agent, 'disconnected');
     const next = r.t.coordinator.nextAuthenticated();
     r.session.send(JSON.stringify({ type: 'job', pad: 'y'.repeat(2 * 1024 * 1024) }));
     const [end] = await ended;
     expect(end).toMatchObject({
       kind: 'unexpected',
-      detail: 'the coordinator sent a frame over the 1048576-byte limit',
+      why: 'the coordinator sent a frame over the 1048576-byte limit',
     });
     // The coordinator is told why: close code 1009 (message too big).
     expect((await r.session.closed).code).toBe(1009);

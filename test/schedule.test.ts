@@ -1,5 +1,6 @@
-import { parseWindow, quietWindowAt, validateConfig } from '@usepod-agent/core/internal';
 import { describe, expect, it } from 'vitest';
+import { parseWindow, quietWindowAt } from '../packages/core/src/agent/schedule.js';
+import { validateConfig } from '../packages/core/src/config/validate.js';
 import { type Rig, rig } from './helpers.js';
 
 /** Quiet hours (issue 19): `[schedule] pause` windows in an IANA time zone, applied live. */

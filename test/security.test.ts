@@ -8,10 +8,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_PROMETHEUS_ADDR, validateConfig } from '@usepod-agent/core/internal';
 import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
+import { DEFAULT_PROMETHEUS_ADDR } from '../packages/core/src/config/schema.js';
+import { validateConfig } from '../packages/core/src/config/validate.js';
 import { type Rig, rig } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
@@ -134,11 +135,12 @@ describe('transport security', () => {
       },
     });
     cleanup.push(() => t.close());
-    const ended = once(t.agent, 'sessionEnd');
+    // A dial that never authenticated is a `reconnect` on the stream, with why.
+    const ended = once(t.agent, 'reconnect');
     await t.start();
     const [end] = await ended;
-    expect(end).toMatchObject({ kind: 'unexpected', reachedAuth: false });
-    expect(String(end.detail)).toMatch(/self[- ]signed certificate/i);
+    expect(end).toMatchObject({ after: 'unexpected', preAuthFailures: 1 });
+    expect(String(end.why)).toMatch(/self[- ]signed certificate/i);
     expect(upgraded).toBe(0);
   });
 

@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SelfTestResult } from '@usepod-agent/core';
-import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { type TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
@@ -172,6 +172,8 @@ describe('usepod-agent selftest', () => {
     expect(out.stdout).toMatch(/spare\s+-\s+untested\s+-\s+-\s+\S/);
     expect(out.stdout).toMatch(/no agent running/);
     expect(out.code).toBe(1);
+    // The same failure in JSON is the same exit code (issue 28).
+    expect((await cli(['selftest', '--config', cfg, '--json'])).code).toBe(1);
     const json = JSON.parse(
       (await cli(['selftest', '--config', cfg, '--json', '--model', 'Qwen/Qwen3-14B'])).stdout,
     );
@@ -216,6 +218,35 @@ describe('usepod-agent selftest', () => {
     db.close();
   });
 
+  it('with -c naming another config on the same identity, tests that config’s engines, and says so (issue 28)', async () => {
+    const cfg = await config();
+    await runAgent(cfg, { env: env(), cwd: dir, coordinator, children, keyDir: join(dir, 'id') });
+    const spare = await new VllmEmulator({ models: [{ id: 'spare/model', contextWindow: 4096 }] }).start();
+    try {
+      const otherCfg = join(dir, 'other.toml');
+      await writeFile(
+        otherCfg,
+        `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'id', 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${spare.url}"\n[observability]\nprometheus_addr = ""\n`,
+      );
+      const json = JSON.parse((await cli(['selftest', '--config', otherCfg, '--json'])).stdout);
+      expect(json).toMatchObject({
+        from: 'engines',
+        results: [{ model: 'spare/model', ok: true }],
+        why: expect.stringContaining('serves other engines than'),
+      });
+      const text = await cli(['selftest', '--config', otherCfg]);
+      expect(text.stdout).toMatch(/spare\/model\s+ok/);
+      expect(text.stdout).not.toContain(MODEL);
+      expect(text.stdout).toContain(
+        `(the agent running with identity ${join(dir, 'id', 'identity.key')} serves other engines than ${otherCfg}: this config's engines were tested directly)`,
+      );
+      // Its own config is still tested by the running agent.
+      expect(JSON.parse((await cli(['selftest', '--config', cfg, '--json'])).stdout).from).toBe('agent');
+    } finally {
+      await spare.close();
+    }
+  }, 60_000);
+
   it('with the agent running, runs its round over the control socket', async () => {
     const cfg = await config();
     await runAgent(cfg, { env: env(), cwd: dir, coordinator, children, keyDir: join(dir, 'id') });
@@ -251,5 +282,5 @@ describe('usepod-agent selftest', () => {
         ),
       }),
     );
-  });
+  }, 60_000);
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { classifyClose } from '@usepod-agent/core/internal';
 import { OllamaEmulator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
+import { classifyClose } from '../packages/core/src/protocol/session.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 let r: Rig | undefined;

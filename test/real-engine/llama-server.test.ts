@@ -85,6 +85,8 @@ describe.skipIf(skip)('the llamacpp plugin against the real server: runConforman
     model: 'tiny',
     test: { describe, it, beforeAll, afterAll },
     emulator: () => new RealEngineProxy(real.url).start(),
+    // --parallel 2: the suite holds the plugin to the real server's two slots.
+    capacity: 2,
   });
 });
 

@@ -4,7 +4,7 @@ import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { type EngineEmulator, TestCoordinator } from '@usepod-agent/testkit';
+import { type EngineEmulator, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRegistry } from '../registry.js';
 
@@ -184,7 +184,7 @@ describe('release rehearsal through a real registry', () => {
       await mkdir(dirname(join(dir, m[1]!)), { recursive: true });
       await writeFile(join(dir, m[1]!), m[2]!);
     }
-    authors.sglang = { dir, name: 'usepod-agent-plugin-sglang', tests: 16 };
+    authors.sglang = { dir, name: 'usepod-agent-plugin-sglang', tests: 17 };
     await author(authors.sglang);
   }, 300_000);
 
@@ -202,7 +202,7 @@ describe('release rehearsal through a real registry', () => {
     const pkg = JSON.parse(await readFile(pkgFile, 'utf8')) as Record<string, unknown>;
     delete pkg.private;
     await writeFile(pkgFile, `${JSON.stringify(pkg, null, 2)}\n`);
-    authors.tgi = { dir, name: 'usepod-agent-plugin-tgi', tests: 16 };
+    authors.tgi = { dir, name: 'usepod-agent-plugin-tgi', tests: 17 };
     await author(authors.tgi);
   }, 300_000);
 
@@ -253,6 +253,66 @@ describe('release rehearsal through a real registry', () => {
       expect(stderr).toMatch(
         /INFO {2}job done job=\w{8} model=HuggingFaceH4\/zephyr-7b-beta via=tgi@[^ ]+ tok=\d+\+\d+ ms=\d+$/m,
       );
+    } finally {
+      child.kill('SIGKILL');
+      await engine.close();
+      await coordinator.close();
+    }
+  }, 300_000);
+
+  it('an integrator’s program, the packages installed from the registry, writes the ledger `earnings` reads', async () => {
+    // A project of its own: core, an engine plugin and the default features, installed as any npm user would.
+    const project = join(work, 'integrator');
+    await mkdir(project, { recursive: true });
+    await writeFile(
+      join(project, 'package.json'),
+      '{ "name": "integrator", "private": true, "type": "module" }\n',
+    );
+    const pkgs = ['core', 'plugin-vllm', 'plugin-ledger', 'plugin-control'].map(
+      (p) => `@usepod-agent/${p}@0.4.0`,
+    );
+    await ok(npm(['install', '--no-audit', '--no-fund', ...pkgs], project), 'npm install (integrator)');
+    await writeFile(
+      join(project, 'main.js'),
+      `import { createAgent, loadConfig } from '@usepod-agent/core';
+const { config } = await loadConfig({ path: process.argv[2], allowInsecure: true });
+const agent = createAgent({ config, allowInsecure: true });
+await agent.start();
+process.once('SIGTERM', () => agent.stop().then(() => process.exit(0)));
+`,
+    );
+    const engine = await new VllmEmulator().start();
+    const coordinator = await TestCoordinator.start();
+    const keyDir = join(work, 'integrator-id');
+    const cfg = join(work, 'integrator.toml');
+    await writeFile(
+      cfg,
+      `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(keyDir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${engine.url}"\n[observability]\nprometheus_addr = "off"\n`,
+    );
+    const child = spawn(process.execPath, ['main.js', cfg], { cwd: project, env: operatorEnv });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const session = await coordinator.firstAuthenticated(30_000);
+      await session.capabilities();
+      for (let i = 0; i < 3; i++) {
+        expect((await session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type, stderr).toBe('job_done');
+      }
+      // The operator's installed CLI reads what the program wrote, and pauses it over its socket.
+      const earnings = await ok(
+        sh(agent, ['earnings', '--config', cfg, '--json', '--since', '1h'], { cwd: home, env: operatorEnv }),
+        'earnings',
+      );
+      const rows = (JSON.parse(earnings.stdout) as { rows: { served: number }[] }).rows;
+      expect(rows.reduce((n, r) => n + r.served, 0)).toBe(3);
+      const paused = session.nextFrame('capabilities');
+      await ok(sh(agent, ['pause', '--config', cfg], { cwd: home, env: operatorEnv }), 'pause');
+      expect((await paused).models).toEqual([]);
+      child.kill('SIGTERM');
+      expect(await exited, stderr).toBe(0);
     } finally {
       child.kill('SIGKILL');
       await engine.close();

@@ -15,6 +15,8 @@ import {
  */
 export class TgiEmulator extends EngineEmulator {
   readonly kind = 'tgi';
+  /** `--max-concurrent-requests` (TGI's default, 128): more at once are refused, 429. */
+  readonly capacity = 128;
 
   constructor(opts: EmulatorOptions = {}) {
     super({ models: [{ id: 'HuggingFaceH4/zephyr-7b-beta', contextWindow: 4096 }], ...opts });
@@ -27,7 +29,7 @@ export class TgiEmulator extends EngineEmulator {
         model_id: this.models[0]?.id,
         model_sha: null,
         model_pipeline_tag: 'text-generation',
-        max_concurrent_requests: 128,
+        max_concurrent_requests: this.capacity,
         max_best_of: 2,
         max_stop_sequences: 4,
         max_input_tokens: (this.models[0]?.contextWindow ?? 4096) - 1,

@@ -1,15 +1,19 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
-import {
-  configureLogging,
-  debugRequested,
-  isUsepodError,
-  type LoadedConfig,
-  type LogFormat,
-  type LogLevel,
-  loadConfig,
-  readLogLevel,
-  redactor,
-} from '@usepod-agent/core/internal';
+import type { LoadedConfig, LogFormat, LogLevel } from '@usepod-agent/core';
+
+/**
+ * Core, loaded on first need: `--help` and `version` never load it (they stay under ~0.2 s of CPU; all of
+ * core is ~0.2 s more, decision 0008). Until it is loaded nothing was told to the redactor, so there is
+ * nothing to redact yet.
+ */
+let loaded:
+  | { core: typeof import('@usepod-agent/core'); cli: typeof import('@usepod-agent/core/cli') }
+  | undefined;
+async function core() {
+  loaded ??= { core: await import('@usepod-agent/core'), cli: await import('@usepod-agent/core/cli') };
+  return loaded;
+}
+const redact = (text: string) => loaded?.cli.redactor.redact(text) ?? text;
 
 /** Exit codes, written down in the README. */
 export const EXIT = {
@@ -24,7 +28,7 @@ export const EXIT = {
 
 /** What went wrong in one line (redacted: it may quote an engine, a path or a URL), and what to do on the next. */
 export function writeMistake(line: string, hint?: string): void {
-  process.stderr.write(`usepod-agent: ${redactor.redact(line)}\n`);
+  process.stderr.write(`usepod-agent: ${redact(line)}\n`);
   if (hint) process.stderr.write(`  hint: ${hint}\n`);
 }
 
@@ -53,7 +57,7 @@ export const logLevelFlag = Flags.custom<LogLevel>({
     'Log level: error, warn, info or debug (0.3.x filters such as trace are read as the nearest). Default: observability.log_level, else info.',
   helpValue: 'LEVEL',
   parse: async (v) => {
-    const { level, note } = readLogLevel(v);
+    const { level, note } = (await core()).cli.readLogLevel(v);
     if (note) process.stderr.write(`usepod-agent: warning: --${note}\n`);
     return level;
   },
@@ -79,15 +83,15 @@ export abstract class BaseCommand extends Command {
     'allow-insecure': allowInsecureFlag,
   };
 
-  protected setupLogging(level: LogLevel | undefined, format?: LogFormat): void {
-    configureLogging({ level: level ?? 'info', ...(format ? { format } : {}) });
+  protected async setupLogging(level: LogLevel | undefined, format?: LogFormat): Promise<void> {
+    (await core()).core.configureLogging({ level: level ?? 'info', ...(format ? { format } : {}) });
   }
 
   protected async readConfig(flags: {
     config?: string | undefined;
     'allow-insecure'?: boolean;
   }): Promise<LoadedConfig> {
-    return loadConfig({
+    return (await core()).core.loadConfig({
       ...(flags.config ? { path: flags.config } : {}),
       allowInsecure: flags['allow-insecure'] ?? false,
     });
@@ -99,13 +103,16 @@ export abstract class BaseCommand extends Command {
   }
 
   protected printJson(value: unknown): void {
-    process.stdout.write(`${JSON.stringify(redactor.redactFields(value), null, 2)}\n`);
+    const fields = loaded ? loaded.cli.redactor.redactFields(value) : value;
+    process.stdout.write(`${JSON.stringify(fields, null, 2)}\n`);
   }
 
   protected override async catch(err: Interfaces.CommandError): Promise<unknown> {
     if ((err as { code?: string }).code === 'EEXIT') throw err;
+    const { core: c, cli } = await core();
+    const isUsepodError = c.isUsepodError;
     // DEBUG as the user set it: enabling a log level rewrites process.env.DEBUG (issue 17).
-    const debug = debugRequested();
+    const debug = cli.debugRequested();
     const oclifExit = (err as { oclif?: { exit?: number } }).oclif?.exit;
     let line: string;
     let hint: string | undefined;
@@ -123,7 +130,7 @@ export abstract class BaseCommand extends Command {
       line = err.message;
     }
     writeMistake(line, hint);
-    if (debug && err.stack) process.stderr.write(`${redactor.redact(err.stack)}\n`);
+    if (debug && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
     else if (code === EXIT.FAILURE && !isUsepodError(err)) {
       process.stderr.write('usepod-agent: run with DEBUG=usepod:* for details\n');
     }

@@ -1,3 +1,5 @@
+import { execSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { runDemo } from './demo.js';
 
@@ -17,3 +19,17 @@ it('the demo shows pairing, capabilities, a streamed job, a cancel, an unknown m
   expect(text).toMatch(/Heartbeat with real measurements: \{"queue_depth":0,"tokens_per_sec_p50":[1-9]/);
   expect(text).toMatch(/- Qwen\/Qwen3-14B {2}ok {2}first token [\d.]+ ms {2}[\d.]+ tok\/s/);
 }, 30_000);
+
+it('npm run demo says what it does before its build, which takes about half a minute in a fresh checkout', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    scripts: Record<string, string>;
+  };
+  const steps = pkg.scripts.demo!.split(' && ');
+  const build = steps.findIndex((s) => /npm run build/.test(s));
+  expect(build).toBeGreaterThan(0);
+  const said = steps
+    .slice(0, build)
+    .map((s) => execSync(s, { encoding: 'utf8' }))
+    .join('');
+  expect(said).toMatch(/^Building the agent first \(tsc -b: about 30 s/);
+});

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createAgent, PluginHost, silentLogger, validateConfig } from '@usepod-agent/core/internal';
+import { createAgent, silentLogger } from '@usepod-agent/core';
 import { startDemoEngine, TestCoordinator } from '@usepod-agent/testkit';
 import { builtinPlugins } from './engines.js';
 
@@ -18,9 +18,6 @@ export async function runDemo(
   const coordinator = await TestCoordinator.start();
   const { kind, engine } = await startDemoEngine();
   const plugins = await builtinPlugins();
-  const host = new PluginHost({ config: validateConfig({}), log: silentLogger });
-  for (const p of plugins) await host.apply(p);
-  const title = host.kinds.get(kind)?.title ?? kind;
   const agent = createAgent({
     config: {
       coordinator: { url: coordinator.url },
@@ -40,6 +37,9 @@ export async function runDemo(
     timing: { heartbeatIntervalMs: 1_000 },
   });
   try {
+    // Loaded as `start()` would load them: the engine's title is its plugin's word.
+    await agent.load();
+    const title = agent.kinds.get(kind)?.title ?? kind;
     say(
       `Use Pod agent demo: a local coordinator, an emulated ${title} engine, and the real agent between them.`,
     );

@@ -2,21 +2,21 @@ import { lookup } from 'node:dns/promises';
 import { existsSync, statSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import type { Config as OclifConfig } from '@oclif/core/interfaces';
 import {
-  type AgentPlugin,
   type Config,
   createAgent,
   engineText,
   errorMessage,
-  expandHome,
   isUsepodError,
-  readIdentity,
   type SelfTestResult,
   silentLogger,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
+import { expandHome, readIdentity } from '@usepod-agent/core/cli';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import WebSocket from 'ws';
-import { type ProbeResult, probeEngines } from './engines.js';
+import { modelIdHint, nameTheModel, type ProbeResult, probeConfigured } from './engines.js';
+import { localTime } from './when.js';
 
 /**
  * `usepod-agent doctor` (issue 18): everything that stands between this machine and earning, each check
@@ -34,21 +34,23 @@ export interface Check {
 
 const TIMEOUT_MS = 5_000;
 
+/** Longest detail a check prints: lists of model ids make the longest ones. */
+const MAX_DETAIL = 2_000;
+
 /**
- * One line of the report. Details quote the coordinator, its certificate, engines and a status server
- * (a certificate's CN may hold escape sequences): every part is folded and bounded here, once.
+ * Every check is folded here, once: its text carries what the coordinator (a refusal reason, a provider id, a
+ * certificate's name), an engine (model ids, errors) or a local status port said, and a newline or an escape
+ * sequence in it must not print a forged OK line or retitle the terminal (issue 28).
  */
 const check = (name: string, level: Level, detail: string, fix?: string): Check => ({
-  name: engineText(name, 200),
+  name: engineText(name, 300),
   level,
-  detail: engineText(detail, 2_000),
-  ...(fix ? { fix: engineText(fix, 1_000) } : {}),
+  detail: engineText(detail, MAX_DETAIL),
+  ...(fix ? { fix: engineText(fix, 300) } : {}),
 });
 
-/** A plugin's own line (the ledger's missed jobs...): folded like every other, it may quote anything. */
-export function pluginCheck(f: { name: string; level: Level; detail: string; fix?: string }): Check {
-  return check(f.name, f.level, f.detail, f.fix);
-}
+/** A check made elsewhere (a plugin's), folded as this module's own are. */
+export const folded = (c: Check): Check => check(c.name, c.level, c.detail, c.fix);
 
 export function identityChecks(config: Config): Promise<Check[]> {
   const path = expandHome(config.identity.key_path);
@@ -165,7 +167,7 @@ export async function coordinatorChecks(config: Config): Promise<{ checks: Check
         new Promise<string>((resolve, reject) => {
           const s = tlsConnect({ host, port, servername: host }, () => {
             const cert = s.getPeerCertificate();
-            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${cert.valid_to}`;
+            const text = `${s.getProtocol()}, certificate for ${cert.subject?.CN ?? host} valid until ${localTime(cert.valid_to)}`;
             s.destroy();
             resolve(text);
           });
@@ -356,10 +358,13 @@ export function selftestChecksOf(results: SelfTestResult[]): Check[] {
   );
 }
 
-/** Each backend: up or down, its models, which are advertised and which dropped and why. */
+/**
+ * Each backend: up or down, its models, which are advertised and which dropped and why. Opened as `run`
+ * opens them (the caller has loaded the same agent: a mistake in an entry was told once, by `validate`'s words).
+ */
 export async function backendChecks(
+  cli: OclifConfig,
   config: Config,
-  plugins: AgentPlugin[],
 ): Promise<{ checks: Check[]; probes: ProbeResult[] }> {
   if (config.backends.length === 0) {
     return {
@@ -374,17 +379,8 @@ export async function backendChecks(
       probes: [],
     };
   }
-  const probes = await probeEngines(
-    // Probed without the allow-list: what the engine serves, so doctor can say what the list drops.
-    config.backends.map(({ models: _allow, ...entry }) => ({
-      kind: entry.kind,
-      url: entry.url,
-      entry: entry as (typeof config.backends)[number],
-      apiKey: entry.api_key_env ? process.env[entry.api_key_env] : undefined,
-      source: 'config' as const,
-    })),
-    plugins,
-  );
+  // Probed without the allow-list: what the engine serves, so doctor can say what the list drops.
+  const probes = await probeConfigured(cli, config, { allowList: false });
   const checks: Check[] = [];
   let advertised = 0;
   for (const [i, p] of probes.entries()) {
@@ -417,6 +413,12 @@ export async function backendChecks(
     if (allow?.length && served.length > 0) {
       const missing = allow.filter((id) => !served.includes(id));
       if (missing.length) parts.push(`allow-listed but not served: ${missing.join(', ')}`);
+    }
+    for (const id of offered) {
+      if (modelIdHint(id, p.naming))
+        checks.push(
+          check('model name', 'warn', `${id} is a file path, not a model name`, nameTheModel(p.naming)),
+        );
     }
     checks.push(
       offered.length > 0

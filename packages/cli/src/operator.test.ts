@@ -4,8 +4,9 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, readIdentity } from '@usepod-agent/core/internal';
-import { PairingServer, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { loadConfig } from '@usepod-agent/core';
+import { readIdentity } from '@usepod-agent/core/cli';
+import { LlamacppEmulator, PairingServer, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TgiEmulator } from '../../../examples/custom-backend-plugin/src/tgi-emulator.js';
 import { launchdPlist, planService, type ServiceOptions, systemdUnit } from './service/plan.js';
@@ -204,6 +205,47 @@ describe('setup (PROTOCOL.md section 9)', () => {
       );
     } finally {
       await failing.close();
+    }
+  });
+
+  it('writes one engine behind two names once, and says how to name a model served by its file path (issue 28)', async () => {
+    const engine = await new LlamacppEmulator().start();
+    const pairing = await PairingServer.start({ approveAfterPolls: 1 });
+    try {
+      const port = new URL(engine.url).port;
+      const cfg = join(dir, 'twice', 'agent.toml');
+      const out = await cli([
+        'setup',
+        '--coordinator',
+        pairing.url,
+        '--config',
+        cfg,
+        '--identity',
+        join(dir, 'twice', 'identity.key'),
+        '--no-detect',
+        '--engine',
+        `llamacpp=http://localhost:${port}`,
+        '--engine',
+        `llamacpp=http://127.0.0.1:${port}/`,
+        '--engine',
+        `llamacpp=http://[::1]:${port}`,
+        '--poll-interval',
+        '20',
+      ]);
+      expect(out.stderr).not.toMatch(/Error|\n\s+at /);
+      expect(out.code).toBe(0);
+      // The coordinator hears of one engine, by the name the operator gave first, and the config holds one.
+      expect((pairing.polls.items[0]!.capabilities as { backends: unknown }).backends).toEqual([
+        { kind: 'llamacpp', url: `http://localhost:${port}`, models: [engine.models[0]!.id] },
+      ]);
+      const { config } = await loadConfig({ path: cfg, allowInsecure: true });
+      expect(config.backends).toEqual([{ kind: 'llamacpp', url: `http://localhost:${port}` }]);
+      expect(out.stdout).toContain(
+        'hint: ../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf is a file path, not a model name: start llama-server with --alias NAME',
+      );
+    } finally {
+      await pairing.close();
+      await engine.close();
     }
   });
 

@@ -1,4 +1,5 @@
-import { AGENT_VERSION, errorMessage, redactor, UsepodError } from '@usepod-agent/core/internal';
+import { AGENT_VERSION, errorMessage, UsepodError } from '@usepod-agent/core';
+import { redactor } from '@usepod-agent/core/cli';
 
 /**
  * The agent side of device-flow pairing (PROTOCOL.md section 9).

@@ -3,7 +3,8 @@ import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import { isUsepodError, pluginFromModule } from '@usepod-agent/core/internal';
+import { isUsepodError } from '@usepod-agent/core';
+import { pluginOfModule } from './plugins.js';
 import { shareCore } from './shared-core.js';
 
 /**
@@ -25,7 +26,7 @@ export async function refuseIncompatible(
   }
   try {
     shareCore();
-    pluginFromModule(await import(pathToFileURL(entry).href), name);
+    pluginOfModule(await import(pathToFileURL(entry).href), name);
     return undefined;
   } catch (err) {
     if (!isUsepodError(err, 'USEPOD_PLUGIN_API_MISMATCH')) return undefined;

@@ -25,6 +25,12 @@ export interface InstalledPlugin {
   refusal?: Error;
 }
 
+/** A package's plugin (its default export, or `plugin`), checked against this core's contract. */
+export function pluginOfModule(mod: unknown, name: string): AgentPlugin {
+  const m = mod as { default?: unknown; plugin?: unknown };
+  return checkPlugin(m.default ?? m.plugin ?? m, name);
+}
+
 /**
  * Backend plugins installed or linked through `usepod-agent plugins`: oclif
  * knows their roots; each is imported by its own name from its root, so a
@@ -39,8 +45,7 @@ export async function installedPlugins(config: Config): Promise<InstalledPlugin[
     const item: InstalledPlugin = { name: p.name, version: p.version, type: p.type, root: p.root };
     try {
       const entry = createRequire(join(p.root, 'package.json')).resolve(p.name);
-      const mod = (await import(pathToFileURL(entry).href)) as { default?: unknown; plugin?: unknown };
-      item.plugin = checkPlugin(mod.default ?? mod.plugin ?? mod, p.name);
+      item.plugin = pluginOfModule(await import(pathToFileURL(entry).href), p.name);
     } catch (err) {
       item.error = errorMessage(err);
       if (isUsepodError(err) && err.code === 'USEPOD_PLUGIN_API_MISMATCH') item.refusal = err;

@@ -1,64 +1,39 @@
 import {
   type AgentPlugin,
   type Config,
-  createBackends,
-  Discovery,
+  createAgent,
   type Logger,
-  PluginHost,
-  SelfTest,
   type SelfTestResult,
-  selfTestSettings,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
+import { backendLabels, selftestBackends, type Untested } from '@usepod-agent/core/cli';
 
 /**
- * `usepod-agent selftest` with no agent running: the configured engines are opened through their
- * plugins, probed, and each model they serve gets the self-test the agent runs (routing/selftest.ts).
- * What cannot be tested (an engine down, a key not set) comes back as a reason, not as an exception.
+ * `usepod-agent selftest` with no agent running: the configured engines opened as `run` opens them (the
+ * same plugin loading, the same checks), probed, and each model they serve given the agent's self-test.
  */
 
-export interface Untested {
-  backend: string;
-  kind: string;
-  why: string;
-}
+export type { Untested };
 
-export async function selftestConfigured(
+export function selftestConfigured(
   config: Config,
   plugins: AgentPlugin[],
-  opts: { log: Logger; model?: string | undefined; env?: NodeJS.ProcessEnv },
+  opts: { log: Logger; model?: string | undefined; env?: NodeJS.ProcessEnv; pluginSearchRoots?: string[] },
 ): Promise<{ results: SelfTestResult[]; untested: Untested[] }> {
-  const host = new PluginHost({ config, log: opts.log });
-  for (const p of plugins) await host.apply(p);
-  const untested: Untested[] = [];
-  // The agent's own parts: its backends (a key not set is a row, not a warning) and its probing.
-  const backends = createBackends(host, config, opts.env ?? process.env, opts.log, (entry, i, why) =>
-    untested.push({ backend: entry.name ?? `backends[${i}]`, kind: entry.kind, why }),
-  );
-  const discovery = new Discovery({
-    backends,
-    priority: host.priority,
-    intervalMs: 0,
-    probeTimeoutMs: 5_000,
-    log: opts.log,
-    onChange: () => {},
+  const agent = createAgent({
+    config,
+    allowInsecure: true,
+    logger: opts.log,
+    plugins,
+    ...(opts.pluginSearchRoots ? { pluginSearchRoots: opts.pluginSearchRoots } : {}),
   });
-  try {
-    await discovery.probeAll();
-    for (const s of discovery.states) {
-      if (!s.status?.healthy)
-        untested.push({ backend: s.backend.label, kind: s.backend.kind, why: s.status?.detail ?? 'down' });
-    }
-    const targets = discovery.listed().filter((t) => !opts.model || t.model === opts.model);
-    const selftest = new SelfTest({
-      targets: () => targets,
-      busy: () => false,
-      intervalMs: 0,
-      ...selfTestSettings(config.selftest),
-      log: opts.log,
-    });
-    return { results: await selftest.run(), untested };
-  } finally {
-    await discovery.stop();
-    await Promise.all(backends.map((b) => b.close().catch(() => {})));
-  }
+  return selftestBackends(agent, { log: opts.log, model: opts.model, env: opts.env ?? process.env });
+}
+
+/**
+ * The labels of this config's backends, made as the agent makes them (no engine is contacted): the running
+ * agent's self-tests are this config's only if they name these (issue 28: `selftest -c other.toml` tested
+ * the running agent's engines when the two configs shared an identity).
+ */
+export function configuredLabels(config: Config, plugins: AgentPlugin[], log: Logger): Promise<Set<string>> {
+  return backendLabels(createAgent({ config, allowInsecure: true, logger: log, plugins }));
 }

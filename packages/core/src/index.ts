@@ -1,12 +1,13 @@
 /**
  * `@usepod-agent/core`, the public surface (semver-bound): `createAgent()` to run an agent,
  * `definePlugin()` to extend one, the hooks, the errors, and the types they speak. Backend authors add
- * `@usepod-agent/core/backend`. Anything else is internal (`./internal`), for this repository's CLI and
- * testkit, and may change in any release. `surface.test.ts` pins these names.
+ * `@usepod-agent/core/backend`; a command-line front end adds `@usepod-agent/core/cli`. Nothing else is
+ * exported. `surface.test.ts` pins these names.
  */
 export {
   Agent,
   type AgentEvents,
+  type AgentIdentity,
   type AgentSnapshot,
   type AgentStatus,
   type AgentTiming,

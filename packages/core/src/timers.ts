@@ -10,11 +10,14 @@ export interface LongTimer {
 
 export function longTimeout(fn: () => void, ms: number): LongTimer {
   let timer: NodeJS.Timeout | undefined;
-  const due = Date.now() + Math.max(0, Number.isFinite(ms) ? ms : MAX_TIMEOUT);
+  // Counted in timer chunks, which Node runs on the monotonic clock: a wall clock stepped back or forth
+  // neither holds nor fires the wait. Always through a timer, even when due: the caller has its handle
+  // before `fn` runs.
+  let left = Math.max(0, Number.isFinite(ms) ? ms : MAX_TIMEOUT);
   const arm = () => {
-    const left = due - Date.now();
-    if (left <= 0) return fn();
-    timer = setTimeout(arm, Math.min(left, MAX_TIMEOUT));
+    const chunk = Math.min(left, MAX_TIMEOUT);
+    left -= chunk;
+    timer = setTimeout(left > 0 ? arm : fn, chunk);
     timer.unref();
   };
   arm();

@@ -10,20 +10,47 @@ export const ALERT_EVENTS = [
   'gpu_yield',
   'idle',
   'budget_exhausted',
+  /** What another plugin tells the owner (`ctx.notify`: the ledger cannot write, the GPU runs hot...). */
+  'notice',
 ] as const;
 export type AlertEvent = (typeof ALERT_EVENTS)[number];
 
 export const FORMATS = ['json', 'ntfy', 'discord', 'slack'] as const;
 export type Format = (typeof FORMATS)[number];
 
-const webUrl = z.string().refine((v) => {
-  try {
-    const u = new URL(v);
-    return u.protocol === 'https:' || u.protocol === 'http:';
-  } catch {
-    return false;
+const webUrl = z
+  .string()
+  .refine((v) => {
+    try {
+      const u = new URL(v);
+      return u.protocol === 'https:' || u.protocol === 'http:';
+    } catch {
+      return false;
+    }
+  }, 'must be an http(s) URL')
+  // fetch refuses a URL with credentials, and every alert would fail at run time: say so at load.
+  .refine((v) => {
+    const u = URL.parse(v);
+    return !u || (u.username === '' && u.password === '');
+  }, 'must not carry a user or password (put a token in headers)');
+
+/** RFC 9110 field names and values: a CR or LF in a header is a request fetch refuses, every time. */
+const headers = z.record(z.string(), z.string()).superRefine((h, ctx) => {
+  for (const [name, value] of Object.entries(h)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name))
+      ctx.addIssue({
+        code: 'custom',
+        path: [name],
+        message: "a header name is letters, digits and !#$%&'*+.^_`|~-",
+      });
+    else if (/[\0\r\n]/.test(value))
+      ctx.addIssue({
+        code: 'custom',
+        path: [name],
+        message: 'a header value must not hold a line break or NUL',
+      });
   }
-}, 'must be an http(s) URL');
+});
 
 export const alertSchema = z
   .object({
@@ -38,10 +65,10 @@ export const alertSchema = z
     disconnected_after_s: z.number().min(0).max(86_400).default(300),
     /** `idle`: told when no job was served for this long while connected and not paused. */
     idle_after_h: z.number().positive().max(720).default(12),
-    /** Deliveries per hour at most (a burst of up to 5 at once); the rest are counted and said later. */
+    /** Deliveries per hour of each event at most (bursts of up to 5); the rest are counted and said later. */
     max_per_hour: z.number().int().min(1).max(3600).default(20),
     /** Extra request headers, e.g. ntfy's `Authorization`; never logged. */
-    headers: z.record(z.string(), z.string()).optional(),
+    headers: headers.optional(),
     /** A label for this webhook in the logs (the URL's path is never logged: it is often the secret). */
     name: z.string().min(1).max(60).optional(),
   })

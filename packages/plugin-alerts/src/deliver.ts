@@ -1,18 +1,25 @@
-import type { Logger } from '@usepod-agent/core';
+import { performance } from 'node:perf_hooks';
+import { type Logger, type LongTimer, longTimeout } from '@usepod-agent/core';
+import { type Backoff, parseRetryAfter, retryWait } from './backoff.js';
 import { type AlertConfig, safeTarget } from './config.js';
 import { type Alert, requestFor } from './formats.js';
+import { text } from './text.js';
 
 /**
  * One webhook's deliveries: a bounded queue sent one at a time, off every agent path; retries with
- * exponential backoff (and the receiver's `Retry-After`) on network errors, 408, 429 and 5xx; a token
- * bucket of `max_per_hour` (bursts of 5); what the bucket held back is said in the next alert sent.
+ * exponential backoff and jitter (`backoff.ts`; the receiver's `Retry-After` honoured up to the longest
+ * wait) on network errors, 408, 429 and 5xx, all the waits of one alert bounded; a token bucket of
+ * `max_per_hour` (bursts of 5) per event on the monotonic clock; what it held back is said in the next
+ * alert sent.
  */
 
 export interface DeliveryTiming {
-  /** First retry delay, doubled each time (default 1 s). */
+  /** First retry delay, doubled each time, and the shortest (default 1 s). */
   retryBaseMs?: number;
-  /** Longest wait between attempts (default 5 min). */
+  /** Longest wait between attempts, a `Retry-After` included (default 5 min). */
   retryMaxMs?: number;
+  /** Longest all the waits of one alert may add up to (default 10 min). */
+  retryTotalMs?: number;
   attempts?: number;
   /** Per-request timeout (default 10 s). */
   timeoutMs?: number;
@@ -23,19 +30,23 @@ export interface DeliveryResult {
   ok: boolean;
   status?: number;
   attempts: number;
+  /** The waits before each retry, in ms: the schedule it computed. */
+  waits: number[];
   why?: string;
 }
 
 const MAX_QUEUE = 50;
 const BURST = 5;
+/** `alerts test` is someone at a terminal: its retries wait this long at most in all. */
+const SEND_NOW_TOTAL_MS = 15_000;
 
 export class Delivery {
   readonly #cfg: AlertConfig;
   readonly #log: Logger;
   readonly #t: Required<DeliveryTiming>;
   readonly #queue: Alert[] = [];
-  #tokens = BURST;
-  #refilledAt = Date.now();
+  /** One token bucket per event: a backend that flaps all day cannot spend the budget of `disconnected`. */
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
   #held = 0;
   #running: Promise<void> | undefined;
   #closed = false;
@@ -47,6 +58,7 @@ export class Delivery {
     this.#t = {
       retryBaseMs: timing.retryBaseMs ?? 1_000,
       retryMaxMs: timing.retryMaxMs ?? 300_000,
+      retryTotalMs: timing.retryTotalMs ?? 600_000,
       attempts: timing.attempts ?? 6,
       timeoutMs: timing.timeoutMs ?? 10_000,
     };
@@ -59,7 +71,7 @@ export class Delivery {
   /** Queues an alert; returns at once. */
   send(alert: Alert): void {
     if (this.#closed) return;
-    if (!this.#take()) {
+    if (!this.#take(alert.event)) {
       this.#held++;
       return;
     }
@@ -70,7 +82,7 @@ export class Delivery {
     if (this.#held > 0) {
       alert = {
         ...alert,
-        message: `${alert.message}\n(${this.#held} earlier alert(s) were held back by the rate limit)`,
+        message: text`${alert.message}\n(${this.#held} earlier alert(s) were held back by the rate limit)`,
       };
       this.#held = 0;
     }
@@ -91,16 +103,16 @@ export class Delivery {
     this.#abort.abort();
   }
 
-  #take(): boolean {
-    const now = Date.now();
-    const perMs = this.#cfg.max_per_hour / 3_600_000;
-    this.#tokens = Math.min(
-      Math.min(BURST, this.#cfg.max_per_hour),
-      this.#tokens + (now - this.#refilledAt) * perMs,
-    );
-    this.#refilledAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+  #take(event: string): boolean {
+    // Monotonic: a wall clock stepped back a day must not hold every alert back for a day.
+    const now = performance.now();
+    const burst = Math.min(BURST, this.#cfg.max_per_hour);
+    const b = this.#buckets.get(event) ?? { tokens: burst, at: now };
+    this.#buckets.set(event, b);
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) * this.#cfg.max_per_hour) / 3_600_000);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
     return true;
   }
 
@@ -113,12 +125,18 @@ export class Delivery {
    * `attempts` tries; resolves with what happened.
    */
   sendNow(alert: Alert, attempts = 2): Promise<DeliveryResult> {
-    return this.#deliver(alert, attempts);
+    return this.#deliver(alert, attempts, Math.min(this.#t.retryTotalMs, SEND_NOW_TOTAL_MS));
   }
 
-  async #deliver(alert: Alert, attempts = this.#t.attempts): Promise<DeliveryResult> {
-    const { url, body } = requestFor(this.#cfg.format, this.#cfg.url, alert);
-    let wait = this.#t.retryBaseMs;
+  async #deliver(
+    alert: Alert,
+    attempts = this.#t.attempts,
+    totalMs = this.#t.retryTotalMs,
+  ): Promise<DeliveryResult> {
+    const { url, body } = requestFor(this.#cfg.format, this.#cfg.url, alert, this.#cfg.headers);
+    const backoff: Backoff = { baseMs: this.#t.retryBaseMs, maxMs: this.#t.retryMaxMs, totalMs };
+    const waits: number[] = [];
+    let waited = 0;
     for (let attempt = 1; ; attempt++) {
       let retryAfterMs: number | undefined;
       let why: string;
@@ -134,7 +152,7 @@ export class Delivery {
         await res.body?.cancel();
         if (res.ok) {
           this.#log.debug('alert delivered', { target: this.target, event: alert.event, attempt });
-          return { ok: true, status: res.status, attempts: attempt };
+          return { ok: true, status: res.status, attempts: attempt, waits };
         }
         why = `HTTP ${res.status}`;
         const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
@@ -144,41 +162,49 @@ export class Delivery {
             event: alert.event,
             status: res.status,
           });
-          return { ok: false, status: res.status, attempts: attempt, why };
+          return { ok: false, status: res.status, attempts: attempt, waits, why };
         }
-        const ra = Number(res.headers.get('retry-after'));
-        if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000;
+        retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
       } catch (err) {
-        if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, why: 'closed' };
+        if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, waits, why: 'closed' };
         // The error of a failed fetch may quote the URL: only its kind is logged.
         why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
       }
-      if (attempt >= attempts) {
+      const wait = retryWait(attempt, backoff, retryAfterMs);
+      if (attempt < attempts && waited + wait > totalMs) why += `; retries would wait over ${totalMs} ms`;
+      if (attempt >= attempts || waited + wait > totalMs) {
         this.#log.warn('alert not delivered', {
           target: this.target,
           event: alert.event,
           attempts: attempt,
           why,
         });
-        return { ok: false, attempts: attempt, why };
+        return { ok: false, attempts: attempt, waits, why };
       }
-      this.#log.debug('alert delivery failed; retrying', { target: this.target, attempt, why });
-      await sleep(Math.min(retryAfterMs ?? wait, this.#t.retryMaxMs), this.#abort.signal);
-      if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, why: 'closed' };
-      wait *= 2;
+      waits.push(wait);
+      waited += wait;
+      this.#log.debug('alert delivery failed; retrying', {
+        target: this.target,
+        attempt,
+        why,
+        wait_ms: wait,
+      });
+      await sleep(wait, this.#abort.signal);
+      if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, waits, why: 'closed' };
     }
   }
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener('abort', done, { once: true });
-    function done() {
-      clearTimeout(timer);
+    // longTimeout runs a due callback at once: `timer` may not be set yet when `done` runs.
+    let timer: LongTimer | undefined;
+    const done = () => {
+      timer?.cancel();
       signal.removeEventListener('abort', done);
       resolve();
-    }
+    };
+    signal.addEventListener('abort', done, { once: true });
+    timer = longTimeout(done, ms);
   });
 }

@@ -1,4 +1,6 @@
 import type { Format } from './config.js';
+import { markdownEscape, slackEscape } from './escape.js';
+import { clip, fold, MAX_VALUE, type Text } from './text.js';
 
 /** One alert, before it is shaped for a webhook. */
 export interface Alert {
@@ -7,18 +9,32 @@ export interface Alert {
   severity: 'critical' | 'warning' | 'info';
   /** True when it says a trouble already told of is over. */
   resolved: boolean;
-  title: string;
-  message: string;
+  /** The plugin's words with the values from outside kept apart, escaped per format (`text.ts`). */
+  title: Text;
+  message: Text;
   host: string;
   providerId: string | undefined;
   at: string;
   details: Record<string, string | number | boolean>;
 }
 
-/** The request for one alert in each webhook's format: where to POST and the JSON body. */
-export function requestFor(format: Format, url: string, a: Alert): { url: string; body: unknown } {
+/**
+ * The request for one alert in each webhook's format: where to POST and the JSON body. Text from outside
+ * is escaped for the chats that format (Discord, Slack) and folded for the plain ones (ntfy, JSON).
+ */
+export function requestFor(
+  format: Format,
+  url: string,
+  a: Alert,
+  headers: Readonly<Record<string, string>> = {},
+): { url: string; body: unknown } {
   switch (format) {
     case 'ntfy': {
+      // Plain text unless the owner's headers turn ntfy's Markdown on; then the values are escaped.
+      const md = Object.entries(headers).some(
+        ([k, v]) => /^(x-)?(markdown|md)$/i.test(k) && /^(1|yes|true)$/i.test(v.trim()),
+      );
+      const render = (t: Text) => (md ? t.render(markdownEscape) : String(t));
       // JSON publishing (docs.ntfy.sh/publish/#publish-as-json): POST to the server root with the topic
       // in the body, which carries any title text where a Title header could not.
       const u = new URL(url);
@@ -27,8 +43,8 @@ export function requestFor(format: Format, url: string, a: Alert): { url: string
         url: `${u.origin}/`,
         body: {
           topic,
-          title: a.title,
-          message: a.message,
+          title: clip(String(a.title), 250),
+          message: clip(render(a.message), 4000),
           priority: a.resolved ? 3 : a.severity === 'critical' ? 5 : a.severity === 'warning' ? 4 : 3,
           tags: [a.resolved ? 'white_check_mark' : a.severity === 'info' ? 'information_source' : 'warning'],
         },
@@ -39,13 +55,16 @@ export function requestFor(format: Format, url: string, a: Alert): { url: string
         url,
         body: {
           username: 'usepod-agent',
-          content: clip(`**${a.title}**\n${a.message}`, 2000),
+          content: clip(`**${a.title.render(markdownEscape)}**\n${a.message.render(markdownEscape)}`, 2000),
           // Text from engines and the coordinator must never ping @everyone or a role.
           allowed_mentions: { parse: [] },
         },
       };
     case 'slack':
-      return { url, body: { text: clip(`*${slackEscape(a.title)}*\n${slackEscape(a.message)}`, 3000) } };
+      return {
+        url,
+        body: { text: clip(`*${a.title.render(slackEscape)}*\n${a.message.render(slackEscape)}`, 3000) },
+      };
     default:
       return {
         url,
@@ -54,22 +73,20 @@ export function requestFor(format: Format, url: string, a: Alert): { url: string
           event: a.event,
           severity: a.severity,
           resolved: a.resolved,
-          title: a.title,
-          message: a.message,
-          host: a.host,
-          provider_id: a.providerId ?? null,
+          title: String(a.title),
+          message: String(a.message),
+          host: plain(a.host),
+          provider_id: a.providerId === undefined ? null : plain(a.providerId),
           at: a.at,
-          details: a.details,
+          details: Object.fromEntries(
+            Object.entries(a.details).map(([k, v]) => [k, typeof v === 'string' ? plain(v) : v]),
+          ),
         },
       };
   }
 }
 
-/** Slack reads `<...>` as links and mentions (`<!channel>`): text we relay must not make one. */
-function slackEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
-
-function clip(s: string, max: number): string {
-  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+/** A value for a plain-text field: folded and clipped as `text` does in a message. */
+function plain(s: string): string {
+  return clip(fold(s), MAX_VALUE);
 }

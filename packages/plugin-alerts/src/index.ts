@@ -1,9 +1,17 @@
 import { hostname } from 'node:os';
-import { type AgentEvent, definePlugin, type JobOutcome, type Logger } from '@usepod-agent/core';
+import {
+  type AgentEvent,
+  definePlugin,
+  type JobOutcome,
+  type Logger,
+  type LongTimer,
+  longTimeout,
+} from '@usepod-agent/core';
 import { type AlertConfig, type AlertEvent, alertsSection, readAlerts } from './config.js';
 import { Delivery, type DeliveryTiming } from './deliver.js';
 import type { Alert } from './formats.js';
 import { draftOf } from './messages.js';
+import { type Text, text } from './text.js';
 
 export {
   ALERT_EVENTS,
@@ -24,7 +32,7 @@ export { sendTestAlerts } from './test-alert.js';
  * Alerts (issue 19): tells the owner, on a webhook, when something needs them: the agent disconnected
  * for longer than they allow, its key refused, a backend down, a model withdrawn by its self-tests,
  * paused and resumed by the GPU rule, no job for hours, the token budget spent. Built only on the hooks
- * every plugin has (`onEvent`, `onJobEnd`, `afterAuth`, `onClose`): nothing here is on a job's path.
+ * every plugin has (`onEvent`, `afterAuth`, `onClose`): nothing here is on a job's path.
  * Reads `[[alerts]]` from the agent's config; with none it does nothing.
  */
 
@@ -62,48 +70,61 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     const host = hostname();
     let providerId: string | undefined;
     const alert = (a: Omit<Alert, 'host' | 'providerId' | 'at'>, to: readonly Target[]) => {
+      if (to.length === 0) return;
+      log.debug('alert', { event: a.event, resolved: a.resolved, webhooks: to.length });
       const full: Alert = { ...a, host, providerId, at: new Date().toISOString() };
       for (const t of to) t.delivery.send(full);
     };
     const wanting = (e: AlertEvent) => targets.filter((t) => t.wants(e));
 
-    // Disconnected longer than each webhook allows; "back" only to those that were told.
+    // Disconnected longer than each webhook allows; "back" only to those told, once the session has
+    // held min(disconnected_after_s, 1 min). A shorter session is a flap: the time offline keeps counting,
+    // so a coordinator (or a network) that drops every session at once is still told of, and only once.
     let online = false;
-    let offlineSince = Date.now();
-    let lastWhy = 'not connected yet';
-    const offlineTimers = new Map<Target, NodeJS.Timeout>();
-    const toldOffline = new Set<Target>();
-    const armOffline = () => {
-      for (const t of wanting('disconnected')) {
-        clearTimeout(offlineTimers.get(t));
-        const timer = setTimeout(() => {
-          toldOffline.add(t);
+    let connectedAt: number | undefined;
+    let lastWhy: Text | string = 'not connected yet';
+    interface Offline {
+      since: number;
+      told: boolean;
+      timer?: LongTimer;
+      back?: LongTimer;
+    }
+    const offline = new Map<Target, Offline>();
+    const holdMs = (t: Target) => Math.min(60_000, t.cfg.disconnected_after_s * 1000);
+    const armOffline = (t: Target, o: Offline) => {
+      o.timer?.cancel();
+      o.timer = longTimeout(
+        () => {
+          o.told = true;
           alert(
             {
               event: 'disconnected',
               severity: 'critical',
               resolved: false,
-              title: `usepod-agent on ${host} is not connected`,
-              message: `No session with the coordinator for ${minutes(Date.now() - offlineSince)}: ${lastWhy}. Jobs cannot reach this machine.`,
-              details: { since: new Date(offlineSince).toISOString(), why: lastWhy },
+              title: text`usepod-agent on ${host} is not connected`,
+              message: text`No session with the coordinator for ${minutes(Date.now() - o.since)}: ${lastWhy}. Jobs cannot reach this machine.`,
+              details: { since: new Date(o.since).toISOString(), why: String(lastWhy) },
             },
             [t],
           );
-        }, t.cfg.disconnected_after_s * 1000);
-        timer.unref();
-        offlineTimers.set(t, timer);
-      }
+        },
+        o.since + t.cfg.disconnected_after_s * 1000 - Date.now(),
+      );
     };
-    armOffline();
+    for (const t of wanting('disconnected')) {
+      const o: Offline = { since: Date.now(), told: false };
+      offline.set(t, o);
+      armOffline(t, o);
+    }
 
     // No job served for idle_after_h while connected and not paused.
     let paused = false;
     let lastServed = Date.now();
-    const idleTimers = new Map<Target, NodeJS.Timeout>();
+    const idleTimers = new Map<Target, LongTimer>();
     const toldIdle = new Set<Target>();
     const armIdle = (t: Target, ms = t.cfg.idle_after_h * 3_600_000) => {
-      clearTimeout(idleTimers.get(t));
-      const timer = setTimeout(() => {
+      idleTimers.get(t)?.cancel();
+      const timer = longTimeout(() => {
         if (!online || paused) return armIdle(t); // expected silence: look again a full period later
         toldIdle.add(t);
         alert(
@@ -111,15 +132,13 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
             event: 'idle',
             severity: 'warning',
             resolved: false,
-            title: `usepod-agent on ${host} served no job for ${hours(Date.now() - lastServed)}`,
-            message:
-              'It is connected and not paused, yet no job came. Check the prices (`usepod-agent doctor`) and what is advertised (`usepod-agent status`).',
+            title: text`usepod-agent on ${host} served no job for ${hours(Date.now() - lastServed)}`,
+            message: text`It is connected and not paused, yet no job came. Check the prices (\`usepod-agent doctor\`) and what is advertised (\`usepod-agent status\`).`,
             details: { last_job: new Date(lastServed).toISOString() },
           },
           [t],
         );
       }, ms);
-      timer.unref();
       idleTimers.set(t, timer);
     };
     for (const t of wanting('idle')) armIdle(t);
@@ -140,8 +159,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
             event: 'idle',
             severity: 'info',
             resolved: true,
-            title: `usepod-agent on ${host} is serving jobs again`,
-            message: `A job for ${o.model} was served.`,
+            title: text`usepod-agent on ${host} is serving jobs again`,
+            message: text`A job for ${o.model} was served.`,
             details: { model: o.model },
           },
           told,
@@ -152,33 +171,45 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
       switch (e.type) {
         case 'job_end':
           return served(e.job);
-        case 'connected': {
+        case 'connected':
           online = true;
-          for (const timer of offlineTimers.values()) clearTimeout(timer);
-          const told = [...toldOffline];
-          toldOffline.clear();
-          if (told.length > 0)
-            alert(
-              {
-                event: 'disconnected',
-                severity: 'info',
-                resolved: true,
-                title: `usepod-agent on ${host} is connected again`,
-                message: `Back online after ${minutes(Date.now() - offlineSince)}.`,
-                details: { coordinator: e.coordinator },
-              },
-              told,
-            );
+          connectedAt = Date.now();
+          for (const [t, o] of offline) {
+            o.timer?.cancel();
+            if (!o.told) continue;
+            o.back?.cancel();
+            o.back = longTimeout(() => {
+              o.told = false;
+              alert(
+                {
+                  event: 'disconnected',
+                  severity: 'info',
+                  resolved: true,
+                  title: text`usepod-agent on ${host} is connected again`,
+                  message: text`Back online after ${minutes(Date.now() - o.since)}.`,
+                  details: { coordinator: e.coordinator },
+                },
+                [t],
+              );
+            }, holdMs(t));
+          }
+          return;
+        case 'disconnected': {
+          online = false;
+          const now = Date.now();
+          const held = connectedAt === undefined ? Number.POSITIVE_INFINITY : now - connectedAt;
+          connectedAt = undefined;
+          lastWhy = e.why;
+          for (const [t, o] of offline) {
+            o.back?.cancel();
+            if (o.told) continue; // told it is down and not yet that it is back: nothing new
+            if (held >= holdMs(t)) o.since = now;
+            armOffline(t, o);
+          }
           return;
         }
-        case 'disconnected':
-          online = false;
-          offlineSince = Date.now();
-          lastWhy = e.why;
-          armOffline();
-          return;
         case 'auth_refused':
-          lastWhy = `the coordinator refused this agent's key: ${e.why}`;
+          lastWhy = text`the coordinator refused this agent's key: ${e.why}`;
           break;
         case 'paused':
           paused = true;
@@ -192,7 +223,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     });
 
     hooks.onClose.tapPromise('alerts', async () => {
-      for (const timer of [...offlineTimers.values(), ...idleTimers.values()]) clearTimeout(timer);
+      for (const o of offline.values()) for (const timer of [o.timer, o.back]) timer?.cancel();
+      for (const timer of idleTimers.values()) timer.cancel();
       await Promise.all(targets.map((t) => t.delivery.close(options?.flushMs ?? 3_000)));
     });
   },

@@ -1,6 +1,7 @@
 import type { AgentEvent } from '@usepod-agent/core';
 import type { AlertEvent } from './config.js';
 import type { Alert } from './formats.js';
+import { text } from './text.js';
 
 /** An alert as an event makes it, before the host, provider and time are added. */
 export type Draft = Omit<Alert, 'host' | 'providerId' | 'at'> & { event: AlertEvent };
@@ -8,7 +9,8 @@ export type Draft = Omit<Alert, 'host' | 'providerId' | 'at'> & { event: AlertEv
 /**
  * What the owner is told of an event the agent reports, in words: one table, one row per event type
  * that makes an alert on its own (the timed ones, `disconnected` and `idle`, are the plugin's). `undefined`:
- * nothing to tell (a pause of the owner's own, for instance).
+ * nothing to tell (a pause of the owner's own, for instance). Every `${…}` is text from outside: each
+ * format escapes it (`text.ts`); a line starts with the plugin's own words.
  */
 export function draftOf(e: AgentEvent, host: string): Draft | undefined {
   switch (e.type) {
@@ -17,8 +19,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'auth_refused',
         severity: 'critical',
         resolved: false,
-        title: `usepod-agent on ${host}: the coordinator refused its key`,
-        message: `${e.why}. Pair again with \`usepod-agent setup\` or check the enrollment code.`,
+        title: text`usepod-agent on ${host}: the coordinator refused its key`,
+        message: text`Reason given: ${e.why}. Pair again with \`usepod-agent setup\` or check the enrollment code.`,
         details: { coordinator: e.coordinator, why: e.why },
       };
     case 'backend_down':
@@ -26,8 +28,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'backend_down',
         severity: 'warning',
         resolved: false,
-        title: `usepod-agent on ${host}: backend ${e.backend} is down`,
-        message: `${e.kind} at ${e.backend}: ${e.detail}. Its models are no longer offered.`,
+        title: text`usepod-agent on ${host}: backend ${e.backend} is down`,
+        message: text`The ${e.kind} engine at ${e.backend} failed: ${e.detail}. Its models are no longer offered.`,
         details: { backend: e.backend, kind: e.kind, detail: e.detail },
       };
     case 'backend_up':
@@ -35,8 +37,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'backend_down',
         severity: 'info',
         resolved: true,
-        title: `usepod-agent on ${host}: backend ${e.backend} is back`,
-        message: `${e.kind} at ${e.backend} answers again.`,
+        title: text`usepod-agent on ${host}: backend ${e.backend} is back`,
+        message: text`The ${e.kind} engine at ${e.backend} answers again.`,
         details: { backend: e.backend, kind: e.kind },
       };
     case 'model_withdrawn':
@@ -44,11 +46,11 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'model_withdrawn',
         severity: 'warning',
         resolved: false,
-        title: `usepod-agent on ${host}: ${e.model} withdrawn`,
+        title: text`usepod-agent on ${host}: ${e.model} withdrawn`,
         message:
           e.cause === 'jobs'
-            ? `${e.model} on ${e.backend} failed real jobs (${e.detail}); it is not used until a self-test passes after ${e.until}.`
-            : `${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
+            ? text`Model ${e.model} on ${e.backend} failed real jobs (${e.detail}); it is not used until a self-test passes after ${e.until ?? 'its cooldown'}.`
+            : text`Model ${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
         details: { backend: e.backend, model: e.model, detail: e.detail },
       };
     case 'model_back':
@@ -56,8 +58,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'model_withdrawn',
         severity: 'info',
         resolved: true,
-        title: `usepod-agent on ${host}: ${e.model} is offered again`,
-        message: `${e.model} on ${e.backend} passed its self-test.`,
+        title: text`usepod-agent on ${host}: ${e.model} is offered again`,
+        message: text`Model ${e.model} on ${e.backend} passed its self-test.`,
         details: { backend: e.backend, model: e.model },
       };
     case 'paused':
@@ -66,8 +68,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'gpu_yield',
         severity: 'info',
         resolved: false,
-        title: `usepod-agent on ${host} stepped aside`,
-        message: `${e.reason}. No new jobs until the GPU is free again.`,
+        title: text`usepod-agent on ${host} stepped aside`,
+        message: text`Paused: ${e.reason}. No new jobs until the GPU is free again.`,
         details: { reason: e.reason },
       };
     case 'resumed':
@@ -76,8 +78,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'gpu_yield',
         severity: 'info',
         resolved: true,
-        title: `usepod-agent on ${host} is serving again`,
-        message: 'The GPU has been free for the cooldown; models are offered again.',
+        title: text`usepod-agent on ${host} is serving again`,
+        message: text`The GPU has been free for the cooldown; models are offered again.`,
         details: {},
       };
     case 'budget_exhausted':
@@ -85,9 +87,19 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         event: 'budget_exhausted',
         severity: 'warning',
         resolved: false,
-        title: `usepod-agent on ${host} reached its token budget`,
-        message: `Jobs are turned away at limits.max_tokens_per_minute = ${e.limit}. Raise it if the engine has room.`,
+        title: text`usepod-agent on ${host} reached its token budget`,
+        message: text`Jobs are turned away at limits.max_tokens_per_minute = ${e.limit}. Raise it if the engine has room.`,
         details: { limit: e.limit },
+      };
+    case 'notice':
+      // Another plugin's words may quote an error or a path: all of it is a value, escaped per format.
+      return {
+        event: 'notice',
+        severity: e.severity,
+        resolved: e.resolved,
+        title: text`usepod-agent on ${host}: ${e.title}`,
+        message: text`From ${e.plugin}: ${e.message}`,
+        details: { plugin: e.plugin, name: e.name },
       };
     default:
       return undefined;

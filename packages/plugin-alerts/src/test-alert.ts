@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import type { Logger } from '@usepod-agent/core';
 import { readAlerts, safeTarget } from './config.js';
 import { Delivery, type DeliveryResult, type DeliveryTiming } from './deliver.js';
+import { text } from './text.js';
 
 /**
  * One test alert to every `[[alerts]]` webhook, now, each in its own format (`usepod-agent alerts
@@ -25,8 +26,8 @@ export async function sendTestAlerts(
         event: 'test',
         severity: 'info',
         resolved: false,
-        title: `usepod-agent on ${host}: test alert`,
-        message: 'If you can read this, alerts from this agent reach you. Nothing is wrong.',
+        title: text`usepod-agent on ${host}: test alert`,
+        message: text`If you can read this, alerts from this agent reach you. Nothing is wrong.`,
         host,
         providerId: opts.providerId,
         at: new Date().toISOString(),

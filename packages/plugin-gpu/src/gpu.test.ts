@@ -1,49 +1,470 @@
-import { describe, expect, it } from 'vitest';
-import { engineProcessNames, type GpuState, yieldReason } from './gpu.js';
-import { yieldSection } from './section.js';
+import { readFileSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AgentEvent, ConfigInput, Logger } from '@usepod-agent/core';
+import controlPlugin from '@usepod-agent/plugin-control';
+import vllm from '@usepod-agent/plugin-vllm';
+import {
+  type CoordinatorSession,
+  createTestAgent,
+  EventLog,
+  type TestAgent,
+  TestCoordinator,
+  VllmEmulator,
+} from '@usepod-agent/testkit';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import gpuPlugin, { type GpuPlugin, type GpuPluginOptions, type JobEnergy } from './index.js';
 
-const cfg = (y: Record<string, unknown>) => yieldSection.parse(y);
-/** What the llama.cpp plugin declares (BackendKind.processNames). */
-const ENGINES = ['llama-server'];
-const engineOnly: GpuState = {
-  processes: [{ pid: 1, name: '/usr/bin/llama-server', usedMb: 9000 }],
-  gpus: [{ utilPct: 95, freeMb: 1000, totalMb: 24576 }],
-};
-const withTrainer: GpuState = {
-  ...engineOnly,
-  processes: [...engineOnly.processes, { pid: 7, name: '/home/me/venv/bin/python train.py', usedMb: 8000 }],
-};
+/**
+ * The GPU plugin in-process (issues 19, 28, 31): an agent with `plugins: [vllm, gpuPlugin()]`, a test
+ * coordinator, a vLLM emulator, and fake `nvidia-smi` / `rocm-smi` in a folder of their own, passed to the
+ * plugin as its PATH. The fakes print the files the test writes (nvidia-smi's `--format=csv,noheader,
+ * nounits`, rocm-smi's `--json`); a `hang` file makes them ignore SIGTERM and sleep, a `driver` file fail
+ * as nvidia-smi does without its driver.
+ */
 
-describe('yieldReason: when the agent steps aside', () => {
-  it('leaves its own engines alone, and names another process', () => {
-    expect(yieldReason(cfg({ when_other_process: true }), ENGINES, engineOnly)).toBeUndefined();
-    expect(yieldReason(cfg({ when_other_process: true }), ENGINES, withTrainer)).toBe(
-      'python train.py (pid 7) uses a GPU',
-    );
+// biome-ignore lint/suspicious/noControlCharactersInRegex: looking for control characters is the point.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const ENGINE_APP = '31337, VLLM::EngineCore, 20480';
+const GAME_APP = '5678, C:\\Games\\eldenring.exe, 3000';
+const gpuLine = (o: { util?: number | string; free?: number | string; power?: number; temp?: number } = {}) =>
+  `0, ${o.util ?? 85}, ${o.free ?? 3500}, 24576, ${o.power ?? 250}, 450, ${o.temp ?? 60}, NVIDIA GeForce RTX 4090`;
+
+let dir: string;
+let tools: string;
+let coordinator: TestCoordinator;
+let engine: VllmEmulator;
+let agents: TestAgent[] = [];
+
+/** Replaces a file the fakes read in one step (a fake never reads half a file). */
+async function put(name: string, text: string): Promise<void> {
+  const tmp = join(dir, `.${name}.${process.hrtime.bigint()}`);
+  await writeFile(tmp, text);
+  await rename(tmp, join(dir, name));
+}
+const drop = (name: string) => rm(join(dir, name), { force: true });
+
+async function fakeTool(name: string, body: string): Promise<void> {
+  const path = join(tools, name);
+  await writeFile(
+    path,
+    `#!/bin/sh\nD="${dir}"\nif [ -e "$D/driver" ]; then echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver." >&2; exit 9; fi\nif [ -e "$D/hang" ]; then trap '' TERM; sleep 10 & echo $! > "$D/hung.pid"; wait; fi\n${body}`,
+  );
+  await chmod(path, 0o755);
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-gpu-'));
+  tools = join(dir, 'bin');
+  await mkdir(tools);
+  await fakeTool(
+    'nvidia-smi',
+    'case "$*" in\n  *query-compute-apps*) cat "$D/apps" ;;\n  *query-gpu*) cat "$D/gpus" ;;\nesac\n',
+  );
+  await put('apps', `${ENGINE_APP}\n`);
+  await put('gpus', `${gpuLine()}\n`);
+  coordinator = await TestCoordinator.start();
+  engine = await new VllmEmulator().start();
+});
+afterEach(async () => {
+  for (const a of agents) await a.close();
+  agents = [];
+  await engine.close();
+  await coordinator.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Log lines as they come, to wait on. */
+function logTo(log: EventLog<string>, area = 'agent'): Logger {
+  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) =>
+    log.push(`${level} ${area} ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}`);
+  return {
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: () => {},
+    child: (sub) => logTo(log, `${area}:${sub}`),
+  };
+}
+
+interface Started {
+  t: TestAgent;
+  session: CoordinatorSession;
+  log: EventLog<string>;
+  events: EventLog<AgentEvent>;
+  gpu: () => Record<string, unknown>;
+}
+
+async function start(
+  yieldCfg: Record<string, unknown> | undefined,
+  opts: {
+    plugin?: GpuPluginOptions;
+    instance?: GpuPlugin;
+    extra?: Record<string, unknown>;
+    control?: boolean;
+    keyPath?: string;
+  } = {},
+): Promise<Started> {
+  const log = new EventLog<string>();
+  const events = new EventLog<AgentEvent>();
+  const t = await createTestAgent({
+    coordinator,
+    config: {
+      backends: [{ kind: 'vllm', url: engine.url }],
+      ...(yieldCfg ? { yield: { cooldown_s: 0.3, poll_s: 0.1, ...yieldCfg } } : {}),
+      ...(opts.keyPath ? { identity: { key_path: opts.keyPath } } : {}),
+      ...opts.extra,
+    } as ConfigInput,
+    plugins: [
+      vllm,
+      opts.instance ?? gpuPlugin({ path: tools, toolTimeoutMs: 400, ...opts.plugin }),
+      ...(opts.control ? [controlPlugin] : []),
+    ],
+    logger: logTo(log),
+  });
+  agents.push(t);
+  t.agent.on('paused', (e) => events.push(e));
+  t.agent.on('resumed', (e) => events.push(e));
+  t.agent.on('notice', (e) => events.push(e));
+  const next = coordinator.authenticated.next();
+  const started = await t.start();
+  if (!started.ok) throw started.error;
+  const session = await next;
+  return { t, session, log, events, gpu: () => t.agent.status().sections.gpu as Record<string, unknown> };
+}
+
+const models = (f: Record<string, unknown>) => f.models as unknown[];
+
+/** Whether a process has ended (a zombie whose parent died has: only its entry is left). */
+function gone(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
+  } catch {
+    return true;
+  }
+}
+
+describe('GPU-aware yielding in-process', () => {
+  it('pauses while a game uses the GPU and resumes after the cooldown once it is gone', async () => {
+    const a = await start({ when_other_process: true });
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    const stepAside = a.session.nextFrame('capabilities');
+    await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+    expect(models(await stepAside)).toEqual([]);
+    expect(await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).toMatchObject({
+      error_code: 'out_of_capacity',
+      message: expect.stringContaining('GPU in use: eldenring.exe (pid 5678) uses a GPU'),
+    });
+    expect(a.gpu()).toMatchObject({
+      tools: ['nvidia-smi'],
+      gpus: [{ index: 0, util_pct: 85, free_mb: 3500, total_mb: 24576, power_w: 250, temp_c: 60 }],
+      other_processes: [{ pid: 5678, name: 'eldenring.exe' }],
+      yield: { held: true, reason: 'GPU in use: eldenring.exe (pid 5678) uses a GPU' },
+    });
+    expect(await a.t.agent.metricsText()).toMatch(/^usepod_agent_gpu_yield_held 1$/m);
+    const back = a.session.nextFrame('capabilities');
+    const quietFrom = Date.now();
+    await put('apps', `${ENGINE_APP}\n`);
+    expect(models(await back)).toHaveLength(1);
+    expect(Date.now() - quietFrom).toBeGreaterThanOrEqual(250);
+    expect(await a.t.agent.metricsText()).toMatch(/^usepod_agent_gpu_yield_held 0$/m);
+    expect(a.events.items.map((e) => e.type)).toEqual(['paused', 'resumed']);
   });
 
-  it('knows an engine by the 15-character comm rocm-smi reports', () => {
-    const rocm: GpuState = {
-      processes: [{ pid: 3, name: 'my-inference-se', usedMb: 9000 }],
-      gpus: [{ utilPct: 50, freeMb: 9000, totalMb: 24576 }],
-    };
-    expect(yieldReason(cfg({ when_other_process: true }), ['my-inference-server'], rocm)).toBeUndefined();
-    expect(yieldReason(cfg({ when_other_process: true }), ['llama-server'], rocm)).toMatch(/my-inference-se/);
+  it('reads rocm-smi where there is no nvidia-smi: an AMD GPU with a game on it pauses, then resumes', async () => {
+    await rm(join(tools, 'nvidia-smi'));
+    await fakeTool(
+      'rocm-smi',
+      'case "$*" in\n  *showpids*) cat "$D/pids.json" ;;\n  *showmeminfo*) cat "$D/cards.json" ;;\nesac\n',
+    );
+    const pids = (game: boolean) =>
+      JSON.stringify({
+        system: {
+          // vLLM's engine core as `ps -o comm=` shows it: cut at 15 characters.
+          PID31337: `VLLM::EngineCor, 1, ${20 * 2 ** 30}, 0, 85`,
+          ...(game ? { PID5678: `Cyberpunk2077.e, 1, ${3 * 2 ** 30}, 0, 40` } : {}),
+        },
+      });
+    await put('pids.json', pids(false));
+    await put(
+      'cards.json',
+      JSON.stringify({
+        card0: {
+          'GPU use (%)': '85',
+          'VRAM Total Memory (B)': String(24 * 2 ** 30),
+          'VRAM Total Used Memory (B)': String(20 * 2 ** 30),
+          'Average Graphics Package Power (W)': '212.0',
+          'Temperature (Sensor edge) (C)': '58.0',
+          'Temperature (Sensor junction) (C)': '71.0',
+        },
+      }),
+    );
+    const a = await start({ when_other_process: true });
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    const stepAside = a.session.nextFrame('capabilities');
+    await put('pids.json', pids(true));
+    expect(models(await stepAside)).toEqual([]);
+    expect(a.t.agent.holds()[0]?.reason).toBe('GPU in use: Cyberpunk2077.e (pid 5678) uses a GPU');
+    expect(a.gpu()).toMatchObject({
+      tools: ['rocm-smi'],
+      gpus: [{ tool: 'rocm-smi', index: 0, free_mb: 4096, power_w: 212, temp_c: 58 }],
+    });
+    const back = a.session.nextFrame('capabilities');
+    await put('pids.json', pids(false));
+    expect(models(await back)).toHaveLength(1);
+    await a.log.waitFor((l) => l.includes('GPU-aware yielding on {"tools":"rocm-smi"}'));
   });
 
-  it('steps aside under a free-VRAM floor, and when a GPU another process is on is busier than allowed', () => {
-    expect(yieldReason(cfg({ min_free_vram_mb: 2048 }), ENGINES, engineOnly)).toBe(
-      'a GPU has 1000 MiB free, under min_free_vram_mb 2048',
-    );
-    expect(yieldReason(cfg({ max_other_util_pct: 50 }), ENGINES, engineOnly)).toBeUndefined();
-    expect(yieldReason(cfg({ max_other_util_pct: 50 }), ENGINES, withTrainer)).toMatch(
-      /^a GPU is 95% busy with python/,
-    );
+  it('keeps asking a tool that fails for a while (says so once), and yields once it answers', async () => {
+    await put('driver', '');
+    const a = await start({ when_other_process: true });
+    await a.session.capabilities();
+    const failing = await a.log.waitFor((l) => l.includes('GPU state could not be read'));
+    expect(failing).toContain("couldn't communicate with the NVIDIA driver");
+    await vi.waitFor(() => expect(a.gpu().failing).toMatch(/NVIDIA driver/));
+    const stepAside = a.session.nextFrame('capabilities');
+    await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+    await drop('driver');
+    expect(models(await stepAside)).toEqual([]);
+    expect(a.log.items.filter((l) => l.includes('GPU state could not be read'))).toHaveLength(1);
   });
 
-  it('takes the engines’ process names from the plugins of the configured kinds, or the config', () => {
-    const kinds = [{ processNames: ['VLLM', 'vllm'] }];
-    expect(engineProcessNames(cfg({}), kinds)).toEqual(['VLLM', 'vllm']);
-    expect(engineProcessNames(cfg({ engine_processes: ['my-engine'] }), kinds)).toEqual(['my-engine']);
+  it('says once that it is unavailable without the tools, and serves', async () => {
+    const a = await start({ when_other_process: true }, { plugin: { path: join(dir, 'nowhere') } });
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    const line = await a.log.waitFor((l) => l.includes('GPU-aware yielding is unavailable'));
+    expect(line).toContain('nvidia-smi: not found; rocm-smi: not found');
+    expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
+    expect(a.gpu()).toMatchObject({ tools: [], unavailable: 'nvidia-smi: not found; rocm-smi: not found' });
+    expect(a.log.items.filter((l) => l.includes('unavailable'))).toHaveLength(1);
+  });
+
+  it('runs no GPU tool without [yield] or [energy]', async () => {
+    await put('hang', '');
+    const a = await start(undefined);
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    expect(a.gpu()).toBeUndefined();
+    expect(await readdir(dir)).not.toContain('hung.pid');
+  });
+});
+
+describe('GPU tools are bounded (issue 28)', () => {
+  it('kills a nvidia-smi that hangs and ignores SIGTERM, warns, and yields at the next poll', async () => {
+    await put('hang', '');
+    const a = await start({ when_other_process: true });
+    await a.session.capabilities();
+    const warned = await a.log.waitFor((l) => l.includes('GPU state could not be read'), 5_000);
+    expect(warned).toContain('nvidia-smi did not answer in 0.4 s: killed');
+    // The whole tool was killed, the child holding its pipes included.
+    const hung = Number(readFileSync(join(dir, 'hung.pid'), 'utf8'));
+    await vi.waitFor(() => expect(gone(hung)).toBe(true));
+    const stepAside = a.session.nextFrame('capabilities');
+    await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+    await drop('hang');
+    expect(models(await stepAside)).toEqual([]);
+    expect(await a.t.agent.metricsText()).toMatch(/^usepod_agent_gpu_tool_failures_total [1-9]/m);
+  });
+
+  it('does not stay paused for good when the tool breaks while a game held the agent', async () => {
+    await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+    const a = await start({ when_other_process: true, cooldown_s: 0.3 });
+    const caps = (n: number) =>
+      a.session.frames.next((f) => f.type === 'capabilities' && models(f).length === n);
+    await a.session.frames.waitFor((f) => f.type === 'capabilities' && models(f).length === 0);
+    const back = caps(1);
+    await put('driver', '');
+    await back;
+    await a.log.waitFor((l) => l.includes('the GPUs could not be read for a while: the agent serves again'));
+    expect(a.t.agent.holds()).toEqual([]);
+    // It reads again: the game is still there, the agent steps aside again.
+    const again = caps(0);
+    await drop('driver');
+    await again;
+  });
+
+  it('reads [N/A] free memory as unknown: no pause with nothing else on the GPU', async () => {
+    await put('gpus', `${gpuLine({ free: '[N/A]', util: '[Not Supported]' })}\n`);
+    const a = await start({ min_free_vram_mb: 2048, max_other_util_pct: 50 });
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    await vi.waitFor(() => expect(a.gpu().gpus).toMatchObject([{ free_mb: null, util_pct: null }]));
+    // Several polls later, still serving: nothing was read as 0 MiB free.
+    const readAt = a.gpu().read_at;
+    await vi.waitFor(() => expect(a.gpu().read_at).not.toBe(readAt));
+    expect(a.t.agent.holds()).toEqual([]);
+    expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
+  });
+
+  it('folds a hostile process name before the hold, the refusal, the log, status and /readyz', async () => {
+    const a = await start({ when_other_process: true });
+    await a.session.capabilities();
+    const stepAside = a.session.nextFrame('capabilities');
+    await put('apps', `${ENGINE_APP}\n666, \u001b]0;owned\u0007evil\u001b[2Jgame, 100\n`);
+    expect(models(await stepAside)).toEqual([]);
+    const reason = a.t.agent.holds()[0]!.reason;
+    expect(reason).toMatch(/evil.*game/);
+    expect(reason).not.toMatch(CONTROL);
+    const refused = await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done();
+    expect(String(refused.message)).not.toMatch(CONTROL);
+    expect(a.t.agent.readiness().reason ?? '').not.toMatch(CONTROL);
+    const status = a.gpu();
+    expect(JSON.stringify(status)).not.toMatch(/\\u00[01][0-9a-f]|\\[bfnrt]/);
+    for (const line of a.log.items) {
+      expect(line).not.toMatch(CONTROL);
+      expect(line).not.toContain('\\u001b');
+    }
+  });
+
+  it('refuses a tool output past its bound and takes at most 256 processes', async () => {
+    const many = Array.from({ length: 5000 }, (_, i) => `${1000 + i}, /usr/bin/python worker${i}.py, 10`);
+    await put('apps', `${ENGINE_APP}\n${many.join('\n')}\n`);
+    const a = await start({ when_other_process: true }, { plugin: { toolMaxBytes: 64 * 1024 } });
+    await a.session.capabilities();
+    const warned = await a.log.waitFor((l) => l.includes('GPU state could not be read'));
+    expect(warned).toContain('nvidia-smi printed more than 65536 bytes: killed');
+    const stepAside = a.session.nextFrame('capabilities');
+    await put('apps', `${ENGINE_APP}\n${many.slice(0, 1000).join('\n')}\n`);
+    expect(models(await stepAside)).toEqual([]);
+    expect((a.gpu().other_processes as unknown[]).length).toBeLessThanOrEqual(8);
+  });
+});
+
+describe('holds are recomputed at start (issue 28)', () => {
+  it('never persists the gpu hold: a restart with the game gone serves at once', async () => {
+    const keyPath = join(dir, 'id', 'identity.key');
+    await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+    const a = await start({ when_other_process: true, cooldown_s: 3600 }, { control: true, keyPath });
+    await a.events.waitFor((e) => e.type === 'paused');
+    expect(a.t.agent.holds().map((h) => h.by)).toEqual(['gpu']);
+    await a.t.stop();
+    expect(await readdir(join(dir, 'id'))).not.toContain('pause.json');
+    await put('apps', `${ENGINE_APP}\n`);
+    const b = await start({ when_other_process: true, cooldown_s: 3600 }, { control: true, keyPath });
+    expect(models(await b.session.capabilities())).toHaveLength(1);
+    expect(b.t.agent.holds()).toEqual([]);
+  });
+});
+
+describe('doctor', () => {
+  it('warns when [yield] is set but no tool is here', async () => {
+    const a = await start({ when_other_process: true }, { plugin: { path: join(dir, 'nowhere') } });
+    expect(await a.t.agent.doctor({ engineCapacity: undefined })).toEqual([
+      expect.objectContaining({
+        name: 'gpu',
+        level: 'warn',
+        detail: expect.stringMatching(/^\[yield\] is set but neither/),
+      }),
+    ]);
+  });
+
+  it('says what the tool sees, warns when it fails, and when no engine process is on a GPU', async () => {
+    const a = await start({ when_other_process: true });
+    expect(await a.t.agent.doctor({ engineCapacity: undefined })).toEqual([
+      { name: 'gpu', level: 'ok', detail: 'nvidia-smi: 1 GPU (GPU 0 60 °C, 250 W, limit 450 W)' },
+    ]);
+    await put('apps', `${GAME_APP}\n`);
+    expect(await a.t.agent.doctor({ engineCapacity: undefined })).toContainEqual(
+      expect.objectContaining({
+        level: 'warn',
+        detail: 'no engine process (VLLM, vllm) is on a GPU; seen: eldenring.exe',
+      }),
+    );
+    await put('driver', '');
+    expect(await a.t.agent.doctor({ engineCapacity: undefined })).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        detail: expect.stringContaining('the GPU tool fails: nvidia-smi: NVIDIA-SMI has failed'),
+      }),
+    ]);
+  });
+});
+
+describe('heat and power guard (issue 31)', () => {
+  it('holds the agent while a GPU runs over max_temp_c, tells the owner, and serves after the cooldown', async () => {
+    const a = await start({ max_temp_c: 80, resume_below_c: 5, cooldown_s: 0.3 });
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    const held = a.session.nextFrame('capabilities');
+    await put('gpus', `${gpuLine({ temp: 86 })}\n`);
+    expect(models(await held)).toEqual([]);
+    expect(a.t.agent.holds()).toMatchObject([
+      { by: 'heat', reason: 'too hot: GPU 0 (nvidia-smi) at 86 °C, over max_temp_c 80' },
+    ]);
+    expect(await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).toMatchObject({
+      error_code: 'out_of_capacity',
+    });
+    expect(await a.events.waitFor((e) => e.type === 'notice')).toMatchObject({
+      name: 'heat_pause',
+      severity: 'warning',
+      resolved: false,
+    });
+    expect(a.gpu()).toMatchObject({ heat: { max_temp_c: 80, held: true } });
+    expect(await a.t.agent.metricsText()).toMatch(
+      /^usepod_agent_gpu_temperature_celsius\{tool="nvidia-smi",gpu="0"\} 86$/m,
+    );
+    // Under the limit but not under it less the hysteresis: still held.
+    await put('gpus', `${gpuLine({ temp: 77 })}\n`);
+    const readAt = a.gpu().read_at;
+    await vi.waitFor(() => expect(a.gpu().read_at).not.toBe(readAt));
+    await vi.waitFor(() => expect(a.gpu().gpus).toMatchObject([{ temp_c: 77 }]));
+    const back = a.session.nextFrame('capabilities');
+    const coolFrom = Date.now();
+    await put('gpus', `${gpuLine({ temp: 70 })}\n`);
+    expect(models(await back)).toHaveLength(1);
+    expect(Date.now() - coolFrom).toBeGreaterThanOrEqual(250);
+    expect(await a.events.waitFor((e) => e.type === 'notice' && e.resolved)).toMatchObject({
+      name: 'heat_pause',
+    });
+  });
+
+  it('holds on power over max_power_w two polls in a row, not on one spike', async () => {
+    const a = await start({ max_power_w: 300, cooldown_s: 0.2 });
+    expect(models(await a.session.capabilities())).toHaveLength(1);
+    const held = a.session.nextFrame('capabilities');
+    await put('gpus', `${gpuLine({ power: 420 })}\n`);
+    expect(models(await held)).toEqual([]);
+    expect(a.t.agent.holds()[0]?.reason).toBe('too hot: GPU 0 (nvidia-smi) at 420 W, over max_power_w 300');
+    expect(await a.t.agent.metricsText()).toMatch(
+      /^usepod_agent_gpu_power_watts\{tool="nvidia-smi",gpu="0"\} 420$/m,
+    );
+  });
+});
+
+describe('energy (issue 31)', () => {
+  it('counts serving and idle joules from the GPUs’ power, and tells each job its share', async () => {
+    await put('gpus', `${gpuLine({ power: 100 })}\n`);
+    const plugin = gpuPlugin({ path: tools }) as GpuPlugin;
+    const told = new EventLog<JobEnergy>();
+    plugin.onJobEnergy((e) => told.push(e));
+    const a = await start(undefined, {
+      instance: plugin,
+      extra: { energy: { price_per_kwh: 0.3 }, yield: { poll_s: 0.1 } },
+    });
+    await a.session.capabilities();
+    await vi.waitFor(async () =>
+      expect(await a.t.agent.metricsText()).toMatch(/energy_joules_total\{kind="idle"\} [1-9]/),
+    );
+    const measuredFrom = Date.now();
+    engine.behave({ kind: 'slow', tokenDelayMs: 60 });
+    await put('gpus', `${gpuLine({ power: 300 })}\n`);
+    const job = a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' });
+    expect((await job.done()).type).toBe('job_done');
+    const mine = await told.waitFor((e) => e.jobId === job.jobId);
+    // About 300 W for the job's second or so: the figure is the integral over the polls it ran in.
+    expect(mine.complete).toBe(true);
+    expect(mine.wh).toBeGreaterThan(0);
+    expect(mine.wh).toBeLessThan((300 * 10) / 3600);
+    expect(await a.t.agent.metricsText()).toMatch(
+      /^usepod_agent_energy_joules_total\{kind="serving"\} [1-9]/m,
+    );
+    expect(a.gpu()).toMatchObject({
+      energy: {
+        serving_wh: expect.any(Number),
+        idle_wh: expect.any(Number),
+        price_per_kwh: 0.3,
+        cost_usdc: expect.any(Number),
+      },
+    });
+    expect(plugin.pricePerKwh).toBe(0.3);
+    expect(plugin.energy?.whBetween(measuredFrom, Date.now() - 300).covered).toBe(true);
   });
 });

@@ -151,6 +151,8 @@ export default definePlugin(() => ({
       requires: 'url',
       defaultPorts: LLAMACPP_PORTS,
       processNames: ['llama-server'],
+      // Without --alias, llama-server lists the path given to -m as the model's id.
+      modelNaming: 'start llama-server with --alias NAME',
       priority: 20,
     });
   },

@@ -103,6 +103,8 @@ export default definePlugin(() => ({
       requires: 'url',
       defaultPorts: [8000],
       processNames: ['VLLM', 'vllm'],
+      // Served from a local folder, a model's id is that folder's path.
+      modelNaming: 'start vLLM with --served-model-name NAME',
       // Continuous batching and a KV-cache signal: first among engines serving one model.
       priority: 10,
     });

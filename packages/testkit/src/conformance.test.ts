@@ -1,12 +1,12 @@
 import { type AgentPlugin, definePlugin } from '@usepod-agent/core';
-import type { StreamRequest } from '@usepod-agent/core/backend';
+import { type BackendLoad, OpenAICompatibleBackend, type StreamRequest } from '@usepod-agent/core/backend';
 import vllm, { VllmBackend } from '@usepod-agent/plugin-vllm';
 import { describe, expect, it } from 'vitest';
 import { runConformance, type TestRunner } from './conformance.js';
 import { VllmEmulator } from './emulators/vllm.js';
 
 /** A tiny runner that records which conformance cases pass, to check that the suite catches faults. */
-async function runSuite(plugin: AgentPlugin): Promise<Map<string, string | undefined>> {
+async function runSuite(plugin: AgentPlugin, capacity?: number): Promise<Map<string, string | undefined>> {
   const cases: { name: string; fn: () => unknown }[] = [];
   const before: (() => unknown)[] = [];
   const after: (() => unknown)[] = [];
@@ -23,6 +23,7 @@ async function runSuite(plugin: AgentPlugin): Promise<Map<string, string | undef
     emulator: () => new VllmEmulator().start(),
     test: runner,
     bounds: { deadline: 800, abort: 800 },
+    ...(capacity ? { capacity } : {}),
   });
   const results = new Map<string, string | undefined>();
   try {
@@ -49,7 +50,7 @@ describe('runConformance', () => {
   it('passes a correct plugin', async () => {
     const results = await runSuite(vllm());
     expect([...results].filter(([, e]) => e)).toEqual([]);
-    expect(results.size).toBe(16);
+    expect(results.size).toBe(17);
   }, 60_000);
 
   it('catches a plugin that ignores the abort signal, and one built for another API version', async () => {
@@ -73,5 +74,42 @@ describe('runConformance', () => {
     expect(failed).toEqual(['honours deadline_ms: backend_timeout, and the engine sees the disconnect']);
     const old = await runSuite({ ...vllm(), apiVersion: 0 });
     expect(old.get('has a name, the current plugin API version, and declares the kind')).toMatch(/API 0/);
+  }, 60_000);
+
+  it("holds a plugin to the engine's capacity: one that reports none is caught (issue 28)", async () => {
+    const CAPACITY = "reports the engine's capacity, and the agent advertises no more requests at once";
+    // A plugin for a one-request-at-a-time engine, written without readLoad: advertised for 8 at once.
+    const blind = definePlugin(() => ({
+      name: 'blind',
+      apiVersion: 1,
+      kinds: ['vllm'],
+      apply(_h, ctx) {
+        ctx.registerBackend(
+          'vllm',
+          (entry, b) => new OpenAICompatibleBackend({ kind: 'vllm', url: entry.url!, log: b.log }),
+        );
+      },
+    }));
+    const results = await runSuite(blind(), 1);
+    expect([...results].filter(([, e]) => e).map(([n]) => n)).toEqual([CAPACITY]);
+    expect(results.get(CAPACITY)).toMatch(
+      /the engine runs 1 request\(s\) at once, but probe\(\) reports no capacity: return it as load\.capacity from readLoad\(\)/,
+    );
+    // The same plugin reporting the engine's one slot passes, and is advertised for one at a time.
+    class Counted extends OpenAICompatibleBackend {
+      protected override async readLoad(): Promise<BackendLoad> {
+        return { capacity: 1 };
+      }
+    }
+    const counted = definePlugin(() => ({
+      name: 'counted',
+      apiVersion: 1,
+      kinds: ['vllm'],
+      apply(_h, ctx) {
+        ctx.registerBackend('vllm', (entry, b) => new Counted({ kind: 'vllm', url: entry.url!, log: b.log }));
+      },
+    }));
+    const fixed = await runSuite(counted(), 1);
+    expect([...fixed].filter(([, e]) => e)).toEqual([]);
   }, 60_000);
 });

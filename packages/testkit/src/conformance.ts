@@ -23,6 +23,12 @@ export interface ConformanceEmulator {
   goDown(): Promise<void>;
   comeUp(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * How many requests the emulated engine runs at once for the model under test, as it is set up
+   * (llama.cpp `--parallel`, LM Studio `parallel`, TGI `max_concurrent_requests`). Left out for an engine
+   * with no fixed number (vLLM and SGLang schedule by KV cache). When set, the suite holds the plugin to it.
+   */
+  readonly capacity?: number | undefined;
 }
 
 export interface TestRunner {
@@ -46,6 +52,8 @@ export interface ConformanceOptions {
   env?: Record<string, string>;
   /** How the engine says "no such model"; default an OpenAI-shaped 404. */
   notFound?: { status: number; body: string };
+  /** The engine's capacity when the emulator cannot say it (a proxy to a real engine); wins over `emulator.capacity`. */
+  capacity?: number;
   /** Time bounds, ms. */
   bounds?: { capabilities?: number; abort?: number; deadline?: number };
 }
@@ -86,7 +94,9 @@ export function runConformance(opts: ConformanceOptions): void {
       emulator = await opts.emulator();
       t = await createTestAgent({
         plugins: [plugin],
-        config: { backends: [{ kind, url: emulator.url, ...opts.backend }] },
+        // The suite provokes engine failures in a row on purpose: ejecting the engine after the third
+        // (the agent's outlier rule) would hide the mapping of the next ones, which is what is tested.
+        config: { backends: [{ kind, url: emulator.url, ...opts.backend }], selftest: { eject_after: 0 } },
         ...(opts.env ? { env: opts.env } : {}),
       });
       const started = await t.start();
@@ -129,6 +139,43 @@ export function runConformance(opts: ConformanceOptions): void {
         for (const m of models) assert.equal(typeof m.model_id, 'string');
       },
     );
+
+    const newBackend = async (): Promise<Backend> => {
+      const registered = await backendKindOf(plugin, kind);
+      assert.ok(registered, `plugin did not register "${kind}"`);
+      return registered.create({ kind, url: emulator.url, ...opts.backend } as BackendConfig, {
+        apiKey: opts.backend?.api_key_env ? opts.env?.[opts.backend.api_key_env] : undefined,
+        log: silentLogger,
+      });
+    };
+
+    // An engine that runs N requests at once, offered for more, queues the rest while the coordinator's
+    // deadlines run: the plugin must report N (issue 28), and the agent then advertises no more.
+    test.it("reports the engine's capacity, and the agent advertises no more requests at once", async () => {
+      const capacity = opts.capacity ?? emulator.capacity;
+      if (capacity === undefined) return;
+      const backend = await newBackend();
+      let status: Awaited<ReturnType<Backend['probe']>>;
+      try {
+        status = await backend.probe();
+      } finally {
+        await backend.close();
+      }
+      assert.equal(status.healthy, true, status.detail);
+      const reported = status.models.find((m) => m.id === model)?.capacity ?? status.load?.capacity;
+      const guide = 'see "Load, capacity and context windows" in docs/plugins.md';
+      assert.ok(
+        reported !== undefined && reported <= capacity,
+        `the engine runs ${capacity} request(s) at once, but probe() reports ${reported ?? 'no capacity'}: return it as load.capacity from readLoad() (or a model's capacity); ${guide}`,
+      );
+      const caps = await session.capabilities(bounds.capabilities);
+      const entry = (caps.models as Record<string, unknown>[]).find((m) => m.model_id === model);
+      assert.ok(entry, `capabilities lack ${model}`);
+      assert.ok(
+        Number(entry.max_concurrent) <= capacity,
+        `advertised max_concurrent ${String(entry.max_concurrent)} for ${model}, but the engine runs ${capacity} at once; ${guide}`,
+      );
+    });
 
     test.it('passes on a model it does not serve', async () => {
       const res = await session.dispatch({ model_id: 'conformance/unknown-model' }).done();
@@ -248,16 +295,8 @@ export function runConformance(opts: ConformanceOptions): void {
     });
 
     test.it('closes idempotently, leaving no socket open', async () => {
-      const registered = await backendKindOf(plugin, kind);
-      assert.ok(registered, `plugin did not register "${kind}"`);
       const before = countSockets();
-      const backend: Backend = registered.create(
-        { kind, url: emulator.url, ...opts.backend } as BackendConfig,
-        {
-          apiKey: opts.backend?.api_key_env ? opts.env?.[opts.backend.api_key_env] : undefined,
-          log: silentLogger,
-        },
-      );
+      const backend = await newBackend();
       const status = await backend.probe();
       assert.equal(status.healthy, true, status.detail);
       await backend.close();

@@ -52,3 +52,4 @@ export {
   type TestAgentOptions,
 } from './test-agent.js';
 export { EventLog, withTimeout } from './wait.js';
+export { type ReceivedPost, type ScriptedReply, WebhookReceiver } from './webhook-receiver.js';

@@ -1,14 +1,16 @@
 import { Flags } from '@oclif/core';
-import {
-  expandHome,
-  findConfigFile,
-  loadConfig,
-  type SelfTestResult,
-  statusSelfTest,
-} from '@usepod-agent/core/internal';
+import { loadConfig, type SelfTestResult } from '@usepod-agent/core';
+import { expandHome, findConfigFile, statusSelfTest } from '@usepod-agent/core/cli';
 import { runningSelfTests } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { builtinPlugins, type ProbeTarget, probeEngines, usualPorts, wellKnownEngines } from '../engines.js';
+import {
+  builtinPlugins,
+  modelIdHint,
+  probeConfigured,
+  probeEngines,
+  usualPorts,
+  wellKnownEngines,
+} from '../engines.js';
 import { agentPlugins } from '../plugins.js';
 
 export default class Backends extends BaseCommand {
@@ -22,27 +24,29 @@ export default class Backends extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Backends);
-    const targets: ProbeTarget[] = [];
     const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
     const file = flags.config ?? (await findConfigFile());
-    // What the running agent's self-tests measured ([selftest]), when one runs with this config.
-    let tested: SelfTestResult[] = [];
-    if (file) {
-      const { config } = await loadConfig({ path: file, allowInsecure: true });
-      tested = await runningSelfTests(expandHome(config.identity.key_path));
-      for (const entry of config.backends) {
-        const apiKey = entry.api_key_env ? process.env[entry.api_key_env] : undefined;
-        targets.push({ kind: entry.kind, url: entry.url, entry, apiKey, source: 'config' });
-      }
-    }
-    if (flags.detect) {
-      for (const e of await wellKnownEngines(plugins)) {
-        if (!targets.some((t) => t.kind === e.kind && t.url && new URL(t.url).port === new URL(e.url).port)) {
-          targets.push({ ...e, source: 'detected' });
-        }
-      }
-    }
-    const results = await probeEngines(targets, plugins);
+    const config = file ? (await loadConfig({ path: file, allowInsecure: true })).config : undefined;
+    // The configured backends, opened as `run` opens them; the usual ports, unless configured already.
+    const configured = config?.backends ?? [];
+    const detected = flags.detect
+      ? (await wellKnownEngines(plugins)).filter(
+          (e) =>
+            !configured.some(
+              (b) => b.kind === e.kind && b.url && new URL(b.url).port === new URL(e.url).port,
+            ),
+        )
+      : [];
+    const [fromConfig, found, tested] = await Promise.all([
+      config ? probeConfigured(this.config, config) : [],
+      probeEngines(
+        detected.map((e) => ({ ...e, source: 'detected' as const })),
+        plugins,
+      ),
+      // What the running agent's self-tests measured ([selftest]), when one runs with this config.
+      config ? runningSelfTests(expandHome(config.identity.key_path)) : ([] as SelfTestResult[]),
+    ]);
+    const results = [...fromConfig, ...found];
     const selftestOf = (label: string | undefined, model: string) =>
       tested.find((x) => x.backend === label && x.model === model);
     const shown = results.filter((r) => r.source !== 'detected' || r.status.healthy);
@@ -62,6 +66,7 @@ export default class Backends extends BaseCommand {
               context_window: m.contextWindow ?? null,
               loaded: true,
               selftest: st ? statusSelfTest(st) : null,
+              hint: modelIdHint(m.id, r.naming) ?? null,
             };
           }),
           load: r.status.load ?? null,
@@ -112,5 +117,7 @@ export default class Backends extends BaseCommand {
         );
       });
     }
+    for (const hint of shown.flatMap((r) => r.status.models.map((m) => modelIdHint(m.id, r.naming))))
+      if (hint) this.out(`hint: ${hint}`);
   }
 }

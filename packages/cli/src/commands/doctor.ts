@@ -1,17 +1,15 @@
-import { createAgent, errorMessage, silentLogger } from '@usepod-agent/core';
-import type { loadConfig } from '@usepod-agent/core/internal';
+import { errorMessage, type LoadedConfig } from '@usepod-agent/core';
 import { BaseCommand, EXIT, jsonFlag } from '../base.js';
 import {
   authCheck,
   backendChecks,
   type Check,
   coordinatorChecks,
+  folded,
   identityChecks,
-  pluginCheck,
   selftestChecks,
 } from '../doctor.js';
-import { builtinPlugins } from '../engines.js';
-import { agentPlugins, pluginSearchRoots } from '../plugins.js';
+import { offlineAgent } from '../engines.js';
 
 export default class Doctor extends BaseCommand {
   static override summary =
@@ -27,7 +25,7 @@ export default class Doctor extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Doctor);
     const checks: Check[] = [];
-    let config: Awaited<ReturnType<typeof loadConfig>>['config'] | undefined;
+    let config: LoadedConfig['config'] | undefined;
     try {
       const loaded = await this.readConfig(flags);
       config = loaded.config;
@@ -46,22 +44,18 @@ export default class Doctor extends BaseCommand {
       const net = await coordinatorChecks(config);
       checks.push(...net.checks);
       if (net.reachable) checks.push(await authCheck(config, flags['allow-insecure'] ?? false));
-      const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
-      const backends = await backendChecks(config, plugins);
-      checks.push(...backends.checks);
-      checks.push(...(await selftestChecks(config)));
-      // Each plugin's own lines (the ledger's missed jobs, a GPU rule...), loaded as `run` loads them.
-      const agent = createAgent({
-        config,
-        allowInsecure: true,
-        logger: silentLogger,
-        plugins: await agentPlugins(this.config),
-        pluginSearchRoots: pluginSearchRoots(this.config),
-      });
-      const capacity = backends.probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
+      // Plugins loaded and entries checked as `validate` and `run` do: a mistake is one line, at its place.
+      const agent = await offlineAgent(this.config, config);
       try {
-        const found = await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined });
-        checks.push(...found.map(pluginCheck));
+        await agent.load();
+        const backends = await backendChecks(this.config, config);
+        checks.push(...backends.checks);
+        checks.push(...(await selftestChecks(config)));
+        const capacity = backends.probes.reduce((n, p) => n + (p.status.load?.capacity ?? 0), 0);
+        // Each plugin's own lines (the ledger's missed jobs, a GPU rule...). They quote what it read (a
+        // ledger's model ids, a process name): folded like doctor's own.
+        const lines = await agent.doctor({ engineCapacity: capacity > 0 ? capacity : undefined });
+        checks.push(...lines.map(folded));
       } catch (err) {
         checks.push({
           name: 'plugins',

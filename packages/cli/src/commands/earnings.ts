@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
-import { engineText } from '@usepod-agent/core/internal';
+import { engineText } from '@usepod-agent/core';
 import { earnings, GROUPINGS, Ledger, ledgerFile, parseSince } from '@usepod-agent/plugin-ledger';
 import { stringify } from 'csv-stringify/sync';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';

@@ -1,10 +1,6 @@
 import { Flags } from '@oclif/core';
-import {
-  DEFAULT_IDENTITY_PATH,
-  findConfigFile,
-  loadConfig,
-  loadOrCreateIdentity,
-} from '@usepod-agent/core/internal';
+import { loadConfig } from '@usepod-agent/core';
+import { DEFAULT_IDENTITY_PATH, findConfigFile, loadOrCreateIdentity } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 
 export default class Identity extends BaseCommand {

@@ -1,8 +1,9 @@
 import { Flags } from '@oclif/core';
-import { expandHome } from '@usepod-agent/core/internal';
-import { control } from '@usepod-agent/plugin-control';
+import { expandHome } from '@usepod-agent/core/cli';
+import { control, MAX_PAUSE_MS, MAX_REASON } from '@usepod-agent/plugin-control';
 import ms from 'ms';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
+import { localTime } from '../when.js';
 
 export default class Pause extends BaseCommand {
   static override summary = 'Stop taking new jobs for a while; jobs in flight finish.';
@@ -23,11 +24,16 @@ export default class Pause extends BaseCommand {
     const { flags } = await this.parse(Pause);
     let until: number | undefined;
     if (flags.for !== undefined) {
-      const span = ms(flags.for as ms.StringValue);
-      if (typeof span !== 'number' || !(span > 0))
+      const span = duration(flags.for);
+      if (span === undefined || !(span >= 1000))
         failUsage(this, `--for ${flags.for} is not a duration`, 'use 30m, 2h or 1d');
+      // Past ~100 years a date is a typo (and past 275,000 years not a date at all): refused, not clamped.
+      if (span > MAX_PAUSE_MS)
+        failUsage(this, `--for ${flags.for} is longer than 100 years`, 'use 30m, 2h or 1d, or no --for');
       until = Date.now() + span;
     }
+    if (flags.reason !== undefined && flags.reason.length > MAX_REASON)
+      failUsage(this, `--reason is ${flags.reason.length} characters long`, `keep it to ${MAX_REASON}`);
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
     const keyPath = expandHome(config.identity.key_path);
     const reply = await control(keyPath, {
@@ -35,12 +41,27 @@ export default class Pause extends BaseCommand {
       ...(flags.reason ? { reason: flags.reason } : {}),
       ...(until ? { until } : {}),
     });
-    if (flags.json) return this.printJson(reply);
+    if (flags.json) {
+      if (!reply.ok) process.exitCode = 1;
+      return this.printJson(reply);
+    }
+    if (!reply.ok) this.error(reply.error ?? 'the agent refused the pause', { exit: 1 });
+    if (reply.warning) process.stderr.write(`usepod-agent: warning: ${reply.warning}\n`);
     const p = reply.paused;
     this.out(
       p
-        ? `Paused (${p.reason})${p.until ? ` until ${new Date(p.until).toLocaleString()}` : ' until `usepod-agent resume`'}; jobs in flight finish.`
+        ? `Paused (${p.reason})${p.until ? ` until ${localTime(p.until)}` : ' until `usepod-agent resume`'}; jobs in flight finish.`
         : 'The agent did not pause.',
     );
+  }
+}
+
+/** A duration `ms` reads (30m, 2h, 1d), finite, or undefined (ms throws on text over 100 characters). */
+function duration(text: string): number | undefined {
+  try {
+    const span = ms(text as ms.StringValue);
+    return typeof span === 'number' && Number.isFinite(span) ? span : undefined;
+  } catch {
+    return undefined;
   }
 }

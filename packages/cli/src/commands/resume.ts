@@ -1,5 +1,5 @@
 import { engineText } from '@usepod-agent/core';
-import { expandHome } from '@usepod-agent/core/internal';
+import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';
 import { BaseCommand, jsonFlag } from '../base.js';
 
@@ -13,7 +13,11 @@ export default class Resume extends BaseCommand {
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
     const keyPath = expandHome(config.identity.key_path);
     const reply = await control(keyPath, { cmd: 'resume' });
-    if (flags.json) return this.printJson(reply);
+    if (flags.json) {
+      if (!reply.ok) process.exitCode = 1;
+      return this.printJson(reply);
+    }
+    if (!reply.ok) this.error(reply.error ?? 'the agent refused to resume', { exit: 1 });
     if (!reply.paused) return this.out('Resumed: the agent advertises its models again.');
     const others = (reply.holds ?? []).map((h) => `${h.by}: ${engineText(h.reason, 200)}`).join('; ');
     this.out(`Your pause is lifted, but the agent is still held (${others}); it serves once that ends.`);

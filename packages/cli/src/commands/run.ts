@@ -19,7 +19,7 @@ export default class Run extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Run);
     const { config, warnings } = await this.readConfig(flags);
-    this.setupLogging(
+    await this.setupLogging(
       flags['log-level'] ?? config.observability.log_level,
       flags['log-format'] ?? config.observability.log_format,
     );

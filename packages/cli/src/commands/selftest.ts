@@ -4,16 +4,16 @@ import {
   type Config,
   createLogger,
   engineText,
-  expandHome,
   isUsepodError,
   type SelfTestResult,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core';
+import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';
 import { Ledger, ledgerFile, parseSince, selftestHistory } from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 import { builtinPlugins } from '../engines.js';
 import { agentPlugins } from '../plugins.js';
-import { selftestConfigured, type Untested } from '../selftest.js';
+import { configuredLabels, selftestConfigured, type Untested } from '../selftest.js';
 
 export default class Selftest extends BaseCommand {
   static override summary = 'Send a tiny request through every served model and show its speed.';
@@ -42,26 +42,41 @@ export default class Selftest extends BaseCommand {
     const { flags } = await this.parse(Selftest);
     const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
     if (flags.history) return this.#history(config, flags);
-    let results: SelfTestResult[];
+    let results: SelfTestResult[] = [];
     let untested: Untested[] = [];
     let from: 'agent' | 'engines' = 'agent';
+    let other: string | undefined;
+    const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
+    const log = createLogger('selftest');
     try {
       // The agent's round waits for room and covers every pair; its answer can take a while.
       const reply = await control(expandHome(config.identity.key_path), { cmd: 'selftest' }, 15 * 60_000);
-      if (!reply.ok) this.error(reply.error ?? 'the agent refused the self-test', { exit: 1 });
-      results = (reply.selftest ?? []).filter((r) => !flags.model || r.model === flags.model);
+      // Refused (paused: the agent tests nothing then): said so, never the last round's figures as new.
+      if (!reply.ok) {
+        const error = reply.error ?? 'the agent refused the self-test';
+        process.exitCode = 1;
+        if (flags.json) return this.printJson({ from, paused: reply.paused, error, results: [], untested });
+        this.error(error, { exit: 1 });
+      }
+      const round = reply.selftest ?? [];
+      // An agent answering on this identity but serving other engines ran another config: test this one's.
+      const mine = await configuredLabels(config, plugins, log);
+      if (round.every((r) => mine.has(r.backend)))
+        results = round.filter((r) => !flags.model || r.model === flags.model);
+      else
+        other = `the agent running with identity ${config.identity.key_path} serves other engines than ${config.source ?? 'this config'}`;
     } catch (err) {
       if (!isUsepodError(err) || err.code !== 'USEPOD_AGENT_NOT_RUNNING') throw err;
-      from = 'engines';
-      const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
-      ({ results, untested } = await selftestConfigured(config, plugins, {
-        log: createLogger('selftest'),
-        model: flags.model,
-      }));
+      other = 'no agent running';
     }
-    if (flags.json) return this.printJson({ from, results, untested });
-    this.#table(results, untested, from);
+    if (other) {
+      from = 'engines';
+      ({ results, untested } = await selftestConfigured(config, plugins, { log, model: flags.model }));
+    }
+    // Anything failed or untested is exit 1, in every output format.
     if (results.some((r) => !r.ok) || untested.length > 0) process.exitCode = 1;
+    if (flags.json) return this.printJson({ from, results, untested, ...(other ? { why: other } : {}) });
+    this.#table(results, untested, other);
   }
 
   /** What the ledger recorded of the agent's self-tests: pass rate and speed per backend and model. */
@@ -113,7 +128,7 @@ export default class Selftest extends BaseCommand {
     for (const r of rows) this.out(line(r));
   }
 
-  #table(results: SelfTestResult[], untested: Untested[], from: 'agent' | 'engines'): void {
+  #table(results: SelfTestResult[], untested: Untested[], other: string | undefined): void {
     if (results.length === 0 && untested.length === 0) {
       this.out('Nothing to test: no engine is configured (see `usepod-agent backends`).');
       return;
@@ -130,6 +145,6 @@ export default class Selftest extends BaseCommand {
       ...untested.map((u) => [u.backend, '-', 'untested', '-', '-', u.why]),
     ];
     this.#print(['BACKEND', 'MODEL', 'RESULT', 'TTFT', 'TOK/S', 'NOTE'], rows);
-    if (from === 'engines') this.out('(no agent running: the engines were tested directly)');
+    if (other) this.out(`(${other}: this config's engines were tested directly)`);
   }
 }

@@ -2,20 +2,21 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Flags } from '@oclif/core';
+import { AGENT_VERSION, UsepodError } from '@usepod-agent/core';
 import {
-  AGENT_VERSION,
   DEFAULT_IDENTITY_PATH,
   expandHome,
   loadOrCreateIdentity,
   platformConfigDir,
-  UsepodError,
   validateConfig,
   writeFileAtomic,
-} from '@usepod-agent/core/internal';
+} from '@usepod-agent/core/cli';
 import { parse as parseToml, stringify } from 'smol-toml';
 import { BaseCommand } from '../base.js';
 import {
   builtinPlugins,
+  modelIdHint,
+  oneTargetPerEngine,
   type ProbeResult,
   parseEngineFlag,
   probeEngines,
@@ -31,6 +32,7 @@ import {
 } from '../pairing.js';
 import { agentPlugins } from '../plugins.js';
 import { box, spinner } from '../ui.js';
+import { localTime } from '../when.js';
 
 export default class Setup extends BaseCommand {
   static override summary = 'Pair this machine with your Use Pod account and write the config file.';
@@ -94,12 +96,13 @@ export default class Setup extends BaseCommand {
 
     // 1. Engines
     const plugins = [...(await builtinPlugins()), ...(await agentPlugins(this.config))];
-    const targets = [
+    // The operator's own names first, so theirs is the one kept when the scan finds the same engine.
+    const targets = oneTargetPerEngine([
+      ...(flags.engine ?? []).map((v) => ({ ...parseEngineFlag(v), source: 'flag' as const })),
       ...(flags.detect
         ? (await wellKnownEngines(plugins)).map((e) => ({ ...e, source: 'detected' as const }))
         : []),
-      ...(flags.engine ?? []).map((v) => ({ ...parseEngineFlag(v), source: 'flag' as const })),
-    ];
+    ]);
     const found = (await probeEngines(targets, plugins)).filter((r) => r.status.healthy);
     this.out('');
     if (found.length === 0) {
@@ -110,6 +113,8 @@ export default class Setup extends BaseCommand {
         this.out(
           `  ${f.kind.padEnd(9)} ${f.url}  ${f.status.models.map((m) => m.id).join(', ') || '(no models loaded)'}`,
         );
+      for (const hint of found.flatMap((f) => f.status.models.map((m) => modelIdHint(m.id, f.naming))))
+        if (hint) this.out(`  hint: ${hint}`);
     }
 
     // 2. Pairing code
@@ -123,7 +128,7 @@ export default class Setup extends BaseCommand {
         `  1. Open   ${page}`,
         `  2. Enter  ${issued.pair_code}`,
         '',
-        `The code expires at ${new Date(issued.expires_at).toLocaleTimeString()}.`,
+        `The code expires at ${localTime(issued.expires_at)}.`,
       ]),
     );
     this.out('');
@@ -196,15 +201,7 @@ export function renderConfig(o: {
     };
   }
   const maxConcurrent = Math.max(0, ...o.modelConfig.map((m) => m.max_concurrent ?? 0));
-  const seen = new Set<string>();
-  const backends = o.found
-    .filter((f) => {
-      const key = `${f.kind} ${f.url}`;
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    })
-    .map((f) => ({ kind: f.kind, url: f.url! }));
+  const backends = oneTargetPerEngine(o.found).map((f) => ({ kind: f.kind, url: f.url! }));
   const doc = {
     coordinator: { url: coordinatorUrlFor(o.base) },
     identity: { key_path: o.keyPath },

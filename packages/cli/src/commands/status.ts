@@ -1,13 +1,8 @@
 import { Flags } from '@oclif/core';
-import {
-  type AgentStatus,
-  DEFAULT_PROMETHEUS_ADDR,
-  engineText,
-  findConfigFile,
-  loadConfig,
-  UsepodError,
-} from '@usepod-agent/core/internal';
+import { type AgentStatus, engineText, loadConfig, UsepodError } from '@usepod-agent/core';
+import { DEFAULT_PROMETHEUS_ADDR, findConfigFile } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { localTime } from '../when.js';
 
 interface LedgerWindow {
   served: number;
@@ -127,7 +122,7 @@ export function render(s: AgentStatus, addr: string): string {
     `usepod-agent ${s.agent_version}  ${state.toUpperCase()}  up ${duration(s.uptime_s)}  (${addr})`,
   );
   for (const h of s.holds ?? []) {
-    const until = h.until ? ` until ${new Date(h.until).toISOString()}` : '';
+    const until = h.until ? ` until ${localTime(h.until)}` : '';
     const how = h.by === 'owner' ? ' (usepod-agent resume)' : '';
     lines.push(`  PAUSED        by ${engineText(h.by, 40)}: ${engineText(h.reason, 200)}${until}${how}`);
   }
@@ -146,9 +141,7 @@ export function render(s: AgentStatus, addr: string): string {
           ...(t?.tokens_per_second != null ? [`${t.tokens_per_second.toFixed(1)} tok/s`] : []),
           // Ejected: its real jobs failed on the engine (the time re-made, so only a date is printed).
           ...(t?.ejected_until
-            ? [
-                `EJECTED: its jobs failed, tested again at ${new Date(Date.parse(t.ejected_until) || 0).toISOString()}`,
-              ]
+            ? [`EJECTED: its jobs failed, tested again at ${localTime(t.ejected_until)}`]
             : t?.withdrawn
               ? ['WITHDRAWN: failing its self-tests']
               : []),

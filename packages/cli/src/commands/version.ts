@@ -1,5 +1,10 @@
-import { AGENT_VERSION } from '@usepod-agent/core/internal';
+import { createRequire } from 'node:module';
 import { BaseCommand, jsonFlag } from '../base.js';
+
+/** Core's version from its package.json (an exported path): `version` never loads core itself. */
+const AGENT_VERSION = (
+  createRequire(import.meta.url)('@usepod-agent/core/package.json') as { version: string }
+).version;
 
 export default class Version extends BaseCommand {
   static override summary = 'Show the agent, core and Node.js versions.';

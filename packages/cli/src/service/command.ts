@@ -2,14 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Flags } from '@oclif/core';
-import {
-  findConfigFile,
-  loadConfig,
-  loadOrCreateIdentity,
-  readConfigFile,
-  readIdentity,
-  UsepodError,
-} from '@usepod-agent/core/internal';
+import { loadConfig, UsepodError } from '@usepod-agent/core';
+import { findConfigFile, loadOrCreateIdentity, readConfigFile, readIdentity } from '@usepod-agent/core/cli';
 import { stringify } from 'smol-toml';
 import { BaseCommand, EXIT } from '../base.js';
 import { builtinPlugins } from '../engines.js';

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { writeFileAtomic } from '@usepod-agent/core/internal';
+import { writeFileAtomic } from '@usepod-agent/core/cli';
 import type { Step } from './plan.js';
 
 /** Carries out planned steps. The real one touches the system; the dry one only says what it would do. */

@@ -1,4 +1,4 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, on } from 'node:events';
 import type { Config } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
 import { errorMessage, UsepodError } from '../errors.js';
@@ -24,14 +24,13 @@ import type { AgentAccess, AgentPlugin, DoctorFacts, DoctorFinding, Hold } from 
 import type { CapabilitiesFrame } from '../protocol/frames.js';
 import { advertise } from '../routing/capabilities.js';
 import type { SelfTestResult } from '../routing/selftest.js';
-import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { loadPlugins } from './backends.js';
 import { Connector } from './connector.js';
 import { Holds, MAX_HOLD_MS } from './holds.js';
 import { QuietHours } from './quiet-hours.js';
-import { Serving } from './serving.js';
+import { Serving, seedFromJournal } from './serving.js';
 import { readinessOf, snapshotOf, statusOf } from './status.js';
 import type { AgentSnapshot, AgentStatus, CreateAgentOptions } from './types.js';
 
@@ -54,6 +53,7 @@ export type {
  * What happens to it is one stream of events (`agent.on(type)`, `onEvent` for plugins).
  */
 export class Agent extends EventEmitter<AgentEvents> {
+  /** The validated config, frozen to the last array: read it; to change it, change the file and restart. */
   readonly config: Config;
   readonly log: Logger;
   readonly agentVersion = AGENT_VERSION;
@@ -82,10 +82,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#opts = opts;
     // Validated again even when it came from loadConfig(): embedding code may hand over any object.
     const source = (opts.config as Partial<Config>).source;
-    this.config = validateConfig(opts.config, {
-      allowInsecure: opts.allowInsecure ?? false,
-      ...(source ? { source } : {}),
-    });
+    this.config = frozen(
+      validateConfig(opts.config, {
+        allowInsecure: opts.allowInsecure ?? false,
+        ...(source ? { source } : {}),
+      }),
+    );
     this.log = opts.logger ?? createLogger('agent');
     this.#holds = new Holds({ onChange: (c) => this.#onHold(c) });
     this.#quiet = new QuietHours({
@@ -98,28 +100,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       inFlight: () => this.#serving?.executor.inFlight ?? 0,
     });
     this.#metrics = metrics;
-    const access: AgentAccess & HoldTarget = {
-      pause: (o) => this.pause(o),
-      resume: () => this.resume(),
-      holds: () => this.holds(),
-      selftest: () => this.selftest(),
-      selftestResults: () => this.selftestResults(),
-      configuredKinds: () => {
-        const used = new Set(this.config.backends.map((b) => b.kind));
-        return [...this.#host.kinds.values()].filter((k) => used.has(k.kind));
-      },
-      hold: (name, o) => this.#holds.hold(name, o),
-      release: (name) => this.#holds.release(name),
-      notify: (e) => this.#tell(e),
-      get registry() {
-        return metrics.registry;
-      },
-    };
+    const access = accessOf(
+      this,
+      this.#holds,
+      metrics,
+      (e) => this.#tell(e),
+      () => this.#host.kinds,
+    );
     this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
     redactor.add(this.config.coordinator.enrollment_code);
-    this.#metrics = new AgentMetrics(AGENT_VERSION, {
-      inFlight: () => this.#serving?.executor.inFlight ?? 0,
-    });
   }
 
   /**
@@ -137,22 +126,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#state;
   }
 
-  get identity(): PersistedIdentity | undefined {
-    return this.#identity;
+  /** Who this agent is, to read: the key signs for the session only (no `sign`, no `save` here). */
+  get identity(): AgentIdentity | undefined {
+    const id = this.#identity;
+    if (!id) return undefined;
+    const { path, publicKey, created, fingerprint, providerId } = id;
+    return Object.freeze({ path, publicKey, created, fingerprint, providerId });
   }
 
   get providerId(): string | undefined {
     return this.#identity?.providerId;
   }
 
-  /** Plugins applied, in order. */
+  /** Plugins applied, in order (a copy). */
   get plugins(): readonly AgentPlugin[] {
-    return this.#host.plugins;
+    return [...this.#host.plugins];
   }
 
-  /** The backend kinds the applied plugins registered, by kind. */
+  /** The backend kinds the applied plugins registered, by kind (a copy). */
   get kinds(): ReadonlyMap<string, RegisteredKind> {
-    return this.#host.kinds;
+    return new Map(this.#host.kinds);
   }
 
   /** The plugin that claimed each plugin section of the config. */
@@ -168,23 +161,15 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** Resolves when the agent reaches `state` (or at once if it is there). */
-  waitFor(state: AgentState, timeoutMs = 30_000): Promise<void> {
-    if (this.#state === state) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.off('state', on);
-        reject(
-          new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`),
-        );
-      }, timeoutMs);
-      const on = (e: EventOf<'state'>) => {
-        if (e.state !== state) return;
-        clearTimeout(timer);
-        this.off('state', on);
-        resolve();
-      };
-      this.on('state', on);
-    });
+  async waitFor(state: AgentState, timeoutMs = 30_000): Promise<void> {
+    if (this.#state === state) return;
+    const signal = AbortSignal.timeout(timeoutMs);
+    try {
+      for await (const [e] of on(this, 'state', { signal }))
+        if ((e as EventOf<'state'>).state === state) return;
+    } catch {
+      throw new UsepodError('USEPOD_AGENT_STATE', `agent did not reach "${state}" within ${timeoutMs} ms`);
+    }
   }
 
   /**
@@ -210,24 +195,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.load();
       // Inside quiet hours from the first connection on (the executor takes the hold once it exists).
       this.#quiet.start();
-      if (this.#opts.identity) {
-        this.#identity = this.#opts.identity;
-      } else {
-        const loaded = await loadOrCreateIdentity(this.config.identity.key_path);
-        this.#lock = IdentityLock.acquire(loaded.identity.path);
-        this.#identity = loaded.identity;
-        if (loaded.created) this.log.info('identity created', { file: loaded.identity.path });
-        if (loaded.permissionWarning) this.log.warn(loaded.permissionWarning);
-      }
+      ({ identity: this.#identity, lock: this.#lock } = await openIdentity(
+        this.config.identity.key_path,
+        this.#opts.identity,
+        this.log,
+      ));
       const journal = this.#host.features.journal;
-      // Counters resume where the journal left them: a restart does not zero Prometheus' totals.
-      if (journal?.totals) {
-        try {
-          this.#metrics.seed(await journal.totals(this.#startedAt.getTime()));
-        } catch (err) {
-          this.log.warn('the journal gave no totals; counters start at zero', { error: errorMessage(err) });
-        }
-      }
+      await seedFromJournal(journal, this.#metrics, this.log, this.#startedAt.getTime());
       const serving = new Serving({
         config: this.config,
         host: this.#host,
@@ -248,11 +222,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (first) serving.executor.pause(first.reason);
       this.#metrics.paused(this.#holds.paused);
       await serving.start();
-      await this.#startStatusServer();
-      for (const f of await runStartHooks(this.#allHooks, {
-        providerId: this.#identity.providerId,
-        statusAddress: this.statusAddress,
-      }))
+      const addr = this.config.observability.prometheus_addr;
+      if (addr !== '' && addr !== 'off') {
+        const status = () => this.status();
+        this.#statusServer = await serveStatus(addr, this.#metrics.registry, status, this.log, () =>
+          this.readiness(),
+        );
+      }
+      const info = { providerId: this.#identity.providerId, statusAddress: this.statusAddress };
+      for (const f of await runStartHooks(this.#allHooks, info))
         this.log.warn('onStart tap failed; the agent serves without it', {
           tap: f.tap,
           error: f.error.message,
@@ -268,7 +246,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       coordinator: this.config.coordinator.url,
       backends: this.#serving!.backends.length,
     });
-    const coordinator = this.config.coordinator.url;
     this.#connector = new Connector({
       config: this.config,
       identity: this.#identity!,
@@ -283,21 +260,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       },
       heartbeat: () => this.#stats.snapshot(this.#serving?.executor.inFlight ?? 0),
       onState: (state) => this.#setState(state),
-      onOnline: (providerId) => this.#tell({ type: 'connected', coordinator, providerId }),
-      onSessionEnd: (end) => {
-        // A close reason is the coordinator's text: bounded and folded before it reaches a webhook.
-        const why = engineText(end.error?.message ?? end.detail ?? end.reason ?? end.kind, 200);
-        if (end.kind === 'auth_failed') this.#tell({ type: 'auth_refused', coordinator, why });
-        else if (end.reachedAuth) this.#tell({ type: 'disconnected', coordinator, why, kind: end.kind });
-        this.#lastEnd = why;
-      },
-      onReconnect: (r) => this.#tell({ type: 'reconnect', ...r, why: this.#lastEnd }),
-      onBackpressure: (congested) => this.#tell({ type: 'backpressure', congested }),
+      tell: (e) => this.#tell(e),
     });
     this.#connector.start();
   }
-
-  #lastEnd = '';
 
   /**
    * Runs a self-test round now, through every model of every healthy backend, waiting for room when the
@@ -322,18 +288,6 @@ export class Agent extends EventEmitter<AgentEvents> {
   async doctor(facts: DoctorFacts): Promise<DoctorFinding[]> {
     await this.load();
     return this.#host.features.doctor(facts);
-  }
-
-  async #startStatusServer(): Promise<void> {
-    const addr = this.config.observability.prometheus_addr;
-    if (addr === '' || addr === 'off') return;
-    this.#statusServer = await serveStatus(
-      addr,
-      this.#metrics.registry,
-      () => this.status(),
-      this.log,
-      () => this.readiness(),
-    );
   }
 
   /** Address the status server listens on, when it runs. */
@@ -468,8 +422,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     const until = opts.until;
     if (until !== undefined) {
       const ms = until.getTime() - Date.now();
-      if (!Number.isFinite(ms) || ms > MAX_HOLD_MS) {
-        throw new UsepodError('USEPOD_USAGE', 'a pause can end at most 100 years from now', { user: true });
+      if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_HOLD_MS) {
+        throw new UsepodError('USEPOD_USAGE', 'a pause must end in the future, at most 100 years from now', {
+          user: true,
+        });
       }
     }
     this.#holds.hold('owner', { reason: opts.reason ?? 'paused by owner', ...(until ? { until } : {}) });
@@ -503,6 +459,59 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#metrics.paused(c.paused);
     void this.#resendCapabilities();
   }
+}
+
+/** The identity given, or the key file's (created on first run) under its lock: one key, one agent. */
+async function openIdentity(
+  keyPath: string,
+  given: PersistedIdentity | undefined,
+  log: Logger,
+): Promise<{ identity: PersistedIdentity; lock: IdentityLock | undefined }> {
+  if (given) return { identity: given, lock: undefined };
+  const loaded = await loadOrCreateIdentity(keyPath);
+  const lock = IdentityLock.acquire(loaded.identity.path);
+  if (loaded.created) log.info('identity created', { file: loaded.identity.path });
+  if (loaded.permissionWarning) log.warn(loaded.permissionWarning);
+  return { identity: loaded.identity, lock };
+}
+
+/** What a plugin's context reaches of the agent (`ctx.agent`, holds, notices, metrics). */
+function accessOf(
+  agent: Agent,
+  holds: Holds,
+  metrics: AgentMetrics,
+  tell: (e: EventOf<'notice'>) => void,
+  kinds: () => ReadonlyMap<string, RegisteredKind>,
+): AgentAccess & HoldTarget {
+  return {
+    pause: (o) => agent.pause(o),
+    resume: () => agent.resume(),
+    holds: () => agent.holds(),
+    selftest: () => agent.selftest(),
+    selftestResults: () => agent.selftestResults(),
+    configuredKinds: () => {
+      const used = new Set(agent.config.backends.map((b) => b.kind));
+      return [...kinds().values()].filter((k) => used.has(k.kind));
+    },
+    hold: (name, o) => holds.hold(name, o),
+    release: (name) => holds.release(name),
+    notify: tell,
+    registry: metrics.registry,
+  };
+}
+
+/** What `agent.identity` shows: the public half, never the means to sign. */
+export type AgentIdentity = Readonly<
+  Pick<PersistedIdentity, 'path' | 'publicKey' | 'created' | 'fingerprint' | 'providerId'>
+>;
+
+/** A plain value (the validated config) frozen all the way down. */
+function frozen<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) frozen(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** Creates an agent; call `start()` to connect. */

@@ -76,7 +76,7 @@ export async function loadPlugins(
  * entry whose API key variable is not set is skipped with a warning, and every key read is redacted.
  */
 export function createBackends(
-  host: PluginHost,
+  host: Pick<PluginHost, 'kinds'>,
   config: Config,
   env: Record<string, string | undefined>,
   log: Logger,

@@ -3,10 +3,11 @@ import type { Config } from '../config/schema.js';
 import type { PersistedIdentity } from '../identity/identity.js';
 import type { Logger } from '../observability/log.js';
 import type { HeartbeatStats } from '../observability/stats.js';
-import type { AgentHooks } from '../plugins/hooks.js';
+import type { AgentEvent, AgentHooks } from '../plugins/hooks.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
 import { Session, type SessionEnd } from '../protocol/session.js';
 import type { Executor } from '../relay/executor.js';
+import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
 import type { AgentTiming } from './types.js';
@@ -25,10 +26,8 @@ export interface ConnectorOptions {
   capabilities(): Promise<CapabilitiesFrame>;
   heartbeat(): HeartbeatStats;
   onState(state: 'connecting' | 'online' | 'backoff'): void;
-  onOnline(providerId: string | undefined): void;
-  onSessionEnd(end: SessionEnd): void;
-  onReconnect(r: { waitMs: number; preAuthFailures: number; after: SessionEnd['kind'] }): void;
-  onBackpressure(paused: boolean): void;
+  /** What the connection does, on the agent's observation stream. */
+  tell(event: AgentEvent): void;
 }
 
 export class Connector {
@@ -40,6 +39,15 @@ export class Connector {
 
   constructor(opts: ConnectorOptions) {
     this.#o = opts;
+  }
+
+  /** A session's end on the stream; the coordinator's text bounded and folded before a webhook sees it. */
+  #told(end: SessionEnd): string {
+    const coordinator = this.#o.config.coordinator.url;
+    const why = engineText(end.error?.message ?? end.detail ?? end.reason ?? end.kind, 200);
+    if (end.kind === 'auth_failed') this.#o.tell({ type: 'auth_refused', coordinator, why });
+    else if (end.reachedAuth) this.#o.tell({ type: 'disconnected', coordinator, why, kind: end.kind });
+    return why;
   }
 
   /** The live session, if any. */
@@ -91,16 +99,16 @@ export class Connector {
         maxInboundBytes: Math.max(config.limits.max_request_bytes * 2, 1024 * 1024),
         highWaterBytes: timing.highWaterBytes ?? 4 * 1024 * 1024,
         lowWaterBytes: timing.lowWaterBytes ?? 1024 * 1024,
-        onBackpressure: (paused) => this.#o.onBackpressure(paused),
+        onBackpressure: (congested) => this.#o.tell({ type: 'backpressure', congested }),
         onOnline: (providerId) => {
           this.#o.onState('online');
-          this.#o.onOnline(providerId);
+          this.#o.tell({ type: 'connected', coordinator: this.#o.config.coordinator.url, providerId });
         },
       });
       this.#session = session;
       const end = await session.run();
       this.#session = undefined;
-      this.#o.onSessionEnd(end);
+      const why = this.#told(end);
       const fields = {
         kind: end.kind,
         code: end.code,
@@ -120,7 +128,7 @@ export class Connector {
         log.error('10 consecutive connection attempts failed before authentication; still retrying', fields);
       }
       const wait = backoff.next();
-      this.#o.onReconnect({ waitMs: wait, preAuthFailures, after: end.kind });
+      this.#o.tell({ type: 'reconnect', waitMs: wait, preAuthFailures, after: end.kind, why });
       this.#o.onState('backoff');
       log.info('reconnecting', { in_ms: wait, after: end.kind });
       await sleep(wait, undefined, { signal: this.#wake.signal }).catch(() => {});

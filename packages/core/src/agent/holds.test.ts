@@ -68,3 +68,13 @@ describe('longTimeout', () => {
     expect(fn).toHaveBeenCalledTimes(1);
   });
 });
+
+describe('a hold’s reason', () => {
+  it('is folded: a process name another user chose never reaches status or a terminal raw', () => {
+    const { h } = holds();
+    h.hold('gpu', { reason: 'GPU in use: \u001b]0;owned\u0007\u001b[2Jgame' });
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: no control character may remain.
+    expect(h.first()?.reason).not.toMatch(/[\u0000-\u001f]/);
+    expect(h.first()?.reason).toContain('game');
+  });
+});

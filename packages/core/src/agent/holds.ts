@@ -57,8 +57,8 @@ export class Holds {
   hold(name: string, opts: { reason: string; until?: Date | undefined }): void {
     const until = opts.until;
     if (until !== undefined && !Number.isFinite(until.getTime())) throw new RangeError('until is not a date');
-    // Shown on terminals, probes, pages and chats: folded and bounded once, here.
-    const reason = engineText(String(opts.reason), 200).trim() || 'paused';
+    // A reason may quote a process name another local user chose: folded before status, logs, /readyz.
+    const reason = engineText(opts.reason, 200).trim() || 'paused';
     const was = this.#held.get(name);
     // Held again as it is (a rule polled anew): nothing changes, nothing is told.
     if (was && was.reason === reason && was.until?.getTime() === until?.getTime()) return;

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { topLevelLogger } from '../observability/log.js';
 import type { AgentMetrics } from '../observability/metrics.js';
@@ -73,6 +74,7 @@ export class Serving {
     this.discovery = discovery;
     this.executor = new Executor({
       hooks: o.hooks,
+      onStart: (jobId, model) => o.tell({ type: 'job_start', jobId, model }),
       onEnd: (job) => o.tell({ type: 'job_end', job }),
       log: o.log.child('executor'),
       jobLog: topLevelLogger(o.log, 'job'),
@@ -167,5 +169,20 @@ export class Serving {
     await this.selftest.stop();
     await this.discovery.stop();
     await Promise.all(this.backends.map((b) => b.close().catch(() => {})));
+  }
+}
+
+/** Counters resume where the journal left them: a restart does not zero Prometheus' totals. */
+export async function seedFromJournal(
+  journal: JobJournal | undefined,
+  metrics: AgentMetrics,
+  log: Logger,
+  before: number,
+): Promise<void> {
+  if (!journal?.totals) return;
+  try {
+    metrics.seed(await journal.totals(before));
+  } catch (err) {
+    log.warn('the journal gave no totals; counters start at zero', { error: errorMessage(err) });
   }
 }

@@ -133,6 +133,32 @@ describe('config validation (PROTOCOL.md section 8)', () => {
       },
       /backends\[1\]: is a duplicate: same kind and url as backends\[0\]/,
     ));
+  it('one engine behind localhost, 127.0.0.1 and [::1] is a duplicate (issue 28)', () => {
+    for (const [a, b] of [
+      ['http://127.0.0.1:8080', 'http://localhost:8080'],
+      ['http://localhost:8080/', 'http://[::1]:8080'],
+      ['http://LOCALHOST:80', 'http://127.0.0.1'],
+    ] as const)
+      fails(
+        {
+          backends: [
+            { kind: 'llamacpp', url: a },
+            { kind: 'llamacpp', url: b },
+          ],
+        },
+        /backends\[1\]: is a duplicate: same kind and engine as backends\[0\] \(http:\/\/\S+ and http:\/\/\S+ are one port on this machine\)/,
+      );
+    // Another port, or another machine, is another engine.
+    expect(
+      validateConfig({
+        backends: [
+          { kind: 'llamacpp', url: 'http://localhost:8080' },
+          { kind: 'llamacpp', url: 'http://127.0.0.1:8081' },
+          { kind: 'llamacpp', url: 'http://10.0.0.5:8080' },
+        ],
+      }).backends,
+    ).toHaveLength(3);
+  });
   it('same kind and api_key_env is a duplicate', () =>
     fails(
       {

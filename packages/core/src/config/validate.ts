@@ -145,16 +145,29 @@ function checkBackend(b: BackendConfig, i: number, source: string | undefined): 
   }
 }
 
-/** Normalised identity of a backend entry, used to find duplicates. */
+/**
+ * The names of this machine's loopback interface. An engine reached as localhost, 127.0.0.1 or [::1] on one port is
+ * one engine (issue 28: setup wrote a llama-server twice and the coordinator was told twice its slots).
+ */
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** Normalised identity of a backend entry, used to find duplicates: one engine behind two names is one. */
 export function backendIdentity(b: BackendConfig): string {
   if (b.url !== undefined) {
     // A url that does not parse is its own mistake (checkBackend); here it is compared as written.
     if (!URL.canParse(b.url)) return `${b.kind} ${b.url}`;
     const u = new URL(b.url);
     const path = u.pathname.replace(/\/+$/, '');
-    return `${b.kind} ${u.protocol}//${u.host}${path}`;
+    // URL has lower-cased the host and dropped a default port; `port` is '' for it, so fill it back in.
+    const host = LOOPBACK_NAMES.has(u.hostname) ? 'loopback' : u.hostname;
+    const port = u.port || (u.protocol === 'https:' ? '443' : '80');
+    return `${b.kind} ${u.protocol}//${host}:${port}${path}`;
   }
   return `${b.kind} env:${b.api_key_env ?? ''}`;
+}
+
+function sameHost(a: string, b: string | undefined): boolean {
+  return b !== undefined && URL.canParse(a) && URL.canParse(b) && new URL(a).host === new URL(b).host;
 }
 
 function checkDuplicates(backends: BackendConfig[], source: string | undefined): void {
@@ -163,10 +176,13 @@ function checkDuplicates(backends: BackendConfig[], source: string | undefined):
     const id = backendIdentity(b);
     const first = seen.get(id);
     if (first !== undefined) {
+      const other = backends[first]!;
       const what =
-        b.url !== undefined
-          ? `kind and url as backends[${first}]`
-          : `kind and api_key_env as backends[${first}]`;
+        b.url === undefined
+          ? `kind and api_key_env as backends[${first}]`
+          : sameHost(b.url, other.url)
+            ? `kind and url as backends[${first}]`
+            : `kind and engine as backends[${first}] (${other.url} and ${b.url} are one port on this machine)`;
       throw invalid(source, `backends[${i}]`, `is a duplicate: same ${what}`);
     }
     seen.set(id, i);

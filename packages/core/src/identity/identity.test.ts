@@ -160,3 +160,20 @@ describe('identity file (PROTOCOL.md section 7)', () => {
     expect(verifySignature(Buffer.from(b64), sig, id.publicKey)).toBe(false);
   });
 });
+
+describe('Ed25519 through node:crypto', () => {
+  it('derives the same public key and makes the same signatures as tweetnacl (RFC 8032 is deterministic)', () => {
+    for (let i = 0; i < 20; i++) {
+      const seed = nacl.randomBytes(32);
+      const id = generateIdentity('/nowhere', seed);
+      const kp = nacl.sign.keyPair.fromSeed(seed);
+      expect(id.publicKey).toBe(Buffer.from(kp.publicKey).toString('base64'));
+      const message = nacl.randomBytes(48);
+      expect(id.sign(message)).toBe(
+        Buffer.from(nacl.sign.detached(message, kp.secretKey)).toString('base64'),
+      );
+      expect(verifySignature(message, id.sign(message), id.publicKey)).toBe(true);
+      expect(verifySignature(nacl.randomBytes(48), id.sign(message), id.publicKey)).toBe(false);
+    }
+  });
+});

@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
+import { type KeyObject, randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import nacl from 'tweetnacl';
 import { expandHome } from '../config/paths.js';
 import { UsepodError } from '../errors.js';
 import { redactor } from '../observability/redact.js';
+import { privateKeyOf, publicKeyOf, signDetached, verifyDetached } from './ed25519.js';
 
 /**
  * The agent's Ed25519 identity (PROTOCOL.md section 7), in the file format of
@@ -62,7 +62,7 @@ export function parseIdentity(text: string, path: string): IdentityRecord {
     throw fail(`unsupported version ${JSON.stringify(fields.get('version'))} (expected 1)`);
   const seed = decodeKey(fields.get('secret'), 'secret', fail);
   const publicKey = decodeKey(fields.get('public'), 'public', fail);
-  const derived = nacl.sign.keyPair.fromSeed(seed).publicKey;
+  const derived = publicKeyOf(seed);
   if (!equalBytes(derived, publicKey)) {
     throw new UsepodError(
       'USEPOD_IDENTITY_MISMATCH',
@@ -142,14 +142,14 @@ class FileIdentity implements Identity {
   readonly created: string;
   readonly fingerprint: string;
   readonly #rec: IdentityRecord;
-  readonly #secretKey: Uint8Array;
+  readonly #secretKey: KeyObject;
 
   constructor(path: string, rec: IdentityRecord) {
     this.path = path;
     this.#rec = rec;
     this.publicKey = Buffer.from(rec.publicKey).toString('base64');
     this.created = rec.created;
-    this.#secretKey = nacl.sign.keyPair.fromSeed(rec.seed).secretKey;
+    this.#secretKey = privateKeyOf(rec.seed);
     this.fingerprint = fingerprintOf(rec.publicKey);
     redactor.add(Buffer.from(rec.seed).toString('base64'));
   }
@@ -163,7 +163,7 @@ class FileIdentity implements Identity {
   }
 
   sign(message: Uint8Array): string {
-    return Buffer.from(nacl.sign.detached(message, this.#secretKey)).toString('base64');
+    return Buffer.from(signDetached(message, this.#secretKey)).toString('base64');
   }
 
   /** Writes the file with the current provider id. */
@@ -246,12 +246,11 @@ export async function readIdentity(pathLike: string): Promise<PersistedIdentity>
 }
 
 /** A fresh identity, not yet written. */
-export function generateIdentity(path: string, seed: Uint8Array = nacl.randomBytes(32)): PersistedIdentity {
-  const kp = nacl.sign.keyPair.fromSeed(seed);
+export function generateIdentity(path: string, seed: Uint8Array = randomBytes(32)): PersistedIdentity {
   return new FileIdentity(path, {
     created: rfc3339Micros(new Date()),
     seed,
-    publicKey: kp.publicKey,
+    publicKey: publicKeyOf(seed),
     providerId: undefined,
     extra: [],
   });
@@ -262,5 +261,5 @@ export function verifySignature(message: Uint8Array, signatureB64: string, publi
   const sig = Buffer.from(signatureB64, 'base64');
   const pub = Buffer.from(publicKeyB64, 'base64');
   if (sig.length !== 64 || pub.length !== 32) return false;
-  return nacl.sign.detached.verify(message, new Uint8Array(sig), new Uint8Array(pub));
+  return verifyDetached(message, new Uint8Array(sig), new Uint8Array(pub));
 }

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { createAgent } from '../agent/agent.js';
 import { loadConfig } from '../config/load.js';
 import { silentLogger } from '../observability/log.js';
-import type { AgentPlugin } from './plugin.js';
+import { type AgentPlugin, definePlugin } from './plugin.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -75,5 +75,36 @@ describe('sections resolve to plugins', () => {
     await expect(load(await configFile(''), [journal('a'), journal('b')])).rejects.toThrow(
       /both provide the job journal/,
     );
+  });
+});
+
+describe('a plugin’s metrics and status section', () => {
+  it('reach /metrics and /status; hostile label values are folded, a throwing section shows its error', async () => {
+    const agent = createAgent({
+      config: {},
+      defaultPlugins: false,
+      logger: silentLogger,
+      plugins: [
+        definePlugin(() => ({
+          name: 'gauges',
+          apiVersion: 1,
+          apply(_hooks, ctx) {
+            const g = ctx.metrics.gauge('usepod_agent_test_temperature', 'a test gauge', ['gpu']);
+            g.set(71, { gpu: 'RTX\u001b]0;owned\u0007' });
+            ctx.statusSection('fine', () => ({ ok: true }));
+            ctx.statusSection('broken', () => {
+              throw new Error('no');
+            });
+          },
+        })),
+      ],
+    });
+    await agent.load();
+    const text = await agent.metricsText();
+    const line = text.split('\n').find((l) => l.startsWith('usepod_agent_test_temperature{'));
+    expect(line).toMatch(/^usepod_agent_test_temperature\{gpu="RTX[^"]*"\} 71$/);
+    expect(line).not.toContain('\u001b');
+    expect(line).not.toContain('\u0007');
+    expect(agent.status().sections).toEqual({ fine: { ok: true }, broken: { error: 'no' } });
   });
 });

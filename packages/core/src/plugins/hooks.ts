@@ -85,6 +85,8 @@ export type AgentEvent =
   | { type: 'capabilities'; frame: CapabilitiesFrame }
   /** The coordinator socket crossed the high-water mark (true) or drained below the low one (false). */
   | { type: 'backpressure'; congested: boolean }
+  /** A job frame passed its checks and reached the executor (it may still be refused). */
+  | { type: 'job_start'; jobId: string; model: string }
   | { type: 'job_end'; job: JobOutcome }
   | { type: 'selftest'; result: SelfTestResult }
   | { type: 'backend_down'; backend: string; kind: string; detail: string }

@@ -54,6 +54,11 @@ export interface BackendKind<O = Record<string, unknown>> {
    * GPU-aware yielding tells the engines from the owner's own programs by them.
    */
   processNames?: readonly string[];
+  /**
+   * How to give a model a name in this engine (`start llama-server with --alias NAME`): `setup`, `backends`
+   * and `doctor` say it beside a model the engine lists by its file's path, a name no job asks for.
+   */
+  modelNaming?: string;
 }
 
 /** A kind as registered: the descriptor, with defaults, and the plugin that gave it. */
@@ -63,6 +68,7 @@ export interface RegisteredKind extends Required<Pick<BackendKind, 'requires' | 
   readonly title: string;
   readonly defaultPorts: readonly number[];
   readonly processNames: readonly string[];
+  readonly modelNaming: string | undefined;
   readonly options: OptionsSchema | undefined;
   create: BackendKind['create'];
 }
@@ -93,6 +99,7 @@ export function registeredKind(
     remote: d.remote ?? false,
     defaultPorts: d.defaultPorts ?? [],
     processNames: d.processNames ?? [],
+    modelNaming: typeof d.modelNaming === 'string' ? d.modelNaming : undefined,
     options: d.options as OptionsSchema | undefined,
     create: d.create as BackendKind['create'],
   };

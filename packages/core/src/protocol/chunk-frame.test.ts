@@ -17,7 +17,7 @@ describe('job_chunk frames built from a prefix', () => {
       [1000, 4096],
     ] as const) {
       const view = new Uint8Array(pool.buffer, pool.byteOffset + from, to - from);
-      const text = chunkFrame(prefix, view);
+      const text = chunkFrame(prefix, view).toString('utf8');
       expect(text).toBe(
         JSON.stringify({ type: 'job_chunk', job_id: ID, data: pool.subarray(from, to).toString('base64') }),
       );

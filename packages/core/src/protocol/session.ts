@@ -64,6 +64,9 @@ export interface SessionOptions {
   onOnline(providerId: string | undefined): void;
 }
 
+/** A frame given as bytes (chunk-frame.ts) is still a text frame: its bytes are ASCII JSON. */
+const TEXT = { binary: false } as const;
+
 /** Frames corked at most before they are flushed within a turn: bounds what one burst delays. */
 const COALESCE_FRAMES = 16;
 
@@ -325,18 +328,18 @@ export class Session implements JobSink {
    * engine reads at load) are corked and leave in one `writev` every 16 frames and at the end of the turn.
    * At 64 to 256 streams that is one syscall per burst instead of one per frame.
    */
-  send(frame: string): boolean {
+  send(frame: string | Buffer): boolean {
     const ws = this.#ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     const socket = this.#socket;
     if (!this.#turnStarted || !socket) {
       this.#turnStarted = true;
       setImmediate(this.#endTurn);
-      ws.send(frame, this.#onWritten);
+      ws.send(frame, TEXT, this.#onWritten);
       return true;
     }
     if (this.#corked === 0) socket.cork();
-    ws.send(frame, this.#onWritten);
+    ws.send(frame, TEXT, this.#onWritten);
     if (++this.#corked >= COALESCE_FRAMES) this.#flush();
     return true;
   }

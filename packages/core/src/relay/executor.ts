@@ -16,6 +16,7 @@ import {
   abortReason,
   announceEnd,
   describeFailure,
+  JobAbort,
   type JobSink,
   type RunningJob,
   waitForSink,
@@ -35,6 +36,8 @@ import { reservationFor, type TokenBudget } from './token-budget.js';
 
 export interface ExecutorOptions {
   hooks: AgentHooks;
+  /** Every job received, once (the agent's `job_start` event). */
+  onStart?: (jobId: string, model: string) => void;
   /** Every job's end, once (the agent's `job_end` event). */
   onEnd?: (outcome: JobOutcome) => void;
   log: Logger;
@@ -137,6 +140,7 @@ export class Executor {
     if (jobChannels.received.hasSubscribers) {
       jobChannels.received.publish({ jobId: frame.job_id, model: frame.model_id, format: frame.format });
     }
+    this.#opts.onStart?.(frame.job_id, frame.model_id);
     if (this.#pausedReason !== undefined) {
       this.#reject(
         'paused',
@@ -316,11 +320,15 @@ export class Executor {
         );
       }
       const prefix = chunkFramePrefix(frame.job_id);
+      let sessionGone = false;
       await readChunks(body, (bytes) => {
         if (signal.aborted) return false;
         const first = firstByteAt === undefined;
         if (first) firstByteAt = this.#now();
-        if (!sink.send(chunkFrame(prefix, bytes))) return false;
+        if (!sink.send(chunkFrame(prefix, bytes))) {
+          sessionGone = true;
+          return false;
+        }
         if (first && jobChannels.firstChunk.hasSubscribers) {
           jobChannels.firstChunk.publish({ jobId: frame.job_id, bytes: bytes.length });
         }
@@ -331,6 +339,8 @@ export class Executor {
           : true;
       });
       if (signal.aborted) throw signal.reason;
+      // The session went before its abort arrived: the stream was cut on our side, not the engine's.
+      if (sessionGone) throw new JobAbort('session');
       const scan = scanner.end();
       // The body ended; the stream itself may still say it failed, or stop short of its end.
       const failure =

@@ -176,7 +176,11 @@ describe('the stream scanner under fuzzing', () => {
           const backing = Buffer.concat([Buffer.from('xx'), buf, Buffer.from('yy')]);
           const view = backing.subarray(2, 2 + buf.length);
           const decoded = pieces(view, at).map((p) => {
-            const f = JSON.parse(chunkFrame(prefix, p)) as { type: string; job_id: string; data: string };
+            const f = JSON.parse(chunkFrame(prefix, p).toString('utf8')) as {
+              type: string;
+              job_id: string;
+              data: string;
+            };
             expect(f.job_id).toBe(JOB_ID);
             return Buffer.from(f.data, 'base64');
           });

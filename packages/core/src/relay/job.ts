@@ -14,8 +14,8 @@ import { discard } from './read-chunks.js';
 
 /** Where a job's frames go: the session, seen from the executor. */
 export interface JobSink {
-  /** Sends one text frame; false when the session is gone. */
-  send(frame: string): boolean;
+  /** Sends one text frame (a `job_chunk` as its UTF-8 bytes); false when the session is gone. */
+  send(frame: string | Buffer): boolean;
   /** True while the outbound buffer is above its high-water mark. */
   readonly congested: boolean;
   /** Resolves when the buffer is back under its low-water mark (or the session ended). */

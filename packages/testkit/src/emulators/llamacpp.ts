@@ -77,6 +77,10 @@ export class LlamacppEmulator extends EngineEmulator {
   readonly reportsNCtx: boolean;
   readonly metricsEnabled: boolean;
   readonly slots: number;
+  /** Requests it runs at once (the conformance suite holds plugins to it): its slots. */
+  get capacity(): number {
+    return this.slots;
+  }
   readonly router: boolean;
   readonly slotsEnabled: boolean;
   cachedPromptTokens: number;

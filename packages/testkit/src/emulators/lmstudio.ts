@@ -20,6 +20,10 @@ export class LmstudioEmulator extends EngineEmulator {
   readonly kind = 'lmstudio';
   readonly apiV1: boolean;
   readonly parallel: number;
+  /** Requests a model's one instance runs at once, as 0.4's listing tells it (0.3.x tells nothing). */
+  get capacity(): number | undefined {
+    return this.apiV1 ? this.parallel : undefined;
+  }
 
   constructor(opts: LmstudioOptions = {}) {
     super({ models: [{ id: 'qwen3-8b', contextWindow: 4096, trainContext: 40960 }], ...opts });

@@ -78,6 +78,7 @@ export class RealEngineProxy implements ConformanceEmulator {
       res.end(text);
       return;
     }
+    const open = () => !res.destroyed && !res.writableEnded;
     const upstream = request(
       {
         host: this.#upstream.hostname,
@@ -87,11 +88,14 @@ export class RealEngineProxy implements ConformanceEmulator {
         headers: { ...req.headers, host: this.#upstream.host },
       },
       (up) => {
+        if (!open()) return void up.destroy();
         res.writeHead(up.statusCode ?? 502, up.headers);
         res.flushHeaders();
         let first = true;
         up.on('data', (d: Buffer) => {
-          if (res.destroyed) return;
+          // Chunks parsed from one packet still arrive after an injected end or the client leaving:
+          // writing them would throw ERR_STREAM_WRITE_AFTER_END (issue 28).
+          if (!open()) return;
           if (!first && behavior.kind === 'hang-after-first') return; // stall, connection open
           if (!first && behavior.kind === 'error-in-stream') {
             // llama.cpp's own shape of an error after the 200: an error chunk, no [DONE].
@@ -108,7 +112,7 @@ export class RealEngineProxy implements ConformanceEmulator {
           res.write(d);
         });
         up.on('end', () => {
-          if (behavior.kind !== 'hang-after-first') res.end();
+          if (behavior.kind !== 'hang-after-first' && open()) res.end();
         });
         up.on('error', () => res.destroy());
       },

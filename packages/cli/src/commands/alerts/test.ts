@@ -1,4 +1,5 @@
-import { createLogger, engineText, expandHome, readIdentity } from '@usepod-agent/core/internal';
+import { createLogger, engineText } from '@usepod-agent/core';
+import { expandHome, readIdentity } from '@usepod-agent/core/cli';
 import { BaseCommand, EXIT, jsonFlag } from '../../base.js';
 
 export default class AlertsTest extends BaseCommand {

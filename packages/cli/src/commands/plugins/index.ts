@@ -1,4 +1,4 @@
-import { AGENT_VERSION } from '@usepod-agent/core/internal';
+import { AGENT_VERSION } from '@usepod-agent/core';
 import { BaseCommand, jsonFlag } from '../../base.js';
 import { builtinPlugins } from '../../engines.js';
 import { installedPlugins } from '../../plugins.js';

@@ -1,6 +1,10 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
-import { EXIT, writeMistake } from '../../base.js';
+import { expandHome } from '@usepod-agent/core/cli';
+import { EXIT, failUsage, writeMistake } from '../../base.js';
 import { refuseIncompatible } from '../../plugin-contract.js';
 import { leavePeersToTheAgent } from '../../plugins.js';
 
@@ -10,8 +14,20 @@ const Base = commands['plugins:install'] as unknown as new (
   ...args: ConstructorParameters<typeof Command>
 ) => Pick<Command, 'argv' | 'config' | 'exit'> & { run(): Promise<unknown> };
 
+/** A path as a person types it (`./x.tgz`, `../dir`, `/abs`, `~/x`, `C:\x`), or a packed tarball's name. */
+const LOCAL = /^(?:\.\.?[\\/]|[\\/]|~[\\/]|[A-Za-z]:[\\/])|\.(?:tgz|tar\.gz|tar)$/i;
+
 export default class PluginsInstall extends Base {
   override async run(): Promise<void> {
+    // oclif takes anything with a slash for a GitHub slug: `./x.tgz` became https://github.com/./x.tgz and
+    // failed after a minute of git (issue 28). A local path is installed as the file or folder it names.
+    for (const [i, arg] of this.argv.entries()) {
+      if (arg.startsWith('-') || !LOCAL.test(arg)) continue;
+      const path = resolve(expandHome(arg));
+      if (!existsSync(path))
+        failUsage(this, `${path} does not exist`, 'name a packed plugin (.tgz) or its folder');
+      this.argv[i] = pathToFileURL(path).href;
+    }
     const before = new Set(this.config.plugins.keys());
     await leavePeersToTheAgent(this.config.dataDir);
     try {

@@ -1,0 +1,106 @@
+/**
+ * `node --import tsx bench/idle-memory.ts [-- node flags for the agent]`: what `usepod-agent run` holds
+ * when online and idle (ledger and status server on, as an operator runs it), by where it lives
+ * (/proc/<pid>/smaps: the node binary's pages, anonymous memory, malloc, native modules), by V8 space,
+ * and by package of the modules it loaded; with how long it took from start to online. Decision 0008.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BenchCoordinator } from './coordinator.js';
+import { BatchEngine } from './engine.js';
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
+const waitMs = Number(process.env.IDLE_WAIT_MS ?? 5000);
+
+const engine = new BatchEngine();
+const engineUrl = await engine.start();
+const coord = new BenchCoordinator();
+const dir = mkdtempSync(join(tmpdir(), 'usepod-idle-'));
+writeFileSync(
+  join(dir, 'agent.toml'),
+  [
+    '[coordinator]',
+    `url = "${await coord.listening()}"`,
+    '[identity]',
+    `key_path = "${join(dir, 'identity.key')}"`,
+    '[[backends]]',
+    'kind = "vllm"',
+    `url = "${engineUrl}"`,
+    '[observability]',
+    'prometheus_addr = "127.0.0.1:0"',
+    '',
+  ].join('\n'),
+);
+const started = performance.now();
+const child = spawn(
+  process.execPath,
+  [
+    ...process.argv.slice(2),
+    '--import',
+    here('./idle-hooks.mjs'),
+    here('../packages/cli/bin/run.js'),
+    'run',
+    '--config',
+    join(dir, 'agent.toml'),
+    '--allow-insecure',
+  ],
+  { env: { ...process.env, HOME: dir, IDLE_OUT: join(dir, 'idle.json') }, stdio: 'ignore' },
+);
+await coord.ready();
+const onlineMs = Math.round(coord.onlineAt! - started);
+await new Promise((r) => setTimeout(r, waitMs));
+
+const resident = new Map<string, number>();
+let mapping = '';
+for (const line of readFileSync(`/proc/${child.pid}/smaps`, 'utf8').split('\n')) {
+  const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+  if (head) mapping = head[1] || '[anon]';
+  const rss = /^Rss:\s+(\d+) kB/.exec(line);
+  if (rss) resident.set(mapping, (resident.get(mapping) ?? 0) + Number(rss[1]) * 1024);
+}
+child.kill('SIGUSR2');
+await new Promise((r) => setTimeout(r, 500));
+const inside = JSON.parse(readFileSync(join(dir, 'idle.json'), 'utf8')) as {
+  modules: number;
+  byPackage: Record<string, number>;
+  memory: NodeJS.MemoryUsage;
+  spaces: Record<string, [number, number]>;
+};
+child.kill('SIGTERM');
+await new Promise((r) => child.once('exit', r));
+await coord.close();
+await engine.close();
+
+const total = [...resident.values()].reduce((a, b) => a + b, 0);
+const report = {
+  flags: process.argv.slice(2).join(' ') || null,
+  online_ms: onlineMs,
+  idle_after_ms: waitMs,
+  rss_mb: mb(total),
+  resident_mb: Object.fromEntries(
+    [...resident]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 8)
+      .map(([k, v]) => [k, mb(v)]),
+  ),
+  heap_total_mb: mb(inside.memory.heapTotal),
+  heap_used_mb: mb(inside.memory.heapUsed),
+  external_mb: mb(inside.memory.external),
+  v8_spaces_used_committed_mb: Object.fromEntries(
+    Object.entries(inside.spaces)
+      .filter(([, [, committed]]) => committed > 0)
+      .map(([k, [used, committed]]) => [k, `${mb(used)} / ${mb(committed)}`]),
+  ),
+  modules: inside.modules,
+  modules_by_package: Object.fromEntries(
+    Object.entries(inside.byPackage)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 15),
+  ),
+};
+process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+process.exit(0);
