@@ -1,9 +1,9 @@
 import { AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook, type Tap } from 'tapable';
 import type { Backend, BackendModel } from '../backend/backend.js';
 import { UsepodError } from '../errors.js';
+import type { CloseKind } from '../protocol/close-kind.js';
 import type { AuthResponseFrame, CapabilitiesFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
-import type { CloseKind } from '../protocol/session.js';
-import type { SelfTestResult } from '../routing/selftest.js';
+import type { SelfTestResult } from '../routing/selftest-result.js';
 
 /**
  * Named stages of `onCapabilities`, in the order taps run. Backends add models

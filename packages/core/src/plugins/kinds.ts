@@ -3,7 +3,7 @@ import { locatorFor } from '../config/locate.js';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { ConfigMistakes, type Mistake } from '../config/validate.js';
 import { UsepodError } from '../errors.js';
-import { parseStandard } from './standard-schema.js';
+import { type OptionsSchema, parseStandard } from './standard-schema.js';
 
 /**
  * What a plugin says about a backend kind it provides, so that core and the CLI need to know no engine by
@@ -11,25 +11,7 @@ import { parseStandard } from './standard-schema.js';
  * look for it, how it ranks in routing, and whether it is a remote pass-through priced upstream.
  */
 
-/**
- * A validator of a kind's `options`: any Standard Schema (zod 4, valibot, arktype...), so a plugin brings its
- * own validation library and core is bound to none. A zod `z.strictObject({...})` makes a typo an error.
- */
-export interface OptionsSchema<O = Record<string, unknown>> {
-  readonly '~standard': {
-    readonly version: 1;
-    readonly vendor: string;
-    validate(value: unknown):
-      | { readonly value: O; readonly issues?: undefined }
-      | {
-          readonly issues: readonly {
-            readonly message: string;
-            readonly path?: readonly (PropertyKey | { readonly key: PropertyKey })[];
-          }[];
-        }
-      | Promise<unknown>;
-  };
-}
+export type { OptionsSchema } from './standard-schema.js';
 
 export interface BackendKind<O = Record<string, unknown>> {
   /** Makes the backend of one `[[backends]]` entry; `entry.options` is what `options` parsed. */

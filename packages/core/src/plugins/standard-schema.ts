@@ -1,5 +1,24 @@
 import type { Mistake } from '../config/validate.js';
-import type { OptionsSchema } from './kinds.js';
+
+/**
+ * A validator of a kind's `options`: any Standard Schema (zod 4, valibot, arktype...), so a plugin brings its
+ * own validation library and core is bound to none. A zod `z.strictObject({...})` makes a typo an error.
+ */
+export interface OptionsSchema<O = Record<string, unknown>> {
+  readonly '~standard': {
+    readonly version: 1;
+    readonly vendor: string;
+    validate(value: unknown):
+      | { readonly value: O; readonly issues?: undefined }
+      | {
+          readonly issues: readonly {
+            readonly message: string;
+            readonly path?: readonly (PropertyKey | { readonly key: PropertyKey })[];
+          }[];
+        }
+      | Promise<unknown>;
+  };
+}
 
 /**
  * Parses a value with a plugin's Standard Schema (a kind's `options`, a feature's section), synchronously:

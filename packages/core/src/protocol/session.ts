@@ -21,14 +21,9 @@ import { answerPings } from './pings.js';
  * and the classification of how it ended (6). Reconnecting is the connector's job.
  */
 
-export type CloseKind =
-  | 'deploy'
-  | 'operator'
-  | 'graceful'
-  | 'unexpected'
-  | 'auth_failed'
-  | 'protocol'
-  | 'stopped';
+export type { CloseKind } from './close-kind.js';
+
+import type { CloseKind } from './close-kind.js';
 
 export interface SessionEnd {
   /** The session reached `auth_ok`. */

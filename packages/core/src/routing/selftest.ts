@@ -7,6 +7,7 @@ import type { Logger } from '../observability/log.js';
 import { StreamScanner } from '../relay/stream-scan.js';
 import { engineText } from '../untrusted.js';
 import { cooldownMs, type EjectionSettings, failureText, type JobFailure, judgeJob } from './ejection.js';
+import type { SelfTestResult } from './selftest-result.js';
 
 /**
  * Self-tests (issue 19): a tiny request through every model a healthy backend serves, on its own timer,
@@ -20,31 +21,7 @@ import { cooldownMs, type EjectionSettings, failureText, type JobFailure, judgeJ
  * cooldown ends, whatever `intervalMs`: it comes back when that test passes, else its cooldown doubles.
  */
 
-export interface SelfTestResult {
-  backend: string;
-  kind: string;
-  model: string;
-  /** The last test passed (false too for a pair ejected before any test ran). */
-  ok: boolean;
-  /** Failures in a row (0 after a pass). */
-  failures: number;
-  /** Out of routing and capabilities: failing its self-tests, or ejected after real jobs failed. */
-  withdrawn: boolean;
-  /** While ejected after real jobs failed: when it is tested again (ISO 8601). */
-  ejectedUntil: string | undefined;
-  /** Why it is ejected: its last real job's failure, or its retest's once one failed (engine text, bounded). */
-  jobError: string | undefined;
-  /** Time to the first token of the last passing test, ms. */
-  ttftMs: number | undefined;
-  /** Decode speed of the last passing test: tokens after the first over the time they took. */
-  tokensPerSecond: number | undefined;
-  /** Tokens the last passing test produced. */
-  tokens: number | undefined;
-  /** When the pair was last tested, ISO 8601. */
-  at: string;
-  /** Why the last test failed, bounded and redacted (engine text). */
-  error: string | undefined;
-}
+export type { SelfTestResult } from './selftest-result.js';
 
 export interface SelfTestTarget {
   backend: Backend;
