@@ -19,27 +19,27 @@ import { type Rig, rig } from './helpers.js';
  * broken engine or plugin, a hostile environment. Each test attacks a real process, socket or file and
  * failed before the fix named in its row.
  *
- * | attack                                                        | surface          | before                                        | now                                                    |
- * | ------------------------------------------------------------- | ---------------- | --------------------------------------------- | ------------------------------------------------------ |
- * | `.usepodrc.cjs` planted by another user in the cwd            | config lookup    | executed (twice) by any command run there     | refused unread: USEPOD_CONFIG_UNSAFE, names the file   |
- * | `agent.toml` in a world-writable (not sticky) cwd             | config lookup    | read: anyone could name the coordinator       | refused unread: USEPOD_CONFIG_UNSAFE                   |
- * | `./node_modules/usepod-agent-plugin-x` (default) of another user | plugin lookup | imported (code ran) by run, validate, doctor | a cwd node_modules others could have made is skipped   |
- * | a plugin status section: cycle, BigInt, 8 MB, throwing        | /status          | cycle and BigInt threw in the request handler | each section an `{error}`; the rest of /status served  |
- * | a hold reason with ESC, BEL, CR LF                            | /readyz, /status | raw on the probe's terminal                   | folded and bounded where the hold is placed            |
- * | a page on attacker.example rebinding to 127.0.0.1             | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)    |
- * | a socket sending headers and never ending them (slowloris)    | status server    | held 60 s+ (Node's defaults)                  | closed after 5 s                                       |
- * | a fake /status (ESC in every string) on the agent's port      | `status` command | coordinator, ids, labels, detail printed raw  | every string folded before it is rendered              |
- * | USEPOD_* = 1e400, NaN, -5, 400 nines, Infinity, 0x10, ESC     | env config       | one line at $VAR (already held)               | same; kept as a regression                             |
- * | USEPOD_BACKEND_URL of 100 KB                                  | env config       | the whole value echoed in the error (100 KB)  | quoted to 80 characters                                |
- * | engine fails two on-demand self-tests (interval_s 0), recovers | self-tests       | model withdrawn for good: nothing retested it | retested every eject_cooldown_s while withdrawn        |
- * | self-test answers: ESC + 100 KB error, hang, 3 MB line, usage 1e8 | self-tests   | bounded and folded (already held)             | same; kept as a regression                             |
- * | coordinator accepting TCP, silent at TLS                      | doctor           | TLS fails after 5 s, exits 1 (already held)   | same; kept as a regression                             |
- * | TLS certificate CN with ESC/BEL (trusted re-signing proxy)    | doctor           | printed raw in the TLS line                   | every check's name, detail and fix folded              |
- * | a plugin's doctor finding with ESC/BEL/CR                    | doctor           | printed raw                                   | folded like the core's lines                           |
- * | pod restarts on a volume with fsGroup (policy Always)         | Kubernetes       | kubelet made identity.key 0660 at each mount  | fsGroupChangePolicy OnRootMismatch: set once           |
- * | NPM_REGISTRY=https://user:token@registry as a build argument  | Dockerfile       | the token shipped in the image history        | refused; credentials via --secret id=npmrc             |
- * | quiet hours `daily 00:00-24:00` in Pacific/Chatham, then resume | quiet hours     | held; resume ends it (already held)           | same; kept as a regression                             |
- * | holds until 8.64e15 ms and 99 years (past 2^31-1 ms)          | holds            | stay until then (already held: longTimeout)   | same; kept as a regression                             |
+ * | attack                                                            | surface          | before                                        | now                                                   |
+ * | ----------------------------------------------------------------- | ---------------- | --------------------------------------------- | ----------------------------------------------------- |
+ * | `.usepodrc.cjs` planted by another user in the cwd                | config lookup    | executed (twice) by any command run there     | refused unread: USEPOD_CONFIG_UNSAFE, names the file  |
+ * | `agent.toml` in a world-writable (not sticky) cwd                 | config lookup    | read: anyone could name the coordinator       | refused unread: USEPOD_CONFIG_UNSAFE                  |
+ * | `./node_modules/usepod-agent-plugin-x` (default) of another user  | plugin lookup    | imported (code ran) by run, validate, doctor  | a cwd node_modules others could have made is skipped  |
+ * | a plugin status section: cycle, BigInt, 8 MB, throwing            | /status          | cycle and BigInt threw in the request handler | each section an `{error}`; the rest of /status served |
+ * | a hold reason with ESC, BEL, CR LF                                | /readyz, /status | raw on the probe's terminal                   | folded where placed (holds.ts; main did the same)     |
+ * | a page on attacker.example rebinding to 127.0.0.1                 | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)   |
+ * | a socket sending headers and never ending them (slowloris)        | status server    | held 60 s+ (Node's defaults)                  | closed after 5 s                                      |
+ * | a fake /status (ESC in every string) on the agent's port          | `status` command | coordinator, ids, labels, detail printed raw  | every string folded before it is rendered             |
+ * | USEPOD_* = 1e400, NaN, -5, 400 nines, Infinity, 0x10, ESC         | env config       | one line at $VAR (already held)               | same; kept as a regression                            |
+ * | USEPOD_BACKEND_URL of 100 KB                                      | env config       | the whole value echoed in the error (100 KB)  | quoted to 80 characters                               |
+ * | engine fails two on-demand self-tests (interval_s 0), recovers    | self-tests       | model withdrawn for good: nothing retested it | retested every eject_cooldown_s while withdrawn       |
+ * | self-test answers: ESC + 100 KB error, hang, 3 MB line, usage 1e8 | self-tests       | bounded and folded (already held)             | same; kept as a regression                            |
+ * | coordinator accepting TCP, silent at TLS                          | doctor           | TLS fails after 5 s, exits 1 (already held)   | same; kept as a regression                            |
+ * | TLS certificate CN with ESC/BEL (trusted re-signing proxy)        | doctor           | printed raw in the TLS line                   | every check's name, detail and fix folded             |
+ * | a plugin's doctor finding with ESC/BEL/CR                         | doctor           | printed raw                                   | folded like the core's lines (`folded`, from main)    |
+ * | pod restarts on a volume with fsGroup (policy Always)             | Kubernetes       | kubelet made identity.key 0660 at each mount  | fsGroupChangePolicy OnRootMismatch: set once          |
+ * | NPM_REGISTRY=https://user:token@registry as a build argument      | Dockerfile       | the token shipped in the image history        | refused; credentials via --secret id=npmrc            |
+ * | quiet hours `daily 00:00-24:00` in Pacific/Chatham, then resume   | quiet hours      | held; resume ends it (already held)           | same; kept as a regression                            |
+ * | holds until 8.64e15 ms and 99 years (past 2^31-1 ms)              | holds            | stay until then (already held: longTimeout)   | same; kept as a regression                            |
  */
 let r: Rig | undefined;
 const cleanup: (() => Promise<void>)[] = [];
