@@ -35,7 +35,9 @@ RUN printf '{"name":"usepod-agent-image","private":true}\n' > package.json \
 
 FROM ${BASE}
 # Third-party plugins baked in: --build-arg PLUGINS="usepod-agent-plugin-x @acme/usepod-agent-plugin-y",
-# from NPM_REGISTRY when given (a private registry), else npm's default.
+# from NPM_REGISTRY when given (a private registry), else npm's default. Build arguments are recorded in
+# the image's history: a registry's credentials go in an .npmrc passed as a secret, never in NPM_REGISTRY:
+#   docker build --secret id=npmrc,src=$HOME/.npmrc --build-arg PLUGINS=... .
 ARG PLUGINS=""
 ARG NPM_REGISTRY=""
 ENV NODE_ENV=production \
@@ -45,12 +47,15 @@ ENV NODE_ENV=production \
     XDG_CACHE_HOME=/tmp/usepod-agent-cache
 COPY --from=build /app /opt/usepod-agent
 COPY deploy/container/agent.toml /etc/usepod-agent/agent.toml
-RUN ln -s /opt/usepod-agent/node_modules/usepod-agent/bin/run.js /usr/local/bin/usepod-agent \
+RUN --mount=type=secret,id=npmrc,required=false \
+    case "$NPM_REGISTRY" in *@*) echo "NPM_REGISTRY must not carry credentials (they would ship in the image history): pass an .npmrc with --secret id=npmrc,src=PATH" >&2; exit 1;; esac \
+ && ln -s /opt/usepod-agent/node_modules/usepod-agent/bin/run.js /usr/local/bin/usepod-agent \
  && groupadd --system --gid 10001 usepod \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/usepod-agent --shell /usr/sbin/nologin usepod \
  && install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent \
  && if [ -n "$PLUGINS" ]; then \
       env npm_config_cache=/tmp/npm-cache ${NPM_REGISTRY:+npm_config_registry=$NPM_REGISTRY} \
+        $([ -f /run/secrets/npmrc ] && echo npm_config_userconfig=/run/secrets/npmrc) \
         usepod-agent plugins install $PLUGINS; \
     fi \
  && rm -rf /tmp/npm-cache /tmp/usepod-agent-cache

@@ -8,6 +8,8 @@ export const ERROR_CODES = {
   USEPOD_CONFIG_INVALID: 'A config value is wrong. Fix the key named in the message.',
   USEPOD_CONFIG_UNREADABLE:
     "The config file is there but this user cannot read it. Give the agent's user read access to it and its folder (chown, chmod), or pass --config PATH.",
+  USEPOD_CONFIG_UNSAFE:
+    'A config file in the current folder could have been put there by another user, so it was not read. Move it to your own folder, or pass --config PATH.',
   USEPOD_IDENTITY_INVALID:
     'The identity file is damaged or not a Use Pod agent key. Restore it from a backup.',
   USEPOD_IDENTITY_MISMATCH:

@@ -59,7 +59,8 @@ export default class Status extends BaseCommand {
         throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
-      return (await res.json()) as AgentStatus;
+      // Whatever answers on that port (another user's process while the agent is down) is untrusted text.
+      return foldStrings(await res.json()) as AgentStatus;
     };
     if (!flags.watch) {
       const s = await fetchStatus();
@@ -83,6 +84,16 @@ export default class Status extends BaseCommand {
     if (!file) return undefined;
     return (await loadConfig({ path: file, allowInsecure: true })).config;
   }
+}
+
+/** Every string (keys too) folded and bounded: nothing from /status reaches the terminal raw. */
+function foldStrings(v: unknown): unknown {
+  if (typeof v === 'string') return engineText(v, 300);
+  if (Array.isArray(v)) return v.map(foldStrings);
+  if (v && typeof v === 'object') {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [engineText(k, 60), foldStrings(x)]));
+  }
+  return v;
 }
 
 function duration(s: number): string {

@@ -1,6 +1,6 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { extname, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, type Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
@@ -188,8 +188,51 @@ export async function findConfigFile(
   // A file this user may not read is an error, not an absence: skipping it would run on other settings
   // (in a container, the environment's alone) without a word.
   for (const file of platformConfigFiles(spec)) if (readable(file)) return file;
-  const found = await explorer().search(cwd);
-  return found && !found.isEmpty ? found.filepath : undefined;
+  // The current folder is looked at without loading anything: a JS or TS config runs when it is read.
+  for (const place of SEARCH_PLACES) {
+    const file = join(resolve(cwd), place);
+    const st = await stat(file).catch(() => undefined);
+    if (!st?.isFile() || st.size === 0) continue;
+    if (place === 'package.json' && !(await hasOwnKey(file))) continue;
+    await refuseUnsafe(file, st);
+    return file;
+  }
+  return undefined;
+}
+
+async function hasOwnKey(packageJson: string): Promise<boolean> {
+  try {
+    const pkg = JSON.parse(await readFile(packageJson, 'utf8')) as unknown;
+    return Boolean(pkg && typeof pkg === 'object' && Object.hasOwn(pkg, MODULE));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A config found in the current folder (not named by --config) is refused when another user could have
+ * put it there: owned by someone else than this user or root, or writable by group or others, or in a
+ * folder others may write to without the sticky bit. It names the coordinator, and a JS or TS one runs.
+ */
+async function refuseUnsafe(file: string, st: { uid: number; mode: number }): Promise<void> {
+  const uid = process.getuid?.();
+  if (uid === undefined) return;
+  const folder = await stat(dirname(file)).catch(() => undefined);
+  const why =
+    st.uid !== uid && st.uid !== 0
+      ? `it belongs to uid ${st.uid}, not to this user (uid ${uid})`
+      : st.mode & 0o022
+        ? `group or others can change it (mode ${(st.mode & 0o777).toString(8)})`
+        : folder && folder.mode & 0o022 && !(folder.mode & 0o1000)
+          ? `its folder can be changed by group or others (mode ${(folder.mode & 0o777).toString(8)})`
+          : undefined;
+  if (why) {
+    throw new UsepodError(
+      'USEPOD_CONFIG_UNSAFE',
+      `config file ${file} found in the current folder was not read: ${why}; pass --config PATH to use it anyway`,
+      { user: true },
+    );
+  }
 }
 
 /** True when `path` can be read; false when nothing is there; throws when it is there but not for us. */

@@ -105,7 +105,7 @@ function checkCoordinatorUrl(url: string, opts: ValidateOptions): void {
   try {
     parsed = new URL(url);
   } catch {
-    throw invalid(opts.source, 'coordinator.url', `is not a valid URL (got ${JSON.stringify(url)})`);
+    throw invalid(opts.source, 'coordinator.url', `is not a valid URL (got ${shown(url)})`);
   }
   if (parsed.protocol === 'wss:') return;
   if (parsed.protocol === 'ws:') {
@@ -126,7 +126,7 @@ function checkBackend(b: BackendConfig, i: number, source: string | undefined): 
     try {
       u = new URL(b.url);
     } catch {
-      throw invalid(source, key('url'), `is not a valid URL (got ${JSON.stringify(b.url)})`);
+      throw invalid(source, key('url'), `is not a valid URL (got ${shown(b.url)})`);
     }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') {
       throw invalid(source, key('url'), `must be an http:// or https:// URL (got ${u.protocol}//)`);
@@ -196,7 +196,13 @@ function checkPrometheusAddr(addr: string, source: string | undefined): void {
     throw invalid(
       source,
       'observability.prometheus_addr',
-      `must be host:port, or "off" (got ${JSON.stringify(addr)})`,
+      `must be host:port, or "off" (got ${shown(addr)})`,
     );
   }
+}
+
+/** A wrong value quoted in a message: escaped by JSON, at most 80 characters (a variable may be huge). */
+function shown(v: unknown): string {
+  const text = String(v);
+  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 }

@@ -1,7 +1,9 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
 import type { Registry } from 'prom-client';
 import { errorMessage } from '../errors.js';
+import { engineText } from '../untrusted.js';
 import type { Logger } from './log.js';
 import { redactor } from './redact.js';
 
@@ -28,50 +30,72 @@ export function parseHostPort(addr: string): { host: string; port: number } {
 export class StatusServer {
   readonly #server: Server;
   readonly #opts: StatusServerOptions;
+  #loopback = true;
 
   constructor(opts: StatusServerOptions) {
     this.#opts = opts;
-    this.#server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD' }).end();
-        return;
-      }
-      if (path === '/metrics') {
-        opts.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': opts.registry.contentType });
-            res.end(text);
-          },
-          (err: Error) => {
-            res.writeHead(500, { 'content-type': 'text/plain' });
-            res.end(err.message);
-          },
-        );
-        return;
-      }
-      if (path === '/status') {
-        // Redacted: the status endpoint must never carry a secret.
-        const body = JSON.stringify(redactor.redactFields(opts.status()));
-        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-        res.end(body);
-        return;
-      }
-      if (path === '/readyz') {
-        const r = opts.readiness?.() ?? { ready: true };
-        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
-        res.end(r.ready ? 'ready\n' : `not ready: ${r.reason ?? 'unknown'}\n`);
-        return;
-      }
-      if (path === '/healthz' || path === '/') {
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end('ok\n');
-        return;
-      }
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found: try /metrics, /status, /healthz or /readyz\n');
-    });
+    // A slow client (slowloris) is dropped in seconds, not Node's minute; timeouts are checked each second.
+    this.#server = createServer(
+      { headersTimeout: 5_000, requestTimeout: 10_000, connectionsCheckingInterval: 1_000 },
+      (req, res) => {
+        try {
+          this.#handle(req, res);
+        } catch (err) {
+          // A status that cannot be made is this request's failure, never the process's.
+          if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`status unavailable: ${engineText(errorMessage(err), 200)}\n`);
+        }
+      },
+    );
     this.#server.keepAliveTimeout = 5_000;
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const opts = this.#opts;
+    // DNS rebinding: a page on attacker.example that resolves to 127.0.0.1 would read /status. On
+    // loopback only an IP or localhost Host is served (probes and scrapers use those).
+    if (this.#loopback && !localHost(req.headers.host)) {
+      res.writeHead(421, { 'content-type': 'text/plain' }).end('use 127.0.0.1 or localhost\n');
+      return;
+    }
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path === '/metrics') {
+      opts.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': opts.registry.contentType });
+          res.end(text);
+        },
+        (err: Error) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(err.message);
+        },
+      );
+      return;
+    }
+    if (path === '/status') {
+      // Redacted: the status endpoint must never carry a secret.
+      const body = JSON.stringify(redactor.redactFields(opts.status()));
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(body);
+      return;
+    }
+    if (path === '/readyz') {
+      const r = opts.readiness?.() ?? { ready: true };
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      res.end(r.ready ? 'ready\n' : `not ready: ${engineText(r.reason ?? 'unknown', 300)}\n`);
+      return;
+    }
+    if (path === '/healthz' || path === '/') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found: try /metrics, /status, /healthz or /readyz\n');
   }
 
   async listen(): Promise<AddressInfo> {
@@ -80,6 +104,7 @@ export class StatusServer {
       this.#server.once('error', reject);
       this.#server.listen(port, host, () => {
         this.#server.off('error', reject);
+        this.#loopback = isLoopback((this.#server.address() as AddressInfo).address);
         resolve();
       });
     });
@@ -95,6 +120,16 @@ export class StatusServer {
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+/** A Host header naming this machine by address or as localhost (any port); absent is HTTP/1.0's way. */
+function localHost(host: string | undefined): boolean {
+  if (host === undefined) return true;
+  const name = host
+    .replace(/:\d{1,5}$/, '')
+    .replace(/^\[(.*)\]$/, '$1')
+    .toLowerCase();
+  return isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost');
 }
 
 function isLoopback(address: string): boolean {

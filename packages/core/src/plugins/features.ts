@@ -7,6 +7,9 @@ import type { OptionsSchema } from './kinds.js';
 import type { DoctorFacts, DoctorFinding } from './plugin.js';
 import { parseStandard } from './standard-schema.js';
 
+/** A plugin's status section is a few figures: more than this is a bug, not a status. */
+const MAX_SECTION_CHARS = 64 * 1024;
+
 /**
  * What feature plugins gave the agent through their context (issue 27): the config sections they
  * claimed, the journal, the status sections and the doctor checks. One per agent (or per standalone
@@ -117,14 +120,21 @@ export class Features {
     this.#status.set(name, read);
   }
 
-  /** Each status section as read now; one that throws shows its error instead of breaking `/status`. */
+  /**
+   * Each status section as read now, as plain JSON data: one that throws, is a cycle, holds a BigInt or
+   * is over 64 KB shows an error instead of breaking (or bloating) `/status`.
+   */
   statusSections(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const [name, read] of this.#status) {
       try {
-        out[name] = read();
+        const text = JSON.stringify(read());
+        if (text !== undefined && text.length > MAX_SECTION_CHARS) {
+          throw new Error(`the section is ${text.length} characters of JSON, over ${MAX_SECTION_CHARS}`);
+        }
+        out[name] = text === undefined ? null : JSON.parse(text);
       } catch (err) {
-        out[name] = { error: err instanceof Error ? err.message : String(err) };
+        out[name] = { error: String(err instanceof Error ? err.message : err).slice(0, 200) };
       }
     }
     return out;

@@ -1,7 +1,7 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsepodError } from '../errors.js';
 import { type AgentPlugin, pluginFromModule } from './plugin.js';
@@ -77,10 +77,34 @@ function pluginsIn(nodeModules: string): Installed[] {
   return out;
 }
 
-/** node_modules folders searched, in order: the given roots', then those this package resolves from. */
+/**
+ * node_modules folders searched, in order: the given roots', then those this package resolves from.
+ * One another user could have made or changed (`/tmp/node_modules` when the CLI runs in /tmp) is skipped:
+ * a plugin applied by default would run its code in the agent.
+ */
 function searchPath(roots: string[]): string[] {
   const own = createRequire(import.meta.url).resolve.paths('usepod-agent-plugin-x') ?? [];
-  return [...new Set([...roots.map((r) => join(r, 'node_modules')), ...own])];
+  return [...new Set([...roots.map((r) => join(r, 'node_modules')), ...own])].filter(
+    (nm) => !othersCouldPlant(nm),
+  );
+}
+
+/** Owned by another user than this one or root, writable by group or others, or in such a folder. */
+function othersCouldPlant(nodeModules: string): boolean {
+  const uid = process.getuid?.();
+  if (uid === undefined) return false;
+  try {
+    const nm = statSync(nodeModules);
+    const parent = statSync(dirname(nodeModules));
+    return (
+      (nm.uid !== uid && nm.uid !== 0) ||
+      (nm.mode & 0o022) !== 0 ||
+      ((parent.mode & 0o022) !== 0 && (parent.mode & 0o1000) === 0)
+    );
+  } catch {
+    // Not there: nothing to plant from.
+    return false;
+  }
 }
 
 /** Every installed plugin package, first found first (a package found again further up is skipped). */

@@ -89,6 +89,8 @@ export class SelfTest extends EventEmitter<{
   #withdrawn = 0;
   #round: Promise<SelfTestResult[]> | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Without an interval, a pair withdrawn by on-demand tests is tested again on this timer until back. */
+  #retestWithdrawn: NodeJS.Timeout | undefined;
   #stopped = false;
   readonly #abort = new AbortController();
 
@@ -108,6 +110,7 @@ export class SelfTest extends EventEmitter<{
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#retestWithdrawn);
     for (const j of this.#jobs.values()) clearTimeout(j.timer);
     this.#abort.abort();
     await this.#round?.catch(() => {});
@@ -212,6 +215,25 @@ export class SelfTest extends EventEmitter<{
       else this.#o.log.info('model back: it passed its self-test', fields);
       this.emit('withdrawn', r, withdrawn);
     }
+    if (withdrawn && !ejected) this.#retestLater();
+  }
+
+  /**
+   * With no `interval_s` (the default) nothing would test a pair withdrawn by `usepod-agent selftest`
+   * again: its model would stay out for good after the engine recovered. It is retested after the
+   * first ejection cooldown (30 s by default), again and again while anything is withdrawn.
+   */
+  #retestLater(): void {
+    if (this.#o.intervalMs > 0 || this.#stopped || this.#retestWithdrawn) return;
+    this.#retestWithdrawn = setTimeout(() => {
+      this.#retestWithdrawn = undefined;
+      // A round that skipped the pair (the agent busy or paused) tries again later.
+      void this.run({ wait: false }).finally(() => {
+        if ([...this.#results.values()].some((r) => r.withdrawn && r.ejectedUntil === undefined))
+          this.#retestLater();
+      });
+    }, this.#o.eject?.cooldownMs ?? 30_000);
+    this.#retestWithdrawn.unref();
   }
 
   /**
