@@ -312,6 +312,45 @@ describe('`usepod-agent status` against a status server another local user runs 
     expect(controls(out.stdout.replaceAll('\n', ''))).toEqual([]);
     expect(controls(out.stderr.replaceAll('\n', ''))).toEqual([]);
   });
+
+  it('an endless body or a document of the wrong shape on that port is one coded line, never a crash or a heap', async () => {
+    const home = await scratch('usepod-home-');
+    const server = createServer((req, res) => {
+      if (
+        req.url === '/status' &&
+        req.headers['x-case'] === undefined &&
+        (server as { kind?: string }).kind === 'endless'
+      ) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(65_536, 0x20);
+        const pump = () => {
+          while (!res.destroyed && res.write(chunk));
+        };
+        res.on('drain', pump);
+        pump();
+        return;
+      }
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ ...hostile, earnings: { usdc: 'x' } }));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    cleanup.push(
+      () =>
+        new Promise((done) => {
+          server.closeAllConnections();
+          server.close(() => done());
+        }),
+    );
+    const { port } = server.address() as AddressInfo;
+    for (kind of ['endless', 'types']) {
+      const out = await cli(['status', '--addr', `127.0.0.1:${port}`], { cwd: home, env: homeEnv(home) });
+      expect(out.code, kind).toBe(1);
+      expect(out.stderr, kind).toMatch(/is not a usepod-agent status \(USEPOD_AGENT_NOT_RUNNING\)/);
+      expect(out.stderr, kind).not.toMatch(/\n\s+at /);
+    }
+  });
 });
 
 describe('USEPOD_* variables with hostile or out-of-range values', () => {

@@ -17,6 +17,48 @@ interface LedgerSection {
   last_7_days?: LedgerWindow;
 }
 
+/** More than any agent's /status (a few KB per backend): a body past it is not one. */
+const MAX_STATUS_BYTES = 4 * 1024 * 1024;
+
+/** The body as text, or a rejection past `max` bytes (the stream is cancelled). */
+async function readBounded(res: Response, max: number): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel();
+      throw new Error('too large');
+    }
+    parts.push(value);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** The fields render() relies on, with their types: anything else is not an agent's status. */
+function isStatus(v: unknown): v is AgentStatus {
+  const s = v as Partial<AgentStatus> | null;
+  const num = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
+  return (
+    !!s &&
+    typeof s === 'object' &&
+    typeof s.state === 'string' &&
+    Array.isArray(s.backends) &&
+    Array.isArray(s.models) &&
+    !!s.jobs &&
+    num(s.jobs.served) &&
+    !!s.earnings &&
+    num(s.earnings.usdc) &&
+    !!s.heartbeat &&
+    !!s.tokens &&
+    num(s.uptime_s)
+  );
+}
+
 export default class Status extends BaseCommand {
   static override summary =
     'Show what the running agent is doing: connection, backends, jobs, speed, earnings.';
@@ -59,18 +101,42 @@ export default class Status extends BaseCommand {
         throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
-      // Whatever answers on that port (another user's process while the agent is down) is untrusted text.
-      return foldStrings(await res.json()) as AgentStatus;
+      // Whatever answers on that port (another user's process while the agent is down) is untrusted: read at
+      // most MAX_STATUS_BYTES, and a document that is not an agent's status is one coded line.
+      const text = await readBounded(res, MAX_STATUS_BYTES).catch(() => undefined);
+      let parsed: unknown;
+      try {
+        parsed = text === undefined ? undefined : JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      if (!isStatus(parsed)) {
+        throw new UsepodError(
+          'USEPOD_AGENT_NOT_RUNNING',
+          `what answers at ${addr} is not a usepod-agent status`,
+        );
+      }
+      return foldStrings(parsed) as AgentStatus;
+    };
+    const show = (s: AgentStatus) => {
+      try {
+        return flags.json ? JSON.stringify(s, null, 2) : render(s, addr);
+      } catch {
+        throw new UsepodError(
+          'USEPOD_AGENT_NOT_RUNNING',
+          `what answers at ${addr} is not a usepod-agent status`,
+        );
+      }
     };
     if (!flags.watch) {
       const s = await fetchStatus();
       if (flags.json) this.printJson(s);
-      else this.out(render(s, addr));
+      else this.out(show(s));
       return;
     }
     for (;;) {
       const text = await fetchStatus().then(
-        (s) => (flags.json ? JSON.stringify(s) : render(s, addr)),
+        (s) => show(s),
         (err: Error) => `usepod-agent: ${err.message}`,
       );
       // Clear the screen and home the cursor, then draw.
