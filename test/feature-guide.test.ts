@@ -10,7 +10,8 @@ import { freePort } from './registry.js';
 /**
  * Follows the feature plugin of docs/plugins.md ("Writing a feature plugin") word for word: its
  * `battery/` files become a package outside the repository, which must build, be linked into the CLI,
- * claim its section, hold a pause while a (fake) battery discharges, and show in status and doctor.
+ * claim its section, hold a pause while a (fake) battery discharges, show in status and doctor, and add
+ * its own command to the CLI.
  */
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const cleanup: (() => Promise<void>)[] = [];
@@ -46,7 +47,13 @@ describe('docs/plugins.md, the feature plugin', () => {
       path: m[1]!,
       text: m[2]!,
     }));
-    expect(files.map((f) => f.path)).toEqual(['package.json', 'tsconfig.json', 'src/index.ts']);
+    expect(files.map((f) => f.path)).toEqual([
+      'package.json',
+      'tsconfig.json',
+      'src/index.ts',
+      'src/power.ts',
+      'src/commands/battery.ts',
+    ]);
     const pkg = await mkdtemp(join(tmpdir(), 'usepod-battery-plugin-'));
     cleanup.push(() => rm(pkg, { recursive: true, force: true }));
     // `npm install` stands for a link to this workspace's node_modules (no registry; core built here).
@@ -108,6 +115,9 @@ describe('docs/plugins.md, the feature plugin', () => {
     expect(JSON.parse(doctor.stdout).checks).toContainEqual(
       expect.objectContaining({ name: 'battery', level: 'ok', detail: 'on battery, 31% charged' }),
     );
+    // The plugin's own command, carried by its package (an oclif plugin), is the CLI's now.
+    const own = await run(['battery', '--path', power]);
+    expect(own.stdout.trim()).toBe('on battery, 31% charged');
     // Plugged in again: back.
     const back = a.session.nextFrame('capabilities');
     await powerSupply(power, 'Charging', 32);
