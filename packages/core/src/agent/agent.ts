@@ -1,7 +1,7 @@
 import { EventEmitter, on } from 'node:events';
 import type { Config } from '../config/schema.js';
 import { validateConfig } from '../config/validate.js';
-import { errorMessage, UsepodError } from '../errors.js';
+import { UsepodError } from '../errors.js';
 import { loadOrCreateIdentity, type PersistedIdentity } from '../identity/identity.js';
 import { IdentityLock } from '../identity/lock.js';
 import { createLogger, type Logger } from '../observability/log.js';
@@ -22,13 +22,13 @@ import { type HoldTarget, PluginHost } from '../plugins/host.js';
 import type { RegisteredKind } from '../plugins/kinds.js';
 import type { AgentAccess, AgentPlugin, DoctorFacts, DoctorFinding, Hold } from '../plugins/plugin.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
-import { advertise } from '../routing/capabilities.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
 
 import { loadPlugins } from './backends.js';
 import { Connector } from './connector.js';
 import { Holds, MAX_HOLD_MS } from './holds.js';
+import { Offer } from './offer.js';
 import { QuietHours } from './quiet-hours.js';
 import { Serving, seedFromJournal } from './serving.js';
 import { readinessOf, snapshotOf, statusOf } from './status.js';
@@ -72,7 +72,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   #state: AgentState = 'idle';
   #loading: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
-  #lastCapabilities: CapabilitiesFrame | undefined;
+  readonly #offer: Offer;
   #startedAt: Date | undefined;
   /** One identity, one agent: held from start to stop (identity/lock.ts). */
   #lock: IdentityLock | undefined;
@@ -107,6 +107,17 @@ export class Agent extends EventEmitter<AgentEvents> {
       (e) => this.#tell(e),
       () => this.#host.kinds,
     );
+    this.#offer = new Offer({
+      config: this.config,
+      hooks: this.#allHooks,
+      metrics,
+      log: this.log,
+      priority: (kind) => this.#host.priority(kind),
+      served: () => this.#serving?.discovery.served() ?? [],
+      held: () => this.#holds.paused,
+      session: () => this.#connector?.session,
+      tell: (e) => this.#tell(e),
+    });
     this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
     redactor.add(this.config.coordinator.enrollment_code);
   }
@@ -213,7 +224,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         env: this.#opts.env ?? process.env,
         journal,
         held: () => this.#holds.paused || this.#state === 'stopping',
-        onServableChange: () => void this.#resendCapabilities(),
+        onServableChange: () => void this.#offer.resend(),
         tell: (e) => this.#tell(e),
       });
       this.#serving = serving;
@@ -306,7 +317,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * draining; otherwise why not, in a few words.
    */
   readiness(): { ready: boolean; reason?: string } {
-    return readinessOf(this.#state, this.#holds.first(), this.#lastCapabilities?.models.length ?? 0);
+    return readinessOf(this.#state, this.#holds.first(), this.#offer.advertised.length);
   }
 
   /** The figures of `/status`, with each plugin's section. */
@@ -322,33 +333,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** The `capabilities` frame as it would be sent now. */
-  async capabilities(): Promise<CapabilitiesFrame> {
-    const frame = await advertise(
-      this.config,
-      this.#serving?.discovery.served() ?? [],
-      this.#host.priority,
-      this.#allHooks,
-    );
-    if (this.#holds.paused) {
-      // Nothing offered while paused; the prices last advertised stay for the jobs still finishing.
-      const none = { ...frame, models: [] };
-      this.#lastCapabilities = none;
-      return none;
-    }
-    this.#lastCapabilities = frame;
-    this.#metrics.capabilities(frame.models);
-    return frame;
-  }
-
-  async #resendCapabilities(): Promise<void> {
-    if (!this.#connector?.session?.online) return;
-    try {
-      const frame = await this.capabilities();
-      await this.#connector?.session?.sendCapabilities(frame);
-      this.#tell({ type: 'capabilities', frame });
-    } catch (err) {
-      this.log.error('capabilities update failed', { error: errorMessage(err) });
-    }
+  capabilities(): Promise<CapabilitiesFrame> {
+    return this.#offer.frame();
   }
 
   /** Re-probes every backend now (and re-advertises if anything changed). */
@@ -401,7 +387,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       inFlight: this.#serving?.executor.inFlight ?? 0,
       outboundBytes: this.#connector?.session?.bufferedAmount ?? 0,
       backends: this.#serving?.discovery.states ?? [],
-      models: this.#lastCapabilities?.models ?? [],
+      models: this.#offer.advertised,
       holds: this.#holds.list(),
       selftest: this.#serving?.selftest,
     });
@@ -457,7 +443,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#tell({ type: 'resumed', by: c.by, paused: c.paused });
     }
     this.#metrics.paused(c.paused);
-    void this.#resendCapabilities();
+    void this.#offer.resend();
   }
 }
 
