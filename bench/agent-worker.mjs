@@ -59,12 +59,11 @@ function usage() {
 process.on('message', async (msg) => {
   if (msg.cmd === 'start') {
     const dir = mkdtempSync(join(tmpdir(), 'usepod-bench-'));
-    // BENCH_LEDGER=1: the ledger plugin's SQLite ledger as the job journal, to measure what it costs the job path.
-    const journal = process.env.BENCH_LEDGER
-      ? (await import('@usepod-agent/plugin-ledger')).Ledger.open(join(dir, 'ledger.db'))
-      : undefined;
+    // BENCH_LEDGER=1: the installed default plugins as `run` has them (the ledger's worker thread writing
+    // every job, the control socket), to measure what they cost the job path; else core alone, as lanes
+    // were always measured (decision 0004).
     agent = createAgent({
-      ...(journal ? { journal } : {}),
+      defaultPlugins: Boolean(process.env.BENCH_LEDGER),
       config: {
         coordinator: { url: msg.coordinator },
         identity: { key_path: join(dir, 'identity.key') },
