@@ -44,48 +44,55 @@ export function pluginMetrics(registry: Registry, plugin: string): PluginMetrics
       });
     }
   };
-  const fold = (labelNames: readonly string[], labels: Labels | undefined): Record<string, string> => {
-    const out: Record<string, string> = {};
-    for (const l of labelNames) out[l] = engineText(String(labels?.[l] ?? ''), 64);
-    return out;
+  /**
+   * A metric's label sets: each folded, at most MAX_SERIES kept; `admit` gives the folded labels, or
+   * undefined for a new set past the bound (dropped rather than grow memory).
+   */
+  const series = (labelNames: readonly string[]) => {
+    const seen = new Set<string>();
+    const fold = (labels: Labels | undefined): Record<string, string> => {
+      const out: Record<string, string> = {};
+      for (const l of labelNames) out[l] = engineText(String(labels?.[l] ?? ''), 64);
+      return out;
+    };
+    return {
+      admit(labels: Labels | undefined): Record<string, string> | undefined {
+        const l = fold(labels);
+        const key = JSON.stringify(l);
+        if (!seen.has(key)) {
+          if (seen.size >= MAX_SERIES) return undefined;
+          seen.add(key);
+        }
+        return l;
+      },
+      forget(labels: Labels): Record<string, string> {
+        const l = fold(labels);
+        seen.delete(JSON.stringify(l));
+        return l;
+      },
+    };
   };
   return {
     gauge(name, help, labelNames = []) {
       check(name, labelNames);
       const g = new Gauge({ name, help, labelNames: [...labelNames], registers: [registry] });
-      const seen = new Set<string>();
+      const s = series(labelNames);
       return {
         set(value, labels) {
-          if (!Number.isFinite(value)) return;
-          const l = fold(labelNames, labels);
-          const key = JSON.stringify(l);
-          if (!seen.has(key)) {
-            if (seen.size >= MAX_SERIES) return;
-            seen.add(key);
-          }
-          g.set(l, value);
+          const l = Number.isFinite(value) ? s.admit(labels) : undefined;
+          if (l) g.set(l, value);
         },
-        remove(labels) {
-          const l = fold(labelNames, labels);
-          seen.delete(JSON.stringify(l));
-          g.remove(l);
-        },
+        remove: (labels) => g.remove(s.forget(labels)),
       };
     },
     counter(name, help, labelNames = []) {
       check(name, labelNames);
       const c = new Counter({ name, help, labelNames: [...labelNames], registers: [registry] });
-      const seen = new Set<string>();
+      const s = series(labelNames);
       return {
         inc(value = 1, labels) {
-          if (!Number.isFinite(value) || value < 0) return;
-          const l = fold(labelNames, labels);
-          const key = JSON.stringify(l);
-          if (!seen.has(key)) {
-            if (seen.size >= MAX_SERIES) return;
-            seen.add(key);
-          }
-          c.inc(l, value);
+          const l = Number.isFinite(value) && value >= 0 ? s.admit(labels) : undefined;
+          if (l) c.inc(l, value);
         },
       };
     },
