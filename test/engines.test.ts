@@ -16,7 +16,7 @@ import {
   VllmEmulator,
 } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadPluginForKind } from '../packages/core/src/plugins/loader.js';
+import { installedPlugins, loadPluginForKind } from '../packages/core/src/plugins/loader.js';
 import { type Rig, rig } from './helpers.js';
 
 let r: Rig | undefined;
@@ -446,12 +446,14 @@ describe('plugin resolution by kind', () => {
     };
     await pkg('usepod-agent-plugin-foo', 'foo');
     await pkg('@acme/usepod-agent-plugin-bar', 'bar');
-    expect((await loadPluginForKind('foo', { searchRoots: [root] })).name).toBe('usepod-agent-plugin-foo');
-    expect((await loadPluginForKind('bar', { searchRoots: [root] })).name).toBe(
+    expect((await loadPluginForKind('foo', installedPlugins([root]))).name).toBe('usepod-agent-plugin-foo');
+    expect((await loadPluginForKind('bar', installedPlugins([root]))).name).toBe(
       '@acme/usepod-agent-plugin-bar',
     );
-    expect((await loadPluginForKind('vllm', { searchRoots: [root] })).name).toBe('@usepod-agent/plugin-vllm');
-    const err = await loadPluginForKind('baz', { searchRoots: [root] }).catch((e: unknown) => e);
+    expect((await loadPluginForKind('vllm', installedPlugins([root]))).name).toBe(
+      '@usepod-agent/plugin-vllm',
+    );
+    const err = await loadPluginForKind('baz', installedPlugins([root])).catch((e: unknown) => e);
     expect(isUsepodError(err, 'USEPOD_PLUGIN_NOT_FOUND')).toBe(true);
     expect((err as Error).message).toContain('looked for usepod-agent-plugin-baz');
     // An API version mismatch is a coded error.
@@ -462,7 +464,7 @@ describe('plugin resolution by kind', () => {
       JSON.stringify({ name: 'usepod-agent-plugin-old', type: 'module', exports: './index.js' }),
     );
     await writeFile(join(d, 'index.js'), `export default { name: 'old', apiVersion: 0, apply() {} };\n`);
-    const old = await loadPluginForKind('old', { searchRoots: [root] }).catch((e: unknown) => e);
+    const old = await loadPluginForKind('old', installedPlugins([root])).catch((e: unknown) => e);
     expect(isUsepodError(old, 'USEPOD_PLUGIN_API_MISMATCH')).toBe(true);
   });
 });

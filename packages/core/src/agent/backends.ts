@@ -10,7 +10,9 @@ import {
   cliPluginRoot,
   defaultPlugins,
   findPluginForSection,
+  type Installed,
   importInstalled,
+  installedPlugins,
   loadPluginForKind,
   unclaimedSection,
 } from '../plugins/loader.js';
@@ -31,6 +33,12 @@ export async function loadPlugins(
   opts: Pick<CreateAgentOptions, 'plugins' | 'pluginSearchRoots' | 'defaultPlugins'>,
 ): Promise<void> {
   const roots = opts.pluginSearchRoots ?? [process.cwd(), cliPluginRoot()];
+  // The node_modules folders are read once, when the first package is looked for (none: never).
+  let found: Installed[] | undefined;
+  const installed = () => {
+    found ??= installedPlugins(roots);
+    return found;
+  };
   for (const p of opts.plugins ?? []) {
     await host.apply(
       typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'),
@@ -38,7 +46,7 @@ export async function loadPlugins(
   }
   for (const entry of config.backends) {
     if (host.kinds.has(entry.kind)) continue;
-    const plugin = await loadPluginForKind(entry.kind, { searchRoots: roots });
+    const plugin = await loadPluginForKind(entry.kind, installed());
     await host.apply(plugin);
     if (!host.kinds.has(entry.kind)) {
       throw new UsepodError(
@@ -51,20 +59,20 @@ export async function loadPlugins(
   const features = host.features;
   for (const section of features.pluginSections()) {
     if (features.claimedBy(section)) continue;
-    const found = findPluginForSection(section, roots);
-    if (!found) throw unclaimedSection(section, config.source, locatorFor(config.source)?.(section));
-    await host.apply(await importInstalled(found));
+    const pkg = findPluginForSection(section, installed());
+    if (!pkg) throw unclaimedSection(section, config.source, locatorFor(config.source)?.(section));
+    await host.apply(await importInstalled(pkg));
     if (!features.claimedBy(section)) {
       throw new UsepodError(
         'USEPOD_PLUGIN_INVALID',
-        `plugin "${found.name}" declares [${section}] in its package.json but did not claim it`,
-        { user: true, plugin: found.name },
+        `plugin "${pkg.name}" declares [${section}] in its package.json but did not claim it`,
+        { user: true, plugin: pkg.name },
       );
     }
   }
   if (opts.defaultPlugins !== false) {
-    for (const found of defaultPlugins(roots)) {
-      if (!host.has(found.name)) await host.apply(await importInstalled(found), { byDefault: true });
+    for (const pkg of defaultPlugins(installed())) {
+      if (!host.has(pkg.name)) await host.apply(await importInstalled(pkg), { byDefault: true });
     }
   }
   features.throwMistakes();

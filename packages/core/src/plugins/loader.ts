@@ -130,13 +130,6 @@ export function candidatePackages(kind: string): string[] {
   ];
 }
 
-export interface ResolveOptions {
-  /** Folders whose node_modules are searched, in order (default: cwd, the CLI plugin root). */
-  searchRoots?: string[];
-  /** Options passed to a plugin factory. */
-  options?: unknown;
-}
-
 /** Imports an installed plugin package from where it was found. */
 export async function importInstalled(found: Installed, options?: unknown): Promise<AgentPlugin> {
   const entry = createRequire(join(found.nodeModules, 'noop.js')).resolve(found.name);
@@ -144,11 +137,17 @@ export async function importInstalled(found: Installed, options?: unknown): Prom
   return pluginFromModule(mod, found.name, options);
 }
 
-/** Loads the plugin providing `kind`, or throws naming what it looked for. */
-export async function loadPluginForKind(kind: string, opts: ResolveOptions = {}): Promise<AgentPlugin> {
-  const roots = opts.searchRoots ?? [process.cwd(), cliPluginRoot()];
-  const found = installedPlugins(roots).find((p) => p.kinds.includes(kind));
-  if (found) return importInstalled(found, opts.options);
+/**
+ * Loads the plugin providing `kind` from the packages found (`installedPlugins`, read once per load), or
+ * throws naming what it looked for.
+ */
+export async function loadPluginForKind(
+  kind: string,
+  installed: readonly Installed[],
+  options?: unknown,
+): Promise<AgentPlugin> {
+  const found = installed.find((p) => p.kinds.includes(kind));
+  if (found) return importInstalled(found, options);
   throw new UsepodError(
     'USEPOD_PLUGIN_NOT_FOUND',
     `backend kind "${kind}" is not provided by any installed plugin (looked for ${candidatePackages(kind).join(', ')}); install one with \`usepod-agent plugins install <package>\``,
@@ -166,8 +165,11 @@ const FIRST_PARTY_SECTIONS: Record<string, string> = {
 };
 
 /** The installed package claiming a config section, if any. */
-export function findPluginForSection(section: string, roots: string[]): Installed | undefined {
-  return installedPlugins(roots).find((p) => p.sections.includes(section));
+export function findPluginForSection(
+  section: string,
+  installed: readonly Installed[],
+): Installed | undefined {
+  return installed.find((p) => p.sections.includes(section));
 }
 
 /** The error for a section no installed plugin claims: one line naming the package to install. */
@@ -181,6 +183,6 @@ export function unclaimedSection(section: string, source: string | undefined, wh
 }
 
 /** Installed packages that apply whether or not their section is set (the ledger, the control socket). */
-export function defaultPlugins(roots: string[]): Installed[] {
-  return installedPlugins(roots).filter((p) => p.byDefault);
+export function defaultPlugins(installed: readonly Installed[]): Installed[] {
+  return installed.filter((p) => p.byDefault);
 }
