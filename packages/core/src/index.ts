@@ -17,6 +17,13 @@ export {
   type StatusBackend,
   type StatusSelfTest,
 } from './agent/agent.js';
+/** Weekly windows in a time zone, `[schedule]`'s grammar, for features with windows of their own (tariffs, updates). */
+export {
+  checkTimezone,
+  parseWindow,
+  type QuietWindow as WeeklyWindow,
+  quietWindowAt as windowAt,
+} from './agent/schedule.js';
 export type { Backend, BackendModel } from './backend/backend.js';
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './config/load.js';
 export type { BackendConfig, Config, ConfigInput } from './config/schema.js';

@@ -25,6 +25,7 @@ describe('public surfaces', () => {
       'CapabilityStage',
       'ERROR_CODES',
       'UsepodError',
+      'checkTimezone',
       'configureLogging',
       'createAgent',
       'createLogger',
@@ -35,7 +36,9 @@ describe('public surfaces', () => {
       'jobChannels',
       'loadConfig',
       'longTimeout',
+      'parseWindow',
       'silentLogger',
+      'windowAt',
     ]);
   });
 
