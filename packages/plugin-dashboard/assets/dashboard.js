@@ -154,20 +154,41 @@ let lastJobSeen = '';
 const charts = {};
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
-function localDay(group) {
-  const [y, m, d] = group.split('-').map(Number);
-  return new Date(y, m - 1, d).getTime() / 1000;
+const pad = (n) => String(n).padStart(2, '0');
+/** The ledger's group names are local days (`2026-12-06`) and hours (`2026-12-06 13:00`). */
+const dayKey = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+const hourKey = (d) => `${dayKey(d)} ${pad(d.getHours())}:00`;
+
+/** Every day (or hour) of the window, with 0 where the ledger has no row: gaps read as idle, not missing. */
+function buckets(groups, count, step) {
+  const by = new Map(groups.map((g) => [g.group, g.earnings_usdc]));
+  const xs = [];
+  const ys = [];
+  const now = new Date();
+  for (let i = count - 1; i >= 0; i--) {
+    const d = new Date(now);
+    if (step === 'day') {
+      d.setHours(0, 0, 0, 0);
+      d.setDate(d.getDate() - i);
+    } else {
+      d.setMinutes(0, 0, 0);
+      d.setHours(d.getHours() - i);
+    }
+    xs.push(d.getTime() / 1000);
+    ys.push(by.get(step === 'day' ? dayKey(d) : hourKey(d)) ?? 0);
+  }
+  return [xs, ys];
 }
-function localHour(group) {
-  const [day, time] = group.split(' ');
-  const [y, m, d] = day.split('-').map(Number);
-  return new Date(y, m - 1, d, Number(time.slice(0, 2))).getTime() / 1000;
-}
+
+/** USDC on an axis: small amounts keep their digits. */
+const usdcTick = (_u, splits) =>
+  splits.map((v) => (v === 0 ? '0' : v >= 1 ? v.toFixed(2) : v.toPrecision(2)));
 
 function chart(id, xs, ys, bars) {
   const host = $(id);
   const data = [xs, ys];
   const width = Math.max(240, host.clientWidth);
+  const halfStep = xs.length > 1 ? (xs[1] - xs[0]) / 2 : 1800;
   if (charts[id]) {
     charts[id].setData(data);
     return;
@@ -177,10 +198,20 @@ function chart(id, xs, ys, bars) {
     height: 160,
     legend: { show: false },
     cursor: { drag: { x: false, y: false } },
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+    scales: {
+      // Half a step either side: the first and last bars are drawn whole.
+      x: { time: true, range: (_u, min, max) => [min - halfStep, max + halfStep] },
+      y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+    },
     axes: [
       { stroke: css('--muted'), grid: { stroke: css('--line') }, ticks: { stroke: css('--line') } },
-      { stroke: css('--muted'), grid: { stroke: css('--line') }, ticks: { stroke: css('--line') }, size: 60 },
+      {
+        stroke: css('--muted'),
+        grid: { stroke: css('--line') },
+        ticks: { stroke: css('--line') },
+        size: 72,
+        values: usdcTick,
+      },
     ],
     series: [
       {},
@@ -189,7 +220,7 @@ function chart(id, xs, ys, bars) {
         stroke: css('--accent'),
         fill: `${css('--accent')}55`,
         width: 2,
-        points: { show: true, size: 5 },
+        points: { show: !bars, size: 4 },
         ...(bars ? { paths: uPlot.paths.bars({ size: [0.6, 40] }) } : {}),
       },
     ],
@@ -226,19 +257,9 @@ function renderEarnings(e) {
   $('earn-7d').textContent = usdc(e.totals.d7);
   $('earn-30d').textContent = usdc(e.totals.d30);
   const days = e.by_day;
-  chart(
-    'chart-day',
-    days.map((d) => localDay(d.group)),
-    days.map((d) => d.earnings_usdc),
-    true,
-  );
+  chart('chart-day', ...buckets(days, 30, 'day'), true);
   const hours = e.by_hour;
-  chart(
-    'chart-hour',
-    hours.map((h) => localHour(h.group)),
-    hours.map((h) => h.earnings_usdc),
-    false,
-  );
+  chart('chart-hour', ...buckets(hours, 48, 'hour'), false);
   $('chart-day').dataset.points = String(days.length);
   $('chart-hour').dataset.points = String(hours.length);
   rows(

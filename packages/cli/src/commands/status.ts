@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { type AgentStatus, engineText, loadConfig, UsepodError } from '@usepod-agent/core';
-import { DEFAULT_PROMETHEUS_ADDR, findConfigFile } from '@usepod-agent/core/cli';
+import { DEFAULT_PROMETHEUS_ADDR, findConfigFile, readStatusToken } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { localTime } from '../when.js';
 
@@ -93,12 +93,27 @@ export default class Status extends BaseCommand {
         },
       );
     }
+    // The agent's own token (needed when it listens beyond loopback), sent only to the configured address.
+    const token =
+      config && (!flags.addr || flags.addr === config.observability.prometheus_addr)
+        ? readStatusToken(config.identity.key_path)
+        : undefined;
     const fetchStatus = async (): Promise<AgentStatus> => {
       let res: Response;
       try {
-        res = await fetch(`http://${addr}/status`, { signal: AbortSignal.timeout(3_000) });
+        res = await fetch(`http://${addr}/status`, {
+          signal: AbortSignal.timeout(3_000),
+          ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+        });
       } catch {
         throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
+      }
+      if (res.status === 401) {
+        throw new UsepodError(
+          'USEPOD_USAGE',
+          `${addr}/status asks for the status token: run status as the agent's user (it reads status.token beside the key), or with --config naming its agent.toml`,
+          { user: true },
+        );
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
       // Whatever answers on that port (another user's process while the agent is down) is untrusted: read at
