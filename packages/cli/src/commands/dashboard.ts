@@ -17,7 +17,10 @@ export default class Dashboard extends BaseCommand {
     'The dashboard is served by the agent at observability.prometheus_addr. The address carries the status token (status.token beside the identity key, made when the agent starts): whoever has it can pause the agent, so do not share it. The page swaps it for a cookie at once.';
   static override examples = ['<%= config.bin %> dashboard', '<%= config.bin %> dashboard --open'];
   static override flags = {
-    open: Flags.boolean({ summary: 'Open it in the desktop’s browser (xdg-open, open, start).', default: false }),
+    open: Flags.boolean({
+      summary: 'Open it in the desktop’s browser (xdg-open, open, start).',
+      default: false,
+    }),
     json: jsonFlag,
   };
 

@@ -247,7 +247,8 @@ export function render(s: AgentStatus, addr: string): string {
     `  errors        ${(s.heartbeat.error_rate_60s * 100).toFixed(1)}% over 60 s${s.heartbeat.last_error_code ? `, last ${s.heartbeat.last_error_code} at ${s.heartbeat.last_error_at}` : ''}`,
   );
   lines.push(`  earnings      ~${s.earnings.usdc.toFixed(6)} USDC (estimate: tokens x advertised prices)`);
-  const { ledger, ...others } = s.sections ?? {};
+  // The dashboard's section is for the fleet table of another agent's page, not for this one.
+  const { ledger, dashboard: _fleet, ...others } = s.sections ?? {};
   const l = ledger as LedgerSection | undefined;
   if (l?.today && l.last_7_days) {
     lines.push(`  today         ${usdc(l.today)}`);
