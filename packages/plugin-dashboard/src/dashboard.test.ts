@@ -2,9 +2,11 @@ import { readFileSync, statSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import type { AgentPlugin, AgentTiming } from '@usepod-agent/core';
+import alertsPlugin from '@usepod-agent/plugin-alerts';
 import ledgerPlugin from '@usepod-agent/plugin-ledger';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
-import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
+import { createTestAgent, holdsPlugin, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import dashboardPlugin, { type EarningsSeries, type FleetRow, type PageState } from './index.js';
 
@@ -23,6 +25,7 @@ afterEach(async () => {
 const MODEL = 'Qwen/Qwen3-14B';
 const ENROLL = 'POD-ENROLL-SECRET-4242-abcdef';
 const API_KEY = 'sk-engine-secret-key-0123456789';
+const WEBHOOK = 'http://127.0.0.1:9/hooks/webhook-secret-path-77';
 
 interface Running {
   t: TestAgent;
@@ -32,18 +35,23 @@ interface Running {
   get(path: string, headers?: Record<string, string>): Promise<Response>;
 }
 
-async function running(config: Record<string, unknown> = {}, o: { start?: boolean } = {}): Promise<Running> {
+async function running(
+  config: Record<string, unknown> = {},
+  o: { start?: boolean; plugins?: AgentPlugin[]; timing?: AgentTiming } = {},
+): Promise<Running> {
   const engine = await new VllmEmulator().start();
   const t = await createTestAgent({
-    plugins: [vllmPlugin, ledgerPlugin, dashboardPlugin],
+    plugins: [vllmPlugin, ledgerPlugin, alertsPlugin, dashboardPlugin, ...(o.plugins ?? [])],
     config: {
       backends: [{ kind: 'vllm', url: engine.url, api_key_env: 'ENGINE_KEY' }],
       coordinator: { enrollment_code: ENROLL },
+      alerts: [{ url: WEBHOOK, events: ['backend_down'] }],
       observability: { prometheus_addr: '127.0.0.1:0' },
       ...config,
     },
     env: { ENGINE_KEY: API_KEY },
     logLevel: 'debug',
+    ...(o.timing ? { timing: o.timing } : {}),
   });
   cleanup.push(async () => {
     await t.close();
@@ -225,6 +233,29 @@ describe('the dashboard plugin', () => {
     expect(e.totals.today).toBeGreaterThan(0);
   });
 
+  it('says why it does not earn: yielding the GPU to a process, offline and why', async () => {
+    const holds = holdsPlugin();
+    // The next dial waits a minute: the page is read while the agent is offline.
+    const r = await running(
+      {},
+      { plugins: [holds.plugin], timing: { backoffInitialMs: 60_000, backoffMaxMs: 60_000 } },
+    );
+    const session = await online(r);
+    holds.hold('gpu', 'GPU in use: eldenring.exe (pid 5678) uses a GPU');
+    let s = await state(r);
+    expect(s.state).toMatchObject({ code: 'yielding', title: 'yielding the GPU' });
+    expect(s.state.detail).toContain('eldenring.exe (pid 5678)');
+    expect(s.backends[0]?.models[0]).toMatchObject({ advertised: false, why: 'paused' });
+    holds.release('gpu');
+    const gone = new Promise((resolve) => r.t.agent.once('disconnected', resolve));
+    session.close(4000, 'replaced by another connection');
+    await gone;
+    s = await state(r);
+    expect(s.state.code).toBe('offline');
+    expect(s.state.detail).toMatch(/not connected/);
+    expect(s.session.last_disconnect?.why).toBeTruthy();
+  });
+
   it('streams the state as server-sent events', async () => {
     const r = await running();
     await online(r);
@@ -254,6 +285,7 @@ describe('the dashboard plugin', () => {
     }
     const all = bodies.join('\n');
     expect(all).not.toContain(ENROLL);
+    expect(all).not.toContain('webhook-secret-path');
     expect(all).not.toContain(API_KEY);
     expect(all).not.toContain(r.token);
     for (const l of secretLines) expect(all).not.toContain(l.trim());
