@@ -35,11 +35,12 @@ export default class Dashboard extends BaseCommand {
         { user: true },
       );
     }
-    const token = readStatusToken(config.identity.key_path);
+    const tokenFile = config.observability.token_file;
+    const token = readStatusToken(config.identity.key_path, tokenFile);
     if (!token) {
       throw new UsepodError(
         'USEPOD_USAGE',
-        `no status token at ${statusTokenPath(config.identity.key_path)}: start the agent once (it makes it), and run this as the agent's user`,
+        `no status token at ${statusTokenPath(config.identity.key_path, tokenFile)}: start the agent once (it makes it), and run this as the agent's user`,
         { user: true },
       );
     }

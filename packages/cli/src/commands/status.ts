@@ -96,7 +96,7 @@ export default class Status extends BaseCommand {
     // The agent's own token (needed when it listens beyond loopback), sent only to the configured address.
     const token =
       config && (!flags.addr || flags.addr === config.observability.prometheus_addr)
-        ? readStatusToken(config.identity.key_path)
+        ? readStatusToken(config.identity.key_path, config.observability.token_file)
         : undefined;
     const fetchStatus = async (): Promise<AgentStatus> => {
       let res: Response;

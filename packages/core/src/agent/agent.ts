@@ -251,6 +251,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           readiness: () => this.readiness(),
           routes: this.#host.features.routes,
           keyPath: this.config.identity.key_path,
+          tokenFile: this.config.observability.token_file,
         });
       }
       const info = { providerId: this.#identity.providerId, statusAddress: this.statusAddress };

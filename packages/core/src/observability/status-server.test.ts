@@ -146,4 +146,19 @@ describe('the status token', () => {
     expect(again).not.toBe('short');
     expect((await readFile(path, 'utf8')).trim()).toBe(again);
   });
+
+  it('is only read from observability.token_file (a Secret): never made there, one that holds none is named', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-token-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const key = join(dir, 'identity.key');
+    const file = join(dir, 'secret', 'token');
+    expect(() => ensureStatusToken(key, file)).toThrow(/token_file .*secret\/token holds no token/);
+    expect(readStatusToken(key)).toBeUndefined();
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(dir, 'secret'));
+    await writeFile(file, `${TOKEN}\n`, { mode: 0o440 });
+    expect(ensureStatusToken(key, file)).toBe(TOKEN);
+    expect((await stat(file)).mode & 0o777).toBe(0o440);
+    expect(readStatusToken(key)).toBeUndefined();
+  });
 });

@@ -362,16 +362,20 @@ export async function serveStatus(o: {
   readiness?: StatusServerOptions['readiness'];
   routes?: StatusServerOptions['routes'];
   keyPath: string;
+  /** `observability.token_file`: the token's file when it is not beside the key. */
+  tokenFile?: string | undefined;
 }): Promise<StatusServer | undefined> {
   const { addr, log } = o;
   let token: string | undefined;
   try {
-    token = ensureStatusToken(o.keyPath);
+    token = ensureStatusToken(o.keyPath, o.tokenFile);
+    // No log line, error or status body may ever carry it.
+    redactor.add(token);
   } catch (err) {
     log.warn(
       'the status token could not be made: the dashboard is refused, and beyond loopback so are /status and /metrics',
       {
-        file: statusTokenPath(o.keyPath),
+        file: statusTokenPath(o.keyPath, o.tokenFile),
         error: errorMessage(err),
       },
     );

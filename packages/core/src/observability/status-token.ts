@@ -14,15 +14,15 @@ export const STATUS_TOKEN_FILE = 'status.token';
 /** 32 bytes in base64url: 43 characters. A shorter file is not one of ours and is made again. */
 const TOKEN = /^[A-Za-z0-9_-]{43,128}$/;
 
-/** Where the token of the agent using `keyPath` lives. */
-export function statusTokenPath(keyPath: string): string {
-  return join(dirname(expandHome(keyPath)), STATUS_TOKEN_FILE);
+/** Where the token of the agent using `keyPath` lives: `observability.token_file`, else beside the key. */
+export function statusTokenPath(keyPath: string, tokenFile?: string): string {
+  return tokenFile ? expandHome(tokenFile) : join(dirname(expandHome(keyPath)), STATUS_TOKEN_FILE);
 }
 
 /** The token, or undefined when the file is missing or not a token. */
-export function readStatusToken(keyPath: string): string | undefined {
+export function readStatusToken(keyPath: string, tokenFile?: string): string | undefined {
   try {
-    const text = readFileSync(statusTokenPath(keyPath), 'utf8').trim();
+    const text = readFileSync(statusTokenPath(keyPath, tokenFile), 'utf8').trim();
     return TOKEN.test(text) ? text : undefined;
   } catch {
     return undefined;
@@ -31,11 +31,17 @@ export function readStatusToken(keyPath: string): string | undefined {
 
 /**
  * The token, made on first use (0600, the folder 0700 when made here). A file others could read is
- * made 0600 again: the token guards the owner's pause button.
+ * made 0600 again: the token guards the owner's pause button. A `tokenFile` of the operator's is only
+ * read: one that holds no token throws, naming it.
  */
-export function ensureStatusToken(keyPath: string): string {
-  const path = statusTokenPath(keyPath);
-  const have = readStatusToken(keyPath);
+export function ensureStatusToken(keyPath: string, tokenFile?: string): string {
+  const path = statusTokenPath(keyPath, tokenFile);
+  const have = readStatusToken(keyPath, tokenFile);
+  if (tokenFile) {
+    if (!have)
+      throw new Error(`observability.token_file ${path} holds no token (43 or more base64url characters)`);
+    return have;
+  }
   if (have) {
     if (process.platform !== 'win32' && (statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
     return have;
