@@ -117,6 +117,8 @@ async function heldJob() {
   };
 }
 
+// Playwright's innerText (the text as rendered, cells apart), not the DOM property biome means.
+// biome-ignore lint/performance/useDomNodeTextContent: a Locator method.
 const text = (selector: string) => page.locator(selector).innerText();
 
 describe('the dashboard in Chromium', () => {

@@ -41,7 +41,7 @@ async function running(
 ): Promise<Running> {
   const engine = await new VllmEmulator().start();
   const t = await createTestAgent({
-    plugins: [vllmPlugin, ledgerPlugin, alertsPlugin, dashboardPlugin, ...(o.plugins ?? [])],
+    plugins: [vllmPlugin, ledgerPlugin, alertsPlugin(undefined), dashboardPlugin, ...(o.plugins ?? [])],
     config: {
       backends: [{ kind: 'vllm', url: engine.url, api_key_env: 'ENGINE_KEY' }],
       coordinator: { enrollment_code: ENROLL },
@@ -151,7 +151,7 @@ describe('the dashboard plugin', () => {
 
   it('refuses a foreign Host (DNS rebinding) and a cross-origin POST (CSRF)', async () => {
     const r = await running();
-    const session = await online(r);
+    await online(r);
     const host = new URL(r.base).host;
     const foreign = await raw(r.base, '/api/state', {
       headers: { host: 'attacker.example', ...bearer(r.token) },
