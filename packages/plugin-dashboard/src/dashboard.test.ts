@@ -61,9 +61,9 @@ async function running(
     const started = await t.start();
     if (!started.ok) throw started.error;
   }
-  const a = t.agent.statusAddress!;
-  const base = `http://127.0.0.1:${a.port}`;
-  const token = readFileSync(join(t.dir, 'status.token'), 'utf8').trim();
+  const a = t.agent.statusAddress;
+  const base = a ? `http://127.0.0.1:${a.port}` : '';
+  const token = a ? readFileSync(join(t.dir, 'status.token'), 'utf8').trim() : '';
   return {
     t,
     engine,
@@ -290,6 +290,19 @@ describe('the dashboard plugin', () => {
     expect(all).not.toContain(r.token);
     for (const l of secretLines) expect(all).not.toContain(l.trim());
     expect(all).toContain(MODEL);
+  });
+
+  it('refuses a fleet entry that is not an http(s) address, naming the key', async () => {
+    const r = await running(
+      { dashboard: { fleet: [{ name: 'x', url: 'file:///etc/passwd' }] } },
+      { start: false },
+    );
+    const started = await r.t
+      .start()
+      .catch((error: unknown) => ({ ok: false as const, error: error as Error }));
+    expect(started.ok).toBe(false);
+    const err = (started as { error: Error & { code?: string } }).error;
+    expect(err.message).toMatch(/dashboard\.fleet\[?\.?0\]?\.url/);
   });
 
   it('is off with [dashboard] enabled = false: / is the probe again', async () => {
