@@ -38,8 +38,6 @@ export class Observed {
   readonly notices = new Map<string, Notice>();
   sessionSince: string | undefined;
   lastDisconnect: { at: string; why: string } | undefined;
-  /** Bumped on every fact worth a redraw: the event stream sends at once. */
-  version = 0;
 
   hear(e: AgentEvent): void {
     const now = new Date().toISOString();
@@ -68,7 +66,7 @@ export class Observed {
         this.lastDisconnect = { at: now, why: text(e.why, 300) };
         break;
       case 'reconnect':
-        this.lastDisconnect ??= { at: now, why: text(e.why, 300) };
+        // A dial that failed while offline: the latest reason is the one the operator needs.
         if (this.sessionSince === undefined) this.lastDisconnect = { at: now, why: text(e.why, 300) };
         break;
       case 'notice': {
@@ -87,21 +85,9 @@ export class Observed {
         }
         break;
       }
-      case 'job_start':
-      case 'state':
-      case 'paused':
-      case 'resumed':
-      case 'selftest':
-      case 'backend_down':
-      case 'backend_up':
-      case 'model_withdrawn':
-      case 'model_back':
-      case 'capabilities':
-        break;
       default:
-        return;
+        break;
     }
-    this.version++;
   }
 }
 
