@@ -30,11 +30,11 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function config(port: number): Promise<string> {
+async function config(port: number, o: { host?: string; extra?: string } = {}): Promise<string> {
   const path = join(s.dir, 'agent.toml');
   await writeFile(
     path,
-    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir(), 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "127.0.0.1:${port}"\n`,
+    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir(), 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "${o.host ?? '127.0.0.1'}:${port}"\n${o.extra ?? ''}`,
   );
   return path;
 }
@@ -59,6 +59,33 @@ describe('usepod-agent dashboard', () => {
     expect(st.code, st.stderr).toBe(0);
     expect(st.stdout).toMatch(/ONLINE/);
     expect(st.stdout).not.toMatch(/^\s+dashboard\s/m);
+  });
+
+  it('--fleet prints the fleet table: this agent online, a stopped one unreachable', async () => {
+    const port = await freePort();
+    const gone = await freePort();
+    const cfg = await config(port, {
+      extra: `[dashboard]\nname = "box-1"\n[[dashboard.fleet]]\nname = "box-2"\nurl = "http://127.0.0.1:${gone}"\n`,
+    });
+    await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    const r = await cli(['dashboard', '--config', cfg, '--fleet']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^AGENT\s+STATE\s+MODELS/);
+    expect(lines[1]).toMatch(/^box-1\s+online\s+Qwen\/Qwen3-14B/);
+    expect(lines[2]).toMatch(/^box-2\s+unreachable: ECONNREFUSED/);
+  });
+
+  it('beyond loopback: status sends the agent’s token; a request without it is refused, the probes are not', async () => {
+    const port = await freePort();
+    const cfg = await config(port, { host: '0.0.0.0' });
+    await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    expect((await fetch(`http://127.0.0.1:${port}/status`)).status).toBe(401);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(401);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    const st = await cli(['status', '--config', cfg]);
+    expect(st.code, st.stderr).toBe(0);
+    expect(st.stdout).toMatch(/ONLINE/);
   });
 
   it('without a token yet says in one line to start the agent once', async () => {

@@ -93,9 +93,10 @@ export default class Status extends BaseCommand {
         },
       );
     }
-    // The agent's own token (needed when it listens beyond loopback), sent only to the configured address.
+    // The agent's own token, needed only when it listens beyond loopback, and sent only to the configured
+    // address: on loopback whoever squats the port while the agent is down would get it for nothing.
     const token =
-      config && (!flags.addr || flags.addr === config.observability.prometheus_addr)
+      config && (!flags.addr || flags.addr === config.observability.prometheus_addr) && !loopbackAddr(addr)
         ? readStatusToken(config.identity.key_path, config.observability.token_file)
         : undefined;
     const fetchStatus = async (): Promise<AgentStatus> => {
@@ -165,6 +166,11 @@ export default class Status extends BaseCommand {
     if (!file) return undefined;
     return (await loadConfig({ path: file, allowInsecure: true })).config;
   }
+}
+
+/** `127.x.x.x:PORT`, `localhost:PORT`, `[::1]:PORT`. */
+function loopbackAddr(addr: string): boolean {
+  return /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/i.test(addr);
 }
 
 /** Every string (keys too) folded and bounded: nothing from /status reaches the terminal raw. */
