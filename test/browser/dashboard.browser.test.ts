@@ -30,6 +30,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const IMAGES = join(ROOT, 'docs/images');
 const MODEL = 'Qwen/Qwen3-14B';
 const ATTACKER = 'attacker.example';
+/** A model id a coordinator could send: markup that would run if the page used it as HTML. */
+const HOSTILE = '<img src=/x onerror="document.title=\'owned\'">';
 const FINISH =
   'data: {"choices":[{"delta":{"content":"lo"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":180,"total_tokens":192}}\n\ndata: [DONE]\n\n';
 
@@ -179,6 +181,15 @@ describe('the dashboard in Chromium', () => {
     }
     await page.emulateMedia({ colorScheme: 'light' });
     await page.setViewportSize({ width: 1280, height: 1000 });
+  });
+
+  it('shows a model id from the coordinator as text, never as markup', async () => {
+    // Refused (no engine serves it): a missed job, in the last jobs and doctor's missed lines.
+    expect((await session.dispatch({ model_id: HOSTILE }).done()).type).toBe('job_error');
+    await page.locator('#last-jobs tbody', { hasText: '<img src=/x' }).waitFor();
+    await page.locator('#missed', { hasText: '<img src=/x' }).waitFor();
+    expect(await page.locator('main img').count()).toBe(0);
+    expect(await page.title()).toBe('usepod-agent');
   });
 
   it('pauses: the coordinator gets empty capabilities and the page says "paused by owner"; resume restores', async () => {

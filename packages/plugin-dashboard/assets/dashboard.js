@@ -365,5 +365,7 @@ function connect() {
 
 connect();
 loadEarnings();
+// Jobs that ended within the server's few seconds of caching are summed at the next of these.
+setInterval(loadEarnings, 10_000);
 loadFleet();
 setInterval(loadFleet, 5000);
