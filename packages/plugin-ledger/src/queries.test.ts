@@ -198,7 +198,8 @@ const job = fc.record({
   tokens: fc.nat(5000),
   firstByte: fc.option(fc.nat(100_000), { nil: undefined }),
 });
-const ledgerRecords = (xs: fc.infer<typeof job>[]): JobRecord[] =>
+type JobArb = typeof job extends fc.Arbitrary<infer T> ? T : never;
+const ledgerRecords = (xs: JobArb[]): JobRecord[] =>
   xs.map((x, i) => {
     const refusal = ['paused', 'malformed', 'model_not_loaded'].includes(x.kind) ? x.kind : undefined;
     const outcome = refusal ? 'error' : (x.kind as JobRecord['outcome']);
