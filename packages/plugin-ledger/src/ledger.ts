@@ -173,6 +173,20 @@ export interface GroupSums {
   energy_wh: number;
 }
 
+/** Energy the GPU plugin measured (issue 31): jobs' (each once it is known) and the GPUs' per poll. */
+export interface EnergyRecords {
+  jobs?: readonly { jobId: string; receivedAt: number; wh: number }[];
+  periods?: readonly EnergyPeriod[];
+}
+
+export interface EnergyPeriod {
+  /** Epoch ms, from < to. */
+  from: number;
+  to: number;
+  servingWh: number;
+  idleWh: number;
+}
+
 /** Today and the last 7 days (`status`). */
 export interface Window {
   served: number;
@@ -196,7 +210,11 @@ export interface SelfTestSums {
 export class Ledger {
   readonly path: string;
   readonly #db: Database.Database;
-  readonly #insertMany: (jobs: readonly JobRecord[], tests: readonly SelfTestResult[]) => void;
+  readonly #insertMany: (
+    jobs: readonly JobRecord[],
+    tests: readonly SelfTestResult[],
+    energy: EnergyRecords,
+  ) => void;
 
   private constructor(path: string, db: Database.Database) {
     this.path = path;
@@ -218,18 +236,50 @@ export class Ledger {
        VALUES (@at, @backend, @model, @ok, @ttft_ms, @tokens_per_sec, @tokens, @error)`,
     );
     const sum = sumsWriter(db);
-    this.#insertMany = db.transaction((jobs: readonly JobRecord[], tests: readonly SelfTestResult[]) => {
-      // The quarter-hour summaries in the same transaction as the rows: they never disagree.
-      const busy = new BusySpans(db);
-      for (const r of jobs) {
-        const row = jobRow(r);
-        insert.run(row);
-        sum(row);
-        busy.add(busyKeys(row.model, r.backend), row.received_at, row.received_at + row.duration_ms);
-      }
-      busy.flush();
-      for (const t of tests) insertTest.run(testRow(t));
-    });
+    const jobOf = db.prepare(
+      'SELECT rowid, model, backend, energy_wh FROM jobs WHERE received_at = ? AND job_id = ? LIMIT 1',
+    );
+    const setEnergy = db.prepare('UPDATE jobs SET energy_wh = ? WHERE rowid = ?');
+    const addEnergy = db.prepare(
+      'UPDATE job_sums SET energy_wh = energy_wh + ? WHERE bucket = ? AND model = ? AND backend = ?',
+    );
+    const addPeriod = db.prepare(
+      `INSERT INTO energy (bucket, serving_wh, idle_wh) VALUES (?, ?, ?)
+       ON CONFLICT (bucket) DO UPDATE SET serving_wh = serving_wh + excluded.serving_wh,
+         idle_wh = idle_wh + excluded.idle_wh`,
+    );
+    this.#insertMany = db.transaction(
+      (jobs: readonly JobRecord[], tests: readonly SelfTestResult[], energy) => {
+        // The quarter-hour summaries in the same transaction as the rows: they never disagree.
+        const busy = new BusySpans(db);
+        for (const r of jobs) {
+          const row = jobRow(r);
+          insert.run(row);
+          sum(row);
+          busy.add(busyKeys(row.model, r.backend), row.received_at, row.received_at + row.duration_ms);
+        }
+        busy.flush();
+        for (const t of tests) insertTest.run(testRow(t));
+        // A job's energy comes after its row (the GPU plugin tells it a poll or two after the job ended).
+        for (const e of energy.jobs ?? []) {
+          const at = Math.round(e.receivedAt);
+          const j = jobOf.get(at, e.jobId) as
+            | { rowid: number; model: string; backend: string | null; energy_wh: number | null }
+            | undefined;
+          if (!j) continue;
+          setEnergy.run(e.wh, j.rowid);
+          addEnergy.run(e.wh - (j.energy_wh ?? 0), bucketOf(at), j.model, j.backend ?? '');
+        }
+        // The GPUs' energy between two polls, spread over the quarter hours it spans.
+        for (const p of energy.periods ?? []) {
+          const span = p.to - p.from;
+          for (let q = bucketOf(p.from); q * BUCKET_MS < p.to; q++) {
+            const part = (Math.min(p.to, (q + 1) * BUCKET_MS) - Math.max(p.from, q * BUCKET_MS)) / span;
+            addPeriod.run(q, p.servingWh * part, p.idleWh * part);
+          }
+        }
+      },
+    );
   }
 
   /**
@@ -277,9 +327,9 @@ export class Ledger {
     }
   }
 
-  /** Jobs and self-tests, in one transaction. */
-  write(jobs: readonly JobRecord[], tests: readonly SelfTestResult[] = []): void {
-    this.#insertMany(jobs, tests);
+  /** Jobs, self-tests and energy, in one transaction. */
+  write(jobs: readonly JobRecord[], tests: readonly SelfTestResult[] = [], energy: EnergyRecords = {}): void {
+    this.#insertMany(jobs, tests, energy);
   }
 
   /**
@@ -339,16 +389,7 @@ export class Ledger {
    */
   groups(since: number, by: Grouping, now = Date.now()): GroupSums[] {
     const db = this.#db;
-    const k0 = Math.ceil(since / BUCKET_MS);
-    const edge = k0 * BUCKET_MS;
-    const first = db
-      .prepare('SELECT min(bucket) FROM job_sums WHERE bucket >= ?')
-      .pluck()
-      .get(bucketOf(since)) as number | null;
-    const oldest = first === null ? now : Math.max(0, first * BUCKET_MS);
-    const to = Math.max(oldest, now);
-    const gRows = groupSql(by, 'received_at', oldest, to);
-    const gBuckets = groupSql(by, `bucket * ${BUCKET_MS}`, oldest, to);
+    const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
     const sums = db
       .prepare(
         `SELECT g AS "group", sum(served) AS served, sum(cancelled) AS cancelled, sum(missed) AS missed,
@@ -397,6 +438,83 @@ export class Ledger {
         busy.set(g, (busy.get(g) ?? 0) + spansMs(decodeSpans(blob), since - (edge - BUCKET_MS)));
     }
     return sums.map((s) => ({ ...s, group: groupName(by, s.group), busy_ms: busy.get(s.group) ?? 0 }));
+  }
+
+  /**
+   * A window since a time: its first whole quarter hour (`k0`, starting at `edge`), and the SQL of a
+   * group over rows and over quarter hours (local days and hours over the span the window holds data).
+   */
+  #window(since: number, by: Grouping, now: number) {
+    const k0 = Math.ceil(since / BUCKET_MS);
+    const first = this.#db
+      .prepare(
+        `SELECT min(b) FROM (SELECT min(bucket) AS b FROM job_sums WHERE bucket >= @q
+           UNION ALL SELECT min(bucket) FROM energy WHERE bucket >= @q)`,
+      )
+      .pluck()
+      .get({ q: bucketOf(since) }) as number | null;
+    const oldest = first === null ? now : Math.max(0, first * BUCKET_MS);
+    const to = Math.max(oldest, now);
+    return {
+      k0,
+      edge: k0 * BUCKET_MS,
+      gRows: groupSql(by, 'received_at', oldest, to),
+      gBuckets: groupSql(by, `bucket * ${BUCKET_MS}`, oldest, to),
+    };
+  }
+
+  /**
+   * `earnings`' energy (issue 31): the jobs' Wh per group and quarter hour (of their receipt), so each
+   * is priced at the tariff then; and the GPUs' serving and idle Wh per quarter hour (by time, the first
+   * one prorated from `since`), with its group for a day or an hour. Rows only where there is energy.
+   */
+  energy(
+    since: number,
+    by: Grouping,
+    now = Date.now(),
+  ): {
+    jobs: { group: string; bucket: number; wh: number }[];
+    gpus: { group: string | undefined; bucket: number; serving_wh: number; idle_wh: number }[];
+  } {
+    const db = this.#db;
+    const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
+    const jobs = (
+      db
+        .prepare(
+          `SELECT ${gBuckets} AS g, bucket, sum(energy_wh) AS wh FROM job_sums
+           WHERE bucket >= @k0 AND energy_wh > 0 GROUP BY 1, 2
+           UNION ALL
+           SELECT ${gRows}, received_at / ${BUCKET_MS}, sum(energy_wh) FROM jobs
+           WHERE received_at >= @since AND received_at < @edge AND energy_wh > 0 GROUP BY 1, 2`,
+        )
+        .all({ k0, since, edge }) as { g: string | number; bucket: number; wh: number }[]
+    ).map((r) => ({ group: groupName(by, r.g), bucket: r.bucket, wh: r.wh }));
+    const byTime = by === 'day' || by === 'hour';
+    const gpus = (
+      db
+        .prepare(
+          `SELECT ${byTime ? gBuckets : 'NULL'} AS g, bucket, serving_wh, idle_wh FROM energy WHERE bucket >= ?`,
+        )
+        .all(bucketOf(since)) as {
+        g: string | number | null;
+        bucket: number;
+        serving_wh: number;
+        idle_wh: number;
+      }[]
+    ).map((r) => {
+      // The quarter hour `since` falls in counts for its part after `since`.
+      const part = Math.min(
+        1,
+        ((r.bucket + 1) * BUCKET_MS - Math.max(since, r.bucket * BUCKET_MS)) / BUCKET_MS,
+      );
+      return {
+        group: r.g === null ? undefined : groupName(by, r.g),
+        bucket: r.bucket,
+        serving_wh: r.serving_wh * part,
+        idle_wh: r.idle_wh * part,
+      };
+    });
+    return { jobs, gpus };
   }
 
   /** `status`: today (since `today`) and the last 7 days (since `week`), from the summaries as `groups`. */

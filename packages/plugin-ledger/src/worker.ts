@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
-import { Ledger, LedgerOpenError } from './ledger.js';
+import { type EnergyRecords, Ledger, LedgerOpenError } from './ledger.js';
 
 /**
  * The ledger's own thread (issue 28): it owns the read-write connection, so a lock held by another
@@ -12,6 +12,7 @@ export interface WorkerRequest {
   op: 'write' | 'totals' | 'summary' | 'prune' | 'close';
   jobs?: JobRecord[];
   tests?: SelfTestResult[];
+  energy?: EnergyRecords;
   before?: number;
   today?: number;
   week?: number;
@@ -33,7 +34,7 @@ const open = () => {
 function handle(m: WorkerRequest): unknown {
   switch (m.op) {
     case 'write':
-      return open().write(m.jobs ?? [], m.tests ?? []);
+      return open().write(m.jobs ?? [], m.tests ?? [], m.energy ?? {});
     case 'totals':
       return open().seedGroups(m.before);
     case 'summary':
