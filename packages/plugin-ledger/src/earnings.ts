@@ -212,6 +212,7 @@ export function earningsCsv(rows: readonly EarningsRow[]): string {
   return stringify(
     rows.map((r) => ({
       ...r,
+      group: FORMULA.test(r.group) ? `'${r.group}` : r.group,
       earnings_usdc: r.earnings_usdc.toFixed(6),
       tokens_per_sec: r.tokens_per_sec === null ? '' : r.tokens_per_sec.toFixed(1),
       busy: r.busy.toFixed(4),
@@ -221,7 +222,8 @@ export function earningsCsv(rows: readonly EarningsRow[]): string {
       net_usdc: fixed(r.net_usdc, 6),
       usdc_per_kwh: fixed(r.usdc_per_kwh, 6),
     })),
-    { header: true, escape_formulas: true, columns: CSV_COLUMNS },
+    // Only the text is escaped: csv-stringify's escape_formulas would write a negative net as text too.
+    { header: true, columns: CSV_COLUMNS },
   );
 }
 
@@ -242,5 +244,8 @@ const CSV_COLUMNS: (keyof EarningsRow)[] = [
   'net_usdc',
   'usdc_per_kwh',
 ];
+
+/** What a spreadsheet runs as a formula at the start of a cell (OWASP's list), kept as text with a `'`. */
+const FORMULA = /^[=+\-@\t\r]/;
 
 const fixed = (v: number | null, digits: number) => (v === null ? '' : v.toFixed(digits));

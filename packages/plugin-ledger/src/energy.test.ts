@@ -155,9 +155,10 @@ describe('energy per job in the ledger (issue 31)', () => {
       wantB += (300 * ((t1 - t0) / 1000) * on(B)) / rates / 3600;
     }
     const wantC = (100 * ((C.end - C.start) / 1000)) / 3600;
-    expect(Math.abs(wh[jobA.jobId]! / wantA - 1)).toBeLessThan(0.02);
-    expect(Math.abs(wh[jobB.jobId]! / wantB - 1)).toBeLessThan(0.02);
-    expect(Math.abs(wh[jobC.jobId]! / wantC - 1)).toBeLessThan(0.02);
+    const seen = JSON.stringify({ A, B, C, wantA, wantB, wantC, wh });
+    expect(Math.abs(wh[jobA.jobId]! / wantA - 1), seen).toBeLessThan(0.02);
+    expect(Math.abs(wh[jobB.jobId]! / wantB - 1), seen).toBeLessThan(0.02);
+    expect(Math.abs(wh[jobC.jobId]! / wantC - 1), seen).toBeLessThan(0.02);
     // Idle energy is in the ledger apart, charged to no job: the jobs' figures are the serving energy.
     const { serving, idle } = energyTotals(a.file);
     expect(Math.abs((wh[jobA.jobId]! + wh[jobB.jobId]! + wh[jobC.jobId]!) / serving - 1)).toBeLessThan(0.02);
@@ -211,4 +212,53 @@ describe('energy per job in the ledger (issue 31)', () => {
       ledger.close();
     }
   }, 30_000);
+
+  it('doctor warns about a model whose earnings per kWh are below its energy cost', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-energy-doctor-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'ledger.db');
+    const now = Date.now();
+    const job = (jobId: string, model: string, outPer1m: number) => ({
+      jobId,
+      model,
+      backend: 'vllm',
+      outcome: 'done' as const,
+      inputTokens: 0,
+      outputTokens: 10_000,
+      bytes: 1,
+      durationMs: 1000,
+      firstByteMs: 10,
+      receivedAt: now - 3_600_000,
+      format: 'openai' as const,
+      inputPer1m: 0,
+      outputPer1m: outPer1m,
+    });
+    const l = Ledger.open(file);
+    // 0.5 kWh each: m-good earns 1 USDC (2 per kWh), m-cheap 0.01 (0.02 per kWh).
+    l.write([job('g', 'm-good', 100_000_000), job('c', 'm-cheap\u001b[2J', 1_000_000)], [], {
+      jobs: [
+        { jobId: 'g', receivedAt: now - 3_600_000, wh: 500 },
+        { jobId: 'c', receivedAt: now - 3_600_000, wh: 500 },
+      ],
+    });
+    l.close();
+    const config = (energy: object) =>
+      ({ limits: { max_concurrent: 4, max_request_bytes: 1 }, energy }) as unknown as Parameters<
+        typeof ledgerChecks
+      >[1];
+    const checks = ledgerChecks(file, config({ price_per_kwh: 0.25 }), { engineCapacity: undefined }, now);
+    expect(checks.filter((c) => c.name === 'energy')).toEqual([
+      {
+        name: 'energy',
+        level: 'warn',
+        detail:
+          'm-cheap [2J earned 0.0200 USDC per kWh in 7 days, under its energy cost of 0.2500 USDC per kWh (net -0.115000 USDC)',
+        fix: 'raise its price in [pricing], or stop serving it when electricity is dear',
+      },
+    ]);
+    // No price: nothing to compare with.
+    expect(
+      ledgerChecks(file, config({}), { engineCapacity: undefined }, now).filter((c) => c.name === 'energy'),
+    ).toEqual([]);
+  });
 });
