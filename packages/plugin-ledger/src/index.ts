@@ -79,6 +79,8 @@ export interface LedgerPluginOptions {
   retryMs?: number;
   /** How long a write waits for another process's lock, ms (default 5,000). */
   busyMs?: number;
+  /** The most pages (4 KiB) the ledger file may grow to; past it writes fail as on a full disk (default: none). */
+  maxPages?: number;
 }
 
 // biome-ignore lint/suspicious/noConfusingVoidType: `void` lets `ledgerPlugin()` be called without options.
@@ -102,6 +104,7 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
       maxPending: o.maxPending ?? 10_000,
       retryMs: o.retryMs ?? 1_000,
       busyMs: o.busyMs ?? 5_000,
+      maxPages: o.maxPages,
     });
     const mine = ctx.provideJournal({
       write: (records) => writer.write(records),

@@ -285,9 +285,10 @@ export class Ledger {
   /**
    * Opens (creating, migrating) the ledger; `readonly` opens an existing one for queries only. Throws a
    * `LedgerOpenError` naming the file (`newer` for a file from a newer agent, which is left untouched).
-   * `busyMs`: how long a write waits for another process's lock before it fails (and is retried).
+   * `busyMs`: how long a write waits for another process's lock before it fails (and is retried);
+   * `maxPages`: the most pages the file may have (SQLite's `max_page_count`).
    */
-  static open(path: string, opts: { readonly?: boolean; busyMs?: number } = {}): Ledger {
+  static open(path: string, opts: { readonly?: boolean; busyMs?: number; maxPages?: number } = {}): Ledger {
     const readonly = opts.readonly ?? false;
     let db: Database.Database | undefined;
     try {
@@ -309,6 +310,8 @@ export class Ledger {
         db.pragma('journal_mode = WAL');
         // NORMAL under WAL: a killed process loses no committed transaction (only a power cut may).
         db.pragma('synchronous = NORMAL');
+        // A cap on the file (embedders, tests): past it a write fails SQLITE_FULL as on a full disk.
+        if (opts.maxPages !== undefined) db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPages))}`);
         const d = db;
         d.transaction(() => {
           for (let v = version; v < MIGRATIONS.length; v++) {

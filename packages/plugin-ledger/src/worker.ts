@@ -22,12 +22,12 @@ export type WorkerReply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: string; code: string | undefined; newer: boolean };
 
-const { path, busyMs } = workerData as { path: string; busyMs: number };
+const { path, busyMs, maxPages } = workerData as { path: string; busyMs: number; maxPages?: number };
 let ledger: Ledger | undefined;
 
 /** Opened at the first request and again after a failure: the file may be fixed meanwhile. */
 const open = () => {
-  ledger ??= Ledger.open(path, { busyMs });
+  ledger ??= Ledger.open(path, { busyMs, ...(maxPages === undefined ? {} : { maxPages }) });
   return ledger;
 };
 

@@ -25,6 +25,8 @@ export interface WriterOptions {
   retryMs: number;
   /** How long a write waits for another process's lock before it fails. */
   busyMs: number;
+  /** The most pages the ledger file may have (SQLite's max_page_count); none by default. */
+  maxPages?: number | undefined;
 }
 
 const MAX_RETRY_MS = 60_000;
@@ -444,7 +446,7 @@ export class LedgerWriter {
   }
 
   #spawn(): Worker {
-    const w = newWorker({ path: this.#o.path, busyMs: this.#o.busyMs });
+    const w = newWorker({ path: this.#o.path, busyMs: this.#o.busyMs, maxPages: this.#o.maxPages });
     w.unref();
     w.on('message', (m: WorkerReply) => {
       const call = this.#calls.get(m.id);
