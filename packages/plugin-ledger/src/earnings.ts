@@ -101,7 +101,12 @@ export function earningsReport(
   const now = opts.now ?? Date.now();
   const rows = earnings(ledger, { ...opts, now });
   const { jobs, gpus } = ledger.energy(opts.since, opts.by, now);
-  const price = (bucket: number) => opts.tariff?.priceAt(bucket * BUCKET_MS);
+  // A tariff's lookup reads the wall clock in a zone (Intl): once per quarter hour of the window.
+  const prices = new Map<number, number | undefined>();
+  const price = (bucket: number) => {
+    if (!prices.has(bucket)) prices.set(bucket, opts.tariff?.priceAt(bucket * BUCKET_MS));
+    return prices.get(bucket);
+  };
   const priced = opts.tariff?.priced === true;
   /** Energy and cost per group; a quarter hour without a price makes its group's cost unknown. */
   const per = new Map<string | undefined, { wh: number; idleWh: number; cost: number | null }>();
