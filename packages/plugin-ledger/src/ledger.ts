@@ -311,7 +311,8 @@ export class Ledger {
         // NORMAL under WAL: a killed process loses no committed transaction (only a power cut may).
         db.pragma('synchronous = NORMAL');
         // A cap on the file (embedders, tests): past it a write fails SQLITE_FULL as on a full disk.
-        if (opts.maxPages !== undefined) db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPages))}`);
+        if (opts.maxPages !== undefined)
+          db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPages))}`);
         const d = db;
         d.transaction(() => {
           for (let v = version; v < MIGRATIONS.length; v++) {
