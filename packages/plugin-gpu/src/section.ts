@@ -1,4 +1,15 @@
+import { checkTimezone, parseWindow } from '@usepod-agent/core';
 import { z } from 'zod';
+
+/** A refinement from a checker that throws the line to show (the `[schedule]` grammar's). */
+const checked = (check: (v: string) => unknown) =>
+  z.string().superRefine((v, ctx) => {
+    try {
+      check(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  });
 
 /**
  * `[yield]` (issue 19): the agent steps aside while a process other than its engines uses a GPU, or free
@@ -26,9 +37,16 @@ export type YieldSection = z.output<typeof yieldSection>;
 
 /**
  * `[energy]` (issue 31): the GPUs' power is measured (usepod_agent_energy_joules_total, serving and idle)
- * even when nothing is asked of `[yield]`; `price_per_kwh` (USDC) is what the ledger prices energy at.
+ * even when nothing is asked of `[yield]`; `price_per_kwh` (USDC) is what `earnings` prices energy at,
+ * and `[[energy.tariff]]` periods (`when = "Mon-Fri 17:00-21:00"`, the `[schedule]` grammar, in
+ * `timezone`) have prices of their own (tariff.ts).
  */
 export const energySection = z.strictObject({
   price_per_kwh: z.number().min(0).max(100).optional(),
+  timezone: checked(checkTimezone).optional(),
+  tariff: z
+    .array(z.strictObject({ when: checked(parseWindow), price_per_kwh: z.number().min(0).max(100) }))
+    .max(64)
+    .default([]),
 });
 export type EnergySection = z.output<typeof energySection>;

@@ -24,7 +24,7 @@ export interface WatchOptions {
   pricePerKwh?: number | undefined;
   engines: () => readonly string[];
   run: RunTool;
-  ctx: Pick<PluginContext, 'hold' | 'release' | 'notify' | 'metrics'> & { log: Logger };
+  ctx: Pick<PluginContext, 'hold' | 'release' | 'notify' | 'metrics' | 'publish'> & { log: Logger };
   /** The jobs the energy of each interval is shared by (serving), or nobody (idle). */
   jobs: JobAttribution;
   now?: () => number;
@@ -139,6 +139,14 @@ export class GpuWatch {
       this.#meter.count(joules, serving);
       if (serving > 0) this.#m.energy.inc(serving, { kind: 'serving' });
       if (joules - serving > 0) this.#m.energy.inc(joules - serving, { kind: 'idle' });
+      // The ledger keeps energy per quarter hour, serving and idle (docs/hooks.md, `energy.period`).
+      if (since !== undefined && joules > 0)
+        this.#o.ctx.publish('energy.period', {
+          from: since,
+          to: now,
+          servingWh: serving / 3600,
+          idleWh: (joules - serving) / 3600,
+        });
       this.#o.jobs.polled(now);
     }
     if (this.#o.yieldRule) this.#yield(state, now);

@@ -6,6 +6,8 @@ import {
   engineText,
   errorMessage,
 } from '@usepod-agent/core';
+import { energySection, tariffOf } from '@usepod-agent/plugin-gpu';
+import { earningsReport } from './earnings.js';
 import { Ledger } from './ledger.js';
 
 /** `doctor`'s lines from the ledger: the last job served, the jobs missed in 24 h and why, the token budget. */
@@ -137,10 +139,33 @@ export function ledgerChecks(
         ),
       );
     }
+    checks.push(...energyChecks(ledger, config, now));
     return checks;
   } finally {
     ledger.close();
   }
+}
+
+/**
+ * Issue 31: a model whose earnings per kWh in 7 days were below what its energy cost at the tariff (it
+ * loses money on electricity) is a warning; nothing is said without energy in the ledger or a price.
+ */
+function energyChecks(ledger: Ledger, config: Readonly<Config>, now: number): Check[] {
+  const parsed = energySection.safeParse((config as { energy?: unknown }).energy ?? {});
+  const tariff = tariffOf(parsed.success ? parsed.data : undefined);
+  if (!tariff.priced) return [];
+  const report = earningsReport(ledger, { since: now - 7 * 86_400_000, by: 'model', now, tariff });
+  const losing = report.rows
+    .filter((r) => r.net_usdc !== null && r.net_usdc < 0 && r.energy_kwh && r.energy_cost_usdc !== null)
+    .slice(0, 5);
+  return losing.map((r) =>
+    check(
+      'energy',
+      'warn',
+      `${engineText(r.group, 512)} earned ${(r.usdc_per_kwh ?? 0).toFixed(4)} USDC per kWh in 7 days, under its energy cost of ${(r.energy_cost_usdc! / r.energy_kwh!).toFixed(4)} USDC per kWh (net ${r.net_usdc!.toFixed(6)} USDC)`,
+      'raise its price in [pricing], or stop serving it when electricity is dear',
+    ),
+  );
 }
 
 function ago(ms: number): string {

@@ -6,12 +6,16 @@ import { LedgerWriter } from './writer.js';
 
 export { ledgerChecks } from './doctor.js';
 export {
+  type EarningsReport,
   type EarningsRow,
+  type EarningsTotals,
   earnings,
   earningsCsv,
+  earningsReport,
   GROUPINGS,
   type Grouping,
   MISSED_REFUSALS,
+  type PriceAt,
   parseSince,
 } from './earnings.js';
 export { LEDGER_SCHEMA_VERSION, Ledger, LedgerOpenError, ledgerPath } from './ledger.js';
@@ -42,6 +46,32 @@ export function ledgerFile(config: Readonly<Config>): string | undefined {
   return ledgerPath(parsed.success ? parsed.data.path : undefined, config.identity.key_path);
 }
 
+/**
+ * Another plugin's energy figures (the GPU plugin's `energy.job` and `energy.period`, docs/hooks.md):
+ * untrusted, so parsed and bounded here; anything else is ignored. A job uses at most 100 kWh, a period
+ * between two polls lasts at most a day.
+ */
+const WH = z.number().finite().min(0).max(100_000);
+const jobEnergy = z.object({ jobId: z.string().min(1).max(512), wh: WH });
+const periodEnergy = z
+  .object({
+    from: z.number().int().min(0).max(8.64e15),
+    to: z.number().int().min(0).max(8.64e15),
+    servingWh: WH,
+    idleWh: WH,
+  })
+  .refine((p) => p.to > p.from && p.to - p.from <= 86_400_000);
+
+function energyMessage(topic: string, data: unknown, writer: LedgerWriter): void {
+  if (topic === 'energy.job') {
+    const m = jobEnergy.safeParse(data);
+    if (m.success) writer.energy(m.data.jobId, m.data.wh);
+  } else if (topic === 'energy.period') {
+    const m = periodEnergy.safeParse(data);
+    if (m.success) writer.period(m.data);
+  }
+}
+
 /** Tuning for tests and embedders; `[ledger]` in agent.toml is the operator's. */
 export interface LedgerPluginOptions {
   /** Records kept for a retry while the ledger cannot be written (default 10,000: a few MB). */
@@ -50,6 +80,8 @@ export interface LedgerPluginOptions {
   retryMs?: number;
   /** How long a write waits for another process's lock, ms (default 5,000). */
   busyMs?: number;
+  /** The most pages (4 KiB) the ledger file may grow to; past it writes fail as on a full disk (default: none). */
+  maxPages?: number;
 }
 
 // biome-ignore lint/suspicious/noConfusingVoidType: `void` lets `ledgerPlugin()` be called without options.
@@ -73,6 +105,7 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
       maxPending: o.maxPending ?? 10_000,
       retryMs: o.retryMs ?? 1_000,
       busyMs: o.busyMs ?? 5_000,
+      maxPages: o.maxPages,
     });
     const mine = ctx.provideJournal({
       write: (records) => writer.write(records),
@@ -89,6 +122,7 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
     });
     hooks.onEvent.tap('ledger', (e) => {
       if (e.type === 'selftest') writer.selftest(e.result);
+      else if (e.type === 'plugin') energyMessage(e.topic, e.data, writer);
     });
     hooks.onClose.tapPromise('ledger', () => writer.close());
     ctx.statusSection('ledger', () => {

@@ -1,11 +1,11 @@
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentEvent } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, holdsPlugin, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import ledgerPlugin, { earnings, Ledger, type LedgerPluginOptions, ledgerChecks } from './index.js';
 
 /**
@@ -184,6 +184,92 @@ describe('the ledger plugin', () => {
     await notice((e) => e.name === 'ledger_failing' && e.resolved);
     expect(rows(file)).toHaveLength(3);
     expect(await metric(t, 'usepod_agent_ledger_pending')).toBe(0);
+  });
+
+  it('serves on when the ledger is full (SQLITE_FULL): a warning, a notice, retries, then writes again once there is room', async () => {
+    // A ledger whose file may not grow (max_page_count: the disk is full as far as SQLite can tell),
+    // already holding a few thousand rows the operator can delete.
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-full-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const path = join(dir, 'ledger.db');
+    const seed = Ledger.open(path);
+    seed.write(
+      Array.from({ length: 3000 }, (_, i) => ({
+        jobId: `old-${i}`.padEnd(200, 'x'),
+        model: 'old',
+        backend: 'vllm',
+        outcome: 'done' as const,
+        inputTokens: 1,
+        outputTokens: 1,
+        bytes: 1,
+        durationMs: 1,
+        firstByteMs: undefined,
+        receivedAt: Date.now() - 86_400_000 - i,
+        format: 'openai' as const,
+        inputPer1m: undefined,
+        outputPer1m: undefined,
+      })),
+    );
+    seed.close();
+    // Filled to the last page another connection may use: a new row needs a page the cap refuses.
+    const probe = new Database(path);
+    const pages = (probe.pragma('page_count', { simple: true }) as number) + 20;
+    probe.pragma(`max_page_count = ${pages}`);
+    const filler = probe.prepare(
+      `INSERT INTO jobs (job_id, model, format, received_at, duration_ms, outcome, input_tokens, output_tokens,
+         bytes, earnings_micro) VALUES (?, 'old', 'openai', ?, 0, 'done', 0, 0, 0, 0)`,
+    );
+    // A day old: within the retention, so the prune at start frees nothing.
+    expect(() => {
+      for (let i = 0; ; i++) filler.run(`fill-${i}`.padEnd(300, 'x'), Date.now() - 86_400_000);
+    }).toThrow(/full/);
+    probe.pragma('wal_checkpoint(TRUNCATE)');
+    probe.close();
+    const { t, file, notice } = await setup({ file: () => path, plugin: { maxPages: pages } });
+    const session = await online(t);
+    for (let i = 0; i < 3; i++)
+      expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    await notice((e) => e.name === 'ledger_failing' && !e.resolved);
+    const warnings = t.lines.filter((l) => l.startsWith('warn') && l.includes('cannot be written'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(file);
+    expect(warnings[0]).toContain('SQLITE_FULL');
+    // Retried with backoff while full, each failure counted; jobs keep being served meanwhile.
+    await vi.waitFor(async () =>
+      expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(1),
+    );
+    expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    // (A record may have fitted in the last page before the file was full.)
+    const kept = (await metric(t, 'usepod_agent_ledger_pending'))!;
+    expect(kept).toBeGreaterThan(0);
+    expect(rows(file).filter((r) => r.model === MODEL)).toHaveLength(4 - kept);
+    // The operator makes room: the kept records are written at the next retry, and the notice resolves.
+    const other = new Database(path);
+    other.exec("DELETE FROM jobs WHERE model = 'old'");
+    other.close();
+    await notice((e) => e.name === 'ledger_failing' && e.resolved);
+    expect(rows(file).filter((r) => r.model === MODEL)).toHaveLength(4);
+    expect(await metric(t, 'usepod_agent_ledger_pending')).toBe(0);
+  });
+
+  it('serves on when the ledger’s folder cannot be written (a file where the folder should be): warning, notice, retries, then writes', async () => {
+    // chmod 0555 does not stop root: a path under a regular file fails for everyone (ENOTDIR).
+    const { t, file, notice, dir } = await setup({ file: (d) => join(d, 'state', 'ledger.db') });
+    await writeFile(join(dir, 'state'), 'not a folder');
+    const session = await online(t);
+    for (let i = 0; i < 2; i++)
+      expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    await notice((e) => e.name === 'ledger_failing' && !e.resolved);
+    const warnings = t.lines.filter((l) => l.startsWith('warn') && l.includes('cannot be written'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(file);
+    await vi.waitFor(async () =>
+      expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(1),
+    );
+    expect(await metric(t, 'usepod_agent_ledger_pending')).toBe(2);
+    await rm(join(dir, 'state'));
+    await notice((e) => e.name === 'ledger_failing' && e.resolved);
+    expect(rows(file)).toHaveLength(2);
   });
 
   it('keeps at most maxPending records while failing: the rest are counted and dropped, said once', async () => {

@@ -3,6 +3,18 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { JobRecord, SeedGroup, SelfTestResult } from '@usepod-agent/core';
 import Database from 'better-sqlite3';
+import {
+  BUCKET_MS,
+  BUCKET_SCHEMA,
+  BusySpans,
+  backfill,
+  bucketOf,
+  busyKeys,
+  decodeSpans,
+  MISSED_SQL,
+  spansMs,
+  sumsWriter,
+} from './buckets.js';
 
 /**
  * The operator's ledger (issue 18): one row per job the agent received, served, failed, cancelled or
@@ -10,11 +22,12 @@ import Database from 'better-sqlite3';
  * committed transaction survives the process being killed. Schema versions are SQLite's `user_version`;
  * a database newer than this agent knows is never rewritten.
  *
- * Every statement on the ledger's tables is in this module (issue 27): aggregates are SQL (`GROUP BY`,
- * window functions over an index), so a week of a busy provider (1.5 M rows) is summed without reading
- * the rows into JavaScript (issue 28).
+ * Every statement on the ledger's tables is in this module and buckets.ts (issue 27): `earnings` and
+ * `status` read quarter-hour summaries kept in the same transaction as the rows (buckets.ts), and the
+ * rows themselves only for the part of a window before its first whole quarter hour (issue 28: a week
+ * of a busy provider, 1.5 M rows, in milliseconds). A migration is SQL, or a function for a backfill.
  */
-const MIGRATIONS: string[] = [
+const MIGRATIONS: (string | ((db: Database.Database) => void))[] = [
   // 1: jobs.
   `CREATE TABLE jobs (
      job_id          TEXT    NOT NULL,
@@ -48,6 +61,18 @@ const MIGRATIONS: string[] = [
      error           TEXT               -- why it failed (bounded engine text)
    );
    CREATE INDEX selftests_at ON selftests (at);`,
+  // 4: quarter-hour summaries (issue 28), backfilled from the rows once; energy per job and per quarter
+  // hour, serving and idle (issue 31).
+  (db) => {
+    db.exec(`ALTER TABLE jobs ADD COLUMN energy_wh REAL;
+      ${BUCKET_SCHEMA}
+      CREATE TABLE energy (
+        bucket     INTEGER PRIMARY KEY,  -- a quarter hour, as in job_sums
+        serving_wh REAL NOT NULL DEFAULT 0,
+        idle_wh    REAL NOT NULL DEFAULT 0
+      );`);
+    backfill(db);
+  },
 ];
 
 export const LEDGER_SCHEMA_VERSION = MIGRATIONS.length;
@@ -80,11 +105,11 @@ export const GROUPINGS = ['model', 'backend', 'day', 'hour'] as const;
 export type Grouping = (typeof GROUPINGS)[number];
 
 /**
- * The local time of `received_at` in SQL, as ms since the epoch shifted by the zone's offset then: the
- * offsets of [from, to] (DST changes included) as a CASE, computed here once rather than SQLite's
- * 'localtime' per row (ten times slower). Integer division of it gives local days and hours.
+ * A time column (`col`, epoch ms) as local time in SQL, ms since the epoch shifted by the zone's offset
+ * then: the offsets of [from, to] (DST changes included) as a CASE, computed here once rather than
+ * SQLite's 'localtime' per row (ten times slower). Integer division of it gives local days and hours.
  */
-function localSql(from: number, to: number): string {
+function localSql(col: string, from: number, to: number): string {
   const offset = (t: number) => -new Date(t).getTimezoneOffset() * 60_000;
   const HOUR = 3_600_000;
   const changes: [number, number][] = [];
@@ -105,21 +130,24 @@ function localSql(from: number, to: number): string {
     current = o;
     at = t;
   }
-  if (changes.length === 0) return `(received_at + ${first})`;
+  if (changes.length === 0) return `(${col} + ${first})`;
   let sql = 'CASE';
   let prev = first;
   for (const [t, o] of changes) {
-    sql += ` WHEN received_at < ${t} THEN ${prev}`;
+    sql += ` WHEN ${col} < ${t} THEN ${prev}`;
     prev = o;
   }
-  return `(received_at + ${sql} ELSE ${prev} END)`;
+  return `(${col} + ${sql} ELSE ${prev} END)`;
 }
 
-/** The SQL of a row's group: days and hours in local time, as the operator reads them. */
-function groupSql(by: Grouping, from: number, to: number): string {
+/**
+ * The SQL of a group: days and hours in local time, as the operator reads them, of `col` (a row's
+ * `received_at`, a quarter hour's start).
+ */
+function groupSql(by: Grouping, col: string, from: number, to: number): string {
   if (by === 'model') return 'model';
-  if (by === 'backend') return "coalesce(backend, '(none)')";
-  return `${localSql(from, to)} / ${by === 'day' ? 86_400_000 : 3_600_000}`;
+  if (by === 'backend') return "coalesce(nullif(backend, ''), '(none)')";
+  return `${localSql(col, from, to)} / ${by === 'day' ? 86_400_000 : 3_600_000}`;
 }
 
 /** A day or hour group's key (local ms / unit) as the operator reads it. */
@@ -128,9 +156,6 @@ function groupName(by: Grouping, key: string | number): string {
   const iso = new Date(key * (by === 'day' ? 86_400_000 : 3_600_000)).toISOString();
   return by === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 13)}:00`;
 }
-
-/** A refusal is a job missed (the operator could have earned it); `malformed` is the coordinator's fault. */
-const MISSED_SQL = "(refusal IS NOT NULL AND refusal != 'malformed')";
 
 /** One group's sums, as SQL gives them (earnings.ts makes the operator's row of it). */
 export interface GroupSums {
@@ -145,8 +170,27 @@ export interface GroupSums {
   /** Time streaming (first byte to end) of served jobs, ms, and their output tokens. */
   stream_ms: number;
   streamed_tokens: number;
-  /** Time with at least one of the group's jobs in flight, ms (the union of the jobs' spans). */
+  /**
+   * Time since `since` with at least one of the group's jobs in flight, ms (the union of the jobs' spans;
+   * for a day or an hour, within it).
+   */
   busy_ms: number;
+  /** The energy of the group's jobs that the GPU plugin measured, Wh (issue 31). */
+  energy_wh: number;
+}
+
+/** Energy the GPU plugin measured (issue 31): jobs' (each once it is known) and the GPUs' per poll. */
+export interface EnergyRecords {
+  jobs?: readonly { jobId: string; receivedAt: number; wh: number }[];
+  periods?: readonly EnergyPeriod[];
+}
+
+export interface EnergyPeriod {
+  /** Epoch ms, from < to. */
+  from: number;
+  to: number;
+  servingWh: number;
+  idleWh: number;
 }
 
 /** Today and the last 7 days (`status`). */
@@ -172,7 +216,11 @@ export interface SelfTestSums {
 export class Ledger {
   readonly path: string;
   readonly #db: Database.Database;
-  readonly #insertMany: (jobs: readonly JobRecord[], tests: readonly SelfTestResult[]) => void;
+  readonly #insertMany: (
+    jobs: readonly JobRecord[],
+    tests: readonly SelfTestResult[],
+    energy: EnergyRecords,
+  ) => void;
 
   private constructor(path: string, db: Database.Database) {
     this.path = path;
@@ -193,18 +241,60 @@ export class Ledger {
       `INSERT INTO selftests (at, backend, model, ok, ttft_ms, tokens_per_sec, tokens, error)
        VALUES (@at, @backend, @model, @ok, @ttft_ms, @tokens_per_sec, @tokens, @error)`,
     );
-    this.#insertMany = db.transaction((jobs: readonly JobRecord[], tests: readonly SelfTestResult[]) => {
-      for (const r of jobs) insert.run(jobRow(r));
-      for (const t of tests) insertTest.run(testRow(t));
-    });
+    const sum = sumsWriter(db);
+    const jobOf = db.prepare(
+      'SELECT rowid, model, backend, energy_wh FROM jobs WHERE received_at = ? AND job_id = ? LIMIT 1',
+    );
+    const setEnergy = db.prepare('UPDATE jobs SET energy_wh = ? WHERE rowid = ?');
+    const addEnergy = db.prepare(
+      'UPDATE job_sums SET energy_wh = energy_wh + ? WHERE bucket = ? AND model = ? AND backend = ?',
+    );
+    const addPeriod = db.prepare(
+      `INSERT INTO energy (bucket, serving_wh, idle_wh) VALUES (?, ?, ?)
+       ON CONFLICT (bucket) DO UPDATE SET serving_wh = serving_wh + excluded.serving_wh,
+         idle_wh = idle_wh + excluded.idle_wh`,
+    );
+    this.#insertMany = db.transaction(
+      (jobs: readonly JobRecord[], tests: readonly SelfTestResult[], energy) => {
+        // The quarter-hour summaries in the same transaction as the rows: they never disagree.
+        const busy = new BusySpans(db);
+        for (const r of jobs) {
+          const row = jobRow(r);
+          insert.run(row);
+          sum(row);
+          busy.add(busyKeys(row.model, r.backend), row.received_at, row.received_at + row.duration_ms);
+        }
+        busy.flush();
+        for (const t of tests) insertTest.run(testRow(t));
+        // A job's energy comes after its row (the GPU plugin tells it a poll or two after the job ended).
+        for (const e of energy.jobs ?? []) {
+          const at = Math.round(e.receivedAt);
+          const j = jobOf.get(at, e.jobId) as
+            | { rowid: number; model: string; backend: string | null; energy_wh: number | null }
+            | undefined;
+          if (!j) continue;
+          setEnergy.run(e.wh, j.rowid);
+          addEnergy.run(e.wh - (j.energy_wh ?? 0), bucketOf(at), j.model, j.backend ?? '');
+        }
+        // The GPUs' energy between two polls, spread over the quarter hours it spans.
+        for (const p of energy.periods ?? []) {
+          const span = p.to - p.from;
+          for (let q = bucketOf(p.from); q * BUCKET_MS < p.to; q++) {
+            const part = (Math.min(p.to, (q + 1) * BUCKET_MS) - Math.max(p.from, q * BUCKET_MS)) / span;
+            addPeriod.run(q, p.servingWh * part, p.idleWh * part);
+          }
+        }
+      },
+    );
   }
 
   /**
    * Opens (creating, migrating) the ledger; `readonly` opens an existing one for queries only. Throws a
    * `LedgerOpenError` naming the file (`newer` for a file from a newer agent, which is left untouched).
-   * `busyMs`: how long a write waits for another process's lock before it fails (and is retried).
+   * `busyMs`: how long a write waits for another process's lock before it fails (and is retried);
+   * `maxPages`: the most pages the file may have (SQLite's `max_page_count`).
    */
-  static open(path: string, opts: { readonly?: boolean; busyMs?: number } = {}): Ledger {
+  static open(path: string, opts: { readonly?: boolean; busyMs?: number; maxPages?: number } = {}): Ledger {
     const readonly = opts.readonly ?? false;
     let db: Database.Database | undefined;
     try {
@@ -226,9 +316,16 @@ export class Ledger {
         db.pragma('journal_mode = WAL');
         // NORMAL under WAL: a killed process loses no committed transaction (only a power cut may).
         db.pragma('synchronous = NORMAL');
+        // A cap on the file (embedders, tests): past it a write fails SQLITE_FULL as on a full disk.
+        if (opts.maxPages !== undefined)
+          db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPages))}`);
         const d = db;
         d.transaction(() => {
-          for (let v = version; v < MIGRATIONS.length; v++) d.exec(MIGRATIONS[v]!);
+          for (let v = version; v < MIGRATIONS.length; v++) {
+            const m = MIGRATIONS[v]!;
+            if (typeof m === 'string') d.exec(m);
+            else m(d);
+          }
           d.pragma(`user_version = ${MIGRATIONS.length}`);
         })();
       }
@@ -240,16 +337,25 @@ export class Ledger {
     }
   }
 
-  /** Jobs and self-tests, in one transaction. */
-  write(jobs: readonly JobRecord[], tests: readonly SelfTestResult[] = []): void {
-    this.#insertMany(jobs, tests);
+  /** Jobs, self-tests and energy, in one transaction. */
+  write(jobs: readonly JobRecord[], tests: readonly SelfTestResult[] = [], energy: EnergyRecords = {}): void {
+    this.#insertMany(jobs, tests, energy);
   }
 
-  /** Deletes rows older than `days`; returns how many jobs. */
+  /**
+   * Deletes rows older than `days` (from the start of a quarter hour, so the summaries lose exactly what
+   * the rows lose); returns how many jobs.
+   */
   prune(days: number, now = Date.now()): number {
-    const before = now - days * 86_400_000;
-    this.#db.prepare('DELETE FROM selftests WHERE at < ?').run(before);
-    return this.#db.prepare('DELETE FROM jobs WHERE received_at < ?').run(before).changes;
+    const q = bucketOf(now - days * 86_400_000);
+    const db = this.#db;
+    return db.transaction(() => {
+      db.prepare('DELETE FROM selftests WHERE at < ?').run(q * BUCKET_MS);
+      db.prepare('DELETE FROM job_sums WHERE bucket < ?').run(q);
+      db.prepare('DELETE FROM busy WHERE bucket < ?').run(q);
+      db.prepare('DELETE FROM energy WHERE bucket < ?').run(q);
+      return db.prepare('DELETE FROM jobs WHERE received_at < ?').run(q * BUCKET_MS).changes;
+    })();
   }
 
   /** The sums of the rows received before `before`, in the shape of the Prometheus counters (AgentMetrics.seed). */
@@ -286,78 +392,165 @@ export class Ledger {
   }
 
   /**
-   * `earnings`: each group's sums since a time, in SQL; the busy time (the union of the jobs' spans) in one
-   * pass over the rows in time order (the index's), keeping one state per group: bounded memory.
+   * `earnings`: each group's sums since a time: the whole quarter hours from `job_sums`, the rows before
+   * the first of them (under 15 minutes of rows, by the time index) from `jobs`. The busy time is the
+   * time since `since` with one of the group's jobs in flight (for an hour or a day, within it): the sum
+   * of the quarter hours' exact spans, the first one clipped at `since`.
    */
   groups(since: number, by: Grouping, now = Date.now()): GroupSums[] {
-    const oldest =
-      (this.#db.prepare('SELECT min(received_at) FROM jobs WHERE received_at >= ?').pluck().get(since) as
-        | number
-        | null) ?? now;
-    const g = groupSql(by, oldest, Math.max(oldest, now));
-    const sums = this.#db
+    const db = this.#db;
+    const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
+    const sums = db
       .prepare(
-        `SELECT ${g} AS "group",
-           sum(outcome = 'done') AS served,
-           sum(outcome = 'cancelled') AS cancelled,
-           sum(outcome NOT IN ('done', 'cancelled') AND ${MISSED_SQL}) AS missed,
-           sum(outcome NOT IN ('done', 'cancelled') AND NOT ${MISSED_SQL}) AS failed,
-           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-           sum(earnings_micro) AS earnings_micro,
-           coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
-                             THEN duration_ms - first_byte_ms END), 0) AS stream_ms,
-           coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
-                             THEN output_tokens END), 0) AS streamed_tokens
-         FROM jobs WHERE received_at >= ? GROUP BY 1`,
+        `SELECT g AS "group", sum(served) AS served, sum(cancelled) AS cancelled, sum(missed) AS missed,
+           sum(failed) AS failed, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(earnings_micro) AS earnings_micro, sum(stream_ms) AS stream_ms,
+           sum(streamed_tokens) AS streamed_tokens, sum(energy_wh) AS energy_wh
+         FROM (
+           SELECT ${gBuckets} AS g, sum(served) AS served, sum(cancelled) AS cancelled, sum(missed) AS missed,
+             sum(failed) AS failed, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+             sum(earnings_micro) AS earnings_micro, sum(stream_ms) AS stream_ms,
+             sum(streamed_tokens) AS streamed_tokens, sum(energy_wh) AS energy_wh
+           FROM job_sums WHERE bucket >= @k0 GROUP BY 1
+           UNION ALL
+           SELECT ${gRows}, sum(outcome = 'done'), sum(outcome = 'cancelled'),
+             sum(outcome NOT IN ('done', 'cancelled') AND ${MISSED_SQL}),
+             sum(outcome NOT IN ('done', 'cancelled') AND NOT ${MISSED_SQL}),
+             sum(input_tokens), sum(output_tokens), sum(earnings_micro),
+             coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
+                               THEN duration_ms - first_byte_ms END), 0),
+             coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
+                               THEN output_tokens END), 0),
+             coalesce(sum(energy_wh), 0)
+           FROM jobs WHERE received_at >= @since AND received_at < @edge GROUP BY 1
+         ) GROUP BY g`,
       )
-      .all(since) as (Omit<GroupSums, 'busy_ms' | 'group'> & { group: string | number })[];
-    // Sorted by start, a span adds what lies past both its start and every earlier span's end (`reach`).
-    const busy = new Map<string | number, { reach: number; ms: number }>();
-    const spans = this.#db
-      .prepare(
-        `SELECT ${g}, received_at, received_at + duration_ms FROM jobs
-         WHERE received_at >= ? AND duration_ms > 0 ORDER BY received_at`,
-      )
+      .all({ k0, since, edge }) as (Omit<GroupSums, 'busy_ms' | 'group'> & { group: string | number })[];
+    // The busy spans of the key each grouping counts under: the model's, the backend's, every job's.
+    const keys =
+      by === 'model'
+        ? "key >= 'm:' AND key < 'm;'"
+        : by === 'backend'
+          ? "key >= 'b:' AND key < 'b;'"
+          : "key = '*'";
+    const gBusy = by === 'model' || by === 'backend' ? 'substr(key, 3)' : gBuckets;
+    const busy = new Map<string | number, number>();
+    for (const [g, ms] of db
+      .prepare(`SELECT ${gBusy}, sum(ms) FROM busy WHERE bucket >= ? AND ${keys} GROUP BY 1`)
       .raw()
-      .iterate(since) as IterableIterator<[string | number, number, number]>;
-    for (const [key, a, b] of spans) {
-      let s = busy.get(key);
-      if (!s) {
-        s = { reach: Number.NEGATIVE_INFINITY, ms: 0 };
-        busy.set(key, s);
-      }
-      const from = Math.max(a, s.reach);
-      if (b > from) {
-        s.ms += b - from;
-        s.reach = b;
-      }
+      .iterate(k0) as IterableIterator<[string | number, number]>)
+      busy.set(g, ms);
+    if (since < edge) {
+      for (const [g, blob] of db
+        .prepare(`SELECT ${gBusy}, spans FROM busy WHERE bucket = ? AND ${keys}`)
+        .raw()
+        .iterate(k0 - 1) as IterableIterator<[string | number, Buffer]>)
+        busy.set(g, (busy.get(g) ?? 0) + spansMs(decodeSpans(blob), since - (edge - BUCKET_MS)));
     }
-    return sums.map((s) => ({ ...s, group: groupName(by, s.group), busy_ms: busy.get(s.group)?.ms ?? 0 }));
+    return sums.map((s) => ({ ...s, group: groupName(by, s.group), busy_ms: busy.get(s.group) ?? 0 }));
   }
 
-  /** `status`: today (since `today`) and the last 7 days (since `week`), in one pass. */
-  summary(today: number, week: number): { today: Window; last_7_days: Window } {
-    const r = this.#db
+  /**
+   * A window since a time: its first whole quarter hour (`k0`, starting at `edge`), and the SQL of a
+   * group over rows and over quarter hours (local days and hours over the span the window holds data).
+   */
+  #window(since: number, by: Grouping, now: number) {
+    const k0 = Math.ceil(since / BUCKET_MS);
+    const first = this.#db
       .prepare(
-        `SELECT
-           coalesce(sum(received_at >= @today AND outcome = 'done'), 0) AS ts,
-           coalesce(sum(received_at >= @today AND outcome = 'error' AND ${MISSED_SQL}), 0) AS tm,
-           coalesce(sum(received_at >= @today AND outcome = 'error' AND NOT ${MISSED_SQL}), 0) AS tf,
-           coalesce(sum(CASE WHEN received_at >= @today THEN earnings_micro END), 0) AS te,
-           coalesce(sum(received_at >= @week AND outcome = 'done'), 0) AS ws,
-           coalesce(sum(received_at >= @week AND outcome = 'error' AND ${MISSED_SQL}), 0) AS wm,
-           coalesce(sum(received_at >= @week AND outcome = 'error' AND NOT ${MISSED_SQL}), 0) AS wf,
-           coalesce(sum(CASE WHEN received_at >= @week THEN earnings_micro END), 0) AS we
-         FROM jobs WHERE received_at >= min(@today, @week)`,
+        `SELECT min(b) FROM (SELECT min(bucket) AS b FROM job_sums WHERE bucket >= @q
+           UNION ALL SELECT min(bucket) FROM energy WHERE bucket >= @q)`,
       )
-      .get({ today, week }) as Record<string, number>;
-    const w = (p: 't' | 'w'): Window => ({
-      served: r[`${p}s`]!,
-      missed: r[`${p}m`]!,
-      failed: r[`${p}f`]!,
-      earnings_usdc: r[`${p}e`]! / 1_000_000,
+      .pluck()
+      .get({ q: bucketOf(since) }) as number | null;
+    const oldest = first === null ? now : Math.max(0, first * BUCKET_MS);
+    const to = Math.max(oldest, now);
+    return {
+      k0,
+      edge: k0 * BUCKET_MS,
+      gRows: groupSql(by, 'received_at', oldest, to),
+      gBuckets: groupSql(by, `bucket * ${BUCKET_MS}`, oldest, to),
+    };
+  }
+
+  /**
+   * `earnings`' energy (issue 31): the jobs' Wh per group and quarter hour (of their receipt), so each
+   * is priced at the tariff then; and the GPUs' serving and idle Wh per quarter hour (by time, the first
+   * one prorated from `since`), with its group for a day or an hour. Rows only where there is energy.
+   */
+  energy(
+    since: number,
+    by: Grouping,
+    now = Date.now(),
+  ): {
+    jobs: { group: string; bucket: number; wh: number }[];
+    gpus: { group: string | undefined; bucket: number; serving_wh: number; idle_wh: number }[];
+  } {
+    const db = this.#db;
+    const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
+    const jobs = (
+      db
+        .prepare(
+          `SELECT ${gBuckets} AS g, bucket, sum(energy_wh) AS wh FROM job_sums
+           WHERE bucket >= @k0 AND energy_wh > 0 GROUP BY 1, 2
+           UNION ALL
+           SELECT ${gRows}, received_at / ${BUCKET_MS}, sum(energy_wh) FROM jobs
+           WHERE received_at >= @since AND received_at < @edge AND energy_wh > 0 GROUP BY 1, 2`,
+        )
+        .all({ k0, since, edge }) as { g: string | number; bucket: number; wh: number }[]
+    ).map((r) => ({ group: groupName(by, r.g), bucket: r.bucket, wh: r.wh }));
+    const byTime = by === 'day' || by === 'hour';
+    const gpus = (
+      db
+        .prepare(
+          `SELECT ${byTime ? gBuckets : 'NULL'} AS g, bucket, serving_wh, idle_wh FROM energy WHERE bucket >= ?`,
+        )
+        .all(bucketOf(since)) as {
+        g: string | number | null;
+        bucket: number;
+        serving_wh: number;
+        idle_wh: number;
+      }[]
+    ).map((r) => {
+      // The quarter hour `since` falls in counts for its part after `since`.
+      const part = Math.min(
+        1,
+        ((r.bucket + 1) * BUCKET_MS - Math.max(since, r.bucket * BUCKET_MS)) / BUCKET_MS,
+      );
+      return {
+        group: r.g === null ? undefined : groupName(by, r.g),
+        bucket: r.bucket,
+        serving_wh: r.serving_wh * part,
+        idle_wh: r.idle_wh * part,
+      };
     });
-    return { today: w('t'), last_7_days: w('w') };
+    return { jobs, gpus };
+  }
+
+  /** `status`: today (since `today`) and the last 7 days (since `week`), from the summaries as `groups`. */
+  summary(today: number, week: number): { today: Window; last_7_days: Window } {
+    const sum = this.#db.prepare(
+      `SELECT coalesce(sum(served), 0) AS served, coalesce(sum(missed), 0) AS missed,
+         coalesce(sum(failed), 0) AS failed, coalesce(sum(earnings_micro), 0) AS earnings_micro
+       FROM (
+         SELECT served, missed, failed, earnings_micro FROM job_sums WHERE bucket >= @k0
+         UNION ALL
+         SELECT outcome = 'done', outcome = 'error' AND ${MISSED_SQL}, outcome = 'error' AND NOT ${MISSED_SQL},
+           earnings_micro
+         FROM jobs WHERE received_at >= @since AND received_at < @edge
+       )`,
+    );
+    const w = (since: number): Window => {
+      const k0 = Math.ceil(since / BUCKET_MS);
+      const r = sum.get({ k0, since, edge: k0 * BUCKET_MS }) as Record<string, number>;
+      return {
+        served: r.served!,
+        missed: r.missed!,
+        failed: r.failed!,
+        earnings_usdc: r.earnings_micro! / 1_000_000,
+      };
+    };
+    return { today: w(today), last_7_days: w(week) };
   }
 
   /** doctor: when the last job was served (epoch ms), if ever. */

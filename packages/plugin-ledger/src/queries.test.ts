@@ -2,6 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
+import Database from 'better-sqlite3';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { earnings, earningsCsv, GROUPINGS, type Grouping } from './earnings.js';
 import { Ledger } from './ledger.js';
@@ -93,7 +95,7 @@ describe('the ledger’s SQL aggregates', () => {
     expect(got.map((r) => r.group)).toEqual(want.map((r) => r.group));
     for (const [i, w] of want.entries()) {
       const g = got[i]!;
-      expect({ ...g, earnings_usdc: 0, tokens_per_sec: 0, busy: 0 }).toEqual({
+      expect({ ...g, earnings_usdc: 0, tokens_per_sec: 0, busy: 0 }).toMatchObject({
         ...w,
         earnings_usdc: 0,
         tokens_per_sec: 0,
@@ -172,12 +174,141 @@ describe('the ledger’s SQL aggregates', () => {
     const csv = earningsCsv(earnings(ledger, { since: 0, by: 'model', now: NOW }));
     const lines = csv.trim().split('\n');
     expect(lines[0]).toBe(
-      'group,served,failed,missed,cancelled,input_tokens,output_tokens,earnings_usdc,tokens_per_sec,busy',
+      'group,served,failed,missed,cancelled,input_tokens,output_tokens,earnings_usdc,tokens_per_sec,busy,energy_kwh,idle_kwh,energy_cost_usdc,net_usdc,usdc_per_kwh',
     );
+    // No energy in this ledger: its columns are empty, never 0.
     for (const l of lines.slice(1))
-      expect(l).toMatch(/^("?'?[=\w-]+"?)(,\d+){6},\d+\.\d{6},(\d+\.\d)?,\d\.\d{4}$/);
+      expect(l).toMatch(/^("?'?[=\w-]+"?)(,\d+){6},\d+\.\d{6},(\d+\.\d)?,\d\.\d{4},,,,,$/);
     expect(csv).toContain("'=cmd,");
     expect(csv).not.toMatch(/e-\d/);
+  });
+});
+
+/** Jobs of a few hours, received in any order, some running for hours (across many quarter hours). */
+const BASE = Date.UTC(2026, 9, 24, 22, 7, 13);
+const job = fc.record({
+  at: fc.integer({ min: 0, max: 8 * 3_600_000 }),
+  duration: fc.oneof(
+    fc.constant(0),
+    fc.integer({ min: 1, max: 600_000 }),
+    fc.integer({ min: 1, max: 3 * 3_600_000 }),
+  ),
+  model: fc.constantFrom('m-a', 'm-b', '=x'),
+  backend: fc.constantFrom('vllm', 'ollama', undefined),
+  kind: fc.constantFrom('done', 'error', 'cancelled', 'paused', 'malformed', 'model_not_loaded'),
+  tokens: fc.nat(5000),
+  firstByte: fc.option(fc.nat(100_000), { nil: undefined }),
+});
+type JobArb = typeof job extends fc.Arbitrary<infer T> ? T : never;
+const ledgerRecords = (xs: JobArb[]): JobRecord[] =>
+  xs.map((x, i) => {
+    const refusal = ['paused', 'malformed', 'model_not_loaded'].includes(x.kind) ? x.kind : undefined;
+    const outcome = refusal ? 'error' : (x.kind as JobRecord['outcome']);
+    return {
+      jobId: `p${i}`,
+      model: x.model,
+      backend: refusal ? undefined : x.backend,
+      outcome,
+      inputTokens: x.tokens,
+      outputTokens: Math.floor(x.tokens / 3),
+      bytes: 10,
+      durationMs: refusal ? 0 : x.duration,
+      firstByteMs: x.firstByte,
+      receivedAt: BASE + x.at,
+      format: 'openai',
+      inputPer1m: 100_000,
+      outputPer1m: 400_000,
+      ...(refusal ? { refusal: refusal as JobRecord['refusal'] } : {}),
+    };
+  });
+
+function expectSame(l: Ledger, rs: JobRecord[], since: number, by: Grouping, now: number) {
+  const got = earnings(l, { since, by, now });
+  const want = reference(rs, since, by, now);
+  expect(got.map((r) => r.group)).toEqual(want.map((r) => r.group));
+  for (const [i, w] of want.entries()) {
+    const g = got[i]!;
+    expect({ ...g, earnings_usdc: 0, tokens_per_sec: 0, busy: 0 }).toMatchObject({
+      ...w,
+      earnings_usdc: 0,
+      tokens_per_sec: 0,
+      busy: 0,
+    });
+    expect(g.earnings_usdc).toBeCloseTo(w.earnings_usdc, 9);
+    expect(g.tokens_per_sec ?? -1).toBeCloseTo(w.tokens_per_sec ?? -1, 6);
+    expect(g.busy).toBeCloseTo(w.busy, 9);
+  }
+}
+
+describe('the quarter-hour summaries (issue 28)', () => {
+  it('answer as the rows do, on random ledgers, any start, any grouping, in three time zones', () => {
+    const zone = process.env.TZ;
+    let n = 0;
+    try {
+      fc.assert(
+        fc.property(
+          fc.array(job, { maxLength: 60 }),
+          fc.integer({ min: -3_600_000, max: 9 * 3_600_000 }),
+          fc.constantFrom(...GROUPINGS),
+          fc.constantFrom('UTC', 'Europe/Paris', 'Asia/Kathmandu'),
+          fc.nat(3),
+          (xs, from, by, tz, cut) => {
+            process.env.TZ = tz;
+            const rs = ledgerRecords(xs);
+            const l = Ledger.open(join(dir, `p${n++}.db`));
+            try {
+              // Written in batches in any order, as jobs end.
+              const at = Math.floor((rs.length * cut) / 4);
+              l.write(rs.slice(at));
+              l.write(rs.slice(0, at));
+              const since = BASE + from;
+              const now = BASE + 12 * 3_600_000;
+              expectSame(l, rs, since, by, now);
+              const total = (ws: ReturnType<typeof reference>) =>
+                ws.reduce(
+                  (t, r) => ({
+                    served: t.served + r.served,
+                    missed: t.missed + r.missed,
+                    failed: t.failed + r.failed,
+                    earnings_usdc: t.earnings_usdc + r.earnings_usdc,
+                  }),
+                  { served: 0, missed: 0, failed: 0, earnings_usdc: 0 },
+                );
+              const s = l.summary(since, since + 1_234_567);
+              const want = total(reference(rs, since, 'model', now));
+              expect({ ...s.today, earnings_usdc: 0 }).toEqual({ ...want, earnings_usdc: 0 });
+              expect(s.today.earnings_usdc).toBeCloseTo(want.earnings_usdc, 9);
+              expect(s.last_7_days.served).toBe(total(reference(rs, since + 1_234_567, 'model', now)).served);
+            } finally {
+              l.close();
+            }
+          },
+        ),
+        { numRuns: 150, seed: 28 },
+      );
+    } finally {
+      process.env.TZ = zone;
+      if (zone === undefined) delete process.env.TZ;
+    }
+  });
+
+  it('are backfilled once from the rows of an older ledger (schema 3)', () => {
+    const file = join(dir, 'old.db');
+    const rs = records(3000);
+    const l = Ledger.open(file);
+    l.write(rs);
+    l.close();
+    // What an agent of schema 3 left: the rows, without the summaries.
+    const raw = new Database(file);
+    raw.exec(`DROP TABLE job_sums; DROP TABLE busy; DROP TABLE energy; ALTER TABLE jobs DROP COLUMN energy_wh;
+      PRAGMA user_version = 3;`);
+    raw.close();
+    const upgraded = Ledger.open(file);
+    try {
+      for (const by of GROUPINGS) expectSame(upgraded, rs, NOW - 7 * 86_400_000 + 123_457, by, NOW);
+    } finally {
+      upgraded.close();
+    }
   });
 });
 
@@ -194,22 +325,53 @@ function keyOf(r: JobRecord, by: Grouping): string {
   return by === 'day' ? day : `${day} ${pad(d.getHours())}:00`;
 }
 
-function covered(spans: [number, number][]): number {
-  spans.sort((a, b) => a[0] - b[0]);
-  let total = 0;
-  let [s, e] = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
-  for (const [a, b] of spans) {
-    if (a > e) {
-      if (e > s) total += e - s;
-      [s, e] = [a, b];
-    } else if (b > e) e = b;
+/** The union of spans as disjoint [start, end) pairs, in order. */
+function union(spans: [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [a, b] of [...spans].sort((x, y) => x[0] - y[0])) {
+    const last = out.at(-1);
+    if (last && a <= last[1]) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
   }
-  if (e > s) total += e - s;
-  return total;
+  return out;
+}
+
+const length = (spans: [number, number][]) => spans.reduce((n, [a, b]) => n + b - a, 0);
+
+/**
+ * Busy time since `since`, by group: for a model or a backend the union of its jobs' spans (every job,
+ * received before `since` too) from `since` on; for a day or an hour the union of every job's spans
+ * within it, each piece of the union cut at quarter hours (local hours start on them) and given to the
+ * local day or hour it lies in.
+ */
+function busyByGroup(all: JobRecord[], since: number, by: Grouping): Map<string, number> {
+  const clip = (rs: JobRecord[]) =>
+    union(
+      rs
+        .filter((r) => r.durationMs > 0 && r.receivedAt + r.durationMs > since)
+        .map((r): [number, number] => [Math.max(since, r.receivedAt), r.receivedAt + r.durationMs]),
+    );
+  const out = new Map<string, number>();
+  if (by === 'model' || by === 'backend') {
+    const keys = new Set(all.map((r) => keyOf(r, by)));
+    for (const k of keys) out.set(k, length(clip(all.filter((r) => keyOf(r, by) === k))));
+    return out;
+  }
+  const Q = 900_000;
+  for (const [a, b] of clip(all)) {
+    for (let t = a; t < b; ) {
+      const next = Math.min(b, (Math.floor(t / Q) + 1) * Q);
+      const k = keyOf({ receivedAt: t } as JobRecord, by);
+      out.set(k, (out.get(k) ?? 0) + next - t);
+      t = next;
+    }
+  }
+  return out;
 }
 
 function reference(all: JobRecord[], since: number, by: Grouping, now: number) {
   const groups = new Map<string, JobRecord[]>();
+  const busy = busyByGroup(all, since, by);
   for (const r of all.filter((x) => x.receivedAt >= since)) {
     const k = keyOf(r, by);
     groups.set(k, [...(groups.get(k) ?? []), r]);
@@ -229,7 +391,6 @@ function reference(all: JobRecord[], since: number, by: Grouping, now: number) {
       tokens_per_sec: null as number | null,
       busy: 0,
     };
-    const spans: [number, number][] = [];
     for (const r of rs) {
       if (r.outcome === 'done') row.served++;
       else if (r.outcome === 'cancelled') row.cancelled++;
@@ -243,11 +404,10 @@ function reference(all: JobRecord[], since: number, by: Grouping, now: number) {
         streamMs += r.durationMs - r.firstByteMs;
         streamed += r.outputTokens;
       }
-      if (r.durationMs > 0) spans.push([r.receivedAt, r.receivedAt + r.durationMs]);
     }
     if (streamMs > 0) row.tokens_per_sec = streamed / (streamMs / 1000);
     const windowMs = by === 'day' ? 86_400_000 : by === 'hour' ? 3_600_000 : Math.max(1, now - since);
-    row.busy = Math.min(1, covered(spans) / windowMs);
+    row.busy = Math.min(1, (busy.get(group) ?? 0) / windowMs);
     return row;
   });
   return by === 'day' || by === 'hour'

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
-import { Ledger, LedgerOpenError } from './ledger.js';
+import { type EnergyRecords, Ledger, LedgerOpenError } from './ledger.js';
 
 /**
  * The ledger's own thread (issue 28): it owns the read-write connection, so a lock held by another
@@ -12,6 +12,7 @@ export interface WorkerRequest {
   op: 'write' | 'totals' | 'summary' | 'prune' | 'close';
   jobs?: JobRecord[];
   tests?: SelfTestResult[];
+  energy?: EnergyRecords;
   before?: number;
   today?: number;
   week?: number;
@@ -21,19 +22,19 @@ export type WorkerReply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: string; code: string | undefined; newer: boolean };
 
-const { path, busyMs } = workerData as { path: string; busyMs: number };
+const { path, busyMs, maxPages } = workerData as { path: string; busyMs: number; maxPages?: number };
 let ledger: Ledger | undefined;
 
 /** Opened at the first request and again after a failure: the file may be fixed meanwhile. */
 const open = () => {
-  ledger ??= Ledger.open(path, { busyMs });
+  ledger ??= Ledger.open(path, { busyMs, ...(maxPages === undefined ? {} : { maxPages }) });
   return ledger;
 };
 
 function handle(m: WorkerRequest): unknown {
   switch (m.op) {
     case 'write':
-      return open().write(m.jobs ?? [], m.tests ?? []);
+      return open().write(m.jobs ?? [], m.tests ?? [], m.energy ?? {});
     case 'totals':
       return open().seedGroups(m.before);
     case 'summary':

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { JobRecord, Logger, PluginContext, SeedGroup, SelfTestResult } from '@usepod-agent/core';
-import type { Window } from './ledger.js';
+import type { EnergyPeriod, EnergyRecords, Window } from './ledger.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
 
 /**
@@ -25,6 +25,8 @@ export interface WriterOptions {
   retryMs: number;
   /** How long a write waits for another process's lock before it fails. */
   busyMs: number;
+  /** The most pages the ledger file may have (SQLite's max_page_count); none by default. */
+  maxPages?: number | undefined;
 }
 
 const MAX_RETRY_MS = 60_000;
@@ -34,7 +36,17 @@ const MAX_RETRY_MS = 60_000;
  */
 const SUMMARY_TTL_MS = 300_000;
 
-type Item = { job: JobRecord } | { test: SelfTestResult };
+type Item =
+  | { job: JobRecord }
+  | { test: SelfTestResult }
+  | { energy: { jobId: string; receivedAt: number; wh: number } }
+  | { period: EnergyPeriod };
+
+/**
+ * Jobs whose energy may still come (the GPU plugin tells it a poll or two after the job ended): their
+ * receive time finds the row by the time index. The oldest are forgotten past this many.
+ */
+const RECENT_JOBS = 10_000;
 
 const midnight = (d: Date) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
 
@@ -84,6 +96,7 @@ export class LedgerWriter {
     | { at: number; today: number; week: number; value: { today: Window; last_7_days: Window } }
     | undefined;
   #summarising = false;
+  readonly #recent = new Map<string, number>();
   /** Counted before the metrics exist (a failure while the agent starts), then kept in step with them. */
   #failureCount = 0;
   #droppedCount = 0;
@@ -139,12 +152,37 @@ export class LedgerWriter {
   /** Resolves once the records are committed, or kept for a retry, or dropped: never rejects. */
   write(jobs: readonly JobRecord[]): Promise<void> {
     if (this.#newer || this.#closed) return Promise.resolve();
+    for (const j of jobs) {
+      // A job turned away never reached an engine: no energy comes for it.
+      if (j.refusal) continue;
+      this.#recent.set(j.jobId, j.receivedAt);
+      if (this.#recent.size > RECENT_JOBS) this.#recent.delete(this.#recent.keys().next().value!);
+    }
     this.#enqueue(jobs.map((job) => ({ job })));
     // While the ledger fails the records wait for the retry, not the terminal frames.
     if (this.#failing !== undefined) return Promise.resolve();
     const done = new Promise<void>((resolve) => this.#waiters.push(resolve));
     this.#pump();
     return done;
+  }
+
+  /**
+   * A job's energy (Wh), recorded with the next batch on the job's row and its quarter hour; a job this
+   * ledger did not record lately (or twice told) is ignored.
+   */
+  energy(jobId: string, wh: number): void {
+    const receivedAt = this.#recent.get(jobId);
+    if (receivedAt === undefined || this.#newer || this.#closed) return;
+    this.#recent.delete(jobId);
+    this.#enqueue([{ energy: { jobId, receivedAt, wh } }]);
+    this.#pump();
+  }
+
+  /** The GPUs' energy between two polls, serving and idle, recorded with the next batch. */
+  period(p: EnergyPeriod): void {
+    if (this.#newer || this.#closed) return;
+    this.#enqueue([{ period: p }]);
+    this.#pump();
   }
 
   /** A self-test, recorded with the next batch. */
@@ -283,12 +321,17 @@ export class LedgerWriter {
     this.#inFlight = batch.length;
     const jobs: JobRecord[] = [];
     const tests: SelfTestResult[] = [];
+    const jobEnergy: { jobId: string; receivedAt: number; wh: number }[] = [];
+    const periods: EnergyPeriod[] = [];
     for (const i of batch) {
       if ('job' in i) jobs.push(i.job);
-      else tests.push(i.test);
+      else if ('test' in i) tests.push(i.test);
+      else if ('energy' in i) jobEnergy.push(i.energy);
+      else periods.push(i.period);
     }
+    const energy: EnergyRecords = { jobs: jobEnergy, periods };
     try {
-      await this.#call({ op: 'write', jobs, tests });
+      await this.#call({ op: 'write', jobs, tests, energy });
       this.#inFlight = 0;
       this.#count(jobs);
       this.#recovered();
@@ -403,7 +446,7 @@ export class LedgerWriter {
   }
 
   #spawn(): Worker {
-    const w = newWorker({ path: this.#o.path, busyMs: this.#o.busyMs });
+    const w = newWorker({ path: this.#o.path, busyMs: this.#o.busyMs, maxPages: this.#o.maxPages });
     w.unref();
     w.on('message', (m: WorkerReply) => {
       const call = this.#calls.get(m.id);

@@ -1,9 +1,11 @@
 import { existsSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { engineText } from '@usepod-agent/core';
+import { energySection, tariffOf } from '@usepod-agent/plugin-gpu';
 import {
-  earnings,
+  type EarningsReport,
   earningsCsv,
+  earningsReport,
   GROUPINGS,
   ledgerFile,
   openLedger,
@@ -14,7 +16,7 @@ import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 export default class Earnings extends BaseCommand {
   static override summary = 'What you earned, served and missed, from the ledger on this machine.';
   static override description =
-    'Reads the ledger (one row per job received, kept across restarts; [ledger] in the config) and sums it by model, backend, day or hour: jobs served, failed and missed (refused at capacity or for a model not loaded), tokens, estimated earnings in USDC (tokens times the prices advertised then; the coordinator bills by its own count), output tokens per second, and the share of the time jobs were in flight.';
+    'Reads the ledger (one row per job received, kept across restarts; [ledger] in the config) and sums it by model, backend, day or hour: jobs served, failed and missed (refused at capacity or for a model not loaded), tokens, estimated earnings in USDC (tokens times the prices advertised then; the coordinator bills by its own count), output tokens per second, and the share of the time jobs were in flight. With [energy] and a GPU tool, the energy used (kWh), its cost at [energy] price_per_kwh and [[energy.tariff]] periods, the net and USDC per kWh.';
   static override examples = [
     '<%= config.bin %> earnings',
     '<%= config.bin %> earnings --since 30d --by day',
@@ -57,31 +59,67 @@ export default class Earnings extends BaseCommand {
       else this.out(`No ledger yet at ${path}: \`usepod-agent run\` writes it as jobs arrive.`);
       return;
     }
+    // [energy] is validate's to check: a section with mistakes prices nothing here.
+    const energy = energySection.safeParse(config.energy ?? {});
+    const tariff = tariffOf(energy.success ? energy.data : undefined);
     const ledger = openLedger(path, { readonly: true });
     try {
-      const rows = earnings(ledger, { since, by: flags.by });
+      const report = earningsReport(ledger, { since, by: flags.by, tariff });
       if (flags.json) {
-        this.printJson({ since: new Date(since).toISOString(), by: flags.by, ledger: ledger.path, rows });
+        this.printJson({
+          since: new Date(since).toISOString(),
+          by: flags.by,
+          ledger: ledger.path,
+          ...report,
+        });
         return;
       }
       if (flags.csv) {
         // The same in every locale; a coordinator's `=HYPERLINK(...)` stays text in the spreadsheet.
-        process.stdout.write(earningsCsv(rows));
+        process.stdout.write(earningsCsv(report.rows));
         return;
       }
-      this.#table(rows, flags.by, since);
+      this.#table(report, flags.by, since);
     } finally {
       ledger.close();
     }
   }
 
-  #table(rows: ReturnType<typeof earnings>, by: string, since: number): void {
+  #table(report: EarningsReport, by: string, since: number): void {
+    const { rows, totals } = report;
     this.out(`Since ${new Date(since).toISOString()}, by ${by}:`);
     if (rows.length === 0) {
       this.out('No jobs in this window.');
       return;
     }
-    const head = ['', 'SERVED', 'FAILED', 'MISSED', 'TOKENS IN', 'TOKENS OUT', 'USDC', 'TOK/S', 'BUSY'];
+    const energy = totals.energy_kwh !== null;
+    const priced = totals.energy_cost_usdc !== null;
+    const num = (v: number | null, digits: number) => (v === null ? '-' : v.toFixed(digits));
+    const head = [
+      '',
+      'SERVED',
+      'FAILED',
+      'MISSED',
+      'TOKENS IN',
+      'TOKENS OUT',
+      'USDC',
+      'TOK/S',
+      'BUSY',
+      ...(energy ? ['KWH', ...(priced ? ['COST', 'NET'] : []), 'USDC/KWH'] : []),
+    ];
+    const energyCells = (r: {
+      energy_kwh: number | null;
+      energy_cost_usdc: number | null;
+      net_usdc: number | null;
+      usdc_per_kwh: number | null;
+    }) =>
+      energy
+        ? [
+            num(r.energy_kwh, 4),
+            ...(priced ? [num(r.energy_cost_usdc, 6), num(r.net_usdc, 6)] : []),
+            num(r.usdc_per_kwh, 4),
+          ]
+        : [];
     const cells = rows.map((r) => [
       // A model id is the coordinator's (up to 512 characters, any): no raw control characters to a terminal.
       engineText(r.group, 512),
@@ -93,28 +131,20 @@ export default class Earnings extends BaseCommand {
       r.earnings_usdc.toFixed(6),
       r.tokens_per_sec === null ? '-' : r.tokens_per_sec.toFixed(1),
       `${(r.busy * 100).toFixed(1)}%`,
+      ...energyCells(r),
     ]);
-    const total = rows.reduce(
-      (t, r) => ({
-        served: t.served + r.served,
-        failed: t.failed + r.failed,
-        missed: t.missed + r.missed,
-        in: t.in + r.input_tokens,
-        out: t.out + r.output_tokens,
-        usdc: t.usdc + r.earnings_usdc,
-      }),
-      { served: 0, failed: 0, missed: 0, in: 0, out: 0, usdc: 0 },
-    );
+    // The total's energy is all the GPUs used in the window, idle time included.
     cells.push([
       'total',
-      String(total.served),
-      String(total.failed),
-      String(total.missed),
-      String(total.in),
-      String(total.out),
-      total.usdc.toFixed(6),
+      String(totals.served),
+      String(totals.failed),
+      String(totals.missed),
+      String(totals.input_tokens),
+      String(totals.output_tokens),
+      totals.earnings_usdc.toFixed(6),
       '',
       '',
+      ...energyCells(totals),
     ]);
     const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
     const line = (c: string[]) =>
@@ -124,5 +154,10 @@ export default class Earnings extends BaseCommand {
         .trimEnd();
     this.out(line(head));
     for (const c of cells) this.out(line(c));
+    if (energy && totals.idle_kwh !== null)
+      this.out(
+        `Energy: ${num(totals.serving_kwh, 4)} kWh serving, ${num(totals.idle_kwh, 4)} kWh idle (in the total).`,
+      );
+    if (report.energy_note) this.out(`Energy: ${report.energy_note}.`);
   }
 }

@@ -485,7 +485,7 @@ function accessOf(
   agent: Agent,
   holds: Holds,
   metrics: AgentMetrics,
-  tell: (e: EventOf<'notice'>) => void,
+  tell: (e: EventOf<'notice'> | EventOf<'plugin'>) => void,
   kinds: () => ReadonlyMap<string, RegisteredKind>,
 ): AgentAccess & HoldTarget {
   return {
@@ -504,6 +504,7 @@ function accessOf(
     hold: (name, o) => holds.hold(name, o),
     release: (name) => holds.release(name),
     notify: tell,
+    publish: tell,
     registry: metrics.registry,
   };
 }

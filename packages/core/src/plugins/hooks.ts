@@ -109,6 +109,12 @@ export type AgentEvent =
   /** A hold was released; `paused` is true while other holds keep the agent paused. */
   | { type: 'resumed'; by: PausedBy; paused: boolean }
   | { type: 'budget_exhausted'; limit: number }
+  /**
+   * A plugin's message to the other plugins (`ctx.publish`): the GPU plugin's energy per job, which the
+   * ledger records. `from` is the sender's name (set by core); `data` is plain JSON, a frozen copy, at
+   * most 16 KiB, and untrusted to the receiver, which parses it (zod) before use.
+   */
+  | { type: 'plugin'; from: string; topic: string; data: unknown }
   /** A plugin's word to the owner (`ctx.notify`): the ledger cannot write, the GPU runs hot... */
   | {
       type: 'notice';

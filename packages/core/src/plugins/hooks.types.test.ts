@@ -21,7 +21,9 @@ describe('plugin hook types', () => {
     const plugin = definePlugin(() => ({
       name: 'typed',
       apiVersion: PLUGIN_API_VERSION,
-      apply(hooks) {
+      apply(hooks, ctx) {
+        // A plugin's message to the others: any topic string, any value (checked at run time).
+        expectTypeOf(ctx.publish).parameters.toEqualTypeOf<[string, unknown]>();
         hooks.beforeAuth.tap('t', (frame) => {
           expectTypeOf(frame).toEqualTypeOf<AuthResponseFrame>();
           return { ...frame, extra: 1 };
@@ -48,6 +50,11 @@ describe('plugin hook types', () => {
           if (event.type === 'model_withdrawn')
             expectTypeOf(event.cause).toEqualTypeOf<'selftests' | 'jobs'>();
           if (event.type === 'paused') expectTypeOf(event.by).toEqualTypeOf<PausedBy>();
+          // Another plugin's data is unknown to the receiver: it must parse it before use.
+          if (event.type === 'plugin') {
+            expectTypeOf(event.data).toBeUnknown();
+            expectTypeOf(event.from).toBeString();
+          }
         });
         // @ts-expect-error onEvent is sync: observers queue their I/O
         hooks.onEvent.tapPromise;

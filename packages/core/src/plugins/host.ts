@@ -17,8 +17,46 @@ export interface HoldTarget {
   release(name: string): void;
   /** Publishes a plugin's notice on the observation stream. */
   notify(event: Extract<AgentEvent, { type: 'notice' }>): void;
+  /** Publishes a plugin's message to the others on the observation stream. */
+  publish(event: Extract<AgentEvent, { type: 'plugin' }>): void;
   /** The registry plugin metrics join (`/metrics`). */
   readonly registry: Registry;
+}
+
+/** The most JSON a plugin's message may carry: a few figures, not a stream. */
+export const MAX_MESSAGE_CHARS = 16 * 1024;
+
+/**
+ * A plugin's message as the others receive it: a frozen plain-JSON copy (no sender's object to mutate,
+ * no cycle, no function), bounded; a topic or value outside the rules is the sender's bug, said in one line.
+ */
+function message(plugin: string, topic: string, data: unknown): unknown {
+  const refuse = (why: string) =>
+    new UsepodError('USEPOD_PLUGIN_INVALID', `plugin "${plugin}" published ${why}`, { user: true, plugin });
+  if (typeof topic !== 'string' || !/^[a-z][a-z0-9._-]{0,63}$/.test(topic))
+    throw refuse(
+      `on the topic "${engineText(String(topic), 80)}": use lowercase letters, digits, ".", "_" and "-"`,
+    );
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(data);
+  } catch (err) {
+    throw refuse(
+      `on "${topic}" a value that is not JSON: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  if (text === undefined) throw refuse(`on "${topic}" a value that is not JSON`);
+  if (text.length > MAX_MESSAGE_CHARS)
+    throw refuse(`on "${topic}" ${text.length} characters of JSON, over ${MAX_MESSAGE_CHARS}`);
+  return deepFreeze(JSON.parse(text));
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v && typeof v === 'object') {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
 }
 
 /** The agent seen from a host that runs none (`backends`, `setup`, the conformance suite). */
@@ -34,6 +72,7 @@ const NO_AGENT: AgentAccess & HoldTarget = {
   hold: () => {},
   release: () => {},
   notify: () => {},
+  publish: () => {},
   registry: new Registry(),
 };
 
@@ -120,6 +159,8 @@ export class PluginHost {
           message: engineText(n.message, 1_000),
           resolved: n.resolved ?? false,
         }),
+      publish: (topic, data) =>
+        agent.publish({ type: 'plugin', from: name, topic, data: message(name, topic, data) }),
       metrics: pluginMetrics(agent.registry, name),
       statusSection: (section, read) => features.statusSection(name, section, read),
       statusRoute: (method, path, handle) => features.statusRoute(name, method, path, handle),

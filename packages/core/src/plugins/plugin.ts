@@ -121,6 +121,13 @@ export interface PluginContext {
     message: string;
     resolved?: boolean;
   }): void;
+  /**
+   * Tells the other plugins something on the observation stream: an `onEvent` event `{ type: 'plugin',
+   * from, topic, data }`. `topic` is lowercase letters, digits, `.`, `_` and `-` (at most 64); `data` plain
+   * JSON of at most 16 KiB (each receiver gets the same frozen copy); else a coded error
+   * (USEPOD_PLUGIN_INVALID). Taps hear it synchronously, so publish small facts, not streams.
+   */
+  publish(topic: string, data: unknown): void;
   /** Metrics on the agent's `/metrics` (names under `usepod_agent_`, label values folded and bounded). */
   readonly metrics: PluginMetrics;
   /** A section of `/status`, `status` and `status --json` under `name`: a small JSON value, asked each time. */
