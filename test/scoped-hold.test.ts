@@ -21,7 +21,8 @@ afterEach(async () => {
   for (const e of engines.splice(0)) await e.close();
 });
 
-const ids = (f: { models: { model_id: string }[] }) => f.models.map((m) => m.model_id).sort();
+const ids = (f: Record<string, unknown>) =>
+  (f.models as { model_id: string }[]).map((m) => m.model_id).sort();
 
 describe('a hold scoped to backends', () => {
   it('withdraws only their models: a shared model routes to the unheld engine, the agent is not paused', async () => {
