@@ -2,6 +2,7 @@ import type { AgentPlugin, PluginContext } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
+import { render } from '../packages/cli/src/commands/status.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -72,6 +73,9 @@ describe('a hold scoped to backends', () => {
     expect(status.paused).toBeNull();
     expect(status.holds).toEqual([expect.objectContaining({ by: 'heat', backends: ['a', 'c'] })]);
     expect(t.agent.readiness()).toEqual({ ready: true });
+    const shown = render(status, '127.0.0.1:0');
+    expect(shown).toMatch(/^ {2}HELD {10}by heat: GPU 1 too hot \(withdrawn: a, c\)$/m);
+    expect(shown).not.toMatch(/PAUSED/);
 
     const back = session.nextFrame('capabilities');
     ctx!.release('heat');
