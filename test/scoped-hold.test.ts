@@ -3,6 +3,7 @@ import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { render } from '../packages/cli/src/commands/status.js';
+import { Observed, pageState } from '../packages/plugin-dashboard/src/state.js';
 import { hello, type Rig, rig } from './helpers.js';
 
 /**
@@ -76,6 +77,16 @@ describe('a hold scoped to backends', () => {
     const shown = render(status, '127.0.0.1:0');
     expect(shown).toMatch(/^ {2}HELD {10}by heat: GPU 1 too hot \(withdrawn: a, c\)$/m);
     expect(shown).not.toMatch(/PAUSED/);
+    // The dashboard: the shared model is not served by `a` (held), it is by `b`; the agent is online.
+    const page = pageState(status, [], new Observed());
+    expect(page.ready && page.state.code).toBe('online');
+    const why = (label: string) =>
+      page.ready ? page.backends.find((x) => x.label === label)?.models.map((m) => m.why) : undefined;
+    expect([why('a'), why('b'), why('c')]).toEqual([
+      ['held: GPU 1 too hot'],
+      [null],
+      ['held: GPU 1 too hot'],
+    ]);
 
     const back = session.nextFrame('capabilities');
     ctx!.release('heat');
