@@ -77,11 +77,13 @@ export {
 export type { BackendKind, OptionsSchema } from './plugins/kinds.js';
 export {
   type AgentAccess,
+  type AgentBackend,
   type AgentPlugin,
   type DoctorFacts,
   type DoctorFinding,
   definePlugin,
   type Hold,
+  type HoldOptions,
   type JobInFlight,
   type PluginContext,
   type PluginFactory,

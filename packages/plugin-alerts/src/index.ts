@@ -212,7 +212,8 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
           lastWhy = text`the coordinator refused this agent's key: ${e.why}`;
           break;
         case 'paused':
-          paused = true;
+          // A hold scoped to some backends (a hot GPU) leaves the agent serving.
+          if (e.backends === undefined) paused = true;
           break;
         case 'resumed':
           paused = e.paused;

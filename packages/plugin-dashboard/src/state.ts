@@ -167,7 +167,9 @@ export function pageState(s: AgentStatus | undefined, jobs: JobInFlight[], obser
       models: b.models.map((m) => {
         const t = m.selftest;
         const withdrawn = t?.withdrawn ?? false;
-        const on = advertised.has(m.id) && !withdrawn;
+        // A hold scoped to this backend (a hot GPU's engines): not routed here, whatever else serves it.
+        const held = s.holds.find((h) => h.backends?.includes(b.label));
+        const on = advertised.has(m.id) && !withdrawn && !held;
         return {
           id: m.id,
           context_window: m.context_window,
@@ -176,11 +178,13 @@ export function pageState(s: AgentStatus | undefined, jobs: JobInFlight[], obser
             ? null
             : withdrawn
               ? `withdrawn: ${t?.job_error ?? t?.error ?? 'self-tests fail'}`
-              : s.paused
-                ? 'paused'
-                : !b.healthy
-                  ? 'engine down'
-                  : 'not advertised',
+              : held
+                ? `held: ${text(held.reason, 300)}`
+                : s.paused
+                  ? 'paused'
+                  : !b.healthy
+                    ? 'engine down'
+                    : 'not advertised',
           capacity: capacity.get(m.id) ?? null,
           ttft_ms: t?.ttft_ms ?? null,
           tokens_per_second: t?.tokens_per_second ?? null,

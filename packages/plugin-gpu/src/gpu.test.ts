@@ -4,11 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentEvent, ConfigInput, Logger } from '@usepod-agent/core';
 import controlPlugin from '@usepod-agent/plugin-control';
+import llamacpp from '@usepod-agent/plugin-llamacpp';
 import vllm from '@usepod-agent/plugin-vllm';
 import {
   type CoordinatorSession,
   createTestAgent,
   EventLog,
+  LlamacppEmulator,
   type TestAgent,
   TestCoordinator,
   VllmEmulator,
@@ -104,6 +106,7 @@ async function start(
     extra?: Record<string, unknown>;
     control?: boolean;
     keyPath?: string;
+    llamacpp?: boolean;
   } = {},
 ): Promise<Started> {
   const log = new EventLog<string>();
@@ -120,6 +123,7 @@ async function start(
       vllm,
       opts.instance ?? gpuPlugin({ path: tools, toolTimeoutMs: 400, ...opts.plugin }),
       ...(opts.control ? [controlPlugin] : []),
+      ...(opts.llamacpp ? [llamacpp] : []),
     ],
     logger: logTo(log),
   });
@@ -386,9 +390,15 @@ describe('heat and power guard (issue 31)', () => {
     const held = a.session.nextFrame('capabilities');
     await put('gpus', `${gpuLine({ temp: 86 })}\n`);
     expect(models(await held)).toEqual([]);
-    expect(a.t.agent.holds()).toMatchObject([
-      { by: 'heat', reason: 'too hot: GPU 0 (nvidia-smi) at 86 °C, over max_temp_c 80' },
+    // No uuid column in this tool's output: which engines run on the GPU is unknown, the whole agent is held.
+    expect(a.t.agent.holds()).toEqual([
+      expect.objectContaining({
+        by: 'heat',
+        reason:
+          'too hot: GPU 0 (nvidia-smi) at 86 °C, over max_temp_c 80 (which engines run on it is unknown: the whole agent is held)',
+      }),
     ]);
+    expect(a.t.agent.holds()[0]?.backends).toBeUndefined();
     expect(await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).toMatchObject({
       error_code: 'out_of_capacity',
     });
@@ -416,13 +426,83 @@ describe('heat and power guard (issue 31)', () => {
     });
   });
 
+  it('withdraws only the hot GPU’s engine (by gpu_uuid): the other GPU’s model serves, jobs in flight finish', async () => {
+    const llama = await new LlamacppEmulator().start();
+    try {
+      const LLAMA = '../models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf';
+      const uuid = ['GPU-0a1b2c3d-0000-1111-2222-333344445555', 'GPU-9f8e7d6c-0000-1111-2222-333344445555'];
+      const gpus = (temp1: number) =>
+        `${gpuLine()}, ${uuid[0]}\n${gpuLine({ temp: temp1 }).replace(/^0,/, '1,')}, ${uuid[1]}\n`;
+      await put('apps', `${ENGINE_APP}, ${uuid[0]}\n4242, /opt/llama.cpp/llama-server, 6000, ${uuid[1]}\n`);
+      await put('gpus', gpus(60));
+      const a = await start(
+        { max_temp_c: 80, resume_below_c: 5, cooldown_s: 0.3 },
+        {
+          llamacpp: true,
+          extra: {
+            backends: [
+              { kind: 'vllm', url: engine.url },
+              { kind: 'llamacpp', url: llama.url },
+            ],
+          },
+        },
+      );
+      expect(models(await a.session.capabilities())).toHaveLength(2);
+      const label = a.t.agent.backends().find((b) => b.kind === 'llamacpp')?.label;
+      // A job on the engine about to be held is in flight when the GPU gets hot: it finishes.
+      llama.behave({ kind: 'slow', tokenDelayMs: 150 }, { times: 1 });
+      const inFlight = a.session.dispatch({ model_id: LLAMA });
+      await vi.waitFor(() => expect(a.t.agent.jobs()).toHaveLength(1));
+      const held = a.session.nextFrame('capabilities');
+      await put('gpus', gpus(86));
+      expect(models(await held)).toEqual([expect.objectContaining({ model_id: 'Qwen/Qwen3-14B' })]);
+      expect(a.t.agent.holds()).toEqual([
+        expect.objectContaining({
+          by: 'heat',
+          reason: 'too hot: GPU 1 (nvidia-smi) at 86 °C, over max_temp_c 80',
+          backends: [label],
+        }),
+      ]);
+      expect(await inFlight.done()).toMatchObject({ type: 'job_done' });
+      expect(await a.session.dispatch({ model_id: LLAMA }).done()).toMatchObject({
+        error_code: 'out_of_capacity',
+        message: expect.stringContaining('too hot: GPU 1'),
+      });
+      expect(await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).toMatchObject({
+        type: 'job_done',
+      });
+      expect(await a.events.waitFor((e) => e.type === 'notice')).toMatchObject({
+        name: 'heat_pause',
+        severity: 'warning',
+        title: expect.stringContaining(label!),
+      });
+      const status = a.t.agent.status();
+      expect(status.paused).toBeNull();
+      expect(status.holds).toEqual([expect.objectContaining({ by: 'heat', backends: [label] })]);
+      expect(a.gpu()).toMatchObject({ heat: { held: true, backends: [label] } });
+      const back = a.session.nextFrame('capabilities');
+      const coolFrom = Date.now();
+      await put('gpus', gpus(70));
+      expect(models(await back)).toHaveLength(2);
+      expect(Date.now() - coolFrom).toBeGreaterThanOrEqual(250);
+      expect(a.t.agent.holds()).toEqual([]);
+      expect(await a.session.dispatch({ model_id: LLAMA }).done()).toMatchObject({ type: 'job_done' });
+    } finally {
+      for (const t of agents) await t.close();
+      agents = [];
+      await llama.close();
+    }
+  });
+
   it('holds on power over max_power_w two polls in a row, not on one spike', async () => {
     const a = await start({ max_power_w: 300, cooldown_s: 0.2 });
     expect(models(await a.session.capabilities())).toHaveLength(1);
     const held = a.session.nextFrame('capabilities');
     await put('gpus', `${gpuLine({ power: 420 })}\n`);
     expect(models(await held)).toEqual([]);
-    expect(a.t.agent.holds()[0]?.reason).toBe('too hot: GPU 0 (nvidia-smi) at 420 W, over max_power_w 300');
+    expect(a.t.agent.holds()[0]?.reason).toMatch(
+      /^too hot: GPU 0 \(nvidia-smi\) at 420 W, over max_power_w 300 /,
+    );
     expect(await a.t.agent.metricsText()).toMatch(
       /^usepod_agent_gpu_power_watts\{tool="nvidia-smi",gpu="0"\} 420$/m,
     );

@@ -26,6 +26,7 @@ describe('HeatGuard (issue 31)', () => {
     expect(g.update([at(undefined)], 1000)).toBeUndefined();
     expect(g.update([at(86)], 2000)).toEqual({
       hold: 'too hot: GPU 0 (nvidia-smi) at 86 °C, over max_temp_c 80',
+      gpus: [at(86)],
     });
     const spike = guard();
     expect(spike.update([at(60, 350)], 0)).toBeUndefined();

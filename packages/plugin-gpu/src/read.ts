@@ -16,6 +16,8 @@ export interface GpuProcess {
   /** Folded; undefined when the tool could not tell (`[N/A]`, `[Not Found]` in a container). */
   name: string | undefined;
   usedMb: number | undefined;
+  /** The GPU it runs on (nvidia-smi's `gpu_uuid`); absent when the tool does not say (rocm-smi). */
+  gpuUuid?: string;
 }
 
 export interface Gpu {
@@ -29,6 +31,8 @@ export interface Gpu {
   powerW: number | undefined;
   powerLimitW: number | undefined;
   tempC: number | undefined;
+  /** nvidia-smi's `uuid`, to find the processes on it; absent when unknown. */
+  uuid?: string;
 }
 
 export interface GpuState {
@@ -72,26 +76,44 @@ const csv = (text: string, max: number) =>
     .slice(0, max)
     .map((l) => l.split(',').map((c) => c.trim()));
 
+// The GPU's uuid is the last column of both queries (issue 31: which engines a hot GPU runs), so that an
+// output without it (an older tool, a script) still parses: a last field that is no uuid is none.
 export const NVIDIA_APPS = [
-  '--query-compute-apps=pid,process_name,used_memory',
+  '--query-compute-apps=pid,process_name,used_memory,gpu_uuid',
   '--format=csv,noheader,nounits',
 ];
 export const NVIDIA_GPUS = [
-  '--query-gpu=index,utilization.gpu,memory.free,memory.total,power.draw,power.limit,temperature.gpu,name',
+  '--query-gpu=index,utilization.gpu,memory.free,memory.total,power.draw,power.limit,temperature.gpu,name,uuid',
   '--format=csv,noheader,nounits',
 ];
 
+/** `GPU-8f6c...` (or a MIG device's `MIG-...`): checked, as any tool output, before it is kept. */
+const UUID = /^(GPU|MIG)-[0-9A-Za-z-]{1,80}$/;
+
+/** Takes a trailing uuid off the fields, if the last one is one. */
+function uuidOff(f: string[], min: number): string | undefined {
+  const last = f.at(-1);
+  if (f.length <= min || last === undefined || !UUID.test(last)) return undefined;
+  f.pop();
+  return last;
+}
+
 export function parseNvidiaApps(text: string): GpuProcess[] {
-  // A name may hold commas (a path); the first and last fields are numbers.
-  return csv(text, MAX_PROCESSES).map((f) => ({
-    pid: pidOf(f[0]),
-    name: nameOf(f.slice(1, -1).join(',')),
-    usedMb: mb(f.at(-1)),
-  }));
+  // A name may hold commas (a path); the first and last fields are numbers (then the uuid, if any).
+  return csv(text, MAX_PROCESSES).map((f) => {
+    const gpuUuid = uuidOff(f, 3);
+    return {
+      pid: pidOf(f[0]),
+      name: nameOf(f.slice(1, -1).join(',')),
+      usedMb: mb(f.at(-1)),
+      ...(gpuUuid ? { gpuUuid } : {}),
+    };
+  });
 }
 
 export function parseNvidiaGpus(text: string): Gpu[] {
   return csv(text, MAX_GPUS).map((f, i) => {
+    const uuid = uuidOff(f, 8);
     const index = figure(f[0], 0, 1024);
     return {
       tool: 'nvidia-smi',
@@ -103,6 +125,7 @@ export function parseNvidiaGpus(text: string): Gpu[] {
       powerLimitW: watts(f[5]),
       tempC: celsius(f[6]),
       name: nameOf(f.slice(7).join(',')),
+      ...(uuid ? { uuid } : {}),
     };
   });
 }

@@ -8,6 +8,7 @@ import {
   parseRocmPids,
 } from './read.js';
 import { engineProcessNames, yieldReason } from './rules.js';
+import { backendsOn } from './scope.js';
 import { yieldSection } from './section.js';
 
 const cfg = (y: Record<string, unknown>) => yieldSection.parse(y);
@@ -111,6 +112,28 @@ describe('reading the tools (issue 28)', () => {
     expect(parseNvidiaApps('42, /opt/a,b/llama-server, 900\n')[0]?.name).toBe('/opt/a,b/llama-server');
   });
 
+  it('reads the GPU uuid as the last column when the tool gives it, and none when it does not (issue 31)', () => {
+    const u = 'GPU-0a1b2c3d-0000-1111-2222-333344445555';
+    expect(parseNvidiaApps(`42, /opt/a,b/llama-server, 900, ${u}\n`)[0]).toEqual({
+      pid: 42,
+      name: '/opt/a,b/llama-server',
+      usedMb: 900,
+      gpuUuid: u,
+    });
+    expect(parseNvidiaApps('42, llama-server, 900\n')[0]).not.toHaveProperty('gpuUuid');
+    expect(parseNvidiaGpus(`1, 40, 20000, 24576, 287, 450, 71, NVIDIA RTX 4090, ${u}\n`)[0]).toMatchObject({
+      index: 1,
+      name: 'NVIDIA RTX 4090',
+      uuid: u,
+    });
+    // A name with a comma and no uuid column: the name keeps its comma, no uuid is made up.
+    const [g] = parseNvidiaGpus('1, 40, 20000, 24576, 287, 450, 71, NVIDIA, RTX\n');
+    expect(g?.name).toBe('NVIDIA,RTX');
+    expect(g).not.toHaveProperty('uuid');
+    // Not a uuid (another user's choice in a name field, or garbage): not taken for one.
+    expect(parseNvidiaApps('42, x, 900, GPU-\u001b[2J\n')[0]).not.toHaveProperty('gpuUuid');
+  });
+
   it('folds control characters out of names and bounds what it takes', () => {
     const [p] = parseNvidiaApps('666, \u001b]0;owned\u0007evil\u001b[2Jgame, 1\n');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: looking for control characters is the point.
@@ -153,5 +176,36 @@ describe('reading the tools (issue 28)', () => {
       ),
     ).toEqual([{ pid: 12, name: 'bad [2Jname', usedMb: undefined }]);
     expect(() => parseRocmCards('WARNING: not json')).toThrow(/not JSON/);
+  });
+});
+
+describe('backendsOn: which backends run on the hot GPUs (issue 31)', () => {
+  const kinds = [
+    { kind: 'vllm', processNames: ['VLLM', 'vllm'] },
+    { kind: 'llamacpp', processNames: ['llama-server'] },
+  ];
+  const backends = [
+    { label: 'big', kind: 'vllm', url: 'http://127.0.0.1:8000' },
+    { label: 'small-a', kind: 'llamacpp', url: 'http://127.0.0.1:8080' },
+    { label: 'small-b', kind: 'llamacpp', url: 'http://127.0.0.1:8081' },
+  ];
+  const processes = [
+    { pid: 1, name: 'VLLM::EngineCore', usedMb: 20000, gpuUuid: 'GPU-a' },
+    { pid: 2, name: '/usr/bin/llama-server', usedMb: 6000, gpuUuid: 'GPU-b' },
+  ];
+
+  it('names the backends of the kinds whose engine runs there; two of one kind are both taken', () => {
+    expect(backendsOn([gpu({ uuid: 'GPU-a' })], processes, kinds, backends)).toEqual(['big']);
+    expect(backendsOn([gpu({ uuid: 'GPU-b' })], processes, kinds, backends)).toEqual(['small-a', 'small-b']);
+  });
+
+  it('cannot tell without a uuid (rocm-smi), or with no engine on the GPU: undefined, the whole agent', () => {
+    expect(backendsOn([gpu({})], processes, kinds, backends)).toBeUndefined();
+    expect(backendsOn([gpu({ uuid: 'GPU-c' })], processes, kinds, backends)).toBeUndefined();
+    expect(
+      backendsOn([gpu({ uuid: 'GPU-a' }), gpu({ index: 1 })], processes, kinds, backends),
+    ).toBeUndefined();
+    const untold = processes.map(({ gpuUuid: _, ...p }) => p);
+    expect(backendsOn([gpu({ uuid: 'GPU-a' })], untold, kinds, backends)).toBeUndefined();
   });
 });

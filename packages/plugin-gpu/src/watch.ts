@@ -4,6 +4,7 @@ import { EnergyMeter } from './energy.js';
 import { HeatGuard } from './heat.js';
 import { type Detected, detect, type Gpu, type GpuState } from './read.js';
 import { basename, isEngine, yieldReason } from './rules.js';
+import { backendsOn } from './scope.js';
 import type { YieldSection } from './section.js';
 import type { RunTool } from './tool.js';
 
@@ -24,7 +25,7 @@ export interface WatchOptions {
   pricePerKwh?: number | undefined;
   engines: () => readonly string[];
   run: RunTool;
-  ctx: Pick<PluginContext, 'hold' | 'release' | 'notify' | 'metrics' | 'publish'> & { log: Logger };
+  ctx: Pick<PluginContext, 'hold' | 'release' | 'notify' | 'metrics' | 'publish' | 'agent'> & { log: Logger };
   /** The jobs the energy of each interval is shared by (serving), or nobody (idle). */
   jobs: JobAttribution;
   now?: () => number;
@@ -47,6 +48,8 @@ export class GpuWatch {
   #state: GpuState | undefined;
   #readAt: number | undefined;
   #gpuReason: string | undefined;
+  /** The backends the heat hold withdraws; undefined: the whole agent (or no hold). */
+  #heatScope: string[] | undefined;
   #quietSince: number | undefined;
   #lastPoll: number | undefined;
   #stopped = false;
@@ -150,7 +153,7 @@ export class GpuWatch {
       this.#o.jobs.polled(now);
     }
     if (this.#o.yieldRule) this.#yield(state, now);
-    if (this.#o.guard) this.#heat(state.gpus, now);
+    if (this.#o.guard) this.#heat(state, now);
   }
 
   /**
@@ -172,6 +175,7 @@ export class GpuWatch {
     }
     if (this.#guard.reason !== undefined) {
       this.#guard.reset();
+      this.#heatScope = undefined;
       ctx.release('heat');
       this.#m.heatHeld.set(0);
     }
@@ -195,18 +199,32 @@ export class GpuWatch {
     this.#m.yieldHeld.set(this.#gpuReason ? 1 : 0);
   }
 
-  #heat(gpus: readonly Gpu[], now: number): void {
-    const change = this.#guard.update(gpus, now);
+  #heat(state: GpuState, now: number): void {
+    const change = this.#guard.update(state.gpus, now);
     const { ctx } = this.#o;
     if (change && 'hold' in change) {
-      ctx.hold('heat', { reason: change.hold });
+      // Only the hot GPUs' engines, when the tool says which run there; else the whole agent, as before.
+      const scope = backendsOn(
+        change.gpus,
+        state.processes,
+        ctx.agent.configuredKinds(),
+        ctx.agent.backends(),
+      );
+      this.#heatScope = scope;
+      const reason = scope
+        ? change.hold
+        : `${change.hold} (which engines run on it is unknown: the whole agent is held)`;
+      ctx.hold('heat', { reason, ...(scope ? { backends: scope } : {}) });
       ctx.notify({
         name: 'heat_pause',
         severity: 'warning',
-        title: 'A GPU runs over its limit: the agent takes no new job',
-        message: `${change.hold}; jobs in flight finish, and it serves again after cooldown_s under the limit`,
+        title: scope
+          ? `A GPU runs over its limit: its engines take no new job (${scope.join(', ')})`
+          : 'A GPU runs over its limit: the agent takes no new job',
+        message: `${reason}; jobs in flight finish, and it serves again after cooldown_s under the limit`,
       });
     } else if (change && 'release' in change) {
+      this.#heatScope = undefined;
       ctx.release('heat');
       ctx.notify({
         name: 'heat_pause',
@@ -273,6 +291,8 @@ export class GpuWatch {
               max_power_w: this.#o.cfg.max_power_w ?? null,
               held: this.#guard.reason !== undefined,
               reason: this.#guard.reason ?? null,
+              // The backends held (a hot GPU's engines); null: the whole agent, or nothing held.
+              backends: this.#heatScope ?? null,
             },
           }
         : {}),

@@ -211,7 +211,12 @@ export function render(s: AgentStatus, addr: string): string {
   for (const h of s.holds ?? []) {
     const until = h.until ? ` until ${localTime(h.until)}` : '';
     const how = h.by === 'owner' ? ' (usepod-agent resume)' : '';
-    lines.push(`  PAUSED        by ${engineText(h.by, 40)}: ${engineText(h.reason, 200)}${until}${how}`);
+    // A hold scoped to backends (a hot GPU's engines) withdraws theirs only: the agent serves the rest.
+    const scope = h.backends ? ` (withdrawn: ${engineText(h.backends.join(', '), 200)})` : '';
+    const what = h.backends ? 'HELD   ' : 'PAUSED ';
+    lines.push(
+      `  ${what}       by ${engineText(h.by, 40)}: ${engineText(h.reason, 200)}${until}${how}${scope}`,
+    );
   }
   lines.push(`  coordinator   ${s.coordinator}`);
   lines.push(`  provider      ${s.provider_id ?? '(not assigned yet)'}  ${s.fingerprint ?? ''}`);

@@ -22,6 +22,7 @@ import { type HoldTarget, PluginHost } from '../plugins/host.js';
 import type { RegisteredKind } from '../plugins/kinds.js';
 import type {
   AgentAccess,
+  AgentBackend,
   AgentPlugin,
   DoctorFacts,
   DoctorFinding,
@@ -231,6 +232,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         env: this.#opts.env ?? process.env,
         journal,
         held: () => this.#holds.paused || this.#state === 'stopping',
+        backendHeld: (label) => this.#holds.backendHeld(label),
         onServableChange: () => void this.#offer.resend(),
         tell: (e) => this.#tell(e),
       });
@@ -412,9 +414,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#serving?.executor.running() ?? [];
   }
 
-  /** The holds keeping the agent paused, the owner's first. */
+  /** The holds keeping the agent paused, the owner's first (a scoped one names its backends). */
   holds(): Hold[] {
     return this.#holds.list();
+  }
+
+  /** The configured backends as core names them (none before start). */
+  backends(): AgentBackend[] {
+    return (this.#serving?.backends ?? []).map((b) => ({ label: b.label, kind: b.kind, url: b.url }));
   }
 
   /**
@@ -451,17 +458,21 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (first) this.#serving?.executor.pause(first.reason);
     else this.#serving?.executor.resume();
     if (c.placed) {
-      this.log.info('paused', {
+      const scope = c.placed.backends ? { backends: c.placed.backends } : {};
+      this.log.info(c.placed.backends ? 'backends held' : 'paused', {
         by: c.by,
         reason: c.placed.reason,
         ...(c.placed.until ? { until: c.placed.until } : {}),
+        ...(c.placed.backends ? { backends: c.placed.backends.join(',') } : {}),
       });
-      this.#tell({ type: 'paused', by: c.by, reason: c.placed.reason, until: c.placed.until });
+      this.#tell({ type: 'paused', by: c.by, reason: c.placed.reason, until: c.placed.until, ...scope });
     } else {
       this.log.info(c.paused ? 'hold released' : 'resumed', { by: c.by });
       this.#tell({ type: 'resumed', by: c.by, paused: c.paused });
     }
     this.#metrics.paused(c.paused);
+    // A scoped hold changed what is served: the plugins' view of the models, as a withdrawal does.
+    if (this.#serving) this.#allHooks.onDiscovery.call(this.#serving.discovery.models());
     void this.#offer.resend();
   }
 }
@@ -497,6 +508,7 @@ function accessOf(
     status: () =>
       agent.state === 'idle' ? undefined : (redactor.redactFields(agent.status()) as AgentStatus),
     jobs: () => agent.jobs(),
+    backends: () => agent.backends(),
     configuredKinds: () => {
       const used = new Set(agent.config.backends.map((b) => b.kind));
       return [...kinds().values()].filter((k) => used.has(k.kind));

@@ -50,6 +50,35 @@ describe('holds: what keeps the agent paused', () => {
     expect(h.paused).toBe(false);
   });
 
+  it('a hold scoped to backends withdraws only those and does not pause the agent (issue 31)', () => {
+    const { h, changes } = holds();
+    h.hold('heat', { reason: 'GPU 1 too hot', backends: ['vllm-1', 'vllm-1'] });
+    expect(h.paused).toBe(false);
+    expect(h.first()).toBeUndefined();
+    expect(h.backendHeld('vllm-1')).toBe('GPU 1 too hot');
+    expect(h.backendHeld('llama')).toBeUndefined();
+    expect(h.list()).toEqual([expect.objectContaining({ by: 'heat', backends: ['vllm-1'] })]);
+    // Held again as it is: nothing told; a wider scope is told.
+    h.hold('heat', { reason: 'GPU 1 too hot', backends: ['vllm-1'] });
+    h.hold('heat', { reason: 'GPU 1 too hot', backends: ['vllm-1', 'llama'] });
+    expect(h.backendHeld('llama')).toBe('GPU 1 too hot');
+    // An unscoped hold beside it pauses; the first hold named for the pause is the unscoped one.
+    h.hold('gpu', { reason: 'a game' });
+    expect(h.paused).toBe(true);
+    expect(h.first()?.by).toBe('gpu');
+    h.release('gpu');
+    h.release('heat');
+    expect(h.backendHeld('vllm-1')).toBeUndefined();
+    expect(changes).toEqual([
+      { by: 'heat', placed: true, paused: false },
+      { by: 'heat', placed: true, paused: false },
+      { by: 'gpu', placed: true, paused: true },
+      { by: 'gpu', placed: false, paused: false },
+      { by: 'heat', placed: false, paused: false },
+    ]);
+    expect(() => h.hold('heat', { reason: 'x', backends: [] })).toThrow(RangeError);
+  });
+
   it('refuses an end that is not a date', () => {
     const { h } = holds();
     expect(() => h.hold('owner', { reason: 'x', until: new Date(Number.NaN) })).toThrow(RangeError);

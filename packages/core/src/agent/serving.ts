@@ -35,6 +35,8 @@ export interface ServingOptions {
   journal: JobJournal | undefined;
   /** True while no self-test may run besides max_concurrent: paused, stopping. */
   held(): boolean;
+  /** Why a scoped hold withdraws this backend's models (its label), or undefined. */
+  backendHeld(label: string): string | undefined;
   /** The servable set changed (probe, withdrawal): re-advertise. */
   onServableChange(): void;
   /** Told to `onEvent`. */
@@ -64,6 +66,7 @@ export class Serving {
         for (const s of states) o.metrics.backend(s.backend.label, s.backend.kind, s.status);
       },
       withdrawn: (backend, model) => this.selftest.isWithdrawn(backend, model),
+      held: (backend) => o.backendHeld(backend.label),
       onHealth: (backend, healthy, detail) =>
         o.tell(
           healthy

@@ -49,7 +49,7 @@ export function snapshotOf(v: {
       }),
     })),
     models: v.models,
-    paused: v.holds[0],
+    paused: v.holds.find((h) => h.backends === undefined),
     holds: v.holds,
   };
 }
@@ -92,7 +92,13 @@ export function statusOf(
     paused: snap.paused
       ? { by: snap.paused.by, reason: snap.paused.reason, until: snap.paused.until ?? null }
       : null,
-    holds: snap.holds.map((h) => ({ by: h.by, reason: h.reason, until: h.until ?? null, since: h.since })),
+    holds: snap.holds.map((h) => ({
+      by: h.by,
+      reason: h.reason,
+      until: h.until ?? null,
+      since: h.since,
+      ...(h.backends ? { backends: h.backends } : {}),
+    })),
     jobs: {
       in_flight: snap.inFlight,
       served: t.served,

@@ -127,8 +127,8 @@ export interface AgentStatus {
   models: CapabilityModel[];
   /** Why the agent is paused: the owner's hold first, else the oldest; null while serving. */
   paused: { by: string; reason: string; until: string | null } | null;
-  /** Every hold keeping the agent paused (owner, schedule, gpu, heat, a plugin's). */
-  holds: { by: string; reason: string; until: string | null; since: string }[];
+  /** Every hold (owner, schedule, gpu, heat, a plugin's); one with `backends` withdraws only theirs. */
+  holds: { by: string; reason: string; until: string | null; since: string; backends?: string[] }[];
   /** `missed`: refused though the agent could have served them (paused, at capacity...); `failed`: the rest. */
   jobs: { in_flight: number; served: number; missed: number; failed: number; cancelled: number };
   tokens: { input: number; output: number };

@@ -104,8 +104,11 @@ export type AgentEvent =
       until: string | undefined;
     }
   | { type: 'model_back'; backend: string; model: string }
-  /** A hold was placed or changed (`by` its name); `until` is an ISO time, none: until released. */
-  | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined }
+  /**
+   * A hold was placed or changed (`by` its name); `until` is an ISO time, none: until released. With
+   * `backends` it is scoped: only those backends' models are withdrawn, the agent is not paused.
+   */
+  | { type: 'paused'; by: PausedBy; reason: string; until: string | undefined; backends?: string[] }
   /** A hold was released; `paused` is true while other holds keep the agent paused. */
   | { type: 'resumed'; by: PausedBy; paused: boolean }
   | { type: 'budget_exhausted'; limit: number }

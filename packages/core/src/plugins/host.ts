@@ -9,11 +9,17 @@ import { AGENT_VERSION } from '../version.js';
 import { Features } from './features.js';
 import { type AgentEvent, type AgentHooks, createHooks, pluginView } from './hooks.js';
 import { type BackendKind, type RegisteredKind, registeredKind } from './kinds.js';
-import { type AgentAccess, type AgentPlugin, checkContract, type PluginContext } from './plugin.js';
+import {
+  type AgentAccess,
+  type AgentPlugin,
+  checkContract,
+  type HoldOptions,
+  type PluginContext,
+} from './plugin.js';
 
 /** What a plugin's holds act on: the agent's, or nothing for a host that runs no agent. */
 export interface HoldTarget {
-  hold(name: string, opts: { reason: string; until?: Date }): void;
+  hold(name: string, opts: HoldOptions): void;
   release(name: string): void;
   /** Publishes a plugin's notice on the observation stream. */
   notify(event: Extract<AgentEvent, { type: 'notice' }>): void;
@@ -67,6 +73,7 @@ const NO_AGENT: AgentAccess & HoldTarget = {
   selftest: () => Promise.resolve([]),
   selftestResults: () => [],
   configuredKinds: () => [],
+  backends: () => [],
   status: () => undefined,
   jobs: () => [],
   hold: () => {},

@@ -45,6 +45,29 @@ export interface Hold {
   until: string | undefined;
   /** ISO time it was placed. */
   since: string;
+  /** The backends (labels) a scoped hold withdraws; absent: the whole agent is paused. */
+  backends?: string[];
+}
+
+/** What `ctx.hold` takes. */
+export interface HoldOptions {
+  reason: string;
+  /** It ends by itself then; none: until released. */
+  until?: Date | undefined;
+  /**
+   * Withdraws only the models these backends serve (labels, as `ctx.agent.backends()` names them): a
+   * model another backend also serves stays offered and is routed there, jobs in flight finish, and the
+   * agent is not paused. Absent: the whole agent is held.
+   */
+  backends?: readonly string[] | undefined;
+}
+
+/** A configured backend, as `ctx.agent.backends()` shows it. */
+export interface AgentBackend {
+  /** How core names it: `name` from config, else `kind@host` (holds, status, logs). */
+  label: string;
+  kind: string;
+  url: string | undefined;
 }
 
 /** A job being served now, as `ctx.agent.jobs()` shows it. */
@@ -78,6 +101,8 @@ export interface AgentAccess {
   selftestResults(): SelfTestResult[];
   /** The backend kinds of the configured `[[backends]]`, as their plugins registered them. */
   configuredKinds(): RegisteredKind[];
+  /** The configured backends (none before start). */
+  backends(): AgentBackend[];
   /** What `/status` shows now (the plugins' sections included), secrets redacted. */
   status(): AgentStatus | undefined;
   /** The jobs in flight, oldest first. */
@@ -101,8 +126,9 @@ export interface PluginContext {
   /**
    * Holds the agent paused under `name` (the models leave capabilities, new jobs are refused, jobs in
    * flight finish) until `release(name)` or `until`. Holding again under the same name replaces it.
+   * With `backends`, only the models of those backends are withdrawn (see `HoldOptions`).
    */
-  hold(name: string, opts: { reason: string; until?: Date }): void;
+  hold(name: string, opts: HoldOptions): void;
   release(name: string): void;
   /**
    * Where each job's record is written before its terminal frame leaves (decision 0006). One plugin

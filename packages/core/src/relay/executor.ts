@@ -172,6 +172,12 @@ export class Executor {
       );
       return;
     }
+    // Only this model's engines are held (a hot GPU): turned away as a pause is, the rest serve.
+    const held = this.#opts.router.heldFor?.(frame.model_id);
+    if (held !== undefined) {
+      this.#reject('paused', frame, sink, 'out_of_capacity', `its engines are held (${held})`, receivedAt);
+      return;
+    }
     if (!this.#accepting || this.#jobs.size >= this.#opts.maxConcurrent) {
       this.#reject(
         this.#accepting ? 'max_concurrent' : 'draining',

@@ -23,6 +23,8 @@ export interface RouterView {
   adjustInFlight(backend: Backend, delta: number): void;
   /** Whether the backend serves Anthropic Messages natively for this model (else the agent translates). */
   speaksAnthropic(backend: Backend, model: string): boolean;
+  /** Why the model's every healthy backend is under a scoped hold (the job is refused), or undefined. */
+  heldFor?(model: string): string | undefined;
 }
 
 /**

@@ -32,6 +32,8 @@ export interface DiscoveryOptions {
   onHealth?(backend: Backend, healthy: boolean, detail: string | undefined): void;
   /** A pair its self-tests withdrew: healthy, but neither advertised nor routed to (selftest.ts). */
   withdrawn?(backend: Backend, model: string): boolean;
+  /** Why a scoped hold withdraws this backend's models (a hot GPU), or undefined. */
+  held?(backend: Backend): string | undefined;
 }
 
 /** A signature of what is advertised, to tell a real change from a re-probe that found the same. */
@@ -131,12 +133,12 @@ export class Discovery implements RouterView {
     }
   }
 
-  /** Every servable model of every healthy backend, less the pairs self-tests withdrew. */
+  /** Every servable model of every healthy backend, less the pairs self-tests withdrew and held backends. */
   served(): ServedModel[] {
     const withdrawn = this.#o.withdrawn;
     const out: ServedModel[] = [];
     for (const s of this.states) {
-      if (!s.status?.healthy) continue;
+      if (!s.status?.healthy || this.#o.held?.(s.backend) !== undefined) continue;
       for (const model of s.status.models) {
         if (withdrawn?.(s.backend, model.id)) continue;
         out.push({ backend: s.backend, model, capacity: s.status.load?.capacity });
@@ -145,10 +147,10 @@ export class Discovery implements RouterView {
     return out;
   }
 
-  /** Every model of every healthy backend, withdrawn or not: what self-tests try. */
+  /** Every model of every healthy backend, withdrawn or not (held backends not): what self-tests try. */
   listed(): { backend: Backend; model: string }[] {
     return this.states
-      .filter((s) => s.status?.healthy)
+      .filter((s) => s.status?.healthy && this.#o.held?.(s.backend) === undefined)
       .flatMap((s) => s.status!.models.map((m) => ({ backend: s.backend, model: m.id })));
   }
 
@@ -160,7 +162,10 @@ export class Discovery implements RouterView {
     const withdrawn = this.#o.withdrawn;
     const fit = this.states.filter(
       (s) =>
-        s.status?.healthy && s.status.models.some((m) => m.id === model) && !withdrawn?.(s.backend, model),
+        s.status?.healthy &&
+        s.status.models.some((m) => m.id === model) &&
+        !withdrawn?.(s.backend, model) &&
+        this.#o.held?.(s.backend) === undefined,
     );
     // One engine per model is the common host: nothing to rank.
     if (fit.length < 2) return fit.length === 1 ? [fit[0]!.backend] : [];
@@ -170,6 +175,23 @@ export class Discovery implements RouterView {
           loadScore(a) - loadScore(b) || this.#priority(a.backend.kind) - this.#priority(b.backend.kind),
       )
       .map((s) => s.backend);
+  }
+
+  /**
+   * Why `model` is not served now though a healthy backend has it: every such backend is under a scoped
+   * hold (the job is refused `out_of_capacity`, not `model_not_loaded`); undefined otherwise.
+   */
+  heldFor(model: string): string | undefined {
+    const held = this.#o.held;
+    if (!held) return undefined;
+    let why: string | undefined;
+    for (const s of this.states) {
+      if (!s.status?.healthy || !s.status.models.some((m) => m.id === model)) continue;
+      const reason = held(s.backend);
+      if (reason === undefined) return undefined;
+      why ??= reason;
+    }
+    return why;
   }
 
   reportFailure(backend: Backend): void {
