@@ -1,0 +1,217 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer } from 'node:net';
+import { join } from 'node:path';
+import alertsPlugin from '@usepod-agent/plugin-alerts';
+import dashboardPlugin, { type FleetRow, type PageState } from '@usepod-agent/plugin-dashboard';
+import ledgerPlugin from '@usepod-agent/plugin-ledger';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
+import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
+import { afterEach, describe, expect, it } from 'vitest';
+import { homeEnv, runAgent, type Scratch, scratch } from './cli.js';
+
+/**
+ * The owner-facing web surface of issue 32 (the dashboard plugin, core's status server and its token,
+ * `dashboard`/`status`) attacked to issue 28's standard: another local user, a page in the operator's
+ * browser, a hostile fleet peer, a file on disk. Each test failed before the fix named in its row.
+ *
+ * | attack                                                         | surface            | before                                          | now                                                  |
+ * | -------------------------------------------------------------- | ------------------ | ----------------------------------------------- | ---------------------------------------------------- |
+ * | a FIFO planted as status.token beside the key                  | agent start        | readFileSync blocked: the agent never started   | refused with one warning; the agent runs, no page    |
+ * | status.token a link to the operator's file, before first start | agent start        | the token written through it (file clobbered)   | refused, the target untouched                        |
+ * | status.token a folder, empty, garbage, 0644                    | agent start        | (held) warned / made again / made 0600          | same; kept as a regression                           |
+ * | a fleet token_file that is a FIFO                              | /api/fleet         | the event loop blocked for good: relay frozen   | the row says why; /healthz answers                   |
+ * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | shown on the page raw (only /status redacted)   | redacted like /status                                |
+ */
+
+const MODEL = 'Qwen/Qwen3-14B';
+const ENROLL = 'POD-ENROLL-SECRET-4242-abcdef';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+interface Running {
+  t: TestAgent;
+  base: string;
+  token: string;
+  get(path: string): Promise<Response>;
+}
+
+/** An in-process agent with the dashboard, the testkit's coordinator and an emulated vLLM. */
+async function agent(
+  config: Record<string, unknown> = {},
+  o: { before?: (dir: string) => Promise<void> } = {},
+): Promise<Running> {
+  const engine = await new VllmEmulator().start();
+  const t = await createTestAgent({
+    plugins: [vllmPlugin, ledgerPlugin, alertsPlugin(undefined), dashboardPlugin],
+    config: {
+      backends: [{ kind: 'vllm', url: engine.url }],
+      coordinator: { enrollment_code: ENROLL },
+      observability: { prometheus_addr: '127.0.0.1:0' },
+      ...config,
+    },
+    logLevel: 'debug',
+  });
+  cleanup.push(async () => {
+    await t.close();
+    await engine.close();
+  });
+  await o.before?.(t.dir);
+  const started = await t.start();
+  if (!started.ok) throw started.error;
+  const a = t.agent.statusAddress!;
+  const base = `http://127.0.0.1:${a.port}`;
+  let token = '';
+  try {
+    token = readFileSync(join(t.dir, 'status.token'), 'utf8').trim();
+  } catch {}
+  return {
+    t,
+    base,
+    token,
+    get: (path) =>
+      fetch(`${base}${path}`, { headers: { authorization: `Bearer ${token}` }, redirect: 'manual' }),
+  };
+}
+
+async function online(r: Running) {
+  const session = await r.t.coordinator.firstAuthenticated();
+  await session.capabilities();
+  await r.t.agent.waitFor('online');
+  return session;
+}
+
+/** A port free now: a process's address must be known before it runs. */
+async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as { port: number };
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** A real `usepod-agent run` in a scratch home, its key in `id/`. */
+async function processAgent(
+  s: Scratch,
+  o: { extra?: string; plant?: (keyDir: string) => Promise<void> } = {},
+): Promise<{ port: number; stderr: () => string }> {
+  const keyDir = join(s.dir, 'id');
+  await mkdir(keyDir, { recursive: true, mode: 0o700 });
+  await o.plant?.(keyDir);
+  const port = await freePort();
+  const cfg = join(s.dir, 'agent.toml');
+  await writeFile(
+    cfg,
+    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "127.0.0.1:${port}"\n${o.extra ?? ''}`,
+  );
+  const a = await runAgent(cfg, {
+    env: homeEnv(s.dir),
+    cwd: s.dir,
+    coordinator: s.coordinator,
+    children: s.children,
+  });
+  return { port, stderr: a.stderr };
+}
+
+async function withScratch(): Promise<Scratch> {
+  const s = await scratch('usepod-dash-attack-');
+  cleanup.push(() => s.close());
+  return s;
+}
+
+const mkfifo = (path: string) => execFileSync('mkfifo', ['-m', '600', path]);
+
+describe('the status token file, as another local user or a broken disk leaves it', () => {
+  it('a FIFO planted as status.token: the agent starts and runs, the page is refused with one warning', async () => {
+    const s = await withScratch();
+    const a = await processAgent(s, { plant: async (dir) => mkfifo(join(dir, 'status.token')) });
+    expect((await fetch(`http://127.0.0.1:${a.port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${a.port}/api/state`)).status).toBe(401);
+    expect(a.stderr()).toMatch(/status token could not be made.*not a regular file/);
+  });
+
+  it('a link planted as status.token before first start: never written through, the target untouched', async () => {
+    let victim = '';
+    const r = await agent(
+      {},
+      {
+        before: async (dir) => {
+          victim = join(dir, 'precious.txt');
+          await writeFile(victim, 'the operator notes\n', { mode: 0o644 });
+          await symlink(victim, join(dir, 'status.token'));
+        },
+      },
+    );
+    await online(r);
+    expect(await readFile(victim, 'utf8')).toBe('the operator notes\n');
+    expect((await stat(victim)).mode & 0o777).toBe(0o644);
+    expect((await r.get('/api/state')).status).toBe(401);
+    expect(r.t.lines.join('\n')).toMatch(/status token could not be made.*symbolic link/);
+  });
+
+  it('a folder, an empty file, garbage, a 0644 token: refused or made again, never a crash', async () => {
+    const folder = await agent({}, { before: (dir) => mkdir(join(dir, 'status.token')) });
+    await online(folder);
+    expect(folder.t.lines.join('\n')).toMatch(/status token could not be made.*not a regular file/);
+    for (const content of ['', '\u0000garbage\u001b[2J\n']) {
+      const r = await agent({}, { before: (dir) => writeFile(join(dir, 'status.token'), content) });
+      expect(r.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect((await r.get('/api/state')).status).toBe(200);
+      expect((await stat(join(r.t.dir, 'status.token'))).mode & 0o777).toBe(0o600);
+    }
+    const known = 'k'.repeat(43);
+    const open = await agent(
+      {},
+      {
+        before: async (dir) => {
+          await writeFile(join(dir, 'status.token'), `${known}\n`);
+          await chmod(join(dir, 'status.token'), 0o644);
+        },
+      },
+    );
+    expect(open.token).toBe(known);
+    expect((await stat(join(open.t.dir, 'status.token'))).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('the fleet table, as a hostile disk or peer leaves it', () => {
+  it('a fleet token_file that is a FIFO: the row says why, the agent still answers', async () => {
+    const s = await withScratch();
+    const fifo = join(s.dir, 'peer.token');
+    mkfifo(fifo);
+    const a = await processAgent(s, {
+      extra: `[[dashboard.fleet]]\nname = "peer"\nurl = "http://127.0.0.1:9"\ntoken_file = "${fifo}"\n`,
+    });
+    const token = readFileSync(join(s.dir, 'id', 'status.token'), 'utf8').trim();
+    const res = await fetch(`http://127.0.0.1:${a.port}/api/fleet`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+    const { rows } = (await res.json()) as { rows: FleetRow[] };
+    expect(rows[1]).toMatchObject({ name: 'peer', reachable: false });
+    expect(rows[1]!.error).toMatch(/token_file cannot be read \(it is not a regular file\)/);
+    expect((await fetch(`http://127.0.0.1:${a.port}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('no secret reaches the page', () => {
+  it('a coordinator’s close reason carrying the enrollment code is redacted on the page as on /status', async () => {
+    const r = await agent();
+    const session = await online(r);
+    const again = r.t.coordinator.nextAuthenticated(20_000);
+    session.close(4000, `enrollment ${ENROLL} revoked`);
+    // Back online: the disconnect was heard and is on the page as the last one.
+    await (await again).capabilities();
+    const s = (await (await r.get('/api/state')).json()) as PageState & { ready: true };
+    expect(s.session.last_disconnect).not.toBeNull();
+    const page = JSON.stringify(s);
+    expect(page).toContain('revoked');
+    expect(page).not.toContain(ENROLL);
+  });
+});
+
+void MODEL;
