@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
@@ -9,7 +9,7 @@ import ledgerPlugin from '@usepod-agent/plugin-ledger';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
-import { homeEnv, runAgent, type Scratch, scratch } from './cli.js';
+import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
 
 /**
  * The owner-facing web surface of issue 32 (the dashboard plugin, core's status server and its token,
@@ -22,7 +22,9 @@ import { homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | status.token a link to the operator's file, before first start | agent start        | the token written through it (file clobbered)   | refused, the target untouched                        |
  * | status.token a folder, empty, garbage, 0644                    | agent start        | (held) warned / made again / made 0600          | same; kept as a regression                           |
  * | a fleet token_file that is a FIFO                              | /api/fleet         | the event loop blocked for good: relay frozen   | the row says why; /healthz answers                   |
- * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | shown on the page raw (only /status redacted)   | redacted like /status                                |
+ * | another user's process on the agent's port (agent down)        | dashboard --fleet  | sent the token (Authorization: Bearer)          | refused in one line naming the uid; nothing sent     |
+ * | that port answering 200 MB / not JSON / a redirect to file:    | dashboard --fleet  | read whole; SyntaxError; followed               | bounded, one USEPOD_AGENT_NOT_RUNNING line, no follow |
+ * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
 const MODEL = 'Qwen/Qwen3-14B';
@@ -195,6 +197,87 @@ describe('the fleet table, as a hostile disk or peer leaves it', () => {
     expect(rows[1]).toMatchObject({ name: 'peer', reachable: false });
     expect(rows[1]!.error).toMatch(/token_file cannot be read \(it is not a regular file\)/);
     expect((await fetch(`http://127.0.0.1:${a.port}/healthz`)).status).toBe(200);
+  });
+});
+
+/**
+ * A process holding `port` on 127.0.0.1 as `uid`: it prints each request's Authorization and answers as
+ * `mode` says (a huge body, text that is not JSON, a redirect to a file: URL).
+ */
+async function squatter(
+  port: number,
+  o: { uid?: number; mode: 'huge' | 'junk' | 'redirect' },
+): Promise<{ child: ChildProcess; heard: () => string }> {
+  const code = `
+    const http = require('node:http');
+    http.createServer((req, res) => {
+      process.stdout.write('AUTH ' + (req.headers.authorization || '-') + '\\n');
+      if (${JSON.stringify(o.mode)} === 'huge') { res.writeHead(200); const c = Buffer.alloc(1 << 20, 32); let n = 0;
+        const more = () => { while (n++ < 200) if (!res.write(c)) return res.once('drain', more); res.end(); }; more(); }
+      else if (${JSON.stringify(o.mode)} === 'redirect') res.writeHead(302, { location: 'file:///etc/shadow' }).end();
+      else res.writeHead(200).end('{"rows": [null, 1, "x"');
+    }).listen(${port}, '127.0.0.1', () => process.stdout.write('LISTENING\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], {
+    ...(o.uid !== undefined ? { uid: o.uid, gid: o.uid } : {}),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  cleanup.push(async () => {
+    child.kill('SIGKILL');
+  });
+  let out = '';
+  await new Promise<void>((ok, fail) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('LISTENING')) ok();
+    });
+    child.once('exit', (c) => fail(new Error(`squatter exited ${c}`)));
+  });
+  return { child, heard: () => out };
+}
+
+/** A config naming 127.0.0.1:port, and a token beside the key, as a stopped agent leaves them. */
+async function stoppedAgent(s: Scratch, port: number): Promise<{ cfg: string; token: string }> {
+  const keyDir = join(s.dir, 'id');
+  await mkdir(keyDir, { recursive: true, mode: 0o700 });
+  const token = 't'.repeat(43);
+  await writeFile(join(keyDir, 'status.token'), `${token}\n`, { mode: 0o600 });
+  const cfg = join(s.dir, 'agent.toml');
+  await writeFile(
+    cfg,
+    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "127.0.0.1:${port}"\n`,
+  );
+  return { cfg, token };
+}
+
+describe('`usepod-agent dashboard --fleet` while the agent is down and its port is someone else’s', () => {
+  const NOBODY = 65534;
+  it.runIf(process.getuid?.() === 0)('another user’s process on the port is not sent the token', async () => {
+    const s = await withScratch();
+    const port = await freePort();
+    const { cfg, token } = await stoppedAgent(s, port);
+    const sq = await squatter(port, { uid: NOBODY, mode: 'junk' });
+    const r = await cli(['dashboard', '--config', cfg, '--fleet'], { env: homeEnv(s.dir), cwd: s.dir });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(
+      /held by user 65534, not by the agent's user .*: the status token is not sent there/,
+    );
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(sq.heard()).not.toContain(token);
+  });
+
+  it('an answer of 200 MB, one that is not JSON, a redirect to file:: one coded line each, no stack', async () => {
+    const s = await withScratch();
+    for (const mode of ['huge', 'junk', 'redirect'] as const) {
+      const port = await freePort();
+      const { cfg } = await stoppedAgent(s, port);
+      const sq = await squatter(port, { mode });
+      const r = await cli(['dashboard', '--config', cfg, '--fleet'], { env: homeEnv(s.dir), cwd: s.dir });
+      expect(r.code, mode).not.toBe(0);
+      expect(r.stderr, mode).toMatch(/USEPOD_AGENT_NOT_RUNNING/);
+      expect(r.stderr, mode).not.toMatch(/\n\s+at |SyntaxError|TypeError/);
+      expect(sq.heard().match(/AUTH /g), mode).toHaveLength(1);
+      sq.child.kill('SIGKILL');
+    }
   });
 });
 
