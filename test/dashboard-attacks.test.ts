@@ -1,7 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
-import { createServer as createNetServer } from 'node:net';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import alertsPlugin from '@usepod-agent/plugin-alerts';
 import dashboardPlugin, { type FleetRow, type PageState } from '@usepod-agent/plugin-dashboard';
@@ -24,6 +26,9 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a fleet token_file that is a FIFO                              | /api/fleet         | the event loop blocked for good: relay frozen   | the row says why; /healthz answers                   |
  * | another user's process on the agent's port (agent down)        | dashboard --fleet  | sent the token (Authorization: Bearer)          | refused in one line naming the uid; nothing sent     |
  * | that port answering 200 MB / not JSON / a redirect to file:    | dashboard --fleet  | read whole; SyntaxError; followed               | bounded, one USEPOD_AGENT_NOT_RUNNING line, no follow |
+ * | fleet peers: trickling forever, never answering                | /api/fleet         | (held) 3 s each, then a row saying so           | same; kept as a regression                           |
+ * | a fleet peer redirecting (307) to another server               | /api/fleet         | (held) not followed: the token stays            | same; kept as a regression                           |
+ * | a fleet token_file of garbage                                  | /api/fleet         | sent as a header: "unreachable: UND_ERR_INVALID_ARG" | "its token_file cannot be read (it holds no token)" |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
@@ -248,6 +253,78 @@ async function stoppedAgent(s: Scratch, port: number): Promise<{ cfg: string; to
   );
   return { cfg, token };
 }
+
+/** An HTTP server on 127.0.0.1 port 0 for one test. */
+async function peer(handler: RequestListener): Promise<string> {
+  const server = createHttpServer(handler);
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  cleanup.push(
+    () =>
+      new Promise<void>((ok) => {
+        server.closeAllConnections();
+        server.close(() => ok());
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('hostile fleet peers', () => {
+  it('a peer that trickles forever, one that never answers, one that redirects, a token_file of garbage: rows say why, in bounded time, no token shown or forwarded', async () => {
+    const timers: NodeJS.Timeout[] = [];
+    cleanup.push(async () => {
+      for (const t of timers) clearInterval(t);
+    });
+    const tmp = await mkdtemp(join(tmpdir(), 'usepod-peer-'));
+    cleanup.push(() => rm(tmp, { recursive: true, force: true }));
+    const trickle = await peer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"state":"online","x":"');
+      timers.push(setInterval(() => res.write('a'), 100));
+    });
+    const silent = await peer(() => {});
+    // A peer redirecting elsewhere: the target must never see the peer's token.
+    let heard = '';
+    const target = await peer((req, res) => {
+      heard += `${req.headers.authorization ?? '-'}\n`;
+      res.writeHead(200).end('{}');
+    });
+    const redirecting = await peer((_req, res) => res.writeHead(307, { location: `${target}/status` }).end());
+    const goodToken = join(tmp, 'good.token');
+    await writeFile(goodToken, `${'p'.repeat(43)}\n`, { mode: 0o600 });
+    const badToken = join(tmp, 'peer.token');
+    const peerSecret = 'peer-secret-token-value\u0001with-a-control';
+    await writeFile(badToken, peerSecret, { mode: 0o600 });
+    const r = await agent({
+      dashboard: {
+        fleet: [
+          { name: 'trickle', url: trickle },
+          { name: 'silent', url: silent },
+          { name: 'bad-token', url: silent, token_file: badToken },
+          { name: 'redirecting', url: redirecting, token_file: goodToken },
+        ],
+      },
+    });
+    await online(r);
+    const res = await r.get('/api/fleet');
+    const text = await res.text();
+    const { rows } = JSON.parse(text) as { rows: FleetRow[] };
+    expect(rows[1]).toMatchObject({
+      name: 'trickle',
+      reachable: false,
+      error: 'unreachable: no answer in 3 s',
+    });
+    expect(rows[2]).toMatchObject({
+      name: 'silent',
+      reachable: false,
+      error: 'unreachable: no answer in 3 s',
+    });
+    expect(rows[3]!.error).toMatch(/token_file cannot be read \(it holds no token\)/);
+    expect(text).not.toContain('peer-secret-token-value');
+    expect(rows[4]).toMatchObject({ name: 'redirecting', reachable: false });
+    expect(heard).toBe('');
+    expect((await fetch(`${r.base}/healthz`)).status).toBe(200);
+  });
+});
 
 describe('`usepod-agent dashboard --fleet` while the agent is down and its port is someone else’s', () => {
   const NOBODY = 65534;
