@@ -1,10 +1,11 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AgentPlugin } from '@usepod-agent/core';
 import alertsPlugin from '@usepod-agent/plugin-alerts';
 import dashboardPlugin, { type FleetRow, type PageState } from '@usepod-agent/plugin-dashboard';
 import ledgerPlugin from '@usepod-agent/plugin-ledger';
@@ -29,6 +30,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | fleet peers: trickling forever, never answering                | /api/fleet         | (held) 3 s each, then a row saying so           | same; kept as a regression                           |
  * | a fleet peer redirecting (307) to another server               | /api/fleet         | (held) not followed: the token stays            | same; kept as a regression                           |
  * | a fleet token_file of garbage                                  | /api/fleet         | sent as a header: "unreachable: UND_ERR_INVALID_ARG" | "its token_file cannot be read (it holds no token)" |
+ * | a FIFO as the ledger file                                      | /api/earnings      | (held) ~3 s, then "disk I/O error"            | "the ledger … is not a regular file" at once, no thread |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
@@ -50,11 +52,11 @@ interface Running {
 /** An in-process agent with the dashboard, the testkit's coordinator and an emulated vLLM. */
 async function agent(
   config: Record<string, unknown> = {},
-  o: { before?: (dir: string) => Promise<void> } = {},
+  o: { before?: (dir: string) => Promise<void>; plugins?: AgentPlugin[] } = {},
 ): Promise<Running> {
   const engine = await new VllmEmulator().start();
   const t = await createTestAgent({
-    plugins: [vllmPlugin, ledgerPlugin, alertsPlugin(undefined), dashboardPlugin],
+    plugins: o.plugins ?? [vllmPlugin, ledgerPlugin, alertsPlugin(undefined), dashboardPlugin],
     config: {
       backends: [{ kind: 'vllm', url: engine.url }],
       coordinator: { enrollment_code: ENROLL },
@@ -128,6 +130,17 @@ async function withScratch(): Promise<Scratch> {
   const s = await scratch('usepod-dash-attack-');
   cleanup.push(() => s.close());
   return s;
+}
+
+/** Whether a thread of this process waits in the open of a FIFO (Linux's wchan `wait_for_partner`). */
+function stuckInFifoOpen(): boolean {
+  return readdirSync('/proc/self/task').some((tid) => {
+    try {
+      return readFileSync(`/proc/self/task/${tid}/wchan`, 'utf8') === 'wait_for_partner';
+    } catch {
+      return false;
+    }
+  });
 }
 
 const mkfifo = (path: string) => execFileSync('mkfifo', ['-m', '600', path]);
@@ -355,6 +368,21 @@ describe('`usepod-agent dashboard --fleet` while the agent is down and its port 
       expect(sq.heard().match(/AUTH /g), mode).toHaveLength(1);
       sq.child.kill('SIGKILL');
     }
+  });
+});
+
+describe('the earnings thread on a ledger that hangs (a FIFO, a hung mount)', () => {
+  it('a FIFO as the ledger: the page says so at once, no thread is left stuck in its open', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'usepod-ledger-'));
+    cleanup.push(() => rm(tmp, { recursive: true, force: true }));
+    const fifo = join(tmp, 'ledger.db');
+    mkfifo(fifo);
+    const r = await agent({ ledger: { path: fifo } }, { plugins: [vllmPlugin, dashboardPlugin] });
+    await online(r);
+    const res = await r.get('/api/earnings');
+    expect(await res.json()).toEqual({ error: expect.stringMatching(/ledger .* is not a regular file/) });
+    expect(stuckInFifoOpen()).toBe(false);
+    expect((await fetch(`${r.base}/healthz`)).status).toBe(200);
   });
 });
 
