@@ -1,8 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import { type AddressInfo, connect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentPlugin } from '@usepod-agent/core';
@@ -31,6 +32,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a fleet peer redirecting (307) to another server               | /api/fleet         | (held) not followed: the token stays            | same; kept as a regression                           |
  * | a fleet token_file of garbage                                  | /api/fleet         | sent as a header: "unreachable: UND_ERR_INVALID_ARG" | "its token_file cannot be read (it holds no token)" |
  * | a FIFO as the ledger file                                      | /api/earnings      | (held) ~3 s, then "disk I/O error"            | "the ledger … is not a regular file" at once, no thread |
+ * | 129+ idle sockets to the status server                         | status server      | a socket sending nothing held 20 s+ (no timeout applies): fds without bound | closed at once past 128 (maxConnections) |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
@@ -383,6 +385,27 @@ describe('the earnings thread on a ledger that hangs (a FIFO, a hung mount)', ()
     expect(await res.json()).toEqual({ error: expect.stringMatching(/ledger .* is not a regular file/) });
     expect(stuckInFifoOpen()).toBe(false);
     expect((await fetch(`${r.base}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('a flood of connections to the status server (another local user)', () => {
+  it('past 128 open sockets a new one is closed at once (an idle socket was held for good)', async () => {
+    const r = await agent();
+    const port = new URL(r.base).port;
+    const open = async () => {
+      const socket = connect(Number(port), '127.0.0.1');
+      await once(socket, 'connect');
+      cleanup.push(async () => void socket.destroy());
+      return socket;
+    };
+    const held = [];
+    for (let i = 0; i < 128; i++) held.push(await open());
+    let firstClosed = false;
+    for (const socket of held) socket.once('close', () => (firstClosed = true));
+    const extra = await open();
+    await once(extra, 'close');
+    // Before: every socket lived until the 5 s header timeout, the last opened among the last closed.
+    expect(firstClosed).toBe(false);
   });
 });
 
