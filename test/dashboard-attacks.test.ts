@@ -27,6 +27,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | status.token a folder, empty, garbage, 0644                    | agent start        | (held) warned / made again / made 0600          | same; kept as a regression                           |
  * | a fleet token_file that is a FIFO                              | /api/fleet         | the event loop blocked for good: relay frozen   | the row says why; /healthz answers                   |
  * | another user's process on the agent's port (agent down)        | dashboard --fleet  | sent the token (Authorization: Bearer)          | refused in one line naming the uid; nothing sent     |
+ * | the same squatter, the agent's address 0.0.0.0:PORT           | status             | sent the token (only loopback was spared)       | not sent: the port's owner is not the token's        |
  * | that port answering 200 MB / not JSON / a redirect to file:    | dashboard --fleet  | read whole; SyntaxError; followed               | bounded, one USEPOD_AGENT_NOT_RUNNING line, no follow |
  * | fleet peers: trickling forever, never answering                | /api/fleet         | (held) 3 s each, then a row saying so           | same; kept as a regression                           |
  * | a fleet peer redirecting (307) to another server               | /api/fleet         | (held) not followed: the token stays            | same; kept as a regression                           |
@@ -256,7 +257,11 @@ async function squatter(
 }
 
 /** A config naming 127.0.0.1:port, and a token beside the key, as a stopped agent leaves them. */
-async function stoppedAgent(s: Scratch, port: number): Promise<{ cfg: string; token: string }> {
+async function stoppedAgent(
+  s: Scratch,
+  port: number,
+  host = '127.0.0.1',
+): Promise<{ cfg: string; token: string }> {
   const keyDir = join(s.dir, 'id');
   await mkdir(keyDir, { recursive: true, mode: 0o700 });
   const token = 't'.repeat(43);
@@ -264,7 +269,7 @@ async function stoppedAgent(s: Scratch, port: number): Promise<{ cfg: string; to
   const cfg = join(s.dir, 'agent.toml');
   await writeFile(
     cfg,
-    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "127.0.0.1:${port}"\n`,
+    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "${host}:${port}"\n`,
   );
   return { cfg, token };
 }
@@ -356,6 +361,20 @@ describe('`usepod-agent dashboard --fleet` while the agent is down and its port 
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(sq.heard()).not.toContain(token);
   });
+
+  it.runIf(process.getuid?.() === 0)(
+    '`status` with a wildcard address does not send the token to another user’s process either',
+    async () => {
+      const s = await withScratch();
+      const port = await freePort();
+      const { cfg, token } = await stoppedAgent(s, port, '0.0.0.0');
+      const sq = await squatter(port, { uid: NOBODY, mode: 'junk' });
+      const r = await cli(['status', '--config', cfg], { env: homeEnv(s.dir), cwd: s.dir });
+      expect(r.code).not.toBe(0);
+      expect(sq.heard()).toMatch(/AUTH -/);
+      expect(sq.heard()).not.toContain(token);
+    },
+  );
 
   it('an answer of 200 MB, one that is not JSON, a redirect to file:: one coded line each, no stack', async () => {
     const s = await withScratch();

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 
 /**
  * The users listening on a TCP port of this machine (Linux: /proc/net/tcp and tcp6), for the commands
@@ -28,4 +28,21 @@ export function listenerUids(port: number): number[] | undefined {
     }
   }
   return read ? uids : undefined;
+}
+
+/**
+ * Another user's process holding `addr`'s port when `addr` is this machine (loopback or a wildcard): the
+ * token must not be sent there. Owner: the token file's (the agent runs as that user; root may run the CLI).
+ */
+export function squatter(addr: string, tokenPath: string): { uid: number; owner: number } | undefined {
+  const m = /^(?:127\.\d+\.\d+\.\d+|localhost|\[::1\]|0\.0\.0\.0|\[::\]):(\d+)$/i.exec(addr);
+  if (!m) return undefined;
+  let owner: number;
+  try {
+    owner = statSync(tokenPath).uid;
+  } catch {
+    return undefined;
+  }
+  const uid = listenerUids(Number(m[1]))?.find((u) => u !== owner);
+  return uid === undefined ? undefined : { uid, owner };
 }

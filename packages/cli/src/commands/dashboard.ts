@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
-import { statSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { engineText, UsepodError } from '@usepod-agent/core';
 import { readStatusToken, statusTokenPath } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
-import { listenerUids } from '../port-owner.js';
+import { squatter } from '../port-owner.js';
 
 /** The command that opens a URL in the desktop's browser, by platform. */
 function opener(): { cmd: string; args: string[] } {
@@ -56,7 +55,7 @@ export default class Dashboard extends BaseCommand {
     }
     const tokenPath = statusTokenPath(config.identity.key_path, tokenFile);
     if (flags.fleet) {
-      agentsPort(browsable(addr), tokenPath);
+      refuseSquatter(browsable(addr), tokenPath);
       const rows = await fleet(browsable(addr), token);
       if (flags.json) return this.printJson(rows);
       for (const line of fleetTable(rows)) this.out(line);
@@ -66,7 +65,7 @@ export default class Dashboard extends BaseCommand {
     if (flags.json) return this.printJson({ url });
     this.out(url);
     if (!flags.open) return;
-    agentsPort(browsable(addr), tokenPath);
+    refuseSquatter(browsable(addr), tokenPath);
     const o = opener();
     const child = spawn(o.cmd, [...o.args, url], { stdio: 'ignore', detached: true });
     child.on('error', () => this.out(`could not run ${o.cmd}: open the address above in a browser`));
@@ -74,27 +73,20 @@ export default class Dashboard extends BaseCommand {
   }
 }
 
+/** The token is sent (a request, a browser opened) only to a port held by the agent's user. */
+function refuseSquatter(addr: string, tokenPath: string): void {
+  const s = squatter(addr, tokenPath);
+  if (s) {
+    throw new UsepodError(
+      'USEPOD_AGENT_NOT_RUNNING',
+      `${addr} is held by user ${s.uid}, not by the agent's user (${s.owner}): the status token is not sent there; start the agent, or stop that process`,
+    );
+  }
+}
+
 /** An address a browser can reach: a wildcard bind is reached on loopback. */
 function browsable(addr: string): string {
   return addr.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
-}
-
-/**
- * The token is sent (a request, a browser opened) only to a loopback port held by the agent's user, the
- * token file's owner: another local user holding the port while the agent is down would get it.
- */
-function agentsPort(addr: string, tokenPath: string): void {
-  const m = /^(?:127\.\d+\.\d+\.\d+|localhost|\[::1\]):(\d+)$/i.exec(addr);
-  if (!m) return;
-  const uids = listenerUids(Number(m[1]));
-  const owner = statSync(tokenPath).uid;
-  const other = uids?.find((u) => u !== owner);
-  if (other !== undefined) {
-    throw new UsepodError(
-      'USEPOD_AGENT_NOT_RUNNING',
-      `${addr} is held by user ${other}, not by the agent's user (${owner}): the status token is not sent there; start the agent, or stop that process`,
-    );
-  }
 }
 
 /** An answer read to at most `max` bytes: whatever holds the port is not trusted with memory. */
