@@ -34,6 +34,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a fleet token_file of garbage                                  | /api/fleet         | sent as a header: "unreachable: UND_ERR_INVALID_ARG" | "its token_file cannot be read (it holds no token)" |
  * | a FIFO as the ledger file                                      | /api/earnings      | (held) ~3 s, then "disk I/O error"            | "the ledger … is not a regular file" at once, no thread |
  * | 129+ idle sockets to the status server                         | status server      | a socket sending nothing held 20 s+ (no timeout applies): fds without bound | closed at once past 128 (maxConnections) |
+ * | an engine url with user:password@                              | /status (no token on loopback) | the password in backends[].url, to any local user | the address without its credentials |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
@@ -429,6 +430,20 @@ describe('a flood of connections to the status server (another local user)', () 
 });
 
 describe('no secret reaches the page', () => {
+  it('an engine address with user:password@: not on /status (open to local users on loopback) nor the page', async () => {
+    const engine = await new VllmEmulator().start();
+    cleanup.push(() => engine.close());
+    const url = new URL(engine.url);
+    url.username = 'op';
+    url.password = 'userinfo-secret-pass';
+    const r = await agent({ backends: [{ kind: 'vllm', url: url.toString() }] });
+    await online(r);
+    const status = await (await fetch(`${r.base}/status`)).text();
+    expect(status).toContain(`"url":"${engine.url}`);
+    for (const body of [status, await (await r.get('/api/state')).text()])
+      expect(body).not.toContain('userinfo-secret-pass');
+  });
+
   it('a coordinator’s close reason carrying the enrollment code is redacted on the page as on /status', async () => {
     const r = await agent();
     const session = await online(r);
