@@ -442,6 +442,7 @@ describe('no secret reaches the page', () => {
     expect(status).toContain(`"url":"${engine.url}`);
     for (const body of [status, await (await r.get('/api/state')).text()])
       expect(body).not.toContain('userinfo-secret-pass');
+    expect(r.t.lines.join('\n')).not.toContain('userinfo-secret-pass');
   });
 
   it('a coordinator’s close reason carrying the enrollment code is redacted on the page as on /status', async () => {
