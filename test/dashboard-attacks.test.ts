@@ -35,6 +35,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a FIFO as the ledger file                                      | /api/earnings      | (held) ~3 s, then "disk I/O error"            | "the ledger … is not a regular file" at once, no thread |
  * | 129+ idle sockets to the status server                         | status server      | a socket sending nothing held 20 s+ (no timeout applies): fds without bound | closed at once past 128 (maxConnections) |
  * | an engine url with user:password@                              | /status (no token on loopback) | the password in backends[].url, to any local user | the address without its credentials |
+ * | framing, Referer, Host 127.0.0.1.attacker.example               | page headers       | (held) DENY, frame-ancestors 'none', no-referrer, 421 | same; kept as a regression                   |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
@@ -426,6 +427,30 @@ describe('a flood of connections to the status server (another local user)', () 
     await once(extra, 'close');
     // Before: every socket lived until the 5 s header timeout, the last opened among the last closed.
     expect(firstClosed).toBe(false);
+  });
+});
+
+describe('a page on another site in the operator’s browser', () => {
+  it('cannot frame the page, learn its address from a Referer, or use a rebinding name (held)', async () => {
+    const r = await agent();
+    const page = await r.get('/');
+    expect(page.status).toBe(200);
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
+    expect(page.headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
+    expect(page.headers.get('content-security-policy')).not.toMatch(/unsafe-inline|unsafe-eval/);
+    expect(page.headers.get('referrer-policy')).toBe('no-referrer');
+    const rebound = await new Promise<number>((ok, fail) => {
+      const socket = connect(Number(new URL(r.base).port), '127.0.0.1', () =>
+        socket.end(
+          `GET /api/state HTTP/1.1\r\nHost: 127.0.0.1.attacker.example:80\r\nAuthorization: Bearer ${r.token}\r\n\r\n`,
+        ),
+      );
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      socket.on('end', () => ok(Number(text.split(' ')[1])));
+      socket.on('error', fail);
+    });
+    expect(rebound).toBe(421);
   });
 });
 
