@@ -1,17 +1,16 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { type AddressInfo, connect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AgentPlugin } from '@usepod-agent/core';
 import alertsPlugin from '@usepod-agent/plugin-alerts';
 import dashboardPlugin, { type FleetRow, type PageState } from '@usepod-agent/plugin-dashboard';
 import ledgerPlugin from '@usepod-agent/plugin-ledger';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
-import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
+import { createTestAgent, type TestAgent, type TestAgentOptions, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
 
@@ -24,6 +23,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | -------------------------------------------------------------- | ------------------ | ----------------------------------------------- | ---------------------------------------------------- |
  * | a FIFO planted as status.token beside the key                  | agent start        | readFileSync blocked: the agent never started   | refused with one warning; the agent runs, no page    |
  * | status.token a link to the operator's file, before first start | agent start        | the token written through it (file clobbered)   | refused, the target untouched                        |
+ * | another user's status.token holding a token they know (root)  | agent start        | adopted (root's chmod to 0600 succeeds)         | refused with one warning naming the owner            |
  * | status.token a folder, empty, garbage, 0644                    | agent start        | (held) warned / made again / made 0600          | same; kept as a regression                           |
  * | a fleet token_file that is a FIFO                              | /api/fleet         | the event loop blocked for good: relay frozen   | the row says why; /healthz answers                   |
  * | another user's process on the agent's port (agent down)        | dashboard --fleet  | sent the token (Authorization: Bearer)          | refused in one line naming the uid; nothing sent     |
@@ -57,7 +57,7 @@ interface Running {
 /** An in-process agent with the dashboard, the testkit's coordinator and an emulated vLLM. */
 async function agent(
   config: Record<string, unknown> = {},
-  o: { before?: (dir: string) => Promise<void>; plugins?: AgentPlugin[] } = {},
+  o: { before?: (dir: string) => Promise<void>; plugins?: TestAgentOptions['plugins'] } = {},
 ): Promise<Running> {
   const engine = await new VllmEmulator().start();
   const t = await createTestAgent({
@@ -148,7 +148,7 @@ function stuckInFifoOpen(): boolean {
   });
 }
 
-const mkfifo = (path: string) => execFileSync('mkfifo', ['-m', '600', path]);
+const mkfifo = (path: string): void => void execFileSync('mkfifo', ['-m', '600', path]);
 
 describe('the status token file, as another local user or a broken disk leaves it', () => {
   it('a FIFO planted as status.token: the agent starts and runs, the page is refused with one warning', async () => {
@@ -177,6 +177,25 @@ describe('the status token file, as another local user or a broken disk leaves i
     expect((await r.get('/api/state')).status).toBe(401);
     expect(r.t.lines.join('\n')).toMatch(/status token could not be made.*symbolic link/);
   });
+
+  it.runIf(process.getuid?.() === 0)(
+    'another user’s status.token with a token they know: not adopted',
+    async () => {
+      const known = 'n'.repeat(43);
+      const r = await agent(
+        {},
+        {
+          before: async (dir) => {
+            await writeFile(join(dir, 'status.token'), `${known}\n`, { mode: 0o644 });
+            await chown(join(dir, 'status.token'), 65534, 65534);
+          },
+        },
+      );
+      const res = await fetch(`${r.base}/api/state`, { headers: { authorization: `Bearer ${known}` } });
+      expect(res.status).toBe(401);
+      expect(r.t.lines.join('\n')).toMatch(/status token could not be made.*belongs to user 65534/);
+    },
+  );
 
   it('a folder, an empty file, garbage, a 0644 token: refused or made again, never a crash', async () => {
     const folder = await agent({}, { before: (dir) => mkdir(join(dir, 'status.token')) });

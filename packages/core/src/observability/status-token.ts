@@ -48,7 +48,8 @@ export type TokenFileRead =
  * Reads a token file as untrusted (issue 28's rule for files): a FIFO or device is never opened for a
  * blocking read (it froze the agent's start, or the event loop for a fleet row), a big file is never read
  * whole, and with `follow: false` a link is not followed (one planted beside the key must not choose the
- * file we read or mode we change). `fix`, when given, makes a token we read 0600 again.
+ * file we read or mode we change). `fix` (the agent keeping its own token) refuses another user's file
+ * and makes a token we read 0600 again.
  */
 export function readTokenFile(path: string, o: { follow: boolean; fix?: boolean }): TokenFileRead {
   let fd: number;
@@ -64,8 +65,9 @@ export function readTokenFile(path: string, o: { follow: boolean; fix?: boolean 
     const st = fstatSync(fd);
     if (!st.isFile()) return { kind: 'unsafe', why: 'it is not a regular file' };
     if (st.size > MAX_FILE) return { kind: 'unsafe', why: `it is ${st.size} bytes, not a token` };
+    // The agent keeps only a file of its own user's; a reader (the CLI, maybe root) may read another's.
     const uid = process.getuid?.();
-    if (!o.follow && uid !== undefined && st.uid !== uid)
+    if (o.fix && uid !== undefined && st.uid !== uid)
       return { kind: 'unsafe', why: `it belongs to user ${st.uid}, not this agent's` };
     const buf = Buffer.alloc(MAX_FILE + 1);
     const n = readSync(fd, buf, 0, buf.length, 0);
