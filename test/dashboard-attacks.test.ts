@@ -35,6 +35,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a FIFO as the ledger file                                      | /api/earnings      | (held) ~3 s, then "disk I/O error"            | "the ledger … is not a regular file" at once, no thread |
  * | 129+ idle sockets to the status server                         | status server      | a socket sending nothing held 20 s+ (no timeout applies): fds without bound | closed at once past 128 (maxConnections) |
  * | an engine url with user:password@                              | /status (no token on loopback) | the password in backends[].url, to any local user | the address without its credentials |
+ * | 17 event streams held open                                     | /api/events        | (held) 503 retry-after 5; a closed one frees its place | same; kept as a regression                    |
  * | framing, Referer, Host 127.0.0.1.attacker.example               | page headers       | (held) DENY, frame-ancestors 'none', no-referrer, 421 | same; kept as a regression                   |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
@@ -446,6 +447,37 @@ describe('a flood of connections to the status server (another local user)', () 
     await once(extra, 'close');
     // Before: every socket lived until the 5 s header timeout, the last opened among the last closed.
     expect(firstClosed).toBe(false);
+  });
+});
+
+describe('pages held open', () => {
+  it('16 event streams at most: the 17th is told to retry, a closed one frees its place (held)', async () => {
+    const r = await agent();
+    const streams: AbortController[] = [];
+    cleanup.push(async () => {
+      for (const ac of streams) ac.abort();
+    });
+    const openStream = async () => {
+      const ac = new AbortController();
+      const res = await fetch(`${r.base}/api/events`, {
+        headers: { authorization: `Bearer ${r.token}` },
+        signal: ac.signal,
+      });
+      if (res.status === 200) {
+        streams.push(ac);
+        await res.body!.getReader().read();
+      } else await res.body?.cancel();
+      return res;
+    };
+    for (let i = 0; i < 16; i++) expect((await openStream()).status).toBe(200);
+    const refused = await openStream();
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('5');
+    streams.shift()!.abort();
+    // The server hears the close on its own time: ask until the place is free.
+    let again = await openStream();
+    while (again.status === 503) again = await openStream();
+    expect(again.status).toBe(200);
   });
 });
 
