@@ -37,6 +37,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | an engine url with user:password@                              | /status (no token on loopback) | the password in backends[].url, to any local user | the address without its credentials |
  * | 17 event streams held open                                     | /api/events        | (held) 503 retry-after 5; a closed one frees its place | same; kept as a regression                    |
  * | framing, Referer, Host 127.0.0.1.attacker.example               | page headers       | (held) DENY, frame-ancestors 'none', no-referrer, 421 | same; kept as a regression                   |
+ * | a fleet url with user:password@                                | /api/fleet         | the row's url and fetch's error quoting it: the password on the page | refused at start, one line, not quoted |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
@@ -519,6 +520,27 @@ describe('no secret reaches the page', () => {
     for (const body of [status, await (await r.get('/api/state')).text()])
       expect(body).not.toContain('userinfo-secret-pass');
     expect(r.t.lines.join('\n')).not.toContain('userinfo-secret-pass');
+  });
+
+  it('a fleet url with user:password@: refused at start in one line that does not quote it', async () => {
+    const engine = await new VllmEmulator().start();
+    cleanup.push(() => engine.close());
+    const t = await createTestAgent({
+      plugins: [vllmPlugin, dashboardPlugin],
+      config: {
+        backends: [{ kind: 'vllm', url: engine.url }],
+        observability: { prometheus_addr: '127.0.0.1:0' },
+        dashboard: { fleet: [{ name: 'peer', url: 'http://op:fleet-peer-pass@127.0.0.1:9' }] },
+      },
+    });
+    cleanup.push(() => t.close());
+    const started = await t
+      .start()
+      .catch((error: unknown) => ({ ok: false as const, error: error as Error }));
+    expect(started.ok).toBe(false);
+    const err = (started as { error: Error }).error;
+    expect(err.message).toMatch(/dashboard\.fleet.*url.*without user:password@/s);
+    expect(err.message).not.toContain('fleet-peer-pass');
   });
 
   it('a coordinator’s close reason carrying the enrollment code is redacted on the page as on /status', async () => {
