@@ -9,7 +9,7 @@ import {
   openSync,
   readSync,
   renameSync,
-  unlinkSync,
+  rmSync,
   writeSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -111,15 +111,16 @@ export function ensureStatusToken(keyPath: string, tokenFile?: string): string {
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, 0o600);
   try {
-    writeSync(fd, `${token}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
+    try {
+      writeSync(fd, `${token}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
   } catch (err) {
-    unlinkSync(tmp);
+    // A full disk: no stray copy of a token is left beside the key.
+    rmSync(tmp, { force: true });
     throw err;
   }
   return token;
