@@ -32,7 +32,8 @@ export function listenerUids(port: number): number[] | undefined {
 
 /**
  * Another user's process holding `addr`'s port when `addr` is this machine (loopback or a wildcard): the
- * token must not be sent there. Owner: the token file's (the agent runs as that user; root may run the CLI).
+ * token must not be sent there. Another: neither the token file's owner (the agent's user), nor this
+ * command's user, nor root.
  */
 export function squatter(addr: string, tokenPath: string): { uid: number; owner: number } | undefined {
   const m = /^(?:127\.\d+\.\d+\.\d+|localhost|\[::1\]|0\.0\.0\.0|\[::\]):(\d+)$/i.exec(addr);
@@ -43,6 +44,8 @@ export function squatter(addr: string, tokenPath: string): { uid: number; owner:
   } catch {
     return undefined;
   }
-  const uid = listenerUids(Number(m[1]))?.find((u) => u !== owner);
+  // Root, this user and the file's owner could read the token anyway (a container's port proxy is root's).
+  const trusted = new Set([owner, 0, process.getuid?.() ?? owner]);
+  const uid = listenerUids(Number(m[1]))?.find((u) => !trusted.has(u));
   return uid === undefined ? undefined : { uid, owner };
 }
