@@ -24,7 +24,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a FIFO planted as status.token beside the key                  | agent start        | readFileSync blocked: the agent never started   | refused with one warning; the agent runs, no page    |
  * | status.token a link to the operator's file, before first start | agent start        | the token written through it (file clobbered)   | refused, the target untouched                        |
  * | another user's status.token holding a token they know (root)  | agent start        | adopted (root's chmod to 0600 succeeds)         | refused with one warning naming the owner            |
- * | status.token a folder, empty, garbage, 0644                    | agent start        | (held) warned / made again / made 0600          | same; kept as a regression                           |
+ * | status.token a folder, empty, garbage, 0644                    | agent start        | (held) warned (EISDIR) / made again / made 0600 | same; kept as a regression                           |
  * | a fleet token_file that is a FIFO                              | /api/fleet         | the event loop blocked for good: relay frozen   | the row says why; /healthz answers                   |
  * | another user's process on the agent's port (agent down)        | dashboard --fleet  | sent the token (Authorization: Bearer)          | refused in one line naming the uid; nothing sent     |
  * | the same squatter, the agent's address 0.0.0.0:PORT           | status             | sent the token (only loopback was spared)       | not sent: the port's owner is not the token's        |
@@ -41,7 +41,6 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
  */
 
-const MODEL = 'Qwen/Qwen3-14B';
 const ENROLL = 'POD-ENROLL-SECRET-4242-abcdef';
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -557,5 +556,3 @@ describe('no secret reaches the page', () => {
     expect(page).not.toContain(ENROLL);
   });
 });
-
-void MODEL;
