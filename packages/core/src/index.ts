@@ -59,6 +59,7 @@ export type {
   PluginMetrics,
 } from './observability/plugin-metrics.js';
 export type { StatusRequest, StatusRouteHandler } from './observability/status-server.js';
+export { readTokenFile, type TokenFileRead } from './observability/status-token.js';
 export {
   type AgentEvent,
   type AgentHooks,

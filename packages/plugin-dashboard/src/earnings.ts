@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { type Config, engineText } from '@usepod-agent/core';
@@ -52,7 +52,10 @@ export class EarningsReader {
   async read(now = Date.now()): Promise<EarningsSeries | { error: string }> {
     const path = this.#path;
     if (!path) return { error: 'the ledger is off ([ledger] path = "off")' };
-    if (!existsSync(path)) return { error: 'no ledger yet: it is written as jobs arrive' };
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) return { error: 'no ledger yet: it is written as jobs arrive' };
+    // A FIFO or device would hold the thread in open() for good: terminate() cannot end a system call.
+    if (!st.isFile()) return { error: `the ledger ${path} is not a regular file` };
     const c = this.#cached;
     const age = c ? now - c.at : Number.POSITIVE_INFINITY;
     if (c && (age < FRESH_MS / 10 || (!this.#stale && age < FRESH_MS))) return c.value;

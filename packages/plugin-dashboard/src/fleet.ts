@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { type AgentStatus, engineText } from '@usepod-agent/core';
+import { type AgentStatus, engineText, readTokenFile } from '@usepod-agent/core';
 import { Observed, stateLine } from './state.js';
 
 /**
@@ -93,14 +92,14 @@ async function fetchRow(e: FleetEntry): Promise<FleetRow> {
   const row = emptyRow(e.name, e.url);
   let token: string | undefined;
   if (e.token_file) {
-    try {
-      token = readFileSync(e.token_file, 'utf8').trim();
-    } catch (err) {
-      return {
-        ...row,
-        error: `its token_file cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      };
+    // Read on the event loop, so never blocking (a FIFO) nor whole (a device, a huge file): core's reader.
+    const read = readTokenFile(e.token_file, { follow: true });
+    if (read.kind !== 'token') {
+      const why =
+        read.kind === 'unsafe' ? read.why : read.kind === 'missing' ? 'ENOENT' : 'it holds no token';
+      return { ...row, error: `its token_file cannot be read (${why})` };
     }
+    token = read.token;
   }
   try {
     const res = await fetch(new URL('/status', e.url), {

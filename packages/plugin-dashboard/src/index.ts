@@ -22,7 +22,11 @@ export const dashboardSection = z.strictObject({
       z.strictObject({
         name: z.string().min(1).max(60),
         /** The other agent's status server, `http://HOST:PORT` (its observability.prometheus_addr). */
-        url: z.url({ protocol: /^https?$/ }),
+        url: z.url({ protocol: /^https?$/ }).refine(
+          // The page shows the address, and fetch refuses one with credentials in an error that quotes it.
+          (u) => !/^[a-z]+:\/\/[^/?#]*@/i.test(u),
+          'an address without user:password@ (the status token in token_file is the credential)',
+        ),
         /** A copy of that agent's `status.token` (beside its key). */
         token_file: z.string().min(1).optional(),
       }),

@@ -3,6 +3,7 @@ import { Flags } from '@oclif/core';
 import { engineText, UsepodError } from '@usepod-agent/core';
 import { readStatusToken, statusTokenPath } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { squatter } from '../port-owner.js';
 
 /** The command that opens a URL in the desktop's browser, by platform. */
 function opener(): { cmd: string; args: string[] } {
@@ -52,7 +53,9 @@ export default class Dashboard extends BaseCommand {
         { user: true },
       );
     }
+    const tokenPath = statusTokenPath(config.identity.key_path, tokenFile);
     if (flags.fleet) {
+      refuseSquatter(browsable(addr), tokenPath);
       const rows = await fleet(browsable(addr), token);
       if (flags.json) return this.printJson(rows);
       for (const line of fleetTable(rows)) this.out(line);
@@ -62,6 +65,7 @@ export default class Dashboard extends BaseCommand {
     if (flags.json) return this.printJson({ url });
     this.out(url);
     if (!flags.open) return;
+    refuseSquatter(browsable(addr), tokenPath);
     const o = opener();
     const child = spawn(o.cmd, [...o.args, url], { stdio: 'ignore', detached: true });
     child.on('error', () => this.out(`could not run ${o.cmd}: open the address above in a browser`));
@@ -69,9 +73,38 @@ export default class Dashboard extends BaseCommand {
   }
 }
 
+/** The token is sent (a request, a browser opened) only to a port held by the agent's user. */
+function refuseSquatter(addr: string, tokenPath: string): void {
+  const s = squatter(addr, tokenPath);
+  if (s) {
+    throw new UsepodError(
+      'USEPOD_AGENT_NOT_RUNNING',
+      `${addr} is held by user ${s.uid}, not by the agent's user (${s.owner}): the status token is not sent there; start the agent, or stop that process`,
+    );
+  }
+}
+
 /** An address a browser can reach: a wildcard bind is reached on loopback. */
 function browsable(addr: string): string {
   return addr.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
+}
+
+/** An answer read to at most `max` bytes: whatever holds the port is not trusted with memory. */
+async function readBounded(res: Response, max: number): Promise<string | undefined> {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return Buffer.concat(parts).toString('utf8');
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel();
+      return undefined;
+    }
+    parts.push(value);
+  }
 }
 
 interface FleetRow {
@@ -94,19 +127,28 @@ async function fleet(addr: string, token: string): Promise<FleetRow[]> {
     res = await fetch(`http://${addr}/api/fleet`, {
       headers: { authorization: `Bearer ${token}` },
       signal: AbortSignal.timeout(15_000),
+      // The token never follows a redirect to another address.
+      redirect: 'error',
     });
   } catch {
     throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
   }
-  const text = await res.text();
-  if (!res.ok || text.length > 4 * 1024 * 1024) {
+  const text = await readBounded(res, 4 * 1024 * 1024).catch(() => undefined);
+  let body: { rows?: unknown } | undefined;
+  try {
+    body = res.ok && text !== undefined ? (JSON.parse(text) as { rows?: unknown }) : undefined;
+  } catch {
+    body = undefined;
+  }
+  if (!body || typeof body !== 'object') {
     throw new UsepodError(
       'USEPOD_AGENT_NOT_RUNNING',
-      `${addr}/api/fleet answered ${res.status}: is the dashboard on?`,
+      `${addr}/api/fleet answered ${res.status} without a fleet table: is the dashboard on?`,
     );
   }
-  const body = JSON.parse(text) as { rows?: unknown };
-  return Array.isArray(body.rows) ? (body.rows as FleetRow[]) : [];
+  return Array.isArray(body.rows)
+    ? (body.rows.filter((r) => !!r && typeof r === 'object') as FleetRow[])
+    : [];
 }
 
 /** One line per agent; every string folded (another agent's answer reaches this terminal). */

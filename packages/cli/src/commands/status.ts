@@ -1,7 +1,13 @@
 import { Flags } from '@oclif/core';
 import { type AgentStatus, engineText, loadConfig, UsepodError } from '@usepod-agent/core';
-import { DEFAULT_PROMETHEUS_ADDR, findConfigFile, readStatusToken } from '@usepod-agent/core/cli';
+import {
+  DEFAULT_PROMETHEUS_ADDR,
+  findConfigFile,
+  readStatusToken,
+  statusTokenPath,
+} from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
+import { squatter } from '../port-owner.js';
 import { localTime } from '../when.js';
 
 interface LedgerWindow {
@@ -95,8 +101,12 @@ export default class Status extends BaseCommand {
     }
     // The agent's own token, needed only when it listens beyond loopback, and sent only to the configured
     // address: on loopback whoever squats the port while the agent is down would get it for nothing.
+    // A wildcard address is this machine too: another user holding its port (the agent down) is not sent it.
     const token =
-      config && (!flags.addr || flags.addr === config.observability.prometheus_addr) && !loopbackAddr(addr)
+      config &&
+      (!flags.addr || flags.addr === config.observability.prometheus_addr) &&
+      !loopbackAddr(addr) &&
+      !squatter(addr, statusTokenPath(config.identity.key_path, config.observability.token_file))
         ? readStatusToken(config.identity.key_path, config.observability.token_file)
         : undefined;
     const fetchStatus = async (): Promise<AgentStatus> => {

@@ -78,7 +78,7 @@ export function statusOf(
     backends: snap.backends.map((b) => ({
       label: b.label,
       kind: b.kind,
-      url: b.url ?? null,
+      url: b.url ? withoutCredentials(b.url) : null,
       healthy: b.healthy,
       detail: b.detail ?? null,
       in_flight: b.inFlight,
@@ -143,4 +143,20 @@ export function statusSelfTest(r: SelfTestResult): StatusSelfTest {
     at: r.at,
     error: r.error ?? null,
   };
+}
+
+/**
+ * An engine's address without its `user:password@`: /status is open to every local user on loopback,
+ * and is what fleet peers and scrapers read; the credentials stay in the config.
+ */
+function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.username && !u.password) return url;
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/[^/@]*@/, '//');
+  }
 }

@@ -61,6 +61,9 @@ export interface StatusRoute {
 /** The paths core serves itself: no plugin may take them. */
 export const CORE_STATUS_PATHS: ReadonlySet<string> = new Set(['/metrics', '/status', '/healthz', '/readyz']);
 
+/** Open at once: pages (16 event streams at most), a scraper, probes, the CLI; far more is a flood. */
+export const MAX_CONNECTIONS = 128;
+
 /** A plugin's POST body: a few fields (a pause's duration and reason), never a file. */
 export const MAX_BODY_BYTES = 16 * 1024;
 
@@ -105,6 +108,9 @@ export class StatusServer {
       },
     );
     this.#server.keepAliveTimeout = 5_000;
+    // Another local user opening sockets faster than the timeouts close them would take the process's
+    // descriptors and memory from the relay: past this many, new ones are closed at once.
+    this.#server.maxConnections = MAX_CONNECTIONS;
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {

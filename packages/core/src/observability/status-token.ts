@@ -1,5 +1,17 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { expandHome } from '../config/paths.js';
 
@@ -13,43 +25,104 @@ export const STATUS_TOKEN_FILE = 'status.token';
 
 /** 32 bytes in base64url: 43 characters. A shorter file is not one of ours and is made again. */
 const TOKEN = /^[A-Za-z0-9_-]{43,128}$/;
+/** Larger than any token file: past it the file is not one (and is never read whole). */
+const MAX_FILE = 1024;
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+const NONBLOCK = constants.O_NONBLOCK ?? 0;
 
 /** Where the token of the agent using `keyPath` lives: `observability.token_file`, else beside the key. */
 export function statusTokenPath(keyPath: string, tokenFile?: string): string {
   return tokenFile ? expandHome(tokenFile) : join(dirname(expandHome(keyPath)), STATUS_TOKEN_FILE);
 }
 
+/** What a token file holds, read without blocking or reading more than MAX_FILE. */
+export type TokenFileRead =
+  | { kind: 'missing' }
+  | { kind: 'token'; token: string }
+  /** A small regular file that holds no token (empty, garbage, a truncated write). */
+  | { kind: 'garbage' }
+  /** Not a file to read or replace: a link (beside the key), a FIFO, a device, a folder, another user's, huge. */
+  | { kind: 'unsafe'; why: string };
+
+/**
+ * Reads a token file as untrusted (issue 28's rule for files): a FIFO or device is never opened for a
+ * blocking read (it froze the agent's start, or the event loop for a fleet row), a big file is never read
+ * whole, and with `follow: false` a link is not followed (one planted beside the key must not choose the
+ * file we read or mode we change). `fix` (the agent keeping its own token) refuses another user's file
+ * and makes a token we read 0600 again.
+ */
+export function readTokenFile(path: string, o: { follow: boolean; fix?: boolean }): TokenFileRead {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | NONBLOCK | (o.follow ? 0 : NOFOLLOW));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { kind: 'missing' };
+    if (code === 'ELOOP') return { kind: 'unsafe', why: 'it is a symbolic link' };
+    return { kind: 'unsafe', why: `it cannot be read (${code ?? 'error'})` };
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { kind: 'unsafe', why: 'it is not a regular file' };
+    if (st.size > MAX_FILE) return { kind: 'unsafe', why: `it is ${st.size} bytes, not a token` };
+    // The agent keeps only a file of its own user's; a reader (the CLI, maybe root) may read another's.
+    const uid = process.getuid?.();
+    if (o.fix && uid !== undefined && st.uid !== uid)
+      return { kind: 'unsafe', why: `it belongs to user ${st.uid}, not this agent's` };
+    const buf = Buffer.alloc(MAX_FILE + 1);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    const text = buf.subarray(0, n).toString('utf8').trim();
+    if (!TOKEN.test(text)) return { kind: 'garbage' };
+    // On the open file, never by path: the file we read is the one made 0600.
+    if (o.fix && process.platform !== 'win32' && (st.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
+    return { kind: 'token', token: text };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The token, or undefined when the file is missing or not a token. */
 export function readStatusToken(keyPath: string, tokenFile?: string): string | undefined {
-  try {
-    const text = readFileSync(statusTokenPath(keyPath, tokenFile), 'utf8').trim();
-    return TOKEN.test(text) ? text : undefined;
-  } catch {
-    return undefined;
-  }
+  const r = readTokenFile(statusTokenPath(keyPath, tokenFile), { follow: !!tokenFile });
+  return r.kind === 'token' ? r.token : undefined;
 }
 
 /**
  * The token, made on first use (0600, the folder 0700 when made here). A file others could read is
  * made 0600 again: the token guards the owner's pause button. A `tokenFile` of the operator's is only
- * read: one that holds no token throws, naming it.
+ * read (it may be a link: a mounted secret): one that holds no token throws, naming it. Beside the key,
+ * a link, FIFO, folder or another user's file is refused (throws, naming it), never written through.
  */
 export function ensureStatusToken(keyPath: string, tokenFile?: string): string {
   const path = statusTokenPath(keyPath, tokenFile);
-  const have = readStatusToken(keyPath, tokenFile);
+  const have = readTokenFile(path, { follow: !!tokenFile, fix: !tokenFile });
+  if (have.kind === 'token') return have.token;
   if (tokenFile) {
-    if (!have)
-      throw new Error(`observability.token_file ${path} holds no token (43 or more base64url characters)`);
-    return have;
+    const why = have.kind === 'unsafe' ? `: ${have.why}` : '';
+    throw new Error(
+      `observability.token_file ${path} holds no token (43 or more base64url characters)${why}`,
+    );
   }
-  if (have) {
-    if (process.platform !== 'win32' && (statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
-    return have;
-  }
+  if (have.kind === 'unsafe')
+    throw new Error(`${path} is not a token file of this agent's: ${have.why}; remove it`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const token = randomBytes(32).toString('base64url');
-  writeFileSync(path, `${token}\n`, { mode: 0o600 });
-  if (process.platform !== 'win32') chmodSync(path, 0o600);
+  // A new file (O_EXCL, never through a link) renamed over the old: no reader sees half a token.
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, 0o600);
+  try {
+    try {
+      writeSync(fd, `${token}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    // A full disk: no stray copy of a token is left beside the key.
+    rmSync(tmp, { force: true });
+    throw err;
+  }
   return token;
 }
 
