@@ -30,6 +30,7 @@ const PUBLIC = [
   'plugin-ledger',
   'plugin-gpu',
   'plugin-control',
+  'plugin-update',
   'cli',
 ];
 
