@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, readlink, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, readlink, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -102,6 +102,7 @@ export const readUpdateState = (dir: string) =>
 /** Written to a fresh file (O_EXCL: never through a link someone planted), 0600, renamed over `path`. */
 export async function writeAtomic(path: string, value: unknown): Promise<void> {
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   try {
     await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);

@@ -43,16 +43,19 @@ beforeAll(async () => {
   await new Promise<void>((r) => registry.listen(0, '127.0.0.1', r));
   registryUrl = `http://127.0.0.1:${(registry.address() as AddressInfo).port}/`;
   engine = await new VllmEmulator().start();
+  process.env.USEPOD_CONTAINER = '0';
 });
 
 afterAll(async () => {
+  delete process.env.USEPOD_CONTAINER;
   registry.close();
   await engine.close();
 });
 
 afterEach(async () => {
   for (const c of cleanup.splice(0)) await c();
-  delete process.env.USEPOD_CONTAINER;
+  // This machine may itself be a container: each test says which it is.
+  process.env.USEPOD_CONTAINER = '0';
 });
 
 async function agent(update: Record<string, unknown>): Promise<{ t: TestAgent; events: AgentEvent[] }> {

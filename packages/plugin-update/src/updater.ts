@@ -18,11 +18,14 @@ import {
   writeAtomic,
 } from './state.js';
 
-/** Containers update by image tag: the updater says so once and stays off. */
+/**
+ * Containers update by image tag: the updater says so once and stays off. USEPOD_CONTAINER says it outright
+ * (`0`: an install inside a long-lived container that updates itself like a machine).
+ */
 export function inContainer(): boolean {
-  return (
-    process.env.USEPOD_CONTAINER === '1' || existsSync('/.dockerenv') || existsSync('/run/.containerenv')
-  );
+  const said = process.env.USEPOD_CONTAINER;
+  if (said === '1' || said === '0') return said === '1';
+  return existsSync('/.dockerenv') || existsSync('/run/.containerenv');
 }
 
 /** True when a launcher started this agent (it passes the folder): only then can an update switch. */
