@@ -10,7 +10,7 @@ import { type Registry, startRegistry } from '../registry.js';
 
 /**
  * Unattended updates through a real registry (issue 29): every public package packed once, published as
- * release N (0.4.0), later as N+1 (0.4.1), a broken N+2 (0.4.2: exits at start), a broken N+2' (0.4.3:
+ * release N (0.4.0), later as N+1 (0.4.1), a broken N+2 (0.4.2: exits at start), a broken N+2′ (0.4.3:
  * fails every self-test) and N+3 (0.4.4), versions rewritten in each package.json. The operator's
  * `usepod-agent update --setup` installs N side by side; the launcher it copies runs N against the test
  * coordinator and an engine with [update] mode = "auto"; each later release is found, installed, switched
@@ -309,6 +309,34 @@ describe('unattended updates through a real registry', () => {
     expect(v.bad).toEqual([
       expect.objectContaining({ version: '0.4.2', reason: 'exited with code 3 before it was healthy' }),
     ]);
+  }, 1_200_000);
+
+  it('N+2′ starts but fails every self-test: back on N+1, N+2′ bad, update_failed sent', async () => {
+    const from = out.length;
+    const told = hooks.got.length;
+    // Its engine requests go to a path vLLM does not serve: discovery works, every completion fails.
+    await release('0.4.3', async (name, pkgDir) => {
+      if (name !== '@usepod-agent/core') return;
+      const file = join(pkgDir, 'dist', 'backend', 'openai-compatible.js');
+      const js = await readFile(file, 'utf8');
+      expect(js).toContain('/chat/completions');
+      await writeFile(file, js.replaceAll('/chat/completions', '/chat/nowhere'));
+    });
+    await said('switched to 0.4.3 (from 0.4.1)', from);
+    const switchedAt = Date.now();
+    await said(`rolled back to 0.4.1: 0.4.3 failed its self-test of ${MODEL}`, from);
+    const back = await coordinator.nextAuthenticated(120_000);
+    expect(agentVersion(back)).toBe('0.4.1');
+    expect(Date.now() - switchedAt).toBeLessThan((HEALTH_TIMEOUT_S + 60) * 1000);
+    expect((await back.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    const posts = await hooks.wait(told + 1, 60_000);
+    expect(
+      posts
+        .slice(told)
+        .map((p) => JSON.stringify(p.body))
+        .join('\n'),
+    ).toMatch(/update_failed/);
+    expect(JSON.stringify(posts.slice(told).map((p) => p.body))).toContain('0.4.3');
   }, 1_200_000);
 
   it('a linked plugin whose core range excludes N+3 holds the update back, in one line naming it', async () => {
