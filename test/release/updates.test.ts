@@ -235,6 +235,8 @@ describe('unattended updates through a real registry', () => {
     const job = first.dispatch({
       model_id: MODEL,
       request: { messages: [{ role: 'user', content: 'long' }], max_tokens: 64 },
+      // Longer than the install of N+1 takes (npm builds better-sqlite3 from source here).
+      deadline_ms: 1_200_000,
     });
     const stream = await engine.controlled.waitFor(() => true, 30_000);
     await stream.write('data: {"choices":[{"index":0,"delta":{"content":"one"}}]}\n\n');

@@ -19,7 +19,7 @@ export interface UpdateOptions {
 }
 
 /** A status/doctor line for a view. */
-export function describe(v: UpdateView): DoctorFinding {
+export function updateFinding(v: UpdateView): DoctorFinding {
   if (v.container)
     return { name: 'update', level: 'ok', detail: 'in a container: updates come with the image tag' };
   if (v.mode === 'off') return { name: 'update', level: 'ok', detail: `updates off (running ${v.running})` };
@@ -101,7 +101,7 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     ctx.statusSection('update', () => view ?? { mode: cfg.mode, channel: cfg.channel, running });
     ctx.doctorCheck('update', async () => {
       const v = await readView(dir, cfg, (await linkedVersion(files(dir).current)) ?? ctx.coreVersion);
-      return [describe(v)];
+      return [updateFinding(v)];
     });
 
     const trial = process.env.USEPOD_UPDATE_TRIAL;

@@ -1,15 +1,16 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AgentEvent, ConfigInput } from '@usepod-agent/core';
+import { type AgentEvent, type ConfigInput, silentLogger } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { updateSection } from './config.js';
 import updatePlugin from './index.js';
+import { pointLink } from './setup.js';
 import { readUpdateState } from './state.js';
 import { Updater } from './updater.js';
 
@@ -173,7 +174,7 @@ describe('plugin-update in an agent', () => {
       dir: join(dir, 'update'),
       running: '0.4.0',
       providerId: () => 'p',
-      log: (await import('@usepod-agent/core')).silentLogger,
+      log: silentLogger,
       pluginRoot: join(dir, 'plugins'),
     });
     await mkdir(join(dir, 'update'));
@@ -186,5 +187,33 @@ describe('plugin-update in an agent', () => {
     expect((await readUpdateState(join(dir, 'update'))).held?.why).toBe(
       r.decision?.do === 'held' ? r.decision.why : '',
     );
+  });
+
+  it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-update-prune-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    for (const v of ['0.3.9', '0.4.0', '0.4.1', '0.4.2', '0.4.3', '0.4.4', '.partial-0.4.5-1'])
+      await mkdir(join(dir, 'versions', v), { recursive: true });
+    await pointLink(dir, 'current', '0.4.3');
+    await pointLink(dir, 'previous', '0.4.1');
+    await writeFile(
+      join(dir, 'launcher.json'),
+      JSON.stringify({ trial: null, bad: [{ version: '0.4.2', reason: 'exited', at: 'x' }] }),
+    );
+    // 0.4.2 was pending when it was installed; rolled back, it goes all the same.
+    await writeFile(
+      join(dir, 'update-state.json'),
+      JSON.stringify({ notified: [], pending: { version: '0.4.2', at: 'x', installed: true } }),
+    );
+    const u = new Updater({
+      config: updateSection.parse({}),
+      dir,
+      running: '0.4.3',
+      providerId: () => undefined,
+      log: silentLogger,
+    });
+    await u.prune();
+    // 0.4.4, newer but pending nowhere, is a leftover too.
+    expect((await readdir(join(dir, 'versions'))).sort()).toEqual(['0.4.0', '0.4.1', '0.4.3']);
   });
 });

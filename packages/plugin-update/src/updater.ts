@@ -167,9 +167,10 @@ export class Updater {
     const keep = new Set([current, previous].filter((v): v is string => v !== undefined));
     const older = versions.filter((v) => !keep.has(v) && !bad.has(v) && (!current || semver.lt(v, current)));
     if (older[0]) keep.add(older[0]);
+    const pending = (await readUpdateState(this.#o.dir)).pending?.version;
     for (const e of entries) {
-      const pending = (await readUpdateState(this.#o.dir)).pending?.version;
-      if (keep.has(e) || e === pending) continue;
+      // A pending install is left alone, unless it is the version just rolled back.
+      if (keep.has(e) || (e === pending && !bad.has(e))) continue;
       if (VERSION.test(e) || e.startsWith('.partial-'))
         await rm(join(f.versions, e), { recursive: true, force: true }).catch(() => {});
     }
