@@ -376,5 +376,14 @@ describe('unattended updates through a real registry', () => {
     );
     expect(out.slice(from)).not.toContain('installing usepod-agent 0.4.4');
     expect(existsSync(join(dir, 'versions', '0.4.4'))).toBe(false);
+    // The operator asking for it now hears the same line, and nothing is installed.
+    const now = await sh(process.execPath, [BIN, 'update', '--now', '--config', cfg], home);
+    expect(now.code).toBe(1);
+    expect(now.stderr).toContain(
+      'update to 0.4.4 held back: plugin usepod-agent-plugin-pinned requires @usepod-agent/core >=0.4.0 <0.4.4',
+    );
+    expect(existsSync(join(dir, 'versions', '0.4.4'))).toBe(false);
+    const shown = await ok(sh(process.execPath, [BIN, 'update', '--config', cfg], home), 'update');
+    expect(shown.stdout).toMatch(/^held {6}update to 0\.4\.4 held back: plugin usepod-agent-plugin-pinned/m);
   }, 600_000);
 });
