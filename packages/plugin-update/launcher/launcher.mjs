@@ -17,6 +17,7 @@ import {
   readlinkSync,
   realpathSync,
   renameSync,
+  statSync,
   symlinkSync,
   unlinkSync,
   writeSync,
@@ -59,8 +60,9 @@ const fold = (s) =>
 /** A small JSON file, or undefined when absent, too big or not JSON. Never follows a link. */
 function readJson(path) {
   try {
-    const text = readFileSync(path, { encoding: 'utf8', flag: 'r' });
-    if (text.length > MAX_FILE) return undefined;
+    // Bounded before it is read: a planted giant file costs nothing.
+    if (statSync(path).size > MAX_FILE) return undefined;
+    const text = readFileSync(path, 'utf8');
     const v = JSON.parse(text);
     return v && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
   } catch {

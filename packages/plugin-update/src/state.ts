@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readlink, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -81,11 +81,12 @@ export type HealthReport = z.output<typeof healthReport>;
 export async function readChecked<T>(path: string, schema: z.ZodType<T>, fallback: T): Promise<T> {
   let raw: string;
   try {
+    // Bounded before it is read: a planted giant file costs nothing.
+    if ((await stat(path)).size > MAX_FILE) return fallback;
     raw = await readFile(path, 'utf8');
   } catch {
     return fallback;
   }
-  if (raw.length > MAX_FILE) return fallback;
   try {
     const r = schema.safeParse(JSON.parse(raw));
     return r.success ? r.data : fallback;

@@ -9,7 +9,7 @@ import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { updateSection } from './config.js';
-import updatePlugin from './index.js';
+import updatePlugin, { updateFinding } from './index.js';
 import { pointLink } from './setup.js';
 import { readUpdateState } from './state.js';
 import { Updater } from './updater.js';
@@ -215,5 +215,55 @@ describe('plugin-update in an agent', () => {
     await u.prune();
     // 0.4.4, newer but pending nowhere, is a leftover too.
     expect((await readdir(join(dir, 'versions'))).sort()).toEqual(['0.4.0', '0.4.1', '0.4.3']);
+  });
+});
+
+describe('doctor’s update line', () => {
+  const view = {
+    dir: '/x',
+    mode: 'auto' as const,
+    channel: 'latest',
+    running: '0.4.1',
+    current: '0.4.1',
+    previous: '0.4.0',
+    kept: ['0.4.1', '0.4.0'],
+    checkedAt: undefined,
+    latest: '0.4.1',
+    pending: undefined,
+    held: undefined,
+    trial: undefined,
+    bad: [],
+    error: undefined,
+    container: false,
+  };
+  it('ok when current, warn with the fix when held back, rolled back, failing or (notify) behind', () => {
+    expect(updateFinding(view)).toMatchObject({
+      level: 'ok',
+      detail: 'running 0.4.1, auto on channel latest',
+    });
+    expect(
+      updateFinding({
+        ...view,
+        held: 'update to 0.5.0 held back: plugin x requires @usepod-agent/core ^0.4.0',
+      }),
+    ).toMatchObject({
+      level: 'warn',
+      detail: 'update to 0.5.0 held back: plugin x requires @usepod-agent/core ^0.4.0',
+    });
+    expect(
+      updateFinding({
+        ...view,
+        latest: '0.4.2',
+        bad: [{ version: '0.4.2', reason: 'exited with code 3', at: 'x' }],
+      }),
+    ).toMatchObject({ level: 'warn', detail: '0.4.2 was rolled back: it exited with code 3' });
+    expect(updateFinding({ ...view, mode: 'notify', latest: '0.4.2' })).toMatchObject({
+      level: 'warn',
+      detail: '0.4.2 is available (running 0.4.1)',
+    });
+    expect(updateFinding({ ...view, error: 'npm view usepod-agent@latest failed: E404' }).level).toBe('warn');
+    expect(updateFinding({ ...view, container: true }).detail).toBe(
+      'in a container: updates come with the image tag',
+    );
   });
 });
