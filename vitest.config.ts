@@ -6,9 +6,15 @@ export default defineConfig({
   ssr: { resolve: { conditions: ['source'] } },
   test: {
     include: ['packages/*/src/**/*.test.ts', 'examples/*/src/**/*.test.ts', 'test/**/*.test.ts'],
-    // The real-engine tier, the release rehearsal and the container tier run on their own:
-    // `npm run test:engines`, `test:release`, `test:container` (their own vitest.*.config.ts).
-    exclude: ['test/real-engine/**', 'test/release/**', 'test/container/**', '**/node_modules/**'],
+    // The real-engine tier, the release rehearsal, the container and browser tiers run on their own:
+    // `npm run test:engines`, `test:release`, `test:container`, `test:browser` (their own vitest.*.config.ts).
+    exclude: [
+      'test/real-engine/**',
+      'test/release/**',
+      'test/container/**',
+      'test/browser/**',
+      '**/node_modules/**',
+    ],
     testTimeout: 20_000,
     hookTimeout: 20_000,
     pool: 'forks',

@@ -34,6 +34,13 @@ process.on('SIGUSR2', () => {
   );
   writeFileSync(
     process.env.IDLE_OUT,
-    JSON.stringify({ modules: files.length, byPackage, memory: process.memoryUsage(), heap, spaces }),
+    JSON.stringify({
+      modules: files.length,
+      byPackage,
+      memory: process.memoryUsage(),
+      heap,
+      spaces,
+      ...(process.env.IDLE_LIST ? { files } : {}),
+    }),
   );
 });

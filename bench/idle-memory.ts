@@ -32,6 +32,8 @@ writeFileSync(
     `url = "${engineUrl}"`,
     '[observability]',
     'prometheus_addr = "127.0.0.1:0"',
+    // More of agent.toml (IDLE_TOML="[ledger]\npath = \"off\""), to see what one feature costs.
+    process.env.IDLE_TOML ?? '',
     '',
   ].join('\n'),
 );
@@ -96,6 +98,7 @@ const report = {
       .map(([k, [used, committed]]) => [k, `${mb(used)} / ${mb(committed)}`]),
   ),
   modules: inside.modules,
+  ...(process.env.IDLE_LIST ? { files: (inside as { files?: string[] }).files } : {}),
   modules_by_package: Object.fromEntries(
     Object.entries(inside.byPackage)
       .sort((a, b) => b[1] - a[1])

@@ -132,6 +132,17 @@ describe('Kubernetes manifests', () => {
     expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(drain);
   });
 
+  it('give the agent beyond loopback the status token of a Secret the ServiceMonitor sends too (issue 32)', () => {
+    const file = String(agentToml.observability.token_file);
+    const mount = (agent.volumeMounts as Obj[]).find((m) => file.startsWith(`${m.mountPath}/`))!;
+    const volume = (pod.volumes as Obj[]).find((v) => v.name === mount.name)!;
+    const key = file.slice(mount.mountPath.length + 1);
+    expect(volume.secret.secretName).toBe(monitor.spec.endpoints[0].authorization.credentials.name);
+    expect(monitor.spec.endpoints[0].authorization.credentials.key).toBe(key);
+    // Group-readable: the agent reads it through fsGroup, nobody else.
+    expect(volume.secret.defaultMode).toBe(0o440);
+  });
+
   it('probe liveness on /healthz and readiness on /readyz, at the port the status server listens on', () => {
     const port = Number(String(agentToml.observability.prometheus_addr).split(':').at(-1));
     const named = (agent.ports as Obj[]).find((p) => p.name === agent.livenessProbe.httpGet.port);
@@ -269,7 +280,15 @@ describe('Kubernetes: what an operator runs into (issue 28)', () => {
           ).map((d) => d.toJS() as Obj);
         const objects = build();
         expect(objects.map((o) => o.kind).sort()).toEqual(
-          ['ConfigMap', 'Namespace', 'PodDisruptionBudget', 'Secret', 'Service', 'StatefulSet'].sort(),
+          [
+            'ConfigMap',
+            'Namespace',
+            'PodDisruptionBudget',
+            'Secret',
+            'Secret',
+            'Service',
+            'StatefulSet',
+          ].sort(),
         );
         for (const o of objects) {
           expect(builtIn(o.apiVersion), o.kind).toBe(true);

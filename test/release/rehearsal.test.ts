@@ -28,6 +28,7 @@ const PUBLIC = [
   'plugin-openai-compatible',
   'plugin-alerts',
   'plugin-ledger',
+  'plugin-dashboard',
   'plugin-gpu',
   'plugin-control',
   'plugin-update',

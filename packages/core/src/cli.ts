@@ -26,4 +26,5 @@ export {
 } from './identity/identity.js';
 export { debugRequested } from './observability/log.js';
 export { redactor } from './observability/redact.js';
+export { readStatusToken, statusTokenPath } from './observability/status-token.js';
 export type { RegisteredKind } from './plugins/kinds.js';

@@ -58,6 +58,7 @@ export type {
   PluginGauge,
   PluginMetrics,
 } from './observability/plugin-metrics.js';
+export type { StatusRequest, StatusRouteHandler } from './observability/status-server.js';
 export {
   type AgentEvent,
   type AgentHooks,
@@ -81,6 +82,7 @@ export {
   type DoctorFinding,
   definePlugin,
   type Hold,
+  type JobInFlight,
   type PluginContext,
   type PluginFactory,
 } from './plugins/plugin.js';

@@ -15,6 +15,7 @@ export {
   parseSince,
 } from './earnings.js';
 export { LEDGER_SCHEMA_VERSION, Ledger, LedgerOpenError, ledgerPath } from './ledger.js';
+export { openLedger } from './open.js';
 export { type SelfTestHistoryRow, selftestHistory } from './selftests.js';
 
 /**

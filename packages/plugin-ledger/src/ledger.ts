@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { type JobRecord, type SeedGroup, type SelfTestResult, UsepodError } from '@usepod-agent/core';
+import type { JobRecord, SeedGroup, SelfTestResult } from '@usepod-agent/core';
 import Database from 'better-sqlite3';
 
 /**
@@ -52,11 +52,17 @@ const MIGRATIONS: string[] = [
 
 export const LEDGER_SCHEMA_VERSION = MIGRATIONS.length;
 
-/** Why the ledger could not be opened: `newer` is a file from a newer agent, left as it is. */
-export class LedgerOpenError extends UsepodError {
+/**
+ * Why the ledger could not be opened: `newer` is a file from a newer agent, left as it is. A plain error:
+ * this module runs in the ledger's thread, where importing core for its error class cost ~27 MB of
+ * resident memory (issue 30); `openLedger` makes it a coded `UsepodError` for the commands.
+ */
+export class LedgerOpenError extends Error {
+  readonly code = 'USEPOD_LEDGER';
   readonly newer: boolean;
   constructor(message: string, newer = false, cause?: unknown) {
-    super('USEPOD_LEDGER', message, { user: true, ...(cause === undefined ? {} : { cause }) });
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'LedgerOpenError';
     this.newer = newer;
   }
 }

@@ -5,8 +5,8 @@ import {
   earnings,
   earningsCsv,
   GROUPINGS,
-  Ledger,
   ledgerFile,
+  openLedger,
   parseSince,
 } from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
@@ -57,7 +57,7 @@ export default class Earnings extends BaseCommand {
       else this.out(`No ledger yet at ${path}: \`usepod-agent run\` writes it as jobs arrive.`);
       return;
     }
-    const ledger = Ledger.open(path, { readonly: true });
+    const ledger = openLedger(path, { readonly: true });
     try {
       const rows = earnings(ledger, { since, by: flags.by });
       if (flags.json) {

@@ -9,7 +9,7 @@ import {
 } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';
-import { Ledger, ledgerFile, parseSince, selftestHistory } from '@usepod-agent/plugin-ledger';
+import { ledgerFile, openLedger, parseSince, selftestHistory } from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 import { builtinPlugins } from '../engines.js';
 import { agentPlugins } from '../plugins.js';
@@ -86,7 +86,7 @@ export default class Selftest extends BaseCommand {
       failUsage(this, `--since ${flags.since} is not a duration or a date`, 'use 24h, 7d, 30d or 2026-11-01');
     const path = ledgerFile(config);
     if (!path) failUsage(this, 'the ledger is off ([ledger] path = "off")', 'remove that line to keep one');
-    const ledger = existsSync(path) ? Ledger.open(path, { readonly: true }) : undefined;
+    const ledger = existsSync(path) ? openLedger(path, { readonly: true }) : undefined;
     try {
       const rows = ledger
         ? selftestHistory(ledger, { since, ...(flags.model ? { model: flags.model } : {}) })

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { type AgentStatus, engineText, loadConfig, UsepodError } from '@usepod-agent/core';
-import { DEFAULT_PROMETHEUS_ADDR, findConfigFile } from '@usepod-agent/core/cli';
+import { DEFAULT_PROMETHEUS_ADDR, findConfigFile, readStatusToken } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { localTime } from '../when.js';
 
@@ -93,12 +93,28 @@ export default class Status extends BaseCommand {
         },
       );
     }
+    // The agent's own token, needed only when it listens beyond loopback, and sent only to the configured
+    // address: on loopback whoever squats the port while the agent is down would get it for nothing.
+    const token =
+      config && (!flags.addr || flags.addr === config.observability.prometheus_addr) && !loopbackAddr(addr)
+        ? readStatusToken(config.identity.key_path, config.observability.token_file)
+        : undefined;
     const fetchStatus = async (): Promise<AgentStatus> => {
       let res: Response;
       try {
-        res = await fetch(`http://${addr}/status`, { signal: AbortSignal.timeout(3_000) });
+        res = await fetch(`http://${addr}/status`, {
+          signal: AbortSignal.timeout(3_000),
+          ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+        });
       } catch {
         throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
+      }
+      if (res.status === 401) {
+        throw new UsepodError(
+          'USEPOD_USAGE',
+          `${addr}/status asks for the status token: run status as the agent's user (it reads status.token beside the key), or with --config naming its agent.toml`,
+          { user: true },
+        );
       }
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
       // Whatever answers on that port (another user's process while the agent is down) is untrusted: read at
@@ -150,6 +166,11 @@ export default class Status extends BaseCommand {
     if (!file) return undefined;
     return (await loadConfig({ path: file, allowInsecure: true })).config;
   }
+}
+
+/** `127.x.x.x:PORT`, `localhost:PORT`, `[::1]:PORT`. */
+function loopbackAddr(addr: string): boolean {
+  return /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/i.test(addr);
 }
 
 /** Every string (keys too) folded and bounded: nothing from /status reaches the terminal raw. */
@@ -232,7 +253,8 @@ export function render(s: AgentStatus, addr: string): string {
     `  errors        ${(s.heartbeat.error_rate_60s * 100).toFixed(1)}% over 60 s${s.heartbeat.last_error_code ? `, last ${s.heartbeat.last_error_code} at ${s.heartbeat.last_error_at}` : ''}`,
   );
   lines.push(`  earnings      ~${s.earnings.usdc.toFixed(6)} USDC (estimate: tokens x advertised prices)`);
-  const { ledger, ...others } = s.sections ?? {};
+  // The dashboard's section is for the fleet table of another agent's page, not for this one.
+  const { ledger, dashboard: _fleet, ...others } = s.sections ?? {};
   const l = ledger as LedgerSection | undefined;
   if (l?.today && l.last_7_days) {
     lines.push(`  today         ${usdc(l.today)}`);

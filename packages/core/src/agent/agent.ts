@@ -20,7 +20,14 @@ import {
 } from '../plugins/hooks.js';
 import { type HoldTarget, PluginHost } from '../plugins/host.js';
 import type { RegisteredKind } from '../plugins/kinds.js';
-import type { AgentAccess, AgentPlugin, DoctorFacts, DoctorFinding, Hold } from '../plugins/plugin.js';
+import type {
+  AgentAccess,
+  AgentPlugin,
+  DoctorFacts,
+  DoctorFinding,
+  Hold,
+  JobInFlight,
+} from '../plugins/plugin.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
@@ -236,9 +243,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       const addr = this.config.observability.prometheus_addr;
       if (addr !== '' && addr !== 'off') {
         const status = () => this.status();
-        this.#statusServer = await serveStatus(addr, this.#metrics.registry, status, this.log, () =>
-          this.readiness(),
-        );
+        this.#statusServer = await serveStatus({
+          addr,
+          registry: this.#metrics.registry,
+          status,
+          log: this.log,
+          readiness: () => this.readiness(),
+          routes: this.#host.features.routes,
+          keyPath: this.config.identity.key_path,
+          tokenFile: this.config.observability.token_file,
+        });
       }
       const info = { providerId: this.#identity.providerId, statusAddress: this.statusAddress };
       for (const f of await runStartHooks(this.#allHooks, info))
@@ -393,6 +407,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
   }
 
+  /** The jobs in flight, oldest first. */
+  jobs(): JobInFlight[] {
+    return this.#serving?.executor.running() ?? [];
+  }
+
   /** The holds keeping the agent paused, the owner's first. */
   holds(): Hold[] {
     return this.#holds.list();
@@ -475,6 +494,9 @@ function accessOf(
     holds: () => agent.holds(),
     selftest: () => agent.selftest(),
     selftestResults: () => agent.selftestResults(),
+    status: () =>
+      agent.state === 'idle' ? undefined : (redactor.redactFields(agent.status()) as AgentStatus),
+    jobs: () => agent.jobs(),
     configuredKinds: () => {
       const used = new Set(agent.config.backends.map((b) => b.kind));
       return [...kinds().values()].filter((k) => used.has(k.kind));

@@ -81,6 +81,11 @@ export const configSchema = z.looseObject({
     .object({
       /** `host:port`, or "" / "off" to serve no metrics. */
       prometheus_addr: z.string().default(DEFAULT_PROMETHEUS_ADDR),
+      /**
+       * The status token's file, when it is not `status.token` beside the key: one the agent only reads (a
+       * Kubernetes Secret, shared with the Prometheus that scrapes it).
+       */
+      token_file: z.string().min(1).optional(),
       /** Any 0.3.x value loads (`trace`, `usepod_agent=debug`), mapped to the nearest level (PROTOCOL.md 8). */
       log_level: z
         .string()

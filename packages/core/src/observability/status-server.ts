@@ -1,17 +1,28 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
 import { errorMessage } from '../errors.js';
 import { engineText } from '../untrusted.js';
 import type { Logger } from './log.js';
 import { redactor } from './redact.js';
+import { ensureStatusToken, statusTokenPath, tokenMatches } from './status-token.js';
 
 /**
  * The local observability server at `observability.prometheus_addr`:
  * `/metrics` (Prometheus text), `/status` (JSON for `usepod-agent status`),
  * `/healthz` (the process answers: liveness) and `/readyz` (it can take jobs: readiness, for
- * orchestrators). It binds to loopback by default and serves nothing else.
+ * orchestrators), and the routes plugins add (`ctx.statusRoute`: the dashboard). It binds to loopback by
+ * default. Core keeps the checks every route needs (issue 32): the `Host` (DNS rebinding), the token
+ * (always for plugin routes; for `/status` and `/metrics` beyond loopback), the `Origin` of a POST
+ * (CSRF), bounded bodies and timeouts.
  */
 export interface StatusServerOptions {
   addr: string;
@@ -19,7 +30,50 @@ export interface StatusServerOptions {
   status: () => unknown;
   /** For `/readyz`; without it `/readyz` answers as `/healthz`. */
   readiness?: () => { ready: boolean; reason?: string };
+  /** The routes plugins added, looked up per request. */
+  routes?: ReadonlyMap<string, StatusRoute>;
+  /** The bearer token (`status-token.ts`); without it plugin routes are refused and beyond loopback all but probes. */
+  token?: string;
 }
+
+/** A request to a plugin's route, once core's checks passed. */
+export interface StatusRequest {
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly headers: IncomingHttpHeaders;
+  /** A POST's body (at most `MAX_BODY_BYTES`); empty for a GET. */
+  readonly body: Buffer;
+  /** Aborted when the client goes away (an event stream ends with it). */
+  readonly signal: AbortSignal;
+}
+
+/** Answers a request: set headers and end `res` (or keep it open for an event stream). */
+export type StatusRouteHandler = (req: StatusRequest, res: ServerResponse) => void | Promise<void>;
+
+export interface StatusRoute {
+  plugin: string;
+  method: 'GET' | 'POST';
+  path: string;
+  handle: StatusRouteHandler;
+}
+
+/** The paths core serves itself: no plugin may take them. */
+export const CORE_STATUS_PATHS: ReadonlySet<string> = new Set(['/metrics', '/status', '/healthz', '/readyz']);
+
+/** A plugin's POST body: a few fields (a pause's duration and reason), never a file. */
+export const MAX_BODY_BYTES = 16 * 1024;
+
+/** Headers of every plugin route's answer: its own origin only, no framing, no referrer, no sniffing. */
+const PAGE_HEADERS: Record<string, string> = {
+  'content-security-policy':
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-resource-policy': 'same-origin',
+  'cache-control': 'no-store',
+};
 
 export function parseHostPort(addr: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(addr);
@@ -31,9 +85,14 @@ export class StatusServer {
   readonly #server: Server;
   readonly #opts: StatusServerOptions;
   #loopback = true;
+  #port = 0;
+  /** Host names the page may be asked for by, besides IPs and localhost: the configured one, this machine's. */
+  readonly #names: Set<string>;
 
   constructor(opts: StatusServerOptions) {
     this.#opts = opts;
+    const configured = parseHostPort(opts.addr).host.toLowerCase();
+    this.#names = new Set([configured, hostname().toLowerCase()]);
     // A slow client (slowloris) is dropped in seconds, not Node's minute; timeouts are checked each second.
     this.#server = createServer(
       { headersTimeout: 5_000, requestTimeout: 10_000, connectionsCheckingInterval: 1_000 },
@@ -41,9 +100,7 @@ export class StatusServer {
         try {
           this.#handle(req, res);
         } catch (err) {
-          // A status that cannot be made is this request's failure, never the process's.
-          if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
-          res.end(`status unavailable: ${engineText(errorMessage(err), 200)}\n`);
+          failed(res, err);
         }
       },
     );
@@ -52,15 +109,27 @@ export class StatusServer {
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
     const opts = this.#opts;
+    const url = new URL(req.url ?? '/', 'http://agent.invalid');
+    const path = url.pathname;
+    const route = opts.routes?.get(path);
     // DNS rebinding: a page on attacker.example that resolves to 127.0.0.1 would read /status. On
-    // loopback only an IP or localhost Host is served (probes and scrapers use those).
-    if (this.#loopback && !localHost(req.headers.host)) {
+    // loopback, and for the page wherever it listens, only an IP, localhost or this machine's own
+    // name is served (probes and scrapers use those).
+    if ((this.#loopback || route) && !this.#hostAllowed(req.headers.host)) {
       res.writeHead(421, { 'content-type': 'text/plain' }).end('use 127.0.0.1 or localhost\n');
       return;
     }
-    const path = (req.url ?? '/').split('?')[0];
+    if (route) {
+      this.#route(route, url, req, res);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    // Beyond loopback what the agent serves, earns and is called needs the token; probes never do.
+    if ((path === '/metrics' || path === '/status') && !this.#loopback && !this.#authorized(req, url).ok) {
+      unauthorized(res);
       return;
     }
     if (path === '/metrics') {
@@ -98,13 +167,110 @@ export class StatusServer {
     res.end('not found: try /metrics, /status, /healthz or /readyz\n');
   }
 
+  /** A plugin's route: the token, then for a POST its origin and its bounded body, then the handler. */
+  #route(route: StatusRoute, url: URL, req: IncomingMessage, res: ServerResponse): void {
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    if (method !== route.method) {
+      res.writeHead(405, { allow: route.method === 'GET' ? 'GET, HEAD' : 'POST' }).end();
+      return;
+    }
+    const auth = this.#authorized(req, url);
+    if (!auth.ok) {
+      unauthorized(res);
+      return;
+    }
+    const cookie = `${this.#cookieName()}=${this.#opts.token}; HttpOnly; SameSite=Strict; Path=/`;
+    if (auth.by === 'query') {
+      // Once: the token leaves the address bar and the history for a cookie only this origin sends.
+      url.searchParams.delete('token');
+      const rest = url.searchParams.size > 0 ? `?${url.searchParams}` : '';
+      res.writeHead(303, { location: `${url.pathname}${rest}`, 'set-cookie': cookie, ...PAGE_HEADERS }).end();
+      return;
+    }
+    if (method === 'POST') {
+      // CSRF: a cookie rides along with any site's form; only this origin's page may use it to act.
+      const origin = req.headers.origin;
+      const own = `http://${req.headers.host ?? ''}`;
+      const crossSite = req.headers['sec-fetch-site'] === 'cross-site';
+      if (
+        (origin !== undefined && origin !== own) ||
+        crossSite ||
+        (origin === undefined && auth.by !== 'header')
+      ) {
+        res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin request refused\n');
+        return;
+      }
+    }
+    const signal = abortedWith(req, res);
+    const run = (body: Buffer) => {
+      for (const [k, v] of Object.entries(PAGE_HEADERS)) res.setHeader(k, v);
+      const request: StatusRequest = {
+        method: method as 'GET' | 'POST',
+        path: url.pathname,
+        query: url.searchParams,
+        headers: req.headers,
+        body,
+        signal,
+      };
+      Promise.resolve()
+        .then(() => route.handle(request, res))
+        .catch((err: unknown) => failed(res, err));
+    };
+    if (method === 'GET') {
+      req.resume();
+      run(Buffer.alloc(0));
+      return;
+    }
+    readBody(req, MAX_BODY_BYTES).then(run, () => {
+      if (!res.headersSent) res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' });
+      res.end(`a body is at most ${MAX_BODY_BYTES} bytes\n`);
+    });
+  }
+
+  /** Per port: two agents on one machine each keep their own (cookies ignore the port). */
+  #cookieName(): string {
+    return `usepod_status_${this.#port}`;
+  }
+
+  /** The token from `Authorization: Bearer`, this port's cookie, or (GET, once) `?token=`. */
+  #authorized(
+    req: IncomingMessage,
+    url: URL,
+  ): { ok: true; by: 'header' | 'cookie' | 'query' } | { ok: false } {
+    const token = this.#opts.token;
+    if (!token) return { ok: false };
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    if (tokenMatches(bearer, token)) return { ok: true, by: 'header' };
+    const name = this.#cookieName();
+    for (const part of (req.headers.cookie ?? '').split(';')) {
+      const eq = part.indexOf('=');
+      if (eq > 0 && part.slice(0, eq).trim() === name && tokenMatches(part.slice(eq + 1).trim(), token))
+        return { ok: true, by: 'cookie' };
+    }
+    const query = url.searchParams.get('token') ?? undefined;
+    if ((req.method === 'GET' || req.method === 'HEAD') && tokenMatches(query, token))
+      return { ok: true, by: 'query' };
+    return { ok: false };
+  }
+
+  #hostAllowed(host: string | undefined): boolean {
+    if (host === undefined) return true;
+    const name = host
+      .replace(/:\d{1,5}$/, '')
+      .replace(/^\[(.*)\]$/, '$1')
+      .toLowerCase();
+    return localHost(name) || this.#names.has(name);
+  }
+
   async listen(): Promise<AddressInfo> {
     const { host, port } = parseHostPort(this.#opts.addr);
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
       this.#server.listen(port, host, () => {
         this.#server.off('error', reject);
-        this.#loopback = isLoopback((this.#server.address() as AddressInfo).address);
+        const bound = this.#server.address() as AddressInfo;
+        this.#loopback = isLoopback(bound.address);
+        this.#port = bound.port;
         resolve();
       });
     });
@@ -122,14 +288,61 @@ export class StatusServer {
   }
 }
 
-/** A Host header naming this machine by address or as localhost (any port); absent is HTTP/1.0's way. */
-function localHost(host: string | undefined): boolean {
-  if (host === undefined) return true;
-  const name = host
-    .replace(/:\d{1,5}$/, '')
-    .replace(/^\[(.*)\]$/, '$1')
-    .toLowerCase();
+/** A host name that is an address or localhost (any port); absent is HTTP/1.0's way. */
+function localHost(name: string): boolean {
   return isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost');
+}
+
+function unauthorized(res: ServerResponse): void {
+  res.writeHead(401, {
+    'content-type': 'text/plain',
+    'www-authenticate': 'Bearer',
+    'cache-control': 'no-store',
+  });
+  res.end('the status token is required: open the address `usepod-agent dashboard` prints\n');
+}
+
+/** A handler's failure is this request's, never the process's; its text is folded. */
+function failed(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(500, { 'content-type': 'text/plain' });
+  res.end(`status unavailable: ${engineText(errorMessage(err), 200)}\n`);
+}
+
+/** Aborted when the client closes before the answer ended. */
+function abortedWith(req: IncomingMessage, res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  res.once('close', () => ac.abort());
+  req.once('error', () => ac.abort());
+  return ac.signal;
+}
+
+/** The body, or a rejection past `max` bytes (declared or sent). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    if (Number(req.headers['content-length'] ?? 0) > max) {
+      req.resume();
+      reject(new Error('too large'));
+      return;
+    }
+    const parts: Buffer[] = [];
+    let size = 0;
+    req.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new Error('too large'));
+        return;
+      }
+      parts.push(b);
+    });
+    req.once('end', () => resolve(Buffer.concat(parts)));
+    req.once('error', reject);
+  });
 }
 
 function isLoopback(address: string): boolean {
@@ -138,23 +351,50 @@ function isLoopback(address: string): boolean {
 
 /**
  * Starts the status server at `addr`, or logs why not: the agent keeps serving jobs without its local
- * status page. Warns when it listens beyond loopback (models, earnings and the provider id are on it).
+ * status page. Makes the token beside the key on first use. Says when it listens beyond loopback
+ * (`/status` and `/metrics` then need the token; `/healthz` and `/readyz` stay open for probes).
  */
-export async function serveStatus(
-  addr: string,
-  registry: StatusServerOptions['registry'],
-  status: StatusServerOptions['status'],
-  log: Logger,
-  readiness?: StatusServerOptions['readiness'],
-): Promise<StatusServer | undefined> {
-  const server = new StatusServer({ addr, registry, status, ...(readiness ? { readiness } : {}) });
+export async function serveStatus(o: {
+  addr: string;
+  registry: StatusServerOptions['registry'];
+  status: StatusServerOptions['status'];
+  log: Logger;
+  readiness?: StatusServerOptions['readiness'];
+  routes?: StatusServerOptions['routes'];
+  keyPath: string;
+  /** `observability.token_file`: the token's file when it is not beside the key. */
+  tokenFile?: string | undefined;
+}): Promise<StatusServer | undefined> {
+  const { addr, log } = o;
+  let token: string | undefined;
+  try {
+    token = ensureStatusToken(o.keyPath, o.tokenFile);
+    // No log line, error or status body may ever carry it.
+    redactor.add(token);
+  } catch (err) {
+    log.warn(
+      'the status token could not be made: the dashboard is refused, and beyond loopback so are /status and /metrics',
+      {
+        file: statusTokenPath(o.keyPath, o.tokenFile),
+        error: errorMessage(err),
+      },
+    );
+  }
+  const server = new StatusServer({
+    addr,
+    registry: o.registry,
+    status: o.status,
+    ...(o.readiness ? { readiness: o.readiness } : {}),
+    ...(o.routes ? { routes: o.routes } : {}),
+    ...(token ? { token } : {}),
+  });
   try {
     const bound = await server.listen();
     const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
     log.info('metrics and status served', { url: `http://${host}:${bound.port}/metrics` });
     if (!isLoopback(bound.address)) {
       log.warn(
-        'metrics and status are served beyond this machine: anyone who reaches the port sees models, earnings and the provider id; set observability.prometheus_addr to 127.0.0.1:PORT unless that is intended',
+        'metrics and status are served beyond this machine: /status, /metrics and the dashboard need the token of status.token beside the key (Authorization: Bearer); set observability.prometheus_addr to 127.0.0.1:PORT unless that is intended',
         { addr },
       );
     }

@@ -2,6 +2,11 @@ import { locatorFor } from '../config/locate.js';
 import type { Config } from '../config/schema.js';
 import { ConfigMistakes, type Mistake } from '../config/validate.js';
 import { UsepodError } from '../errors.js';
+import {
+  CORE_STATUS_PATHS,
+  type StatusRoute,
+  type StatusRouteHandler,
+} from '../observability/status-server.js';
 import type { JobJournal } from '../relay/journal.js';
 import type { OptionsSchema } from './kinds.js';
 import type { DoctorFacts, DoctorFinding } from './plugin.js';
@@ -40,6 +45,7 @@ export class Features {
   #journal: { plugin: string; journal: JobJournal } | undefined;
   readonly #status = new Map<string, () => unknown>();
   readonly #doctor: { name: string; plugin: string; check: Check }[] = [];
+  readonly #routes = new Map<string, StatusRoute>();
 
   constructor(config: Readonly<Config>) {
     this.#config = config;
@@ -138,6 +144,31 @@ export class Features {
       }
     }
     return out;
+  }
+
+  /** A route of the status server (`ctx.statusRoute`): an exact path, one method, one plugin. */
+  statusRoute(plugin: string, method: 'GET' | 'POST', path: string, handle: StatusRouteHandler): void {
+    const bad = (why: string) =>
+      new UsepodError(
+        'USEPOD_PLUGIN_INVALID',
+        `plugin "${plugin}" added the status route ${method} ${path}: ${why}`,
+        {
+          user: true,
+          plugin,
+        },
+      );
+    if (method !== 'GET' && method !== 'POST') throw bad('use GET or POST');
+    if (typeof path !== 'string' || !/^\/[A-Za-z0-9._~/-]{0,200}$/.test(path))
+      throw bad('a path is / and letters, digits, . _ ~ - /');
+    if (CORE_STATUS_PATHS.has(path)) throw bad('core serves it');
+    const owner = this.#routes.get(path);
+    if (owner && owner.plugin !== plugin) throw bad(`plugin "${owner.plugin}" serves it`);
+    this.#routes.set(path, { plugin, method, path, handle });
+  }
+
+  /** The plugins' routes by path, for the status server. */
+  get routes(): ReadonlyMap<string, StatusRoute> {
+    return this.#routes;
   }
 
   doctorCheck(plugin: string, name: string, check: Check): void {

@@ -163,6 +163,7 @@ const FIRST_PARTY_SECTIONS: Record<string, string> = {
   control: '@usepod-agent/plugin-control',
   alerts: '@usepod-agent/plugin-alerts',
   update: '@usepod-agent/plugin-update',
+  dashboard: '@usepod-agent/plugin-dashboard',
 };
 
 /** The installed package claiming a config section, if any. */

@@ -1,9 +1,11 @@
 import semver from 'semver';
+import type { AgentStatus } from '../agent/types.js';
 import type { BackendFactory } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import type { PluginMetrics } from '../observability/plugin-metrics.js';
+import type { StatusRouteHandler } from '../observability/status-server.js';
 import type { JobJournal } from '../relay/journal.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
@@ -45,6 +47,20 @@ export interface Hold {
   since: string;
 }
 
+/** A job being served now, as `ctx.agent.jobs()` shows it. */
+export interface JobInFlight {
+  jobId: string;
+  model: string;
+  /** The backend serving it (undefined while it is routed). */
+  backend: string | undefined;
+  /** Since the job frame arrived, ms. */
+  ageMs: number;
+  /** Bytes relayed so far. */
+  bytes: number;
+  /** Stream events relayed so far (about one per output token). */
+  events: number;
+}
+
 /**
  * What a plugin may ask of the running agent. Only valid once the agent has started (`onStart` and later);
  * before, the calls answer as an agent that serves nothing.
@@ -62,6 +78,10 @@ export interface AgentAccess {
   selftestResults(): SelfTestResult[];
   /** The backend kinds of the configured `[[backends]]`, as their plugins registered them. */
   configuredKinds(): RegisteredKind[];
+  /** What `/status` shows now (the plugins' sections included), secrets redacted. */
+  status(): AgentStatus | undefined;
+  /** The jobs in flight, oldest first. */
+  jobs(): JobInFlight[];
 }
 
 export interface PluginContext {
@@ -105,6 +125,12 @@ export interface PluginContext {
   readonly metrics: PluginMetrics;
   /** A section of `/status`, `status` and `status --json` under `name`: a small JSON value, asked each time. */
   statusSection(name: string, read: () => unknown): void;
+  /**
+   * Serves `path` on the status server (`observability.prometheus_addr`; the dashboard). Core checks
+   * first: the `Host` (DNS rebinding), the status token (always), a POST's `Origin` (CSRF) and its body
+   * (at most 16 KiB), and adds a `default-src 'self'` CSP. Exact paths; core's own cannot be taken.
+   */
+  statusRoute(method: 'GET' | 'POST', path: string, handle: StatusRouteHandler): void;
   /** Lines of `usepod-agent doctor`, run without the agent running (and with it). */
   doctorCheck(name: string, check: (facts: DoctorFacts) => DoctorFinding[] | Promise<DoctorFinding[]>): void;
   /** The running agent, for what a feature needs of it. */

@@ -107,6 +107,26 @@ export class Executor {
     return this.#opts.maxConcurrent;
   }
 
+  /** The jobs in flight, oldest first: what they are and how far they got (the dashboard). */
+  running(): {
+    jobId: string;
+    model: string;
+    backend: string | undefined;
+    ageMs: number;
+    bytes: number;
+    events: number;
+  }[] {
+    const now = this.#now();
+    return [...this.#jobs.values()].map((j) => ({
+      jobId: j.frame.job_id,
+      model: j.frame.model_id,
+      backend: j.backend?.label,
+      ageMs: Math.max(0, Math.round(now - j.receivedAt)),
+      bytes: j.bytes,
+      events: j.scan?.events ?? 0,
+    }));
+  }
+
   /** New jobs are refused with `out_of_capacity` from now on (graceful drain). */
   stopAccepting(): void {
     this.#accepting = false;
@@ -189,6 +209,7 @@ export class Executor {
       backend: undefined,
       failedOn: undefined,
       bytes: 0,
+      scan: undefined,
     };
     this.#spareAbort = undefined;
     this.#jobs.set(frame.job_id, job);
@@ -265,6 +286,7 @@ export class Executor {
       deadline = setTimeout(() => this.#abort(job, 'deadline'), Math.max(0, left));
     };
     const scanner = new StreamScanner();
+    job.scan = scanner.result;
     let firstByteAt: number | undefined;
     let outcome: 'done' | 'error' | 'cancelled' = 'done';
     let errorCode: JobErrorCode | undefined;

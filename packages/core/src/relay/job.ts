@@ -50,6 +50,8 @@ export interface RunningJob {
   /** The backend whose attempt failed last, when none could open the request (its failure counts there). */
   failedOn: Backend | undefined;
   bytes: number;
+  /** The stream scan's figures so far, once the stream is read (`running()`). */
+  scan: { readonly events: number } | undefined;
 }
 
 /** Settles with the promise, or rejects with the job's abort reason as soon as it is aborted. */

@@ -1,0 +1,132 @@
+import { spawn } from 'node:child_process';
+import { Flags } from '@oclif/core';
+import { engineText, UsepodError } from '@usepod-agent/core';
+import { readStatusToken, statusTokenPath } from '@usepod-agent/core/cli';
+import { BaseCommand, jsonFlag } from '../base.js';
+
+/** The command that opens a URL in the desktop's browser, by platform. */
+function opener(): { cmd: string; args: string[] } {
+  if (process.platform === 'darwin') return { cmd: 'open', args: [] };
+  if (process.platform === 'win32') return { cmd: 'cmd', args: ['/c', 'start', '""'] };
+  return { cmd: 'xdg-open', args: [] };
+}
+
+export default class Dashboard extends BaseCommand {
+  static override summary = 'Print (or open) the address of the running agent’s dashboard, token included.';
+  static override description =
+    'The dashboard is served by the agent at observability.prometheus_addr. The address carries the status token (status.token beside the identity key, made when the agent starts): whoever has it can pause the agent, so do not share it. The page swaps it for a cookie at once.';
+  static override examples = [
+    '<%= config.bin %> dashboard',
+    '<%= config.bin %> dashboard --open',
+    '<%= config.bin %> dashboard --fleet',
+  ];
+  static override flags = {
+    open: Flags.boolean({
+      summary: 'Open it in the desktop’s browser (xdg-open, open, start).',
+      default: false,
+    }),
+    fleet: Flags.boolean({
+      summary: 'Print the fleet table ([dashboard] fleet) the running agent shows, instead of the address.',
+      default: false,
+    }),
+    json: jsonFlag,
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Dashboard);
+    const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
+    const addr = config.observability.prometheus_addr;
+    if (addr === '' || addr === 'off') {
+      throw new UsepodError(
+        'USEPOD_USAGE',
+        'observability.prometheus_addr is "off": the agent serves no dashboard; set it to 127.0.0.1:9090',
+        { user: true },
+      );
+    }
+    const tokenFile = config.observability.token_file;
+    const token = readStatusToken(config.identity.key_path, tokenFile);
+    if (!token) {
+      throw new UsepodError(
+        'USEPOD_USAGE',
+        `no status token at ${statusTokenPath(config.identity.key_path, tokenFile)}: start the agent once (it makes it), and run this as the agent's user`,
+        { user: true },
+      );
+    }
+    if (flags.fleet) {
+      const rows = await fleet(browsable(addr), token);
+      if (flags.json) return this.printJson(rows);
+      for (const line of fleetTable(rows)) this.out(line);
+      return;
+    }
+    const url = `http://${browsable(addr)}/?token=${token}`;
+    if (flags.json) return this.printJson({ url });
+    this.out(url);
+    if (!flags.open) return;
+    const o = opener();
+    const child = spawn(o.cmd, [...o.args, url], { stdio: 'ignore', detached: true });
+    child.on('error', () => this.out(`could not run ${o.cmd}: open the address above in a browser`));
+    child.unref();
+  }
+}
+
+/** An address a browser can reach: a wildcard bind is reached on loopback. */
+function browsable(addr: string): string {
+  return addr.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
+}
+
+interface FleetRow {
+  name: string;
+  url: string;
+  reachable: boolean;
+  error: string | null;
+  title: string | null;
+  models: string[];
+  in_flight: number | null;
+  today_usdc: number | null;
+  last_job: { at: string; model: string; outcome: string } | null;
+  alerts: string[];
+}
+
+/** The running agent's fleet rows (`/api/fleet`), bounded in time and size. */
+async function fleet(addr: string, token: string): Promise<FleetRow[]> {
+  let res: Response;
+  try {
+    res = await fetch(`http://${addr}/api/fleet`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch {
+    throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
+  }
+  const text = await res.text();
+  if (!res.ok || text.length > 4 * 1024 * 1024) {
+    throw new UsepodError(
+      'USEPOD_AGENT_NOT_RUNNING',
+      `${addr}/api/fleet answered ${res.status}: is the dashboard on?`,
+    );
+  }
+  const body = JSON.parse(text) as { rows?: unknown };
+  return Array.isArray(body.rows) ? (body.rows as FleetRow[]) : [];
+}
+
+/** One line per agent; every string folded (another agent's answer reaches this terminal). */
+function fleetTable(rows: FleetRow[]): string[] {
+  const f = (v: unknown, max = 60) => engineText(String(v ?? '-'), max);
+  const cells = rows.map((r) => [
+    f(r.name, 40),
+    r.reachable ? f(r.title, 50) : f(r.error ?? 'unreachable', 50),
+    f((Array.isArray(r.models) ? r.models.join(', ') : '') || '-', 50),
+    typeof r.in_flight === 'number' ? String(r.in_flight) : '-',
+    typeof r.today_usdc === 'number' ? r.today_usdc.toFixed(4) : '-',
+    r.last_job ? f(`${r.last_job.model} ${r.last_job.outcome} ${r.last_job.at}`, 60) : '-',
+    f((Array.isArray(r.alerts) ? r.alerts.join('; ') : '') || '-', 80),
+  ]);
+  const head = ['AGENT', 'STATE', 'MODELS', 'IN FLIGHT', 'TODAY USDC', 'LAST JOB', 'ALERTS'];
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  return [head, ...cells].map((c) =>
+    c
+      .map((x, i) => x.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd(),
+  );
+}

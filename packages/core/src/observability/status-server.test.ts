@@ -1,0 +1,164 @@
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Features } from '../plugins/features.js';
+import { type StatusRoute, StatusServer } from './status-server.js';
+import { ensureStatusToken, readStatusToken, statusTokenPath } from './status-token.js';
+
+/**
+ * The status server's guards (issue 32), on real sockets: the token beyond loopback (probes stay open),
+ * plugin routes always behind it, a failing route answered alone, and the token file itself.
+ */
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+const TOKEN = 'a'.repeat(43);
+
+async function serve(addr: string, o: { token?: string; routes?: StatusRoute[] } = {}) {
+  const server = new StatusServer({
+    addr,
+    registry: new Registry(),
+    status: () => ({ state: 'online' }),
+    readiness: () => ({ ready: true }),
+    routes: new Map((o.routes ?? []).map((r) => [r.path, r])),
+    ...(o.token ? { token: o.token } : {}),
+  });
+  const bound = await server.listen();
+  cleanup.push(() => server.close());
+  return `http://127.0.0.1:${bound.port}`;
+}
+
+function get(base: string, path: string, headers: Record<string, string> = {}): Promise<number> {
+  const url = new URL(path, base);
+  return new Promise((resolve, reject) => {
+    request({ host: url.hostname, port: url.port, path: url.pathname, headers }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+const route = (path: string, handle: StatusRoute['handle']): StatusRoute => ({
+  plugin: 'test',
+  method: 'GET',
+  path,
+  handle,
+});
+
+describe('the status server', () => {
+  it('beyond loopback asks the token for /status and /metrics; /healthz and /readyz stay open', async () => {
+    const base = await serve('0.0.0.0:0', { token: TOKEN });
+    expect(await get(base, '/status')).toBe(401);
+    expect(await get(base, '/metrics')).toBe(401);
+    expect(await get(base, '/status', { authorization: 'Bearer wrong' })).toBe(401);
+    expect(await get(base, '/status', { authorization: `Bearer ${TOKEN}` })).toBe(200);
+    expect(await get(base, '/metrics', { authorization: `Bearer ${TOKEN}` })).toBe(200);
+    expect(await get(base, '/healthz')).toBe(200);
+    expect(await get(base, '/readyz')).toBe(200);
+  });
+
+  it('beyond loopback without a token serves nothing but the probes', async () => {
+    const base = await serve('0.0.0.0:0');
+    expect(await get(base, '/status', { authorization: 'Bearer ' })).toBe(401);
+    expect(await get(base, '/healthz')).toBe(200);
+  });
+
+  it('on loopback keeps /status open to local tools and refuses a foreign Host', async () => {
+    const base = await serve('127.0.0.1:0', { token: TOKEN });
+    expect(await get(base, '/status')).toBe(200);
+    expect(await get(base, '/status', { host: 'attacker.example' })).toBe(421);
+    expect(await get(base, '/status', { host: 'localhost:1' })).toBe(200);
+  });
+
+  it('puts plugin routes behind the token and the Host check wherever it listens', async () => {
+    const ok = route('/page', (_req, res) => {
+      res.writeHead(200).end('page');
+    });
+    const open = await serve('0.0.0.0:0', { token: TOKEN, routes: [ok] });
+    expect(await get(open, '/page')).toBe(401);
+    expect(await get(open, '/page', { authorization: `Bearer ${TOKEN}`, host: 'attacker.example' })).toBe(
+      421,
+    );
+    expect(await get(open, '/page', { authorization: `Bearer ${TOKEN}` })).toBe(200);
+    const tokenless = await serve('127.0.0.1:0', { routes: [ok] });
+    expect(await get(tokenless, '/page', { authorization: `Bearer ${TOKEN}` })).toBe(401);
+  });
+
+  it('answers a route that throws with a folded 500, and serves on', async () => {
+    const base = await serve('127.0.0.1:0', {
+      token: TOKEN,
+      routes: [
+        route('/boom', () => {
+          throw new Error('bad\u001b[2J thing');
+        }),
+        route('/later', async () => {
+          await Promise.resolve();
+          throw new Error('later');
+        }),
+      ],
+    });
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    expect(await get(base, '/boom', auth)).toBe(500);
+    expect(await get(base, '/later', auth)).toBe(500);
+    expect(await get(base, '/healthz')).toBe(200);
+  });
+});
+
+describe('plugin status routes', () => {
+  it('may not take core paths, nor a path another plugin serves', () => {
+    const f = new Features({ source: undefined } as never);
+    const h = () => {};
+    expect(() => f.statusRoute('p', 'GET', '/status', h)).toThrow(/core serves it/);
+    expect(() => f.statusRoute('p', 'GET', 'no-slash', h)).toThrow(/a path is/);
+    f.statusRoute('p', 'GET', '/mine', h);
+    expect(() => f.statusRoute('q', 'POST', '/mine', h)).toThrow(/plugin "p" serves it/);
+    expect(f.routes.get('/mine')?.plugin).toBe('p');
+  });
+});
+
+describe('the status token', () => {
+  it('is made once, 0600, beside the key; a file others could read is made 0600 again', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-token-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const key = join(dir, 'identity.key');
+    expect(readStatusToken(key)).toBeUndefined();
+    const token = ensureStatusToken(key);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(ensureStatusToken(key)).toBe(token);
+    const path = statusTokenPath(key);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    await writeFile(path, `${token}\n`, { mode: 0o644 });
+    const { chmod } = await import('node:fs/promises');
+    await chmod(path, 0o644);
+    expect(ensureStatusToken(key)).toBe(token);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    // Not a token (short, empty): made again.
+    await writeFile(path, 'short\n');
+    const again = ensureStatusToken(key);
+    expect(again).not.toBe('short');
+    expect((await readFile(path, 'utf8')).trim()).toBe(again);
+  });
+
+  it('is only read from observability.token_file (a Secret): never made there, one that holds none is named', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-token-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const key = join(dir, 'identity.key');
+    const file = join(dir, 'secret', 'token');
+    expect(() => ensureStatusToken(key, file)).toThrow(/token_file .*secret\/token holds no token/);
+    expect(readStatusToken(key)).toBeUndefined();
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(dir, 'secret'));
+    await writeFile(file, `${TOKEN}\n`, { mode: 0o440 });
+    expect(ensureStatusToken(key, file)).toBe(TOKEN);
+    expect((await stat(file)).mode & 0o777).toBe(0o440);
+    expect(readStatusToken(key)).toBeUndefined();
+  });
+});

@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
+
+/**
+ * `usepod-agent dashboard` and the page of `usepod-agent run` (issue 32), as an operator runs them: the
+ * CLI's default plugins serve the dashboard, the printed address opens it (once, for a cookie), and
+ * without a token yet the command says what to do in one line.
+ */
+
+let s: Scratch;
+beforeEach(async () => {
+  s = await scratch('usepod-dashboard-');
+});
+afterEach(() => s.close());
+
+const env = () => homeEnv(s.dir);
+const keyDir = () => join(s.dir, 'id');
+const cli = (args: string[]) => runCli(args, { env: env(), cwd: s.dir });
+
+/** A port free now: the page's address must be known before the agent runs. */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as { port: number };
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+async function config(port: number, o: { host?: string; extra?: string } = {}): Promise<string> {
+  const path = join(s.dir, 'agent.toml');
+  await writeFile(
+    path,
+    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(keyDir(), 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[observability]\nprometheus_addr = "${o.host ?? '127.0.0.1'}:${port}"\n${o.extra ?? ''}`,
+  );
+  return path;
+}
+
+describe('usepod-agent dashboard', () => {
+  it('prints the address of the running agent’s page, which opens it with the token once', async () => {
+    const port = await freePort();
+    const cfg = await config(port);
+    await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    const r = await cli(['dashboard', '--config', cfg]);
+    expect(r.code, r.stderr).toBe(0);
+    const token = readFileSync(join(keyDir(), 'status.token'), 'utf8').trim();
+    expect(r.stdout.trim()).toBe(`http://127.0.0.1:${port}/?token=${token}`);
+    const first = await fetch(r.stdout.trim(), { redirect: 'manual' });
+    expect(first.status).toBe(303);
+    const cookie = first.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await fetch(`http://127.0.0.1:${port}/`, { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<title>usepod-agent</title>');
+    // `status` still reads the agent, and says nothing of the dashboard's own section.
+    const st = await cli(['status', '--config', cfg]);
+    expect(st.code, st.stderr).toBe(0);
+    expect(st.stdout).toMatch(/ONLINE/);
+    expect(st.stdout).not.toMatch(/^\s+dashboard\s/m);
+  });
+
+  it('--fleet prints the fleet table: this agent online, a stopped one unreachable', async () => {
+    const port = await freePort();
+    const gone = await freePort();
+    const cfg = await config(port, {
+      extra: `[dashboard]\nname = "box-1"\n[[dashboard.fleet]]\nname = "box-2"\nurl = "http://127.0.0.1:${gone}"\n`,
+    });
+    await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    const r = await cli(['dashboard', '--config', cfg, '--fleet']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^AGENT\s+STATE\s+MODELS/);
+    expect(lines[1]).toMatch(/^box-1\s+online\s+Qwen\/Qwen3-14B/);
+    expect(lines[2]).toMatch(/^box-2\s+unreachable: ECONNREFUSED/);
+  });
+
+  it('beyond loopback: status sends the agent’s token; a request without it is refused, the probes are not', async () => {
+    const port = await freePort();
+    const cfg = await config(port, { host: '0.0.0.0' });
+    await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    expect((await fetch(`http://127.0.0.1:${port}/status`)).status).toBe(401);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(401);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    const st = await cli(['status', '--config', cfg]);
+    expect(st.code, st.stderr).toBe(0);
+    expect(st.stdout).toMatch(/ONLINE/);
+  });
+
+  it('without a token yet says in one line to start the agent once', async () => {
+    const cfg = await config(await freePort());
+    const r = await cli(['dashboard', '--config', cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/no status token at .*status\.token: start the agent once/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
