@@ -109,6 +109,10 @@ describe('plugin-update in an agent', () => {
     expect(t.lines.filter((l) => l.includes('usepod-agent 9.9.9 is available'))).toHaveLength(1);
     expect(existsSync(join(dirOf(t), 'versions'))).toBe(false);
     expect((await readUpdateState(dirOf(t))).latest?.version).toBe('9.9.9');
+    const metrics = await t.agent.metricsText();
+    expect(metrics).toMatch(/^usepod_agent_update_available 1$/m);
+    expect(metrics).toMatch(/^usepod_agent_update_bad_versions 0$/m);
+    expect(metrics).toMatch(/^usepod_agent_info\{[^}]*version="/m);
     expect((t.agent.status() as { sections?: Record<string, unknown> }).sections?.update).toMatchObject({
       mode: 'notify',
       latest: '9.9.9',
