@@ -131,7 +131,7 @@ describe('the dashboard in Chromium', () => {
     await page.locator('#state-card[data-state="online"]').waitFor();
     // The token left the address bar (and the history) for this tab's sessionStorage.
     expect(page.url()).toBe(`${base}/`);
-    expect(await page.evaluate(() => sessionStorage.getItem('usepod-token'))).toBe(token);
+    expect(await page.evaluate("sessionStorage.getItem('usepod-token')")).toBe(token);
     expect(await page.locator('#need-token').isHidden()).toBe(true);
     expect(await text('#state-title')).toBe('online');
     await page.locator('#models tbody', { hasText: MODEL }).waitFor();
@@ -257,7 +257,7 @@ describe('the dashboard in Chromium', () => {
     await other.goto(evil);
     expect((await answered).status()).toBe(401);
     // Its script sees no cookie and not the dashboard's storage (another origin's).
-    expect(await other.evaluate(() => [document.cookie, sessionStorage.getItem('usepod-token')])).toEqual([
+    expect(await other.evaluate("[document.cookie, sessionStorage.getItem('usepod-token')]")).toEqual([
       '',
       null,
     ]);

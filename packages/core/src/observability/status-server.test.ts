@@ -148,7 +148,12 @@ describe('the status server', () => {
   });
 
   it('serves a route with auth "none" without the token, still Host-checked and with the page headers', async () => {
-    const file = { ...route('/app.js', (_req, res) => res.writeHead(200).end('x')), auth: 'none' as const };
+    const file = {
+      ...route('/app.js', (_req, res) => {
+        res.writeHead(200).end('x');
+      }),
+      auth: 'none' as const,
+    };
     const base = await serve('0.0.0.0:0', { token: TOKEN, routes: [file] });
     const a = await answer(base, '/app.js');
     expect(a.status).toBe(200);
