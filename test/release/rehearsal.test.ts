@@ -31,6 +31,7 @@ const PUBLIC = [
   'plugin-dashboard',
   'plugin-gpu',
   'plugin-control',
+  'plugin-update',
   'cli',
 ];
 

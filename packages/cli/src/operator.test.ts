@@ -417,6 +417,46 @@ describe('service', () => {
     ).toBeUndefined();
   });
 
+  it('[update] mode = "auto": the service runs the launcher over a side-by-side folder it sets up first', () => {
+    const update = {
+      dir: '/var/lib/usepod-agent/update',
+      version: '0.4.0',
+      launcherSource:
+        '/usr/lib/node_modules/usepod-agent/node_modules/@usepod-agent/plugin-update/launcher/launcher.mjs',
+      npm: '/usr/bin/npm',
+    };
+    expect(systemdUnit({ ...base, update })).toContain(
+      'ExecStart=/usr/bin/node /var/lib/usepod-agent/update/launcher.mjs --dir /var/lib/usepod-agent/update -- run --config /etc/usepod-agent/agent.toml --log-level debug\n',
+    );
+    const lines = planService('install', { ...base, update }).map((s) =>
+      s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : `${s.kind} ${s.path}`,
+    );
+    const steps = [
+      'install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent/update /var/lib/usepod-agent/update/versions',
+      '/usr/bin/npm install --prefix /var/lib/usepod-agent/update/versions/0.4.0 --no-audit --no-fund --omit=dev usepod-agent@0.4.0',
+      'ln -sfn versions/0.4.0 /var/lib/usepod-agent/update/.current.tmp',
+      'mv -Tf /var/lib/usepod-agent/update/.current.tmp /var/lib/usepod-agent/update/current',
+      `install -m 0755 ${update.launcherSource} /var/lib/usepod-agent/update/launcher.mjs`,
+      'chown -R usepod:usepod /var/lib/usepod-agent/update',
+      'write /etc/systemd/system/usepod-agent.service',
+    ];
+    // In this order, and all before the unit is written and started.
+    expect(steps.map((l) => lines.indexOf(l))).toEqual(
+      [...steps.map((l) => lines.indexOf(l))].sort((a, b) => a - b),
+    );
+    expect(steps.every((l) => lines.includes(l))).toBe(true);
+    // Without [update] auto, the unit runs the CLI as before.
+    expect(systemdUnit(base)).toContain(`ExecStart=/usr/bin/node ${base.cliPath} run`);
+    const mac = planService('install', {
+      ...base,
+      platform: 'darwin',
+      update: { ...update, dir: '/Users/op/.usepod-agent/update' },
+    });
+    expect(mac.map((s) => (s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : ''))).toContain(
+      'ln -sfh versions/0.4.0 /Users/op/.usepod-agent/update/current',
+    );
+  });
+
   it('--dry-run prints every file and command; status exits 3 when not installed', async () => {
     const cfg = join(dir, 'svc.toml');
     await writeFile(cfg, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n');

@@ -37,6 +37,7 @@ describe('public surfaces', () => {
       'loadConfig',
       'longTimeout',
       'parseWindow',
+      'readTokenFile',
       'silentLogger',
       'windowAt',
     ]);
@@ -94,6 +95,7 @@ describe('public surfaces', () => {
 describe('an Agent exposes no mutable internals', () => {
   it('its members are these; none hands out the metrics, the stats, the hooks or the plugin host', () => {
     expect(Object.getOwnPropertyNames(Agent.prototype).sort()).toEqual([
+      'backends',
       'capabilities',
       'constructor',
       'doctor',

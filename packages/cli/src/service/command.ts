@@ -1,12 +1,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { Flags } from '@oclif/core';
 import { loadConfig, UsepodError } from '@usepod-agent/core';
 import { findConfigFile, loadOrCreateIdentity, readConfigFile, readIdentity } from '@usepod-agent/core/cli';
+import { inContainer, LAUNCHER_SOURCE, updateSection } from '@usepod-agent/plugin-update';
 import { stringify } from 'smol-toml';
 import { BaseCommand, EXIT } from '../base.js';
 import { builtinPlugins } from '../engines.js';
+import { npmBeside } from '../install-location.js';
 import { installedPlugins } from '../plugins.js';
 import {
   hiddenFromUnit,
@@ -15,6 +17,7 @@ import {
   planService,
   type ServiceAction,
   type ServiceOptions,
+  type ServiceUpdate,
   serviceIdentityPath,
 } from './plan.js';
 import { DryRunner, describeStep, RealRunner, type SystemRunner } from './runner.js';
@@ -70,6 +73,7 @@ export abstract class ServiceCommand extends BaseCommand {
     let serviceConfigToml = '';
     let identityPath = '';
     let drainTimeoutS = 30;
+    let update: ServiceUpdate | undefined;
     // The service runs `run` as this install is told to: a ws:// coordinator only with --allow-insecure,
     // which is then written into the unit; other actions only read paths from the config.
     const allowInsecure = needsConfig ? (flags['allow-insecure'] ?? false) : true;
@@ -78,6 +82,18 @@ export abstract class ServiceCommand extends BaseCommand {
       configPath = path;
       identityPath = config.identity.key_path.replace(/^~(?=\/)/, homedir());
       drainTimeoutS = config.limits.drain_timeout_s;
+      // [update] mode = "auto" (not in a container): the service runs the launcher, which switches versions.
+      const u = updateSection.safeParse((config as Record<string, unknown>).update ?? {});
+      if (platform !== 'win32' && u.success && u.data.mode === 'auto' && !inContainer()) {
+        const key = serviceIdentityPath({ platform, identityPath });
+        update = {
+          dir: u.data.dir ?? posix.join(posix.dirname(key), 'update'),
+          version: this.config.version,
+          launcherSource: LAUNCHER_SOURCE,
+          npm: npmBeside(process.execPath),
+          registry: u.data.registry,
+        };
+      }
       if (needsConfig) {
         const raw = (await readConfigFile(path)) as Record<string, unknown>;
         const identity = {
@@ -105,6 +121,7 @@ export abstract class ServiceCommand extends BaseCommand {
       logLevel: flags['log-level'],
       ...(needsConfig && allowInsecure ? { allowInsecure: true } : {}),
       drainTimeoutS,
+      ...(update ? { update } : {}),
       ...(flags.follow !== undefined ? { follow: flags.follow } : {}),
       ...(flags.lines !== undefined ? { lines: flags.lines } : {}),
       ...((root) => (root ? { pluginRoot: root } : {}))(operatorPluginRoot(this.config.dataDir)),

@@ -41,6 +41,21 @@ export interface ServiceOptions {
   user?: string;
   /** The operator's plugin folder (`plugins install` writes there), carried into the service's. */
   pluginRoot?: string;
+  /** `[update] mode = "auto"`: the service runs the launcher over a side-by-side folder (docs/updates.md). */
+  update?: ServiceUpdate | undefined;
+}
+
+/** What the launcher needs set up: this version installed side by side, `current`, the launcher itself. */
+export interface ServiceUpdate {
+  /** The side-by-side folder, as the service sees it. */
+  dir: string;
+  /** The version installed first (the one running `service install`). */
+  version: string;
+  /** The launcher as plugin-update ships it, copied into `dir`. */
+  launcherSource: string;
+  /** The npm beside node. */
+  npm: string;
+  registry?: string | undefined;
 }
 
 /** systemd unit name (0.3.x: `usepod-agent.service`). */
@@ -75,6 +90,88 @@ function quoteSystemd(arg: string): string {
   return /[\s"\\]/.test(arg) ? `"${arg.replace(/(["\\])/g, '\\$1')}"` : arg;
 }
 
+/** What the service manager starts: the CLI's `run`, or the launcher that runs `current`'s. */
+function execArgs(o: ServiceOptions, configPath: string): string[] {
+  const run = runArgs(o, configPath);
+  if (!o.update) return [o.nodePath, o.cliPath, ...run];
+  return [o.nodePath, posix.join(o.update.dir, 'launcher.mjs'), '--dir', o.update.dir, '--', ...run];
+}
+
+/**
+ * The side-by-side folder for the launcher: this version installed into versions/<v> with the npm beside
+ * node, `current` pointed at it (a new link renamed over the old), the launcher copied in; `owner` gets it.
+ */
+function updateSteps(o: ServiceOptions, owner?: string): Step[] {
+  const u = o.update;
+  if (!u) return [];
+  const versions = posix.join(u.dir, 'versions');
+  const tmp = posix.join(u.dir, '.current.tmp');
+  return [
+    {
+      kind: 'run',
+      cmd: 'install',
+      args: ['-d', ...(owner ? ['-o', owner, '-g', owner] : []), '-m', '0700', u.dir, versions],
+      why: 'the side-by-side folder of updates',
+    },
+    {
+      kind: 'run',
+      cmd: u.npm,
+      args: [
+        'install',
+        '--prefix',
+        posix.join(versions, u.version),
+        '--no-audit',
+        '--no-fund',
+        '--omit=dev',
+        ...(u.registry ? ['--registry', u.registry] : []),
+        `usepod-agent@${u.version}`,
+      ],
+      why: `this version (${u.version}) installed side by side, for the launcher to start`,
+      interactive: true,
+    },
+    ...(o.platform === 'linux'
+      ? ([
+          {
+            kind: 'run',
+            cmd: 'ln',
+            args: ['-sfn', posix.join('versions', u.version), tmp],
+            why: 'the current link',
+          },
+          {
+            kind: 'run',
+            cmd: 'mv',
+            args: ['-Tf', tmp, posix.join(u.dir, 'current')],
+            why: 'put in place at once',
+          },
+        ] satisfies Step[])
+      : ([
+          // BSD ln: -h replaces the link itself, never a folder it points at.
+          {
+            kind: 'run',
+            cmd: 'ln',
+            args: ['-sfh', posix.join('versions', u.version), posix.join(u.dir, 'current')],
+            why: 'the current link',
+          },
+        ] satisfies Step[])),
+    {
+      kind: 'run',
+      cmd: 'install',
+      args: ['-m', '0755', u.launcherSource, posix.join(u.dir, 'launcher.mjs')],
+      why: 'the launcher, which releases never change',
+    },
+    ...(owner
+      ? ([
+          {
+            kind: 'run',
+            cmd: 'chown',
+            args: ['-R', `${owner}:${owner}`, u.dir],
+            why: 'owned by the service user',
+          },
+        ] satisfies Step[])
+      : []),
+  ];
+}
+
 function runArgs(o: ServiceOptions, configPath: string): string[] {
   return [
     'run',
@@ -86,7 +183,7 @@ function runArgs(o: ServiceOptions, configPath: string): string[] {
 }
 
 export function systemdUnit(o: ServiceOptions): string {
-  const exec = [o.nodePath, o.cliPath, ...runArgs(o, LINUX_CONFIG)].map(quoteSystemd).join(' ');
+  const exec = execArgs(o, LINUX_CONFIG).map(quoteSystemd).join(' ');
   return `# Written by \`usepod-agent service install\`. Remove with \`usepod-agent service uninstall\`.
 [Unit]
 Description=Use Pod provider agent
@@ -146,7 +243,7 @@ function xml(s: string): string {
 
 export function launchdPlist(o: ServiceOptions): string {
   const log = DARWIN_LOG;
-  const args = [o.nodePath, o.cliPath, ...runArgs(o, o.configPath)];
+  const args = execArgs(o, o.configPath);
   // A system daemon runs as root unless told otherwise: the operator's own user is enough.
   const user = o.user ? `  <key>UserName</key>\n  <string>${xml(o.user)}</string>\n` : '';
   return `<?xml version="1.0" encoding="UTF-8"?>
@@ -255,6 +352,7 @@ function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
               },
             ] satisfies Step[])
           : []),
+        ...updateSteps(o, LINUX.user),
         {
           kind: 'write',
           path: LINUX.unitPath,
@@ -333,6 +431,7 @@ function planDarwin(action: ServiceAction, o: ServiceOptions): Step[] {
           allowFailure: true,
         },
         { kind: 'remove', path: p.oldAgent, why: 'the per-user agent of 0.4.0, if any' },
+        ...updateSteps(o),
         { kind: 'write', path: p.plist, content: launchdPlist(o), mode: 0o644, why: 'the launchd daemon' },
         { kind: 'run', cmd: 'launchctl', args: ['bootstrap', p.target, p.plist], why: 'load and start it' },
       ];

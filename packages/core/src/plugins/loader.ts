@@ -162,6 +162,7 @@ const FIRST_PARTY_SECTIONS: Record<string, string> = {
   energy: '@usepod-agent/plugin-gpu',
   control: '@usepod-agent/plugin-control',
   alerts: '@usepod-agent/plugin-alerts',
+  update: '@usepod-agent/plugin-update',
   dashboard: '@usepod-agent/plugin-dashboard',
 };
 

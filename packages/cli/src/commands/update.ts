@@ -1,0 +1,149 @@
+import { writeFile } from 'node:fs/promises';
+import { Flags } from '@oclif/core';
+import { silentLogger } from '@usepod-agent/core';
+import { expandHome } from '@usepod-agent/core/cli';
+import {
+  files,
+  operatorPlugins,
+  readLauncher,
+  readView,
+  setup,
+  stranded,
+  type UpdateConfig,
+  Updater,
+  type UpdateView,
+  updateDir,
+  updateSection,
+  viewRelease,
+} from '@usepod-agent/plugin-update';
+import { BaseCommand, EXIT, failUsage, jsonFlag } from '../base.js';
+import { localTime } from '../when.js';
+
+export default class Update extends BaseCommand {
+  static override summary =
+    'Show, check, install or roll back this machine’s updates (side by side, health-gated).';
+  static override description =
+    'Without a flag: the version running, the channel, the last check, what is pending and when, the versions kept and the bad ones ([update] in the config; docs/updates.md). --check asks the registry now. --now installs the channel’s release beside this one and asks the launcher to switch to it at the agent’s next start; the launcher keeps it only when it authenticates, advertises its models and passes a self-test per model within [update] health_timeout. --rollback asks the launcher to go back to the previous version. --setup makes the side-by-side folder for the version running now and copies the launcher into it.';
+  static override examples = [
+    '<%= config.bin %> update',
+    '<%= config.bin %> update --check',
+    '<%= config.bin %> update --now && <%= config.bin %> service restart',
+    '<%= config.bin %> update --setup',
+  ];
+  static override flags = {
+    check: Flags.boolean({ summary: 'Ask the registry now.', default: false }),
+    now: Flags.boolean({
+      summary: 'Install the channel’s release now (no window, no spread).',
+      default: false,
+    }),
+    rollback: Flags.boolean({
+      summary: 'Go back to the previous version at the next start.',
+      default: false,
+    }),
+    setup: Flags.boolean({
+      summary: 'Install this version side by side and copy the launcher.',
+      default: false,
+    }),
+    json: jsonFlag,
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Update);
+    const chosen = (['check', 'now', 'rollback', 'setup'] as const).filter((f) => flags[f]);
+    if (chosen.length > 1)
+      failUsage(this, `--${chosen.join(' and --')} cannot be used together`, 'give one of them');
+    const { config } = await this.readConfig({ ...flags, 'allow-insecure': true });
+    const parsed = updateSection.safeParse((config as Record<string, unknown>).update ?? {});
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      failUsage(
+        this,
+        `[update] ${issue.path.join('.') || 'section'}: ${issue.message}`,
+        'fix it in the config',
+      );
+    }
+    const cfg: UpdateConfig = parsed.data;
+    const dir = updateDir(expandHome(config.identity.key_path), cfg.dir);
+    const running = this.config.version;
+
+    if (flags.setup) {
+      this.out(`Installing usepod-agent ${running} into ${dir}/versions/${running} …`);
+      const launcher = await setup(dir, running, cfg.registry);
+      this.out(`Ready. Run the agent through the launcher, which switches and rolls back:`);
+      this.out(`  ${process.execPath} ${launcher} --dir ${dir} -- run`);
+      this.out('`usepod-agent service install` does this for the service.');
+      return;
+    }
+    if (flags.rollback) {
+      const v = await readView(dir, cfg, running);
+      if (!v.previous) failUsage(this, `no previous version is kept in ${dir}`, 'nothing to roll back to');
+      await writeFile(
+        files(dir).switch,
+        `${JSON.stringify({ version: v.previous, healthTimeoutMs: cfg.health_timeout })}\n`,
+        {
+          mode: 0o600,
+        },
+      );
+      this.out(
+        `The launcher goes back to ${v.previous} at the agent's next start: \`usepod-agent service restart\`.`,
+      );
+      return;
+    }
+    const updater = new Updater({
+      config: cfg,
+      dir,
+      running,
+      providerId: () => undefined,
+      log: silentLogger,
+    });
+    if (flags.check || flags.now) {
+      const r = await updater.check();
+      if (r.error) this.error(r.error, { exit: EXIT.FAILURE });
+    }
+    if (flags.now) {
+      const release = await viewRelease(cfg.channel, cfg.registry);
+      if (release.version === running) {
+        this.report(await readView(dir, cfg, running), flags.json);
+        return;
+      }
+      const bad = (await readLauncher(dir)).bad.find((b) => b.version === release.version);
+      if (bad)
+        this.error(`${release.version} was rolled back on this machine: it ${bad.reason}`, {
+          exit: EXIT.FAILURE,
+        });
+      const strands = stranded(await operatorPlugins(), release.version);
+      if (strands) this.error(`update to ${release.version} held back: ${strands}`, { exit: EXIT.FAILURE });
+      this.out(`Installing usepod-agent ${release.version} beside ${running} …`);
+      await updater.install(release.version);
+      await updater.requestSwitch(release.version);
+      this.out(
+        `Installed. The launcher switches to ${release.version} at the agent's next start (\`usepod-agent service restart\`), and keeps it only if it proves itself healthy.`,
+      );
+      return;
+    }
+    this.report(await readView(dir, cfg, running), flags.json);
+  }
+
+  report(v: UpdateView, json: boolean): void {
+    if (json) {
+      this.printJson(v);
+      return;
+    }
+    const lines = [
+      `running   ${v.running}${v.current ? ` (current: ${v.current})` : ''}`,
+      `mode      ${v.container ? 'off in a container: updates come with the image tag' : v.mode} (channel ${v.channel})`,
+      `checked   ${v.checkedAt ? localTime(v.checkedAt) : 'never'}${v.latest ? `; latest ${v.latest}` : ''}`,
+      ...(v.error ? [`error     ${v.error}`] : []),
+      ...(v.pending
+        ? [
+            `pending   ${v.pending.version}${v.pending.installed ? ' (installed)' : ` not before ${localTime(v.pending.at)}`}`,
+          ]
+        : []),
+      ...(v.held ? [`held      ${v.held}`] : []),
+      ...(v.trial ? [`on trial  ${v.trial}`] : []),
+      `kept      ${v.kept.length > 0 ? v.kept.join(', ') : 'none (not set up: `usepod-agent update --setup`)'}`,
+      ...v.bad.map((b) => `bad       ${b.version}: it ${b.reason}`),
+    ];
+    for (const l of lines) this.out(l);
+  }
+}

@@ -1,0 +1,323 @@
+#!/usr/bin/env node
+// usepod-agent-launcher (issue 29): runs `<dir>/current` of the side-by-side install, restarts it when it
+// crashes, switches to a version the running agent asked for, and keeps that version only when it proves
+// itself healthy (authenticated, models advertised, one passing self-test per model) within its health
+// timeout; else it goes back to the previous version and records the new one as bad.
+//
+// It is copied once into the state folder and never changes with releases: Node built-ins only, and the
+// files it reads are small, bounded and checked (a file on disk is untrusted).
+//
+// Usage: node launcher.mjs --dir <state dir> [--] <arguments of `usepod-agent run`>
+import { spawn } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { basename, join } from 'node:path';
+
+const VERSION = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
+const MAX_FILE = 64 * 1024;
+const MAX_BAD = 50;
+const DEFAULT_HEALTH_MS = 5 * 60_000;
+/** Grace for an unhealthy child to stop on SIGTERM before SIGKILL. */
+const STOP_GRACE_MS = 15_000;
+
+function parseArgs(argv) {
+  let dir;
+  const rest = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--dir' && dir === undefined) dir = argv[++i];
+    else if (a.startsWith('--dir=') && dir === undefined) dir = a.slice(6);
+    else if (a === '--') {
+      rest.push(...argv.slice(i + 1));
+      break;
+    } else rest.push(a);
+  }
+  if (!dir) {
+    process.stderr.write('usepod-agent-launcher: --dir <state folder> is required\n');
+    process.exit(2);
+  }
+  return { dir, args: rest.length > 0 ? rest : ['run'] };
+}
+
+const say = (msg) => process.stderr.write(`${new Date().toISOString()} launcher: ${msg}\n`);
+/** Text from a file folded to one bounded printable line before it reaches a log or a file. */
+const fold = (s) =>
+  String(s)
+    .replace(/[^\x20-\x7e]+/g, ' ')
+    .slice(0, 300);
+
+/** A small JSON file, or undefined when absent, too big or not JSON. Never follows a link. */
+function readJson(path) {
+  try {
+    // Bounded before it is read: a planted giant file costs nothing.
+    if (statSync(path).size > MAX_FILE) return undefined;
+    const text = readFileSync(path, 'utf8');
+    const v = JSON.parse(text);
+    return v && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Written to a new temporary file (never through a link), then renamed over the old one; 0600. */
+function writeJson(path, value) {
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    unlinkSync(tmp);
+  } catch {}
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify(value, null, 2)}\n`);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+/** launcher.json, what this launcher alone writes: the version on trial and the bad ones. */
+function readState(dir) {
+  const raw = readJson(join(dir, 'launcher.json')) ?? {};
+  const bad = Array.isArray(raw.bad)
+    ? raw.bad
+        .filter(
+          (b) => b && VERSION.test(b.version) && typeof b.reason === 'string' && typeof b.at === 'string',
+        )
+        .slice(-MAX_BAD)
+        .map((b) => ({ version: b.version, reason: fold(b.reason), at: fold(b.at).slice(0, 40) }))
+    : [];
+  const t = raw.trial;
+  const trial =
+    t &&
+    VERSION.test(t.version) &&
+    (t.previous === null || VERSION.test(t.previous)) &&
+    Number.isFinite(t.timeoutMs) &&
+    t.timeoutMs > 0
+      ? { version: t.version, previous: t.previous, timeoutMs: Math.min(t.timeoutMs, 6 * 3600_000) }
+      : null;
+  return { trial, bad };
+}
+
+/** The version a link (`current`, `previous`) points at, when it is a folder of versions/. */
+function linked(dir, name) {
+  try {
+    const v = basename(readlinkSync(join(dir, name)));
+    return VERSION.test(v) && existsSync(join(dir, 'versions', v)) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Points a link at versions/<v> by renaming a new link over it: never a moment without one. */
+function point(dir, name, version) {
+  const tmp = join(dir, `.${name}.${process.pid}.tmp`);
+  try {
+    unlinkSync(tmp);
+  } catch {}
+  symlinkSync(join('versions', version), tmp);
+  renameSync(tmp, join(dir, name));
+}
+
+/** switch.json, the running agent's (or `update --now`'s) request, consumed once. */
+function takeSwitch(dir) {
+  const path = join(dir, 'switch.json');
+  const sw = readJson(path);
+  try {
+    unlinkSync(path);
+  } catch {}
+  if (!sw || !VERSION.test(sw.version)) return undefined;
+  const timeoutMs =
+    Number.isFinite(sw.healthTimeoutMs) && sw.healthTimeoutMs > 0 ? sw.healthTimeoutMs : DEFAULT_HEALTH_MS;
+  return { version: sw.version, timeoutMs: Math.min(timeoutMs, 6 * 3600_000) };
+}
+
+/** Flips `current` to the requested version (`previous` to the old one) and puts it on trial. */
+function beginSwitch(dir, state, sw) {
+  const from = linked(dir, 'current');
+  if (sw.version === from) return false;
+  if (!existsSync(join(dir, 'versions', sw.version, 'node_modules', 'usepod-agent', 'bin', 'run.js'))) {
+    say(`switch to ${sw.version} ignored: versions/${sw.version} is not a complete install`);
+    return false;
+  }
+  if (state.bad.some((b) => b.version === sw.version)) {
+    say(`switch to ${sw.version} ignored: it is recorded as bad on this machine`);
+    return false;
+  }
+  if (from) point(dir, 'previous', from);
+  point(dir, 'current', sw.version);
+  state.trial = { version: sw.version, previous: from ?? null, timeoutMs: sw.timeoutMs };
+  writeJson(join(dir, 'launcher.json'), state);
+  say(
+    `switched to ${sw.version} (from ${from ?? 'none'}); it has ${Math.round(sw.timeoutMs / 1000)} s to prove itself healthy`,
+  );
+  return true;
+}
+
+/** Back to the version before the trial; the trial's version is recorded bad, with why. */
+function rollBack(dir, state, reason) {
+  const trial = state.trial;
+  state.trial = null;
+  state.bad = [
+    ...state.bad.filter((b) => b.version !== trial.version),
+    { version: trial.version, reason: fold(reason), at: new Date().toISOString() },
+  ].slice(-MAX_BAD);
+  if (trial.previous && existsSync(join(dir, 'versions', trial.previous))) {
+    point(dir, 'current', trial.previous);
+    say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
+  } else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
+  writeJson(join(dir, 'launcher.json'), state);
+}
+
+function startAgent(dir, args, trial) {
+  const root = realpathSync(join(dir, 'current'));
+  const entry = join(root, 'node_modules', 'usepod-agent', 'bin', 'run.js');
+  const child = spawn(process.execPath, [entry, ...args], {
+    stdio: 'inherit',
+    env: { ...process.env, USEPOD_UPDATE_DIR: dir, USEPOD_UPDATE_TRIAL: trial ? trial.version : '' },
+  });
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+    child.on('error', (err) => resolve({ code: 127, signal: null, error: err.message }));
+  });
+  return { child, exited };
+}
+
+const describeExit = (e) =>
+  e.error
+    ? `could not start (${fold(e.error)})`
+    : e.signal
+      ? `was killed by ${e.signal}`
+      : `exited with code ${e.code}`;
+
+/**
+ * The health file the trial's agent writes (plugin-update, health.ts): resolves with a verdict once it is
+ * healthy or has failed; undefined until then.
+ */
+function verdict(dir, trial, pid) {
+  const h = readJson(join(dir, 'health.json'));
+  if (!h || h.version !== trial.version || h.pid !== pid) return undefined;
+  if (typeof h.refused === 'string')
+    return { ok: false, why: `was refused by the coordinator: ${fold(h.refused)}` };
+  const models = Array.isArray(h.advertised)
+    ? h.advertised.filter((m) => typeof m === 'string').slice(0, 1000)
+    : [];
+  const tests = h.selftests && typeof h.selftests === 'object' ? h.selftests : {};
+  const failed = models.find((m) => tests[m] === 'fail');
+  if (failed) return { ok: false, why: `failed its self-test of ${fold(failed)}` };
+  if (h.authenticated === true && models.length > 0 && models.every((m) => tests[m] === 'pass'))
+    return { ok: true };
+  return undefined;
+}
+
+/** What the trial's agent had not done yet, for the reason of a timeout. */
+function missing(dir, trial, pid) {
+  const h = readJson(join(dir, 'health.json'));
+  if (!h || h.version !== trial.version || h.pid !== pid) return 'it wrote no health report';
+  if (h.authenticated !== true) return 'it did not authenticate';
+  const models = Array.isArray(h.advertised) ? h.advertised : [];
+  if (models.length === 0) return 'it advertised no model';
+  return 'its self-tests did not all pass';
+}
+
+function watchHealth(dir, trial, child, exited) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const tick = setInterval(() => {
+      const v = verdict(dir, trial, child.pid);
+      if (v) return done(v.ok ? { ok: true } : { ok: false, why: v.why });
+      if (Date.now() - started > trial.timeoutMs)
+        done({
+          ok: false,
+          why: `was not healthy within ${Math.round(trial.timeoutMs / 1000)} s: ${missing(dir, trial, child.pid)}`,
+        });
+    }, 250);
+    const done = (v) => {
+      clearInterval(tick);
+      resolve(v);
+    };
+    exited.then((e) => done({ ok: false, why: `${describeExit(e)} before it was healthy` }));
+  });
+}
+
+async function stopChild(child, exited) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+  await exited;
+  clearTimeout(t);
+}
+
+async function main() {
+  const { dir, args } = parseArgs(process.argv.slice(2));
+  let stopping = false;
+  let current;
+  const forward = (sig) => {
+    if (sig !== 'SIGHUP') stopping = true;
+    current?.child.kill(sig);
+  };
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => forward(sig));
+
+  let backoffMs = 1000;
+  for (;;) {
+    const state = readState(dir);
+    // A trial the launcher did not see to its end (it was stopped, the machine rebooted) is not trusted.
+    if (state.trial && linked(dir, 'current') === state.trial.version)
+      rollBack(dir, state, 'was on trial when the launcher stopped');
+    else if (state.trial) {
+      state.trial = null;
+      writeJson(join(dir, 'launcher.json'), state);
+    }
+    const sw = takeSwitch(dir);
+    if (sw) beginSwitch(dir, state, sw);
+    if (!linked(dir, 'current')) {
+      say(
+        `${join(dir, 'current')} does not point at an installed version: set it up with \`usepod-agent update --setup\``,
+      );
+      process.exit(2);
+    }
+    const upSince = Date.now();
+    current = startAgent(dir, args, state.trial);
+    const { child, exited } = current;
+    if (state.trial) {
+      const v = await watchHealth(dir, state.trial, child, exited);
+      if (stopping) break;
+      if (!v.ok) {
+        await stopChild(child, exited);
+        rollBack(dir, state, v.why);
+        if (stopping) break;
+        continue;
+      }
+      say(`${state.trial.version} is healthy: kept`);
+      state.trial = null;
+      writeJson(join(dir, 'launcher.json'), state);
+    }
+    const e = await exited;
+    if (stopping) process.exit(e.code ?? 0);
+    if (existsSync(join(dir, 'switch.json'))) {
+      backoffMs = 1000;
+      continue;
+    }
+    if (Date.now() - upSince > 60_000) backoffMs = 1000;
+    say(`the agent ${describeExit(e)}; starting it again in ${Math.round(backoffMs / 1000)} s`);
+    await new Promise((r) => setTimeout(r, backoffMs));
+    backoffMs = Math.min(backoffMs * 2, 60_000);
+    if (stopping) process.exit(e.code ?? 0);
+  }
+  const e = await current.exited;
+  process.exit(e.code ?? 0);
+}
+
+main().catch((err) => {
+  say(`failed: ${fold(err?.stack ?? err)}`);
+  process.exit(1);
+});

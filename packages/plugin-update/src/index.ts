@@ -1,0 +1,231 @@
+import { type AgentEvent, type DoctorFinding, definePlugin, errorMessage } from '@usepod-agent/core';
+import { updateSection } from './config.js';
+import { HealthReporter } from './health.js';
+import { files, linkedVersion, updateDir, VERSION } from './state.js';
+import { inContainer, readView, Updater, type UpdateView, underLauncher } from './updater.js';
+
+export { type UpdateConfig, updateSection } from './config.js';
+export { type Decision, decide } from './decide.js';
+export { CLI_PACKAGE, installVersion, viewRelease } from './npm.js';
+export { operatorPlugins, stranded } from './ranges.js';
+export { LAUNCHER_SOURCE, launcherIn, pointLink, setup } from './setup.js';
+export { eligibleAt, spreadDelay } from './spread.js';
+export { files, readLauncher, readUpdateState, updateDir } from './state.js';
+export { inContainer, readView, Updater, type UpdateView } from './updater.js';
+
+/** For tests and embedding code: the first check's delay after the agent is first online (default 10 s). */
+export interface UpdateOptions {
+  firstCheckMs?: number;
+}
+
+/** A status/doctor line for a view. */
+export function updateFinding(v: UpdateView): DoctorFinding {
+  if (v.container)
+    return { name: 'update', level: 'ok', detail: 'in a container: updates come with the image tag' };
+  if (v.mode === 'off') return { name: 'update', level: 'ok', detail: `updates off (running ${v.running})` };
+  const last = v.bad.at(-1);
+  if (last && last.version === v.latest)
+    return {
+      name: 'update',
+      level: 'warn',
+      detail: `${last.version} was rolled back: it ${last.reason}`,
+      fix: 'nothing to do: it is not installed again; a newer release is',
+    };
+  if (v.held) return { name: 'update', level: 'warn', detail: v.held, fix: 'update or remove that plugin' };
+  if (v.error)
+    return {
+      name: 'update',
+      level: 'warn',
+      detail: `the last check failed: ${v.error}`,
+      fix: 'check the registry',
+    };
+  if (v.pending)
+    return {
+      name: 'update',
+      level: 'ok',
+      detail: `${v.pending.version} ${v.pending.installed ? 'installed, switching' : `pending, not before ${v.pending.at}`}`,
+    };
+  if (v.latest && v.latest !== v.running && v.mode === 'notify')
+    return {
+      name: 'update',
+      level: 'warn',
+      detail: `${v.latest} is available (running ${v.running})`,
+      fix: '`usepod-agent update --now`, or `[update] mode = "auto"`',
+    };
+  return { name: 'update', level: 'ok', detail: `running ${v.running}, ${v.mode} on channel ${v.channel}` };
+}
+
+/**
+ * Unattended updates (issue 29), on by default in `notify` mode: checks the channel every
+ * `check_interval`; in `auto` mode, under the launcher, installs a release side by side in the window
+ * after its spread delay, drains and asks the launcher to switch; the version on trial reports its health;
+ * a version rolled back is told to the owner once (`update_failed`).
+ */
+// biome-ignore lint/suspicious/noConfusingVoidType: `update()` with no options, as run applies it.
+export default definePlugin<UpdateOptions | void>((opts) => ({
+  name: '@usepod-agent/plugin-update',
+  apiVersion: 1,
+  sections: ['update'],
+  apply(hooks, ctx) {
+    const cfg = ctx.section('update', updateSection) ?? updateSection.parse({});
+    const dir = updateDir(ctx.keyPath, cfg.dir);
+    const log = ctx.log;
+    let running = ctx.coreVersion;
+    let providerId: string | undefined;
+    let view: UpdateView | undefined;
+    let inflight = 0;
+    let timer: NodeJS.Timeout | undefined;
+    let switching = false;
+    let closed = false;
+    const said = new Set<string>();
+    const once = (key: string, f: () => void) => {
+      if (said.has(key)) return;
+      said.add(key);
+      f();
+    };
+    const available = ctx.metrics.gauge(
+      'usepod_agent_update_available',
+      'A newer release is on the channel and not bad for this machine (1), else 0',
+    );
+    const badCount = ctx.metrics.gauge(
+      'usepod_agent_update_bad_versions',
+      'Versions rolled back on this machine',
+    );
+    const refresh = async () => {
+      view = await readView(dir, cfg, running);
+      available.set(
+        view.latest && view.latest !== running && !view.bad.some((b) => b.version === view?.latest) ? 1 : 0,
+      );
+      badCount.set(view.bad.length);
+    };
+    ctx.statusSection('update', () => view ?? { mode: cfg.mode, channel: cfg.channel, running });
+    ctx.doctorCheck('update', async () => {
+      const v = await readView(dir, cfg, (await linkedVersion(files(dir).current)) ?? ctx.coreVersion);
+      return [updateFinding(v)];
+    });
+
+    const trial = process.env.USEPOD_UPDATE_TRIAL;
+    const health =
+      underLauncher() && trial && VERSION.test(trial)
+        ? new HealthReporter(files(dir).health, trial, ctx.agent, log)
+        : undefined;
+
+    const updater = () => new Updater({ config: cfg, dir, running, providerId: () => providerId, log });
+
+    const schedule = (ms: number) => {
+      if (closed || switching) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => void check(), Math.max(1000, ms));
+      timer.unref();
+    };
+
+    /** No new jobs, the ones in flight finish (within drain_timeout_s), then the launcher's switch. */
+    const drainAndSwitch = async (u: Updater, version: string) => {
+      switching = true;
+      await u.requestSwitch(version);
+      ctx.hold('update', { reason: `switching to usepod-agent ${version}` });
+      const deadline = Date.now() + ctx.config.limits.drain_timeout_s * 1000;
+      while (inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      log.info('drained: exiting so the launcher starts the new version', { version });
+      // The launcher is this process's parent; `run` stops on SIGTERM as on the service manager's stop.
+      process.kill(process.pid, 'SIGTERM');
+    };
+
+    const check = async () => {
+      const u = updater();
+      const r = await u.check();
+      let next = cfg.check_interval;
+      const d = r.decision;
+      if (r.error) log.warn('update check failed', { error: r.error });
+      else if (d?.do === 'held') once(`held:${d.version}`, () => log.warn(d.why));
+      else if (d?.do === 'announce')
+        once(`announce:${d.version}`, () => {
+          log.info(
+            `usepod-agent ${d.version} is available (running ${running}): \`usepod-agent update --now\``,
+          );
+          void u.announced(d.version).then((first) => {
+            if (first)
+              ctx.notify({
+                name: 'update_available',
+                severity: 'info',
+                title: `usepod-agent ${d.version} is available`,
+                message: `This machine runs ${running}. Install it with \`usepod-agent update --now\`, or set [update] mode = "auto".`,
+              });
+          });
+        });
+      else if (d?.do === 'wait') {
+        once(`wait:${d.version}:${d.why}`, () =>
+          log.info(`usepod-agent ${d.version} found; waiting: ${d.why}`, {
+            until: new Date(d.until).toISOString(),
+          }),
+        );
+        next = Math.min(next, d.until > Date.now() ? d.until - Date.now() + 500 : 60_000);
+      } else if (d?.do === 'install') {
+        if (!underLauncher()) {
+          once(`nolauncher:${d.version}`, () =>
+            log.warn(
+              `usepod-agent ${d.version} is available; auto updates switch through the launcher, which is not running this agent: \`usepod-agent update --now\`, or \`usepod-agent service install\``,
+            ),
+          );
+        } else {
+          try {
+            log.info(`installing usepod-agent ${d.version} beside ${running}`);
+            await u.install(d.version);
+            await refresh();
+            if (!closed) await drainAndSwitch(u, d.version);
+            return;
+          } catch (err) {
+            log.warn('update install failed', { version: d.version, error: errorMessage(err) });
+          }
+        }
+      }
+      await refresh().catch(() => {});
+      schedule(next);
+    };
+
+    hooks.onEvent.tap('update', (e: AgentEvent) => {
+      health?.onEvent(e);
+      if (e.type === 'job_start') inflight++;
+      else if (e.type === 'job_end') inflight = Math.max(0, inflight - 1);
+      else if (e.type === 'connected') {
+        providerId = e.providerId ?? providerId;
+        if (!said.has('first-online') && cfg.mode !== 'off' && !inContainer()) {
+          said.add('first-online');
+          // A version on trial checks only once the launcher had time to keep it.
+          schedule(health ? cfg.health_timeout : (opts?.firstCheckMs ?? 10_000));
+        }
+      }
+    });
+
+    hooks.onStart.tapPromise('update', async (info) => {
+      providerId = info.providerId;
+      if (underLauncher()) running = (await linkedVersion(files(dir).current)) ?? running;
+      if (cfg.mode === 'off') return;
+      if (inContainer()) {
+        log.info('in a container: updates come with the image tag; the updater stays off');
+        return;
+      }
+      try {
+        const u = updater();
+        for (const b of await u.untoldRollbacks()) {
+          log.warn(`usepod-agent ${b.version} was rolled back: it ${b.reason}`);
+          ctx.notify({
+            name: 'update_failed',
+            severity: 'critical',
+            title: `usepod-agent ${b.version} was rolled back`,
+            message: `The update to ${b.version} ${b.reason}. This machine runs ${running} again and will not install ${b.version} again.`,
+          });
+        }
+        if (!health) await u.prune();
+        await refresh();
+      } catch (err) {
+        log.warn('the update folder could not be read', { dir, error: errorMessage(err) });
+      }
+    });
+
+    hooks.onClose.tap('update', () => {
+      closed = true;
+      clearTimeout(timer);
+    });
+  },
+}));

@@ -1,0 +1,186 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LAUNCHER_SOURCE, pointLink } from './setup.js';
+import { readLauncher } from './state.js';
+
+/**
+ * The launcher's state machine with stand-in agents: each version folder holds a small run.js (what the
+ * real CLI's bin is) that behaves as the test says: healthy, exits at start, fails its self-test, hangs.
+ */
+const AGENT = (behaviour: string) => `
+const { writeFileSync, renameSync, appendFileSync } = require('node:fs');
+const { join } = require('node:path');
+const dir = process.env.USEPOD_UPDATE_DIR;
+const trial = process.env.USEPOD_UPDATE_TRIAL;
+const me = __dirname.split('/').at(-4);
+appendFileSync(join(dir, 'started.log'), me + ' ' + process.pid + ' ' + (trial || '-') + ' ' + process.argv.slice(2).join(' ') + '\\n');
+const report = (h) => { writeFileSync(join(dir, 'h.tmp'), JSON.stringify({ version: trial, pid: process.pid, ...h })); renameSync(join(dir, 'h.tmp'), join(dir, 'health.json')); };
+process.on('SIGTERM', () => process.exit(0));
+setInterval(() => {}, 1000);
+const behaviour = ${JSON.stringify(behaviour)};
+if (behaviour === 'exit') process.exit(3);
+if (behaviour === 'crash-once' && !require('node:fs').existsSync(join(dir, 'crashed'))) { writeFileSync(join(dir, 'crashed'), ''); process.exit(1); }
+if (trial && behaviour === 'good') report({ authenticated: true, advertised: ['m1', 'm2'], selftests: { m1: 'pass', m2: 'pass' } });
+if (trial && behaviour === 'selftest-fails') report({ authenticated: true, advertised: ['m1'], selftests: { m1: 'fail' } });
+if (trial && behaviour === 'refused') report({ authenticated: false, refused: 'unknown provider', advertised: [], selftests: {} });
+`;
+
+let dir: string;
+let launcher: ChildProcess | undefined;
+let log = '';
+
+async function version(v: string, behaviour: string): Promise<void> {
+  const bin = join(dir, 'versions', v, 'node_modules', 'usepod-agent', 'bin');
+  await mkdir(bin, { recursive: true });
+  await writeFile(join(bin, 'run.js'), AGENT(behaviour));
+  await writeFile(join(bin, '..', 'package.json'), '{"type":"commonjs"}');
+}
+
+function start(): Promise<number | null> {
+  log = '';
+  launcher = spawn(process.execPath, [LAUNCHER_SOURCE, '--dir', dir, '--', 'run', '--config', 'x.toml'], {
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
+  launcher.stderr!.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  return new Promise((r) => launcher!.on('exit', (code) => r(code)));
+}
+
+/** Resolves when the launcher has said `text` (its stderr is the event). */
+function said(text: string | RegExp): Promise<void> {
+  const has = () => (typeof text === 'string' ? log.includes(text) : text.test(log));
+  return new Promise((resolve, reject) => {
+    if (has()) return resolve();
+    const t = setTimeout(() => reject(new Error(`launcher never said ${String(text)}:\n${log}`)), 20_000);
+    const on = () => {
+      if (!has()) return;
+      clearTimeout(t);
+      launcher!.stderr!.off('data', on);
+      resolve();
+    };
+    launcher!.stderr!.on('data', on);
+  });
+}
+
+async function started(): Promise<string[][]> {
+  const text = await readFile(join(dir, 'started.log'), 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(' '));
+}
+
+/** Waits until the stand-in of `v` has started `n` times, and gives its last pid. */
+async function running(v: string, n = 1): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const mine = (await started()).filter((l) => l[0] === v);
+    if (mine.length >= n) return Number(mine.at(-1)![1]);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${v} never started (${n}):\n${log}`);
+}
+
+/** The running agent's request, as plugin-update writes it, then the agent's own exit. */
+async function requestSwitch(from: string, to: string, healthTimeoutMs = 10_000): Promise<void> {
+  const pid = await running(from);
+  await writeFile(join(dir, 'switch.json'), JSON.stringify({ version: to, healthTimeoutMs }));
+  process.kill(pid, 'SIGTERM');
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-launcher-'));
+  await version('1.0.0', 'good');
+  await pointLink(dir, 'current', '1.0.0');
+});
+
+afterEach(async () => {
+  launcher?.kill('SIGKILL');
+  // The stand-ins outlive a killed launcher: each is ended by its pid.
+  for (const [, pid] of await started()) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {}
+  }
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('launcher', () => {
+  it('starts current with the run arguments, switches on request, keeps a version that proves itself healthy', async () => {
+    await version('1.0.1', 'good');
+    const exited = start();
+    await running('1.0.0');
+    expect((await started())[0]).toEqual(['1.0.0', expect.any(String), '-', 'run', '--config', 'x.toml']);
+    await requestSwitch('1.0.0', '1.0.1');
+    await said('1.0.1 is healthy: kept');
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.1'));
+    expect(await readlink(join(dir, 'previous'))).toBe(join('versions', '1.0.0'));
+    expect(
+      (await started())
+        .at(-1)!
+        .slice(0, 1)
+        .concat((await started()).at(-1)![2]!),
+    ).toEqual(['1.0.1', '1.0.1']);
+    expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+    // Its stop is the agent's: SIGTERM forwarded, the launcher exits with the agent's code.
+    launcher!.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it.each([
+    ['exit', 'exited with code 3 before it was healthy'],
+    ['selftest-fails', 'failed its self-test of m1'],
+    ['refused', 'was refused by the coordinator: unknown provider'],
+    ['hang', 'was not healthy within 2 s: it wrote no health report'],
+  ])('a version that does not prove itself (%s) is rolled back and recorded bad', async (behaviour, why) => {
+    await version('1.0.1', behaviour);
+    start();
+    await requestSwitch('1.0.0', '1.0.1', 1500);
+    await said('rolled back to 1.0.0');
+    expect(log).toContain(`1.0.1 ${why}`);
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+    await running('1.0.0', 2);
+    const state = await readLauncher(dir);
+    expect(state.trial).toBeNull();
+    expect(state.bad).toEqual([{ version: '1.0.1', reason: why, at: expect.any(String) }]);
+    // Asked again, the launcher refuses a bad version.
+    await requestSwitch('1.0.0', '1.0.1');
+    await said('switch to 1.0.1 ignored: it is recorded as bad');
+    await running('1.0.0', 3);
+  });
+
+  it('restarts an agent that crashed, with the same version', async () => {
+    await version('1.0.0', 'crash-once');
+    start();
+    await said(/the agent exited with code 1; starting it again in 1 s/);
+    await running('1.0.0', 2);
+  });
+
+  it('a trial it did not see to its end is rolled back at its next start', async () => {
+    await version('1.0.1', 'good');
+    await pointLink(dir, 'previous', '1.0.0');
+    await pointLink(dir, 'current', '1.0.1');
+    await writeFile(
+      join(dir, 'launcher.json'),
+      JSON.stringify({ trial: { version: '1.0.1', previous: '1.0.0', timeoutMs: 1000 }, bad: [] }),
+    );
+    start();
+    await said('rolled back to 1.0.0');
+    await running('1.0.0');
+    expect((await readLauncher(dir)).bad.map((b) => b.version)).toEqual(['1.0.1']);
+  });
+
+  it('a garbled launcher.json or switch.json is ignored, not trusted', async () => {
+    await writeFile(
+      join(dir, 'launcher.json'),
+      '{"trial": {"version": "../../etc", "timeoutMs": 1}, "bad": 7}',
+    );
+    await writeFile(join(dir, 'switch.json'), '{"version": "../../x"}');
+    start();
+    await running('1.0.0');
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+  });
+});

@@ -1,0 +1,128 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { VERSION } from './state.js';
+
+/** The CLI package every version folder holds. */
+export const CLI_PACKAGE = 'usepod-agent';
+
+/** The npm that belongs to the running node (nvm and friends put it beside node), else the one on PATH. */
+export function npmBeside(nodePath: string = process.execPath): string {
+  const name = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  const beside = join(dirname(nodePath), name);
+  return existsSync(beside) ? beside : name;
+}
+
+function run(
+  args: string[],
+  o: { timeoutMs: number },
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(
+      npmBeside(),
+      args,
+      {
+        maxBuffer: 16 * 1024 * 1024,
+        timeout: o.timeoutMs,
+        env: { ...process.env, npm_config_update_notifier: 'false' },
+      },
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? (typeof err.code === 'number' ? err.code : 127) : 0,
+          stdout,
+          stderr: `${stderr}${err && typeof err.code !== 'number' ? err.message : ''}`,
+        }),
+    ),
+  );
+}
+
+/** The last line npm printed that says something, bounded: for an error that says why. */
+function npmWhy(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.replace(/[^\x20-\x7e]/g, '').trim())
+    .filter((l) => /err/i.test(l) && l.length > 10);
+  return (lines.at(-1) ?? lines[0] ?? 'no output').slice(0, 300);
+}
+
+const viewed = z.object({
+  version: z.string().regex(VERSION),
+  time: z.record(z.string(), z.string()),
+});
+
+export interface Release {
+  version: string;
+  /** When it was published (ms since the epoch). */
+  publishedAt: number;
+}
+
+/** The channel's release: `npm view usepod-agent@<tag> version time --json`. Throws saying why not. */
+export async function viewRelease(channel: string, registry: string | undefined): Promise<Release> {
+  const r = await run(
+    [
+      'view',
+      `${CLI_PACKAGE}@${channel}`,
+      'version',
+      'time',
+      '--json',
+      ...(registry ? ['--registry', registry] : []),
+    ],
+    { timeoutMs: 120_000 },
+  );
+  if (r.code !== 0) throw new Error(`npm view ${CLI_PACKAGE}@${channel} failed: ${npmWhy(r.stderr)}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`npm view ${CLI_PACKAGE}@${channel} printed no JSON`);
+  }
+  // Several versions matched (a range, not a tag): the last is the newest.
+  const one = Array.isArray(parsed) ? parsed.at(-1) : parsed;
+  const v = viewed.safeParse(one);
+  if (!v.success) throw new Error(`npm view ${CLI_PACKAGE}@${channel} gave no version and time`);
+  const at = Date.parse(v.data.time[v.data.version] ?? '');
+  return { version: v.data.version, publishedAt: Number.isFinite(at) ? at : Date.now() };
+}
+
+/** The CLI's entry in a version folder: what the launcher starts. */
+export const entryOf = (versionDir: string) => join(versionDir, 'node_modules', CLI_PACKAGE, 'bin', 'run.js');
+
+/**
+ * Installs `usepod-agent@<version>` into versions/<version> with the npm beside node: into a fresh folder
+ * first, renamed into place once complete, so the launcher never sees half an install.
+ */
+export async function installVersion(
+  versionsDir: string,
+  version: string,
+  registry: string | undefined,
+): Promise<string> {
+  if (!VERSION.test(version)) throw new Error(`"${version}" is not a version`);
+  const target = join(versionsDir, version);
+  if (existsSync(entryOf(target))) return target;
+  await mkdir(versionsDir, { recursive: true, mode: 0o700 });
+  const partial = join(versionsDir, `.partial-${version}-${process.pid}`);
+  await rm(partial, { recursive: true, force: true });
+  await mkdir(partial, { mode: 0o700 });
+  const r = await run(
+    [
+      'install',
+      '--prefix',
+      partial,
+      '--no-audit',
+      '--no-fund',
+      '--omit=dev',
+      ...(registry ? ['--registry', registry] : []),
+      `${CLI_PACKAGE}@${version}`,
+    ],
+    { timeoutMs: 15 * 60_000 },
+  );
+  if (r.code !== 0 || !existsSync(entryOf(partial))) {
+    await rm(partial, { recursive: true, force: true });
+    throw new Error(`npm install ${CLI_PACKAGE}@${version} failed: ${npmWhy(r.stderr)}`);
+  }
+  await rm(target, { recursive: true, force: true });
+  await rename(partial, target);
+  return target;
+}

@@ -1,0 +1,64 @@
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import semver from 'semver';
+
+/** Where `usepod-agent plugins install` and `plugins link` record the operator's plugins (oclif's data dir). */
+export function operatorPluginRoot(): string {
+  const data = process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share');
+  return join(data, 'usepod-agent');
+}
+
+export interface OperatorPlugin {
+  name: string;
+  /** The core versions it declares it works with (peerDependencies, or `"usepod-agent": { "core" }`). */
+  range: string | undefined;
+}
+
+async function json(path: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const text = await readFile(path, 'utf8');
+    if (text.length > 1024 * 1024) return undefined;
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The core range a plugin's package.json declares. */
+export function declaredRange(pkg: Record<string, unknown>): string | undefined {
+  const peers = pkg.peerDependencies as Record<string, unknown> | undefined;
+  const own = pkg['usepod-agent'] as Record<string, unknown> | undefined;
+  const r = peers?.['@usepod-agent/core'] ?? own?.core;
+  return typeof r === 'string' ? r.slice(0, 200) : undefined;
+}
+
+/** The plugins the operator installed or linked, each with its declared core range. */
+export async function operatorPlugins(root: string = operatorPluginRoot()): Promise<OperatorPlugin[]> {
+  const manifest = await json(join(root, 'package.json'));
+  const list = (manifest?.oclif as { plugins?: unknown } | undefined)?.plugins;
+  if (!Array.isArray(list)) return [];
+  const out: OperatorPlugin[] = [];
+  for (const p of list.slice(0, 200)) {
+    if (!p || typeof p !== 'object') continue;
+    const { name, type, root: linked } = p as { name?: unknown; type?: unknown; root?: unknown };
+    if (typeof name !== 'string' || name.length > 214) continue;
+    const dir =
+      type === 'link' && typeof linked === 'string' ? linked : join(root, 'node_modules', ...name.split('/'));
+    const pkg = await json(join(dir, 'package.json'));
+    out.push({ name, range: pkg ? declaredRange(pkg) : undefined });
+  }
+  return out;
+}
+
+/** The first plugin whose declared range excludes `version`, in one line, or undefined. */
+export function stranded(plugins: readonly OperatorPlugin[], version: string): string | undefined {
+  for (const p of plugins) {
+    if (p.range === undefined) continue;
+    const ok =
+      semver.validRange(p.range) !== null && semver.satisfies(version, p.range, { includePrerelease: true });
+    if (!ok) return `plugin ${p.name} requires @usepod-agent/core ${p.range}`;
+  }
+  return undefined;
+}

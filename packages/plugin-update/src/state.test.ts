@@ -1,0 +1,84 @@
+import { lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { operatorPlugins } from './ranges.js';
+import { files, readLauncher, readUpdateState, writeAtomic } from './state.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'usepod-update-state-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the state files (untrusted on read)', () => {
+  it('an absent, garbled, oversized or ill-shaped file reads as empty, never as a crash', async () => {
+    expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+    await writeFile(files(dir).launcher, '{not json');
+    expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+    await writeFile(files(dir).launcher, JSON.stringify({ bad: [{ version: 'x'.repeat(70_000) }] }));
+    expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+    await writeFile(
+      files(dir).launcher,
+      JSON.stringify({
+        trial: { version: '../../etc/passwd', previous: null, timeoutMs: 5 },
+        bad: [{ version: '0.4.2', reason: 'exited with code 3', at: '2026-12-07T00:00:00Z' }],
+      }),
+    );
+    // One bad part is dropped; the rest is kept.
+    expect(await readLauncher(dir)).toEqual({
+      trial: null,
+      bad: [{ version: '0.4.2', reason: 'exited with code 3', at: '2026-12-07T00:00:00Z' }],
+    });
+    await writeFile(files(dir).state, JSON.stringify({ checkedAt: 7, notified: ['0.4.2', '<script>'] }));
+    expect(await readUpdateState(dir)).toEqual({ notified: [] });
+  });
+
+  it('is written 0600 by renaming a new file over the old: a planted link is replaced, its target untouched', async () => {
+    const target = join(dir, 'elsewhere');
+    await writeFile(target, 'precious');
+    await symlink(target, files(dir).state);
+    await writeAtomic(files(dir).state, { notified: [] });
+    expect(await readFile(target, 'utf8')).toBe('precious');
+    expect((await lstat(files(dir).state)).isSymbolicLink()).toBe(false);
+    expect((await stat(files(dir).state)).mode & 0o777).toBe(0o600);
+    expect(await readUpdateState(dir)).toEqual({ notified: [] });
+  });
+});
+
+describe('the operator’s plugins', () => {
+  it('reads each installed or linked plugin’s declared core range from where oclif recorded it', async () => {
+    const linked = join(dir, 'linked');
+    await mkdir(linked);
+    await writeFile(
+      join(linked, 'package.json'),
+      JSON.stringify({ name: 'usepod-agent-plugin-l', peerDependencies: { '@usepod-agent/core': '<0.5.0' } }),
+    );
+    await mkdir(join(dir, 'node_modules', '@acme', 'usepod-agent-plugin-i'), { recursive: true });
+    await writeFile(
+      join(dir, 'node_modules', '@acme', 'usepod-agent-plugin-i', 'package.json'),
+      JSON.stringify({ name: '@acme/usepod-agent-plugin-i', 'usepod-agent': { core: '^0.4.0' } }),
+    );
+    await writeFile(
+      join(dir, 'package.json'),
+      JSON.stringify({
+        oclif: {
+          plugins: [
+            { type: 'link', name: 'usepod-agent-plugin-l', root: linked },
+            { type: 'user', name: '@acme/usepod-agent-plugin-i' },
+            { type: 'user', name: 'gone' },
+            'garbage',
+          ],
+        },
+      }),
+    );
+    expect(await operatorPlugins(dir)).toEqual([
+      { name: 'usepod-agent-plugin-l', range: '<0.5.0' },
+      { name: '@acme/usepod-agent-plugin-i', range: '^0.4.0' },
+      { name: 'gone', range: undefined },
+    ]);
+    expect(await operatorPlugins(join(dir, 'none'))).toEqual([]);
+  });
+});

@@ -1,0 +1,273 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type AgentEvent, type ConfigInput, silentLogger } from '@usepod-agent/core';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
+import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { updateSection } from './config.js';
+import updatePlugin, { updateFinding } from './index.js';
+import { pointLink } from './setup.js';
+import { readUpdateState } from './state.js';
+import { Updater } from './updater.js';
+
+/**
+ * The plugin in a real agent, asking a real `npm view` of a small registry on 127.0.0.1 that serves one
+ * packument (`usepod-agent`, latest 9.9.9, published an hour ago): what notify mode says, what a window,
+ * a container and a plugin's range keep from happening. Nothing here installs (the release tier does).
+ */
+let registry: Server;
+let registryUrl: string;
+let asked = 0;
+let engine: VllmEmulator;
+const cleanup: (() => Promise<void>)[] = [];
+const published = new Date(Date.now() - 3_600_000).toISOString();
+
+beforeAll(async () => {
+  registry = createServer((req, res) => {
+    asked++;
+    if (!req.url?.startsWith('/usepod-agent')) return res.writeHead(404).end('{}');
+    res.writeHead(200, { 'content-type': 'application/json' }).end(
+      JSON.stringify({
+        name: 'usepod-agent',
+        'dist-tags': { latest: '9.9.9' },
+        versions: {
+          '9.9.9': { name: 'usepod-agent', version: '9.9.9', dist: { tarball: 'http://127.0.0.1:1/x.tgz' } },
+        },
+        time: { created: published, modified: published, '9.9.9': published },
+      }),
+    );
+  });
+  await new Promise<void>((r) => registry.listen(0, '127.0.0.1', r));
+  registryUrl = `http://127.0.0.1:${(registry.address() as AddressInfo).port}/`;
+  engine = await new VllmEmulator().start();
+  process.env.USEPOD_CONTAINER = '0';
+});
+
+afterAll(async () => {
+  delete process.env.USEPOD_CONTAINER;
+  registry.close();
+  await engine.close();
+});
+
+afterEach(async () => {
+  for (const c of cleanup.splice(0)) await c();
+  // This machine may itself be a container: each test says which it is.
+  process.env.USEPOD_CONTAINER = '0';
+});
+
+async function agent(update: Record<string, unknown>): Promise<{ t: TestAgent; events: AgentEvent[] }> {
+  const events: AgentEvent[] = [];
+  const t = await createTestAgent({
+    plugins: [
+      vllmPlugin,
+      updatePlugin({ firstCheckMs: 10 }),
+      {
+        name: 'watch',
+        apiVersion: 1,
+        apply(hooks) {
+          hooks.onEvent.tap('watch', (e) => {
+            events.push(e);
+          });
+        },
+      },
+    ],
+    config: {
+      backends: [{ kind: 'vllm', url: engine.url }],
+      update: { registry: registryUrl, check_interval: '1s', ...update },
+    } as ConfigInput,
+    logLevel: 'info',
+  });
+  cleanup.push(() => t.close());
+  const r = await t.start();
+  if (!r.ok) throw r.error;
+  return { t, events };
+}
+
+const dirOf = (t: TestAgent) => join(t.dir, 'update');
+
+async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (await f()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`never: ${what}`);
+}
+
+describe('plugin-update in an agent', () => {
+  it('notify mode says once what is available (log, notice, status) and installs nothing', async () => {
+    const { t, events } = await agent({ mode: 'notify' });
+    await until('the notice', () => events.some((e) => e.type === 'notice' && e.name === 'update_available'));
+    expect(t.lines.filter((l) => l.includes('usepod-agent 9.9.9 is available'))).toHaveLength(1);
+    // More checks, no second word.
+    const before = asked;
+    await until('two more checks', () => asked >= before + 2);
+    expect(events.filter((e) => e.type === 'notice' && e.name === 'update_available')).toHaveLength(1);
+    expect(t.lines.filter((l) => l.includes('usepod-agent 9.9.9 is available'))).toHaveLength(1);
+    expect(existsSync(join(dirOf(t), 'versions'))).toBe(false);
+    expect((await readUpdateState(dirOf(t))).latest?.version).toBe('9.9.9');
+    const metrics = await t.agent.metricsText();
+    expect(metrics).toMatch(/^usepod_agent_update_available 1$/m);
+    expect(metrics).toMatch(/^usepod_agent_update_bad_versions 0$/m);
+    expect(metrics).toMatch(/^usepod_agent_info\{[^}]*version="/m);
+    expect((t.agent.status() as { sections?: Record<string, unknown> }).sections?.update).toMatchObject({
+      mode: 'notify',
+      latest: '9.9.9',
+    });
+  });
+
+  it('outside the window nothing happens: it says it waits, and installs nothing', async () => {
+    // A window of one minute twelve hours from now: never now.
+    const d = new Date(Date.now() + 12 * 3_600_000);
+    const hhmm = (m: number) =>
+      `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
+    const start = d.getUTCHours() * 60 + d.getUTCMinutes();
+    const { t } = await agent({
+      mode: 'auto',
+      min_age: 0,
+      spread: 0,
+      window: `daily ${hhmm(start)}-${hhmm((start + 1) % 1440)}`,
+      timezone: 'UTC',
+    });
+    await until('the wait', () =>
+      t.lines.some((l) => l.includes('9.9.9 found; waiting: outside the update window')),
+    );
+    expect(existsSync(join(dirOf(t), 'versions'))).toBe(false);
+    expect((await readUpdateState(dirOf(t))).pending).toMatchObject({ version: '9.9.9', installed: false });
+  });
+
+  it('in a container it says once that updates come with the image, and never asks the registry', async () => {
+    process.env.USEPOD_CONTAINER = '1';
+    const before = asked;
+    const { t, events } = await agent({ mode: 'auto' });
+    await until('connected', () => events.some((e) => e.type === 'connected'));
+    expect(t.lines.filter((l) => l.includes('in a container: updates come with the image tag'))).toHaveLength(
+      1,
+    );
+    // Past the first check's moment (10 ms after connecting), still nothing asked.
+    await t.agent.selftest().catch(() => []);
+    expect(asked).toBe(before);
+  });
+
+  it('a plugin whose range excludes the release holds it back, in one line naming it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-update-held-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    await mkdir(join(dir, 'plugins', 'pinned'), { recursive: true });
+    await writeFile(
+      join(dir, 'plugins', 'pinned', 'package.json'),
+      JSON.stringify({
+        name: 'usepod-agent-plugin-pinned',
+        peerDependencies: { '@usepod-agent/core': '~0.4.0' },
+      }),
+    );
+    await writeFile(
+      join(dir, 'plugins', 'package.json'),
+      JSON.stringify({
+        oclif: {
+          plugins: [
+            { type: 'link', name: 'usepod-agent-plugin-pinned', root: join(dir, 'plugins', 'pinned') },
+          ],
+        },
+      }),
+    );
+    const u = new Updater({
+      config: updateSection.parse({ mode: 'auto', registry: registryUrl, min_age: 0, spread: 0 }),
+      dir: join(dir, 'update'),
+      running: '0.4.0',
+      providerId: () => 'p',
+      log: silentLogger,
+      pluginRoot: join(dir, 'plugins'),
+    });
+    await mkdir(join(dir, 'update'));
+    const r = await u.check();
+    expect(r.decision).toEqual({
+      do: 'held',
+      version: '9.9.9',
+      why: 'update to 9.9.9 held back: plugin usepod-agent-plugin-pinned requires @usepod-agent/core ~0.4.0',
+    });
+    expect((await readUpdateState(join(dir, 'update'))).held?.why).toBe(
+      r.decision?.do === 'held' ? r.decision.why : '',
+    );
+  });
+
+  it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-update-prune-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    for (const v of ['0.3.9', '0.4.0', '0.4.1', '0.4.2', '0.4.3', '0.4.4', '.partial-0.4.5-1'])
+      await mkdir(join(dir, 'versions', v), { recursive: true });
+    await pointLink(dir, 'current', '0.4.3');
+    await pointLink(dir, 'previous', '0.4.1');
+    await writeFile(
+      join(dir, 'launcher.json'),
+      JSON.stringify({ trial: null, bad: [{ version: '0.4.2', reason: 'exited', at: 'x' }] }),
+    );
+    // 0.4.2 was pending when it was installed; rolled back, it goes all the same.
+    await writeFile(
+      join(dir, 'update-state.json'),
+      JSON.stringify({ notified: [], pending: { version: '0.4.2', at: 'x', installed: true } }),
+    );
+    const u = new Updater({
+      config: updateSection.parse({}),
+      dir,
+      running: '0.4.3',
+      providerId: () => undefined,
+      log: silentLogger,
+    });
+    await u.prune();
+    // 0.4.4, newer but pending nowhere, is a leftover too.
+    expect((await readdir(join(dir, 'versions'))).sort()).toEqual(['0.4.0', '0.4.1', '0.4.3']);
+  });
+});
+
+describe('doctor’s update line', () => {
+  const view = {
+    dir: '/x',
+    mode: 'auto' as const,
+    channel: 'latest',
+    running: '0.4.1',
+    current: '0.4.1',
+    previous: '0.4.0',
+    kept: ['0.4.1', '0.4.0'],
+    checkedAt: undefined,
+    latest: '0.4.1',
+    pending: undefined,
+    held: undefined,
+    trial: undefined,
+    bad: [],
+    error: undefined,
+    container: false,
+  };
+  it('ok when current, warn with the fix when held back, rolled back, failing or (notify) behind', () => {
+    expect(updateFinding(view)).toMatchObject({
+      level: 'ok',
+      detail: 'running 0.4.1, auto on channel latest',
+    });
+    expect(
+      updateFinding({
+        ...view,
+        held: 'update to 0.5.0 held back: plugin x requires @usepod-agent/core ^0.4.0',
+      }),
+    ).toMatchObject({
+      level: 'warn',
+      detail: 'update to 0.5.0 held back: plugin x requires @usepod-agent/core ^0.4.0',
+    });
+    expect(
+      updateFinding({
+        ...view,
+        latest: '0.4.2',
+        bad: [{ version: '0.4.2', reason: 'exited with code 3', at: 'x' }],
+      }),
+    ).toMatchObject({ level: 'warn', detail: '0.4.2 was rolled back: it exited with code 3' });
+    expect(updateFinding({ ...view, mode: 'notify', latest: '0.4.2' })).toMatchObject({
+      level: 'warn',
+      detail: '0.4.2 is available (running 0.4.1)',
+    });
+    expect(updateFinding({ ...view, error: 'npm view usepod-agent@latest failed: E404' }).level).toBe('warn');
+    expect(updateFinding({ ...view, container: true }).detail).toBe(
+      'in a container: updates come with the image tag',
+    );
+  });
+});
