@@ -226,6 +226,10 @@ describe('the dashboard in Chromium', () => {
     await p.locator('#need-token').waitFor();
     expect(await p.locator('#need-token').textContent()).toContain('usepod-agent dashboard');
     expect(await p.locator('#live').textContent()).toBe('no token');
+    // An old address with ?token=: the page neither uses it nor leaves it in the address bar.
+    await p.goto(`${base}/?token=${token}`);
+    await p.locator('#need-token').waitFor();
+    expect(p.url()).toBe(`${base}/`);
     await p.close();
     // A wrong token (an old tab, a token made again): the same line, once the agent said 401.
     const wrong = await browser.context.newPage();

@@ -11,6 +11,16 @@ const $ = (id) => document.getElementById(id);
  * as a cookie (a browser sends cookies to every port of a host).
  */
 const token = (() => {
+  // An old address's ?token= reached the agent once (which ignores it now): out of the address bar too.
+  const query = new URLSearchParams(location.search);
+  if (query.has('token')) {
+    query.delete('token');
+    history.replaceState(
+      null,
+      '',
+      `${location.pathname}${query.size > 0 ? `?${query}` : ''}${location.hash}`,
+    );
+  }
   const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
   if (fromHash) {
     try {
