@@ -39,6 +39,7 @@ import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
  * | framing, Referer, Host 127.0.0.1.attacker.example               | page headers       | (held) DENY, frame-ancestors 'none', no-referrer, 421 | same; kept as a regression                   |
  * | a fleet url with user:password@                                | /api/fleet         | the row's url and fetch's error quoting it: the password on the page | refused at start, one line, not quoted |
  * | a coordinator's close reason carrying the enrollment code      | /api/state, SSE    | (held) redacted before it reaches the page     | same; kept as a regression                           |
+ * | another local user's server on 127.0.0.1:OTHER, opened once in the operator's browser | page login | sent the token (the HttpOnly cookie goes to every port of a host) | no cookie is ever set or taken: #token= fragment, Bearer header |
  */
 
 const ENROLL = 'POD-ENROLL-SECRET-4242-abcdef';
@@ -502,6 +503,45 @@ describe('a page on another site in the operator’s browser', () => {
       socket.on('error', fail);
     });
     expect(rebound).toBe(421);
+  });
+});
+
+describe('a server of another local user on another port of 127.0.0.1, opened in the operator’s browser', () => {
+  it('gets no cookie to read or replay: none is ever set, and one holding the token opens nothing', async () => {
+    const r = await agent();
+    await online(r);
+    const auth = { authorization: `Bearer ${r.token}` };
+    const host = new URL(r.base).host;
+    // Everything the page does, as the browser does it: its files (no token), the old ?token= address,
+    // its API (header), its event stream (?token=), an action (header, own Origin).
+    const files = ['/', '/dashboard.js', '/dashboard.css', '/favicon.svg', '/uplot.js', '/uplot.css'];
+    const answers: Response[] = [];
+    for (const path of [...files, `/?token=${r.token}`])
+      answers.push(await fetch(`${r.base}${path}`, { redirect: 'manual' }));
+    for (const path of ['/api/state', '/api/earnings', '/api/fleet'])
+      answers.push(await fetch(`${r.base}${path}`, { headers: auth }));
+    const ac = new AbortController();
+    cleanup.push(async () => ac.abort());
+    answers.push(await fetch(`${r.base}/api/events?token=${r.token}`, { signal: ac.signal }));
+    answers.push(
+      await fetch(`${r.base}/api/resume`, { method: 'POST', headers: { ...auth, origin: `http://${host}` } }),
+    );
+    expect(answers.map((a) => a.status)).toEqual([...files.map(() => 200), 200, 200, 200, 200, 200, 200]);
+    for (const a of answers) expect(a.headers.get('set-cookie')).toBeNull();
+    // What the page's files hold (served to anyone on this host) carries no token either.
+    for (const a of answers.slice(0, files.length + 1)) expect(await a.text()).not.toContain(r.token);
+    // A cookie, however it got into a browser, is no credential on any route that needs the token.
+    const port = new URL(r.base).port;
+    const cookie = `usepod_status_${port}=${r.token}; token=${r.token}`;
+    for (const path of ['/api/state', '/api/earnings', '/api/fleet', '/api/events'])
+      expect((await fetch(`${r.base}${path}`, { headers: { cookie } })).status).toBe(401);
+    const post = await fetch(`${r.base}/api/pause`, {
+      method: 'POST',
+      headers: { cookie, origin: `http://${host}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(post.status).toBe(401);
+    expect(r.t.agent.holds()).toEqual([]);
   });
 });
 

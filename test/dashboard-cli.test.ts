@@ -7,7 +7,8 @@ import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.j
 
 /**
  * `usepod-agent dashboard` and the page of `usepod-agent run` (issue 32), as an operator runs them: the
- * CLI's default plugins serve the dashboard, the printed address opens it (once, for a cookie), and
+ * CLI's default plugins serve the dashboard, the printed address carries the token in its fragment (never
+ * sent to a server: the page sends it as a header), and
  * without a token yet the command says what to do in one line.
  */
 
@@ -40,20 +41,27 @@ async function config(port: number, o: { host?: string; extra?: string } = {}): 
 }
 
 describe('usepod-agent dashboard', () => {
-  it('prints the address of the running agent’s page, which opens it with the token once', async () => {
+  it('prints the address of the running agent’s page with the token in its fragment, which no server receives', async () => {
     const port = await freePort();
     const cfg = await config(port);
     await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
     const r = await cli(['dashboard', '--config', cfg]);
     expect(r.code, r.stderr).toBe(0);
     const token = readFileSync(join(keyDir(), 'status.token'), 'utf8').trim();
-    expect(r.stdout.trim()).toBe(`http://127.0.0.1:${port}/?token=${token}`);
-    const first = await fetch(r.stdout.trim(), { redirect: 'manual' });
-    expect(first.status).toBe(303);
-    const cookie = first.headers.get('set-cookie')!.split(';')[0]!;
-    const page = await fetch(`http://127.0.0.1:${port}/`, { headers: { cookie } });
+    const printed = new URL(r.stdout.trim());
+    expect(r.stdout.trim()).toBe(`http://127.0.0.1:${port}/#token=${token}`);
+    expect(printed.search).toBe('');
+    // The page loads as printed (the fragment stays in the browser), sets no cookie; its API takes the
+    // token as the page sends it, a Bearer header.
+    const page = await fetch(printed, { redirect: 'manual' });
     expect(page.status).toBe(200);
+    expect(page.headers.get('set-cookie')).toBeNull();
     expect(await page.text()).toContain('<title>usepod-agent</title>');
+    expect((await fetch(`http://127.0.0.1:${port}/api/state`)).status).toBe(401);
+    const api = await fetch(`http://127.0.0.1:${port}/api/state`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(api.status).toBe(200);
     // `status` still reads the agent, and says nothing of the dashboard's own section.
     const st = await cli(['status', '--config', cfg]);
     expect(st.code, st.stderr).toBe(0);

@@ -21,8 +21,8 @@ import { ensureChromium, launch } from './chromium.js';
  * The dashboard in a real browser (issue 32): Debian's Chromium, driven by playwright-core, against an
  * agent with the ledger and the dashboard, a TestCoordinator and a vLLM emulator, all on 127.0.0.1.
  * What the operator sees and does (state, models, a job in flight then done, the earnings chart, pause,
- * resume, self-tests, the fleet table), what a stranger cannot do (no token, a foreign Host, a POST from
- * another origin), and that the page asks nothing of anyone but the agent. It writes the README's
+ * resume, self-tests, the fleet table), what a stranger cannot do (no token, a foreign Host, a page on
+ * another port: no cookie to read or ride on, no token, its POST refused), and that the page asks nothing of anyone but the agent. It writes the README's
  * screenshots (light and dark, desktop and phone) to docs/images/.
  */
 
@@ -125,11 +125,14 @@ const text = (selector: string) => page.locator(selector).innerText();
 
 describe('the dashboard in Chromium', () => {
   it('loads with the token, without a console error, and shows the agent online with its models', async () => {
-    const res = await page.goto(`${base}/?token=${token}`);
+    // What `usepod-agent dashboard` prints: the token in the fragment, which no server receives.
+    const res = await page.goto(`${base}/#token=${token}`);
     expect(res?.status()).toBe(200);
-    // The token left the address bar for a cookie.
-    expect(page.url()).toBe(`${base}/`);
     await page.locator('#state-card[data-state="online"]').waitFor();
+    // The token left the address bar (and the history) for this tab's sessionStorage.
+    expect(page.url()).toBe(`${base}/`);
+    expect(await page.evaluate("sessionStorage.getItem('usepod-token')")).toBe(token);
+    expect(await page.locator('#need-token').isHidden()).toBe(true);
     expect(await text('#state-title')).toBe('online');
     await page.locator('#models tbody', { hasText: MODEL }).waitFor();
     expect(await text('#models tbody')).toContain('advertised');
@@ -216,32 +219,59 @@ describe('the dashboard in Chromium', () => {
     expect(rows[1]).toMatch(/gpu-box-2[\s\S]*unreachable/);
   });
 
-  it('refuses a page without the token, a foreign Host (DNS rebinding) and a POST from another origin', async () => {
-    const stranger = await browser.context.browser()?.newContext();
-    // A persistent context has no browser object: a page of its own with the cookie cleared stands in.
-    const p = stranger ? await stranger.newPage() : await browser.context.newPage();
-    if (!stranger) await browser.context.clearCookies();
-    expect((await p.goto(`${base}/`))?.status()).toBe(401);
-    const port = new URL(base).port;
-    expect((await p.goto(`http://${ATTACKER}:${port}/?token=${token}`))?.status()).toBe(421);
+  it('without the token the page says how to get one; a foreign Host (DNS rebinding) is refused', async () => {
+    // A new tab has its own sessionStorage: no token there.
+    const p = await browser.context.newPage();
+    expect((await p.goto(`${base}/`))?.status()).toBe(200);
+    await p.locator('#need-token').waitFor();
+    expect(await p.locator('#need-token').textContent()).toContain('usepod-agent dashboard');
+    expect(await p.locator('#live').textContent()).toBe('no token');
+    // An old address with ?token=: the page neither uses it nor leaves it in the address bar.
+    await p.goto(`${base}/?token=${token}`);
+    await p.locator('#need-token').waitFor();
+    expect(p.url()).toBe(`${base}/`);
     await p.close();
-    if (!stranger) {
-      await page.goto(`${base}/?token=${token}`);
-      await page.locator('#state-card[data-state="online"]').waitFor();
-    }
+    // A wrong token (an old tab, a token made again): the same line, once the agent said 401.
+    const wrong = await browser.context.newPage();
+    const refused = wrong.waitForResponse((r) => r.url().startsWith(`${base}/api/`));
+    await wrong.goto(`${base}/#token=${'x'.repeat(43)}`);
+    expect((await refused).status()).toBe(401);
+    await wrong.locator('#need-token').waitFor();
+    await wrong.close();
+    const q = await browser.context.newPage();
+    const port = new URL(base).port;
+    expect((await q.goto(`http://${ATTACKER}:${port}/#token=${token}`))?.status()).toBe(421);
+    await q.close();
+  });
 
-    // Another site on this machine (same host, another port: the cookie rides along) tries to pause.
-    const evil = await listen((_req, res) => {
+  it('gives a page on another port of 127.0.0.1 nothing: no cookie, no token, and its POST is refused', async () => {
+    // Another local user's server, opened in the browser that holds the dashboard: before, the
+    // dashboard's cookie was sent to it (cookies ignore the port). Now there is none to send.
+    const heard: string[] = [];
+    const evil = await listen((req, res) => {
+      heard.push(JSON.stringify(req.headers));
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end(
         `<!doctype html><script>fetch(${JSON.stringify(`${base}/api/pause`)}, {method: 'POST', mode: 'no-cors', credentials: 'include', body: '{}'})</script>`,
       );
     });
+    expect(await browser.context.cookies()).toEqual([]);
     const other = await browser.context.newPage();
     const answered = other.waitForResponse((r) => r.url() === `${base}/api/pause`);
     await other.goto(evil);
-    expect((await answered).status()).toBe(403);
+    expect((await answered).status()).toBe(401);
+    // Its script sees no cookie and not the dashboard's storage (another origin's).
+    expect(await other.evaluate("[document.cookie, sessionStorage.getItem('usepod-token')]")).toEqual([
+      '',
+      null,
+    ]);
     await other.close();
+    expect(heard.length).toBeGreaterThan(0);
+    for (const h of heard) {
+      expect(h).not.toContain(token);
+      expect(h).not.toMatch(/"cookie"/);
+    }
+    expect(await browser.context.cookies()).toEqual([]);
     expect(t.agent.holds()).toEqual([]);
   });
 

@@ -58,7 +58,7 @@ export type {
   PluginGauge,
   PluginMetrics,
 } from './observability/plugin-metrics.js';
-export type { StatusRequest, StatusRouteHandler } from './observability/status-server.js';
+export type { StatusRequest, StatusRouteAuth, StatusRouteHandler } from './observability/status-server.js';
 export { readTokenFile, type TokenFileRead } from './observability/status-token.js';
 export {
   type AgentEvent,

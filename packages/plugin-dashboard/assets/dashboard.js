@@ -4,6 +4,47 @@
 
 const $ = (id) => document.getElementById(id);
 
+/**
+ * The status token: `usepod-agent dashboard` prints `http://HOST:PORT/#token=...`. A fragment never
+ * reaches a server; it is read once, kept for this tab (sessionStorage is per origin: a page on another
+ * port cannot read it) and dropped from the address bar and the history. It is sent as a header, never
+ * as a cookie (a browser sends cookies to every port of a host).
+ */
+const token = (() => {
+  // An old address's ?token= reached the agent once (which ignores it now): out of the address bar too.
+  const query = new URLSearchParams(location.search);
+  if (query.has('token')) {
+    query.delete('token');
+    history.replaceState(
+      null,
+      '',
+      `${location.pathname}${query.size > 0 ? `?${query}` : ''}${location.hash}`,
+    );
+  }
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromHash) {
+    try {
+      sessionStorage.setItem('usepod-token', fromHash);
+    } catch {
+      // Storage off: the token lasts as long as this page.
+    }
+    history.replaceState(null, '', location.pathname + location.search);
+    return fromHash;
+  }
+  try {
+    return sessionStorage.getItem('usepod-token');
+  } catch {
+    return null;
+  }
+})();
+const auth = { authorization: `Bearer ${token}` };
+
+/** Without a (valid) token the page says how to get one, once. */
+function needToken() {
+  $('need-token').hidden = false;
+  $('live').textContent = 'no token';
+}
+
 /** An element with text (never HTML) and an optional class. */
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -238,7 +279,8 @@ function loadEarnings() {
   clearTimeout(earningsTimer);
   earningsTimer = setTimeout(async () => {
     try {
-      const r = await fetch('/api/earnings', { credentials: 'same-origin' });
+      const r = await fetch('/api/earnings', { headers: auth });
+      if (r.status === 401) needToken();
       if (r.ok) renderEarnings(await r.json());
     } catch {
       // The agent is away; the event stream says so and reconnects.
@@ -287,7 +329,8 @@ function renderEarnings(e) {
 async function loadFleet() {
   let agents;
   try {
-    const r = await fetch('/api/fleet', { credentials: 'same-origin' });
+    const r = await fetch('/api/fleet', { headers: auth });
+    if (r.status === 401) needToken();
     if (!r.ok) return;
     agents = (await r.json()).rows;
   } catch {
@@ -318,8 +361,7 @@ async function act(path, body) {
   try {
     const r = await fetch(path, {
       method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'content-type': 'application/json' },
+      headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify(body ?? {}),
     });
     const j = await r.json().catch(() => ({}));
@@ -351,21 +393,35 @@ $('selftest').addEventListener('click', async () => {
   }
 });
 
+/**
+ * Live updates. An EventSource cannot send a header, so its URL carries the token (`?token=`, taken on
+ * this one route): it goes to this origin only, is no page's address (no history, no Referer). The
+ * browser reconnects by itself while the agent is away; an answer other than the stream (401, too many
+ * pages) closes it, and the page asks once whether the token is the reason.
+ */
 function connect() {
   const live = $('live');
-  const source = new EventSource('/api/events');
+  const source = new EventSource(`/api/events?token=${encodeURIComponent(token)}`);
   source.addEventListener('state', (ev) => {
     live.textContent = `live · ${new Date().toLocaleTimeString()}`;
     renderState(JSON.parse(ev.data));
   });
-  source.addEventListener('error', () => {
+  source.addEventListener('error', async () => {
     live.textContent = 'reconnecting…';
+    if (source.readyState !== EventSource.CLOSED) return;
+    const r = await fetch('/api/state', { headers: auth }).catch(() => undefined);
+    if (r?.status === 401) needToken();
+    else setTimeout(connect, 5000);
   });
 }
 
-connect();
-loadEarnings();
-// Jobs that ended within the server's few seconds of caching are summed at the next of these.
-setInterval(loadEarnings, 10_000);
-loadFleet();
-setInterval(loadFleet, 5000);
+if (token) {
+  connect();
+  loadEarnings();
+  // Jobs that ended within the server's few seconds of caching are summed at the next of these.
+  setInterval(loadEarnings, 10_000);
+  loadFleet();
+  setInterval(loadFleet, 5000);
+} else {
+  needToken();
+}

@@ -87,7 +87,7 @@ function raw(
       {
         host: url.hostname,
         port: url.port,
-        path: url.pathname,
+        path: `${url.pathname}${url.search}`,
         method: o.method ?? 'GET',
         headers: o.headers,
       },
@@ -125,25 +125,48 @@ describe('the dashboard plugin', () => {
     expect(r.t.lines.join('\n')).not.toContain(r.token);
   });
 
-  it('serves the page and its API only with the token: ?token= once becomes an HttpOnly cookie', async () => {
+  it('serves the page without the token, its API only with the Bearer header, and never a cookie', async () => {
     const r = await running();
     await online(r);
-    expect((await r.get('/')).status).toBe(401);
-    expect((await r.get('/api/state')).status).toBe(401);
-    expect((await r.get('/api/state', bearer('x'.repeat(43)))).status).toBe(401);
-    const first = await r.get(`/?token=${r.token}`);
-    expect(first.status).toBe(303);
-    expect(first.headers.get('location')).toBe('/');
-    const cookie = first.headers.get('set-cookie')!;
-    expect(cookie).toMatch(/HttpOnly/);
-    expect(cookie).toMatch(/SameSite=Strict/);
-    const page = await r.get('/', { cookie: cookie.split(';')[0]! });
+    const answers: Response[] = [];
+    const get = async (path: string, headers?: Record<string, string>) => {
+      const res = await r.get(path, headers);
+      answers.push(res);
+      return res;
+    };
+    // The page's files hold no data: they load without a token, with the page's headers.
+    const page = await get('/');
     expect(page.status).toBe(200);
     expect(page.headers.get('content-security-policy')).toMatch(/default-src 'self'/);
+    expect(page.headers.get('referrer-policy')).toBe('no-referrer');
     expect(await page.text()).toContain('<script src="/uplot.js"');
-    const uplot = await r.get('/uplot.js', bearer(r.token));
+    for (const file of ['/dashboard.js', '/dashboard.css', '/favicon.svg', '/uplot.css'])
+      expect((await get(file)).status).toBe(200);
+    const uplot = await get('/uplot.js');
     expect(uplot.status).toBe(200);
     expect((await uplot.text()).length).toBeGreaterThan(20_000);
+    // An old address with ?token= is a plain page: no redirect, no cookie.
+    expect((await get(`/?token=${r.token}`)).status).toBe(200);
+    // The API: the Bearer header only.
+    expect((await get('/api/state')).status).toBe(401);
+    expect((await get('/api/state', bearer('x'.repeat(43)))).status).toBe(401);
+    expect((await get('/api/state', bearer(r.token))).status).toBe(200);
+    expect((await get(`/api/state?token=${r.token}`)).status).toBe(401);
+    expect((await get(`/api/earnings?token=${r.token}`)).status).toBe(401);
+    // A cookie (what any page on another port of this host would be sent) is never a credential.
+    const port = new URL(r.base).port;
+    for (const cookie of [`usepod_status_${port}=${r.token}`, `token=${r.token}`])
+      expect((await get('/api/state', { cookie })).status).toBe(401);
+    // The event stream takes ?token= (an EventSource cannot send a header), a right one only.
+    expect((await get('/api/events?token=wrong')).status).toBe(401);
+    const ac = new AbortController();
+    cleanup.push(async () => ac.abort());
+    const stream = await fetch(`${r.base}/api/events?token=${r.token}`, { signal: ac.signal });
+    expect(stream.status).toBe(200);
+    expect(stream.headers.get('content-type')).toMatch(/text\/event-stream/);
+    answers.push(stream);
+    // No answer sets a cookie, and none without the token carries it.
+    for (const res of answers) expect(res.headers.get('set-cookie')).toBeNull();
     // The probes and /status stay open on loopback, as before.
     expect((await r.get('/healthz')).status).toBe(200);
     expect((await r.get('/status')).status).toBe(200);
@@ -157,16 +180,33 @@ describe('the dashboard plugin', () => {
       headers: { host: 'attacker.example', ...bearer(r.token) },
     });
     expect(foreign.status).toBe(421);
-    const cookie = `usepod_status_${new URL(r.base).port}=${r.token}`;
+    const json = { 'content-type': 'application/json' };
     const cross = await raw(r.base, '/api/pause', {
       method: 'POST',
-      headers: { host, cookie, origin: 'http://attacker.example', 'content-type': 'application/json' },
+      headers: { host, ...bearer(r.token), origin: 'http://attacker.example', ...json },
       body: '{}',
     });
     expect(cross.status).toBe(403);
-    // A cookie without an Origin is not enough to act either (an old browser's form post).
-    const bare = await raw(r.base, '/api/pause', { method: 'POST', headers: { host, cookie }, body: '{}' });
-    expect(bare.status).toBe(403);
+    const site = await raw(r.base, '/api/pause', {
+      method: 'POST',
+      headers: { host, ...bearer(r.token), 'sec-fetch-site': 'cross-site', ...json },
+      body: '{}',
+    });
+    expect(site.status).toBe(403);
+    // A cookie, even from the page's own origin, acts on nothing; nor does ?token= on a POST.
+    const cookie = `usepod_status_${new URL(r.base).port}=${r.token}`;
+    const withCookie = await raw(r.base, '/api/pause', {
+      method: 'POST',
+      headers: { host, cookie, origin: `http://${host}`, ...json },
+      body: '{}',
+    });
+    expect(withCookie.status).toBe(401);
+    const byQuery = await raw(r.base, `/api/pause?token=${r.token}`, {
+      method: 'POST',
+      headers: { host, origin: `http://${host}`, ...json },
+      body: '{}',
+    });
+    expect(byQuery.status).toBe(401);
     // A GET cannot pause.
     expect((await r.get('/api/pause', bearer(r.token))).status).toBe(405);
     expect(r.t.agent.holds()).toEqual([]);
@@ -177,11 +217,10 @@ describe('the dashboard plugin', () => {
     const r = await running();
     const session = await online(r);
     const host = new URL(r.base).host;
-    const cookie = `usepod_status_${new URL(r.base).port}=${r.token}`;
     const post = (path: string, body: string) =>
       raw(r.base, path, {
         method: 'POST',
-        headers: { host, cookie, origin: `http://${host}`, 'content-type': 'application/json' },
+        headers: { host, ...bearer(r.token), origin: `http://${host}`, 'content-type': 'application/json' },
         body,
       });
     expect((await post('/api/pause', '{"minutes": -3}')).status).toBe(400);

@@ -79,10 +79,13 @@ export default definePlugin(() => ({
       };
     });
 
+    // The page's files hold no data: they load without the token, which the page keeps from the
+    // address's fragment and sends as a header (never a cookie: browsers send those to every port).
     for (const file of Assets.FILES)
-      ctx.statusRoute('GET', file.path, (_req, res) => assets.serve(file, res));
+      ctx.statusRoute('GET', file.path, (_req, res) => assets.serve(file, res), { auth: 'none' });
     ctx.statusRoute('GET', '/api/state', (_req, res) => sendJson(res, 200, state()));
-    ctx.statusRoute('GET', '/api/events', (req, res) => streams.open(req, res));
+    // An EventSource cannot send a header: its URL carries the token, to this origin only.
+    ctx.statusRoute('GET', '/api/events', (req, res) => streams.open(req, res), { auth: 'bearer-or-query' });
     ctx.statusRoute('GET', '/api/earnings', async (_req, res) => sendJson(res, 200, await earnings.read()));
     ctx.statusRoute('GET', '/api/fleet', async (_req, res) => {
       const own = ownRow(name, ctx.agent.status());

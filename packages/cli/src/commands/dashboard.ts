@@ -15,7 +15,7 @@ function opener(): { cmd: string; args: string[] } {
 export default class Dashboard extends BaseCommand {
   static override summary = 'Print (or open) the address of the running agent’s dashboard, token included.';
   static override description =
-    'The dashboard is served by the agent at observability.prometheus_addr. The address carries the status token (status.token beside the identity key, made when the agent starts): whoever has it can pause the agent, so do not share it. The page swaps it for a cookie at once.';
+    'The dashboard is served by the agent at observability.prometheus_addr. The address carries the status token (status.token beside the identity key, made when the agent starts): whoever has it can pause the agent, so do not share it. It is in the fragment (#token=), which a browser never sends to a server; the page keeps it for the tab and drops it from the address bar.';
   static override examples = [
     '<%= config.bin %> dashboard',
     '<%= config.bin %> dashboard --open',
@@ -61,7 +61,8 @@ export default class Dashboard extends BaseCommand {
       for (const line of fleetTable(rows)) this.out(line);
       return;
     }
-    const url = `http://${browsable(addr)}/?token=${token}`;
+    // A fragment: the browser keeps it, no server (nor a proxy, a log, a Referer) ever receives it.
+    const url = `http://${browsable(addr)}/#token=${token}`;
     if (flags.json) return this.printJson({ url });
     this.out(url);
     if (!flags.open) return;

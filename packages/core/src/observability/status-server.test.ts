@@ -34,16 +34,35 @@ async function serve(addr: string, o: { token?: string; routes?: StatusRoute[] }
   return `http://127.0.0.1:${bound.port}`;
 }
 
-function get(base: string, path: string, headers: Record<string, string> = {}): Promise<number> {
+function answer(
+  base: string,
+  path: string,
+  headers: Record<string, string> = {},
+  method = 'GET',
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const url = new URL(path, base);
   return new Promise((resolve, reject) => {
-    request({ host: url.hostname, port: url.port, path: url.pathname, headers }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    })
+    request(
+      { host: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, headers, method },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (b: Buffer) => parts.push(b));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(parts).toString(),
+          }),
+        );
+      },
+    )
       .on('error', reject)
       .end();
   });
+}
+
+async function get(base: string, path: string, headers: Record<string, string> = {}): Promise<number> {
+  return (await answer(base, path, headers)).status;
 }
 
 const route = (path: string, handle: StatusRoute['handle']): StatusRoute => ({
@@ -92,6 +111,57 @@ describe('the status server', () => {
     expect(await get(tokenless, '/page', { authorization: `Bearer ${TOKEN}` })).toBe(401);
   });
 
+  it('takes the token from the Bearer header, ?token= only where a GET route asks, never a cookie; sets none', async () => {
+    const seen: string[] = [];
+    const echo = (path: string, auth?: StatusRoute['auth'], method: 'GET' | 'POST' = 'GET'): StatusRoute => ({
+      ...route(path, (req, res) => {
+        seen.push(req.query.toString());
+        res.writeHead(200).end('ok');
+      }),
+      method,
+      ...(auth ? { auth } : {}),
+    });
+    const base = await serve('127.0.0.1:0', {
+      token: TOKEN,
+      routes: [echo('/api'), echo('/events', 'bearer-or-query'), echo('/act', undefined, 'POST')],
+    });
+    const port = new URL(base).port;
+    const answers = [
+      await answer(base, '/api', { authorization: `Bearer ${TOKEN}` }),
+      await answer(base, `/api?token=${TOKEN}`),
+      // What a browser sends every port of 127.0.0.1: the old cookie, or any cookie holding the token.
+      await answer(base, '/api', { cookie: `usepod_status_${port}=${TOKEN}` }),
+      await answer(base, '/events', { cookie: `usepod_status_${port}=${TOKEN}` }),
+      await answer(base, `/events?token=${TOKEN}&since=1`),
+      await answer(base, '/events?token=wrong'),
+      await answer(base, `/act?token=${TOKEN}`, { origin: base }, 'POST'),
+      await answer(base, '/act', { authorization: `Bearer ${TOKEN}`, origin: base }, 'POST'),
+    ];
+    expect(answers.map((a) => a.status)).toEqual([200, 401, 401, 401, 200, 401, 401, 200]);
+    for (const a of answers) expect(a.headers['set-cookie']).toBeUndefined();
+    // A handler never sees the token, even where the URL carried it.
+    expect(seen).toEqual(['', 'since=1', '']);
+    // Beyond loopback /status and /metrics take the header only.
+    const open = await serve('0.0.0.0:0', { token: TOKEN });
+    expect(await get(open, `/status?token=${TOKEN}`)).toBe(401);
+    expect(await get(open, '/metrics', { cookie: `usepod_status_${new URL(open).port}=${TOKEN}` })).toBe(401);
+  });
+
+  it('serves a route with auth "none" without the token, still Host-checked and with the page headers', async () => {
+    const file = {
+      ...route('/app.js', (_req, res) => {
+        res.writeHead(200).end('x');
+      }),
+      auth: 'none' as const,
+    };
+    const base = await serve('0.0.0.0:0', { token: TOKEN, routes: [file] });
+    const a = await answer(base, '/app.js');
+    expect(a.status).toBe(200);
+    expect(a.headers['content-security-policy']).toMatch(/default-src 'self'/);
+    expect(a.headers['set-cookie']).toBeUndefined();
+    expect(await get(base, '/app.js', { host: 'attacker.example' })).toBe(421);
+  });
+
   it('answers a route that throws with a folded 500, and serves on', async () => {
     const base = await serve('127.0.0.1:0', {
       token: TOKEN,
@@ -120,6 +190,12 @@ describe('plugin status routes', () => {
     expect(() => f.statusRoute('p', 'GET', 'no-slash', h)).toThrow(/a path is/);
     f.statusRoute('p', 'GET', '/mine', h);
     expect(() => f.statusRoute('q', 'POST', '/mine', h)).toThrow(/plugin "p" serves it/);
+    // What acts on the agent always asks for the header.
+    expect(() => f.statusRoute('p', 'POST', '/act', h, 'none')).toThrow(/a POST needs auth "bearer"/);
+    expect(() => f.statusRoute('p', 'POST', '/act', h, 'bearer-or-query')).toThrow(/a POST needs/);
+    expect(() => f.statusRoute('p', 'GET', '/x', h, 'cookie' as never)).toThrow(/auth is bearer/);
+    f.statusRoute('p', 'GET', '/app.js', h, 'none');
+    expect(f.routes.get('/app.js')?.auth).toBe('none');
     expect(f.routes.get('/mine')?.plugin).toBe('p');
   });
 });

@@ -21,7 +21,8 @@ import { ensureStatusToken, statusTokenPath, tokenMatches } from './status-token
  * `/healthz` (the process answers: liveness) and `/readyz` (it can take jobs: readiness, for
  * orchestrators), and the routes plugins add (`ctx.statusRoute`: the dashboard). It binds to loopback by
  * default. Core keeps the checks every route needs (issue 32): the `Host` (DNS rebinding), the token
- * (always for plugin routes; for `/status` and `/metrics` beyond loopback), the `Origin` of a POST
+ * (`Authorization: Bearer`; for plugin routes but the page's own files, and for `/status` and
+ * `/metrics` beyond loopback; never a cookie), the `Origin` of a POST
  * (CSRF), bounded bodies and timeouts.
  */
 export interface StatusServerOptions {
@@ -51,11 +52,21 @@ export interface StatusRequest {
 /** Answers a request: set headers and end `res` (or keep it open for an event stream). */
 export type StatusRouteHandler = (req: StatusRequest, res: ServerResponse) => void | Promise<void>;
 
+/**
+ * How a route is let in. `bearer` (the default): `Authorization: Bearer` only. `bearer-or-query`: also
+ * `?token=`, for a GET an `EventSource` makes (it cannot send headers; the URL goes to this origin only).
+ * `none`: a GET of a file that holds no data (the page's HTML, script, styles); still Host-checked.
+ * No route is let in by a cookie: a browser sends those to every port of a host.
+ */
+export type StatusRouteAuth = 'bearer' | 'bearer-or-query' | 'none';
+
 export interface StatusRoute {
   plugin: string;
   method: 'GET' | 'POST';
   path: string;
   handle: StatusRouteHandler;
+  /** `bearer` when absent. */
+  auth?: StatusRouteAuth;
 }
 
 /** The paths core serves itself: no plugin may take them. */
@@ -88,7 +99,6 @@ export class StatusServer {
   readonly #server: Server;
   readonly #opts: StatusServerOptions;
   #loopback = true;
-  #port = 0;
   /** Host names the page may be asked for by, besides IPs and localhost: the configured one, this machine's. */
   readonly #names: Set<string>;
 
@@ -134,7 +144,7 @@ export class StatusServer {
       return;
     }
     // Beyond loopback what the agent serves, earns and is called needs the token; probes never do.
-    if ((path === '/metrics' || path === '/status') && !this.#loopback && !this.#authorized(req, url).ok) {
+    if ((path === '/metrics' || path === '/status') && !this.#loopback && !this.#authorized(req, url)) {
       unauthorized(res);
       return;
     }
@@ -180,33 +190,23 @@ export class StatusServer {
       res.writeHead(405, { allow: route.method === 'GET' ? 'GET, HEAD' : 'POST' }).end();
       return;
     }
-    const auth = this.#authorized(req, url);
-    if (!auth.ok) {
+    const need = route.auth ?? 'bearer';
+    if (need !== 'none' && !this.#authorized(req, url, need === 'bearer-or-query' && method === 'GET')) {
       unauthorized(res);
       return;
     }
-    const cookie = `${this.#cookieName()}=${this.#opts.token}; HttpOnly; SameSite=Strict; Path=/`;
-    if (auth.by === 'query') {
-      // Once: the token leaves the address bar and the history for a cookie only this origin sends.
-      url.searchParams.delete('token');
-      const rest = url.searchParams.size > 0 ? `?${url.searchParams}` : '';
-      res.writeHead(303, { location: `${url.pathname}${rest}`, 'set-cookie': cookie, ...PAGE_HEADERS }).end();
-      return;
-    }
     if (method === 'POST') {
-      // CSRF: a cookie rides along with any site's form; only this origin's page may use it to act.
+      // CSRF, in depth: the bearer header already needs a script of this origin (another origin's
+      // would need CORS, never granted); an Origin or a fetch site of elsewhere is refused even so.
       const origin = req.headers.origin;
       const own = `http://${req.headers.host ?? ''}`;
-      const crossSite = req.headers['sec-fetch-site'] === 'cross-site';
-      if (
-        (origin !== undefined && origin !== own) ||
-        crossSite ||
-        (origin === undefined && auth.by !== 'header')
-      ) {
+      if ((origin !== undefined && origin !== own) || req.headers['sec-fetch-site'] === 'cross-site') {
         res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin request refused\n');
         return;
       }
     }
+    // The handler never sees the token.
+    url.searchParams.delete('token');
     const signal = abortedWith(req, res);
     const run = (body: Buffer) => {
       for (const [k, v] of Object.entries(PAGE_HEADERS)) res.setHeader(k, v);
@@ -233,30 +233,13 @@ export class StatusServer {
     });
   }
 
-  /** Per port: two agents on one machine each keep their own (cookies ignore the port). */
-  #cookieName(): string {
-    return `usepod_status_${this.#port}`;
-  }
-
-  /** The token from `Authorization: Bearer`, this port's cookie, or (GET, once) `?token=`. */
-  #authorized(
-    req: IncomingMessage,
-    url: URL,
-  ): { ok: true; by: 'header' | 'cookie' | 'query' } | { ok: false } {
+  /** The token from `Authorization: Bearer`, or `?token=` where the route takes it; never a cookie. */
+  #authorized(req: IncomingMessage, url: URL, query = false): boolean {
     const token = this.#opts.token;
-    if (!token) return { ok: false };
+    if (!token) return false;
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    if (tokenMatches(bearer, token)) return { ok: true, by: 'header' };
-    const name = this.#cookieName();
-    for (const part of (req.headers.cookie ?? '').split(';')) {
-      const eq = part.indexOf('=');
-      if (eq > 0 && part.slice(0, eq).trim() === name && tokenMatches(part.slice(eq + 1).trim(), token))
-        return { ok: true, by: 'cookie' };
-    }
-    const query = url.searchParams.get('token') ?? undefined;
-    if ((req.method === 'GET' || req.method === 'HEAD') && tokenMatches(query, token))
-      return { ok: true, by: 'query' };
-    return { ok: false };
+    if (tokenMatches(bearer, token)) return true;
+    return query && tokenMatches(url.searchParams.get('token') ?? undefined, token);
   }
 
   #hostAllowed(host: string | undefined): boolean {
@@ -276,7 +259,6 @@ export class StatusServer {
         this.#server.off('error', reject);
         const bound = this.#server.address() as AddressInfo;
         this.#loopback = isLoopback(bound.address);
-        this.#port = bound.port;
         resolve();
       });
     });
@@ -305,7 +287,9 @@ function unauthorized(res: ServerResponse): void {
     'www-authenticate': 'Bearer',
     'cache-control': 'no-store',
   });
-  res.end('the status token is required: open the address `usepod-agent dashboard` prints\n');
+  res.end(
+    'the status token is required (Authorization: Bearer): open the address `usepod-agent dashboard` prints\n',
+  );
 }
 
 /** A handler's failure is this request's, never the process's; its text is folded. */

@@ -5,6 +5,7 @@ import { UsepodError } from '../errors.js';
 import {
   CORE_STATUS_PATHS,
   type StatusRoute,
+  type StatusRouteAuth,
   type StatusRouteHandler,
 } from '../observability/status-server.js';
 import type { JobJournal } from '../relay/journal.js';
@@ -147,7 +148,13 @@ export class Features {
   }
 
   /** A route of the status server (`ctx.statusRoute`): an exact path, one method, one plugin. */
-  statusRoute(plugin: string, method: 'GET' | 'POST', path: string, handle: StatusRouteHandler): void {
+  statusRoute(
+    plugin: string,
+    method: 'GET' | 'POST',
+    path: string,
+    handle: StatusRouteHandler,
+    auth: StatusRouteAuth = 'bearer',
+  ): void {
     const bad = (why: string) =>
       new UsepodError(
         'USEPOD_PLUGIN_INVALID',
@@ -161,9 +168,13 @@ export class Features {
     if (typeof path !== 'string' || !/^\/[A-Za-z0-9._~/-]{0,200}$/.test(path))
       throw bad('a path is / and letters, digits, . _ ~ - /');
     if (CORE_STATUS_PATHS.has(path)) throw bad('core serves it');
+    if (auth !== 'bearer' && auth !== 'bearer-or-query' && auth !== 'none')
+      throw bad('auth is bearer, bearer-or-query or none');
+    // What acts on the agent always needs the header: no token in a URL, no route open to anyone.
+    if (auth !== 'bearer' && method !== 'GET') throw bad(`a POST needs auth "bearer", not "${auth}"`);
     const owner = this.#routes.get(path);
     if (owner && owner.plugin !== plugin) throw bad(`plugin "${owner.plugin}" serves it`);
-    this.#routes.set(path, { plugin, method, path, handle });
+    this.#routes.set(path, { plugin, method, path, handle, auth });
   }
 
   /** The plugins' routes by path, for the status server. */

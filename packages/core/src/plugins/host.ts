@@ -170,7 +170,8 @@ export class PluginHost {
         agent.publish({ type: 'plugin', from: name, topic, data: message(name, topic, data) }),
       metrics: pluginMetrics(agent.registry, name),
       statusSection: (section, read) => features.statusSection(name, section, read),
-      statusRoute: (method, path, handle) => features.statusRoute(name, method, path, handle),
+      statusRoute: (method, path, handle, opts) =>
+        features.statusRoute(name, method, path, handle, opts?.auth),
       doctorCheck: (check, fn) => features.doctorCheck(name, check, fn),
       agent,
       keyPath: expandHome(this.#config.identity.key_path),

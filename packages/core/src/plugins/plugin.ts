@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import type { PluginMetrics } from '../observability/plugin-metrics.js';
-import type { StatusRouteHandler } from '../observability/status-server.js';
+import type { StatusRouteAuth, StatusRouteHandler } from '../observability/status-server.js';
 import type { JobJournal } from '../relay/journal.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
@@ -160,10 +160,17 @@ export interface PluginContext {
   statusSection(name: string, read: () => unknown): void;
   /**
    * Serves `path` on the status server (`observability.prometheus_addr`; the dashboard). Core checks
-   * first: the `Host` (DNS rebinding), the status token (always), a POST's `Origin` (CSRF) and its body
-   * (at most 16 KiB), and adds a `default-src 'self'` CSP. Exact paths; core's own cannot be taken.
+   * first: the `Host` (DNS rebinding), the status token (`Authorization: Bearer`; `opts.auth` opens a
+   * GET of a file holding no data, or takes `?token=` for an event stream), a POST's `Origin` (CSRF)
+   * and its body (at most 16 KiB), and adds a `default-src 'self'` CSP. Exact paths; core's own cannot
+   * be taken.
    */
-  statusRoute(method: 'GET' | 'POST', path: string, handle: StatusRouteHandler): void;
+  statusRoute(
+    method: 'GET' | 'POST',
+    path: string,
+    handle: StatusRouteHandler,
+    opts?: { auth?: StatusRouteAuth },
+  ): void;
   /** Lines of `usepod-agent doctor`, run without the agent running (and with it). */
   doctorCheck(name: string, check: (facts: DoctorFacts) => DoctorFinding[] | Promise<DoctorFinding[]>): void;
   /** The running agent, for what a feature needs of it. */
