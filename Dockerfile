@@ -20,7 +20,7 @@ COPY examples ./examples
 # Development dependencies build; the runtime stage gets the published form: packed, then installed.
 RUN npm ci --no-audit --no-fund --ignore-scripts \
  && mkdir /tarballs \
- && for p in core testkit plugin-vllm plugin-ollama plugin-llamacpp plugin-lmstudio plugin-openai-compatible plugin-alerts plugin-ledger plugin-dashboard plugin-gpu plugin-control cli; do \
+ && for p in core testkit plugin-vllm plugin-ollama plugin-llamacpp plugin-lmstudio plugin-openai-compatible plugin-alerts plugin-ledger plugin-dashboard plugin-update plugin-gpu plugin-control cli; do \
       (cd "packages/$p" && npm pack --silent --pack-destination /tarballs >/dev/null) || exit 1; \
     done
 WORKDIR /app
