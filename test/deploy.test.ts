@@ -333,3 +333,19 @@ describe('compose files', () => {
     });
   }
 });
+
+describe('the image', () => {
+  it('packs every first-party package the CLI depends on (plugin-update was missing: the build failed)', () => {
+    const cli = JSON.parse(readFileSync(join(ROOT, 'packages/cli/package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    const packed = /for p in ([^;]+); do/
+      .exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
+      ?.split(/\s+/);
+    const needed = Object.keys(cli.dependencies)
+      .filter((d) => d.startsWith('@usepod-agent/'))
+      .map((d) => d.slice('@usepod-agent/'.length));
+    expect(needed.filter((p) => !packed?.includes(p))).toEqual([]);
+    expect(packed).toContain('cli');
+  });
+});
