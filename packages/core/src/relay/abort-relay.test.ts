@@ -5,13 +5,14 @@ describe('AbortRelay', () => {
   it('aborts its signal with the reason, then tells its listeners, once', () => {
     const relay = new AbortRelay();
     const order: string[] = [];
-    relay.signal.addEventListener('abort', () => order.push('signal'));
-    relay.on('abort', () => order.push('relay'));
+    // Its own state agrees with the signal's wherever it is read, the signal's listeners included.
+    relay.signal.addEventListener('abort', () => order.push(`signal ${relay.aborted}`));
+    relay.on('abort', () => order.push(`relay ${relay.aborted}`));
     expect(relay.aborted).toBe(false);
     const reason = new Error('cancel');
     expect(relay.abort(reason)).toBe(true);
     expect(relay.abort(new Error('again'))).toBe(false);
-    expect(order).toEqual(['signal', 'relay']);
+    expect(order).toEqual(['signal true', 'relay true']);
     expect(relay.aborted).toBe(true);
     expect(relay.reason).toBe(reason);
     expect(relay.signal.reason).toBe(reason);

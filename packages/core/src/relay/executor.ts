@@ -348,9 +348,11 @@ export class Executor {
         );
       }
       const prefix = chunkFramePrefix(frame.job_id);
+      // Read on every chunk: the relay's plain field, not the signal's getter (abort-relay.ts).
+      const relay = job.abort;
       let sessionGone = false;
       await readChunks(body, (bytes) => {
-        if (signal.aborted) return false;
+        if (relay.aborted) return false;
         const first = firstByteAt === undefined;
         if (first) firstByteAt = this.#now();
         if (!sink.send(chunkFrame(prefix, bytes))) {
