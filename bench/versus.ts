@@ -43,6 +43,14 @@ export interface VersusContext {
 
 const CLK_TCK = 100;
 
+/** utime + stime of a `/proc` stat file, µs. */
+function cpuOf(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of the file (utime, stime); f[0] is field 3.
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+}
+
 /** One agent process, its coordinator, and what /proc says about it. */
 class AgentProcess {
   readonly coord = new BenchCoordinator();
@@ -102,10 +110,15 @@ class AgentProcess {
 
   /** User + system CPU of the whole process (all threads), µs. */
   cpuUs(): number {
-    const stat = readFileSync(`/proc/${this.#child.pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields 14 and 15 of the file (utime, stime); f[0] is field 3.
-    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+    return cpuOf(`/proc/${this.#child.pid}/stat`);
+  }
+
+  /**
+   * The same for the main thread alone: the rest is V8's helper threads (concurrent marking, parallel
+   * scavenges, compilation), libuv's pool and, in ours, the ledger's thread (decision 0008, third pass).
+   */
+  mainThreadCpuUs(): number {
+    return cpuOf(`/proc/${this.#child.pid}/task/${this.#child.pid}/stat`);
   }
 
   rssKb(): number {
@@ -128,6 +141,7 @@ interface Step {
   latP50: number;
   latP99: number;
   cpuUs?: number;
+  mainCpuUs?: number;
   peakRssKb?: number;
 }
 
@@ -146,6 +160,7 @@ async function step(
   const lat: number[] = [];
   const consumers = Array.from({ length: streams }, () => new StreamConsumer(lat));
   const cpu0 = agent?.cpuUs();
+  const main0 = agent?.mainThreadCpuUs();
   let peak = 0;
   let sampling = sampleRss && agent !== undefined;
   const sampler = (async () => {
@@ -166,7 +181,7 @@ async function step(
     events,
     latP50: pct(lat, 50),
     latP99: pct(lat, 99),
-    ...(agent ? { cpuUs: agent.cpuUs() - cpu0! } : {}),
+    ...(agent ? { cpuUs: agent.cpuUs() - cpu0!, mainCpuUs: agent.mainThreadCpuUs() - main0! } : {}),
     ...(sampleRss ? { peakRssKb: peak } : {}),
   };
 }
@@ -255,7 +270,11 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
         const d = await step(ctx, undefined, v, seconds);
         for (const a of order) {
           const s = await step(ctx, a, v, seconds);
-          if (v !== 1024) fig[a.name]![`cpu_us_per_event_${v}`] = s.cpuUs! / Math.max(1, s.events);
+          if (v !== 1024) {
+            fig[a.name]![`cpu_us_per_event_${v}`] = s.cpuUs! / Math.max(1, s.events);
+            // Logged per round, not in the table: the share of the CPU spent off the main thread.
+            fig[a.name]![`helper_cpu_share_${v}`] = 1 - s.mainCpuUs! / Math.max(1, s.cpuUs!);
+          }
           fig[a.name]![`added_delay_p50_${v}`] = s.latP50 - d.latP50;
           fig[a.name]![`added_delay_p99_${v}`] = s.latP99 - d.latP99;
         }
