@@ -62,7 +62,8 @@ export class StreamScanner {
         this.#line(Buffer.concat(this.#pending));
         this.#pending = [];
         this.#pendingBytes = 0;
-      } else {
+      } else if (nl - start > 1 || (nl - start === 1 && buf[start] !== 0x0d)) {
+        // The blank line after each event (or a lone CR) is skipped here, without a view made for it.
         this.#line(buf.subarray(start, nl));
       }
       start = nl + 1;
@@ -211,8 +212,11 @@ function pickUsage(obj: Record<string, unknown>): Record<string, unknown> | unde
 /** A usage figure: bounded (untrusted.ts), so `1e308` or a count past 2^53 is no count at all. */
 const num = tokenCount;
 
+/** Byte by byte in JavaScript: the prefixes are a few bytes, and `Buffer.compare` is a call into C++ per line. */
 function startsWith(buf: Buffer, prefix: Buffer): boolean {
-  return buf.length >= prefix.length && buf.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+  if (buf.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (buf[i] !== prefix[i]) return false;
+  return true;
 }
 
 /** `"finish_reason"` followed by a string value (not `null`), tolerating spaces. */
