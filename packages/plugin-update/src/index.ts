@@ -4,6 +4,14 @@ import { HealthReporter } from './health.js';
 import { files, linkedVersion, updateDir, VERSION } from './state.js';
 import { inContainer, readView, Updater, type UpdateView, underLauncher } from './updater.js';
 
+export {
+  type Companion,
+  companionsBeside,
+  fetchPackument,
+  type Packument,
+  pickCompanion,
+  planCompanions,
+} from './companions.js';
 export { type UpdateConfig, updateSection } from './config.js';
 export { type Decision, decide } from './decide.js';
 export { CLI_PACKAGE, installVersion, viewRelease } from './npm.js';
@@ -169,7 +177,10 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
           );
         } else {
           try {
-            log.info(`installing usepod-agent ${d.version} beside ${running}`);
+            const along = (await u.companions(d.version)).map((c) => `${c.name} ${c.version}`);
+            log.info(
+              `installing usepod-agent ${d.version} beside ${running}${along.length ? ` with ${along.join(', ')}` : ''}`,
+            );
             await u.install(d.version);
             await refresh();
             if (!closed) await drainAndSwitch(u, d.version);

@@ -4,11 +4,9 @@ import { silentLogger } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
 import {
   files,
-  operatorPlugins,
   readLauncher,
   readView,
   setup,
-  stranded,
   type UpdateConfig,
   Updater,
   type UpdateView,
@@ -96,9 +94,11 @@ export default class Update extends BaseCommand {
       providerId: () => undefined,
       log: silentLogger,
     });
+    let held: string | undefined;
     if (flags.check || flags.now) {
       const r = await updater.check();
       if (r.error) this.error(r.error, { exit: EXIT.FAILURE });
+      if (r.decision?.do === 'held') held = r.decision.why;
     }
     if (flags.now) {
       const release = await viewRelease(cfg.channel, cfg.registry);
@@ -111,9 +111,10 @@ export default class Update extends BaseCommand {
         this.error(`${release.version} was rolled back on this machine: it ${bad.reason}`, {
           exit: EXIT.FAILURE,
         });
-      const strands = stranded(await operatorPlugins(), release.version);
-      if (strands) this.error(`update to ${release.version} held back: ${strands}`, { exit: EXIT.FAILURE });
-      this.out(`Installing usepod-agent ${release.version} beside ${running} …`);
+      // The check's verdict: a plugin with no compatible release holds it back (one with one comes along).
+      if (held) this.error(held, { exit: EXIT.FAILURE });
+      const along = (await updater.companions(release.version)).map((c) => ` with ${c.name} ${c.version}`);
+      this.out(`Installing usepod-agent ${release.version}${along.join(',')} beside ${running} …`);
       await updater.install(release.version);
       await updater.requestSwitch(release.version);
       this.out(
@@ -140,6 +141,10 @@ export default class Update extends BaseCommand {
           ]
         : []),
       ...(v.held ? [`held      ${v.held}`] : []),
+      ...v.plugins.map(
+        (p) =>
+          `plugin    ${p.name} ${p.from ?? '?'} -> ${p.version} comes along with ${v.latest ?? 'the latest'}`,
+      ),
       ...(v.trial ? [`on trial  ${v.trial}`] : []),
       `kept      ${v.kept.length > 0 ? v.kept.join(', ') : 'none (not set up: `usepod-agent update --setup`)'}`,
       ...v.bad.map((b) => `bad       ${b.version}: it ${b.reason}`),
