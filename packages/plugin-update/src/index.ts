@@ -26,6 +26,10 @@ export interface UpdateOptions {
   firstCheckMs?: number;
 }
 
+/** The plugins' releases that come along with the latest, for a line: ` (with x 1.1.0)`. */
+const along = (v: UpdateView) =>
+  v.plugins.length > 0 ? ` (with ${v.plugins.map((p) => `${p.name} ${p.version}`).join(', ')})` : '';
+
 /** A status/doctor line for a view. */
 export function updateFinding(v: UpdateView): DoctorFinding {
   if (v.container)
@@ -51,13 +55,13 @@ export function updateFinding(v: UpdateView): DoctorFinding {
     return {
       name: 'update',
       level: 'ok',
-      detail: `${v.pending.version} ${v.pending.installed ? 'installed, switching' : `pending, not before ${v.pending.at}`}`,
+      detail: `${v.pending.version}${along(v)} ${v.pending.installed ? 'installed, switching' : `pending, not before ${v.pending.at}`}`,
     };
   if (v.latest && v.latest !== v.running && v.mode === 'notify')
     return {
       name: 'update',
       level: 'warn',
-      detail: `${v.latest} is available (running ${v.running})`,
+      detail: `${v.latest}${along(v)} is available (running ${v.running})`,
       fix: '`usepod-agent update --now`, or `[update] mode = "auto"`',
     };
   return { name: 'update', level: 'ok', detail: `running ${v.running}, ${v.mode} on channel ${v.channel}` };

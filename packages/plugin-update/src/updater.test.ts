@@ -299,6 +299,7 @@ describe('doctor’s update line', () => {
     kept: ['0.4.1', '0.4.0'],
     checkedAt: undefined,
     latest: '0.4.1',
+    plugins: [],
     pending: undefined,
     held: undefined,
     trial: undefined,
@@ -331,6 +332,19 @@ describe('doctor’s update line', () => {
       level: 'warn',
       detail: '0.4.2 is available (running 0.4.1)',
     });
+    // A plugin's compatible release that comes along is said with it.
+    const along = [{ name: 'usepod-agent-plugin-x', from: '1.0.0', version: '1.1.0' }];
+    expect(updateFinding({ ...view, mode: 'notify', latest: '0.4.2', plugins: along }).detail).toBe(
+      '0.4.2 (with usepod-agent-plugin-x 1.1.0) is available (running 0.4.1)',
+    );
+    expect(
+      updateFinding({
+        ...view,
+        latest: '0.4.2',
+        plugins: along,
+        pending: { version: '0.4.2', at: 'x', installed: true },
+      }).detail,
+    ).toBe('0.4.2 (with usepod-agent-plugin-x 1.1.0) installed, switching');
     expect(updateFinding({ ...view, error: 'npm view usepod-agent@latest failed: E404' }).level).toBe('warn');
     expect(updateFinding({ ...view, container: true }).detail).toBe(
       'in a container: updates come with the image tag',
