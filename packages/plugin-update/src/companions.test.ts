@@ -55,6 +55,10 @@ describe('pickCompanion: a plugin’s release for a new core', () => {
     expect(pickCompanion(p, on('0.7.0', '1.0.0', 'latest'))).toBeUndefined();
     // A channel the plugin has no tag for is capped by its latest.
     expect(pickCompanion(p, on('0.7.0', '1.0.0', 'beta'))).toBeUndefined();
+    // A prerelease below the plugin's latest is still none on the latest channel.
+    const rc = doc({ latest: '1.1.0' }, release('1.1.0-rc.1', '^0.5.0'), release('1.1.0', '^0.6.0'));
+    expect(pickCompanion(rc, on('0.5.0'))).toBeUndefined();
+    expect(pickCompanion(rc, on('0.5.0', '1.0.0', 'next'))).toBe('1.1.0-rc.1');
   });
 
   it('never an older release than the one installed, a deprecated one, or one claiming another version', () => {
