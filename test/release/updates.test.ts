@@ -56,6 +56,8 @@ async function publishPlugin(version: string, core: string): Promise<void> {
       main: 'index.js',
       peerDependencies: { '@usepod-agent/core': core },
       'usepod-agent': { kinds: [] },
+      // What makes it installable with `plugins install` (docs/plugins.md).
+      oclif: {},
     }),
   );
   await writeFile(
@@ -210,6 +212,8 @@ describe('unattended updates through a real registry', () => {
       sh(process.execPath, [cliOf('current'), 'plugins', 'install', `${ALONG}@1.0.0`], home),
       'plugins install',
     );
+    const listed = await ok(sh(process.execPath, [cliOf('current'), 'plugins'], home), 'plugins (0.4.0)');
+    expect(listed.stdout).toMatch(new RegExp(`^${ALONG}\\s+1\\.0\\.0 `, 'm'));
   }, 900_000);
 
   it('N+1 is found and installed while a long job is in flight; the job finishes byte-exact; N+1 proves itself and is kept', async () => {
