@@ -33,9 +33,13 @@ export function refuseNow(o: {
   installed: boolean;
   bad: { version: string; reason: string } | undefined;
   switchingTo: string | undefined;
+  /** The running version is still on trial (the launcher would read its exit as a failure). */
+  onTrial?: boolean;
 }): string | undefined {
   if (o.container) return 'it runs in a container: updates come with the image tag';
   if (!o.underLauncher) return 'it does not run under the launcher (only the launcher can switch versions)';
+  if (o.onTrial)
+    return `${o.running} is still on trial (its health is being judged): try again once the launcher kept it`;
   if (o.switchingTo !== undefined && o.switchingTo !== o.version)
     return `it is already switching to ${o.switchingTo}`;
   if (o.switchingTo === o.version) return undefined;
@@ -171,13 +175,15 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
       let why: string | undefined;
       try {
         const installed = existsSync(entryOf(join(files(dir).versions, version)));
+        const launcher = await readLauncher(dir);
         why = refuseNow({
+          onTrial: launcher.trial?.version === running,
           version,
           running,
           underLauncher: underLauncher(),
           container: inContainer(),
           installed,
-          bad: (await readLauncher(dir)).bad.find((b) => b.version === version),
+          bad: launcher.bad.find((b) => b.version === version),
           switchingTo: switching,
         });
       } catch (err) {

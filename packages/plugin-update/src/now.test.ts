@@ -22,6 +22,10 @@ describe('refuseNow', () => {
     [{ container: true }, 'it runs in a container: updates come with the image tag'],
     [{ underLauncher: false }, 'it does not run under the launcher (only the launcher can switch versions)'],
     [{ switchingTo: '1.0.2' }, 'it is already switching to 1.0.2'],
+    [
+      { onTrial: true },
+      '1.0.0 is still on trial (its health is being judged): try again once the launcher kept it',
+    ],
     [{ version: '1.0.0' }, 'it already runs 1.0.0'],
     [
       { bad: { version: '1.0.1', reason: 'exited with code 3 before it was healthy' } },
