@@ -22,3 +22,9 @@ export function recoverCurrent(
   state: { trial: LauncherTrial | null; bad: LauncherBad[] },
   platform?: NodeJS.Platform,
 ): string | undefined;
+export function rollBack(
+  dir: string,
+  state: { trial: LauncherTrial | null; bad: LauncherBad[] },
+  reason: string,
+  platform?: NodeJS.Platform,
+): void;

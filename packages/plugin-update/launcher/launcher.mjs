@@ -242,19 +242,21 @@ function beginSwitch(dir, state, sw) {
 }
 
 /** Back to the version before the trial; the trial's version is recorded bad, with why. */
-function rollBack(dir, state, reason) {
+export function rollBack(dir, state, reason, platform = process.platform) {
   const trial = state.trial;
-  state.trial = null;
-  state.bad = [
-    ...state.bad.filter((b) => b.version !== trial.version),
-    { version: trial.version, reason: fold(reason), at: new Date().toISOString() },
-  ].slice(-MAX_BAD);
-  // Recorded before the flip: a flip cut short (Windows) is repaired at the next start, never retried.
+  const at = new Date().toISOString();
+  // The first reason stands: a roll-back done again after a stop says why the version failed, not the stop.
+  if (!state.bad.some((b) => b.version === trial.version))
+    state.bad = [...state.bad, { version: trial.version, reason: fold(reason), at }].slice(-MAX_BAD);
+  // Bad is recorded before the flip and the trial cleared after it: a flip cut short (a stop, a Windows
+  // flip between its two steps) is finished at the next start, from launcher.json, never lost.
   writeJson(join(dir, 'launcher.json'), state);
   if (trial.previous && existsSync(join(dir, 'versions', trial.previous))) {
-    point(dir, 'current', trial.previous);
+    point(dir, 'current', trial.previous, platform);
     say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
   } else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
+  state.trial = null;
+  writeJson(join(dir, 'launcher.json'), state);
 }
 
 function startAgent(dir, args, trial) {

@@ -2,9 +2,10 @@ import { lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { entryOf, linked, point, recoverCurrent } from '../launcher/launcher.mjs';
+import { entryOf, linked, point, recoverCurrent, rollBack } from '../launcher/launcher.mjs';
 import { npmInvocation } from './npm-command.js';
 import { pointLink } from './setup.js';
+import { readLauncher } from './state.js';
 
 /**
  * The per-platform parts of the side-by-side folder, as pure helpers with the platform given: Windows
@@ -89,6 +90,36 @@ describe('a flip cut short (no `current`) is repaired', () => {
     await rm(join(dir, 'versions'), { recursive: true });
     expect(recoverCurrent(dir, none, 'win32')).toBeUndefined();
     expect(linked(dir, 'current')).toBeUndefined();
+  });
+});
+
+describe('a roll-back cut short', () => {
+  it('has the version recorded bad before the flip and the trial kept until after it, so the next start finishes it', async () => {
+    await version('1.0.0');
+    await version('1.0.1');
+    point(dir, 'previous', '1.0.0', 'win32');
+    point(dir, 'current', '1.0.1', 'win32');
+    const trial = { version: '1.0.1', previous: '1.0.0', timeoutMs: 1000 };
+    // The flip fails (here: something sits where the new link goes), as a stop or a full disk would cut it.
+    const blocker = join(dir, `.current.${process.pid}.tmp`);
+    await mkdir(join(blocker, 'x'), { recursive: true });
+    expect(() =>
+      rollBack(dir, { trial: { ...trial }, bad: [] }, 'failed its self-test of m1', 'win32'),
+    ).toThrow();
+    const after = await readLauncher(dir);
+    expect(after.bad).toEqual([
+      { version: '1.0.1', reason: 'failed its self-test of m1', at: expect.any(String) },
+    ]);
+    expect(after.trial).toEqual(trial);
+    // The next start sees the trial still on `current` and rolls back again; the first reason stands.
+    await rm(blocker, { recursive: true });
+    expect(linked(dir, 'current')).toBe('1.0.1');
+    rollBack(dir, after, 'was on trial when the launcher stopped', 'win32');
+    expect(linked(dir, 'current')).toBe('1.0.0');
+    expect(await readLauncher(dir)).toEqual({
+      trial: null,
+      bad: [{ version: '1.0.1', reason: 'failed its self-test of m1', at: expect.any(String) }],
+    });
   });
 });
 
