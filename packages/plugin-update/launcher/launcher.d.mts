@@ -28,3 +28,9 @@ export function rollBack(
   reason: string,
   platform?: NodeJS.Platform,
 ): void;
+export function beginSwitch(
+  dir: string,
+  state: { trial: LauncherTrial | null; bad: LauncherBad[] },
+  sw: { version: string; timeoutMs: number },
+  platform?: NodeJS.Platform,
+): boolean;

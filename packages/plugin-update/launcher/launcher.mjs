@@ -220,7 +220,7 @@ function takeSwitch(dir) {
 }
 
 /** Flips `current` to the requested version (`previous` to the old one) and puts it on trial. */
-function beginSwitch(dir, state, sw) {
+export function beginSwitch(dir, state, sw, platform = process.platform) {
   const from = linked(dir, 'current');
   if (sw.version === from) return false;
   if (!complete(dir, sw.version)) {
@@ -231,10 +231,12 @@ function beginSwitch(dir, state, sw) {
     say(`switch to ${sw.version} ignored: it is recorded as bad on this machine`);
     return false;
   }
-  if (from) point(dir, 'previous', from);
-  point(dir, 'current', sw.version);
+  // The trial is recorded before the flip: a stop after it finds the new version on trial (rolled back,
+  // never kept unjudged); one before it, or a Windows flip cut in two, goes back to `from`.
   state.trial = { version: sw.version, previous: from ?? null, timeoutMs: sw.timeoutMs };
   writeJson(join(dir, 'launcher.json'), state);
+  if (from) point(dir, 'previous', from, platform);
+  point(dir, 'current', sw.version, platform);
   say(
     `switched to ${sw.version} (from ${from ?? 'none'}); it has ${Math.round(sw.timeoutMs / 1000)} s to prove itself healthy`,
   );

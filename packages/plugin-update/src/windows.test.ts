@@ -2,7 +2,7 @@ import { lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { entryOf, linked, point, recoverCurrent, rollBack } from '../launcher/launcher.mjs';
+import { beginSwitch, entryOf, linked, point, recoverCurrent, rollBack } from '../launcher/launcher.mjs';
 import { npmInvocation } from './npm-command.js';
 import { pointLink } from './setup.js';
 import { readLauncher } from './state.js';
@@ -120,6 +120,20 @@ describe('a roll-back cut short', () => {
       trial: null,
       bad: [{ version: '1.0.1', reason: 'failed its self-test of m1', at: expect.any(String) }],
     });
+  });
+});
+
+describe('a switch cut short', () => {
+  it('has the trial recorded before the flip: the new version is never left on `current` unjudged', async () => {
+    await version('1.0.0');
+    await version('1.0.1');
+    point(dir, 'current', '1.0.0', 'win32');
+    await mkdir(join(dir, `.current.${process.pid}.tmp`, 'x'), { recursive: true });
+    expect(() =>
+      beginSwitch(dir, { trial: null, bad: [] }, { version: '1.0.1', timeoutMs: 1000 }, 'win32'),
+    ).toThrow();
+    expect((await readLauncher(dir)).trial).toEqual({ version: '1.0.1', previous: '1.0.0', timeoutMs: 1000 });
+    expect(linked(dir, 'previous')).toBe('1.0.0');
   });
 });
 
