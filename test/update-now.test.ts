@@ -76,7 +76,7 @@ async function config(): Promise<string> {
   const path = join(s.dir, 'agent.toml');
   await writeFile(
     path,
-    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${keyPath()}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[limits]\ndrain_timeout_s = 120\n[observability]\nprometheus_addr = "off"\n[update]\nmode = "off"\nhealth_timeout = "60s"\nregistry = "${registryUrl}"\n`,
+    `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${keyPath()}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n[limits]\ndrain_timeout_s = 120\n[selftest]\ninterval_s = 86400\n[observability]\nprometheus_addr = "off"\n[update]\nmode = "off"\nhealth_timeout = "60s"\nregistry = "${registryUrl}"\n`,
   );
   return path;
 }
