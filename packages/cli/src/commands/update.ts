@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Flags } from '@oclif/core';
 import { errorMessage, silentLogger } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
@@ -69,7 +70,7 @@ export default class Update extends BaseCommand {
     const running = this.config.version;
 
     if (flags.setup) {
-      this.out(`Installing usepod-agent ${running} into ${dir}/versions/${running} …`);
+      this.out(`Installing usepod-agent ${running} into ${join(dir, 'versions', running)} …`);
       const launcher = await setup(dir, running, cfg.registry);
       this.out(`Ready. Run the agent through the launcher, which switches and rolls back:`);
       this.out(`  ${process.execPath} ${launcher} --dir ${dir} -- run`);
