@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -171,6 +171,23 @@ describe('launcher', () => {
     await said('rolled back to 1.0.0');
     await running('1.0.0');
     expect((await readLauncher(dir)).bad.map((b) => b.version)).toEqual(['1.0.1']);
+  });
+
+  it('a `current` missing at start (a Windows flip cut short) is pointed back at the version the trial came from', async () => {
+    await version('1.0.1', 'good');
+    await pointLink(dir, 'previous', '1.0.0');
+    await rm(join(dir, 'current'));
+    await symlink(join('versions', '1.0.1'), join(dir, '.current.999999.tmp'));
+    await writeFile(
+      join(dir, 'launcher.json'),
+      JSON.stringify({ trial: { version: '1.0.1', previous: '1.0.0', timeoutMs: 1000 }, bad: [] }),
+    );
+    start();
+    await said('current was missing: pointed it at 1.0.0');
+    await running('1.0.0');
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+    // The trial never started: it is dropped, not recorded bad (its next request is heard again).
+    expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
   });
 
   it('a garbled launcher.json or switch.json is ignored, not trusted', async () => {

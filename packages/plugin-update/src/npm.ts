@@ -4,6 +4,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { COMPANIONS_FILE, type Companion, PACKAGE_NAME } from './companions.js';
+import { npmInvocation } from './npm-command.js';
 import { VERSION } from './state.js';
 
 /** The CLI package every version folder holds. */
@@ -20,11 +21,19 @@ function run(
   args: string[],
   o: { timeoutMs: number },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
+  let npm: ReturnType<typeof npmInvocation>;
+  try {
+    // Windows: npm's script run by node itself, not npm.cmd through a shell (npm-command.ts).
+    npm = npmInvocation(args);
+  } catch (err) {
+    return Promise.resolve({ code: 127, stdout: '', stderr: `error: ${(err as Error).message}` });
+  }
   return new Promise((resolve) =>
     execFile(
-      npmBeside(),
-      args,
+      npm.file,
+      npm.args,
       {
+        windowsVerbatimArguments: npm.verbatim,
         maxBuffer: 16 * 1024 * 1024,
         timeout: o.timeoutMs,
         env: { ...process.env, npm_config_update_notifier: 'false' },

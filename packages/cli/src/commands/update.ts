@@ -1,7 +1,9 @@
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Flags } from '@oclif/core';
-import { silentLogger } from '@usepod-agent/core';
+import { errorMessage, silentLogger } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
+import { control } from '@usepod-agent/plugin-control';
 import {
   files,
   readLauncher,
@@ -21,17 +23,18 @@ export default class Update extends BaseCommand {
   static override summary =
     'Show, check, install or roll back this machine’s updates (side by side, health-gated).';
   static override description =
-    'Without a flag: the version running, the channel, the last check, what is pending and when, the versions kept and the bad ones ([update] in the config; docs/updates.md). --check asks the registry now. --now installs the channel’s release beside this one and asks the launcher to switch to it at the agent’s next start; the launcher keeps it only when it authenticates, advertises its models and passes a self-test per model within [update] health_timeout. --rollback asks the launcher to go back to the previous version. --setup makes the side-by-side folder for the version running now and copies the launcher into it.';
+    'Without a flag: the version running, the channel, the last check, what is pending and when, the versions kept and the bad ones ([update] in the config; docs/updates.md). --check asks the registry now. --now installs the channel’s release beside this one and asks the running agent (over its control socket) to drain, jobs in flight finishing within limits.drain_timeout_s, and exit so the launcher switches to it at once; when no agent runs, or not under the launcher, the switch happens at its next start. The launcher keeps the new version only when it authenticates, advertises its models and passes a self-test per model within [update] health_timeout. --rollback asks the launcher to go back to the previous version. --setup makes the side-by-side folder for the version running now and copies the launcher into it.';
   static override examples = [
     '<%= config.bin %> update',
     '<%= config.bin %> update --check',
-    '<%= config.bin %> update --now && <%= config.bin %> service restart',
+    '<%= config.bin %> update --now',
     '<%= config.bin %> update --setup',
   ];
   static override flags = {
     check: Flags.boolean({ summary: 'Ask the registry now.', default: false }),
     now: Flags.boolean({
-      summary: 'Install the channel’s release now (no window, no spread).',
+      summary:
+        'Install the channel’s release now (no window, no spread) and switch to it once jobs are done.',
       default: false,
     }),
     rollback: Flags.boolean({
@@ -65,7 +68,7 @@ export default class Update extends BaseCommand {
     const running = this.config.version;
 
     if (flags.setup) {
-      this.out(`Installing usepod-agent ${running} into ${dir}/versions/${running} …`);
+      this.out(`Installing usepod-agent ${running} into ${join(dir, 'versions', running)} …`);
       const launcher = await setup(dir, running, cfg.registry);
       this.out(`Ready. Run the agent through the launcher, which switches and rolls back:`);
       this.out(`  ${process.execPath} ${launcher} --dir ${dir} -- run`);
@@ -116,10 +119,24 @@ export default class Update extends BaseCommand {
       const along = (await updater.companions(release.version)).map((c) => ` with ${c.name} ${c.version}`);
       this.out(`Installing usepod-agent ${release.version}${along.join(',')} beside ${running} …`);
       await updater.install(release.version);
+      // Kept for the next start whatever the running agent says: the launcher takes it when the agent exits.
       await updater.requestSwitch(release.version);
-      this.out(
-        `Installed. The launcher switches to ${release.version} at the agent's next start (\`usepod-agent service restart\`), and keeps it only if it proves itself healthy.`,
+      const keyPath = expandHome(config.identity.key_path);
+      const asked = await control(keyPath, { cmd: 'update', version: release.version }, 15_000).then(
+        (r) =>
+          r.ok && r.update
+            ? { drainS: r.update.drainTimeoutS }
+            : { why: `the running agent says ${r.error ?? 'no'}` },
+        (err: unknown) => ({ why: errorMessage(err) }),
       );
+      if ('drainS' in asked)
+        this.out(
+          `Installed. The running agent drains (jobs in flight finish within ${asked.drainS} s) and exits; the launcher starts ${release.version} and keeps it only if it proves itself healthy within ${Math.round(cfg.health_timeout / 1000)} s.`,
+        );
+      else
+        this.out(
+          `Installed; not switched now: ${asked.why}. The launcher switches to ${release.version} at the agent's next start (\`usepod-agent service restart\`), and keeps it only if it proves itself healthy.`,
+        );
       return;
     }
     this.report(await readView(dir, cfg, running), flags.json);
