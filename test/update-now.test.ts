@@ -190,7 +190,21 @@ describe('update --now under the launcher', () => {
     expect(await readlink(join(updateDir(), 'previous'))).toBe(join('versions', '0.4.0'));
     expect(launcher.exitCode).toBeNull();
     expect((await next.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
-  }, 180_000);
+
+    // `update --rollback` goes back the same way: the agent drains and exits, the launcher runs 0.4.0.
+    const back = out.length;
+    const rb = await cli(['update', '--rollback', '--config', cfg], { env: env(), cwd: s.dir });
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(rb.stdout).toMatch(
+      /^The running agent drains \(jobs in flight finish within 120 s\) and exits; the launcher goes back to 0\.4\.0\.$/m,
+    );
+    await said('switched to 0.4.0 (from 0.4.1)', back);
+    const again = await s.coordinator.nextAuthenticated(60_000);
+    expect(again.providerId).toBe(first.providerId);
+    await said('0.4.0 is healthy: kept', back);
+    expect(await readlink(join(updateDir(), 'current'))).toBe(join('versions', '0.4.0'));
+    expect(launcher.exitCode).toBeNull();
+  }, 240_000);
 
   it('with no agent running, or one not under the launcher, `update --now` says so in one line and keeps the switch for the next start', async () => {
     const cfg = await config();

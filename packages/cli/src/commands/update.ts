@@ -23,7 +23,7 @@ export default class Update extends BaseCommand {
   static override summary =
     'Show, check, install or roll back this machine’s updates (side by side, health-gated).';
   static override description =
-    'Without a flag: the version running, the channel, the last check, what is pending and when, the versions kept and the bad ones ([update] in the config; docs/updates.md). --check asks the registry now. --now installs the channel’s release beside this one and asks the running agent (over its control socket) to drain, jobs in flight finishing within limits.drain_timeout_s, and exit so the launcher switches to it at once; when no agent runs, or not under the launcher, the switch happens at its next start. The launcher keeps the new version only when it authenticates, advertises its models and passes a self-test per model within [update] health_timeout. --rollback asks the launcher to go back to the previous version. --setup makes the side-by-side folder for the version running now and copies the launcher into it.';
+    'Without a flag: the version running, the channel, the last check, what is pending and when, the versions kept and the bad ones ([update] in the config; docs/updates.md). --check asks the registry now. --now installs the channel’s release beside this one and asks the running agent (over its control socket) to drain, jobs in flight finishing within limits.drain_timeout_s, and exit so the launcher switches to it at once; when no agent runs, or not under the launcher, the switch happens at its next start. The launcher keeps the new version only when it authenticates, advertises its models and passes a self-test per model within [update] health_timeout. --rollback asks the launcher to go back to the previous version, at once through the running agent as --now does, else at its next start. --setup makes the side-by-side folder for the version running now and copies the launcher into it.';
   static override examples = [
     '<%= config.bin %> update',
     '<%= config.bin %> update --check',
@@ -38,7 +38,7 @@ export default class Update extends BaseCommand {
       default: false,
     }),
     rollback: Flags.boolean({
-      summary: 'Go back to the previous version at the next start.',
+      summary: 'Go back to the previous version (the running agent drains first).',
       default: false,
     }),
     setup: Flags.boolean({
@@ -78,16 +78,21 @@ export default class Update extends BaseCommand {
     if (flags.rollback) {
       const v = await readView(dir, cfg, running);
       if (!v.previous) failUsage(this, `no previous version is kept in ${dir}`, 'nothing to roll back to');
+      // Kept for the next start whatever the running agent says: the launcher takes it when the agent exits.
       await writeFile(
         files(dir).switch,
         `${JSON.stringify({ version: v.previous, healthTimeoutMs: cfg.health_timeout })}\n`,
-        {
-          mode: 0o600,
-        },
+        { mode: 0o600 },
       );
-      this.out(
-        `The launcher goes back to ${v.previous} at the agent's next start: \`usepod-agent service restart\`.`,
-      );
+      const asked = await askRunning(expandHome(config.identity.key_path), v.previous);
+      if ('drainS' in asked)
+        this.out(
+          `The running agent drains (jobs in flight finish within ${asked.drainS} s) and exits; the launcher goes back to ${v.previous}.`,
+        );
+      else
+        this.out(
+          `Not switched now: ${asked.why}. The launcher goes back to ${v.previous} at the agent's next start (\`usepod-agent service restart\`).`,
+        );
       return;
     }
     const updater = new Updater({
@@ -121,14 +126,7 @@ export default class Update extends BaseCommand {
       await updater.install(release.version);
       // Kept for the next start whatever the running agent says: the launcher takes it when the agent exits.
       await updater.requestSwitch(release.version);
-      const keyPath = expandHome(config.identity.key_path);
-      const asked = await control(keyPath, { cmd: 'update', version: release.version }, 15_000).then(
-        (r) =>
-          r.ok && r.update
-            ? { drainS: r.update.drainTimeoutS }
-            : { why: `the running agent says ${r.error ?? 'no'}` },
-        (err: unknown) => ({ why: errorMessage(err) }),
-      );
+      const asked = await askRunning(expandHome(config.identity.key_path), release.version);
       if ('drainS' in asked)
         this.out(
           `Installed. The running agent drains (jobs in flight finish within ${asked.drainS} s) and exits; the launcher starts ${release.version} and keeps it only if it proves itself healthy within ${Math.round(cfg.health_timeout / 1000)} s.`,
@@ -168,4 +166,18 @@ export default class Update extends BaseCommand {
     ];
     for (const l of lines) this.out(l);
   }
+}
+
+/**
+ * Asks the agent running under the launcher, over its control socket, to drain and exit so the launcher
+ * switches to `version` now; else why not (no agent, not under the launcher, on trial...).
+ */
+async function askRunning(keyPath: string, version: string): Promise<{ drainS: number } | { why: string }> {
+  return control(keyPath, { cmd: 'update', version }, 15_000).then(
+    (r) =>
+      r.ok && r.update
+        ? { drainS: r.update.drainTimeoutS }
+        : { why: `the running agent says ${r.error ?? 'no'}` },
+    (err: unknown) => ({ why: errorMessage(err) }),
+  );
 }
