@@ -1,10 +1,18 @@
-import { existsSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { statSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import { type Config, engineText } from '@usepod-agent/core';
-import type { EarningsReply, EarningsSeries } from './earnings-worker.js';
+import {
+  type LedgerReply,
+  type LedgerRequest,
+  type LedgerSeries,
+  ledgerReader,
+  missedChecks,
+} from '@usepod-agent/plugin-ledger';
 
-export type { EarningsSeries };
+/** What the page charts: the ledger's series, the missed jobs as doctor's lines with their fixes. */
+export interface EarningsSeries extends Omit<LedgerSeries, 'missed'> {
+  missed: { name: string; level: string; detail: string; fix: string | null }[];
+}
 
 /** Series are summed again at most this often: a page open all day costs one query a half-minute. */
 const FRESH_MS = 30_000;
@@ -13,20 +21,10 @@ const QUERY_MS = 20_000;
 /** The thread ends after this long without an ask: no page open, no thread. */
 const IDLE_MS = 120_000;
 
-/** The worker's module beside this one: compiled, else the source (the repository's tests) through tsx. */
-function newWorker(workerData: unknown): Worker {
-  const js = new URL('./earnings-worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData });
-  const ts = JSON.stringify(new URL('./earnings-worker.ts', import.meta.url).href);
-  return new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${ts}); });`, {
-    eval: true,
-    workerData,
-  });
-}
-
 /**
- * The earnings the page charts, from the ledger file (read-only, on a worker thread), cached a half
- * minute; after a job ends the next ask sums again. Undefined path: the ledger is off.
+ * The earnings the page charts, from the ledger file, summed by the ledger package's own read-only
+ * thread (`ledgerReader`: core-free, so a page open costs the thread and SQLite, not a second core),
+ * cached a half minute; after a job ends the next ask sums again. Undefined path: the ledger is off.
  */
 export class EarningsReader {
   readonly #path: string | undefined;
@@ -40,8 +38,7 @@ export class EarningsReader {
 
   constructor(path: string | undefined, config: Readonly<Config>) {
     this.#path = path;
-    // Plain data for the thread: the config is frozen, and structured clone copies it.
-    this.#config = JSON.parse(JSON.stringify(config)) as Config;
+    this.#config = config;
   }
 
   /** A job ended: the next ask reads the ledger again (still at most once per FRESH_MS / 10). */
@@ -68,7 +65,7 @@ export class EarningsReader {
   async #query(path: string, now: number): Promise<EarningsSeries | { error: string }> {
     this.#stale = false;
     if (!this.#worker) {
-      this.#worker = newWorker({ path, config: this.#config });
+      this.#worker = ledgerReader(path);
       this.#worker.unref();
     }
     const w = this.#worker;
@@ -82,10 +79,10 @@ export class EarningsReader {
         void this.close();
         resolve({ error: `the ledger did not answer in ${QUERY_MS / 1000} s` });
       }, QUERY_MS);
-      const onMessage = (m: EarningsReply) => {
+      const onMessage = (m: LedgerReply) => {
         if (m.id !== id) return;
         cleanup();
-        resolve(m.ok ? m.value : { error: engineText(m.error, 300) });
+        resolve(m.ok ? this.#page(m.value as LedgerSeries) : { error: engineText(m.error, 300) });
       };
       const onError = (err: Error) => {
         cleanup();
@@ -99,10 +96,21 @@ export class EarningsReader {
       };
       w.on('message', onMessage);
       w.once('error', onError);
-      w.postMessage({ id, now });
+      w.postMessage({ id, op: 'series', now } satisfies LedgerRequest);
     });
     this.#cached = { at: now, value };
     return value;
+  }
+
+  /** The missed jobs as doctor says them (with the engines' capacity unknown here). */
+  #page(s: LedgerSeries): EarningsSeries {
+    const missed = missedChecks(s.missed, this.#config, { engineCapacity: undefined }).map((c) => ({
+      name: c.name,
+      level: c.level,
+      detail: c.detail,
+      fix: c.fix ?? null,
+    }));
+    return { ...s, missed };
   }
 
   async close(): Promise<void> {
