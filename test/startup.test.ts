@@ -45,8 +45,16 @@ describe('CLI start-up', () => {
     expect(remade.commands.version).toBeDefined();
   });
 
-  it('answers --help from the manifest, importing no command and not the agent', async () => {
+  it.each([
+    ['a fresh manifest', false],
+    ['a manifest older than the build, remade in a process of its own', true],
+  ])('answers --help from %s, importing no command and not the agent', async (_, stale) => {
     await run(['--help']);
+    if (stale) {
+      // Remade in this process, every command (~450 modules) stayed loaded in an agent's `run` for good.
+      const built = statSync(BUILD_INFO).mtime;
+      utimesSync(MANIFEST, new Date(built.getTime() - 60_000), new Date(built.getTime() - 60_000));
+    }
     const dir = mkdtempSync(join(tmpdir(), 'usepod-startup-hooks-'));
     const log = join(dir, 'loaded.txt');
     // Records every module the process loads, through Node's own loader hooks.
@@ -64,5 +72,6 @@ describe('CLI start-up', () => {
     const loaded = readFileSync(log, 'utf8').split('\n');
     expect(loaded.filter((u) => u.includes('/packages/cli/dist/commands/'))).toEqual([]);
     expect(loaded.filter((u) => u.includes('/packages/core/'))).toEqual([]);
+    expect(statSync(MANIFEST).mtimeMs).toBeGreaterThan(statSync(BUILD_INFO).mtimeMs);
   });
 });
