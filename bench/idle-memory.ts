@@ -62,7 +62,9 @@ const child = spawn(
     join(dir, 'agent.toml'),
     '--allow-insecure',
   ],
-  { env: { ...process.env, HOME: dir, IDLE_OUT: join(dir, 'idle.json') }, stdio: 'ignore' },
+  // From its own folder, as a service runs it: plugins are also looked for in the cwd's node_modules, and
+  // another checkout's packages there would be loaded beside the CLI's own (a second core).
+  { cwd: dir, env: { ...process.env, HOME: dir, IDLE_OUT: join(dir, 'idle.json') }, stdio: 'ignore' },
 );
 await coord.ready();
 const onlineMs = Math.round(coord.onlineAt! - started);
@@ -84,6 +86,11 @@ for (const line of readFileSync(`/proc/${child.pid}/smaps`, 'utf8').split('\n'))
   if (head) mapping = head[1] || '[anon]';
   const rss = /^Rss:\s+(\d+) kB/.exec(line);
   if (rss) resident.set(mapping, (resident.get(mapping) ?? 0) + Number(rss[1]) * 1024);
+}
+// IDLE_SNAPSHOT=1 (with --heapsnapshot-signal=SIGUSR1 among the node flags): a heap snapshot in the cwd.
+if (process.env.IDLE_SNAPSHOT) {
+  child.kill('SIGUSR1');
+  await new Promise((r) => setTimeout(r, 4000));
 }
 child.kill('SIGUSR2');
 await new Promise((r) => setTimeout(r, 500));
