@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
 import { type Config, engineText } from '@usepod-agent/core';
 import {
@@ -35,6 +36,7 @@ export class EarningsReader {
   #cached: { at: number; value: EarningsSeries | { error: string } } | undefined;
   #pending: Promise<EarningsSeries | { error: string }> | undefined;
   #stale = false;
+  #closed = false;
 
   constructor(path: string | undefined, config: Readonly<Config>) {
     this.#path = path;
@@ -55,10 +57,16 @@ export class EarningsReader {
     if (!st.isFile()) return { error: `the ledger ${path} is not a regular file` };
     const c = this.#cached;
     const age = c ? now - c.at : Number.POSITIVE_INFINITY;
-    if (c && (age < FRESH_MS / 10 || (!this.#stale && age < FRESH_MS))) return c.value;
-    this.#pending ??= this.#query(path, now).finally(() => {
-      this.#pending = undefined;
-    });
+    if (c && !this.#stale && age < FRESH_MS) return c.value;
+    // A job ended since the last sums: summed again, at most every FRESH_MS / 10 (a busy agent ends jobs
+    // all the time). The ask waits for that rather than answer without the job: the page asks once per
+    // ended job, then only every 10 s (it showed a job's earnings up to 10 s late).
+    const wait = c ? Math.max(0, FRESH_MS / 10 - age) : 0;
+    this.#pending ??= (wait > 0 ? delay(wait, undefined, { ref: false }) : Promise.resolve())
+      .then(() => (this.#closed ? { error: 'the agent is stopping' } : this.#query(path, now + wait)))
+      .finally(() => {
+        this.#pending = undefined;
+      });
     return this.#pending;
   }
 
@@ -70,13 +78,13 @@ export class EarningsReader {
     }
     const w = this.#worker;
     clearTimeout(this.#idle);
-    this.#idle = setTimeout(() => void this.close(), IDLE_MS);
+    this.#idle = setTimeout(() => void this.#endThread(), IDLE_MS);
     this.#idle.unref();
     const id = this.#next++;
     const value = await new Promise<EarningsSeries | { error: string }>((resolve) => {
       const timer = setTimeout(() => {
         cleanup();
-        void this.close();
+        void this.#endThread();
         resolve({ error: `the ledger did not answer in ${QUERY_MS / 1000} s` });
       }, QUERY_MS);
       const onMessage = (m: LedgerReply) => {
@@ -113,7 +121,13 @@ export class EarningsReader {
     return { ...s, missed };
   }
 
+  /** The agent stops: no more sums. */
   async close(): Promise<void> {
+    this.#closed = true;
+    await this.#endThread();
+  }
+
+  async #endThread(): Promise<void> {
     clearTimeout(this.#idle);
     const w = this.#worker;
     this.#worker = undefined;
