@@ -304,6 +304,9 @@ describe('service', () => {
       expect(unit.split('\n')).toContain(line);
     }
     expect(systemdUnit({ ...base, logLevel: 'info' })).toMatch(/--config \/etc\/usepod-agent\/agent\.toml\n/);
+    expect(systemdUnit({ ...base, nodeFlags: ['--max-semi-space-size=4'] })).toContain(
+      'ExecStart=/usr/bin/node --max-semi-space-size=4 /usr/lib/node_modules/usepod-agent/bin/run.js run --config',
+    );
     // `service install --allow-insecure` (a ws:// coordinator): the service's run is told so too.
     expect(systemdUnit({ ...base, logLevel: 'info', allowInsecure: true })).toMatch(
       /--config \/etc\/usepod-agent\/agent\.toml --allow-insecure\n/,
@@ -524,6 +527,9 @@ describe('service', () => {
     expect(dry.stdout).toContain('would write /etc/systemd/system/usepod-agent.service (mode 0644)');
     expect(dry.stdout).toContain('would run systemctl restart usepod-agent.service');
     expect(dry.stdout).toContain('run --config /etc/usepod-agent/agent.toml --log-level warn');
+    // The V8 flags the CLI's package.json asks for (decision 0008) go before the script: only the
+    // command line (or NODE_OPTIONS) sizes the young generation.
+    expect(dry.stdout).toMatch(/ExecStart=\S*node\S* --max-semi-space-size=4 \S+run\.js run /);
     expect(dry.stdout).toContain('Dry run: nothing was changed.');
     // [update] mode = "auto" reaches the Windows plan from the config (it ran the CLI directly before).
     const auto = join(dir, 'svc-auto.toml');

@@ -9,6 +9,8 @@ export interface LauncherTrial {
   previous: string | null;
   timeoutMs: number;
 }
+/** The allowed V8 flags a release's package.json asks `run` to start with. */
+export function nodeFlagsOf(packageRoot: string): string[];
 export function entryOf(versionDir: string, platform?: NodeJS.Platform): string;
 export function linked(dir: string, name: 'current' | 'previous'): string | undefined;
 export function point(

@@ -27,7 +27,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { basename, join, posix, win32 } from 'node:path';
+import { basename, dirname, join, posix, win32 } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const VERSION = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
@@ -261,9 +261,24 @@ export function rollBack(dir, state, reason, platform = process.platform) {
   writeJson(join(dir, 'launcher.json'), state);
 }
 
+/**
+ * The V8 flags a release asks `run` to start with (its package.json, `"usepod-agent": { "nodeFlags" }`;
+ * decision 0008: the young generation's size, which V8 reads only at start). The file is on disk, so
+ * untrusted: only these flags, with a bounded number, are passed; anything else is dropped.
+ */
+const NODE_FLAG =
+  /^--(?:max-semi-space-size=\d{1,4}|max-old-space-size=\d{1,6}|single-threaded-gc|optimize-for-size)$/;
+export function nodeFlagsOf(packageRoot) {
+  const flags = readJson(join(packageRoot, 'package.json'))?.['usepod-agent']?.nodeFlags;
+  return Array.isArray(flags)
+    ? flags.filter((f) => typeof f === 'string' && NODE_FLAG.test(f)).slice(0, 8)
+    : [];
+}
+
 function startAgent(dir, args, trial) {
   const entry = entryOf(realpathSync(join(dir, 'current')));
-  const child = spawn(process.execPath, [entry, ...args], {
+  const flags = nodeFlagsOf(dirname(dirname(entry)));
+  const child = spawn(process.execPath, [...flags, entry, ...args], {
     stdio: 'inherit',
     env: { ...process.env, USEPOD_UPDATE_DIR: dir, USEPOD_UPDATE_TRIAL: trial ? trial.version : '' },
   });

@@ -3,6 +3,10 @@ import { join } from 'node:path';
 import { type AgentEvent, type DoctorFinding, definePlugin, errorMessage } from '@usepod-agent/core';
 import { z } from 'zod';
 import { entryOf } from '../launcher/launcher.mjs';
+
+/** The V8 flags a release asks `run` to start with (the service and the launcher pass them). */
+export { nodeFlagsOf } from '../launcher/launcher.mjs';
+
 import { updateSection } from './config.js';
 import { HealthReporter } from './health.js';
 import { files, linkedVersion, readLauncher, updateDir, VERSION } from './state.js';

@@ -17,6 +17,7 @@ const dir = process.env.USEPOD_UPDATE_DIR;
 const trial = process.env.USEPOD_UPDATE_TRIAL;
 const me = __dirname.split('/').at(-4);
 appendFileSync(join(dir, 'started.log'), me + ' ' + process.pid + ' ' + (trial || '-') + ' ' + process.argv.slice(2).join(' ') + '\\n');
+appendFileSync(join(dir, 'flags.log'), me + ' ' + JSON.stringify(process.execArgv) + '\\n');
 const report = (h) => { writeFileSync(join(dir, 'h.tmp'), JSON.stringify({ version: trial, pid: process.pid, ...h })); renameSync(join(dir, 'h.tmp'), join(dir, 'health.json')); };
 process.on('SIGTERM', () => process.exit(0));
 setInterval(() => {}, 1000);
@@ -32,11 +33,11 @@ let dir: string;
 let launcher: ChildProcess | undefined;
 let log = '';
 
-async function version(v: string, behaviour: string): Promise<void> {
+async function version(v: string, behaviour: string, pkg: object = {}): Promise<void> {
   const bin = join(dir, 'versions', v, 'node_modules', 'usepod-agent', 'bin');
   await mkdir(bin, { recursive: true });
   await writeFile(join(bin, 'run.js'), AGENT(behaviour));
-  await writeFile(join(bin, '..', 'package.json'), '{"type":"commonjs"}');
+  await writeFile(join(bin, '..', 'package.json'), JSON.stringify({ type: 'commonjs', ...pkg }));
 }
 
 function start(): Promise<number | null> {
@@ -128,6 +129,24 @@ describe('launcher', () => {
     // Its stop is the agent's: SIGTERM forwarded, the launcher exits with the agent's code.
     launcher!.kill('SIGTERM');
     expect(await exited).toBe(0);
+  });
+
+  it('starts a release with the V8 flags its package.json asks for, and only the allowed ones', async () => {
+    await version('1.0.0', 'good', {
+      'usepod-agent': {
+        nodeFlags: [
+          '--max-semi-space-size=4',
+          '--inspect=0.0.0.0:9229',
+          '--expose-gc',
+          42,
+          '--single-threaded-gc',
+        ],
+      },
+    });
+    start();
+    await running('1.0.0');
+    const flags = await readFile(join(dir, 'flags.log'), 'utf8');
+    expect(flags.trim()).toBe('1.0.0 ["--max-semi-space-size=4","--single-threaded-gc"]');
   });
 
   it.each([

@@ -4,7 +4,7 @@ import { join, posix, win32 } from 'node:path';
 import { Flags } from '@oclif/core';
 import { loadConfig, UsepodError } from '@usepod-agent/core';
 import { findConfigFile, loadOrCreateIdentity, readConfigFile, readIdentity } from '@usepod-agent/core/cli';
-import { inContainer, LAUNCHER_SOURCE, updateSection } from '@usepod-agent/plugin-update';
+import { inContainer, LAUNCHER_SOURCE, nodeFlagsOf, updateSection } from '@usepod-agent/plugin-update';
 import { stringify } from 'smol-toml';
 import { BaseCommand, EXIT } from '../base.js';
 import { builtinPlugins } from '../engines.js';
@@ -115,6 +115,7 @@ export abstract class ServiceCommand extends BaseCommand {
     return {
       platform,
       nodePath: process.execPath,
+      nodeFlags: nodeFlagsOf(this.config.root),
       cliPath: join(this.config.root, 'bin', 'run.js'),
       configPath: configPath ?? '',
       serviceConfigToml,

@@ -17,6 +17,8 @@ export interface ServiceOptions {
   platform: Platform;
   /** Absolute path of node. */
   nodePath: string;
+  /** V8 flags for `run` (the CLI's package.json, `"usepod-agent": { "nodeFlags" }`). */
+  nodeFlags?: string[];
   /** Absolute path of the CLI entry (bin/run.js). */
   cliPath: string;
   /** Absolute path of the operator's config file. */
@@ -93,7 +95,9 @@ function quoteSystemd(arg: string): string {
 /** What the service manager starts: the CLI's `run`, or the launcher that runs `current`'s. */
 function execArgs(o: ServiceOptions, configPath: string): string[] {
   const run = runArgs(o, configPath);
-  if (!o.update) return [o.nodePath, o.cliPath, ...run];
+  // V8 reads these only at start (decision 0008), so they go on the command line; the launcher reads a
+  // release's own from its package.json.
+  if (!o.update) return [o.nodePath, ...(o.nodeFlags ?? []), o.cliPath, ...run];
   const path = o.platform === 'win32' ? win32 : posix;
   return [o.nodePath, path.join(o.update.dir, 'launcher.mjs'), '--dir', o.update.dir, '--', ...run];
 }
