@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,16 @@ import { BatchEngine } from './engine.js';
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 const waitMs = Number(process.env.IDLE_WAIT_MS ?? 5000);
+// A status server path asked once online (IDLE_GET=/api/earnings: what a dashboard page open costs).
+const ask = process.env.IDLE_GET;
+const freePort = async () => {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+};
+const statusPort = ask ? await freePort() : 0;
 
 const engine = new BatchEngine();
 const engineUrl = await engine.start();
@@ -31,7 +42,7 @@ writeFileSync(
     'kind = "vllm"',
     `url = "${engineUrl}"`,
     '[observability]',
-    'prometheus_addr = "127.0.0.1:0"',
+    `prometheus_addr = "127.0.0.1:${statusPort}"`,
     // More of agent.toml (IDLE_TOML="[ledger]\npath = \"off\""), to see what one feature costs.
     process.env.IDLE_TOML ?? '',
     '',
@@ -44,16 +55,28 @@ const child = spawn(
     ...process.argv.slice(2),
     '--import',
     here('./idle-hooks.mjs'),
-    here('../packages/cli/bin/run.js'),
+    // IDLE_CLI: another checkout's bin/run.js (a baseline build, for alternating runs).
+    process.env.IDLE_CLI ?? here('../packages/cli/bin/run.js'),
     'run',
     '--config',
     join(dir, 'agent.toml'),
     '--allow-insecure',
   ],
-  { env: { ...process.env, HOME: dir, IDLE_OUT: join(dir, 'idle.json') }, stdio: 'ignore' },
+  // From its own folder, as a service runs it: plugins are also looked for in the cwd's node_modules, and
+  // another checkout's packages there would be loaded beside the CLI's own (a second core).
+  { cwd: dir, env: { ...process.env, HOME: dir, IDLE_OUT: join(dir, 'idle.json') }, stdio: 'ignore' },
 );
 await coord.ready();
 const onlineMs = Math.round(coord.onlineAt! - started);
+let asked: number | undefined;
+if (ask) {
+  const token = readFileSync(join(dir, 'status.token'), 'utf8').trim();
+  const res = await fetch(`http://127.0.0.1:${statusPort}${ask}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  asked = res.status;
+  await res.arrayBuffer();
+}
 await new Promise((r) => setTimeout(r, waitMs));
 
 const resident = new Map<string, number>();
@@ -63,6 +86,11 @@ for (const line of readFileSync(`/proc/${child.pid}/smaps`, 'utf8').split('\n'))
   if (head) mapping = head[1] || '[anon]';
   const rss = /^Rss:\s+(\d+) kB/.exec(line);
   if (rss) resident.set(mapping, (resident.get(mapping) ?? 0) + Number(rss[1]) * 1024);
+}
+// IDLE_SNAPSHOT=1 (with --heapsnapshot-signal=SIGUSR1 among the node flags): a heap snapshot in the cwd.
+if (process.env.IDLE_SNAPSHOT) {
+  child.kill('SIGUSR1');
+  await new Promise((r) => setTimeout(r, 4000));
 }
 child.kill('SIGUSR2');
 await new Promise((r) => setTimeout(r, 500));
@@ -81,6 +109,7 @@ const total = [...resident.values()].reduce((a, b) => a + b, 0);
 const report = {
   flags: process.argv.slice(2).join(' ') || null,
   online_ms: onlineMs,
+  ...(ask ? { asked: `${ask} ${asked}` } : {}),
   idle_after_ms: waitMs,
   rss_mb: mb(total),
   resident_mb: Object.fromEntries(

@@ -7,17 +7,20 @@
  * step and each agent's step, their order swapped every round), then 256 streams for peak memory. CPU
  * and memory come from /proc for both processes alike. The figures are upper medians over the rounds.
  */
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeFlagsOf } from '@usepod-agent/plugin-update';
 import { pct, StreamConsumer } from './consumer.js';
 import { BenchCoordinator } from './coordinator.js';
 
 const DEFAULT_RUST = '/root/.cache/usepod-rust-agent/src/target/release/usepod-agent';
 const CLI = fileURLToPath(new URL('../packages/cli/bin/run.js', import.meta.url));
+const NODE_FLAGS = nodeFlagsOf(fileURLToPath(new URL('../packages/cli', import.meta.url)));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (n: number, d = 3) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : null);
 /** Upper median, as in issue 30's figures: of four rounds, the third smallest. */
@@ -84,7 +87,9 @@ class AgentProcess {
     const config = join(dir, 'agent.toml');
     writeFileSync(config, toml);
     const logFd = openSync(join(dir, 'agent.log'), 'a');
-    const v8 = process.env.BENCH_V8 ? process.env.BENCH_V8.split(' ') : [];
+    // As the service and the launcher start it: the V8 flags the CLI's package.json asks for.
+    const v8 =
+      process.env.BENCH_V8 !== undefined ? process.env.BENCH_V8.split(' ').filter(Boolean) : NODE_FLAGS;
     const [cmd, args] =
       this.name === 'ours'
         ? [process.execPath, [...v8, CLI, 'run', '--config', config, '--allow-insecure']]

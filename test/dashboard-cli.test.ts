@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
 
 /**
@@ -94,6 +94,38 @@ describe('usepod-agent dashboard', () => {
     const st = await cli(['status', '--config', cfg]);
     expect(st.code, st.stderr).toBe(0);
     expect(st.stdout).toMatch(/ONLINE/);
+  });
+
+  it('--open hands the browser a private file that redirects: the token is never on a command line', async () => {
+    const port = await freePort();
+    const cfg = await config(port);
+    await runAgent(cfg, { env: env(), cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    // A desktop's opener, as every local user's `ps` sees it: its arguments are recorded.
+    const bin = join(s.dir, 'bin');
+    await mkdir(bin);
+    const seen = join(s.dir, 'opener-args');
+    await writeFile(
+      join(bin, 'xdg-open'),
+      `#!/bin/sh\nprintf '%s\\n' "$@" > "${seen}.tmp" && mv "${seen}.tmp" "${seen}"\n`,
+      {
+        mode: 0o755,
+      },
+    );
+    const r = await runCli(['dashboard', '--config', cfg, '--open'], {
+      env: homeEnv(s.dir, { PATH: `${bin}:${process.env.PATH}` }),
+      cwd: s.dir,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const token = readFileSync(join(keyDir(), 'status.token'), 'utf8').trim();
+    await vi.waitFor(() => expect(existsSync(seen)).toBe(true), { timeout: 10_000 });
+    const args = readFileSync(seen, 'utf8').trim().split('\n');
+    expect(args).toEqual([join(keyDir(), 'dashboard.html')]);
+    expect(args.join(' ')).not.toContain(token);
+    // The file: only this user reads it, and it sends the browser to the address with the token.
+    expect(statSync(args[0]!).mode & 0o777).toBe(0o600);
+    const html = readFileSync(args[0]!, 'utf8');
+    expect(html).toContain(`http://127.0.0.1:${port}/#token=${token}`);
+    expect(html).toMatch(/http-equiv="refresh"/);
   });
 
   it('without a token yet says in one line to start the agent once', async () => {

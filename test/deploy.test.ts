@@ -348,4 +348,17 @@ describe('the image', () => {
     expect(needed.filter((p) => !packed?.includes(p))).toEqual([]);
     expect(packed).toContain('cli');
   });
+
+  it('starts the agent with the V8 flags the CLI asks for that NODE_OPTIONS may carry', () => {
+    const cli = JSON.parse(readFileSync(join(ROOT, 'packages/cli/package.json'), 'utf8')) as {
+      'usepod-agent': { nodeFlags: string[] };
+    };
+    const options = /NODE_OPTIONS=(\S+)/
+      .exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
+      ?.split(',');
+    // --single-threaded-gc and the like are refused in NODE_OPTIONS; the young generation's size is not.
+    const allowed = cli['usepod-agent'].nodeFlags.filter((f) => f.startsWith('--max-'));
+    expect(allowed.length).toBeGreaterThan(0);
+    expect(options).toEqual(allowed);
+  });
 });

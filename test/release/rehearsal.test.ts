@@ -1,12 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { type EngineEmulator, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRegistry } from '../registry.js';
+import { ok, PUBLIC, pack, type Ran, ROOT, sh as run, type Scratch, scratch } from './kit.js';
 
 /**
  * A release, rehearsed the way operators and plugin authors will meet it (issue 17, point 1): a real npm
@@ -17,26 +16,8 @@ import { startRegistry } from '../registry.js';
  * installed plugin; `upgrade` of that install. Everything else the registry is asked for it fetches from
  * the public registry (the machine's npm cache answers most of it).
  */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const PUBLIC = [
-  'core',
-  'testkit',
-  'plugin-vllm',
-  'plugin-ollama',
-  'plugin-llamacpp',
-  'plugin-lmstudio',
-  'plugin-openai-compatible',
-  'plugin-alerts',
-  'plugin-ledger',
-  'plugin-dashboard',
-  'plugin-gpu',
-  'plugin-control',
-  'plugin-update',
-  'cli',
-];
-
+let s: Scratch;
 let work: string;
-let closeRegistry: (() => void) | undefined;
 let npmEnv: NodeJS.ProcessEnv;
 /** The operator's machine: HOME and XDG folders of its own, the global prefix of `npm install -g`. */
 let home: string;
@@ -44,67 +25,30 @@ let prefix: string;
 let agent: string;
 let operatorEnv: NodeJS.ProcessEnv;
 
-interface Ran {
-  code: number;
-  out: string;
-  stdout: string;
-  stderr: string;
-}
-
-function sh(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<Ran> {
-  return new Promise((resolve) =>
-    execFile(
-      cmd,
-      args,
-      { cwd: opts.cwd, env: opts.env ?? npmEnv, maxBuffer: 64 * 1024 * 1024 },
-      (err, stdout, stderr) =>
-        resolve({
-          // A number is the exit code; a string (ENOENT) means it never ran.
-          code: err ? (typeof err.code === 'number' ? err.code : 127) : 0,
-          out: `${stdout}${stderr}${err && typeof err.code !== 'number' ? err.message : ''}`,
-          stdout,
-          stderr,
-        }),
-    ),
-  );
-}
-
-async function ok(r: Promise<Ran>, what: string): Promise<Ran> {
-  const ran = await r;
-  if (ran.code !== 0) throw new Error(`${what} failed (exit ${ran.code}):\n${ran.out.slice(-4000)}`);
-  return ran;
-}
+const sh = (cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<Ran> =>
+  run(cmd, args, { cwd: opts.cwd, env: opts.env ?? npmEnv });
 
 const npm = (args: string[], cwd: string, env?: NodeJS.ProcessEnv) =>
   sh('npm', args, { cwd, ...(env ? { env } : {}) });
 
 beforeAll(async () => {
-  work = await mkdtemp(join(tmpdir(), 'usepod-release-'));
-  const reg = await startRegistry(work);
-  closeRegistry = reg.close;
+  s = await scratch('usepod-release-');
+  work = s.work;
   // An `npm install -g` that ignored the running install's prefix would land in default-prefix.
-  npmEnv = { ...reg.npmEnv, npm_config_prefix: join(work, 'default-prefix') };
-  home = join(work, 'home');
+  npmEnv = { ...s.reg.npmEnv, npm_config_prefix: join(work, 'default-prefix') };
+  home = s.home;
   prefix = join(work, 'prefix');
   agent = join(prefix, 'bin', 'usepod-agent');
-  await mkdir(home, { recursive: true });
-  operatorEnv = {
-    ...npmEnv,
-    HOME: home,
-    XDG_DATA_HOME: join(home, 'data'),
-    XDG_CONFIG_HOME: join(home, 'config'),
-    XDG_CACHE_HOME: join(home, 'cache'),
+  operatorEnv = s.operatorEnv({
+    npm_config_prefix: join(work, 'default-prefix'),
     PATH: `${join(prefix, 'bin')}:${process.env.PATH}`,
     // Many developers' shells set this; the installed CLI must still run its compiled commands.
     NODE_ENV: 'development',
-  };
+  });
 }, 90_000);
 
-afterAll(async () => {
-  closeRegistry?.();
-  // USEPOD_KEEP_REHEARSAL=1 leaves the registry's storage, the prefix and the plugin folders to look at.
-  if (work && !process.env.USEPOD_KEEP_REHEARSAL) await rm(work, { recursive: true, force: true });
-});
+// USEPOD_KEEP_REHEARSAL=1 leaves the registry's storage, the prefix and the plugin folders to look at.
+afterAll(() => s?.close());
 
 /** What `tar -tzf` lists, without the `package/` every npm tarball starts with. */
 async function tarball(file: string): Promise<string[]> {
@@ -128,11 +72,8 @@ describe('release rehearsal through a real registry', () => {
     for (const dir of PUBLIC) {
       const cwd = join(ROOT, 'packages', dir);
       const pkg = JSON.parse(await readFile(join(cwd, 'package.json'), 'utf8')) as Record<string, unknown>;
-      const packed = await ok(npm(['pack', '--json', '--pack-destination', out], cwd), `npm pack ${dir}`);
-      const { filename } = (
-        JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as [{ filename: string }]
-      )[0];
-      const files = await tarball(join(out, filename));
+      const filename = await pack(dir, out, npmEnv);
+      const files = await tarball(filename);
       expect(files, dir).toContain('LICENSE');
       expect(
         files.some((f) => f.startsWith('dist/')),
@@ -147,14 +88,14 @@ describe('release rehearsal through a real registry', () => {
       if (dir === 'cli') expect(files).toContain('oclif.manifest.json');
       if (dir === 'cli') {
         const { stdout } = await ok(
-          sh('tar', ['-xzOf', join(out, filename), 'package/oclif.manifest.json'], { cwd: work }),
+          sh('tar', ['-xzOf', filename, 'package/oclif.manifest.json'], { cwd: work }),
           'manifest',
         );
         const commands = Object.values(JSON.parse(stdout).commands) as { relativePath: string[] }[];
         // Compiled commands only (a pack under NODE_ENV=test once recorded src/*.ts: the CLI did not start).
         expect(commands.map((c) => c.relativePath[0])).toEqual(commands.map(() => 'dist'));
       }
-      const published = await ok(npm(['publish', join(out, filename)], out), `npm publish ${dir}`);
+      const published = await ok(npm(['publish', filename], out), `npm publish ${dir}`);
       // npm's "auto-corrected some errors in your package.json" (an invalid bin, a bad repository URL).
       expect(published.stderr, `npm publish ${dir}`).not.toMatch(/npm warn publish/i);
     }

@@ -1,12 +1,11 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TestCoordinator, VllmEmulator, WebhookReceiver } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Registry, startRegistry } from '../registry.js';
+import type { Registry } from '../registry.js';
+import { ok, PUBLIC, pack, type Ran, ROOT, sh as run, type Scratch, scratch } from './kit.js';
 
 /**
  * Unattended updates through a real registry (issue 29): every public package packed once, published as
@@ -14,29 +13,16 @@ import { type Registry, startRegistry } from '../registry.js';
  * fails every self-test) and N+3 (0.4.4), versions rewritten in each package.json. The operator's
  * `usepod-agent update --setup` installs N side by side; the launcher it copies runs N against the test
  * coordinator and an engine with [update] mode = "auto"; each later release is found, installed, switched
- * to and kept or rolled back by the launcher and the plugin alone.
+ * to and kept or rolled back by the launcher and the plugin alone. The operator's plugin made for N alone
+ * comes along with N+1 in its release for N+1, in N+1's folder only.
  */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(ROOT, 'packages/cli/bin/run.js');
-const PUBLIC = [
-  'core',
-  'testkit',
-  'plugin-vllm',
-  'plugin-ollama',
-  'plugin-llamacpp',
-  'plugin-lmstudio',
-  'plugin-openai-compatible',
-  'plugin-alerts',
-  'plugin-ledger',
-  'plugin-dashboard',
-  'plugin-gpu',
-  'plugin-control',
-  'plugin-update',
-  'cli',
-];
 const MODEL = 'Qwen/Qwen3-14B';
 const HEALTH_TIMEOUT_S = 45;
+/** The operator's installed plugin: 1.0.0 declares core 0.4.0 alone, 1.1.0 core >=0.4.1. */
+const ALONG = 'usepod-agent-plugin-along';
 
+let s: Scratch;
 let work: string;
 let reg: Registry;
 let home: string;
@@ -51,25 +37,34 @@ let launcherExited: Promise<number | null>;
 let out = '';
 const tarballs: string[] = [];
 
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+const sh = (cmd: string, args: string[], cwd: string, e: NodeJS.ProcessEnv = env): Promise<Ran> =>
+  run(cmd, args, { cwd, env: e });
 
-function sh(cmd: string, args: string[], cwd: string, e: NodeJS.ProcessEnv = env): Promise<Ran> {
-  return new Promise((resolve) =>
-    execFile(cmd, args, { cwd, env: e, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 127) : 0, stdout, stderr }),
-    ),
+/** The CLI of a version in the side-by-side folder (`current`, `versions/0.4.0`), as the operator runs it. */
+const cliOf = (where: string) => join(dir, where, 'node_modules', 'usepod-agent', 'bin', 'run.js');
+
+/** A small plugin with no backend kind that says in the log which release of it was applied. */
+async function publishPlugin(version: string, core: string): Promise<void> {
+  const pkgDir = join(work, 'plugins', `${ALONG}-${version}`);
+  await mkdir(pkgDir, { recursive: true });
+  await writeFile(
+    join(pkgDir, 'package.json'),
+    JSON.stringify({
+      name: ALONG,
+      version,
+      type: 'module',
+      main: 'index.js',
+      peerDependencies: { '@usepod-agent/core': core },
+      'usepod-agent': { kinds: [] },
+      // What makes it installable with `plugins install` (docs/plugins.md).
+      oclif: {},
+    }),
   );
-}
-
-async function ok(r: Promise<Ran>, what: string): Promise<Ran> {
-  const ran = await r;
-  if (ran.code !== 0)
-    throw new Error(`${what} failed (exit ${ran.code}):\n${(ran.stdout + ran.stderr).slice(-4000)}`);
-  return ran;
+  await writeFile(
+    join(pkgDir, 'index.js'),
+    `export default { name: '${ALONG}', apiVersion: 1, apply(_hooks, ctx) { ctx.log.info('plugin along ${version} applied'); } };\n`,
+  );
+  await ok(sh('npm', ['publish', pkgDir], work, reg.npmEnv), `npm publish ${ALONG}@${version}`);
 }
 
 /**
@@ -136,30 +131,13 @@ const agentVersion = (s: { authResponse: Record<string, unknown> | undefined }) 
   (s.authResponse?.agent_version as string | undefined);
 
 beforeAll(async () => {
-  work = await mkdtemp(join(tmpdir(), 'usepod-updates-'));
-  reg = await startRegistry(work);
-  home = join(work, 'home');
-  await mkdir(home, { recursive: true });
-  env = {
-    ...reg.npmEnv,
-    HOME: home,
-    XDG_DATA_HOME: join(home, 'data'),
-    XDG_CONFIG_HOME: join(home, 'config'),
-    XDG_CACHE_HOME: join(home, 'cache'),
-    NODE_ENV: 'production',
-    // The machine running the tests may be a container; the operator's here is not.
-    USEPOD_CONTAINER: '0',
-  };
+  s = await scratch('usepod-updates-');
+  ({ work, reg, home } = s);
+  // The machine running the tests may be a container; the operator's here is not.
+  env = s.operatorEnv({ NODE_ENV: 'production', USEPOD_CONTAINER: '0' });
   const packed = join(work, 'tarballs');
   await mkdir(packed);
-  for (const p of PUBLIC) {
-    const r = await ok(
-      sh('npm', ['pack', '--json', '--pack-destination', packed], join(ROOT, 'packages', p), reg.npmEnv),
-      `npm pack ${p}`,
-    );
-    const [{ filename }] = JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as [{ filename: string }];
-    tarballs.push(join(packed, filename));
-  }
+  for (const p of PUBLIC) tarballs.push(await pack(p, packed, reg.npmEnv));
   await release('0.4.0');
   coordinator = await TestCoordinator.start();
   engine = await new VllmEmulator().start();
@@ -201,12 +179,11 @@ afterAll(async () => {
   await coordinator?.close();
   await engine?.close();
   await hooks?.close();
-  reg?.close();
-  if (work && !process.env.USEPOD_KEEP_REHEARSAL) await rm(work, { recursive: true, force: true });
+  await s?.close();
 });
 
 describe('unattended updates through a real registry', () => {
-  it('`update --setup` installs release N side by side, and the launcher runs it', async () => {
+  it('`update --setup` installs release N side by side, and the launcher runs it; the operator installs a plugin made for N', async () => {
     const setup = await ok(
       sh(process.execPath, [BIN, 'update', '--setup', '--config', cfg], home),
       'update --setup',
@@ -228,6 +205,15 @@ describe('unattended updates through a real registry', () => {
     const session = await coordinator.firstAuthenticated(120_000);
     expect(agentVersion(session)).toBe('0.4.0');
     await session.capabilities();
+    // The operator's plugin declares core 0.4.0 alone; its author has published a release for 0.4.1 on.
+    await publishPlugin('1.0.0', '0.4.0');
+    await publishPlugin('1.1.0', '>=0.4.1');
+    await ok(
+      sh(process.execPath, [cliOf('current'), 'plugins', 'install', `${ALONG}@1.0.0`], home),
+      'plugins install',
+    );
+    const listed = await ok(sh(process.execPath, [cliOf('current'), 'plugins'], home), 'plugins (0.4.0)');
+    expect(listed.stdout).toMatch(new RegExp(`^${ALONG}\\s+1\\.0\\.0 `, 'm'));
   }, 900_000);
 
   it('N+1 is found and installed while a long job is in flight; the job finishes byte-exact; N+1 proves itself and is kept', async () => {
@@ -244,7 +230,8 @@ describe('unattended updates through a real registry', () => {
     await job.firstChunk();
     const from = out.length;
     await release('0.4.1');
-    await said('installing usepod-agent 0.4.1', from);
+    // The plugin made for 0.4.0 alone comes along in its release for 0.4.1.
+    await said(`installing usepod-agent 0.4.1 beside 0.4.0 with ${ALONG} 1.1.0`, from);
     // Installed, it holds the agent (no new jobs) and waits for the job in flight.
     const held = await first.frames.waitFor(
       (f: Record<string, unknown>) =>
@@ -266,6 +253,14 @@ describe('unattended updates through a real registry', () => {
     expect(await readlink(join(dir, 'previous'))).toBe(join('versions', '0.4.0'));
     expect(new Set(coordinator.sessions.items.map((s) => s.providerId).filter(Boolean)).size).toBe(1);
     expect((await next.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    // The agent on N+1 runs the plugin's release for N+1, from N+1's folder; N keeps the operator's copy,
+    // so going back to N gives the old pair.
+    await said('plugin along 1.1.0 applied', from);
+    expect(out.slice(from)).not.toContain('plugin along 1.0.0 applied');
+    const listed = await ok(sh(process.execPath, [cliOf('current'), 'plugins'], home), 'plugins (0.4.1)');
+    expect(listed.stdout).toMatch(new RegExp(`^${ALONG}\\s+1\\.1\\.0 `, 'm'));
+    const before = await ok(sh(process.execPath, [cliOf('previous'), 'plugins'], home), 'plugins (0.4.0)');
+    expect(before.stdout).toMatch(new RegExp(`^${ALONG}\\s+1\\.0\\.0 `, 'm'));
   }, 1_200_000);
 
   it('N+2 exits at start: back on N+1 within health_timeout + 1 min, N+2 bad and not installed again, update_failed sent', async () => {
@@ -278,8 +273,11 @@ describe('unattended updates through a real registry', () => {
     await said('switched to 0.4.2 (from 0.4.1)', from);
     const switchedAt = Date.now();
     await said('rolled back to 0.4.1: 0.4.2 exited with code 3 before it was healthy', from);
+    const rolled = out.lastIndexOf('rolled back to 0.4.1');
     const back = await coordinator.nextAuthenticated(120_000);
     expect(agentVersion(back)).toBe('0.4.1');
+    // Back on 0.4.1 with the plugin release it was kept with.
+    await said('plugin along 1.1.0 applied', rolled);
     expect(Date.now() - switchedAt).toBeLessThan((HEALTH_TIMEOUT_S + 60) * 1000);
     expect((await back.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
     const posts = await hooks.wait(1, 60_000);
@@ -360,15 +358,11 @@ describe('unattended updates through a real registry', () => {
       join(plugin, 'index.js'),
       "export default { name: 'usepod-agent-plugin-pinned', apiVersion: 1, apply() {} };\n",
     );
-    // What `usepod-agent plugins link` records.
-    await mkdir(join(home, 'data', 'usepod-agent'), { recursive: true });
-    await writeFile(
-      join(home, 'data', 'usepod-agent', 'package.json'),
-      JSON.stringify({
-        private: true,
-        oclif: { plugins: [{ type: 'link', name: 'usepod-agent-plugin-pinned', root: plugin }] },
-      }),
-    );
+    // What `usepod-agent plugins link` records, beside the plugin `plugins install` recorded.
+    const manifestFile = join(home, 'data', 'usepod-agent', 'package.json');
+    const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as { oclif: { plugins: unknown[] } };
+    manifest.oclif.plugins.push({ type: 'link', name: 'usepod-agent-plugin-pinned', root: plugin });
+    await writeFile(manifestFile, JSON.stringify(manifest));
     const from = out.length;
     await release('0.4.4');
     await said(
@@ -386,5 +380,14 @@ describe('unattended updates through a real registry', () => {
     expect(existsSync(join(dir, 'versions', '0.4.4'))).toBe(false);
     const shown = await ok(sh(process.execPath, [BIN, 'update', '--config', cfg], home), 'update');
     expect(shown.stdout).toMatch(/^held {6}update to 0\.4\.4 held back: plugin usepod-agent-plugin-pinned/m);
+    // The installed plugin would have come along in its release for 0.4.4: said, and in --json.
+    expect(shown.stdout).toContain(`plugin    ${ALONG} 1.0.0 -> 1.1.0 comes along with 0.4.4`);
+    const json = await ok(
+      sh(process.execPath, [BIN, 'update', '--json', '--config', cfg], home),
+      'update --json',
+    );
+    expect((JSON.parse(json.stdout) as { plugins: unknown }).plugins).toEqual([
+      { name: ALONG, from: '1.0.0', version: '1.1.0' },
+    ]);
   }, 600_000);
 });

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import { spawnSync } from 'node:child_process';
 import { rmSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { execute, settings } from '@oclif/core';
 import { normalizeArgv } from '../dist/argv.js';
 
@@ -19,12 +21,12 @@ const mtime = (rel) => {
 };
 const built = mtime('../dist/.tsbuildinfo');
 if (built !== undefined && built > (mtime('../oclif.manifest.json') ?? 0)) {
-  try {
-    await (await import('../scripts/manifest.js')).writeManifest();
-  } catch {
-    // Without a manifest oclif finds the commands itself, and reports a broken one as it would have.
-    rmSync(new URL('../oclif.manifest.json', import.meta.url), { force: true });
-  }
+  // In a process of its own: making it imports every command (~450 modules), which this process (an
+  // agent's `run`, for days) would otherwise keep (7 MB of heap; decision 0008's third pass).
+  const script = fileURLToPath(new URL('../scripts/manifest.js', import.meta.url));
+  const made = spawnSync(process.execPath, [script], { stdio: 'ignore' });
+  // Without a manifest oclif finds the commands itself, and reports a broken one as it would have.
+  if (made.status !== 0) rmSync(new URL('../oclif.manifest.json', import.meta.url), { force: true });
 }
 
 // 0.3.x command lines: no command runs the agent; global flags may come before the command (argv.ts).

@@ -304,6 +304,9 @@ describe('service', () => {
       expect(unit.split('\n')).toContain(line);
     }
     expect(systemdUnit({ ...base, logLevel: 'info' })).toMatch(/--config \/etc\/usepod-agent\/agent\.toml\n/);
+    expect(systemdUnit({ ...base, nodeFlags: ['--max-semi-space-size=4'] })).toContain(
+      'ExecStart=/usr/bin/node --max-semi-space-size=4 /usr/lib/node_modules/usepod-agent/bin/run.js run --config',
+    );
     // `service install --allow-insecure` (a ws:// coordinator): the service's run is told so too.
     expect(systemdUnit({ ...base, logLevel: 'info', allowInsecure: true })).toMatch(
       /--config \/etc\/usepod-agent\/agent\.toml --allow-insecure\n/,
@@ -457,6 +460,55 @@ describe('service', () => {
     );
   });
 
+  it('[update] mode = "auto" on Windows: the service runs the launcher over a side-by-side folder of Windows paths, set up first', () => {
+    const win = {
+      ...base,
+      platform: 'win32' as const,
+      nodePath: 'C:\\Program Files\\nodejs\\node.exe',
+      cliPath: 'C:\\Users\\op\\AppData\\Roaming\\npm\\node_modules\\usepod-agent\\bin\\run.js',
+    };
+    const update = {
+      dir: 'C:\\ProgramData\\usepod-agent\\update',
+      version: '0.4.0',
+      launcherSource: 'C:\\npm\\plugin-update\\launcher\\launcher.mjs',
+      npm: 'C:\\Program Files\\nodejs\\npm.cmd',
+    };
+    const steps = planService('install', { ...win, update });
+    const line = (s: (typeof steps)[number]) =>
+      s.kind === 'run' ? [s.cmd, ...s.args].join(' | ') : `${s.kind} ${s.path}`;
+    const lines = steps.map(line);
+    const create = steps.find((s) => s.kind === 'run' && s.cmd === 'sc.exe' && s.args[0] === 'create');
+    // binPath: node, the launcher in the folder, --dir the folder, then the run arguments.
+    expect(create?.kind === 'run' && create.args[3]).toBe(
+      '"C:\\Program Files\\nodejs\\node.exe" "C:\\ProgramData\\usepod-agent\\update\\launcher.mjs" --dir "C:\\ProgramData\\usepod-agent\\update" -- run --config "C:\\ProgramData\\usepod-agent\\agent.toml" --log-level debug',
+    );
+    // The folder is set up by this CLI's `update --setup` over the service's config, after that config is
+    // written and before the service is created; the log file and restart-on-failure are kept.
+    const setup = `C:\\Program Files\\nodejs\\node.exe | ${win.cliPath} | update | --setup | --config | C:\\ProgramData\\usepod-agent\\agent.toml`;
+    const order = [
+      'write C:\\ProgramData\\usepod-agent\\agent.toml',
+      setup,
+      lines.find((l) => l.startsWith('sc.exe | create'))!,
+      lines.find((l) => l.startsWith('reg.exe | add'))!,
+      lines.find((l) => l.startsWith('sc.exe | failure'))!,
+      'sc.exe | start | ai.usepod.agent',
+    ];
+    expect(order.map((l) => lines.indexOf(l))).toEqual(
+      [...order.map((l) => lines.indexOf(l))].sort((a, b) => a - b),
+    );
+    expect(order.every((l) => lines.includes(l))).toBe(true);
+    const why = steps.find((s) => line(s) === setup)!.why;
+    expect(why).toContain('C:\\ProgramData\\usepod-agent\\update\\versions\\0.4.0');
+    expect(why).toContain('directory junction');
+    // Without [update] auto, the service runs the CLI directly, as before, and sets nothing up.
+    const plain = planService('install', win);
+    const plainCreate = plain.find((s) => s.kind === 'run' && s.cmd === 'sc.exe' && s.args[0] === 'create');
+    expect(plainCreate?.kind === 'run' && plainCreate.args[3]).toBe(
+      `"C:\\Program Files\\nodejs\\node.exe" "${win.cliPath}" run --config "C:\\ProgramData\\usepod-agent\\agent.toml" --log-level debug`,
+    );
+    expect(plain.map(line)).not.toContain(setup);
+  });
+
   it('--dry-run prints every file and command; status exits 3 when not installed', async () => {
     const cfg = join(dir, 'svc.toml');
     await writeFile(cfg, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n');
@@ -475,7 +527,24 @@ describe('service', () => {
     expect(dry.stdout).toContain('would write /etc/systemd/system/usepod-agent.service (mode 0644)');
     expect(dry.stdout).toContain('would run systemctl restart usepod-agent.service');
     expect(dry.stdout).toContain('run --config /etc/usepod-agent/agent.toml --log-level warn');
+    // The V8 flags the CLI's package.json asks for (decision 0008) go before the script: only the
+    // command line (or NODE_OPTIONS) sizes the young generation.
+    expect(dry.stdout).toMatch(/ExecStart=\S*node\S* --max-semi-space-size=4 \S+run\.js run /);
     expect(dry.stdout).toContain('Dry run: nothing was changed.');
+    // [update] mode = "auto" reaches the Windows plan from the config (it ran the CLI directly before).
+    const auto = join(dir, 'svc-auto.toml');
+    await writeFile(
+      auto,
+      '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n[update]\nmode = "auto"\n',
+    );
+    const win = await cli(['service', 'install', '--dry-run', '--config', auto, '--platform', 'win32'], {
+      USEPOD_CONTAINER: '0',
+    });
+    expect(win.code, win.stderr).toBe(0);
+    expect(win.stdout).toMatch(
+      /would run \S+ \S+ update --setup --config C:\\ProgramData\\usepod-agent\\agent\.toml/,
+    );
+    expect(win.stdout).toMatch(/binPath= .*update\\+launcher\.mjs\S* --dir \S+update\S* -- run --config/);
     const status = await cli(['service', 'status', '--config', cfg, '--platform', 'darwin']);
     expect(status.code).toBe(3);
     expect(status.stderr).toMatch(/the service is not installed/);

@@ -1,10 +1,11 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
 import { type AgentPlugin, errorMessage, isUsepodError } from '@usepod-agent/core';
 import { checkPlugin } from '@usepod-agent/core/backend';
+import { companionsBeside } from '@usepod-agent/plugin-update';
 import { shareCore } from './shared-core.js';
 
 /** Where `run` looks for backend plugins by kind: the cwd, then the folder `plugins install` writes to. */
@@ -38,13 +39,22 @@ export function pluginOfModule(mod: unknown, name: string): AgentPlugin {
  */
 export async function installedPlugins(config: Config): Promise<InstalledPlugin[]> {
   const out: InstalledPlugin[] = [];
+  // An update installed a compatible release of an installed plugin with this version (docs/updates.md):
+  // this version loads that one; the versions before keep the operator's copy.
+  const along = companionsBeside(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
   for (const p of config.plugins.values()) {
     if (p.type !== 'user' && p.type !== 'link') continue;
     // Only now: the hook's loader thread costs ~40 ms at start, wasted when no plugin is installed.
     shareCore();
-    const item: InstalledPlugin = { name: p.name, version: p.version, type: p.type, root: p.root };
+    const newer = p.type === 'user' ? along.get(p.name) : undefined;
+    const item: InstalledPlugin = {
+      name: p.name,
+      version: newer?.version ?? p.version,
+      type: p.type,
+      root: newer?.root ?? p.root,
+    };
     try {
-      const entry = createRequire(join(p.root, 'package.json')).resolve(p.name);
+      const entry = createRequire(join(item.root, 'package.json')).resolve(p.name);
       item.plugin = pluginOfModule(await import(pathToFileURL(entry).href), p.name);
     } catch (err) {
       item.error = errorMessage(err);

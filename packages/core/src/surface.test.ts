@@ -37,6 +37,7 @@ describe('public surfaces', () => {
       'loadConfig',
       'longTimeout',
       'parseWindow',
+      'readBoundedText',
       'readTokenFile',
       'silentLogger',
       'windowAt',

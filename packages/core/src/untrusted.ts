@@ -118,3 +118,24 @@ function checkLoad(load: BackendLoad | undefined): BackendLoad | undefined {
   if (capacity !== undefined) out.capacity = capacity;
   return out;
 }
+
+/**
+ * An HTTP answer's body as text, read to at most `max` bytes: past it the stream is cancelled and this
+ * rejects. Whatever answers (another agent, a process on the agent's port) is not trusted with memory.
+ */
+export async function readBoundedText(res: Response, max: number): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return Buffer.concat(parts).toString('utf8');
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel();
+      throw new Error(`answer over ${max} bytes`);
+    }
+    parts.push(value);
+  }
+}

@@ -247,6 +247,11 @@ describe('hostile input on the control socket', () => {
       '{"cmd":"pause","bogus":1}',
       '{"cmd":"resume","force":true}',
       '{"cmd":"selftest","model":"x"}',
+      '{"cmd":"update"}',
+      '{"cmd":"update","version":"../../etc"}',
+      '{"cmd":"update","version":"1.2.3 && calc.exe"}',
+      '{"cmd":"update","version":"1.2.3","now":true}',
+      '{"cmd":"update","version":123}',
     ];
     for (const line of lines) {
       const r = await reply(a.sock, line);
@@ -256,6 +261,17 @@ describe('hostile input on the control socket', () => {
     expect(a.t.agent.holds()).toEqual([]);
     expect(a.t.agent.state).toBe('online');
     expect(await reply(a.sock, '{"cmd":"state"}')).toMatchObject({ ok: true, paused: null });
+  });
+
+  it('`update` is passed to plugin-update; an agent without it says so in one line and serves on', async () => {
+    const a = await running({ control: { updateAnswerMs: 200 } });
+    expect(await reply(a.sock, '{"cmd":"update","version":"1.2.3"}')).toMatchObject({
+      ok: false,
+      error: 'no answer from the updater: @usepod-agent/plugin-update is not running in this agent',
+      paused: null,
+    });
+    expect(a.t.agent.holds()).toEqual([]);
+    expect(a.t.agent.state).toBe('online');
   });
 
   it('folds the reasons it is given and the holds it replies with', async () => {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   type AgentAccess,
   type DoctorFinding,
@@ -7,7 +8,7 @@ import {
 } from '@usepod-agent/core';
 import { z } from 'zod';
 import { PauseStore, readPause } from './pause-state.js';
-import { controlPath, pauseFile } from './protocol.js';
+import { controlPath, pauseFile, type UpdateAnswer } from './protocol.js';
 import { type ControlServer, pathProblem, serveControl } from './server.js';
 
 export { control, runningSelfTests } from './client.js';
@@ -20,6 +21,7 @@ export {
   MAX_PAUSE_MS,
   MAX_REASON,
   pauseFile,
+  type UpdateAnswer,
 } from './protocol.js';
 
 /** `[control]`: the socket is on unless `socket = false` (an embedded agent with its own controls). */
@@ -33,6 +35,8 @@ export interface ControlOptions {
   maxConnections?: number;
   /** First delay before a failed pause.json write is tried again (default 1,000 ms, doubling to 60 s). */
   retryMs?: number;
+  /** How long `update` waits for plugin-update's answer (default 5,000 ms). */
+  updateAnswerMs?: number;
 }
 
 /** Puts the owner's pause kept from before a restart back, when it is one; anything else is left. */
@@ -81,6 +85,58 @@ async function controlChecks(keyPath: string): Promise<DoctorFinding[]> {
   return [socket];
 }
 
+/** The plugin that owns updates, and the topics it is asked and answers on (plugins' event stream). */
+export const UPDATE_PLUGIN = '@usepod-agent/plugin-update';
+export const UPDATE_NOW = 'update.now';
+export const UPDATE_NOW_ANSWER = 'update.now.answer';
+
+const updateAnswer = z.union([
+  z.object({ id: z.string().max(64), ok: z.literal(true), drainTimeoutS: z.number().nonnegative() }),
+  z.object({ id: z.string().max(64), ok: z.literal(false), why: z.string().max(600) }),
+]);
+
+/**
+ * `update` on the socket, passed to plugin-update over the plugins' event stream (features are plugins:
+ * this one owns the owner's socket, that one owns updates): published with an id, answered with it.
+ */
+class UpdateRequests {
+  readonly #waiting = new Map<string, (a: UpdateAnswer) => void>();
+
+  constructor(
+    private readonly publish: (topic: string, data: unknown) => void,
+    /** How long an answer is waited for (plugin-update reads a small file or two). */
+    private readonly answerMs: number,
+  ) {}
+
+  ask(version: string): Promise<UpdateAnswer> {
+    const id = randomUUID();
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#waiting.delete(id);
+        resolve({
+          ok: false,
+          why: 'no answer from the updater: @usepod-agent/plugin-update is not running in this agent',
+        });
+      }, this.answerMs);
+      this.#waiting.set(id, (a) => {
+        clearTimeout(t);
+        this.#waiting.delete(id);
+        resolve(a);
+      });
+      this.publish(UPDATE_NOW, { id, version });
+    });
+  }
+
+  /** An answer heard on the stream; only plugin-update's, only to a question asked. */
+  heard(from: string, data: unknown): void {
+    if (from !== UPDATE_PLUGIN) return;
+    const a = updateAnswer.safeParse(data);
+    if (!a.success) return;
+    const { id, ...answer } = a.data;
+    this.#waiting.get(id)?.(answer as UpdateAnswer);
+  }
+}
+
 /** The owner's hold as pause.json keeps it, or null. */
 function ownerPause(agent: AgentAccess): { reason: string; until?: number } | null {
   const h = agent.holds().find((x) => x.by === 'owner');
@@ -90,7 +146,7 @@ function ownerPause(agent: AgentAccess): { reason: string; until?: number } | nu
 
 /**
  * The owner's controls (issue 19) as a feature plugin (issue 27), on by default: a Unix socket beside the
- * key (`usepod-agent pause`, `resume`, `selftest`), and the owner's pause kept in `pause.json` so that it,
+ * key (`usepod-agent pause`, `resume`, `selftest`, `update --now`), and the owner's pause kept in `pause.json` so that it,
  * and only it, outlives a restart (issue 28: GPU, schedule and other holds are recomputed at start).
  */
 // biome-ignore lint/suspicious/noConfusingVoidType: `control()` with no options, as run applies it.
@@ -108,6 +164,7 @@ export default definePlugin<ControlOptions | void>((opts) => ({
       ...(o.retryMs !== undefined ? { retryMs: o.retryMs } : {}),
     });
     let server: ControlServer | undefined;
+    const updates = new UpdateRequests((topic, data) => ctx.publish(topic, data), o.updateAnswerMs ?? 5_000);
     hooks.onStart.tapPromise('control', async () => {
       // A pause from before a restart holds from the first connection on.
       await restore(ctx.agent, store, ctx.log);
@@ -117,6 +174,7 @@ export default definePlugin<ControlOptions | void>((opts) => ({
           store,
           ...(o.idleMs !== undefined ? { idleMs: o.idleMs } : {}),
           ...(o.maxConnections !== undefined ? { maxConnections: o.maxConnections } : {}),
+          update: (version) => updates.ask(version),
         });
       } catch (err) {
         ctx.log.warn('pause and resume are unavailable: the control socket could not be opened', {
@@ -126,6 +184,7 @@ export default definePlugin<ControlOptions | void>((opts) => ({
     });
     // Only the owner's hold is kept; a timed pause that ends by itself forgets its file too.
     hooks.onEvent.tap('control', (e) => {
+      if (e.type === 'plugin' && e.topic === UPDATE_NOW_ANSWER) updates.heard(e.from, e.data);
       if ((e.type === 'paused' || e.type === 'resumed') && e.by === 'owner') store.set(ownerPause(ctx.agent));
     });
     hooks.onClose.tapPromise('control', async () => {

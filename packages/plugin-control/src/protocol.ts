@@ -5,7 +5,7 @@ import { z } from 'zod';
 
 /**
  * The control socket's protocol (issue 19): one JSON object on one line each way, `pause`, `resume`,
- * `state`, `selftest`. Every request is checked here before anything acts on it (issue 28): the socket
+ * `state`, `selftest`, and `update` (issue 29: switch to an installed version now, through the launcher). Every request is checked here before anything acts on it (issue 28): the socket
  * is the owner's, but a script, a fuzzer or a half-written line must never reach the agent unchecked.
  */
 
@@ -34,11 +34,19 @@ const pauseRequest = z.strictObject({
   until: z.number().int().optional(),
 });
 
+/** A release's version, as plugin-update names its folders: nothing else reaches a path or a log. */
+export const VERSION = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
+
 const request = z.discriminatedUnion('cmd', [
   pauseRequest,
   z.strictObject({ cmd: z.literal('resume') }),
   z.strictObject({ cmd: z.literal('state') }),
   z.strictObject({ cmd: z.literal('selftest') }),
+  /** `update --now`: drain and let the launcher switch to this version, installed beside the running one. */
+  z.strictObject({
+    cmd: z.literal('update'),
+    version: z.string().regex(VERSION, 'must be a version (1.2.3)'),
+  }),
 ]);
 
 export type PauseRequest = z.infer<typeof pauseRequest>;
@@ -63,7 +71,12 @@ export interface ControlReply {
   error?: string;
   /** Done, but something the owner should know (the pause could not be saved for a restart). */
   warning?: string;
+  /** `update`: the agent drains (jobs in flight get this long) and exits for the launcher to switch. */
+  update?: { version: string; drainTimeoutS: number };
 }
+
+/** What the agent's updater answers to `update` (plugin-update, over the plugins' event stream). */
+export type UpdateAnswer = { ok: true; drainTimeoutS: number } | { ok: false; why: string };
 
 /** A request line, checked: the request, or one line saying what is wrong with it. */
 export function parseRequest(line: string): { req: ControlRequest } | { error: string } {

@@ -12,6 +12,7 @@ import {
   MAX_REASON,
   MAX_REQUEST,
   parseRequest,
+  type UpdateAnswer,
 } from './protocol.js';
 
 /**
@@ -30,6 +31,8 @@ export interface ServeOptions {
   idleMs?: number;
   /** Connections open at once; more are closed as they arrive (default 32). */
   maxConnections?: number;
+  /** `update`: asks the agent's updater to drain and switch to an installed version now. */
+  update?: (version: string) => Promise<UpdateAnswer>;
 }
 
 /** What is wrong with the socket's folder or path: `refuse` keeps the socket closed, `warn` is said. */
@@ -207,6 +210,14 @@ async function handle(
       return { ok: true, selftest: agent.selftestResults() };
     case 'selftest':
       return { ok: true, selftest: await agent.selftest() };
+    case 'update': {
+      const a = o.update
+        ? await o.update(req.version)
+        : { ok: false as const, why: 'this agent has no updater' };
+      return a.ok
+        ? { ok: true, update: { version: req.version, drainTimeoutS: a.drainTimeoutS } }
+        : { ok: false, error: engineText(a.why, 300) };
+    }
   }
 }
 

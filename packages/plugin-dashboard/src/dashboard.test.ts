@@ -270,6 +270,17 @@ describe('the dashboard plugin', () => {
     expect(e.by_hour.at(-1)!.earnings_usdc).toBeGreaterThan(0);
     expect(e.by_model[0]).toMatchObject({ group: MODEL, served: 1 });
     expect(e.totals.today).toBeGreaterThan(0);
+
+    // Another job ends within the sums' 3 s floor: the next ask waits for fresh sums instead of
+    // answering without it (the page asks once per ended job; it showed the job up to 10 s late).
+    const second = session.dispatch({ model_id: MODEL });
+    const stream2 = await r.engine.controlled.waitFor();
+    stream2.end(
+      'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n',
+    );
+    expect((await second.done()).type).toBe('job_done');
+    const again = (await (await r.get('/api/earnings', bearer(r.token))).json()) as EarningsSeries;
+    expect(again.by_model[0]).toMatchObject({ group: MODEL, served: 2 });
   });
 
   it('says why it does not earn: yielding the GPU to a process, offline and why', async () => {

@@ -1,10 +1,19 @@
-import { existsSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { statSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Worker } from 'node:worker_threads';
 import { type Config, engineText } from '@usepod-agent/core';
-import type { EarningsReply, EarningsSeries } from './earnings-worker.js';
+import {
+  type LedgerReply,
+  type LedgerRequest,
+  type LedgerSeries,
+  ledgerReader,
+  missedChecks,
+} from '@usepod-agent/plugin-ledger';
 
-export type { EarningsSeries };
+/** What the page charts: the ledger's series, the missed jobs as doctor's lines with their fixes. */
+export interface EarningsSeries extends Omit<LedgerSeries, 'missed'> {
+  missed: { name: string; level: string; detail: string; fix: string | null }[];
+}
 
 /** Series are summed again at most this often: a page open all day costs one query a half-minute. */
 const FRESH_MS = 30_000;
@@ -13,20 +22,10 @@ const QUERY_MS = 20_000;
 /** The thread ends after this long without an ask: no page open, no thread. */
 const IDLE_MS = 120_000;
 
-/** The worker's module beside this one: compiled, else the source (the repository's tests) through tsx. */
-function newWorker(workerData: unknown): Worker {
-  const js = new URL('./earnings-worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData });
-  const ts = JSON.stringify(new URL('./earnings-worker.ts', import.meta.url).href);
-  return new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${ts}); });`, {
-    eval: true,
-    workerData,
-  });
-}
-
 /**
- * The earnings the page charts, from the ledger file (read-only, on a worker thread), cached a half
- * minute; after a job ends the next ask sums again. Undefined path: the ledger is off.
+ * The earnings the page charts, from the ledger file, summed by the ledger package's own read-only
+ * thread (`ledgerReader`: core-free, so a page open costs the thread and SQLite, not a second core),
+ * cached a half minute; after a job ends the next ask sums again. Undefined path: the ledger is off.
  */
 export class EarningsReader {
   readonly #path: string | undefined;
@@ -37,11 +36,11 @@ export class EarningsReader {
   #cached: { at: number; value: EarningsSeries | { error: string } } | undefined;
   #pending: Promise<EarningsSeries | { error: string }> | undefined;
   #stale = false;
+  #closed = false;
 
   constructor(path: string | undefined, config: Readonly<Config>) {
     this.#path = path;
-    // Plain data for the thread: the config is frozen, and structured clone copies it.
-    this.#config = JSON.parse(JSON.stringify(config)) as Config;
+    this.#config = config;
   }
 
   /** A job ended: the next ask reads the ledger again (still at most once per FRESH_MS / 10). */
@@ -58,34 +57,40 @@ export class EarningsReader {
     if (!st.isFile()) return { error: `the ledger ${path} is not a regular file` };
     const c = this.#cached;
     const age = c ? now - c.at : Number.POSITIVE_INFINITY;
-    if (c && (age < FRESH_MS / 10 || (!this.#stale && age < FRESH_MS))) return c.value;
-    this.#pending ??= this.#query(path, now).finally(() => {
-      this.#pending = undefined;
-    });
+    if (c && !this.#stale && age < FRESH_MS) return c.value;
+    // A job ended since the last sums: summed again, at most every FRESH_MS / 10 (a busy agent ends jobs
+    // all the time). The ask waits for that rather than answer without the job: the page asks once per
+    // ended job, then only every 10 s (it showed a job's earnings up to 10 s late).
+    const wait = c ? Math.max(0, FRESH_MS / 10 - age) : 0;
+    this.#pending ??= (wait > 0 ? delay(wait, undefined, { ref: false }) : Promise.resolve())
+      .then(() => (this.#closed ? { error: 'the agent is stopping' } : this.#query(path, now + wait)))
+      .finally(() => {
+        this.#pending = undefined;
+      });
     return this.#pending;
   }
 
   async #query(path: string, now: number): Promise<EarningsSeries | { error: string }> {
     this.#stale = false;
     if (!this.#worker) {
-      this.#worker = newWorker({ path, config: this.#config });
+      this.#worker = ledgerReader(path);
       this.#worker.unref();
     }
     const w = this.#worker;
     clearTimeout(this.#idle);
-    this.#idle = setTimeout(() => void this.close(), IDLE_MS);
+    this.#idle = setTimeout(() => void this.#endThread(), IDLE_MS);
     this.#idle.unref();
     const id = this.#next++;
     const value = await new Promise<EarningsSeries | { error: string }>((resolve) => {
       const timer = setTimeout(() => {
         cleanup();
-        void this.close();
+        void this.#endThread();
         resolve({ error: `the ledger did not answer in ${QUERY_MS / 1000} s` });
       }, QUERY_MS);
-      const onMessage = (m: EarningsReply) => {
+      const onMessage = (m: LedgerReply) => {
         if (m.id !== id) return;
         cleanup();
-        resolve(m.ok ? m.value : { error: engineText(m.error, 300) });
+        resolve(m.ok ? this.#page(m.value as LedgerSeries) : { error: engineText(m.error, 300) });
       };
       const onError = (err: Error) => {
         cleanup();
@@ -99,13 +104,30 @@ export class EarningsReader {
       };
       w.on('message', onMessage);
       w.once('error', onError);
-      w.postMessage({ id, now });
+      w.postMessage({ id, op: 'series', now } satisfies LedgerRequest);
     });
     this.#cached = { at: now, value };
     return value;
   }
 
+  /** The missed jobs as doctor says them (with the engines' capacity unknown here). */
+  #page(s: LedgerSeries): EarningsSeries {
+    const missed = missedChecks(s.missed, this.#config, { engineCapacity: undefined }).map((c) => ({
+      name: c.name,
+      level: c.level,
+      detail: c.detail,
+      fix: c.fix ?? null,
+    }));
+    return { ...s, missed };
+  }
+
+  /** The agent stops: no more sums. */
   async close(): Promise<void> {
+    this.#closed = true;
+    await this.#endThread();
+  }
+
+  async #endThread(): Promise<void> {
     clearTimeout(this.#idle);
     const w = this.#worker;
     this.#worker = undefined;

@@ -1,4 +1,4 @@
-import { type AgentStatus, engineText, readTokenFile } from '@usepod-agent/core';
+import { type AgentStatus, engineText, readBoundedText, readTokenFile } from '@usepod-agent/core';
 import { Observed, stateLine } from './state.js';
 
 /**
@@ -115,7 +115,7 @@ async function fetchRow(e: FleetEntry): Promise<FleetRow> {
       await res.body?.cancel();
       return { ...row, error: `unreachable: HTTP ${res.status}` };
     }
-    const body = JSON.parse(await readBounded(res, MAX_BYTES)) as unknown;
+    const body = JSON.parse(await readBoundedText(res, MAX_BYTES)) as unknown;
     if (!isStatus(body)) return { ...row, error: 'answered, but not with an agent status' };
     return rowOf(e.name, e.url, body);
   } catch (err) {
@@ -182,22 +182,4 @@ function isStatus(v: unknown): v is AgentStatus {
     typeof s.jobs === 'object' &&
     (s.paused === null || (typeof s.paused === 'object' && typeof s.paused?.reason === 'string'))
   );
-}
-
-async function readBounded(res: Response, max: number): Promise<string> {
-  const reader = res.body?.getReader();
-  if (!reader) return '';
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw new Error(`answer over ${max} bytes`);
-    }
-    parts.push(value);
-  }
-  return Buffer.concat(parts).toString('utf8');
 }

@@ -8,7 +8,7 @@ import {
 } from '@usepod-agent/core';
 import { energySection, tariffOf } from '@usepod-agent/plugin-gpu';
 import { earningsReport } from './earnings.js';
-import { Ledger } from './ledger.js';
+import { Ledger, type MissedRow } from './ledger.js';
 
 /** `doctor`'s lines from the ledger: the last job served, the jobs missed in 24 h and why, the token budget. */
 type Check = DoctorFinding;
@@ -56,77 +56,7 @@ export function ledgerChecks(
           )
         : check('last job', now - last > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last)} ago`),
     );
-    const missed = ledger.missed(since);
-    const count = (r: string) => missed.filter((m) => m.refusal === r).reduce((n, m) => n + m.n, 0);
-    const atCapacity = count('max_concurrent');
-    if (atCapacity > 0) {
-      const capacity = facts.engineCapacity ?? 0;
-      const limit = config.limits.max_concurrent;
-      const room =
-        capacity > limit
-          ? `: the engines can run ${capacity} at once; raise limits.max_concurrent`
-          : capacity > 0
-            ? `: the engines run ${capacity} at once too; more engine capacity would take them`
-            : '; raise limits.max_concurrent if the engine has room';
-      checks.push(
-        check(
-          'missed: capacity',
-          'warn',
-          `${atCapacity} job(s) refused in 24 h at max_concurrent ${limit}${room}`,
-          capacity > limit ? `set limits.max_concurrent = ${capacity}` : undefined,
-        ),
-      );
-    }
-    const overBudget = count('token_budget');
-    if (overBudget > 0) {
-      checks.push(
-        check(
-          'missed: token budget',
-          'warn',
-          `${overBudget} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
-          'raise limits.max_tokens_per_minute if the engine keeps up',
-        ),
-      );
-    }
-    const tooLarge = count('request_too_large');
-    if (tooLarge > 0) {
-      checks.push(
-        check(
-          'missed: too large',
-          'warn',
-          `${tooLarge} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
-          'raise limits.max_request_bytes',
-        ),
-      );
-    }
-    const paused = count('paused');
-    if (paused > 0) {
-      checks.push(
-        check(
-          'missed: paused',
-          'warn',
-          `${paused} job(s) refused in 24 h while the agent was paused`,
-          'pause less, or set quiet hours where no jobs come',
-        ),
-      );
-    }
-    const draining = count('draining');
-    if (draining > 0) {
-      checks.push(
-        check('missed: stopping', 'ok', `${draining} job(s) refused in 24 h while the agent stopped`),
-      );
-    }
-    for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
-      checks.push(
-        check(
-          'missed: model',
-          'warn',
-          `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
-          'load it in an engine if you want those jobs',
-        ),
-      );
-    }
-    if (missed.length === 0) checks.push(check('missed jobs', 'ok', 'none in 24 h'));
+    checks.push(...missedChecks(ledger.missed(since), config, facts));
     const budget = config.limits.max_tokens_per_minute;
     if (budget) {
       const share = ledger.peakMinuteTokens(since) / budget;
@@ -144,6 +74,87 @@ export function ledgerChecks(
   } finally {
     ledger.close();
   }
+}
+
+/**
+ * The lines about the jobs missed in 24 h (`Ledger.missed`), with their fixes: doctor's, and the
+ * dashboard's from the rows its ledger thread read.
+ */
+export function missedChecks(
+  missed: readonly MissedRow[],
+  config: Readonly<Config>,
+  facts: Pick<DoctorFacts, 'engineCapacity'>,
+): Check[] {
+  const out: Check[] = [];
+  const count = (r: string) => missed.filter((m) => m.refusal === r).reduce((n, m) => n + m.n, 0);
+  const atCapacity = count('max_concurrent');
+  if (atCapacity > 0) {
+    const capacity = facts.engineCapacity ?? 0;
+    const limit = config.limits.max_concurrent;
+    const room =
+      capacity > limit
+        ? `: the engines can run ${capacity} at once; raise limits.max_concurrent`
+        : capacity > 0
+          ? `: the engines run ${capacity} at once too; more engine capacity would take them`
+          : '; raise limits.max_concurrent if the engine has room';
+    out.push(
+      check(
+        'missed: capacity',
+        'warn',
+        `${atCapacity} job(s) refused in 24 h at max_concurrent ${limit}${room}`,
+        capacity > limit ? `set limits.max_concurrent = ${capacity}` : undefined,
+      ),
+    );
+  }
+  const overBudget = count('token_budget');
+  if (overBudget > 0) {
+    out.push(
+      check(
+        'missed: token budget',
+        'warn',
+        `${overBudget} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
+        'raise limits.max_tokens_per_minute if the engine keeps up',
+      ),
+    );
+  }
+  const tooLarge = count('request_too_large');
+  if (tooLarge > 0) {
+    out.push(
+      check(
+        'missed: too large',
+        'warn',
+        `${tooLarge} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
+        'raise limits.max_request_bytes',
+      ),
+    );
+  }
+  const paused = count('paused');
+  if (paused > 0) {
+    out.push(
+      check(
+        'missed: paused',
+        'warn',
+        `${paused} job(s) refused in 24 h while the agent was paused`,
+        'pause less, or set quiet hours where no jobs come',
+      ),
+    );
+  }
+  const draining = count('draining');
+  if (draining > 0) {
+    out.push(check('missed: stopping', 'ok', `${draining} job(s) refused in 24 h while the agent stopped`));
+  }
+  for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
+    out.push(
+      check(
+        'missed: model',
+        'warn',
+        `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
+        'load it in an engine if you want those jobs',
+      ),
+    );
+  }
+  if (missed.length === 0) out.push(check('missed jobs', 'ok', 'none in 24 h'));
+  return out;
 }
 
 /**

@@ -4,7 +4,7 @@ import { ledgerChecks } from './doctor.js';
 import { ledgerPath } from './ledger.js';
 import { LedgerWriter } from './writer.js';
 
-export { ledgerChecks } from './doctor.js';
+export { ledgerChecks, missedChecks } from './doctor.js';
 export {
   type EarningsReport,
   type EarningsRow,
@@ -18,9 +18,12 @@ export {
   type PriceAt,
   parseSince,
 } from './earnings.js';
-export { LEDGER_SCHEMA_VERSION, Ledger, LedgerOpenError, ledgerPath } from './ledger.js';
+export { LEDGER_SCHEMA_VERSION, Ledger, LedgerOpenError, ledgerPath, type MissedRow } from './ledger.js';
 export { openLedger } from './open.js';
 export { type SelfTestHistoryRow, selftestHistory } from './selftests.js';
+export type { LedgerSeries } from './series.js';
+export { ledgerReader } from './thread.js';
+export type { WorkerReply as LedgerReply, WorkerRequest as LedgerRequest } from './worker.js';
 
 /**
  * The operator's ledger (issue 18) as a feature plugin (issue 27): `[ledger]`, on by default. Every job the

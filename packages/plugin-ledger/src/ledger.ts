@@ -194,6 +194,13 @@ export interface EnergyPeriod {
 }
 
 /** Today and the last 7 days (`status`). */
+/** Jobs missed (refused) since a time, by reason and model. */
+export interface MissedRow {
+  refusal: string;
+  model: string;
+  n: number;
+}
+
 export interface Window {
   served: number;
   missed: number;
@@ -563,7 +570,7 @@ export class Ledger {
   }
 
   /** doctor: the jobs missed since a time, by why and model, most first (at most `limit` lines). */
-  missed(since: number, limit = 1000): { refusal: string; model: string; n: number }[] {
+  missed(since: number, limit = 1000): MissedRow[] {
     return this.#db
       .prepare(
         `SELECT refusal, model, count(*) AS n FROM jobs WHERE received_at >= ? AND ${MISSED_SQL}

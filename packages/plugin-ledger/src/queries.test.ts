@@ -8,6 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { earnings, earningsCsv, GROUPINGS, type Grouping } from './earnings.js';
 import { Ledger } from './ledger.js';
 import { selftestHistory } from './selftests.js';
+import { type LedgerSeries, ledgerSeries } from './series.js';
+import { ledgerReader } from './thread.js';
+import type { WorkerReply } from './worker.js';
 
 /**
  * The SQL aggregates (issue 28) give what the JavaScript grouping they replace gave, on a few thousand
@@ -454,3 +457,34 @@ function referenceHistory(all: SelfTestResult[], since: number) {
     })
     .sort((a, b) => a.model.localeCompare(b.model) || a.backend.localeCompare(b.backend));
 }
+
+describe("the dashboard's reader: plugin-ledger's thread, read-only (issue 30)", () => {
+  const ask = (w: ReturnType<typeof ledgerReader>, m: object) =>
+    new Promise<WorkerReply>((resolve) => {
+      w.once('message', resolve);
+      w.postMessage(m);
+    });
+
+  it("answers 'series' with the sums of the ledger's own queries, and writes nothing", async () => {
+    const w = ledgerReader(join(dir, 'ledger.db'));
+    try {
+      const r = await ask(w, { id: 1, op: 'series', now: NOW });
+      expect(r.ok).toBe(true);
+      const s = (r as { value: LedgerSeries }).value;
+      expect(s).toEqual(ledgerSeries(ledger, NOW));
+      expect(s.by_day.length).toBeGreaterThan(0);
+      expect(s.missed).toEqual(ledger.missed(NOW - 86_400_000));
+      expect(s.totals.d30).toBeCloseTo(
+        earnings(ledger, { since: NOW - 30 * 86_400_000, by: 'backend', now: NOW }).reduce(
+          (n, x) => n + x.earnings_usdc,
+          0,
+        ),
+        9,
+      );
+      const write = await ask(w, { id: 2, op: 'write', jobs: [{ ...jobs[0]!, jobId: 'x' }] });
+      expect(write).toMatchObject({ id: 2, ok: false, error: 'this ledger thread only reads' });
+    } finally {
+      await w.terminate();
+    }
+  });
+});

@@ -1,8 +1,7 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { JobRecord, Logger, PluginContext, SeedGroup, SelfTestResult } from '@usepod-agent/core';
 import type { EnergyPeriod, EnergyRecords, Window } from './ledger.js';
+import { newWorker } from './thread.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
 
 /**
@@ -58,20 +57,6 @@ class WorkerError extends Error {
   ) {
     super(message);
   }
-}
-
-/**
- * The worker's module beside this one: compiled (dist/worker.js), else the source (the repository's
- * tests) loaded through tsx, which a worker's `execArgv` cannot do on Node 20.
- */
-function newWorker(workerData: unknown): Worker {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData });
-  const ts = JSON.stringify(new URL('./worker.ts', import.meta.url).href);
-  return new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${ts}); });`, {
-    eval: true,
-    workerData,
-  });
 }
 
 export class LedgerWriter {

@@ -8,11 +8,16 @@
 // files it reads are small, bounded and checked (a file on disk is untrusted).
 //
 // Usage: node launcher.mjs --dir <state dir> [--] <arguments of `usepod-agent run`>
+//
+// Windows: `current` and `previous` are directory junctions (no admin rights needed), and a link cannot be
+// renamed over another there, so a flip removes the old link and renames the new one into place; a flip
+// cut between the two leaves no `current`, which the next start repairs (`recoverCurrent`).
 import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
   openSync,
+  readdirSync,
   readFileSync,
   readlinkSync,
   realpathSync,
@@ -22,7 +27,8 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, posix, win32 } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const VERSION = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
 const MAX_FILE = 64 * 1024;
@@ -108,24 +114,96 @@ function readState(dir) {
   return { trial, bad };
 }
 
+/**
+ * The CLI's entry in a version folder. `npm install --prefix <folder>` (a local install, not `-g`) lays
+ * out `<folder>/node_modules/usepod-agent/` on every platform (a global one would add lib/ on Unix only);
+ * the path is joined with the platform's separators.
+ */
+export function entryOf(versionDir, platform = process.platform) {
+  return (platform === 'win32' ? win32 : posix).join(
+    versionDir,
+    'node_modules',
+    'usepod-agent',
+    'bin',
+    'run.js',
+  );
+}
+
 /** The version a link (`current`, `previous`) points at, when it is a folder of versions/. */
-function linked(dir, name) {
+export function linked(dir, name) {
   try {
-    const v = basename(readlinkSync(join(dir, name)));
+    // A junction reads back as an absolute Windows path, a symlink as versions/<v>: the last part is the version.
+    const v = basename(readlinkSync(join(dir, name)).replace(/[\\/]+$/, ''));
     return VERSION.test(v) && existsSync(join(dir, 'versions', v)) ? v : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** Points a link at versions/<v> by renaming a new link over it: never a moment without one. */
-function point(dir, name, version) {
+/**
+ * Points a link at versions/<v>. Unix: a new link renamed over the old, never a moment without one.
+ * Windows: a junction (a symlink elsewhere), and since a rename cannot replace a link there, the old one
+ * is removed first; a stop between the two leaves no `current`, repaired by `recoverCurrent`.
+ */
+export function point(dir, name, version, platform = process.platform) {
+  if (!VERSION.test(version)) throw new Error(`"${fold(version)}" is not a version`);
   const tmp = join(dir, `.${name}.${process.pid}.tmp`);
   try {
     unlinkSync(tmp);
   } catch {}
-  symlinkSync(join('versions', version), tmp);
+  if (platform === 'win32') {
+    symlinkSync(join('versions', version), tmp, 'junction');
+    try {
+      unlinkSync(join(dir, name));
+    } catch (err) {
+      if (err?.code !== 'ENOENT') throw err;
+    }
+  } else symlinkSync(join('versions', version), tmp);
   renameSync(tmp, join(dir, name));
+}
+
+/** A complete install of `version` (its CLI entry is there). */
+const complete = (dir, version) =>
+  VERSION.test(version) && existsSync(entryOf(join(dir, 'versions', version)));
+
+/** Newest first, by the numbers of x.y.z (a prerelease after its release's siblings is close enough here). */
+function newestFirst(a, b) {
+  const pa = a.split(/[.-]/).slice(0, 3).map(Number);
+  const pb = b.split(/[.-]/).slice(0, 3).map(Number);
+  for (let i = 0; i < 3; i++) if (pa[i] !== pb[i]) return pb[i] - pa[i];
+  return a.includes('-') === b.includes('-') ? 0 : a.includes('-') ? 1 : -1;
+}
+
+/**
+ * `current` is missing or points nowhere (a Windows flip cut between removing the old link and renaming
+ * the new one, or a hand's mistake): points it at the version known good, in this order: the version the
+ * trial in launcher.json came from, `previous`, the newest complete install not recorded bad. Returns the
+ * version chosen, or undefined when there is none. Leftover temporary links are removed.
+ */
+export function recoverCurrent(dir, state, platform = process.platform) {
+  let entries = [];
+  try {
+    entries = readdirSync(dir);
+  } catch {}
+  for (const e of entries)
+    if (/^\.(current|previous)\.\d+\.tmp$/.test(e))
+      try {
+        unlinkSync(join(dir, e));
+      } catch {}
+  const bad = new Set(state.bad.map((b) => b.version));
+  let installed = [];
+  try {
+    installed = readdirSync(join(dir, 'versions'))
+      .filter((v) => VERSION.test(v))
+      .sort(newestFirst);
+  } catch {}
+  const choice = [state.trial?.previous, linked(dir, 'previous'), ...installed].find(
+    (v) => v && !bad.has(v) && complete(dir, v),
+  );
+  if (!choice) return undefined;
+  point(dir, 'current', choice, platform);
+  say(`${join(dir, 'current')} was missing: pointed it at ${choice}`);
+  return choice;
 }
 
 /** switch.json, the running agent's (or `update --now`'s) request, consumed once. */
@@ -142,10 +220,10 @@ function takeSwitch(dir) {
 }
 
 /** Flips `current` to the requested version (`previous` to the old one) and puts it on trial. */
-function beginSwitch(dir, state, sw) {
+export function beginSwitch(dir, state, sw, platform = process.platform) {
   const from = linked(dir, 'current');
   if (sw.version === from) return false;
-  if (!existsSync(join(dir, 'versions', sw.version, 'node_modules', 'usepod-agent', 'bin', 'run.js'))) {
+  if (!complete(dir, sw.version)) {
     say(`switch to ${sw.version} ignored: versions/${sw.version} is not a complete install`);
     return false;
   }
@@ -153,10 +231,12 @@ function beginSwitch(dir, state, sw) {
     say(`switch to ${sw.version} ignored: it is recorded as bad on this machine`);
     return false;
   }
-  if (from) point(dir, 'previous', from);
-  point(dir, 'current', sw.version);
+  // The trial is recorded before the flip: a stop after it finds the new version on trial (rolled back,
+  // never kept unjudged); one before it, or a Windows flip cut in two, goes back to `from`.
   state.trial = { version: sw.version, previous: from ?? null, timeoutMs: sw.timeoutMs };
   writeJson(join(dir, 'launcher.json'), state);
+  if (from) point(dir, 'previous', from, platform);
+  point(dir, 'current', sw.version, platform);
   say(
     `switched to ${sw.version} (from ${from ?? 'none'}); it has ${Math.round(sw.timeoutMs / 1000)} s to prove itself healthy`,
   );
@@ -164,24 +244,41 @@ function beginSwitch(dir, state, sw) {
 }
 
 /** Back to the version before the trial; the trial's version is recorded bad, with why. */
-function rollBack(dir, state, reason) {
+export function rollBack(dir, state, reason, platform = process.platform) {
   const trial = state.trial;
-  state.trial = null;
-  state.bad = [
-    ...state.bad.filter((b) => b.version !== trial.version),
-    { version: trial.version, reason: fold(reason), at: new Date().toISOString() },
-  ].slice(-MAX_BAD);
+  const at = new Date().toISOString();
+  // The first reason stands: a roll-back done again after a stop says why the version failed, not the stop.
+  if (!state.bad.some((b) => b.version === trial.version))
+    state.bad = [...state.bad, { version: trial.version, reason: fold(reason), at }].slice(-MAX_BAD);
+  // Bad is recorded before the flip and the trial cleared after it: a flip cut short (a stop, a Windows
+  // flip between its two steps) is finished at the next start, from launcher.json, never lost.
+  writeJson(join(dir, 'launcher.json'), state);
   if (trial.previous && existsSync(join(dir, 'versions', trial.previous))) {
-    point(dir, 'current', trial.previous);
+    point(dir, 'current', trial.previous, platform);
     say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
   } else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
+  state.trial = null;
   writeJson(join(dir, 'launcher.json'), state);
 }
 
+/**
+ * The V8 flags a release asks `run` to start with (its package.json, `"usepod-agent": { "nodeFlags" }`;
+ * decision 0008: the young generation's size, which V8 reads only at start). The file is on disk, so
+ * untrusted: only these flags, with a bounded number, are passed; anything else is dropped.
+ */
+const NODE_FLAG =
+  /^--(?:max-semi-space-size=\d{1,4}|max-old-space-size=\d{1,6}|single-threaded-gc|optimize-for-size)$/;
+export function nodeFlagsOf(packageRoot) {
+  const flags = readJson(join(packageRoot, 'package.json'))?.['usepod-agent']?.nodeFlags;
+  return Array.isArray(flags)
+    ? flags.filter((f) => typeof f === 'string' && NODE_FLAG.test(f)).slice(0, 8)
+    : [];
+}
+
 function startAgent(dir, args, trial) {
-  const root = realpathSync(join(dir, 'current'));
-  const entry = join(root, 'node_modules', 'usepod-agent', 'bin', 'run.js');
-  const child = spawn(process.execPath, [entry, ...args], {
+  const entry = entryOf(realpathSync(join(dir, 'current')));
+  const flags = nodeFlagsOf(dirname(dirname(entry)));
+  const child = spawn(process.execPath, [...flags, entry, ...args], {
     stdio: 'inherit',
     env: { ...process.env, USEPOD_UPDATE_DIR: dir, USEPOD_UPDATE_TRIAL: trial ? trial.version : '' },
   });
@@ -270,6 +367,7 @@ async function main() {
   let backoffMs = 1000;
   for (;;) {
     const state = readState(dir);
+    if (!linked(dir, 'current')) recoverCurrent(dir, state);
     // A trial the launcher did not see to its end (it was stopped, the machine rebooted) is not trusted.
     if (state.trial && linked(dir, 'current') === state.trial.version)
       rollBack(dir, state, 'was on trial when the launcher stopped');
@@ -317,7 +415,20 @@ async function main() {
   process.exit(e.code ?? 0);
 }
 
-main().catch((err) => {
-  say(`failed: ${fold(err?.stack ?? err)}`);
-  process.exit(1);
-});
+/** Run as a program (also through npm's bin link); imported, it only lends its helpers (tests). */
+function isMain() {
+  try {
+    return (
+      Boolean(process.argv[1]) &&
+      realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+    );
+  } catch {
+    return false;
+  }
+}
+
+if (isMain())
+  main().catch((err) => {
+    say(`failed: ${fold(err?.stack ?? err)}`);
+    process.exit(1);
+  });

@@ -18,6 +18,8 @@ export interface DecideInput {
   release: { version: string; publishedAt: number };
   bad: readonly string[];
   plugins: readonly OperatorPlugin[];
+  /** Plugins' compatible releases that would come along with the release (companions.ts). */
+  companions?: readonly { name: string }[];
   now: number;
   providerId: string | undefined;
   minAgeMs: number;
@@ -31,7 +33,7 @@ export function decide(i: DecideInput): Decision {
   if (!semver.gt(v, i.running)) return { do: 'nothing', why: `${i.running} is the newest on the channel` };
   if (i.bad.includes(v))
     return { do: 'nothing', why: `${v} failed its health check on this machine and is not installed again` };
-  const strands = stranded(i.plugins, v);
+  const strands = stranded(i.plugins, v, i.companions);
   if (strands) return { do: 'held', version: v, why: `update to ${v} held back: ${strands}` };
   if (i.mode === 'notify') return { do: 'announce', version: v };
   const at = eligibleAt(i.release.publishedAt, i);

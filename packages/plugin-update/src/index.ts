@@ -1,9 +1,25 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { type AgentEvent, type DoctorFinding, definePlugin, errorMessage } from '@usepod-agent/core';
+import { z } from 'zod';
+import { entryOf } from '../launcher/launcher.mjs';
+
+/** The V8 flags a release asks `run` to start with (the service and the launcher pass them). */
+export { nodeFlagsOf } from '../launcher/launcher.mjs';
+
 import { updateSection } from './config.js';
 import { HealthReporter } from './health.js';
-import { files, linkedVersion, updateDir, VERSION } from './state.js';
+import { files, linkedVersion, readLauncher, updateDir, VERSION } from './state.js';
 import { inContainer, readView, Updater, type UpdateView, underLauncher } from './updater.js';
 
+export {
+  type Companion,
+  companionsBeside,
+  fetchPackument,
+  type Packument,
+  pickCompanion,
+  planCompanions,
+} from './companions.js';
 export { type UpdateConfig, updateSection } from './config.js';
 export { type Decision, decide } from './decide.js';
 export { CLI_PACKAGE, installVersion, viewRelease } from './npm.js';
@@ -13,10 +29,46 @@ export { eligibleAt, spreadDelay } from './spread.js';
 export { files, readLauncher, readUpdateState, updateDir } from './state.js';
 export { inContainer, readView, Updater, type UpdateView } from './updater.js';
 
+/** `update --now` reaches the running agent through plugin-control's socket, then the plugins' stream. */
+const CONTROL_PLUGIN = '@usepod-agent/plugin-control';
+const nowRequest = z.object({ id: z.string().max(64), version: z.string().regex(VERSION) });
+
+/**
+ * Why the running agent cannot switch to `version` now, or undefined when it can (pure, for tests): the
+ * launcher must run it, the version must be installed beside it, not running already, not bad here.
+ */
+export function refuseNow(o: {
+  version: string;
+  running: string;
+  underLauncher: boolean;
+  container: boolean;
+  installed: boolean;
+  bad: { version: string; reason: string } | undefined;
+  switchingTo: string | undefined;
+  /** The running version is still on trial (the launcher would read its exit as a failure). */
+  onTrial?: boolean;
+}): string | undefined {
+  if (o.container) return 'it runs in a container: updates come with the image tag';
+  if (!o.underLauncher) return 'it does not run under the launcher (only the launcher can switch versions)';
+  if (o.onTrial)
+    return `${o.running} is still on trial (its health is being judged): try again once the launcher kept it`;
+  if (o.switchingTo !== undefined && o.switchingTo !== o.version)
+    return `it is already switching to ${o.switchingTo}`;
+  if (o.switchingTo === o.version) return undefined;
+  if (o.version === o.running) return `it already runs ${o.version}`;
+  if (o.bad) return `${o.version} was rolled back on this machine: it ${o.bad.reason}`;
+  if (!o.installed) return `${o.version} is not installed beside it`;
+  return undefined;
+}
+
 /** For tests and embedding code: the first check's delay after the agent is first online (default 10 s). */
 export interface UpdateOptions {
   firstCheckMs?: number;
 }
+
+/** The plugins' releases that come along with the latest, for a line: ` (with x 1.1.0)`. */
+const along = (v: UpdateView) =>
+  v.plugins.length > 0 ? ` (with ${v.plugins.map((p) => `${p.name} ${p.version}`).join(', ')})` : '';
 
 /** A status/doctor line for a view. */
 export function updateFinding(v: UpdateView): DoctorFinding {
@@ -43,13 +95,13 @@ export function updateFinding(v: UpdateView): DoctorFinding {
     return {
       name: 'update',
       level: 'ok',
-      detail: `${v.pending.version} ${v.pending.installed ? 'installed, switching' : `pending, not before ${v.pending.at}`}`,
+      detail: `${v.pending.version}${along(v)} ${v.pending.installed ? 'installed, switching' : `pending, not before ${v.pending.at}`}`,
     };
   if (v.latest && v.latest !== v.running && v.mode === 'notify')
     return {
       name: 'update',
       level: 'warn',
-      detail: `${v.latest} is available (running ${v.running})`,
+      detail: `${v.latest}${along(v)} is available (running ${v.running})`,
       fix: '`usepod-agent update --now`, or `[update] mode = "auto"`',
     };
   return { name: 'update', level: 'ok', detail: `running ${v.running}, ${v.mode} on channel ${v.channel}` };
@@ -75,7 +127,7 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     let view: UpdateView | undefined;
     let inflight = 0;
     let timer: NodeJS.Timeout | undefined;
-    let switching = false;
+    let switching: string | undefined;
     let closed = false;
     const said = new Set<string>();
     const once = (key: string, f: () => void) => {
@@ -121,14 +173,47 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
 
     /** No new jobs, the ones in flight finish (within drain_timeout_s), then the launcher's switch. */
     const drainAndSwitch = async (u: Updater, version: string) => {
-      switching = true;
+      switching = version;
+      clearTimeout(timer);
       await u.requestSwitch(version);
       ctx.hold('update', { reason: `switching to usepod-agent ${version}` });
       const deadline = Date.now() + ctx.config.limits.drain_timeout_s * 1000;
       while (inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
       log.info('drained: exiting so the launcher starts the new version', { version });
       // The launcher is this process's parent; `run` stops on SIGTERM as on the service manager's stop.
-      process.kill(process.pid, 'SIGTERM');
+      // Windows has no signals (a SIGTERM sent there kills at once): `run`'s own handler is called instead.
+      if (process.platform === 'win32') process.emit('SIGTERM', 'SIGTERM');
+      else process.kill(process.pid, 'SIGTERM');
+    };
+
+    /** `update --now` (through plugin-control): answered at once, then drained and switched like auto. */
+    const switchNow = async (id: string, version: string) => {
+      let why: string | undefined;
+      try {
+        const installed = existsSync(entryOf(join(files(dir).versions, version)));
+        const launcher = await readLauncher(dir);
+        why = refuseNow({
+          onTrial: launcher.trial?.version === running,
+          version,
+          running,
+          underLauncher: underLauncher(),
+          container: inContainer(),
+          installed,
+          bad: launcher.bad.find((b) => b.version === version),
+          switchingTo: switching,
+        });
+      } catch (err) {
+        why = `the update folder could not be read: ${errorMessage(err)}`;
+      }
+      if (closed && !why) why = 'it is stopping';
+      ctx.publish(
+        'update.now.answer',
+        why ? { id, ok: false, why } : { id, ok: true, drainTimeoutS: ctx.config.limits.drain_timeout_s },
+      );
+      if (why) return log.info(`update --now to ${version} not done here: ${why}`);
+      if (switching === version) return;
+      log.info(`update --now: switching to usepod-agent ${version} once jobs in flight are done`);
+      await drainAndSwitch(updater(), version);
     };
 
     const check = async () => {
@@ -169,10 +254,13 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
           );
         } else {
           try {
-            log.info(`installing usepod-agent ${d.version} beside ${running}`);
+            const along = (await u.companions(d.version)).map((c) => `${c.name} ${c.version}`);
+            log.info(
+              `installing usepod-agent ${d.version} beside ${running}${along.length ? ` with ${along.join(', ')}` : ''}`,
+            );
             await u.install(d.version);
             await refresh();
-            if (!closed) await drainAndSwitch(u, d.version);
+            if (!closed && !switching) await drainAndSwitch(u, d.version);
             return;
           } catch (err) {
             log.warn('update install failed', { version: d.version, error: errorMessage(err) });
@@ -185,6 +273,14 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
 
     hooks.onEvent.tap('update', (e: AgentEvent) => {
       health?.onEvent(e);
+      if (e.type === 'plugin' && e.from === CONTROL_PLUGIN && e.topic === 'update.now') {
+        const req = nowRequest.safeParse(e.data);
+        if (req.success)
+          void switchNow(req.data.id, req.data.version).catch((err: unknown) =>
+            log.warn('update --now failed', { error: errorMessage(err) }),
+          );
+        return;
+      }
       if (e.type === 'job_start') inflight++;
       else if (e.type === 'job_end') inflight = Math.max(0, inflight - 1);
       else if (e.type === 'connected') {

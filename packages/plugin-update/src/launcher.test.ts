@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ const dir = process.env.USEPOD_UPDATE_DIR;
 const trial = process.env.USEPOD_UPDATE_TRIAL;
 const me = __dirname.split('/').at(-4);
 appendFileSync(join(dir, 'started.log'), me + ' ' + process.pid + ' ' + (trial || '-') + ' ' + process.argv.slice(2).join(' ') + '\\n');
+appendFileSync(join(dir, 'flags.log'), me + ' ' + JSON.stringify(process.execArgv) + '\\n');
 const report = (h) => { writeFileSync(join(dir, 'h.tmp'), JSON.stringify({ version: trial, pid: process.pid, ...h })); renameSync(join(dir, 'h.tmp'), join(dir, 'health.json')); };
 process.on('SIGTERM', () => process.exit(0));
 setInterval(() => {}, 1000);
@@ -32,11 +33,11 @@ let dir: string;
 let launcher: ChildProcess | undefined;
 let log = '';
 
-async function version(v: string, behaviour: string): Promise<void> {
+async function version(v: string, behaviour: string, pkg: object = {}): Promise<void> {
   const bin = join(dir, 'versions', v, 'node_modules', 'usepod-agent', 'bin');
   await mkdir(bin, { recursive: true });
   await writeFile(join(bin, 'run.js'), AGENT(behaviour));
-  await writeFile(join(bin, '..', 'package.json'), '{"type":"commonjs"}');
+  await writeFile(join(bin, '..', 'package.json'), JSON.stringify({ type: 'commonjs', ...pkg }));
 }
 
 function start(): Promise<number | null> {
@@ -130,6 +131,24 @@ describe('launcher', () => {
     expect(await exited).toBe(0);
   });
 
+  it('starts a release with the V8 flags its package.json asks for, and only the allowed ones', async () => {
+    await version('1.0.0', 'good', {
+      'usepod-agent': {
+        nodeFlags: [
+          '--max-semi-space-size=4',
+          '--inspect=0.0.0.0:9229',
+          '--expose-gc',
+          42,
+          '--single-threaded-gc',
+        ],
+      },
+    });
+    start();
+    await running('1.0.0');
+    const flags = await readFile(join(dir, 'flags.log'), 'utf8');
+    expect(flags.trim()).toBe('1.0.0 ["--max-semi-space-size=4","--single-threaded-gc"]');
+  });
+
   it.each([
     ['exit', 'exited with code 3 before it was healthy'],
     ['selftest-fails', 'failed its self-test of m1'],
@@ -171,6 +190,23 @@ describe('launcher', () => {
     await said('rolled back to 1.0.0');
     await running('1.0.0');
     expect((await readLauncher(dir)).bad.map((b) => b.version)).toEqual(['1.0.1']);
+  });
+
+  it('a `current` missing at start (a Windows flip cut short) is pointed back at the version the trial came from', async () => {
+    await version('1.0.1', 'good');
+    await pointLink(dir, 'previous', '1.0.0');
+    await rm(join(dir, 'current'));
+    await symlink(join('versions', '1.0.1'), join(dir, '.current.999999.tmp'));
+    await writeFile(
+      join(dir, 'launcher.json'),
+      JSON.stringify({ trial: { version: '1.0.1', previous: '1.0.0', timeoutMs: 1000 }, bad: [] }),
+    );
+    start();
+    await said('current was missing: pointed it at 1.0.0');
+    await running('1.0.0');
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+    // The trial never started: it is dropped, not recorded bad (its next request is heard again).
+    expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
   });
 
   it('a garbled launcher.json or switch.json is ignored, not trusted', async () => {

@@ -1,8 +1,10 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
+import { COMPANIONS_FILE, type Companion, PACKAGE_NAME } from './companions.js';
+import { npmInvocation } from './npm-command.js';
 import { VERSION } from './state.js';
 
 /** The CLI package every version folder holds. */
@@ -19,11 +21,19 @@ function run(
   args: string[],
   o: { timeoutMs: number },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
+  let npm: ReturnType<typeof npmInvocation>;
+  try {
+    // Windows: npm's script run by node itself, not npm.cmd through a shell (npm-command.ts).
+    npm = npmInvocation(args);
+  } catch (err) {
+    return Promise.resolve({ code: 127, stdout: '', stderr: `error: ${(err as Error).message}` });
+  }
   return new Promise((resolve) =>
     execFile(
-      npmBeside(),
-      args,
+      npm.file,
+      npm.args,
       {
+        windowsVerbatimArguments: npm.verbatim,
         maxBuffer: 16 * 1024 * 1024,
         timeout: o.timeoutMs,
         env: { ...process.env, npm_config_update_notifier: 'false' },
@@ -86,21 +96,47 @@ export async function viewRelease(channel: string, registry: string | undefined)
   return { version: v.data.version, publishedAt: Number.isFinite(at) ? at : Date.now() };
 }
 
+/** The registry npm asks: the configured one, else npm's own config's. Throws saying why not. */
+export async function npmRegistry(configured: string | undefined): Promise<string> {
+  if (configured) return configured;
+  const r = await run(['config', 'get', 'registry'], { timeoutMs: 30_000 });
+  const url = r.stdout.trim();
+  if (r.code !== 0 || !URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
+    throw new Error(`npm config get registry gave no registry: ${npmWhy(r.stderr)}`);
+  return url;
+}
+
 /** The CLI's entry in a version folder: what the launcher starts. */
 export const entryOf = (versionDir: string) => join(versionDir, 'node_modules', CLI_PACKAGE, 'bin', 'run.js');
 
 /**
  * Installs `usepod-agent@<version>` into versions/<version> with the npm beside node: into a fresh folder
- * first, renamed into place once complete, so the launcher never sees half an install.
+ * first, renamed into place once complete, so the launcher never sees half an install. `companions` are
+ * plugin releases installed with it (listed in the folder's usepod-plugins.json: that version loads them).
  */
 export async function installVersion(
   versionsDir: string,
   version: string,
   registry: string | undefined,
+  companions: readonly Companion[] = [],
 ): Promise<string> {
   if (!VERSION.test(version)) throw new Error(`"${version}" is not a version`);
+  for (const c of companions)
+    if (!PACKAGE_NAME.test(c.name) || !VERSION.test(c.version))
+      throw new Error(`"${c.name}@${c.version}" is not a plugin release`);
   const target = join(versionsDir, version);
-  if (existsSync(entryOf(target))) return target;
+  const listed =
+    companions.length > 0
+      ? JSON.stringify(Object.fromEntries(companions.map((c) => [c.name, c.version])))
+      : undefined;
+  if (
+    existsSync(entryOf(target)) &&
+    (await readFile(join(target, COMPANIONS_FILE), 'utf8').then(
+      (t) => t.trim(),
+      () => undefined,
+    )) === listed
+  )
+    return target;
   await mkdir(versionsDir, { recursive: true, mode: 0o700 });
   const partial = join(versionsDir, `.partial-${version}-${process.pid}`);
   await rm(partial, { recursive: true, force: true });
@@ -115,13 +151,16 @@ export async function installVersion(
       '--omit=dev',
       ...(registry ? ['--registry', registry] : []),
       `${CLI_PACKAGE}@${version}`,
+      ...companions.map((c) => `${c.name}@${c.version}`),
     ],
     { timeoutMs: 15 * 60_000 },
   );
   if (r.code !== 0 || !existsSync(entryOf(partial))) {
     await rm(partial, { recursive: true, force: true });
-    throw new Error(`npm install ${CLI_PACKAGE}@${version} failed: ${npmWhy(r.stderr)}`);
+    const what = [`${CLI_PACKAGE}@${version}`, ...companions.map((c) => `${c.name}@${c.version}`)];
+    throw new Error(`npm install ${what.join(' ')} failed: ${npmWhy(r.stderr)}`);
   }
+  if (listed) await writeFile(join(partial, COMPANIONS_FILE), `${listed}\n`, { mode: 0o600 });
   await rm(target, { recursive: true, force: true });
   await rename(partial, target);
   return target;

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import semver from 'semver';
+import { VERSION } from './state.js';
 
 /** Where `usepod-agent plugins install` and `plugins link` record the operator's plugins (oclif's data dir). */
 export function operatorPluginRoot(): string {
@@ -13,6 +14,10 @@ export interface OperatorPlugin {
   name: string;
   /** The core versions it declares it works with (peerDependencies, or `"usepod-agent": { "core" }`). */
   range: string | undefined;
+  /** Its installed release (package.json `version`), when it says one. */
+  version?: string | undefined;
+  /** `plugins link`ed: the operator's own folder, never replaced by a release from the registry. */
+  linked?: boolean;
 }
 
 async function json(path: string): Promise<Record<string, unknown> | undefined> {
@@ -47,15 +52,23 @@ export async function operatorPlugins(root: string = operatorPluginRoot()): Prom
     const dir =
       type === 'link' && typeof linked === 'string' ? linked : join(root, 'node_modules', ...name.split('/'));
     const pkg = await json(join(dir, 'package.json'));
-    out.push({ name, range: pkg ? declaredRange(pkg) : undefined });
+    const version = typeof pkg?.version === 'string' && VERSION.test(pkg.version) ? pkg.version : undefined;
+    out.push({ name, range: pkg ? declaredRange(pkg) : undefined, version, linked: type === 'link' });
   }
   return out;
 }
 
-/** The first plugin whose declared range excludes `version`, in one line, or undefined. */
-export function stranded(plugins: readonly OperatorPlugin[], version: string): string | undefined {
+/**
+ * The first plugin whose declared range excludes `version`, in one line, or undefined. A plugin named in
+ * `coming` has a compatible release that comes along with the version (companions.ts): it strands nothing.
+ */
+export function stranded(
+  plugins: readonly OperatorPlugin[],
+  version: string,
+  coming: readonly { name: string }[] = [],
+): string | undefined {
   for (const p of plugins) {
-    if (p.range === undefined) continue;
+    if (p.range === undefined || coming.some((c) => c.name === p.name)) continue;
     const ok =
       semver.validRange(p.range) !== null && semver.satisfies(version, p.range, { includePrerelease: true });
     if (!ok) return `plugin ${p.name} requires @usepod-agent/core ${p.range}`;

@@ -1,6 +1,7 @@
-import { copyFile, mkdir, rename, rm, symlink } from 'node:fs/promises';
+import { copyFile, mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { point } from '../launcher/launcher.mjs';
 import { installVersion } from './npm.js';
 import { files, VERSION } from './state.js';
 
@@ -8,13 +9,18 @@ import { files, VERSION } from './state.js';
 export const LAUNCHER_SOURCE = fileURLToPath(new URL('../launcher/launcher.mjs', import.meta.url));
 export const launcherIn = (dir: string) => join(dir, 'launcher.mjs');
 
-/** Points `current` or `previous` at versions/<v>: a new link renamed over the old, never a moment without. */
-export async function pointLink(dir: string, name: 'current' | 'previous', version: string): Promise<void> {
+/**
+ * Points `current` or `previous` at versions/<v>, as the launcher does (its own code: one way to flip a
+ * link): a new link renamed over the old on Unix; on Windows a junction, the old link removed first.
+ */
+export async function pointLink(
+  dir: string,
+  name: 'current' | 'previous',
+  version: string,
+  platform: NodeJS.Platform = process.platform,
+): Promise<void> {
   if (!VERSION.test(version)) throw new Error(`"${version}" is not a version`);
-  const tmp = join(dir, `.${name}.${process.pid}.tmp`);
-  await rm(tmp, { force: true });
-  await symlink(join('versions', version), tmp);
-  await rename(tmp, join(dir, name));
+  point(dir, name, version, platform);
 }
 
 /**

@@ -59,7 +59,11 @@ describe('the operator’s plugins', () => {
     await mkdir(join(dir, 'node_modules', '@acme', 'usepod-agent-plugin-i'), { recursive: true });
     await writeFile(
       join(dir, 'node_modules', '@acme', 'usepod-agent-plugin-i', 'package.json'),
-      JSON.stringify({ name: '@acme/usepod-agent-plugin-i', 'usepod-agent': { core: '^0.4.0' } }),
+      JSON.stringify({
+        name: '@acme/usepod-agent-plugin-i',
+        version: '1.2.0',
+        'usepod-agent': { core: '^0.4.0' },
+      }),
     );
     await writeFile(
       join(dir, 'package.json'),
@@ -75,9 +79,10 @@ describe('the operator’s plugins', () => {
       }),
     );
     expect(await operatorPlugins(dir)).toEqual([
-      { name: 'usepod-agent-plugin-l', range: '<0.5.0' },
-      { name: '@acme/usepod-agent-plugin-i', range: '^0.4.0' },
-      { name: 'gone', range: undefined },
+      { name: 'usepod-agent-plugin-l', range: '<0.5.0', version: undefined, linked: true },
+      // Its installed release: an update looks for a newer one when the new core strands this one.
+      { name: '@acme/usepod-agent-plugin-i', range: '^0.4.0', version: '1.2.0', linked: false },
+      { name: 'gone', range: undefined, version: undefined, linked: false },
     ]);
     expect(await operatorPlugins(join(dir, 'none'))).toEqual([]);
   });

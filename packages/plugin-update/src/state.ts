@@ -55,6 +55,12 @@ export const updateState = z.object({
   checkedAt: iso.optional().catch(undefined),
   /** The newest release of the channel at the last check. */
   latest: z.object({ version, publishedAt: iso }).optional().catch(undefined),
+  /** Plugins' compatible releases that come along with the latest (companions.ts). */
+  plugins: z
+    .array(z.object({ name: z.string().max(214), from: version.optional(), version }))
+    .max(200)
+    .optional()
+    .catch(undefined),
   /** Installed and waiting for its moment, or waiting for its spread/window. */
   pending: z.object({ version, at: iso, installed: z.boolean() }).optional().catch(undefined),
   /** Why the latest is held back (a plugin's core range), as said once. */

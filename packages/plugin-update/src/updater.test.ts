@@ -12,7 +12,7 @@ import { updateSection } from './config.js';
 import updatePlugin, { updateFinding } from './index.js';
 import { pointLink } from './setup.js';
 import { readUpdateState } from './state.js';
-import { Updater } from './updater.js';
+import { readView, Updater } from './updater.js';
 
 /**
  * The plugin in a real agent, asking a real `npm view` of a small registry on 127.0.0.1 that serves one
@@ -29,7 +29,29 @@ const published = new Date(Date.now() - 3_600_000).toISOString();
 beforeAll(async () => {
   registry = createServer((req, res) => {
     asked++;
-    if (!req.url?.startsWith('/usepod-agent')) return res.writeHead(404).end('{}');
+    // An installed plugin's releases: 1.0.0 for core ~0.4, 2.0.0 for 9.x (what a check looks up).
+    if (req.url === '/usepod-agent-plugin-along')
+      return res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          name: 'usepod-agent-plugin-along',
+          'dist-tags': { latest: '2.0.0' },
+          versions: Object.fromEntries(
+            [
+              ['1.0.0', '~0.4.0'],
+              ['2.0.0', '^9.0.0'],
+            ].map(([version, core]) => [
+              version,
+              {
+                name: 'usepod-agent-plugin-along',
+                version,
+                peerDependencies: { '@usepod-agent/core': core },
+              },
+            ]),
+          ),
+        }),
+      );
+    if (!req.url?.startsWith('/usepod-agent') || req.url.startsWith('/usepod-agent-plugin'))
+      return res.writeHead(404).end('{}');
     res.writeHead(200, { 'content-type': 'application/json' }).end(
       JSON.stringify({
         name: 'usepod-agent',
@@ -193,6 +215,50 @@ describe('plugin-update in an agent', () => {
     );
   });
 
+  it('an installed plugin the release strands comes along in its compatible release; one with none holds it back', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-update-along-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const installed = async (name: string) => {
+      await mkdir(join(dir, 'plugins', 'node_modules', name), { recursive: true });
+      await writeFile(
+        join(dir, 'plugins', 'node_modules', name, 'package.json'),
+        JSON.stringify({ name, version: '1.0.0', peerDependencies: { '@usepod-agent/core': '~0.4.0' } }),
+      );
+    };
+    const record = (names: string[]) =>
+      writeFile(
+        join(dir, 'plugins', 'package.json'),
+        JSON.stringify({ oclif: { plugins: names.map((name) => ({ type: 'user', name })) } }),
+      );
+    await installed('usepod-agent-plugin-along');
+    await installed('usepod-agent-plugin-orphan');
+    await record(['usepod-agent-plugin-along']);
+    const config = updateSection.parse({ mode: 'auto', registry: registryUrl, min_age: 0, spread: 0 });
+    const u = new Updater({
+      config,
+      dir: join(dir, 'update'),
+      running: '0.4.0',
+      providerId: () => 'p',
+      log: silentLogger,
+      pluginRoot: join(dir, 'plugins'),
+    });
+    await mkdir(join(dir, 'update'));
+    expect((await u.check()).decision).toEqual({ do: 'install', version: '9.9.9' });
+    const along = [{ name: 'usepod-agent-plugin-along', from: '1.0.0', version: '2.0.0' }];
+    expect(await u.companions('9.9.9')).toEqual(along);
+    expect(await u.companions('9.9.8')).toEqual([]);
+    const view = await readView(join(dir, 'update'), config, '0.4.0');
+    expect(view.plugins).toEqual(along);
+    expect(view.held).toBeUndefined();
+    // A second installed plugin the registry has no release of: held back, naming that one.
+    await record(['usepod-agent-plugin-along', 'usepod-agent-plugin-orphan']);
+    expect((await u.check()).decision).toEqual({
+      do: 'held',
+      version: '9.9.9',
+      why: 'update to 9.9.9 held back: plugin usepod-agent-plugin-orphan requires @usepod-agent/core ~0.4.0',
+    });
+  });
+
   it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'usepod-update-prune-'));
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
@@ -233,6 +299,7 @@ describe('doctor’s update line', () => {
     kept: ['0.4.1', '0.4.0'],
     checkedAt: undefined,
     latest: '0.4.1',
+    plugins: [],
     pending: undefined,
     held: undefined,
     trial: undefined,
@@ -265,6 +332,19 @@ describe('doctor’s update line', () => {
       level: 'warn',
       detail: '0.4.2 is available (running 0.4.1)',
     });
+    // A plugin's compatible release that comes along is said with it.
+    const along = [{ name: 'usepod-agent-plugin-x', from: '1.0.0', version: '1.1.0' }];
+    expect(updateFinding({ ...view, mode: 'notify', latest: '0.4.2', plugins: along }).detail).toBe(
+      '0.4.2 (with usepod-agent-plugin-x 1.1.0) is available (running 0.4.1)',
+    );
+    expect(
+      updateFinding({
+        ...view,
+        latest: '0.4.2',
+        plugins: along,
+        pending: { version: '0.4.2', at: 'x', installed: true },
+      }).detail,
+    ).toBe('0.4.2 (with usepod-agent-plugin-x 1.1.0) installed, switching');
     expect(updateFinding({ ...view, error: 'npm view usepod-agent@latest failed: E404' }).level).toBe('warn');
     expect(updateFinding({ ...view, container: true }).detail).toBe(
       'in a container: updates come with the image tag',

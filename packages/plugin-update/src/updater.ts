@@ -3,9 +3,10 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage, type Logger } from '@usepod-agent/core';
 import semver from 'semver';
+import { type Companion, planCompanions } from './companions.js';
 import type { UpdateConfig } from './config.js';
 import { type Decision, decide } from './decide.js';
-import { installVersion, type Release, viewRelease } from './npm.js';
+import { installVersion, npmRegistry, type Release, viewRelease } from './npm.js';
 import { operatorPlugins } from './ranges.js';
 import {
   files,
@@ -79,12 +80,29 @@ export class Updater {
       await this.#save({ ...state, checkedAt: new Date(this.#now()).toISOString(), error });
       return { release: undefined, decision: undefined, error };
     }
+    const bad = launcher.bad.map((b) => b.version);
+    const plugins = await operatorPlugins(this.#o.pluginRoot);
+    let companions: Companion[] = [];
+    if (semver.gt(release.version, this.#o.running) && !bad.includes(release.version)) {
+      let registry: Promise<string> | undefined;
+      const plan = await planCompanions(plugins, release.version, {
+        channel: c.channel,
+        registry: () => {
+          registry ??= npmRegistry(c.registry);
+          return registry;
+        },
+      });
+      companions = plan.companions;
+      for (const why of plan.lookups)
+        this.#o.log.warn('no compatible release of a plugin found', { plugin: why });
+    }
     const decision = decide({
       mode: c.mode === 'auto' ? 'auto' : 'notify',
       running: this.#o.running,
       release,
-      bad: launcher.bad.map((b) => b.version),
-      plugins: await operatorPlugins(this.#o.pluginRoot),
+      bad,
+      plugins,
+      companions,
       now: this.#now(),
       providerId: this.#o.providerId(),
       minAgeMs: c.min_age,
@@ -96,6 +114,7 @@ export class Updater {
       ...state,
       checkedAt: new Date(this.#now()).toISOString(),
       latest: { version: release.version, publishedAt: new Date(release.publishedAt).toISOString() },
+      plugins: companions.length > 0 ? companions : undefined,
       error: undefined,
       held: decision.do === 'held' ? { version: decision.version, why: decision.why } : undefined,
       pending:
@@ -109,9 +128,20 @@ export class Updater {
     return { release, decision, error: undefined };
   }
 
-  /** Installs a version side by side (never twice the same folder). */
+  /** The plugin releases the last check found to come along with `version`. */
+  async companions(version: string): Promise<Companion[]> {
+    const state = await readUpdateState(this.#o.dir);
+    return state.latest?.version === version ? (state.plugins ?? []) : [];
+  }
+
+  /** Installs a version side by side (never twice the same folder), with its plugins' compatible releases. */
   async install(version: string): Promise<string> {
-    const dir = await installVersion(files(this.#o.dir).versions, version, this.#o.config.registry);
+    const dir = await installVersion(
+      files(this.#o.dir).versions,
+      version,
+      this.#o.config.registry,
+      await this.companions(version),
+    );
     const state = await readUpdateState(this.#o.dir);
     await this.#save({
       ...state,
@@ -196,6 +226,8 @@ export interface UpdateView {
   kept: string[];
   checkedAt: string | undefined;
   latest: string | undefined;
+  /** Plugins' compatible releases that come along with the latest (installed into its folder). */
+  plugins: Companion[];
   pending: UpdateState['pending'];
   held: string | undefined;
   trial: string | undefined;
@@ -222,6 +254,7 @@ export async function readView(dir: string, config: UpdateConfig, running: strin
     kept,
     checkedAt: state.checkedAt,
     latest: state.latest?.version,
+    plugins: state.plugins ?? [],
     pending: state.pending,
     held: state.held?.why,
     trial: launcher.trial?.version,

@@ -1,6 +1,9 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, openSync, renameSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Flags } from '@oclif/core';
-import { engineText, UsepodError } from '@usepod-agent/core';
+import { engineText, readBoundedText, UsepodError } from '@usepod-agent/core';
 import { readStatusToken, statusTokenPath } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { squatter } from '../port-owner.js';
@@ -23,7 +26,8 @@ export default class Dashboard extends BaseCommand {
   ];
   static override flags = {
     open: Flags.boolean({
-      summary: 'Open it in the desktop’s browser (xdg-open, open, start).',
+      summary:
+        'Open it in the desktop’s browser (xdg-open, open, start), through a private file that redirects.',
       default: false,
     }),
     fleet: Flags.boolean({
@@ -67,11 +71,38 @@ export default class Dashboard extends BaseCommand {
     this.out(url);
     if (!flags.open) return;
     refuseSquatter(browsable(addr), tokenPath);
+    // The browser is handed a file that redirects, not the address: a command line is readable by every
+    // local user (`ps`) for as long as the opener runs, the file only by this one.
+    const page = writeRedirect(dirname(tokenPath), url);
     const o = opener();
-    const child = spawn(o.cmd, [...o.args, url], { stdio: 'ignore', detached: true });
+    const child = spawn(o.cmd, [...o.args, page], { stdio: 'ignore', detached: true });
     child.on('error', () => this.out(`could not run ${o.cmd}: open the address above in a browser`));
     child.unref();
   }
+}
+
+/**
+ * `dashboard.html` beside the status token (a folder only the agent's user reads), 0600, made under a
+ * fresh name and renamed over the old one (a link planted there is replaced, never followed).
+ */
+function writeRedirect(dir: string, url: string): string {
+  const path = join(dir, 'dashboard.html');
+  const tmp = join(dir, `.dashboard-${process.pid}-${randomBytes(4).toString('hex')}.html`);
+  // The URL is ours (a host:port and a hex token); still escaped for an attribute and a script string.
+  const attr = url.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+  const html = `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=${attr}"><title>usepod-agent</title><a href="${attr}">usepod-agent dashboard</a><script>location.replace(${JSON.stringify(url).replace(/</g, '\\u003c')})</script>\n`;
+  const fd = openSync(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    writeSync(fd, html);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  return path;
 }
 
 /** The token is sent (a request, a browser opened) only to a port held by the agent's user. */
@@ -88,24 +119,6 @@ function refuseSquatter(addr: string, tokenPath: string): void {
 /** An address a browser can reach: a wildcard bind is reached on loopback. */
 function browsable(addr: string): string {
   return addr.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
-}
-
-/** An answer read to at most `max` bytes: whatever holds the port is not trusted with memory. */
-async function readBounded(res: Response, max: number): Promise<string | undefined> {
-  const reader = res.body?.getReader();
-  if (!reader) return '';
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return Buffer.concat(parts).toString('utf8');
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      return undefined;
-    }
-    parts.push(value);
-  }
 }
 
 interface FleetRow {
@@ -134,7 +147,7 @@ async function fleet(addr: string, token: string): Promise<FleetRow[]> {
   } catch {
     throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
   }
-  const text = await readBounded(res, 4 * 1024 * 1024).catch(() => undefined);
+  const text = await readBoundedText(res, 4 * 1024 * 1024).catch(() => undefined);
   let body: { rows?: unknown } | undefined;
   try {
     body = res.ok && text !== undefined ? (JSON.parse(text) as { rows?: unknown }) : undefined;

@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { type AgentStatus, engineText, loadConfig, UsepodError } from '@usepod-agent/core';
+import { type AgentStatus, engineText, loadConfig, readBoundedText, UsepodError } from '@usepod-agent/core';
 import {
   DEFAULT_PROMETHEUS_ADDR,
   findConfigFile,
@@ -25,25 +25,6 @@ interface LedgerSection {
 
 /** More than any agent's /status (a few KB per backend): a body past it is not one. */
 const MAX_STATUS_BYTES = 4 * 1024 * 1024;
-
-/** The body as text, or a rejection past `max` bytes (the stream is cancelled). */
-async function readBounded(res: Response, max: number): Promise<string> {
-  const reader = res.body?.getReader();
-  if (!reader) return '';
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw new Error('too large');
-    }
-    parts.push(value);
-  }
-  return Buffer.concat(parts).toString('utf8');
-}
 
 /** The fields render() relies on, with their types: anything else is not an agent's status. */
 function isStatus(v: unknown): v is AgentStatus {
@@ -129,7 +110,7 @@ export default class Status extends BaseCommand {
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
       // Whatever answers on that port (another user's process while the agent is down) is untrusted: read at
       // most MAX_STATUS_BYTES, and a document that is not an agent's status is one coded line.
-      const text = await readBounded(res, MAX_STATUS_BYTES).catch(() => undefined);
+      const text = await readBoundedText(res, MAX_STATUS_BYTES).catch(() => undefined);
       let parsed: unknown;
       try {
         parsed = text === undefined ? undefined : JSON.parse(text);

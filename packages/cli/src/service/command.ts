@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
-import { join, posix } from 'node:path';
+import { join, posix, win32 } from 'node:path';
 import { Flags } from '@oclif/core';
 import { loadConfig, UsepodError } from '@usepod-agent/core';
 import { findConfigFile, loadOrCreateIdentity, readConfigFile, readIdentity } from '@usepod-agent/core/cli';
-import { inContainer, LAUNCHER_SOURCE, updateSection } from '@usepod-agent/plugin-update';
+import { inContainer, LAUNCHER_SOURCE, nodeFlagsOf, updateSection } from '@usepod-agent/plugin-update';
 import { stringify } from 'smol-toml';
 import { BaseCommand, EXIT } from '../base.js';
 import { builtinPlugins } from '../engines.js';
@@ -84,10 +84,11 @@ export abstract class ServiceCommand extends BaseCommand {
       drainTimeoutS = config.limits.drain_timeout_s;
       // [update] mode = "auto" (not in a container): the service runs the launcher, which switches versions.
       const u = updateSection.safeParse((config as Record<string, unknown>).update ?? {});
-      if (platform !== 'win32' && u.success && u.data.mode === 'auto' && !inContainer()) {
+      if (u.success && u.data.mode === 'auto' && !inContainer()) {
         const key = serviceIdentityPath({ platform, identityPath });
+        const path = platform === 'win32' ? win32 : posix;
         update = {
-          dir: u.data.dir ?? posix.join(posix.dirname(key), 'update'),
+          dir: u.data.dir ?? path.join(path.dirname(key), 'update'),
           version: this.config.version,
           launcherSource: LAUNCHER_SOURCE,
           npm: npmBeside(process.execPath),
@@ -114,6 +115,7 @@ export abstract class ServiceCommand extends BaseCommand {
     return {
       platform,
       nodePath: process.execPath,
+      nodeFlags: nodeFlagsOf(this.config.root),
       cliPath: join(this.config.root, 'bin', 'run.js'),
       configPath: configPath ?? '',
       serviceConfigToml,

@@ -17,6 +17,8 @@ export interface ServiceOptions {
   platform: Platform;
   /** Absolute path of node. */
   nodePath: string;
+  /** V8 flags for `run` (the CLI's package.json, `"usepod-agent": { "nodeFlags" }`). */
+  nodeFlags?: string[];
   /** Absolute path of the CLI entry (bin/run.js). */
   cliPath: string;
   /** Absolute path of the operator's config file. */
@@ -93,8 +95,32 @@ function quoteSystemd(arg: string): string {
 /** What the service manager starts: the CLI's `run`, or the launcher that runs `current`'s. */
 function execArgs(o: ServiceOptions, configPath: string): string[] {
   const run = runArgs(o, configPath);
-  if (!o.update) return [o.nodePath, o.cliPath, ...run];
-  return [o.nodePath, posix.join(o.update.dir, 'launcher.mjs'), '--dir', o.update.dir, '--', ...run];
+  // V8 reads these only at start (decision 0008), so they go on the command line; the launcher reads a
+  // release's own from its package.json.
+  if (!o.update) return [o.nodePath, ...(o.nodeFlags ?? []), o.cliPath, ...run];
+  const path = o.platform === 'win32' ? win32 : posix;
+  return [o.nodePath, path.join(o.update.dir, 'launcher.mjs'), '--dir', o.update.dir, '--', ...run];
+}
+
+/**
+ * Windows: the side-by-side folder is made by this CLI's `update --setup` over the service's config (its
+ * identity, so the same folder): it installs this version with npm's own script run by node.exe (no
+ * npm.cmd through cmd.exe), points `current` at it as a directory junction (no admin rights needed to
+ * follow it; a link cannot be renamed over another there) and copies the launcher in, all in Node, so no
+ * path goes through cmd.exe's quoting.
+ */
+function windowsUpdateSteps(o: ServiceOptions, config: string): Step[] {
+  const u = o.update;
+  if (!u) return [];
+  return [
+    {
+      kind: 'run',
+      cmd: o.nodePath,
+      args: [o.cliPath, 'update', '--setup', '--config', config],
+      why: `this version (${u.version}) installed side by side into ${win32.join(u.dir, 'versions', u.version)}, \`current\` (a directory junction) pointed at it, and the launcher copied to ${win32.join(u.dir, 'launcher.mjs')}`,
+      interactive: true,
+    },
+  ];
 }
 
 /**
@@ -485,7 +511,8 @@ function planDarwin(action: ServiceAction, o: ServiceOptions): Step[] {
 function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
   const config = win32.join(WIN.dir, 'agent.toml');
   const log = win32.join(WIN.dir, 'agent.log');
-  const binPath = [o.nodePath, o.cliPath, ...runArgs(o, config)]
+  // With [update] mode = "auto", the launcher over the side-by-side folder, as on Linux and macOS.
+  const binPath = execArgs(o, config)
     .map((a) => (/\s/.test(a) || a.includes('\\') ? winQuote(a) : a))
     .join(' ');
   switch (action) {
@@ -527,6 +554,7 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
           args: ['/c', 'copy', '/Y', o.identityPath, win32.join(WIN.dir, 'identity.key')],
           why: 'the identity key',
         },
+        ...windowsUpdateSteps(o, config),
         {
           kind: 'run',
           cmd: 'sc.exe',

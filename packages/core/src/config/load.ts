@@ -2,7 +2,7 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { cosmiconfig, type Loader } from 'cosmiconfig';
+import type { Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
 import { applyEnv, hasEnvConfig } from './env.js';
@@ -94,7 +94,9 @@ export const SEARCH_PLACES = [
   `${MODULE}.config.toml`,
 ];
 
-function explorer() {
+/** Loaded for the forms other than TOML only: with its JSON and YAML parsers, ~20 modules `run` rarely needs. */
+async function explorer() {
+  const { cosmiconfig } = await import('cosmiconfig');
   return cosmiconfig(MODULE, {
     searchPlaces: SEARCH_PLACES,
     loaders: { '.toml': loadToml, '.ts': loadTs, '.mts': loadTs, '.cts': loadTs },
@@ -257,7 +259,12 @@ export async function readConfigFile(path: string): Promise<unknown> {
     throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
   }
   try {
-    const result = await explorer().load(path);
+    // agent.toml, the common case, needs only smol-toml (an empty file is an empty config, as cosmiconfig has it).
+    if (isTomlPath(path)) {
+      const text = await readFile(path, 'utf8');
+      return text.trim() === '' ? {} : ((await loadToml(path, text)) ?? {});
+    }
+    const result = await (await explorer()).load(path);
     if (!result || result.isEmpty) return {};
     return result.config;
   } catch (err) {

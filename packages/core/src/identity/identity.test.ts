@@ -176,4 +176,37 @@ describe('Ed25519 through node:crypto', () => {
       expect(verifySignature(nacl.randomBytes(48), id.sign(message), id.publicKey)).toBe(false);
     }
   });
+
+  // RFC 8032 section 7.1, TEST 1-3: fixed bytes, so a change of library or of the seed's wrapping that
+  // agreed with itself (and with tweetnacl's random rounds above) would still be caught.
+  it.each([
+    {
+      seed: '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60',
+      pub: 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a',
+      msg: '',
+      sig: 'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+    },
+    {
+      seed: '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb',
+      pub: '3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c',
+      msg: '72',
+      sig: '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
+    },
+    {
+      seed: 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7',
+      pub: 'fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025',
+      msg: 'af82',
+      sig: '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
+    },
+  ])('matches RFC 8032 test vector with public key $pub', ({ seed, pub, msg, sig }) => {
+    const id = generateIdentity('/nowhere', Buffer.from(seed, 'hex'));
+    expect(Buffer.from(id.publicKey, 'base64').toString('hex')).toBe(pub);
+    expect(Buffer.from(id.sign(Buffer.from(msg, 'hex')), 'base64').toString('hex')).toBe(sig);
+    expect(
+      verifySignature(Buffer.from(msg, 'hex'), Buffer.from(sig, 'hex').toString('base64'), id.publicKey),
+    ).toBe(true);
+    // tweetnacl, the library 0.3.x-era keys were checked against, agrees byte for byte.
+    const kp = nacl.sign.keyPair.fromSeed(Buffer.from(seed, 'hex'));
+    expect(Buffer.from(nacl.sign.detached(Buffer.from(msg, 'hex'), kp.secretKey)).toString('hex')).toBe(sig);
+  });
 });

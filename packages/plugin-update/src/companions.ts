@@ -1,0 +1,174 @@
+import { readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import semver from 'semver';
+import { z } from 'zod';
+import { declaredRange, type OperatorPlugin } from './ranges.js';
+import { VERSION } from './state.js';
+
+/**
+ * A plugin's compatible release, installed with a new version into its side-by-side folder (docs/updates.md,
+ * "Plugins"): the agent on that version loads it; the previous version keeps the operator's copy.
+ */
+export interface Companion {
+  name: string;
+  /** The release the operator has (the one the new version would strand). */
+  from?: string | undefined;
+  /** The release that comes along. */
+  version: string;
+}
+
+/** An npm package name (lowercase, optional scope): checked before it reaches a URL, an npm command or a log. */
+export const PACKAGE_NAME = /^(?:@[a-z0-9][a-z0-9._~-]{0,100}\/)?[a-z0-9][a-z0-9._~-]{0,100}$/;
+
+const MAX_PACKUMENT = 8 * 1024 * 1024;
+const MAX_VERSIONS = 5000;
+
+/** The parts of a registry's packument read here; the rest is ignored, every field is checked. */
+export const packumentSchema = z.object({
+  name: z.string().max(214),
+  'dist-tags': z.record(z.string().max(64), z.string().max(100)).catch({}),
+  versions: z.record(z.string().max(100), z.record(z.string(), z.unknown())),
+});
+export type Packument = z.output<typeof packumentSchema>;
+
+/**
+ * The highest release of a plugin whose declared core range includes `core`, or undefined. The rule
+ * (docs/updates.md): a valid version, newer than the one installed, not deprecated, no higher than the
+ * plugin's own dist-tag named like the channel (else its `latest`: an untagged release is not ready), and
+ * no prerelease on the `latest` channel.
+ */
+export function pickCompanion(
+  p: Packument,
+  o: { core: string; channel: string; installed: string | undefined },
+): string | undefined {
+  const tags = p['dist-tags'];
+  const cap = [tags[o.channel], tags.latest].find((t) => t !== undefined && VERSION.test(t));
+  let best: string | undefined;
+  for (const [v, manifest] of Object.entries(p.versions).slice(0, MAX_VERSIONS)) {
+    if (!VERSION.test(v) || !semver.valid(v)) continue;
+    if (manifest.version !== v || typeof manifest.deprecated === 'string') continue;
+    if (o.channel === 'latest' && semver.prerelease(v)) continue;
+    if (cap && semver.gt(v, cap)) continue;
+    if (o.installed && semver.valid(o.installed) && !semver.gt(v, o.installed)) continue;
+    const range = declaredRange(manifest);
+    if (range === undefined || semver.validRange(range) === null) continue;
+    if (!semver.satisfies(o.core, range, { includePrerelease: true })) continue;
+    if (!best || semver.gt(v, best)) best = v;
+  }
+  return best;
+}
+
+/** The registry npm would ask: the configured one, else npm's own (`npm config get registry`). */
+export function packumentUrl(registry: string, name: string): string {
+  const base = registry.endsWith('/') ? registry : `${registry}/`;
+  return new URL(name.replace('/', '%2f'), base).href;
+}
+
+/**
+ * A plugin's packument from the registry: bounded (8 MB, 30 s), JSON, of the checked shape, for that name.
+ * Throws saying why not.
+ */
+export async function fetchPackument(registry: string, name: string, timeoutMs = 30_000): Promise<Packument> {
+  if (!PACKAGE_NAME.test(name)) throw new Error('not an npm package name');
+  const res = await fetch(packumentUrl(registry, name), {
+    headers: { accept: 'application/json' },
+    redirect: 'error',
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (!res.ok || !res.body) {
+    await res.body?.cancel().catch(() => {});
+    throw new Error(`the registry answered HTTP ${res.status}`);
+  }
+  const declared = Number(res.headers.get('content-length'));
+  if (declared > MAX_PACKUMENT) {
+    await res.body.cancel().catch(() => {});
+    throw new Error('its packument is too big');
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_PACKUMENT) {
+      await reader.cancel().catch(() => {});
+      throw new Error('its packument is too big');
+    }
+    chunks.push(value);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new Error('its packument is not JSON');
+  }
+  const parsed = packumentSchema.safeParse(json);
+  if (!parsed.success || parsed.data.name !== name) throw new Error('its packument is not one');
+  return parsed.data;
+}
+
+export interface PluginPlan {
+  /** Releases to install with the new version. */
+  companions: Companion[];
+  /** Why some plugin is still stranded (one line, what `stranded` says), for the operator. */
+  lookups: string[];
+}
+
+/**
+ * For each plugin the new version would strand: its compatible release, when the registry has one. A
+ * linked plugin is the operator's own folder and is never replaced; a failed look-up finds nothing (the
+ * update is then held back as before), and says why in `lookups`.
+ */
+export async function planCompanions(
+  plugins: readonly OperatorPlugin[],
+  core: string,
+  o: { channel: string; registry: () => Promise<string>; packument?: typeof fetchPackument },
+): Promise<PluginPlan> {
+  const out: PluginPlan = { companions: [], lookups: [] };
+  const excluded = plugins.filter(
+    (p) =>
+      p.range !== undefined &&
+      !(semver.validRange(p.range) !== null && semver.satisfies(core, p.range, { includePrerelease: true })),
+  );
+  for (const p of excluded) {
+    if (p.linked || !PACKAGE_NAME.test(p.name)) continue;
+    try {
+      const doc = await (o.packument ?? fetchPackument)(await o.registry(), p.name);
+      const version = pickCompanion(doc, { core, channel: o.channel, installed: p.version });
+      if (version) out.companions.push({ name: p.name, from: p.version, version });
+    } catch (err) {
+      out.lookups.push(`${p.name}: ${(err as Error).message}`.replace(/[^\x20-\x7e]/g, '').slice(0, 200));
+    }
+  }
+  return out;
+}
+
+/** The file in a version's folder that lists the releases installed with it (the CLI loads those). */
+export const COMPANIONS_FILE = 'usepod-plugins.json';
+
+const companionsFile = z.record(z.string().regex(PACKAGE_NAME), z.string().regex(VERSION));
+
+/**
+ * The plugin releases installed beside the CLI whose package root is `cliRoot` (an update's companions),
+ * by name, each with its folder; none outside a version folder, or when the file is absent or garbled.
+ */
+export function companionsBeside(cliRoot: string): Map<string, { version: string; root: string }> {
+  const found = new Map<string, { version: string; root: string }>();
+  const nodeModules = dirname(cliRoot);
+  if (basename(nodeModules) !== 'node_modules') return found;
+  const file = join(dirname(nodeModules), COMPANIONS_FILE);
+  try {
+    if (statSync(file).size > 64 * 1024) return found;
+    const listed = companionsFile.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+    if (!listed.success) return found;
+    for (const [name, version] of Object.entries(listed.data).slice(0, 200)) {
+      const root = join(nodeModules, ...name.split('/'));
+      try {
+        const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version?: unknown };
+        if (pkg.version === version) found.set(name, { version, root });
+      } catch {}
+    }
+  } catch {}
+  return found;
+}
