@@ -85,6 +85,9 @@ export class JobAttribution {
    * jobs), the rest idle; returns the serving joules.
    */
   interval(t0: number, t1: number, joules: number, measured: boolean): number {
+    // An empty or backward interval (the wall clock stepped back) holds no time: counting its jobs in
+    // it would leave them waiting for a share-out that never comes, and their figures untold.
+    if (t1 <= t0) return 0;
     const jobs = new Set<string>();
     const open = new Set<string>();
     const spans: [number, number][] = [];
@@ -97,7 +100,7 @@ export class JobAttribution {
       if (j.span.end === undefined) open.add(id);
       spans.push([Math.max(j.span.start, t0), Math.min(j.span.end ?? t1, t1)]);
     }
-    if (jobs.size === 0 || t1 <= t0) return 0;
+    if (jobs.size === 0) return 0;
     const serving = (joules * union(spans)) / (t1 - t0);
     const iv: Interval = { t0, t1, joules, open, jobs };
     if (open.size === 0) this.#share(iv);
