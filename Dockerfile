@@ -18,7 +18,9 @@ COPY package.json package-lock.json tsconfig.base.json tsconfig.json LICENSE ./
 COPY packages ./packages
 COPY examples ./examples
 # Development dependencies build; the runtime stage gets the published form: packed, then installed.
-RUN npm ci --no-audit --no-fund --ignore-scripts \
+# npm ci is run again once if it fails: where open files are limited (1024 in test:container's builds) it
+# can fail with EMFILE, as npm's cache opens its index files without a bound (npm/cacache#261).
+RUN (npm ci --no-audit --no-fund --ignore-scripts || npm ci --no-audit --no-fund --ignore-scripts) \
  && mkdir /tarballs \
  && for p in core testkit plugin-vllm plugin-ollama plugin-llamacpp plugin-lmstudio plugin-openai-compatible plugin-alerts plugin-ledger plugin-dashboard plugin-update plugin-gpu plugin-control cli; do \
       (cd "packages/$p" && npm pack --silent --pack-destination /tarballs >/dev/null) || exit 1; \
