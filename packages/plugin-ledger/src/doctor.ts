@@ -106,42 +106,41 @@ export function missedChecks(
       ),
     );
   }
-  const overBudget = count('token_budget');
-  if (overBudget > 0) {
-    out.push(
-      check(
-        'missed: token budget',
-        'warn',
-        `${overBudget} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
-        'raise limits.max_tokens_per_minute if the engine keeps up',
-      ),
-    );
-  }
-  const tooLarge = count('request_too_large');
-  if (tooLarge > 0) {
-    out.push(
-      check(
-        'missed: too large',
-        'warn',
-        `${tooLarge} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
-        'raise limits.max_request_bytes',
-      ),
-    );
-  }
-  const paused = count('paused');
-  if (paused > 0) {
-    out.push(
-      check(
-        'missed: paused',
-        'warn',
-        `${paused} job(s) refused in 24 h while the agent was paused`,
-        'pause less, or set quiet hours where no jobs come',
-      ),
-    );
-  }
-  const draining = count('draining');
-  if (draining > 0) {
-    out.push(check('missed: stopping', 'ok', `${draining} job(s) refused in 24 h while the agent stopped`));
+  // The refusals whose line needs only their count: reason, check, level, what happened, the fix.
+  const simple: [string, string, Level, (n: number) => string, string | undefined][] = [
+    [
+      'token_budget',
+      'missed: token budget',
+      'warn',
+      (n) =>
+        `${n} job(s) refused in 24 h over max_tokens_per_minute ${config.limits.max_tokens_per_minute ?? ''}`,
+      'raise limits.max_tokens_per_minute if the engine keeps up',
+    ],
+    [
+      'request_too_large',
+      'missed: too large',
+      'warn',
+      (n) => `${n} job(s) in 24 h were over limits.max_request_bytes ${config.limits.max_request_bytes}`,
+      'raise limits.max_request_bytes',
+    ],
+    [
+      'paused',
+      'missed: paused',
+      'warn',
+      (n) => `${n} job(s) refused in 24 h while the agent was paused`,
+      'pause less, or set quiet hours where no jobs come',
+    ],
+    [
+      'draining',
+      'missed: stopping',
+      'ok',
+      (n) => `${n} job(s) refused in 24 h while the agent stopped`,
+      undefined,
+    ],
+  ];
+  for (const [refusal, name, level, detail, fix] of simple) {
+    const n = count(refusal);
+    if (n > 0) out.push(check(name, level, detail(n), fix));
   }
   for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
     out.push(
