@@ -140,12 +140,20 @@ export class Delivery {
     for (let attempt = 1; ; attempt++) {
       let retryAfterMs: number | undefined;
       let why: string;
+      // Not AbortSignal.timeout inside AbortSignal.any: Node 20 may collect the timeout signal before it
+      // fires (nodejs/node#57736), and a webhook that never answers then held the delivery for good.
+      // This timer holds its controller until it fires or is cleared.
+      const timeout = new AbortController();
+      const timer = setTimeout(
+        () => timeout.abort(new DOMException('The webhook did not answer in time', 'TimeoutError')),
+        this.#t.timeoutMs,
+      );
       try {
         const res = await fetch(url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', ...this.#cfg.headers },
           body: JSON.stringify(body),
-          signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#t.timeoutMs)]),
+          signal: AbortSignal.any([this.#abort.signal, timeout.signal]),
           // A redirect is not followed (the body would go elsewhere) and not retried: a 3xx is a refusal.
           redirect: 'manual',
         });
@@ -169,6 +177,8 @@ export class Delivery {
         if (this.#abort.signal.aborted) return { ok: false, attempts: attempt, waits, why: 'closed' };
         // The error of a failed fetch may quote the URL: only its kind is logged.
         why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      } finally {
+        clearTimeout(timer);
       }
       const wait = retryWait(attempt, backoff, retryAfterMs);
       if (attempt < attempts && waited + wait > totalMs) why += `; retries would wait over ${totalMs} ms`;
