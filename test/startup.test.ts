@@ -116,7 +116,7 @@ describe('CLI start-up', () => {
     expect(statSync(MANIFEST).mtimeMs).toBeGreaterThan(statSync(BUILD_INFO).mtimeMs);
   });
 
-  it('runs the agent and relays a job without undici’s index or semver’s (~100 modules `run` never calls)', async () => {
+  it('runs the agent and relays a job without the indexes of undici, semver, prom-client and tapable (~120 modules `run` never calls)', async () => {
     const s = await scratch('usepod-startup-run-');
     try {
       const cfg = join(s.dir, 'agent.toml');
@@ -149,6 +149,13 @@ describe('CLI start-up', () => {
       // Ours, not oclif's own copy (its `require('semver')` is oclif's to change).
       const semver = loaded.filter((u) => u.endsWith('/node_modules/semver/index.js'));
       expect(semver.filter((u) => !u.includes('/node_modules/@oclif/core/node_modules/'))).toEqual([]);
+      // prom-client's Summary, Pushgateway and cluster aggregator; tapable's eight other hook kinds.
+      expect(loaded.some((u) => u.endsWith('/prom-client/lib/registry.js'))).toBe(true);
+      expect(
+        loaded.filter((u) => /\/prom-client\/(index|lib\/(summary|pushgateway|cluster))\.js$/.test(u)),
+      ).toEqual([]);
+      expect(loaded.some((u) => u.endsWith('/tapable/lib/SyncHook.js'))).toBe(true);
+      expect(loaded.filter((u) => /\/tapable\/lib\/(index|HookMap|SyncLoopHook)\.js$/.test(u))).toEqual([]);
     } finally {
       await s.close();
     }
