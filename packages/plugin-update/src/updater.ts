@@ -38,6 +38,8 @@ export interface CheckResult {
   release: Release | undefined;
   decision: Decision | undefined;
   error: string | undefined;
+  /** Why a stranded plugin's release could not be looked up, one line each; undefined: none was looked up. */
+  lookups?: string[] | undefined;
 }
 
 export interface UpdaterOptions {
@@ -85,6 +87,7 @@ export class Updater {
     const bad = launcher.bad.map((b) => b.version);
     const plugins = await operatorPlugins(this.#o.pluginRoot);
     let companions: Companion[] = [];
+    let lookups: string[] | undefined;
     if (gt(release.version, this.#o.running) && !bad.includes(release.version)) {
       let registry: Promise<string> | undefined;
       const plan = await planCompanions(plugins, release.version, {
@@ -95,8 +98,7 @@ export class Updater {
         },
       });
       companions = plan.companions;
-      for (const why of plan.lookups)
-        this.#o.log.warn('no compatible release of a plugin found', { plugin: why });
+      lookups = plan.lookups;
     }
     const decision = decide({
       mode: c.mode === 'auto' ? 'auto' : 'notify',
@@ -127,7 +129,7 @@ export class Updater {
             : undefined,
     };
     await this.#save(next);
-    return { release, decision, error: undefined };
+    return { release, decision, error: undefined, lookups };
   }
 
   /** The plugin releases the last check found to come along with `version`. */
