@@ -1,8 +1,8 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BackendStatus } from '../backend/backend.js';
 import type { AgentEvent, JobOutcome } from '../plugins/hooks.js';
 import type { CapabilityModel } from '../protocol/frames.js';
 import type { SelfTestResult } from '../routing/selftest.js';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from './prom.js';
 
 /**
  * The agent's Prometheus metrics, in a registry of its own (several agents can
