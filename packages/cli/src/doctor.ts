@@ -9,6 +9,7 @@ import {
   engineText,
   errorMessage,
   isUsepodError,
+  readBoundedText,
   type SelfTestResult,
   silentLogger,
 } from '@usepod-agent/core';
@@ -33,6 +34,8 @@ export interface Check {
 }
 
 const TIMEOUT_MS = 5_000;
+/** An agent's `/status` is a few kilobytes; whatever else answers on its port gets no more. */
+const MAX_STATUS_BYTES = 1024 * 1024;
 
 /** Longest detail a check prints: lists of model ids make the longest ones. */
 const MAX_DETAIL = 2_000;
@@ -301,18 +304,24 @@ export async function authCheck(config: Config, allowInsecure: boolean): Promise
 async function liveAuth(config: Config): Promise<Check> {
   const addr = config.observability.prometheus_addr;
   try {
-    const res = await fetch(`http://${addr}/status`, { signal: AbortSignal.timeout(TIMEOUT_MS) });
-    const s = (await res.json()) as { connected?: boolean; state?: string; provider_id?: string | null };
-    return s.connected
+    // Whatever answers on that port is not trusted: bounded in size and time, its words folded.
+    const deadline = AbortSignal.timeout(TIMEOUT_MS);
+    const res = await fetch(`http://${addr}/status`, { signal: deadline });
+    const s = JSON.parse(await readBoundedText(res, MAX_STATUS_BYTES, deadline)) as {
+      connected?: boolean;
+      state?: unknown;
+      provider_id?: unknown;
+    };
+    return s.connected === true
       ? check(
           'authenticated',
           'ok',
-          `the running agent is online as ${s.provider_id ?? '(no provider id yet)'}`,
+          `the running agent is online as ${typeof s.provider_id === 'string' ? engineText(s.provider_id, 80) : '(no provider id yet)'}`,
         )
       : check(
           'authenticated',
           'fail',
-          `the running agent is not connected (${s.state})`,
+          `the running agent is not connected (${engineText(String(s.state), 80)})`,
           'read its log: `usepod-agent service logs` or its terminal',
         );
   } catch {

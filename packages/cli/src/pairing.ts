@@ -1,4 +1,4 @@
-import { AGENT_VERSION, errorMessage, UsepodError } from '@usepod-agent/core';
+import { AGENT_VERSION, errorMessage, readBoundedText, UsepodError } from '@usepod-agent/core';
 import { redactor } from '@usepod-agent/core/cli';
 
 /**
@@ -43,15 +43,19 @@ export function pairPageFor(base: string): string {
   return `${u.origin}/host/pair`;
 }
 
+/** A pairing answer is a few hundred bytes of JSON. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+
 async function post<T>(base: string, path: string, body: unknown): Promise<T> {
   const url = `${base.replace(/\/+$/, '')}${path}`;
   let res: Response;
+  const deadline = AbortSignal.timeout(15_000);
   try {
     res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'user-agent': `usepod-agent/${AGENT_VERSION}` },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
+      signal: deadline,
     });
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? errorMessage(err);
@@ -64,7 +68,15 @@ async function post<T>(base: string, path: string, body: unknown): Promise<T> {
       },
     );
   }
-  const text = await res.text();
+  // The coordinator's answer is untrusted too: bounded in size and in time (readBoundedText).
+  let text: string;
+  try {
+    text = await readBoundedText(res, MAX_ANSWER_BYTES, deadline);
+  } catch (err) {
+    throw new UsepodError('USEPOD_PAIRING_FAILED', `${path} answer could not be read: ${errorMessage(err)}`, {
+      user: true,
+    });
+  }
   if (!res.ok) {
     const detail = text.length > 200 ? `${text.slice(0, 200)}...` : text;
     throw new UsepodError(

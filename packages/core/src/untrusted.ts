@@ -122,20 +122,40 @@ function checkLoad(load: BackendLoad | undefined): BackendLoad | undefined {
 /**
  * An HTTP answer's body as text, read to at most `max` bytes: past it the stream is cancelled and this
  * rejects. Whatever answers (another agent, a process on the agent's port) is not trusted with memory.
+ *
+ * `signal` bounds the read in time: when it aborts, the stream is cancelled and this rejects with its
+ * reason. Pass the deadline given to `fetch` again: on Node 20 fetch's `Request` follows the caller's
+ * signal through a `WeakRef`, so once the `Request` is collected in the middle of a body the abort no
+ * longer reaches it, and a peer that trickles a byte at a time held the read for good (the full suite's
+ * hostile fleet peer, under its collections). A listener here keeps the signal, and the read, bounded.
  */
-export async function readBoundedText(res: Response, max: number): Promise<string> {
+export async function readBoundedText(res: Response, max: number, signal?: AbortSignal): Promise<string> {
   const reader = res.body?.getReader();
   if (!reader) return '';
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return Buffer.concat(parts).toString('utf8');
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw new Error(`answer over ${max} bytes`);
+  const stop = (): void => {
+    reader.cancel(signal?.reason).catch(() => {});
+  };
+  if (signal?.aborted) {
+    stop();
+    throw signal.reason;
+  }
+  signal?.addEventListener('abort', stop, { once: true });
+  try {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      // A cancelled read ends as if the body had: that end is the deadline's, not the peer's.
+      if (signal?.aborted) throw signal.reason;
+      if (done) return Buffer.concat(parts).toString('utf8');
+      size += value.byteLength;
+      if (size > max) {
+        await reader.cancel();
+        throw new Error(`answer over ${max} bytes`);
+      }
+      parts.push(value);
     }
-    parts.push(value);
+  } finally {
+    signal?.removeEventListener('abort', stop);
   }
 }

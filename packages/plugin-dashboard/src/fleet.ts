@@ -101,10 +101,12 @@ async function fetchRow(e: FleetEntry): Promise<FleetRow> {
     }
     token = read.token;
   }
+  // One deadline for the answer and its body (readBoundedText: fetch alone may lose it mid-body).
+  const deadline = AbortSignal.timeout(TIMEOUT_MS);
   try {
     const res = await fetch(new URL('/status', e.url), {
       headers: token ? { authorization: `Bearer ${token}` } : {},
-      signal: AbortSignal.timeout(TIMEOUT_MS),
+      signal: deadline,
       redirect: 'error',
     });
     if (res.status === 401) {
@@ -115,7 +117,7 @@ async function fetchRow(e: FleetEntry): Promise<FleetRow> {
       await res.body?.cancel();
       return { ...row, error: `unreachable: HTTP ${res.status}` };
     }
-    const body = JSON.parse(await readBoundedText(res, MAX_BYTES)) as unknown;
+    const body = JSON.parse(await readBoundedText(res, MAX_BYTES, deadline)) as unknown;
     if (!isStatus(body)) return { ...row, error: 'answered, but not with an agent status' };
     return rowOf(e.name, e.url, body);
   } catch (err) {

@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { readBoundedText } from '@usepod-agent/core';
 import gt from 'semver/functions/gt.js';
 import prerelease from 'semver/functions/prerelease.js';
 import satisfies from 'semver/functions/satisfies.js';
@@ -74,10 +75,11 @@ export function packumentUrl(registry: string, name: string): string {
  */
 export async function fetchPackument(registry: string, name: string, timeoutMs = 30_000): Promise<Packument> {
   if (!PACKAGE_NAME.test(name)) throw new Error('not an npm package name');
+  const deadline = AbortSignal.timeout(timeoutMs);
   const res = await fetch(packumentUrl(registry, name), {
     headers: { accept: 'application/json' },
     redirect: 'error',
-    signal: AbortSignal.timeout(timeoutMs),
+    signal: deadline,
   });
   if (!res.ok || !res.body) {
     await res.body?.cancel().catch(() => {});
@@ -88,22 +90,20 @@ export async function fetchPackument(registry: string, name: string, timeoutMs =
     await res.body.cancel().catch(() => {});
     throw new Error('its packument is too big');
   }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = res.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_PACKUMENT) {
-      await reader.cancel().catch(() => {});
-      throw new Error('its packument is too big');
-    }
-    chunks.push(value);
-  }
+  // Bounded in time by the same deadline (fetch alone may lose it mid-body: readBoundedText).
+  const text = await readBoundedText(res, MAX_PACKUMENT, deadline).catch((err: unknown) => {
+    const e = err as Error;
+    throw new Error(
+      e.name === 'TimeoutError'
+        ? 'its packument did not arrive in time'
+        : e.message.startsWith('answer over')
+          ? 'its packument is too big'
+          : `its packument could not be read (${e.message})`,
+    );
+  });
   let json: unknown;
   try {
-    json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    json = JSON.parse(text);
   } catch {
     throw new Error('its packument is not JSON');
   }

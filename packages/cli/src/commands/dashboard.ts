@@ -137,17 +137,18 @@ interface FleetRow {
 /** The running agent's fleet rows (`/api/fleet`), bounded in time and size. */
 async function fleet(addr: string, token: string): Promise<FleetRow[]> {
   let res: Response;
+  const deadline = AbortSignal.timeout(15_000);
   try {
     res = await fetch(`http://${addr}/api/fleet`, {
       headers: { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(15_000),
+      signal: deadline,
       // The token never follows a redirect to another address.
       redirect: 'error',
     });
   } catch {
     throw new UsepodError('USEPOD_AGENT_NOT_RUNNING', `no agent answers at ${addr}`);
   }
-  const text = await readBoundedText(res, 4 * 1024 * 1024).catch(() => undefined);
+  const text = await readBoundedText(res, 4 * 1024 * 1024, deadline).catch(() => undefined);
   let body: { rows?: unknown } | undefined;
   try {
     body = res.ok && text !== undefined ? (JSON.parse(text) as { rows?: unknown }) : undefined;

@@ -92,9 +92,10 @@ export default class Status extends BaseCommand {
         : undefined;
     const fetchStatus = async (): Promise<AgentStatus> => {
       let res: Response;
+      const deadline = AbortSignal.timeout(3_000);
       try {
         res = await fetch(`http://${addr}/status`, {
-          signal: AbortSignal.timeout(3_000),
+          signal: deadline,
           ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
         });
       } catch {
@@ -110,7 +111,7 @@ export default class Status extends BaseCommand {
       if (!res.ok) throw new UsepodError('USEPOD_USAGE', `${addr}/status answered ${res.status}`);
       // Whatever answers on that port (another user's process while the agent is down) is untrusted: read at
       // most MAX_STATUS_BYTES, and a document that is not an agent's status is one coded line.
-      const text = await readBoundedText(res, MAX_STATUS_BYTES).catch(() => undefined);
+      const text = await readBoundedText(res, MAX_STATUS_BYTES, deadline).catch(() => undefined);
       let parsed: unknown;
       try {
         parsed = text === undefined ? undefined : JSON.parse(text);
