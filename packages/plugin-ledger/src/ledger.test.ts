@@ -293,19 +293,19 @@ describe('the ledger plugin', () => {
       threads.push(running);
       if (next?.running === running) next.resolve();
     };
-    let ended = thread(false);
     const { t, engine, file } = await setup({ plugin: { lingerMs: 50, onThread } });
     const session = await online(t);
-    // Totals, retention and the status figures at start, then the linger: no thread while idle.
-    await ended;
+    // Totals, retention and the status figures at start (the thread may end between them when the
+    // engine's probe outlasts the linger), then the linger: no thread while idle.
+    if (threads.at(-1) !== false) await thread(false);
     expect(t.agent.status().sections.ledger).toMatchObject({ today: { served: 0 }, recording: true });
-    expect(threads).toEqual([true, false]);
+    const before = threads.length;
     engine.behave({ kind: 'controlled' }, { times: 1 });
     const job = session.dispatch({ model_id: MODEL });
     const stream = await engine.controlled.waitFor(() => true);
     // The job is running, its record not yet written: the thread was started by the job's start.
-    expect(threads).toEqual([true, false, true]);
-    ended = thread(false);
+    expect(threads.slice(before)).toEqual([true]);
+    const ended = thread(false);
     stream.end('data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
     expect((await job.done()).type).toBe('job_done');
     expect(rows(file)).toHaveLength(1);
