@@ -28,8 +28,8 @@ export interface WriterOptions {
   maxPages?: number | undefined;
   /**
    * How long the ledger's thread stays with nothing to do (no request in flight, no job running) before
-   * it ends (`LINGER_MS` by default): an idle agent holds no worker isolate or SQLite (~19 MB, decision
-   * 0008). The next record, job start or query starts it again.
+   * it ends (`LINGER_MS` by default): an idle agent holds no worker isolate or SQLite (about 11 MB
+   * resident, decision 0008). The next record, job start or query starts it again.
    */
   lingerMs?: number | undefined;
   /** Told each time the ledger's thread starts (true) or ends (false): tests, embedders. */
@@ -105,7 +105,7 @@ export class LedgerWriter {
   /** Jobs started and not yet ended: the thread stays while any runs, so each one's record finds it up. */
   readonly #running = new Set<string>();
   #linger: NodeJS.Timeout | undefined;
-  /** A thread ending (closing its file); `close()` waits for it. */
+  /** Threads ending (closing their file); `close()` waits for them. */
   #retiring: Promise<void> | undefined;
   /** Counted before the metrics exist (a failure while the agent starts), then kept in step with them. */
   #failureCount = 0;
@@ -548,7 +548,7 @@ export class LedgerWriter {
       w.once('error', end);
     });
     w.postMessage({ op: 'close', id } satisfies WorkerRequest);
-    const retiring: Promise<void> = done.finally(() => {
+    const retiring: Promise<void> = Promise.all([this.#retiring, done]).then(() => {
       if (this.#retiring === retiring) this.#retiring = undefined;
     });
     this.#retiring = retiring;
