@@ -10,7 +10,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,6 +111,16 @@ class AgentProcess {
   /** Milliseconds from spawn to the capabilities frame. */
   get onlineMs(): number {
     return (this.coord.onlineAt ?? Number.NaN) - this.startedAt;
+  }
+
+  /** Times any of its threads went to sleep (voluntary context switches): one per wake-up. */
+  wakeups(): number {
+    let n = 0;
+    for (const t of readdirSync(`/proc/${this.#child.pid}/task`)) {
+      const status = readFileSync(`/proc/${this.#child.pid}/task/${t}/status`, 'utf8');
+      n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    }
+    return n;
   }
 
   /** User + system CPU of the whole process (all threads), µs. */
@@ -223,8 +233,12 @@ export const FIGURES: [key: string, label: string, unit: string][] = [
   ['added_delay_p99_200', 'added event delay p99, 200 streams', 'ms'],
   ['added_delay_p50_1024', 'added event delay p50, 1,024 streams', 'ms'],
   ['added_delay_p99_1024', 'added event delay p99, 1,024 streams', 'ms'],
+  ['cpu_us_per_event_64_cold', 'agent CPU per event, 64 streams, first load step (cold)', 'µs'],
   ['rss_idle_mb', 'resident memory idle (1 s after online, before any job)', 'MB'],
   ['rss_idle_after_mb', 'resident memory idle after the rounds (5 s)', 'MB'],
+  ['rss_idle_settled_mb', 'resident memory idle after the rounds (60 s)', 'MB'],
+  ['idle_wakeups_per_s', 'idle: wake-ups per second, all threads (10-60 s after the rounds)', '/s'],
+  ['idle_cpu_ms_per_min', 'idle: CPU per minute (10-60 s after the rounds)', 'ms'],
   ['rss_peak_256_mb', 'resident memory peak, 256 streams', 'MB'],
   ['online_ms', 'start to online (capabilities sent)', 'ms'],
 ];
@@ -249,7 +263,19 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
       `V ${a.name} online in ${Math.round(a.onlineMs)} ms, ${round(idle[a.name]! / 1024, 1)} MB resident`,
     );
   }
+  // The first sustained load an agent sees is also where V8 compiles its per-event path (ours: 12% of
+  // its CPU off the main thread in that step, 6% after): one 64-stream step each, kept out of the
+  // rounds and reported on its own row, so the rounds compare agents that have served, as operators'
+  // agents have (decision 0008, fourth pass).
+  const cold: Record<string, number> = {};
   try {
+    for (const a of [agents.ours, agents.rust]) {
+      const s = await step(ctx, a, 64, seconds);
+      cold[a.name] = s.cpuUs! / Math.max(1, s.events);
+    }
+    ctx.log(
+      `V first load step (cold), CPU per event at 64 streams ${JSON.stringify(cold, (_, v) => (typeof v === 'number' ? round(v) : v))}`,
+    );
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? [agents.ours, agents.rust] : [agents.rust, agents.ours];
       const fig: Record<string, Figures> = { ours: {}, rust: {} };
@@ -290,6 +316,7 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
       }
       for (const a of order) {
         fig[a.name]!.rss_idle_mb = idle[a.name]! / 1024;
+        fig[a.name]!.cpu_us_per_event_64_cold = cold[a.name]!;
         fig[a.name]!.online_ms = a.onlineMs;
         perRound[a.name].push(fig[a.name]!);
       }
@@ -301,6 +328,22 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
     await sleep(5000);
     for (const a of [agents.ours, agents.rust])
       for (const f of perRound[a.name]) f.rss_idle_after_mb = a.rssKb() / 1024;
+    // And settled: V8 gives back the young generation, and features that run only while there is work
+    // (the ledger's thread) have ended. Meanwhile, what idling costs: an operator's machine is also theirs.
+    await sleep(5000);
+    const idle0 = Object.fromEntries(
+      [agents.ours, agents.rust].map((a) => [a.name, [a.wakeups(), a.cpuUs()]]),
+    );
+    await sleep(50_000);
+    for (const a of [agents.ours, agents.rust]) {
+      const [w0, c0] = idle0[a.name]!;
+      const wakeups = (a.wakeups() - w0!) / 50;
+      const cpu = ((a.cpuUs() - c0!) / 1000) * (60 / 50);
+      for (const f of perRound[a.name])
+        Object.assign(f, { idle_wakeups_per_s: wakeups, idle_cpu_ms_per_min: cpu });
+    }
+    for (const a of [agents.ours, agents.rust])
+      for (const f of perRound[a.name]) f.rss_idle_settled_mb = a.rssKb() / 1024;
   } finally {
     await agents.ours.stop();
     await agents.rust.stop();

@@ -116,3 +116,41 @@ export async function scratch(
     },
   };
 }
+
+/**
+ * A wait for what a long-running process (a launcher and the agents it runs) prints: `said(text, from)`
+ * resolves once `output()`, its stdout and stderr as the caller collects them, holds `text` after offset
+ * `from`. Each chunk the process prints is the event; nothing polls. Rejects after `timeoutMs` with the
+ * output's tail.
+ */
+export function saidBy(
+  child: () => ChildProcess | undefined,
+  output: () => string,
+  timeoutMs: number,
+): (text: string | RegExp, from?: number) => Promise<void> {
+  return (text, from = 0) => {
+    const has = () => {
+      const tail = output().slice(from);
+      return typeof text === 'string' ? tail.includes(text) : text.test(tail);
+    };
+    if (has()) return Promise.resolve();
+    const streams = [child()?.stdout, child()?.stderr];
+    return new Promise((resolve, reject) => {
+      const stop = () => {
+        clearTimeout(timer);
+        for (const s of streams) s?.off('data', on);
+      };
+      const timer = setTimeout(() => {
+        stop();
+        reject(new Error(`never said ${String(text)}:\n${output().slice(-6000)}`));
+      }, timeoutMs);
+      // Each stream's own listener that collects the output was added first: it has the chunk already.
+      const on = () => {
+        if (!has()) return;
+        stop();
+        resolve();
+      };
+      for (const s of streams) s?.on('data', on);
+    });
+  };
+}

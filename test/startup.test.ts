@@ -1,10 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { BIN, homeEnv } from './cli.js';
+import { BIN, homeEnv, scratch } from './cli.js';
+import { hello } from './helpers.js';
 
 /**
  * Start-up of the CLI (issue 30): the checkout answers from an oclif manifest as the package does, so
@@ -27,8 +28,11 @@ function run(args: string[], execArgv: string[] = []): Promise<{ code: number; s
   );
 }
 
-/** A CLI run with every ES module it loads recorded, through Node's own loader hooks. */
-async function recording(args: string[]) {
+/**
+ * A `--import` that records every module a CLI run loads: ES modules through Node's own loader hooks,
+ * CommonJS ones (what a package's `require()` loads, which those hooks do not see) through Module._load.
+ */
+function recorder(): { execArgv: string[]; loaded(): string[] } {
   const dir = mkdtempSync(join(tmpdir(), 'usepod-startup-hooks-'));
   const log = join(dir, 'loaded.txt');
   writeFileSync(
@@ -37,10 +41,29 @@ async function recording(args: string[]) {
   );
   writeFileSync(
     join(dir, 'register.mjs'),
-    `import { register } from 'node:module';\nregister(${JSON.stringify(`file://${join(dir, 'hooks.mjs')}`)});\n`,
+    [
+      `import { appendFileSync } from 'node:fs';`,
+      `import Module, { register } from 'node:module';`,
+      `register(${JSON.stringify(`file://${join(dir, 'hooks.mjs')}`)});`,
+      'const load = Module._load;',
+      'Module._load = function (request, parent, ...rest) {',
+      `  try { appendFileSync(${JSON.stringify(log)}, 'file://' + Module._resolveFilename(request, parent) + '\\n'); } catch {}`,
+      '  return load.call(this, request, parent, ...rest);',
+      '};',
+      '',
+    ].join('\n'),
   );
-  const res = await run(args, ['--import', join(dir, 'register.mjs')]);
-  return { res, loaded: readFileSync(log, 'utf8').split('\n') };
+  return {
+    execArgv: ['--import', join(dir, 'register.mjs')],
+    loaded: () => readFileSync(log, 'utf8').split('\n'),
+  };
+}
+
+/** A CLI run to its end with every module it loads recorded. */
+async function recording(args: string[]) {
+  const rec = recorder();
+  const res = await run(args, rec.execArgv);
+  return { res, loaded: rec.loaded() };
 }
 
 describe('CLI start-up', () => {
@@ -90,6 +113,54 @@ describe('CLI start-up', () => {
     expect(res.stdout).toContain('COMMANDS');
     expect(loaded.filter((u) => u.includes('/packages/cli/dist/commands/'))).toEqual([]);
     expect(loaded.filter((u) => u.includes('/packages/core/'))).toEqual([]);
+    // oclif's parts from their subpaths: not its index, which loads all of it and a copy of semver.
+    expect(loaded.filter((u) => /\/@oclif\/core\/lib\/index\.js$|\/semver\/index\.js$/.test(u))).toEqual([]);
     expect(statSync(MANIFEST).mtimeMs).toBeGreaterThan(statSync(BUILD_INFO).mtimeMs);
+  });
+
+  it('runs the agent and relays a job without the indexes of undici, semver, oclif, prom-client and tapable (~180 modules `run` never calls)', async () => {
+    const s = await scratch('usepod-startup-run-');
+    try {
+      const cfg = join(s.dir, 'agent.toml');
+      writeFileSync(
+        cfg,
+        `[coordinator]\nurl = "${s.coordinator.url}"\n[identity]\nkey_path = "${join(s.dir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "${s.engine.url}"\n`,
+      );
+      const rec = recorder();
+      const child = spawn(
+        process.execPath,
+        [...rec.execArgv, BIN, 'run', '--config', cfg, '--allow-insecure'],
+        {
+          env: homeEnv(s.dir),
+          cwd: s.dir,
+          stdio: 'ignore',
+        },
+      );
+      s.children.push(child);
+      const session = await s.coordinator.nextAuthenticated(20_000);
+      await session.capabilities();
+      // The engine client made of undici's parts: a job streams through it as before.
+      const job = session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello });
+      expect((await job.done()).type).toBe('job_done');
+      expect(job.text()).toContain('data:');
+
+      const loaded = rec.loaded();
+      const undici = loaded.filter((u) => u.includes('/node_modules/undici/'));
+      expect(undici.some((u) => u.endsWith('/undici/lib/dispatcher/agent.js'))).toBe(true);
+      expect(undici.filter((u) => u.endsWith('/undici/index.js') || u.includes('/lib/web/'))).toEqual([]);
+      // Neither copy of semver's index: ours, nor oclif's, which only oclif's own index requires (a Node
+      // version check); the CLI takes oclif's parts from their subpaths (`@oclif/core/command`, ...).
+      expect(loaded.filter((u) => u.endsWith('/semver/index.js'))).toEqual([]);
+      expect(loaded.filter((u) => u.endsWith('/@oclif/core/lib/index.js'))).toEqual([]);
+      // prom-client's Summary, Pushgateway and cluster aggregator; tapable's eight other hook kinds.
+      expect(loaded.some((u) => u.endsWith('/prom-client/lib/registry.js'))).toBe(true);
+      expect(
+        loaded.filter((u) => /\/prom-client\/(index|lib\/(summary|pushgateway|cluster))\.js$/.test(u)),
+      ).toEqual([]);
+      expect(loaded.some((u) => u.endsWith('/tapable/lib/SyncHook.js'))).toBe(true);
+      expect(loaded.filter((u) => /\/tapable\/lib\/(index|HookMap|SyncLoopHook)\.js$/.test(u))).toEqual([]);
+    } finally {
+      await s.close();
+    }
   });
 });

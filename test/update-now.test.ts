@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { control } from '@usepod-agent/plugin-control';
 import { LAUNCHER_SOURCE, pointLink } from '@usepod-agent/plugin-update';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
+import { BIN, cli, homeEnv, runAgent, type Scratch, saidBy, scratch } from './cli.js';
 
 /**
  * `update --now` while the agent runs under the launcher (issue 29): the CLI asks the running agent over
@@ -89,23 +89,11 @@ async function installed(v: string): Promise<void> {
 }
 
 /** Resolves when the launcher or its agent has printed `text` since `from`. */
-function said(text: string, from = 0, timeoutMs = 60_000): Promise<void> {
-  const has = () => out.indexOf(text, from) >= 0;
-  return new Promise((resolve, reject) => {
-    if (has()) return resolve();
-    const t = setTimeout(() => {
-      launcher?.stderr?.off('data', on);
-      reject(new Error(`never said ${text}:\n${out.slice(-4000)}`));
-    }, timeoutMs);
-    const on = () => {
-      if (!has()) return;
-      clearTimeout(t);
-      launcher?.stderr?.off('data', on);
-      resolve();
-    };
-    launcher?.stderr?.on('data', on);
-  });
-}
+const said = saidBy(
+  () => launcher,
+  () => out,
+  60_000,
+);
 
 async function socket(): Promise<void> {
   const sock = join(s.dir, 'id', 'agent.sock');

@@ -4,6 +4,7 @@ import { mkdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestCoordinator, VllmEmulator, WebhookReceiver } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { saidBy } from '../cli.js';
 import type { Registry } from '../registry.js';
 import { ok, PUBLIC, pack, type Ran, ROOT, sh as run, type Scratch, scratch } from './kit.js';
 
@@ -105,26 +106,11 @@ async function release(
 }
 
 /** Resolves when the launcher or its agent has printed `text` (their output is the event). */
-function said(text: string | RegExp, from = 0, timeoutMs = 600_000): Promise<void> {
-  const has = () => {
-    const tail = out.slice(from);
-    return typeof text === 'string' ? tail.includes(text) : text.test(tail);
-  };
-  return new Promise((resolve, reject) => {
-    if (has()) return resolve();
-    const t = setTimeout(() => {
-      launcher?.stderr?.off('data', on);
-      reject(new Error(`never said ${String(text)}:\n${out.slice(-6000)}`));
-    }, timeoutMs);
-    const on = () => {
-      if (!has()) return;
-      clearTimeout(t);
-      launcher?.stderr?.off('data', on);
-      resolve();
-    };
-    launcher?.stderr?.on('data', on);
-  });
-}
+const said = saidBy(
+  () => launcher,
+  () => out,
+  600_000,
+);
 
 const agentVersion = (s: { authResponse: Record<string, unknown> | undefined }) =>
   (s.authResponse?.metadata as { agent_version?: string } | undefined)?.agent_version ??

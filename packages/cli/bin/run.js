@@ -2,7 +2,8 @@
 import { spawnSync } from 'node:child_process';
 import { rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { execute, settings } from '@oclif/core';
+import { execute } from '@oclif/core/execute';
+import { settings } from '@oclif/core/settings';
 import { normalizeArgv } from '../dist/argv.js';
 
 // Always the compiled commands: with NODE_ENV=development or test (common on a developer's machine) oclif

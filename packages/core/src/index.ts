@@ -92,7 +92,7 @@ export {
 export type { CapabilitiesFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
 export type { JobJournal, JobRecord, Refusal } from './relay/journal.js';
 export type { SelfTestResult } from './routing/selftest.js';
-export { type LongTimer, longTimeout } from './timers.js';
+export { type LongTimer, longTimeout, type TimeoutSignal, timeoutSignal } from './timers.js';
 /** Text from outside (an engine, the coordinator, a GPU tool) bounded and folded before a log, a terminal or a chat. */
 export { engineText, readBoundedText } from './untrusted.js';
 export { AGENT_VERSION } from './version.js';

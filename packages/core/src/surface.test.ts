@@ -40,6 +40,7 @@ describe('public surfaces', () => {
       'readBoundedText',
       'readTokenFile',
       'silentLogger',
+      'timeoutSignal',
       'windowAt',
     ]);
   });

@@ -23,3 +23,51 @@ export function longTimeout(fn: () => void, ms: number): LongTimer {
   arm();
   return { cancel: () => clearTimeout(timer) };
 }
+
+export interface TimeoutSignal {
+  /** Aborts `ms` after the call (reason: a `TimeoutError`), or as soon as one of the given signals aborts (its reason). */
+  readonly signal: AbortSignal;
+  /** True once the timer, not a given signal, aborted `signal`. */
+  readonly timedOut: boolean;
+  /** Stops the timer and stops following the given signals; call it (in `finally`) when the work is done. */
+  clear(): void;
+}
+
+/**
+ * A deadline signal, optionally joined with others: what `AbortSignal.any([...signals, AbortSignal.timeout(ms)])`
+ * means, without its flaw on Node 20: there a composite holds its sources weakly and `AbortSignal.timeout`'s
+ * timer holds its signal weakly, so the timeout may be collected before it fires and the wait never ends
+ * (nodejs/node#57736). Here the timer and each given signal's listener hold the controller until it aborts
+ * or `clear()` is called.
+ */
+export function timeoutSignal(ms: number, ...signals: (AbortSignal | undefined)[]): TimeoutSignal {
+  const controller = new AbortController();
+  const sources = signals.filter((s): s is AbortSignal => s !== undefined);
+  let timedOut = false;
+  let timer: LongTimer | undefined;
+  const clear = () => {
+    timer?.cancel();
+    for (const s of sources) s.removeEventListener('abort', follow);
+  };
+  function follow(this: AbortSignal) {
+    clear();
+    controller.abort(this.reason);
+  }
+  const aborted = sources.find((s) => s.aborted);
+  if (aborted) controller.abort(aborted.reason);
+  else {
+    for (const s of sources) s.addEventListener('abort', follow, { once: true });
+    timer = longTimeout(() => {
+      clear();
+      timedOut = true;
+      controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+    }, ms);
+  }
+  return {
+    signal: controller.signal,
+    get timedOut() {
+      return timedOut;
+    },
+    clear,
+  };
+}

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { type Logger, type LongTimer, longTimeout } from '@usepod-agent/core';
+import { type Logger, type LongTimer, longTimeout, timeoutSignal } from '@usepod-agent/core';
 import { type Backoff, parseRetryAfter, retryWait } from './backoff.js';
 import { type AlertConfig, safeTarget } from './config.js';
 import { type Alert, requestFor } from './formats.js';
@@ -142,18 +142,13 @@ export class Delivery {
       let why: string;
       // Not AbortSignal.timeout inside AbortSignal.any: Node 20 may collect the timeout signal before it
       // fires (nodejs/node#57736), and a webhook that never answers then held the delivery for good.
-      // This timer holds its controller until it fires or is cleared.
-      const timeout = new AbortController();
-      const timer = setTimeout(
-        () => timeout.abort(new DOMException('The webhook did not answer in time', 'TimeoutError')),
-        this.#t.timeoutMs,
-      );
+      const deadline = timeoutSignal(this.#t.timeoutMs, this.#abort.signal);
       try {
         const res = await fetch(url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', ...this.#cfg.headers },
           body: JSON.stringify(body),
-          signal: AbortSignal.any([this.#abort.signal, timeout.signal]),
+          signal: deadline.signal,
           // A redirect is not followed (the body would go elsewhere) and not retried: a 3xx is a refusal.
           redirect: 'manual',
         });
@@ -178,7 +173,7 @@ export class Delivery {
         // The error of a failed fetch may quote the URL: only its kind is logged.
         why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
       } finally {
-        clearTimeout(timer);
+        deadline.clear();
       }
       const wait = retryWait(attempt, backoff, retryAfterMs);
       if (attempt < attempts && waited + wait > totalMs) why += `; retries would wait over ${totalMs} ms`;

@@ -1,6 +1,10 @@
 import { parseWindow, windowAt } from '@usepod-agent/core';
 import type { EnergySection } from './section.js';
 
+// `@usepod-agent/plugin-gpu/tariff`: `[energy]`'s schema and price for readers of it that need no GPU (the
+// ledger's doctor, `earnings`); core and zod only, none of the plugin's watch, tools or processes.
+export { type EnergySection, energySection } from './section.js';
+
 /**
  * The operator's electricity price (issue 31), USDC per kWh: `[energy] price_per_kwh`, and time-of-use
  * periods (`[[energy.tariff]]`, the `[schedule]` grammar, in `[energy] timezone`, default local) that

@@ -6,7 +6,7 @@ import {
   engineText,
   errorMessage,
 } from '@usepod-agent/core';
-import { energySection, tariffOf } from '@usepod-agent/plugin-gpu';
+import { energySection, tariffOf } from '@usepod-agent/plugin-gpu/tariff';
 import { earningsReport } from './earnings.js';
 import { Ledger, type MissedRow } from './ledger.js';
 

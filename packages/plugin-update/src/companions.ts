@@ -1,6 +1,10 @@
 import { readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import semver from 'semver';
+import gt from 'semver/functions/gt.js';
+import prerelease from 'semver/functions/prerelease.js';
+import satisfies from 'semver/functions/satisfies.js';
+import valid from 'semver/functions/valid.js';
+import validRange from 'semver/ranges/valid.js';
 import { z } from 'zod';
 import { declaredRange, type OperatorPlugin } from './ranges.js';
 import { VERSION } from './state.js';
@@ -45,15 +49,15 @@ export function pickCompanion(
   const cap = [tags[o.channel], tags.latest].find((t) => t !== undefined && VERSION.test(t));
   let best: string | undefined;
   for (const [v, manifest] of Object.entries(p.versions).slice(0, MAX_VERSIONS)) {
-    if (!VERSION.test(v) || !semver.valid(v)) continue;
+    if (!VERSION.test(v) || !valid(v)) continue;
     if (manifest.version !== v || typeof manifest.deprecated === 'string') continue;
-    if (o.channel === 'latest' && semver.prerelease(v)) continue;
-    if (cap && semver.gt(v, cap)) continue;
-    if (o.installed && semver.valid(o.installed) && !semver.gt(v, o.installed)) continue;
+    if (o.channel === 'latest' && prerelease(v)) continue;
+    if (cap && gt(v, cap)) continue;
+    if (o.installed && valid(o.installed) && !gt(v, o.installed)) continue;
     const range = declaredRange(manifest);
-    if (range === undefined || semver.validRange(range) === null) continue;
-    if (!semver.satisfies(o.core, range, { includePrerelease: true })) continue;
-    if (!best || semver.gt(v, best)) best = v;
+    if (range === undefined || validRange(range) === null) continue;
+    if (!satisfies(o.core, range, { includePrerelease: true })) continue;
+    if (!best || gt(v, best)) best = v;
   }
   return best;
 }
@@ -129,7 +133,7 @@ export async function planCompanions(
   const excluded = plugins.filter(
     (p) =>
       p.range !== undefined &&
-      !(semver.validRange(p.range) !== null && semver.satisfies(core, p.range, { includePrerelease: true })),
+      !(validRange(p.range) !== null && satisfies(core, p.range, { includePrerelease: true })),
   );
   for (const p of excluded) {
     if (p.linked || !PACKAGE_NAME.test(p.name)) continue;

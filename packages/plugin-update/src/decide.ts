@@ -1,5 +1,5 @@
 import { type WeeklyWindow, windowAt } from '@usepod-agent/core';
-import semver from 'semver';
+import gt from 'semver/functions/gt.js';
 import type { OperatorPlugin } from './ranges.js';
 import { stranded } from './ranges.js';
 import { eligibleAt } from './spread.js';
@@ -30,7 +30,7 @@ export interface DecideInput {
 
 export function decide(i: DecideInput): Decision {
   const v = i.release.version;
-  if (!semver.gt(v, i.running)) return { do: 'nothing', why: `${i.running} is the newest on the channel` };
+  if (!gt(v, i.running)) return { do: 'nothing', why: `${i.running} is the newest on the channel` };
   if (i.bad.includes(v))
     return { do: 'nothing', why: `${v} failed its health check on this machine and is not installed again` };
   const strands = stranded(i.plugins, v, i.companions);

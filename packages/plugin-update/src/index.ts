@@ -216,13 +216,24 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
       await drainAndSwitch(updater(), version);
     };
 
+    // A failed check or plugin lookup (the registry down) is said once, not at every check, until it
+    // succeeds again or fails otherwise.
+    let checkFailed: string | undefined;
+    let lookupsFailed = new Set<string>();
     const check = async () => {
       const u = updater();
       const r = await u.check();
       let next = cfg.check_interval;
       const d = r.decision;
-      if (r.error) log.warn('update check failed', { error: r.error });
-      else if (d?.do === 'held') once(`held:${d.version}`, () => log.warn(d.why));
+      if (r.error && r.error !== checkFailed) log.warn('update check failed', { error: r.error });
+      checkFailed = r.error;
+      if (r.lookups) {
+        for (const why of r.lookups)
+          if (!lookupsFailed.has(why)) log.warn('no compatible release of a plugin found', { plugin: why });
+        lookupsFailed = new Set(r.lookups);
+      }
+      // A failed check decides nothing (no decision).
+      if (d?.do === 'held') once(`held:${d.version}`, () => log.warn(d.why));
       else if (d?.do === 'announce')
         once(`announce:${d.version}`, () => {
           log.info(

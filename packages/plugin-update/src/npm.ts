@@ -48,13 +48,21 @@ function run(
   );
 }
 
-/** The last line npm printed that says something, bounded: for an error that says why. */
-function npmWhy(stderr: string): string {
+/**
+ * Why npm failed, in one bounded line: its error code and first line that says something (`E404: 404 Not
+ * Found - GET …`), else the last error line. Never the log file's path npm ends with: it names a new file
+ * every run, so the same failure would read as a new one each time (the updater says a failure once).
+ */
+export function npmWhy(stderr: string): string {
   const lines = stderr
     .split('\n')
     .map((l) => l.replace(/[^\x20-\x7e]/g, '').trim())
-    .filter((l) => /err/i.test(l) && l.length > 10);
-  return (lines.at(-1) ?? lines[0] ?? 'no output').slice(0, 300);
+    .filter((l) => /err/i.test(l) && l.length > 10 && !/complete log of this run/i.test(l));
+  const body = (l: string) => l.replace(/^npm (?:error|ERR!)\s*/, '');
+  const code = lines.map((l) => /^npm (?:error|ERR!) code (\S+)$/.exec(l)?.[1]).find(Boolean);
+  const first = lines.find((l) => !/^npm (?:error|ERR!) (?:code|syscall|errno|path|dest)\b/.test(l));
+  const why = code && first ? `${code}: ${body(first)}` : (lines.at(-1) ?? lines[0] ?? 'no output');
+  return why.slice(0, 300);
 }
 
 const viewed = z.object({

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import semver from 'semver';
+import satisfies from 'semver/functions/satisfies.js';
+import validRange from 'semver/ranges/valid.js';
 import { VERSION } from './state.js';
 
 /** Where `usepod-agent plugins install` and `plugins link` record the operator's plugins (oclif's data dir). */
@@ -69,8 +70,7 @@ export function stranded(
 ): string | undefined {
   for (const p of plugins) {
     if (p.range === undefined || coming.some((c) => c.name === p.name)) continue;
-    const ok =
-      semver.validRange(p.range) !== null && semver.satisfies(version, p.range, { includePrerelease: true });
+    const ok = validRange(p.range) !== null && satisfies(version, p.range, { includePrerelease: true });
     if (!ok) return `plugin ${p.name} requires @usepod-agent/core ${p.range}`;
   }
   return undefined;

@@ -22,6 +22,10 @@ import { readView, Updater } from './updater.js';
 let registry: Server;
 let registryUrl: string;
 let asked = 0;
+/** The registry's answers a test may turn bad: `usepod-agent`'s packument, and a plugin's. */
+let mainStatus = 200;
+let orphanStatus = 404;
+let orphanAsked = 0;
 let engine: VllmEmulator;
 const cleanup: (() => Promise<void>)[] = [];
 const published = new Date(Date.now() - 3_600_000).toISOString();
@@ -50,8 +54,26 @@ beforeAll(async () => {
           ),
         }),
       );
+    if (req.url === '/usepod-agent-plugin-orphan') {
+      orphanAsked++;
+      // 200: a release for core 0.4 only, so the look-up succeeds and finds nothing for 9.9.9.
+      return res.writeHead(orphanStatus, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          name: 'usepod-agent-plugin-orphan',
+          'dist-tags': { latest: '1.0.0' },
+          versions: {
+            '1.0.0': {
+              name: 'usepod-agent-plugin-orphan',
+              version: '1.0.0',
+              peerDependencies: { '@usepod-agent/core': '~0.4.0' },
+            },
+          },
+        }),
+      );
+    }
     if (!req.url?.startsWith('/usepod-agent') || req.url.startsWith('/usepod-agent-plugin'))
       return res.writeHead(404).end('{}');
+    if (mainStatus !== 200) return res.writeHead(mainStatus).end('{}');
     res.writeHead(200, { 'content-type': 'application/json' }).end(
       JSON.stringify({
         name: 'usepod-agent',
@@ -77,6 +99,8 @@ afterAll(async () => {
 
 afterEach(async () => {
   for (const c of cleanup.splice(0)) await c();
+  mainStatus = 200;
+  orphanStatus = 404;
   // This machine may itself be a container: each test says which it is.
   process.env.USEPOD_CONTAINER = '0';
 });
@@ -257,6 +281,80 @@ describe('plugin-update in an agent', () => {
       version: '9.9.9',
       why: 'update to 9.9.9 held back: plugin usepod-agent-plugin-orphan requires @usepod-agent/core ~0.4.0',
     });
+  });
+
+  /** An installed plugin (in the operator's plugin folder) that 9.9.9 strands: each check looks it up. */
+  async function strandedPlugin(): Promise<void> {
+    const data = await mkdtemp(join(tmpdir(), 'usepod-update-lookup-'));
+    const root = join(data, 'usepod-agent');
+    await mkdir(join(root, 'node_modules', 'usepod-agent-plugin-orphan'), { recursive: true });
+    await writeFile(
+      join(root, 'node_modules', 'usepod-agent-plugin-orphan', 'package.json'),
+      JSON.stringify({
+        name: 'usepod-agent-plugin-orphan',
+        version: '1.0.0',
+        peerDependencies: { '@usepod-agent/core': '~0.4.0' },
+      }),
+    );
+    await writeFile(
+      join(root, 'package.json'),
+      JSON.stringify({ oclif: { plugins: [{ type: 'user', name: 'usepod-agent-plugin-orphan' }] } }),
+    );
+    const xdg = process.env.XDG_DATA_HOME;
+    process.env.XDG_DATA_HOME = data;
+    cleanup.push(async () => {
+      if (xdg === undefined) delete process.env.XDG_DATA_HOME;
+      else process.env.XDG_DATA_HOME = xdg;
+      await rm(data, { recursive: true, force: true });
+    });
+  }
+
+  /** Resolves after `n` more requests `counter` counts: a check each (one `npm view` every second). */
+  const checks = async (n: number, counter: () => number) => {
+    const before = counter();
+    await until(`${n} more checks`, () => counter() >= before + n);
+  };
+
+  it('a failed plugin look-up is said once, again only once it fails otherwise or succeeded in between', {
+    timeout: 60_000,
+  }, async () => {
+    await strandedPlugin();
+    const { t } = await agent({ mode: 'notify' });
+    const said = () => t.lines.filter((l) => l.includes('no compatible release of a plugin found'));
+    // The registry has no packument for it (404), at every check: one line.
+    await checks(2, () => orphanAsked);
+    expect(said()).toHaveLength(1);
+    expect(said()[0]).toContain('HTTP 404');
+    // It fails otherwise: said once more.
+    orphanStatus = 500;
+    await checks(2, () => orphanAsked);
+    expect(said()).toHaveLength(2);
+    expect(said()[1]).toContain('HTTP 500');
+    // It succeeds (a packument, no release for 9.9.9), then fails as before: said again, once.
+    orphanStatus = 200;
+    await checks(1, () => orphanAsked);
+    orphanStatus = 500;
+    await checks(2, () => orphanAsked);
+    expect(said()).toHaveLength(3);
+  });
+
+  it('a failed check (the registry down) is said once, again only after a check that worked', {
+    timeout: 60_000,
+  }, async () => {
+    mainStatus = 404;
+    const before = asked;
+    const { t } = await agent({ mode: 'notify' });
+    const said = () => t.lines.filter((l) => l.includes('update check failed'));
+    await checks(3, () => asked - before);
+    expect(said()).toHaveLength(1);
+    mainStatus = 200;
+    await until(
+      'a check that worked',
+      async () => (await readUpdateState(dirOf(t))).latest?.version === '9.9.9',
+    );
+    mainStatus = 404;
+    await checks(2, () => asked);
+    expect(said()).toHaveLength(2);
   });
 
   it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {

@@ -2,7 +2,9 @@ import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage, type Logger } from '@usepod-agent/core';
-import semver from 'semver';
+import gt from 'semver/functions/gt.js';
+import lt from 'semver/functions/lt.js';
+import rcompare from 'semver/functions/rcompare.js';
 import { type Companion, planCompanions } from './companions.js';
 import type { UpdateConfig } from './config.js';
 import { type Decision, decide } from './decide.js';
@@ -36,6 +38,8 @@ export interface CheckResult {
   release: Release | undefined;
   decision: Decision | undefined;
   error: string | undefined;
+  /** Why a stranded plugin's release could not be looked up, one line each; undefined: none was looked up. */
+  lookups?: string[] | undefined;
 }
 
 export interface UpdaterOptions {
@@ -83,7 +87,8 @@ export class Updater {
     const bad = launcher.bad.map((b) => b.version);
     const plugins = await operatorPlugins(this.#o.pluginRoot);
     let companions: Companion[] = [];
-    if (semver.gt(release.version, this.#o.running) && !bad.includes(release.version)) {
+    let lookups: string[] | undefined;
+    if (gt(release.version, this.#o.running) && !bad.includes(release.version)) {
       let registry: Promise<string> | undefined;
       const plan = await planCompanions(plugins, release.version, {
         channel: c.channel,
@@ -93,8 +98,7 @@ export class Updater {
         },
       });
       companions = plan.companions;
-      for (const why of plan.lookups)
-        this.#o.log.warn('no compatible release of a plugin found', { plugin: why });
+      lookups = plan.lookups;
     }
     const decision = decide({
       mode: c.mode === 'auto' ? 'auto' : 'notify',
@@ -125,7 +129,7 @@ export class Updater {
             : undefined,
     };
     await this.#save(next);
-    return { release, decision, error: undefined };
+    return { release, decision, error: undefined, lookups };
   }
 
   /** The plugin releases the last check found to come along with `version`. */
@@ -193,9 +197,9 @@ export class Updater {
       return;
     }
     const bad = new Set(launcher.bad.map((b) => b.version));
-    const versions = entries.filter((e) => VERSION.test(e)).sort(semver.rcompare);
+    const versions = entries.filter((e) => VERSION.test(e)).sort(rcompare);
     const keep = new Set([current, previous].filter((v): v is string => v !== undefined));
-    const older = versions.filter((v) => !keep.has(v) && !bad.has(v) && (!current || semver.lt(v, current)));
+    const older = versions.filter((v) => !keep.has(v) && !bad.has(v) && (!current || lt(v, current)));
     if (older[0]) keep.add(older[0]);
     const pending = (await readUpdateState(this.#o.dir)).pending?.version;
     for (const e of entries) {
@@ -242,7 +246,7 @@ export async function readView(dir: string, config: UpdateConfig, running: strin
   const launcher = await readLauncher(dir);
   let kept: string[] = [];
   try {
-    kept = (await readdir(f.versions)).filter((e) => VERSION.test(e)).sort(semver.rcompare);
+    kept = (await readdir(f.versions)).filter((e) => VERSION.test(e)).sort(rcompare);
   } catch {}
   return {
     dir,

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { loadConfig, type SelfTestResult } from '@usepod-agent/core';
 import { expandHome, findConfigFile, statusSelfTest } from '@usepod-agent/core/cli';
 import { runningSelfTests } from '@usepod-agent/plugin-control';

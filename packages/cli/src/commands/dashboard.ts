@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { engineText, readBoundedText, UsepodError } from '@usepod-agent/core';
 import { readStatusToken, statusTokenPath } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';

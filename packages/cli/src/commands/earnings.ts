@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { engineText } from '@usepod-agent/core';
-import { energySection, tariffOf } from '@usepod-agent/plugin-gpu';
+import { energySection, tariffOf } from '@usepod-agent/plugin-gpu/tariff';
 import {
   type EarningsReport,
   earningsCsv,

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { loadConfig } from '@usepod-agent/core';
 import { DEFAULT_IDENTITY_PATH, findConfigFile, loadOrCreateIdentity } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { expandHome } from '@usepod-agent/core/cli';
 import { control, MAX_PAUSE_MS, MAX_REASON } from '@usepod-agent/plugin-control';
 import ms from 'ms';

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import {
   type Config,
   createLogger,

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { AGENT_VERSION, UsepodError } from '@usepod-agent/core';
 import {
   DEFAULT_IDENTITY_PATH,

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { type AgentStatus, engineText, loadConfig, readBoundedText, UsepodError } from '@usepod-agent/core';
 import {
   DEFAULT_PROMETHEUS_ADDR,

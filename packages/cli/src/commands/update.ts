@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { errorMessage, silentLogger } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
 import { control } from '@usepod-agent/plugin-control';

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { BaseCommand, EXIT, failUsage } from '../base.js';
 import { installLocation, npmBeside } from '../install-location.js';
 import { DryRunner, RealRunner } from '../service/runner.js';

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join, posix, win32 } from 'node:path';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { loadConfig, UsepodError } from '@usepod-agent/core';
 import { findConfigFile, loadOrCreateIdentity, readConfigFile, readIdentity } from '@usepod-agent/core/cli';
 import { inContainer, LAUNCHER_SOURCE, nodeFlagsOf, updateSection } from '@usepod-agent/plugin-update';

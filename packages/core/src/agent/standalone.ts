@@ -4,6 +4,7 @@ import { errorMessage } from '../errors.js';
 import { type Logger, silentLogger } from '../observability/log.js';
 import { Discovery } from '../routing/discovery.js';
 import { SelfTest, type SelfTestResult, selfTestSettings } from '../routing/selftest.js';
+import { timeoutSignal } from '../timers.js';
 import { checkStatus } from '../untrusted.js';
 import type { Agent } from './agent.js';
 import { createBackends } from './backends.js';
@@ -83,12 +84,13 @@ export function probeBackends(
         const backend = backends[next++]!;
         const started = performance.now();
         // Checked as the agent checks it (valid ids, bounded figures, folded detail): what is listed is what is served.
+        // A backend may join this signal with its own (AbortSignal.any): a timer that holds it, not AbortSignal.timeout.
+        const deadline = timeoutSignal(timeoutMs);
         const status = await backend
-          .probe(AbortSignal.timeout(timeoutMs))
+          .probe(deadline.signal)
           .then((s) => checkStatus(s).status)
-          .catch(
-            (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: errorMessage(err) }),
-          );
+          .catch((err: unknown): BackendStatus => ({ healthy: false, models: [], detail: errorMessage(err) }))
+          .finally(deadline.clear);
         return {
           index,
           entry,

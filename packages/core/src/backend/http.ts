@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher, Agent as UndiciAgent } from 'undici';
 import { UsepodError } from '../errors.js';
 import { guardBody } from '../relay/read-chunks.js';
 import { errorText } from '../relay/stream-scan.js';
@@ -32,7 +33,21 @@ const CONNECT_ERRORS = new Set([
  */
 const CONNECT_OPTIONS = { timeout: 10_000, highWaterMark: 16 * 1024 };
 
-export function createPool(): Agent {
+/**
+ * undici's index loads all of undici (fetch, its cache, mocks, WebSocket, EventSource: 110 modules, held
+ * for the agent's life); the agent needs its Agent and `request()`, 31 (decision 0008's fourth pass). Its
+ * files are required by path (undici 7 has no `exports` map; the version is pinned), and the request API
+ * goes onto Dispatcher's prototype as undici's index puts it there, so a plugin's `createPool()` offers all
+ * of it. startup.test.ts holds `run` to not loading the index.
+ */
+const requireUndici = createRequire(import.meta.url);
+const Agent: typeof UndiciAgent = requireUndici('undici/lib/dispatcher/agent.js');
+Object.assign(
+  (requireUndici('undici/lib/dispatcher/dispatcher.js') as typeof Dispatcher).prototype,
+  requireUndici('undici/lib/api/index.js'),
+);
+
+export function createPool(): UndiciAgent {
   return new Agent({
     keepAliveTimeout: 30_000,
     connections: 512,

@@ -3,6 +3,7 @@ import type { Agent } from 'undici';
 import type { BackendConfig } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
+import { timeoutSignal } from '../timers.js';
 import type {
   Backend,
   BackendContext,
@@ -174,8 +175,8 @@ export class OpenAICompatibleBackend implements Backend {
   }
 
   async probe(signal?: AbortSignal): Promise<BackendStatus> {
-    const timeout = AbortSignal.timeout(this.probeTimeoutMs);
-    const s = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const deadline = timeoutSignal(this.probeTimeoutMs, signal);
+    const s = deadline.signal;
     try {
       await this.checkHealth(s);
       const models = (await this.listModels(s))
@@ -189,8 +190,12 @@ export class OpenAICompatibleBackend implements Backend {
       });
       return load ? { healthy: true, models, load } : { healthy: true, models };
     } catch (err) {
-      const detail = timeout.aborted ? `no answer within ${this.probeTimeoutMs} ms` : (err as Error).message;
+      const detail = deadline.timedOut
+        ? `no answer within ${this.probeTimeoutMs} ms`
+        : (err as Error).message;
       return { healthy: false, models: [], detail };
+    } finally {
+      deadline.clear();
     }
   }
 

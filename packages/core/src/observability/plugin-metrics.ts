@@ -1,6 +1,6 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
 import { UsepodError } from '../errors.js';
 import { engineText } from '../untrusted.js';
+import { Counter, Gauge, type Registry } from './prom.js';
 
 /**
  * Metrics a plugin adds to `/metrics` (`ctx.metrics`), on the agent's registry, without tying plugins to

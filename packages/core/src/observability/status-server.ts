@@ -8,10 +8,10 @@ import {
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
-import type { Registry } from 'prom-client';
 import { errorMessage } from '../errors.js';
 import { engineText } from '../untrusted.js';
 import type { Logger } from './log.js';
+import type { Registry } from './prom.js';
 import { redactor } from './redact.js';
 import { ensureStatusToken, statusTokenPath, tokenMatches } from './status-token.js';
 

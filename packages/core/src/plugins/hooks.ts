@@ -1,10 +1,26 @@
-import { AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook, type Tap } from 'tapable';
+import { createRequire } from 'node:module';
+import type * as Tapable from 'tapable';
+import type { Tap } from 'tapable';
 import type { Backend, BackendModel } from '../backend/backend.js';
 import { UsepodError } from '../errors.js';
 import type { CloseKind } from '../protocol/close-kind.js';
 import type { AuthResponseFrame, CapabilitiesFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
 import type { Refusal } from '../relay/refusal.js';
 import type { SelfTestResult } from '../routing/selftest-result.js';
+
+/**
+ * The four hook kinds the agent fires, required by path: tapable's index loads all twelve (decision 0008's
+ * fourth pass). tapable has no `exports` map and the version is pinned.
+ */
+const requireTapable = createRequire(import.meta.url);
+const AsyncSeriesBailHook: typeof Tapable.AsyncSeriesBailHook = requireTapable(
+  'tapable/lib/AsyncSeriesBailHook.js',
+);
+const AsyncSeriesHook: typeof Tapable.AsyncSeriesHook = requireTapable('tapable/lib/AsyncSeriesHook.js');
+const AsyncSeriesWaterfallHook: typeof Tapable.AsyncSeriesWaterfallHook = requireTapable(
+  'tapable/lib/AsyncSeriesWaterfallHook.js',
+);
+const SyncHook: typeof Tapable.SyncHook = requireTapable('tapable/lib/SyncHook.js');
 
 /**
  * Named stages of `onCapabilities`, in the order taps run. Backends add models

@@ -1,9 +1,9 @@
-import { Registry } from 'prom-client';
 import { expandHome } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { pluginMetrics } from '../observability/plugin-metrics.js';
+import { Registry } from '../observability/prom.js';
 import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
 import { Features } from './features.js';

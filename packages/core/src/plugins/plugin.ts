@@ -1,4 +1,5 @@
-import semver from 'semver';
+import satisfies from 'semver/functions/satisfies.js';
+import validRange from 'semver/ranges/valid.js';
 import type { AgentStatus } from '../agent/types.js';
 import type { BackendFactory } from '../backend/backend.js';
 import type { Config } from '../config/schema.js';
@@ -232,8 +233,7 @@ export function checkContract(p: AgentPlugin, from: string): AgentPlugin {
   const apiOk = p.apiVersion === PLUGIN_API_VERSION;
   const rangeOk =
     range === undefined ||
-    (semver.validRange(range) !== null &&
-      semver.satisfies(AGENT_VERSION, range, { includePrerelease: true }));
+    (validRange(range) !== null && satisfies(AGENT_VERSION, range, { includePrerelease: true }));
   if (apiOk && rangeOk) return p;
   const wants = [`plugin API ${String(p.apiVersion)}`, ...(range ? [`core ${range}`] : [])].join(', ');
   throw new UsepodError(

@@ -1,6 +1,7 @@
 import type { Backend, BackendModel, BackendStatus } from '../backend/backend.js';
 import type { Logger } from '../observability/log.js';
 import type { RouterView } from '../relay/executor.js';
+import { timeoutSignal } from '../timers.js';
 import { checkStatus } from '../untrusted.js';
 import { type KindPriority, type ServedModel, samePriority } from './capabilities.js';
 
@@ -95,14 +96,16 @@ export class Discovery implements RouterView {
     await Promise.all(
       this.states.map(async (s) => {
         const before = s.status?.healthy;
-        const signal = this.#o.probeTimeoutMs
-          ? AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#o.probeTimeoutMs)])
-          : this.#abort.signal;
+        // Not AbortSignal.timeout inside AbortSignal.any, which Node 20 may collect before it fires.
+        const deadline = this.#o.probeTimeoutMs
+          ? timeoutSignal(this.#o.probeTimeoutMs, this.#abort.signal)
+          : undefined;
         const reported = await s.backend
-          .probe(signal)
+          .probe(deadline?.signal ?? this.#abort.signal)
           .catch(
             (err: unknown): BackendStatus => ({ healthy: false, models: [], detail: (err as Error).message }),
-          );
+          )
+          .finally(() => deadline?.clear());
         // What an engine lists is bounded here, before it reaches a frame, a metric or a terminal.
         const { status, dropped } = checkStatus(reported);
         if (dropped.invalidIds > 0 || dropped.overLimit > 0) {

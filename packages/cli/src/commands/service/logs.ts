@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { ServiceCommand, serviceFlags } from '../../service/command.js';
 
 export default class ServiceLogs extends ServiceCommand {

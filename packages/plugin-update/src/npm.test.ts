@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { npmWhy } from './npm.js';
+
+/** npm 10's stderr for two failures, as a registry that is down or has no such package makes them. */
+const refused = (log: string) => `npm error code ECONNREFUSED
+npm error syscall connect
+npm error errno ECONNREFUSED
+npm error FetchError: request to http://127.0.0.1:9/usepod-agent failed, reason: connect ECONNREFUSED 127.0.0.1:9
+npm error
+npm error If you are behind a proxy, please make sure that the
+npm error 'proxy' config is set properly.  See: 'npm help config'
+npm error A complete log of this run can be found in: /root/.npm/_logs/${log}-debug-0.log
+`;
+const notFound = `npm error code E404
+npm error 404 Not Found - GET http://127.0.0.1:33557/usepod-agent
+npm error 404
+npm error 404  The requested resource 'usepod-agent@latest' could not be found or you do not have permission to access it.
+npm error 404 tarball, folder, http url, or git url.
+npm error A complete log of this run can be found in: /root/.npm/_logs/2026-12-06T23_43_26_977Z-debug-0.log
+`;
+
+describe('npmWhy', () => {
+  it('says the code and the line that says why, never the log file (a new name every run)', () => {
+    expect(npmWhy(refused('2026-12-06T23_42_10_550Z'))).toBe(
+      'ECONNREFUSED: FetchError: request to http://127.0.0.1:9/usepod-agent failed, reason: connect ECONNREFUSED 127.0.0.1:9',
+    );
+    // The same failure twice reads the same: the updater says it once.
+    expect(npmWhy(refused('2026-12-06T23_42_11_893Z'))).toBe(npmWhy(refused('2026-12-06T23_42_10_550Z')));
+    expect(npmWhy(notFound)).toBe('E404: 404 Not Found - GET http://127.0.0.1:33557/usepod-agent');
+  });
+
+  it('without a code line, the last error line; without any, "no output"', () => {
+    expect(npmWhy('npm error something went wrong here\nnpm error and then this failed too\n')).toBe(
+      'npm error and then this failed too',
+    );
+    expect(npmWhy('')).toBe('no output');
+  });
+});
