@@ -85,6 +85,10 @@ export interface LedgerPluginOptions {
   busyMs?: number;
   /** The most pages (4 KiB) the ledger file may grow to; past it writes fail as on a full disk (default: none). */
   maxPages?: number;
+  /** How long the ledger's thread stays with nothing to do before it ends, ms (default 30,000). */
+  lingerMs?: number;
+  /** Told when the ledger's thread starts (true) and ends (false). */
+  onThread?: (running: boolean) => void;
 }
 
 // biome-ignore lint/suspicious/noConfusingVoidType: `void` lets `ledgerPlugin()` be called without options.
@@ -109,6 +113,8 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
       retryMs: o.retryMs ?? 1_000,
       busyMs: o.busyMs ?? 5_000,
       maxPages: o.maxPages,
+      lingerMs: o.lingerMs,
+      onThread: o.onThread,
     });
     const mine = ctx.provideJournal({
       write: (records) => writer.write(records),
@@ -124,7 +130,10 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
         ctx.log.info('ledger open', { file: path, ...(pruned ? { pruned } : {}) });
     });
     hooks.onEvent.tap('ledger', (e) => {
-      if (e.type === 'selftest') writer.selftest(e.result);
+      // The thread is warmed at a job's start: its terminal frame waits for its record (decision 0006).
+      if (e.type === 'job_start') writer.jobStarted(e.jobId);
+      else if (e.type === 'job_end') writer.jobEnded(e.job.jobId);
+      else if (e.type === 'selftest') writer.selftest(e.result);
       else if (e.type === 'plugin') energyMessage(e.topic, e.data, writer);
     });
     hooks.onClose.tapPromise('ledger', () => writer.close());

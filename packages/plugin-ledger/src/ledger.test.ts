@@ -285,6 +285,34 @@ describe('the ledger plugin', () => {
     expect(rows(file)).toHaveLength(2);
   });
 
+  it('ends its thread once the start-up work is done and the agent is idle; a job start warms it again', async () => {
+    const threads: boolean[] = [];
+    let next: { running: boolean; resolve: () => void } | undefined;
+    const thread = (running: boolean) => new Promise<void>((resolve) => (next = { running, resolve }));
+    const onThread = (running: boolean) => {
+      threads.push(running);
+      if (next?.running === running) next.resolve();
+    };
+    const { t, engine, file } = await setup({ plugin: { lingerMs: 50, onThread } });
+    const session = await online(t);
+    // Totals, retention and the status figures at start (the thread may end between them when the
+    // engine's probe outlasts the linger), then the linger: no thread while idle.
+    if (threads.at(-1) !== false) await thread(false);
+    expect(t.agent.status().sections.ledger).toMatchObject({ today: { served: 0 }, recording: true });
+    const before = threads.length;
+    engine.behave({ kind: 'controlled' }, { times: 1 });
+    const job = session.dispatch({ model_id: MODEL });
+    const stream = await engine.controlled.waitFor(() => true);
+    // The job is running, its record not yet written: the thread was started by the job's start.
+    expect(threads.slice(before)).toEqual([true]);
+    const ended = thread(false);
+    stream.end('data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
+    expect((await job.done()).type).toBe('job_done');
+    expect(rows(file)).toHaveLength(1);
+    await ended;
+    expect(t.agent.status().sections.ledger).toMatchObject({ today: { served: 1 } });
+  });
+
   it('leaves a ledger from a newer agent as it is, warns once, and serves without recording', async () => {
     const { t, file } = await setup();
     const db = new Database(file);

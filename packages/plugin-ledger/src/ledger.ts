@@ -560,6 +560,13 @@ export class Ledger {
     return { today: w(today), last_7_days: w(week) };
   }
 
+  /** The first job received since a time (epoch ms), if any: `status`' week changes when it slides out. */
+  oldestSince(since: number): number | null {
+    return this.#db.prepare('SELECT min(received_at) FROM jobs WHERE received_at >= ?').pluck().get(since) as
+      | number
+      | null;
+  }
+
   /** doctor: when the last job was served (epoch ms), if ever. */
   lastServed(): number | undefined {
     return (

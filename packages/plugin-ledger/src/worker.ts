@@ -12,7 +12,7 @@ import { ledgerSeries } from './series.js';
  */
 export interface WorkerRequest {
   id: number;
-  op: 'write' | 'totals' | 'summary' | 'prune' | 'series' | 'close';
+  op: 'open' | 'write' | 'totals' | 'summary' | 'prune' | 'series' | 'close';
   jobs?: JobRecord[];
   tests?: SelfTestResult[];
   energy?: EnergyRecords;
@@ -43,12 +43,18 @@ const open = () => {
 
 function handle(m: WorkerRequest): unknown {
   switch (m.op) {
+    case 'open':
+      // A job started: its record will find the file open.
+      open();
+      return undefined;
     case 'write':
       return open().write(m.jobs ?? [], m.tests ?? [], m.energy ?? {});
     case 'totals':
       return open().seedGroups(m.before);
-    case 'summary':
-      return open().summary(m.today!, m.week!);
+    case 'summary': {
+      const l = open();
+      return { ...l.summary(m.today!, m.week!), oldest: l.oldestSince(m.week!) };
+    }
     case 'prune':
       return open().prune(m.days!);
     case 'series': {

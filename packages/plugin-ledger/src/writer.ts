@@ -26,14 +26,27 @@ export interface WriterOptions {
   busyMs: number;
   /** The most pages the ledger file may have (SQLite's max_page_count); none by default. */
   maxPages?: number | undefined;
+  /**
+   * How long the ledger's thread stays with nothing to do (no request in flight, no job running) before
+   * it ends (`LINGER_MS` by default): an idle agent holds no worker isolate or SQLite (about 11 MB
+   * resident, decision 0008). The next record, job start or query starts it again.
+   */
+  lingerMs?: number | undefined;
+  /** Told each time the ledger's thread starts (true) or ends (false): tests, embedders. */
+  onThread?: ((running: boolean) => void) | undefined;
 }
 
 const MAX_RETRY_MS = 60_000;
+/** The thread's linger by default: a burst of jobs or a busy minute keeps it, an idle agent does not. */
+export const LINGER_MS = 30_000;
 /**
- * How long `status`' figures go on from one SQL pass (a second of the ledger's thread on 1.5 M rows):
- * between passes each committed record is added to them, and the pass corrects what slid out of the week.
+ * How long `status`' figures go on at least from one SQL pass (a second of the ledger's thread on 1.5 M
+ * rows): between passes each committed record is added to them, and a pass corrects what slid out of the
+ * week, only when something did (the pass tells when the week's oldest row leaves) and at midnight, so
+ * an idle agent's status does not start the ledger's thread again every 5 minutes.
  */
 const SUMMARY_TTL_MS = 300_000;
+const WEEK_MS = 7 * 86_400_000;
 
 type Item =
   | { job: JobRecord }
@@ -78,10 +91,22 @@ export class LedgerWriter {
   #newer = false;
   #closed = false;
   #summary:
-    | { at: number; today: number; week: number; value: { today: Window; last_7_days: Window } }
+    | {
+        at: number;
+        today: number;
+        week: number;
+        /** The figures hold until then: the week's oldest row slides out (Infinity: no row in the week). */
+        slides: number;
+        value: { today: Window; last_7_days: Window };
+      }
     | undefined;
   #summarising = false;
   readonly #recent = new Map<string, number>();
+  /** Jobs started and not yet ended: the thread stays while any runs, so each one's record finds it up. */
+  readonly #running = new Set<string>();
+  #linger: NodeJS.Timeout | undefined;
+  /** Threads ending (closing their file); `close()` waits for them. */
+  #retiring: Promise<void> | undefined;
   /** Counted before the metrics exist (a failure while the agent starts), then kept in step with them. */
   #failureCount = 0;
   #droppedCount = 0;
@@ -132,6 +157,30 @@ export class LedgerWriter {
 
   get pending(): number {
     return this.#queue.length + this.#inFlight;
+  }
+
+  /** Whether the ledger's thread runs now (it ends after `lingerMs` with nothing to do). */
+  get threadRunning(): boolean {
+    return this.#worker !== undefined;
+  }
+
+  /**
+   * A job started: the thread is started now (and the file opened) if it is not running, and stays until
+   * the job has ended, so the job's record (which its terminal frame waits for) finds it ready.
+   */
+  jobStarted(jobId: string): void {
+    if (this.#newer || this.#closed) return;
+    this.#running.add(jobId);
+    // A job whose end is never told (none should be) cannot keep the thread for good past this many.
+    if (this.#running.size > RECENT_JOBS) this.#running.delete(this.#running.values().next().value!);
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
+    // An open that fails is the write's to tell (once, as today), not this one's.
+    if (!this.#worker) this.#call({ op: 'open' }).catch(() => {});
+  }
+
+  jobEnded(jobId: string): void {
+    if (this.#running.delete(jobId)) this.#idle();
   }
 
   /** Resolves once the records are committed, or kept for a retry, or dropped: never rejects. */
@@ -203,7 +252,8 @@ export class LedgerWriter {
    */
   summary(now = new Date()): { today: Window; last_7_days: Window } | undefined {
     const s = this.#summary;
-    if (!s || now.getTime() - s.at > SUMMARY_TTL_MS || midnight(now) !== s.today)
+    const t = now.getTime();
+    if (!s || midnight(now) !== s.today || (t > s.slides && t - s.at > SUMMARY_TTL_MS))
       void this.refreshSummary(now);
     return s?.value;
   }
@@ -214,11 +264,13 @@ export class LedgerWriter {
     try {
       const today = midnight(now);
       const week = now.getTime() - 7 * 86_400_000;
-      const value = (await this.#call({ op: 'summary', today, week })) as {
+      const { oldest, ...value } = (await this.#call({ op: 'summary', today, week })) as {
         today: Window;
         last_7_days: Window;
+        oldest: number | null;
       };
-      this.#summary = { at: now.getTime(), today, week, value };
+      const slides = oldest === null ? Number.POSITIVE_INFINITY : oldest + WEEK_MS;
+      this.#summary = { at: now.getTime(), today, week, slides, value };
     } catch {
       // The write path says what fails; status shows the last figures it had.
     } finally {
@@ -242,12 +294,16 @@ export class LedgerWriter {
       clearTimeout(timer);
     }
     this.#closed = true;
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
     const w = this.#worker;
     if (w) {
       await this.#call({ op: 'close' }).catch(() => {});
       this.#worker = undefined;
       await w.terminate();
+      this.#o.onThread?.(false);
     }
+    await this.#retiring;
     if (this.#queue.length > 0) {
       this.#o.log.warn('ledger closed with records unwritten', {
         file: this.#o.path,
@@ -352,7 +408,10 @@ export class LedgerWriter {
         }
       };
       if (j.receivedAt >= s.today) add(s.value.today);
-      if (j.receivedAt >= s.week) add(s.value.last_7_days);
+      if (j.receivedAt >= s.week) {
+        add(s.value.last_7_days);
+        s.slides = Math.min(s.slides, j.receivedAt + WEEK_MS);
+      }
     }
   }
 
@@ -439,10 +498,15 @@ export class LedgerWriter {
       this.#calls.delete(m.id);
       if (m.ok) call.resolve(m.value);
       else call.reject(new WorkerError(m.error, m.code, m.newer));
+      this.#idle();
     });
     const gone = (why: string) => {
       if (this.#worker !== w) return;
       this.#worker = undefined;
+      clearTimeout(this.#linger);
+      this.#linger = undefined;
+      this.#o.onThread?.(false);
+      // Started again by the next need (a record, a retry, a job, a query).
       for (const c of this.#calls.values()) c.reject(new WorkerError(why, undefined, false));
       this.#calls.clear();
     };
@@ -451,9 +515,53 @@ export class LedgerWriter {
     return w;
   }
 
+  /**
+   * Nothing to do: no request in flight, no job running (records waiting for a retry wait for its timer,
+   * which starts the thread again). The thread ends after the linger unless something comes meanwhile.
+   */
+  #idle(): void {
+    if (!this.#worker || this.#closed || this.#calls.size > 0 || this.#running.size > 0) return;
+    clearTimeout(this.#linger);
+    this.#linger = setTimeout(() => this.#retire(), this.#o.lingerMs ?? LINGER_MS);
+    this.#linger.unref();
+  }
+
+  /**
+   * Ends an idle thread: it closes its file (a clean close, as at the agent's close) and exits. It is
+   * let go at once, so a need that comes meanwhile starts a new one; the file's state is the
+   * committed transactions', whichever connection wrote them.
+   */
+  #retire(): void {
+    this.#linger = undefined;
+    const w = this.#worker;
+    if (!w || this.#closed || this.#calls.size > 0 || this.#running.size > 0 || this.#writing) return;
+    if (this.#queue.length > 0 && !this.#retryTimer) return;
+    this.#worker = undefined;
+    this.#o.onThread?.(false);
+    const id = this.#nextId++;
+    const done = new Promise<void>((resolve) => {
+      const end = () => void w.terminate().then(() => resolve(), resolve);
+      w.on('message', (m: WorkerReply) => {
+        if (m.id === id) end();
+      });
+      w.once('exit', () => resolve());
+      w.once('error', end);
+    });
+    w.postMessage({ op: 'close', id } satisfies WorkerRequest);
+    const retiring: Promise<void> = Promise.all([this.#retiring, done]).then(() => {
+      if (this.#retiring === retiring) this.#retiring = undefined;
+    });
+    this.#retiring = retiring;
+  }
+
   #call(req: Omit<WorkerRequest, 'id'>): Promise<unknown> {
     if (this.#closed && req.op !== 'close') return Promise.reject(new Error('the ledger is closed'));
-    this.#worker ??= this.#spawn();
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
+    if (!this.#worker) {
+      this.#worker = this.#spawn();
+      this.#o.onThread?.(true);
+    }
     const id = this.#nextId++;
     const w = this.#worker;
     return new Promise((resolve, reject) => {
