@@ -1,8 +1,10 @@
-import { stringify } from 'csv-stringify/sync';
+import { createRequire } from 'node:module';
 import { BUCKET_MS } from './buckets.js';
 import { GROUPINGS, type Grouping, type Ledger } from './ledger.js';
 
 export { GROUPINGS, type Grouping };
+
+const requireHere = createRequire(import.meta.url);
 
 /**
  * Why a job was turned away that makes it one the operator missed: every refusal but `malformed` (a
@@ -214,6 +216,9 @@ export function earnings(ledger: Ledger, opts: { since: number; by: Grouping; no
  * written as text.
  */
 export function earningsCsv(rows: readonly EarningsRow[]): string {
+  // Loaded when CSV is asked for: this module also sums earnings in every agent and in the ledger's
+  // thread, which would otherwise load csv-stringify (8 modules) for a command they never run.
+  const { stringify } = requireHere('csv-stringify/sync') as typeof import('csv-stringify/sync');
   return stringify(
     rows.map((r) => ({
       ...r,

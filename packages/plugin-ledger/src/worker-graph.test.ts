@@ -13,7 +13,8 @@ function valueImports(file: URL): string[] {
 describe("the ledger's thread", () => {
   it('loads no @usepod-agent/core: its error class cost the thread ~27 MB resident (issue 30)', () => {
     // The dashboard's reader (`ledgerReader`, op 'series') is this thread too: its earnings sums and
-    // csv-stringify with them, no core (the dashboard's own thread loaded core again: ~37 MB).
+    // no core (the dashboard's own thread loaded core again: ~37 MB), nor csv-stringify, which only
+    // `earnings --csv` needs (required when it is asked for).
     const seen = new Set<string>();
     const packages = new Set<string>();
     const walk = (file: URL) => {
@@ -27,8 +28,8 @@ describe("the ledger's thread", () => {
     walk(new URL('./worker.ts', import.meta.url));
     expect([...packages].sort()).toEqual([
       'better-sqlite3',
-      'csv-stringify/sync',
       'node:fs',
+      'node:module',
       'node:os',
       'node:path',
       'node:worker_threads',
