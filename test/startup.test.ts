@@ -159,6 +159,8 @@ describe('CLI start-up', () => {
       ).toEqual([]);
       expect(loaded.some((u) => u.endsWith('/tapable/lib/SyncHook.js'))).toBe(true);
       expect(loaded.filter((u) => /\/tapable\/lib\/(index|HookMap|SyncLoopHook)\.js$/.test(u))).toEqual([]);
+      // csv-stringify is for `earnings --csv` only.
+      expect(loaded.filter((u) => u.includes('/csv-stringify/'))).toEqual([]);
     } finally {
       await s.close();
     }
