@@ -113,13 +113,27 @@ class AgentProcess {
     return (this.coord.onlineAt ?? Number.NaN) - this.startedAt;
   }
 
-  /** Times any of its threads went to sleep (voluntary context switches): one per wake-up. */
-  wakeups(): number {
-    let n = 0;
+  /**
+   * Times each of its threads went to sleep (voluntary context switches: one per wake-up), by thread:
+   * threads come and go (ours ends its ledger thread when idle), so windows are compared thread by thread.
+   */
+  sleepsByThread(): Map<string, number> {
+    const out = new Map<string, number>();
     for (const t of readdirSync(`/proc/${this.#child.pid}/task`)) {
-      const status = readFileSync(`/proc/${this.#child.pid}/task/${t}/status`, 'utf8');
-      n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      try {
+        const status = readFileSync(`/proc/${this.#child.pid}/task/${t}/status`, 'utf8');
+        out.set(t, Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0));
+      } catch {
+        // the thread ended between the listing and the read
+      }
     }
+    return out;
+  }
+
+  /** Wake-ups since `before` (`sleepsByThread()`), of the threads alive now. */
+  wakeupsSince(before: Map<string, number>): number {
+    let n = 0;
+    for (const [t, count] of this.sleepsByThread()) n += count - (before.get(t) ?? 0);
     return n;
   }
 
@@ -236,9 +250,9 @@ export const FIGURES: [key: string, label: string, unit: string][] = [
   ['cpu_us_per_event_64_cold', 'agent CPU per event, 64 streams, first load step (cold)', 'µs'],
   ['rss_idle_mb', 'resident memory idle (1 s after online, before any job)', 'MB'],
   ['rss_idle_after_mb', 'resident memory idle after the rounds (5 s)', 'MB'],
-  ['rss_idle_settled_mb', 'resident memory idle after the rounds (60 s)', 'MB'],
-  ['idle_wakeups_per_s', 'idle: wake-ups per second, all threads (10-60 s after the rounds)', '/s'],
-  ['idle_cpu_ms_per_min', 'idle: CPU per minute (10-60 s after the rounds)', 'ms'],
+  ['rss_idle_settled_mb', 'resident memory idle after the rounds (70 s)', 'MB'],
+  ['idle_wakeups_per_s', 'idle: wake-ups per second, all threads (40-70 s after the rounds)', '/s'],
+  ['idle_cpu_ms_per_min', 'idle: CPU per minute (40-70 s after the rounds)', 'ms'],
   ['rss_peak_256_mb', 'resident memory peak, 256 streams', 'MB'],
   ['online_ms', 'start to online (capabilities sent)', 'ms'],
 ];
@@ -328,22 +342,26 @@ export async function laneV(ctx: VersusContext, binary: string): Promise<VersusR
     await sleep(5000);
     for (const a of [agents.ours, agents.rust])
       for (const f of perRound[a.name]) f.rss_idle_after_mb = a.rssKb() / 1024;
-    // And settled: V8 gives back the young generation, and features that run only while there is work
-    // (the ledger's thread) have ended. Meanwhile, what idling costs: an operator's machine is also theirs.
-    await sleep(5000);
+    // And settled: V8's memory reducer has run (it starts 8 s after activity ends) and features that
+    // work only while there are jobs have stopped (the ledger's thread, 30 s after the last job). Then,
+    // what idling costs: an operator's machine is also theirs.
+    await sleep(35_000);
     const idle0 = Object.fromEntries(
-      [agents.ours, agents.rust].map((a) => [a.name, [a.wakeups(), a.cpuUs()]]),
+      [agents.ours, agents.rust].map((a) => [a.name, { sleeps: a.sleepsByThread(), cpu: a.cpuUs() }]),
     );
-    await sleep(50_000);
+    await sleep(30_000);
     for (const a of [agents.ours, agents.rust]) {
-      const [w0, c0] = idle0[a.name]!;
-      const wakeups = (a.wakeups() - w0!) / 50;
-      const cpu = ((a.cpuUs() - c0!) / 1000) * (60 / 50);
+      const before = idle0[a.name]!;
+      const wakeups = a.wakeupsSince(before.sleeps) / 30;
+      const cpu = (a.cpuUs() - before.cpu) / 1000 / 0.5;
+      ctx.log(`V ${a.name} settled: ${a.sleepsByThread().size} threads, ${round(a.rssKb() / 1024, 1)} MB`);
       for (const f of perRound[a.name])
-        Object.assign(f, { idle_wakeups_per_s: wakeups, idle_cpu_ms_per_min: cpu });
+        Object.assign(f, {
+          idle_wakeups_per_s: wakeups,
+          idle_cpu_ms_per_min: cpu,
+          rss_idle_settled_mb: a.rssKb() / 1024,
+        });
     }
-    for (const a of [agents.ours, agents.rust])
-      for (const f of perRound[a.name]) f.rss_idle_settled_mb = a.rssKb() / 1024;
   } finally {
     await agents.ours.stop();
     await agents.rust.stop();
