@@ -206,6 +206,28 @@ describe('setup (PROTOCOL.md section 9)', () => {
     } finally {
       await failing.close();
     }
+    // The coordinator's answer is read to 1 MB at most, and the line still gives its status.
+    const huge = await PairingServer.start({
+      issueFailure: { status: 502, body: 'x'.repeat(2 * 1024 * 1024) },
+    });
+    try {
+      const out = await cli([
+        'setup',
+        '--coordinator',
+        huge.url,
+        '--config',
+        join(dir, 'h.toml'),
+        '--identity',
+        join(dir, 'hk'),
+        '--no-detect',
+      ]);
+      expect(out.code).toBe(2);
+      expect(out.stderr.trim().split('\n')[0]).toBe(
+        'usepod-agent: /v1/host/pair/issue answer (HTTP 502) could not be read: answer over 1048576 bytes (USEPOD_PAIRING_FAILED)',
+      );
+    } finally {
+      await huge.close();
+    }
   });
 
   it('writes one engine behind two names once, and says how to name a model served by its file path (issue 28)', async () => {

@@ -73,9 +73,12 @@ async function post<T>(base: string, path: string, body: unknown): Promise<T> {
   try {
     text = await readBoundedText(res, MAX_ANSWER_BYTES, deadline);
   } catch (err) {
-    throw new UsepodError('USEPOD_PAIRING_FAILED', `${path} answer could not be read: ${errorMessage(err)}`, {
-      user: true,
-    });
+    const status = res.ok ? '' : ` (HTTP ${res.status})`;
+    throw new UsepodError(
+      'USEPOD_PAIRING_FAILED',
+      `${path} answer${status} could not be read: ${errorMessage(err)}`,
+      { user: true },
+    );
   }
   if (!res.ok) {
     const detail = text.length > 200 ? `${text.slice(0, 200)}...` : text;

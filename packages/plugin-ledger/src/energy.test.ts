@@ -48,7 +48,8 @@ async function setup(o: { tool?: boolean } = {}) {
   const file = join(dir, 'ledger.db');
   const gpu = gpuPlugin({ path: tools });
   const t = await createTestAgent({
-    plugins: [ledgerPlugin(), vllmPlugin, gpu],
+    // Idle periods are written once a quarter hour without jobs (writer.ts): seen here within a poll.
+    plugins: [ledgerPlugin({ periodsHeldMs: 100 }), vllmPlugin, gpu],
     defaultPlugins: false,
     config: {
       backends: [{ kind: 'vllm', url: engine.url }],

@@ -87,6 +87,8 @@ export interface LedgerPluginOptions {
   maxPages?: number;
   /** How long the ledger's thread stays with nothing to do before it ends, ms (default 30,000). */
   lingerMs?: number;
+  /** How long the GPUs' energy periods wait for a record to go with, ms (default 900,000: a quarter hour). */
+  periodsHeldMs?: number;
   /** Told when the ledger's thread starts (true) and ends (false). */
   onThread?: (running: boolean) => void;
 }
@@ -114,6 +116,7 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
       busyMs: o.busyMs ?? 5_000,
       maxPages: o.maxPages,
       lingerMs: o.lingerMs,
+      periodsHeldMs: o.periodsHeldMs,
       onThread: o.onThread,
     });
     const mine = ctx.provideJournal({

@@ -229,4 +229,46 @@ describe("the ledger's thread while idle", () => {
     expect(writer.summary(at(25))).toMatchObject({ today: { served: 1 }, last_7_days: { served: 1 } });
     expect(threads).toEqual([true, false, true, false, true, false]);
   });
+
+  it("holds a GPU machine's energy periods while idle: no thread for them; they go with the next record, or after their quarter hour", async () => {
+    const { writer, path, threads, thread } = await setup({ periodsHeldMs: 60 });
+    let ended = thread(false);
+    await writer.prune(400);
+    await ended;
+    // A poll every few seconds on a GPU machine (plugin-gpu's watch): written as they came, each one
+    // started the thread and restarted its linger, so it never ended.
+    const t0 = Date.now() - 60_000;
+    const poll = (i: number) =>
+      writer.period({ from: t0 + i * 5_000, to: t0 + (i + 1) * 5_000, servingWh: 0, idleWh: 1 });
+    for (let i = 0; i < 3; i++) poll(i);
+    expect(writer.threadRunning).toBe(false);
+    // The next record carries them.
+    await writer.write([job()]);
+    expect(idleWh(path)).toBeCloseTo(3, 6);
+    ended = thread(false);
+    await ended;
+    // Alone, they wait their quarter hour (here 60 ms), then are written.
+    const started = thread(true);
+    for (let i = 3; i < 5; i++) poll(i);
+    expect(writer.threadRunning).toBe(false);
+    await started;
+    ended = thread(false);
+    await ended;
+    expect(idleWh(path)).toBeCloseTo(5, 6);
+    // And a close writes what is held.
+    poll(5);
+    await writer.close();
+    expect(idleWh(path)).toBeCloseTo(6, 6);
+    expect(threads).toEqual([true, false, true, false, true, false, true, false]);
+  });
 });
+
+/** The idle energy the file holds, Wh. */
+const idleWh = (file: string) => {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT coalesce(sum(idle_wh), 0) FROM energy').pluck().get() as number;
+  } finally {
+    db.close();
+  }
+};

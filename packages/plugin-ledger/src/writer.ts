@@ -1,5 +1,6 @@
 import type { Worker } from 'node:worker_threads';
 import type { JobRecord, Logger, PluginContext, SeedGroup, SelfTestResult } from '@usepod-agent/core';
+import { BUCKET_MS } from './buckets.js';
 import type { EnergyPeriod, EnergyRecords, Window } from './ledger.js';
 import { newWorker } from './thread.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
@@ -32,11 +33,15 @@ export interface WriterOptions {
    * resident, decision 0008). The next record, job start or query starts it again.
    */
   lingerMs?: number | undefined;
+  /** How long energy periods wait for a record to go with (`period()`); a quarter hour by default. */
+  periodsHeldMs?: number | undefined;
   /** Told each time the ledger's thread starts (true) or ends (false): tests, embedders. */
   onThread?: ((running: boolean) => void) | undefined;
 }
 
 const MAX_RETRY_MS = 60_000;
+/** How long energy periods may wait for a record to go with: one of the ledger's quarter hours. */
+const PERIODS_HELD_MS = BUCKET_MS;
 /** The thread's linger by default: a burst of jobs or a busy minute keeps it, an idle agent does not. */
 export const LINGER_MS = 30_000;
 /**
@@ -105,6 +110,8 @@ export class LedgerWriter {
   /** Jobs started and not yet ended: the thread stays while any runs, so each one's record finds it up. */
   readonly #running = new Set<string>();
   #linger: NodeJS.Timeout | undefined;
+  /** Due when energy periods have waited a quarter hour for a record to go with (`period()`). */
+  #heldPeriods: NodeJS.Timeout | undefined;
   /** Threads ending (closing their file); `close()` waits for them. */
   #retiring: Promise<void> | undefined;
   /** Counted before the metrics exist (a failure while the agent starts), then kept in step with them. */
@@ -213,10 +220,19 @@ export class LedgerWriter {
   }
 
   /** The GPUs' energy between two polls, serving and idle, recorded with the next batch. */
+  /**
+   * The GPUs' energy between two polls (every few seconds while `[energy]`, `[yield]` or the heat guard
+   * watch them). Written with the next record, or once a quarter hour (the ledger's bucket): written
+   * as they came, they would start the thread every poll, and an idle agent on a GPU machine would never
+   * let it end (its ~11 MB, decision 0008's fifth pass). A quarter hour of polls is a few hundred items.
+   */
   period(p: EnergyPeriod): void {
     if (this.#newer || this.#closed) return;
     this.#enqueue([{ period: p }]);
-    this.#pump();
+    this.#heldPeriods ??= setTimeout(() => {
+      this.#heldPeriods = undefined;
+      this.#pump();
+    }, this.#o.periodsHeldMs ?? PERIODS_HELD_MS).unref();
   }
 
   /** A self-test, recorded with the next batch. */
@@ -294,6 +310,7 @@ export class LedgerWriter {
       clearTimeout(timer);
     }
     this.#closed = true;
+    clearTimeout(this.#heldPeriods);
     clearTimeout(this.#linger);
     this.#linger = undefined;
     const w = this.#worker;
@@ -355,6 +372,9 @@ export class LedgerWriter {
 
   async #writeBatch(): Promise<void> {
     this.#writing = true;
+    // Whatever periods were held go in this batch.
+    clearTimeout(this.#heldPeriods);
+    this.#heldPeriods = undefined;
     const batch = this.#queue;
     const waiters = this.#waiters;
     this.#queue = [];
