@@ -137,6 +137,23 @@ class AgentProcess {
     return n;
   }
 
+  get pid(): number {
+    return this.#child.pid!;
+  }
+
+  /** CPU of each thread, µs, by thread id (threads come and go; see `sleepsByThread`). */
+  cpuByThread(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const t of readdirSync(`/proc/${this.#child.pid}/task`)) {
+      try {
+        out.set(t, cpuOf(`/proc/${this.#child.pid}/task/${t}/stat`));
+      } catch {
+        // the thread ended between the listing and the read
+      }
+    }
+    return out;
+  }
+
   /** User + system CPU of the whole process (all threads), µs. */
   cpuUs(): number {
     return cpuOf(`/proc/${this.#child.pid}/stat`);
@@ -190,6 +207,7 @@ async function step(
   const consumers = Array.from({ length: streams }, () => new StreamConsumer(lat));
   const cpu0 = agent?.cpuUs();
   const main0 = agent?.mainThreadCpuUs();
+  const threads0 = process.env.BENCH_VS_THREADS ? agent?.cpuByThread() : undefined;
   let peak = 0;
   let sampling = sampleRss && agent !== undefined;
   const sampler = (async () => {
@@ -206,6 +224,19 @@ async function step(
   sampling = false;
   await sampler;
   const events = consumers.reduce((n, c) => n + c.chunks, 0);
+  if (threads0 && agent) {
+    // BENCH_VS_THREADS=1: which threads spent the CPU of this step (the main thread is the pid).
+    const spent = [...agent.cpuByThread()]
+      .map(
+        ([t, us]) =>
+          [t === String(agent.pid) ? 'main' : t, Math.round((us - (threads0.get(t) ?? 0)) / 1000)] as const,
+      )
+      .filter(([, ms]) => ms > 0)
+      .sort((a, b) => b[1] - a[1]);
+    console.error(
+      `V ${agent.name} ${virtual} streams, CPU ms by thread: ${JSON.stringify(Object.fromEntries(spent))}`,
+    );
+  }
   return {
     events,
     latP50: pct(lat, 50),
