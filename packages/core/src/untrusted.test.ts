@@ -48,6 +48,8 @@ describe('readBoundedText', () => {
     const gone = AbortSignal.abort(new Error('gone'));
     await expect(readBoundedText(res, 1024, gone)).rejects.toThrow('gone');
     const res2 = await fetch(peer.url);
-    await expect(readBoundedText(res2, 8, AbortSignal.timeout(5_000))).rejects.toThrow('answer over 8 bytes');
+    const over = readBoundedText(res2, 8, AbortSignal.timeout(5_000));
+    await expect(over).rejects.toThrow('answer over 8 bytes');
+    await expect(over).rejects.toBeInstanceOf(RangeError);
   });
 });

@@ -121,7 +121,8 @@ function checkLoad(load: BackendLoad | undefined): BackendLoad | undefined {
 
 /**
  * An HTTP answer's body as text, read to at most `max` bytes: past it the stream is cancelled and this
- * rejects. Whatever answers (another agent, a process on the agent's port) is not trusted with memory.
+ * rejects with a `RangeError`. Whatever answers (another agent, a process on the agent's port) is not
+ * trusted with memory.
  *
  * `signal` bounds the read in time: when it aborts, the stream is cancelled and this rejects with its
  * reason. Pass the deadline given to `fetch` again: on Node 20 fetch's `Request` follows the caller's
@@ -151,7 +152,8 @@ export async function readBoundedText(res: Response, max: number, signal?: Abort
       size += value.byteLength;
       if (size > max) {
         await reader.cancel();
-        throw new Error(`answer over ${max} bytes`);
+        // A RangeError, so callers tell "too big" from a failed read without reading the words.
+        throw new RangeError(`answer over ${max} bytes`);
       }
       parts.push(value);
     }

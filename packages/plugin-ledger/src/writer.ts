@@ -219,7 +219,6 @@ export class LedgerWriter {
     this.#pump();
   }
 
-  /** The GPUs' energy between two polls, serving and idle, recorded with the next batch. */
   /**
    * The GPUs' energy between two polls (every few seconds while `[energy]`, `[yield]` or the heat guard
    * watch them). Written with the next record, or once a quarter hour (the ledger's bucket): written
@@ -279,7 +278,7 @@ export class LedgerWriter {
     this.#summarising = true;
     try {
       const today = midnight(now);
-      const week = now.getTime() - 7 * 86_400_000;
+      const week = now.getTime() - WEEK_MS;
       const { oldest, ...value } = (await this.#call({ op: 'summary', today, week })) as {
         today: Window;
         last_7_days: Window;

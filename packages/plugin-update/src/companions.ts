@@ -96,7 +96,7 @@ export async function fetchPackument(registry: string, name: string, timeoutMs =
     throw new Error(
       e.name === 'TimeoutError'
         ? 'its packument did not arrive in time'
-        : e.message.startsWith('answer over')
+        : e instanceof RangeError
           ? 'its packument is too big'
           : `its packument could not be read (${e.message})`,
     );
