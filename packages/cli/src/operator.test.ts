@@ -167,21 +167,24 @@ describe('setup (PROTOCOL.md section 9)', () => {
   });
 
   it('gives one clear line for HTTP failures', async () => {
+    /** `setup` against a coordinator, with a config and key of their own (`name`). */
+    const setupAgainst = (url: string, name: string) =>
+      cli([
+        'setup',
+        '--coordinator',
+        url,
+        '--config',
+        join(dir, `${name}.toml`),
+        '--identity',
+        join(dir, `${name}k`),
+        '--no-detect',
+      ]);
     const pairing = await PairingServer.start({
       issueFailure: { status: 503, body: '{"error":"maintenance"}' },
     });
     const gone = pairing.url;
     await pairing.close();
-    const down = await cli([
-      'setup',
-      '--coordinator',
-      gone,
-      '--config',
-      join(dir, 'y.toml'),
-      '--identity',
-      join(dir, 'yk'),
-      '--no-detect',
-    ]);
+    const down = await setupAgainst(gone, 'y');
     expect(down.code).toBe(2);
     expect(down.stderr.trim().split('\n')[0]).toMatch(
       /^usepod-agent: cannot reach http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED \(check --coordinator and your network\) \(USEPOD_PAIRING_FAILED\)$/,
@@ -190,16 +193,7 @@ describe('setup (PROTOCOL.md section 9)', () => {
       issueFailure: { status: 503, body: '{"error":"maintenance"}' },
     });
     try {
-      const out = await cli([
-        'setup',
-        '--coordinator',
-        failing.url,
-        '--config',
-        join(dir, 'z.toml'),
-        '--identity',
-        join(dir, 'zk'),
-        '--no-detect',
-      ]);
+      const out = await setupAgainst(failing.url, 'z');
       expect(out.stderr.trim().split('\n')[0]).toBe(
         'usepod-agent: /v1/host/pair/issue answered HTTP 503: {"error":"maintenance"} (USEPOD_PAIRING_FAILED)',
       );
@@ -211,16 +205,7 @@ describe('setup (PROTOCOL.md section 9)', () => {
       issueFailure: { status: 502, body: 'x'.repeat(2 * 1024 * 1024) },
     });
     try {
-      const out = await cli([
-        'setup',
-        '--coordinator',
-        huge.url,
-        '--config',
-        join(dir, 'h.toml'),
-        '--identity',
-        join(dir, 'hk'),
-        '--no-detect',
-      ]);
+      const out = await setupAgainst(huge.url, 'h');
       expect(out.code).toBe(2);
       expect(out.stderr.trim().split('\n')[0]).toBe(
         'usepod-agent: /v1/host/pair/issue answer (HTTP 502) could not be read: answer over 1048576 bytes (USEPOD_PAIRING_FAILED)',
