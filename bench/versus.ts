@@ -94,9 +94,19 @@ class AgentProcess {
       this.name === 'ours'
         ? [process.execPath, [...v8, CLI, 'run', '--config', config, '--allow-insecure']]
         : [bin, ['--config', config, '--allow-insecure', '--log-level', 'info', 'run']];
+    // BENCH_VS_OURS_ENV="NAME=value ...": environment for ours alone (an allocator setting, say).
+    const oursEnv =
+      this.name === 'ours'
+        ? Object.fromEntries(
+            (process.env.BENCH_VS_OURS_ENV ?? '')
+              .split(' ')
+              .filter(Boolean)
+              .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+          )
+        : {};
     this.startedAt = performance.now();
     this.#child = spawn(cmd, args, {
-      env: { ...process.env, HOME: dir, RUST_BACKTRACE: '0' },
+      env: { ...process.env, ...oursEnv, HOME: dir, RUST_BACKTRACE: '0' },
       stdio: ['ignore', logFd, logFd],
     });
     process.on('exit', () => this.#child.kill('SIGKILL'));
