@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, lstatSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentPlugin } from '@usepod-agent/core';
@@ -299,6 +299,45 @@ describe('hostile input on the control socket', () => {
     expect(await control(a.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
     // A line longer than the bound with no newline is cut off too.
     expect(await raw(a.sock, 'x'.repeat(64 * 1024))).toBe('');
+    expect(a.t.agent.state).toBe('online');
+  });
+  it('a line dripped a byte at a time is cut off at the deadline; an answered client that never closes is closed; the owner gets in', async () => {
+    const a = await running();
+    // A byte every 50 ms, well inside idleMs (300 ms): an idle timer restarted by each byte never fires.
+    const drip = (): Promise<string> =>
+      new Promise((resolve) => {
+        const s = connect(a.sock);
+        let out = '';
+        s.setEncoding('utf8');
+        const t = setInterval(() => s.write(' '), 50);
+        s.on('data', (d: string) => {
+          out += d;
+        });
+        s.on('error', () => {});
+        s.on('close', () => {
+          clearInterval(t);
+          resolve(out);
+        });
+      });
+    expect(await Promise.all(Array.from({ length: 4 }, drip))).toEqual(['', '', '', '']);
+    // Four clients (the bound) that read their answer and keep their side open.
+    const answered = (): Promise<Socket> =>
+      new Promise((resolve) => {
+        const s = connect({ path: a.sock, allowHalfOpen: true });
+        cleanup.push(async () => void s.destroy());
+        let out = '';
+        s.setEncoding('utf8');
+        s.on('error', () => {});
+        s.on('connect', () => s.write('{"cmd":"state"}\n'));
+        s.on('data', (d: string) => {
+          out += d;
+          if (out.endsWith('\n')) resolve(s);
+        });
+      });
+    for (let i = 0; i < 4; i++) await answered();
+    // The agent closes them after idleMs; until then the owner's connection is turned away.
+    const r = await vi.waitFor(() => control(a.keyPath, { cmd: 'state' }), { timeout: 5_000, interval: 50 });
+    expect(r).toMatchObject({ ok: true, paused: null });
     expect(a.t.agent.state).toBe('online');
   });
 });

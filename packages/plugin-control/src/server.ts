@@ -19,8 +19,8 @@ import {
  * The control socket's listening side (issue 19, hardened by issue 28). A Unix socket beside the identity
  * key, created 0600 in a folder only its user can write, so only the operator's user (and root) can use
  * it; on Windows a named pipe. Never a network port. Nothing sent to it can throw in a listener: a line is
- * bounded, checked (protocol.ts) and answered; a connection that sends no full line in `idleMs` is closed;
- * at most `maxConnections` are open at once.
+ * bounded, checked (protocol.ts) and answered; a connection that sends no full line in `idleMs` is closed,
+ * and so is one still open `idleMs` after its answer; at most `maxConnections` are open at once.
  */
 
 export interface ServeOptions {
@@ -157,8 +157,11 @@ function serveConnection(socket: Socket, agent: AgentAccess, o: ServeOptions, id
   let taken = false;
   socket.setEncoding('utf8');
   socket.on('error', () => socket.destroy());
-  // A half line then silence (slowloris): closed, so no connection is held open by a quiet client.
-  socket.setTimeout(idleMs, () => socket.destroy());
+  // A deadline, not an idle timer: the whole line within `idleMs` of connecting. A half line then
+  // silence is closed, and so is one dripped a byte at a time (each byte would restart an idle timer,
+  // and a few such clients would hold every connection for hours).
+  let deadline = setTimeout(() => socket.destroy(), idleMs);
+  socket.once('close', () => clearTimeout(deadline));
   socket.on('data', (chunk: string) => {
     if (taken) return;
     buf += chunk;
@@ -169,7 +172,7 @@ function serveConnection(socket: Socket, agent: AgentAccess, o: ServeOptions, id
     }
     taken = true;
     // The request is in: a self-test may take minutes, and that wait is the agent's, not the client's.
-    socket.setTimeout(0);
+    clearTimeout(deadline);
     socket.pause();
     const line = buf.slice(0, nl);
     buf = '';
@@ -177,6 +180,8 @@ function serveConnection(socket: Socket, agent: AgentAccess, o: ServeOptions, id
       if (socket.destroyed) return;
       const holds = agent.holds().map(holdView);
       socket.end(`${JSON.stringify({ ...r, paused: holds[0] ?? null, holds })}\n`);
+      // Answered: a client that keeps its side open (never closes) would hold its connection for good.
+      deadline = setTimeout(() => socket.destroy(), idleMs);
     };
     if (line.length > MAX_REQUEST)
       return send({ ok: false, error: `a request is at most ${MAX_REQUEST} bytes` });
