@@ -22,8 +22,12 @@ export const MAX_ENGINE_TEXT = 1_024;
 /** C0 and C1 controls, DEL, and the Unicode line and paragraph separators: nothing a terminal should get raw. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+/**
+ * What `engineText` folds: those, and the bidi controls (marks, embeddings, overrides, isolates), which
+ * reorder what a terminal, a page or a chat shows after them (a process name with U+202E in a GPU hold).
+ */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
-const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g;
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]+/g;
 
 /** A token count reported by an engine: a whole number from 0 to MAX_JOB_TOKENS, else not a count. */
 export function tokenCount(v: unknown): number | undefined {
@@ -48,7 +52,7 @@ function boundedNumber(v: unknown, max: number): number | undefined {
 
 /**
  * Engine text bound for a frame or a log line: every configured secret redacted (an engine may echo its
- * API key in an error body), control characters folded to a space, at most MAX_ENGINE_TEXT characters.
+ * API key in an error body), control and bidi characters folded to a space, at most MAX_ENGINE_TEXT characters.
  */
 export function engineText(text: string, max = MAX_ENGINE_TEXT): string {
   const clean = redactor.redact(text).replace(CONTROLS, ' ');

@@ -277,16 +277,18 @@ describe('hostile input on the control socket', () => {
   it('folds the reasons it is given and the holds it replies with', async () => {
     const gpu = holdsPlugin();
     const a = await running({ plugins: [gpu.plugin] });
-    gpu.hold('gpu', 'GPU in use: \u001b[2J\u001b[32mOK\u001b[0m (pid 4)');
+    // Another local user names the process: a right-to-left override would turn what follows around.
+    gpu.hold('gpu', 'GPU in use: \u001b[2J\u001b[32mOK\u001b[0m (pid 4) \u202eexe.emag\u202c \u2067x\u2069');
     const r = await reply(
       a.sock,
-      JSON.stringify({ cmd: 'pause', reason: 'gaming\u001b]0;owned\u0007\r\nfake' }),
+      JSON.stringify({ cmd: 'pause', reason: 'gaming\u001b]0;owned\u0007\r\nfake\u202e\u200f' }),
     );
     expect(r.ok).toBe(true);
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: asserting no control character is left.
-    const controls = /[\u0000-\u001f\u007f-\u009f]/;
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: asserting no control or bidi character is left.
+    const controls = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+    expect(r.holds).toHaveLength(2);
     for (const h of r.holds ?? []) expect(h.reason).not.toMatch(controls);
-    expect(a.t.agent.holds()[0]!.reason).not.toMatch(controls);
+    for (const h of a.t.agent.holds()) expect(h.reason).not.toMatch(controls);
   });
 
   it('a half line then silence is closed; a flood past the bound is turned away; the owner gets in after', async () => {
