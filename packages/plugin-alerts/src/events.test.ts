@@ -115,6 +115,16 @@ describe('alert formats', () => {
     });
   });
 
+  it('ntfy behind a sub-path with an access token in the query: posted to that root, the query kept', async () => {
+    r = await withAlerts([
+      { url: receiver.url('/ntfy/usepod-my-box?auth=dG9rZW4'), format: 'ntfy', events: ['backend_down'] },
+    ]);
+    await r.engine.goDown();
+    const [got] = await receiver.wait(1);
+    expect(got!.path).toBe('/ntfy/?auth=dG9rZW4');
+    expect(got!.body).toMatchObject({ topic: 'usepod-my-box', priority: 4 });
+  });
+
   it('Discord: content with the title in bold, and no mention can be made by engine text', async () => {
     r = await withAlerts([
       { url: receiver.url('/api/webhooks/1/tok'), format: 'discord', events: ['backend_down'] },

@@ -35,12 +35,17 @@ export function requestFor(
         ([k, v]) => /^(x-)?(markdown|md)$/i.test(k) && /^(1|yes|true)$/i.test(v.trim()),
       );
       const render = (t: Text) => (md ? t.render(markdownEscape) : String(t));
-      // JSON publishing (docs.ntfy.sh/publish/#publish-as-json): POST to the server root with the topic
-      // in the body, which carries any title text where a Title header could not.
+      // JSON publishing (docs.ntfy.sh/publish/#publish-as-json): POST to the server's root with the topic
+      // in the body, which carries any title text where a Title header could not. The topic is the URL's
+      // last segment; what comes before it is the root of a server behind a proxy's sub-path, and the
+      // query stays (ntfy takes `?auth=` for an access token).
       const u = new URL(url);
-      const topic = u.pathname.replace(/^\/+|\/+$/g, '');
+      const segments = u.pathname.split('/').filter(Boolean);
+      const topic = segments.pop() ?? '';
+      u.pathname = `/${segments.map((s) => `${s}/`).join('')}`;
+      u.hash = '';
       return {
-        url: `${u.origin}/`,
+        url: u.href,
         body: {
           topic,
           title: clip(String(a.title), 250),
