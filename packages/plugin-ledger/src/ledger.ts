@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { JobRecord, SeedGroup, SelfTestResult } from '@usepod-agent/core';
@@ -305,7 +305,10 @@ export class Ledger {
     const readonly = opts.readonly ?? false;
     let db: Database.Database | undefined;
     try {
-      if (!readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      if (!readonly) {
+        mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+        createPrivate(path);
+      }
       db = new Database(path, { readonly, fileMustExist: readonly, timeout: opts.busyMs ?? 5000 });
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > LEDGER_SCHEMA_VERSION) {
@@ -676,3 +679,17 @@ function testRow(r: SelfTestResult) {
 
 /** Models kept as their own label when counters resume; the rest are `other` (metric cardinality). */
 const SEED_MODELS = 100;
+
+/**
+ * A new ledger file is made 0600 before SQLite opens it: its rows are the operator's earnings, and
+ * `[ledger] path` may point into a folder others can read. SQLite gives the `-wal` and `-shm` files the
+ * database file's mode. Only a file that is not there yet is made (O_EXCL: never through a link another
+ * user planted, never blocking on a FIFO); an existing file keeps its mode.
+ */
+function createPrivate(path: string): void {
+  try {
+    closeSync(openSync(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600));
+  } catch {
+    // There already, or not creatable here: SQLite's own open says what is wrong, if anything.
+  }
+}

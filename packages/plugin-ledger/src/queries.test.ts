@@ -1,3 +1,4 @@
+import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -485,6 +486,29 @@ describe("the dashboard's reader: plugin-ledger's thread, read-only (issue 30)",
       expect(write).toMatchObject({ id: 2, ok: false, error: 'this ledger thread only reads' });
     } finally {
       await w.terminate();
+    }
+  });
+});
+
+describe('the ledger file', () => {
+  it('is made 0600, and so are its -wal and -shm files; an existing file keeps its mode', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-mode-'));
+    try {
+      // The process's umask would otherwise give 0644: the rows are the operator's earnings.
+      const file = join(dir, 'shared', 'ledger.db');
+      const ledger = Ledger.open(file);
+      ledger.write(records(3));
+      const modes = ['', '-wal', '-shm'].map((s) => (statSync(file + s).mode & 0o777).toString(8));
+      ledger.close();
+      expect(modes).toEqual(['600', '600', '600']);
+
+      const older = join(dir, 'older.db');
+      writeFileSync(older, '', { mode: 0o640 });
+      chmodSync(older, 0o640);
+      Ledger.open(older).close();
+      expect((statSync(older).mode & 0o777).toString(8)).toBe('640');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
