@@ -442,15 +442,41 @@ describe('hostile files: pause.json and the socket path', () => {
     const group = await running({ before: (dir) => chmod(dir, 0o2770) });
     expect(await control(group.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
     expect(warnings(group.t, 'control socket is served, but').join()).toMatch(/mode 2770\).*chmod g-w/);
-    let stale: Server | undefined;
+    // A crashed agent's socket: the file is there, nobody listens on it.
     const a = await running({
       before: (dir) =>
-        new Promise<void>((resolve) => {
-          stale = createServer(() => {}).listen(join(dir, 'agent.sock'), resolve);
-        }),
+        execFileP(process.execPath, [
+          '-e',
+          `require('node:net').createServer().listen(${JSON.stringify(join(dir, 'agent.sock'))}, () => process.kill(process.pid, 'SIGKILL'))`,
+        ]).then(
+          () => undefined,
+          () => undefined,
+        ),
     });
-    cleanup.push(() => new Promise((resolve) => stale!.close(() => resolve())));
     expect(await control(a.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
     expect(lstatSync(a.sock).mode & 0o777).toBe(0o600);
+  });
+
+  it('a second key in the same folder leaves the first agent its socket and its pause.json', async () => {
+    const first = await running();
+    expect(await control(first.keyPath, { cmd: 'pause', reason: 'first agent only' })).toMatchObject({
+      ok: true,
+    });
+    await vi.waitFor(async () =>
+      expect(await readFile(first.pauseJson, 'utf8')).toContain('first agent only'),
+    );
+    const second = await running({ keyPath: join(first.keyPath, '..', 'second.key') });
+    expect(warnings(second.t, 'another agent serves the control socket').join()).toMatch(/folder of its own/);
+    // The second neither took the first's pause nor its socket: the owner's commands still reach the first.
+    expect(second.t.agent.holds()).toEqual([]);
+    expect(await control(first.keyPath, { cmd: 'state' })).toMatchObject({
+      ok: true,
+      paused: { reason: 'first agent only' },
+    });
+    // And the first's pause.json is untouched when the second's owner pauses it in code (written by the
+    // time the second has closed, were it written at all).
+    second.t.agent.pause({ reason: 'second, in code' });
+    await second.t.close();
+    expect(await readFile(first.pauseJson, 'utf8')).toContain('first agent only');
   });
 });

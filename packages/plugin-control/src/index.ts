@@ -9,7 +9,7 @@ import {
 import { z } from 'zod';
 import { PauseStore, readPause } from './pause-state.js';
 import { controlPath, pauseFile, type UpdateAnswer } from './protocol.js';
-import { type ControlServer, pathProblem, serveControl } from './server.js';
+import { answers, type ControlServer, pathProblem, serveControl } from './server.js';
 
 export { control, runningSelfTests } from './client.js';
 export {
@@ -164,8 +164,24 @@ export default definePlugin<ControlOptions | void>((opts) => ({
       ...(o.retryMs !== undefined ? { retryMs: o.retryMs } : {}),
     });
     let server: ControlServer | undefined;
+    /** Another agent serves this folder's socket: its pause.json is its own, neither read nor written here. */
+    let another = false;
     const updates = new UpdateRequests((topic, data) => ctx.publish(topic, data), o.updateAnswerMs ?? 5_000);
     hooks.onStart.tapPromise('control', async () => {
+      const path = controlPath(ctx.keyPath);
+      // Two keys in one folder: replacing the other agent's live socket would send its owner's `pause` here,
+      // and restoring its pause.json would pause this agent with no way to resume it.
+      if (process.platform !== 'win32' && (await answers(path))) {
+        another = true;
+        ctx.log.warn(
+          'pause and resume are unavailable: another agent serves the control socket in this folder',
+          {
+            socket: path,
+            fix: 'give each identity (identity.key_path) a folder of its own',
+          },
+        );
+        return;
+      }
       // A pause from before a restart holds from the first connection on.
       await restore(ctx.agent, store, ctx.log);
       try {
@@ -185,7 +201,8 @@ export default definePlugin<ControlOptions | void>((opts) => ({
     // Only the owner's hold is kept; a timed pause that ends by itself forgets its file too.
     hooks.onEvent.tap('control', (e) => {
       if (e.type === 'plugin' && e.topic === UPDATE_NOW_ANSWER) updates.heard(e.from, e.data);
-      if ((e.type === 'paused' || e.type === 'resumed') && e.by === 'owner') store.set(ownerPause(ctx.agent));
+      if ((e.type === 'paused' || e.type === 'resumed') && e.by === 'owner' && !another)
+        store.set(ownerPause(ctx.agent));
     });
     hooks.onClose.tapPromise('control', async () => {
       await server?.close();

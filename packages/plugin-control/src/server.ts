@@ -1,5 +1,5 @@
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { type AgentAccess, engineText, errorMessage, type Logger } from '@usepod-agent/core';
 import type { PauseStore } from './pause-state.js';
@@ -82,8 +82,27 @@ export function pathProblem(path: string): PathProblem | undefined {
 }
 
 /**
+ * Whether a process listens on the socket at `path`: another agent whose key is in the same folder (the
+ * identity lock is per key, the socket per folder). A socket file nobody listens on is a crashed agent's.
+ */
+export function answers(path: string, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    const done = (live: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(live);
+    };
+    // Accepted but silent is still a listener; a listener too busy to accept in a second is taken as one.
+    const t = setTimeout(() => done(true), timeoutMs);
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+/**
  * Checks the folder and path before listening (`pathProblem`: refused in one line), then removes a
- * socket of ours left by a crashed agent: the identity lock proved no other agent runs on this key.
+ * socket left by a crashed agent (the plugin asked `answers` first: nobody listens on it).
  */
 function preparePath(path: string, log: Logger): void {
   const problem = pathProblem(path);
