@@ -15,7 +15,15 @@ import { z } from 'zod';
  * Every file is small, written atomically (a new file renamed over the old one: never through a link),
  * 0600, and checked when read: a file on disk is untrusted.
  */
-export const VERSION = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
+/**
+ * A release's version: strict semver (no leading zero, no empty prerelease part), bounded. A registry or a
+ * file may say `01.2.3` or `1.2.3-01`: semver's functions throw on those, so they are no version here.
+ */
+const NUM = '(?:0|[1-9]\\d{0,5})';
+const PRE_ID = '(?:0|[1-9]\\d*|\\d*[A-Za-z-][0-9A-Za-z-]*)';
+export const VERSION = new RegExp(
+  `^${NUM}\\.${NUM}\\.${NUM}(?:-(?=[0-9A-Za-z.-]{1,64}$)${PRE_ID}(?:\\.${PRE_ID})*)?$`,
+);
 const version = z.string().regex(VERSION);
 const MAX_FILE = 64 * 1024;
 const text = z.string().max(600);
