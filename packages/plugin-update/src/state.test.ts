@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, openSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +39,21 @@ describe('the state files (untrusted on read)', () => {
     });
     await writeFile(files(dir).state, JSON.stringify({ checkedAt: 7, notified: ['0.4.2', '<script>'] }));
     expect(await readUpdateState(dir)).toEqual({ notified: [] });
+  });
+
+  it('a FIFO in a state file’s place reads as empty at once, never holding the agent’s start', async () => {
+    const f = files(dir);
+    for (const path of [f.state, f.launcher]) execFileSync('mkfifo', [path]);
+    try {
+      expect(await readUpdateState(dir)).toEqual({ notified: [] });
+      expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+    } finally {
+      // A reader left blocked (without the fix) is let go: a writer that opens and closes ends its read.
+      for (const path of [f.state, f.launcher])
+        try {
+          closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+        } catch {}
+    }
   });
 
   it('a folder or link named like a version but no semver one (01.0.0, 1.2.3-01) is no version: never a throw', async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readlink, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -91,15 +91,24 @@ export const healthReport = z.object({
 });
 export type HealthReport = z.output<typeof healthReport>;
 
-/** A small JSON file checked by `schema`; absent, too big, not JSON or not of the shape: `fallback`. */
+/**
+ * A small JSON file checked by `schema`; absent, not a regular file, too big, not JSON or not of the
+ * shape: `fallback`. Opened without blocking and checked on the open file: a FIFO in its place would hold
+ * the read (and the agent's start) for good.
+ */
 export async function readChecked<T>(path: string, schema: z.ZodType<T>, fallback: T): Promise<T> {
   let raw: string;
+  let fh: FileHandle | undefined;
   try {
+    fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    const st = await fh.stat();
     // Bounded before it is read: a planted giant file costs nothing.
-    if ((await stat(path)).size > MAX_FILE) return fallback;
-    raw = await readFile(path, 'utf8');
+    if (!st.isFile() || st.size > MAX_FILE) return fallback;
+    raw = await fh.readFile('utf8');
   } catch {
     return fallback;
+  } finally {
+    await fh?.close();
   }
   try {
     const r = schema.safeParse(JSON.parse(raw));
