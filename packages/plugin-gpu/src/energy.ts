@@ -43,6 +43,9 @@ export class EnergyMeter {
     let watts = 0;
     let measured = false;
     let whole = true;
+    // A GPU no longer listed is forgotten: its next reading starts afresh (never integrated across the gap).
+    const listed = new Set(gpus.map((g) => `${g.tool}:${g.index}`));
+    for (const id of this.#last.keys()) if (!listed.has(id)) this.#last.delete(id);
     for (const g of gpus) {
       const id = `${g.tool}:${g.index}`;
       const prev = this.#last.get(id);

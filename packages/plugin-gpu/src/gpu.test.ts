@@ -426,6 +426,31 @@ describe('heat and power guard (issue 31)', () => {
     });
   });
 
+  it('a tool whose GPUs change between polls leaves no stale series: only the GPUs it lists now are in /metrics', async () => {
+    // 64 GPUs a poll, new indices each poll (0-63, 64-127, ...) until 640-703, which it then keeps.
+    await fakeTool(
+      'nvidia-smi',
+      [
+        'case "$*" in',
+        '  *query-compute-apps*) cat "$D/apps" ;;',
+        '  *query-gpu*) n=$(cat "$D/n" 2>/dev/null || echo 0)',
+        '    if [ "$n" -lt 640 ]; then echo $((n + 64)) > "$D/n.tmp"; mv "$D/n.tmp" "$D/n"; fi',
+        '    i=$n; while [ $i -lt $((n + 64)) ]; do echo "$i, 10, 3500, 24576, 100, 450, 60, GPU $i"; i=$((i + 1)); done ;;',
+        'esac',
+        '',
+      ].join('\n'),
+    );
+    const a = await start({ max_temp_c: 100 });
+    await vi.waitFor(() => expect((a.gpu().gpus as { index: number }[])[0]?.index).toBe(640), {
+      timeout: 15_000,
+    });
+    const series = (await a.t.agent.metricsText())
+      .split('\n')
+      .filter((l) => l.startsWith('usepod_agent_gpu_temperature_celsius{'));
+    const gpus = series.map((l) => Number(/gpu="(\d+)"/.exec(l)?.[1]));
+    expect(gpus.sort((x, y) => x - y)).toEqual(Array.from({ length: 64 }, (_, i) => 640 + i));
+  });
+
   it('withdraws only the hot GPU’s engine (by gpu_uuid): the other GPU’s model serves, jobs in flight finish', async () => {
     const llama = await new LlamacppEmulator().start();
     try {

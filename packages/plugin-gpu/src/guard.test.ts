@@ -78,6 +78,16 @@ describe('EnergyMeter (issue 31)', () => {
     expect(m.add([at(60, 200)], 130_000)).toEqual({ joules: 0, measured: false }); // the chain starts again
     expect(m.add([at(60, 200)], 131_000)).toEqual({ joules: 200, measured: true });
   });
+
+  it('does not guess across a GPU the tool left out of a poll, and forgets GPUs no longer listed', () => {
+    const m = new EnergyMeter(60_000);
+    const g = (index: number, w: number) => ({ ...at(60, w), index });
+    m.add([g(0, 200), g(1, 100)], 0);
+    expect(m.add([g(0, 200)], 1_000)).toEqual({ joules: 200, measured: true });
+    // GPU 1 is back: its last reading is two polls old, so its share is unmeasured, not guessed.
+    expect(m.add([g(0, 200), g(1, 100)], 2_000)).toEqual({ joules: 200, measured: false });
+    expect(m.add([g(0, 200), g(1, 100)], 3_000)).toEqual({ joules: 300, measured: true });
+  });
 });
 
 describe('JobAttribution (issue 31)', () => {

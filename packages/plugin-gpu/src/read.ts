@@ -184,8 +184,10 @@ export function parseRocmCards(text: string): Gpu[] {
   return Object.entries(json(text, 'rocm-smi'))
     .filter(([k, v]) => /^card\d+$/.test(k) && v !== null && typeof v === 'object')
     .slice(0, MAX_GPUS)
-    .map(([k, v]) => {
+    .map(([k, v], i) => {
       const c = object(v);
+      // Bounded like nvidia-smi's: a card number no machine has (card99999999999999999999) is its place.
+      const index = figure(k.slice(4), 0, 1024);
       const bytes = (key: string) => figure(c[key], 0, MB * 1_048_576);
       const total = bytes('VRAM Total Memory (B)');
       const used = bytes('VRAM Total Used Memory (B)');
@@ -200,7 +202,7 @@ export function parseRocmCards(text: string): Gpu[] {
       );
       return {
         tool: 'rocm-smi',
-        index: Number(k.slice(4)),
+        index: index !== undefined && Number.isInteger(index) ? index : i,
         name: nameOf(c['Card series'] ?? c['Card model']),
         utilPct: pct(c['GPU use (%)']),
         totalMb,

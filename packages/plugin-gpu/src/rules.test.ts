@@ -176,6 +176,11 @@ describe('reading the tools (issue 28)', () => {
       ),
     ).toEqual([{ pid: 12, name: 'bad [2Jname', usedMb: undefined }]);
     expect(() => parseRocmCards('WARNING: not json')).toThrow(/not JSON/);
+    // A card number no machine has is the card's place, as nvidia-smi's index: bounded keys and labels.
+    const odd = parseRocmCards(
+      JSON.stringify({ card3: {}, card99999999999999999999: {}, [`card${'9'.repeat(400)}`]: {} }),
+    );
+    expect(odd.map((c) => c.index)).toEqual([3, 1, 2]);
   });
 });
 

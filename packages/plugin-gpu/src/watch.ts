@@ -52,6 +52,8 @@ export class GpuWatch {
   #heatScope: string[] | undefined;
   #quietSince: number | undefined;
   #lastPoll: number | undefined;
+  /** The GPUs the last poll's figures were exported for, by `tool:index`. */
+  #shown = new Map<string, { tool: Gpu['tool']; gpu: number }>();
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
   /** Resolves after each poll (tests and `stop` wait on it). */
@@ -238,16 +240,23 @@ export class GpuWatch {
   }
 
   #figures(gpus: readonly Gpu[]): void {
+    type Labels = { tool: Gpu['tool']; gpu: number };
+    const gauges = [this.#m.power, this.#m.powerLimit, this.#m.temp];
+    const now = new Map<string, Labels>();
     for (const g of gpus) {
       const labels = { tool: g.tool, gpu: g.index };
-      const put = (
-        gauge: { set(v: number, l: typeof labels): void; remove(l: typeof labels): void },
-        v?: number,
-      ) => (v === undefined ? gauge.remove(labels) : gauge.set(v, labels));
+      now.set(`${g.tool}:${g.index}`, labels);
+      const put = (gauge: (typeof gauges)[number], v?: number) =>
+        v === undefined ? gauge.remove(labels) : gauge.set(v, labels);
       put(this.#m.power, g.powerW);
       put(this.#m.powerLimit, g.powerLimitW);
       put(this.#m.temp, g.tempC);
     }
+    // A GPU the tool no longer lists (gone, or a tool whose answer changes) shows no stale figure, and its
+    // series are freed: else each new index would hold one for good, up to the series bound.
+    for (const [key, labels] of this.#shown)
+      if (!now.has(key)) for (const gauge of gauges) gauge.remove(labels);
+    this.#shown = now;
   }
 
   /** The `gpu` section of `status` and `/status`. */

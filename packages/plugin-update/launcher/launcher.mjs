@@ -15,14 +15,15 @@
 import { spawn } from 'node:child_process';
 import {
   closeSync,
+  constants,
   existsSync,
+  fstatSync,
   openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
   realpathSync,
   renameSync,
-  statSync,
   symlinkSync,
   unlinkSync,
   writeSync,
@@ -63,16 +64,24 @@ const fold = (s) =>
     .replace(/[^\x20-\x7e]+/g, ' ')
     .slice(0, 300);
 
-/** A small JSON file, or undefined when absent, too big or not JSON. Never follows a link. */
+/**
+ * A small JSON file, or undefined when absent, not a regular file, too big or not JSON. Opened without
+ * blocking and checked on the open file: a FIFO in its place would block this launcher (and its signal
+ * handlers) for good before it starts the agent.
+ */
 function readJson(path) {
+  let fd;
   try {
+    fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    const st = fstatSync(fd);
     // Bounded before it is read: a planted giant file costs nothing.
-    if (statSync(path).size > MAX_FILE) return undefined;
-    const text = readFileSync(path, 'utf8');
-    const v = JSON.parse(text);
+    if (!st.isFile() || st.size > MAX_FILE) return undefined;
+    const v = JSON.parse(readFileSync(fd, 'utf8'));
     return v && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 

@@ -21,7 +21,9 @@ export class HealthReporter {
     private readonly agent: AgentAccess,
     private readonly log: Logger,
   ) {
-    this.#report = { version, pid: process.pid, authenticated: false, advertised: [], selftests: {} };
+    // Keyed by model ids (an engine's): no prototype, so `__proto__` is a model like any other.
+    const selftests: HealthReport['selftests'] = Object.create(null);
+    this.#report = { version, pid: process.pid, authenticated: false, advertised: [], selftests };
   }
 
   onEvent(e: AgentEvent): void {

@@ -167,7 +167,17 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     const schedule = (ms: number) => {
       if (closed || switching) return;
       clearTimeout(timer);
-      timer = setTimeout(() => void check(), Math.max(1000, ms));
+      // Whatever a check meets (a registry's odd answer) is said; the next check runs all the same.
+      timer = setTimeout(
+        () =>
+          void check().catch((err: unknown) => {
+            const error = errorMessage(err);
+            if (error !== checkFailed) log.warn('update check failed', { error });
+            checkFailed = error;
+            schedule(cfg.check_interval);
+          }),
+        Math.max(1000, ms),
+      );
       timer.unref();
     };
 

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -207,6 +207,19 @@ describe('launcher', () => {
     expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
     // The trial never started: it is dropped, not recorded bad (its next request is heard again).
     expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+  });
+
+  it('a FIFO in the place of launcher.json, switch.json or health.json is no file: the agent starts, a trial is judged', async () => {
+    for (const name of ['launcher.json', 'switch.json']) execFileSync('mkfifo', [join(dir, name)]);
+    start();
+    await running('1.0.0');
+    // And a trial whose health.json is a FIFO is not healthy, nor a launcher stuck on it: rolled back.
+    await version('1.0.1', 'hang');
+    await rm(join(dir, 'launcher.json'));
+    execFileSync('mkfifo', [join(dir, 'health.json')]);
+    await requestSwitch('1.0.0', '1.0.1', 2_000);
+    await said('rolled back to 1.0.0: 1.0.1 was not healthy within 2 s: it wrote no health report');
+    await running('1.0.0', 2);
   });
 
   it('a garbled launcher.json or switch.json is ignored, not trusted', async () => {

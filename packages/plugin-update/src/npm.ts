@@ -100,8 +100,13 @@ export async function viewRelease(channel: string, registry: string | undefined)
   const one = Array.isArray(parsed) ? parsed.at(-1) : parsed;
   const v = viewed.safeParse(one);
   if (!v.success) throw new Error(`npm view ${CLI_PACKAGE}@${channel} gave no version and time`);
+  // A time to come is no publish time (the registry's say): read as now, so the minimum age still runs
+  // and no date past the calendar's end (+275760) is ever made from it.
   const at = Date.parse(v.data.time[v.data.version] ?? '');
-  return { version: v.data.version, publishedAt: Number.isFinite(at) ? at : Date.now() };
+  return {
+    version: v.data.version,
+    publishedAt: Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now(),
+  };
 }
 
 /** The registry npm asks: the configured one, else npm's own config's. Throws saying why not. */

@@ -1,9 +1,14 @@
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, openSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { silentLogger } from '@usepod-agent/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { updateSection } from './config.js';
 import { operatorPlugins } from './ranges.js';
 import { files, readLauncher, readUpdateState, writeAtomic } from './state.js';
+import { readView, Updater } from './updater.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -34,6 +39,44 @@ describe('the state files (untrusted on read)', () => {
     });
     await writeFile(files(dir).state, JSON.stringify({ checkedAt: 7, notified: ['0.4.2', '<script>'] }));
     expect(await readUpdateState(dir)).toEqual({ notified: [] });
+  });
+
+  it('a FIFO in a state file’s place reads as empty at once, never holding the agent’s start', async () => {
+    const f = files(dir);
+    for (const path of [f.state, f.launcher]) execFileSync('mkfifo', [path]);
+    try {
+      expect(await readUpdateState(dir)).toEqual({ notified: [] });
+      expect(await readLauncher(dir)).toEqual({ trial: null, bad: [] });
+    } finally {
+      // A reader left blocked (without the fix) is let go: a writer that opens and closes ends its read.
+      for (const path of [f.state, f.launcher])
+        try {
+          closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+        } catch {}
+    }
+  });
+
+  it('a folder or link named like a version but no semver one (01.0.0, 1.2.3-01) is no version: never a throw', async () => {
+    const f = files(dir);
+    for (const v of ['01.0.0', '1.2.3-01', '0.5.0', '0.4.0'])
+      await mkdir(join(f.versions, v), { recursive: true });
+    await symlink(join(f.versions, '01.0.0'), f.current);
+    await writeFile(
+      f.state,
+      JSON.stringify({ notified: [], pending: { version: '1.2.3-01', at: 'x', installed: true } }),
+    );
+    const cfg = updateSection.parse({});
+    const view = await readView(dir, cfg, '0.5.0');
+    expect(view.kept).toEqual(['0.5.0', '0.4.0']);
+    expect(view.current).toBeUndefined();
+    expect(view.pending).toBeUndefined();
+    await new Updater({
+      config: cfg,
+      dir,
+      running: '0.5.0',
+      providerId: () => undefined,
+      log: silentLogger,
+    }).prune();
   });
 
   it('is written 0600 by renaming a new file over the old: a planted link is replaced, its target untouched', async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readlink, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -15,7 +15,15 @@ import { z } from 'zod';
  * Every file is small, written atomically (a new file renamed over the old one: never through a link),
  * 0600, and checked when read: a file on disk is untrusted.
  */
-export const VERSION = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
+/**
+ * A release's version: strict semver (no leading zero, no empty prerelease part), bounded. A registry or a
+ * file may say `01.2.3` or `1.2.3-01`: semver's functions throw on those, so they are no version here.
+ */
+const NUM = '(?:0|[1-9]\\d{0,5})';
+const PRE_ID = '(?:0|[1-9]\\d*|\\d*[A-Za-z-][0-9A-Za-z-]*)';
+export const VERSION = new RegExp(
+  `^${NUM}\\.${NUM}\\.${NUM}(?:-(?=[0-9A-Za-z.-]{1,64}$)${PRE_ID}(?:\\.${PRE_ID})*)?$`,
+);
 const version = z.string().regex(VERSION);
 const MAX_FILE = 64 * 1024;
 const text = z.string().max(600);
@@ -83,15 +91,24 @@ export const healthReport = z.object({
 });
 export type HealthReport = z.output<typeof healthReport>;
 
-/** A small JSON file checked by `schema`; absent, too big, not JSON or not of the shape: `fallback`. */
+/**
+ * A small JSON file checked by `schema`; absent, not a regular file, too big, not JSON or not of the
+ * shape: `fallback`. Opened without blocking and checked on the open file: a FIFO in its place would hold
+ * the read (and the agent's start) for good.
+ */
 export async function readChecked<T>(path: string, schema: z.ZodType<T>, fallback: T): Promise<T> {
   let raw: string;
+  let fh: FileHandle | undefined;
   try {
+    fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    const st = await fh.stat();
     // Bounded before it is read: a planted giant file costs nothing.
-    if ((await stat(path)).size > MAX_FILE) return fallback;
-    raw = await readFile(path, 'utf8');
+    if (!st.isFile() || st.size > MAX_FILE) return fallback;
+    raw = await fh.readFile('utf8');
   } catch {
     return fallback;
+  } finally {
+    await fh?.close();
   }
   try {
     const r = schema.safeParse(JSON.parse(raw));

@@ -26,6 +26,9 @@ let asked = 0;
 let mainStatus = 200;
 let orphanStatus = 404;
 let orphanAsked = 0;
+/** The version `latest` names and its publish time: a test may make them odd. */
+let mainVersion = '9.9.9';
+let mainTime: string | undefined;
 let engine: VllmEmulator;
 const cleanup: (() => Promise<void>)[] = [];
 const published = new Date(Date.now() - 3_600_000).toISOString();
@@ -74,14 +77,16 @@ beforeAll(async () => {
     if (!req.url?.startsWith('/usepod-agent') || req.url.startsWith('/usepod-agent-plugin'))
       return res.writeHead(404).end('{}');
     if (mainStatus !== 200) return res.writeHead(mainStatus).end('{}');
+    const v = mainVersion;
+    const at = mainTime ?? published;
     res.writeHead(200, { 'content-type': 'application/json' }).end(
       JSON.stringify({
         name: 'usepod-agent',
-        'dist-tags': { latest: '9.9.9' },
+        'dist-tags': { latest: v },
         versions: {
-          '9.9.9': { name: 'usepod-agent', version: '9.9.9', dist: { tarball: 'http://127.0.0.1:1/x.tgz' } },
+          [v]: { name: 'usepod-agent', version: v, dist: { tarball: 'http://127.0.0.1:1/x.tgz' } },
         },
-        time: { created: published, modified: published, '9.9.9': published },
+        time: { created: published, modified: published, [v]: at },
       }),
     );
   });
@@ -101,6 +106,8 @@ afterEach(async () => {
   for (const c of cleanup.splice(0)) await c();
   mainStatus = 200;
   orphanStatus = 404;
+  mainVersion = '9.9.9';
+  mainTime = undefined;
   // This machine may itself be a container: each test says which it is.
   process.env.USEPOD_CONTAINER = '0';
 });
@@ -355,6 +362,33 @@ describe('plugin-update in an agent', () => {
     mainStatus = 404;
     await checks(2, () => asked);
     expect(said()).toHaveLength(2);
+  });
+
+  it('a release that is no semver version (01.2.3, 1.2.3-01) is a failed check, said once: never a crash', {
+    timeout: 60_000,
+  }, async () => {
+    for (const odd of ['01.2.3', '9.9.9-01']) {
+      mainVersion = odd;
+      const before = asked;
+      const { t } = await agent({ mode: 'notify' });
+      const said = () => t.lines.filter((l) => l.includes('update check failed'));
+      await until('3 checks', () => asked - before >= 3);
+      expect(said()).toHaveLength(1);
+      expect(said()[0]).toContain('gave no version and time');
+      expect((t.agent.status() as { state: string }).state).toBe('online');
+      await t.close();
+    }
+  });
+
+  it('a release published at the end of time (+275760) waits its minimum age from now: never a crash', async () => {
+    mainTime = '+275760-09-13T00:00:00.000Z';
+    const { t } = await agent({ mode: 'auto', min_age: '1h', spread: 0 });
+    await until('the wait', () => t.lines.some((l) => l.includes('9.9.9 found; waiting: minimum age')));
+    const pending = (await readUpdateState(dirOf(t))).pending;
+    expect(pending?.version).toBe('9.9.9');
+    // From now, not from the registry's year 275760.
+    expect(Date.parse(pending!.at) - Date.now()).toBeLessThan(3_600_000 + 60_000);
+    expect(t.lines.filter((l) => l.includes('update check failed'))).toEqual([]);
   });
 
   it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
