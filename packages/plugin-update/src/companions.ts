@@ -8,7 +8,7 @@ import valid from 'semver/functions/valid.js';
 import validRange from 'semver/ranges/valid.js';
 import { z } from 'zod';
 import { declaredRange, type OperatorPlugin } from './ranges.js';
-import { VERSION } from './state.js';
+import { isVersion, versionString } from './state.js';
 
 /**
  * A plugin's compatible release, installed with a new version into its side-by-side folder (docs/updates.md,
@@ -47,10 +47,10 @@ export function pickCompanion(
   o: { core: string; channel: string; installed: string | undefined },
 ): string | undefined {
   const tags = p['dist-tags'];
-  const cap = [tags[o.channel], tags.latest].find((t) => t !== undefined && VERSION.test(t));
+  const cap = [tags[o.channel], tags.latest].find((t) => t !== undefined && isVersion(t));
   let best: string | undefined;
   for (const [v, manifest] of Object.entries(p.versions).slice(0, MAX_VERSIONS)) {
-    if (!VERSION.test(v) || !valid(v)) continue;
+    if (!isVersion(v)) continue;
     if (manifest.version !== v || typeof manifest.deprecated === 'string') continue;
     if (o.channel === 'latest' && prerelease(v)) continue;
     if (cap && gt(v, cap)) continue;
@@ -151,7 +151,7 @@ export async function planCompanions(
 /** The file in a version's folder that lists the releases installed with it (the CLI loads those). */
 export const COMPANIONS_FILE = 'usepod-plugins.json';
 
-const companionsFile = z.record(z.string().regex(PACKAGE_NAME), z.string().regex(VERSION));
+const companionsFile = z.record(z.string().regex(PACKAGE_NAME), versionString);
 
 /**
  * The plugin releases installed beside the CLI whose package root is `cliRoot` (an update's companions),

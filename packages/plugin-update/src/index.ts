@@ -9,7 +9,7 @@ export { nodeFlagsOf } from '../launcher/launcher.mjs';
 
 import { updateSection } from './config.js';
 import { HealthReporter } from './health.js';
-import { files, linkedVersion, readLauncher, updateDir, VERSION } from './state.js';
+import { files, isVersion, linkedVersion, readLauncher, updateDir, versionString } from './state.js';
 import { inContainer, readView, Updater, type UpdateView, underLauncher } from './updater.js';
 
 export {
@@ -31,7 +31,7 @@ export { inContainer, readView, Updater, type UpdateView } from './updater.js';
 
 /** `update --now` reaches the running agent through plugin-control's socket, then the plugins' stream. */
 const CONTROL_PLUGIN = '@usepod-agent/plugin-control';
-const nowRequest = z.object({ id: z.string().max(64), version: z.string().regex(VERSION) });
+const nowRequest = z.object({ id: z.string().max(64), version: versionString });
 
 /**
  * Why the running agent cannot switch to `version` now, or undefined when it can (pure, for tests): the
@@ -158,7 +158,7 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
 
     const trial = process.env.USEPOD_UPDATE_TRIAL;
     const health =
-      underLauncher() && trial && VERSION.test(trial)
+      underLauncher() && trial && isVersion(trial)
         ? new HealthReporter(files(dir).health, trial, ctx.agent, log)
         : undefined;
 

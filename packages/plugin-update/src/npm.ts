@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { COMPANIONS_FILE, type Companion, PACKAGE_NAME } from './companions.js';
 import { npmInvocation } from './npm-command.js';
-import { VERSION } from './state.js';
+import { isVersion, versionString } from './state.js';
 
 /** The CLI package every version folder holds. */
 export const CLI_PACKAGE = 'usepod-agent';
@@ -66,7 +66,7 @@ export function npmWhy(stderr: string): string {
 }
 
 const viewed = z.object({
-  version: z.string().regex(VERSION),
+  version: versionString,
   time: z.record(z.string(), z.string()),
 });
 
@@ -133,9 +133,9 @@ export async function installVersion(
   registry: string | undefined,
   companions: readonly Companion[] = [],
 ): Promise<string> {
-  if (!VERSION.test(version)) throw new Error(`"${version}" is not a version`);
+  if (!isVersion(version)) throw new Error(`"${version}" is not a version`);
   for (const c of companions)
-    if (!PACKAGE_NAME.test(c.name) || !VERSION.test(c.version))
+    if (!PACKAGE_NAME.test(c.name) || !isVersion(c.version))
       throw new Error(`"${c.name}@${c.version}" is not a plugin release`);
   const target = join(versionsDir, version);
   const listed =

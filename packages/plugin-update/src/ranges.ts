@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import satisfies from 'semver/functions/satisfies.js';
 import validRange from 'semver/ranges/valid.js';
-import { VERSION } from './state.js';
+import { isVersion } from './state.js';
 
 /** Where `usepod-agent plugins install` and `plugins link` record the operator's plugins (oclif's data dir). */
 export function operatorPluginRoot(): string {
@@ -53,7 +53,7 @@ export async function operatorPlugins(root: string = operatorPluginRoot()): Prom
     const dir =
       type === 'link' && typeof linked === 'string' ? linked : join(root, 'node_modules', ...name.split('/'));
     const pkg = await json(join(dir, 'package.json'));
-    const version = typeof pkg?.version === 'string' && VERSION.test(pkg.version) ? pkg.version : undefined;
+    const version = typeof pkg?.version === 'string' && isVersion(pkg.version) ? pkg.version : undefined;
     out.push({ name, range: pkg ? declaredRange(pkg) : undefined, version, linked: type === 'link' });
   }
   return out;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { point } from '../launcher/launcher.mjs';
 import { installVersion } from './npm.js';
-import { files, VERSION } from './state.js';
+import { files, isVersion } from './state.js';
 
 /** The launcher as this package ships it; `setup` copies it into the folder, where releases never touch it. */
 export const LAUNCHER_SOURCE = fileURLToPath(new URL('../launcher/launcher.mjs', import.meta.url));
@@ -19,7 +19,7 @@ export async function pointLink(
   version: string,
   platform: NodeJS.Platform = process.platform,
 ): Promise<void> {
-  if (!VERSION.test(version)) throw new Error(`"${version}" is not a version`);
+  if (!isVersion(version)) throw new Error(`"${version}" is not a version`);
   point(dir, name, version, platform);
 }
 

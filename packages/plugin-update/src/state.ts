@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { type FileHandle, mkdir, open, readlink, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import valid from 'semver/functions/valid.js';
 import { z } from 'zod';
 
 /**
@@ -15,16 +16,15 @@ import { z } from 'zod';
  * Every file is small, written atomically (a new file renamed over the old one: never through a link),
  * 0600, and checked when read: a file on disk is untrusted.
  */
+/** A version's shape, bounded: three numbers of up to six digits and a prerelease of safe characters. */
+const VERSION_SHAPE = /^\d{1,6}\.\d{1,6}\.\d{1,6}(?:-[0-9A-Za-z.-]{1,64})?$/;
 /**
- * A release's version: strict semver (no leading zero, no empty prerelease part), bounded. A registry or a
- * file may say `01.2.3` or `1.2.3-01`: semver's functions throw on those, so they are no version here.
+ * A release's version: of that shape, and strict semver by semver's own reading. A registry or a file may
+ * say `01.2.3` or `1.2.3-01`: semver's functions throw on those, so they are no version here.
  */
-const NUM = '(?:0|[1-9]\\d{0,5})';
-const PRE_ID = '(?:0|[1-9]\\d*|\\d*[A-Za-z-][0-9A-Za-z-]*)';
-export const VERSION = new RegExp(
-  `^${NUM}\\.${NUM}\\.${NUM}(?:-(?=[0-9A-Za-z.-]{1,64}$)${PRE_ID}(?:\\.${PRE_ID})*)?$`,
-);
-const version = z.string().regex(VERSION);
+export const isVersion = (v: string): boolean => VERSION_SHAPE.test(v) && valid(v) === v;
+export const versionString = z.string().refine(isVersion, 'not a version');
+const version = versionString;
 const MAX_FILE = 64 * 1024;
 const text = z.string().max(600);
 const iso = z.string().max(40);
@@ -145,7 +145,7 @@ export async function writeAtomic(path: string, value: unknown): Promise<void> {
 export async function linkedVersion(path: string): Promise<string | undefined> {
   try {
     const v = basename(await readlink(path));
-    return VERSION.test(v) ? v : undefined;
+    return isVersion(v) ? v : undefined;
   } catch {
     return undefined;
   }

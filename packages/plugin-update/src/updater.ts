@@ -12,12 +12,12 @@ import { installVersion, npmRegistry, type Release, viewRelease } from './npm.js
 import { operatorPlugins } from './ranges.js';
 import {
   files,
+  isVersion,
   type LauncherState,
   linkedVersion,
   readLauncher,
   readUpdateState,
   type UpdateState,
-  VERSION,
   writeAtomic,
 } from './state.js';
 
@@ -197,7 +197,7 @@ export class Updater {
       return;
     }
     const bad = new Set(launcher.bad.map((b) => b.version));
-    const versions = entries.filter((e) => VERSION.test(e)).sort(rcompare);
+    const versions = entries.filter(isVersion).sort(rcompare);
     const keep = new Set([current, previous].filter((v): v is string => v !== undefined));
     const older = versions.filter((v) => !keep.has(v) && !bad.has(v) && (!current || lt(v, current)));
     if (older[0]) keep.add(older[0]);
@@ -205,7 +205,7 @@ export class Updater {
     for (const e of entries) {
       // A pending install is left alone, unless it is the version just rolled back.
       if (keep.has(e) || (e === pending && !bad.has(e))) continue;
-      if (VERSION.test(e) || e.startsWith('.partial-'))
+      if (isVersion(e) || e.startsWith('.partial-'))
         await rm(join(f.versions, e), { recursive: true, force: true }).catch(() => {});
     }
   }
@@ -246,7 +246,7 @@ export async function readView(dir: string, config: UpdateConfig, running: strin
   const launcher = await readLauncher(dir);
   let kept: string[] = [];
   try {
-    kept = (await readdir(f.versions)).filter((e) => VERSION.test(e)).sort(rcompare);
+    kept = (await readdir(f.versions)).filter(isVersion).sort(rcompare);
   } catch {}
   return {
     dir,
