@@ -185,7 +185,14 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     const drainAndSwitch = async (u: Updater, version: string) => {
       switching = version;
       clearTimeout(timer);
-      await u.requestSwitch(version);
+      try {
+        await u.requestSwitch(version);
+      } catch (err) {
+        // Not switching after all (switch.json could not be written: a full disk): the checks go on.
+        switching = undefined;
+        schedule(cfg.check_interval);
+        throw err;
+      }
       ctx.hold('update', { reason: `switching to usepod-agent ${version}` });
       const deadline = Date.now() + ctx.config.limits.drain_timeout_s * 1000;
       while (inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AgentEvent, type ConfigInput, silentLogger } from '@usepod-agent/core';
+import { type AgentEvent, type ConfigInput, definePlugin, silentLogger } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, type TestAgent, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -390,6 +390,60 @@ describe('plugin-update in an agent', () => {
     expect(Date.parse(pending!.at) - Date.now()).toBeLessThan(3_600_000 + 60_000);
     expect(t.lines.filter((l) => l.includes('update check failed'))).toEqual([]);
   });
+
+  it('a switch that cannot be asked for (switch.json not writable) is said, and the checks go on', async () => {
+    // Under the launcher, which names the update folder.
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-update-switch-'));
+    process.env.USEPOD_UPDATE_DIR = dir;
+    // `update --now` comes from plugin-control over the plugins' stream: a stand-in under its name.
+    let publish: ((topic: string, data: unknown) => void) | undefined;
+    const events: AgentEvent[] = [];
+    const t = await createTestAgent({
+      plugins: [
+        vllmPlugin,
+        updatePlugin({ firstCheckMs: 10 }),
+        definePlugin(() => ({
+          name: '@usepod-agent/plugin-control',
+          apiVersion: 1,
+          apply(hooks, ctx) {
+            publish = (topic, data) => ctx.publish(topic, data);
+            hooks.onEvent.tap('watch', (e) => {
+              events.push(e);
+            });
+          },
+        }))(),
+      ],
+      config: {
+        backends: [{ kind: 'vllm', url: engine.url }],
+        update: { registry: registryUrl, check_interval: '1s', mode: 'notify' },
+      } as ConfigInput,
+      logLevel: 'info',
+    });
+    cleanup.push(() => t.close());
+    // After the agent has closed (cleanups run in the order they were pushed).
+    cleanup.push(async () => {
+      delete process.env.USEPOD_UPDATE_DIR;
+      await rm(dir, { recursive: true, force: true });
+    });
+    const asked0 = asked;
+    const r = await t.start();
+    if (!r.ok) throw r.error;
+    await until('a first check', () => asked > asked0);
+    // Once the first check has tidied the folder: 9.9.9 installed beside it, and a folder with a file in
+    // it where switch.json goes, so that it cannot be written.
+    const bin = join(dir, 'versions', '9.9.9', 'node_modules', 'usepod-agent', 'bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'run.js'), '');
+    await mkdir(join(dir, 'switch.json'), { recursive: true });
+    await writeFile(join(dir, 'switch.json', 'x'), '');
+    publish!('update.now', { id: 'n1', version: '9.9.9' });
+    await until('the failure said', () => t.lines.some((l) => l.includes('update --now failed')));
+    expect(events.some((e) => e.type === 'plugin' && e.topic === 'update.now.answer')).toBe(true);
+    // Not held for a switch that will not come, and the registry is asked again.
+    expect(t.agent.holds()).toEqual([]);
+    const before = asked;
+    await until('two more checks', () => asked >= before + 2);
+  }, 60_000);
 
   it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'usepod-update-prune-'));
