@@ -27,7 +27,7 @@ import { type Rig, rig } from './helpers.js';
  * | a plugin status section: cycle, BigInt, 8 MB, throwing            | /status          | cycle and BigInt threw in the request handler | each section an `{error}`; the rest of /status served |
  * | a hold reason with ESC, BEL, CR LF                                | /readyz, /status | raw on the probe's terminal                   | folded where placed (holds.ts; main did the same)     |
  * | a page on attacker.example rebinding to 127.0.0.1                 | status server    | /status and /metrics read by the page         | 421 unless Host is an IP or localhost (on loopback)   |
- * | a socket sending headers and never ending them (slowloris)        | status server    | held 60 s+ (Node's defaults)                  | closed after 5 s                                      |
+ * | a socket sending headers and never ending them (slowloris)        | status server    | held 60 s+ (Node's defaults)                  | closed after 5-10 s                                   |
  * | a fake /status (ESC in every string) on the agent's port          | `status` command | coordinator, ids, labels, detail printed raw  | every string folded before it is rendered             |
  * | USEPOD_* = 1e400, NaN, -5, 400 nines, Infinity, 0x10, ESC         | env config       | one line at $VAR (already held)               | same; kept as a regression                            |
  * | USEPOD_BACKEND_URL of 100 KB                                      | env config       | the whole value echoed in the error (100 KB)  | quoted to 80 characters                               |
