@@ -1,5 +1,8 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { npmWhy } from './npm.js';
+import { npmWhy, run } from './npm.js';
 
 /** npm 10's stderr for two failures, as a registry that is down or has no such package makes them. */
 const refused = (log: string) => `npm error code ECONNREFUSED
@@ -35,4 +38,30 @@ describe('npmWhy', () => {
     );
     expect(npmWhy('')).toBe('no output');
   });
+});
+
+describe('npm, run by the updater', () => {
+  it.skipIf(process.platform === 'win32')(
+    'is killed with everything it started at its deadline (a hung install script holding its output open)',
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'usepod-npm-hang-'));
+      try {
+        const pidFile = join(dir, 'grandchild.pid');
+        // What a hung native build looks like: npm's child starts one more process, which keeps npm's
+        // output open and never ends; then the child hangs too.
+        const script = `const c = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'inherit' }); require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(c.pid)); setInterval(() => {}, 1000);`;
+        const r = await run(['exec', '--yes', '--', 'node', '-e', script], { timeoutMs: 3_000 });
+        const pid = Number(readFileSync(pidFile, 'utf8'));
+        // Gone, or a zombie no one here reaps: not running either way.
+        const stat = `/proc/${pid}/stat`;
+        const state = existsSync(stat) ? readFileSync(stat, 'utf8').split(') ')[1]?.[0] : undefined;
+        expect(state === undefined || state === 'Z', `the script's process is ${state}`).toBe(true);
+        expect(r.code).not.toBe(0);
+        expect(npmWhy(r.stderr)).toMatch(/timed out after 3 s/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    30_000,
+  );
 });

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -17,7 +17,16 @@ export function npmBeside(nodePath: string = process.execPath): string {
   return existsSync(beside) ? beside : name;
 }
 
-function run(
+/** The most of npm's stdout and of its stderr kept (a packument view can be a few megabytes). */
+const MAX_OUTPUT = 16 * 1024 * 1024;
+
+/**
+ * Runs npm, bounded in time and output. On Unix npm leads a process group of its own, and at the deadline
+ * the whole group is killed: an install script that hangs (a native build) would outlive npm otherwise,
+ * one more at every retry, and hold npm's output open so that npm's end is never seen. Exported for its
+ * test.
+ */
+export function run(
   args: string[],
   o: { timeoutMs: number },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -28,24 +37,49 @@ function run(
   } catch (err) {
     return Promise.resolve({ code: 127, stdout: '', stderr: `error: ${(err as Error).message}` });
   }
-  return new Promise((resolve) =>
-    execFile(
-      npm.file,
-      npm.args,
-      {
-        windowsVerbatimArguments: npm.verbatim,
-        maxBuffer: 16 * 1024 * 1024,
-        timeout: o.timeoutMs,
-        env: { ...process.env, npm_config_update_notifier: 'false' },
-      },
-      (err, stdout, stderr) =>
-        resolve({
-          code: err ? (typeof err.code === 'number' ? err.code : 127) : 0,
-          stdout,
-          stderr: `${stderr}${err && typeof err.code !== 'number' ? err.message : ''}`,
-        }),
-    ),
-  );
+  // Unix: npm leads a process group of its own (spawn's `detached`; execFile has none), killed whole.
+  const group = process.platform !== 'win32';
+  return new Promise((resolve) => {
+    const out = { stdout: '', stderr: '' };
+    const child = spawn(npm.file, npm.args, {
+      detached: group,
+      windowsHide: true,
+      windowsVerbatimArguments: npm.verbatim,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, npm_config_update_notifier: 'false' },
+    });
+    for (const name of ['stdout', 'stderr'] as const) {
+      child[name].setEncoding('utf8');
+      child[name].on('data', (d: string) => {
+        // Bounded: what is past the bound is not read into memory.
+        if (out[name].length < MAX_OUTPUT) out[name] += d.slice(0, MAX_OUTPUT - out[name].length);
+      });
+    }
+    let why = '';
+    const deadline = setTimeout(() => {
+      why = `\nnpm error timed out after ${Math.round(o.timeoutMs / 1000)} s`;
+      try {
+        if (group && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+        else child.kill('SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, o.timeoutMs);
+    child.once('error', (err) => {
+      why = `\nerror: ${err.message}`;
+    });
+    // 'close': npm and whatever held its output are gone. Last in stderr: what npmWhy says when npm gave
+    // no error code of its own.
+    child.once('close', (code) => {
+      clearTimeout(deadline);
+      const failed = why !== '' || code !== 0;
+      resolve({
+        code: failed ? (typeof code === 'number' && code > 0 ? code : 127) : 0,
+        stdout: out.stdout,
+        stderr: out.stderr + why,
+      });
+    });
+  });
 }
 
 /**
