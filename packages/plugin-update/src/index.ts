@@ -162,7 +162,10 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
         ? new HealthReporter(files(dir).health, trial, ctx.agent, log)
         : undefined;
 
-    const updater = () => new Updater({ config: cfg, dir, running, providerId: () => providerId, log });
+    // Aborted at close: an install under way ends with the agent.
+    const stopping = new AbortController();
+    const updater = () =>
+      new Updater({ config: cfg, dir, running, providerId: () => providerId, log, signal: stopping.signal });
 
     const schedule = (ms: number) => {
       if (closed || switching) return;
@@ -350,6 +353,7 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     hooks.onClose.tap('update', () => {
       closed = true;
       clearTimeout(timer);
+      stopping.abort();
     });
   },
 }));

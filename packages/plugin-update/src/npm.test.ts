@@ -40,27 +40,44 @@ describe('npmWhy', () => {
   });
 });
 
+/** What a hung native build looks like: npm's child starts one more process, which keeps npm's output
+ * open and never ends; then the child hangs too. Returns npm's answer and the state of that process. */
+async function hungScript(o: { timeoutMs: number; signal?: AbortSignal }) {
+  const dir = mkdtempSync(join(tmpdir(), 'usepod-npm-hang-'));
+  try {
+    const pidFile = join(dir, 'grandchild.pid');
+    const script = `const c = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'inherit' }); require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(c.pid)); setInterval(() => {}, 1000);`;
+    const r = await run(['exec', '--yes', '--', 'node', '-e', script], o);
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const stat = `/proc/${pid}/stat`;
+    const state = existsSync(stat) ? readFileSync(stat, 'utf8').split(') ')[1]?.[0] : undefined;
+    return { r, state };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('npm, run by the updater', () => {
   it.skipIf(process.platform === 'win32')(
     'is killed with everything it started at its deadline (a hung install script holding its output open)',
     async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'usepod-npm-hang-'));
-      try {
-        const pidFile = join(dir, 'grandchild.pid');
-        // What a hung native build looks like: npm's child starts one more process, which keeps npm's
-        // output open and never ends; then the child hangs too.
-        const script = `const c = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'inherit' }); require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(c.pid)); setInterval(() => {}, 1000);`;
-        const r = await run(['exec', '--yes', '--', 'node', '-e', script], { timeoutMs: 3_000 });
-        const pid = Number(readFileSync(pidFile, 'utf8'));
-        // Gone, or a zombie no one here reaps: not running either way.
-        const stat = `/proc/${pid}/stat`;
-        const state = existsSync(stat) ? readFileSync(stat, 'utf8').split(') ')[1]?.[0] : undefined;
-        expect(state === undefined || state === 'Z', `the script's process is ${state}`).toBe(true);
-        expect(r.code).not.toBe(0);
-        expect(npmWhy(r.stderr)).toMatch(/timed out after 3 s/);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
+      const { r, state } = await hungScript({ timeoutMs: 3_000 });
+      // Gone, or a zombie no one here reaps: not running either way.
+      expect(state === undefined || state === 'Z', `the script's process is ${state}`).toBe(true);
+      expect(r.code).not.toBe(0);
+      expect(npmWhy(r.stderr)).toMatch(/timed out after 3 s/);
+    },
+    30_000,
+  );
+
+  it.skipIf(process.platform === 'win32')(
+    'is killed with everything it started when the agent stops',
+    async () => {
+      const stopping = new AbortController();
+      setTimeout(() => stopping.abort(), 2_000);
+      const { r, state } = await hungScript({ timeoutMs: 60_000, signal: stopping.signal });
+      expect(state === undefined || state === 'Z', `the script's process is ${state}`).toBe(true);
+      expect(npmWhy(r.stderr)).toMatch(/the agent is stopping/);
     },
     30_000,
   );

@@ -28,7 +28,7 @@ const MAX_OUTPUT = 16 * 1024 * 1024;
  */
 export function run(
   args: string[],
-  o: { timeoutMs: number },
+  o: { timeoutMs: number; signal?: AbortSignal | undefined },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   let npm: ReturnType<typeof npmInvocation>;
   try {
@@ -56,15 +56,23 @@ export function run(
       });
     }
     let why = '';
-    const deadline = setTimeout(() => {
-      why = `\nnpm error timed out after ${Math.round(o.timeoutMs / 1000)} s`;
+    const end = (reason: string) => {
+      why ||= `\nnpm error ${reason}`;
       try {
         if (group && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
         else child.kill('SIGKILL');
       } catch {
         child.kill('SIGKILL');
       }
-    }, o.timeoutMs);
+    };
+    const deadline = setTimeout(
+      () => end(`timed out after ${Math.round(o.timeoutMs / 1000)} s`),
+      o.timeoutMs,
+    );
+    // The agent stopping: npm's group would otherwise go on in the background, out of the terminal's reach.
+    const stop = () => end('stopped: the agent is stopping');
+    if (o.signal?.aborted) stop();
+    else o.signal?.addEventListener('abort', stop, { once: true });
     child.once('error', (err) => {
       why = `\nerror: ${err.message}`;
     });
@@ -72,6 +80,7 @@ export function run(
     // no error code of its own.
     child.once('close', (code) => {
       clearTimeout(deadline);
+      o.signal?.removeEventListener('abort', stop);
       const failed = why !== '' || code !== 0;
       resolve({
         code: failed ? (typeof code === 'number' && code > 0 ? code : 127) : 0,
@@ -166,6 +175,7 @@ export async function installVersion(
   version: string,
   registry: string | undefined,
   companions: readonly Companion[] = [],
+  signal?: AbortSignal,
 ): Promise<string> {
   if (!isVersion(version)) throw new Error(`"${version}" is not a version`);
   for (const c of companions)
@@ -200,7 +210,7 @@ export async function installVersion(
       `${CLI_PACKAGE}@${version}`,
       ...companions.map((c) => `${c.name}@${c.version}`),
     ],
-    { timeoutMs: 15 * 60_000 },
+    { timeoutMs: 15 * 60_000, signal },
   );
   if (r.code !== 0 || !existsSync(entryOf(partial))) {
     await rm(partial, { recursive: true, force: true });

@@ -52,6 +52,8 @@ export interface UpdaterOptions {
   now?: () => number;
   /** The plugins' folder (`plugins install`, `plugins link`); tests give their own. */
   pluginRoot?: string;
+  /** Aborted when the agent stops: an install under way ends with it (npm and what it started). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -145,6 +147,7 @@ export class Updater {
       version,
       this.#o.config.registry,
       await this.companions(version),
+      this.#o.signal,
     );
     const state = await readUpdateState(this.#o.dir);
     await this.#save({
