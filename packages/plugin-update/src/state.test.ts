@@ -39,6 +39,13 @@ describe('the state files (untrusted on read)', () => {
     });
     await writeFile(files(dir).state, JSON.stringify({ checkedAt: 7, notified: ['0.4.2', '<script>'] }));
     expect(await readUpdateState(dir)).toEqual({ notified: [] });
+    // A reason that would drive a terminal or reorder a line is folded as it is read.
+    await writeFile(
+      files(dir).launcher,
+      JSON.stringify({ bad: [{ version: '0.4.2', reason: 'ok\u001b]0;owned\u0007\u202eevil', at: 'x' }] }),
+    );
+    const [bad] = (await readLauncher(dir)).bad;
+    expect(bad?.reason).toBe('ok ]0;owned evil');
   });
 
   it('a FIFO in a state file’s place reads as empty at once, never holding the agent’s start', async () => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { type FileHandle, mkdir, open, readlink, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { engineText } from '@usepod-agent/core';
 import valid from 'semver/functions/valid.js';
 import { z } from 'zod';
 
@@ -26,7 +27,11 @@ export const isVersion = (v: string): boolean => VERSION_SHAPE.test(v) && valid(
 export const versionString = z.string().refine(isVersion, 'not a version');
 const version = versionString;
 const MAX_FILE = 64 * 1024;
-const text = z.string().max(600);
+// Read back into logs, `status` and doctor: folded (controls, bidi marks) as any text from outside.
+const text = z
+  .string()
+  .max(600)
+  .transform((t) => engineText(t, 600));
 const iso = z.string().max(40);
 
 export const files = (dir: string) => ({
