@@ -89,6 +89,7 @@ export {
   type PluginContext,
   type PluginFactory,
 } from './plugins/plugin.js';
+export { killGroup } from './process-group.js';
 export type { CapabilitiesFrame, CapabilityModel, JobFrame } from './protocol/frames.js';
 export type { JobJournal, JobRecord, Refusal } from './relay/journal.js';
 export type { SelfTestResult } from './routing/selftest.js';

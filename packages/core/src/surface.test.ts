@@ -34,6 +34,7 @@ describe('public surfaces', () => {
       'errorMessage',
       'isUsepodError',
       'jobChannels',
+      'killGroup',
       'loadConfig',
       'longTimeout',
       'parseWindow',

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { engineText } from '@usepod-agent/core';
+import { engineText, killGroup } from '@usepod-agent/core';
 
 /**
  * Runs a GPU tool (nvidia-smi, rocm-smi) with hard bounds (issue 28): a wedged driver makes nvidia-smi
@@ -50,15 +50,6 @@ export function toolRunner(opts: ToolOptions = {}): ToolRunner {
   /** Tools killed that have not exited yet, by command. */
   const stuck = new Map<string, number>();
 
-  const killGroup = (child: ChildProcess) => {
-    try {
-      // detached: the tool leads its own group, so a shell wrapper's children die with it.
-      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      child.kill('SIGKILL');
-    }
-  };
-
   const run: RunTool = (cmd, args) =>
     new Promise((resolve, reject) => {
       if ((stuck.get(cmd) ?? 0) > 0) {
@@ -70,6 +61,7 @@ export function toolRunner(opts: ToolOptions = {}): ToolRunner {
         reject(toolError(cmd, `${cmd}: not found`, 'ENOENT'));
         return;
       }
+      // detached: the tool leads its own group, so a shell wrapper's children die with it (killGroup).
       const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       running.add(child);
       const out: Buffer[] = [];

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { killGroup } from '@usepod-agent/core';
 import { z } from 'zod';
 import { COMPANIONS_FILE, type Companion, PACKAGE_NAME } from './companions.js';
 import { npmInvocation } from './npm-command.js';
@@ -37,12 +38,11 @@ export function run(
   } catch (err) {
     return Promise.resolve({ code: 127, stdout: '', stderr: `error: ${(err as Error).message}` });
   }
-  // Unix: npm leads a process group of its own (spawn's `detached`; execFile has none), killed whole.
-  const group = process.platform !== 'win32';
   return new Promise((resolve) => {
     const out = { stdout: '', stderr: '' };
     const child = spawn(npm.file, npm.args, {
-      detached: group,
+      // Unix: npm leads a process group of its own (spawn's `detached`; execFile has none), killed whole.
+      detached: process.platform !== 'win32',
       windowsHide: true,
       windowsVerbatimArguments: npm.verbatim,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -58,12 +58,7 @@ export function run(
     let why = '';
     const end = (reason: string) => {
       why ||= `\nnpm error ${reason}`;
-      try {
-        if (group && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-        else child.kill('SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
+      killGroup(child);
     };
     const deadline = setTimeout(
       () => end(`timed out after ${Math.round(o.timeoutMs / 1000)} s`),
