@@ -55,10 +55,14 @@ const pct = (v: unknown) => figure(v, 0, 100);
 const mb = (v: unknown) => figure(v, 0, MB);
 const watts = (v: unknown) => figure(v, 0, 100_000);
 const celsius = (v: unknown) => figure(v, -50, 300);
-const pidOf = (v: unknown) => {
-  const n = figure(v, 1, 2 ** 32);
+/** A whole number within [min, max], else unknown. */
+const whole = (v: unknown, min: number, max: number) => {
+  const n = figure(v, min, max);
   return n !== undefined && Number.isInteger(n) ? n : undefined;
 };
+const pidOf = (v: unknown) => whole(v, 1, 2 ** 32);
+/** A GPU's index as its tool gives it, bounded; else its place in the tool's answer. */
+const indexOf = (v: unknown, place: number) => whole(v, 0, 1024) ?? place;
 
 /** A process or GPU name from a tool: folded and cut; `[N/A]`-like placeholders are unknown. */
 export function nameOf(v: unknown): string | undefined {
@@ -114,10 +118,9 @@ export function parseNvidiaApps(text: string): GpuProcess[] {
 export function parseNvidiaGpus(text: string): Gpu[] {
   return csv(text, MAX_GPUS).map((f, i) => {
     const uuid = uuidOff(f, 8);
-    const index = figure(f[0], 0, 1024);
     return {
       tool: 'nvidia-smi',
-      index: index !== undefined && Number.isInteger(index) ? index : i,
+      index: indexOf(f[0], i),
       utilPct: pct(f[1]),
       freeMb: mb(f[2]),
       totalMb: mb(f[3]),
@@ -186,8 +189,6 @@ export function parseRocmCards(text: string): Gpu[] {
     .slice(0, MAX_GPUS)
     .map(([k, v], i) => {
       const c = object(v);
-      // Bounded like nvidia-smi's: a card number no machine has (card99999999999999999999) is its place.
-      const index = figure(k.slice(4), 0, 1024);
       const bytes = (key: string) => figure(c[key], 0, MB * 1_048_576);
       const total = bytes('VRAM Total Memory (B)');
       const used = bytes('VRAM Total Used Memory (B)');
@@ -202,7 +203,8 @@ export function parseRocmCards(text: string): Gpu[] {
       );
       return {
         tool: 'rocm-smi',
-        index: index !== undefined && Number.isInteger(index) ? index : i,
+        // Bounded like nvidia-smi's: a card number no machine has (card99999999999999999999) is its place.
+        index: indexOf(k.slice(4), i),
         name: nameOf(c['Card series'] ?? c['Card model']),
         utilPct: pct(c['GPU use (%)']),
         totalMb,

@@ -34,6 +34,9 @@ export interface WatchOptions {
 /** Process names shown in status and doctor: a few, folded at the read. */
 const MAX_SHOWN = 8;
 
+/** A GPU's labels on its gauges. */
+type GpuLabels = { tool: Gpu['tool']; gpu: number };
+
 export class GpuWatch {
   readonly #o: WatchOptions;
   readonly #now: () => number;
@@ -53,7 +56,7 @@ export class GpuWatch {
   #quietSince: number | undefined;
   #lastPoll: number | undefined;
   /** The GPUs the last poll's figures were exported for, by `tool:index`. */
-  #shown = new Map<string, { tool: Gpu['tool']; gpu: number }>();
+  #shown = new Map<string, GpuLabels>();
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
   /** Resolves after each poll (tests and `stop` wait on it). */
@@ -240,11 +243,10 @@ export class GpuWatch {
   }
 
   #figures(gpus: readonly Gpu[]): void {
-    type Labels = { tool: Gpu['tool']; gpu: number };
     const gauges = [this.#m.power, this.#m.powerLimit, this.#m.temp];
-    const now = new Map<string, Labels>();
+    const now = new Map<string, GpuLabels>();
     for (const g of gpus) {
-      const labels = { tool: g.tool, gpu: g.index };
+      const labels: GpuLabels = { tool: g.tool, gpu: g.index };
       now.set(`${g.tool}:${g.index}`, labels);
       const put = (gauge: (typeof gauges)[number], v?: number) =>
         v === undefined ? gauge.remove(labels) : gauge.set(v, labels);
