@@ -423,7 +423,8 @@ describe('plugin-update in an agent', () => {
     // After the agent has closed (cleanups run in the order they were pushed).
     cleanup.push(async () => {
       delete process.env.USEPOD_UPDATE_DIR;
-      await rm(dir, { recursive: true, force: true });
+      // A check under way at close may still write its state file into the folder: retried.
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     });
     const asked0 = asked;
     const r = await t.start();
