@@ -262,12 +262,13 @@ export function rollBack(dir, state, reason, platform = process.platform) {
   // Bad is recorded before the flip and the trial cleared after it: a flip cut short (a stop, a Windows
   // flip between its two steps) is finished at the next start, from launcher.json, never lost.
   writeJson(join(dir, 'launcher.json'), state);
-  if (trial.previous && existsSync(join(dir, 'versions', trial.previous))) {
-    point(dir, 'current', trial.previous, platform);
-    say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
-  } else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
+  const back = trial.previous && existsSync(join(dir, 'versions', trial.previous));
+  if (back) point(dir, 'current', trial.previous, platform);
   state.trial = null;
   writeJson(join(dir, 'launcher.json'), state);
+  // Said once recorded, so a reader of the line finds launcher.json already saying so.
+  if (back) say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
+  else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
 }
 
 /**
@@ -404,9 +405,11 @@ async function main() {
         if (stopping) break;
         continue;
       }
-      say(`${state.trial.version} is healthy: kept`);
+      // Recorded before it is said: whoever reads the line finds the file already saying so.
+      const kept = state.trial.version;
       state.trial = null;
       writeJson(join(dir, 'launcher.json'), state);
+      say(`${kept} is healthy: kept`);
     }
     const e = await exited;
     if (stopping) process.exit(e.code ?? 0);
