@@ -129,6 +129,8 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     let timer: NodeJS.Timeout | undefined;
     let switching: string | undefined;
     let closed = false;
+    /** The check under way, if any: close waits for it, so nothing is written into the folder after. */
+    let checking: Promise<void> | undefined;
     const said = new Set<string>();
     const once = (key: string, f: () => void) => {
       if (said.has(key)) return;
@@ -172,13 +174,19 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
       clearTimeout(timer);
       // Whatever a check meets (a registry's odd answer) is said; the next check runs all the same.
       timer = setTimeout(
-        () =>
-          void check().catch((err: unknown) => {
-            const error = errorMessage(err);
-            if (error !== checkFailed) log.warn('update check failed', { error });
-            checkFailed = error;
-            schedule(cfg.check_interval);
-          }),
+        () => {
+          const run = check()
+            .catch((err: unknown) => {
+              const error = errorMessage(err);
+              if (error !== checkFailed) log.warn('update check failed', { error });
+              checkFailed = error;
+              schedule(cfg.check_interval);
+            })
+            .finally(() => {
+              if (checking === run) checking = undefined;
+            });
+          checking = run;
+        },
         Math.max(1000, ms),
       );
       timer.unref();
@@ -350,10 +358,13 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
       }
     });
 
-    hooks.onClose.tap('update', () => {
+    // npm ended by the abort, the check under way returns without writing; waited for (the hook's own
+    // bound applies), so a closed agent's update folder no longer changes (a service stopped, then removed).
+    hooks.onClose.tapPromise('update', async () => {
       closed = true;
       clearTimeout(timer);
       stopping.abort();
+      await checking;
     });
   },
 }));

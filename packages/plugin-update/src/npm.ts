@@ -114,8 +114,15 @@ export interface Release {
   publishedAt: number;
 }
 
-/** The channel's release: `npm view usepod-agent@<tag> version time --json`. Throws saying why not. */
-export async function viewRelease(channel: string, registry: string | undefined): Promise<Release> {
+/**
+ * The channel's release: `npm view usepod-agent@<tag> version time --json`. Throws saying why not; `signal`
+ * (the agent stopping) ends npm at once.
+ */
+export async function viewRelease(
+  channel: string,
+  registry: string | undefined,
+  signal?: AbortSignal,
+): Promise<Release> {
   const r = await run(
     [
       'view',
@@ -125,7 +132,7 @@ export async function viewRelease(channel: string, registry: string | undefined)
       '--json',
       ...(registry ? ['--registry', registry] : []),
     ],
-    { timeoutMs: 120_000 },
+    { timeoutMs: 120_000, signal },
   );
   if (r.code !== 0) throw new Error(`npm view ${CLI_PACKAGE}@${channel} failed: ${npmWhy(r.stderr)}`);
   let parsed: unknown;

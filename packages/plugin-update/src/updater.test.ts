@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { updateSection } from './config.js';
 import updatePlugin, { updateFinding } from './index.js';
 import { pointLink } from './setup.js';
-import { readUpdateState } from './state.js';
+import { files, readUpdateState } from './state.js';
 import { readView, Updater } from './updater.js';
 
 /**
@@ -29,6 +29,9 @@ let orphanAsked = 0;
 /** The version `latest` names and its publish time: a test may make them odd. */
 let mainVersion = '9.9.9';
 let mainTime: string | undefined;
+/** How long the registry takes over `usepod-agent`'s packument, and how many it has answered. */
+let mainDelayMs = 0;
+let mainAnswered = 0;
 let engine: VllmEmulator;
 const cleanup: (() => Promise<void>)[] = [];
 const published = new Date(Date.now() - 3_600_000).toISOString();
@@ -77,18 +80,15 @@ beforeAll(async () => {
     if (!req.url?.startsWith('/usepod-agent') || req.url.startsWith('/usepod-agent-plugin'))
       return res.writeHead(404).end('{}');
     if (mainStatus !== 200) return res.writeHead(mainStatus).end('{}');
-    const v = mainVersion;
-    const at = mainTime ?? published;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({
-        name: 'usepod-agent',
-        'dist-tags': { latest: v },
-        versions: {
-          [v]: { name: 'usepod-agent', version: v, dist: { tarball: 'http://127.0.0.1:1/x.tgz' } },
-        },
-        time: { created: published, modified: published, [v]: at },
-      }),
-    );
+    if (mainDelayMs > 0) {
+      setTimeout(() => {
+        mainAnswered++;
+        res.writeHead(200, { 'content-type': 'application/json' }).end(packument());
+      }, mainDelayMs);
+      return;
+    }
+    mainAnswered++;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(packument());
   });
   await new Promise<void>((r) => registry.listen(0, '127.0.0.1', r));
   registryUrl = `http://127.0.0.1:${(registry.address() as AddressInfo).port}/`;
@@ -108,6 +108,7 @@ afterEach(async () => {
   orphanStatus = 404;
   mainVersion = '9.9.9';
   mainTime = undefined;
+  mainDelayMs = 0;
   // This machine may itself be a container: each test says which it is.
   process.env.USEPOD_CONTAINER = '0';
 });
@@ -138,6 +139,20 @@ async function agent(update: Record<string, unknown>): Promise<{ t: TestAgent; e
   const r = await t.start();
   if (!r.ok) throw r.error;
   return { t, events };
+}
+
+/** `usepod-agent`'s packument as the registry serves it now: `mainVersion`, published at `mainTime`. */
+function packument(): string {
+  const v = mainVersion;
+  const at = mainTime ?? published;
+  return JSON.stringify({
+    name: 'usepod-agent',
+    'dist-tags': { latest: v },
+    versions: {
+      [v]: { name: 'usepod-agent', version: v, dist: { tarball: 'http://127.0.0.1:1/x.tgz' } },
+    },
+    time: { created: published, modified: published, [v]: at },
+  });
 }
 
 const dirOf = (t: TestAgent) => join(t.dir, 'update');
@@ -423,8 +438,8 @@ describe('plugin-update in an agent', () => {
     // After the agent has closed (cleanups run in the order they were pushed).
     cleanup.push(async () => {
       delete process.env.USEPOD_UPDATE_DIR;
-      // A check under way at close may still write its state file into the folder: retried.
-      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
+      // Nothing writes into it once the agent has closed (a check under way ends with it).
+      await rm(dir, { recursive: true, force: true });
     });
     const asked0 = asked;
     const r = await t.start();
@@ -445,6 +460,23 @@ describe('plugin-update in an agent', () => {
     const before = asked;
     await until('two more checks', () => asked >= before + 2);
   }, 60_000);
+
+  it('a check under way when the agent closes ends with it: npm is stopped and nothing is written after', async () => {
+    const { t } = await agent({ mode: 'notify' });
+    await until('a first check written', () => existsSync(files(dirOf(t)).state));
+    // The next check's `npm view` waits on a slow registry while the agent closes (which removes its
+    // folder, the update folder in it).
+    mainDelayMs = 1500;
+    const asked0 = asked;
+    const answered0 = mainAnswered;
+    await until('a check under way', () => asked > asked0);
+    await t.close();
+    // Had npm gone on, its answer would come now and the check would write what it found into a folder
+    // made again for it.
+    await until('the slow answer', () => mainAnswered > answered0);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(existsSync(dirOf(t))).toBe(false);
+  });
 
   it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'usepod-update-prune-'));

@@ -73,14 +73,17 @@ export class Updater {
     return this.#o.dir;
   }
 
-  /** Asks the registry and decides; the state file keeps what was found. Never throws. */
+  /**
+   * Asks the registry and decides; the state file keeps what was found. Never throws. Once the agent is
+   * stopping (`signal`), npm is ended and nothing more is written: a stopped agent leaves its folder alone.
+   */
   async check(): Promise<CheckResult> {
     const c = this.#o.config;
     const state = await readUpdateState(this.#o.dir);
     const launcher = await readLauncher(this.#o.dir);
     let release: Release | undefined;
     try {
-      release = await viewRelease(c.channel, c.registry);
+      release = await viewRelease(c.channel, c.registry, this.#o.signal);
     } catch (err) {
       const error = errorMessage(err);
       await this.#save({ ...state, checkedAt: new Date(this.#now()).toISOString(), error });
@@ -214,6 +217,7 @@ export class Updater {
   }
 
   async #save(state: UpdateState): Promise<void> {
+    if (this.#o.signal?.aborted) return;
     try {
       await writeAtomic(files(this.#o.dir).state, state);
     } catch (err) {
