@@ -89,6 +89,8 @@ export class Updater {
       await this.#save({ ...state, checkedAt: new Date(this.#now()).toISOString(), error });
       return { release: undefined, decision: undefined, error };
     }
+    // Stopped while npm answered: no plugin look-ups (each up to 30 s) for a check nobody will act on.
+    if (this.#o.signal?.aborted) return { release: undefined, decision: undefined, error: 'stopping' };
     const bad = launcher.bad.map((b) => b.version);
     const plugins = await operatorPlugins(this.#o.pluginRoot);
     let companions: Companion[] = [];
