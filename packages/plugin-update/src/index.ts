@@ -251,6 +251,8 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     const check = async () => {
       const u = updater();
       const r = await u.check();
+      // Closed meanwhile: what the check found (or its npm ended by the stop) is for no one.
+      if (closed) return;
       let next = cfg.check_interval;
       const d = r.decision;
       if (r.error && r.error !== checkFailed) log.warn('update check failed', { error: r.error });

@@ -476,6 +476,7 @@ describe('plugin-update in an agent', () => {
     await until('the slow answer', () => mainAnswered > answered0);
     await new Promise((r) => setTimeout(r, 1000));
     expect(existsSync(dirOf(t))).toBe(false);
+    expect(t.lines.filter((l) => l.includes('update check failed'))).toEqual([]);
   });
 
   it('keeps current, previous and one older version on disk; bad versions and half-installs go', async () => {
