@@ -9,7 +9,7 @@ import { readIdentity } from '@usepod-agent/core/cli';
 import { LlamacppEmulator, PairingServer, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TgiEmulator } from '../../../examples/custom-backend-plugin/src/tgi-emulator.js';
-import { launchdPlist, planService, type ServiceOptions, systemdUnit } from './service/plan.js';
+import { launchdPlist, planService, quoteSystemd, type ServiceOptions, systemdUnit } from './service/plan.js';
 
 const BIN = fileURLToPath(new URL('../bin/run.js', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../../../examples/custom-backend-plugin', import.meta.url));
@@ -314,6 +314,10 @@ describe('service', () => {
     expect(systemdUnit({ ...base, nodeFlags: ['--max-semi-space-size=4'] })).toContain(
       'ExecStart=/usr/bin/node --max-semi-space-size=4 /usr/lib/node_modules/usepod-agent/bin/run.js run --config',
     );
+    // systemd would expand `%h` and `$HOME` in ExecStart, and read a `'` as a quote: taken literally.
+    const odd = systemdUnit({ ...base, cliPath: "/opt/100%h $HOME's/run.js" });
+    expect(odd).toContain(`ExecStart=/usr/bin/node "/opt/100%%h $$HOME's/run.js" run --config`);
+    expect(quoteSystemd('/opt/a%b$c')).toBe('/opt/a%%b$$c');
     // `service install --allow-insecure` (a ws:// coordinator): the service's run is told so too.
     expect(systemdUnit({ ...base, logLevel: 'info', allowInsecure: true })).toMatch(
       /--config \/etc\/usepod-agent\/agent\.toml --allow-insecure\n/,
@@ -552,6 +556,25 @@ describe('service', () => {
       /would run \S+ \S+ update --setup --config C:\\ProgramData\\usepod-agent\\agent\.toml/,
     );
     expect(win.stdout).toMatch(/binPath= .*update\\+launcher\.mjs\S* --dir \S+update\S* -- run --config/);
+    // A path the service definition would carry with a line break in it (the plist's arguments, a
+    // unit's command line) is refused in one line, before anything is planned.
+    const broken = join(dir, 'svc\nExecStartPre=true\n.toml');
+    await writeFile(broken, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:8000"\n');
+    const refused = await cli([
+      'service',
+      'install',
+      '--dry-run',
+      '--config',
+      broken,
+      '--platform',
+      'darwin',
+    ]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).not.toMatch(/\n\s+at /);
+    expect(refused.stderr).toMatch(
+      /has a control character or line break, which a service definition cannot hold/,
+    );
+    expect(refused.stdout).not.toContain('would write');
     const status = await cli(['service', 'status', '--config', cfg, '--platform', 'darwin']);
     expect(status.code).toBe(3);
     expect(status.stderr).toMatch(/the service is not installed/);

@@ -19,6 +19,7 @@ import {
   type ServiceOptions,
   type ServiceUpdate,
   serviceIdentityPath,
+  unsafePath,
 } from './plan.js';
 import { DryRunner, describeStep, RealRunner, type SystemRunner } from './runner.js';
 
@@ -193,6 +194,12 @@ export abstract class ServiceCommand extends BaseCommand {
     } else if (this.action === 'install' && opts.identityPath && existsSync(opts.identityPath)) {
       // A dry run creates nothing, but a key the service could not use is refused as the install would.
       await readIdentity(opts.identityPath);
+    }
+    if (this.action === 'install') {
+      // The service definition holds these paths on its command line, where a line break would end it.
+      const paths = [opts.nodePath, opts.cliPath, opts.configPath, opts.identityPath, opts.update?.dir];
+      const why = paths.map((p) => (p === undefined ? undefined : unsafePath(p))).find(Boolean);
+      if (why) throw new UsepodError('USEPOD_USAGE', why, { user: true });
     }
     if (this.action === 'install' && opts.platform === 'linux') {
       // ExecStart must be reachable inside the unit's sandbox, or the service never starts.

@@ -88,8 +88,23 @@ export function serviceIdentityPath(o: Pick<ServiceOptions, 'platform' | 'identi
   return o.identityPath; // the daemon runs as the operator (UserName), with their files
 }
 
-function quoteSystemd(arg: string): string {
-  return /[\s"\\]/.test(arg) ? `"${arg.replace(/(["\\])/g, '\\$1')}"` : arg;
+/**
+ * One ExecStart argument as systemd reads it back (systemd.service, "Command lines"; systemd.unit,
+ * "Specifiers"): `%` would start a specifier and `$` a variable, so both are doubled; whitespace, quotes,
+ * a backslash or `;` put it in double quotes. A line break cannot be written at all (`service install`
+ * refuses such a path before it gets here: unsafePath).
+ */
+export function quoteSystemd(arg: string): string {
+  const literal = arg.replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  return /[\s"'\\;]/.test(literal) ? `"${literal.replace(/(["\\])/g, '\\$1')}"` : literal;
+}
+
+/** Why a path cannot go into a service definition (a control character, a line break), or undefined. */
+export function unsafePath(path: string): string | undefined {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: what is refused is control characters.
+  return /[\u0000-\u001f\u007f]/.test(path)
+    ? `${JSON.stringify(path.slice(0, 200))} has a control character or line break, which a service definition cannot hold; install it under a plain path`
+    : undefined;
 }
 
 /** What the service manager starts: the CLI's `run`, or the launcher that runs `current`'s. */
