@@ -73,3 +73,28 @@ describe('a config file the agent cannot read', () => {
     },
   );
 });
+
+describe('a --config that is no config file', () => {
+  it('a FIFO, a device, a folder or a file over 1 MB is named in one line, never waited on or read whole', async () => {
+    const fifo = join(dir, 'fifo.toml');
+    // Nobody ever writes into it: a read would wait for good.
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const big = join(dir, 'big.toml');
+    await writeFile(big, `# ${'x'.repeat(2 * 1024 * 1024)}\n`);
+    const cases: [string, RegExp][] = [
+      [fifo, /is not a regular file \(a device, FIFO or socket\)/],
+      // Read whole, /dev/zero would fill memory until V8's string limit.
+      ['/dev/zero', /is not a regular file \(a device, FIFO or socket\)/],
+      [dir, /is not a regular file \(a folder\)/],
+      [big, /is 2\.0 MB; a config is at most 1 MB/],
+    ];
+    for (const [path, why] of cases) {
+      const out = await cli(['validate', '--config', path], { env: env(), cwd: dir });
+      expect(out.code, out.stderr).toBe(2);
+      const first = out.stderr.trim().split('\n')[0]!;
+      expect(first).toMatch(why);
+      expect(first).toMatch(/\(USEPOD_CONFIG_UNREADABLE\)$/);
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});

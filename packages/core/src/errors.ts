@@ -7,7 +7,7 @@ export const ERROR_CODES = {
   USEPOD_CONFIG_PARSE: 'The config file is not valid TOML/JSON/YAML/JS. Fix the syntax at the place named.',
   USEPOD_CONFIG_INVALID: 'A config value is wrong. Fix the key named in the message.',
   USEPOD_CONFIG_UNREADABLE:
-    "The config file is there but this user cannot read it. Give the agent's user read access to it and its folder (chown, chmod), or pass --config PATH.",
+    'The config file is there but cannot be read: this user has no read access to it or its folder (chown, chmod), or it is no regular file of at most 1 MB. Fix it, or pass --config PATH.',
   USEPOD_CONFIG_UNSAFE:
     'A config file in the current folder could have been put there by another user, so it was not read. Move it to your own folder, or pass --config PATH.',
   USEPOD_IDENTITY_INVALID:

@@ -254,10 +254,27 @@ function readable(path: string): boolean {
   }
 }
 
+/** The largest config file read: setup writes about 1 KB; past this it is not a config (a log, a disk image). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 export async function readConfigFile(path: string): Promise<unknown> {
   if (!readable(path)) {
     throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
   }
+  // Before any read: a FIFO would be waited on for good, /dev/zero read until memory runs out.
+  const st = await stat(path);
+  if (!st.isFile())
+    throw new UsepodError(
+      'USEPOD_CONFIG_UNREADABLE',
+      `config file ${path} is not a regular file (${st.isDirectory() ? 'a folder' : 'a device, FIFO or socket'}); pass the agent.toml itself`,
+      { user: true },
+    );
+  if (st.size > MAX_CONFIG_BYTES)
+    throw new UsepodError(
+      'USEPOD_CONFIG_UNREADABLE',
+      `config file ${path} is ${(st.size / 1048576).toFixed(1)} MB; a config is at most 1 MB: is it the right file?`,
+      { user: true },
+    );
   try {
     // agent.toml, the common case, needs only smol-toml (an empty file is an empty config, as cosmiconfig has it).
     if (isTomlPath(path)) {
