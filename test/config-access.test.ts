@@ -82,11 +82,11 @@ describe('a --config that is no config file', () => {
     const big = join(dir, 'big.toml');
     await writeFile(big, `# ${'x'.repeat(2 * 1024 * 1024)}\n`);
     const cases: [string, RegExp][] = [
-      [fifo, /is not a regular file \(a device, FIFO or socket\)/],
+      [fifo, /fifo\.toml is not a regular file \(a device, FIFO or socket\)/],
       // Read whole, /dev/zero would fill memory until V8's string limit.
-      ['/dev/zero', /is not a regular file \(a device, FIFO or socket\)/],
-      [dir, /is not a regular file \(a folder\)/],
-      [big, /is 2\.0 MB; a config is at most 1 MB/],
+      ['/dev/zero', /\/dev\/zero is not a regular file \(a device, FIFO or socket\)/],
+      [dir, /is a folder, not a file/],
+      [big, /big\.toml is 2\.0 MB, more than such a file ever holds \(1048576 bytes\)/],
     ];
     for (const [path, why] of cases) {
       const out = await cli(['validate', '--config', path], { env: env(), cwd: dir });
@@ -94,6 +94,27 @@ describe('a --config that is no config file', () => {
       const first = out.stderr.trim().split('\n')[0]!;
       expect(first).toMatch(why);
       expect(first).toMatch(/\(USEPOD_CONFIG_UNREADABLE\)$/);
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('an identity file that is a FIFO or a device is named in one line, never waited on or read whole', async () => {
+    const fifo = join(dir, 'fifo.key');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    for (const [key, why] of [
+      [fifo, /identity file .*fifo\.key is not a regular file \(a device, FIFO or socket\)/],
+      ['/dev/zero', /identity file \/dev\/zero is not a regular file/],
+    ] as const) {
+      const cfg = join(dir, 'id.toml');
+      await writeFile(
+        cfg,
+        `[identity]\nkey_path = "${key}"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:9"\n`,
+      );
+      const out = await cli(['identity', '--config', cfg], { env: env(), cwd: dir });
+      expect(out.code, out.stderr).toBe(2);
+      const first = out.stderr.trim().split('\n')[0]!;
+      expect(first).toMatch(why);
+      expect(first).toMatch(/\(USEPOD_IDENTITY_IO\)$/);
       expect(out.stderr).not.toMatch(/\n\s+at /);
     }
   });

@@ -39,6 +39,7 @@ describe('public surfaces', () => {
       'longTimeout',
       'parseWindow',
       'readBoundedText',
+      'readLocalText',
       'readTokenFile',
       'silentLogger',
       'timeoutSignal',

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { type FileHandle, mkdir, open, readlink, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readlink, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { engineText } from '@usepod-agent/core';
+import { engineText, readLocalText } from '@usepod-agent/core';
 import valid from 'semver/functions/valid.js';
 import { z } from 'zod';
 
@@ -102,21 +102,11 @@ export type HealthReport = z.output<typeof healthReport>;
  * the read (and the agent's start) for good.
  */
 export async function readChecked<T>(path: string, schema: z.ZodType<T>, fallback: T): Promise<T> {
-  let raw: string;
-  let fh: FileHandle | undefined;
+  // Bounded before it is read: a planted giant file costs nothing.
+  const read = await readLocalText(path, MAX_FILE);
+  if (read.kind !== 'text') return fallback;
   try {
-    fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-    const st = await fh.stat();
-    // Bounded before it is read: a planted giant file costs nothing.
-    if (!st.isFile() || st.size > MAX_FILE) return fallback;
-    raw = await fh.readFile('utf8');
-  } catch {
-    return fallback;
-  } finally {
-    await fh?.close();
-  }
-  try {
-    const r = schema.safeParse(JSON.parse(raw));
+    const r = schema.safeParse(JSON.parse(read.text));
     return r.success ? r.data : fallback;
   } catch {
     return fallback;

@@ -1,10 +1,11 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
+import { readLocalText } from '../local-file.js';
 import { applyEnv, hasEnvConfig } from './env.js';
 import { at, locateTomlKey, positionOf } from './locate.js';
 import { readLogLevel } from './log-level.js';
@@ -170,7 +171,8 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
     );
   }
   const { raw, from } = applyEnv(await readConfigFile(path), env);
-  const text = isTomlPath(path) ? await readFile(path, 'utf8').catch(() => '') : '';
+  const again = isTomlPath(path) ? await readLocalText(path, MAX_CONFIG_BYTES) : undefined;
+  const text = again?.kind === 'text' ? again.text : '';
   const inFile = text ? (key: string) => at(path, locateTomlKey(text, key)) : undefined;
   // A value a variable set is reported at the variable, whatever the file says there.
   const locate = (key: string) => (from.has(key) ? `$${from.get(key)}` : inFile?.(key));
@@ -204,7 +206,9 @@ export async function findConfigFile(
 
 async function hasOwnKey(packageJson: string): Promise<boolean> {
   try {
-    const pkg = JSON.parse(await readFile(packageJson, 'utf8')) as unknown;
+    const read = await readLocalText(packageJson, MAX_CONFIG_BYTES);
+    if (read.kind !== 'text') return false;
+    const pkg = JSON.parse(read.text) as unknown;
     return Boolean(pkg && typeof pkg === 'object' && Object.hasOwn(pkg, MODULE));
   } catch {
     return false;
@@ -261,24 +265,17 @@ export async function readConfigFile(path: string): Promise<unknown> {
   if (!readable(path)) {
     throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
   }
-  // Before any read: a FIFO would be waited on for good, /dev/zero read until memory runs out.
-  const st = await stat(path);
-  if (!st.isFile())
-    throw new UsepodError(
-      'USEPOD_CONFIG_UNREADABLE',
-      `config file ${path} is not a regular file (${st.isDirectory() ? 'a folder' : 'a device, FIFO or socket'}); pass the agent.toml itself`,
-      { user: true },
-    );
-  if (st.size > MAX_CONFIG_BYTES)
-    throw new UsepodError(
-      'USEPOD_CONFIG_UNREADABLE',
-      `config file ${path} is ${(st.size / 1048576).toFixed(1)} MB; a config is at most 1 MB: is it the right file?`,
-      { user: true },
-    );
+  // Read as untrusted before any parser sees it: a FIFO would be waited on for good, /dev/zero read
+  // until memory runs out.
+  const read = await readLocalText(path, MAX_CONFIG_BYTES);
+  if (read.kind === 'missing')
+    throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
+  if (read.kind === 'refused')
+    throw new UsepodError('USEPOD_CONFIG_UNREADABLE', `config file ${path} ${read.why}`, { user: true });
   try {
     // agent.toml, the common case, needs only smol-toml (an empty file is an empty config, as cosmiconfig has it).
     if (isTomlPath(path)) {
-      const text = await readFile(path, 'utf8');
+      const text = read.text;
       return text.trim() === '' ? {} : ((await loadToml(path, text)) ?? {});
     }
     const result = await (await explorer()).load(path);

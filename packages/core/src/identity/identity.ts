@@ -1,8 +1,9 @@
 import { type KeyObject, randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { expandHome } from '../config/paths.js';
 import { UsepodError } from '../errors.js';
+import { readLocalText } from '../local-file.js';
 import { redactor } from '../observability/redact.js';
 import { privateKeyOf, publicKeyOf, signDetached, verifyDetached } from './ed25519.js';
 
@@ -13,6 +14,8 @@ import { privateKeyOf, publicKeyOf, signDetached, verifyDetached } from './ed255
 const BEGIN = '-----BEGIN USEPOD AGENT KEY-----';
 const END = '-----END USEPOD AGENT KEY-----';
 const KNOWN_KEYS = new Set(['version', 'created', 'secret', 'public', 'provider_id']);
+/** An identity file is about 400 bytes: past this it is not one, and it is not read whole. */
+const MAX_IDENTITY_FILE = 64 * 1024;
 
 export interface Identity {
   readonly path: string;
@@ -190,20 +193,10 @@ export interface PersistedIdentity extends Identity {
 /** Reads the identity file, or creates it (mode 0600) when it does not exist. */
 export async function loadOrCreateIdentity(pathLike: string): Promise<LoadIdentityResult> {
   const path = resolve(expandHome(pathLike));
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new UsepodError(
-        'USEPOD_IDENTITY_IO',
-        `cannot read identity file ${path}: ${(err as Error).message}`,
-        {
-          user: true,
-          cause: err,
-        },
-      );
-    }
+  const read = await readLocalText(path, MAX_IDENTITY_FILE);
+  if (read.kind === 'refused')
+    throw new UsepodError('USEPOD_IDENTITY_IO', `identity file ${path} ${read.why}`, { user: true });
+  if (read.kind === 'missing') {
     const identity = generateIdentity(path);
     try {
       await identity.save();
@@ -219,7 +212,7 @@ export async function loadOrCreateIdentity(pathLike: string): Promise<LoadIdenti
     }
     return { identity, created: true };
   }
-  const identity = new FileIdentity(path, parseIdentity(text, path));
+  const identity = new FileIdentity(path, parseIdentity(read.text, path));
   const mode = (await stat(path)).mode & 0o777;
   const result: LoadIdentityResult = { identity, created: false };
   if (mode & 0o077) {
@@ -231,18 +224,13 @@ export async function loadOrCreateIdentity(pathLike: string): Promise<LoadIdenti
 /** Reads an existing identity file without creating one. */
 export async function readIdentity(pathLike: string): Promise<PersistedIdentity> {
   const path = resolve(expandHome(pathLike));
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+  const read = await readLocalText(path, MAX_IDENTITY_FILE);
+  if (read.kind !== 'text') {
     const why =
-      code === 'ENOENT'
-        ? 'does not exist (it is created by `usepod-agent run` or `setup`)'
-        : (err as Error).message;
-    throw new UsepodError('USEPOD_IDENTITY_IO', `identity file ${path} ${why}`, { user: true, cause: err });
+      read.kind === 'missing' ? 'does not exist (it is created by `usepod-agent run` or `setup`)' : read.why;
+    throw new UsepodError('USEPOD_IDENTITY_IO', `identity file ${path} ${why}`, { user: true });
   }
-  return new FileIdentity(path, parseIdentity(text, path));
+  return new FileIdentity(path, parseIdentity(read.text, path));
 }
 
 /** A fresh identity, not yet written. */

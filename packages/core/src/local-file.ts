@@ -1,0 +1,46 @@
+import { constants } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+
+const NONBLOCK = constants.O_NONBLOCK ?? 0;
+
+/** What reading a small local file gave: its text, nothing there, or why it was not read. */
+export type LocalText =
+  | { kind: 'text'; text: string }
+  | { kind: 'missing' }
+  /** There, but not read: `why` is a clause for a one-line message ("is not a regular file (a FIFO)"). */
+  | { kind: 'refused'; why: string; code?: string | undefined };
+
+/**
+ * Reads a small file that should be a regular one (a config, an identity) as untrusted: opened without
+ * blocking and checked on the open file, so a FIFO in its place is never waited on (it froze the start
+ * for good) and a device or a huge file is never read whole (/dev/zero grew a string to V8's limit).
+ */
+export async function readLocalText(path: string, max: number): Promise<LocalText> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, constants.O_RDONLY | NONBLOCK);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') return { kind: 'missing' };
+    return { kind: 'refused', why: `cannot be opened (${e.code ?? e.message})`, code: e.code };
+  }
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) return { kind: 'refused', why: 'is a folder, not a file' };
+    if (!st.isFile()) return { kind: 'refused', why: 'is not a regular file (a device, FIFO or socket)' };
+    if (st.size > max) {
+      const size = st.size >= 1048576 ? `${(st.size / 1048576).toFixed(1)} MB` : `${st.size} bytes`;
+      return { kind: 'refused', why: `is ${size}, more than such a file ever holds (${max} bytes)` };
+    }
+    // The size checked may grow before the read (a file still being written): read no more than max.
+    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead > max) return { kind: 'refused', why: `grew past ${max} bytes while it was read` };
+    return { kind: 'text', text: buf.subarray(0, bytesRead).toString('utf8') };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
+  } finally {
+    await fh.close();
+  }
+}
