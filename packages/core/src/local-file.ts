@@ -2,6 +2,14 @@ import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 
 const NONBLOCK = constants.O_NONBLOCK ?? 0;
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+
+export interface LocalTextOptions {
+  /** Refuse a symbolic link in its place (a file of the agent's own that another user could swap). */
+  noLink?: boolean;
+  /** Refuse a file that belongs to another user than this process's (Unix). */
+  ownUser?: boolean;
+}
 
 /** What reading a small local file gave: its text, nothing there, or why it was not read. */
 export type LocalText =
@@ -15,19 +23,23 @@ export type LocalText =
  * blocking and checked on the open file, so a FIFO in its place is never waited on (it froze the start
  * for good) and a device or a huge file is never read whole (/dev/zero grew a string to V8's limit).
  */
-export async function readLocalText(path: string, max: number): Promise<LocalText> {
+export async function readLocalText(path: string, max: number, o: LocalTextOptions = {}): Promise<LocalText> {
   let fh: FileHandle;
   try {
-    fh = await open(path, constants.O_RDONLY | NONBLOCK);
+    fh = await open(path, constants.O_RDONLY | NONBLOCK | (o.noLink ? NOFOLLOW : 0));
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') return { kind: 'missing' };
+    if (e.code === 'ELOOP' && o.noLink) return { kind: 'refused', why: 'is a symbolic link', code: e.code };
     return { kind: 'refused', why: `cannot be opened (${e.code ?? e.message})`, code: e.code };
   }
   try {
     const st = await fh.stat();
     if (st.isDirectory()) return { kind: 'refused', why: 'is a folder, not a file' };
     if (!st.isFile()) return { kind: 'refused', why: 'is not a regular file (a device, FIFO or socket)' };
+    const uid = process.getuid?.();
+    if (o.ownUser && uid !== undefined && st.uid !== uid)
+      return { kind: 'refused', why: `belongs to user ${st.uid}, not to this one (${uid})` };
     if (st.size > max) {
       const size = st.size >= 1048576 ? `${(st.size / 1048576).toFixed(1)} MB` : `${st.size} bytes`;
       return { kind: 'refused', why: `is ${size}, more than such a file ever holds (${max} bytes)` };
