@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { homeEnv, runAgent, type Scratch, scratch } from './cli.js';
+import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
 
 /**
  * Files on disk are untrusted (issue 28's rule): a FIFO, a device or a folder planted where the agent or
@@ -33,4 +34,38 @@ describe('USEPOD_AGENT_LOG_FILE', () => {
     });
     expect(agent.stderr()).toMatch(/\(log file .*agent\.log not written: ENXIO/);
   }, 30_000);
+});
+
+describe('[ledger] path', () => {
+  it('a FIFO or a folder there is one line from earnings and doctor, never waited on', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-files-'));
+    try {
+      const ledger = join(dir, 'ledger.db');
+      const cfg = join(dir, 'agent.toml');
+      await writeFile(
+        cfg,
+        `[identity]\nkey_path = "${join(dir, 'identity.key')}"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:9"\n[ledger]\npath = "${ledger}"\n`,
+      );
+      const env = homeEnv(dir);
+      // SQLite opens a ledger it only reads O_RDONLY: on a FIFO nobody writes, that waited for good.
+      expect(spawnSync('mkfifo', [ledger]).status).toBe(0);
+      for (const [make, what] of [
+        [async () => {}, 'not a regular file \\(a FIFO, a device or a socket\\)'],
+        [() => rm(ledger).then(() => mkdir(ledger)), 'a folder'],
+      ] as const) {
+        await make();
+        const line = new RegExp(`the ledger .*ledger\\.db is ${what}; point \\[ledger\\] path at a file`);
+        const earnings = await cli(['earnings', '--config', cfg], { env, cwd: dir });
+        expect(earnings.code, earnings.stderr).toBe(2);
+        const first = earnings.stderr.trim().split('\n')[0]!;
+        expect(first).toMatch(line);
+        expect(first).toMatch(/\(USEPOD_LEDGER\)$/);
+        expect(earnings.stderr).not.toMatch(/\n\s+at /);
+        const doctor = await cli(['doctor', '--config', cfg], { env, cwd: dir });
+        expect(doctor.stdout).toMatch(new RegExp(`WARN +ledger +${line.source}`));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 40_000);
 });
