@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -68,4 +68,28 @@ describe('[ledger] path', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 40_000);
+});
+
+describe('a plugin package in node_modules', () => {
+  it('whose package.json is a FIFO or /dev/zero is no plugin: validate and the plugin list are not held', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-files-'));
+    try {
+      const cfg = join(dir, 'agent.toml');
+      await writeFile(cfg, '[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:9"\n');
+      // The current folder's node_modules is searched (its own user's, not writable by others).
+      const fifo = join(dir, 'node_modules', 'usepod-agent-plugin-fifo');
+      const zero = join(dir, 'node_modules', '@x', 'usepod-agent-plugin-zero');
+      await mkdir(fifo, { recursive: true });
+      await mkdir(zero, { recursive: true });
+      // Nobody writes into it: the loader's read waited for good, before any output.
+      expect(spawnSync('mkfifo', [join(fifo, 'package.json')]).status).toBe(0);
+      await symlink('/dev/zero', join(zero, 'package.json'));
+      const out = await cli(['validate', '--config', cfg], { env: homeEnv(dir), cwd: dir });
+      expect(out.code, out.stderr).toBe(0);
+      expect(out.stdout).toMatch(/plugins +@usepod-agent\/plugin-vllm/);
+      expect(out.stdout).not.toMatch(/plugin-(fifo|zero)/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
