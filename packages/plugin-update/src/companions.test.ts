@@ -1,7 +1,9 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   COMPANIONS_FILE,
@@ -14,6 +16,9 @@ import {
 } from './companions.js';
 import { decide } from './decide.js';
 import { installVersion } from './npm.js';
+
+/** The built package, as the CLI loads it. */
+const DIST = fileURLToPath(new URL('../dist/companions.js', import.meta.url));
 
 const release = (version: string, core: string, extra: Record<string, unknown> = {}) => ({
   name: 'usepod-agent-plugin-x',
@@ -243,6 +248,40 @@ describe('the version folder', () => {
     await writeFile(join(work, 'versions', '0.5.0', COMPANIONS_FILE), '{"../../x": "1.0.0"}');
     expect(companionsBeside(cli).size).toBe(0);
   });
+
+  it('companionsBeside: a FIFO or /dev/zero in place of its files gives none, never waited on or read whole', async () => {
+    const v = join(work, 'versions', '0.6.0');
+    const nm = join(v, 'node_modules');
+    await mkdir(join(nm, 'usepod-agent'), { recursive: true });
+    await mkdir(join(nm, 'usepod-agent-plugin-x'), { recursive: true });
+    // A read waiting on the FIFO would hold this very thread: asked in a process of its own, with a bound.
+    const ask = () =>
+      spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const { companionsBeside } = await import(${JSON.stringify(DIST)}); console.log(companionsBeside(${JSON.stringify(join(nm, 'usepod-agent'))}).size);`,
+        ],
+        { timeout: 10_000, killSignal: 'SIGKILL', encoding: 'utf8' },
+      );
+    execFileSync('mkfifo', [join(v, COMPANIONS_FILE)]);
+    let out = ask();
+    expect(out.signal, out.stderr).toBeNull();
+    expect(out.stdout.trim()).toBe('0');
+    // The list is fine, the package.json it points at is not.
+    await rm(join(v, COMPANIONS_FILE));
+    await writeFile(join(v, COMPANIONS_FILE), JSON.stringify({ 'usepod-agent-plugin-x': '1.0.0' }));
+    execFileSync('mkfifo', [join(nm, 'usepod-agent-plugin-x', 'package.json')]);
+    out = ask();
+    expect(out.signal, out.stderr).toBeNull();
+    expect(out.stdout.trim()).toBe('0');
+    await rm(join(nm, 'usepod-agent-plugin-x', 'package.json'));
+    await symlink('/dev/zero', join(nm, 'usepod-agent-plugin-x', 'package.json'));
+    out = ask();
+    expect(out.signal, out.stderr).toBeNull();
+    expect(out.stdout.trim()).toBe('0');
+  }, 40_000);
 
   it('installVersion refuses a plugin release that is not a name and a version before npm sees it', async () => {
     for (const c of [

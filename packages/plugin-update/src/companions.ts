@@ -1,6 +1,5 @@
-import { readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { readBoundedText } from '@usepod-agent/core';
+import { readBoundedText, readLocalTextSync } from '@usepod-agent/core';
 import gt from 'semver/functions/gt.js';
 import prerelease from 'semver/functions/prerelease.js';
 import satisfies from 'semver/functions/satisfies.js';
@@ -162,15 +161,20 @@ export function companionsBeside(cliRoot: string): Map<string, { version: string
   const nodeModules = dirname(cliRoot);
   if (basename(nodeModules) !== 'node_modules') return found;
   const file = join(dirname(nodeModules), COMPANIONS_FILE);
+  // Every CLI command reads these, synchronously: a FIFO among them (its size 0 passed the old check)
+  // froze each command for good, so each is read as untrusted (regular, bounded, opened without blocking).
+  const list = readLocalTextSync(file, 64 * 1024);
+  if (list.kind !== 'text') return found;
   try {
-    if (statSync(file).size > 64 * 1024) return found;
-    const listed = companionsFile.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+    const listed = companionsFile.safeParse(JSON.parse(list.text));
     if (!listed.success) return found;
     for (const [name, version] of Object.entries(listed.data).slice(0, 200)) {
       const root = join(nodeModules, ...name.split('/'));
+      const pkg = readLocalTextSync(join(root, 'package.json'), 1024 * 1024);
+      if (pkg.kind !== 'text') continue;
       try {
-        const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version?: unknown };
-        if (pkg.version === version) found.set(name, { version, root });
+        if ((JSON.parse(pkg.text) as { version?: unknown }).version === version)
+          found.set(name, { version, root });
       } catch {}
     }
   } catch {}

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { killGroup } from '@usepod-agent/core';
+import { killGroup, readLocalText } from '@usepod-agent/core';
 import { z } from 'zod';
 import { COMPANIONS_FILE, type Companion, PACKAGE_NAME } from './companions.js';
 import { npmInvocation } from './npm-command.js';
@@ -190,9 +190,8 @@ export async function installVersion(
       : undefined;
   if (
     existsSync(entryOf(target)) &&
-    (await readFile(join(target, COMPANIONS_FILE), 'utf8').then(
-      (t) => t.trim(),
-      () => undefined,
+    (await readLocalText(join(target, COMPANIONS_FILE), 64 * 1024).then((r) =>
+      r.kind === 'text' ? r.text.trim() : undefined,
     )) === listed
   )
     return target;

@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { readLocalText } from '@usepod-agent/core';
 import satisfies from 'semver/functions/satisfies.js';
 import validRange from 'semver/ranges/valid.js';
 import { isVersion } from './state.js';
@@ -21,11 +21,15 @@ export interface OperatorPlugin {
   linked?: boolean;
 }
 
+/**
+ * A package.json, read as untrusted (a linked plugin is any folder of the operator's): a FIFO there was
+ * waited on for good, holding the update check, and /dev/zero was read whole before its size was checked.
+ */
 async function json(path: string): Promise<Record<string, unknown> | undefined> {
+  const read = await readLocalText(path, 1024 * 1024);
+  if (read.kind !== 'text') return undefined;
   try {
-    const text = await readFile(path, 'utf8');
-    if (text.length > 1024 * 1024) return undefined;
-    const v = JSON.parse(text) as unknown;
+    const v = JSON.parse(read.text) as unknown;
     return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
   } catch {
     return undefined;

@@ -136,4 +136,29 @@ describe('the operator’s plugins', () => {
     ]);
     expect(await operatorPlugins(join(dir, 'none'))).toEqual([]);
   });
+
+  it('operatorPlugins: a linked plugin whose package.json is a FIFO or /dev/zero says no range, never waited on', async () => {
+    const fifo = join(dir, 'fifo-plugin');
+    const zero = join(dir, 'zero-plugin');
+    await mkdir(fifo);
+    await mkdir(zero);
+    // Nobody writes into it: the update check waited on it for good.
+    execFileSync('mkfifo', [join(fifo, 'package.json')]);
+    await symlink('/dev/zero', join(zero, 'package.json'));
+    await writeFile(
+      join(dir, 'package.json'),
+      JSON.stringify({
+        oclif: {
+          plugins: [
+            { type: 'link', name: 'usepod-agent-plugin-f', root: fifo },
+            { type: 'link', name: 'usepod-agent-plugin-z', root: zero },
+          ],
+        },
+      }),
+    );
+    expect(await operatorPlugins(dir)).toEqual([
+      { name: 'usepod-agent-plugin-f', range: undefined, version: undefined, linked: true },
+      { name: 'usepod-agent-plugin-z', range: undefined, version: undefined, linked: true },
+    ]);
+  });
 });
