@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -66,6 +67,19 @@ describe('usepod-agent update', () => {
       kept: ['0.4.0', '0.3.9'],
       bad: [{ version: '0.4.2' }],
     });
+  });
+
+  it('--rollback replaces a FIFO planted at switch.json, never waiting on it', async () => {
+    await mkdir(join(dir, 'versions', '0.4.0'), { recursive: true });
+    await mkdir(join(dir, 'versions', '0.3.9'), { recursive: true });
+    await symlink(join('versions', '0.4.0'), join(dir, 'current'));
+    await symlink(join('versions', '0.3.9'), join(dir, 'previous'));
+    // No launcher reads it: a write into it waited for good.
+    expect(spawnSync('mkfifo', [join(dir, 'switch.json')]).status).toBe(0);
+    const r = await cli(['update', '--rollback', '--config', cfg], { env, cwd: home });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await lstat(join(dir, 'switch.json'))).isFile()).toBe(true);
+    expect(JSON.parse(await readFile(join(dir, 'switch.json'), 'utf8'))).toMatchObject({ version: '0.3.9' });
   });
 
   it('a garbled state folder reads as empty, never as a crash', async () => {

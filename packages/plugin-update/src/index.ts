@@ -26,7 +26,7 @@ export { CLI_PACKAGE, installVersion, viewRelease } from './npm.js';
 export { operatorPlugins, stranded } from './ranges.js';
 export { LAUNCHER_SOURCE, launcherIn, pointLink, setup } from './setup.js';
 export { eligibleAt, spreadDelay } from './spread.js';
-export { files, readLauncher, readUpdateState, updateDir } from './state.js';
+export { files, readLauncher, readUpdateState, updateDir, writeAtomic } from './state.js';
 export { inContainer, readView, Updater, type UpdateView } from './updater.js';
 
 /** `update --now` reaches the running agent through plugin-control's socket, then the plugins' stream. */

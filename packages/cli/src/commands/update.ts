@@ -1,4 +1,3 @@
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as Flags from '@oclif/core/flags';
 import { errorMessage, silentLogger } from '@usepod-agent/core';
@@ -15,6 +14,7 @@ import {
   updateDir,
   updateSection,
   viewRelease,
+  writeAtomic,
 } from '@usepod-agent/plugin-update';
 import { BaseCommand, EXIT, failUsage, jsonFlag } from '../base.js';
 import { localTime } from '../when.js';
@@ -79,11 +79,8 @@ export default class Update extends BaseCommand {
       const v = await readView(dir, cfg, running);
       if (!v.previous) failUsage(this, `no previous version is kept in ${dir}`, 'nothing to roll back to');
       // Kept for the next start whatever the running agent says: the launcher takes it when the agent exits.
-      await writeFile(
-        files(dir).switch,
-        `${JSON.stringify({ version: v.previous, healthTimeoutMs: cfg.health_timeout })}\n`,
-        { mode: 0o600 },
-      );
+      // Renamed over the old (as the agent writes it): a FIFO planted there was waited on for good.
+      await writeAtomic(files(dir).switch, { version: v.previous, healthTimeoutMs: cfg.health_timeout });
       const asked = await askRunning(expandHome(config.identity.key_path), v.previous);
       if ('drainS' in asked)
         this.out(
