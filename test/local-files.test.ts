@@ -93,3 +93,26 @@ describe('a plugin package in node_modules', () => {
     }
   }, 30_000);
 });
+
+describe('plugins install', () => {
+  it("a FIFO at the plugin root's .npmrc is named in one line before npm runs, never waited on", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-files-'));
+    try {
+      const root = join(dir, 'data', 'usepod-agent');
+      await mkdir(root, { recursive: true });
+      // Nobody writes into it: the read of the npm settings waited for good (and npm's after it).
+      expect(spawnSync('mkfifo', [join(root, '.npmrc')]).status).toBe(0);
+      const out = await cli(['plugins', 'install', 'usepod-agent-plugin-none'], {
+        env: homeEnv(dir),
+        cwd: dir,
+      });
+      expect(out.code, out.stderr).toBe(2);
+      expect(out.stderr.trim().split('\n')[0]).toMatch(
+        /^usepod-agent: .*usepod-agent\/\.npmrc is not a regular file \(a device, FIFO or socket\): npm reads its settings there \(USEPOD_USAGE\)$/,
+      );
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});

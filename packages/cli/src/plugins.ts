@@ -1,10 +1,16 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import { type AgentPlugin, errorMessage, isUsepodError } from '@usepod-agent/core';
+import {
+  type AgentPlugin,
+  errorMessage,
+  isUsepodError,
+  readLocalText,
+} from '@usepod-agent/core';
 import { checkPlugin } from '@usepod-agent/core/backend';
+import { writeFileAtomic } from '@usepod-agent/core/cli';
 import { companionsBeside } from '@usepod-agent/plugin-update';
 import { shareCore } from './shared-core.js';
 
@@ -82,11 +88,17 @@ export async function agentPlugins(config: Config): Promise<AgentPlugin[]> {
  * there, a second copy (19 MB) the agent never runs (shared-core.ts resolves it to the agent's own).
  * `legacy-peer-deps` in that folder's .npmrc leaves peers to the host, as peers are meant to be.
  */
-export async function leavePeersToTheAgent(dataDir: string): Promise<void> {
+export async function leavePeersToTheAgent(dataDir: string): Promise<string | undefined> {
   const file = join(dataDir, '.npmrc');
-  const current = await readFile(file, 'utf8').catch(() => '');
-  if (/^\s*legacy-peer-deps\s*=\s*true\s*$/m.test(current)) return;
+  // Read (and written) only as a small regular file: a FIFO there was waited on for good, by this read
+  // and by npm after it. It is the plugin root's own, so one that is not a file is named (the line
+  // returned), never replaced.
+  const read = await readLocalText(file, 64 * 1024);
+  if (read.kind === 'refused') return `${file} ${read.why}: npm reads its settings there`;
+  const current = read.kind === 'text' ? read.text : '';
+  if (/^\s*legacy-peer-deps\s*=\s*true\s*$/m.test(current)) return undefined;
   await mkdir(dataDir, { recursive: true });
   const sep = current === '' || current.endsWith('\n') ? '' : '\n';
-  await writeFile(file, `${current}${sep}legacy-peer-deps=true\n`);
+  await writeFileAtomic(file, `${current}${sep}legacy-peer-deps=true\n`, 0o644);
+  return undefined;
 }

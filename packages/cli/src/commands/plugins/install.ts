@@ -29,7 +29,8 @@ export default class PluginsInstall extends Base {
       this.argv[i] = pathToFileURL(path).href;
     }
     const before = new Set(this.config.plugins.keys());
-    await leavePeersToTheAgent(this.config.dataDir);
+    const npmrc = await leavePeersToTheAgent(this.config.dataDir);
+    if (npmrc) failUsage(this, npmrc, 'remove it, then install again');
     try {
       await super.run();
     } catch (err) {
