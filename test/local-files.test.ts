@@ -2,8 +2,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Ledger } from '@usepod-agent/plugin-ledger';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
+import { cli, homeEnv, runAgent, type Scratch, saidBy, scratch } from './cli.js';
 
 /**
  * Files on disk are untrusted (issue 28's rule): a FIFO, a device or a folder planted where the agent or
@@ -68,6 +69,32 @@ describe('[ledger] path', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 40_000);
+
+  it('a FIFO at its -journal or -shm is named in one line by earnings; run serves on, saying so', async () => {
+    s = await scratch('usepod-files-');
+    const ledger = join(s.dir, 'ledger.db');
+    const cfg = join(s.dir, 'agent.toml');
+    await writeFile(cfg, config(s, `[ledger]\npath = "${ledger}"\n`));
+    const env = homeEnv(s.dir);
+    // A ledger as the agent leaves it; the FIFO beside it is what SQLite opens next.
+    Ledger.open(ledger).close();
+    const line = (side: string) =>
+      new RegExp(
+        `the ledger's .*ledger\\.db-${side} is not a regular file \\(a FIFO, a device or a socket\\); remove it \\(SQLite makes it again\\)`,
+      );
+    for (const side of ['journal', 'shm']) {
+      await rm(`${ledger}-journal`, { force: true });
+      expect(spawnSync('mkfifo', [`${ledger}-${side}`]).status).toBe(0);
+      const earnings = await cli(['earnings', '--config', cfg], { env, cwd: s.dir });
+      expect(earnings.code, earnings.stderr).toBe(2);
+      expect(earnings.stderr.trim().split('\n')[0]).toMatch(line(side));
+    }
+    // A FIFO at -journal held run for good, before its first log line (the -shm one only said "disk I/O error").
+    await rm(`${ledger}-shm`);
+    expect(spawnSync('mkfifo', [`${ledger}-journal`]).status).toBe(0);
+    const agent = await runAgent(cfg, { env, cwd: s.dir, coordinator: s.coordinator, children: s.children });
+    await saidBy(() => agent.child, agent.stderr, 15_000)(line('journal'));
+  }, 60_000);
 });
 
 describe('a plugin package in node_modules', () => {

@@ -309,7 +309,7 @@ export class Ledger {
         mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
         createPrivate(path);
       }
-      refuseNonFile(path);
+      refuseNonFiles(path);
       db = new Database(path, { readonly, fileMustExist: readonly, timeout: opts.busyMs ?? 5000 });
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > LEDGER_SCHEMA_VERSION) {
@@ -679,27 +679,33 @@ function testRow(r: SelfTestResult) {
 }
 
 /**
- * SQLite opens the ledger by path, for reading only when readonly: a FIFO there held `earnings` and
- * `doctor` in open() for good, and in the agent's worker a FIFO or a device gave only "disk I/O error".
- * Checked first, opened without blocking; a file not there is left to SQLite (it makes one, or says
- * why it cannot). (A FIFO at its `-wal` fails SQLite's own I/O and is replaced: no check needed.)
+ * SQLite opens the ledger, its `-journal` and its `-shm` by path, the first two for reading only when
+ * readonly: a FIFO at the ledger or its `-journal` held earnings, doctor and run in open() for good; a
+ * FIFO or a device at the ledger or its `-shm` gave only "disk I/O error", for good. Each is checked
+ * first, opened without blocking; a file not there is left to SQLite (it makes one, or says why it
+ * cannot). (A FIFO at `-wal` fails SQLite's own I/O and is replaced: it heals without a check.)
  */
-function refuseNonFile(path: string): void {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-  } catch {
-    return;
+function refuseNonFiles(path: string): void {
+  for (const file of [path, `${path}-journal`, `${path}-shm`]) {
+    let fd: number;
+    try {
+      fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    } catch {
+      continue;
+    }
+    let what: string | undefined;
+    try {
+      const st = fstatSync(fd);
+      if (st.isDirectory()) what = 'a folder';
+      else if (!st.isFile()) what = 'not a regular file (a FIFO, a device or a socket)';
+    } finally {
+      closeSync(fd);
+    }
+    if (what === undefined) continue;
+    if (file === path)
+      throw new LedgerOpenError(`the ledger ${path} is ${what}; point [ledger] path at a file`);
+    throw new LedgerOpenError(`the ledger's ${file} is ${what}; remove it (SQLite makes it again)`);
   }
-  let what: string | undefined;
-  try {
-    const st = fstatSync(fd);
-    if (st.isDirectory()) what = 'a folder';
-    else if (!st.isFile()) what = 'not a regular file (a FIFO, a device or a socket)';
-  } finally {
-    closeSync(fd);
-  }
-  if (what) throw new LedgerOpenError(`the ledger ${path} is ${what}; point [ledger] path at a file`);
 }
 
 /** Models kept as their own label when counters resume; the rest are `other` (metric cardinality). */
