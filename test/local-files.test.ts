@@ -143,3 +143,48 @@ describe('plugins install', () => {
     }
   }, 30_000);
 });
+
+describe('the files oclif reads at every start', () => {
+  it("a FIFO at theme.json, the plugin root's package.json or a linked plugin's is one line, not a frozen CLI", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-files-'));
+    try {
+      const env = homeEnv(dir);
+      const theme = join(dir, 'xdg', 'usepod-agent', 'theme.json');
+      const root = join(dir, 'data', 'usepod-agent', 'package.json');
+      const linked = join(dir, 'linked');
+      await mkdir(join(dir, 'xdg', 'usepod-agent'), { recursive: true });
+      await mkdir(join(dir, 'data', 'usepod-agent'), { recursive: true });
+      await mkdir(linked);
+      const cases: [string, () => Promise<void>][] = [
+        [theme, async () => {}],
+        [root, () => rm(theme)],
+        [
+          join(linked, 'package.json'),
+          async () => {
+            await rm(root);
+            await writeFile(
+              root,
+              JSON.stringify({
+                oclif: { plugins: [{ type: 'link', name: 'usepod-agent-plugin-l', root: linked }] },
+              }),
+            );
+          },
+        ],
+      ];
+      for (const [fifo, before] of cases) {
+        await before();
+        // Nobody writes into it: oclif's read waited for good, before any command (even version) ran.
+        expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+        const out = await cli(['version'], { env, cwd: dir });
+        expect(out.code, out.stderr).toBe(2);
+        expect(out.stderr.trim().split('\n')[0]).toBe(
+          `usepod-agent: ${fifo} is not a regular file (a device, FIFO or socket): the CLI reads it at every start (USEPOD_CONFIG_UNREADABLE)`,
+        );
+      }
+      await rm(join(linked, 'package.json'));
+      expect((await cli(['version'], { env, cwd: dir })).code).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 40_000);
+});

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { execute } from '@oclif/core/execute';
 import { settings } from '@oclif/core/settings';
 import { normalizeArgv } from '../dist/argv.js';
+import { unreadableOclifFile } from '../dist/oclif-files.js';
 
 // Always the compiled commands: with NODE_ENV=development or test (common on a developer's machine) oclif
 // would otherwise look for TypeScript sources next to them and fail on the shipped src/*.ts.
@@ -28,6 +29,16 @@ if (built !== undefined && built > (mtime('../oclif.manifest.json') ?? 0)) {
   const made = spawnSync(process.execPath, [script], { stdio: 'ignore' });
   // Without a manifest oclif finds the commands itself, and reports a broken one as it would have.
   if (made.status !== 0) rmSync(new URL('../oclif.manifest.json', import.meta.url), { force: true });
+}
+
+// oclif reads its theme and its plugin root's package.json files at every start with a blocking read: one
+// that is a FIFO froze every command for good. Named in one line instead, before oclif starts.
+const unreadable = unreadableOclifFile();
+if (unreadable) {
+  process.stderr.write(
+    `usepod-agent: ${unreadable} (USEPOD_CONFIG_UNREADABLE)\n  hint: remove it, or make it a regular file\n`,
+  );
+  process.exit(2);
 }
 
 // 0.3.x command lines: no command runs the agent; global flags may come before the command (argv.ts).
