@@ -41,14 +41,21 @@ export async function readLocalText(path: string, max: number, o: LocalTextOptio
     if (o.ownUser && uid !== undefined && st.uid !== uid)
       return { kind: 'refused', why: `belongs to user ${st.uid}, not to this one (${uid})` };
     if (st.size > max) {
-      const size = st.size >= 1048576 ? `${(st.size / 1048576).toFixed(1)} MB` : `${st.size} bytes`;
-      return { kind: 'refused', why: `is ${size}, more than such a file ever holds (${max} bytes)` };
+      const shown = st.size >= 1048576 ? `${(st.size / 1048576).toFixed(1)} MB` : `${st.size} bytes`;
+      return { kind: 'refused', why: `is ${shown}, more than such a file ever holds (${max} bytes)` };
     }
-    // The size checked may grow before the read (a file still being written): read no more than max.
-    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > max) return { kind: 'refused', why: `grew past ${max} bytes while it was read` };
-    return { kind: 'text', text: buf.subarray(0, bytesRead).toString('utf8') };
+    // In as many reads as the file system needs (one may return less than asked), and one byte more
+    // than its size: a file that grew since (still being written) is not taken half-read.
+    const size = st.size;
+    const buf = Buffer.alloc(size + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got > size) return { kind: 'refused', why: 'grew while it was read' };
+    return { kind: 'text', text: buf.subarray(0, got).toString('utf8') };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
