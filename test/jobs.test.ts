@@ -393,7 +393,9 @@ describe('the job abort handed to a plugin', () => {
       expect(seen.req?.abort?.aborted).toBe(false);
       session.cancel(job.jobId);
       await t.agent.waitFor('online');
-      for (let i = 0; i < 100 && seen.order.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      // Until both were seen (the cancel crosses the WebSocket first), with a deadline, not 100 polls.
+      for (const end = Date.now() + 10_000; seen.order.length < 2 && Date.now() < end; )
+        await new Promise((r) => setTimeout(r, 5));
       expect(seen.order).toEqual(['signal', 'emitter']);
       expect(seen.req?.abort?.aborted).toBe(true);
     } finally {

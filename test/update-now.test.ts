@@ -169,9 +169,12 @@ describe('update --now under the launcher', () => {
     expect((await job.done(30_000)).type).toBe('job_done');
     expect(job.body().equals(Buffer.concat(stream.record.sent))).toBe(true);
 
-    // The agent exits by itself; the launcher switches and the new version proves itself healthy.
+    // The agent exits by itself; the launcher switches and the new version proves itself healthy. The
+    // new session is listened for before the line is: the new agent may authenticate before it is read.
+    const nextSession = s.coordinator.nextAuthenticated(60_000);
+    nextSession.catch(() => {}); // awaited below; not an unhandled rejection if `said` fails first
     await said('switched to 0.4.1 (from 0.4.0)', from);
-    const next = await s.coordinator.nextAuthenticated(60_000);
+    const next = await nextSession;
     expect(next.providerId).toBe(first.providerId);
     await said('0.4.1 is healthy: kept', from);
     expect(await readlink(join(updateDir(), 'current'))).toBe(join('versions', '0.4.1'));
@@ -186,8 +189,10 @@ describe('update --now under the launcher', () => {
     expect(rb.stdout).toMatch(
       /^The running agent drains \(jobs in flight finish within 120 s\) and exits; the launcher goes back to 0\.4\.0\.$/m,
     );
+    const againSession = s.coordinator.nextAuthenticated(60_000);
+    againSession.catch(() => {}); // awaited below; not an unhandled rejection if `said` fails first
     await said('switched to 0.4.0 (from 0.4.1)', back);
-    const again = await s.coordinator.nextAuthenticated(60_000);
+    const again = await againSession;
     expect(again.providerId).toBe(first.providerId);
     await said('0.4.0 is healthy: kept', back);
     expect(await readlink(join(updateDir(), 'current'))).toBe(join('versions', '0.4.0'));

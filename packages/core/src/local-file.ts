@@ -38,6 +38,12 @@ function refusal(st: Stats, max: number, o: LocalTextOptions): LocalText | undef
   return undefined;
 }
 
+/** The text read, unless the file held more than its size said when it was opened. */
+function textOf(buf: Buffer, got: number, size: number): LocalText {
+  if (got > size) return { kind: 'refused', why: 'grew while it was read' };
+  return { kind: 'text', text: buf.subarray(0, got).toString('utf8') };
+}
+
 /**
  * Reads a small file that should be a regular one (a config, an identity) as untrusted: opened without
  * blocking and checked on the open file, so a FIFO in its place is never waited on (it froze the start
@@ -54,11 +60,16 @@ export async function readLocalText(path: string, max: number, o: LocalTextOptio
     const st = await fh.stat();
     const refused = refusal(st, max, o);
     if (refused) return refused;
-    // The size checked may grow before the read (a file still being written): read no more than max.
-    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > max) return { kind: 'refused', why: `grew past ${max} bytes while it was read` };
-    return { kind: 'text', text: buf.subarray(0, bytesRead).toString('utf8') };
+    // In as many reads as the file system needs (one may return less than asked), and one byte more
+    // than its size: a file that grew since (still being written) is not taken half-read.
+    const buf = Buffer.alloc(st.size + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return textOf(buf, got, st.size);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
@@ -82,10 +93,14 @@ export function readLocalTextSync(path: string, max: number, o: LocalTextOptions
     const st = fstatSync(fd);
     const refused = refusal(st, max, o);
     if (refused) return refused;
-    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
-    const bytesRead = readSync(fd, buf, 0, buf.length, 0);
-    if (bytesRead > max) return { kind: 'refused', why: `grew past ${max} bytes while it was read` };
-    return { kind: 'text', text: buf.subarray(0, bytesRead).toString('utf8') };
+    const buf = Buffer.alloc(st.size + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const bytesRead = readSync(fd, buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return textOf(buf, got, st.size);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };

@@ -462,8 +462,9 @@ describe('hostile files: pause.json and the socket path', () => {
     expect(await control(first.keyPath, { cmd: 'pause', reason: 'first agent only' })).toMatchObject({
       ok: true,
     });
-    await vi.waitFor(async () =>
-      expect(await readFile(first.pauseJson, 'utf8')).toContain('first agent only'),
+    await vi.waitFor(
+      async () => expect(await readFile(first.pauseJson, 'utf8')).toContain('first agent only'),
+      { timeout: 10_000 },
     );
     const second = await running({ keyPath: join(first.keyPath, '..', 'second.key') });
     expect(warnings(second.t, 'another agent serves the control socket').join()).toMatch(/folder of its own/);

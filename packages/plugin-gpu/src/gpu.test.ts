@@ -121,7 +121,7 @@ async function start(
     } as ConfigInput,
     plugins: [
       vllm,
-      opts.instance ?? gpuPlugin({ path: tools, toolTimeoutMs: 400, ...opts.plugin }),
+      opts.instance ?? gpuPlugin({ path: tools, ...opts.plugin }),
       ...(opts.control ? [controlPlugin] : []),
       ...(opts.llamacpp ? [llamacpp] : []),
     ],
@@ -139,6 +139,9 @@ async function start(
 }
 
 const models = (f: Record<string, unknown>) => f.models as unknown[];
+
+/** vi.waitFor's own deadline is 1 s: a poll that starts a tool can take longer on a loaded 2-core VM. */
+const SOON = { timeout: 10_000 };
 
 /** Whether a process has ended (a zombie whose parent died has: only its entry is left). */
 function gone(pid: number): boolean {
@@ -226,7 +229,7 @@ describe('GPU-aware yielding in-process', () => {
     await a.session.capabilities();
     const failing = await a.log.waitFor((l) => l.includes('GPU state could not be read'));
     expect(failing).toContain("couldn't communicate with the NVIDIA driver");
-    await vi.waitFor(() => expect(a.gpu().failing).toMatch(/NVIDIA driver/));
+    await vi.waitFor(() => expect(a.gpu().failing).toMatch(/NVIDIA driver/), SOON);
     const stepAside = a.session.nextFrame('capabilities');
     await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
     await drop('driver');
@@ -256,13 +259,15 @@ describe('GPU-aware yielding in-process', () => {
 describe('GPU tools are bounded (issue 28)', () => {
   it('kills a nvidia-smi that hangs and ignores SIGTERM, warns, and yields at the next poll', async () => {
     await put('hang', '');
-    const a = await start({ when_other_process: true });
+    // A short deadline here only (elsewhere a fake tool slow to start on a loaded machine would read as a
+    // hung one), and not too short: the fake must reach its `sleep` and write hung.pid before it.
+    const a = await start({ when_other_process: true }, { plugin: { toolTimeoutMs: 2_000 } });
     await a.session.capabilities();
-    const warned = await a.log.waitFor((l) => l.includes('GPU state could not be read'), 5_000);
-    expect(warned).toContain('nvidia-smi did not answer in 0.4 s: killed');
+    const warned = await a.log.waitFor((l) => l.includes('GPU state could not be read'), 10_000);
+    expect(warned).toContain('nvidia-smi did not answer in 2 s: killed');
     // The whole tool was killed, the child holding its pipes included.
     const hung = Number(readFileSync(join(dir, 'hung.pid'), 'utf8'));
-    await vi.waitFor(() => expect(gone(hung)).toBe(true));
+    await vi.waitFor(() => expect(gone(hung)).toBe(true), SOON);
     const stepAside = a.session.nextFrame('capabilities');
     await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
     await drop('hang');
@@ -291,10 +296,10 @@ describe('GPU tools are bounded (issue 28)', () => {
     await put('gpus', `${gpuLine({ free: '[N/A]', util: '[Not Supported]' })}\n`);
     const a = await start({ min_free_vram_mb: 2048, max_other_util_pct: 50 });
     expect(models(await a.session.capabilities())).toHaveLength(1);
-    await vi.waitFor(() => expect(a.gpu().gpus).toMatchObject([{ free_mb: null, util_pct: null }]));
+    await vi.waitFor(() => expect(a.gpu().gpus).toMatchObject([{ free_mb: null, util_pct: null }]), SOON);
     // Several polls later, still serving: nothing was read as 0 MiB free.
     const readAt = a.gpu().read_at;
-    await vi.waitFor(() => expect(a.gpu().read_at).not.toBe(readAt));
+    await vi.waitFor(() => expect(a.gpu().read_at).not.toBe(readAt), SOON);
     expect(a.t.agent.holds()).toEqual([]);
     expect((await a.session.dispatch({ model_id: 'Qwen/Qwen3-14B' }).done()).type).toBe('job_done');
   });
@@ -414,8 +419,8 @@ describe('heat and power guard (issue 31)', () => {
     // Under the limit but not under it less the hysteresis: still held.
     await put('gpus', `${gpuLine({ temp: 77 })}\n`);
     const readAt = a.gpu().read_at;
-    await vi.waitFor(() => expect(a.gpu().read_at).not.toBe(readAt));
-    await vi.waitFor(() => expect(a.gpu().gpus).toMatchObject([{ temp_c: 77 }]));
+    await vi.waitFor(() => expect(a.gpu().read_at).not.toBe(readAt), SOON);
+    await vi.waitFor(() => expect(a.gpu().gpus).toMatchObject([{ temp_c: 77 }]), SOON);
     const back = a.session.nextFrame('capabilities');
     const coolFrom = Date.now();
     await put('gpus', `${gpuLine({ temp: 70 })}\n`);
@@ -477,7 +482,7 @@ describe('heat and power guard (issue 31)', () => {
       // A job on the engine about to be held is in flight when the GPU gets hot: it finishes.
       llama.behave({ kind: 'slow', tokenDelayMs: 150 }, { times: 1 });
       const inFlight = a.session.dispatch({ model_id: LLAMA });
-      await vi.waitFor(() => expect(a.t.agent.jobs()).toHaveLength(1));
+      await vi.waitFor(() => expect(a.t.agent.jobs()).toHaveLength(1), SOON);
       const held = a.session.nextFrame('capabilities');
       await put('gpus', gpus(86));
       expect(models(await held)).toEqual([expect.objectContaining({ model_id: 'Qwen/Qwen3-14B' })]);
@@ -545,8 +550,9 @@ describe('energy (issue 31)', () => {
       extra: { energy: { price_per_kwh: 0.3 }, yield: { poll_s: 0.1 } },
     });
     await a.session.capabilities();
-    await vi.waitFor(async () =>
-      expect(await a.t.agent.metricsText()).toMatch(/energy_joules_total\{kind="idle"\} [1-9]/),
+    await vi.waitFor(
+      async () => expect(await a.t.agent.metricsText()).toMatch(/energy_joules_total\{kind="idle"\} [1-9]/),
+      SOON,
     );
     const measuredFrom = Date.now();
     engine.behave({ kind: 'slow', tokenDelayMs: 60 });

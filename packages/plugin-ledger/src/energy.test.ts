@@ -110,7 +110,8 @@ describe('energy per job in the ledger (issue 31)', () => {
       model_id: MODEL,
       request: { messages: [{ role: 'user', content: 'a' }], max_tokens: 40 },
     });
-    await vi.waitFor(() => expect(jobA.chunks.length).toBeGreaterThan(8));
+    // Nine tokens at 25 ms; vi.waitFor's own 1 s deadline is short for that on a loaded VM.
+    await vi.waitFor(() => expect(jobA.chunks.length).toBeGreaterThan(8), { timeout: 10_000 });
     a.engine.behave({ kind: 'slow', tokenDelayMs: 10 });
     const jobB = a.session.dispatch({
       model_id: MODEL,
@@ -125,7 +126,7 @@ describe('energy per job in the ledger (issue 31)', () => {
       timeout: 5_000,
     });
     await a.power(100);
-    await vi.waitFor(() => expect(a.gpuWatts()).toBe(100));
+    await vi.waitFor(() => expect(a.gpuWatts()).toBe(100), { timeout: 10_000 });
     a.engine.behave({ kind: 'slow', tokenDelayMs: 20 });
     const jobC = a.session.dispatch({
       model_id: MODEL,

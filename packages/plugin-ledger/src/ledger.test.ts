@@ -235,8 +235,9 @@ describe('the ledger plugin', () => {
     expect(warnings[0]).toContain(file);
     expect(warnings[0]).toContain('SQLITE_FULL');
     // Retried with backoff while full, each failure counted; jobs keep being served meanwhile.
-    await vi.waitFor(async () =>
-      expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(1),
+    await vi.waitFor(
+      async () => expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(1),
+      { timeout: 10_000 }, // vi.waitFor's own 1 s is short for retries on a loaded VM
     );
     expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
     // (A record may have fitted in the last page before the file was full.)
@@ -263,8 +264,9 @@ describe('the ledger plugin', () => {
     const warnings = t.lines.filter((l) => l.startsWith('warn') && l.includes('cannot be written'));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toContain(file);
-    await vi.waitFor(async () =>
-      expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(1),
+    await vi.waitFor(
+      async () => expect(await metric(t, 'usepod_agent_ledger_write_failures_total')).toBeGreaterThan(1),
+      { timeout: 10_000 }, // vi.waitFor's own 1 s is short for retries on a loaded VM
     );
     expect(await metric(t, 'usepod_agent_ledger_pending')).toBe(2);
     await rm(join(dir, 'state'));

@@ -27,15 +27,20 @@ describe('the trial’s health report', () => {
       frame: { models: ids.map((model_id) => ({ model_id })) },
     } as AgentEvent);
     // What the launcher reads (launcher.mjs verdict): every advertised model has a passing self-test.
-    await vi.waitFor(async () => {
-      const report = JSON.parse(await readFile(path, 'utf8')) as {
-        advertised: string[];
-        selftests: Record<string, string>;
-      };
-      expect(report.advertised).toEqual(ids);
-      expect(
-        report.advertised.every((m) => Object.hasOwn(report.selftests, m) && report.selftests[m] === 'pass'),
-      ).toBe(true);
-    });
+    await vi.waitFor(
+      async () => {
+        const report = JSON.parse(await readFile(path, 'utf8')) as {
+          advertised: string[];
+          selftests: Record<string, string>;
+        };
+        expect(report.advertised).toEqual(ids);
+        expect(
+          report.advertised.every(
+            (m) => Object.hasOwn(report.selftests, m) && report.selftests[m] === 'pass',
+          ),
+        ).toBe(true);
+      },
+      { timeout: 10_000 },
+    );
   });
 });

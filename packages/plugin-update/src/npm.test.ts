@@ -41,14 +41,29 @@ describe('npmWhy', () => {
 });
 
 /** What a hung native build looks like: npm's child starts one more process, which keeps npm's output
- * open and never ends; then the child hangs too. Returns npm's answer and the state of that process. */
-async function hungScript(o: { timeoutMs: number; signal?: AbortSignal }) {
+ * open and never ends; then the child hangs too. Returns npm's answer and the state of that process.
+ * With `stopWhenRunning`, the agent stops (the signal) once that process runs: the event, not a guess at
+ * how long npm takes to start on a loaded machine. */
+async function hungScript(o: { timeoutMs: number; stopWhenRunning?: boolean }) {
   const dir = mkdtempSync(join(tmpdir(), 'usepod-npm-hang-'));
   try {
     const pidFile = join(dir, 'grandchild.pid');
+    const grandchild = () => (existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : 0);
     const script = `const c = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'inherit' }); require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(c.pid)); setInterval(() => {}, 1000);`;
-    const r = await run(['exec', '--yes', '--', 'node', '-e', script], o);
-    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const stopping = new AbortController();
+    const ran = run(['exec', '--yes', '--', 'node', '-e', script], {
+      timeoutMs: o.timeoutMs,
+      signal: stopping.signal,
+    });
+    if (o.stopWhenRunning) {
+      for (const end = Date.now() + 20_000; grandchild() <= 0 && Date.now() < end; )
+        await new Promise((r) => setTimeout(r, 50));
+      stopping.abort();
+    }
+    const r = await ran;
+    // The script ran and started its child before npm was ended (else there is nothing to judge).
+    const pid = grandchild();
+    expect(pid, `npm ended before its script started its child:\n${r.stderr}`).toBeGreaterThan(0);
     const stat = `/proc/${pid}/stat`;
     const state = existsSync(stat) ? readFileSync(stat, 'utf8').split(') ')[1]?.[0] : undefined;
     return { r, state };
@@ -61,11 +76,13 @@ describe('npm, run by the updater', () => {
   it.skipIf(process.platform === 'win32')(
     'is killed with everything it started at its deadline (a hung install script holding its output open)',
     async () => {
-      const { r, state } = await hungScript({ timeoutMs: 3_000 });
+      // The deadline must fall after npm has started its script (0.4-0.6 s here with four busy loops on
+      // the two cores, longer beside the whole suite): 5 s, not 3 s, and a clear failure if it did not.
+      const { r, state } = await hungScript({ timeoutMs: 5_000 });
       // Gone, or a zombie no one here reaps: not running either way.
       expect(state === undefined || state === 'Z', `the script's process is ${state}`).toBe(true);
       expect(r.code).not.toBe(0);
-      expect(npmWhy(r.stderr)).toMatch(/timed out after 3 s/);
+      expect(npmWhy(r.stderr)).toMatch(/timed out after 5 s/);
     },
     30_000,
   );
@@ -73,9 +90,7 @@ describe('npm, run by the updater', () => {
   it.skipIf(process.platform === 'win32')(
     'is killed with everything it started when the agent stops',
     async () => {
-      const stopping = new AbortController();
-      setTimeout(() => stopping.abort(), 2_000);
-      const { r, state } = await hungScript({ timeoutMs: 60_000, signal: stopping.signal });
+      const { r, state } = await hungScript({ timeoutMs: 60_000, stopWhenRunning: true });
       expect(state === undefined || state === 'Z', `the script's process is ${state}`).toBe(true);
       expect(npmWhy(r.stderr)).toMatch(/the agent is stopping/);
     },
