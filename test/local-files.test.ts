@@ -70,27 +70,34 @@ describe('[ledger] path', () => {
     }
   }, 40_000);
 
-  it('a FIFO at its -journal or -shm is named in one line by earnings; run serves on, saying so', async () => {
+  it('a FIFO, a link or a folder beside it (-journal, -wal, -shm) is named in one line by earnings; run serves on, saying so', async () => {
     s = await scratch('usepod-files-');
     const ledger = join(s.dir, 'ledger.db');
     const cfg = join(s.dir, 'agent.toml');
     await writeFile(cfg, config(s, `[ledger]\npath = "${ledger}"\n`));
     const env = homeEnv(s.dir);
-    // A ledger as the agent leaves it; the FIFO beside it is what SQLite opens next.
+    // A ledger as the agent leaves it; what is planted beside it is what SQLite opens next.
     Ledger.open(ledger).close();
-    const line = (side: string) =>
-      new RegExp(
-        `the ledger's .*ledger\\.db-${side} is not a regular file \\(a FIFO, a device or a socket\\); remove it \\(SQLite makes it again\\)`,
-      );
-    for (const side of ['journal', 'shm']) {
-      await rm(`${ledger}-journal`, { force: true });
-      expect(spawnSync('mkfifo', [`${ledger}-${side}`]).status).toBe(0);
+    const fifo = 'not a regular file \\(a FIFO, a device or a socket\\)';
+    const line = (side: string, what = fifo) =>
+      new RegExp(`the ledger's .*ledger\\.db-${side} is ${what}; remove it \\(SQLite makes it again\\)`);
+    const cases: [string, (file: string) => Promise<unknown>, string][] = [
+      ['journal', async (f) => spawnSync('mkfifo', [f]), fifo],
+      ['shm', async (f) => spawnSync('mkfifo', [f]), fifo],
+      // SQLite opens these never through a link: a link or a folder was "unable to open database file".
+      ['wal', (f) => symlink('/dev/zero', f), 'a symbolic link'],
+      ['wal', (f) => mkdir(f), 'a folder'],
+    ];
+    for (const [side, plant, what] of cases) {
+      for (const other of ['journal', 'wal', 'shm'])
+        await rm(`${ledger}-${other}`, { recursive: true, force: true });
+      await plant(`${ledger}-${side}`);
       const earnings = await cli(['earnings', '--config', cfg], { env, cwd: s.dir });
       expect(earnings.code, earnings.stderr).toBe(2);
-      expect(earnings.stderr.trim().split('\n')[0]).toMatch(line(side));
+      expect(earnings.stderr.trim().split('\n')[0]).toMatch(line(side, what));
     }
-    // A FIFO at -journal held run for good, before its first log line (the -shm one only said "disk I/O error").
-    await rm(`${ledger}-shm`);
+    // A FIFO at -journal held run for good, before its first log line (the others only said "disk I/O error").
+    await rm(`${ledger}-wal`, { recursive: true });
     expect(spawnSync('mkfifo', [`${ledger}-journal`]).status).toBe(0);
     const agent = await runAgent(cfg, { env, cwd: s.dir, coordinator: s.coordinator, children: s.children });
     await saidBy(() => agent.child, agent.stderr, 15_000)(line('journal'));

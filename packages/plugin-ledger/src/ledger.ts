@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, type Stats } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { JobRecord, SeedGroup, SelfTestResult } from '@usepod-agent/core';
@@ -679,33 +679,40 @@ function testRow(r: SelfTestResult) {
 }
 
 /**
- * SQLite opens the ledger, its `-journal` and its `-shm` by path, the first two for reading only when
- * readonly: a FIFO at the ledger or its `-journal` held earnings, doctor and run in open() for good; a
- * FIFO or a device at the ledger or its `-shm` gave only "disk I/O error", for good. Each is checked
- * first, opened without blocking; a file not there is left to SQLite (it makes one, or says why it
- * cannot). (A FIFO at `-wal` fails SQLite's own I/O and is replaced: it heals without a check.)
+ * SQLite opens the ledger by path (following a link: the operator's choice) and its `-journal`, `-wal`
+ * and `-shm` beside it (never through a link), the ledger and its `-journal` for reading only when
+ * readonly: a FIFO at either held earnings, doctor and run in open() for good; a FIFO or device at the
+ * ledger or `-shm`, or a link or folder at any of the three, gave only "disk I/O error" or "unable to
+ * open database file", for good, naming none. The ledger is checked opened without blocking, the
+ * others by lstat (which never blocks); a file not there is left to SQLite (it makes one).
  */
 function refuseNonFiles(path: string): void {
-  for (const file of [path, `${path}-journal`, `${path}-shm`]) {
-    let fd: number;
-    try {
-      fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-    } catch {
-      continue;
-    }
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  } catch {
+    // Not there, or not openable: SQLite makes it, or says why it cannot.
+  }
+  if (fd !== undefined) {
     let what: string | undefined;
     try {
-      const st = fstatSync(fd);
-      if (st.isDirectory()) what = 'a folder';
-      else if (!st.isFile()) what = 'not a regular file (a FIFO, a device or a socket)';
+      what = notAFile(fstatSync(fd));
     } finally {
       closeSync(fd);
     }
-    if (what === undefined) continue;
-    if (file === path)
-      throw new LedgerOpenError(`the ledger ${path} is ${what}; point [ledger] path at a file`);
-    throw new LedgerOpenError(`the ledger's ${file} is ${what}; remove it (SQLite makes it again)`);
+    if (what) throw new LedgerOpenError(`the ledger ${path} is ${what}; point [ledger] path at a file`);
   }
+  for (const side of [`${path}-journal`, `${path}-wal`, `${path}-shm`]) {
+    const st = lstatSync(side, { throwIfNoEntry: false });
+    const what = st && (st.isSymbolicLink() ? 'a symbolic link' : notAFile(st));
+    if (what) throw new LedgerOpenError(`the ledger's ${side} is ${what}; remove it (SQLite makes it again)`);
+  }
+}
+
+function notAFile(st: Stats): string | undefined {
+  if (st.isDirectory()) return 'a folder';
+  if (!st.isFile()) return 'not a regular file (a FIFO, a device or a socket)';
+  return undefined;
 }
 
 /** Models kept as their own label when counters resume; the rest are `other` (metric cardinality). */
