@@ -3,12 +3,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import {
-  type AgentPlugin,
-  errorMessage,
-  isUsepodError,
-  readLocalText,
-} from '@usepod-agent/core';
+import { type AgentPlugin, errorMessage, isUsepodError, readLocalText } from '@usepod-agent/core';
 import { checkPlugin } from '@usepod-agent/core/backend';
 import { writeFileAtomic } from '@usepod-agent/core/cli';
 import { companionsBeside } from '@usepod-agent/plugin-update';
