@@ -128,6 +128,24 @@ describe('a plugin package in node_modules', () => {
   }, 30_000);
 });
 
+describe('plugins link', () => {
+  it('a folder whose package.json is a FIFO is refused in one line, never waited on', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-files-'));
+    try {
+      await mkdir(join(dir, 'plugin'));
+      // Nobody writes into it: reading the name to link waited for good.
+      expect(spawnSync('mkfifo', [join(dir, 'plugin', 'package.json')]).status).toBe(0);
+      const out = await cli(['plugins', 'link', './plugin'], { env: homeEnv(dir), cwd: dir });
+      expect(out.code, out.stderr).toBe(2);
+      expect(out.stderr.trim().split('\n')[0]).toMatch(
+        /^usepod-agent: .*plugin has no package\.json with a name \(USEPOD_USAGE\)$/,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
 describe('plugins install', () => {
   it("a FIFO at the plugin root's .npmrc is named in one line before npm runs, never waited on", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'usepod-files-'));
