@@ -1,6 +1,6 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,4 +86,43 @@ describe('the identity lock', () => {
     cleanup.push(() => again.close());
     expect((await again.start()).ok).toBe(true);
   });
+
+  it('a lock that is no lock of the agent (a FIFO, a link to /dev/zero, a folder) is named in one line, never waited on or read', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-lock-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const key = join(dir, 'identity.key');
+    const cfg = join(dir, 'agent.toml');
+    // The lock is refused before the coordinator is dialled: nothing listens at this address.
+    await writeFile(
+      cfg,
+      `[coordinator]\nurl = "ws://127.0.0.1:9/provider/connect"\n[identity]\nkey_path = "${key}"\n[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:9"\n[observability]\nprometheus_addr = "off"\n[ledger]\npath = "off"\n`,
+    );
+    const env = { PATH: process.env.PATH, HOME: dir, XDG_DATA_HOME: join(dir, 'data') };
+    const lock = `${key}.lock`;
+    const plant: [() => Promise<void>, RegExp][] = [
+      // Nobody ever writes into it: a read waited for good, before the first log line.
+      [async () => void spawnSync('mkfifo', [lock]), /is not a regular file \(a device, FIFO or socket\)/],
+      // Followed and read whole, it grew the process to gigabytes.
+      [() => symlink('/dev/zero', lock), /is a symbolic link/],
+      [() => mkdir(lock), /is a folder, not a file/],
+    ];
+    for (const [make, why] of plant) {
+      await rm(lock, { recursive: true, force: true });
+      await make();
+      // A run stuck on the lock (as before this was fixed) is killed, never left behind.
+      const opts = { env, timeout: 8_000, killSignal: 'SIGKILL' as const };
+      const out = await new Promise<{ code: number; err: string }>((resolve) =>
+        execFile(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], opts, (e, _o, err) =>
+          resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, err }),
+        ),
+      );
+      expect(out.code, out.err).toBe(2);
+      const first = out.err.trim().split('\n')[0]!;
+      expect(first).toMatch(why);
+      expect(first).toMatch(
+        /^usepod-agent: the identity lock .*identity\.key\.lock .*; remove it \(USEPOD_IDENTITY_IO\)$/,
+      );
+      expect(out.err).not.toMatch(/\n\s+at /);
+    }
+  }, 30_000);
 });

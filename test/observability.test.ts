@@ -2,8 +2,8 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { configureLogging, createLogger } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
-import { createTestAgent, VllmEmulator } from '@usepod-agent/testkit';
-import { afterEach, describe, expect, it } from 'vitest';
+import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { hello, type Rig, rig } from './helpers.js';
 
 let r: Rig | undefined;
@@ -48,7 +48,19 @@ describe('/healthz and /readyz for orchestrators (issue 20)', () => {
   }
 
   it('is ready while authenticated with a model advertised; not when the engine or the coordinator goes', async () => {
+    // Authentication after the first is held while the test looks: an agent that reconnects at once
+    // (the test coordinator answers in microseconds) is otherwise ready again between two probes.
+    let held: Promise<void> | undefined;
+    let release = () => {};
+    const coordinator = await TestCoordinator.start({
+      authorize: async () => {
+        await held;
+        return { ok: true };
+      },
+    });
+    onTestFinished(() => coordinator.close());
     r = await rig({
+      coordinator,
       config: { observability: { prometheus_addr: '127.0.0.1:0' } },
       timing: { discoveryIntervalMs: 30 },
     });
@@ -61,9 +73,14 @@ describe('/healthz and /readyz for orchestrators (issue 20)', () => {
     await r.engine.comeUp();
     await until('/readyz', 200);
     // The coordinator connection drops: not ready until authenticated again.
+    held = new Promise((res) => {
+      release = res;
+    });
     r.session.kill();
     expect(await until('/readyz', 503)).toMatch(/^not ready: not connected \((backoff|connecting)\)\n$/);
     expect((await probe('/healthz')).status).toBe(200);
+    release();
+    await until('/readyz', 200);
   });
 });
 

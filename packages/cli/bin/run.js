@@ -26,8 +26,14 @@ if (built !== undefined && built > (mtime('../oclif.manifest.json') ?? 0)) {
   // agent's `run`, for days) would otherwise keep (7 MB of heap; decision 0008's third pass).
   const script = fileURLToPath(new URL('../scripts/manifest.js', import.meta.url));
   const made = spawnSync(process.execPath, [script], { stdio: 'ignore' });
-  // Without a manifest oclif finds the commands itself, and reports a broken one as it would have.
-  if (made.status !== 0) rmSync(new URL('../oclif.manifest.json', import.meta.url), { force: true });
+  // Without a manifest oclif finds the commands itself, and reports a broken one as it would have. A
+  // user who may not write the checkout (another one's clone, a test run as `nobody`) can do neither:
+  // the manifest there stays, as it was, rather than the command failing on its removal.
+  if (made.status !== 0) {
+    try {
+      rmSync(new URL('../oclif.manifest.json', import.meta.url), { force: true });
+    } catch {}
+  }
 }
 
 // 0.3.x command lines: no command runs the agent; global flags may come before the command (argv.ts).

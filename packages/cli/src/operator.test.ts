@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -138,6 +138,42 @@ describe('setup (PROTOCOL.md section 9)', () => {
     } finally {
       await pairing.close();
       await engine.close();
+    }
+  });
+
+  it('--force over a FIFO or a folder names it in one line before pairing, never waiting on it', async () => {
+    const pairing = await PairingServer.start({ approveAfterPolls: 1, providerId: 'prov_43' });
+    try {
+      const fifo = join(dir, 'fifo.toml');
+      // Nobody writes into it: the backup's copy, after the code was entered, waited for good.
+      expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+      for (const [target, why] of [
+        [fifo, 'is not a regular file \\(a device, FIFO or socket\\)'],
+        [dir, 'is a folder, not a file'],
+      ] as const) {
+        const out = await cli([
+          'setup',
+          '--coordinator',
+          pairing.url,
+          '--config',
+          target,
+          '--identity',
+          join(dir, 'fifo-k'),
+          '--no-detect',
+          '--force',
+          '--poll-interval',
+          '20',
+        ]);
+        expect(out.code, out.stderr).toBe(2);
+        expect(out.stderr.trim().split('\n')[0]).toMatch(
+          new RegExp(
+            `^usepod-agent: config file .* ${why}: setup replaces only a config file; remove it, or pass --config another path \\(USEPOD_CONFIG_UNREADABLE\\)$`,
+          ),
+        );
+      }
+      expect(pairing.issued.items).toHaveLength(0);
+    } finally {
+      await pairing.close();
     }
   });
 

@@ -14,7 +14,8 @@ export const ERROR_CODES = {
     'The identity file is damaged or not a Use Pod agent key. Restore it from a backup.',
   USEPOD_IDENTITY_MISMATCH:
     'The identity file public key does not match its secret. Restore the file from a backup.',
-  USEPOD_IDENTITY_IO: 'The identity file could not be read or written. Check the path and its permissions.',
+  USEPOD_IDENTITY_IO:
+    'The identity file (or its lock beside it) could not be read or written. Check the path and its permissions.',
   USEPOD_IDENTITY_IN_USE:
     'Another agent runs with this identity. One key serves from one agent at a time: stop the other one first.',
   USEPOD_PLUGIN_NOT_FOUND:

@@ -35,7 +35,7 @@ export {
   type JobErrorCode,
   UsepodError,
 } from './errors.js';
-export { type LocalText, readLocalText } from './local-file.js';
+export { type LocalText, type LocalTextOptions, readLocalText, readLocalTextSync } from './local-file.js';
 export {
   type JobEndMessage,
   type JobFirstChunkMessage,

@@ -1,7 +1,15 @@
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 
 const NONBLOCK = constants.O_NONBLOCK ?? 0;
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+
+export interface LocalTextOptions {
+  /** Refuse a symbolic link in its place (a file of the agent's own that another user could swap). */
+  noLink?: boolean;
+  /** Refuse a file that belongs to another user than this process's (Unix). */
+  ownUser?: boolean;
+}
 
 /** What reading a small local file gave: its text, nothing there, or why it was not read. */
 export type LocalText =
@@ -10,37 +18,93 @@ export type LocalText =
   /** There, but not read: `why` is a clause for a one-line message ("is not a regular file (a FIFO)"). */
   | { kind: 'refused'; why: string; code?: string | undefined };
 
+function refusedOpen(e: NodeJS.ErrnoException, o: LocalTextOptions): LocalText {
+  if (e.code === 'ENOENT') return { kind: 'missing' };
+  if (e.code === 'ELOOP' && o.noLink) return { kind: 'refused', why: 'is a symbolic link', code: e.code };
+  return { kind: 'refused', why: `cannot be opened (${e.code ?? e.message})`, code: e.code };
+}
+
+/** Why the open file is not read (a folder, a FIFO or device, another user's, too big), or undefined. */
+function refusal(st: Stats, max: number, o: LocalTextOptions): LocalText | undefined {
+  if (st.isDirectory()) return { kind: 'refused', why: 'is a folder, not a file' };
+  if (!st.isFile()) return { kind: 'refused', why: 'is not a regular file (a device, FIFO or socket)' };
+  const uid = process.getuid?.();
+  if (o.ownUser && uid !== undefined && st.uid !== uid)
+    return { kind: 'refused', why: `belongs to user ${st.uid}, not to this one (${uid})` };
+  if (st.size > max) {
+    const size = st.size >= 1048576 ? `${(st.size / 1048576).toFixed(1)} MB` : `${st.size} bytes`;
+    return { kind: 'refused', why: `is ${size}, more than such a file ever holds (${max} bytes)` };
+  }
+  return undefined;
+}
+
+/** The text read, unless the file held more than its size said when it was opened. */
+function textOf(buf: Buffer, got: number, size: number): LocalText {
+  if (got > size) return { kind: 'refused', why: 'grew while it was read' };
+  return { kind: 'text', text: buf.subarray(0, got).toString('utf8') };
+}
+
 /**
  * Reads a small file that should be a regular one (a config, an identity) as untrusted: opened without
  * blocking and checked on the open file, so a FIFO in its place is never waited on (it froze the start
  * for good) and a device or a huge file is never read whole (/dev/zero grew a string to V8's limit).
  */
-export async function readLocalText(path: string, max: number): Promise<LocalText> {
+export async function readLocalText(path: string, max: number, o: LocalTextOptions = {}): Promise<LocalText> {
   let fh: FileHandle;
   try {
-    fh = await open(path, constants.O_RDONLY | NONBLOCK);
+    fh = await open(path, constants.O_RDONLY | NONBLOCK | (o.noLink ? NOFOLLOW : 0));
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') return { kind: 'missing' };
-    return { kind: 'refused', why: `cannot be opened (${e.code ?? e.message})`, code: e.code };
+    return refusedOpen(err as NodeJS.ErrnoException, o);
   }
   try {
     const st = await fh.stat();
-    if (st.isDirectory()) return { kind: 'refused', why: 'is a folder, not a file' };
-    if (!st.isFile()) return { kind: 'refused', why: 'is not a regular file (a device, FIFO or socket)' };
-    if (st.size > max) {
-      const size = st.size >= 1048576 ? `${(st.size / 1048576).toFixed(1)} MB` : `${st.size} bytes`;
-      return { kind: 'refused', why: `is ${size}, more than such a file ever holds (${max} bytes)` };
+    const refused = refusal(st, max, o);
+    if (refused) return refused;
+    // In as many reads as the file system needs (one may return less than asked), and one byte more
+    // than its size: a file that grew since (still being written) is not taken half-read.
+    const buf = Buffer.alloc(st.size + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
     }
-    // The size checked may grow before the read (a file still being written): read no more than max.
-    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > max) return { kind: 'refused', why: `grew past ${max} bytes while it was read` };
-    return { kind: 'text', text: buf.subarray(0, bytesRead).toString('utf8') };
+    return textOf(buf, got, st.size);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * `readLocalText` for the few reads that must stay synchronous (a lock taken while the agent starts, a
+ * plugin's package.json found while node_modules is walked): the same checks, on the open file.
+ */
+export function readLocalTextSync(path: string, max: number, o: LocalTextOptions = {}): LocalText {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | NONBLOCK | (o.noLink ? NOFOLLOW : 0));
+  } catch (err) {
+    return refusedOpen(err as NodeJS.ErrnoException, o);
+  }
+  try {
+    const st = fstatSync(fd);
+    const refused = refusal(st, max, o);
+    if (refused) return refused;
+    const buf = Buffer.alloc(st.size + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const bytesRead = readSync(fd, buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return textOf(buf, got, st.size);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
+  } finally {
+    closeSync(fd);
   }
 }

@@ -40,6 +40,7 @@ describe('public surfaces', () => {
       'parseWindow',
       'readBoundedText',
       'readLocalText',
+      'readLocalTextSync',
       'readTokenFile',
       'silentLogger',
       'timeoutSignal',

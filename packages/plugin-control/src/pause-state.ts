@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { engineText, errorMessage, type Logger } from '@usepod-agent/core';
+import { engineText, errorMessage, type Logger, readLocalText } from '@usepod-agent/core';
 import { z } from 'zod';
 import { MAX_REASON } from './protocol.js';
 
@@ -27,7 +27,6 @@ export interface SavedPause {
 /** Larger than any pause.json this agent writes: anything bigger is not ours. */
 const MAX_FILE = 4096;
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
-const NONBLOCK = constants.O_NONBLOCK ?? 0;
 
 const saved = z.object({
   /** Written since issue 28; a file without it is the previous version's (see `legacyNotOwner`). */
@@ -56,34 +55,11 @@ export type ReadResult =
 
 /** Reads pause.json: never follows a link, never blocks on a FIFO, never reads more than MAX_FILE. */
 export async function readPause(path: string, now = Date.now()): Promise<ReadResult> {
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(path, constants.O_RDONLY | NOFOLLOW | NONBLOCK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { kind: 'none' };
-    const why = code === 'ELOOP' ? 'it is a symbolic link' : errorMessage(err);
-    return { kind: 'ignored', why, warn: true };
-  }
-  let text: string;
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) return { kind: 'ignored', why: 'it is not a regular file', warn: true };
-    const uid = process.getuid?.();
-    if (uid !== undefined && st.uid !== uid) {
-      return { kind: 'ignored', why: `it belongs to user ${st.uid}, not this agent's`, warn: true };
-    }
-    if (st.size > MAX_FILE)
-      return { kind: 'ignored', why: `it is ${st.size} bytes, not a pause`, warn: true };
-    const buf = Buffer.alloc(MAX_FILE + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > MAX_FILE) return { kind: 'ignored', why: 'it is not a pause (too long)', warn: true };
-    text = buf.subarray(0, bytesRead).toString('utf8');
-  } catch (err) {
-    return { kind: 'ignored', why: errorMessage(err), warn: true };
-  } finally {
-    await fh.close().catch(() => {});
-  }
+  // Another user's file is not this agent's pause, nor a link another user could point elsewhere.
+  const read = await readLocalText(path, MAX_FILE, { noLink: true, ownUser: true });
+  if (read.kind === 'missing') return { kind: 'none' };
+  if (read.kind === 'refused') return { kind: 'ignored', why: `it ${read.why}`, warn: true };
+  const text = read.text;
   let value: unknown;
   try {
     value = JSON.parse(text);

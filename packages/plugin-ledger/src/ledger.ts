@@ -1,4 +1,4 @@
-import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { JobRecord, SeedGroup, SelfTestResult } from '@usepod-agent/core';
@@ -309,6 +309,7 @@ export class Ledger {
         mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
         createPrivate(path);
       }
+      refuseNonFile(path);
       db = new Database(path, { readonly, fileMustExist: readonly, timeout: opts.busyMs ?? 5000 });
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > LEDGER_SCHEMA_VERSION) {
@@ -675,6 +676,30 @@ function testRow(r: SelfTestResult) {
     tokens: r.ok ? (r.tokens ?? null) : null,
     error: r.ok ? null : (r.error ?? null),
   };
+}
+
+/**
+ * SQLite opens the ledger by path, for reading only when readonly: a FIFO there held `earnings` and
+ * `doctor` in open() for good, and in the agent's worker a FIFO or a device gave only "disk I/O error".
+ * Checked first, opened without blocking; a file not there is left to SQLite (it makes one, or says
+ * why it cannot). (A FIFO at its `-wal` fails SQLite's own I/O and is replaced: no check needed.)
+ */
+function refuseNonFile(path: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  } catch {
+    return;
+  }
+  let what: string | undefined;
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) what = 'a folder';
+    else if (!st.isFile()) what = 'not a regular file (a FIFO, a device or a socket)';
+  } finally {
+    closeSync(fd);
+  }
+  if (what) throw new LedgerOpenError(`the ledger ${path} is ${what}; point [ledger] path at a file`);
 }
 
 /** Models kept as their own label when counters resume; the rest are `other` (metric cardinality). */

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import * as Flags from '@oclif/core/flags';
-import { AGENT_VERSION, UsepodError } from '@usepod-agent/core';
+import { AGENT_VERSION, readLocalText, UsepodError } from '@usepod-agent/core';
 import {
   DEFAULT_IDENTITY_PATH,
   expandHome,
@@ -85,6 +85,16 @@ export default class Setup extends BaseCommand {
         {
           user: true,
         },
+      );
+    }
+    // The config replaced is read now, before pairing, as the agent reads a config (a regular file, at
+    // most 1 MB): a FIFO there was waited on for good by the backup's copy, after the code was entered.
+    const previous = await readLocalText(target, 1024 * 1024);
+    if (previous.kind === 'refused') {
+      throw new UsepodError(
+        'USEPOD_CONFIG_UNREADABLE',
+        `config file ${target} ${previous.why}: setup replaces only a config file; remove it, or pass --config another path`,
+        { user: true },
       );
     }
     const { identity, created } = await loadOrCreateIdentity(flags.identity);
@@ -171,9 +181,10 @@ export default class Setup extends BaseCommand {
     // What we write must load: validate before touching the file.
     validateConfig(parseToml(toml), { allowInsecure: true, source: target });
     await mkdir(dirname(target), { recursive: true });
-    if (existsSync(target)) {
+    if (previous.kind === 'text') {
       const backup = `${target}.bak-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      await copyFile(target, backup);
+      // 0600: the config it was may hold an enrollment code.
+      await writeFileAtomic(backup, previous.text, 0o600);
       this.out(`Kept the previous config as ${backup}`);
     }
     await writeFileAtomic(target, toml, 0o644);

@@ -1,6 +1,7 @@
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { UsepodError } from '../errors.js';
+import { readLocalTextSync } from '../local-file.js';
 
 /**
  * One identity, one agent (issue 17): a lock file next to the key, made exclusively at start, removed at
@@ -24,9 +25,26 @@ function alive(pid: number): boolean {
   }
 }
 
+/** A holder's line is under 200 bytes: past this the file is no lock of ours (and is never read whole). */
+const MAX_LOCK = 4096;
+
+/**
+ * The agent named in a lock file, or undefined (gone, or garbage a crash left: taken over). A lock is a
+ * small regular file this agent made (O_EXCL, never through a link): a FIFO in its place was waited on
+ * for good (before any log line), a link to /dev/zero read gigabytes, so anything else throws, naming it.
+ */
 function readHolder(path: string): Holder | undefined {
+  const read = readLocalTextSync(path, MAX_LOCK, { noLink: true });
+  if (read.kind === 'missing') return undefined;
+  if (read.kind === 'refused') {
+    throw new UsepodError(
+      'USEPOD_IDENTITY_IO',
+      `the identity lock ${path} ${read.why}: no lock this agent made; remove it`,
+      { user: true },
+    );
+  }
   try {
-    const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>;
+    const h = JSON.parse(read.text) as Partial<Holder>;
     return typeof h.pid === 'number'
       ? { pid: h.pid, host: String(h.host ?? ''), started: String(h.started ?? '') }
       : undefined;
@@ -112,7 +130,13 @@ export class IdentityLock {
     this.#held = false;
     heldHere.delete(this.path);
     process.off('exit', this.#onExit);
-    const holder = readHolder(this.path);
+    let holder: Holder | undefined;
+    try {
+      holder = readHolder(this.path);
+    } catch {
+      // Replaced by something that is no lock (a FIFO, a link): not ours to remove, and stop must not throw.
+      return;
+    }
     if (holder && holder.pid !== process.pid) return;
     try {
       unlinkSync(this.path);

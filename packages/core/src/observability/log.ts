@@ -36,9 +36,16 @@ const settings: LogSettings = {
   sink: defaultSink(),
 };
 
-/** Append, create 0600, and never through a symlink: a link planted at the path must not redirect the log. */
+/**
+ * Append, create 0600, and never through a symlink: a link planted at the path must not redirect the log.
+ * Never blocking: a FIFO at the path with no reader held open() (the main thread, on every line) for good.
+ */
 const LOG_FILE_FLAGS =
-  fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT | (fsConstants.O_NOFOLLOW ?? 0);
+  fsConstants.O_WRONLY |
+  fsConstants.O_APPEND |
+  fsConstants.O_CREAT |
+  (fsConstants.O_NOFOLLOW ?? 0) |
+  (fsConstants.O_NONBLOCK ?? 0);
 
 function defaultSink(): LogSink {
   const file = process.env.USEPOD_AGENT_LOG_FILE;

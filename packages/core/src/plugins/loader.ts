@@ -1,9 +1,10 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsepodError } from '../errors.js';
+import { readLocalTextSync } from '../local-file.js';
 import { type AgentPlugin, pluginFromModule } from './plugin.js';
 
 /**
@@ -18,6 +19,9 @@ export function cliPluginRoot(): string {
   const data = process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share');
   return join(data, 'usepod-agent');
 }
+
+/** Larger than any package.json: past it the file is not one (and is never read whole). */
+const MAX_PACKAGE_JSON = 1024 * 1024;
 
 const PLUGIN_NAME = /^(?:@usepod-agent\/plugin-|(?:@[^/]+\/)?usepod-agent-plugin-)(.+)$/;
 
@@ -55,10 +59,12 @@ function pluginsIn(nodeModules: string): Installed[] {
     if (!m) continue;
     const dir = join(nodeModules, name);
     let declared: { kinds?: unknown; sections?: unknown; default?: unknown } | undefined;
+    // Read as untrusted (a regular file, bounded, opened without blocking): a FIFO there froze run and
+    // validate for good. One not read, like one not parsed, is no plugin.
+    const pkg = readLocalTextSync(join(dir, 'package.json'), MAX_PACKAGE_JSON);
+    if (pkg.kind !== 'text') continue;
     try {
-      declared = (
-        JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<string, typeof declared>
-      )['usepod-agent'];
+      declared = (JSON.parse(pkg.text) as Record<string, typeof declared>)['usepod-agent'];
     } catch {
       continue;
     }
