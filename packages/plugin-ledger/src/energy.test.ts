@@ -162,17 +162,18 @@ describe('energy per job in the ledger (issue 31)', () => {
     expect(Math.abs(wh[jobB.jobId]! / wantB - 1), seen).toBeLessThan(0.02);
     expect(Math.abs(wh[jobC.jobId]! / wantC - 1), seen).toBeLessThan(0.02);
     // Idle energy is in the ledger apart, charged to no job: the jobs' figures are the serving energy.
+    // Read once the agent is closed, so that any period still held (periodsHeldMs) is written. The sum
+    // is exact: it was 10% (after a 6% once), for a period whose idle part rounded below 0 was refused
+    // by the ledger with its serving part (attribution.ts); 2 of 8 runs under load were 2.6-3.9% off.
+    await a.t.close();
     const { serving, idle } = energyTotals(a.file);
-    // Within 10%, not the per-job 2%: once, in the whole suite on a loaded VM, serving came out 6% over
-    // the jobs' sum with each job still within 2% of its integral (under investigation; see the note).
     expect(
       Math.abs((wh[jobA.jobId]! + wh[jobB.jobId]! + wh[jobC.jobId]!) / serving - 1),
       JSON.stringify({ seen, serving, idle }),
-    ).toBeLessThan(0.1);
+    ).toBeLessThan(1e-9);
     expect(idle).toBeGreaterThan(0);
 
     // `earnings`' figures from them, at the agent's flat price.
-    await a.t.close();
     const ledger = Ledger.open(a.file, { readonly: true });
     try {
       // From a quarter hour's start: the GPUs' energy is kept per quarter hour (a window starting inside
