@@ -38,6 +38,10 @@ function refusal(st: Stats, max: number, o: LocalTextOptions): LocalText | undef
   return undefined;
 }
 
+function failedRead(e: NodeJS.ErrnoException): LocalText {
+  return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
+}
+
 /** The text read, unless the file held more than its size said when it was opened. */
 function textOf(buf: Buffer, got: number, size: number): LocalText {
   if (got > size) return { kind: 'refused', why: 'grew while it was read' };
@@ -71,8 +75,7 @@ export async function readLocalText(path: string, max: number, o: LocalTextOptio
     }
     return textOf(buf, got, st.size);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
+    return failedRead(err as NodeJS.ErrnoException);
   } finally {
     await fh.close();
   }
@@ -102,8 +105,7 @@ export function readLocalTextSync(path: string, max: number, o: LocalTextOptions
     }
     return textOf(buf, got, st.size);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    return { kind: 'refused', why: `cannot be read (${e.code ?? e.message})`, code: e.code };
+    return failedRead(err as NodeJS.ErrnoException);
   } finally {
     closeSync(fd);
   }
