@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as Flags from '@oclif/core/flags';
 import { engineText, readBoundedText, UsepodError } from '@usepod-agent/core';
@@ -73,7 +73,17 @@ export default class Dashboard extends BaseCommand {
     refuseSquatter(browsable(addr), tokenPath);
     // The browser is handed a file that redirects, not the address: a command line is readable by every
     // local user (`ps`) for as long as the opener runs, the file only by this one.
-    const page = writeRedirect(dirname(tokenPath), url);
+    let page: string;
+    try {
+      page = writeRedirect(dirname(tokenPath), url);
+    } catch (err) {
+      // A full disk: the address is printed above, so this is a step the operator can take by hand.
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      this.out(
+        `could not write ${join(dirname(tokenPath), 'dashboard.html')} for the browser (${why}): open the address above in a browser`,
+      );
+      return;
+    }
     const o = opener();
     const child = spawn(o.cmd, [...o.args, page], { stdio: 'ignore', detached: true });
     child.on('error', () => this.out(`could not run ${o.cmd}: open the address above in a browser`));
@@ -97,11 +107,18 @@ function writeRedirect(dir: string, url: string): string {
     0o600,
   );
   try {
-    writeSync(fd, html);
-  } finally {
-    closeSync(fd);
+    try {
+      // Whole or failed: a page cut short on a nearly full disk would carry half a token.
+      writeFileSync(fd, html);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    // No empty copy is left behind on the disk that had no room.
+    rmSync(tmp, { force: true });
+    throw err;
   }
-  renameSync(tmp, path);
   return path;
 }
 
