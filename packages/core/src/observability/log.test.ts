@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { fileSink, formatLine, formatValue } from './log.js';
 
 describe('log lines', () => {
@@ -30,6 +30,28 @@ describe('the log file (USEPOD_AGENT_LOG_FILE)', () => {
       '(log file /dev/full not written: ENOSPC: no space left on device, write; lines go here until it is)\n',
       'line 2\n',
       'line 3\n',
+    ]);
+
+    // The default sink, made at load from USEPOD_AGENT_LOG_FILE, falls back to stderr too.
+    vi.resetModules();
+    vi.stubEnv('USEPOD_AGENT_LOG_FILE', '/dev/full');
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((t) => {
+      written.push(String(t));
+      return true;
+    });
+    try {
+      const fresh = await import('./log.js');
+      fresh.configureLogging({ level: 'info' });
+      fresh.createLogger('test').info('hello');
+    } finally {
+      spy.mockRestore();
+      vi.unstubAllEnvs();
+      vi.resetModules();
+    }
+    expect(written).toEqual([
+      expect.stringMatching(/ INFO {2}test hello\n$/),
+      '(log file /dev/full not written: ENOSPC: no space left on device, write; lines go here until it is)\n',
     ]);
 
     // A file that can be written again takes the lines again, said once.

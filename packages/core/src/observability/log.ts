@@ -47,9 +47,10 @@ const LOG_FILE_FLAGS =
   (fsConstants.O_NOFOLLOW ?? 0) |
   (fsConstants.O_NONBLOCK ?? 0);
 
-const toStderr = (text: string) => {
+/** A declaration (hoisted): the default sink is made, and may use it, before this line runs. */
+function toStderr(text: string): void {
   process.stderr.write(text);
-};
+}
 
 /**
  * Lines appended to `file`; while it cannot be written (a full disk), to `fallback`, with one note when
