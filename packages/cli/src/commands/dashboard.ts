@@ -49,11 +49,15 @@ export default class Dashboard extends BaseCommand {
       );
     }
     const tokenFile = config.observability.token_file;
-    const token = readStatusToken(config.identity.key_path, tokenFile);
+    let token = readStatusToken(config.identity.key_path, tokenFile);
+    if (!token && (await nudged(browsable(addr)))) {
+      // A running agent that could not make it (a full disk) makes it on its next request, if it can now.
+      token = readStatusToken(config.identity.key_path, tokenFile);
+    }
     if (!token) {
       throw new UsepodError(
         'USEPOD_USAGE',
-        `no status token at ${statusTokenPath(config.identity.key_path, tokenFile)}: start the agent once (it makes it), and run this as the agent's user`,
+        `no status token at ${statusTokenPath(config.identity.key_path, tokenFile)}: start the agent once (it makes it; a running agent whose disk was full says so in its log), and run this as the agent's user`,
         { user: true },
       );
     }
@@ -130,6 +134,17 @@ function refuseSquatter(addr: string, tokenPath: string): void {
       'USEPOD_AGENT_NOT_RUNNING',
       `${addr} is held by user ${s.uid}, not by the agent's user (${s.owner}): the status token is not sent there; start the agent, or stop that process`,
     );
+  }
+}
+
+/** One probe of the agent (no token sent): whether it answered. */
+async function nudged(addr: string): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${addr}/healthz`, { signal: AbortSignal.timeout(3_000) });
+    await res.body?.cancel();
+    return true;
+  } catch {
+    return false;
   }
 }
 
