@@ -37,14 +37,14 @@ export interface StatusServerOptions {
   token?: string;
   /**
    * Without a token (it could not be made: a full disk), tried again when a request needs one, at most
-   * every `tokenRetryMs` (30 s): once the disk has room the dashboard is served without a restart.
+   * every `tokenRetryMs` (5 s): once the disk has room the dashboard is served without a restart.
    */
   makeToken?: () => string | undefined;
   tokenRetryMs?: number;
 }
 
 /** How often a missing token is tried again at most: a flood of requests is not a flood of writes. */
-const TOKEN_RETRY_MS = 30_000;
+const TOKEN_RETRY_MS = 5_000;
 
 /** A request to a plugin's route, once core's checks passed. */
 export interface StatusRequest {
