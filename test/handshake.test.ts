@@ -1,4 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -82,6 +85,52 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     s1.drain();
     await (await next).capabilities();
     expect(await readFile(t.identityPath, 'utf8')).toContain('provider_id: prov_b');
+  });
+
+  it('a provider id a full disk cannot take keeps the session online, warns once, and is saved once there is room', async (ctx) => {
+    // A real full disk: a 64 KiB tmpfs holding the key (mounting needs root; elsewhere the test is skipped).
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-id-full-'));
+    cleanup.push(() => rm(disk, { recursive: true, force: true }));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
+      ctx.skip('no tmpfs could be mounted here (needs root)');
+    cleanup.push(async () => {
+      spawnSync('umount', [disk]);
+    });
+    let id = 'prov_a';
+    const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: true, providerId: id }) });
+    cleanup.push(() => coordinator.close());
+    const keyPath = join(disk, 'identity.key');
+    const t = await createTestAgent({
+      coordinator,
+      logLevel: 'info',
+      config: { identity: { key_path: keyPath } },
+    });
+    cleanup.push(() => t.close());
+    await t.start();
+    const s1 = await coordinator.firstAuthenticated();
+    await s1.capabilities();
+    await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+    await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+    id = 'prov_b';
+    const next = coordinator.nextAuthenticated();
+    s1.drain();
+    // The session the new id came on stays: capabilities follow, no protocol error, no reconnect.
+    const s2 = await next;
+    await s2.capabilities();
+    expect(t.agent.providerId).toBe('prov_b');
+    expect(t.lines.filter((l) => l.includes('protocol error'))).toEqual([]);
+    expect(t.lines.filter((l) => l.includes('could not be saved'))).toEqual([
+      expect.stringContaining(
+        `the provider id prov_b could not be saved to ${keyPath}; retrying (a restart before it is would enroll again)`,
+      ),
+    ]);
+    expect(await readFile(keyPath, 'utf8')).toContain('provider_id: prov_a');
+    // Room again: the retry writes it.
+    await rm(join(disk, 'fill'));
+    for (let i = 0; i < 100 && !(await readFile(keyPath, 'utf8')).includes('prov_b'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(await readFile(keyPath, 'utf8')).toContain('provider_id: prov_b');
+    expect(coordinator.sessions.items).toHaveLength(2);
   });
 
   it('sends capabilities after every auth_ok', async () => {

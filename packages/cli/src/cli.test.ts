@@ -1,5 +1,5 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -316,6 +316,38 @@ describe('usepod-agent run', () => {
     } finally {
       await engine.close();
       await coordinator.close();
+    }
+  });
+});
+
+describe('usepod-agent dashboard --open on a full disk', () => {
+  it('says the page could not be written and leaves the printed address to open: no bare ENOSPC, no stray file', async (ctx) => {
+    // A real full disk: a 64 KiB tmpfs (mounting needs root; elsewhere the test is skipped).
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-dash-full-'));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0) {
+      await rm(disk, { recursive: true, force: true });
+      ctx.skip('no tmpfs could be mounted here (needs root)');
+    }
+    try {
+      const token = 'a'.repeat(43);
+      await writeFile(join(disk, 'status.token'), `${token}\n`, { mode: 0o600 });
+      await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+      await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+      const path = join(dir, 'dash-full.toml');
+      await writeFile(
+        path,
+        `[identity]\nkey_path = "${join(disk, 'identity.key')}"\n[observability]\nprometheus_addr = "127.0.0.1:9"\n`,
+      );
+      const out = await cli(['dashboard', '--open', '--config', path]);
+      expect(out.stderr).toBe('');
+      expect(out.code).toBe(0);
+      expect(out.stdout).toBe(
+        `http://127.0.0.1:9/#token=${token}\ncould not write ${join(disk, 'dashboard.html')} for the browser (ENOSPC): open the address above in a browser\n`,
+      );
+      expect((await readdir(disk)).sort()).toEqual(['fill', 'fill2', 'status.token']);
+    } finally {
+      spawnSync('umount', [disk]);
+      await rm(disk, { recursive: true, force: true });
     }
   });
 });

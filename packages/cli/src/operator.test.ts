@@ -141,6 +141,45 @@ describe('setup (PROTOCOL.md section 9)', () => {
     }
   });
 
+  it('a config it cannot write (a full disk) after pairing: one line naming it, the provider id kept, no stray file', async (ctx) => {
+    // A real full disk: a 64 KiB tmpfs (mounting needs root; elsewhere the test is skipped).
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-setup-full-'));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0) {
+      await rm(disk, { recursive: true, force: true });
+      ctx.skip('no tmpfs could be mounted here (needs root)');
+    }
+    const pairing = await PairingServer.start({ approveAfterPolls: 1, providerId: 'prov_44' });
+    try {
+      await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+      await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+      const cfg = join(disk, 'agent.toml');
+      const key = join(dir, 'full-disk', 'identity.key');
+      const out = await cli([
+        'setup',
+        '--coordinator',
+        pairing.url,
+        '--config',
+        cfg,
+        '--identity',
+        key,
+        '--no-detect',
+        '--poll-interval',
+        '20',
+      ]);
+      expect(out.code).toBe(2);
+      expect(out.stderr.trimEnd().split('\n').at(-2)).toBe(
+        `usepod-agent: paired as provider prov_44 (saved in ${key}), but the config ${cfg} could not be written (ENOSPC): free space on its disk, then run \`usepod-agent setup\` again (USEPOD_CONFIG_WRITE)`,
+      );
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+      expect((await readIdentity(key)).providerId).toBe('prov_44');
+      expect((await readdir(disk)).sort()).toEqual(['fill', 'fill2']);
+    } finally {
+      await pairing.close();
+      spawnSync('umount', [disk]);
+      await rm(disk, { recursive: true, force: true });
+    }
+  });
+
   it('--force over a FIFO or a folder names it in one line before pairing, never waiting on it', async () => {
     const pairing = await PairingServer.start({ approveAfterPolls: 1, providerId: 'prov_43' });
     try {

@@ -10,6 +10,8 @@ export const ERROR_CODES = {
     'The config file is there but cannot be read: this user has no read access to it or its folder (chown, chmod), or it is no regular file of at most 1 MB. Fix it, or pass --config PATH.',
   USEPOD_CONFIG_UNSAFE:
     'A config file in the current folder could have been put there by another user, so it was not read. Move it to your own folder, or pass --config PATH.',
+  USEPOD_CONFIG_WRITE:
+    'setup could not write the config file (a full disk, a folder it cannot write). Free space or pass --config another path, then run `usepod-agent setup` again.',
   USEPOD_IDENTITY_INVALID:
     'The identity file is damaged or not a Use Pod agent key. Restore it from a backup.',
   USEPOD_IDENTITY_MISMATCH:

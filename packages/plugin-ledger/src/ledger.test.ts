@@ -331,4 +331,18 @@ describe('the ledger plugin', () => {
     expect((await readFile(file)).equals(before)).toBe(true);
     expect(t.agent.status().sections.ledger).toMatchObject({ recording: false });
   });
+
+  it('a ledger made but never written (the disk was full at its first write) is said so to a reader, not called older', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-ledger-empty-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const path = join(dir, 'ledger.db');
+    // What the agent leaves on a full disk: the 0600 file it makes first, and no schema in it.
+    await writeFile(path, '');
+    expect(() => Ledger.open(path, { readonly: true })).toThrow(
+      `the ledger ${path} holds nothing yet: the agent made it but could not write it (a full disk? its log says why)`,
+    );
+    // Once the agent can write, it is a ledger like any other.
+    Ledger.open(path).close();
+    Ledger.open(path, { readonly: true }).close();
+  });
 });

@@ -319,6 +319,11 @@ export class Ledger {
         );
       }
       if (readonly) {
+        // Made by the agent, never written: its first write failed (a full disk). No older agent's.
+        if (version === 0 && isEmpty(db))
+          throw new LedgerOpenError(
+            `the ledger ${path} holds nothing yet: the agent made it but could not write it (a full disk? its log says why)`,
+          );
         if (version < LEDGER_SCHEMA_VERSION)
           throw new LedgerOpenError(
             `the ledger ${path} is from an older agent; run the agent once to upgrade it`,
@@ -730,4 +735,9 @@ function createPrivate(path: string): void {
   } catch {
     // There already, or not creatable here: SQLite's own open says what is wrong, if anything.
   }
+}
+
+/** A database with no table at all: a file SQLite was given and never wrote. */
+function isEmpty(db: Database.Database): boolean {
+  return (db.prepare('SELECT count(*) AS n FROM sqlite_master').get() as { n: number }).n === 0;
 }

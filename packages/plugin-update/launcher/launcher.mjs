@@ -26,7 +26,7 @@ import {
   renameSync,
   symlinkSync,
   unlinkSync,
-  writeSync,
+  writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join, posix, win32 } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,19 +85,63 @@ function readJson(path) {
   }
 }
 
-/** Written to a new temporary file (never through a link), then renamed over the old one; 0600. */
+/**
+ * Written to a new temporary file (never through a link), then renamed over the old one; 0600. A failure
+ * (a full disk) throws and leaves no temporary file behind.
+ */
 function writeJson(path, value) {
   const tmp = `${path}.${process.pid}.tmp`;
   try {
     unlinkSync(tmp);
   } catch {}
-  const fd = openSync(tmp, 'wx', 0o600);
   try {
-    writeSync(fd, `${JSON.stringify(value, null, 2)}\n`);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      // Whole or failed: writeSync may stop short on a nearly full disk, and a cut file reads as no state.
+      writeFileSync(fd, `${JSON.stringify(value, null, 2)}\n`);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw err;
   }
-  renameSync(tmp, path);
+}
+
+/** The state launcher.json could not be given (a full disk): used in place of the file until it is written. */
+let unsaved;
+
+/**
+ * launcher.json now says `state`. A write that fails (a full disk, a read-only folder) is one line saying
+ * what it means (`consequence`), never the launcher's end: that left no agent running at all, and every
+ * restart failed the same way. The state is kept in memory meanwhile and written again at the next turn.
+ */
+function saveState(dir, state, consequence) {
+  const path = join(dir, 'launcher.json');
+  try {
+    writeJson(path, state);
+    unsaved = undefined;
+    return true;
+  } catch (err) {
+    unsaved = state;
+    say(
+      `${path} could not be written (${fold(err?.code ?? err?.message ?? err)}): ${consequence}; free space on its disk`,
+    );
+    return false;
+  }
+}
+
+/** Writes the state kept in memory once the disk takes it again; quiet while it still fails. */
+function retryUnsaved(dir) {
+  const path = join(dir, 'launcher.json');
+  try {
+    writeJson(path, unsaved);
+    unsaved = undefined;
+    say(`${path} is written again`);
+  } catch {}
 }
 
 /** launcher.json, what this launcher alone writes: the version on trial and the bad ones. */
@@ -243,7 +287,10 @@ export function beginSwitch(dir, state, sw, platform = process.platform) {
   // The trial is recorded before the flip: a stop after it finds the new version on trial (rolled back,
   // never kept unjudged); one before it, or a Windows flip cut in two, goes back to `from`.
   state.trial = { version: sw.version, previous: from ?? null, timeoutMs: sw.timeoutMs };
-  writeJson(join(dir, 'launcher.json'), state);
+  if (!saveState(dir, state, `switch to ${sw.version} not made: its trial could not be recorded`)) {
+    state.trial = null;
+    return false;
+  }
   if (from) point(dir, 'previous', from, platform);
   point(dir, 'current', sw.version, platform);
   say(
@@ -261,11 +308,12 @@ export function rollBack(dir, state, reason, platform = process.platform) {
     state.bad = [...state.bad, { version: trial.version, reason: fold(reason), at }].slice(-MAX_BAD);
   // Bad is recorded before the flip and the trial cleared after it: a flip cut short (a stop, a Windows
   // flip between its two steps) is finished at the next start, from launcher.json, never lost.
-  writeJson(join(dir, 'launcher.json'), state);
+  // Unrecorded (a full disk), the flip back is still made: the version known good runs meanwhile.
+  saveState(dir, state, `${trial.version} is not recorded as bad yet`);
   const back = trial.previous && existsSync(join(dir, 'versions', trial.previous));
   if (back) point(dir, 'current', trial.previous, platform);
   state.trial = null;
-  writeJson(join(dir, 'launcher.json'), state);
+  if (!unsaved) saveState(dir, state, `the end of ${trial.version}'s trial is not recorded yet`);
   // Said once recorded, so a reader of the line finds launcher.json already saying so.
   if (back) say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
   else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
@@ -376,14 +424,16 @@ async function main() {
 
   let backoffMs = 1000;
   for (;;) {
-    const state = readState(dir);
+    if (unsaved) retryUnsaved(dir);
+    // A state the disk did not take is the true one, not the file's older one.
+    const state = unsaved ?? readState(dir);
     if (!linked(dir, 'current')) recoverCurrent(dir, state);
     // A trial the launcher did not see to its end (it was stopped, the machine rebooted) is not trusted.
     if (state.trial && linked(dir, 'current') === state.trial.version)
       rollBack(dir, state, 'was on trial when the launcher stopped');
     else if (state.trial) {
       state.trial = null;
-      writeJson(join(dir, 'launcher.json'), state);
+      saveState(dir, state, 'the dropped trial is not recorded yet');
     }
     const sw = takeSwitch(dir);
     if (sw) beginSwitch(dir, state, sw);
@@ -408,7 +458,7 @@ async function main() {
       // Recorded before it is said: whoever reads the line finds the file already saying so.
       const kept = state.trial.version;
       state.trial = null;
-      writeJson(join(dir, 'launcher.json'), state);
+      saveState(dir, state, `${kept} is kept, in memory only until it is written`);
       say(`${kept} is healthy: kept`);
     }
     const e = await exited;

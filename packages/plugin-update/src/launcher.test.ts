@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -226,6 +226,25 @@ describe('launcher', () => {
     await requestSwitch('1.0.0', '1.0.1', 2_000);
     await said('rolled back to 1.0.0: 1.0.1 was not healthy within 2 s: it wrote no health report');
     await running('1.0.0', 2);
+  });
+
+  it('a launcher.json it cannot write (a full disk) is one line, not its end: the agent keeps running', async () => {
+    // A folder in its place fails every write (EISDIR), as ENOSPC does, and for root too.
+    await mkdir(join(dir, 'launcher.json'));
+    await version('1.0.1', 'good');
+    const exited = start();
+    await requestSwitch('1.0.0', '1.0.1');
+    // The trial could not be recorded, so no switch is made: the version known good starts again.
+    await said(
+      `${join(dir, 'launcher.json')} could not be written (EISDIR): switch to 1.0.1 not made: its trial could not be recorded; free space on its disk`,
+    );
+    await running('1.0.0', 2);
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+    expect(log).not.toContain('failed:');
+    // No temporary file is left behind on the disk that is short of space.
+    expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    launcher!.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 
   it('a garbled launcher.json or switch.json is ignored, not trusted', async () => {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as Flags from '@oclif/core/flags';
 import { engineText, readBoundedText, UsepodError } from '@usepod-agent/core';
@@ -49,11 +49,15 @@ export default class Dashboard extends BaseCommand {
       );
     }
     const tokenFile = config.observability.token_file;
-    const token = readStatusToken(config.identity.key_path, tokenFile);
+    let token = readStatusToken(config.identity.key_path, tokenFile);
+    if (!token && (await nudged(browsable(addr)))) {
+      // A running agent that could not make it (a full disk) makes it on its next request, if it can now.
+      token = readStatusToken(config.identity.key_path, tokenFile);
+    }
     if (!token) {
       throw new UsepodError(
         'USEPOD_USAGE',
-        `no status token at ${statusTokenPath(config.identity.key_path, tokenFile)}: start the agent once (it makes it), and run this as the agent's user`,
+        `no status token at ${statusTokenPath(config.identity.key_path, tokenFile)}: start the agent once (it makes it; a running agent whose disk was full says so in its log), and run this as the agent's user`,
         { user: true },
       );
     }
@@ -73,7 +77,17 @@ export default class Dashboard extends BaseCommand {
     refuseSquatter(browsable(addr), tokenPath);
     // The browser is handed a file that redirects, not the address: a command line is readable by every
     // local user (`ps`) for as long as the opener runs, the file only by this one.
-    const page = writeRedirect(dirname(tokenPath), url);
+    let page: string;
+    try {
+      page = writeRedirect(dirname(tokenPath), url);
+    } catch (err) {
+      // A full disk: the address is printed above, so this is a step the operator can take by hand.
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      this.out(
+        `could not write ${join(dirname(tokenPath), 'dashboard.html')} for the browser (${why}): open the address above in a browser`,
+      );
+      return;
+    }
     const o = opener();
     const child = spawn(o.cmd, [...o.args, page], { stdio: 'ignore', detached: true });
     child.on('error', () => this.out(`could not run ${o.cmd}: open the address above in a browser`));
@@ -97,11 +111,18 @@ function writeRedirect(dir: string, url: string): string {
     0o600,
   );
   try {
-    writeSync(fd, html);
-  } finally {
-    closeSync(fd);
+    try {
+      // Whole or failed: a page cut short on a nearly full disk would carry half a token.
+      writeFileSync(fd, html);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    // No empty copy is left behind on the disk that had no room.
+    rmSync(tmp, { force: true });
+    throw err;
   }
-  renameSync(tmp, path);
   return path;
 }
 
@@ -113,6 +134,17 @@ function refuseSquatter(addr: string, tokenPath: string): void {
       'USEPOD_AGENT_NOT_RUNNING',
       `${addr} is held by user ${s.uid}, not by the agent's user (${s.owner}): the status token is not sent there; start the agent, or stop that process`,
     );
+  }
+}
+
+/** One probe of the agent (no token sent): whether it answered. */
+async function nudged(addr: string): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${addr}/healthz`, { signal: AbortSignal.timeout(3_000) });
+    await res.body?.cancel();
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import * as Flags from '@oclif/core/flags';
-import { AGENT_VERSION, readLocalText, UsepodError } from '@usepod-agent/core';
+import { AGENT_VERSION, errorMessage, readLocalText, UsepodError } from '@usepod-agent/core';
 import {
   DEFAULT_IDENTITY_PATH,
   expandHome,
@@ -180,14 +180,24 @@ export default class Setup extends BaseCommand {
     const toml = renderConfig({ base, keyPath: identity.path, found, modelConfig: result.model_config });
     // What we write must load: validate before touching the file.
     validateConfig(parseToml(toml), { allowInsecure: true, source: target });
-    await mkdir(dirname(target), { recursive: true });
-    if (previous.kind === 'text') {
-      const backup = `${target}.bak-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      // 0600: the config it was may hold an enrollment code.
-      await writeFileAtomic(backup, previous.text, 0o600);
-      this.out(`Kept the previous config as ${backup}`);
+    try {
+      await mkdir(dirname(target), { recursive: true });
+      if (previous.kind === 'text') {
+        const backup = `${target}.bak-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+        // 0600: the config it was may hold an enrollment code.
+        await writeFileAtomic(backup, previous.text, 0o600);
+        this.out(`Kept the previous config as ${backup}`);
+      }
+      await writeFileAtomic(target, toml, 0o644);
+    } catch (err) {
+      // Paired already (the provider id is in the identity file): say so, and what to do, in one line.
+      const why = (err as NodeJS.ErrnoException).code ?? errorMessage(err);
+      throw new UsepodError(
+        'USEPOD_CONFIG_WRITE',
+        `paired as provider ${result.provider_id} (saved in ${identity.path}), but the config ${target} could not be written (${why}): free space on its disk, then run \`usepod-agent setup\` again`,
+        { user: true, cause: err },
+      );
     }
-    await writeFileAtomic(target, toml, 0o644);
     this.out(`Paired as provider ${result.provider_id}. Config written to ${target}`);
     this.out('');
     this.out('Next:');

@@ -488,6 +488,7 @@ async function openIdentity(
   const lock = IdentityLock.acquire(loaded.identity.path);
   if (loaded.created) log.info('identity created', { file: loaded.identity.path });
   if (loaded.permissionWarning) log.warn(loaded.permissionWarning);
+  if (lock.warning) log.warn(lock.warning);
   return { identity: loaded.identity, lock };
 }
 

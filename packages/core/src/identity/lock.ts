@@ -56,8 +56,16 @@ function readHolder(path: string): Holder | undefined {
 /** Locks held by this process: a second agent in the same process is refused too. */
 const heldHere = new Set<string>();
 
+/** A disk with no room left: the lock's file could be made, not its line written. */
+const FULL = new Set(['ENOSPC', 'EDQUOT']);
+
 export class IdentityLock {
   readonly path: string;
+  /**
+   * One line for the operator when the lock is held with no holder written (a full disk): a second
+   * agent on this key would take it over meanwhile. Refusing to start instead left no agent at all.
+   */
+  warning: string | undefined;
   #held = false;
   readonly #onExit = () => this.release();
 
@@ -79,10 +87,21 @@ export class IdentityLock {
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fd = openSync(lock.path, 'wx', 0o600);
+        let failed: NodeJS.ErrnoException | undefined;
         try {
           writeSync(fd, `${JSON.stringify(me)}\n`);
+        } catch (err) {
+          failed = err as NodeJS.ErrnoException;
         } finally {
           closeSync(fd);
+        }
+        // The file made exclusively is the lock; its line only tells a later agent who holds it.
+        if (failed && FULL.has(failed.code ?? '')) {
+          lock.warning = `the identity lock ${lock.path} could not record this agent (${failed.code}): another agent started on this key now would not be refused; free space on its disk`;
+        } else if (failed) {
+          // No empty lock is left behind.
+          unlinkSync(lock.path);
+          throw failed;
         }
         lock.#held = true;
         heldHere.add(lock.path);

@@ -47,25 +47,44 @@ const LOG_FILE_FLAGS =
   (fsConstants.O_NOFOLLOW ?? 0) |
   (fsConstants.O_NONBLOCK ?? 0);
 
+/** A declaration (hoisted): the default sink is made, and may use it, before this line runs. */
+function toStderr(text: string): void {
+  process.stderr.write(text);
+}
+
+/**
+ * Lines appended to `file`; while it cannot be written (a full disk), to `fallback`, with one note when
+ * that starts and one when the file takes lines again: a note after every line doubled the output of an
+ * agent that logs a line per job, for as long as the disk stayed full.
+ */
+export function fileSink(file: string, fallback: (text: string) => void = toStderr): LogSink {
+  let failing: string | undefined;
+  return {
+    write: (line) => {
+      try {
+        const fd = openSync(file, LOG_FILE_FLAGS, 0o600);
+        try {
+          writeSync(fd, `${line}\n`);
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        const why = (err as Error).message;
+        fallback(`${line}\n`);
+        if (failing !== why) fallback(`(log file ${file} not written: ${why}; lines go here until it is)\n`);
+        failing = why;
+        return;
+      }
+      if (failing !== undefined) fallback(`(log file ${file} written again)\n`);
+      failing = undefined;
+    },
+  };
+}
+
 function defaultSink(): LogSink {
   const file = process.env.USEPOD_AGENT_LOG_FILE;
-  if (file) {
-    return {
-      write: (line) => {
-        try {
-          const fd = openSync(file, LOG_FILE_FLAGS, 0o600);
-          try {
-            writeSync(fd, `${line}\n`);
-          } finally {
-            closeSync(fd);
-          }
-        } catch (err) {
-          process.stderr.write(`${line}\n(log file ${file} not written: ${(err as Error).message})\n`);
-        }
-      },
-    };
-  }
-  return { write: (line) => process.stderr.write(`${line}\n`) };
+  if (file) return fileSink(file);
+  return { write: (line) => toStderr(`${line}\n`) };
 }
 
 /** `DEBUG` as the user set it; debug's own `enable()` overwrites process.env.DEBUG. */

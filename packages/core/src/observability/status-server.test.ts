@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -5,7 +6,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Features } from '../plugins/features.js';
-import { type StatusRoute, StatusServer } from './status-server.js';
+import { type StatusRoute, StatusServer, serveStatus } from './status-server.js';
 import { ensureStatusToken, readStatusToken, statusTokenPath } from './status-token.js';
 
 /**
@@ -236,5 +237,54 @@ describe('the status token', () => {
     expect(ensureStatusToken(key, file)).toBe(TOKEN);
     expect((await stat(file)).mode & 0o777).toBe(0o440);
     expect(readStatusToken(key)).toBeUndefined();
+  });
+});
+
+describe('the status token on a full disk', () => {
+  it('is made once the disk has room again, when a request needs it: no restart to get the dashboard back', async (ctx) => {
+    // A real full disk: a 64 KiB tmpfs, filled (mounting needs root; elsewhere the test is skipped).
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-token-full-'));
+    cleanup.push(() => rm(disk, { recursive: true, force: true }));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
+      ctx.skip('no tmpfs could be mounted here (needs root)');
+    cleanup.push(async () => {
+      spawnSync('umount', [disk]);
+    });
+    await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+    await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+    const lines: string[] = [];
+    const log = {
+      error: (m: string) => lines.push(m),
+      warn: (m: string) => lines.push(m),
+      info: (m: string) => lines.push(m),
+      debug: () => {},
+      child: () => log,
+    };
+    const keyPath = join(disk, 'identity.key');
+    const page = route('/page', (_req, res) => {
+      res.writeHead(200).end('page');
+    });
+    const server = await serveStatus({
+      addr: '127.0.0.1:0',
+      registry: new Registry(),
+      status: () => ({}),
+      log,
+      routes: new Map([[page.path, page]]),
+      keyPath,
+      tokenRetryMs: 0,
+    });
+    cleanup.push(() => server!.close());
+    const base = `http://127.0.0.1:${server!.address()!.port}`;
+    expect(lines[0]).toMatch(/^the status token could not be made/);
+    expect(await get(base, '/page', { authorization: `Bearer ${TOKEN}` })).toBe(401);
+    expect(readStatusToken(keyPath)).toBeUndefined();
+
+    await rm(join(disk, 'fill'));
+    // The next request (a probe here) makes it; the one holding it is let in.
+    expect(await get(base, '/healthz')).toBe(200);
+    const token = readStatusToken(keyPath);
+    expect(token).toBeDefined();
+    expect(lines.at(-1)).toBe('the status token is made now: the dashboard is served');
+    expect(await get(base, '/page', { authorization: `Bearer ${token}` })).toBe(200);
   });
 });

@@ -35,7 +35,16 @@ export interface StatusServerOptions {
   routes?: ReadonlyMap<string, StatusRoute>;
   /** The bearer token (`status-token.ts`); without it plugin routes are refused and beyond loopback all but probes. */
   token?: string;
+  /**
+   * Without a token (it could not be made: a full disk), tried again when a request needs one, at most
+   * every `tokenRetryMs` (5 s): once the disk has room the dashboard is served without a restart.
+   */
+  makeToken?: () => string | undefined;
+  tokenRetryMs?: number;
 }
+
+/** How often a missing token is tried again at most: a flood of requests is not a flood of writes. */
+const TOKEN_RETRY_MS = 5_000;
 
 /** A request to a plugin's route, once core's checks passed. */
 export interface StatusRequest {
@@ -101,9 +110,12 @@ export class StatusServer {
   #loopback = true;
   /** Host names the page may be asked for by, besides IPs and localhost: the configured one, this machine's. */
   readonly #names: Set<string>;
+  #token: string | undefined;
+  #tokenTried = 0;
 
   constructor(opts: StatusServerOptions) {
     this.#opts = opts;
+    this.#token = opts.token;
     const configured = parseHostPort(opts.addr).host.toLowerCase();
     this.#names = new Set([configured, hostname().toLowerCase()]);
     // A slow client (slowloris) is dropped in seconds, not Node's minute. Node checks the timeouts on an
@@ -127,6 +139,8 @@ export class StatusServer {
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
     const opts = this.#opts;
+    // Any request (a probe, a scrape, `usepod-agent status`) may find the disk has room for the token again.
+    this.#currentToken();
     const url = new URL(req.url ?? '/', 'http://agent.invalid');
     const path = url.pathname;
     const route = opts.routes?.get(path);
@@ -235,9 +249,20 @@ export class StatusServer {
     });
   }
 
+  /** The token, made now if it could not be before and the last try is `tokenRetryMs` old. */
+  #currentToken(): string | undefined {
+    const make = this.#opts.makeToken;
+    if (this.#token || !make) return this.#token;
+    const now = Date.now();
+    if (now - this.#tokenTried < (this.#opts.tokenRetryMs ?? TOKEN_RETRY_MS)) return undefined;
+    this.#tokenTried = now;
+    this.#token = make();
+    return this.#token;
+  }
+
   /** The token from `Authorization: Bearer`, or `?token=` where the route takes it; never a cookie. */
   #authorized(req: IncomingMessage, url: URL, query = false): boolean {
-    const token = this.#opts.token;
+    const token = this.#currentToken();
     if (!token) return false;
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
     if (tokenMatches(bearer, token)) return true;
@@ -356,6 +381,8 @@ export async function serveStatus(o: {
   keyPath: string;
   /** `observability.token_file`: the token's file when it is not beside the key. */
   tokenFile?: string | undefined;
+  /** How often a token that could not be made is tried again at most (tests). */
+  tokenRetryMs?: number;
 }): Promise<StatusServer | undefined> {
   const { addr, log } = o;
   let token: string | undefined;
@@ -365,7 +392,7 @@ export async function serveStatus(o: {
     redactor.add(token);
   } catch (err) {
     log.warn(
-      'the status token could not be made: the dashboard is refused, and beyond loopback so are /status and /metrics',
+      'the status token could not be made: the dashboard is refused, and beyond loopback so are /status and /metrics, until it can be (tried again when asked)',
       {
         file: statusTokenPath(o.keyPath, o.tokenFile),
         error: errorMessage(err),
@@ -379,6 +406,20 @@ export async function serveStatus(o: {
     ...(o.readiness ? { readiness: o.readiness } : {}),
     ...(o.routes ? { routes: o.routes } : {}),
     ...(token ? { token } : {}),
+    // Tried again once a request needs it: the disk may have room by then. Quiet while it still fails.
+    makeToken: () => {
+      try {
+        const made = ensureStatusToken(o.keyPath, o.tokenFile);
+        redactor.add(made);
+        log.info('the status token is made now: the dashboard is served', {
+          file: statusTokenPath(o.keyPath, o.tokenFile),
+        });
+        return made;
+      } catch {
+        return undefined;
+      }
+    },
+    ...(o.tokenRetryMs !== undefined ? { tokenRetryMs: o.tokenRetryMs } : {}),
   });
   try {
     const bound = await server.listen();

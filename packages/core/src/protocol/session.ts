@@ -76,6 +76,36 @@ export function classifyClose(code: number, reason: string): CloseKind {
   return 'unexpected';
 }
 
+/** Identities whose provider id is not on disk yet: each has one retry running. */
+const unsaved = new WeakSet<PersistedIdentity>();
+const SAVE_RETRY_MAX_MS = 60_000;
+
+/**
+ * Writes the provider id the coordinator assigned. A failure (a full disk) is one warning and retries
+ * with a growing delay, never the session's end: it was a 'protocol error' that dropped the connection,
+ * and the reconnect then skipped the save (the id in memory matched), so a restart enrolled again.
+ */
+async function saveProviderId(identity: PersistedIdentity, log: Logger, delayMs = 1_000): Promise<void> {
+  try {
+    await identity.save();
+  } catch (err) {
+    if (!unsaved.has(identity)) {
+      log.warn(
+        `the provider id ${identity.providerId} could not be saved to ${identity.path}; retrying (a restart before it is would enroll again)`,
+        { error: errorMessage(err), error_code: 'USEPOD_IDENTITY_IO' },
+      );
+    }
+    unsaved.add(identity);
+    setTimeout(
+      () => void saveProviderId(identity, log, Math.min(delayMs * 2, SAVE_RETRY_MAX_MS)),
+      delayMs,
+    ).unref();
+    return;
+  }
+  unsaved.delete(identity);
+  log.info('provider id saved', { provider_id: identity.providerId, file: identity.path });
+}
+
 export class Session implements JobSink {
   readonly #o: SessionOptions;
   #ws: WebSocket | undefined;
@@ -279,8 +309,8 @@ export class Session implements JobSink {
     // Checked by the frame's schema (PROTOCOL.md 2); an absent id keeps the stored one.
     if (assigned !== undefined && identity.providerId !== assigned) {
       identity.providerId = assigned;
-      await identity.save();
-      log.info('provider id saved', { provider_id: assigned, file: identity.path });
+      // A retry already running saves the id just set.
+      if (!unsaved.has(identity)) await saveProviderId(identity, log);
     }
     const providerId = identity.providerId;
     this.#state = 'online';
