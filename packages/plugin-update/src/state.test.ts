@@ -1,6 +1,6 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants, openSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '@usepod-agent/core';
@@ -160,5 +160,24 @@ describe('the operator’s plugins', () => {
       { name: 'usepod-agent-plugin-f', range: undefined, version: undefined, linked: true },
       { name: 'usepod-agent-plugin-z', range: undefined, version: undefined, linked: true },
     ]);
+  });
+});
+
+describe('writeAtomic on a full disk', () => {
+  it('fails, and leaves no temp file behind (one more at every check otherwise)', async (ctx) => {
+    // A real full disk: a 64 KiB tmpfs, filled. Mounting needs root; elsewhere the test is skipped.
+    const disk = join(dir, 'disk');
+    await mkdir(disk);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0) return ctx.skip();
+    try {
+      await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+      await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+      await expect(writeAtomic(join(disk, 'update-state.json'), { notes: 'x'.repeat(8192) })).rejects.toThrow(
+        /ENOSPC/,
+      );
+      expect((await readdir(disk)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    } finally {
+      spawnSync('umount', [disk]);
+    }
   });
 });

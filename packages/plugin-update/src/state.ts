@@ -118,17 +118,21 @@ export const readLauncher = (dir: string) =>
 export const readUpdateState = (dir: string) =>
   readChecked(files(dir).state, updateState, { notified: [] } as UpdateState);
 
-/** Written to a fresh file (O_EXCL: never through a link someone planted), 0600, renamed over `path`. */
+/**
+ * Written to a fresh file (O_EXCL: never through a link someone planted), 0600, renamed over `path`. A
+ * failure at any step (ENOSPC while writing included) leaves no temp file: on a full disk every check
+ * would otherwise leave one more.
+ */
 export async function writeAtomic(path: string, value: unknown): Promise<void> {
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   try {
-    await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);
-  } finally {
-    await fh.close();
-  }
-  try {
+    try {
+      await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);
+    } finally {
+      await fh.close();
+    }
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
