@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Agent, createAgent, silentLogger } from '@usepod-agent/core';
@@ -49,6 +49,7 @@ describe('bench engine, coordinator and agent', () => {
   let engine: BatchEngine;
   let engineUrl: string;
   let coord: BenchCoordinator;
+  let keyDir: string | undefined;
   let agent: Agent;
 
   beforeAll(async () => {
@@ -57,10 +58,11 @@ describe('bench engine, coordinator and agent', () => {
     engine.setRate(1000);
     engine.run();
     coord = new BenchCoordinator();
+    keyDir = mkdtempSync(join(tmpdir(), 'usepod-bench-test-'));
     agent = createAgent({
       config: {
         coordinator: { url: await coord.listening() },
-        identity: { key_path: join(mkdtempSync(join(tmpdir(), 'usepod-bench-test-')), 'identity.key') },
+        identity: { key_path: join(keyDir, 'identity.key') },
         backends: [{ kind: 'vllm', url: engineUrl }],
         observability: { prometheus_addr: 'off' },
       },
@@ -76,6 +78,7 @@ describe('bench engine, coordinator and agent', () => {
     await agent?.stop({ graceMs: 0 });
     await coord?.close();
     await engine?.close();
+    if (keyDir) rmSync(keyDir, { recursive: true, force: true });
   });
 
   /** The bytes of a stream with what differs between two runs (stream id, emit time) blanked. */

@@ -1,9 +1,9 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, homeEnv, scratch } from './cli.js';
 import { hello } from './helpers.js';
 
@@ -16,8 +16,19 @@ const CLI_DIR = fileURLToPath(new URL('../packages/cli/', import.meta.url));
 const MANIFEST = join(CLI_DIR, 'oclif.manifest.json');
 const BUILD_INFO = join(CLI_DIR, 'dist/.tsbuildinfo');
 
+/** Scratch folders of this file's runs, removed once it is done (a full run made about 130 of them). */
+const scratchDirs: string[] = [];
+const tempDir = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratchDirs.push(dir);
+  return dir;
+};
+afterAll(() => {
+  for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 function run(args: string[], execArgv: string[] = []): Promise<{ code: number; stdout: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'usepod-startup-'));
+  const dir = tempDir('usepod-startup-');
   return new Promise((resolve) =>
     execFile(
       process.execPath,
@@ -33,7 +44,7 @@ function run(args: string[], execArgv: string[] = []): Promise<{ code: number; s
  * CommonJS ones (what a package's `require()` loads, which those hooks do not see) through Module._load.
  */
 function recorder(): { execArgv: string[]; loaded(): string[] } {
-  const dir = mkdtempSync(join(tmpdir(), 'usepod-startup-hooks-'));
+  const dir = tempDir('usepod-startup-hooks-');
   const log = join(dir, 'loaded.txt');
   writeFileSync(
     join(dir, 'hooks.mjs'),
@@ -85,7 +96,7 @@ describe('CLI start-up', () => {
   });
 
   it('reads agent.toml without cosmiconfig (its JSON and YAML parsers: ~20 modules `run` does not need)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'usepod-startup-toml-'));
+    const dir = tempDir('usepod-startup-toml-');
     const toml = join(dir, 'agent.toml');
     writeFileSync(
       toml,
