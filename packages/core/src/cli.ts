@@ -24,6 +24,7 @@ export {
   readIdentity,
   writeFileAtomic,
 } from './identity/identity.js';
+export { replaceFileSync } from './local-file.js';
 export { debugRequested } from './observability/log.js';
 export { redactor } from './observability/redact.js';
 export { readStatusToken, statusTokenPath } from './observability/status-token.js';

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLocalText } from './local-file.js';
+import { readLocalText, replaceFileSync } from './local-file.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -51,4 +51,22 @@ describe('readLocalText', () => {
       why: 'is a symbolic link',
     });
   });
+});
+
+describe('replaceFileSync', () => {
+  it.skipIf(process.platform === 'win32')(
+    'replaces a link planted at the path instead of writing through it, 0600, no temp file left',
+    async () => {
+      const sub = await mkdtemp(join(dir, 'replace-'));
+      await writeFile(join(sub, 'victim'), 'theirs');
+      await symlink(join(sub, 'victim'), join(sub, 'page.html'));
+      replaceFileSync(join(sub, 'page.html'), 'ours');
+      expect(await readFile(join(sub, 'victim'), 'utf8')).toBe('theirs');
+      const st = await lstat(join(sub, 'page.html'));
+      expect(st.isFile()).toBe(true);
+      expect(st.mode & 0o777).toBe(0o600);
+      expect(await readFile(join(sub, 'page.html'), 'utf8')).toBe('ours');
+      expect((await readdir(sub)).sort()).toEqual(['page.html', 'victim']);
+    },
+  );
 });

@@ -1,5 +1,18 @@
-import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  type Stats,
+  writeFileSync,
+} from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
 const NONBLOCK = constants.O_NONBLOCK ?? 0;
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
@@ -108,5 +121,28 @@ export function readLocalTextSync(path: string, max: number, o: LocalTextOptions
     return failedRead(err as NodeJS.ErrnoException);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Writes `text` as `path`, synchronously, for the few writers that must be (the status token, made while
+ * the agent starts; the dashboard's redirect page): into a fresh file beside it (O_EXCL, never through a
+ * link, `mode`), whole and synced, then renamed over `path`, so no reader sees half of it and a link
+ * planted at `path` is replaced, never followed. A failure at any step (a full disk) leaves no temp file.
+ */
+export function replaceFileSync(path: string, text: string, mode = 0o600): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, mode);
+  try {
+    try {
+      writeFileSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
   }
 }

@@ -88,6 +88,7 @@ describe('public surfaces', () => {
       'readLogLevel',
       'readStatusToken',
       'redactor',
+      'replaceFileSync',
       'selftestBackends',
       'statusSelfTest',
       'statusTokenPath',

@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, constants, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as Flags from '@oclif/core/flags';
 import { engineText, readBoundedText, UsepodError } from '@usepod-agent/core';
-import { readStatusToken, statusTokenPath } from '@usepod-agent/core/cli';
+import { readStatusToken, replaceFileSync, statusTokenPath } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 import { squatter } from '../port-owner.js';
 
@@ -101,28 +99,11 @@ export default class Dashboard extends BaseCommand {
  */
 function writeRedirect(dir: string, url: string): string {
   const path = join(dir, 'dashboard.html');
-  const tmp = join(dir, `.dashboard-${process.pid}-${randomBytes(4).toString('hex')}.html`);
   // The URL is ours (a host:port and a hex token); still escaped for an attribute and a script string.
   const attr = url.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
   const html = `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=${attr}"><title>usepod-agent</title><a href="${attr}">usepod-agent dashboard</a><script>location.replace(${JSON.stringify(url).replace(/</g, '\\u003c')})</script>\n`;
-  const fd = openSync(
-    tmp,
-    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-    0o600,
-  );
-  try {
-    try {
-      // Whole or failed: a page cut short on a nearly full disk would carry half a token.
-      writeFileSync(fd, html);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    // No empty copy is left behind on the disk that had no room.
-    rmSync(tmp, { force: true });
-    throw err;
-  }
+  // Whole or failed, and no copy left on a disk that had no room: a page cut short would carry half a token.
+  replaceFileSync(path, html);
   return path;
 }
 

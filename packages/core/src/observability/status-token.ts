@@ -1,19 +1,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fchmodSync,
-  fstatSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { expandHome } from '../config/paths.js';
+import { replaceFileSync } from '../local-file.js';
 
 /**
  * The status server's token (issue 32): 32 random bytes, base64url, in a 0600 file beside the identity
@@ -107,22 +96,8 @@ export function ensureStatusToken(keyPath: string, tokenFile?: string): string {
     throw new Error(`${path} is not a token file of this agent's: ${have.why}; remove it`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const token = randomBytes(32).toString('base64url');
-  // A new file (O_EXCL, never through a link) renamed over the old: no reader sees half a token.
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, 0o600);
-  try {
-    try {
-      writeSync(fd, `${token}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    // A full disk: no stray copy of a token is left beside the key.
-    rmSync(tmp, { force: true });
-    throw err;
-  }
+  // A new file renamed over the old: no reader sees half a token, and a full disk leaves no stray copy.
+  replaceFileSync(path, `${token}\n`);
   return token;
 }
 
