@@ -170,9 +170,10 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<LoadedCo
       { user: true },
     );
   }
-  const { raw, from } = applyEnv(await readConfigFile(path), env);
-  const again = isTomlPath(path) ? await readLocalText(path, MAX_CONFIG_BYTES) : undefined;
-  const text = again?.kind === 'text' ? again.text : '';
+  const source = await readConfigSource(path);
+  const { raw, from } = applyEnv(source.value, env);
+  // The text read once: a TOML key found wrong is named at its line and column in it.
+  const text = isTomlPath(path) ? source.text : '';
   const inFile = text ? (key: string) => at(path, locateTomlKey(text, key)) : undefined;
   // A value a variable set is reported at the variable, whatever the file says there.
   const locate = (key: string) => (from.has(key) ? `$${from.get(key)}` : inFile?.(key));
@@ -262,6 +263,11 @@ function readable(path: string): boolean {
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 export async function readConfigFile(path: string): Promise<unknown> {
+  return (await readConfigSource(path)).value;
+}
+
+/** The config file's parsed value and the text it was parsed from. */
+async function readConfigSource(path: string): Promise<{ value: unknown; text: string }> {
   if (!readable(path)) {
     throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
   }
@@ -274,13 +280,11 @@ export async function readConfigFile(path: string): Promise<unknown> {
     throw new UsepodError('USEPOD_CONFIG_UNREADABLE', `config file ${path} ${read.why}`, { user: true });
   try {
     // agent.toml, the common case, needs only smol-toml (an empty file is an empty config, as cosmiconfig has it).
-    if (isTomlPath(path)) {
-      const text = read.text;
-      return text.trim() === '' ? {} : ((await loadToml(path, text)) ?? {});
-    }
+    const { text } = read;
+    if (isTomlPath(path))
+      return { value: text.trim() === '' ? {} : ((await loadToml(path, text)) ?? {}), text };
     const result = await (await explorer()).load(path);
-    if (!result || result.isEmpty) return {};
-    return result.config;
+    return { value: !result || result.isEmpty ? {} : result.config, text };
   } catch (err) {
     if (err instanceof UsepodError) throw err;
     throw new UsepodError('USEPOD_CONFIG_PARSE', parseError(path, err as Error), { user: true, cause: err });
