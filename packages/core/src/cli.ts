@@ -13,7 +13,7 @@ export {
   type Untested,
 } from './agent/standalone.js';
 export { statusSelfTest } from './agent/status.js';
-export { findConfigFile, readConfigFile } from './config/load.js';
+export { findConfigFile, MAX_CONFIG_BYTES, readConfigFile } from './config/load.js';
 export { type ReadLevel, readLogLevel } from './config/log-level.js';
 export { DEFAULT_IDENTITY_PATH, expandHome, platformConfigDir } from './config/paths.js';
 export { DEFAULT_PROMETHEUS_ADDR } from './config/schema.js';

@@ -75,6 +75,7 @@ describe('public surfaces', () => {
     expect(Object.keys(await import('@usepod-agent/core/cli')).sort()).toEqual([
       'DEFAULT_IDENTITY_PATH',
       'DEFAULT_PROMETHEUS_ADDR',
+      'MAX_CONFIG_BYTES',
       'backendIdentity',
       'backendLabels',
       'debugRequested',

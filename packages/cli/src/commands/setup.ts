@@ -7,6 +7,7 @@ import {
   DEFAULT_IDENTITY_PATH,
   expandHome,
   loadOrCreateIdentity,
+  MAX_CONFIG_BYTES,
   platformConfigDir,
   validateConfig,
   writeFileAtomic,
@@ -89,7 +90,7 @@ export default class Setup extends BaseCommand {
     }
     // The config replaced is read now, before pairing, as the agent reads a config (a regular file, at
     // most 1 MB): a FIFO there was waited on for good by the backup's copy, after the code was entered.
-    const previous = await readLocalText(target, 1024 * 1024);
+    const previous = await readLocalText(target, MAX_CONFIG_BYTES);
     if (previous.kind === 'refused') {
       throw new UsepodError(
         'USEPOD_CONFIG_UNREADABLE',
