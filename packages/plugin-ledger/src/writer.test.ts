@@ -263,6 +263,37 @@ describe("the ledger's thread while idle", () => {
   });
 });
 
+describe("a job's energy told before its record", () => {
+  it('is kept for the record and written on its row (the GPU plugin may settle a job in its own job_end event, before the journal writes)', async () => {
+    const { writer, path } = await setup();
+    // The executor tells job_end, then journals the record on the next turn: a poll in the job's last
+    // millisecond lets the GPU plugin tell the energy in between (attribution.ts, `ended`).
+    const a = job();
+    const refused = job({ outcome: 'refused', refusal: 'paused' });
+    writer.energy(a.jobId, 0.25);
+    writer.energy(refused.jobId, 0.5);
+    // A job never recorded: held, bounded, never written anywhere.
+    writer.energy('job-never', 1);
+    await writer.write([a, refused]);
+    await writer.close();
+    expect(energyOf(path)).toEqual({ [a.jobId]: 0.25, [refused.jobId]: null });
+  });
+});
+
+/** Each job's energy_wh in the file. */
+const energyOf = (file: string) => {
+  const db = new Database(file, { readonly: true });
+  try {
+    const rows = db.prepare('SELECT job_id, energy_wh FROM jobs').all() as {
+      job_id: string;
+      energy_wh: number | null;
+    }[];
+    return Object.fromEntries(rows.map((r) => [r.job_id, r.energy_wh]));
+  } finally {
+    db.close();
+  }
+};
+
 /** The idle energy the file holds, Wh. */
 const idleWh = (file: string) => {
   const db = new Database(file, { readonly: true });

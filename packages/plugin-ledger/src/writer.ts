@@ -65,6 +65,9 @@ type Item =
  */
 const RECENT_JOBS = 10_000;
 
+/** Energy told before its record waits at most for this many jobs (the records come a turn later). */
+const EARLY_JOBS = 1_000;
+
 const midnight = (d: Date) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
 
 class WorkerError extends Error {
@@ -107,6 +110,12 @@ export class LedgerWriter {
     | undefined;
   #summarising = false;
   readonly #recent = new Map<string, number>();
+  /**
+   * Energy told before its job's record (Wh): the executor tells `job_end`, then journals the record on
+   * the next turn, and the GPU plugin settles a job in its own `job_end` when a poll fell in the job's
+   * last millisecond. Held for the record; the oldest forgotten past EARLY_JOBS (a job never recorded).
+   */
+  readonly #early = new Map<string, number>();
   /** Jobs started and not yet ended: the thread stays while any runs, so each one's record finds it up. */
   readonly #running = new Set<string>();
   #linger: NodeJS.Timeout | undefined;
@@ -193,13 +202,20 @@ export class LedgerWriter {
   /** Resolves once the records are committed, or kept for a retry, or dropped: never rejects. */
   write(jobs: readonly JobRecord[]): Promise<void> {
     if (this.#newer || this.#closed) return Promise.resolve();
+    const items: Item[] = jobs.map((job) => ({ job }));
     for (const j of jobs) {
+      const early = this.#early.get(j.jobId);
+      this.#early.delete(j.jobId);
       // A job turned away never reached an engine: no energy comes for it.
       if (j.refusal) continue;
+      if (early !== undefined) {
+        items.push({ energy: { jobId: j.jobId, receivedAt: j.receivedAt, wh: early } });
+        continue;
+      }
       this.#recent.set(j.jobId, j.receivedAt);
       if (this.#recent.size > RECENT_JOBS) this.#recent.delete(this.#recent.keys().next().value!);
     }
-    this.#enqueue(jobs.map((job) => ({ job })));
+    this.#enqueue(items);
     // While the ledger fails the records wait for the retry, not the terminal frames.
     if (this.#failing !== undefined) return Promise.resolve();
     const done = new Promise<void>((resolve) => this.#waiters.push(resolve));
@@ -208,12 +224,19 @@ export class LedgerWriter {
   }
 
   /**
-   * A job's energy (Wh), recorded with the next batch on the job's row and its quarter hour; a job this
-   * ledger did not record lately (or twice told) is ignored.
+   * A job's energy (Wh), recorded with the next batch on the job's row and its quarter hour; told before
+   * the record, it waits for it (`#early`); told twice, the second is ignored.
    */
   energy(jobId: string, wh: number): void {
+    if (this.#newer || this.#closed) return;
     const receivedAt = this.#recent.get(jobId);
-    if (receivedAt === undefined || this.#newer || this.#closed) return;
+    if (receivedAt === undefined) {
+      // Its record may be on its way (`#early`); told twice, the first figure stands.
+      if (this.#early.has(jobId)) return;
+      this.#early.set(jobId, wh);
+      if (this.#early.size > EARLY_JOBS) this.#early.delete(this.#early.keys().next().value!);
+      return;
+    }
     this.#recent.delete(jobId);
     this.#enqueue([{ energy: { jobId, receivedAt, wh } }]);
     this.#pump();
