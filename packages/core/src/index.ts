@@ -35,7 +35,13 @@ export {
   type JobErrorCode,
   UsepodError,
 } from './errors.js';
-export { type LocalText, type LocalTextOptions, readLocalText, readLocalTextSync } from './local-file.js';
+export {
+  type LocalText,
+  type LocalTextOptions,
+  readLocalText,
+  readLocalTextSync,
+  replaceFile,
+} from './local-file.js';
 export {
   type JobEndMessage,
   type JobFirstChunkMessage,

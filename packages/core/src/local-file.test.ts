@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { lstat, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLocalText, replaceFileSync } from './local-file.js';
+import { readLocalText, replaceFile, replaceFileSync } from './local-file.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -53,20 +53,71 @@ describe('readLocalText', () => {
   });
 });
 
-describe('replaceFileSync', () => {
+/** The async writer and the sync one, tried alike: they promise the same. */
+const writers = [
+  { name: 'replaceFile', write: replaceFile },
+  { name: 'replaceFileSync', write: async (p: string, t: string, m?: number) => replaceFileSync(p, t, m) },
+];
+
+describe.each(writers)('$name', ({ write }) => {
   it.skipIf(process.platform === 'win32')(
     'replaces a link planted at the path instead of writing through it, 0600, no temp file left',
     async () => {
       const sub = await mkdtemp(join(dir, 'replace-'));
       await writeFile(join(sub, 'victim'), 'theirs');
       await symlink(join(sub, 'victim'), join(sub, 'page.html'));
-      replaceFileSync(join(sub, 'page.html'), 'ours');
+      await write(join(sub, 'page.html'), 'ours');
       expect(await readFile(join(sub, 'victim'), 'utf8')).toBe('theirs');
       const st = await lstat(join(sub, 'page.html'));
       expect(st.isFile()).toBe(true);
       expect(st.mode & 0o777).toBe(0o600);
       expect(await readFile(join(sub, 'page.html'), 'utf8')).toBe('ours');
       expect((await readdir(sub)).sort()).toEqual(['page.html', 'victim']);
+    },
+  );
+
+  it.skipIf(process.platform === 'win32')(
+    'gives the file exactly the mode asked, whatever the umask',
+    async () => {
+      const sub = await mkdtemp(join(dir, 'mode-'));
+      const umask = process.umask(0o077);
+      try {
+        await write(join(sub, 'config.toml'), 'a = 1\n', 0o644);
+      } finally {
+        process.umask(umask);
+      }
+      expect((await stat(join(sub, 'config.toml'))).mode & 0o777).toBe(0o644);
+      await write(join(sub, 'config.toml'), 'a = 2\n');
+      expect((await stat(join(sub, 'config.toml'))).mode & 0o777).toBe(0o600);
+      expect(await readFile(join(sub, 'config.toml'), 'utf8')).toBe('a = 2\n');
+    },
+  );
+
+  it('a folder in its place: fails, and leaves the folder and no temp file', async () => {
+    const sub = await mkdtemp(join(dir, 'folder-'));
+    await mkdir(join(sub, 'pause.json'));
+    await expect(write(join(sub, 'pause.json'), '{}')).rejects.toThrow();
+    expect((await stat(join(sub, 'pause.json'))).isDirectory()).toBe(true);
+    expect(await readdir(sub)).toEqual(['pause.json']);
+  });
+
+  it.skipIf(process.platform !== 'linux')(
+    'on a full disk: fails with ENOSPC, keeps the old file whole, leaves no temp file',
+    async (ctx) => {
+      // A real full disk: a 64 KiB tmpfs, filled. Mounting needs root; elsewhere the test is skipped.
+      const disk = await mkdtemp(join(dir, 'disk-'));
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
+        return ctx.skip('no tmpfs could be mounted here (needs root)');
+      try {
+        await write(join(disk, 'state.json'), 'old');
+        await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+        await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+        await expect(write(join(disk, 'state.json'), 'x'.repeat(8192))).rejects.toThrow(/ENOSPC/);
+        expect(await readFile(join(disk, 'state.json'), 'utf8')).toBe('old');
+        expect((await readdir(disk)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+      } finally {
+        spawnSync('umount', [disk]);
+      }
     },
   );
 });

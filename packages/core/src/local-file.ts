@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   constants,
+  fchmodSync,
   fstatSync,
   fsyncSync,
   openSync,
@@ -11,7 +12,7 @@ import {
   type Stats,
   writeFileSync,
 } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 const NONBLOCK = constants.O_NONBLOCK ?? 0;
@@ -124,17 +125,56 @@ export function readLocalTextSync(path: string, max: number, o: LocalTextOptions
   }
 }
 
+/** A fresh name beside `path` for its next contents (hidden, this process's, random: never one planted). */
+function tempBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+// O_EXCL: a name planted in the folder (a link, a file) fails the open instead of being written through.
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW;
+
 /**
- * Writes `text` as `path`, synchronously, for the few writers that must be (the status token, made while
- * the agent starts; the dashboard's redirect page): into a fresh file beside it (O_EXCL, never through a
- * link, `mode`), whole and synced, then renamed over `path`, so no reader sees half of it and a link
- * planted at `path` is replaced, never followed. A failure at any step (a full disk) leaves no temp file.
+ * Writes `text` as `path`: into a fresh file beside it (O_EXCL, never through a link, `mode` exactly,
+ * whatever the umask), whole and synced, then renamed over `path`, so no reader sees half of it and a
+ * link planted at `path` is replaced, never followed (a folder there fails). The folder is synced after,
+ * best effort, so the rename outlives a power cut. A failure at any step (a full disk) leaves no temp file:
+ * a writer retrying on a full disk would otherwise leave one more each time.
  */
-export function replaceFileSync(path: string, text: string, mode = 0o600): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, mode);
+export async function replaceFile(path: string, text: string, mode = 0o600): Promise<void> {
+  const tmp = tempBeside(path);
+  const fh = await open(tmp, CREATE, mode);
   try {
     try {
+      await fh.chmod(mode);
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  // Best effort: not every OS opens or syncs a folder.
+  const dir = await open(dirname(path), constants.O_RDONLY).catch(() => undefined);
+  try {
+    await dir?.sync().catch(() => {});
+  } finally {
+    await dir?.close().catch(() => {});
+  }
+}
+
+/**
+ * `replaceFile` for the few writers that must stay synchronous (the status token, made while the agent
+ * starts; the dashboard's redirect page): the same steps and guarantees.
+ */
+export function replaceFileSync(path: string, text: string, mode = 0o600): void {
+  const tmp = tempBeside(path);
+  const fd = openSync(tmp, CREATE, mode);
+  try {
+    try {
+      fchmodSync(fd, mode);
       writeFileSync(fd, text);
       fsyncSync(fd);
     } finally {
@@ -144,5 +184,14 @@ export function replaceFileSync(path: string, text: string, mode = 0o600): void 
   } catch (err) {
     rmSync(tmp, { force: true });
     throw err;
+  }
+  let dir: number | undefined;
+  try {
+    dir = openSync(dirname(path), constants.O_RDONLY);
+    fsyncSync(dir);
+  } catch {
+    // Best effort: not every OS opens or syncs a folder.
+  } finally {
+    if (dir !== undefined) closeSync(dir);
   }
 }

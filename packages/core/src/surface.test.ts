@@ -42,6 +42,7 @@ describe('public surfaces', () => {
       'readLocalText',
       'readLocalTextSync',
       'readTokenFile',
+      'replaceFile',
       'silentLogger',
       'timeoutSignal',
       'windowAt',

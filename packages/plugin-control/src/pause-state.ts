@@ -1,8 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { engineText, errorMessage, type Logger, readLocalText } from '@usepod-agent/core';
+import { unlink } from 'node:fs/promises';
+import { engineText, errorMessage, type Logger, readLocalText, replaceFile } from '@usepod-agent/core';
 import { z } from 'zod';
 import { MAX_REASON } from './protocol.js';
 
@@ -12,9 +9,9 @@ import { MAX_REASON } from './protocol.js';
  *
  * The folder is the owner's (0700), yet the file is treated as untrusted: it is read without following
  * a link, only when it is a small regular file of ours, and checked field by field; anything else is
- * ignored with one warning. Writes are queued (one at a time, the latest state wins), atomic (a new
- * temp file, O_EXCL, 0600, fsync, rename) and never through a link; a failed write is one warning,
- * retried with a growing delay, never a rejection.
+ * ignored with one warning. Writes are queued (one at a time, the latest state wins), atomic and never
+ * through a link (core's `replaceFile`: a new temp file, O_EXCL, 0600, fsync, rename); a failed write is
+ * one warning, retried with a growing delay, never a rejection.
  */
 
 /** What pause.json holds: the owner's pause. */
@@ -26,7 +23,6 @@ export interface SavedPause {
 
 /** Larger than any pause.json this agent writes: anything bigger is not ours. */
 const MAX_FILE = 4096;
-const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
 const saved = z.object({
   /** Written since issue 28; a file without it is the previous version's (see `legacyNotOwner`). */
@@ -81,33 +77,6 @@ export async function readPause(path: string, now = Date.now()): Promise<ReadRes
     // Folded: a file is outside text, and the reason reaches logs, status and alerts.
     pause: { reason: engineText(reason ?? '', MAX_REASON), ...(until !== undefined ? { until } : {}) },
   };
-}
-
-/** Writes `text` to `path` atomically, never through a link: a fresh temp file beside it, then rename. */
-export async function writeAtomic(path: string, text: string): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  // O_EXCL: a name planted in the folder (a link, a file) fails the open instead of being written through.
-  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW, 0o600);
-  try {
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    // rename() replaces a link at `path` itself, never its target; a folder there fails (EISDIR).
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  // The rename itself survives a power cut once the folder is synced (best effort: not every OS can).
-  const d = await open(dir, constants.O_RDONLY).catch(() => undefined);
-  await d
-    ?.sync()
-    .catch(() => {})
-    .finally(() => d.close().catch(() => {}));
 }
 
 /** Removes `path` (a link itself, never its target); absent is done. */
@@ -188,7 +157,7 @@ export class PauseStore {
       try {
         if (want) {
           const { reason, until } = want;
-          await writeAtomic(
+          await replaceFile(
             this.#path,
             `${JSON.stringify({ by: 'owner', reason, ...(until ? { until } : {}) })}\n`,
           );

@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { mkdir, open, readlink, rename, rm } from 'node:fs/promises';
+import { mkdir, readlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { engineText, readLocalText } from '@usepod-agent/core';
+import { engineText, readLocalText, replaceFile } from '@usepod-agent/core';
 import valid from 'semver/functions/valid.js';
 import { z } from 'zod';
 
@@ -119,25 +117,13 @@ export const readUpdateState = (dir: string) =>
   readChecked(files(dir).state, updateState, { notified: [] } as UpdateState);
 
 /**
- * Written to a fresh file (O_EXCL: never through a link someone planted), 0600, renamed over `path`. A
- * failure at any step (ENOSPC while writing included) leaves no temp file: on a full disk every check
- * would otherwise leave one more.
+ * `value` as JSON, written as core's `replaceFile` writes (a fresh file, never through a link, 0600,
+ * synced, renamed over `path`; no temp file left on failure: on a full disk every check would otherwise
+ * leave one more), into the folder made if it is not there yet.
  */
 export async function writeAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  try {
-    try {
-      await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
+  await replaceFile(path, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** The version a link (`current`, `previous`) points at, when it names one. */
