@@ -1,9 +1,9 @@
 import { type KeyObject, randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, realpath, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { expandHome } from '../config/paths.js';
 import { UsepodError } from '../errors.js';
-import { readLocalText } from '../local-file.js';
+import { readLocalText, replaceFile } from '../local-file.js';
 import { redactor } from '../observability/redact.js';
 import { privateKeyOf, publicKeyOf, signDetached, verifyDetached } from './ed25519.js';
 
@@ -115,28 +115,14 @@ export function serializeIdentity(rec: IdentityRecord): string {
 }
 
 /**
- * Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. A path that
- * is a symlink is written through (its target is replaced), so an operator's link stays a link; a
- * failure at any step (ENOSPC while writing included) leaves no temp file behind.
+ * `replaceFile` (temp file, fsync, rename: a crash leaves the old file or the new one, never half of one;
+ * no temp file left on failure, ENOSPC included) of the file a link at `pathLike` names: the owner's own
+ * link (the key kept elsewhere) stays a link, and its target is replaced. The folder is made if missing.
  */
 export async function writeFileAtomic(pathLike: string, contents: string, mode = 0o600): Promise<void> {
   const path = await realpath(pathLike).catch(() => pathLike);
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'wx', mode);
-  try {
-    try {
-      await fh.writeFile(contents);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await chmod(tmp, mode);
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
+  await replaceFile(path, contents, mode);
 }
 
 class FileIdentity implements Identity {
