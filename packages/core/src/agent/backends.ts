@@ -1,5 +1,5 @@
 import type { Backend } from '../backend/backend.js';
-import { locatorFor } from '../config/locate.js';
+import { locatorFor } from '../config/load.js';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';

@@ -1,11 +1,11 @@
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
 import { UsepodError } from '../errors.js';
-import { readLocalText } from '../local-file.js';
+import { readLocalText, readLocalTextSync } from '../local-file.js';
 import { applyEnv, hasEnvConfig } from './env.js';
 import { at, locateTomlKey, positionOf } from './locate.js';
 import { readLogLevel } from './log-level.js';
@@ -33,6 +33,7 @@ const loadToml: Loader = (filepath, content) => {
 /** A YAML or JSON error from cosmiconfig as `file:line:column: what` (their messages bury both). */
 function parseError(
   path: string,
+  text: string,
   err: Error & { reason?: string; mark?: { line: number; column: number } },
 ): string {
   if (err.mark && err.reason) {
@@ -45,12 +46,6 @@ function parseError(
       message,
     )?.[1];
   if (offset) {
-    let text = '';
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch {
-      // the position alone then
-    }
     return `${at(path, positionOf(text, Number(offset[1])))}: ${what ?? 'not valid JSON'}`;
   }
   return `${path}: ${message.split('\n').find((l) => l.trim() && !l.includes(path)) ?? message.split('\n')[0]}`;
@@ -278,17 +273,34 @@ async function readConfigSource(path: string): Promise<{ value: unknown; text: s
     throw new UsepodError('USEPOD_CONFIG_NOT_FOUND', `config file ${path} does not exist`, { user: true });
   if (read.kind === 'refused')
     throw new UsepodError('USEPOD_CONFIG_UNREADABLE', `config file ${path} ${read.why}`, { user: true });
+  const { text } = read;
   try {
     // agent.toml, the common case, needs only smol-toml (an empty file is an empty config, as cosmiconfig has it).
-    const { text } = read;
     if (isTomlPath(path))
       return { value: text.trim() === '' ? {} : ((await loadToml(path, text)) ?? {}), text };
     const result = await (await explorer()).load(path);
     return { value: !result || result.isEmpty ? {} : result.config, text };
   } catch (err) {
     if (err instanceof UsepodError) throw err;
-    throw new UsepodError('USEPOD_CONFIG_PARSE', parseError(path, err as Error), { user: true, cause: err });
+    throw new UsepodError('USEPOD_CONFIG_PARSE', parseError(path, text, err as Error), {
+      user: true,
+      cause: err,
+    });
   }
+}
+
+/**
+ * A locator of keys in the TOML file a config came from (`file:line:column`), for mistakes found after
+ * loading (a kind's options, a plugin's section); undefined when the config came from no readable file.
+ * The file is read again, so as untrusted as the first time: since it was loaded it may have been replaced
+ * (by a FIFO, a huge file), and an embedder's config may name any `source`. Synchronous: a mistake is
+ * thrown from where it is found.
+ */
+export function locatorFor(file: string | undefined): ((key: string) => string | undefined) | undefined {
+  if (!file) return undefined;
+  const read = readLocalTextSync(file, MAX_CONFIG_BYTES);
+  if (read.kind !== 'text') return undefined;
+  return (key) => at(file, locateTomlKey(read.text, key));
 }
 
 /** True when a path names a TOML file (setup writes TOML). */

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-
 /**
  * Where in a config file a mistake is, as `line:column` (1-based), so an operator's editor can jump there
  * (issue 17): parse errors carry their own position; a validation mistake names a key, found here by
@@ -67,19 +65,4 @@ export function locateTomlKey(text: string, keyPath: string): Position | undefin
     if (hit) return hit;
   }
   return undefined;
-}
-
-/**
- * A locator of keys in the TOML file a config came from (`file:line:column`), for mistakes found after
- * loading (a kind's options, a plugin's section); undefined when the config came from no readable file.
- */
-export function locatorFor(file: string | undefined): ((key: string) => string | undefined) | undefined {
-  if (!file) return undefined;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return undefined;
-  }
-  return (key) => at(file, locateTomlKey(text, key));
 }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +56,46 @@ describe('sections resolve to plugins', () => {
     );
     expect(err?.message.split('\n')).toHaveLength(1);
   });
+
+  it.skipIf(process.platform === 'win32')(
+    'the file replaced after loading (a FIFO, a file over the bound) is not read again: the mistake names it, no line',
+    async () => {
+      const config = await configFile('[limits]\nmax_concurrent = 2\n\n[heat]\nlevel = 3\n');
+      const file = config.source!;
+      const message = () =>
+        load(config, []).then(
+          () => '',
+          (e: Error) => e.message,
+        );
+      // A FIFO nobody writes into: a blocking open would hold the agent's start (and its event loop) for good.
+      await rm(file);
+      expect(spawnSync('mkfifo', [file]).status).toBe(0);
+      expect(await message()).toMatch(/agent\.toml: \[heat\] is not claimed by any installed plugin/);
+      // Over MAX_CONFIG_BYTES: not read whole (the key would be found at line 4 if it were).
+      await rm(file);
+      await writeFile(
+        file,
+        `[limits]\nmax_concurrent = 2\n\n[heat]\nlevel = 3\n${'#'.repeat(1024 * 1024)}\n`,
+      );
+      expect(await message()).toMatch(/agent\.toml: \[heat\] is not claimed by any installed plugin/);
+    },
+  );
+
+  it.skipIf(process.platform === 'win32')(
+    'an embedder’s config whose source is a FIFO: the mistake names it, no hang',
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'usepod-features-'));
+      dirs.push(dir);
+      const fifo = join(dir, 'agent.toml');
+      expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+      const config = { source: fifo, heat: { level: 3 } } as unknown as Awaited<
+        ReturnType<typeof configFile>
+      >;
+      await expect(load(config, [])).rejects.toThrow(
+        /agent\.toml: \[heat\] is not claimed by any installed plugin/,
+      );
+    },
+  );
 
   it('two plugins claiming one section, or a plugin claiming a core section, are refused by name', async () => {
     const config = await configFile('[heat]\nlevel = 1\n');

@@ -1,4 +1,4 @@
-import { locatorFor } from '../config/locate.js';
+import { locatorFor } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ConfigMistakes, type Mistake } from '../config/validate.js';
 import { UsepodError } from '../errors.js';

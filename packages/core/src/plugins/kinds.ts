@@ -1,5 +1,5 @@
 import type { BackendContext, BackendFactory } from '../backend/backend.js';
-import { locatorFor } from '../config/locate.js';
+import { locatorFor } from '../config/load.js';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { ConfigMistakes, type Mistake } from '../config/validate.js';
 import { UsepodError } from '../errors.js';
