@@ -133,6 +133,44 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     expect(coordinator.sessions.items).toHaveLength(2);
   });
 
+  it('a provider id still unsaved when the agent stops: the retries end with it, nothing is written after', async (ctx) => {
+    // The same real full disk as above; the retries come every 20 ms here, doubling.
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-id-full-'));
+    cleanup.push(() => rm(disk, { recursive: true, force: true }));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
+      ctx.skip('no tmpfs could be mounted here (needs root)');
+    cleanup.push(async () => {
+      spawnSync('umount', [disk]);
+    });
+    let id = 'prov_a';
+    const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: true, providerId: id }) });
+    cleanup.push(() => coordinator.close());
+    const keyPath = join(disk, 'identity.key');
+    const t = await createTestAgent({
+      coordinator,
+      logLevel: 'info',
+      config: { identity: { key_path: keyPath } },
+      timing: { providerIdRetryMs: 20 },
+    });
+    cleanup.push(() => t.close());
+    await t.start();
+    await (await coordinator.firstAuthenticated()).capabilities();
+    await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
+    await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
+    id = 'prov_b';
+    const next = coordinator.nextAuthenticated();
+    coordinator.sessions.items[0]!.drain();
+    await (await next).capabilities();
+    expect(t.lines.filter((l) => l.includes('could not be saved'))).toHaveLength(1);
+    expect((await t.stop()).ok).toBe(true);
+    const saved = t.lines.filter((l) => l.includes('provider id saved')).length;
+    // Room again, after the stop: a retry left running would write prov_b within 20 + 40 + 80 + 160 ms.
+    await rm(join(disk, 'fill'));
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await readFile(keyPath, 'utf8')).toContain('provider_id: prov_a');
+    expect(t.lines.filter((l) => l.includes('provider id saved'))).toHaveLength(saved);
+  });
+
   it('sends capabilities after every auth_ok', async () => {
     const engine = await new VllmEmulator().start();
     cleanup.push(() => engine.close());

@@ -5,6 +5,7 @@ import type { Logger } from '../observability/log.js';
 import type { HeartbeatStats } from '../observability/stats.js';
 import type { AgentEvent, AgentHooks } from '../plugins/hooks.js';
 import type { CapabilitiesFrame } from '../protocol/frames.js';
+import { ProviderIdSaver } from '../protocol/provider-id.js';
 import { Session, type SessionEnd } from '../protocol/session.js';
 import type { Executor } from '../relay/executor.js';
 import { engineText } from '../untrusted.js';
@@ -33,12 +34,16 @@ export interface ConnectorOptions {
 export class Connector {
   readonly #o: ConnectorOptions;
   readonly #wake = new AbortController();
+  /** One for every session of this agent: its retries end with `stop()`. */
+  readonly #providerIds: ProviderIdSaver;
   #halted = false;
   #session: Session | undefined;
   #loop: Promise<void> | undefined;
 
   constructor(opts: ConnectorOptions) {
     this.#o = opts;
+    const retryMs = opts.timing.providerIdRetryMs;
+    this.#providerIds = new ProviderIdSaver(opts.identity, opts.log, retryMs ? { retryMs } : {});
   }
 
   /** A session's end on the stream; the coordinator's text bounded and folded before a webhook sees it. */
@@ -64,12 +69,14 @@ export class Connector {
     this.#halted = true;
   }
 
-  /** Closes the current session with 1000 and ends the loop. */
+  /** Closes the current session with 1000, ends the loop and the provider id's retries. */
   async stop(): Promise<void> {
     this.#halted = true;
     this.#session?.close(1000);
     this.#wake.abort();
     await this.#loop;
+    // Before the agent releases its identity lock: a write under way ends, none starts.
+    await this.#providerIds.close();
   }
 
   async #run(): Promise<void> {
@@ -87,6 +94,7 @@ export class Connector {
       const session = new Session({
         url: config.coordinator.url,
         identity: this.#o.identity,
+        providerIds: this.#providerIds,
         enrollmentCode: config.coordinator.enrollment_code,
         agentVersion: AGENT_VERSION,
         hooks: this.#o.hooks,

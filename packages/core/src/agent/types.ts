@@ -30,6 +30,8 @@ export interface AgentTiming {
   now?: () => number;
   /** Overrides `[selftest] interval_s` (0: only on demand). */
   selftestIntervalMs?: number;
+  /** First delay before a provider id that could not be saved is written again (default 1 s, doubling). */
+  providerIdRetryMs?: number;
 }
 
 import type { SelfTestResult } from '../routing/selftest.js';

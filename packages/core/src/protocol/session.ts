@@ -14,6 +14,7 @@ import {
   UUID_RE,
 } from './frames.js';
 import { answerPings } from './pings.js';
+import type { ProviderIdSaver } from './provider-id.js';
 
 /**
  * One WebSocket connection to the coordinator, from dial to close: handshake
@@ -40,6 +41,8 @@ export interface SessionEnd {
 export interface SessionOptions {
   url: string;
   identity: PersistedIdentity;
+  /** Writes the provider id the coordinator assigns: the connector's, ended by the agent's stop. */
+  providerIds: ProviderIdSaver;
   enrollmentCode: string | undefined;
   agentVersion: string;
   hooks: AgentHooks;
@@ -74,36 +77,6 @@ export function classifyClose(code: number, reason: string): CloseKind {
     return 'graceful';
   }
   return 'unexpected';
-}
-
-/** Identities whose provider id is not on disk yet: each has one retry running. */
-const unsaved = new WeakSet<PersistedIdentity>();
-const SAVE_RETRY_MAX_MS = 60_000;
-
-/**
- * Writes the provider id the coordinator assigned. A failure (a full disk) is one warning and retries
- * with a growing delay, never the session's end: it was a 'protocol error' that dropped the connection,
- * and the reconnect then skipped the save (the id in memory matched), so a restart enrolled again.
- */
-async function saveProviderId(identity: PersistedIdentity, log: Logger, delayMs = 1_000): Promise<void> {
-  try {
-    await identity.save();
-  } catch (err) {
-    if (!unsaved.has(identity)) {
-      log.warn(
-        `the provider id ${identity.providerId} could not be saved to ${identity.path}; retrying (a restart before it is would enroll again)`,
-        { error: errorMessage(err), error_code: 'USEPOD_IDENTITY_IO' },
-      );
-    }
-    unsaved.add(identity);
-    setTimeout(
-      () => void saveProviderId(identity, log, Math.min(delayMs * 2, SAVE_RETRY_MAX_MS)),
-      delayMs,
-    ).unref();
-    return;
-  }
-  unsaved.delete(identity);
-  log.info('provider id saved', { provider_id: identity.providerId, file: identity.path });
 }
 
 export class Session implements JobSink {
@@ -309,8 +282,10 @@ export class Session implements JobSink {
     // Checked by the frame's schema (PROTOCOL.md 2); an absent id keeps the stored one.
     if (assigned !== undefined && identity.providerId !== assigned) {
       identity.providerId = assigned;
-      // A retry already running saves the id just set.
-      if (!unsaved.has(identity)) await saveProviderId(identity, log);
+      await this.#o.providerIds.save();
+    } else if (this.#o.providerIds.owed) {
+      // The id in memory is the one assigned, yet not on disk (an earlier agent's save failed).
+      await this.#o.providerIds.save();
     }
     const providerId = identity.providerId;
     this.#state = 'online';
