@@ -5,7 +5,7 @@ import { join } from 'node:path';
 /** oclif's folder name for this CLI (package.json `oclif.dirname`) and its environment prefix. */
 const DIRNAME = 'usepod-agent';
 const SCOPE = 'USEPOD_AGENT';
-/** Larger than any theme or package.json: past it the file is not one. */
+/** Larger than any theme or package.json: past it the file is not one (core's MAX_PACKAGE_JSON, not imported: see readSmall). */
 const MAX = 1024 * 1024;
 
 /**

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import { isUsepodError, readLocalTextSync } from '@usepod-agent/core';
+import { isUsepodError, MAX_PACKAGE_JSON, readLocalTextSync } from '@usepod-agent/core';
 import { pluginOfModule } from './plugins.js';
 import { shareCore } from './shared-core.js';
 
@@ -37,7 +37,7 @@ export async function refuseIncompatible(
 /** The name in a folder's package.json (what `plugins link PATH` linked). */
 export function packageNameAt(path: string): string | undefined {
   // A FIFO or device in its place is never waited on or read whole.
-  const pkg = readLocalTextSync(join(resolve(path), 'package.json'), 1024 * 1024);
+  const pkg = readLocalTextSync(join(resolve(path), 'package.json'), MAX_PACKAGE_JSON);
   if (pkg.kind !== 'text') return undefined;
   try {
     return (JSON.parse(pkg.text) as { name?: string }).name;

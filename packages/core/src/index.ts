@@ -83,6 +83,7 @@ export {
   type StartInfo,
 } from './plugins/hooks.js';
 export type { BackendKind, OptionsSchema } from './plugins/kinds.js';
+export { MAX_PACKAGE_JSON } from './plugins/loader.js';
 export {
   type AgentAccess,
   type AgentBackend,

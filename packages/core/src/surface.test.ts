@@ -24,6 +24,7 @@ describe('public surfaces', () => {
       'Agent',
       'CapabilityStage',
       'ERROR_CODES',
+      'MAX_PACKAGE_JSON',
       'UsepodError',
       'checkTimezone',
       'configureLogging',

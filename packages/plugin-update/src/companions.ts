@@ -1,5 +1,5 @@
 import { basename, dirname, join } from 'node:path';
-import { readBoundedText, readLocalTextSync } from '@usepod-agent/core';
+import { MAX_PACKAGE_JSON, readBoundedText, readLocalTextSync } from '@usepod-agent/core';
 import gt from 'semver/functions/gt.js';
 import prerelease from 'semver/functions/prerelease.js';
 import satisfies from 'semver/functions/satisfies.js';
@@ -170,7 +170,7 @@ export function companionsBeside(cliRoot: string): Map<string, { version: string
     if (!listed.success) return found;
     for (const [name, version] of Object.entries(listed.data).slice(0, 200)) {
       const root = join(nodeModules, ...name.split('/'));
-      const pkg = readLocalTextSync(join(root, 'package.json'), 1024 * 1024);
+      const pkg = readLocalTextSync(join(root, 'package.json'), MAX_PACKAGE_JSON);
       if (pkg.kind !== 'text') continue;
       try {
         if ((JSON.parse(pkg.text) as { version?: unknown }).version === version)

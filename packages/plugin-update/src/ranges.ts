@@ -1,6 +1,6 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { readLocalText } from '@usepod-agent/core';
+import { MAX_PACKAGE_JSON, readLocalText } from '@usepod-agent/core';
 import satisfies from 'semver/functions/satisfies.js';
 import validRange from 'semver/ranges/valid.js';
 import { isVersion } from './state.js';
@@ -26,7 +26,7 @@ export interface OperatorPlugin {
  * waited on for good, holding the update check, and /dev/zero was read whole before its size was checked.
  */
 async function json(path: string): Promise<Record<string, unknown> | undefined> {
-  const read = await readLocalText(path, 1024 * 1024);
+  const read = await readLocalText(path, MAX_PACKAGE_JSON);
   if (read.kind !== 'text') return undefined;
   try {
     const v = JSON.parse(read.text) as unknown;

@@ -20,8 +20,11 @@ export function cliPluginRoot(): string {
   return join(data, 'usepod-agent');
 }
 
-/** Larger than any package.json: past it the file is not one (and is never read whole). */
-const MAX_PACKAGE_JSON = 1024 * 1024;
+/**
+ * Larger than any package.json: past it the file is not one (and is never read whole). The one bound for
+ * every package.json read as untrusted (a plugin's, a linked folder's, the CLI's plugin manifest).
+ */
+export const MAX_PACKAGE_JSON = 1024 * 1024;
 
 const PLUGIN_NAME = /^(?:@usepod-agent\/plugin-|(?:@[^/]+\/)?usepod-agent-plugin-)(.+)$/;
 
