@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
-import { type AddressInfo, connect, createServer as createNetServer } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import alertsPlugin from '@usepod-agent/plugin-alerts';
@@ -11,6 +11,7 @@ import dashboardPlugin, { type FleetRow, type PageState } from '@usepod-agent/pl
 import ledgerPlugin from '@usepod-agent/plugin-ledger';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, type TestAgent, type TestAgentOptions, VllmEmulator } from '@usepod-agent/testkit';
+import { freePort } from '@usepod-agent/testkit/real';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cli, homeEnv, runAgent, type Scratch, scratch } from './cli.js';
 
@@ -99,15 +100,6 @@ async function online(r: Running) {
   await session.capabilities();
   await r.t.agent.waitFor('online');
   return session;
-}
-
-/** A port free now: a process's address must be known before it runs. */
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 /** A real `usepod-agent run` in a scratch home, its key in `id/`. */

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '@usepod-agent/testkit/real';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { homeEnv, runAgent, cli as runCli, type Scratch, scratch } from './cli.js';
 
@@ -21,15 +21,6 @@ afterEach(() => s.close());
 const env = () => homeEnv(s.dir);
 const keyDir = () => join(s.dir, 'id');
 const cli = (args: string[]) => runCli(args, { env: env(), cwd: s.dir });
-
-/** A port free now: the page's address must be known before the agent runs. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function config(port: number, o: { host?: string; extra?: string } = {}): Promise<string> {
   const path = join(s.dir, 'agent.toml');

@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '@usepod-agent/testkit/real';
 
 /**
  * A real npm registry for tests (verdaccio 6.8, a dev dependency) on 127.0.0.1: our packages are
@@ -19,15 +19,9 @@ export interface Registry {
   close(): void;
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 /** Starts verdaccio with its storage under `work`, and makes a publisher as `npm adduser` would. */
+export { freePort };
+
 export async function startRegistry(work: string): Promise<Registry> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/`;

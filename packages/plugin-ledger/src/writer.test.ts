@@ -269,7 +269,7 @@ describe("a job's energy told before its record", () => {
     // The executor tells job_end, then journals the record on the next turn: a poll in the job's last
     // millisecond lets the GPU plugin tell the energy in between (attribution.ts, `ended`).
     const a = job();
-    const refused = job({ outcome: 'refused', refusal: 'paused' });
+    const refused = job({ outcome: 'error', refusal: 'paused' });
     writer.energy(a.jobId, 0.25);
     writer.energy(refused.jobId, 0.5);
     // A job never recorded: held, bounded, never written anywhere.
