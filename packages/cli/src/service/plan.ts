@@ -357,12 +357,20 @@ function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
           why: 'state folder',
         },
         { kind: 'run', cmd: 'install', args: ['-d', '-m', '0755', LINUX.configDir], why: 'config folder' },
+        // 0600 and the service user's, as the key: the config may hold the enrollment code, and a copy
+        // others could read made the agent's own loader warn of it at every start.
         {
           kind: 'write',
           path: LINUX_CONFIG,
           content: o.serviceConfigToml,
-          mode: 0o644,
+          mode: 0o600,
           why: `the config, from ${o.configPath}`,
+        },
+        {
+          kind: 'run',
+          cmd: 'chown',
+          args: [`${LINUX.user}:${LINUX.user}`, LINUX_CONFIG],
+          why: 'the config, readable by the service user only (it may hold the enrollment code)',
         },
         {
           kind: 'run',
