@@ -579,8 +579,14 @@ describe('service', () => {
     // The folder is set up by this CLI's `update --setup` over the service's config, after that config is
     // written and before the service is created; the log file and restart-on-failure are kept.
     const setup = `C:\\Program Files\\nodejs\\node.exe | ${win.cliPath} | update | --setup | --config | C:\\ProgramData\\usepod-agent\\agent.toml`;
+    // Every local user could read what is under ProgramData: the folder is closed to SYSTEM and
+    // Administrators before the config and the key go in.
+    const acl =
+      'icacls.exe | C:\\ProgramData\\usepod-agent | /inheritance:r | /grant:r | *S-1-5-18:(OI)(CI)F | *S-1-5-32-544:(OI)(CI)F';
     const order = [
+      acl,
       'write C:\\ProgramData\\usepod-agent\\agent.toml',
+      lines.find((l) => l.startsWith('cmd.exe | /c | copy'))!,
       setup,
       lines.find((l) => l.startsWith('sc.exe | create'))!,
       lines.find((l) => l.startsWith('reg.exe | add'))!,

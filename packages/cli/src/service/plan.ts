@@ -564,6 +564,16 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
           args: ['/c', 'if not exist', WIN.dir, 'mkdir', WIN.dir],
           why: 'data folder',
         },
+        // A folder made under ProgramData inherits read access for every local user (BUILTIN\Users): the
+        // key and a config that may hold the enrollment code would be theirs to read. SYSTEM (the
+        // service) and Administrators only, inherited by what is written in it; SIDs, not names, which
+        // Windows translates.
+        {
+          kind: 'run',
+          cmd: 'icacls.exe',
+          args: [WIN.dir, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F'],
+          why: 'the data folder, for the service and administrators only',
+        },
         {
           kind: 'write',
           path: config,
