@@ -1,5 +1,5 @@
 /**
- * `node --import tsx bench/idle-memory.ts [-- node flags for the agent]`: what `usepod-agent run` holds
+ * `node --import tsx bench/idle-memory.ts [node flags for the agent]`: what `usepod-agent run` holds
  * when online and idle (ledger and status server on, as an operator runs it), by where it lives
  * (/proc/<pid>/smaps: the node binary's pages, anonymous memory, malloc, native modules), by V8 space,
  * and by package of the modules it loaded; with how long it took from start to online. Decision 0008.
@@ -26,6 +26,9 @@ const freePort = async () => {
   return port;
 };
 const statusPort = ask ? await freePort() : 0;
+// Node flags for the agent; a `--` before them (as npm scripts pass arguments on) is not one: node took
+// it as the end of its options and the agent never started.
+const flags = process.argv.slice(2).filter((a, i) => !(i === 0 && a === '--'));
 
 const engine = new BatchEngine();
 const engineUrl = await engine.start();
@@ -52,7 +55,7 @@ const started = performance.now();
 const child = spawn(
   process.execPath,
   [
-    ...process.argv.slice(2),
+    ...flags,
     '--import',
     here('./idle-hooks.mjs'),
     // IDLE_CLI: another checkout's bin/run.js (a baseline build, for alternating runs).
@@ -66,7 +69,15 @@ const child = spawn(
   // another checkout's packages there would be loaded beside the CLI's own (a second core).
   { cwd: dir, env: { ...process.env, HOME: dir, IDLE_OUT: join(dir, 'idle.json') }, stdio: 'ignore' },
 );
-await coord.ready();
+// An agent that exits before it is online (a bad flag) is said, not waited for: its output is not kept.
+await Promise.race([
+  coord.ready(),
+  new Promise((_, reject) =>
+    child.once('exit', (code) =>
+      reject(new Error(`the agent exited (${code}) before it was online: flags ${flags.join(' ')}`)),
+    ),
+  ),
+]);
 const onlineMs = Math.round(coord.onlineAt! - started);
 let asked: number | undefined;
 if (ask) {
@@ -107,7 +118,7 @@ await engine.close();
 
 const total = [...resident.values()].reduce((a, b) => a + b, 0);
 const report = {
-  flags: process.argv.slice(2).join(' ') || null,
+  flags: flags.join(' ') || null,
   online_ms: onlineMs,
   ...(ask ? { asked: `${ask} ${asked}` } : {}),
   idle_after_ms: waitMs,
