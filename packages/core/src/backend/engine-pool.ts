@@ -105,6 +105,8 @@ class EngineHttpsAgent extends HttpsAgent {
 
 const AGENT_OPTIONS = {
   keepAlive: true,
+  // TCP keep-alive probes after a minute of silence, as undici's connector set them (Node's default: 1 s).
+  keepAliveMsecs: 60_000,
   maxSockets: MAX_SOCKETS,
   maxFreeSockets: MAX_SOCKETS,
   scheduling: 'lifo',
