@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AbortRelay } from '../relay/abort-relay.js';
+import { CONNECT_TIMEOUT_MS } from './engine-pool.js';
 import { createPool, promGauge, readText, send } from './http.js';
 
 describe('promGauge', () => {
@@ -85,6 +87,29 @@ describe('send: the engine client', () => {
     expect(((await failed)[0] as Error).message).toBe('deadline');
     await closes[1];
   });
+
+  it('gives up on a connection the engine never accepts after the connect timeout, as unreachable', async () => {
+    // A listener whose process never runs its loop again: once its backlog (1) is full, the kernel drops
+    // further SYNs and a connect waits with no answer, as to a host that is gone.
+    const child = spawn(process.execPath, [
+      '-e',
+      "const s = require('net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });",
+    ]);
+    const fill: Socket[] = [];
+    try {
+      const port = Number(String((await once(child.stdout, 'data'))[0]).trim());
+      for (let i = 0; i < 8; i++) fill.push(connect(port, '127.0.0.1').on('error', () => {}));
+      const started = Date.now();
+      await expect(send(pool, `http://127.0.0.1:${port}/health`, { method: 'GET' })).rejects.toMatchObject({
+        code: 'USEPOD_BACKEND_UNREACHABLE',
+        message: expect.stringContaining('ETIMEDOUT'),
+      });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(CONNECT_TIMEOUT_MS - 100);
+    } finally {
+      for (const s of fill) s.destroy();
+      child.kill();
+    }
+  }, 20_000);
 
   it('maps a refused connection to USEPOD_BACKEND_UNREACHABLE', async () => {
     const e = await engine((_req, res) => res.end());
