@@ -12,6 +12,31 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
+/**
+ * A 64 KiB tmpfs for the key (mounting needs root; elsewhere the test is skipped) and a coordinator whose
+ * next authentication hands out the provider id `setId` gives (prov_a first).
+ */
+async function fullDisk(ctx: { skip: (note: string) => never }) {
+  const disk = await mkdtemp(join(tmpdir(), 'usepod-id-full-'));
+  cleanup.push(() => rm(disk, { recursive: true, force: true }));
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
+    ctx.skip('no tmpfs could be mounted here (needs root)');
+  cleanup.push(async () => {
+    spawnSync('umount', [disk]);
+  });
+  let id = 'prov_a';
+  const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: true, providerId: id }) });
+  cleanup.push(() => coordinator.close());
+  return {
+    disk,
+    keyPath: join(disk, 'identity.key'),
+    coordinator,
+    setId: (next: string) => {
+      id = next;
+    },
+  };
+}
+
 describe('handshake (PROTOCOL.md section 2)', () => {
   it('signs the decoded nonce and sends the agent version', async () => {
     const t = await createTestAgent();
@@ -88,18 +113,8 @@ describe('handshake (PROTOCOL.md section 2)', () => {
   });
 
   it('a provider id a full disk cannot take keeps the session online, warns once, and is saved once there is room', async (ctx) => {
-    // A real full disk: a 64 KiB tmpfs holding the key (mounting needs root; elsewhere the test is skipped).
-    const disk = await mkdtemp(join(tmpdir(), 'usepod-id-full-'));
-    cleanup.push(() => rm(disk, { recursive: true, force: true }));
-    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
-      ctx.skip('no tmpfs could be mounted here (needs root)');
-    cleanup.push(async () => {
-      spawnSync('umount', [disk]);
-    });
-    let id = 'prov_a';
-    const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: true, providerId: id }) });
-    cleanup.push(() => coordinator.close());
-    const keyPath = join(disk, 'identity.key');
+    // A real full disk (fullDisk).
+    const { disk, keyPath, coordinator, setId } = await fullDisk(ctx);
     const t = await createTestAgent({
       coordinator,
       logLevel: 'info',
@@ -111,7 +126,7 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     await s1.capabilities();
     await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
     await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
-    id = 'prov_b';
+    setId('prov_b');
     const next = coordinator.nextAuthenticated();
     s1.drain();
     // The session the new id came on stays: capabilities follow, no protocol error, no reconnect.
@@ -134,18 +149,8 @@ describe('handshake (PROTOCOL.md section 2)', () => {
   });
 
   it('a provider id still unsaved when the agent stops: the retries end with it, nothing is written after', async (ctx) => {
-    // The same real full disk as above; the retries come every 20 ms here, doubling.
-    const disk = await mkdtemp(join(tmpdir(), 'usepod-id-full-'));
-    cleanup.push(() => rm(disk, { recursive: true, force: true }));
-    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0)
-      ctx.skip('no tmpfs could be mounted here (needs root)');
-    cleanup.push(async () => {
-      spawnSync('umount', [disk]);
-    });
-    let id = 'prov_a';
-    const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: true, providerId: id }) });
-    cleanup.push(() => coordinator.close());
-    const keyPath = join(disk, 'identity.key');
+    // A real full disk (fullDisk); the retries come every 20 ms here, doubling.
+    const { disk, keyPath, coordinator, setId } = await fullDisk(ctx);
     const t = await createTestAgent({
       coordinator,
       logLevel: 'info',
@@ -157,7 +162,7 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     await (await coordinator.firstAuthenticated()).capabilities();
     await writeFile(join(disk, 'fill'), Buffer.alloc(64 * 1024)).catch(() => {});
     await writeFile(join(disk, 'fill2'), Buffer.alloc(4096)).catch(() => {});
-    id = 'prov_b';
+    setId('prov_b');
     const next = coordinator.nextAuthenticated();
     coordinator.sessions.items[0]!.drain();
     await (await next).capabilities();

@@ -409,6 +409,7 @@ describe('service', () => {
       'install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent',
       'install -d -m 0755 /etc/usepod-agent',
       'write /etc/usepod-agent/agent.toml',
+      'chown usepod:usepod /etc/usepod-agent/agent.toml',
       'install -o usepod -g usepod -m 0600 /home/op/.usepod-agent/identity.key /var/lib/usepod-agent/identity.key',
       'write /etc/systemd/system/usepod-agent.service',
       'systemctl daemon-reload',
@@ -416,6 +417,13 @@ describe('service', () => {
       // restart: a 0.3.x agent already running under the same unit is replaced, never left beside ours.
       'systemctl restart usepod-agent.service',
     ]);
+    // The config may hold the enrollment code: written 0600, the service user's, as the key (it was 0644,
+    // and the service's own loader warned at every start that others could read the code).
+    expect(
+      install.find((s) => s.kind === 'write' && s.path === '/etc/usepod-agent/agent.toml'),
+    ).toMatchObject({
+      mode: 0o600,
+    });
     const logs = planService('logs', { ...base, follow: true, lines: 50 })[0]!;
     expect(logs).toMatchObject({
       cmd: 'journalctl',
@@ -571,8 +579,14 @@ describe('service', () => {
     // The folder is set up by this CLI's `update --setup` over the service's config, after that config is
     // written and before the service is created; the log file and restart-on-failure are kept.
     const setup = `C:\\Program Files\\nodejs\\node.exe | ${win.cliPath} | update | --setup | --config | C:\\ProgramData\\usepod-agent\\agent.toml`;
+    // Every local user could read what is under ProgramData: the folder is closed to SYSTEM and
+    // Administrators before the config and the key go in.
+    const acl =
+      'icacls.exe | C:\\ProgramData\\usepod-agent | /inheritance:r | /grant:r | *S-1-5-18:(OI)(CI)F | *S-1-5-32-544:(OI)(CI)F';
     const order = [
+      acl,
       'write C:\\ProgramData\\usepod-agent\\agent.toml',
+      lines.find((l) => l.startsWith('cmd.exe | /c | copy'))!,
       setup,
       lines.find((l) => l.startsWith('sc.exe | create'))!,
       lines.find((l) => l.startsWith('reg.exe | add'))!,

@@ -94,6 +94,7 @@ export async function leavePeersToTheAgent(dataDir: string): Promise<string | un
   if (/^\s*legacy-peer-deps\s*=\s*true\s*$/m.test(current)) return undefined;
   await mkdir(dataDir, { recursive: true });
   const sep = current === '' || current.endsWith('\n') ? '' : '\n';
-  await writeFileAtomic(file, `${current}${sep}legacy-peer-deps=true\n`, 0o644);
+  // 0600: an operator installing private plugins keeps a registry token here; npm reads it as the same user.
+  await writeFileAtomic(file, `${current}${sep}legacy-peer-deps=true\n`, 0o600);
   return undefined;
 }

@@ -30,7 +30,13 @@ class Lines implements Logger {
 function applied(entries: Record<string, unknown>[], timing = { retryBaseMs: 20, retryMaxMs: 200 }) {
   const hooks = createHooks();
   const log = new Lines();
-  const ctx = { log, config: {}, coreVersion: '0.4.0', section: () => undefined } as unknown as PluginContext;
+  const ctx = {
+    log,
+    config: {},
+    coreVersion: '0.4.0',
+    section: () => undefined,
+    doctorCheck() {},
+  } as unknown as PluginContext;
   void alerts({ alerts: entries, timing, flushMs: 200 }).apply(hooks, ctx);
   return {
     log,

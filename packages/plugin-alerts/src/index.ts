@@ -9,6 +9,7 @@ import {
 } from '@usepod-agent/core';
 import { type AlertConfig, type AlertEvent, alertsSection, readAlerts } from './config.js';
 import { Delivery, type DeliveryTiming } from './deliver.js';
+import { exposedConfig } from './exposure.js';
 import type { Alert } from './formats.js';
 import { draftOf } from './messages.js';
 import { type Text, text } from './text.js';
@@ -61,6 +62,23 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     const entries = options?.alerts ? readAlerts(options.alerts, ctx.config.source) : (section ?? []);
     if (entries.length === 0) return;
     const log: Logger = ctx.log;
+    // Entries from the config file: their URLs are secrets that file must keep (exposure.ts).
+    const source = options?.alerts ? undefined : ctx.config.source;
+    const exposed = exposedConfig(source);
+    if (exposed) log.warn(exposed);
+    ctx.doctorCheck('alerts', () => {
+      const now = exposedConfig(source);
+      return [
+        now
+          ? {
+              name: 'alerts',
+              level: 'warn',
+              detail: now.replace(/; run: .*$/, ''),
+              fix: `chmod 600 ${source}`,
+            }
+          : { name: 'alerts', level: 'ok', detail: `${entries.length} webhook(s)` },
+      ];
+    });
     const targets: Target[] = entries.map((cfg) => ({
       cfg,
       delivery: new Delivery(cfg, log, options?.timing),

@@ -357,12 +357,20 @@ function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
           why: 'state folder',
         },
         { kind: 'run', cmd: 'install', args: ['-d', '-m', '0755', LINUX.configDir], why: 'config folder' },
+        // 0600 and the service user's, as the key: the config may hold the enrollment code, and a copy
+        // others could read made the agent's own loader warn of it at every start.
         {
           kind: 'write',
           path: LINUX_CONFIG,
           content: o.serviceConfigToml,
-          mode: 0o644,
+          mode: 0o600,
           why: `the config, from ${o.configPath}`,
+        },
+        {
+          kind: 'run',
+          cmd: 'chown',
+          args: [`${LINUX.user}:${LINUX.user}`, LINUX_CONFIG],
+          why: 'the config, readable by the service user only (it may hold the enrollment code)',
         },
         {
           kind: 'run',
@@ -555,6 +563,16 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
           cmd: 'cmd.exe',
           args: ['/c', 'if not exist', WIN.dir, 'mkdir', WIN.dir],
           why: 'data folder',
+        },
+        // A folder made under ProgramData inherits read access for every local user (BUILTIN\Users): the
+        // key and a config that may hold the enrollment code would be theirs to read. SYSTEM (the
+        // service) and Administrators only, inherited by what is written in it; SIDs, not names, which
+        // Windows translates.
+        {
+          kind: 'run',
+          cmd: 'icacls.exe',
+          args: [WIN.dir, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F'],
+          why: 'the data folder, for the service and administrators only',
         },
         {
           kind: 'write',
