@@ -53,9 +53,8 @@ export interface StreamRequest {
   /** Aborted on cancel, deadline, session end: the backend must close the upstream request. */
   signal: AbortSignal;
   /**
-   * The same abort as an `EventEmitter` that emits `abort` with `signal` (the job's own; undici takes
-   * either as a request's signal, and listening on an emitter is far cheaper on a cold process: decision
-   * 0004). `sendRequest()` takes it as `abort`; a plugin with another HTTP client uses `signal`.
+   * The same abort as an `EventEmitter` that emits `abort` with `signal` (the job's own;
+   * listening on an emitter is far cheaper than on a signal on a cold process: decision 0004). `sendRequest()` takes it as `abort`; a plugin with another HTTP client uses `signal`.
    */
   abort?: EventEmitter & { readonly aborted: boolean; readonly reason: unknown };
 }

@@ -1,17 +1,22 @@
-import { createRequire } from 'node:module';
+import { type ClientRequest, type IncomingMessage, request } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { Dispatcher, Agent as UndiciAgent } from 'undici';
 import { UsepodError } from '../errors.js';
 import { guardBody } from '../relay/read-chunks.js';
 import { errorText } from '../relay/stream-scan.js';
 import type { StreamRequest } from './backend.js';
+import { EnginePool, noteKeepAlive } from './engine-pool.js';
 
 /**
- * HTTP to engines through undici: one keep-alive pool per backend, streamed
- * bodies as Node Readables (pausable, for backpressure), and errors mapped to
- * the codes of PROTOCOL.md 5.4. See docs/decisions/0002-undici-for-engine-http.md.
+ * HTTP to engines through Node's own client: one keep-alive pool per backend (`engine-pool.ts`),
+ * streamed bodies as Node Readables (pausable, for backpressure), aborts that destroy the socket at
+ * once, and errors mapped to the codes of PROTOCOL.md 5.4. See docs/decisions/0002-undici-for-engine-http.md
+ * and its successor in 0008 (ninth pass).
  */
 
+/**
+ * Codes of a connection that could not be made or was dropped. The `UND_ERR_*` ones are no longer ours
+ * but stay: `isConnectError()` is a plugin's too, and Node's global `fetch` (undici inside) throws them.
+ */
 const CONNECT_ERRORS = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -21,47 +26,24 @@ const CONNECT_ERRORS = new Set([
   'EHOSTDOWN',
   'ECONNRESET',
   'EPIPE',
+  'ETIMEDOUT',
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_SOCKET',
   'UND_ERR_CLOSED',
 ]);
 
-/**
- * undici reads sockets with a 64 KiB buffer by default; a paused relay's read-ahead is that plus the
- * body's highWaterMark, so both are kept at 16 KiB (bench lane E: 100 KB instead of 200 KB held per
- * paused stream). net.connect takes `highWaterMark`; undici passes it through but does not type it.
- */
-const CONNECT_OPTIONS = { timeout: 10_000, highWaterMark: 16 * 1024 };
-
-/**
- * undici's index loads all of undici (fetch, its cache, mocks, WebSocket, EventSource: 110 modules, held
- * for the agent's life); the agent needs its Agent and `request()`, 31 (decision 0008's fourth pass). Its
- * files are required by path (undici 7 has no `exports` map; the version is pinned), and the request API
- * goes onto Dispatcher's prototype as undici's index puts it there, so a plugin's `createPool()` offers all
- * of it. startup.test.ts holds `run` to not loading the index.
- */
-const requireUndici = createRequire(import.meta.url);
-const Agent: typeof UndiciAgent = requireUndici('undici/lib/dispatcher/agent.js');
-Object.assign(
-  (requireUndici('undici/lib/dispatcher/dispatcher.js') as typeof Dispatcher).prototype,
-  requireUndici('undici/lib/api/index.js'),
-);
-
-export function createPool(): UndiciAgent {
-  return new Agent({
-    keepAliveTimeout: 30_000,
-    connections: 512,
-    // Deadlines are the job's own (deadline_ms); undici must not cut streams on its own clock.
-    headersTimeout: 0,
-    bodyTimeout: 0,
-    connect: CONNECT_OPTIONS,
-  });
+/** A new pool of connections for one backend (`sendRequest()` and `getJson()` take it). */
+export function createPool(): EnginePool {
+  return new EnginePool();
 }
+
+export type { EnginePool };
 
 export interface HttpResult {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Readable & Dispatcher.ResponseData['body'];
+  /** The engine's body, with a 16 KiB high-water mark; destroying it closes the connection. */
+  body: Readable;
 }
 
 function errCode(err: unknown): string | undefined {
@@ -84,20 +66,35 @@ export interface SendOptions {
   headers?: Record<string, string>;
   body?: string;
   signal?: AbortSignal;
-  /** The job's abort as an emitter fired with `signal` (`StreamRequest.abort`): handed to undici instead. */
+  /** The job's abort as an emitter fired with `signal` (`StreamRequest.abort`): listened to instead. */
   abort?: StreamRequest['abort'];
 }
 
+interface Target {
+  protocol: string;
+  hostname: string;
+  port: string;
+  path: string;
+  origin: string;
+}
+
 /**
- * `origin` and `path` of an engine URL, parsed once: undici's top-level `request(url)` runs the WHATWG
- * URL parser on every call, a cost a cold agent pays on each job's way to its engine (decision 0004).
+ * The parts of an engine URL, parsed once: the WHATWG URL parser on every call is a cost a cold agent
+ * pays on each job's way to its engine (decision 0004).
  */
-const parsedUrls = new Map<string, { origin: string; path: string }>();
-function splitUrl(url: string): { origin: string; path: string } {
+const parsedUrls = new Map<string, Target>();
+function splitUrl(url: string): Target {
   let hit = parsedUrls.get(url);
   if (!hit) {
     const u = new URL(url);
-    hit = { origin: u.origin, path: `${u.pathname}${u.search}` };
+    hit = {
+      protocol: u.protocol,
+      // `[::1]` in a URL, `::1` for a socket.
+      hostname: u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname,
+      port: u.port,
+      path: `${u.pathname}${u.search}`,
+      origin: u.origin,
+    };
     // Engines have a handful of endpoints each; the bound only guards against a plugin that varies them.
     if (parsedUrls.size >= 256) parsedUrls.clear();
     parsedUrls.set(url, hit);
@@ -105,30 +102,97 @@ function splitUrl(url: string): { origin: string; path: string } {
   return hit;
 }
 
-/** Sends a request; connection failures become `USEPOD_BACKEND_UNREACHABLE`. */
-export async function send(pool: Dispatcher, url: string, opts: SendOptions): Promise<HttpResult> {
-  try {
-    const res = await pool.request({
-      ...splitUrl(url),
-      method: opts.method,
-      headers: opts.headers,
-      body: opts.body,
-      signal: opts.abort ?? opts.signal,
-      // With CONNECT_OPTIONS, bounds what a paused relay holds per stream.
-      highWaterMark: 16 * 1024,
+type Abort = NonNullable<StreamRequest['abort']> | AbortSignal;
+
+function abortError(abort: Abort): unknown {
+  return abort.reason ?? Object.assign(new Error('the request was aborted'), { name: 'AbortError' });
+}
+
+/** A request failed on a kept-alive socket before any byte of an answer: the engine had closed it. */
+const STALE = Symbol('stale');
+/** Attempts on reused sockets before the failure is the job's; a new socket's failure always is. */
+const MAX_STALE_RETRIES = 2;
+
+/**
+ * One attempt. Aborting destroys the request, and with it the socket, at once: engines notice a cancel
+ * by the closed connection (ENGINES.md). The abort is listened to until the body closes.
+ */
+function attempt(pool: EnginePool, t: Target, opts: SendOptions, abort: Abort | undefined) {
+  return new Promise<HttpResult | typeof STALE>((resolve, reject) => {
+    let req: ClientRequest;
+    let res: IncomingMessage | undefined;
+    const onAbort = (): void => {
+      const reason = abortError(abort!);
+      if (res) res.destroy(reason instanceof Error ? reason : undefined);
+      else reject(reason);
+      req.destroy();
+    };
+    const unlisten = (): void => {
+      if (!abort) return;
+      if ('addEventListener' in abort) abort.removeEventListener('abort', onAbort);
+      else abort.off('abort', onAbort);
+    };
+    try {
+      req = request({
+        agent: pool.agentFor(t.protocol),
+        protocol: t.protocol,
+        hostname: t.hostname,
+        port: t.port || undefined,
+        path: t.path,
+        method: opts.method,
+        headers: opts.headers,
+      });
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    if (abort) {
+      if ('addEventListener' in abort) abort.addEventListener('abort', onAbort, { once: true });
+      else abort.once('abort', onAbort);
+    }
+    req.on('error', (err) => {
+      if (res) return; // after the answer began, its body carries the failure
+      unlisten();
+      // Nothing of an answer came on a socket the engine may have closed while it sat idle: a new one.
+      if (req.reusedSocket && (errCode(err) === 'ECONNRESET' || errCode(err) === 'EPIPE')) resolve(STALE);
+      else reject(err);
     });
-    return { status: res.statusCode, headers: res.headers, body: guardBody(res.body as HttpResult['body']) };
+    req.on('response', (r) => {
+      res = r;
+      noteKeepAlive(r.socket, r.headers['keep-alive'] as string | undefined);
+      r.once('close', unlisten);
+      resolve({ status: r.statusCode ?? 0, headers: r.headers, body: guardBody(r) });
+    });
+    req.end(opts.body);
+  });
+}
+
+/** Sends a request; connection failures become `USEPOD_BACKEND_UNREACHABLE`. */
+export async function send(pool: EnginePool, url: string, opts: SendOptions): Promise<HttpResult> {
+  const target = splitUrl(url);
+  const abort = opts.abort ?? opts.signal;
+  try {
+    if (abort?.aborted) throw abortError(abort);
+    for (let retries = 0; ; retries++) {
+      const res = await attempt(pool, target, opts, abort);
+      if (res !== STALE) return res;
+      if (retries === MAX_STALE_RETRIES) {
+        throw Object.assign(new Error('the engine closed the connection before answering'), {
+          code: 'ECONNRESET',
+        });
+      }
+    }
   } catch (err) {
-    if (opts.signal?.aborted) throw err;
+    if (opts.signal?.aborted || abort?.aborted) throw err;
     const code = errCode(err);
     if (code) {
-      throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', `cannot reach ${new URL(url).origin}: ${code}`, {
+      throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', `cannot reach ${target.origin}: ${code}`, {
         cause: err,
       });
     }
     throw new UsepodError(
       'USEPOD_BACKEND_HTTP',
-      `request to ${new URL(url).origin} failed: ${(err as Error).message}`,
+      `request to ${target.origin} failed: ${(err as Error).message}`,
       {
         cause: err,
       },
@@ -154,7 +218,7 @@ export async function readText(body: Readable, limit = 64 * 1024): Promise<strin
 
 /** GET a JSON document; non-2xx statuses become mapped errors. */
 export async function getJson<T = unknown>(
-  pool: Dispatcher,
+  pool: EnginePool,
   url: string,
   headers: Record<string, string>,
   signal?: AbortSignal,

@@ -21,6 +21,7 @@ export type {
 } from './backend.js';
 export {
   createPool,
+  type EnginePool,
   engineErrorMessage,
   getJson,
   httpError,

@@ -1,5 +1,4 @@
 import { Readable } from 'node:stream';
-import type { Agent } from 'undici';
 import type { BackendConfig } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
@@ -13,7 +12,15 @@ import type {
   StreamRequest,
   UpstreamResponse,
 } from './backend.js';
-import { createPool, engineErrorMessage, getJson, httpError, readText, send } from './http.js';
+import {
+  createPool,
+  type EnginePool,
+  engineErrorMessage,
+  getJson,
+  httpError,
+  readText,
+  send,
+} from './http.js';
 
 /**
  * The shared helper every OpenAI-compatible engine plugin builds on: health
@@ -112,7 +119,7 @@ export class OpenAICompatibleBackend implements Backend {
   readonly kind: string;
   readonly label: string;
   readonly url: string;
-  protected readonly pool: Agent;
+  protected readonly pool: EnginePool;
   protected readonly log: Logger;
   protected readonly apiKey: string | undefined;
   protected readonly allow: Set<string> | undefined;

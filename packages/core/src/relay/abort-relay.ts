@@ -2,19 +2,19 @@ import { EventEmitter } from 'node:events';
 
 /**
  * One job's abort, its only owner (issue 16): an `AbortController` whose signal goes to the plugin, an
- * `EventEmitter` for undici fired with it, and the executor's own reactions while it waits on something
- * (the open, the body, the sink), registered and disposed here rather than saved and restored by hand.
- * undici takes an `EventEmitter` as a request's abort signal as well as an `AbortSignal` (documented),
- * and on a process that has been idle, listening on an `EventEmitter` costs a fraction of what an
+ * `EventEmitter` for the engine request fired with it, and the executor's own reactions while it waits
+ * on something (the open, the body, the sink), registered and disposed here rather than saved and
+ * restored by hand.
+ * On a process that has been idle, listening on an `EventEmitter` costs a fraction of what an
  * `AbortSignal` listener does (bench/undici-cold.ts: about 100 µs more to create a request with an
  * `AbortSignal`; decision 0004). The executor passes it to the plugin as `StreamRequest.abort`, and
- * `sendRequest()` hands it to undici.
+ * `sendRequest()` listens on it.
  */
 export class AbortRelay extends EventEmitter {
   readonly #controller = new AbortController();
   readonly signal: AbortSignal = this.#controller.signal;
   /**
-   * Called after the signal's listeners and undici, newest first. A plain list, not signal listeners:
+   * Called after the signal's listeners and the request's, newest first. A plain list, not signal listeners:
    * adding a listener to an AbortSignal costs 100 µs or more on a cold agent (decision 0004).
    */
   #reactions: (() => void)[] = [];
@@ -29,7 +29,7 @@ export class AbortRelay extends EventEmitter {
     return this.#aborted;
   }
 
-  /** undici rejects the request with this, as it would with the signal's own reason. */
+  /** `sendRequest()` rejects the request with this, as it would with the signal's own reason. */
   get reason(): unknown {
     return this.signal.reason;
   }
@@ -51,7 +51,7 @@ export class AbortRelay extends EventEmitter {
     }
   }
 
-  /** Aborts the signal, tells undici, then runs the reactions; false when it was already aborted. */
+  /** Aborts the signal, tells the request, then runs the reactions; false when it was already aborted. */
   abort(reason: unknown): boolean {
     if (this.#aborted) return false;
     // Set first: the signal's listeners see it aborted, as they see the signal.

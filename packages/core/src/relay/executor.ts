@@ -322,8 +322,8 @@ export class Executor {
         return;
       }
       const opening = open(this.#opener, job, route);
-      // Armed once the request is on its way: undici writes it in this turn's check phase, after
-      // the work done here (decision 0004). The next job's abort is made then too.
+      // Armed once the request is on its way (written by this turn's check phase), after the work
+      // done here (decision 0004). The next job's abort is made then too.
       setImmediate(() => {
         if (deadline === undefined) armDeadline();
         this.#spareAbort ??= new AbortRelay();

@@ -42,7 +42,7 @@ export const ABORTS: Record<AbortReason, JobAbort> = {
 
 export interface RunningJob {
   frame: JobFrame;
-  /** The job's abort: its signal goes to the plugin, the relay to undici, reactions to us (abort-relay.ts). */
+  /** The job's abort: its signal goes to the plugin, the relay to the HTTP client, reactions to us (abort-relay.ts). */
   abort: AbortRelay;
   receivedAt: number;
   sink: JobSink;
@@ -112,7 +112,7 @@ export function describeFailure(
       break;
   }
   if (isUsepodError(err)) return [jobErrorCodeOf(err), err.message];
-  // What undici or a plugin threw while the body was read: the stream failed.
+  // What the HTTP client or a plugin threw while the body was read: the stream failed.
   return describeFailure(
     undefined,
     new UsepodError('USEPOD_BACKEND_STREAM', `backend stream failed: ${errorMessage(err)}`),

@@ -111,7 +111,7 @@ function attemptOn(job: RunningJob, backend: Backend, translate: boolean): Promi
       body: translate ? anthropicToChat(frame.request, frame.model_id) : prepareRequest(frame),
       format: translate ? 'openai' : frame.format,
       signal: job.abort.signal,
-      // Passed explicitly: undici listens on the relay, not on the signal (decision 0004).
+      // Passed explicitly: `sendRequest()` listens on the relay, not on the signal (decision 0004).
       abort: job.abort,
     }),
   );

@@ -1,10 +1,10 @@
 import type { Readable } from 'node:stream';
 
-/** Errors a body emits after its reader is done with it (undici's `RequestAbortedError` on destroy). */
+/** Errors a body emits after its reader is done with it (an abort's reason, `aborted` on destroy). */
 function ignoreLateError(): void {}
 
 /**
- * Makes a body safe to drop at any moment: undici's bodies emit an error when destroyed before their
+ * Makes a body safe to drop at any moment: HTTP bodies emit an error when destroyed before their
  * end, and an `error` event with no listener ends the process (issue 14: a coordinator's routine close
  * during streams crashed the agent). Idempotent; readers still get errors through their own listeners.
  */

@@ -28,7 +28,7 @@ export function judgeJob(failure: JobFailure | undefined): JobVerdict {
   // reading: the job was ended from our side, whatever the engine was doing.
   if (failure.reason !== undefined) return 'neutral';
   const err = failure.error;
-  // Not a typed error: undici or the plugin's body failed while it was read, a cut stream.
+  // Not a typed error: the engine's body failed while it was read, a cut stream.
   if (!isUsepodError(err)) return 'engine';
   switch (err.code) {
     case 'USEPOD_BACKEND_UNREACHABLE': // refused, reset, or a 503 "loading model"
