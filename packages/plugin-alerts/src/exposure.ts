@@ -6,7 +6,7 @@ import { statSync } from 'node:fs';
  * added there, a file others can read gives them away, as core warns for the enrollment code.
  * Undefined when the file is the owner's alone, missing, not a regular file, or on Windows (ACLs).
  */
-export function exposedConfig(source: string | undefined): string | undefined {
+export function exposedConfig(source: string | undefined): { detail: string; fix: string } | undefined {
   if (!source || process.platform === 'win32') return undefined;
   let mode: number;
   try {
@@ -18,5 +18,8 @@ export function exposedConfig(source: string | undefined): string | undefined {
   }
   if ((mode & 0o044) === 0) return undefined;
   const octal = (mode & 0o777).toString(8).padStart(4, '0');
-  return `config file ${source} holds the alerts' webhook URLs and is readable by group or others (mode ${octal}); run: chmod 600 ${source}`;
+  return {
+    detail: `config file ${source} holds the alerts' webhook URLs and is readable by group or others (mode ${octal})`,
+    fix: `chmod 600 ${source}`,
+  };
 }

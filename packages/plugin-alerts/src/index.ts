@@ -65,17 +65,12 @@ export default definePlugin((options: AlertsOptions | undefined) => ({
     // Entries from the config file: their URLs are secrets that file must keep (exposure.ts).
     const source = options?.alerts ? undefined : ctx.config.source;
     const exposed = exposedConfig(source);
-    if (exposed) log.warn(exposed);
+    if (exposed) log.warn(`${exposed.detail}; run: ${exposed.fix}`);
     ctx.doctorCheck('alerts', () => {
       const now = exposedConfig(source);
       return [
         now
-          ? {
-              name: 'alerts',
-              level: 'warn',
-              detail: now.replace(/; run: .*$/, ''),
-              fix: `chmod 600 ${source}`,
-            }
+          ? { name: 'alerts', level: 'warn', ...now }
           : { name: 'alerts', level: 'ok', detail: `${entries.length} webhook(s)` },
       ];
     });

@@ -70,38 +70,30 @@ function inUse(socket: Duplex): void {
 type ConnectArgs = Parameters<HttpAgent['createConnection']>;
 type ReuseArgs = Parameters<HttpAgent['reuseSocket']>;
 
-class EngineHttpAgent extends HttpAgent {
-  override createConnection(...args: ConnectArgs): Duplex | null | undefined {
-    const socket = super.createConnection(...args);
-    armConnectTimeout(socket, 'connect');
-    return socket;
-  }
-  override keepSocketAlive(socket: Duplex): boolean {
-    super.keepSocketAlive(socket);
-    return keepIdle(socket);
-  }
-  override reuseSocket(...args: ReuseArgs): void {
-    super.reuseSocket(...args);
-    inUse(args[0]);
-  }
+/**
+ * Node's agent for one scheme with the rules above. `connected`: when the connect timeout ends, `connect`
+ * for TCP, `secureConnect` for TLS (once the handshake is done, as undici's connect timeout counted it).
+ */
+function engineAgent(Base: typeof HttpAgent, connected: string): typeof HttpAgent {
+  return class extends Base {
+    override createConnection(...args: ConnectArgs): Duplex | null | undefined {
+      const socket = super.createConnection(...args);
+      armConnectTimeout(socket, connected);
+      return socket;
+    }
+    override keepSocketAlive(socket: Duplex): boolean {
+      super.keepSocketAlive(socket);
+      return keepIdle(socket);
+    }
+    override reuseSocket(...args: ReuseArgs): void {
+      super.reuseSocket(...args);
+      inUse(args[0]);
+    }
+  };
 }
 
-class EngineHttpsAgent extends HttpsAgent {
-  override createConnection(...args: Parameters<HttpsAgent['createConnection']>): Duplex | null | undefined {
-    const socket = super.createConnection(...args);
-    // Connected once the TLS handshake is done, as undici's connect timeout counted it.
-    armConnectTimeout(socket, 'secureConnect');
-    return socket;
-  }
-  override keepSocketAlive(socket: Duplex): boolean {
-    super.keepSocketAlive(socket);
-    return keepIdle(socket);
-  }
-  override reuseSocket(...args: ReuseArgs): void {
-    super.reuseSocket(...args);
-    inUse(args[0]);
-  }
-}
+const EngineHttpAgent = engineAgent(HttpAgent, 'connect');
+const EngineHttpsAgent = engineAgent(HttpsAgent, 'secureConnect');
 
 const AGENT_OPTIONS = {
   keepAlive: true,
