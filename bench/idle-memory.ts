@@ -106,7 +106,7 @@ if (process.env.IDLE_SNAPSHOT) {
 child.kill('SIGUSR2');
 await new Promise((r) => setTimeout(r, 500));
 const inside = JSON.parse(readFileSync(join(dir, 'idle.json'), 'utf8')) as {
-  modules: number;
+  modules: number | null;
   byPackage: Record<string, number>;
   memory: NodeJS.MemoryUsage;
   spaces: Record<string, [number, number]>;

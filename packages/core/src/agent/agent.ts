@@ -220,7 +220,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.log,
       ));
       const journal = this.#host.features.journal;
-      await seedFromJournal(journal, this.#metrics, this.log, this.#startedAt.getTime());
+      // The ledger's totals come from its thread, which takes ~0.1 s to start: asked now, awaited once the
+      // engines are probed (both wait on others; decision 0008, tenth pass), before the status server
+      // shows the counters. It never rejects: a journal without totals starts the counters at zero.
+      const seeded = seedFromJournal(journal, this.#metrics, this.log, this.#startedAt.getTime());
       const serving = new Serving({
         config: this.config,
         host: this.#host,
@@ -242,6 +245,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (first) serving.executor.pause(first.reason);
       this.#metrics.paused(this.#holds.paused);
       await serving.start();
+      await seeded;
       const addr = this.config.observability.prometheus_addr;
       if (addr !== '' && addr !== 'off') {
         const status = () => this.status();
