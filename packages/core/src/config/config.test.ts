@@ -1,7 +1,7 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import fsp, { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { isUsepodError } from '../errors.js';
 import { loadConfig } from './load.js';
 import { validateConfig } from './validate.js';
@@ -246,6 +246,48 @@ describe('config lookup (cosmiconfig)', () => {
     expect(isUsepodError(parse, 'USEPOD_CONFIG_PARSE')).toBe(true);
     expect((parse as Error).message).toContain(bad);
     expect((parse as Error).message.split('\n')).toHaveLength(1);
+  });
+});
+
+describe('config read once', () => {
+  // A second read of the path (cosmiconfig's own `load` did one, unbounded) would validate another file
+  // than the one checked: here the file is swapped for another as anything reads it again by name.
+  it.each([
+    ['agent.json', '{"limits": {"max_concurrent": 4}}', '{"limits": {"max_concurrent": 9}}'],
+    ['agent.yaml', 'limits:\n  max_concurrent: 4\n', 'limits:\n  max_concurrent: 9\n'],
+    ['.usepodrc', 'limits:\n  max_concurrent: 4\n', 'limits:\n  max_concurrent: 9\n'],
+    ['agent.toml', '[limits]\nmax_concurrent = 4\n', '[limits]\nmax_concurrent = 9\n'],
+  ])('reads %s once, through the bounded reader', async (name, first, swapped) => {
+    const path = join(dir, name);
+    await writeFile(path, first);
+    const { readFile } = fsp;
+    let rereads = 0;
+    const spy = vi.spyOn(fsp, 'readFile').mockImplementation(async (file, ...rest) => {
+      if (file === path) {
+        rereads++;
+        await writeFile(`${path}.new`, swapped);
+        await rename(`${path}.new`, path);
+      }
+      return readFile(file, ...(rest as [])) as never;
+    });
+    try {
+      const { config } = await loadConfig({ path });
+      expect(config.limits.max_concurrent).toBe(4);
+      expect(rereads).toBe(0);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('refuses a "$import" (cosmiconfig read the files it names, unbounded) in one line', async () => {
+    await writeFile(join(dir, 'other.json'), '{"limits": {"max_concurrent": 9}}');
+    const path = join(dir, 'agent.json');
+    await writeFile(path, '{"$import": "other.json", "limits": {"max_concurrent": 4}}');
+    const err = await loadConfig({ path }).catch((e: unknown) => e);
+    expect(isUsepodError(err, 'USEPOD_CONFIG_PARSE')).toBe(true);
+    expect((err as Error).message).toBe(
+      `${path}: "$import" is not supported (other files are not read); put their settings in this file`,
+    );
   });
 });
 

@@ -1,6 +1,6 @@
 import { accessSync, constants } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Loader } from 'cosmiconfig';
 import { parse as parseToml } from 'smol-toml';
@@ -90,15 +90,51 @@ export const SEARCH_PLACES = [
   `${MODULE}.config.toml`,
 ];
 
-/** Loaded for the forms other than TOML only: with its JSON and YAML parsers, ~20 modules `run` rarely needs. */
-async function explorer() {
-  const { cosmiconfig } = await import('cosmiconfig');
-  return cosmiconfig(MODULE, {
-    searchPlaces: SEARCH_PLACES,
-    loaders: { '.toml': loadToml, '.ts': loadTs, '.mts': loadTs, '.cts': loadTs },
-    searchStrategy: 'none',
-    cache: false,
-  });
+/** The loader of each form but TOML: cosmiconfig's own (its JSON and YAML parsers, its JS import), TypeScript through tsx. */
+async function loaderFor(ext: string): Promise<Loader | undefined> {
+  // Imported for these forms only: with its parsers, ~20 modules `run` with agent.toml never needs.
+  const { defaultLoaders } = await import('cosmiconfig');
+  const loaders: Record<string, Loader> = {
+    ...defaultLoaders,
+    '.ts': loadTs,
+    '.mts': loadTs,
+    '.cts': loadTs,
+  };
+  const key = ext || 'noExt';
+  return Object.hasOwn(loaders, key) ? loaders[key] : undefined;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A config other than TOML from the text already read: given to cosmiconfig's loaders, not to its `load`,
+ * which would read the path again, unbounded (a FIFO swapped in there hangs the start; another file would
+ * be validated than the one checked). A JS or TS config is code: Node reads it again to run it.
+ */
+async function parseOther(path: string, text: string): Promise<unknown> {
+  const ext = extname(path);
+  const loader = await loaderFor(ext);
+  if (!loader) {
+    throw new UsepodError(
+      'USEPOD_CONFIG_PARSE',
+      `${path}: not a config form this agent reads; name it .toml, .json, .yaml, .yml, .js, .mjs, .cjs or .ts`,
+      { user: true },
+    );
+  }
+  let value = await loader(path, text);
+  // A package.json (or package.yaml...) holds the config under its "usepod" key, as cosmiconfig has it.
+  if (basename(path, ext) === 'package') value = isRecord(value) ? value[MODULE] : undefined;
+  // cosmiconfig's load merged the files a "$import" names, read unbounded; its loaders do not.
+  if (isRecord(value) && Object.hasOwn(value, '$import')) {
+    throw new UsepodError(
+      'USEPOD_CONFIG_PARSE',
+      `${path}: "$import" is not supported (other files are not read); put their settings in this file`,
+      { user: true },
+    );
+  }
+  return value ?? {};
 }
 
 export interface LoadConfigOptions extends Omit<ValidateOptions, 'source'> {
@@ -275,11 +311,10 @@ async function readConfigSource(path: string): Promise<{ value: unknown; text: s
     throw new UsepodError('USEPOD_CONFIG_UNREADABLE', `config file ${path} ${read.why}`, { user: true });
   const { text } = read;
   try {
-    // agent.toml, the common case, needs only smol-toml (an empty file is an empty config, as cosmiconfig has it).
-    if (isTomlPath(path))
-      return { value: text.trim() === '' ? {} : ((await loadToml(path, text)) ?? {}), text };
-    const result = await (await explorer()).load(path);
-    return { value: !result || result.isEmpty ? {} : result.config, text };
+    // An empty file is an empty config, as cosmiconfig has it; agent.toml, the common case, needs only smol-toml.
+    if (text.trim() === '') return { value: {}, text };
+    if (isTomlPath(path)) return { value: (await loadToml(path, text)) ?? {}, text };
+    return { value: await parseOther(path, text), text };
   } catch (err) {
     if (err instanceof UsepodError) throw err;
     throw new UsepodError('USEPOD_CONFIG_PARSE', parseError(path, text, err as Error), {
