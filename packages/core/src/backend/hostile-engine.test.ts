@@ -376,4 +376,40 @@ describe('an engine whose probe answers endlessly or slowly', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
     await expect.poll(() => e.open.size).toBe(0);
   });
+
+  it('leaves no request waiting on the engine after a probe that failed while it asked two things at once', async () => {
+    // Ollama's probe asks /api/tags and /api/ps together: when one fails at once, the other was left
+    // waiting on an engine that never answers it, one more connection every probe.
+    class TwoAtOnce extends OpenAICompatibleBackend {
+      protected override async listModels(signal: AbortSignal) {
+        await Promise.all([this.getJson('/fails', signal), this.getJson('/never', signal)]);
+        return [];
+      }
+    }
+    const server = createHttpServer((req, res) => {
+      if (req.url === '/fails') {
+        res.statusCode = 500;
+        res.end('{"error":"busy"}');
+      }
+      // /never: no answer
+    });
+    servers.push(server);
+    const open = new Set<Socket>();
+    server.on('connection', (s: Socket) => {
+      open.add(s);
+      s.on('close', () => open.delete(s));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const b = new TwoAtOnce({
+      kind: 'test',
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      log: silentLogger,
+      probeTimeoutMs: 60_000,
+    });
+    closers.push(b);
+    for (let i = 0; i < 5; i++) expect((await b.probe()).healthy).toBe(false);
+    // The failed request's connection may stay for the next probe; none waits on /never.
+    await expect.poll(() => open.size).toBeLessThanOrEqual(1);
+  });
 });
