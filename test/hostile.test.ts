@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, symlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import {
   type CoordinatorSession,
@@ -430,6 +432,92 @@ describe('what an engine may list', () => {
     expect(models.some((m) => m.model_id.includes('\u001b'))).toBe(false);
     expect(r.t.lines.some((l) => l.includes('backend listed models that are not offered'))).toBe(true);
     expect(r.t.lines.join('\n')).not.toContain('\u001b');
+  });
+});
+
+describe('an engine that breaks HTTP', () => {
+  /** Raw bytes an engine may answer a job with, each ending its connection in its own way. */
+  const broken: Record<string, (s: Socket) => void> = {
+    // Node drops a connection switched to another protocol with neither a response nor an error.
+    upgrade: (s) =>
+      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\nhi'),
+    clte: (s) =>
+      s.write(
+        'HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+      ),
+    cut: (s) => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      s.write('1f\r\ndata: {"choices":[{"index":0}]}\r\n');
+      setTimeout(() => s.destroy(), 20);
+    },
+    silent: (s) => s.write('HTTP/1.1 200 OK\r\n'),
+    // The job began on a kept-alive connection: it must not be sent again.
+    begun: (s) => {
+      s.write('HTTP/1.1 200 OK\r\n');
+      setTimeout(() => s.destroy(), 20);
+    },
+  };
+
+  it('ends every job it breaks with job_error, sends none twice, and serves 100 jobs on one connection after', async () => {
+    const posts: string[] = [];
+    const engine = createServer((req, res) => {
+      if (req.method === 'GET') {
+        if (req.url === '/v1/models')
+          return void res.end(JSON.stringify({ data: [{ id: MODEL, max_model_len: 4096 }] }));
+        return void res.end(req.url === '/version' ? '{"version":"0.12.0"}' : '');
+      }
+      let body = '';
+      req.on('data', (d: Buffer) => {
+        body += d;
+      });
+      req.on('end', () => {
+        const mode = String(JSON.parse(body).messages[0].content);
+        posts.push(mode);
+        if (broken[mode]) return broken[mode](req.socket);
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n${finish}data: [DONE]\n\n`);
+      });
+    });
+    engine.keepAliveTimeout = 60_000;
+    const open = new Set<Socket>();
+    engine.on('connection', (s: Socket) => {
+      open.add(s);
+      s.on('close', () => open.delete(s));
+    });
+    engine.listen(0, '127.0.0.1');
+    await once(engine, 'listening');
+    cleanup.push(async () => {
+      engine.closeAllConnections();
+      await new Promise((done) => engine.close(done));
+    });
+    const url = `http://127.0.0.1:${(engine.address() as AddressInfo).port}`;
+    r = await rig({ config: { backends: [{ kind: 'vllm', url }] } });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    cleanup.push(async () => void process.off('warning', onWarning));
+    const run = (content: string, deadline_ms = 15_000) =>
+      r!.session
+        .dispatch({ model_id: MODEL, deadline_ms, request: { messages: [{ role: 'user', content }] } })
+        .done(5_000);
+
+    for (const mode of Object.keys(broken)) {
+      // A job that went well first: the broken one goes out on its kept-alive connection.
+      expect(await run('fine')).toMatchObject({ type: 'job_done' });
+      const started = Date.now();
+      expect(await run(mode, mode === 'silent' ? 500 : 15_000)).toMatchObject({ type: 'job_error' });
+      expect(Date.now() - started).toBeLessThan(2_000);
+    }
+    expect(posts.filter((m) => m !== 'fine')).toEqual(Object.keys(broken));
+
+    // `begun` reads as unreachable: the engine is probed again before it gets jobs.
+    await expect
+      .poll(async () => (await run('fine')).type, { timeout: 5_000, interval: 100 })
+      .toBe('job_done');
+    const before = open.size;
+    for (let i = 0; i < 100; i++) expect(await run('fine')).toMatchObject({ type: 'job_done' });
+    expect(open.size).toBeLessThanOrEqual(before);
+    expect(warnings).toEqual([]);
   });
 });
 

@@ -25,7 +25,8 @@ export const HIGH_WATER_MARK = 16 * 1024;
 /** Node's rule for the engine's hint: a second less than it says; nothing left, no reuse. */
 const HINT = /^timeout=(\d+)/;
 const kIdleMs = Symbol('usepod.idleMs');
-type PooledSocket = Duplex & { [kIdleMs]?: number };
+const kReadAtReuse = Symbol('usepod.readAtReuse');
+type PooledSocket = Duplex & { [kIdleMs]?: number; [kReadAtReuse]?: number };
 
 /** Called by `send()` with a response's `Keep-Alive` header, before the socket goes back to the pool. */
 export function noteKeepAlive(socket: Duplex, header: string | undefined): void {
@@ -65,6 +66,17 @@ function keepIdle(socket: Duplex): boolean {
 function inUse(socket: Duplex): void {
   (socket as Socket).setTimeout(0);
   (socket as PooledSocket)[kIdleMs] = undefined;
+  (socket as PooledSocket)[kReadAtReuse] = (socket as Socket).bytesRead;
+}
+
+/**
+ * True when a byte came on a reused socket since it left the pool: the engine took the request and began
+ * an answer (a status line, a 100 Continue), so sending it again would run it twice. `bytesRead` counts
+ * cleartext on TLS: an engine's close_notify is no answer.
+ */
+export function answeredSinceReuse(socket: Duplex | null | undefined): boolean {
+  const before = (socket as PooledSocket | null | undefined)?.[kReadAtReuse];
+  return before !== undefined && (socket as Socket).bytesRead > before;
 }
 
 type ConnectArgs = Parameters<HttpAgent['createConnection']>;

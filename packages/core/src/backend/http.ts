@@ -4,7 +4,7 @@ import { UsepodError } from '../errors.js';
 import { guardBody } from '../relay/read-chunks.js';
 import { errorText } from '../relay/stream-scan.js';
 import type { StreamRequest } from './backend.js';
-import { EnginePool, noteKeepAlive } from './engine-pool.js';
+import { answeredSinceReuse, EnginePool, noteKeepAlive } from './engine-pool.js';
 
 /**
  * HTTP to engines through Node's own client: one keep-alive pool per backend (`engine-pool.ts`),
@@ -154,8 +154,17 @@ function attempt(pool: EnginePool, t: Target, opts: SendOptions, abort: Abort | 
       if (res) return; // after the answer began, its body carries the failure
       unlisten();
       // Nothing of an answer came on a socket the engine may have closed while it sat idle: a new one.
-      if (req.reusedSocket && (errCode(err) === 'ECONNRESET' || errCode(err) === 'EPIPE')) resolve(STALE);
+      const code = errCode(err);
+      if (req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE') && !answeredSinceReuse(req.socket))
+        resolve(STALE);
       else reject(err);
+    });
+    // Closed with neither an answer nor an error: Node drops a connection the engine switched to another
+    // protocol (a 101 with bytes after it) that way, and the job would otherwise wait for its deadline.
+    req.once('close', () => {
+      if (res) return;
+      unlisten();
+      reject(new Error('the engine closed the connection without an answer'));
     });
     req.on('response', (r) => {
       res = r;

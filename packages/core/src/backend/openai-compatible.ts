@@ -182,7 +182,10 @@ export class OpenAICompatibleBackend implements Backend {
   }
 
   async probe(signal?: AbortSignal): Promise<BackendStatus> {
-    const deadline = timeoutSignal(this.probeTimeoutMs, signal);
+    // Aborted when the probe ends: a request it left waiting (one of two asked at once, whose sibling
+    // failed) would otherwise hold its connection for as long as the engine does not answer, every probe.
+    const ended = new AbortController();
+    const deadline = timeoutSignal(this.probeTimeoutMs, signal, ended.signal);
     const s = deadline.signal;
     try {
       await this.checkHealth(s);
@@ -202,6 +205,7 @@ export class OpenAICompatibleBackend implements Backend {
         : (err as Error).message;
       return { healthy: false, models: [], detail };
     } finally {
+      ended.abort();
       deadline.clear();
     }
   }
