@@ -11,6 +11,8 @@ export interface LauncherTrial {
 }
 /** The allowed V8 flags a release's package.json asks `run` to start with. */
 export function nodeFlagsOf(packageRoot: string): string[];
+/** Why another local user could change what the launcher runs in `dir`, or undefined. */
+export function folderProblem(dir: string): string | undefined;
 export function entryOf(versionDir: string, platform?: NodeJS.Platform): string;
 export function linked(dir: string, name: 'current' | 'previous'): string | undefined;
 export function point(

@@ -18,12 +18,14 @@ import {
   constants,
   existsSync,
   fstatSync,
+  fsyncSync,
   openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
   realpathSync,
   renameSync,
+  statSync,
   symlinkSync,
   unlinkSync,
   writeFileSync,
@@ -99,6 +101,10 @@ function writeJson(path, value) {
     try {
       // Whole or failed: writeSync may stop short on a nearly full disk, and a cut file reads as no state.
       writeFileSync(fd, `${JSON.stringify(value, null, 2)}\n`);
+      // On disk before it is renamed into place: after a power cut, a file system that does not flush a
+      // renamed file's data by itself (XFS) may leave it empty, and a trial forgotten is a version kept
+      // unjudged (its link flip, after this, does land).
+      fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
@@ -109,6 +115,49 @@ function writeJson(path, value) {
     } catch {}
     throw err;
   }
+  // The rename itself, before the flip that follows it; best effort (not every OS syncs a folder).
+  let dirFd;
+  try {
+    dirFd = openSync(dirname(path), constants.O_RDONLY);
+    fsyncSync(dirFd);
+  } catch {
+  } finally {
+    if (dirFd !== undefined) closeSync(dirFd);
+  }
+}
+
+/**
+ * Why another local user could change what this launcher runs, or undefined. It runs whatever `current`
+ * and versions/ hold, so the folder and versions/ must be this user's (or root's) and writable by no one
+ * else, in a parent others cannot move the folder out of (writable by them without the sticky bit).
+ * Windows: its ACLs are not modes (undefined).
+ */
+export function folderProblem(dir) {
+  const uid = process.getuid?.();
+  if (uid === undefined) return undefined;
+  let real;
+  try {
+    real = realpathSync(dir);
+  } catch (err) {
+    return `${dir} cannot be read (${fold(err?.code ?? err)}): set it up with \`usepod-agent update --setup\``;
+  }
+  const mode = (st) => (st.mode & 0o7777).toString(8).padStart(4, '0');
+  for (const path of [real, join(real, 'versions')]) {
+    let st;
+    try {
+      st = statSync(path);
+    } catch {
+      continue;
+    }
+    if (st.uid !== uid && st.uid !== 0)
+      return `${path} belongs to user ${st.uid}, not to this one (${uid}): run the launcher as its owner`;
+    if (st.mode & 0o022)
+      return `${path} can be changed by group or others (mode ${mode(st)}), who could replace the version it runs: run chmod 700 ${path}`;
+  }
+  const parent = statSync(dirname(real));
+  if (parent.mode & 0o022 && !(parent.mode & 0o1000))
+    return `${dirname(real)} can be changed by group or others (mode ${mode(parent)}), who could swap ${real} for their own: keep the update folder where only this user writes`;
+  return undefined;
 }
 
 /** The state launcher.json could not be given (a full disk): used in place of the file until it is written. */
@@ -291,8 +340,26 @@ export function beginSwitch(dir, state, sw, platform = process.platform) {
     state.trial = null;
     return false;
   }
-  if (from) point(dir, 'previous', from, platform);
-  point(dir, 'current', sw.version, platform);
+  try {
+    if (from) point(dir, 'previous', from, platform);
+    point(dir, 'current', sw.version, platform);
+  } catch (err) {
+    // A flip that fails (no inode left, a folder where a link goes) is one line, never the launcher's end
+    // (that left no agent, and the service's restart asked again for good). `current` still names `from`
+    // (a flip is one rename; a Windows one cut in two is repaired). Recorded bad like a failed trial: the
+    // agent asking for it again at every start would drain and exit each time.
+    const why = `could not be switched to (${fold(err?.code ?? err?.message ?? err)})`;
+    state.trial = null;
+    state.bad = [...state.bad, { version: sw.version, reason: why, at: new Date().toISOString() }].slice(
+      -MAX_BAD,
+    );
+    saveState(dir, state, `${sw.version} is not recorded as bad yet`);
+    try {
+      if (!linked(dir, 'current')) recoverCurrent(dir, state, platform);
+    } catch {}
+    say(`switch to ${sw.version} not made: it ${why}; ${from ?? 'the version before'} runs`);
+    return false;
+  }
   say(
     `switched to ${sw.version} (from ${from ?? 'none'}); it has ${Math.round(sw.timeoutMs / 1000)} s to prove itself healthy`,
   );
@@ -414,6 +481,11 @@ async function stopChild(child, exited) {
 
 async function main() {
   const { dir, args } = parseArgs(process.argv.slice(2));
+  const unsafe = folderProblem(dir);
+  if (unsafe) {
+    say(`not started: ${unsafe}`);
+    process.exit(2);
+  }
   let stopping = false;
   let current;
   const forward = (sig) => {

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import {
 } from './companions.js';
 import { decide } from './decide.js';
 import { installVersion } from './npm.js';
+import { setup } from './setup.js';
 
 /** The built package, as the CLI loads it. */
 const DIST = fileURLToPath(new URL('../dist/companions.js', import.meta.url));
@@ -292,5 +293,20 @@ describe('the version folder', () => {
       await expect(installVersion(join(work, 'v'), '0.5.0', undefined, [c])).rejects.toThrow(
         'is not a plugin release',
       );
+  });
+
+  it('setup keeps a version already installed as it is: the plugin releases an update brought stay', async () => {
+    // 0.5.0 came as an update with a plugin's compatible release; `update --setup` (or a Windows
+    // `service install`) run on it again must not install it anew without that release.
+    const dir = join(work, 'setup-kept');
+    const v = join(dir, 'versions', '0.5.0');
+    await mkdir(join(v, 'node_modules', 'usepod-agent', 'bin'), { recursive: true, mode: 0o700 });
+    await writeFile(join(v, 'node_modules', 'usepod-agent', 'bin', 'run.js'), '');
+    await writeFile(join(v, COMPANIONS_FILE), '{"usepod-agent-plugin-x":"1.1.0"}\n');
+    // A registry nobody answers at: npm asked at all fails the setup.
+    const launcher = await setup(dir, '0.5.0', 'http://127.0.0.1:9/');
+    expect(launcher).toBe(join(dir, 'launcher.mjs'));
+    expect(await readFile(join(v, COMPANIONS_FILE), 'utf8')).toBe('{"usepod-agent-plugin-x":"1.1.0"}\n');
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '0.5.0'));
   });
 });

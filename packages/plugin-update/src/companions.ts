@@ -70,11 +70,17 @@ export function packumentUrl(registry: string, name: string): string {
 
 /**
  * A plugin's packument from the registry: bounded (8 MB, 30 s), JSON, of the checked shape, for that name.
- * Throws saying why not.
+ * Throws saying why not; `stop` (the agent stopping) ends the ask at once.
  */
-export async function fetchPackument(registry: string, name: string, timeoutMs = 30_000): Promise<Packument> {
+export async function fetchPackument(
+  registry: string,
+  name: string,
+  timeoutMs = 30_000,
+  stop?: AbortSignal,
+): Promise<Packument> {
   if (!PACKAGE_NAME.test(name)) throw new Error('not an npm package name');
-  const deadline = AbortSignal.timeout(timeoutMs);
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const deadline = stop ? AbortSignal.any([timeout, stop]) : timeout;
   const res = await fetch(packumentUrl(registry, name), {
     headers: { accept: 'application/json' },
     redirect: 'error',
@@ -126,7 +132,13 @@ export interface PluginPlan {
 export async function planCompanions(
   plugins: readonly OperatorPlugin[],
   core: string,
-  o: { channel: string; registry: () => Promise<string>; packument?: typeof fetchPackument },
+  o: {
+    channel: string;
+    registry: () => Promise<string>;
+    packument?: typeof fetchPackument;
+    /** The agent stopping: no more look-ups (a registry that hangs held its stop 30 s per plugin). */
+    signal?: AbortSignal | undefined;
+  },
 ): Promise<PluginPlan> {
   const out: PluginPlan = { companions: [], lookups: [] };
   const excluded = plugins.filter(
@@ -135,9 +147,10 @@ export async function planCompanions(
       !(validRange(p.range) !== null && satisfies(core, p.range, { includePrerelease: true })),
   );
   for (const p of excluded) {
+    if (o.signal?.aborted) break;
     if (p.linked || !PACKAGE_NAME.test(p.name)) continue;
     try {
-      const doc = await (o.packument ?? fetchPackument)(await o.registry(), p.name);
+      const doc = await (o.packument ?? fetchPackument)(await o.registry(), p.name, undefined, o.signal);
       const version = pickCompanion(doc, { core, channel: o.channel, installed: p.version });
       if (version) out.companions.push({ name: p.name, from: p.version, version });
     } catch (err) {

@@ -66,7 +66,15 @@ export const updateSection = z.strictObject({
   /** The longest extra wait, spread over the fleet by a hash of the provider id. */
   spread: duration('6h', 0, 30 * DAY),
   /** The npm registry asked; none: npm's own (its config, `npm_config_registry`). */
-  registry: z.url({ protocol: /^https?$/ }).optional(),
+  registry: z
+    .url({ protocol: /^https?$/ })
+    .refine(
+      // It is on npm's command line (any local user reads those) and in a plugin look-up's error, which
+      // quotes an address with credentials: the registry's login belongs in .npmrc, which npm reads for it.
+      (u) => !/^[a-z]+:\/\/[^/?#]*@/i.test(u),
+      'an address without user:password@ (put the registry’s credentials in .npmrc)',
+    )
+    .optional(),
   /** The side-by-side folder; none: `update/` beside the identity key. */
   dir: z.string().min(1).max(1024).optional(),
 });

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { type AgentEvent, type DoctorFinding, definePlugin, errorMessage } from '@usepod-agent/core';
 import { z } from 'zod';
-import { entryOf } from '../launcher/launcher.mjs';
+import { entryOf, folderProblem } from '../launcher/launcher.mjs';
 
 /** The V8 flags a release asks `run` to start with (the service and the launcher pass them). */
 export { nodeFlagsOf } from '../launcher/launcher.mjs';
@@ -129,6 +129,8 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
     let timer: NodeJS.Timeout | undefined;
     let switching: string | undefined;
     let closed = false;
+    /** Why the update folder is not used (another user could write it), once the agent started. */
+    let unsafe: string | undefined;
     /** The check under way, if any: close waits for it, so nothing is written into the folder after. */
     let checking: Promise<void> | undefined;
     const said = new Set<string>();
@@ -326,7 +328,7 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
       else if (e.type === 'job_end') inflight = Math.max(0, inflight - 1);
       else if (e.type === 'connected') {
         providerId = e.providerId ?? providerId;
-        if (!said.has('first-online') && cfg.mode !== 'off' && !inContainer()) {
+        if (!said.has('first-online') && cfg.mode !== 'off' && !inContainer() && !unsafe) {
           said.add('first-online');
           // A version on trial checks only once the launcher had time to keep it.
           schedule(health ? cfg.health_timeout : (opts?.firstCheckMs ?? 10_000));
@@ -340,6 +342,13 @@ export default definePlugin<UpdateOptions | void>((opts) => ({
       if (cfg.mode === 'off') return;
       if (inContainer()) {
         log.info('in a container: updates come with the image tag; the updater stays off');
+        return;
+      }
+      // A folder another user could write: what it says (versions "rolled back", with their wording sent
+      // to the owner as update_failed; a release held back) is theirs to say, so nothing is read from it.
+      unsafe = existsSync(dir) ? folderProblem(dir) : undefined;
+      if (unsafe) {
+        log.warn(`the updater stays off: ${unsafe}`);
         return;
       }
       try {

@@ -1,9 +1,20 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import {
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LAUNCHER_SOURCE, pointLink } from './setup.js';
+import { LAUNCHER_SOURCE, pointLink, setup } from './setup.js';
 import { readLauncher } from './state.js';
 
 /**
@@ -41,9 +52,11 @@ async function version(v: string, behaviour: string, pkg: object = {}): Promise<
   await writeFile(join(bin, '..', 'package.json'), JSON.stringify({ type: 'commonjs', ...pkg }));
 }
 
-function start(): Promise<number | null> {
+/** Starts the launcher, under `wrap` when given (a tracer: its command and arguments before node's). */
+function start(wrap: string[] = []): Promise<number | null> {
   log = '';
-  launcher = spawn(process.execPath, [LAUNCHER_SOURCE, '--dir', dir, '--', 'run', '--config', 'x.toml'], {
+  const [cmd, ...pre] = [...wrap, process.execPath];
+  launcher = spawn(cmd!, [...pre, LAUNCHER_SOURCE, '--dir', dir, '--', 'run', '--config', 'x.toml'], {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   launcher.stderr!.on('data', (d: Buffer) => {
@@ -247,6 +260,62 @@ describe('launcher', () => {
     expect(await exited).toBe(0);
   });
 
+  it('a switch whose link cannot be made is one line, not its end: the version before runs, the new one is bad', async () => {
+    // A folder where `previous` goes fails the flip's rename (EISDIR), as a disk out of inodes fails it.
+    await mkdir(join(dir, 'previous', 'x'), { recursive: true });
+    await version('1.0.1', 'good');
+    start();
+    await requestSwitch('1.0.0', '1.0.1');
+    await said('switch to 1.0.1 not made: it could not be switched to (EISDIR); 1.0.0 runs');
+    await running('1.0.0', 2);
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+    // Recorded bad: the agent does not ask for it again at its next check (and its owner is told).
+    expect(await readLauncher(dir)).toMatchObject({
+      trial: null,
+      bad: [{ version: '1.0.1', reason: 'could not be switched to (EISDIR)' }],
+    });
+    expect(log).not.toContain('failed:');
+  });
+
+  it.runIf(spawnSync('strace', ['-V']).status === 0)(
+    'writes launcher.json synced before it is renamed into place (a power cut never empties a trial)',
+    async () => {
+      await version('1.0.1', 'good');
+      const trace = join(dir, 'strace.txt');
+      const exited = start([
+        'strace',
+        '-f',
+        '-qq',
+        '-e',
+        'trace=openat,fsync,rename,renameat,renameat2',
+        '-o',
+        trace,
+      ]);
+      await requestSwitch('1.0.0', '1.0.1');
+      await said('1.0.1 is healthy: kept');
+      // The launcher itself (strace's child) is stopped: it ends its agent and exits, and strace with it.
+      const node = execFileSync('pgrep', ['-P', String(launcher!.pid)], { encoding: 'utf8' }).trim();
+      process.kill(Number(node), 'SIGTERM');
+      await exited;
+      const lines = (await readFile(trace, 'utf8')).split('\n');
+      const file = join(dir, 'launcher.json');
+      // Each write of launcher.json: its temp file opened, that descriptor synced, then renamed over it.
+      const opens = lines.flatMap((l, i) => {
+        const m = /openat\(AT_FDCWD, "([^"]+)", [^)]*O_CREAT[^)]*\) = (\d+)/.exec(l);
+        return m?.[1]?.startsWith(`${file}.`) ? [{ i, tmp: m[1], fd: m[2] }] : [];
+      });
+      expect(opens.length).toBeGreaterThanOrEqual(2);
+      for (const o of opens) {
+        const renamed = lines.findIndex((l, i) => i > o.i && l.includes(`"${o.tmp}"`) && /rename/.test(l));
+        expect(renamed).toBeGreaterThan(o.i);
+        const synced = lines
+          .slice(o.i + 1, renamed)
+          .some((l) => /fsync\((\d+)\)\s+= 0$/.exec(l)?.[1] === o.fd);
+        expect(synced, `${o.tmp} renamed unsynced`).toBe(true);
+      }
+    },
+  );
+
   it('a garbled launcher.json or switch.json is ignored, not trusted', async () => {
     await writeFile(
       join(dir, 'launcher.json'),
@@ -256,5 +325,40 @@ describe('launcher', () => {
     start();
     await running('1.0.0');
     expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+  });
+
+  it('refuses a folder another user could change (it runs what is in it): one line with the fix, no agent', async () => {
+    // A folder others may write: another user could point `current` at a run.js of their own.
+    await chmod(dir, 0o777);
+    expect(await start()).toBe(2);
+    expect(log).toContain(`not started: ${dir} can be changed by group or others (mode 0777)`);
+    expect(log).toContain(`run chmod 700 ${dir}`);
+    await chmod(dir, 0o700);
+    // versions/ likewise, and a parent others may write without the sticky bit (they could swap the folder).
+    await chmod(join(dir, 'versions'), 0o775);
+    expect(await start()).toBe(2);
+    expect(log).toContain(`${join(dir, 'versions')} can be changed by group or others (mode 0775)`);
+    await chmod(join(dir, 'versions'), 0o700);
+    const parent = await mkdtemp(join(tmpdir(), 'usepod-parent-'));
+    try {
+      const inner = join(parent, 'update');
+      await mkdir(inner, { mode: 0o700 });
+      await chmod(parent, 0o777);
+      // `update --setup` says so before npm installs anything into it.
+      await expect(setup(inner, '1.0.0', 'http://127.0.0.1:9/')).rejects.toThrow(
+        `${parent} can be changed by group or others (mode 0777), who could swap ${inner} for their own`,
+      );
+      expect(await readdir(inner)).toEqual([]);
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
+    expect(await started()).toEqual([]);
+  });
+
+  it.runIf(process.getuid?.() === 0)('refuses a folder of another user (root runs it)', async () => {
+    await chown(dir, 65534, 65534);
+    expect(await start()).toBe(2);
+    expect(log).toContain(`${dir} belongs to user 65534, not to this one (0): run the launcher as its owner`);
+    expect(await started()).toEqual([]);
   });
 });

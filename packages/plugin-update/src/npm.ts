@@ -155,9 +155,9 @@ export async function viewRelease(
 }
 
 /** The registry npm asks: the configured one, else npm's own config's. Throws saying why not. */
-export async function npmRegistry(configured: string | undefined): Promise<string> {
+export async function npmRegistry(configured: string | undefined, signal?: AbortSignal): Promise<string> {
   if (configured) return configured;
-  const r = await run(['config', 'get', 'registry'], { timeoutMs: 30_000 });
+  const r = await run(['config', 'get', 'registry'], { timeoutMs: 30_000, signal });
   const url = r.stdout.trim();
   if (r.code !== 0 || !URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
     throw new Error(`npm config get registry gave no registry: ${npmWhy(r.stderr)}`);

@@ -1,7 +1,8 @@
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { point } from '../launcher/launcher.mjs';
+import { entryOf, folderProblem, point } from '../launcher/launcher.mjs';
 import { installVersion } from './npm.js';
 import { files, isVersion } from './state.js';
 
@@ -25,11 +26,18 @@ export async function pointLink(
 
 /**
  * Makes the side-by-side folder for the version that runs now: installs it into versions/<v> with the npm
- * beside node, points `current` at it and copies the launcher in. Returns the launcher's path.
+ * beside node (unless it is there), points `current` at it and copies the launcher in. Returns the
+ * launcher's path. Throws, before installing anything, when another user could change the folder.
  */
 export async function setup(dir: string, version: string, registry: string | undefined): Promise<string> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await installVersion(files(dir).versions, version, registry);
+  // The launcher refuses a folder another user could change (it runs what is in it): said now, not later.
+  const unsafe = folderProblem(dir);
+  if (unsafe) throw new Error(unsafe);
+  // Installed already (this version came as an update, maybe with plugin releases listed beside it): kept as
+  // it is. installVersion would install it again without them, stranding the plugins it came with.
+  if (!existsSync(entryOf(join(files(dir).versions, version))))
+    await installVersion(files(dir).versions, version, registry);
   await pointLink(dir, 'current', version);
   const launcher = launcherIn(dir);
   const tmp = `${launcher}.${process.pid}.tmp`;

@@ -100,9 +100,10 @@ export class Updater {
       const plan = await planCompanions(plugins, release.version, {
         channel: c.channel,
         registry: () => {
-          registry ??= npmRegistry(c.registry);
+          registry ??= npmRegistry(c.registry, this.#o.signal);
           return registry;
         },
+        signal: this.#o.signal,
       });
       companions = plan.companions;
       lookups = plan.lookups;

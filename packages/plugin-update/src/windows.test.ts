@@ -124,16 +124,28 @@ describe('a roll-back cut short', () => {
 });
 
 describe('a switch cut short', () => {
-  it('has the trial recorded before the flip: the new version is never left on `current` unjudged', async () => {
+  it('never leaves the new version on `current` unjudged: a flip that fails keeps the version before', async () => {
     await version('1.0.0');
     await version('1.0.1');
     point(dir, 'current', '1.0.0', 'win32');
+    // The flip fails (something sits where the new link goes), as a full disk would fail it. A stop between
+    // the trial's record and the flip is the launcher test's `a trial it did not see to its end`.
     await mkdir(join(dir, `.current.${process.pid}.tmp`, 'x'), { recursive: true });
-    expect(() =>
-      beginSwitch(dir, { trial: null, bad: [] }, { version: '1.0.1', timeoutMs: 1000 }, 'win32'),
-    ).toThrow();
-    expect((await readLauncher(dir)).trial).toEqual({ version: '1.0.1', previous: '1.0.0', timeoutMs: 1000 });
-    expect(linked(dir, 'previous')).toBe('1.0.0');
+    expect(beginSwitch(dir, { trial: null, bad: [] }, { version: '1.0.1', timeoutMs: 1000 }, 'win32')).toBe(
+      false,
+    );
+    expect(linked(dir, 'current')).toBe('1.0.0');
+    // Recorded bad, so the agent does not ask for it again at every start.
+    expect(await readLauncher(dir)).toEqual({
+      trial: null,
+      bad: [
+        {
+          version: '1.0.1',
+          reason: expect.stringMatching(/^could not be switched to \(E/),
+          at: expect.any(String),
+        },
+      ],
+    });
   });
 });
 
