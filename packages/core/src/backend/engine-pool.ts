@@ -22,8 +22,11 @@ export const CONNECT_TIMEOUT_MS = 10_000;
  */
 export const HIGH_WATER_MARK = 16 * 1024;
 
-/** Node's rule for the engine's hint: a second less than it says; nothing left, no reuse. */
-const HINT = /^timeout=(\d+)/;
+/**
+ * Node's rule for the engine's hint: a second less than it says; nothing left, no reuse. The parameter is
+ * found wherever it comes in the list (Node's own agent reads it only first: `max=100, timeout=5`).
+ */
+const HINT = /(?:^|,)\s*timeout\s*=\s*(\d+)/i;
 const kIdleMs = Symbol('usepod.idleMs');
 const kReadAtReuse = Symbol('usepod.readAtReuse');
 type PooledSocket = Duplex & { [kIdleMs]?: number; [kReadAtReuse]?: number };

@@ -234,6 +234,8 @@ describe('keep-alive', () => {
     ['timeout=abc', '30 s, the default', 30_000],
     ['timeout=-5', '30 s, the default', 30_000],
     ['timeout=5', 'a second less', 4_000],
+    ['max=100, timeout=5', 'a second less, whatever comes first', 4_000],
+    ['Timeout=5 , max=3', 'a second less, in any case', 4_000],
   ])('Keep-Alive: %s keeps an idle connection %s', async (hint, _kept, idleMs) => {
     const e = await rawEngine((s) =>
       s.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: ${hint}\r\n\r\nok`),
