@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import dashboardPlugin from '@usepod-agent/plugin-dashboard';
@@ -13,8 +15,9 @@ import {
   TestCoordinator,
   VllmEmulator,
 } from '@usepod-agent/testkit';
+import { freePort } from '@usepod-agent/testkit/real';
 import type { BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { ensureChromium, launch } from './chromium.js';
 
 /**
@@ -22,7 +25,8 @@ import { ensureChromium, launch } from './chromium.js';
  * agent with the ledger and the dashboard, a TestCoordinator and a vLLM emulator, all on 127.0.0.1.
  * What the operator sees and does (state, models, a job in flight then done, the earnings chart, pause,
  * resume, self-tests, the fleet table), what a stranger cannot do (no token, a foreign Host, a page on
- * another port: no cookie to read or ride on, no token, its POST refused), and that the page asks nothing of anyone but the agent. It writes the README's
+ * another port: no cookie to read or ride on, no token, its POST refused; another local user holding
+ * the port while the agent restarts: never sent the token), and that the page asks nothing of anyone but the agent. It writes the README's
  * screenshots (light and dark, desktop and phone) to docs/images/.
  */
 
@@ -30,6 +34,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const IMAGES = join(ROOT, 'docs/images');
 const MODEL = 'Qwen/Qwen3-14B';
 const ATTACKER = 'attacker.example';
+/** This machine's name, which the agent answers to: a page at http://NAME:PORT is not a secure context. */
+const LAN_NAME = hostname().toLowerCase();
 /** A model id a coordinator could send: markup that would run if the page used it as HTML. */
 const HOSTILE = '<img src=/x onerror="document.title=\'owned\'">';
 const FINISH =
@@ -85,7 +91,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${t.agent.statusAddress!.port}`;
   token = readFileSync(join(t.dir, 'status.token'), 'utf8').trim();
 
-  browser = await launch([`MAP ${ATTACKER} 127.0.0.1`]);
+  browser = await launch([`MAP ${ATTACKER} 127.0.0.1`, `MAP ${LAN_NAME} 127.0.0.1`]);
   page = await browser.context.newPage();
   page.on('request', (r) => requested.push(r.url()));
   page.on('console', (m) => {
@@ -232,12 +238,18 @@ describe('the dashboard in Chromium', () => {
     await p.locator('#need-token').waitFor();
     expect(p.url()).toBe(`${base}/`);
     await p.close();
-    // A wrong token (an old tab, a token made again): the same line, once the agent said 401.
+    // A wrong token (an old tab, a token made again): the agent's proof does not match it, so the page
+    // cannot tell the agent from another program on its port. It sends it nowhere and says both.
     const wrong = await browser.context.newPage();
-    const refused = wrong.waitForResponse((r) => r.url().startsWith(`${base}/api/`));
+    const asked: string[] = [];
+    wrong.on('request', (r) => asked.push(`${r.url()} ${JSON.stringify(r.headers())}`));
+    const proved = wrong.waitForResponse((r) => r.url().startsWith(`${base}/api/proof?`));
     await wrong.goto(`${base}/#token=${'x'.repeat(43)}`);
-    expect((await refused).status()).toBe(401);
-    await wrong.locator('#need-token').waitFor();
+    expect((await proved).status()).toBe(200);
+    await wrong.locator('#not-agent').waitFor();
+    expect(await wrong.locator('#not-agent').textContent()).toContain('usepod-agent dashboard');
+    expect(asked.filter((a) => a.includes('x'.repeat(43)))).toEqual([]);
+    expect(asked.filter((a) => a.includes('/api/') && !a.includes('/api/proof?'))).toEqual([]);
     await wrong.close();
     const q = await browser.context.newPage();
     const port = new URL(base).port;
@@ -276,6 +288,75 @@ describe('the dashboard in Chromium', () => {
     expect(t.agent.holds()).toEqual([]);
   });
 
+  it('sends the token to no one holding the port while the agent restarts, and carries on once it is back', async () => {
+    // The agent an update restarts: a fixed port, its token in a file the next run reads.
+    const port = await freePort();
+    const addr = `127.0.0.1:${port}`;
+    const first = await agentAt(addr);
+    onTestFinished(() => first.close());
+    const here = `http://${addr}`;
+    const tokenFile = join(first.dir, 'status.token');
+    const own = readFileSync(tokenFile, 'utf8').trim();
+    const p = await browser.context.newPage();
+    onTestFinished(() => p.close());
+    await p.goto(`${here}/#token=${own}`);
+    await p.locator('#live', { hasText: /^live/ }).waitFor();
+    expect(await p.evaluate("sessionStorage.getItem('usepod-token')")).toBe(own);
+
+    // The agent stops; another local user binds its port in the gap, answering anything, a proof too.
+    await first.stop();
+    const squat = await squatter(port);
+    // Longer than the event stream's retry (2 s) and the fleet table's refresh (5 s): what the page sent
+    // before, the token as ?token= and as a header.
+    await new Promise((r) => setTimeout(r, 7_000));
+    expect(squat.heard.length).toBeGreaterThan(0);
+    for (const h of squat.heard) {
+      expect(h).not.toContain(own);
+      expect(h.toLowerCase()).not.toContain('authorization');
+    }
+    // Only proofs asked, each with a fresh nonce; the page says why it sends nothing, and the tab keeps
+    // no token for a reload (which would run the squatter's script in this origin).
+    const paths = squat.heard.map((h) => (JSON.parse(h) as { url: string }).url);
+    expect(paths.every((u) => /^\/api\/proof\?nonce=[0-9a-f]{64}$/.test(u))).toBe(true);
+    expect(new Set(paths).size).toBe(paths.length);
+    await p.locator('#not-agent').waitFor();
+    expect(await p.locator('#live').textContent()).toBe('not the agent: token not sent');
+    expect(await p.evaluate("sessionStorage.getItem('usepod-token')")).toBeNull();
+
+    // The squatter goes, the agent is back on its port: the page proves it and carries on by itself.
+    await squat.close();
+    const second = await agentAt(addr, tokenFile);
+    onTestFinished(() => second.close());
+    await p.locator('#not-agent').waitFor({ state: 'hidden' });
+    await p.locator('#live', { hasText: /^live/ }).waitFor();
+    expect(await p.evaluate("sessionStorage.getItem('usepod-token')")).toBe(own);
+  });
+
+  it('over plain http from another machine (no crypto.subtle) sends the token on the first load only', async (ctx) => {
+    if (isIP(LAN_NAME) !== 0 || LAN_NAME === 'localhost' || LAN_NAME.endsWith('.localhost'))
+      ctx.skip(`this machine's name (${LAN_NAME}) is a secure context`);
+    const port = await freePort();
+    const agent = await agentAt(`127.0.0.1:${port}`);
+    onTestFinished(() => agent.close());
+    const own = readFileSync(join(agent.dir, 'status.token'), 'utf8').trim();
+    const p = await browser.context.newPage();
+    onTestFinished(() => p.close());
+    await p.goto(`http://${LAN_NAME}:${port}/#token=${own}`);
+    expect(await p.evaluate('[isSecureContext, typeof crypto.subtle]')).toEqual([false, 'undefined']);
+    // The owner just opened this address: the page believes it once.
+    await p.locator('#live', { hasText: /^live/ }).waitFor();
+
+    await agent.stop();
+    const squat = await squatter(port);
+    await new Promise((r) => setTimeout(r, 7_000));
+    for (const h of squat.heard) expect(h).not.toContain(own);
+    // It cannot check who answers now: it stops, and says to open the address again.
+    expect(await p.locator('#lost').isVisible()).toBe(true);
+    expect(await p.locator('#lost').textContent()).toContain('usepod-agent dashboard');
+    expect(await p.evaluate("sessionStorage.getItem('usepod-token')")).toBeNull();
+    await squat.close();
+  });
+
   it('asked nothing of anyone but the agent, and logged no console error', async () => {
     expect(requested.filter((u) => !u.startsWith(`${base}/`))).toEqual([]);
     expect(consoleErrors).toEqual([]);
@@ -288,4 +369,56 @@ async function listen(handler: Parameters<typeof createServer>[1]): Promise<stri
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   servers.push(server);
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+}
+
+/** An agent with the dashboard whose status server is at `addr`; `tokenFile`: the previous run's token. */
+async function agentAt(addr: string, tokenFile?: string): Promise<TestAgent> {
+  const a = await createTestAgent({
+    coordinator,
+    plugins: [vllmPlugin, dashboardPlugin],
+    config: {
+      backends: [{ kind: 'vllm', url: engine.url }],
+      observability: { prometheus_addr: addr, ...(tokenFile ? { token_file: tokenFile } : {}) },
+    },
+  });
+  const s = await a.start();
+  if (!s.ok) throw s.error;
+  return a;
+}
+
+/**
+ * Another local user's server on `port` once the agent let it go: it records every request (its URL
+ * and headers) and answers each as the agent might, a well-formed proof made without the token included.
+ */
+async function squatter(port: number): Promise<{ heard: string[]; close(): Promise<void> }> {
+  const heard: string[] = [];
+  const server = createServer((req, res) => {
+    heard.push(JSON.stringify({ url: req.url, headers: req.headers }));
+    const body = req.url?.startsWith('/api/proof')
+      ? JSON.stringify({ proof: randomBytes(32).toString('hex') })
+      : '{}';
+    res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+  });
+  for (let i = 0; ; i++) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      break;
+    } catch (err) {
+      if (i >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  return {
+    heard,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }

@@ -66,7 +66,13 @@ export type {
   PluginMetrics,
 } from './observability/plugin-metrics.js';
 export type { StatusRequest, StatusRouteAuth, StatusRouteHandler } from './observability/status-server.js';
-export { readTokenFile, type TokenFileRead } from './observability/status-token.js';
+export { STATUS_PROOF_PATH } from './observability/status-server.js';
+export {
+  readTokenFile,
+  STATUS_PROOF_CONTEXT,
+  statusProof,
+  type TokenFileRead,
+} from './observability/status-token.js';
 export {
   type AgentEvent,
   type AgentHooks,

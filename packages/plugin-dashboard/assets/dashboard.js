@@ -6,11 +6,13 @@ const $ = (id) => document.getElementById(id);
 
 /**
  * The status token: `usepod-agent dashboard` prints `http://HOST:PORT/#token=...`. A fragment never
- * reaches a server; it is read once, kept for this tab (sessionStorage is per origin: a page on another
- * port cannot read it) and dropped from the address bar and the history. It is sent as a header, never
+ * reaches a server; it is read once, kept for this tab while the agent proves itself (`keep`;
+ * sessionStorage is per origin: a page on another port cannot read it) and dropped from the address bar
+ * and the history. It is sent as a header, never
  * as a cookie (a browser sends cookies to every port of a host).
  */
-const token = (() => {
+const STORE = 'usepod-token';
+let token = (() => {
   // An old address's ?token= reached the agent once (which ignores it now): out of the address bar too.
   const query = new URLSearchParams(location.search);
   if (query.has('token')) {
@@ -23,25 +25,108 @@ const token = (() => {
   }
   const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
   if (fromHash) {
-    try {
-      sessionStorage.setItem('usepod-token', fromHash);
-    } catch {
-      // Storage off: the token lasts as long as this page.
-    }
     history.replaceState(null, '', location.pathname + location.search);
     return fromHash;
   }
   try {
-    return sessionStorage.getItem('usepod-token');
+    return sessionStorage.getItem(STORE);
   } catch {
     return null;
   }
 })();
-const auth = { authorization: `Bearer ${token}` };
 
-/** Without a (valid) token the page says how to get one, once. */
+/**
+ * The tab keeps the token only while the agent is proven to answer: a reload while another program
+ * holds the port would run that program's script in this origin, which could read sessionStorage.
+ */
+function keep(on) {
+  try {
+    if (on) sessionStorage.setItem(STORE, token);
+    else sessionStorage.removeItem(STORE);
+  } catch {
+    // Storage off: the token lasts as long as this page.
+  }
+}
+
+/**
+ * Whoever holds the port gets what the page sends, and while the agent restarts (an update, a crash)
+ * another local user may hold it. So before the token goes anywhere (first load, every reconnect) the
+ * page asks `/api/proof` with a fresh nonce and checks the answer is HMAC-SHA256(token, context + nonce),
+ * which only the agent can make. Without crypto.subtle (plain http to another machine: not a secure
+ * context) nothing can be checked: the token goes on the first load only, the one the owner just opened.
+ */
+const subtle = globalThis.crypto?.subtle;
+const PROOF_CONTEXT = 'usepod-agent status proof v1\n';
+/** The agent that answers now proved it holds the token; any failure clears it. */
+let proven = false;
+/**
+ * The page is being left (a reload, the tab closed): the browser aborts its stream and requests before
+ * `pagehide`, which is no lost agent, and the token stays for the reloaded page. A navigation that does
+ * not happen after all (a download) leaves the page here: it counts again a few seconds on.
+ */
+let leaving = false;
+addEventListener('beforeunload', () => {
+  leaving = true;
+  setTimeout(() => {
+    leaving = false;
+  }, 3000);
+});
+addEventListener('pageshow', (ev) => {
+  leaving = false;
+  // Back from the browser's page cache: its stream was closed meanwhile, and the port may be another's.
+  if (ev.persisted) lost();
+});
+/** The first load sent the token unproven (no crypto.subtle): never again. */
+let sentUnproven = false;
+/** The agent said the token is not its own (401): the page stops. */
+let refused = false;
+
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+const utf8 = (text) => new TextEncoder().encode(text);
+
+/** 'ok', 'away' (nothing answers: the agent restarts) or 'other' (an answer that proves nothing). */
+async function prove() {
+  const nonce = hex(crypto.getRandomValues(new Uint8Array(32)));
+  let answer;
+  try {
+    const r = await fetch(`/api/proof?nonce=${nonce}`, { signal: AbortSignal.timeout(10_000) });
+    answer = r.ok ? await r.json() : undefined;
+  } catch (err) {
+    return err instanceof SyntaxError ? 'other' : 'away';
+  }
+  const proof = answer?.proof;
+  if (typeof proof !== 'string' || !/^[0-9a-f]{64}$/.test(proof)) return 'other';
+  try {
+    const key = await subtle.importKey('raw', utf8(token), { name: 'HMAC', hash: 'SHA-256' }, false, [
+      'verify',
+    ]);
+    const mac = Uint8Array.from(proof.match(/../g), (h) => Number.parseInt(h, 16));
+    return (await subtle.verify('HMAC', key, mac, utf8(PROOF_CONTEXT + nonce))) ? 'ok' : 'other';
+  } catch {
+    return 'other';
+  }
+}
+
+/** A request carrying the token, made only while the agent is proven; a network failure is a loss. */
+async function authed(path, init = {}) {
+  if (!proven) return undefined;
+  try {
+    const r = await fetch(path, { ...init, headers: { ...init.headers, authorization: `Bearer ${token}` } });
+    if (r.status === 401) needToken();
+    return r;
+  } catch {
+    lost();
+    return undefined;
+  }
+}
+
+/** Without a (valid) token the page says how to get one, once, and sends nothing more. */
 function needToken() {
+  refused = true;
+  proven = false;
+  closeStream();
   $('need-token').hidden = false;
+  $('not-agent').hidden = true;
   $('live').textContent = 'no token';
 }
 
@@ -278,13 +363,8 @@ let earningsTimer;
 function loadEarnings() {
   clearTimeout(earningsTimer);
   earningsTimer = setTimeout(async () => {
-    try {
-      const r = await fetch('/api/earnings', { headers: auth });
-      if (r.status === 401) needToken();
-      if (r.ok) renderEarnings(await r.json());
-    } catch {
-      // The agent is away; the event stream says so and reconnects.
-    }
+    const r = await authed('/api/earnings');
+    if (r?.ok) renderEarnings(await r.json().catch(() => ({ error: 'the agent sent no earnings' })));
   }, 300);
 }
 
@@ -327,15 +407,9 @@ function renderEarnings(e) {
 }
 
 async function loadFleet() {
-  let agents;
-  try {
-    const r = await fetch('/api/fleet', { headers: auth });
-    if (r.status === 401) needToken();
-    if (!r.ok) return;
-    agents = (await r.json()).rows;
-  } catch {
-    return;
-  }
+  const r = await authed('/api/fleet');
+  const agents = r?.ok ? (await r.json().catch(() => ({}))).rows : undefined;
+  if (!Array.isArray(agents)) return;
   $('fleet-card').hidden = agents.length < 2;
   rows(
     'fleet',
@@ -358,23 +432,22 @@ async function loadFleet() {
 async function act(path, body) {
   const out = $('action-result');
   out.textContent = '…';
-  try {
-    const r = await fetch(path, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify(body ?? {}),
-    });
-    const j = await r.json().catch(() => ({}));
-    if (!r.ok) {
-      out.textContent = j.error ?? `refused (HTTP ${r.status})`;
-      return undefined;
-    }
-    out.textContent = '';
-    return j;
-  } catch (err) {
-    out.textContent = String(err);
+  const r = await authed(path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body ?? {}),
+  });
+  if (!r) {
+    out.textContent = 'not connected to the agent: nothing was sent';
     return undefined;
   }
+  const j = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    out.textContent = j.error ?? `refused (HTTP ${r.status})`;
+    return undefined;
+  }
+  out.textContent = '';
+  return j;
 }
 
 $('pause').addEventListener('click', async () => {
@@ -396,31 +469,98 @@ $('selftest').addEventListener('click', async () => {
 /**
  * Live updates. An EventSource cannot send a header, so its URL carries the token (`?token=`, taken on
  * this one route): it goes to this origin only, is no page's address (no history, no Referer). The
- * browser reconnects by itself while the agent is away; an answer other than the stream (401, too many
- * pages) closes it, and the page asks once whether the token is the reason.
+ * browser's own reconnecting would send that URL to whoever holds the port by then: the page closes the
+ * stream at its first error and reconnects itself, after a new proof.
  */
+let source;
+let retryTimer;
+/** The wait before the next proof: doubles while the port does not answer as the agent, from 1 to 10 s. */
+let backoff = 1000;
+
+function closeStream() {
+  clearTimeout(retryTimer);
+  source?.close();
+  source = undefined;
+}
+
+/** First load and every reconnect: the proof (or the one unproven first load), then the token. */
+async function start() {
+  if (refused) return;
+  if (!subtle) {
+    if (sentUnproven) {
+      gone();
+      return;
+    }
+    sentUnproven = true;
+  } else {
+    const found = await prove();
+    if (refused) return;
+    if (found !== 'ok') {
+      keep(false);
+      $('not-agent').hidden = found !== 'other';
+      $('live').textContent = found === 'other' ? 'not the agent: token not sent' : 'reconnecting…';
+      retryTimer = setTimeout(start, backoff);
+      backoff = Math.min(backoff * 2, 10_000);
+      return;
+    }
+  }
+  proven = true;
+  keep(true);
+  $('not-agent').hidden = true;
+  connect();
+  loadEarnings();
+  loadFleet();
+}
+
+/** The agent went away (or a request failed): nothing more is sent until it is proven again. */
+function lost() {
+  if (!proven) return;
+  proven = false;
+  closeStream();
+  if (leaving) {
+    retryTimer = setTimeout(start, backoff);
+    return;
+  }
+  keep(false);
+  if (!subtle) {
+    gone();
+    return;
+  }
+  $('live').textContent = 'reconnecting…';
+  retryTimer = setTimeout(start, backoff);
+  backoff = Math.min(backoff * 2, 10_000);
+}
+
+/** Lost without crypto.subtle: nothing can prove the next answer is the agent's, so the page stops. */
+function gone() {
+  token = null;
+  keep(false);
+  $('lost').hidden = false;
+  $('live').textContent = 'connection lost';
+}
+
 function connect() {
   const live = $('live');
-  const source = new EventSource(`/api/events?token=${encodeURIComponent(token)}`);
-  source.addEventListener('state', (ev) => {
+  const stream = new EventSource(`/api/events?token=${encodeURIComponent(token)}`);
+  source = stream;
+  stream.addEventListener('state', (ev) => {
+    backoff = 1000;
     live.textContent = `live · ${new Date().toLocaleTimeString()}`;
     renderState(JSON.parse(ev.data));
   });
-  source.addEventListener('error', async () => {
-    live.textContent = 'reconnecting…';
-    if (source.readyState !== EventSource.CLOSED) return;
-    const r = await fetch('/api/state', { headers: auth }).catch(() => undefined);
-    if (r?.status === 401) needToken();
-    else setTimeout(connect, 5000);
+  // Closed at once, before the browser retries by itself (an answer other than the stream: 401, too
+  // many pages, or the agent gone): the next try starts with a proof.
+  stream.addEventListener('error', () => {
+    if (source !== stream) return;
+    stream.close();
+    lost();
   });
 }
 
 if (token) {
-  connect();
-  loadEarnings();
+  start();
   // Jobs that ended within the server's few seconds of caching are summed at the next of these.
   setInterval(loadEarnings, 10_000);
-  loadFleet();
   setInterval(loadFleet, 5000);
 } else {
   needToken();

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Features } from '../plugins/features.js';
-import { type StatusRoute, StatusServer, serveStatus } from './status-server.js';
+import { STATUS_PROOF_PATH, type StatusRoute, StatusServer, serveStatus } from './status-server.js';
 import { ensureStatusToken, readStatusToken, statusTokenPath } from './status-token.js';
 
 /**
@@ -163,6 +164,44 @@ describe('the status server', () => {
     expect(await get(base, '/app.js', { host: 'attacker.example' })).toBe(421);
   });
 
+  it('proves it holds the token without it: HMAC-SHA256(token, context + nonce); a bad nonce is 400', async () => {
+    const base = await serve('0.0.0.0:0', { token: TOKEN });
+    const nonce = '0123456789abcdef'.repeat(2);
+    const a = await answer(base, `${STATUS_PROOF_PATH}?nonce=${nonce}`);
+    expect(a.status).toBe(200);
+    expect(a.headers['cache-control']).toBe('no-store');
+    expect(a.headers['content-security-policy']).toMatch(/default-src 'self'/);
+    // Computed here from the spec, not with the server's own function.
+    const want = createHmac('sha256', TOKEN).update(`usepod-agent status proof v1\n${nonce}`).digest('hex');
+    expect(JSON.parse(a.body)).toEqual({ proof: want });
+    // Another nonce, another proof: an old answer is no answer.
+    const other = await answer(base, `${STATUS_PROOF_PATH}?nonce=${'f'.repeat(64)}`);
+    expect(JSON.parse(other.body).proof).not.toBe(want);
+    expect(JSON.parse(other.body).proof).toMatch(/^[0-9a-f]{64}$/);
+    for (const bad of [
+      '',
+      '?nonce=',
+      `?nonce=${'a'.repeat(31)}`,
+      `?nonce=${'a'.repeat(65)}`,
+      `?nonce=${'A'.repeat(32)}`,
+      `?nonce=${'g'.repeat(32)}`,
+      `?nonce=${'a'.repeat(32)}%0a`,
+      `?nonce=${nonce}&nonce=${nonce}`,
+    ]) {
+      const r = await answer(base, `${STATUS_PROOF_PATH}${bad}`);
+      expect([bad, r.status]).toEqual([bad, 400]);
+      expect(r.body).toMatch(/^nonce: /);
+      expect(r.body).not.toContain(TOKEN);
+    }
+    // Host-checked as the page is, GET only, and never a grant: the token is still asked elsewhere.
+    expect(await get(base, `${STATUS_PROOF_PATH}?nonce=${nonce}`, { host: 'attacker.example' })).toBe(421);
+    expect((await answer(base, `${STATUS_PROOF_PATH}?nonce=${nonce}`, {}, 'POST')).status).toBe(405);
+    expect(await get(base, '/status')).toBe(401);
+    // Without a token there is nothing to prove with: 503, never a proof made with no key.
+    const tokenless = await serve('127.0.0.1:0');
+    expect(await get(tokenless, `${STATUS_PROOF_PATH}?nonce=${nonce}`)).toBe(503);
+  });
+
   it('answers a route that throws with a folded 500, and serves on', async () => {
     const base = await serve('127.0.0.1:0', {
       token: TOKEN,
@@ -188,6 +227,7 @@ describe('plugin status routes', () => {
     const f = new Features({ source: undefined } as never);
     const h = () => {};
     expect(() => f.statusRoute('p', 'GET', '/status', h)).toThrow(/core serves it/);
+    expect(() => f.statusRoute('p', 'GET', STATUS_PROOF_PATH, h)).toThrow(/core serves it/);
     expect(() => f.statusRoute('p', 'GET', 'no-slash', h)).toThrow(/a path is/);
     f.statusRoute('p', 'GET', '/mine', h);
     expect(() => f.statusRoute('q', 'POST', '/mine', h)).toThrow(/plugin "p" serves it/);

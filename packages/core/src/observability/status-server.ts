@@ -13,13 +13,20 @@ import { engineText } from '../untrusted.js';
 import type { Logger } from './log.js';
 import type { Registry } from './prom.js';
 import { redactor } from './redact.js';
-import { ensureStatusToken, statusTokenPath, tokenMatches } from './status-token.js';
+import {
+  ensureStatusToken,
+  isStatusNonce,
+  statusProof,
+  statusTokenPath,
+  tokenMatches,
+} from './status-token.js';
 
 /**
  * The local observability server at `observability.prometheus_addr`:
  * `/metrics` (Prometheus text), `/status` (JSON for `usepod-agent status`),
  * `/healthz` (the process answers: liveness) and `/readyz` (it can take jobs: readiness, for
- * orchestrators), and the routes plugins add (`ctx.statusRoute`: the dashboard). It binds to loopback by
+ * orchestrators), `/api/proof` (that this server holds the token, for a page about to send it), and the
+ * routes plugins add (`ctx.statusRoute`: the dashboard). It binds to loopback by
  * default. Core keeps the checks every route needs (issue 32): the `Host` (DNS rebinding), the token
  * (`Authorization: Bearer`; for plugin routes but the page's own files, and for `/status` and
  * `/metrics` beyond loopback; never a cookie), the `Origin` of a POST
@@ -78,8 +85,21 @@ export interface StatusRoute {
   auth?: StatusRouteAuth;
 }
 
+/**
+ * `GET /api/proof?nonce=HEX`, no token: `{"proof": hex(HMAC-SHA256(token, STATUS_PROOF_CONTEXT + nonce))}`.
+ * A page asks it with a fresh nonce before it sends the token (first load, every reconnect): while the
+ * agent restarts another local user may hold the port, and gets the token only if the page sends it.
+ */
+export const STATUS_PROOF_PATH = '/api/proof';
+
 /** The paths core serves itself: no plugin may take them. */
-export const CORE_STATUS_PATHS: ReadonlySet<string> = new Set(['/metrics', '/status', '/healthz', '/readyz']);
+export const CORE_STATUS_PATHS: ReadonlySet<string> = new Set([
+  '/metrics',
+  '/status',
+  '/healthz',
+  '/readyz',
+  STATUS_PROOF_PATH,
+]);
 
 /** Open at once: pages (16 event streams at most), a scraper, probes, the CLI; far more is a flood. */
 export const MAX_CONNECTIONS = 128;
@@ -147,8 +167,13 @@ export class StatusServer {
     // DNS rebinding: a page on attacker.example that resolves to 127.0.0.1 would read /status. On
     // loopback, and for the page wherever it listens, only an IP, localhost or this machine's own
     // name is served (probes and scrapers use those).
-    if ((this.#loopback || route) && !this.#hostAllowed(req.headers.host)) {
+    const page = route !== undefined || path === STATUS_PROOF_PATH;
+    if ((this.#loopback || page) && !this.#hostAllowed(req.headers.host)) {
       res.writeHead(421, { 'content-type': 'text/plain' }).end('use 127.0.0.1 or localhost\n');
+      return;
+    }
+    if (path === STATUS_PROOF_PATH) {
+      this.#proof(req, url, res);
       return;
     }
     if (route) {
@@ -247,6 +272,31 @@ export class StatusServer {
       if (!res.headersSent) res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' });
       res.end(`a body is at most ${MAX_BODY_BYTES} bytes\n`);
     });
+  }
+
+  /**
+   * The proof that this server holds the token. Open to anyone (it proves, never grants) and cheap: one
+   * HMAC of at most 93 bytes, under the connection cap and timeouts every route has.
+   */
+  #proof(req: IncomingMessage, url: URL, res: ServerResponse): void {
+    req.resume();
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    const nonces = url.searchParams.getAll('nonce');
+    const nonce = nonces.length === 1 ? nonces[0]! : '';
+    const token = this.#currentToken();
+    const proof = token ? statusProof(token, nonce) : undefined;
+    if (!proof) {
+      const [status, why] = !isStatusNonce(nonce)
+        ? [400, 'nonce: one of 32 to 64 lowercase hex characters (?nonce=...)']
+        : [503, 'no status token yet: the agent could not write status.token (see its log)'];
+      res.writeHead(status, { ...PAGE_HEADERS, 'content-type': 'text/plain' }).end(`${why}\n`);
+      return;
+    }
+    res.writeHead(200, { ...PAGE_HEADERS, 'content-type': 'application/json' });
+    res.end(JSON.stringify({ proof }));
   }
 
   /** The token, made now if it could not be before and the last try is `tokenRetryMs` old. */

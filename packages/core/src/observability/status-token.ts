@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { expandHome } from '../config/paths.js';
@@ -107,4 +107,24 @@ export function tokenMatches(given: string | undefined, token: string): boolean 
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * What a status proof signs before the page's nonce: an answer made for this and nothing else. A page
+ * holding the token asks `/api/proof?nonce=...` before it sends the token anywhere: whatever holds the
+ * port while the agent restarts (another local user's server) cannot make the answer without the token.
+ */
+export const STATUS_PROOF_CONTEXT = 'usepod-agent status proof v1\n';
+
+/** A page's nonce: 16 to 32 random bytes, in lowercase hex. */
+export function isStatusNonce(nonce: string): boolean {
+  return /^[0-9a-f]{32,64}$/.test(nonce);
+}
+
+/** `hex(HMAC-SHA256(token, context + nonce))`, or undefined for a nonce that is not 32-64 lowercase hex. */
+export function statusProof(token: string, nonce: string): string | undefined {
+  if (!isStatusNonce(nonce)) return undefined;
+  return createHmac('sha256', token)
+    .update(STATUS_PROOF_CONTEXT + nonce)
+    .digest('hex');
 }
