@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, lstatSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
@@ -437,6 +437,28 @@ describe('hostile files: pause.json and the socket path', () => {
     expect(existsSync(open.sock)).toBe(false);
     expect(warnings(open.t, 'control socket could not be opened').join()).toMatch(
       /mode 0777\): run chmod 700/,
+    );
+    // Another user's process listens there instead, with a lie: the owner's CLI does not believe it.
+    const liar = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const reply = JSON.stringify({ ok: true, paused: { by: 'owner', reason: '\\u001b]0;x\\u0007' } });
+         require('node:net').createServer((c) => c.end(reply + '\\n')).listen(process.argv[1], () => {
+           require('node:fs').chmodSync(process.argv[1], 0o777);
+           console.log('on');
+         });`,
+        open.sock,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        ...(process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {}),
+      },
+    );
+    cleanup.push(async () => void liar.kill());
+    await new Promise((r) => liar.stdout.once('data', r));
+    await expect(control(open.keyPath, { cmd: 'pause' })).rejects.toThrow(
+      /can be written by any user \(mode 0777\), so its control socket may be anyone's: run chmod 700/,
     );
     // Group-writable (a Kubernetes volume under fsGroup): served, and said.
     const group = await running({ before: (dir) => chmod(dir, 0o2770) });
