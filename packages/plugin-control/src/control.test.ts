@@ -1,7 +1,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, lstatSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentPlugin } from '@usepod-agent/core';
@@ -477,6 +478,17 @@ describe('hostile files: pause.json and the socket path', () => {
     });
     expect(await control(a.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
     expect(lstatSync(a.sock).mode & 0o777).toBe(0o600);
+  });
+
+  it('a key folder reached through a link (moved to another disk) is served: pause and resume work', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'usepod-link-'));
+    cleanup.push(() => rm(base, { recursive: true, force: true }));
+    await mkdir(join(base, 'disk'), { mode: 0o700 });
+    await symlink(join(base, 'disk'), join(base, '.usepod-agent'));
+    const a = await running({ keyPath: join(base, '.usepod-agent', 'identity.key') });
+    expect(warnings(a.t, 'control socket').join()).toBe('');
+    expect(await control(a.keyPath, { cmd: 'pause', reason: 'gaming' })).toMatchObject({ ok: true });
+    expect(await readFile(join(base, 'disk', 'pause.json'), 'utf8')).toContain('gaming');
   });
 
   it('a second key in the same folder leaves the first agent its socket and its pause.json', async () => {

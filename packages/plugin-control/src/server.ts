@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { type AgentAccess, engineText, errorMessage, type Logger } from '@usepod-agent/core';
@@ -51,7 +51,8 @@ export interface PathProblem {
 export function pathProblem(path: string): PathProblem | undefined {
   const dir = dirname(path);
   const uid = process.getuid?.();
-  const d = lstatSync(dir, { throwIfNoEntry: false });
+  // The folder a link there leads to (a dotfolder moved to another disk): the key is read through it too.
+  const d = statSync(dir, { throwIfNoEntry: false });
   if (!d) return undefined;
   const mode = (d.mode & 0o7777).toString(8).padStart(4, '0');
   if (!d.isDirectory()) {
