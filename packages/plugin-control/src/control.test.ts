@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
@@ -412,6 +412,24 @@ describe('hostile files: pause.json and the socket path', () => {
     });
     expect(warnings(a.t, 'pause state could not be saved')).toHaveLength(1);
     expect(JSON.parse(await readFile(a.pauseJson, 'utf8'))).toMatchObject({ reason: 'gaming' });
+  });
+
+  it('a resume that cannot be saved (the disk went read-only) says a restart may pause the agent again', async (ctx) => {
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-ro-'));
+    cleanup.push(() => rm(disk, { recursive: true, force: true }));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', disk]).status !== 0)
+      return ctx.skip('no tmpfs could be mounted here (needs root)');
+    cleanup.push(async () => void spawnSync('umount', [disk]));
+    const a = await running({ keyPath: join(disk, 'identity.key') });
+    expect(await control(a.keyPath, { cmd: 'pause', reason: 'gaming' })).toMatchObject({ ok: true });
+    expect(spawnSync('mount', ['-o', 'remount,ro', disk]).status).toBe(0);
+    const r = await control(a.keyPath, { cmd: 'resume' });
+    // Resumed now, but pause.json still holds the pause: not 'a restart would forget it'.
+    expect(r).toMatchObject({ ok: true, paused: null });
+    expect(r.warning).toMatch(
+      /could not be saved to .*pause\.json \(.*EROFS.*\): a restart may pause the agent again$/,
+    );
+    expect(await readFile(a.pauseJson, 'utf8')).toContain('gaming');
   });
 
   it('a file or a link at the socket path is left alone, in one warning; the agent serves on', async () => {
