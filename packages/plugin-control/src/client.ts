@@ -1,4 +1,6 @@
+import { statSync } from 'node:fs';
 import { connect } from 'node:net';
+import { dirname } from 'node:path';
 import { type SelfTestResult, UsepodError } from '@usepod-agent/core';
 import { type ControlReply, type ControlRequest, controlPath } from './protocol.js';
 
@@ -9,6 +11,9 @@ const MAX_REPLY = 4 * 1024 * 1024;
 export function control(keyPath: string, req: ControlRequest, timeoutMs = 5_000): Promise<ControlReply> {
   const path = controlPath(keyPath);
   return new Promise((resolve, reject) => {
+    const open = process.platform === 'win32' ? undefined : anyoneWrites(dirname(path));
+    // The agent does not serve such a folder; what listens there may be any user's, and its answer a lie.
+    if (open) return reject(new UsepodError('USEPOD_AGENT_NOT_RUNNING', open));
     const socket = connect(path);
     let buf = '';
     socket.setEncoding('utf8');
@@ -35,6 +40,19 @@ export function control(keyPath: string, req: ControlRequest, timeoutMs = 5_000)
       reject(new UsepodError('USEPOD_AGENT_NOT_RUNNING', why));
     });
   });
+}
+
+/** Why the socket in `dir` cannot be trusted to be the agent's: any user may write the folder. */
+function anyoneWrites(dir: string): string | undefined {
+  let d: ReturnType<typeof statSync>;
+  try {
+    d = statSync(dir, { throwIfNoEntry: false });
+  } catch {
+    return undefined; // Not ours to read: connecting says why.
+  }
+  if (!d || (d.mode & 0o002) === 0) return undefined;
+  const mode = (d.mode & 0o7777).toString(8).padStart(4, '0');
+  return `${dir} can be written by any user (mode ${mode}), so its control socket may be anyone's: run chmod 700 ${dir}, then restart the agent`;
 }
 
 /** The running agent's last self-tests, or none when no agent answers (quickly: 2 s). */

@@ -1,7 +1,8 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentPlugin } from '@usepod-agent/core';
@@ -413,6 +414,24 @@ describe('hostile files: pause.json and the socket path', () => {
     expect(JSON.parse(await readFile(a.pauseJson, 'utf8'))).toMatchObject({ reason: 'gaming' });
   });
 
+  it('a resume that cannot be saved (the disk went read-only) says a restart may pause the agent again', async (ctx) => {
+    const disk = await mkdtemp(join(tmpdir(), 'usepod-ro-'));
+    cleanup.push(() => rm(disk, { recursive: true, force: true }));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', disk]).status !== 0)
+      return ctx.skip('no tmpfs could be mounted here (needs root)');
+    cleanup.push(async () => void spawnSync('umount', [disk]));
+    const a = await running({ keyPath: join(disk, 'identity.key') });
+    expect(await control(a.keyPath, { cmd: 'pause', reason: 'gaming' })).toMatchObject({ ok: true });
+    expect(spawnSync('mount', ['-o', 'remount,ro', disk]).status).toBe(0);
+    const r = await control(a.keyPath, { cmd: 'resume' });
+    // Resumed now, but pause.json still holds the pause: not 'a restart would forget it'.
+    expect(r).toMatchObject({ ok: true, paused: null });
+    expect(r.warning).toMatch(
+      /could not be saved to .*pause\.json \(.*EROFS.*\): a restart may pause the agent again$/,
+    );
+    expect(await readFile(a.pauseJson, 'utf8')).toContain('gaming');
+  });
+
   it('a file or a link at the socket path is left alone, in one warning; the agent serves on', async () => {
     const file = await running({ before: (dir) => writeFile(join(dir, 'agent.sock'), 'precious') });
     expect(await readFile(file.sock, 'utf8')).toBe('precious');
@@ -438,6 +457,28 @@ describe('hostile files: pause.json and the socket path', () => {
     expect(warnings(open.t, 'control socket could not be opened').join()).toMatch(
       /mode 0777\): run chmod 700/,
     );
+    // Another user's process listens there instead, with a lie: the owner's CLI does not believe it.
+    const liar = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const reply = JSON.stringify({ ok: true, paused: { by: 'owner', reason: '\\u001b]0;x\\u0007' } });
+         require('node:net').createServer((c) => c.end(reply + '\\n')).listen(process.argv[1], () => {
+           require('node:fs').chmodSync(process.argv[1], 0o777);
+           console.log('on');
+         });`,
+        open.sock,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        ...(process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {}),
+      },
+    );
+    cleanup.push(async () => void liar.kill());
+    await new Promise((r) => liar.stdout.once('data', r));
+    await expect(control(open.keyPath, { cmd: 'pause' })).rejects.toThrow(
+      /can be written by any user \(mode 0777\), so its control socket may be anyone's: run chmod 700/,
+    );
     // Group-writable (a Kubernetes volume under fsGroup): served, and said.
     const group = await running({ before: (dir) => chmod(dir, 0o2770) });
     expect(await control(group.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
@@ -455,6 +496,17 @@ describe('hostile files: pause.json and the socket path', () => {
     });
     expect(await control(a.keyPath, { cmd: 'state' })).toMatchObject({ ok: true });
     expect(lstatSync(a.sock).mode & 0o777).toBe(0o600);
+  });
+
+  it('a key folder reached through a link (moved to another disk) is served: pause and resume work', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'usepod-link-'));
+    cleanup.push(() => rm(base, { recursive: true, force: true }));
+    await mkdir(join(base, 'disk'), { mode: 0o700 });
+    await symlink(join(base, 'disk'), join(base, '.usepod-agent'));
+    const a = await running({ keyPath: join(base, '.usepod-agent', 'identity.key') });
+    expect(warnings(a.t, 'control socket').join()).toBe('');
+    expect(await control(a.keyPath, { cmd: 'pause', reason: 'gaming' })).toMatchObject({ ok: true });
+    expect(await readFile(join(base, 'disk', 'pause.json'), 'utf8')).toContain('gaming');
   });
 
   it('a second key in the same folder leaves the first agent its socket and its pause.json', async () => {

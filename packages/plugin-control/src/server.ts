@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { type AgentAccess, engineText, errorMessage, type Logger } from '@usepod-agent/core';
@@ -51,7 +51,8 @@ export interface PathProblem {
 export function pathProblem(path: string): PathProblem | undefined {
   const dir = dirname(path);
   const uid = process.getuid?.();
-  const d = lstatSync(dir, { throwIfNoEntry: false });
+  // The folder a link there leads to (a dotfolder moved to another disk): the key is read through it too.
+  const d = statSync(dir, { throwIfNoEntry: false });
   if (!d) return undefined;
   const mode = (d.mode & 0o7777).toString(8).padStart(4, '0');
   if (!d.isDirectory()) {
@@ -225,11 +226,12 @@ async function handle(
         ...(reason ? { reason } : {}),
         ...(req.until !== undefined ? { until: new Date(req.until) } : {}),
       });
-      return saved(o.store);
+      return saved(o.store, 'a restart would forget it');
     }
     case 'resume':
       agent.resume();
-      return saved(o.store);
+      // pause.json still holds the pause the resume could not remove.
+      return saved(o.store, 'a restart may pause the agent again');
     case 'state':
       return { ok: true, selftest: agent.selftestResults() };
     case 'selftest':
@@ -245,13 +247,10 @@ async function handle(
   }
 }
 
-/** Done; said so when the owner's pause could not be kept for a restart. */
-async function saved(store: PauseStore): Promise<Omit<ControlReply, 'paused'>> {
+/** Done; said so, with what a restart would then do, when the pause state could not be saved. */
+async function saved(store: PauseStore, restart: string): Promise<Omit<ControlReply, 'paused'>> {
   const s = await store.settled();
   return s.saved
     ? { ok: true }
-    : {
-        ok: true,
-        warning: `the pause state could not be saved to ${store.path} (${s.error}): a restart would forget it`,
-      };
+    : { ok: true, warning: `the pause state could not be saved to ${store.path} (${s.error}): ${restart}` };
 }

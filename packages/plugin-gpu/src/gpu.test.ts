@@ -292,6 +292,27 @@ describe('GPU tools are bounded (issue 28)', () => {
     await again;
   });
 
+  it('lifts its holds after cooldown_s though the wall clock stepped back a day meanwhile', async () => {
+    // Only Date is faked (it moves on with real time): timers and performance.now are the machine's.
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+    try {
+      await put('apps', `${ENGINE_APP}\n${GAME_APP}\n`);
+      await put('gpus', `${gpuLine({ temp: 90 })}\n`);
+      const a = await start({ when_other_process: true, max_temp_c: 80, cooldown_s: 1.5 });
+      await vi.waitFor(() => expect(a.t.agent.holds().map((h) => h.by)).toEqual(['gpu', 'heat']), SOON);
+      await put('apps', `${ENGINE_APP}\n`);
+      await put('gpus', `${gpuLine({ temp: 60 })}\n`);
+      await vi.waitFor(() => expect(a.gpu().yield).toMatchObject({ quiet_since: expect.any(String) }), SOON);
+      await new Promise((r) => setTimeout(r, 300));
+      // Both cool down now; NTP steps the clock back a day (a dual boot's RTC kept local time).
+      vi.setSystemTime(Date.now() - 86_400_000);
+      // Fails without the monotonic clock: both holds stay for the day.
+      await vi.waitFor(() => expect(a.t.agent.holds()).toEqual([]), SOON);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('reads [N/A] free memory as unknown: no pause with nothing else on the GPU', async () => {
     await put('gpus', `${gpuLine({ free: '[N/A]', util: '[Not Supported]' })}\n`);
     const a = await start({ min_free_vram_mb: 2048, max_other_util_pct: 50 });

@@ -58,6 +58,7 @@ export class HeatGuard {
     this.#hot.clear();
   }
 
+  /** A poll's readings; `now` in ms of a clock that never steps back (the watch's is monotonic). */
   update(gpus: readonly Gpu[], now: number): GuardChange {
     let wider = false;
     for (const g of gpus) {

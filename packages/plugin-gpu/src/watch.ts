@@ -29,6 +29,8 @@ export interface WatchOptions {
   /** The jobs the energy of each interval is shared by (serving), or nobody (idle). */
   jobs: JobAttribution;
   now?: () => number;
+  /** Monotonic ms (default `performance.now`), for how long something has lasted. */
+  elapsed?: () => number;
 }
 
 /** Process names shown in status and doctor: a few, folded at the read. */
@@ -40,19 +42,25 @@ type GpuLabels = { tool: Gpu['tool']; gpu: number };
 export class GpuWatch {
   readonly #o: WatchOptions;
   readonly #now: () => number;
+  /**
+   * Cooldowns and how long the tools have failed are counted on the monotonic clock: on the wall clock,
+   * one stepped back (NTP fixing a dual boot's local-time RTC) kept a hold for as long as the step.
+   */
+  readonly #elapsed: () => number;
   readonly #guard: HeatGuard;
   readonly #meter: EnergyMeter;
   readonly #m: ReturnType<typeof declareMetrics>;
   #detected: Detected | undefined;
   #unavailable: string | undefined;
   #failing: string | undefined;
-  /** Since when the tools have failed without a break (ms). */
+  /** Since when the tools have failed without a break (monotonic ms). */
   #failingSince: number | undefined;
   #state: GpuState | undefined;
   #readAt: number | undefined;
   #gpuReason: string | undefined;
   /** The backends the heat hold withdraws; undefined: the whole agent (or no hold). */
   #heatScope: string[] | undefined;
+  /** Since when the yield rule has found nothing (monotonic ms). */
   #quietSince: number | undefined;
   #lastPoll: number | undefined;
   /** The GPUs the last poll's figures were exported for, by `tool:index`. */
@@ -65,6 +73,7 @@ export class GpuWatch {
   constructor(o: WatchOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#elapsed = o.elapsed ?? (() => performance.now());
     this.#guard = new HeatGuard(o.cfg);
     this.#meter = new EnergyMeter(Math.max(5 * o.cfg.poll_s * 1000, 60_000));
     this.#m = declareMetrics(o.ctx.metrics, o);
@@ -126,8 +135,8 @@ export class GpuWatch {
       // A tool that hung (killed) or failed (a busy driver) is asked again at the next poll, said once.
       if (!this.#failing) log.warn('GPU state could not be read; trying again every poll', { error: why });
       this.#failing = why;
-      this.#failingSince ??= this.#now();
-      this.#unheld(this.#now() - this.#failingSince);
+      this.#failingSince ??= this.#elapsed();
+      this.#unheld(this.#elapsed() - this.#failingSince);
       return undefined;
     }
   }
@@ -157,8 +166,8 @@ export class GpuWatch {
         });
       this.#o.jobs.polled(now);
     }
-    if (this.#o.yieldRule) this.#yield(state, now);
-    if (this.#o.guard) this.#heat(state, now);
+    if (this.#o.yieldRule) this.#yield(state, this.#elapsed());
+    if (this.#o.guard) this.#heat(state, this.#elapsed());
   }
 
   /**
@@ -186,6 +195,7 @@ export class GpuWatch {
     }
   }
 
+  /** `now`: monotonic ms. */
   #yield(state: GpuState, now: number): void {
     const why = yieldReason(this.#o.cfg, this.#o.engines(), state);
     if (why) {
@@ -204,6 +214,7 @@ export class GpuWatch {
     this.#m.yieldHeld.set(this.#gpuReason ? 1 : 0);
   }
 
+  /** `now`: monotonic ms. */
   #heat(state: GpuState, now: number): void {
     const change = this.#guard.update(state.gpus, now);
     const { ctx } = this.#o;
@@ -291,7 +302,10 @@ export class GpuWatch {
             yield: {
               held: this.#gpuReason !== undefined,
               reason: this.#gpuReason ?? null,
-              quiet_since: this.#quietSince === undefined ? null : new Date(this.#quietSince).toISOString(),
+              quiet_since:
+                this.#quietSince === undefined
+                  ? null
+                  : new Date(this.#now() - (this.#elapsed() - this.#quietSince)).toISOString(),
             },
           }
         : {}),
