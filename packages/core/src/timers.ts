@@ -24,6 +24,35 @@ export function longTimeout(fn: () => void, ms: number): LongTimer {
   return { cancel: () => clearTimeout(timer) };
 }
 
+/** How often `atTime` looks at the wall clock. */
+export const WALL_CHECK_MS = 60_000;
+
+/**
+ * Calls `fn` once at the wall-clock time `at` (ms since the epoch): after `at - now` on the monotonic clock
+ * (a wall clock stepped back does not hold it), or sooner once the wall clock is seen past `at` (looked at
+ * every `checkMs`). The monotonic clock stands still while the machine sleeps: a pause until 18:00 across
+ * a night's suspend would otherwise end as many hours late as the machine slept.
+ */
+export function atTime(fn: () => void, at: number, checkMs = WALL_CHECK_MS): LongTimer {
+  let done = false;
+  const stop = (): void => {
+    done = true;
+    timer.cancel();
+    clearInterval(check);
+  };
+  const fire = (): void => {
+    if (done) return;
+    stop();
+    fn();
+  };
+  const timer = longTimeout(fire, at - Date.now());
+  const check = setInterval(() => {
+    if (Date.now() >= at) fire();
+  }, checkMs);
+  check.unref();
+  return { cancel: stop };
+}
+
 export interface TimeoutSignal {
   /** Aborts `ms` after the call (reason: a `TimeoutError`), or as soon as one of the given signals aborts (its reason). */
   readonly signal: AbortSignal;

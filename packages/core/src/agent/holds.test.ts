@@ -50,6 +50,23 @@ describe('holds: what keeps the agent paused', () => {
     expect(h.paused).toBe(false);
   });
 
+  it('a hold with an end is released when the machine wakes past it, and not held by a clock stepped back', () => {
+    vi.useFakeTimers();
+    const hour = 3_600_000;
+    const { h } = holds();
+    h.hold('owner', { reason: 'an hour', until: new Date(Date.now() + hour) });
+    // Suspended for eight hours: the wall clock moves, the monotonic clock (the timers') stands still.
+    vi.setSystemTime(Date.now() + 8 * hour);
+    expect(h.paused).toBe(true);
+    vi.advanceTimersByTime(60_000);
+    expect(h.paused).toBe(false);
+
+    h.hold('owner', { reason: 'an hour', until: new Date(Date.now() + hour) });
+    vi.setSystemTime(Date.now() - 24 * hour);
+    vi.advanceTimersByTime(hour);
+    expect(h.paused).toBe(false);
+  });
+
   it('a hold scoped to backends withdraws only those and does not pause the agent (issue 31)', () => {
     const { h, changes } = holds();
     h.hold('heat', { reason: 'GPU 1 too hot', backends: ['vllm-1', 'vllm-1'] });

@@ -1,5 +1,5 @@
 import type { Hold, HoldOptions } from '../plugins/plugin.js';
-import { type LongTimer, longTimeout } from '../timers.js';
+import { atTime, type LongTimer } from '../timers.js';
 import { engineText } from '../untrusted.js';
 
 /**
@@ -86,7 +86,8 @@ export class Holds {
     was?.timer?.cancel();
     const since = this.#held.get(name)?.since ?? new Date();
     const h: Held = { reason, until, backends, since, timer: undefined };
-    if (until !== undefined) h.timer = longTimeout(() => this.release(name), until.getTime() - Date.now());
+    // At `until` by the wall clock too: a machine that slept through it releases the hold when it wakes.
+    if (until !== undefined) h.timer = atTime(() => this.release(name), until.getTime());
     this.#held.set(name, h);
     this.#o.onChange({ by: name, placed: view(name, h), paused: this.paused });
   }
