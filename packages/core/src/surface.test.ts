@@ -25,6 +25,8 @@ describe('public surfaces', () => {
       'CapabilityStage',
       'ERROR_CODES',
       'MAX_PACKAGE_JSON',
+      'STATUS_PROOF_CONTEXT',
+      'STATUS_PROOF_PATH',
       'UsepodError',
       'checkTimezone',
       'configureLogging',
@@ -45,6 +47,7 @@ describe('public surfaces', () => {
       'readTokenFile',
       'replaceFile',
       'silentLogger',
+      'statusProof',
       'timeoutSignal',
       'windowAt',
     ]);
