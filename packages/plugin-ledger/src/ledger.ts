@@ -336,14 +336,17 @@ export class Ledger {
         if (opts.maxPages !== undefined)
           db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPages))}`);
         const d = db;
-        d.transaction(() => {
-          for (let v = version; v < MIGRATIONS.length; v++) {
-            const m = MIGRATIONS[v]!;
-            if (typeof m === 'string') d.exec(m);
-            else m(d);
-          }
-          d.pragma(`user_version = ${MIGRATIONS.length}`);
-        })();
+        // Only when there is something to migrate: a write here needs the lock, and a file another
+        // process holds locked (a backup, `sqlite3` mid-transaction) then failed every read too.
+        if (version < MIGRATIONS.length)
+          d.transaction(() => {
+            for (let v = version; v < MIGRATIONS.length; v++) {
+              const m = MIGRATIONS[v]!;
+              if (typeof m === 'string') d.exec(m);
+              else m(d);
+            }
+            d.pragma(`user_version = ${MIGRATIONS.length}`);
+          })();
       }
       return new Ledger(path, db);
     } catch (err) {
