@@ -363,11 +363,19 @@ export class Ledger {
 
   /**
    * Deletes rows older than `days` (from the start of a quarter hour, so the summaries lose exactly what
-   * the rows lose); returns how many jobs.
+   * the rows lose); returns how many jobs. Counted back from the newest row when that is earlier than
+   * `now`: a clock set years ahead at boot (a flat RTC battery, put back by NTP later) must not delete
+   * the history.
    */
   prune(days: number, now = Date.now()): number {
-    const q = bucketOf(now - days * 86_400_000);
     const db = this.#db;
+    const newest = db
+      .prepare(
+        'SELECT max(coalesce((SELECT max(received_at) FROM jobs), 0), coalesce((SELECT max(at) FROM selftests), 0))',
+      )
+      .pluck()
+      .get() as number;
+    const q = bucketOf(Math.min(now, newest > 0 ? newest : now) - days * 86_400_000);
     return db.transaction(() => {
       db.prepare('DELETE FROM selftests WHERE at < ?').run(q * BUCKET_MS);
       db.prepare('DELETE FROM job_sums WHERE bucket < ?').run(q);

@@ -300,6 +300,26 @@ describe('the counters’ start (seedGroups)', () => {
   });
 });
 
+describe('the retention (prune at start)', () => {
+  it('deletes what is older than retention_days, and no more when the clock is set years ahead', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-prune-'));
+    const l = Ledger.open(join(d, 'ledger.db'));
+    try {
+      const recent = Array.from({ length: 30 }, (_, i) => oneJob({ receivedAt: NOW - i * 86_400_000 }));
+      l.write([oneJob({ receivedAt: NOW - 500 * 86_400_000 }), ...recent]);
+      const since = (t: number) => earnings(l, { since: t, by: 'backend', now: NOW })[0]?.served ?? 0;
+      expect(l.prune(400, NOW)).toBe(1);
+      expect(since(0)).toBe(30);
+      // Booted with the clock three years ahead (put back by NTP later): the last 30 days stay.
+      expect(l.prune(400, NOW + 3 * 365 * 86_400_000)).toBe(0);
+      expect(since(0)).toBe(30);
+    } finally {
+      l.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the quarter-hour summaries (issue 28)', () => {
   it('answer as the rows do, on random ledgers, any start, any grouping, in three time zones', () => {
     const zone = process.env.TZ;
