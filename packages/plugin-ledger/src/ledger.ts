@@ -417,9 +417,10 @@ export class Ledger {
    * `earnings`: each group's sums since a time: the whole quarter hours from `job_sums`, the rows before
    * the first of them (under 15 minutes of rows, by the time index) from `jobs`. The busy time is the
    * time since `since` with one of the group's jobs in flight (for an hour or a day, within it): the sum
-   * of the quarter hours' exact spans, the first one clipped at `since`.
+   * of the quarter hours' exact spans, the first one clipped at `since`. `limit`: the groups that earned
+   * most, at most that many.
    */
-  groups(since: number, by: Grouping, now = Date.now()): GroupSums[] {
+  groups(since: number, by: Grouping, now = Date.now(), limit?: number): GroupSums[] {
     const db = this.#db;
     const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
     const sums = db
@@ -445,9 +446,12 @@ export class Ledger {
                                THEN output_tokens END), 0),
              coalesce(sum(energy_wh), 0)
            FROM jobs WHERE received_at >= @since AND received_at < @edge GROUP BY 1
-         ) GROUP BY g`,
+         ) GROUP BY g${limit === undefined ? '' : ' ORDER BY sum(earnings_micro) DESC, g LIMIT @limit'}`,
       )
-      .all({ k0, since, edge }) as (Omit<GroupSums, 'busy_ms' | 'group'> & { group: string | number })[];
+      .all({ k0, since, edge, ...(limit === undefined ? {} : { limit }) }) as (Omit<
+      GroupSums,
+      'busy_ms' | 'group'
+    > & { group: string | number })[];
     // The busy spans of the key each grouping counts under: the model's, the backend's, every job's.
     const keys =
       by === 'model'

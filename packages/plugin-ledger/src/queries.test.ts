@@ -263,6 +263,36 @@ function expectSame(l: Ledger, rs: JobRecord[], since: number, by: Grouping, now
   }
 }
 
+describe('the dashboard’s models when the coordinator named a model id per job', () => {
+  it('are the 20 that earned most, chosen in SQL: the other ids never reach JavaScript', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-top-'));
+    const l = Ledger.open(join(d, 'ledger.db'));
+    try {
+      const served = Array.from({ length: 30 }, (_, i) =>
+        oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
+      );
+      const asked = Array.from({ length: 5_000 }, (_, i) =>
+        oneJob({
+          model: `evil/${i}`,
+          outcome: 'error',
+          errorCode: 'model_not_loaded',
+          refusal: 'model_not_loaded',
+        }),
+      );
+      l.write([...served, ...asked]);
+      const since = NOW - 30 * 86_400_000;
+      const all = earnings(l, { since, by: 'model', now: NOW });
+      expect(all).toHaveLength(5_030);
+      const top = earnings(l, { since, by: 'model', now: NOW, top: 20 });
+      expect(top).toEqual(all.slice(0, 20));
+      expect(ledgerSeries(l, NOW).by_model.map((m) => m.group)).toEqual(top.map((m) => m.group));
+    } finally {
+      l.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the counters’ start (seedGroups)', () => {
   it('keeps the top 100 earning models by name and sums the rest as other, in a few groups however many ids the coordinator sent', async () => {
     const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-seed-'));
