@@ -34,21 +34,25 @@ const webUrl = z
     return !u || (u.username === '' && u.password === '');
   }, 'must not carry a user or password (put a token in headers)');
 
-/** RFC 9110 field names and values: a CR or LF in a header is a request fetch refuses, every time. */
+/**
+ * RFC 9110 field names and values, as fetch sends them: a CR or LF, a character past U+00FF (an emoji
+ * in a title) or a header the request sets itself is a request fetch refuses (or one that never ends,
+ * a wrong `Content-Length`), every time. Values are printable ASCII: Latin-1 bytes reach each server
+ * differently.
+ */
+const OWN_HEADERS = new Set(['content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'expect']);
 const headers = z.record(z.string(), z.string()).superRefine((h, ctx) => {
+  const issue = (name: string, message: string) => ctx.addIssue({ code: 'custom', path: [name], message });
   for (const [name, value] of Object.entries(h)) {
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name))
-      ctx.addIssue({
-        code: 'custom',
-        path: [name],
-        message: "a header name is letters, digits and !#$%&'*+.^_`|~-",
-      });
-    else if (/[\0\r\n]/.test(value))
-      ctx.addIssue({
-        code: 'custom',
-        path: [name],
-        message: 'a header value must not hold a line break or NUL',
-      });
+      issue(name, "a header name is letters, digits and !#$%&'*+.^_`|~-");
+    else if (OWN_HEADERS.has(name.toLowerCase())) issue(name, 'is set by the request itself; remove it');
+    else if (/[\0\r\n]/.test(value)) issue(name, 'a header value must not hold a line break or NUL');
+    else if (/[^\t\x20-\x7e]/.test(value))
+      issue(
+        name,
+        'a header value is printable ASCII (put words with accents or emoji in the message, not a header)',
+      );
   }
 });
 

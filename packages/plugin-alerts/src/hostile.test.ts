@@ -5,7 +5,7 @@ import { createHooks } from '../../core/src/plugins/hooks.js';
 import { parseRetryAfter, retryWait } from './backoff.js';
 import { readAlerts } from './config.js';
 import { Delivery } from './deliver.js';
-import alerts from './index.js';
+import alerts, { sendTestAlerts } from './index.js';
 import { text } from './text.js';
 
 /**
@@ -369,5 +369,24 @@ describe('config at its edges is a one-line mistake at load, not a failure per a
     expect(() => readAlerts([{ url: 'https://u:secret@x.example/h' }], 'a.toml')).toThrow(
       /^a\.toml: alerts\[0\]\.url: must not carry a user or password/,
     );
+  });
+
+  it('a header fetch cannot send (an emoji in a title, a header the request sets) is refused at load, not on every alert', async () => {
+    const at = (headers: Record<string, string>) => [{ url: receiver.url('/topic'), headers }];
+    // Before, each was accepted and every alert to a reachable webhook failed in fetch (TypeError), retried.
+    await expect(
+      sendTestAlerts(at({ Title: '\u26a0 GPU hot' }), { source: 'a.toml', log: new Lines() }),
+    ).rejects.toThrow(/^a\.toml: alerts\[0\]\.headers\.Title: a header value is printable ASCII/);
+    for (const name of ['Transfer-Encoding', 'expect', 'Upgrade', 'Keep-Alive', 'content-length'])
+      expect(() => readAlerts(at({ [name]: '1' }), 'a.toml')).toThrow(
+        `a.toml: alerts[0].headers.${name}: is set by the request itself; remove it`,
+      );
+    expect(receiver.got).toHaveLength(0);
+    // What is accepted reaches the webhook as written.
+    const [sent] = await sendTestAlerts(at({ Authorization: 'Bearer tk_1', Tags: 'warning,skull' }), {
+      log: new Lines(),
+    });
+    expect(sent).toMatchObject({ ok: true });
+    expect(receiver.got[0]!.headers).toMatchObject({ authorization: 'Bearer tk_1', tags: 'warning,skull' });
   });
 });

@@ -179,13 +179,19 @@ export function earningsReport(
   };
 }
 
-/** Sums the ledger since a time by model, backend, day or hour: the SQL does the work (ledger.ts). */
-export function earnings(ledger: Ledger, opts: { since: number; by: Grouping; now?: number }): EarningsRow[] {
+/**
+ * Sums the ledger since a time by model, backend, day or hour: the SQL does the work (ledger.ts). `top`:
+ * only the groups that earned most, chosen in SQL (a model id per refused job is the coordinator's).
+ */
+export function earnings(
+  ledger: Ledger,
+  opts: { since: number; by: Grouping; now?: number; top?: number },
+): EarningsRow[] {
   const now = opts.now ?? Date.now();
   // The share of the group's own window: a day or an hour, else the whole asked-for period.
   const windowMs =
     opts.by === 'day' ? 86_400_000 : opts.by === 'hour' ? 3_600_000 : Math.max(1, now - opts.since);
-  const out = ledger.groups(opts.since, opts.by, now).map(
+  const out = ledger.groups(opts.since, opts.by, now, opts.top).map(
     (g): EarningsRow => ({
       group: g.group,
       served: g.served,

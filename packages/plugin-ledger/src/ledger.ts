@@ -336,14 +336,17 @@ export class Ledger {
         if (opts.maxPages !== undefined)
           db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPages))}`);
         const d = db;
-        d.transaction(() => {
-          for (let v = version; v < MIGRATIONS.length; v++) {
-            const m = MIGRATIONS[v]!;
-            if (typeof m === 'string') d.exec(m);
-            else m(d);
-          }
-          d.pragma(`user_version = ${MIGRATIONS.length}`);
-        })();
+        // Only when there is something to migrate: a write here needs the lock, and a file another
+        // process holds locked (a backup, `sqlite3` mid-transaction) then failed every read too.
+        if (version < MIGRATIONS.length)
+          d.transaction(() => {
+            for (let v = version; v < MIGRATIONS.length; v++) {
+              const m = MIGRATIONS[v]!;
+              if (typeof m === 'string') d.exec(m);
+              else m(d);
+            }
+            d.pragma(`user_version = ${MIGRATIONS.length}`);
+          })();
       }
       return new Ledger(path, db);
     } catch (err) {
@@ -360,11 +363,19 @@ export class Ledger {
 
   /**
    * Deletes rows older than `days` (from the start of a quarter hour, so the summaries lose exactly what
-   * the rows lose); returns how many jobs.
+   * the rows lose); returns how many jobs. Counted back from the newest row when that is earlier than
+   * `now`: a clock set years ahead at boot (a flat RTC battery, put back by NTP later) must not delete
+   * the history.
    */
   prune(days: number, now = Date.now()): number {
-    const q = bucketOf(now - days * 86_400_000);
     const db = this.#db;
+    const newest = db
+      .prepare(
+        'SELECT max(coalesce((SELECT max(received_at) FROM jobs), 0), coalesce((SELECT max(at) FROM selftests), 0))',
+      )
+      .pluck()
+      .get() as number;
+    const q = bucketOf(Math.min(now, newest > 0 ? newest : now) - days * 86_400_000);
     return db.transaction(() => {
       db.prepare('DELETE FROM selftests WHERE at < ?').run(q * BUCKET_MS);
       db.prepare('DELETE FROM job_sums WHERE bucket < ?').run(q);
@@ -376,34 +387,29 @@ export class Ledger {
 
   /** The sums of the rows received before `before`, in the shape of the Prometheus counters (AgentMetrics.seed). */
   seedGroups(before = Number.MAX_SAFE_INTEGER): SeedGroup[] {
-    const served = new Set(
-      this.#db
-        .prepare(
-          `SELECT model FROM jobs WHERE outcome = 'done' AND received_at < ? GROUP BY model
-             ORDER BY sum(earnings_micro) DESC LIMIT ?`,
-        )
-        .pluck()
-        .all(before, SEED_MODELS) as string[],
-    );
+    // Grouped with every model but the top earners as one (NULL: `other`), in SQL: the model ids of
+    // refused jobs are the coordinator's, and a row per id (500,000 made 360 MB) went to the counters.
     const rows = this.#db
       .prepare(
-        `SELECT outcome, error_code AS errorCode, model, backend, ${MISSED_SQL} AS missed, count(*) AS jobs,
-                sum(input_tokens) AS inputTokens, sum(output_tokens) AS outputTokens, sum(bytes) AS bytes,
-                sum(earnings_micro) AS earningsMicro
-         FROM jobs WHERE received_at < ? GROUP BY outcome, error_code, model, backend, missed`,
+        `WITH top AS (SELECT model FROM jobs WHERE outcome = 'done' AND received_at < @before GROUP BY model
+                      ORDER BY sum(earnings_micro) DESC LIMIT @n)
+         SELECT outcome, error_code AS errorCode, CASE WHEN model IN top THEN model END AS label, backend,
+                ${MISSED_SQL} AS missed, count(*) AS jobs, sum(input_tokens) AS inputTokens,
+                sum(output_tokens) AS outputTokens, sum(bytes) AS bytes, sum(earnings_micro) AS earningsMicro
+         FROM jobs WHERE received_at < @before GROUP BY outcome, error_code, label, backend, missed`,
       )
-      .all(before) as (Omit<SeedGroup, 'model' | 'missed'> & {
-      model: string;
+      .all({ before, n: SEED_MODELS }) as (Omit<SeedGroup, 'model' | 'missed'> & {
+      label: string | null;
       errorCode: string | null;
       backend: string | null;
       missed: number;
     })[];
-    return rows.map((r) => ({
+    return rows.map(({ label, ...r }) => ({
       ...r,
       errorCode: r.errorCode ?? undefined,
       backend: r.backend ?? undefined,
       missed: r.missed === 1,
-      model: served.has(r.model) ? r.model : undefined,
+      model: label ?? undefined,
     }));
   }
 
@@ -411,9 +417,10 @@ export class Ledger {
    * `earnings`: each group's sums since a time: the whole quarter hours from `job_sums`, the rows before
    * the first of them (under 15 minutes of rows, by the time index) from `jobs`. The busy time is the
    * time since `since` with one of the group's jobs in flight (for an hour or a day, within it): the sum
-   * of the quarter hours' exact spans, the first one clipped at `since`.
+   * of the quarter hours' exact spans, the first one clipped at `since`. `limit`: the groups that earned
+   * most, at most that many.
    */
-  groups(since: number, by: Grouping, now = Date.now()): GroupSums[] {
+  groups(since: number, by: Grouping, now = Date.now(), limit?: number): GroupSums[] {
     const db = this.#db;
     const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
     const sums = db
@@ -439,9 +446,12 @@ export class Ledger {
                                THEN output_tokens END), 0),
              coalesce(sum(energy_wh), 0)
            FROM jobs WHERE received_at >= @since AND received_at < @edge GROUP BY 1
-         ) GROUP BY g`,
+         ) GROUP BY g${limit === undefined ? '' : ' ORDER BY sum(earnings_micro) DESC, g LIMIT @limit'}`,
       )
-      .all({ k0, since, edge }) as (Omit<GroupSums, 'busy_ms' | 'group'> & { group: string | number })[];
+      .all({ k0, since, edge, ...(limit === undefined ? {} : { limit }) }) as (Omit<
+      GroupSums,
+      'busy_ms' | 'group'
+    > & { group: string | number })[];
     // The busy spans of the key each grouping counts under: the model's, the backend's, every job's.
     const keys =
       by === 'model'

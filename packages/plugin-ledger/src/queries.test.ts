@@ -60,6 +60,25 @@ function records(n: number): JobRecord[] {
   });
 }
 
+let seq = 0;
+/** One job at NOW, served by default. */
+const oneJob = (o: Partial<JobRecord>): JobRecord => ({
+  jobId: `s${++seq}`,
+  model: 'm',
+  backend: 'vllm',
+  outcome: 'done',
+  inputTokens: 0,
+  outputTokens: 0,
+  bytes: 0,
+  durationMs: 0,
+  firstByteMs: undefined,
+  receivedAt: NOW - 60_000,
+  format: 'openai',
+  inputPer1m: undefined,
+  outputPer1m: undefined,
+  ...o,
+});
+
 function tests(n: number): SelfTestResult[] {
   const r = rng(11);
   return Array.from({ length: n }, (_, i) => {
@@ -243,6 +262,93 @@ function expectSame(l: Ledger, rs: JobRecord[], since: number, by: Grouping, now
     expect(g.busy).toBeCloseTo(w.busy, 9);
   }
 }
+
+describe('the dashboard’s models when the coordinator named a model id per job', () => {
+  it('are the 20 that earned most, chosen in SQL: the other ids never reach JavaScript', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-top-'));
+    const l = Ledger.open(join(d, 'ledger.db'));
+    try {
+      const served = Array.from({ length: 30 }, (_, i) =>
+        oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
+      );
+      const asked = Array.from({ length: 5_000 }, (_, i) =>
+        oneJob({
+          model: `evil/${i}`,
+          outcome: 'error',
+          errorCode: 'model_not_loaded',
+          refusal: 'model_not_loaded',
+        }),
+      );
+      l.write([...served, ...asked]);
+      const since = NOW - 30 * 86_400_000;
+      const all = earnings(l, { since, by: 'model', now: NOW });
+      expect(all).toHaveLength(5_030);
+      const top = earnings(l, { since, by: 'model', now: NOW, top: 20 });
+      expect(top).toEqual(all.slice(0, 20));
+      expect(ledgerSeries(l, NOW).by_model.map((m) => m.group)).toEqual(top.map((m) => m.group));
+    } finally {
+      l.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the counters’ start (seedGroups)', () => {
+  it('keeps the top 100 earning models by name and sums the rest as other, in a few groups however many ids the coordinator sent', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-seed-'));
+    const l = Ledger.open(join(d, 'ledger.db'));
+    try {
+      const served = Array.from({ length: 120 }, (_, i) =>
+        oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
+      );
+      // Jobs for models no engine here has: refused, each id the coordinator's own.
+      const asked = Array.from({ length: 5_000 }, (_, i) =>
+        oneJob({
+          model: `evil/${i}`,
+          outcome: 'error',
+          errorCode: 'model_not_loaded',
+          refusal: 'model_not_loaded',
+        }),
+      );
+      l.write([...served, ...asked]);
+      const groups = l.seedGroups(NOW + 1);
+      expect(groups.length).toBeLessThanOrEqual(102);
+      const named = new Set(groups.flatMap((g) => (g.model === undefined ? [] : [g.model])));
+      expect(named).toEqual(new Set(served.slice(20).map((j) => j.model)));
+      const sum = (f: (g: (typeof groups)[number]) => number) => groups.reduce((n, g) => n + f(g), 0);
+      expect(sum((g) => g.jobs)).toBe(5_120);
+      expect(sum((g) => (g.missed ? g.jobs : 0))).toBe(5_000);
+      expect(sum((g) => g.earningsMicro)).toBe(served.reduce((n, j) => n + j.inputTokens, 0));
+      expect(groups.find((g) => g.model === undefined && g.outcome === 'done')).toMatchObject({
+        jobs: 20,
+        earningsMicro: (20 * 21 * 1_000) / 2,
+      });
+    } finally {
+      l.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the retention (prune at start)', () => {
+  it('deletes what is older than retention_days, and no more when the clock is set years ahead', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-prune-'));
+    const l = Ledger.open(join(d, 'ledger.db'));
+    try {
+      const recent = Array.from({ length: 30 }, (_, i) => oneJob({ receivedAt: NOW - i * 86_400_000 }));
+      l.write([oneJob({ receivedAt: NOW - 500 * 86_400_000 }), ...recent]);
+      const since = (t: number) => earnings(l, { since: t, by: 'backend', now: NOW })[0]?.served ?? 0;
+      expect(l.prune(400, NOW)).toBe(1);
+      expect(since(0)).toBe(30);
+      // Booted with the clock three years ahead (put back by NTP later): the last 30 days stay.
+      expect(l.prune(400, NOW + 3 * 365 * 86_400_000)).toBe(0);
+      expect(since(0)).toBe(30);
+    } finally {
+      l.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('the quarter-hour summaries (issue 28)', () => {
   it('answer as the rows do, on random ledgers, any start, any grouping, in three time zones', () => {

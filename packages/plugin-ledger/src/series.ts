@@ -23,7 +23,8 @@ export function ledgerSeries(ledger: Ledger, now: number): LedgerSeries {
   midnight.setHours(0, 0, 0, 0);
   const days = earnings(ledger, { since: midnight.getTime() - 29 * DAY, by: 'day', now });
   const hours = earnings(ledger, { since: now - 48 * 3_600_000, by: 'hour', now });
-  const models = earnings(ledger, { since: now - 30 * DAY, by: 'model', now });
+  // The 20 chosen in SQL: a month of refused jobs may name a model id each, the coordinator's choice.
+  const models = earnings(ledger, { since: now - 30 * DAY, by: 'model', now, top: 20 });
   const sum = (since: number) =>
     earnings(ledger, { since, by: 'backend', now }).reduce((n, r) => n + r.earnings_usdc, 0);
   return {

@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { JobRecord, Logger, SelfTestResult } from '@usepod-agent/core';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -303,3 +306,37 @@ const idleWh = (file: string) => {
     db.close();
   }
 };
+
+describe('a ledger another process holds locked', () => {
+  it('is still read: the counters resume from it and status has its figures; only the write waits and fails', async () => {
+    const { writer, path } = await setup({ busyMs: 300 });
+    await writer.write([job(), job({ outcome: 'error', refusal: 'paused' })]);
+    await writer.close();
+    // `sqlite3 ledger.db` with a transaction open, or a backup tool: a write lock held in another process.
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const db = new (require('better-sqlite3'))(process.argv[1]);
+         db.exec('BEGIN IMMEDIATE'); db.prepare("DELETE FROM selftests").run();
+         console.log('held'); process.stdin.on('end', () => process.exit(0)); process.stdin.resume();`,
+        path,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    cleanup.push(async () => {
+      holder.stdin!.end();
+      if (holder.exitCode === null) await once(holder, 'exit');
+    });
+    const [line] = (await once(holder.stdout!, 'data')) as [Buffer];
+    expect(line.toString()).toContain('held');
+    const { writer: again, notices } = await setup({ busyMs: 300, file: () => path });
+    expect((await again.totals(Date.now() + 1)).reduce((n, g) => n + g.jobs, 0)).toBe(2);
+    await again.refreshSummary();
+    expect(again.summary()?.today).toMatchObject({ served: 1, missed: 1 });
+    expect(again.failing).toBeUndefined();
+    await again.write([job()]);
+    expect(again.failing).toMatch(/locked/);
+    expect(notices).toHaveLength(1);
+  });
+});

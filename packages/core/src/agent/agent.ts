@@ -318,7 +318,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Every plugin's `doctor` lines (plugins are loaded first; nothing is started). */
   async doctor(facts: DoctorFacts): Promise<DoctorFinding[]> {
     await this.load();
-    return this.#host.features.doctor(facts);
+    return this.#host.features.doctor(facts, this.#opts.timing?.doctorCheckMs);
   }
 
   /** Address the status server listens on, when it runs. */

@@ -32,6 +32,8 @@ export interface AgentTiming {
   selftestIntervalMs?: number;
   /** First delay before a provider id that could not be saved is written again (default 1 s, doubling). */
   providerIdRetryMs?: number;
+  /** How long `doctor` waits for each plugin's check (default 30 s). */
+  doctorCheckMs?: number;
 }
 
 import type { SelfTestResult } from '../routing/selftest.js';

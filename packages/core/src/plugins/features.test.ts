@@ -1,5 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -147,5 +149,60 @@ describe('a plugin’s metrics and status section', () => {
     expect(line).not.toContain('\u001b');
     expect(line).not.toContain('\u0007');
     expect(agent.status().sections).toEqual({ fine: { ok: true }, broken: { error: 'no' } });
+  });
+});
+
+describe('plugins’ doctor checks', () => {
+  it('one that hangs, throws anything or answers junk is a warning line in its place; the others are kept', async () => {
+    // A check waiting on a local service that accepts and never answers.
+    const silent = createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const { port } = silent.address() as AddressInfo;
+    const check = (name: string, fn: () => unknown): AgentPlugin => ({
+      name,
+      apiVersion: 1,
+      apply: (_h, ctx) => ctx.doctorCheck(name, fn as never),
+    });
+    const agent = createAgent({
+      config: {},
+      defaultPlugins: false,
+      logger: silentLogger,
+      timing: { doctorCheckMs: 300 },
+      plugins: [
+        check('hangs', async () => {
+          await fetch(`http://127.0.0.1:${port}/`);
+          return [];
+        }),
+        check('junk', () => [{ name: 'junk', detail: 'no level' }]),
+        check('nothing', () => undefined),
+        check('throws', () => {
+          throw {
+            toString() {
+              throw new Error('again');
+            },
+          };
+        }),
+        check('fine', () => [{ name: 'fine', level: 'ok', detail: 'all good' }]),
+      ],
+    });
+    try {
+      const started = Date.now();
+      const found = await agent.doctor({ engineCapacity: undefined });
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(found).toEqual([
+        { name: 'hangs', level: 'warn', detail: 'the check of plugin "hangs" gave no answer in 0.3 s' },
+        { name: 'junk', level: 'warn', detail: 'the check of plugin "junk" gave no list of findings' },
+        { name: 'nothing', level: 'warn', detail: 'the check of plugin "nothing" gave no list of findings' },
+        {
+          name: 'throws',
+          level: 'warn',
+          detail: 'the check of plugin "throws" failed: an unprintable error',
+        },
+        { name: 'fine', level: 'ok', detail: 'all good' },
+      ]);
+    } finally {
+      silent.closeAllConnections();
+      await new Promise((r) => silent.close(r));
+    }
   });
 });

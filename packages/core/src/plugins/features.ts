@@ -186,20 +186,57 @@ export class Features {
     this.#doctor.push({ name, plugin, check });
   }
 
-  /** Runs every plugin's doctor checks, each on its own: one that throws is a warning line of its own. */
-  async doctor(facts: DoctorFacts): Promise<DoctorFinding[]> {
-    const out: DoctorFinding[] = [];
-    for (const d of this.#doctor) {
+  /**
+   * Runs every plugin's doctor checks, at once and each on its own: one that throws, hangs past
+   * `timeoutMs` or gives something that is not a list of findings is a warning line of its own, in its place.
+   */
+  async doctor(facts: DoctorFacts, timeoutMs = DOCTOR_CHECK_MS): Promise<DoctorFinding[]> {
+    const runs = this.#doctor.map(async (d): Promise<DoctorFinding[]> => {
+      const broken = (why: string): DoctorFinding[] => [
+        { name: d.name, level: 'warn', detail: `the check of plugin "${d.plugin}" ${why}` },
+      ];
+      let timer: NodeJS.Timeout | undefined;
       try {
-        out.push(...(await d.check(facts)));
+        const found: unknown = await Promise.race([
+          (async () => d.check(facts))(),
+          new Promise((resolve) => {
+            timer = setTimeout(() => resolve(TIMED_OUT), timeoutMs);
+          }),
+        ]);
+        if (found === TIMED_OUT) return broken(`gave no answer in ${timeoutMs / 1000} s`);
+        if (!Array.isArray(found) || !found.every(isFinding)) return broken('gave no list of findings');
+        return found;
       } catch (err) {
-        out.push({
-          name: d.name,
-          level: 'warn',
-          detail: `the check of plugin "${d.plugin}" failed: ${err instanceof Error ? err.message : String(err)}`,
-        });
+        return broken(`failed: ${safeMessage(err)}`);
+      } finally {
+        clearTimeout(timer);
       }
-    }
-    return out;
+    });
+    return (await Promise.all(runs)).flat();
+  }
+}
+
+/** How long `doctor` waits for one plugin's check (a GPU tool that hangs is killed after 10 s). */
+export const DOCTOR_CHECK_MS = 30_000;
+const TIMED_OUT = Symbol('timed out');
+
+function isFinding(f: unknown): f is DoctorFinding {
+  const c = f as Partial<Record<keyof DoctorFinding, unknown>> | null;
+  return (
+    typeof c === 'object' &&
+    c !== null &&
+    typeof c.name === 'string' &&
+    (c.level === 'ok' || c.level === 'warn' || c.level === 'fail') &&
+    typeof c.detail === 'string' &&
+    (c.fix === undefined || typeof c.fix === 'string')
+  );
+}
+
+/** What a plugin threw, whatever it threw (an object whose toString throws included). */
+function safeMessage(err: unknown): string {
+  try {
+    return err instanceof Error ? String(err.message) : String(err);
+  } catch {
+    return 'an unprintable error';
   }
 }
