@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
 import Database from 'better-sqlite3';
@@ -115,6 +116,40 @@ describe('usepod-agent pause / resume', () => {
     expect(long.code).toBe(2);
     expect(long.stderr).toMatch(/^usepod-agent: --reason is 201 characters long \(USEPOD_USAGE\)$/m);
   }, 30_000);
+});
+
+describe('what an agent answers', () => {
+  it('is folded before it reaches the terminal, and a resume that could not be saved is said', async () => {
+    const cfg = await config();
+    await mkdir(keyDir(), { recursive: true, mode: 0o700 });
+    const esc = '\u001b]0;owned\u0007\u001b[2J';
+    const hold = { by: 'owner', reason: `gaming${esc}`, until: null };
+    // On the agent's socket, in the agent's own folder: an agent with a bug, or one of an older version.
+    const server = createServer((c) =>
+      c.once('data', (line) => {
+        const cmd = (JSON.parse(String(line)) as { cmd: string }).cmd;
+        const reply =
+          cmd === 'pause'
+            ? { ok: true, paused: hold, holds: [hold], warning: `not saved${esc}` }
+            : { ok: true, paused: null, holds: [], warning: `pause.json could not be removed${esc}` };
+        c.end(`${JSON.stringify(reply)}\n`);
+      }),
+    );
+    await new Promise<void>((r) => server.listen(join(keyDir(), 'agent.sock'), r));
+    try {
+      const paused = await cli(['pause', '--config', cfg]);
+      const resumed = await cli(['resume', '--config', cfg]);
+      for (const out of [paused, resumed]) {
+        expect(out.code, out.stderr).toBe(0);
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: no control character may remain.
+        expect(out.stdout + out.stderr).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f]/);
+      }
+      expect(paused.stdout).toMatch(/^Paused \(gaming.*\) until `usepod-agent resume`/m);
+      expect(resumed.stderr).toMatch(/^usepod-agent: warning: pause\.json could not be removed/m);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
 });
 
 function addrOf(stderr: string): string {

@@ -1,4 +1,5 @@
 import * as Flags from '@oclif/core/flags';
+import { engineText } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
 import { control, MAX_PAUSE_MS, MAX_REASON } from '@usepod-agent/plugin-control';
 import ms from 'ms';
@@ -45,12 +46,13 @@ export default class Pause extends BaseCommand {
       if (!reply.ok) process.exitCode = 1;
       return this.printJson(reply);
     }
-    if (!reply.ok) this.error(reply.error ?? 'the agent refused the pause', { exit: 1 });
-    if (reply.warning) process.stderr.write(`usepod-agent: warning: ${reply.warning}\n`);
+    // What the agent answers is folded before it reaches the terminal, whatever answered on the socket.
+    if (!reply.ok) this.error(engineText(reply.error ?? 'the agent refused the pause', 300), { exit: 1 });
+    if (reply.warning) process.stderr.write(`usepod-agent: warning: ${engineText(reply.warning, 300)}\n`);
     const p = reply.paused;
     this.out(
       p
-        ? `Paused (${p.reason})${p.until ? ` until ${localTime(p.until)}` : ' until `usepod-agent resume`'}; jobs in flight finish.`
+        ? `Paused (${engineText(p.reason, MAX_REASON)})${p.until ? ` until ${localTime(p.until)}` : ' until `usepod-agent resume`'}; jobs in flight finish.`
         : 'The agent did not pause.',
     );
   }

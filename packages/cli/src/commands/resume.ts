@@ -17,7 +17,10 @@ export default class Resume extends BaseCommand {
       if (!reply.ok) process.exitCode = 1;
       return this.printJson(reply);
     }
-    if (!reply.ok) this.error(reply.error ?? 'the agent refused to resume', { exit: 1 });
+    // What the agent answers is folded before it reaches the terminal, whatever answered on the socket.
+    if (!reply.ok) this.error(engineText(reply.error ?? 'the agent refused to resume', 300), { exit: 1 });
+    // The resume could not be saved (a read-only disk): a restart would pause the agent again.
+    if (reply.warning) process.stderr.write(`usepod-agent: warning: ${engineText(reply.warning, 300)}\n`);
     if (!reply.paused) return this.out('Resumed: the agent advertises its models again.');
     const others = (reply.holds ?? []).map((h) => `${h.by}: ${engineText(h.reason, 200)}`).join('; ');
     this.out(`Your pause is lifted, but the agent is still held (${others}); it serves once that ends.`);
