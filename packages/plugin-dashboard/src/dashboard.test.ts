@@ -420,6 +420,35 @@ describe('the fleet table', () => {
   });
 });
 
+describe('the fleet table and another local user', () => {
+  it('sends an agent its token only once it proved it holds it: a process squatting its port gets nothing', async () => {
+    const other = await running();
+    await online(other);
+    const tokenFile = join(other.t.dir, 'status.token');
+    const heard: string[] = [];
+    // On the port while that agent restarts: answers as a status server would, and keeps what it is sent.
+    const squatter = await listen((req, res) => {
+      heard.push(`${req.url} ${req.headers.authorization ?? ''}`);
+      if (req.url?.startsWith('/api/proof')) return void res.writeHead(200).end('{"proof":"00"}');
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+    const r = await running({
+      dashboard: {
+        fleet: [
+          { name: 'real', url: other.base, token_file: tokenFile },
+          { name: 'squatted', url: squatter.url, token_file: tokenFile },
+        ],
+      },
+    });
+    await online(r);
+    const { rows } = (await (await r.get('/api/fleet', bearer(r.token))).json()) as { rows: FleetRow[] };
+    expect(rows[1]).toMatchObject({ name: 'real', reachable: true, state: 'online' });
+    expect(rows[2]!.error).toMatch(/^not sent its token: it did not prove it holds it/);
+    expect(heard.length).toBeGreaterThan(0);
+    expect(heard.join('\n')).not.toContain(other.token);
+  });
+});
+
 /** A status server that answers /status with a well-formed status full of terminal escapes. */
 async function hostileServer(): Promise<{ url: string }> {
   const status = {

@@ -1,4 +1,11 @@
-import { type AgentStatus, engineText, readBoundedText, readTokenFile } from '@usepod-agent/core';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import {
+  type AgentStatus,
+  engineText,
+  readBoundedText,
+  readTokenFile,
+  statusProof,
+} from '@usepod-agent/core';
 import { Observed, stateLine } from './state.js';
 
 /**
@@ -104,6 +111,10 @@ async function fetchRow(e: FleetEntry): Promise<FleetRow> {
   // One deadline for the answer and its body (readBoundedText: fetch alone may lose it mid-body).
   const deadline = AbortSignal.timeout(TIMEOUT_MS);
   try {
+    // Sent only to a server that proves it holds the token, as the page does (core's /api/proof): while
+    // that agent restarts, another user of its machine may hold its port.
+    const unproven = token === undefined ? undefined : await disproof(e.url, token, deadline);
+    if (unproven) return { ...row, error: unproven };
     const res = await fetch(new URL('/status', e.url), {
       headers: token ? { authorization: `Bearer ${token}` } : {},
       signal: deadline,
@@ -126,6 +137,26 @@ async function fetchRow(e: FleetEntry): Promise<FleetRow> {
       e2.name === 'TimeoutError' ? `no answer in ${TIMEOUT_MS / 1000} s` : (e2.cause?.code ?? e2.message);
     return { ...row, error: `unreachable: ${engineText(String(why), 120)}` };
   }
+}
+
+/** Why the server at `url` did not prove it holds `token`, or undefined when it did. */
+async function disproof(url: string, token: string, signal: AbortSignal): Promise<string | undefined> {
+  const nonce = randomBytes(16).toString('hex');
+  const res = await fetch(new URL(`/api/proof?nonce=${nonce}`, url), { signal, redirect: 'error' });
+  let text = '';
+  if (res.ok) text = await readBoundedText(res, 1024, signal);
+  else await res.body?.cancel();
+  let proof: unknown;
+  try {
+    proof = (JSON.parse(text) as { proof?: unknown }).proof;
+  } catch {}
+  const want = Buffer.from(statusProof(token, nonce)!, 'hex');
+  const got =
+    typeof proof === 'string' && /^[0-9a-f]{64}$/.test(proof) ? Buffer.from(proof, 'hex') : undefined;
+  if (got && timingSafeEqual(got, want)) return undefined;
+  return res.status === 404
+    ? 'not sent its token: it cannot prove it holds it (an agent older than this one; update it)'
+    : 'not sent its token: it did not prove it holds it (another process on its port, or token_file is not its token)';
 }
 
 function rowOf(name: string, url: string, s: AgentStatus): FleetRow {
