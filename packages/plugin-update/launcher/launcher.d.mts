@@ -31,7 +31,7 @@ export function rollBack(
   state: { trial: LauncherTrial | null; bad: LauncherBad[] },
   reason: string,
   platform?: NodeJS.Platform,
-): void;
+): boolean;
 export function beginSwitch(
   dir: string,
   state: { trial: LauncherTrial | null; bad: LauncherBad[] },

@@ -366,7 +366,10 @@ export function beginSwitch(dir, state, sw, platform = process.platform) {
   return true;
 }
 
-/** Back to the version before the trial; the trial's version is recorded bad, with why. */
+/**
+ * Back to the version before the trial; the trial's version is recorded bad, with why. False when the
+ * flip could not be made: the trial is kept (in launcher.json too) and the caller tries again later.
+ */
 export function rollBack(dir, state, reason, platform = process.platform) {
   const trial = state.trial;
   const at = new Date().toISOString();
@@ -377,13 +380,29 @@ export function rollBack(dir, state, reason, platform = process.platform) {
   // flip between its two steps) is finished at the next start, from launcher.json, never lost.
   // Unrecorded (a full disk), the flip back is still made: the version known good runs meanwhile.
   saveState(dir, state, `${trial.version} is not recorded as bad yet`);
+  const why = state.bad.find((b) => b.version === trial.version)?.reason ?? fold(reason);
   const back = trial.previous && existsSync(join(dir, 'versions', trial.previous));
-  if (back) point(dir, 'current', trial.previous, platform);
+  if (back)
+    try {
+      point(dir, 'current', trial.previous, platform);
+    } catch (err) {
+      // A flip that fails (no inode left, something where the new link goes) is one line, never the
+      // launcher's end (that left no agent, and the service's restart failed the same way). The trial is
+      // kept, so the roll-back is tried again (after a pause, or at the next start). Meanwhile nothing runs:
+      // not the version that just failed, nor the previous one while `current` names another (the agent
+      // and `update` take the link for the version running, a switch for where it comes from). A Windows
+      // flip cut in two is repaired at the next turn (`recoverCurrent`).
+      say(
+        `roll-back to ${trial.previous} not made: ${join(dir, 'current')} could not be pointed at it (${fold(err?.code ?? err?.message ?? err)}); ${trial.version} ${why} and is not started again: the roll-back is tried again after a pause`,
+      );
+      return false;
+    }
   state.trial = null;
   if (!unsaved) saveState(dir, state, `the end of ${trial.version}'s trial is not recorded yet`);
   // Said once recorded, so a reader of the line finds launcher.json already saying so.
-  if (back) say(`rolled back to ${trial.previous}: ${trial.version} ${fold(reason)}`);
-  else say(`${trial.version} ${fold(reason)}, and there is no previous version to go back to`);
+  if (back) say(`rolled back to ${trial.previous}: ${trial.version} ${why}`);
+  else say(`${trial.version} ${why}, and there is no previous version to go back to`);
+  return true;
 }
 
 /**
@@ -495,15 +514,34 @@ async function main() {
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => forward(sig));
 
   let backoffMs = 1000;
+  /** The crash backoff's pause, with no agent running: a flip that failed is tried again after it. */
+  const pause = async () => {
+    await new Promise((r) => setTimeout(r, backoffMs));
+    backoffMs = Math.min(backoffMs * 2, 60_000);
+    if (stopping) process.exit(0);
+  };
   for (;;) {
     if (unsaved) retryUnsaved(dir);
     // A state the disk did not take is the true one, not the file's older one.
     const state = unsaved ?? readState(dir);
-    if (!linked(dir, 'current')) recoverCurrent(dir, state);
+    if (!linked(dir, 'current'))
+      try {
+        recoverCurrent(dir, state);
+      } catch (err) {
+        // Its flip failed as a roll-back's can: tried again after a pause, the trial kept meanwhile.
+        say(
+          `${join(dir, 'current')} is missing and could not be pointed back (${fold(err?.code ?? err?.message ?? err)}): tried again after a pause`,
+        );
+        await pause();
+        continue;
+      }
     // A trial the launcher did not see to its end (it was stopped, the machine rebooted) is not trusted.
-    if (state.trial && linked(dir, 'current') === state.trial.version)
-      rollBack(dir, state, 'was on trial when the launcher stopped');
-    else if (state.trial) {
+    if (state.trial && linked(dir, 'current') === state.trial.version) {
+      if (!rollBack(dir, state, 'was on trial when the launcher stopped')) {
+        await pause();
+        continue;
+      }
+    } else if (state.trial) {
       state.trial = null;
       saveState(dir, state, 'the dropped trial is not recorded yet');
     }
@@ -523,8 +561,9 @@ async function main() {
       if (stopping) break;
       if (!v.ok) {
         await stopChild(child, exited);
-        rollBack(dir, state, v.why);
+        const back = rollBack(dir, state, v.why);
         if (stopping) break;
+        if (!back) await pause();
         continue;
       }
       // Recorded before it is said: whoever reads the line finds the file already saying so.

@@ -277,6 +277,60 @@ describe('launcher', () => {
     expect(log).not.toContain('failed:');
   });
 
+  it('a roll-back whose link cannot be made is one line, not its end: the failed version is not started, the flip is tried again', async () => {
+    await version('1.0.1', 'hang');
+    const exited = start().then((code) => {
+      throw new Error(`the launcher ended (${code}):\n${log}`);
+    });
+    exited.catch(() => {}); // its kill after the test is no failure
+    await requestSwitch('1.0.0', '1.0.1', 60_000);
+    const trialPid = await running('1.0.1');
+    // A folder where the flip's new link goes (the launcher's pid names it) fails the roll-back's flip
+    // (EEXIST), as a disk out of inodes fails it; then the version on trial fails.
+    const blocker = join(dir, `.current.${launcher!.pid}.tmp`);
+    await mkdir(join(blocker, 'x'), { recursive: true });
+    process.kill(trialPid, 'SIGKILL');
+    const why = '1.0.1 was killed by SIGKILL before it was healthy';
+    const notMade = `roll-back to 1.0.0 not made: ${join(dir, 'current')} could not be pointed at it (EEXIST); ${why} and is not started again`;
+    await Promise.race([said(notMade), exited]);
+    // Kept on trial (a stop now is rolled back at the next start) and recorded bad; tried again after a pause.
+    expect(await readLauncher(dir)).toMatchObject({
+      trial: { version: '1.0.1', previous: '1.0.0' },
+      bad: [{ version: '1.0.1', reason: 'was killed by SIGKILL before it was healthy' }],
+    });
+    while (log.split(notMade).length < 3) await new Promise((r) => setTimeout(r, 100));
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.1'));
+    // Once the flip can be made it is: the version before runs, with the first reason.
+    await rm(blocker, { recursive: true });
+    await said(`rolled back to 1.0.0: ${why}`);
+    await running('1.0.0', 2);
+    expect((await started()).filter((l) => l[0] === '1.0.1')).toHaveLength(1);
+    expect(await readlink(join(dir, 'current'))).toBe(join('versions', '1.0.0'));
+    expect(await readLauncher(dir)).toMatchObject({ trial: null, bad: [{ version: '1.0.1' }] });
+    expect(log).not.toContain('failed:');
+  });
+
+  it('a missing `current` that cannot be pointed back is one line, not its end: tried again after a pause', async () => {
+    const exited = start().then((code) => {
+      throw new Error(`the launcher ended (${code}):\n${log}`);
+    });
+    exited.catch(() => {}); // its kill after the test is no failure
+    const pid = await running('1.0.0');
+    // As a Windows roll-back cut in two leaves it, with its repair's flip failing too.
+    const blocker = join(dir, `.current.${launcher!.pid}.tmp`);
+    await mkdir(join(blocker, 'x'), { recursive: true });
+    await rm(join(dir, 'current'));
+    process.kill(pid, 'SIGKILL');
+    await Promise.race([
+      said(`${join(dir, 'current')} is missing and could not be pointed back (EEXIST)`),
+      exited,
+    ]);
+    await rm(blocker, { recursive: true });
+    await said('current was missing: pointed it at 1.0.0');
+    await running('1.0.0', 2);
+    expect(log).not.toContain('failed:');
+  });
+
   it.runIf(spawnSync('strace', ['-V']).status === 0)(
     'writes launcher.json synced before it is renamed into place (a power cut never empties a trial)',
     async () => {
