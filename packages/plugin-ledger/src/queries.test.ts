@@ -263,54 +263,53 @@ function expectSame(l: Ledger, rs: JobRecord[], since: number, by: Grouping, now
   }
 }
 
+/**
+ * A ledger holding `served` models that earned 1,000 × (i+1) micro-USDC each, and 5,000 jobs refused for
+ * model ids the coordinator named (each its own): what ids a hostile coordinator can make the ledger keep.
+ */
+async function withManyModelIds(
+  served: number,
+  fn: (l: Ledger, served: ReturnType<typeof oneJob>[]) => void,
+): Promise<void> {
+  const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-ids-'));
+  const l = Ledger.open(join(d, 'ledger.db'));
+  try {
+    const jobs = Array.from({ length: served }, (_, i) =>
+      oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
+    );
+    // Jobs for models no engine here has: refused, each id the coordinator's own.
+    const asked = Array.from({ length: 5_000 }, (_, i) =>
+      oneJob({
+        model: `evil/${i}`,
+        outcome: 'error',
+        errorCode: 'model_not_loaded',
+        refusal: 'model_not_loaded',
+      }),
+    );
+    l.write([...jobs, ...asked]);
+    fn(l, jobs);
+  } finally {
+    l.close();
+    await rm(d, { recursive: true, force: true });
+  }
+}
+
 describe('the dashboard’s models when the coordinator named a model id per job', () => {
   it('are the 20 that earned most, chosen in SQL: the other ids never reach JavaScript', async () => {
-    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-top-'));
-    const l = Ledger.open(join(d, 'ledger.db'));
-    try {
-      const served = Array.from({ length: 30 }, (_, i) =>
-        oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
-      );
-      const asked = Array.from({ length: 5_000 }, (_, i) =>
-        oneJob({
-          model: `evil/${i}`,
-          outcome: 'error',
-          errorCode: 'model_not_loaded',
-          refusal: 'model_not_loaded',
-        }),
-      );
-      l.write([...served, ...asked]);
+    await withManyModelIds(30, (l) => {
       const since = NOW - 30 * 86_400_000;
       const all = earnings(l, { since, by: 'model', now: NOW });
       expect(all).toHaveLength(5_030);
       const top = earnings(l, { since, by: 'model', now: NOW, top: 20 });
       expect(top).toEqual(all.slice(0, 20));
       expect(ledgerSeries(l, NOW).by_model.map((m) => m.group)).toEqual(top.map((m) => m.group));
-    } finally {
-      l.close();
-      await rm(d, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe('the counters’ start (seedGroups)', () => {
   it('keeps the top 100 earning models by name and sums the rest as other, in a few groups however many ids the coordinator sent', async () => {
-    const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-seed-'));
-    const l = Ledger.open(join(d, 'ledger.db'));
-    try {
-      const served = Array.from({ length: 120 }, (_, i) =>
-        oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
-      );
-      // Jobs for models no engine here has: refused, each id the coordinator's own.
-      const asked = Array.from({ length: 5_000 }, (_, i) =>
-        oneJob({
-          model: `evil/${i}`,
-          outcome: 'error',
-          errorCode: 'model_not_loaded',
-          refusal: 'model_not_loaded',
-        }),
-      );
-      l.write([...served, ...asked]);
+    await withManyModelIds(120, (l, served) => {
       const groups = l.seedGroups(NOW + 1);
       expect(groups.length).toBeLessThanOrEqual(102);
       const named = new Set(groups.flatMap((g) => (g.model === undefined ? [] : [g.model])));
@@ -323,10 +322,7 @@ describe('the counters’ start (seedGroups)', () => {
         jobs: 20,
         earningsMicro: (20 * 21 * 1_000) / 2,
       });
-    } finally {
-      l.close();
-      await rm(d, { recursive: true, force: true });
-    }
+    });
   });
 });
 
