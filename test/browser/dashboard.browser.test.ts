@@ -332,6 +332,34 @@ describe('the dashboard in Chromium', () => {
     expect(await p.evaluate("sessionStorage.getItem('usepod-token')")).toBe(own);
   });
 
+  it("lets no squatter's service worker keep the agent's pages once the agent is back on its port", async () => {
+    // Another local user holds the port while the agent restarts, and the owner opens the address then:
+    // the squatter's page registers a worker that answers every page of this origin from then on.
+    const port = await freePort();
+    const here = `http://127.0.0.1:${port}`;
+    const squat = await workerSquatter(port);
+    const p = await browser.context.newPage();
+    onTestFinished(() => p.close());
+    await p.goto(`${here}/`);
+    await p.evaluate('navigator.serviceWorker.ready.then(() => undefined)');
+    await p.goto(`${here}/`);
+    expect(await p.title()).toBe('squatted');
+    await squat.close();
+
+    // The agent is back. The worker still answers the next visit, but the browser asks the agent for
+    // the worker's script: the one it gets removes the worker and reloads the page from the agent.
+    const agent = await agentAt(`127.0.0.1:${port}`);
+    onTestFinished(() => agent.close());
+    await p.goto(`${here}/`);
+    await expect
+      .poll(() => p.evaluate('navigator.serviceWorker.getRegistrations().then((r) => r.length)'), {
+        timeout: 30_000,
+      })
+      .toBe(0);
+    await p.goto(`${here}/`);
+    expect(await p.title()).toBe('usepod-agent');
+  });
+
   it('over plain http from another machine (no crypto.subtle) sends the token on the first load only', async (ctx) => {
     if (isIP(LAN_NAME) !== 0 || LAN_NAME === 'localhost' || LAN_NAME.endsWith('.localhost'))
       ctx.skip(`this machine's name (${LAN_NAME}) is a secure context`);
@@ -384,6 +412,30 @@ async function agentAt(addr: string, tokenFile?: string): Promise<TestAgent> {
   const s = await a.start();
   if (!s.ok) throw s.error;
   return a;
+}
+
+/** A squatter whose page registers a service worker that answers every page of the origin itself. */
+async function workerSquatter(port: number): Promise<{ close(): Promise<void> }> {
+  const worker = `self.addEventListener('install', () => self.skipWaiting());
+self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener('fetch', (e) => {
+  if (e.request.mode === 'navigate')
+    e.respondWith(new Response('<title>squatted</title>', { headers: { 'content-type': 'text/html' } }));
+});`;
+  const server = createServer((req, res) => {
+    if (req.url === '/sw.js') res.writeHead(200, { 'content-type': 'text/javascript' }).end(worker);
+    else
+      res
+        .writeHead(200, { 'content-type': 'text/html' })
+        .end("<title>registering</title><script>navigator.serviceWorker.register('/sw.js')</script>");
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
 
 /**

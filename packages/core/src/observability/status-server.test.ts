@@ -202,6 +202,28 @@ describe('the status server', () => {
     expect(await get(tokenless, `${STATUS_PROOF_PATH}?nonce=${nonce}`)).toBe(503);
   });
 
+  it('answers any service worker script request, whatever its path, with a worker that removes itself', async () => {
+    const app = {
+      ...route('/app.js', (_req, res) => void res.writeHead(200).end('page')),
+      auth: 'none' as const,
+    };
+    const base = await serve('127.0.0.1:0', { token: TOKEN, routes: [app] });
+    // A squatter's page registered /sw.js, or took a path the dashboard serves: the browser's update
+    // check asks it again here, past the worker, with this header.
+    for (const path of ['/sw.js', '/app.js', '/status']) {
+      const a = await answer(base, path, { 'service-worker': 'script' });
+      expect(a.status).toBe(200);
+      expect(a.headers['content-type']).toBe('text/javascript');
+      expect(a.headers['cache-control']).toBe('no-store');
+      expect(a.body).toContain('self.registration.unregister()');
+      expect(a.body).not.toContain(TOKEN);
+    }
+    // Without the header, the same paths are what they were.
+    expect((await answer(base, '/app.js')).body).toBe('page');
+    expect(await get(base, '/sw.js')).toBe(404);
+    expect(await get(base, '/sw.js', { 'service-worker': 'script', host: 'attacker.example' })).toBe(421);
+  });
+
   it('answers a route that throws with a folded 500, and serves on', async () => {
     const base = await serve('127.0.0.1:0', {
       token: TOKEN,

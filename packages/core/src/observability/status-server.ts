@@ -118,6 +118,16 @@ const PAGE_HEADERS: Record<string, string> = {
   'cache-control': 'no-store',
 };
 
+/**
+ * What every service worker script request gets: a worker that replaces the registered one, removes its
+ * registration and reloads the pages it held, so they come from this server again.
+ */
+const SERVICE_WORKER_REMOVER = `self.addEventListener('install', () => self.skipWaiting());
+self.addEventListener('activate', (e) => e.waitUntil(self.registration.unregister()
+  .then(() => self.clients.matchAll({ type: 'window' }))
+  .then((pages) => Promise.all(pages.map((p) => p.navigate(p.url))))));
+`;
+
 export function parseHostPort(addr: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(addr);
   if (!m) throw new Error(`not host:port: ${addr}`);
@@ -170,6 +180,14 @@ export class StatusServer {
     const page = route !== undefined || path === STATUS_PROOF_PATH;
     if ((this.#loopback || page) && !this.#hostAllowed(req.headers.host)) {
       res.writeHead(421, { 'content-type': 'text/plain' }).end('use 127.0.0.1 or localhost\n');
+      return;
+    }
+    // The browser fetches a service worker's script with this header, past every worker, on each
+    // navigation it controls. The agent registers none: any is a squatter's (another local user's page
+    // on this port while the agent restarted), which would keep answering this origin's pages.
+    if (req.headers['service-worker'] === 'script') {
+      req.resume();
+      res.writeHead(200, { ...PAGE_HEADERS, 'content-type': 'text/javascript' }).end(SERVICE_WORKER_REMOVER);
       return;
     }
     if (path === STATUS_PROOF_PATH) {
