@@ -73,13 +73,14 @@ function inUse(socket: Duplex): void {
 }
 
 /**
- * True when a byte came on a reused socket since it left the pool: the engine took the request and began
- * an answer (a status line, a 100 Continue), so sending it again would run it twice. `bytesRead` counts
- * cleartext on TLS: an engine's close_notify is no answer.
+ * True when a byte came on the socket since the request on it took it (a new socket: any byte; a reused
+ * one: since it left the pool): the engine took the request and began an answer (a status line, a 100
+ * Continue), so sending it again, there or to another engine, would run it twice. `bytesRead` counts
+ * cleartext on TLS: a handshake or an engine's close_notify is no answer.
  */
-export function answeredSinceReuse(socket: Duplex | null | undefined): boolean {
-  const before = (socket as PooledSocket | null | undefined)?.[kReadAtReuse];
-  return before !== undefined && (socket as Socket).bytesRead > before;
+export function answered(socket: Duplex | null | undefined): boolean {
+  if (!socket) return false;
+  return (socket as Socket).bytesRead > ((socket as PooledSocket)[kReadAtReuse] ?? 0);
 }
 
 type ConnectArgs = Parameters<HttpAgent['createConnection']>;

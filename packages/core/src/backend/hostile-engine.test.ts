@@ -220,10 +220,31 @@ describe('sending a job again', () => {
       expect(await readText((await send(p, e.url, { method: 'GET' })).body)).toBe('ok');
       await expect(
         send(p, `${e.url}/v1/chat/completions`, { method: 'POST', body: '{}', signal: within(3_000) }),
-      ).rejects.toMatchObject({ code: 'USEPOD_BACKEND_UNREACHABLE' });
+      ).rejects.toMatchObject({ code: 'USEPOD_BACKEND_STREAM' });
       expect(e.requests).toBe(2);
     },
   );
+
+  it('a new connection the engine began answering, then dropped, is not unreachable: no other engine may get the job', async () => {
+    const e = await rawEngine(
+      (s) => void s.write('HTTP/1.1 200 OK\r\ncontent-type: text/ev', () => s.destroy()),
+    );
+    await expect(
+      send(pool(), `${e.url}/v1/chat/completions`, { method: 'POST', body: '{}', signal: within(3_000) }),
+    ).rejects.toMatchObject({
+      code: 'USEPOD_BACKEND_STREAM',
+      message: expect.stringContaining('began its answer, then dropped the connection: ECONNRESET'),
+    });
+    expect(e.requests).toBe(1);
+  });
+
+  it('a new connection closed before any byte of an answer is unreachable (the job may fail over)', async () => {
+    const e = await rawEngine((s) => void s.destroy());
+    await expect(
+      send(pool(), `${e.url}/v1/chat/completions`, { method: 'POST', body: '{}', signal: within(3_000) }),
+    ).rejects.toMatchObject({ code: 'USEPOD_BACKEND_UNREACHABLE' });
+    expect(e.requests).toBe(1);
+  });
 });
 
 describe('keep-alive', () => {

@@ -1,10 +1,10 @@
 import { type ClientRequest, type IncomingMessage, request } from 'node:http';
 import type { Readable } from 'node:stream';
-import { UsepodError } from '../errors.js';
+import { isUsepodError, UsepodError } from '../errors.js';
 import { guardBody } from '../relay/read-chunks.js';
 import { errorText } from '../relay/stream-scan.js';
 import type { StreamRequest } from './backend.js';
-import { answeredSinceReuse, EnginePool, noteKeepAlive } from './engine-pool.js';
+import { answered, EnginePool, noteKeepAlive } from './engine-pool.js';
 
 /**
  * HTTP to engines through Node's own client: one keep-alive pool per backend (`engine-pool.ts`),
@@ -108,6 +108,12 @@ function abortError(abort: Abort): unknown {
   return abort.reason ?? Object.assign(new Error('the request was aborted'), { name: 'AbortError' });
 }
 
+/** The engine began an answer, then the connection dropped: it took the job (not unreachable). */
+function brokenAnswer(t: Target, code: string, cause: unknown): UsepodError {
+  const message = `${t.origin} began its answer, then dropped the connection: ${code}`;
+  return new UsepodError('USEPOD_BACKEND_STREAM', message, { cause });
+}
+
 /** A request failed on a kept-alive socket before any byte of an answer: the engine had closed it. */
 const STALE = Symbol('stale');
 /** Attempts on reused sockets before the failure is the job's; a new socket's failure always is. */
@@ -153,10 +159,12 @@ function attempt(pool: EnginePool, t: Target, opts: SendOptions, abort: Abort | 
     req.on('error', (err) => {
       if (res) return; // after the answer began, its body carries the failure
       unlisten();
-      // Nothing of an answer came on a socket the engine may have closed while it sat idle: a new one.
       const code = errCode(err);
-      if (req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE') && !answeredSinceReuse(req.socket))
-        resolve(STALE);
+      // The engine began an answer (part of a status line or headers), then the connection dropped: it
+      // may have run the job, so it is not unreachable and no other engine may get it (PROTOCOL.md 5.4).
+      if (code !== undefined && answered(req.socket)) reject(brokenAnswer(t, code, err));
+      // Nothing of an answer came on a socket the engine may have closed while it sat idle: a new one.
+      else if (req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) resolve(STALE);
       else reject(err);
     });
     // Closed with neither an answer nor an error: Node drops a connection the engine switched to another
@@ -176,7 +184,11 @@ function attempt(pool: EnginePool, t: Target, opts: SendOptions, abort: Abort | 
   });
 }
 
-/** Sends a request; connection failures become `USEPOD_BACKEND_UNREACHABLE`. */
+/**
+ * Sends a request; a connection that failed before any byte of an answer is `USEPOD_BACKEND_UNREACHABLE`
+ * (the job may go to another engine), one that failed after the engine began answering
+ * `USEPOD_BACKEND_STREAM` (it may not).
+ */
 export async function send(pool: EnginePool, url: string, opts: SendOptions): Promise<HttpResult> {
   const target = splitUrl(url);
   const abort = opts.abort ?? opts.signal;
@@ -192,7 +204,7 @@ export async function send(pool: EnginePool, url: string, opts: SendOptions): Pr
       }
     }
   } catch (err) {
-    if (opts.signal?.aborted || abort?.aborted) throw err;
+    if (opts.signal?.aborted || abort?.aborted || isUsepodError(err)) throw err;
     const code = errCode(err);
     if (code) {
       throw new UsepodError('USEPOD_BACKEND_UNREACHABLE', `cannot reach ${target.origin}: ${code}`, {

@@ -88,7 +88,7 @@ export async function open(
       ctx.router.adjustInFlight(backend, -1);
       lastErr = err;
       job.failedOn = backend;
-      // Nothing was relayed yet: an unreachable engine is worth trying the next one.
+      // Unreachable: the engine began no answer, not one byte (http.ts): the next one may take the job.
       if (job.abort.signal.aborted || !isUsepodError(err, 'USEPOD_BACKEND_UNREACHABLE')) break;
       ctx.router.reportFailure(backend);
       ctx.log.warn('backend unreachable, trying the next one', {
