@@ -507,8 +507,14 @@ async function main() {
   }
   let stopping = false;
   let current;
+  const agentRuns = () =>
+    current?.child.pid !== undefined && current.child.exitCode === null && current.child.signalCode === null;
   const forward = (sig) => {
     if (sig !== 'SIGHUP') stopping = true;
+    // No agent to stop (a crash's backoff, a roll-back's flip waiting to be tried again): the launcher ends
+    // now, 0 as a service manager expects of a stop, not after the pause (up to 60 s, past systemd's stop
+    // timeout). Nothing is half done between two turns: a trial left recorded is finished at the next start.
+    if (stopping && !agentRuns()) process.exit(0);
     current?.child.kill(sig);
   };
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => forward(sig));
@@ -518,7 +524,6 @@ async function main() {
   const pause = async () => {
     await new Promise((r) => setTimeout(r, backoffMs));
     backoffMs = Math.min(backoffMs * 2, 60_000);
-    if (stopping) process.exit(0);
   };
   for (;;) {
     if (unsaved) retryUnsaved(dir);
@@ -580,9 +585,7 @@ async function main() {
     }
     if (Date.now() - upSince > 60_000) backoffMs = 1000;
     say(`the agent ${describeExit(e)}; starting it again in ${Math.round(backoffMs / 1000)} s`);
-    await new Promise((r) => setTimeout(r, backoffMs));
-    backoffMs = Math.min(backoffMs * 2, 60_000);
-    if (stopping) process.exit(e.code ?? 0);
+    await pause();
   }
   const e = await current.exited;
   process.exit(e.code ?? 0);

@@ -52,11 +52,15 @@ async function version(v: string, behaviour: string, pkg: object = {}): Promise<
   await writeFile(join(bin, '..', 'package.json'), JSON.stringify({ type: 'commonjs', ...pkg }));
 }
 
-/** Starts the launcher, under `wrap` when given (a tracer: its command and arguments before node's). */
-function start(wrap: string[] = []): Promise<number | null> {
+/**
+ * Starts the launcher, under `wrap` when given (a tracer: its command and arguments before node's), with
+ * `nodeArgs` given to its node (a module imported first).
+ */
+function start(wrap: string[] = [], nodeArgs: string[] = []): Promise<number | null> {
   log = '';
   const [cmd, ...pre] = [...wrap, process.execPath];
-  launcher = spawn(cmd!, [...pre, LAUNCHER_SOURCE, '--dir', dir, '--', 'run', '--config', 'x.toml'], {
+  const argv = [...pre, ...nodeArgs, LAUNCHER_SOURCE, '--dir', dir, '--', 'run', '--config', 'x.toml'];
+  launcher = spawn(cmd!, argv, {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   launcher.stderr!.on('data', (d: Buffer) => {
@@ -79,6 +83,24 @@ function said(text: string | RegExp): Promise<void> {
     };
     launcher!.stderr!.on('data', on);
   });
+}
+
+/**
+ * Node's argument that makes every pause of a second or more last 10 minutes (the stop's grace unused
+ * here): the crash backoff at its longest, without waiting for it to grow there.
+ */
+const LONG_PAUSES = [
+  '--import',
+  `data:text/javascript,${encodeURIComponent('const t = globalThis.setTimeout; globalThis.setTimeout = (f, ms, ...a) => t(f, ms >= 1000 ? 600000 : ms, ...a);')}`,
+];
+
+/** `p`'s value, or a failure once `ms` have passed: a bound far above what it should take, not a timing. */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    t = setTimeout(() => reject(new Error(`not done within ${ms} ms:\n${log}`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(t));
 }
 
 async function started(): Promise<string[][]> {
@@ -195,6 +217,31 @@ describe('launcher', () => {
     start();
     await said(/the agent exited with code 1; starting it again in 1 s/);
     await running('1.0.0', 2);
+  });
+
+  it('a stop during the crash backoff ends it at once, 0, with no agent started after', async () => {
+    await version('1.0.0', 'exit');
+    const exited = start([], LONG_PAUSES);
+    await said('the agent exited with code 3; starting it again in 1 s');
+    launcher!.kill('SIGTERM');
+    // Without the fix it waits out the pause (10 min here), then exits with the agent's code.
+    expect(await within(exited, 10_000)).toBe(0);
+    expect(await started()).toHaveLength(1);
+  });
+
+  it('a stop while a roll-back waits to flip again ends it at once; the trial stays for the next start', async () => {
+    await version('1.0.1', 'hang');
+    const exited = start([], LONG_PAUSES);
+    await requestSwitch('1.0.0', '1.0.1', 60_000);
+    const trialPid = await running('1.0.1');
+    // A folder where the flip's new link goes (the launcher's pid names it) fails the roll-back's flip.
+    await mkdir(join(dir, `.current.${launcher!.pid}.tmp`, 'x'), { recursive: true });
+    process.kill(trialPid, 'SIGKILL');
+    await said('roll-back to 1.0.0 not made');
+    launcher!.kill('SIGINT');
+    expect(await within(exited, 10_000)).toBe(0);
+    expect((await started()).map((l) => l[0])).toEqual(['1.0.0', '1.0.1']);
+    expect((await readLauncher(dir)).trial).toMatchObject({ version: '1.0.1', previous: '1.0.0' });
   });
 
   it('a trial it did not see to its end is rolled back at its next start', async () => {

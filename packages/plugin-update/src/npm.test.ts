@@ -1,8 +1,19 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { npmWhy, run } from './npm.js';
+import { CLI_PACKAGE, installVersion, npmWhy, run } from './npm.js';
 
 /** npm 10's stderr for two failures, as a registry that is down or has no such package makes them. */
 const refused = (log: string) => `npm error code ECONNREFUSED
@@ -95,5 +106,77 @@ describe('npm, run by the updater', () => {
       expect(npmWhy(r.stderr)).toMatch(/the agent is stopping/);
     },
     30_000,
+  );
+});
+
+/**
+ * A registry on 127.0.0.1 serving `usepod-agent@9.9.9` (its install script runs `script` in its folder)
+ * and `usepod-agent-plugin-x@1.0.0`, as npm fetches them: a packument, then a tarball.
+ */
+async function tinyRegistry(work: string, script: string): Promise<{ url: string; close: () => void }> {
+  const tarballs = new Map<string, Buffer>();
+  const packuments = new Map<string, object>();
+  const server = createServer((req, res) => {
+    const name = decodeURIComponent(req.url?.slice(1) ?? '');
+    const tgz = tarballs.get(name);
+    if (tgz) return res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(tgz);
+    const doc = packuments.get(name);
+    if (doc) return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(doc));
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{}');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  for (const [name, manifest] of [
+    [CLI_PACKAGE, { bin: { 'usepod-agent': 'bin/run.js' }, scripts: { install: script } }],
+    ['usepod-agent-plugin-x', {}],
+  ] as const) {
+    const version = name === CLI_PACKAGE ? '9.9.9' : '1.0.0';
+    const pkg = join(work, name, 'package');
+    mkdirSync(join(pkg, 'bin'), { recursive: true });
+    writeFileSync(join(pkg, 'bin', 'run.js'), '');
+    const meta = { name, version, ...manifest };
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify(meta));
+    execFileSync('tar', ['-czf', join(work, `${name}.tgz`), '-C', join(work, name), 'package']);
+    tarballs.set(`${name}.tgz`, readFileSync(join(work, `${name}.tgz`)));
+    packuments.set(name, {
+      name,
+      'dist-tags': { latest: version },
+      versions: { [version]: { ...meta, dist: { tarball: `${url}${name}.tgz` } } },
+    });
+  }
+  return { url, close: () => server.close() };
+}
+
+describe('installVersion', () => {
+  it.skipIf(process.platform === 'win32')(
+    'removes its half install when a step after npm fails (a full disk under the plugin list), and when npm fails',
+    async () => {
+      const work = mkdtempSync(join(tmpdir(), 'usepod-npm-install-'));
+      // npm's cache of its own: nothing of these stand-ins lands in the user's.
+      const cache = process.env.npm_config_cache;
+      process.env.npm_config_cache = join(work, 'cache');
+      // The install script makes a folder where the plugin list goes: its write fails (EISDIR) as ENOSPC does.
+      const reg = await tinyRegistry(work, 'mkdir ../../usepod-plugins.json');
+      try {
+        const versions = join(work, 'update', 'versions');
+        const plugin = [{ name: 'usepod-agent-plugin-x', version: '1.0.0' }];
+        await expect(installVersion(versions, '9.9.9', reg.url, plugin)).rejects.toThrow(/EISDIR/);
+        expect(readdirSync(versions)).toEqual([]);
+        // npm itself failing (a version the registry does not have) leaves nothing either.
+        await expect(installVersion(versions, '9.9.8', reg.url)).rejects.toThrow(
+          /npm install usepod-agent@9.9.8 failed/,
+        );
+        expect(readdirSync(versions)).toEqual([]);
+        // Without plugins, the same release installs: the registry and npm work.
+        expect(await installVersion(versions, '9.9.9', reg.url)).toBe(join(versions, '9.9.9'));
+        expect(readdirSync(versions)).toEqual(['9.9.9']);
+      } finally {
+        reg.close();
+        if (cache === undefined) delete process.env.npm_config_cache;
+        else process.env.npm_config_cache = cache;
+        rmSync(work, { recursive: true, force: true });
+      }
+    },
+    60_000,
   );
 });

@@ -199,27 +199,33 @@ export async function installVersion(
   const partial = join(versionsDir, `.partial-${version}-${process.pid}`);
   await rm(partial, { recursive: true, force: true });
   await mkdir(partial, { mode: 0o700 });
-  const r = await run(
-    [
-      'install',
-      '--prefix',
-      partial,
-      '--no-audit',
-      '--no-fund',
-      '--omit=dev',
-      ...(registry ? ['--registry', registry] : []),
-      `${CLI_PACKAGE}@${version}`,
-      ...companions.map((c) => `${c.name}@${c.version}`),
-    ],
-    { timeoutMs: 15 * 60_000, signal },
-  );
-  if (r.code !== 0 || !existsSync(entryOf(partial))) {
-    await rm(partial, { recursive: true, force: true });
-    const what = [`${CLI_PACKAGE}@${version}`, ...companions.map((c) => `${c.name}@${c.version}`)];
-    throw new Error(`npm install ${what.join(' ')} failed: ${npmWhy(r.stderr)}`);
+  try {
+    const r = await run(
+      [
+        'install',
+        '--prefix',
+        partial,
+        '--no-audit',
+        '--no-fund',
+        '--omit=dev',
+        ...(registry ? ['--registry', registry] : []),
+        `${CLI_PACKAGE}@${version}`,
+        ...companions.map((c) => `${c.name}@${c.version}`),
+      ],
+      { timeoutMs: 15 * 60_000, signal },
+    );
+    if (r.code !== 0 || !existsSync(entryOf(partial))) {
+      const what = [`${CLI_PACKAGE}@${version}`, ...companions.map((c) => `${c.name}@${c.version}`)];
+      throw new Error(`npm install ${what.join(' ')} failed: ${npmWhy(r.stderr)}`);
+    }
+    if (listed) await writeFile(join(partial, COMPANIONS_FILE), `${listed}\n`, { mode: 0o600 });
+    await rm(target, { recursive: true, force: true });
+    await rename(partial, target);
+  } catch (err) {
+    // Whatever failed (npm, or a full disk under the list or the rename), the half install goes now, not
+    // at the next start's prune: it holds the space whose lack may be why.
+    await rm(partial, { recursive: true, force: true }).catch(() => {});
+    throw err;
   }
-  if (listed) await writeFile(join(partial, COMPANIONS_FILE), `${listed}\n`, { mode: 0o600 });
-  await rm(target, { recursive: true, force: true });
-  await rename(partial, target);
   return target;
 }
