@@ -69,7 +69,7 @@ export const alertSchema = z
     disconnected_after_s: z.number().min(0).max(86_400).default(300),
     /** `idle`: told when no job was served for this long while connected and not paused. */
     idle_after_h: z.number().positive().max(720).default(12),
-    /** Deliveries per hour of each event at most (bursts of up to 5); the rest are counted and said later. */
+    /** Deliveries per hour of each event from each source at most (bursts of up to 5); see `budget.ts`. */
     max_per_hour: z.number().int().min(1).max(3600).default(20),
     /** Extra request headers, e.g. ntfy's `Authorization`; never logged. */
     headers: headers.optional(),

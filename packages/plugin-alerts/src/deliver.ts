@@ -1,6 +1,6 @@
-import { performance } from 'node:perf_hooks';
 import { type Logger, type LongTimer, longTimeout, timeoutSignal } from '@usepod-agent/core';
 import { type Backoff, parseRetryAfter, retryWait } from './backoff.js';
+import { Budget } from './budget.js';
 import { type AlertConfig, safeTarget } from './config.js';
 import { type Alert, requestFor } from './formats.js';
 import { text } from './text.js';
@@ -8,9 +8,8 @@ import { text } from './text.js';
 /**
  * One webhook's deliveries: a bounded queue sent one at a time, off every agent path; retries with
  * exponential backoff and jitter (`backoff.ts`; the receiver's `Retry-After` honoured up to the longest
- * wait) on network errors, 408, 429 and 5xx, all the waits of one alert bounded; a token bucket of
- * `max_per_hour` (bursts of 5) per event on the monotonic clock; what it held back is said in the next
- * alert sent.
+ * wait) on network errors, 408, 429 and 5xx, all the waits of one alert bounded; the rate limit per
+ * source (`budget.ts`) sends the newest word on what it held back later, saying how many it replaced.
  */
 
 export interface DeliveryTiming {
@@ -36,7 +35,6 @@ export interface DeliveryResult {
 }
 
 const MAX_QUEUE = 50;
-const BURST = 5;
 /** `alerts test` is someone at a terminal: its retries wait this long at most in all. */
 const SEND_NOW_TOTAL_MS = 15_000;
 
@@ -45,9 +43,9 @@ export class Delivery {
   readonly #log: Logger;
   readonly #t: Required<DeliveryTiming>;
   readonly #queue: Alert[] = [];
-  /** One token bucket per event: a backend that flaps all day cannot spend the budget of `disconnected`. */
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
-  #held = 0;
+  readonly #budget: Budget;
+  /** Dropped from a full queue: said in the next alert queued. */
+  #dropped = 0;
   #running: Promise<void> | undefined;
   #closed = false;
   readonly #abort = new AbortController();
@@ -62,30 +60,35 @@ export class Delivery {
       attempts: timing.attempts ?? 6,
       timeoutMs: timing.timeoutMs ?? 10_000,
     };
+    this.#budget = new Budget(cfg.max_per_hour, (alert, held) => this.#enqueue(alert, held));
   }
 
   get target(): string {
     return safeTarget(this.#cfg);
   }
 
-  /** Queues an alert; returns at once. */
+  /** Queues an alert, or keeps it for when the rate limit lets it through; returns at once. */
   send(alert: Alert): void {
-    if (this.#closed) return;
-    if (!this.#take(alert.event)) {
-      this.#held++;
-      return;
-    }
+    if (!this.#closed) this.#budget.offer(alert);
+  }
+
+  #enqueue(alert: Alert, held: number): void {
     if (this.#queue.length >= MAX_QUEUE) {
-      this.#queue.shift();
-      this.#held++;
+      // The oldest that a later one on its subject supersedes, so no subject loses its newest word.
+      const q = this.#queue;
+      const stale = q.findIndex((a, i) =>
+        q.some((b, j) => j > i && b.event === a.event && b.subject === a.subject),
+      );
+      q.splice(Math.max(stale, 0), 1);
+      this.#dropped++;
     }
-    if (this.#held > 0) {
+    held += this.#dropped;
+    this.#dropped = 0;
+    if (held > 0)
       alert = {
         ...alert,
-        message: text`${alert.message}\n(${this.#held} earlier alert(s) were held back by the rate limit)`,
+        message: text`${alert.message}\n(${held} earlier alert(s) were held back by the rate limit)`,
       };
-      this.#held = 0;
-    }
     this.#queue.push(alert);
     this.#running ??= this.#drain().finally(() => {
       this.#running = undefined;
@@ -95,25 +98,13 @@ export class Delivery {
   /** Waits for the queue to empty, up to `ms`, then gives up on what is left. */
   async close(ms: number): Promise<void> {
     this.#closed = true;
+    this.#budget.close();
     if (this.#running) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.#running, new Promise((r) => (timer = setTimeout(r, ms)))]);
       clearTimeout(timer);
     }
     this.#abort.abort();
-  }
-
-  #take(event: string): boolean {
-    // Monotonic: a wall clock stepped back a day must not hold every alert back for a day.
-    const now = performance.now();
-    const burst = Math.min(BURST, this.#cfg.max_per_hour);
-    const b = this.#buckets.get(event) ?? { tokens: burst, at: now };
-    this.#buckets.set(event, b);
-    b.tokens = Math.min(burst, b.tokens + ((now - b.at) * this.#cfg.max_per_hour) / 3_600_000);
-    b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
   }
 
   async #drain(): Promise<void> {

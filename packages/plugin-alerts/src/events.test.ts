@@ -1,3 +1,4 @@
+import type { AgentPlugin, PluginContext } from '@usepod-agent/core';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import {
   type CoordinatorSession,
@@ -277,19 +278,48 @@ describe('delivery', () => {
     expect(r.t.lines.join('\n')).toMatch(/alert refused by its webhook; not retried.*"status":302/);
   });
 
-  it('is rate-limited, and says how many alerts it held back', async () => {
+  it('is rate-limited, and the newest state it held back goes when the bucket has room, saying how many', async () => {
     r = await withAlerts([{ url: receiver.url('/x'), events: ['gpu_yield'], max_per_hour: 3600 }]);
-    // A burst of 5 goes; the rest wait for the bucket (one a second at 3600 an hour).
+    // A burst of 5 goes (paused, resumed, paused, resumed, paused); the rest wait for the bucket (one a
+    // second at 3600 an hour), and only the newest of them, resumed, is sent: the agent serves.
     for (let i = 0; i < 4; i++) {
       r.hold('gpu', `GPU in use ${i}`);
       r.release('gpu');
     }
-    await receiver.wait(5);
-    await new Promise((res) => setTimeout(res, 1_100));
-    expect(receiver.got).toHaveLength(5);
-    r.hold('gpu', 'GPU in use again');
+    expect(await receiver.wait(5)).toHaveLength(5);
+    expect(receiver.got.at(-1)!.body).toMatchObject({ resolved: false });
     const got = await receiver.wait(6);
-    expect(got[5]!.body.message).toMatch(/3 earlier alert\(s\) were held back by the rate limit/);
+    expect(got[5]!.body).toMatchObject({ event: 'gpu_yield', resolved: true });
+    expect(got[5]!.body.message).toMatch(/\(2 earlier alert\(s\) were held back by the rate limit\)$/);
+    await new Promise((res) => setTimeout(res, 1_100));
+    expect(receiver.got).toHaveLength(6);
+  });
+
+  it("each plugin's notices spend their own budget: a noisy plugin does not silence another", async () => {
+    const told: Record<string, PluginContext['notify']> = {};
+    const teller = (name: string): AgentPlugin => ({
+      name,
+      apiVersion: 1,
+      apply(_hooks, ctx) {
+        told[name] = ctx.notify;
+      },
+    });
+    r = await rig({
+      plugins: [
+        vllmPlugin,
+        teller('noisy'),
+        teller('ledger'),
+        alerts({ alerts: [{ url: receiver.url('/x'), events: ['notice'], max_per_hour: 1 }], timing: FAST }),
+      ],
+    });
+    const notice = { severity: 'warning', title: 't', message: 'm' } as const;
+    for (let i = 0; i < 5; i++) told.noisy!({ ...notice, name: `chatter_${i}` });
+    told.ledger!({ ...notice, name: 'ledger_failing' });
+    const got = await receiver.wait(2, 3_000);
+    expect(got.map((g) => g.body.details)).toEqual([
+      { plugin: 'noisy', name: 'chatter_0' },
+      { plugin: 'ledger', name: 'ledger_failing' },
+    ]);
   });
 
   it('never logs the webhook URL path, where its secret is', async () => {

@@ -16,6 +16,13 @@ export interface Alert {
   providerId: string | undefined;
   at: string;
   details: Record<string, string | number | boolean>;
+  /**
+   * What it is about, the same for a trouble and its end (a backend, a plugin's notice); default: the
+   * event. The rate limit keeps the newest alert on a subject it held back and sends it later (`budget.ts`).
+   */
+  subject?: string;
+  /** Whose rate-limit budget it spends (a backend, a plugin); default: the event's own. */
+  source?: string;
 }
 
 /**

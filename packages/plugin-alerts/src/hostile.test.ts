@@ -3,6 +3,7 @@ import { createTestAgent, TestCoordinator, WebhookReceiver } from '@usepod-agent
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createHooks } from '../../core/src/plugins/hooks.js';
 import { parseRetryAfter, retryWait } from './backoff.js';
+import { Budget } from './budget.js';
 import { readAlerts } from './config.js';
 import { Delivery } from './deliver.js';
 import alerts, { sendTestAlerts } from './index.js';
@@ -268,7 +269,35 @@ describe('a failing webhook is retried with backoff, not back to back', () => {
     d.send({ ...alert, event: 'disconnected', severity: 'critical', message: text`gone` });
     const got = await receiver.wait(2);
     expect(got.map((g) => g.body.event)).toEqual(['backend_down', 'disconnected']);
-    expect(got[1]!.body.message).toBe('gone\n(2 earlier alert(s) were held back by the rate limit)');
+    // The newest backend_down waits for its own bucket (an hour here); the critical alert is not its note.
+    expect(got[1]!.body.message).toBe('gone');
+    await d.close(0);
+  });
+
+  it('a full queue drops an alert a later one on its subject supersedes, not the only word on another', async () => {
+    receiver.script.push({ status: 200, hang: true });
+    const d = new Delivery(
+      readAlerts([{ url: receiver.url('/x'), max_per_hour: 3600 }], undefined)[0]!,
+      new Lines(),
+      { ...timing, timeoutMs: 1_000 },
+    );
+    const on = (backend: string, resolved: boolean) => ({
+      ...alert,
+      event: 'backend_down',
+      resolved,
+      details: { backend },
+      subject: backend,
+      source: backend,
+    });
+    d.send(on('hung', false)); // in flight until the request times out
+    d.send(on('lone', false));
+    // Ten backends flap within their own budgets: 50 more, one past the queue's 50.
+    for (let b = 0; b < 10; b++) for (let i = 0; i < 5; i++) d.send(on(`b${b}`, i % 2 === 1));
+    const got = await receiver.wait(51, 5_000);
+    const backends = got.map((g) => (g.body.details as { backend: string }).backend);
+    expect(backends.slice(0, 2)).toEqual(['hung', 'lone']);
+    expect(backends.filter((b) => b === 'b0')).toHaveLength(4);
+    expect(got.at(-1)!.body.message).toBe('m\n(1 earlier alert(s) were held back by the rate limit)');
     await d.close(0);
   });
 
@@ -292,6 +321,98 @@ describe('a failing webhook is retried with backoff, not back to back', () => {
     expect(parseRetryAfter('7', now)).toBe(7_000);
     expect(parseRetryAfter('Sun, 06 Dec 2026 12:01:00 GMT', now)).toBe(60_000);
     expect(parseRetryAfter('Sun, 06 Dec 2026 11:00:00 GMT', now)).toBe(0);
+  });
+});
+
+describe('a flapping source leaves the owner the current state, and silences no other', () => {
+  const down = (backend = 'vllm@127.0.0.1:8000'): AgentEvent => ({
+    type: 'backend_down',
+    backend,
+    kind: 'vllm',
+    detail: 'connection refused',
+  });
+  const up = (backend = 'vllm@127.0.0.1:8000'): AgentEvent => ({ type: 'backend_up', backend, kind: 'vllm' });
+
+  it('a backend that flaps past the budget: the newest state, "back", is delivered once the bucket refills', async () => {
+    // 3600 an hour: bursts of 5, then a token a second.
+    const p = applied([{ url: receiver.url('/j'), events: ['backend_down'], max_per_hour: 3600 }]);
+    for (let i = 0; i < 4; i++) {
+      p.fire(down());
+      p.fire(up());
+    }
+    // Five went at once (down, back, down, back, down); back, down, back were held.
+    const got = await receiver.wait(6, 5_000);
+    expect(got.slice(0, 5).map((g) => g.body.resolved)).toEqual([false, true, false, true, false]);
+    expect(got[5]!.body).toMatchObject({ event: 'backend_down', resolved: true });
+    expect(got[5]!.body.message).toMatch(
+      /answers again\.\n\(2 earlier alert\(s\) were held back by the rate limit\)$/,
+    );
+    // The superseded ones are never sent: no storm once the bucket has room.
+    await new Promise((res) => setTimeout(res, 1_500));
+    expect(receiver.got).toHaveLength(6);
+    await p.close();
+  });
+
+  it('five hundred flaps hold one alert, the newest, and it goes once', async () => {
+    const p = applied([{ url: receiver.url('/j'), events: ['backend_down'], max_per_hour: 3600 }]);
+    for (let i = 0; i < 500; i++) {
+      p.fire(down());
+      p.fire(up());
+    }
+    p.fire(down());
+    const got = await receiver.wait(6, 5_000);
+    expect(got[5]!.body).toMatchObject({ resolved: false });
+    expect(got[5]!.body.message).toMatch(/\(995 earlier alert\(s\) were held back by the rate limit\)$/);
+    await new Promise((res) => setTimeout(res, 1_500));
+    expect(receiver.got).toHaveLength(6);
+    await p.close();
+  });
+
+  it('each backend has its own budget: one flapping does not hold back another going down', async () => {
+    const p = applied([{ url: receiver.url('/j'), events: ['backend_down'], max_per_hour: 1 }]);
+    for (let i = 0; i < 3; i++) {
+      p.fire(down('vllm@a:1'));
+      p.fire(up('vllm@a:1'));
+    }
+    p.fire(down('vllm@b:2'));
+    const got = await receiver.wait(2, 3_000);
+    expect(got.map((g) => (g.body.details as { backend: string }).backend)).toEqual(['vllm@a:1', 'vllm@b:2']);
+    await p.close();
+  });
+
+  it('what waits is bounded: a plugin with a hundred notice names keeps eight, the rest are counted', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    const sent: [string, number][] = [];
+    const b = new Budget(1, (a, held) => sent.push([String(a.subject), held]));
+    const notice = (plugin: string, name: string) => ({
+      event: 'notice',
+      severity: 'warning' as const,
+      resolved: false,
+      title: text`t`,
+      message: text`m`,
+      host: 'h',
+      providerId: undefined,
+      at: '',
+      details: {},
+      subject: `${plugin} ${name}`,
+      source: plugin,
+    });
+    for (let i = 0; i < 100; i++) b.offer(notice('noisy', `n${i}`));
+    b.offer(notice('ledger', 'ledger_failing'));
+    expect(sent).toEqual([
+      ['noisy n0', 0],
+      ['ledger ledger_failing', 91],
+    ]);
+    // One an hour for each source: the eight that waited go in order, then nothing.
+    vi.advanceTimersByTime(10 * 3_600_000);
+    expect(sent.slice(2).map(([s]) => s)).toEqual(
+      ['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8'].map((n) => `noisy ${n}`),
+    );
+    // Sources past 32 with budgets in use share the event's: the 33rd goes, the 34th waits.
+    sent.length = 0;
+    for (let i = 0; i < 34; i++) b.offer(notice(`p${i}`, 'x'));
+    expect(sent.map(([s]) => s)).toEqual(Array.from({ length: 33 }, (_, i) => `p${i} x`));
+    b.close();
   });
 });
 

@@ -10,7 +10,8 @@ export type Draft = Omit<Alert, 'host' | 'providerId' | 'at'> & { event: AlertEv
  * What the owner is told of an event the agent reports, in words: one table, one row per event type
  * that makes an alert on its own (the timed ones, `disconnected` and `idle`, are the plugin's). `undefined`:
  * nothing to tell (a pause of the owner's own, for instance). Every `${…}` is text from outside: each
- * format escapes it (`text.ts`); a line starts with the plugin's own words.
+ * format escapes it (`text.ts`); a line starts with the plugin's own words. A trouble and its end share a
+ * `subject`, and a backend or plugin is the `source` whose rate-limit budget it spends (`budget.ts`).
  */
 export function draftOf(e: AgentEvent, host: string): Draft | undefined {
   switch (e.type) {
@@ -31,6 +32,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         title: text`usepod-agent on ${host}: backend ${e.backend} is down`,
         message: text`The ${e.kind} engine at ${e.backend} failed: ${e.detail}. Its models are no longer offered.`,
         details: { backend: e.backend, kind: e.kind, detail: e.detail },
+        subject: e.backend,
+        source: e.backend,
       };
     case 'backend_up':
       return {
@@ -40,6 +43,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         title: text`usepod-agent on ${host}: backend ${e.backend} is back`,
         message: text`The ${e.kind} engine at ${e.backend} answers again.`,
         details: { backend: e.backend, kind: e.kind },
+        subject: e.backend,
+        source: e.backend,
       };
     case 'model_withdrawn':
       return {
@@ -52,6 +57,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
             ? text`Model ${e.model} on ${e.backend} failed real jobs (${e.detail}); it is not used until a self-test passes after ${e.until ?? 'its cooldown'}.`
             : text`Model ${e.model} on ${e.backend} failed its self-tests (${e.detail}); it is not offered until one passes.`,
         details: { backend: e.backend, model: e.model, detail: e.detail },
+        subject: `${e.backend} ${e.model}`,
+        source: e.backend,
       };
     case 'model_back':
       return {
@@ -61,6 +68,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         title: text`usepod-agent on ${host}: ${e.model} is offered again`,
         message: text`Model ${e.model} on ${e.backend} passed its self-test.`,
         details: { backend: e.backend, model: e.model },
+        subject: `${e.backend} ${e.model}`,
+        source: e.backend,
       };
     case 'paused':
       if (e.by !== 'gpu') return undefined;
@@ -100,6 +109,8 @@ export function draftOf(e: AgentEvent, host: string): Draft | undefined {
         title: text`usepod-agent on ${host}: ${e.title}`,
         message: text`From ${e.plugin}: ${e.message}`,
         details: { plugin: e.plugin, name: e.name },
+        subject: `${e.plugin} ${e.name}`,
+        source: e.plugin,
       };
     default:
       return undefined;
