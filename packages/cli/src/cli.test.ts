@@ -60,6 +60,12 @@ function expectOneLine(out: Out, pattern: RegExp) {
   expect(out.stderr).not.toMatch(/\n\s+at /);
 }
 
+/**
+ * For a test that starts the CLI five or six times (npm once): each start is ~0.5 s on a quiet VM, several
+ * seconds on a loaded one (a CI run beside helpers timed two out at the 20 s default). Not a timing assert.
+ */
+const SPAWNS_TIMEOUT_MS = 90_000;
+
 describe('usepod-agent CLI', () => {
   it('prints its version', async () => {
     const out = await cli(['version']);
@@ -100,26 +106,30 @@ describe('usepod-agent CLI', () => {
     expect(far.stderr).toContain("'usepod-agent help' lists the commands");
   });
 
-  it('answers plugins uninstall of a built-in or of nothing installed, and link of no package, in one line, exit 2', async () => {
-    const builtin = await cli(['plugins', 'uninstall', '@usepod-agent/plugin-vllm']);
-    expectOneLine(builtin, /@usepod-agent\/plugin-vllm ships with usepod-agent and cannot be uninstalled/);
-    expect(builtin.stderr).toContain('[[backends]]');
-    for (const verb of ['uninstall', 'remove']) {
-      const none = await cli(['plugins', verb, 'nope-plugin']);
-      expectOneLine(none, /nope-plugin is not installed \(USEPOD_USAGE\)$/);
-    }
-    // oclif's answer for a folder that is no package was a dump of its internal state after a spinner.
-    const link = await cli(['plugins', 'link', join(dir, 'no-such-folder')]);
-    expectOneLine(link, /no-such-folder has no package\.json with a name \(USEPOD_USAGE\)$/);
-    // A failed npm install: npm's own lines say why; ours ends it in one line, not npm's command line.
-    const install = await cli(['plugins', 'install', `file:${join(dir, 'no-such-package')}`]);
-    expect(install.code).toBe(1);
-    const last = install.stderr.trimEnd().split('\n').at(-1);
-    expect(last).toMatch(
-      /^usepod-agent: npm could not install file:.*no-such-package \(exit \d+\); its lines above say why$/,
-    );
-    expect(install.stderr).not.toMatch(/›|Try this|\n\s+at /);
-  });
+  it(
+    'answers plugins uninstall of a built-in or of nothing installed, and link of no package, in one line, exit 2',
+    async () => {
+      const builtin = await cli(['plugins', 'uninstall', '@usepod-agent/plugin-vllm']);
+      expectOneLine(builtin, /@usepod-agent\/plugin-vllm ships with usepod-agent and cannot be uninstalled/);
+      expect(builtin.stderr).toContain('[[backends]]');
+      for (const verb of ['uninstall', 'remove']) {
+        const none = await cli(['plugins', verb, 'nope-plugin']);
+        expectOneLine(none, /nope-plugin is not installed \(USEPOD_USAGE\)$/);
+      }
+      // oclif's answer for a folder that is no package was a dump of its internal state after a spinner.
+      const link = await cli(['plugins', 'link', join(dir, 'no-such-folder')]);
+      expectOneLine(link, /no-such-folder has no package\.json with a name \(USEPOD_USAGE\)$/);
+      // A failed npm install: npm's own lines say why; ours ends it in one line, not npm's command line.
+      const install = await cli(['plugins', 'install', `file:${join(dir, 'no-such-package')}`]);
+      expect(install.code).toBe(1);
+      const last = install.stderr.trimEnd().split('\n').at(-1);
+      expect(last).toMatch(
+        /^usepod-agent: npm could not install file:.*no-such-package \(exit \d+\); its lines above say why$/,
+      );
+      expect(install.stderr).not.toMatch(/›|Try this|\n\s+at /);
+    },
+    SPAWNS_TIMEOUT_MS,
+  );
 
   it('validates a good config and names each backend plugin', async () => {
     const path = join(dir, 'good.toml');
@@ -179,18 +189,22 @@ describe('usepod-agent CLI', () => {
     expect(out.stderr).toContain(`${path}:10:1: backends[1].url: is not a valid URL`);
   });
 
-  it('reports a TOML syntax error, a missing file, no default config, and a bad flag in one line', async () => {
-    const path = join(dir, 'syntax.toml');
-    await writeFile(path, '[coordinator\n');
-    expectOneLine(await cli(['validate', '--config', path]), /syntax\.toml/);
-    expectOneLine(
-      await cli(['validate', '--config', join(dir, 'missing.toml')]),
-      /missing\.toml does not exist/,
-    );
-    expectOneLine(await cli(['validate']), /no config file found.*usepod-agent setup/);
-    expectOneLine(await cli(['run', '--bogus']), /Nonexistent flag: --bogus \(see --help\)/);
-    expectOneLine(await cli(['run', '--log-format', 'yaml']), /--log-format/);
-  });
+  it(
+    'reports a TOML syntax error, a missing file, no default config, and a bad flag in one line',
+    async () => {
+      const path = join(dir, 'syntax.toml');
+      await writeFile(path, '[coordinator\n');
+      expectOneLine(await cli(['validate', '--config', path]), /syntax\.toml/);
+      expectOneLine(
+        await cli(['validate', '--config', join(dir, 'missing.toml')]),
+        /missing\.toml does not exist/,
+      );
+      expectOneLine(await cli(['validate']), /no config file found.*usepod-agent setup/);
+      expectOneLine(await cli(['run', '--bogus']), /Nonexistent flag: --bogus \(see --help\)/);
+      expectOneLine(await cli(['run', '--log-format', 'yaml']), /--log-format/);
+    },
+    SPAWNS_TIMEOUT_MS,
+  );
 
   it('names the packages it looked for when no plugin provides a kind', async () => {
     const path = join(dir, 'kind.toml');
