@@ -54,7 +54,12 @@ export function ledgerChecks(
             'no job served yet',
             'if the agent has been online a while, look at the checks above',
           )
-        : check('last job', now - last > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last)} ago`),
+        : // A row received while the clock was ahead (set back since) reads as just now, never "-5 min ago".
+          check(
+            'last job',
+            now - last > 86_400_000 ? 'warn' : 'ok',
+            `served ${ago(Math.max(0, now - last))} ago`,
+          ),
     );
     checks.push(...missedChecks(ledger.missed(since), config, facts));
     const budget = config.limits.max_tokens_per_minute;

@@ -413,6 +413,25 @@ describe('earnings, doctor and the dashboard when the coordinator named a model 
   });
 });
 
+describe('doctor’s last job', () => {
+  it('never reads as served a negative time ago: a row received while the clock was ahead (set back since)', async () => {
+    await withManyModelIds(1, (l, served, file) => {
+      l.write([oneJob({ receivedAt: NOW + 3_600_000 })]);
+      const checks = ledgerChecks(
+        file,
+        { limits: { max_concurrent: 4 } } as never,
+        { engineCapacity: undefined },
+        NOW,
+      );
+      expect(checks.find((c) => c.name === 'last job')).toMatchObject({
+        level: 'ok',
+        detail: 'served 0 min ago',
+      });
+      expect(served).toHaveLength(1);
+    });
+  });
+});
+
 describe('the counters’ start (seedGroups)', () => {
   it('keeps the top 100 earning models by name and sums the rest as other, in a few groups however many ids the coordinator sent', async () => {
     await withManyModelIds(120, (l, served) => {
