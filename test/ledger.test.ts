@@ -199,6 +199,59 @@ describe('the ledger', () => {
     db.close();
   }, 60_000);
 
+  it('`earnings --by model` lists the 50 models that earned most and one line for the rest, however many ids the coordinator sent', async () => {
+    const cfg = await config();
+    await mkdir(join(dir, 'id'), { recursive: true });
+    const at = Date.now() - 60_000;
+    const job = (o: Partial<JobRecord>): JobRecord => ({
+      jobId: `j-${Math.random()}`,
+      model: 'm',
+      backend: 'vllm',
+      outcome: 'done',
+      inputTokens: 0,
+      outputTokens: 0,
+      bytes: 1,
+      durationMs: 0,
+      firstByteMs: undefined,
+      receivedAt: at,
+      format: 'openai',
+      inputPer1m: 1_000_000,
+      outputPer1m: 0,
+      ...o,
+    });
+    const l = Ledger.open(ledgerFile());
+    // 60 models served, then 3,000 refused jobs each naming a model id of the coordinator's own.
+    l.write([
+      ...Array.from({ length: 60 }, (_, i) => job({ model: `served-${i}`, inputTokens: 1_000 * (i + 1) })),
+      ...Array.from({ length: 3_000 }, (_, i) =>
+        job({
+          model: `evil/${i}`,
+          outcome: 'error',
+          errorCode: 'model_not_loaded',
+          refusal: 'model_not_loaded',
+        }),
+      ),
+    ]);
+    l.close();
+    const table = await cli(['earnings', '--config', cfg, '--since', '1h']);
+    expect(table.code, table.stderr).toBe(0);
+    const lines = table.stdout.trim().split('\n');
+    // The heading, the header, 50 models, the rest, the total, the energy note.
+    expect(lines).toHaveLength(55);
+    expect(lines[2]).toMatch(/^served-59\s+1\s+0\s+0\s/);
+    expect(lines.at(-3)).toMatch(/^and 3010 more\s+10\s+0\s+3000\s+55000\s+0\s+0\.055000$/);
+    expect(lines.at(-2)).toMatch(/^total\s+60\s+0\s+3000\s+1830000\s+0\s+1\.830000$/);
+    const json = JSON.parse((await cli(['earnings', '--config', cfg, '--since', '1h', '--json'])).stdout);
+    expect(json.rows).toHaveLength(50);
+    expect(json.more).toMatchObject({ groups: 3_010, served: 10, missed: 3_000 });
+    expect(json.totals).toMatchObject({ served: 60, missed: 3_000 });
+    const csv = (await cli(['earnings', '--config', cfg, '--since', '1h', '--csv'])).stdout
+      .trim()
+      .split('\n');
+    expect(csv).toHaveLength(52);
+    expect(csv.at(-1)).toBe('(3010 more models),10,0,3000,0,55000,0,0.055000,,,,,,,');
+  }, 60_000);
+
   it('keeps none when [ledger] path = "off"; `earnings` says when there is none yet', async () => {
     const fresh = await cli(['earnings', '--config', await config()]);
     expect(fresh.stdout).toMatch(

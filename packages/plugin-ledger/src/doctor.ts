@@ -54,7 +54,12 @@ export function ledgerChecks(
             'no job served yet',
             'if the agent has been online a while, look at the checks above',
           )
-        : check('last job', now - last > 86_400_000 ? 'warn' : 'ok', `served ${ago(now - last)} ago`),
+        : // A row received while the clock was ahead (set back since) reads as just now, never "-5 min ago".
+          check(
+            'last job',
+            now - last > 86_400_000 ? 'warn' : 'ok',
+            `served ${ago(Math.max(0, now - last))} ago`,
+          ),
     );
     checks.push(...missedChecks(ledger.missed(since), config, facts));
     const budget = config.limits.max_tokens_per_minute;
@@ -142,40 +147,79 @@ export function missedChecks(
     const n = count(refusal);
     if (n > 0) out.push(check(name, level, detail(n), fix));
   }
-  for (const m of missed.filter((x) => x.refusal === 'model_not_loaded').slice(0, 5)) {
+  for (const m of missed.filter((x) => x.refusal === 'model_not_loaded')) {
+    // The model ids are the coordinator's: folded, and past the most missed few one line says how many.
     out.push(
-      check(
-        'missed: model',
-        'warn',
-        `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
-        'load it in an engine if you want those jobs',
-      ),
+      m.model === null
+        ? check(
+            'missed: model',
+            'warn',
+            `and ${m.n} job(s) in 24 h for ${m.models} more model(s) no engine here serves`,
+          )
+        : check(
+            'missed: model',
+            'warn',
+            `${m.n} job(s) in 24 h asked for ${engineText(m.model, 512)}, which no engine here serves`,
+            'load it in an engine if you want those jobs',
+          ),
     );
   }
   if (missed.length === 0) out.push(check('missed jobs', 'ok', 'none in 24 h'));
   return out;
 }
 
+/** The models whose energy doctor compares with their earnings: those that earned most, in SQL. */
+const ENERGY_MODELS = 100;
+/** The lines said about models under their energy cost; past them, one line says how many more. */
+const LOSING_SAID = 5;
+
 /**
  * Issue 31: a model whose earnings per kWh in 7 days were below what its energy cost at the tariff (it
  * loses money on electricity) is a warning; nothing is said without energy in the ledger or a price.
+ * Only models with energy measured are read, at most ENERGY_MODELS (the SQL cuts the list: the model
+ * ids of refused jobs are the coordinator's, any number of them).
  */
 function energyChecks(ledger: Ledger, config: Readonly<Config>, now: number): Check[] {
   const parsed = energySection.safeParse((config as { energy?: unknown }).energy ?? {});
   const tariff = tariffOf(parsed.success ? parsed.data : undefined);
   if (!tariff.priced) return [];
-  const report = earningsReport(ledger, { since: now - 7 * 86_400_000, by: 'model', now, tariff });
-  const losing = report.rows
-    .filter((r) => r.net_usdc !== null && r.net_usdc < 0 && r.energy_kwh && r.energy_cost_usdc !== null)
-    .slice(0, 5);
-  return losing.map((r) =>
-    check(
-      'energy',
-      'warn',
-      `${engineText(r.group, 512)} earned ${(r.usdc_per_kwh ?? 0).toFixed(4)} USDC per kWh in 7 days, under its energy cost of ${(r.energy_cost_usdc! / r.energy_kwh!).toFixed(4)} USDC per kWh (net ${r.net_usdc!.toFixed(6)} USDC)`,
-      'raise its price in [pricing], or stop serving it when electricity is dear',
-    ),
+  const report = earningsReport(ledger, {
+    since: now - 7 * 86_400_000,
+    by: 'model',
+    now,
+    tariff,
+    top: ENERGY_MODELS,
+    measured: true,
+  });
+  const losing = report.rows.filter(
+    (r) => r.net_usdc !== null && r.net_usdc < 0 && r.energy_kwh && r.energy_cost_usdc !== null,
   );
+  const lines = losing
+    .slice(0, LOSING_SAID)
+    .map((r) =>
+      check(
+        'energy',
+        'warn',
+        `${engineText(r.group, 512)} earned ${(r.usdc_per_kwh ?? 0).toFixed(4)} USDC per kWh in 7 days, under its energy cost of ${(r.energy_cost_usdc! / r.energy_kwh!).toFixed(4)} USDC per kWh (net ${r.net_usdc!.toFixed(6)} USDC)`,
+        'raise its price in [pricing], or stop serving it when electricity is dear',
+      ),
+    );
+  const unsaid = losing.length - lines.length;
+  const unread = report.more?.groups ?? 0;
+  const more = [
+    ...(unsaid > 0 ? [`and ${unsaid} more model(s) under their energy cost in 7 days`] : []),
+    ...(unread > 0 ? [`${unread} model(s) with energy measured that earned less were not compared`] : []),
+  ];
+  if (more.length > 0)
+    lines.push(
+      check(
+        'energy',
+        unsaid > 0 ? 'warn' : 'ok',
+        more.join('; '),
+        'see `usepod-agent earnings --since 7d --by model`',
+      ),
+    );
+  return lines;
 }
 
 function ago(ms: number): string {

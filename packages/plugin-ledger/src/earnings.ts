@@ -68,8 +68,22 @@ export interface EarningsTotals {
   usdc_per_kwh: number | null;
 }
 
+/** The groups a cut list leaves out (`top`): how many, and what they came to. */
+export interface EarningsMore {
+  groups: number;
+  served: number;
+  failed: number;
+  missed: number;
+  cancelled: number;
+  input_tokens: number;
+  output_tokens: number;
+  earnings_usdc: number;
+}
+
 export interface EarningsReport {
   rows: EarningsRow[];
+  /** With `top`: the groups past it, summed (they count in `totals`); null when none was left out. */
+  more: EarningsMore | null;
   totals: EarningsTotals;
   /** Why energy figures are missing, when they are (one line for the operator). */
   energy_note: string | null;
@@ -98,10 +112,19 @@ export function parseSince(text: string, now = Date.now()): number | undefined {
  */
 export function earningsReport(
   ledger: Ledger,
-  opts: { since: number; by: Grouping; now?: number; tariff?: PriceAt | undefined },
+  opts: {
+    since: number;
+    by: Grouping;
+    now?: number;
+    tariff?: PriceAt | undefined;
+    /** The groups that earned most, at most this many; the rest summed as `more`, in SQL. */
+    top?: number | undefined;
+    /** Only the groups whose jobs' energy was measured. */
+    measured?: boolean;
+  },
 ): EarningsReport {
   const now = opts.now ?? Date.now();
-  const rows = earnings(ledger, { ...opts, now });
+  const { rows, more } = cutEarnings(ledger, { ...opts, now });
   const { jobs, gpus } = ledger.energy(opts.since, opts.by, now);
   // A tariff's lookup reads the wall clock in a zone (Intl): once per quarter hour of the window.
   const prices = new Map<number, number | undefined>();
@@ -151,11 +174,12 @@ export function earningsReport(
   });
   const sum = (
     k: 'served' | 'failed' | 'missed' | 'cancelled' | 'input_tokens' | 'output_tokens' | 'earnings_usdc',
-  ) => rows.reduce((n, r) => n + r[k], 0);
+  ) => rows.reduce((n, r) => n + r[k], more?.[k] ?? 0);
   const earned = sum('earnings_usdc');
   const t = figures(earned, total.wh, total.idleWh, total.cost);
   return {
     rows: out,
+    more,
     totals: {
       served: sum('served'),
       failed: sum('failed'),
@@ -187,11 +211,23 @@ export function earnings(
   ledger: Ledger,
   opts: { since: number; by: Grouping; now?: number; top?: number },
 ): EarningsRow[] {
+  return cutEarnings(ledger, opts).rows;
+}
+
+/** `earnings`, and what `top` or `measured` left out, summed. */
+function cutEarnings(
+  ledger: Ledger,
+  opts: { since: number; by: Grouping; now?: number; top?: number | undefined; measured?: boolean },
+): { rows: EarningsRow[]; more: EarningsMore | null } {
   const now = opts.now ?? Date.now();
   // The share of the group's own window: a day or an hour, else the whole asked-for period.
   const windowMs =
     opts.by === 'day' ? 86_400_000 : opts.by === 'hour' ? 3_600_000 : Math.max(1, now - opts.since);
-  const out = ledger.groups(opts.since, opts.by, now, opts.top).map(
+  const { rows, rest } = ledger.groups(opts.since, opts.by, now, {
+    top: opts.top,
+    measured: opts.measured ?? false,
+  });
+  const out = rows.map(
     (g): EarningsRow => ({
       group: g.group,
       served: g.served,
@@ -210,10 +246,26 @@ export function earnings(
       usdc_per_kwh: null,
     }),
   );
+  const more: EarningsMore | null = rest
+    ? {
+        groups: rest.groups,
+        served: rest.served,
+        failed: rest.failed,
+        missed: rest.missed,
+        cancelled: rest.cancelled,
+        input_tokens: rest.input_tokens,
+        output_tokens: rest.output_tokens,
+        earnings_usdc: rest.earnings_micro / 1_000_000,
+      }
+    : null;
   // Times in order; models and backends by what they earned.
-  return opts.by === 'day' || opts.by === 'hour'
-    ? out.sort((a, b) => a.group.localeCompare(b.group))
-    : out.sort((a, b) => b.earnings_usdc - a.earnings_usdc || a.group.localeCompare(b.group));
+  return {
+    rows:
+      opts.by === 'day' || opts.by === 'hour'
+        ? out.sort((a, b) => a.group.localeCompare(b.group))
+        : out.sort((a, b) => b.earnings_usdc - a.earnings_usdc || a.group.localeCompare(b.group)),
+    more,
+  };
 }
 
 /**
@@ -221,26 +273,34 @@ export function earnings(
  * (never `1e-7`), no grouping, and a cell a spreadsheet would run as a formula (a coordinator's model id)
  * written as text.
  */
-export function earningsCsv(rows: readonly EarningsRow[]): string {
+export function earningsCsv(
+  rows: readonly EarningsRow[],
+  more: EarningsMore | null = null,
+  by: Grouping = 'model',
+): string {
   // Loaded when CSV is asked for: this module also sums earnings in every agent and in the ledger's
   // thread, which would otherwise load csv-stringify (8 modules) for a command they never run.
   const { stringify } = requireHere('csv-stringify/sync') as typeof import('csv-stringify/sync');
-  return stringify(
-    rows.map((r) => ({
-      ...r,
-      group: FORMULA.test(r.group) ? `'${r.group}` : r.group,
-      earnings_usdc: r.earnings_usdc.toFixed(6),
-      tokens_per_sec: r.tokens_per_sec === null ? '' : r.tokens_per_sec.toFixed(1),
-      busy: r.busy.toFixed(4),
-      energy_kwh: fixed(r.energy_kwh, 6),
-      idle_kwh: fixed(r.idle_kwh, 6),
-      energy_cost_usdc: fixed(r.energy_cost_usdc, 6),
-      net_usdc: fixed(r.net_usdc, 6),
-      usdc_per_kwh: fixed(r.usdc_per_kwh, 6),
-    })),
-    // Only the text is escaped: csv-stringify's escape_formulas would write a negative net as text too.
-    { header: true, columns: CSV_COLUMNS },
-  );
+  const cells = rows.map((r) => ({
+    ...r,
+    group: FORMULA.test(r.group) ? `'${r.group}` : r.group,
+    earnings_usdc: r.earnings_usdc.toFixed(6),
+    tokens_per_sec: r.tokens_per_sec === null ? '' : r.tokens_per_sec.toFixed(1),
+    busy: r.busy.toFixed(4),
+    energy_kwh: fixed(r.energy_kwh, 6),
+    idle_kwh: fixed(r.idle_kwh, 6),
+    energy_cost_usdc: fixed(r.energy_cost_usdc, 6),
+    net_usdc: fixed(r.net_usdc, 6),
+    usdc_per_kwh: fixed(r.usdc_per_kwh, 6),
+  }));
+  // The groups a cut list left out, as one row: the columns still add up to the totals.
+  const rest = more && {
+    ...more,
+    group: `(${more.groups} more ${by}s)`,
+    earnings_usdc: more.earnings_usdc.toFixed(6),
+  };
+  // Only the text is escaped: csv-stringify's escape_formulas would write a negative net as text too.
+  return stringify(rest ? [...cells, rest] : cells, { header: true, columns: CSV_COLUMNS });
 }
 
 const CSV_COLUMNS: (keyof EarningsRow)[] = [

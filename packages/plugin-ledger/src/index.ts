@@ -91,6 +91,11 @@ export interface LedgerPluginOptions {
   periodsHeldMs?: number;
   /** Told when the ledger's thread starts (true) and ends (false). */
   onThread?: (running: boolean) => void;
+  /**
+   * How long the ledger's thread may take to answer before it is taken for hung (a disk that does not
+   * answer), ms (default 30,000; keep it above `busyMs`).
+   */
+  answerMs?: number;
 }
 
 // biome-ignore lint/suspicious/noConfusingVoidType: `void` lets `ledgerPlugin()` be called without options.
@@ -118,6 +123,7 @@ export default definePlugin((opts: LedgerPluginOptions | void) => ({
       lingerMs: o.lingerMs,
       periodsHeldMs: o.periodsHeldMs,
       onThread: o.onThread,
+      answerMs: o.answerMs,
     });
     const mine = ctx.provideJournal({
       write: (records) => writer.write(records),

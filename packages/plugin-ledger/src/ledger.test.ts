@@ -165,6 +165,33 @@ describe('the ledger plugin', () => {
     expect(rows(file)).toHaveLength(3);
   });
 
+  it('starts and serves on when the ledger’s thread never answers (a hung disk): said once, frames do not wait, its records are written once it answers', async () => {
+    const { t, file, notice } = await setup({ plugin: { busyMs: 3_600_000, answerMs: 300 } });
+    Ledger.open(file).close();
+    // A disk that does not answer, as the thread sees it: every statement waits (here for a lock another
+    // connection holds, readers locked out too, up to busyMs: an hour), and terminate() cannot end it.
+    const other = new Database(file);
+    cleanup.push(async () => void (other.open && other.close()));
+    other.pragma('locking_mode = EXCLUSIVE');
+    other.exec('BEGIN EXCLUSIVE');
+    other.prepare('DELETE FROM selftests').run();
+    // The start waits for the counters' totals, the retention and status' figures: it waited for good.
+    const session = await online(t);
+    for (let i = 0; i < 3; i++)
+      expect((await session.dispatch({ model_id: MODEL }).done()).type).toBe('job_done');
+    await notice((e) => e.name === 'ledger_failing' && !e.resolved);
+    const warnings = t.lines.filter((l) => l.startsWith('warn') && l.includes('has not answered'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(file);
+    expect(t.agent.status().sections.ledger).toMatchObject({ pending: 3 });
+    // The disk answers again: the records are written, each once, and the notice resolves.
+    other.exec('COMMIT');
+    other.close();
+    await notice((e) => e.name === 'ledger_failing' && e.resolved);
+    await t.stop();
+    expect(rows(file)).toHaveLength(3);
+  });
+
   it('serves on when the ledger cannot be opened: one warning naming the file, a notice, a metric, then writes again', async () => {
     // The path is a directory: SQLite cannot open it.
     const { t, file, notice } = await setup({ file: (d) => join(d, 'taken') });

@@ -179,6 +179,11 @@ export interface GroupSums {
   energy_wh: number;
 }
 
+/** The groups a cut list leaves out (`Ledger.groups`' `top`): how many, and their sums. */
+export interface RestSums extends Omit<GroupSums, 'group' | 'busy_ms'> {
+  groups: number;
+}
+
 /** Energy the GPU plugin measured (issue 31): jobs' (each once it is known) and the GPUs' per poll. */
 export interface EnergyRecords {
   jobs?: readonly { jobId: string; receivedAt: number; wh: number }[];
@@ -193,12 +198,15 @@ export interface EnergyPeriod {
   idleWh: number;
 }
 
-/** Today and the last 7 days (`status`). */
-/** Jobs missed (refused) since a time, by reason and model. */
+/**
+ * Jobs missed (refused) since a time, by reason and model: `model` null for the models past the most
+ * missed few of that reason, summed (`models` of them).
+ */
 export interface MissedRow {
   refusal: string;
-  model: string;
+  model: string | null;
   n: number;
+  models: number;
 }
 
 export interface Window {
@@ -417,63 +425,88 @@ export class Ledger {
    * `earnings`: each group's sums since a time: the whole quarter hours from `job_sums`, the rows before
    * the first of them (under 15 minutes of rows, by the time index) from `jobs`. The busy time is the
    * time since `since` with one of the group's jobs in flight (for an hour or a day, within it): the sum
-   * of the quarter hours' exact spans, the first one clipped at `since`. `limit`: the groups that earned
-   * most, at most that many.
+   * of the quarter hours' exact spans, the first one clipped at `since`.
+   *
+   * A model id is the coordinator's (refused jobs keep whatever it sent: 500,000 ids cost hundreds of MB
+   * read whole), so a list may be cut in SQL: `top`, the groups that earned most, at most that many, the
+   * others summed as `rest`; `measured`, only the groups with energy measured.
    */
-  groups(since: number, by: Grouping, now = Date.now(), limit?: number): GroupSums[] {
+  groups(
+    since: number,
+    by: Grouping,
+    now = Date.now(),
+    cut: { top?: number | undefined; measured?: boolean } = {},
+  ): { rows: GroupSums[]; rest: RestSums | undefined } {
     const db = this.#db;
     const { k0, edge, gRows, gBuckets } = this.#window(since, by, now);
-    const sums = db
-      .prepare(
-        `SELECT g AS "group", sum(served) AS served, sum(cancelled) AS cancelled, sum(missed) AS missed,
-           sum(failed) AS failed, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-           sum(earnings_micro) AS earnings_micro, sum(stream_ms) AS stream_ms,
-           sum(streamed_tokens) AS streamed_tokens, sum(energy_wh) AS energy_wh
-         FROM (
-           SELECT ${gBuckets} AS g, sum(served) AS served, sum(cancelled) AS cancelled, sum(missed) AS missed,
-             sum(failed) AS failed, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-             sum(earnings_micro) AS earnings_micro, sum(stream_ms) AS stream_ms,
-             sum(streamed_tokens) AS streamed_tokens, sum(energy_wh) AS energy_wh
-           FROM job_sums WHERE bucket >= @k0 GROUP BY 1
+    const SUMS = `sum(served) AS served, sum(cancelled) AS cancelled, sum(missed) AS missed,
+      sum(failed) AS failed, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+      sum(earnings_micro) AS earnings_micro, sum(stream_ms) AS stream_ms,
+      sum(streamed_tokens) AS streamed_tokens, sum(energy_wh) AS energy_wh`;
+    const all = `SELECT g, ${SUMS}
+      FROM (
+        SELECT ${gBuckets} AS g, ${SUMS} FROM job_sums WHERE bucket >= @k0 GROUP BY 1
+        UNION ALL
+        SELECT ${gRows}, sum(outcome = 'done'), sum(outcome = 'cancelled'),
+          sum(outcome NOT IN ('done', 'cancelled') AND ${MISSED_SQL}),
+          sum(outcome NOT IN ('done', 'cancelled') AND NOT ${MISSED_SQL}),
+          sum(input_tokens), sum(output_tokens), sum(earnings_micro),
+          coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
+                            THEN duration_ms - first_byte_ms END), 0),
+          coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
+                            THEN output_tokens END), 0),
+          coalesce(sum(energy_wh), 0)
+        FROM jobs WHERE received_at >= @since AND received_at < @edge GROUP BY 1
+      ) GROUP BY g${cut.measured ? ' HAVING sum(energy_wh) > 0' : ''}`;
+    // The rest is one row (`rest` 1) of the groups' count and sums: only the chosen ones reach JavaScript.
+    const sql =
+      cut.top === undefined
+        ? `SELECT 0 AS rest, 1 AS n, * FROM (${all})`
+        : `WITH s AS MATERIALIZED (${all}),
+             t AS MATERIALIZED (SELECT * FROM s ORDER BY earnings_micro DESC, g LIMIT @top)
+           SELECT 0 AS rest, 1 AS n, * FROM t
            UNION ALL
-           SELECT ${gRows}, sum(outcome = 'done'), sum(outcome = 'cancelled'),
-             sum(outcome NOT IN ('done', 'cancelled') AND ${MISSED_SQL}),
-             sum(outcome NOT IN ('done', 'cancelled') AND NOT ${MISSED_SQL}),
-             sum(input_tokens), sum(output_tokens), sum(earnings_micro),
-             coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
-                               THEN duration_ms - first_byte_ms END), 0),
-             coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
-                               THEN output_tokens END), 0),
-             coalesce(sum(energy_wh), 0)
-           FROM jobs WHERE received_at >= @since AND received_at < @edge GROUP BY 1
-         ) GROUP BY g${limit === undefined ? '' : ' ORDER BY sum(earnings_micro) DESC, g LIMIT @limit'}`,
-      )
-      .all({ k0, since, edge, ...(limit === undefined ? {} : { limit }) }) as (Omit<
-      GroupSums,
-      'busy_ms' | 'group'
-    > & { group: string | number })[];
-    // The busy spans of the key each grouping counts under: the model's, the backend's, every job's.
-    const keys =
-      by === 'model'
+           SELECT 1, count(*), NULL, ${SUMS} FROM s WHERE g NOT IN (SELECT g FROM t)`;
+    type Row = Omit<GroupSums, 'busy_ms' | 'group'> & { rest: number; n: number; g: string | number };
+    const found = db.prepare(sql).all({
+      k0,
+      since,
+      edge,
+      ...(cut.top === undefined ? {} : { top: Math.max(0, Math.floor(cut.top)) }),
+    }) as Row[];
+    const sums = found.filter((r) => r.rest === 0);
+    const left = found.find((r) => r.rest === 1 && r.n > 0);
+    // The busy spans of the key each grouping counts under: the model's, the backend's, every job's; of
+    // the chosen groups only when the list is cut.
+    const named = by === 'model' || by === 'backend';
+    const chosen = named && (cut.top !== undefined || cut.measured);
+    const keys = chosen
+      ? 'key IN (SELECT value FROM json_each(@keys))'
+      : by === 'model'
         ? "key >= 'm:' AND key < 'm;'"
         : by === 'backend'
           ? "key >= 'b:' AND key < 'b;'"
           : "key = '*'";
-    const gBusy = by === 'model' || by === 'backend' ? 'substr(key, 3)' : gBuckets;
+    const params = chosen ? { keys: JSON.stringify(sums.map((r) => `${by[0]}:${r.g}`)) } : {};
+    const gBusy = named ? 'substr(key, 3)' : gBuckets;
     const busy = new Map<string | number, number>();
     for (const [g, ms] of db
-      .prepare(`SELECT ${gBusy}, sum(ms) FROM busy WHERE bucket >= ? AND ${keys} GROUP BY 1`)
+      .prepare(`SELECT ${gBusy}, sum(ms) FROM busy WHERE bucket >= @q AND ${keys} GROUP BY 1`)
       .raw()
-      .iterate(k0) as IterableIterator<[string | number, number]>)
+      .iterate({ q: k0, ...params }) as IterableIterator<[string | number, number]>)
       busy.set(g, ms);
     if (since < edge) {
       for (const [g, blob] of db
-        .prepare(`SELECT ${gBusy}, spans FROM busy WHERE bucket = ? AND ${keys}`)
+        .prepare(`SELECT ${gBusy}, spans FROM busy WHERE bucket = @q AND ${keys}`)
         .raw()
-        .iterate(k0 - 1) as IterableIterator<[string | number, Buffer]>)
+        .iterate({ q: k0 - 1, ...params }) as IterableIterator<[string | number, Buffer]>)
         busy.set(g, (busy.get(g) ?? 0) + spansMs(decodeSpans(blob), since - (edge - BUCKET_MS)));
     }
-    return sums.map((s) => ({ ...s, group: groupName(by, s.group), busy_ms: busy.get(s.group) ?? 0 }));
+    const sumsOf = ({ rest: _r, n: _n, g: _g, ...r }: Row) => r;
+    return {
+      rows: sums.map((s) => ({ ...sumsOf(s), group: groupName(by, s.g), busy_ms: busy.get(s.g) ?? 0 })),
+      rest: left && { ...sumsOf(left), groups: left.n },
+    };
   }
 
   /**
@@ -595,14 +628,23 @@ export class Ledger {
     );
   }
 
-  /** doctor: the jobs missed since a time, by why and model, most first (at most `limit` lines). */
-  missed(since: number, limit = 1000): MissedRow[] {
+  /**
+   * doctor: the jobs missed since a time, by why, each reason's `per` most missed models by name and the
+   * rest as one row (a refused job keeps the coordinator's model id: any number of them), most first.
+   * Each reason's count is whole, however many ids.
+   */
+  missed(since: number, per = 5): MissedRow[] {
     return this.#db
       .prepare(
-        `SELECT refusal, model, count(*) AS n FROM jobs WHERE received_at >= ? AND ${MISSED_SQL}
-         GROUP BY 1, 2 ORDER BY 3 DESC LIMIT ?`,
+        `WITH m AS (SELECT refusal, model, count(*) AS n FROM jobs WHERE received_at >= @since AND ${MISSED_SQL}
+                    GROUP BY 1, 2),
+              r AS (SELECT *, row_number() OVER (PARTITION BY refusal ORDER BY n DESC, model) AS k FROM m)
+         SELECT * FROM (
+           SELECT refusal, CASE WHEN k <= @per THEN model END AS model, sum(n) AS n, count(*) AS models
+           FROM r GROUP BY 1, 2
+         ) ORDER BY model IS NULL, n DESC, model`,
       )
-      .all(since, limit) as { refusal: string; model: string; n: number }[];
+      .all({ since, per }) as MissedRow[];
   }
 
   /** doctor: the tokens of the busiest minute since a time. */

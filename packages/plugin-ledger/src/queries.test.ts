@@ -6,7 +6,8 @@ import type { JobRecord, SelfTestResult } from '@usepod-agent/core';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { earnings, earningsCsv, GROUPINGS, type Grouping } from './earnings.js';
+import { ledgerChecks } from './doctor.js';
+import { earnings, earningsCsv, earningsReport, GROUPINGS, type Grouping } from './earnings.js';
 import { Ledger } from './ledger.js';
 import { selftestHistory } from './selftests.js';
 import { type LedgerSeries, ledgerSeries } from './series.js';
@@ -269,10 +270,11 @@ function expectSame(l: Ledger, rs: JobRecord[], since: number, by: Grouping, now
  */
 async function withManyModelIds(
   served: number,
-  fn: (l: Ledger, served: ReturnType<typeof oneJob>[]) => void,
+  fn: (l: Ledger, served: ReturnType<typeof oneJob>[], file: string) => void,
 ): Promise<void> {
   const d = await mkdtemp(join(tmpdir(), 'usepod-ledger-ids-'));
-  const l = Ledger.open(join(d, 'ledger.db'));
+  const file = join(d, 'ledger.db');
+  const l = Ledger.open(file);
   try {
     const jobs = Array.from({ length: served }, (_, i) =>
       oneJob({ model: `served-${i}`, inputTokens: 1_000 * (i + 1), inputPer1m: 1_000_000, outputPer1m: 0 }),
@@ -287,7 +289,7 @@ async function withManyModelIds(
       }),
     );
     l.write([...jobs, ...asked]);
-    fn(l, jobs);
+    fn(l, jobs, file);
   } finally {
     l.close();
     await rm(d, { recursive: true, force: true });
@@ -303,6 +305,129 @@ describe('the dashboard’s models when the coordinator named a model id per job
       const top = earnings(l, { since, by: 'model', now: NOW, top: 20 });
       expect(top).toEqual(all.slice(0, 20));
       expect(ledgerSeries(l, NOW).by_model.map((m) => m.group)).toEqual(top.map((m) => m.group));
+    });
+  });
+});
+
+describe('earnings, doctor and the dashboard when the coordinator named a model id per job', () => {
+  const config = {
+    limits: { max_concurrent: 4, max_request_bytes: 1 },
+    energy: { price_per_kwh: 0.25 },
+  } as unknown as Parameters<typeof ledgerChecks>[1];
+
+  it('earnings lists the models that earned most, chosen in SQL, and sums the rest as one: the totals stay whole', async () => {
+    await withManyModelIds(30, (l) => {
+      const since = NOW - 30 * 86_400_000;
+      const whole = earningsReport(l, { since, by: 'model', now: NOW });
+      expect(whole.rows).toHaveLength(5_030);
+      expect(whole.more).toBeNull();
+      const cut = earningsReport(l, { since, by: 'model', now: NOW, top: 10 });
+      expect(cut.rows).toEqual(whole.rows.slice(0, 10));
+      expect(cut.more).toMatchObject({ groups: 5_020, served: 20, missed: 5_000, failed: 0 });
+      expect(cut.more!.earnings_usdc).toBeCloseTo((20 * 21 * 1_000) / 2 / 1e6, 12);
+      expect(cut.totals).toEqual({
+        ...whole.totals,
+        earnings_usdc: expect.closeTo(whole.totals.earnings_usdc, 12),
+      });
+      // As a spreadsheet: the rest is one row, and the columns add up to the totals.
+      const csv = earningsCsv(cut.rows, cut.more, 'model').trim().split('\n');
+      expect(csv).toHaveLength(12);
+      expect(csv.at(-1)).toBe('(5020 more models),20,0,5000,0,210000,0,0.210000,,,,,,,');
+    });
+  });
+
+  it('doctor names the 5 most missed model ids (folded) and says how many more, with every refusal counted whole', async () => {
+    await withManyModelIds(0, (l, _served, file) => {
+      // 3,000 ids refused while paused, each once: the count was summed over the first 1,000 lines.
+      l.write(
+        Array.from({ length: 3_000 }, (_, i) =>
+          oneJob({
+            model: `p\u001b]0;x\u0007/${i}`,
+            outcome: 'error',
+            errorCode: 'out_of_capacity',
+            refusal: 'paused',
+          }),
+        ),
+      );
+      l.write(
+        Array.from({ length: 2 }, () =>
+          oneJob({
+            model: 'evil/\u001b[2J',
+            outcome: 'error',
+            errorCode: 'model_not_loaded',
+            refusal: 'model_not_loaded',
+          }),
+        ),
+      );
+      const checks = ledgerChecks(file, config, { engineCapacity: undefined }, NOW);
+      expect(checks.find((c) => c.name === 'missed: paused')?.detail).toBe(
+        '3000 job(s) refused in 24 h while the agent was paused',
+      );
+      const models = checks.filter((c) => c.name === 'missed: model');
+      expect(models.map((c) => c.detail)).toEqual([
+        '2 job(s) in 24 h asked for evil/ [2J, which no engine here serves',
+        '1 job(s) in 24 h asked for evil/0, which no engine here serves',
+        '1 job(s) in 24 h asked for evil/1, which no engine here serves',
+        '1 job(s) in 24 h asked for evil/10, which no engine here serves',
+        '1 job(s) in 24 h asked for evil/100, which no engine here serves',
+        'and 4996 job(s) in 24 h for 4996 more model(s) no engine here serves',
+      ]);
+      // The dashboard's reader gives the same rows: its lines are these.
+      expect(ledgerSeries(l, NOW).missed).toEqual(l.missed(NOW - 86_400_000));
+      expect(l.missed(NOW - 86_400_000).length).toBeLessThanOrEqual(12);
+    });
+  });
+
+  it('doctor compares the energy of the models that have some, past thousands of ids that earned nothing, and says how many more lose', async () => {
+    await withManyModelIds(0, (l, _served, file) => {
+      // Eight served models at 0.5 kWh each, none earning its energy (0.125 USDC at 0.25 per kWh); the
+      // last earns nothing at all, as the 5,000 refused ids do.
+      const served = Array.from({ length: 8 }, (_, i) =>
+        oneJob({
+          model: `m${i}`,
+          outputTokens: 1_000,
+          outputPer1m: i === 7 ? 0 : (8 - i) * 10_000,
+          inputPer1m: 0,
+        }),
+      );
+      l.write(served, [], {
+        jobs: served.map((j) => ({ jobId: j.jobId, receivedAt: j.receivedAt, wh: 500 })),
+      });
+      const energy = ledgerChecks(file, config, { engineCapacity: undefined }, NOW).filter(
+        (c) => c.name === 'energy',
+      );
+      expect(energy.map((c) => c.detail.split(' ')[0])).toEqual(['m0', 'm1', 'm2', 'm3', 'm4', 'and']);
+      expect(energy.at(-1)).toMatchObject({
+        level: 'warn',
+        detail: 'and 3 more model(s) under their energy cost in 7 days',
+      });
+      const report = earningsReport(l, {
+        since: NOW - 7 * 86_400_000,
+        by: 'model',
+        now: NOW,
+        top: 100,
+        measured: true,
+      });
+      expect(report.rows.map((r) => r.group)).toEqual(served.map((j) => j.model));
+    });
+  });
+});
+
+describe('doctor’s last job', () => {
+  it('never reads as served a negative time ago: a row received while the clock was ahead (set back since)', async () => {
+    await withManyModelIds(1, (l, served, file) => {
+      l.write([oneJob({ receivedAt: NOW + 3_600_000 })]);
+      const checks = ledgerChecks(
+        file,
+        { limits: { max_concurrent: 4 } } as never,
+        { engineCapacity: undefined },
+        NOW,
+      );
+      expect(checks.find((c) => c.name === 'last job')).toMatchObject({
+        level: 'ok',
+        detail: 'served 0 min ago',
+      });
+      expect(served).toHaveLength(1);
     });
   });
 });

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { JobRecord, Logger, SelfTestResult } from '@usepod-agent/core';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Ledger } from './ledger.js';
 import { LedgerWriter, type WriterOptions } from './writer.js';
 
 /**
@@ -338,5 +339,39 @@ describe('a ledger another process holds locked', () => {
     await again.write([job()]);
     expect(again.failing).toMatch(/locked/);
     expect(notices).toHaveLength(1);
+  });
+});
+
+describe('a ledger thread that does not answer (a disk that hangs)', () => {
+  it('lets the frames go after answerMs, says it once, keeps the records bounded, and writes each once when it answers', async () => {
+    const { writer, path, notices, recovered } = await setup({
+      busyMs: 3_600_000,
+      answerMs: 200,
+      maxPending: 3,
+    });
+    Ledger.open(path).close();
+    // The thread's writes wait (for a lock another connection holds, up to busyMs: an hour), and what is
+    // asked after them waits behind them, as on a disk that does not answer.
+    const other = new Database(path);
+    cleanup.push(async () => void (other.open && other.close()));
+    other.exec('BEGIN IMMEDIATE');
+    other.prepare('DELETE FROM selftests').run();
+    const a = job();
+    // Its frames waited core's 10 s, and every later batch's too, for as long as the disk hung.
+    await writer.write([a]);
+    expect(writer.failing).toMatch(/has not answered in 0.2 s/);
+    // Later records do not wait; past maxPending (3, the one in the thread included) they are dropped.
+    const later = [job(), job(), job()];
+    for (const r of later) await writer.write([r]);
+    expect(writer.pending).toBe(3);
+    // The counters' totals and status' figures (the agent's start waits for them) do not wait either.
+    expect(await writer.totals(Date.now() + 1)).toEqual([]);
+    await writer.refreshSummary();
+    expect(notices.filter((n) => !n.resolved)).toHaveLength(1);
+    other.exec('COMMIT');
+    other.close();
+    await recovered;
+    await writer.close();
+    expect(ids(path)).toEqual([a.jobId, later[0]!.jobId, later[1]!.jobId]);
   });
 });

@@ -37,9 +37,19 @@ export interface WriterOptions {
   periodsHeldMs?: number | undefined;
   /** Told each time the ledger's thread starts (true) or ends (false): tests, embedders. */
   onThread?: ((running: boolean) => void) | undefined;
+  /**
+   * How long the ledger's thread may take to answer before it is taken for hung (`ANSWER_MS` by default;
+   * more than `busyMs`): a disk that never answers blocks it in a system call, which nothing ends.
+   */
+  answerMs?: number | undefined;
 }
 
 const MAX_RETRY_MS = 60_000;
+/**
+ * How long the ledger's thread may go without answering before it is taken for hung: past a lock's wait
+ * (`busyMs`, 5 s) and a big older ledger's first summing (9.6 s for 1.5 M rows), short of a stall.
+ */
+export const ANSWER_MS = 30_000;
 /** How long energy periods may wait for a record to go with: one of the ledger's quarter hours. */
 const PERIODS_HELD_MS = BUCKET_MS;
 /** The thread's linger by default: a burst of jobs or a busy minute keeps it, an idle agent does not. */
@@ -84,10 +94,20 @@ export class LedgerWriter {
   readonly #o: WriterOptions;
   #worker: Worker | undefined;
   #nextId = 1;
-  readonly #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly #calls = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+  >();
+  /**
+   * The thread has left a request unanswered past `answerMs` (a disk that does not answer): what asks
+   * for a bounded answer gets its fallback at once, until the thread answers anything.
+   */
+  #hung = false;
   /** Records waiting for the next batch, with the writes they resolve. */
   #queue: Item[] = [];
   #waiters: (() => void)[] = [];
+  /** The writes the batch in flight resolves: a thread that hangs on it lets them go (`#stalled`). */
+  #flightWaiters: (() => void)[] = [];
   #writing = false;
   #current: Promise<void> | undefined;
   /** Records of the batch being written: they count against `maxPending` too. */
@@ -216,8 +236,11 @@ export class LedgerWriter {
       if (this.#recent.size > RECENT_JOBS) this.#recent.delete(this.#recent.keys().next().value!);
     }
     this.#enqueue(items);
-    // While the ledger fails the records wait for the retry, not the terminal frames.
-    if (this.#failing !== undefined) return Promise.resolve();
+    // While the ledger fails the records wait for the retry (or the hung thread), not the terminal frames.
+    if (this.#failing !== undefined) {
+      this.#pump();
+      return Promise.resolve();
+    }
     const done = new Promise<void>((resolve) => this.#waiters.push(resolve));
     this.#pump();
     return done;
@@ -264,20 +287,23 @@ export class LedgerWriter {
     this.#pump();
   }
 
-  /** The ledger's sums before `before` for the counters; none (said once) when it cannot be read. */
+  /**
+   * The ledger's sums before `before` for the counters; none (said once) when it cannot be read or its
+   * thread does not answer in `answerMs` (the agent's start waits for them).
+   */
   async totals(before: number): Promise<SeedGroup[]> {
     try {
-      return (await this.#call({ op: 'totals', before })) as SeedGroup[];
+      return (await this.#within(this.#call({ op: 'totals', before }), [])) as SeedGroup[];
     } catch (err) {
       this.#fail(err);
       return [];
     }
   }
 
-  /** Deletes rows past the retention; 0 when the ledger cannot be written. */
+  /** Deletes rows past the retention; 0 when the ledger cannot be written or does not answer in time. */
   async prune(days: number): Promise<number> {
     try {
-      return (await this.#call({ op: 'prune', days })) as number;
+      return (await this.#within(this.#call({ op: 'prune', days }), 0)) as number;
     } catch (err) {
       this.#fail(err);
       return 0;
@@ -296,24 +322,27 @@ export class LedgerWriter {
     return s?.value;
   }
 
+  /**
+   * Sums `status`' figures again; waits at most `answerMs` (the agent's start waits for it). A pass the
+   * thread has not answered stays the only one asked: status, read every few seconds, asks no more.
+   */
   async refreshSummary(now = new Date()): Promise<void> {
     if (this.#summarising || this.#newer || this.#closed) return;
     this.#summarising = true;
-    try {
-      const today = midnight(now);
-      const week = now.getTime() - WEEK_MS;
-      const { oldest, ...value } = (await this.#call({ op: 'summary', today, week })) as {
-        today: Window;
-        last_7_days: Window;
-        oldest: number | null;
-      };
-      const slides = oldest === null ? Number.POSITIVE_INFINITY : oldest + WEEK_MS;
-      this.#summary = { at: now.getTime(), today, week, slides, value };
-    } catch {
+    const today = midnight(now);
+    const week = now.getTime() - WEEK_MS;
+    const pass = this.#call({ op: 'summary', today, week })
+      .then((v) => {
+        const { oldest, ...value } = v as { today: Window; last_7_days: Window; oldest: number | null };
+        const slides = oldest === null ? Number.POSITIVE_INFINITY : oldest + WEEK_MS;
+        this.#summary = { at: now.getTime(), today, week, slides, value };
+      })
       // The write path says what fails; status shows the last figures it had.
-    } finally {
-      this.#summarising = false;
-    }
+      .catch(() => {})
+      .finally(() => {
+        this.#summarising = false;
+      });
+    await this.#within(pass, undefined);
   }
 
   /** Writes what waits (bounded by `waitMs`), then closes the file and ends the thread. */
@@ -401,6 +430,7 @@ export class LedgerWriter {
     const waiters = this.#waiters;
     this.#queue = [];
     this.#waiters = [];
+    this.#flightWaiters = waiters;
     this.#inFlight = batch.length;
     const jobs: JobRecord[] = [];
     const tests: SelfTestResult[] = [];
@@ -425,6 +455,7 @@ export class LedgerWriter {
       this.#fail(err);
     } finally {
       this.#writing = false;
+      this.#flightWaiters = [];
       for (const w of waiters) w();
       this.#metrics?.pending.set(this.pending);
     }
@@ -467,23 +498,7 @@ export class LedgerWriter {
       this.#release();
       return;
     }
-    this.#failureCount++;
-    this.#metrics?.failures.inc();
-    if (this.#failing === undefined) {
-      this.#failing = e.message;
-      this.#o.log.warn(
-        `the ledger ${this.#o.path} cannot be written: ${e.message}; records are kept and retried, the agent serves on (USEPOD_LEDGER)`,
-        { ...(e.sqliteCode ? { sqlite: e.sqliteCode } : {}) },
-      );
-      this.#o.notify({
-        name: 'ledger_failing',
-        severity: 'warning',
-        title: 'The ledger cannot be written',
-        message: `${this.#o.path}: ${e.message}. Jobs are served; their records wait for a retry.`,
-      });
-      // Frames waiting for a record are not held through a retry.
-      this.#release();
-    }
+    this.#failed(e.message, e.sqliteCode);
     if (!this.#closed && !this.#retryTimer) {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = undefined;
@@ -495,6 +510,64 @@ export class LedgerWriter {
       }, this.#retryMs);
       this.#retryTimer.unref();
     }
+  }
+
+  /** Counts a failure; the first one of a spell is said (a warning, a notice) and frames stop waiting. */
+  #failed(why: string, sqliteCode?: string): void {
+    this.#failureCount++;
+    this.#metrics?.failures.inc();
+    if (this.#failing !== undefined) return;
+    this.#failing = why;
+    this.#o.log.warn(
+      `the ledger ${this.#o.path} cannot be written: ${why}; records are kept and retried, the agent serves on (USEPOD_LEDGER)`,
+      { ...(sqliteCode ? { sqlite: sqliteCode } : {}) },
+    );
+    this.#o.notify({
+      name: 'ledger_failing',
+      severity: 'warning',
+      title: 'The ledger cannot be written',
+      message: `${this.#o.path}: ${why}. Jobs are served; their records wait for a retry.`,
+    });
+    // Frames waiting for a record are not held through a retry.
+    this.#release();
+  }
+
+  /**
+   * A request the thread has not answered in `answerMs`: the ledger fails (said once, counted once per
+   * spell) and frames stop waiting, but the request stays the thread's (it may commit yet: sending its records again could write
+   * them twice) and the thread stays the only one (a new one would hang on the same disk). Its answer,
+   * when it comes, carries on as any answer does.
+   */
+  #stalled(): void {
+    if (this.#closed || this.#newer || this.#hung) return;
+    this.#hung = true;
+    this.#failed(`its thread has not answered in ${this.#answerMs / 1000} s (a disk that does not answer?)`);
+  }
+
+  /**
+   * The hung thread answered: what waits is written, or an empty write tells whether the file is writable
+   * again (a write the thread was stuck in tells it itself).
+   */
+  #woke(): void {
+    if (this.#failing === undefined || this.#writing || this.#retryTimer || this.#closed) return;
+    if (this.#queue.length > 0) this.#pump();
+    else void this.#probe();
+  }
+
+  get #answerMs(): number {
+    return this.#o.answerMs ?? ANSWER_MS;
+  }
+
+  /** `p`, or `fallback` once the thread has not answered in `answerMs` (at once if it is hung already). */
+  #within<T, F>(p: Promise<T>, fallback: F): Promise<T | F> {
+    if (this.#hung) return Promise.resolve(fallback);
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      p,
+      new Promise<F>((resolve) => {
+        timer = setTimeout(() => resolve(fallback), this.#answerMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 
   async #probe(): Promise<void> {
@@ -526,7 +599,8 @@ export class LedgerWriter {
   }
 
   #release(): void {
-    const waiters = this.#waiters;
+    const waiters = this.#flightWaiters.concat(this.#waiters);
+    this.#flightWaiters = [];
     this.#waiters = [];
     for (const w of waiters) w();
   }
@@ -538,8 +612,12 @@ export class LedgerWriter {
       const call = this.#calls.get(m.id);
       if (!call) return;
       this.#calls.delete(m.id);
+      clearTimeout(call.timer);
+      const woke = this.#hung;
+      this.#hung = false;
       if (m.ok) call.resolve(m.value);
       else call.reject(new WorkerError(m.error, m.code, m.newer));
+      if (woke) this.#woke();
       this.#idle();
     });
     const gone = (why: string) => {
@@ -549,7 +627,11 @@ export class LedgerWriter {
       this.#linger = undefined;
       this.#o.onThread?.(false);
       // Started again by the next need (a record, a retry, a job, a query).
-      for (const c of this.#calls.values()) c.reject(new WorkerError(why, undefined, false));
+      this.#hung = false;
+      for (const c of this.#calls.values()) {
+        clearTimeout(c.timer);
+        c.reject(new WorkerError(why, undefined, false));
+      }
       this.#calls.clear();
     };
     w.on('error', (err) => gone(`the ledger thread failed: ${err.message}`));
@@ -607,7 +689,9 @@ export class LedgerWriter {
     const id = this.#nextId++;
     const w = this.#worker;
     return new Promise((resolve, reject) => {
-      this.#calls.set(id, { resolve, reject });
+      const timer = setTimeout(() => this.#stalled(), this.#answerMs);
+      timer.unref();
+      this.#calls.set(id, { resolve, reject, timer });
       w.postMessage({ ...req, id });
     });
   }

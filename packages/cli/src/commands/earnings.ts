@@ -13,6 +13,12 @@ import {
 } from '@usepod-agent/plugin-ledger';
 import { BaseCommand, failUsage, jsonFlag } from '../base.js';
 
+/**
+ * The models listed by `--by model`, those that earned most (chosen in SQL); the rest are one line. A
+ * refused job keeps the coordinator's model id: 500,000 of them were hundreds of MB read whole.
+ */
+const MODELS_SHOWN = 50;
+
 export default class Earnings extends BaseCommand {
   static override summary = 'What you earned, served and missed, from the ledger on this machine.';
   static override description =
@@ -64,7 +70,12 @@ export default class Earnings extends BaseCommand {
     const tariff = tariffOf(energy.success ? energy.data : undefined);
     const ledger = openLedger(path, { readonly: true });
     try {
-      const report = earningsReport(ledger, { since, by: flags.by, tariff });
+      const report = earningsReport(ledger, {
+        since,
+        by: flags.by,
+        tariff,
+        top: flags.by === 'model' ? MODELS_SHOWN : undefined,
+      });
       if (flags.json) {
         this.printJson({
           since: new Date(since).toISOString(),
@@ -76,7 +87,7 @@ export default class Earnings extends BaseCommand {
       }
       if (flags.csv) {
         // The same in every locale; a coordinator's `=HYPERLINK(...)` stays text in the spreadsheet.
-        process.stdout.write(earningsCsv(report.rows));
+        process.stdout.write(earningsCsv(report.rows, report.more, flags.by));
         return;
       }
       this.#table(report, flags.by, since);
@@ -86,7 +97,7 @@ export default class Earnings extends BaseCommand {
   }
 
   #table(report: EarningsReport, by: string, since: number): void {
-    const { rows, totals } = report;
+    const { rows, totals, more } = report;
     this.out(`Since ${new Date(since).toISOString()}, by ${by}:`);
     if (rows.length === 0) {
       this.out('No jobs in this window.');
@@ -133,6 +144,21 @@ export default class Earnings extends BaseCommand {
       `${(r.busy * 100).toFixed(1)}%`,
       ...energyCells(r),
     ]);
+    const noEnergy = { energy_kwh: null, energy_cost_usdc: null, net_usdc: null, usdc_per_kwh: null };
+    // What the list left out, summed, so the columns still add up to the total.
+    if (more)
+      cells.push([
+        `and ${more.groups} more`,
+        String(more.served),
+        String(more.failed),
+        String(more.missed),
+        String(more.input_tokens),
+        String(more.output_tokens),
+        more.earnings_usdc.toFixed(6),
+        '',
+        '',
+        ...energyCells(noEnergy),
+      ]);
     // The total's energy is all the GPUs used in the window, idle time included.
     cells.push([
       'total',
