@@ -7,12 +7,14 @@ import { join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { AgentPlugin } from '@usepod-agent/core';
+import ledgerPlugin from '@usepod-agent/plugin-ledger';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { render } from '../packages/cli/src/commands/status.js';
 import { cli, homeEnv } from './cli.js';
-import { type Rig, rig } from './helpers.js';
+import { hello, type Rig, rig } from './helpers.js';
 
 /**
  * The owner's surfaces as attackers see them (issue 28, point 9): another local user, a browser page, a
@@ -202,6 +204,24 @@ describe('the status server (/status, /readyz, /metrics) against a local user an
         expect(body.sections[bad]).toEqual({ error: expect.any(String) });
     }
     expect((await fetch(`http://${a.host}:${a.port}/healthz`)).status).toBe(200);
+  });
+
+  it('`status` says when the ledger cannot be written, and how many records wait', async () => {
+    const dir = await scratch('usepod-ledger-status-');
+    // The ledger's path is a folder: SQLite cannot open it, as on a full or read-only disk.
+    const file = join(dir, 'taken');
+    await mkdir(file);
+    r = await rig({ config: { ledger: { path: file } }, plugins: [vllmPlugin, ledgerPlugin] });
+    expect((await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).type).toBe(
+      'job_done',
+    );
+    await expect
+      .poll(() => (r!.t.agent.status().sections.ledger as { failing?: string }).failing)
+      .toBeTruthy();
+    const shown = render(r.t.agent.status(), 'here');
+    expect(shown).toMatch(
+      /^ {2}LEDGER {8}cannot be written: .+; 1 record\(s\) wait to be written \(jobs are served; see the log\)$/m,
+    );
   });
 
   it('a hold reason with escape sequences reaches /readyz folded', async () => {

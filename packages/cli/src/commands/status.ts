@@ -19,6 +19,9 @@ interface LedgerWindow {
 /** The ledger plugin's status section: today and the last 7 days. */
 interface LedgerSection {
   file: string | null;
+  /** Why the ledger cannot be written now (its records wait, the agent serves on). */
+  failing?: string;
+  pending?: number;
   today?: LedgerWindow;
   last_7_days?: LedgerWindow;
 }
@@ -256,6 +259,13 @@ export function render(s: AgentStatus, addr: string): string {
   if (l?.today && l.last_7_days) {
     lines.push(`  today         ${usdc(l.today)}`);
     lines.push(`  last 7 days   ${usdc(l.last_7_days)}   (ledger; \`usepod-agent earnings\` for more)`);
+  }
+  // The earnings history is the owner's record: that it is not being kept must show where they look.
+  if (typeof l?.failing === 'string') {
+    const waiting = typeof l.pending === 'number' ? `; ${l.pending} record(s) wait to be written` : '';
+    lines.push(
+      `  LEDGER        cannot be written: ${engineText(l.failing, 200)}${waiting} (jobs are served; see the log)`,
+    );
   }
   for (const [name, value] of Object.entries(others)) lines.push(...sectionLines(name, value));
   return lines.join('\n');
