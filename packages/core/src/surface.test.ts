@@ -83,6 +83,8 @@ describe('public surfaces', () => {
       'MAX_CONFIG_BYTES',
       'backendIdentity',
       'backendLabels',
+      'checkIssueAnswer',
+      'checkPollAnswer',
       'debugRequested',
       'expandHome',
       'findConfigFile',
