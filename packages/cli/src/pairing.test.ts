@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -115,6 +115,23 @@ describe('setup against a hostile coordinator', () => {
       }
     }
   }, 90_000);
+
+  it('says so before pairing when another user could replace the key it pairs', async () => {
+    const coordinator = await serve((req, _body, res) =>
+      json(res, req.url === '/v1/host/pair/issue' ? ISSUED : { status: 'expired' }),
+    );
+    const open = join(dir, 'open');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    try {
+      const out = await setup(coordinator.url, 'open');
+      expect(out.stderr).toContain(
+        `warning: identity file ${join(open, 'identity.key')} is in a folder another user can change (${open}, owner ${process.getuid?.()}, mode 0777)`,
+      );
+    } finally {
+      await new Promise((r) => coordinator.server.close(r));
+    }
+  });
 
   it('does not follow a redirect: the poll token goes nowhere but the coordinator named', async () => {
     const elsewhere = await serve((_req, _body, res) => json(res, { status: 'pending' }));
