@@ -29,6 +29,7 @@ describe('public surfaces', () => {
       'STATUS_PROOF_PATH',
       'UsepodError',
       'checkTimezone',
+      'childEnv',
       'configureLogging',
       'createAgent',
       'createLogger',
