@@ -1,11 +1,12 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { createTestAgent, TestCoordinator, VllmEmulator } from '@usepod-agent/testkit';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { verifySignature } from '../packages/core/src/identity/identity.js';
+import { BIN, homeEnv } from './cli.js';
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -229,6 +230,39 @@ describe('handshake (PROTOCOL.md section 2)', () => {
     expect(waits[3]!.preAuthFailures).toBe(0);
     expect(waits[3]!.waitMs).toBeLessThanOrEqual(40 * 1.2 + 1);
   });
+
+  it("logs auth_failed's reason escaped, in text and JSON: no terminal escape, C1 or bidi control reaches a line raw", async () => {
+    const reason = '\u001b]0;owned\u0007\u001b[2Jkey \u202edeyovér\u009b31m\u2066';
+    const coordinator = await TestCoordinator.start({ authorize: () => ({ ok: false, reason }) });
+    cleanup.push(() => coordinator.close());
+    const dir = await mkdtemp(join(tmpdir(), 'usepod-refused-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const cfg = join(dir, 'agent.toml');
+    const toml = `[coordinator]\nurl = "${coordinator.url}"\n[identity]\nkey_path = "${join(dir, 'identity.key')}"\n`;
+    await writeFile(cfg, `${toml}[observability]\nprometheus_addr = "127.0.0.1:0"\n`, { mode: 0o600 });
+    for (const format of ['text', 'json']) {
+      const child = spawn(process.execPath, [BIN, 'run', '--config', cfg, '--allow-insecure'], {
+        env: { ...homeEnv(dir), USEPOD_LOG_FORMAT: format },
+      });
+      let out = '';
+      for (const s of [child.stdout!, child.stderr!])
+        s.on('data', (d: Buffer) => (out += d.toString('utf8')));
+      const exited = new Promise((r) => child.on('exit', r));
+      try {
+        await vi.waitFor(() => expect(out).toContain('coordinator refused authentication'), {
+          timeout: 15_000,
+        });
+      } finally {
+        child.kill('SIGTERM');
+        await exited;
+      }
+      const line = out.split('\n').find((l) => l.includes('coordinator refused authentication'))!;
+      // Before: U+202E and U+2066 went out as they came, and reversed what followed them on screen.
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters that must not pass.
+      expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/);
+      expect(line).toContain('\\u202edeyov');
+    }
+  }, 40_000);
 
   it('treats a wrong first frame, a binary frame and silence as pre-auth protocol errors', async () => {
     let n = 0;

@@ -233,6 +233,18 @@ describe('usepod-agent CLI', () => {
     const json = JSON.parse((await cli(['enroll', '--config', path, '--json'])).stdout);
     expect(json).toMatchObject({ file: key, provider_id: null, new: false });
     expect(JSON.stringify(json)).not.toContain(secret);
+
+    // A provider id an older agent took from its coordinator unchecked: shown folded, never raw.
+    const text = await readFile(key, 'utf8');
+    await writeFile(
+      key,
+      text.replace('-----END', 'provider_id: prov\u001b]0;owned\u0007\u001b[2J\u202e1\n-----END'),
+    );
+    const shown = await cli(['identity', '--config', path]);
+    expect(shown.code).toBe(0);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters that must not pass.
+    expect(shown.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/);
+    expect(shown.stdout).toContain('provider id  prov ]0;owned [2J 1');
   });
 });
 

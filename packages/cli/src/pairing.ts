@@ -1,28 +1,21 @@
 import { AGENT_VERSION, errorMessage, readBoundedText, UsepodError } from '@usepod-agent/core';
-import { redactor } from '@usepod-agent/core/cli';
+import {
+  checkIssueAnswer,
+  checkPollAnswer,
+  type IssueAnswer,
+  type ModelConfig,
+  type PollAnswer,
+  redactor,
+} from '@usepod-agent/core/cli';
 
 /**
  * The agent side of device-flow pairing (PROTOCOL.md section 9).
  */
 export const PRODUCTION_BASE = 'https://api.usepod.ai';
 
-export interface IssueResponse {
-  pair_code: string;
-  poll_token: string;
-  expires_at: string;
-}
-
-export interface ModelConfig {
-  model_id: string;
-  input_per_1m: number;
-  output_per_1m: number;
-  max_concurrent?: number;
-}
-
-export type PollResponse =
-  | { status: 'pending' }
-  | { status: 'expired' }
-  | { status: 'active'; host_token: string; provider_id: string; model_config: ModelConfig[] };
+export type { ModelConfig };
+export type IssueResponse = IssueAnswer;
+export type PollResponse = PollAnswer;
 
 export interface PollCapabilities {
   backends: { kind: string; url: string; models: string[] }[];
@@ -46,7 +39,7 @@ export function pairPageFor(base: string): string {
 /** A pairing answer is a few hundred bytes of JSON. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
 
-async function post<T>(base: string, path: string, body: unknown): Promise<T> {
+async function post(base: string, path: string, body: unknown): Promise<unknown> {
   const url = `${base.replace(/\/+$/, '')}${path}`;
   let res: Response;
   const deadline = AbortSignal.timeout(15_000);
@@ -56,6 +49,9 @@ async function post<T>(base: string, path: string, body: unknown): Promise<T> {
       headers: { 'content-type': 'application/json', 'user-agent': `usepod-agent/${AGENT_VERSION}` },
       body: JSON.stringify(body),
       signal: deadline,
+      // Not followed: a redirect would carry the poll token (in the body) to wherever it names, over
+      // plain HTTP too. The protocol has none; the coordinator's own address is what --coordinator takes.
+      redirect: 'manual',
     });
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? errorMessage(err);
@@ -80,6 +76,13 @@ async function post<T>(base: string, path: string, body: unknown): Promise<T> {
       { user: true },
     );
   }
+  if (res.status >= 300 && res.status < 400) {
+    throw new UsepodError(
+      'USEPOD_PAIRING_FAILED',
+      `${path} answered HTTP ${res.status}, a redirect, which pairing does not follow: pass the coordinator's own address to --coordinator`,
+      { user: true },
+    );
+  }
   if (!res.ok) {
     const detail = text.length > 200 ? `${text.slice(0, 200)}...` : text;
     throw new UsepodError(
@@ -91,7 +94,7 @@ async function post<T>(base: string, path: string, body: unknown): Promise<T> {
     );
   }
   try {
-    return JSON.parse(text) as T;
+    return JSON.parse(text) as unknown;
   } catch {
     throw new UsepodError('USEPOD_PAIRING_FAILED', `${path} answered with a body that is not JSON`, {
       user: true,
@@ -99,8 +102,19 @@ async function post<T>(base: string, path: string, body: unknown): Promise<T> {
   }
 }
 
-export function issuePairing(base: string, agentPubkey: string): Promise<IssueResponse> {
-  return post<IssueResponse>(base, '/v1/host/pair/issue', { agent_pubkey: agentPubkey });
+/** An answer that is not what PROTOCOL.md 9 says: one line naming the field, never its value. */
+function checked<T>(base: string, path: string, c: { ok: true; answer: T } | { ok: false; why: string }): T {
+  if (c.ok) return c.answer;
+  throw new UsepodError(
+    'USEPOD_PAIRING_FAILED',
+    `${path} answered ${c.why}: ${new URL(base).origin} does not pair as the Use Pod coordinator does; check --coordinator`,
+    { user: true },
+  );
+}
+
+export async function issuePairing(base: string, agentPubkey: string): Promise<IssueResponse> {
+  const path = '/v1/host/pair/issue';
+  return checked(base, path, checkIssueAnswer(await post(base, path, { agent_pubkey: agentPubkey })));
 }
 
 export async function pollPairing(
@@ -108,7 +122,12 @@ export async function pollPairing(
   pollToken: string,
   capabilities: PollCapabilities,
 ): Promise<PollResponse> {
-  const res = await post<PollResponse>(base, '/v1/host/pair/poll', { poll_token: pollToken, capabilities });
+  const path = '/v1/host/pair/poll';
+  const res = checked(
+    base,
+    path,
+    checkPollAnswer(await post(base, path, { poll_token: pollToken, capabilities })),
+  );
   if (res.status === 'active') redactor.add(res.host_token);
   return res;
 }

@@ -29,3 +29,10 @@ export { debugRequested } from './observability/log.js';
 export { redactor } from './observability/redact.js';
 export { readStatusToken, statusTokenPath } from './observability/status-token.js';
 export type { RegisteredKind } from './plugins/kinds.js';
+export {
+  checkIssueAnswer,
+  checkPollAnswer,
+  type IssueAnswer,
+  type ModelConfig,
+  type PollAnswer,
+} from './protocol/pairing.js';

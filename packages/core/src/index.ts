@@ -25,6 +25,7 @@ export {
   quietWindowAt as windowAt,
 } from './agent/schedule.js';
 export type { Backend, BackendModel } from './backend/backend.js';
+export { childEnv } from './child-env.js';
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './config/load.js';
 export type { BackendConfig, Config, ConfigInput } from './config/schema.js';
 export {

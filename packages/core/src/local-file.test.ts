@@ -15,10 +15,16 @@ afterAll(async () => {
 
 describe('readLocalText', () => {
   it('reads a small regular file; says missing for nothing there', async () => {
-    await writeFile(join(dir, 'a.json'), '{"a":1}');
-    expect(await readLocalText(join(dir, 'a.json'), 100)).toEqual({ kind: 'text', text: '{"a":1}' });
+    await writeFile(join(dir, 'a.json'), '{"a":1}', { mode: 0o640 });
+    // With the mode and owner of the file read (its open descriptor's), for checks that must not look twice.
+    expect(await readLocalText(join(dir, 'a.json'), 100)).toEqual({
+      kind: 'text',
+      text: '{"a":1}',
+      mode: (await stat(join(dir, 'a.json'))).mode,
+      uid: (await stat(join(dir, 'a.json'))).uid,
+    });
     await writeFile(join(dir, 'empty'), '');
-    expect(await readLocalText(join(dir, 'empty'), 100)).toEqual({ kind: 'text', text: '' });
+    expect(await readLocalText(join(dir, 'empty'), 100)).toMatchObject({ kind: 'text', text: '' });
     expect(await readLocalText(join(dir, 'none'), 100)).toEqual({ kind: 'missing' });
   });
 
@@ -45,7 +51,7 @@ describe('readLocalText', () => {
   it.skipIf(process.platform === 'win32')('with noLink refuses a symbolic link in its place', async () => {
     await writeFile(join(dir, 'target'), 'secret');
     await symlink(join(dir, 'target'), join(dir, 'link'));
-    expect(await readLocalText(join(dir, 'link'), 100)).toEqual({ kind: 'text', text: 'secret' });
+    expect(await readLocalText(join(dir, 'link'), 100)).toMatchObject({ kind: 'text', text: 'secret' });
     expect(await readLocalText(join(dir, 'link'), 100, { noLink: true })).toMatchObject({
       kind: 'refused',
       why: 'is a symbolic link',

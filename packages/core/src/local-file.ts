@@ -27,7 +27,8 @@ export interface LocalTextOptions {
 
 /** What reading a small local file gave: its text, nothing there, or why it was not read. */
 export type LocalText =
-  | { kind: 'text'; text: string }
+  /** `mode` and `uid` are the open file's: those of what was read, whatever is at the path by now. */
+  | { kind: 'text'; text: string; mode: number; uid: number }
   | { kind: 'missing' }
   /** There, but not read: `why` is a clause for a one-line message ("is not a regular file (a FIFO)"). */
   | { kind: 'refused'; why: string; code?: string | undefined };
@@ -57,9 +58,9 @@ function failedRead(e: NodeJS.ErrnoException): LocalText {
 }
 
 /** The text read, unless the file held more than its size said when it was opened. */
-function textOf(buf: Buffer, got: number, size: number): LocalText {
-  if (got > size) return { kind: 'refused', why: 'grew while it was read' };
-  return { kind: 'text', text: buf.subarray(0, got).toString('utf8') };
+function textOf(buf: Buffer, got: number, st: Stats): LocalText {
+  if (got > st.size) return { kind: 'refused', why: 'grew while it was read' };
+  return { kind: 'text', text: buf.subarray(0, got).toString('utf8'), mode: st.mode, uid: st.uid };
 }
 
 /**
@@ -87,7 +88,7 @@ export async function readLocalText(path: string, max: number, o: LocalTextOptio
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    return textOf(buf, got, st.size);
+    return textOf(buf, got, st);
   } catch (err) {
     return failedRead(err as NodeJS.ErrnoException);
   } finally {
@@ -117,7 +118,7 @@ export function readLocalTextSync(path: string, max: number, o: LocalTextOptions
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    return textOf(buf, got, st.size);
+    return textOf(buf, got, st);
   } catch (err) {
     return failedRead(err as NodeJS.ErrnoException);
   } finally {

@@ -16,7 +16,7 @@ import {
   VllmEmulator,
 } from '@usepod-agent/testkit';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import gpuPlugin, { type GpuPlugin, type GpuPluginOptions, type JobEnergy } from './index.js';
+import gpuPlugin, { type GpuPlugin, type GpuPluginOptions, type JobEnergy, toolRunner } from './index.js';
 
 /**
  * The GPU plugin in-process (issues 19, 28, 31): an agent with `plugins: [vllm, gpuPlugin()]`, a test
@@ -257,6 +257,26 @@ describe('GPU-aware yielding in-process', () => {
 });
 
 describe('GPU tools are bounded (issue 28)', () => {
+  it.skipIf(process.platform === 'win32')(
+    "run without the agent's enrollment code in their environment",
+    async () => {
+      const tools = join(dir, 'env-tools');
+      await mkdir(tools);
+      await writeFile(join(tools, 'nvidia-smi'), '#!/bin/sh\nenv\n', { mode: 0o755 });
+      process.env.USEPOD_ENROLLMENT_CODE = 'POD-ENROLL-GPUTEST7';
+      const runner = toolRunner({ path: tools });
+      try {
+        const env = await runner.run('nvidia-smi', []);
+        // Before: every tool the plugin ran had it.
+        expect(env).not.toContain('POD-ENROLL-GPUTEST7');
+        expect(env).toMatch(/^PATH=/m);
+      } finally {
+        runner.stop();
+        delete process.env.USEPOD_ENROLLMENT_CODE;
+      }
+    },
+  );
+
   it('kills a nvidia-smi that hangs and ignores SIGTERM, warns, and yields at the next poll', async () => {
     await put('hang', '');
     // A short deadline here only (elsewhere a fake tool slow to start on a loaded machine would read as a

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { engineText, killGroup } from '@usepod-agent/core';
+import { childEnv, engineText, killGroup } from '@usepod-agent/core';
 
 /**
  * Runs a GPU tool (nvidia-smi, rocm-smi) with hard bounds (issue 28): a wedged driver makes nvidia-smi
@@ -14,7 +14,7 @@ import { engineText, killGroup } from '@usepod-agent/core';
 export type RunTool = (cmd: string, args: readonly string[]) => Promise<string>;
 
 export interface ToolOptions {
-  /** The folders (PATH syntax) the tools are looked up in (default: the agent's PATH); they run with the agent's environment. */
+  /** The folders (PATH syntax) the tools are looked up in (default: the agent's PATH); they run with the agent's environment, less its secrets (core's `childEnv`). */
   path?: string | undefined;
   /** How long a tool may take (default 10 s). */
   timeoutMs?: number | undefined;
@@ -62,7 +62,7 @@ export function toolRunner(opts: ToolOptions = {}): ToolRunner {
         return;
       }
       // detached: the tool leads its own group, so a shell wrapper's children die with it (killGroup).
-      const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: childEnv() });
       running.add(child);
       const out: Buffer[] = [];
       let outBytes = 0;

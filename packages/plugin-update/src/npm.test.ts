@@ -149,6 +149,33 @@ async function tinyRegistry(work: string, script: string): Promise<{ url: string
 
 describe('installVersion', () => {
   it.skipIf(process.platform === 'win32')(
+    "runs npm, and the install scripts of what it installs, without the agent's enrollment code",
+    async () => {
+      const work = mkdtempSync(join(tmpdir(), 'usepod-npm-env-'));
+      const cache = process.env.npm_config_cache;
+      process.env.npm_config_cache = join(work, 'cache');
+      // A container's way to give the code (a Kubernetes Secret); the updater's npm needs none of it.
+      process.env.USEPOD_ENROLLMENT_CODE = 'POD-ENROLL-ENVTEST9';
+      const seen = join(work, 'env.txt');
+      const reg = await tinyRegistry(work, `env > ${seen}`);
+      try {
+        await installVersion(join(work, 'versions'), '9.9.9', reg.url);
+        const env = readFileSync(seen, 'utf8');
+        // Before: the release's install script (and every dependency's) read it from its environment.
+        expect(env).not.toContain('POD-ENROLL-ENVTEST9');
+        expect(env).toContain(`npm_config_cache=${join(work, 'cache')}`);
+      } finally {
+        reg.close();
+        delete process.env.USEPOD_ENROLLMENT_CODE;
+        if (cache === undefined) delete process.env.npm_config_cache;
+        else process.env.npm_config_cache = cache;
+        rmSync(work, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
+
+  it.skipIf(process.platform === 'win32')(
     'removes its half install when a step after npm fails (a full disk under the plugin list), and when npm fails',
     async () => {
       const work = mkdtempSync(join(tmpdir(), 'usepod-npm-install-'));

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { killGroup, readLocalText } from '@usepod-agent/core';
+import { childEnv, killGroup, readLocalText } from '@usepod-agent/core';
 import { z } from 'zod';
 import { COMPANIONS_FILE, type Companion, PACKAGE_NAME } from './companions.js';
 import { npmInvocation } from './npm-command.js';
@@ -46,7 +46,8 @@ export function run(
       windowsHide: true,
       windowsVerbatimArguments: npm.verbatim,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, npm_config_update_notifier: 'false' },
+      // Not the agent's secrets: npm runs the install scripts of every package it installs.
+      env: childEnv({ npm_config_update_notifier: 'false' }),
     });
     for (const name of ['stdout', 'stderr'] as const) {
       child[name].setEncoding('utf8');

@@ -1,5 +1,5 @@
 import * as Flags from '@oclif/core/flags';
-import { loadConfig } from '@usepod-agent/core';
+import { engineText, loadConfig } from '@usepod-agent/core';
 import { DEFAULT_IDENTITY_PATH, findConfigFile, loadOrCreateIdentity } from '@usepod-agent/core/cli';
 import { BaseCommand, jsonFlag } from '../base.js';
 
@@ -46,8 +46,10 @@ export default class Identity extends BaseCommand {
     if (created) this.out(`Created a new identity at ${identity.path} (mode 0600). Back this file up.`);
     this.out(`public key   ${identity.publicKey}`);
     this.out(`fingerprint  ${identity.fingerprint}`);
+    // Folded: a file an older agent wrote holds whatever id its coordinator sent, escapes included.
+    const providerId = identity.providerId === undefined ? undefined : engineText(identity.providerId, 200);
     this.out(
-      `provider id  ${identity.providerId ?? '(not assigned yet: run `usepod-agent setup`, or set coordinator.enrollment_code)'}`,
+      `provider id  ${providerId ?? '(not assigned yet: run `usepod-agent setup`, or set coordinator.enrollment_code)'}`,
     );
     this.out(`file         ${identity.path}`);
   }

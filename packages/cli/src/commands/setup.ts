@@ -98,7 +98,8 @@ export default class Setup extends BaseCommand {
         { user: true },
       );
     }
-    const { identity, created } = await loadOrCreateIdentity(flags.identity);
+    const { identity, created, permissionWarning } = await loadOrCreateIdentity(flags.identity);
+    if (permissionWarning) process.stderr.write(`warning: ${permissionWarning}\n`);
     this.out(
       created
         ? `Created identity ${identity.path} (${identity.fingerprint}).`

@@ -1,5 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -108,6 +119,45 @@ describe('identity file (PROTOCOL.md section 7)', () => {
     await chmod(path, 0o644);
     const { permissionWarning } = await loadOrCreateIdentity(path);
     expect(permissionWarning).toMatch(/readable by group or others.*chmod 600/);
+  });
+
+  it('warns when another user could replace the key: its folder, a link into such a folder, a folder or file of theirs', async () => {
+    const warned = async (path: string) => (await loadOrCreateIdentity(path)).permissionWarning;
+    const open = join(dir, 'open');
+    await mkdir(open);
+    await chmod(open, 0o757);
+    // Made there, and found there: whoever can write the folder can rename their own key over it.
+    expect(await warned(join(open, 'identity.key'))).toBe(
+      `identity file ${join(open, 'identity.key')} is in a folder another user can change (${open}, owner ${process.getuid?.()}, mode 0757): they could replace the key; keep it in a folder only this user can write, such as ~/.usepod-agent`,
+    );
+    expect(await warned(join(open, 'identity.key'))).toMatch(/in a folder another user can change/);
+    const own = join(dir, 'own');
+    await mkdir(own, { mode: 0o700 });
+    await symlink(join(open, 'identity.key'), join(own, 'identity.key'));
+    expect(await warned(join(own, 'identity.key'))).toContain(`(${open}, owner`);
+    // A sticky folder (/tmp): others may add files, never rename or remove ours.
+    const sticky = join(dir, 'sticky');
+    await mkdir(sticky);
+    await chmod(sticky, 0o1777);
+    expect(await warned(join(sticky, 'identity.key'))).toBeUndefined();
+    // Group-writable for this process's own group (a Kubernetes volume's fsGroup): no one else's.
+    const mine = join(dir, 'group');
+    await mkdir(mine);
+    await chmod(mine, 0o770);
+    expect(await warned(join(mine, 'identity.key'))).toBeUndefined();
+    if (process.getuid?.() !== 0) return;
+    await chown(mine, 0, 65534);
+    expect(await warned(join(mine, 'identity.key'))).toMatch(/in a folder another user can change/);
+    const key = join(dir, 'theirs.key');
+    await writeFile(key, rustAgentFile(nacl.randomBytes(32)), { mode: 0o600 });
+    await chown(key, 65534, 65534);
+    expect(await warned(key)).toBe(
+      `identity file ${key} belongs to user 65534, not to this one (0): that user can read and replace the key; run: chown 0 ${key}`,
+    );
+    const theirs = join(dir, 'theirs');
+    await mkdir(theirs, { mode: 0o700 });
+    await chown(theirs, 65534, 65534);
+    expect(await warned(join(theirs, 'identity.key'))).toContain(`(${theirs}, owner 65534, mode 0700)`);
   });
 
   it('writes atomically: no temp file is left, and a failed rename keeps the old file', async () => {

@@ -168,12 +168,43 @@ export function fingerprintOf(publicKey: Uint8Array): string {
 export interface LoadIdentityResult {
   identity: PersistedIdentity;
   created: boolean;
-  /** Set when the file is readable by group or others. */
+  /** Set when another local user could read the key or replace it (one line, with what to run). */
   permissionWarning?: string;
 }
 
 export interface PersistedIdentity extends Identity {
   save(): Promise<void>;
+}
+
+const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0');
+
+/**
+ * Why another local user could read the key, or replace it with one whose secret they know (then the
+ * operator's GPU serves jobs under their provider), or undefined. `st` is the file read (its open
+ * descriptor's mode and owner, not a second look at the path); without it, only the folder is looked at
+ * (a key just made). Root is trusted; so is this process's own
+ * group on a folder: a Kubernetes volume is group-writable for the pod's fsGroup.
+ */
+async function exposure(path: string, st?: { mode: number; uid: number }): Promise<string | undefined> {
+  const uid = process.getuid?.();
+  if (uid === undefined) return undefined; // Windows: ACLs, not modes
+  if (st && st.uid !== uid && st.uid !== 0) {
+    return `identity file ${path} belongs to user ${st.uid}, not to this one (${uid}): that user can read and replace the key; run: chown ${uid} ${path}`;
+  }
+  // A link's folder and its target's: another user changing either one can swap the key.
+  const real = await realpath(path).catch(() => path);
+  for (const dir of new Set([dirname(path), dirname(real)])) {
+    const d = await stat(dir).catch(() => undefined);
+    if (!d || d.mode & 0o1000) continue; // sticky (/tmp): others cannot rename or remove our file
+    const others = d.mode & 0o002 || (d.mode & 0o020 && d.gid !== process.getgid?.());
+    if (others || (d.uid !== uid && d.uid !== 0)) {
+      return `identity file ${path} is in a folder another user can change (${dir}, owner ${d.uid}, mode ${octal(d.mode)}): they could replace the key; keep it in a folder only this user can write, such as ~/.usepod-agent`;
+    }
+  }
+  if (st && st.mode & 0o077) {
+    return `identity file ${path} is readable by group or others (mode ${octal(st.mode & 0o777)}); run: chmod 600 ${path}`;
+  }
+  return undefined;
 }
 
 /** Reads the identity file, or creates it (mode 0600) when it does not exist. */
@@ -196,14 +227,13 @@ export async function loadOrCreateIdentity(pathLike: string): Promise<LoadIdenti
         },
       );
     }
-    return { identity, created: true };
+    const warning = await exposure(path);
+    return { identity, created: true, ...(warning ? { permissionWarning: warning } : {}) };
   }
   const identity = new FileIdentity(path, parseIdentity(read.text, path));
-  const mode = (await stat(path)).mode & 0o777;
   const result: LoadIdentityResult = { identity, created: false };
-  if (mode & 0o077) {
-    result.permissionWarning = `identity file ${path} is readable by group or others (mode ${mode.toString(8).padStart(4, '0')}); run: chmod 600 ${path}`;
-  }
+  const warning = await exposure(path, read);
+  if (warning) result.permissionWarning = warning;
   return result;
 }
 

@@ -106,12 +106,16 @@ export function configureLogging(opts: { level?: LogLevel; format?: LogFormat; s
 }
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not pass unescaped.
-const PLAIN = /^[^\s"=\u0000-\u001f\u007f-\u009f\u2028\u2029]+$/;
+const PLAIN = /^[^\s"=\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]+$/;
 
-/** What JSON.stringify leaves unescaped: DEL, the C1 controls, the Unicode line and paragraph separators. */
-const UNESCAPED = /[\u007f-\u009f\u2028\u2029]/g;
+/**
+ * What JSON.stringify leaves unescaped: DEL, the C1 controls, the Unicode line and paragraph separators,
+ * and the bidi controls, which reorder the rest of the line where it is shown (an `auth_failed` reason
+ * with U+202E read backwards in a journal viewer).
+ */
+const UNESCAPED = /[\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
 
-/** JSON text of a string with DEL, the C1 controls and the Unicode separators escaped too (JSON leaves them). */
+/** JSON text of a string with DEL, the C1 controls, the Unicode separators and bidi controls escaped too. */
 function quote(v: string): string {
   return escapeRest(JSON.stringify(v));
 }
