@@ -21,9 +21,9 @@ interface Out {
   stderr: string;
 }
 
-function setup(base: string, name: string): Promise<Out> {
+function setup(base: string, name: string, extra: string[] = []): Promise<Out> {
   const args = ['setup', '--coordinator', base, '--config', join(dir, name, 'agent.toml')];
-  args.push('--identity', join(dir, name, 'identity.key'), '--no-detect', '--poll-interval', '20');
+  args.push('--identity', join(dir, name, 'identity.key'), '--no-detect', '--poll-interval', '20', ...extra);
   const env = { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: join(dir, 'xdg') };
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env, cwd: dir, timeout: 15_000 }, (err, stdout, stderr) =>
@@ -130,6 +130,23 @@ describe('setup against a hostile coordinator', () => {
       );
     } finally {
       await new Promise((r) => coordinator.server.close(r));
+    }
+  });
+
+  it('waits a bounded time for a coordinator that answers "pending" for good, whatever expires_at says', async () => {
+    for (const expires_at of ['2099-01-01T00:00:00Z', 'soon', '']) {
+      const c = await serve((req, _body, res) =>
+        json(res, req.url === '/v1/host/pair/issue' ? { ...ISSUED, expires_at } : { status: 'pending' }),
+      );
+      try {
+        const out = await setup(c.url, `pending-${expires_at || 'empty'}`, ['--wait-limit', '2']);
+        expect(out.code).not.toBe(0);
+        expect(out.stderr).toMatch(/the pairing code expired before it was entered/i);
+        expect(out.stderr).not.toMatch(/\n\s+at /);
+        expect(c.got.length).toBeGreaterThan(2);
+      } finally {
+        c.server.close();
+      }
     }
   });
 

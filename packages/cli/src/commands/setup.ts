@@ -35,6 +35,9 @@ import { agentPlugins } from '../plugins.js';
 import { box, spinner } from '../ui.js';
 import { localTime } from '../when.js';
 
+/** How long setup waits for the code to be entered at most: the code's 10 minutes and a margin. */
+const MAX_WAIT_S = 15 * 60;
+
 export default class Setup extends BaseCommand {
   static override summary = 'Pair this machine with your Use Pod account and write the config file.';
   static override description =
@@ -68,6 +71,8 @@ export default class Setup extends BaseCommand {
     }),
     detect: Flags.boolean({ summary: 'Probe the usual local ports.', default: true, allowNo: true }),
     'poll-interval': Flags.integer({ hidden: true, default: 800, min: 10 }),
+    /** Seconds of "pending" at most, whatever `expires_at` says (tests shorten it). */
+    'wait-limit': Flags.integer({ hidden: true, default: MAX_WAIT_S, min: 1 }),
   };
 
   async run(): Promise<void> {
@@ -150,14 +155,22 @@ export default class Setup extends BaseCommand {
       backends: found.map((f) => ({ kind: f.kind, url: f.url!, models: f.status.models.map((m) => m.id) })),
       agent_version: AGENT_VERSION,
     };
-    const expiresAt = Date.parse(issued.expires_at);
+    // The code lives 10 minutes (PROTOCOL.md 9). A coordinator that answers "pending" for good, with an
+    // `expires_at` far off or unreadable, would keep setup waiting for good: it waits 15 minutes at most,
+    // on the monotonic clock (a clock stepped back must not stretch it).
+    const expiresIn = Date.parse(issued.expires_at) - Date.now();
+    const waitMs = Math.min(
+      Number.isNaN(expiresIn) ? Infinity : Math.max(0, expiresIn),
+      flags['wait-limit'] * 1000,
+    );
+    const waitFrom = performance.now();
     const spin = spinner(process.stderr, `Waiting for the code to be entered at ${page} ...`);
     let result: Awaited<ReturnType<typeof pollPairing>>;
     try {
       for (;;) {
         result = await pollPairing(base, issued.poll_token, capabilities);
         if (result.status !== 'pending') break;
-        if (Number.isFinite(expiresAt) && Date.now() > expiresAt) {
+        if (performance.now() - waitFrom > waitMs) {
           result = { status: 'expired' };
           break;
         }
