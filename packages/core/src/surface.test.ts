@@ -86,6 +86,7 @@ describe('public surfaces', () => {
       'debugRequested',
       'expandHome',
       'findConfigFile',
+      'importPlugin',
       'loadOrCreateIdentity',
       'platformConfigDir',
       'probeBackends',
