@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { execute } from '@oclif/core/execute';
 import { settings } from '@oclif/core/settings';
 import { normalizeArgv } from '../dist/argv.js';
-import { unreadableOclifFile } from '../dist/oclif-files.js';
+import { unreadableOclifFile, unsafePluginRoot } from '../dist/oclif-files.js';
 
 // Always the compiled commands: with NODE_ENV=development or test (common on a developer's machine) oclif
 // would otherwise look for TypeScript sources next to them and fail on the shipped src/*.ts.
@@ -46,6 +46,19 @@ if (unreadable) {
   );
   process.exit(2);
 }
+// oclif loads the plugins its plugin root lists, and `run` imports them into the agent: a root another
+// local user could change is their code in this user's agent. Named in one line instead, before oclif.
+const unsafe = unsafePluginRoot();
+if (unsafe) {
+  process.stderr.write(
+    `usepod-agent: ${unsafe}: the CLI loads plugins from there at every start (USEPOD_CONFIG_UNSAFE)\n  hint: make it yours and writable by you alone (chown, chmod go-w), or remove it\n`,
+  );
+  process.exit(2);
+}
 
 // 0.3.x command lines: no command runs the agent; global flags may come before the command (argv.ts).
 await execute({ dir: import.meta.url, args: normalizeArgv(process.argv.slice(2)) });
+// The command is over (`run` returns only once its agent stopped; errors already exited). A plugin's module
+// may have left a timer or socket open when it was imported: that kept `plugins`, `validate` or `backends`
+// from ever exiting. Unref'd: a process with nothing left open ends at once, as before.
+setTimeout(() => process.exit(), 2_000).unref();

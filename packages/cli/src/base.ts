@@ -17,6 +17,19 @@ async function core() {
 }
 const redact = (text: string) => loaded?.cli.redactor.redact(text) ?? text;
 
+/**
+ * Every control and bidi character but the line break, folded to a space: a mistake may quote what a
+ * plugin threw or a file said, and a terminal must never get its escapes. Bounded too (a plugin's error
+ * of a megabyte); a config's several mistakes stay on their lines.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+const UNPRINTABLE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]+/g;
+const MAX_MISTAKE = 16 * 1024;
+const printable = (text: string) => {
+  const folded = text.replace(UNPRINTABLE, ' ');
+  return folded.length > MAX_MISTAKE ? `${folded.slice(0, MAX_MISTAKE)}…` : folded;
+};
+
 /** Exit codes, written down in the README. */
 export const EXIT = {
   OK: 0,
@@ -30,8 +43,8 @@ export const EXIT = {
 
 /** What went wrong in one line (redacted: it may quote an engine, a path or a URL), and what to do on the next. */
 export function writeMistake(line: string, hint?: string): void {
-  process.stderr.write(`usepod-agent: ${redact(line)}\n`);
-  if (hint) process.stderr.write(`  hint: ${hint}\n`);
+  process.stderr.write(`usepod-agent: ${printable(redact(line))}\n`);
+  if (hint) process.stderr.write(`  hint: ${printable(hint)}\n`);
 }
 
 /**
@@ -132,7 +145,7 @@ export abstract class BaseCommand extends Command {
       line = err.message;
     }
     writeMistake(line, hint);
-    if (debug && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
+    if (debug && err.stack) process.stderr.write(`${printable(redact(err.stack))}\n`);
     else if (code === EXIT.FAILURE && !isUsepodError(err)) {
       process.stderr.write('usepod-agent: run with DEBUG=usepod:* for details\n');
     }

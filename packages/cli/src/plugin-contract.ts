@@ -1,9 +1,8 @@
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
 import { isUsepodError, MAX_PACKAGE_JSON, readLocalTextSync } from '@usepod-agent/core';
-import { pluginOfModule } from './plugins.js';
+import { importPlugin } from '@usepod-agent/core/cli';
 import { shareCore } from './shared-core.js';
 
 /**
@@ -25,7 +24,7 @@ export async function refuseIncompatible(
   }
   try {
     shareCore();
-    pluginOfModule(await import(pathToFileURL(entry).href), name);
+    await importPlugin(entry, name);
     return undefined;
   } catch (err) {
     if (!isUsepodError(err, 'USEPOD_PLUGIN_API_MISMATCH')) return undefined;

@@ -1,11 +1,11 @@
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import type { Config } from '@oclif/core/interfaces';
-import { type AgentPlugin, errorMessage, isUsepodError, readLocalText } from '@usepod-agent/core';
+import { type AgentPlugin, engineText, errorMessage, isUsepodError, readLocalText } from '@usepod-agent/core';
 import { checkPlugin } from '@usepod-agent/core/backend';
-import { writeFileAtomic } from '@usepod-agent/core/cli';
+import { importPlugin, writeFileAtomic } from '@usepod-agent/core/cli';
 import { companionsBeside } from '@usepod-agent/plugin-update';
 import { shareCore } from './shared-core.js';
 
@@ -43,8 +43,12 @@ export async function installedPlugins(config: Config): Promise<InstalledPlugin[
   // An update installed a compatible release of an installed plugin with this version (docs/updates.md):
   // this version loads that one; the versions before keep the operator's copy.
   const along = companionsBeside(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
-  for (const p of config.plugins.values()) {
-    if (p.type !== 'user' && p.type !== 'link') continue;
+  // By name: oclif fills its list in the order the plugins finished loading, which varies from one start
+  // to the next, and when two plugins register one backend kind the first applied serves it.
+  const added = [...config.plugins.values()]
+    .filter((p) => p.type === 'user' || p.type === 'link')
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const p of added) {
     // Only now: the hook's loader thread costs ~40 ms at start, wasted when no plugin is installed.
     shareCore();
     const newer = p.type === 'user' ? along.get(p.name) : undefined;
@@ -56,9 +60,11 @@ export async function installedPlugins(config: Config): Promise<InstalledPlugin[
     };
     try {
       const entry = createRequire(join(item.root, 'package.json')).resolve(p.name);
-      item.plugin = pluginOfModule(await import(pathToFileURL(entry).href), p.name);
+      // Bounded, and what it throws folded into one line naming it: a plugin that never finished its
+      // import held `plugins`, `run` and `validate` for good (or ended them with exit 13, silently).
+      item.plugin = await importPlugin(entry, p.name);
     } catch (err) {
-      item.error = errorMessage(err);
+      item.error = engineText(errorMessage(err), 300);
       if (isUsepodError(err) && err.code === 'USEPOD_PLUGIN_API_MISMATCH') item.refusal = err;
     }
     out.push(item);

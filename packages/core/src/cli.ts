@@ -29,6 +29,7 @@ export { debugRequested } from './observability/log.js';
 export { redactor } from './observability/redact.js';
 export { readStatusToken, statusTokenPath } from './observability/status-token.js';
 export type { RegisteredKind } from './plugins/kinds.js';
+export { importPlugin } from './plugins/loader.js';
 export {
   checkIssueAnswer,
   checkPollAnswer,

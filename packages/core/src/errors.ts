@@ -9,7 +9,7 @@ export const ERROR_CODES = {
   USEPOD_CONFIG_UNREADABLE:
     'The config file is there but cannot be read: this user has no read access to it or its folder (chown, chmod), or it is no regular file of at most 1 MB. Fix it, or pass --config PATH.',
   USEPOD_CONFIG_UNSAFE:
-    'A config file in the current folder could have been put there by another user, so it was not read. Move it to your own folder, or pass --config PATH.',
+    'A config file in the current folder, or the plugin folder, could have been put there by another user, so it was not read. Move the config to your own folder or pass --config PATH; make the plugin folder yours and writable by you alone.',
   USEPOD_CONFIG_WRITE:
     'setup could not write the config file (a full disk, a folder it cannot write). Free space or pass --config another path, then run `usepod-agent setup` again.',
   USEPOD_IDENTITY_INVALID:
@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   USEPOD_PLUGIN_INVALID: 'The package is not a usepod-agent plugin (it must export a plugin by default).',
   USEPOD_PLUGIN_API_MISMATCH:
     'The plugin was built for another plugin API version. Upgrade the plugin or the agent.',
+  USEPOD_PLUGIN_LOAD_FAILED:
+    "A plugin threw, or did not finish, while the agent loaded it (its import, apply() or a backend's create()); the message names it. Upgrade it, or remove it (`usepod-agent plugins uninstall <name>`).",
   USEPOD_PLUGIN_HOOK_FAILED:
     'A plugin hook threw. The message names the plugin and the hook; report it to its author.',
   USEPOD_BACKEND_UNREACHABLE:

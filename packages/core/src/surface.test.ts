@@ -89,6 +89,7 @@ describe('public surfaces', () => {
       'debugRequested',
       'expandHome',
       'findConfigFile',
+      'importPlugin',
       'loadOrCreateIdentity',
       'platformConfigDir',
       'probeBackends',

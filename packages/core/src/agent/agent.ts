@@ -126,7 +126,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       session: () => this.#connector?.session,
       tell: (e) => this.#tell(e),
     });
-    this.#host = new PluginHost({ config: this.config, log: this.log, hooks: this.#allHooks, agent: access });
+    this.#host = new PluginHost({
+      config: this.config,
+      log: this.log,
+      hooks: this.#allHooks,
+      agent: access,
+      loadMs: opts.timing?.pluginLoadMs,
+    });
     redactor.add(this.config.coordinator.enrollment_code);
   }
 

@@ -4,6 +4,7 @@ import type { BackendConfig, Config } from '../config/schema.js';
 import { UsepodError } from '../errors.js';
 import type { Logger } from '../observability/log.js';
 import { redactor } from '../observability/redact.js';
+import { threwIn } from '../plugins/bounded.js';
 import type { PluginHost } from '../plugins/host.js';
 import { checkBackends } from '../plugins/kinds.js';
 import {
@@ -30,7 +31,7 @@ import type { CreateAgentOptions } from './types.js';
 export async function loadPlugins(
   host: PluginHost,
   config: Config,
-  opts: Pick<CreateAgentOptions, 'plugins' | 'pluginSearchRoots' | 'defaultPlugins'>,
+  opts: Pick<CreateAgentOptions, 'plugins' | 'pluginSearchRoots' | 'defaultPlugins' | 'timing'>,
 ): Promise<void> {
   const roots = opts.pluginSearchRoots ?? [process.cwd(), cliPluginRoot()];
   // The node_modules folders are read once, when the first package is looked for (none: never).
@@ -39,6 +40,7 @@ export async function loadPlugins(
     found ??= installedPlugins(roots);
     return found;
   };
+  const ms = opts.timing?.pluginLoadMs;
   for (const p of opts.plugins ?? []) {
     await host.apply(
       typeof p === 'function' ? pluginFromModule({ default: p }, 'plugin') : validatePlugin(p, 'plugin'),
@@ -46,7 +48,7 @@ export async function loadPlugins(
   }
   for (const entry of config.backends) {
     if (host.kinds.has(entry.kind)) continue;
-    const plugin = await loadPluginForKind(entry.kind, installed());
+    const plugin = await loadPluginForKind(entry.kind, installed(), undefined, ms);
     await host.apply(plugin);
     if (!host.kinds.has(entry.kind)) {
       throw new UsepodError(
@@ -61,7 +63,7 @@ export async function loadPlugins(
     if (features.claimedBy(section)) continue;
     const pkg = findPluginForSection(section, installed());
     if (!pkg) throw unclaimedSection(section, config.source, locatorFor(config.source)?.(section));
-    await host.apply(await importInstalled(pkg));
+    await host.apply(await importInstalled(pkg, undefined, ms));
     if (!features.claimedBy(section)) {
       throw new UsepodError(
         'USEPOD_PLUGIN_INVALID',
@@ -72,7 +74,8 @@ export async function loadPlugins(
   }
   if (opts.defaultPlugins !== false) {
     for (const pkg of defaultPlugins(installed())) {
-      if (!host.has(pkg.name)) await host.apply(await importInstalled(pkg), { byDefault: true });
+      if (!host.has(pkg.name))
+        await host.apply(await importInstalled(pkg, undefined, ms), { byDefault: true });
     }
   }
   features.throwMistakes();
@@ -110,7 +113,11 @@ export function createBackends(
       redactor.add(apiKey);
     }
     const kind = host.kinds.get(entry.kind)!;
-    out.push(kind.create(entry, { apiKey, log: log.child(`backend:${entry.kind}`) }));
+    try {
+      out.push(kind.create(entry, { apiKey, log: log.child(`backend:${entry.kind}`) }));
+    } catch (err) {
+      throw threwIn(err, kind.plugin, `create() for backends[${i}]`);
+    }
   });
   return out;
 }

@@ -34,6 +34,8 @@ export interface AgentTiming {
   providerIdRetryMs?: number;
   /** How long `doctor` waits for each plugin's check (default 30 s). */
   doctorCheckMs?: number;
+  /** How long a plugin may take to import, and then to apply (default 30 s each). */
+  pluginLoadMs?: number;
 }
 
 import type { SelfTestResult } from '../routing/selftest.js';

@@ -6,6 +6,7 @@ import { pluginMetrics } from '../observability/plugin-metrics.js';
 import { Registry } from '../observability/prom.js';
 import { engineText } from '../untrusted.js';
 import { AGENT_VERSION } from '../version.js';
+import { bounded, isPluginName, PLUGIN_LOAD_MS } from './bounded.js';
 import { Features } from './features.js';
 import { type AgentEvent, type AgentHooks, createHooks, pluginView } from './hooks.js';
 import { type BackendKind, type RegisteredKind, registeredKind } from './kinds.js';
@@ -28,6 +29,9 @@ export interface HoldTarget {
   /** The registry plugin metrics join (`/metrics`). */
   readonly registry: Registry;
 }
+
+/** The longest backend kind a plugin may register: config names it in `[[backends]] kind`. */
+const MAX_KIND = 100;
 
 /** The most JSON a plugin's message may carry: a few figures, not a stream. */
 export const MAX_MESSAGE_CHARS = 16 * 1024;
@@ -97,13 +101,17 @@ export class PluginHost {
   readonly #config: Readonly<Config>;
   readonly #log: Logger;
   readonly #agent: AgentAccess & HoldTarget;
+  readonly #loadMs: number;
 
   constructor(opts: {
     config: Readonly<Config>;
     log: Logger;
     hooks?: AgentHooks;
     agent?: AgentAccess & HoldTarget;
+    /** How long a plugin's `apply` may take (default PLUGIN_LOAD_MS). */
+    loadMs?: number | undefined;
   }) {
+    this.#loadMs = opts.loadMs ?? PLUGIN_LOAD_MS;
     this.#config = opts.config;
     this.#log = opts.log;
     this.hooks = opts.hooks ?? createHooks();
@@ -136,17 +144,19 @@ export class PluginHost {
     const agent = this.#agent;
     const ctx: PluginContext = {
       registerBackend: (kind: string, descriptor: BackendKind | Parameters<typeof registeredKind>[2]) => {
-        if (typeof kind !== 'string' || kind.length === 0) {
+        if (!isPluginName(kind, MAX_KIND)) {
           throw new UsepodError(
             'USEPOD_PLUGIN_INVALID',
-            `plugin "${name}" registered a kind without a name`,
-            {
-              user: true,
-              plugin: name,
-            },
+            `plugin "${name}" registered a kind that is no name (1 to ${MAX_KIND} characters, no control character)`,
+            { user: true, plugin: name },
           );
         }
-        if (!this.#kinds.has(kind)) this.#kinds.set(kind, registeredKind(kind, name, descriptor));
+        const had = this.#kinds.get(kind);
+        // The first plugin to register a kind keeps it (one given in code, then one installed): said, since
+        // the other's engine entries then run through a plugin its author did not mean them for.
+        if (had && had.plugin !== name)
+          log.warn(`kind "${kind}" is already provided by ${had.plugin}; this plugin's is not used`);
+        if (!had) this.#kinds.set(kind, registeredKind(kind, name, descriptor));
       },
       section: (section, schema) => features.claim(name, section, schema),
       hold: (holdName, o) => agent.hold(holdName, o),
@@ -179,7 +189,8 @@ export class PluginHost {
       config: this.#config,
       coreVersion: AGENT_VERSION,
     };
-    await plugin.apply(pluginView(this.hooks, name), Object.freeze(ctx));
+    const frozen = Object.freeze(ctx);
+    await bounded(() => plugin.apply(pluginView(this.hooks, name), frozen), name, 'apply()', this.#loadMs);
     this.#plugins.push(plugin);
     log.debug('plugin applied', { kinds: plugin.kinds?.join(','), sections: plugin.sections?.join(',') });
   }

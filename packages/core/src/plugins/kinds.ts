@@ -3,6 +3,8 @@ import { locatorFor } from '../config/load.js';
 import type { BackendConfig, Config } from '../config/schema.js';
 import { ConfigMistakes, type Mistake } from '../config/validate.js';
 import { UsepodError } from '../errors.js';
+import { engineText } from '../untrusted.js';
+import { isPluginName } from './bounded.js';
 import { type OptionsSchema, parseStandard } from './standard-schema.js';
 
 /**
@@ -72,16 +74,26 @@ export function registeredKind(
       },
     );
   }
+  // What setup, backends and doctor show, and what they probe or match, taken as what it should be: a
+  // plugin's text folded (its escapes never reach the terminal), ports that are ports, names that are names
+  // (an empty process name would match every program on the GPU).
+  const text = (v: unknown, max: number) =>
+    typeof v === 'string' && v !== '' ? engineText(v, max) : undefined;
+  const list = <T>(v: unknown, ok: (x: unknown) => x is T): T[] =>
+    Array.isArray(v) ? v.filter(ok).slice(0, 32) : [];
   return {
     kind,
     plugin,
-    title: d.title ?? kind,
-    requires: d.requires ?? 'url',
-    priority: d.priority ?? 100,
-    remote: d.remote ?? false,
-    defaultPorts: d.defaultPorts ?? [],
-    processNames: d.processNames ?? [],
-    modelNaming: typeof d.modelNaming === 'string' ? d.modelNaming : undefined,
+    title: text(d.title, 80) ?? kind,
+    requires: d.requires === 'api_key' || d.requires === 'url_or_api_key' ? d.requires : 'url',
+    priority: typeof d.priority === 'number' && Number.isFinite(d.priority) ? d.priority : 100,
+    remote: d.remote === true,
+    defaultPorts: list(
+      d.defaultPorts,
+      (p): p is number => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536,
+    ),
+    processNames: list(d.processNames, (n): n is string => isPluginName(n, 100)),
+    modelNaming: text(d.modelNaming, 300),
     options: d.options as OptionsSchema | undefined,
     create: d.create as BackendKind['create'],
   };

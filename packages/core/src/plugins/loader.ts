@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsepodError } from '../errors.js';
 import { readLocalTextSync } from '../local-file.js';
+import { bounded, PLUGIN_LOAD_MS, threwIn } from './bounded.js';
 import { type AgentPlugin, pluginFromModule } from './plugin.js';
 
 /**
@@ -139,11 +140,44 @@ export function candidatePackages(kind: string): string[] {
   ];
 }
 
+/**
+ * Imports the plugin package `name` from its entry file and checks it: its import bounded by `ms`, and what
+ * it throws said in one line naming it (USEPOD_PLUGIN_LOAD_FAILED); one that is no plugin is
+ * USEPOD_PLUGIN_INVALID, one built for another contract USEPOD_PLUGIN_API_MISMATCH.
+ */
+export async function importPlugin(
+  entry: string,
+  name: string,
+  options?: unknown,
+  ms = PLUGIN_LOAD_MS,
+): Promise<AgentPlugin> {
+  const href = pathToFileURL(entry).href;
+  // Once per module and process: the CLI lists every plugin before the agent looks one up by kind, and a
+  // module that never finishes is waited for once, not once per look-up.
+  let mod = imports.get(href);
+  if (!mod) {
+    mod = bounded(() => import(href), name, 'its import', ms);
+    imports.set(href, mod);
+  }
+  return pluginFromModule(await mod, name, options);
+}
+
+/** Each plugin module's import as it went (Node keeps the module itself; this keeps its bound's answer). */
+const imports = new Map<string, Promise<unknown>>();
+
 /** Imports an installed plugin package from where it was found. */
-export async function importInstalled(found: Installed, options?: unknown): Promise<AgentPlugin> {
-  const entry = createRequire(join(found.nodeModules, 'noop.js')).resolve(found.name);
-  const mod = await import(pathToFileURL(entry).href);
-  return pluginFromModule(mod, found.name, options);
+export async function importInstalled(
+  found: Installed,
+  options?: unknown,
+  ms?: number,
+): Promise<AgentPlugin> {
+  let entry: string;
+  try {
+    entry = createRequire(join(found.nodeModules, 'noop.js')).resolve(found.name);
+  } catch (err) {
+    throw threwIn(err, found.name, 'its resolution');
+  }
+  return importPlugin(entry, found.name, options, ms);
 }
 
 /**
@@ -154,9 +188,10 @@ export async function loadPluginForKind(
   kind: string,
   installed: readonly Installed[],
   options?: unknown,
+  ms?: number,
 ): Promise<AgentPlugin> {
   const found = installed.find((p) => p.kinds.includes(kind));
-  if (found) return importInstalled(found, options);
+  if (found) return importInstalled(found, options, ms);
   throw new UsepodError(
     'USEPOD_PLUGIN_NOT_FOUND',
     `backend kind "${kind}" is not provided by any installed plugin (looked for ${candidatePackages(kind).join(', ')}); install one with \`usepod-agent plugins install <package>\``,

@@ -10,6 +10,7 @@ import type { StatusRouteAuth, StatusRouteHandler } from '../observability/statu
 import type { JobJournal } from '../relay/journal.js';
 import type { SelfTestResult } from '../routing/selftest.js';
 import { AGENT_VERSION } from '../version.js';
+import { isPluginName, pluginText, threwIn } from './bounded.js';
 import type { PluginHooks } from './hooks.js';
 import type { BackendKind, OptionsSchema, RegisteredKind } from './kinds.js';
 
@@ -211,14 +212,37 @@ export function definePlugin<O = void>(factory: (options: O) => AgentPlugin): Pl
   return Object.assign((options: O) => factory(options), { [PLUGIN_MARK]: true as const });
 }
 
-/** Checks a plugin's shape; its contract is checked where it is applied (`checkContract`). */
+/** npm's longest package name: a plugin's name is one. */
+const MAX_PLUGIN_NAME = 214;
+/** More kinds or sections than a plugin ever has. */
+const MAX_PLUGIN_WORDS = 64;
+
+const isWords = (v: unknown) =>
+  v === undefined ||
+  (Array.isArray(v) && v.length <= MAX_PLUGIN_WORDS && v.every((w) => isPluginName(w, MAX_PLUGIN_NAME)));
+
+/**
+ * Checks a plugin's shape: a name, `apply`, and `kinds` and `sections` as lists of names (a listing shows
+ * them: a number there crashed `plugins`, an escape reached the terminal). Its contract is checked where
+ * it is applied (`checkContract`).
+ */
 export function validatePlugin(value: unknown, from: string): AgentPlugin {
   const p = value as Partial<AgentPlugin> | undefined;
-  if (!p || typeof p !== 'object' || typeof p.name !== 'string' || typeof p.apply !== 'function') {
+  const wrong =
+    !p || typeof p !== 'object' || typeof p.apply !== 'function'
+      ? 'it must export a plugin object or definePlugin() factory with "name" and "apply"'
+      : !isPluginName(p.name, MAX_PLUGIN_NAME)
+        ? `its "name" must be a string of 1 to ${MAX_PLUGIN_NAME} characters with no control character`
+        : !isWords(p.kinds) || !isWords(p.sections)
+          ? `its "kinds" and "sections" must be lists of at most ${MAX_PLUGIN_WORDS} such names`
+          : undefined;
+  if (wrong) {
     throw new UsepodError(
       'USEPOD_PLUGIN_INVALID',
-      `${from} is not a usepod-agent plugin: it must export a plugin object or definePlugin() factory with "name" and "apply"`,
-      { user: true },
+      `${pluginText(from)} is not a usepod-agent plugin: ${wrong}`,
+      {
+        user: true,
+      },
     );
   }
   return checkContract(p as AgentPlugin, from);
@@ -233,13 +257,18 @@ export function checkContract(p: AgentPlugin, from: string): AgentPlugin {
   const apiOk = p.apiVersion === PLUGIN_API_VERSION;
   const rangeOk =
     range === undefined ||
-    (validRange(range) !== null && satisfies(AGENT_VERSION, range, { includePrerelease: true }));
+    // semver's own bound for a version; a longer range is no range a plugin means (and is never parsed).
+    (range.length <= 256 &&
+      validRange(range) !== null &&
+      satisfies(AGENT_VERSION, range, { includePrerelease: true }));
   if (apiOk && rangeOk) return p;
-  const wants = [`plugin API ${String(p.apiVersion)}`, ...(range ? [`core ${range}`] : [])].join(', ');
+  // Said as the plugin gave them, folded: a non-number there is named by its type.
+  const api = typeof p.apiVersion === 'number' ? String(p.apiVersion) : `of type ${typeof p.apiVersion}`;
+  const wants = [`plugin API ${api}`, ...(range ? [`core ${pluginText(range)}`] : [])].join(', ');
   throw new UsepodError(
     'USEPOD_PLUGIN_API_MISMATCH',
-    `plugin "${p.name}" (${from}) was built for ${wants}; this agent is @usepod-agent/core ${AGENT_VERSION} with plugin API ${PLUGIN_API_VERSION}: install a version of the plugin made for it`,
-    { user: true, plugin: p.name },
+    `plugin "${pluginText(p.name)}" (${pluginText(from)}) was built for ${wants}; this agent is @usepod-agent/core ${AGENT_VERSION} with plugin API ${PLUGIN_API_VERSION}: install a version of the plugin made for it`,
+    { user: true, plugin: pluginText(p.name) },
   );
 }
 
@@ -247,6 +276,11 @@ export function checkContract(p: AgentPlugin, from: string): AgentPlugin {
 export function pluginFromModule(mod: unknown, from: string, options?: unknown): AgentPlugin {
   const m = mod as { default?: unknown; plugin?: unknown } | undefined;
   const exported = m?.default ?? m?.plugin ?? m;
-  const value = typeof exported === 'function' ? (exported as (o: unknown) => unknown)(options) : exported;
+  let value: unknown = exported;
+  try {
+    if (typeof exported === 'function') value = (exported as (o: unknown) => unknown)(options);
+  } catch (err) {
+    throw threwIn(err, from, 'its factory');
+  }
   return validatePlugin(value, from);
 }

@@ -1,4 +1,4 @@
-import { AGENT_VERSION } from '@usepod-agent/core';
+import { AGENT_VERSION, engineText } from '@usepod-agent/core';
 import { BaseCommand, jsonFlag } from '../../base.js';
 import { builtinPlugins } from '../../engines.js';
 import { installedPlugins } from '../../plugins.js';
@@ -25,10 +25,11 @@ export default class PluginsList extends BaseCommand {
         kinds: [...(p.kinds ?? [])],
         error: undefined as string | undefined,
       })),
+      // A linked folder's package.json is read as it is: its name, version or path shown folded.
       ...(await installedPlugins(this.config)).map((p) => ({
-        name: p.name,
-        version: p.version,
-        type: p.type === 'link' ? `linked ${p.root}` : 'installed',
+        name: engineText(p.name, 214),
+        version: engineText(String(p.version ?? ''), 64),
+        type: p.type === 'link' ? `linked ${engineText(p.root, 1024)}` : 'installed',
         kinds: [...(p.plugin?.kinds ?? [])],
         error: p.error,
       })),
@@ -42,7 +43,7 @@ export default class PluginsList extends BaseCommand {
       const kinds = r.kinds.length
         ? `kinds: ${r.kinds.join(', ')}`
         : r.error
-          ? `not a backend plugin: ${r.error}`
+          ? `not usable: ${r.error}`
           : 'no backend kinds';
       this.out(`${r.name.padEnd(w)}  ${r.version.padEnd(8)} ${kinds}  (${r.type})`);
     }

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from '@oclif/core';
 import { commands } from '@oclif/plugin-plugins';
+import { engineText } from '@usepod-agent/core';
 import { expandHome } from '@usepod-agent/core/cli';
 import { EXIT, failUsage, writeMistake } from '../../base.js';
 import { refuseIncompatible } from '../../plugin-contract.js';
@@ -21,6 +22,17 @@ export default class PluginsInstall extends Base {
   override async run(): Promise<void> {
     // oclif takes anything with a slash for a GitHub slug: `./x.tgz` became https://github.com/./x.tgz and
     // failed after a minute of git (issue 28). A local path is installed as the file or folder it names.
+    // After `--` oclif takes `--registry=http://…` for a plugin's URL and npm took it for its own setting:
+    // the install ran against that registry (or with `--ignore-scripts=false`, `--prefix=…`). No plugin's
+    // name starts with '-'.
+    const end = this.argv.indexOf('--');
+    const smuggled = end < 0 ? undefined : this.argv.slice(end + 1).find((a) => a.startsWith('-'));
+    if (smuggled !== undefined)
+      failUsage(
+        this,
+        `${engineText(smuggled, 200)} is not a plugin: no package name starts with "-"`,
+        `npm's settings go in ${join(this.config.dataDir, '.npmrc')}`,
+      );
     for (const [i, arg] of this.argv.entries()) {
       if (arg.startsWith('-') || !LOCAL.test(arg)) continue;
       const path = resolve(expandHome(arg));
