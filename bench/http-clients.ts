@@ -7,6 +7,7 @@
 import { fork } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Agent, Pool, request } from 'undici';
@@ -39,6 +40,7 @@ async function drain(stream: AsyncIterable<Uint8Array>, c: StreamConsumer): Prom
 const pool = new Agent({ connections: 1024 });
 const originPool = new Pool(url, { connections: 1024 });
 const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 });
+const rawFree: net.Socket[] = [];
 const sdk = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'bench', maxRetries: 0 });
 
 type Client = (c: StreamConsumer, n: number) => Promise<void>;
@@ -81,6 +83,36 @@ const clients: Record<string, Client> = {
     });
     await drain(res, c);
   },
+  // Not a client: the floor any client sits on (a prebuilt request written to a kept-alive socket, the
+  // answer's bytes handed on as they come, its end found by the chunked terminator). Decision 0008 asks
+  // what a hand-written client could buy at most; this is that bound, never shipped.
+  'raw socket (floor, not a client)': (c, n) =>
+    new Promise<void>((resolve, reject) => {
+      const sock = rawFree.pop() ?? net.connect(Number(new URL(url).port), '127.0.0.1').setNoDelay(true);
+      const text = body(n);
+      let seenHead = false;
+      let tail = '';
+      const onData = (b: Buffer): void => {
+        let chunk = b;
+        if (!seenHead) {
+          const at = b.indexOf('\r\n\r\n');
+          if (at === -1) return;
+          seenHead = true;
+          chunk = b.subarray(at + 4);
+        }
+        if (chunk.length) c.push(chunk, performance.now());
+        tail = (tail + chunk.toString('latin1')).slice(-7);
+        if (tail.endsWith('0\r\n\r\n')) {
+          sock.off('data', onData).off('error', reject);
+          rawFree.push(sock);
+          resolve();
+        }
+      };
+      sock.on('data', onData).once('error', reject);
+      sock.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+      );
+    }),
   fetch: async (c, n) => {
     const res = await fetch(`${url}/v1/chat/completions`, post(n));
     await drain(res.body as unknown as AsyncIterable<Uint8Array>, c);
