@@ -52,7 +52,8 @@ export const BUCKET_SCHEMA = `
 export const MISSED_SQL = "(refusal IS NOT NULL AND refusal != 'malformed')";
 
 /** The `job_sums` columns a row adds to, as SQL over `jobs` (the backfill) . */
-const SUM_SQL = `
+/** A `jobs` group's sums, in `job_sums`' column order (after its keys): the ledger sums rows the same way. */
+export const SUM_SQL = `
   sum(outcome = 'done'), sum(outcome = 'cancelled'),
   sum(outcome NOT IN ('done', 'cancelled') AND ${MISSED_SQL}),
   sum(outcome NOT IN ('done', 'cancelled') AND NOT ${MISSED_SQL}),

@@ -69,15 +69,12 @@ export interface EarningsTotals {
 }
 
 /** The groups a cut list leaves out (`top`): how many, and what they came to. */
-export interface EarningsMore {
+export interface EarningsMore
+  extends Pick<
+    EarningsRow,
+    'served' | 'failed' | 'missed' | 'cancelled' | 'input_tokens' | 'output_tokens' | 'earnings_usdc'
+  > {
   groups: number;
-  served: number;
-  failed: number;
-  missed: number;
-  cancelled: number;
-  input_tokens: number;
-  output_tokens: number;
-  earnings_usdc: number;
 }
 
 export interface EarningsReport {

@@ -12,6 +12,7 @@ import {
   busyKeys,
   decodeSpans,
   MISSED_SQL,
+  SUM_SQL,
   spansMs,
   sumsWriter,
 } from './buckets.js';
@@ -447,15 +448,7 @@ export class Ledger {
       FROM (
         SELECT ${gBuckets} AS g, ${SUMS} FROM job_sums WHERE bucket >= @k0 GROUP BY 1
         UNION ALL
-        SELECT ${gRows}, sum(outcome = 'done'), sum(outcome = 'cancelled'),
-          sum(outcome NOT IN ('done', 'cancelled') AND ${MISSED_SQL}),
-          sum(outcome NOT IN ('done', 'cancelled') AND NOT ${MISSED_SQL}),
-          sum(input_tokens), sum(output_tokens), sum(earnings_micro),
-          coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
-                            THEN duration_ms - first_byte_ms END), 0),
-          coalesce(sum(CASE WHEN outcome = 'done' AND first_byte_ms IS NOT NULL AND duration_ms > first_byte_ms
-                            THEN output_tokens END), 0),
-          coalesce(sum(energy_wh), 0)
+        SELECT ${gRows}, ${SUM_SQL}
         FROM jobs WHERE received_at >= @since AND received_at < @edge GROUP BY 1
       ) GROUP BY g${cut.measured ? ' HAVING sum(energy_wh) > 0' : ''}`;
     // The rest is one row (`rest` 1) of the groups' count and sums: only the chosen ones reach JavaScript.
