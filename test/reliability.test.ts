@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
+import type { AgentPlugin } from '@usepod-agent/core';
+import vllmPlugin from '@usepod-agent/plugin-vllm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hello, type Rig, rig } from './helpers.js';
 
@@ -294,4 +296,25 @@ describe('chaos', () => {
     );
     expect(r.t.coordinator.authenticated.items).toHaveLength(101);
   }, 60_000);
+});
+
+describe('a plugin whose start never finishes', () => {
+  it('keeps the agent from serving only as long as the start bound: then it serves, and says which plugin', async () => {
+    const stuck: AgentPlugin = {
+      name: 'example:stuck-start',
+      apiVersion: 1,
+      apply: (hooks) => {
+        // A plugin's bug, or a disk that does not answer: the promise never settles.
+        hooks.onStart.tapPromise('example:stuck-start', () => new Promise<void>(() => {}));
+      },
+    };
+    r = await rig({ plugins: [vllmPlugin, stuck], timing: { startHookTimeoutMs: 300 }, logLevel: 'warn' });
+    expect((await r.session.dispatch({ model_id: 'Qwen/Qwen3-14B', request: hello }).done()).type).toBe(
+      'job_done',
+    );
+    const warned = r.t.lines.filter((l) => l.includes('onStart tap failed'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain('example:stuck-start');
+    expect(warned[0]).toContain('did not finish in 300 ms');
+  });
 });

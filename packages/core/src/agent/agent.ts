@@ -267,7 +267,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         });
       }
       const info = { providerId: this.#identity.providerId, statusAddress: this.statusAddress };
-      for (const f of await runStartHooks(this.#allHooks, info))
+      const startMs = this.#opts.timing?.startHookTimeoutMs ?? 60_000;
+      for (const f of await runStartHooks(this.#allHooks, info, startMs))
         this.log.warn('onStart tap failed; the agent serves without it', {
           tap: f.tap,
           error: f.error.message,

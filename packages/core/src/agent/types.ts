@@ -16,6 +16,8 @@ export interface AgentTiming {
   handshakeTimeoutMs?: number;
   /** Per-tap bound for `onClose`. */
   closeHookTimeoutMs?: number;
+  /** Per-tap bound for `onStart` (default 60 s): past it the agent serves on, the tap runs on by itself. */
+  startHookTimeoutMs?: number;
   /** A job whose output cannot be delivered this long ends with `job_error`. */
   stallTimeoutMs?: number;
   /** Overrides `[discovery] interval_s`. */

@@ -260,34 +260,45 @@ export function runEventHooks(hooks: AgentHooks, event: AgentEvent): CloseFailur
   return failures;
 }
 
-/** Runs every `onStart` tap, each on its own, and returns what failed. */
-export async function runStartHooks(hooks: AgentHooks, info: StartInfo): Promise<CloseFailure[]> {
-  const failures: CloseFailure[] = [];
-  for (const tap of hooks.onStart.taps) {
-    try {
-      await (tap.fn as (i: StartInfo) => unknown)(info);
-    } catch (err) {
-      failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
-    }
-  }
-  return failures;
+/**
+ * Runs every `onStart` tap, each on its own and bounded by `timeoutMs`, and returns what failed. A tap
+ * still running then goes on by itself: one that never finishes (a plugin's bug, a disk that does not
+ * answer) must not keep the agent from serving for good.
+ */
+export function runStartHooks(
+  hooks: AgentHooks,
+  info: StartInfo,
+  timeoutMs: number,
+): Promise<CloseFailure[]> {
+  return runBounded(hooks.onStart.taps, info, timeoutMs, (ms) => `did not finish in ${ms} ms`);
 }
 
 /** Runs every `onClose` tap, each bounded by `timeoutMs`, and returns what failed. */
-export async function runCloseHooks(
+export function runCloseHooks(
   hooks: AgentHooks,
   info: CloseInfo,
   timeoutMs: number,
 ): Promise<CloseFailure[]> {
+  return runBounded(hooks.onClose.taps, info, timeoutMs, (ms) => `timed out after ${ms} ms`);
+}
+
+/** Each tap in turn, awaited at most `timeoutMs`; a late failure is dropped, never unhandled. */
+async function runBounded<I>(
+  taps: readonly { name: string; fn: unknown }[],
+  info: I,
+  timeoutMs: number,
+  late: (ms: number) => string,
+): Promise<CloseFailure[]> {
   const failures: CloseFailure[] = [];
-  for (const tap of hooks.onClose.taps) {
+  for (const tap of taps) {
     let timer: NodeJS.Timeout | undefined;
     try {
-      const call = (tap.fn as (i: CloseInfo) => unknown)(info);
+      const call = Promise.resolve().then(() => (tap.fn as (i: I) => unknown)(info));
+      call.catch(() => {});
       const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => reject(new Error(late(timeoutMs))), timeoutMs);
       });
-      await Promise.race([Promise.resolve(call), timeout]);
+      await Promise.race([call, timeout]);
     } catch (err) {
       failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
     } finally {
