@@ -410,7 +410,8 @@ describe('service', () => {
       'install -d -m 0755 /etc/usepod-agent',
       'write /etc/usepod-agent/agent.toml',
       'chown usepod:usepod /etc/usepod-agent/agent.toml',
-      'install -o usepod -g usepod -m 0600 /home/op/.usepod-agent/identity.key /var/lib/usepod-agent/identity.key',
+      // Read as root, written as the service user into the folder it owns (test/service-attacks).
+      'runuser -u usepod -- sh -c umask 077 && cat >"$1.new" && test -s "$1.new" && mv -f "$1.new" "$1" sh /var/lib/usepod-agent/identity.key',
       'write /etc/systemd/system/usepod-agent.service',
       'systemctl daemon-reload',
       'systemctl enable usepod-agent.service',
@@ -498,13 +499,16 @@ describe('service', () => {
     const lines = withPlugins.map((s) =>
       s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : `${s.kind} ${s.path}`,
     );
-    expect(lines).toContain(`cp -a --dereference /home/op/.local/share/usepod-agent/. ${LINUX_PLUGIN_ROOT}/`);
-    expect(lines).toContain(`chown -R usepod:usepod ${LINUX_PLUGIN_ROOT}`);
+    // Packed as root (links followed), unpacked as the service user (test/service-attacks).
+    const copy = withPlugins.find((s) => s.kind === 'run' && s.input?.cmd === 'tar');
+    expect(copy).toMatchObject({
+      input: { args: ['-C', '/home/op/.local/share/usepod-agent', '-chf', '-', '.'] },
+      cmd: 'runuser',
+      args: ['-u', 'usepod', '--', 'tar', '-C', LINUX_PLUGIN_ROOT, '-xf', '-'],
+    });
     // The copy comes before the unit starts.
-    expect(lines.findIndex((l) => l.startsWith('cp -a'))).toBeLessThan(
-      lines.indexOf('systemctl restart usepod-agent.service'),
-    );
-    expect(planService('install', base).some((s) => s.kind === 'run' && s.cmd === 'cp')).toBe(false);
+    expect(withPlugins.indexOf(copy!)).toBeLessThan(lines.indexOf('systemctl restart usepod-agent.service'));
+    expect(planService('install', base).some((s) => s.kind === 'run' && s.input?.cmd === 'tar')).toBe(false);
     expect(
       hiddenFromUnit(['/usr/bin/node', '/home/op/.npm-global/lib/node_modules/usepod-agent/bin/run.js']),
     ).toBe('/home/op/.npm-global/lib/node_modules/usepod-agent/bin/run.js');
@@ -528,13 +532,13 @@ describe('service', () => {
     const lines = planService('install', { ...base, update }).map((s) =>
       s.kind === 'run' ? `${s.cmd} ${s.args.join(' ')}` : `${s.kind} ${s.path}`,
     );
+    // All as the service user, who owns the folder (test/service-attacks).
     const steps = [
-      'install -d -o usepod -g usepod -m 0700 /var/lib/usepod-agent/update /var/lib/usepod-agent/update/versions',
-      '/usr/bin/npm install --prefix /var/lib/usepod-agent/update/versions/0.4.0 --no-audit --no-fund --omit=dev usepod-agent@0.4.0',
-      'ln -sfn versions/0.4.0 /var/lib/usepod-agent/update/.current.tmp',
-      'mv -Tf /var/lib/usepod-agent/update/.current.tmp /var/lib/usepod-agent/update/current',
-      `install -m 0755 ${update.launcherSource} /var/lib/usepod-agent/update/launcher.mjs`,
-      'chown -R usepod:usepod /var/lib/usepod-agent/update',
+      'runuser -u usepod -- install -d -m 0700 /var/lib/usepod-agent/update /var/lib/usepod-agent/update/versions',
+      'runuser -u usepod -- /usr/bin/npm install --prefix /var/lib/usepod-agent/update/versions/0.4.0 --no-audit --no-fund --omit=dev usepod-agent@0.4.0',
+      'runuser -u usepod -- ln -sfn versions/0.4.0 /var/lib/usepod-agent/update/.current.tmp',
+      'runuser -u usepod -- mv -Tf /var/lib/usepod-agent/update/.current.tmp /var/lib/usepod-agent/update/current',
+      `runuser -u usepod -- install -m 0755 ${update.launcherSource} /var/lib/usepod-agent/update/launcher.mjs`,
       'write /etc/systemd/system/usepod-agent.service',
     ];
     // In this order, and all before the unit is written and started.
@@ -586,7 +590,7 @@ describe('service', () => {
     const order = [
       acl,
       'write C:\\ProgramData\\usepod-agent\\agent.toml',
-      lines.find((l) => l.startsWith('cmd.exe | /c | copy'))!,
+      'copy C:\\ProgramData\\usepod-agent\\identity.key',
       setup,
       lines.find((l) => l.startsWith('sc.exe | create'))!,
       lines.find((l) => l.startsWith('reg.exe | add'))!,

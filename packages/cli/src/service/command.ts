@@ -13,6 +13,8 @@ import { installedPlugins } from '../plugins.js';
 import {
   hiddenFromUnit,
   installedMarker,
+  LINUX,
+  linuxUpdateDirProblem,
   type Platform,
   planService,
   type ServiceAction,
@@ -70,14 +72,15 @@ export abstract class ServiceCommand extends BaseCommand {
       throw new UsepodError('USEPOD_USAGE', `service is not supported on ${platform}`, { user: true });
     }
     const needsConfig = this.action === 'install';
-    let configPath = flags.config ?? (await findConfigFile());
+    // Only install reads the config: a broken one must not keep the service from being stopped or removed.
+    let configPath = needsConfig ? (flags.config ?? (await findConfigFile())) : undefined;
     let serviceConfigToml = '';
     let identityPath = '';
     let drainTimeoutS = 30;
     let update: ServiceUpdate | undefined;
     // The service runs `run` as this install is told to: a ws:// coordinator only with --allow-insecure,
-    // which is then written into the unit; other actions only read paths from the config.
-    const allowInsecure = needsConfig ? (flags['allow-insecure'] ?? false) : true;
+    // which is then written into the unit.
+    const allowInsecure = flags['allow-insecure'] ?? false;
     if (configPath) {
       const { config, path } = await loadConfig({ path: configPath, allowInsecure });
       configPath = path;
@@ -96,14 +99,12 @@ export abstract class ServiceCommand extends BaseCommand {
           registry: u.data.registry,
         };
       }
-      if (needsConfig) {
-        const raw = (await readConfigFile(path)) as Record<string, unknown>;
-        const identity = {
-          ...(raw.identity as object | undefined),
-          key_path: serviceIdentityPath({ platform, identityPath }),
-        };
-        serviceConfigToml = `# Copied by \`usepod-agent service install\` from ${path}.\n# Edit this file, then run \`usepod-agent service restart\`.\n\n${stringify({ ...raw, identity })}\n`;
-      }
+      const raw = (await readConfigFile(path)) as Record<string, unknown>;
+      const identity = {
+        ...(raw.identity as object | undefined),
+        key_path: serviceIdentityPath({ platform, identityPath }),
+      };
+      serviceConfigToml = `# Copied by \`usepod-agent service install\` from ${path}.\n# Edit this file, then run \`usepod-agent service restart\`.\n\n${stringify({ ...raw, identity })}\n`;
     } else if (needsConfig) {
       throw new UsepodError(
         'USEPOD_CONFIG_NOT_FOUND',
@@ -122,7 +123,7 @@ export abstract class ServiceCommand extends BaseCommand {
       serviceConfigToml,
       identityPath,
       logLevel: flags['log-level'],
-      ...(needsConfig && allowInsecure ? { allowInsecure: true } : {}),
+      ...(allowInsecure ? { allowInsecure: true } : {}),
       drainTimeoutS,
       ...(update ? { update } : {}),
       ...(flags.follow !== undefined ? { follow: flags.follow } : {}),
@@ -168,6 +169,39 @@ export abstract class ServiceCommand extends BaseCommand {
     this.out(`The service will load: ${loads.join(', ') || 'no backends'}.`);
   }
 
+  /**
+   * A path the service definition could not hold (unsafePath), or a Linux side-by-side folder outside the
+   * state folder, refused in one line naming where it came from, before anything is made or planned.
+   */
+  #checkPaths(opts: ServiceOptions): void {
+    const config = `in ${opts.configPath}`;
+    const values: [string | undefined, string, string, { executable?: boolean; commandLine?: boolean }][] = [
+      [opts.nodePath, 'node', 'install Node.js under a plain path', { executable: true, commandLine: true }],
+      [opts.cliPath, 'usepod-agent', 'install it under a plain path', { commandLine: true }],
+      [opts.configPath, 'the config', 'move it to a plain path', {}],
+      [opts.identityPath, `identity.key_path ${config}`, 'point it at a plain path', {}],
+      [
+        opts.update?.dir,
+        `[update] dir ${config}`,
+        'point it at a plain path, or remove it',
+        { commandLine: true },
+      ],
+    ];
+    for (const [path, source, fix, role] of values) {
+      const why = path === undefined ? undefined : unsafePath(path, { platform: opts.platform, ...role });
+      if (why) throw new UsepodError('USEPOD_USAGE', `${source}: ${why}; ${fix}`, { user: true });
+    }
+    const dir = opts.update?.dir;
+    const outside = opts.platform === 'linux' && dir !== undefined ? linuxUpdateDirProblem(dir) : undefined;
+    if (outside) {
+      throw new UsepodError(
+        'USEPOD_USAGE',
+        `[update] dir ${config}: ${outside}; remove it (the default is ${LINUX.stateDir}/update) or put it under ${LINUX.stateDir}/, then run service install again`,
+        { user: true },
+      );
+    }
+  }
+
   protected async execute(opts: ServiceOptions, dryRun: boolean): Promise<void> {
     const runner: SystemRunner = dryRun ? new DryRunner((l) => this.out(l)) : new RealRunner();
     const marker = installedMarker(opts);
@@ -187,6 +221,7 @@ export abstract class ServiceCommand extends BaseCommand {
         },
       );
     }
+    if (this.action === 'install') this.#checkPaths(opts);
     if (this.action === 'install' && !dryRun && opts.identityPath) {
       // The service copies the operator's key; a first install may come before any `run`.
       const { created } = await loadOrCreateIdentity(opts.identityPath);
@@ -194,12 +229,6 @@ export abstract class ServiceCommand extends BaseCommand {
     } else if (this.action === 'install' && opts.identityPath && existsSync(opts.identityPath)) {
       // A dry run creates nothing, but a key the service could not use is refused as the install would.
       await readIdentity(opts.identityPath);
-    }
-    if (this.action === 'install') {
-      // The service definition holds these paths on its command line, where a line break would end it.
-      const paths = [opts.nodePath, opts.cliPath, opts.configPath, opts.identityPath, opts.update?.dir];
-      const why = paths.map((p) => (p === undefined ? undefined : unsafePath(p))).find(Boolean);
-      if (why) throw new UsepodError('USEPOD_USAGE', why, { user: true });
     }
     if (this.action === 'install' && opts.platform === 'linux') {
       // ExecStart must be reachable inside the unit's sandbox, or the service never starts.

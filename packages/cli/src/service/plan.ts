@@ -10,8 +10,19 @@ export type ServiceAction = 'install' | 'uninstall' | 'start' | 'stop' | 'restar
 
 export type Step =
   | { kind: 'write'; path: string; content: string; mode: number; why: string }
+  /** A file copied as the invoking user (Windows: the key, with no cmd.exe between). */
+  | { kind: 'copy'; from: string; path: string; mode: number; why: string }
   | { kind: 'remove'; path: string; why: string }
-  | { kind: 'run'; cmd: string; args: string[]; why: string; interactive?: boolean; allowFailure?: boolean };
+  | {
+      kind: 'run';
+      cmd: string;
+      args: string[];
+      why: string;
+      interactive?: boolean;
+      allowFailure?: boolean;
+      /** A command run as the invoking user whose output is this one's input (`input | cmd`). */
+      input?: { cmd: string; args: string[] };
+    };
 
 export interface ServiceOptions {
   platform: Platform;
@@ -89,26 +100,54 @@ export function serviceIdentityPath(o: Pick<ServiceOptions, 'platform' | 'identi
 }
 
 /**
- * One ExecStart argument as systemd reads it back (systemd.service, "Command lines"; systemd.unit,
- * "Specifiers"): `%` would start a specifier and `$` a variable, so both are doubled; whitespace, quotes,
- * a backslash or `;` put it in double quotes. A line break cannot be written at all (`service install`
- * refuses such a path before it gets here: unsafePath).
+ * One ExecStart word as systemd reads it back (systemd.service, "Command lines"; systemd.unit,
+ * "Specifiers"): `%` would start a specifier, so it is doubled; `$` would start a variable in an
+ * argument, so it is doubled there, but not in the executable's path, which systemd takes without
+ * variables (`$$` stayed two there: systemd-analyze verify). Whitespace, quotes, a backslash or `;` put
+ * it in double quotes. A line break cannot be written at all, nor a quote or backslash in the executable
+ * (`service install` refuses such a path before it gets here: unsafePath).
  */
-export function quoteSystemd(arg: string): string {
-  const literal = arg.replace(/%/g, '%%').replace(/\$/g, '$$$$');
+export function quoteSystemd(arg: string, executable = false): string {
+  const literal = arg.replace(/%/g, '%%').replace(/\$/g, executable ? '$$' : '$$$$');
   return /[\s"'\\;]/.test(literal) ? `"${literal.replace(/(["\\])/g, '\\$1')}"` : literal;
 }
 
-/** Why a path cannot go into a service definition (a control character, a line break), or undefined. */
-export function unsafePath(path: string): string | undefined {
+/**
+ * Why a path cannot go into the service definition on `platform`, or undefined: a control character or
+ * line break ends the unit's line, breaks the plist's XML (as U+FFFE and U+FFFF do) or the binPath;
+ * systemd refuses a quote or a backslash in the `executable`'s path (the unit would never start); the
+ * Windows service manager expands %NAME% on its `commandLine` (binPath is REG_EXPAND_SZ), with no escape.
+ */
+export function unsafePath(
+  path: string,
+  o: { platform: Platform; executable?: boolean; commandLine?: boolean },
+): string | undefined {
+  const shown = JSON.stringify(path.slice(0, 200));
   // biome-ignore lint/suspicious/noControlCharactersInRegex: what is refused is control characters.
-  return /[\u0000-\u001f\u007f]/.test(path)
-    ? `${JSON.stringify(path.slice(0, 200))} has a control character or line break, which a service definition cannot hold; install it under a plain path`
-    : undefined;
+  if (/[\u0000-\u001f\u007f\ufffe\uffff]/.test(path))
+    return `${shown} has a control character or line break, which a service definition cannot hold`;
+  if (o.platform === 'linux' && o.executable && /["'\\]/.test(path))
+    return `${shown} has a quote or a backslash, which systemd refuses in the path of the program it starts`;
+  if (o.platform === 'win32' && o.commandLine && path.includes('%'))
+    return `${shown} has a %, which the Windows service manager would read as the start of a %VARIABLE%`;
+  return undefined;
+}
+
+/**
+ * Linux: why `[update] dir` cannot be the service's side-by-side folder, or undefined. It must be inside
+ * the state folder: the sandbox lets the service write nowhere else (ProtectSystem=strict), and the
+ * folder is set up as the service user, who could not make one elsewhere.
+ */
+export function linuxUpdateDirProblem(dir: string): string | undefined {
+  const inside = posix.normalize(dir).startsWith(`${LINUX.stateDir}/`) && posix.isAbsolute(dir);
+  return inside
+    ? undefined
+    : `${JSON.stringify(dir.slice(0, 200))} is not inside ${LINUX.stateDir}/, the only folder the service may write`;
 }
 
 /** What the service manager starts: the CLI's `run`, or the launcher that runs `current`'s. */
 function execArgs(o: ServiceOptions, configPath: string): string[] {
+  // The executable comes first: systemd reads it apart from the arguments (quoteSystemd).
   const run = runArgs(o, configPath);
   // V8 reads these only at start (decision 0008), so they go on the command line; the launcher reads a
   // release's own from its package.json.
@@ -140,77 +179,63 @@ function windowsUpdateSteps(o: ServiceOptions, config: string): Step[] {
 
 /**
  * The side-by-side folder for the launcher: this version installed into versions/<v> with the npm beside
- * node, `current` pointed at it (a new link renamed over the old), the launcher copied in; `owner` gets it.
+ * node, `current` pointed at it (a new link renamed over the old), the launcher copied in; each command
+ * run `as` whoever must own the folder (Linux: the service user).
  */
-function updateSteps(o: ServiceOptions, owner?: string): Step[] {
+function updateSteps(o: ServiceOptions, as: (argv: string[]) => Command = asInvoker): Step[] {
   const u = o.update;
   if (!u) return [];
   const versions = posix.join(u.dir, 'versions');
   const tmp = posix.join(u.dir, '.current.tmp');
+  const npm = [u.npm, 'install', '--prefix', posix.join(versions, u.version), '--no-audit', '--no-fund'];
+  const registry = u.registry ? ['--registry', u.registry] : [];
   return [
+    run(as(['install', '-d', '-m', '0700', u.dir, versions]), 'the side-by-side folder of updates'),
     {
-      kind: 'run',
-      cmd: 'install',
-      args: ['-d', ...(owner ? ['-o', owner, '-g', owner] : []), '-m', '0700', u.dir, versions],
-      why: 'the side-by-side folder of updates',
-    },
-    {
-      kind: 'run',
-      cmd: u.npm,
-      args: [
-        'install',
-        '--prefix',
-        posix.join(versions, u.version),
-        '--no-audit',
-        '--no-fund',
-        '--omit=dev',
-        ...(u.registry ? ['--registry', u.registry] : []),
-        `usepod-agent@${u.version}`,
-      ],
-      why: `this version (${u.version}) installed side by side, for the launcher to start`,
+      ...run(
+        as([...npm, '--omit=dev', ...registry, `usepod-agent@${u.version}`]),
+        `this version (${u.version}) installed side by side, for the launcher to start`,
+      ),
       interactive: true,
     },
     ...(o.platform === 'linux'
-      ? ([
-          {
-            kind: 'run',
-            cmd: 'ln',
-            args: ['-sfn', posix.join('versions', u.version), tmp],
-            why: 'the current link',
-          },
-          {
-            kind: 'run',
-            cmd: 'mv',
-            args: ['-Tf', tmp, posix.join(u.dir, 'current')],
-            why: 'put in place at once',
-          },
-        ] satisfies Step[])
-      : ([
-          // BSD ln: -h replaces the link itself, never a folder it points at.
-          {
-            kind: 'run',
-            cmd: 'ln',
-            args: ['-sfh', posix.join('versions', u.version), posix.join(u.dir, 'current')],
-            why: 'the current link',
-          },
-        ] satisfies Step[])),
-    {
-      kind: 'run',
-      cmd: 'install',
-      args: ['-m', '0755', u.launcherSource, posix.join(u.dir, 'launcher.mjs')],
-      why: 'the launcher, which releases never change',
-    },
-    ...(owner
-      ? ([
-          {
-            kind: 'run',
-            cmd: 'chown',
-            args: ['-R', `${owner}:${owner}`, u.dir],
-            why: 'owned by the service user',
-          },
-        ] satisfies Step[])
-      : []),
+      ? [
+          run(as(['ln', '-sfn', posix.join('versions', u.version), tmp]), 'the current link'),
+          run(as(['mv', '-Tf', tmp, posix.join(u.dir, 'current')]), 'put in place at once'),
+        ]
+      : // BSD ln: -h replaces the link itself, never a folder it points at.
+        [
+          run(
+            as(['ln', '-sfh', posix.join('versions', u.version), posix.join(u.dir, 'current')]),
+            'the current link',
+          ),
+        ]),
+    run(
+      as(['install', '-m', '0755', u.launcherSource, posix.join(u.dir, 'launcher.mjs')]),
+      'the launcher, which releases never change',
+    ),
   ];
+}
+
+type Command = { cmd: string; args: string[] };
+
+function run(c: Command, why: string): Step & { kind: 'run' } {
+  return { kind: 'run', ...c, why };
+}
+
+/** A command run as the user running `service install` (root, through sudo). */
+function asInvoker([cmd, ...args]: string[]): Command {
+  return { cmd: cmd!, args };
+}
+
+/**
+ * Linux: a command run as the service user. What goes into the state folder, which that user owns, is
+ * written as them, so a link they planted there (a compromised agent) leads only where they could write
+ * anyway: run as root, `install -d -o` followed such a link and gave its target to them, and npm read
+ * the `.npmrc` they left in its prefix.
+ */
+function asService(argv: string[]): Command {
+  return { cmd: 'runuser', args: ['-u', LINUX.user, '--', ...argv] };
 }
 
 function runArgs(o: ServiceOptions, configPath: string): string[] {
@@ -223,8 +248,15 @@ function runArgs(o: ServiceOptions, configPath: string): string[] {
   ];
 }
 
+/** What the service manager waits on stop: longer than the drain, whole seconds (a plist's integer). */
+function stopTimeoutS(o: ServiceOptions): number {
+  return Math.ceil(o.drainTimeoutS) + 15;
+}
+
 export function systemdUnit(o: ServiceOptions): string {
-  const exec = execArgs(o, LINUX_CONFIG).map(quoteSystemd).join(' ');
+  const exec = execArgs(o, LINUX_CONFIG)
+    .map((a, i) => quoteSystemd(a, i === 0))
+    .join(' ');
   return `# Written by \`usepod-agent service install\`. Remove with \`usepod-agent service uninstall\`.
 [Unit]
 Description=Use Pod provider agent
@@ -244,7 +276,7 @@ Restart=always
 RestartSec=5
 # SIGTERM drains jobs in flight for limits.drain_timeout_s; systemd must wait longer than that.
 KillSignal=SIGTERM
-TimeoutStopSec=${o.drainTimeoutS + 15}
+TimeoutStopSec=${stopTimeoutS(o)}
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=${SERVICE_NAME}
@@ -302,7 +334,7 @@ ${args.map((a) => `    <string>${xml(a)}</string>`).join('\n')}
   <key>KeepAlive</key>
   <true/>
 ${user}  <key>ExitTimeOut</key>
-  <integer>${o.drainTimeoutS + 15}</integer>
+  <integer>${stopTimeoutS(o)}</integer>
   <key>ProcessType</key>
   <string>Background</string>
   <key>StandardOutPath</key>
@@ -325,8 +357,14 @@ function darwinPaths(o: ServiceOptions) {
   };
 }
 
-function winQuote(s: string): string {
-  return `"${s}"`;
+/**
+ * One argument of binPath as the program reads it back (CommandLineToArgvW, the C runtime's rules):
+ * quoted when it holds whitespace, a backslash or a quote; a quote is escaped, and the backslashes before
+ * a quote, or before the closing one (a folder's trailing `\`), are doubled so they stay backslashes.
+ */
+export function winArg(s: string): string {
+  if (s !== '' && !/[\s"\\]/.test(s)) return s;
+  return `"${s.replace(/(\\*)"/g, '$1$1\\"').replace(/(\\+)$/, '$1$1')}"`;
 }
 
 /** The steps of one action on one platform. */
@@ -372,36 +410,36 @@ function planLinux(action: ServiceAction, o: ServiceOptions): Step[] {
           args: [`${LINUX.user}:${LINUX.user}`, LINUX_CONFIG],
           why: 'the config, readable by the service user only (it may hold the enrollment code)',
         },
+        // Read as root (the operator's key), written as the service user into its folder: a temp file only
+        // it can read (umask), renamed over the key once whole, never an empty one.
         {
-          kind: 'run',
-          cmd: 'install',
-          args: ['-o', LINUX.user, '-g', LINUX.user, '-m', '0600', o.identityPath, LINUX_IDENTITY],
-          why: 'the identity key, readable by the service user only',
+          ...run(
+            asService([
+              'sh',
+              '-c',
+              'umask 077 && cat >"$1.new" && test -s "$1.new" && mv -f "$1.new" "$1"',
+              'sh',
+              LINUX_IDENTITY,
+            ]),
+            'the identity key, readable by the service user only',
+          ),
+          input: { cmd: 'cat', args: ['--', o.identityPath] },
         },
         // The operator's installed plugins go where the service looks: ProtectHome hides the operator's.
+        // Read as root (links followed, as `plugins link` made them), unpacked as the service user.
         ...(o.pluginRoot
           ? ([
+              run(asService(['mkdir', '-p', LINUX_PLUGIN_ROOT]), "the service's plugin folder"),
               {
-                kind: 'run',
-                cmd: 'install',
-                args: ['-d', '-o', LINUX.user, '-g', LINUX.user, '-m', '0755', LINUX_PLUGIN_ROOT],
-                why: "the service's plugin folder",
-              },
-              {
-                kind: 'run',
-                cmd: 'cp',
-                args: ['-a', '--dereference', `${o.pluginRoot}/.`, `${LINUX_PLUGIN_ROOT}/`],
-                why: `the plugins installed with \`plugins install\` (from ${o.pluginRoot})`,
-              },
-              {
-                kind: 'run',
-                cmd: 'chown',
-                args: ['-R', `${LINUX.user}:${LINUX.user}`, LINUX_PLUGIN_ROOT],
-                why: 'readable by the service user',
+                ...run(
+                  asService(['tar', '-C', LINUX_PLUGIN_ROOT, '-xf', '-']),
+                  `the plugins installed with \`plugins install\` (from ${o.pluginRoot})`,
+                ),
+                input: { cmd: 'tar', args: ['-C', o.pluginRoot, '-chf', '-', '.'] },
               },
             ] satisfies Step[])
           : []),
-        ...updateSteps(o, LINUX.user),
+        ...updateSteps(o, asService),
         {
           kind: 'write',
           path: LINUX.unitPath,
@@ -535,9 +573,7 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
   const config = win32.join(WIN.dir, 'agent.toml');
   const log = win32.join(WIN.dir, 'agent.log');
   // With [update] mode = "auto", the launcher over the side-by-side folder, as on Linux and macOS.
-  const binPath = execArgs(o, config)
-    .map((a) => (/\s/.test(a) || a.includes('\\') ? winQuote(a) : a))
-    .join(' ');
+  const binPath = execArgs(o, config).map(winArg).join(' ');
   switch (action) {
     case 'install':
       return [
@@ -581,10 +617,12 @@ function planWindows(action: ServiceAction, o: ServiceOptions): Step[] {
           mode: 0o644,
           why: `the config, from ${o.configPath}`,
         },
+        // Copied by this process, not `cmd.exe /c copy`: cmd.exe would run what follows a `&` in the path.
         {
-          kind: 'run',
-          cmd: 'cmd.exe',
-          args: ['/c', 'copy', '/Y', o.identityPath, win32.join(WIN.dir, 'identity.key')],
+          kind: 'copy',
+          from: o.identityPath,
+          path: win32.join(WIN.dir, 'identity.key'),
+          mode: 0o600,
           why: 'the identity key',
         },
         ...windowsUpdateSteps(o, config),

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { writeFileAtomic } from '@usepod-agent/core/cli';
+import { replaceFileSync } from '@usepod-agent/core/cli';
 import type { Step } from './plan.js';
 
 /** Carries out planned steps. The real one touches the system; the dry one only says what it would do. */
@@ -10,12 +10,17 @@ export interface SystemRunner {
   apply(step: Step): Promise<number>;
 }
 
+function commandLine(cmd: string, args: string[]): string {
+  return [cmd, ...args].map((a) => (/[\s"'$|&;<>]/.test(a) ? JSON.stringify(a) : a)).join(' ');
+}
+
 export function describeStep(step: Step): string {
-  if (step.kind === 'write')
-    return `write ${step.path} (mode ${step.mode.toString(8).padStart(4, '0')}): ${step.why}`;
+  const mode = 'mode' in step ? ` (mode ${step.mode.toString(8).padStart(4, '0')})` : '';
+  if (step.kind === 'write') return `write ${step.path}${mode}: ${step.why}`;
+  if (step.kind === 'copy') return `copy ${step.from} to ${step.path}${mode}: ${step.why}`;
   if (step.kind === 'remove') return `remove ${step.path}: ${step.why}`;
-  const line = [step.cmd, ...step.args].map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a)).join(' ');
-  return `run ${line}   # ${step.why}`;
+  const input = step.input ? `${commandLine(step.input.cmd, step.input.args)} | ` : '';
+  return `run ${input}${commandLine(step.cmd, step.args)}   # ${step.why}`;
 }
 
 export class RealRunner implements SystemRunner {
@@ -24,22 +29,37 @@ export class RealRunner implements SystemRunner {
   }
 
   async apply(step: Step): Promise<number> {
+    // A file is written beside its path and renamed over it: a link there is replaced, never followed
+    // (root would otherwise write, then chown, wherever it points).
     if (step.kind === 'write') {
-      await writeFileAtomic(step.path, step.content, step.mode);
+      replaceFileSync(step.path, step.content, step.mode);
+      return 0;
+    }
+    if (step.kind === 'copy') {
+      // The source was read as an identity just before (a small regular file: readIdentity).
+      replaceFileSync(step.path, readFileSync(step.from, 'utf8'), step.mode);
       return 0;
     }
     if (step.kind === 'remove') {
       await rm(step.path, { force: true });
       return 0;
     }
-    return new Promise((resolve, reject) => {
-      const child = spawn(step.cmd, step.args, {
-        stdio: step.interactive ? 'inherit' : ['ignore', 'inherit', 'inherit'],
-      });
-      child.on('error', reject);
-      child.on('exit', (code) => resolve(code ?? 1));
-    });
+    const out = step.interactive ? 'inherit' : ['ignore', 'inherit', 'inherit'];
+    if (!step.input) return exitOf(spawn(step.cmd, step.args, { stdio: out as 'inherit' }));
+    // `input | cmd`, failing when either does (a shell's pipe reports only the last).
+    const input = spawn(step.input.cmd, step.input.args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(step.cmd, step.args, { stdio: [input.stdout, 'inherit', 'inherit'] });
+    child.on('error', () => input.kill());
+    const [fed, code] = await Promise.all([exitOf(input), exitOf(child)]);
+    return fed || code;
   }
+}
+
+function exitOf(child: ReturnType<typeof spawn>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => resolve(code ?? 1));
+  });
 }
 
 export class DryRunner implements SystemRunner {
@@ -57,9 +77,14 @@ export class DryRunner implements SystemRunner {
 
   async apply(step: Step): Promise<number> {
     this.#write(`would ${describeStep(step)}`);
-    if (step.kind === 'write') {
-      for (const line of step.content.trimEnd().split('\n')) this.#write(`    | ${line}`);
+    if (step.kind !== 'write') return 0;
+    // A file only its owner may read (the config: the enrollment code, alert tokens) is not printed: a
+    // dry run's output is what gets pasted into a ticket or kept in a CI log.
+    if ((step.mode & 0o077) === 0) {
+      this.#write(`    | (${step.content.length} characters, not shown: only its owner may read it)`);
+      return 0;
     }
+    for (const line of step.content.trimEnd().split('\n')) this.#write(`    | ${line}`);
     return 0;
   }
 }
