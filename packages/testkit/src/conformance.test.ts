@@ -1,5 +1,16 @@
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { type AgentPlugin, definePlugin } from '@usepod-agent/core';
-import { type BackendLoad, OpenAICompatibleBackend, type StreamRequest } from '@usepod-agent/core/backend';
+import {
+  type BackendLoad,
+  type BackendModel,
+  createPool,
+  httpError,
+  OpenAICompatibleBackend,
+  readText,
+  type StreamRequest,
+  sendRequest,
+  UsepodError,
+} from '@usepod-agent/core/backend';
 import vllm, { VllmBackend } from '@usepod-agent/plugin-vllm';
 import { describe, expect, it } from 'vitest';
 import { runConformance, type TestRunner } from './conformance.js';
@@ -50,7 +61,7 @@ describe('runConformance', () => {
   it('passes a correct plugin', async () => {
     const results = await runSuite(vllm());
     expect([...results].filter(([, e]) => e)).toEqual([]);
-    expect(results.size).toBe(17);
+    expect(results.size).toBe(21);
   }, 60_000);
 
   it('catches a plugin that ignores the abort signal, and one built for another API version', async () => {
@@ -111,5 +122,145 @@ describe('runConformance', () => {
     }));
     const fixed = await runSuite(counted(), 1);
     expect([...fixed].filter(([, e]) => e)).toEqual([]);
+  }, 60_000);
+});
+
+/** A vLLM plugin whose backend is `Flawed`: one deliberate mistake a plugin author could make. */
+function flawedPlugin(name: string, Flawed: typeof VllmBackend): AgentPlugin {
+  return definePlugin(() => ({
+    name,
+    apiVersion: 1,
+    kinds: ['vllm'],
+    apply(_h, ctx) {
+      ctx.registerBackend('vllm', (entry, b) => new Flawed({ url: entry.url!, log: b.log }));
+    },
+  }))();
+}
+
+const failedCases = async (plugin: AgentPlugin) =>
+  [...(await runSuite(plugin))].filter(([, e]) => e).map(([n]) => n);
+
+describe('runConformance bites realistic plugin flaws', () => {
+  it('a plugin that pipes the engine into its own stream and forgets the abort', async () => {
+    class Unpiped extends VllmBackend {
+      override async stream(req: StreamRequest) {
+        const { abort: _a, ...rest } = req;
+        const up = await super.stream({ ...rest, signal: new AbortController().signal });
+        // pipe() does not destroy the source when the agent destroys the destination.
+        return { ...up, body: up.body.pipe(new PassThrough()) };
+      }
+    }
+    expect(await failedCases(flawedPlugin('unpiped', Unpiped))).toContain(
+      'closes the upstream request within 800 ms of a cancel',
+    );
+  }, 60_000);
+
+  it('a plugin that buffers the whole answer before yielding it', async () => {
+    class Buffered extends VllmBackend {
+      override async stream(req: StreamRequest) {
+        const up = await super.stream(req);
+        const chunks: Buffer[] = [];
+        for await (const c of up.body) chunks.push(c as Buffer);
+        return { ...up, body: Readable.from([Buffer.concat(chunks)]) };
+      }
+    }
+    expect(await failedCases(flawedPlugin('buffered', Buffered))).toContain(
+      'streams: the first bytes reach the coordinator before the engine finishes',
+    );
+  }, 60_000);
+
+  it('a plugin that drops the [DONE] line, and one that rewrites line endings', async () => {
+    const rewriting = (edit: (s: string) => string) =>
+      class extends VllmBackend {
+        override async stream(req: StreamRequest) {
+          const up = await super.stream(req);
+          const t = new Transform({ transform: (c, _e, cb) => cb(null, Buffer.from(edit(String(c)))) });
+          return { ...up, body: up.body.pipe(t) };
+        }
+      };
+    const RELAY = 'relays the engine bytes in order and unchanged, and ends with job_done';
+    expect(
+      await failedCases(
+        flawedPlugin(
+          'undone',
+          rewriting((s) => s.replace('data: [DONE]\n\n', '')),
+        ),
+      ),
+    ).toContain(RELAY);
+    expect(
+      await failedCases(
+        flawedPlugin(
+          'crlf',
+          rewriting((s) => s.replaceAll('\n', '\r\n')),
+        ),
+      ),
+    ).toContain(RELAY);
+  }, 60_000);
+
+  it('a plugin that lists invalid model ids and an unbounded number of models', async () => {
+    class Junk extends VllmBackend {
+      protected override async listModels(signal: AbortSignal): Promise<BackendModel[]> {
+        const real = await super.listModels(signal);
+        const junk = Array.from({ length: 5_000 }, (_, i) => ({ id: `lora ${i}\n` }));
+        return [...real, ...junk, ...real];
+      }
+    }
+    expect(await failedCases(flawedPlugin('junk', Junk))).toEqual([
+      'probe() lists each model once, by an id the agent can offer, within its limit',
+    ]);
+  }, 60_000);
+
+  it('a plugin whose health check ignores the probe signal (hangs on a hanging engine)', async () => {
+    class Stuck extends VllmBackend {
+      protected override async checkHealth(): Promise<void> {
+        const res = await sendRequest(this.pool, this.endpoint('/health'), { method: 'GET' });
+        await readText(res.body, 1024);
+      }
+    }
+    expect(await failedCases(flawedPlugin('stuck', Stuck))).toEqual([
+      'probe() ends within its signal against an engine that never answers',
+    ]);
+  }, 60_000);
+
+  it('a plugin that opens a new connection pool per job and never closes it', async () => {
+    class Leaky extends VllmBackend {
+      override async stream(req: StreamRequest) {
+        const pool = createPool();
+        const res = await sendRequest(pool, this.endpoint('/v1/chat/completions'), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(req.body),
+          signal: req.signal,
+        });
+        if (res.status !== 200) throw httpError(res.status, await readText(res.body));
+        return { body: res.body, contentType: 'text/event-stream' };
+      }
+    }
+    expect(await failedCases(flawedPlugin('leaky', Leaky))).toEqual([
+      'closes idempotently, leaving no socket open after probes and jobs',
+    ]);
+  }, 60_000);
+
+  it('a plugin that throws plain errors for engine statuses, and one that treats 429 as a failure', async () => {
+    class Plain extends VllmBackend {
+      override async stream(req: StreamRequest) {
+        return super.stream(req).catch((err: unknown) => {
+          throw new Error(`engine failed: ${(err as Error).message}`);
+        });
+      }
+    }
+    expect(await failedCases(flawedPlugin('plain', Plain))).toContain(
+      'maps a 401 to auth_rejected_by_backend',
+    );
+    class NoBusy extends VllmBackend {
+      override async stream(req: StreamRequest) {
+        return super.stream(req).catch((err: unknown) => {
+          if (err instanceof UsepodError && err.code === 'USEPOD_BACKEND_BUSY')
+            throw new UsepodError('USEPOD_BACKEND_HTTP', err.message, { status: 429 });
+          throw err;
+        });
+      }
+    }
+    expect(await failedCases(flawedPlugin('nobusy', NoBusy))).toEqual(['maps a 429 to out_of_capacity']);
   }, 60_000);
 });

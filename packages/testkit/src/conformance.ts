@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
+import { createServer, type Socket } from 'node:net';
 import { type AgentPlugin, type PluginFactory, silentLogger } from '@usepod-agent/core';
-import { type Backend, type BackendConfig, backendKindOf, checkPlugin } from '@usepod-agent/core/backend';
+import {
+  type Backend,
+  type BackendConfig,
+  backendKindOf,
+  checkPlugin,
+  checkStatus,
+} from '@usepod-agent/core/backend';
 import type { CoordinatorSession } from './coordinator.js';
 import type { Behavior, RequestRecord } from './emulators/base.js';
 import { createTestAgent, type TestAgent } from './test-agent.js';
@@ -197,6 +204,20 @@ export function runConformance(opts: ConformanceOptions): void {
       assert.ok(tokens.output! > 0, 'no output tokens were counted');
     });
 
+    test.it('streams: the first bytes reach the coordinator before the engine finishes', async () => {
+      emulator.reset();
+      emulator.behave({ kind: 'slow', tokenDelayMs: 150 });
+      const run = job();
+      const first = await run.firstChunk();
+      const firstAt = Date.now();
+      await run.done();
+      assert.ok(
+        Date.now() - firstAt >= 300,
+        'the first byte came only as the engine finished: stream() must not buffer the engine answer',
+      );
+      assert.ok(first.length > 0);
+    });
+
     test.it(
       "passes the agent's self-test: a first token and a rate, through the plugin's stream",
       async () => {
@@ -213,7 +234,11 @@ export function runConformance(opts: ConformanceOptions): void {
       emulator.reset();
       emulator.behave({ kind: 'hang-after-first' });
       const run = job();
-      await run.firstChunk();
+      await run.firstChunk(5_000).catch(() => {
+        throw new Error(
+          'no byte reached the coordinator while the engine held its stream open: stream() must resolve with the body as it arrives, not after it ends',
+        );
+      });
       const started = Date.now();
       const aborted = emulator.aborted.next(() => true, bounds.abort, 'the engine to see the cancel');
       session.cancel(run.jobId);
@@ -247,6 +272,12 @@ export function runConformance(opts: ConformanceOptions): void {
         500,
         JSON.stringify({ error: { message: 'engine failure', type: 'server_error', code: 500 } }),
         'internal',
+      ],
+      [
+        'a 429',
+        429,
+        JSON.stringify({ error: { message: 'too many requests', code: 429 } }),
+        'out_of_capacity',
       ],
       ['a 401', 401, JSON.stringify({ error: 'Unauthorized' }), 'auth_rejected_by_backend'],
       [
@@ -294,11 +325,76 @@ export function runConformance(opts: ConformanceOptions): void {
       await t.agent.refresh();
     });
 
-    test.it('closes idempotently, leaving no socket open', async () => {
+    test.it('probe() lists each model once, by an id the agent can offer, within its limit', async () => {
+      const backend = await newBackend();
+      try {
+        const status = await backend.probe();
+        assert.equal(status.healthy, true, status.detail);
+        const { dropped } = checkStatus(status);
+        assert.deepEqual(
+          dropped,
+          { invalidIds: 0, overLimit: 0 },
+          'probe() reported models the agent drops (an id that is not a model id, a repeat, or past the per-backend limit): report only what the engine serves, by valid ids',
+        );
+      } finally {
+        await backend.close();
+      }
+    });
+
+    test.it('probe() ends within its signal against an engine that never answers', async () => {
+      const sockets = new Set<Socket>();
+      const server = createServer((s) => sockets.add(s.on('close', () => sockets.delete(s))));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const { port } = server.address() as { port: number };
+      const registered = await backendKindOf(plugin, kind);
+      assert.ok(registered);
+      const backend = await registered.create(
+        { kind, ...opts.backend, url: `http://127.0.0.1:${port}` } as BackendConfig,
+        {
+          apiKey: opts.backend?.api_key_env ? opts.env?.[opts.backend.api_key_env] : undefined,
+          log: silentLogger,
+        },
+      );
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const probed = backend.probe(AbortSignal.timeout(300)).then(
+          (s) => s,
+          (err: unknown) => ({ healthy: false, models: [], detail: String(err) }),
+        );
+        const hung = new Promise<'hung'>((r) => {
+          timer = setTimeout(() => r('hung'), 300 + bounds.abort);
+        });
+        const status = await Promise.race([probed, hung]);
+        assert.notEqual(
+          status,
+          'hung',
+          `probe() was still waiting ${bounds.abort} ms after its signal aborted: pass the signal to every engine request`,
+        );
+        assert.equal((status as { healthy: boolean }).healthy, false);
+      } finally {
+        clearTimeout(timer);
+        await backend.close();
+        for (const s of sockets) s.destroy();
+        await new Promise((r) => server.close(r));
+      }
+    });
+
+    test.it('closes idempotently, leaving no socket open after probes and jobs', async () => {
+      emulator.reset();
       const before = countSockets();
       const backend = await newBackend();
       const status = await backend.probe();
       assert.equal(status.healthy, true, status.detail);
+      // Jobs through the backend itself: a socket per job left open (a pool per request) shows here.
+      for (let i = 0; i < 3; i++) {
+        const up = await backend.stream({
+          model,
+          body: { model, messages: [{ role: 'user', content: 'conformance' }], max_tokens: 4, stream: true },
+          format: 'openai',
+          signal: new AbortController().signal,
+        });
+        for await (const _ of up.body);
+      }
       await backend.close();
       await backend.close();
       await until(() => countSockets() <= before, 2_000, 'the backend sockets to close');

@@ -9,6 +9,8 @@ export { UsepodError } from '../errors.js';
 export type { Logger } from '../observability/log.js';
 export type { BackendKind, OptionsSchema } from '../plugins/kinds.js';
 export { errorText, type ScanResult, StreamScanner } from '../relay/stream-scan.js';
+// The agent's own bound on what a probe reports, so the conformance suite holds plugins to it.
+export { checkStatus } from '../untrusted.js';
 export type {
   Backend,
   BackendContext,
