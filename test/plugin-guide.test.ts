@@ -59,7 +59,7 @@ describe('docs/plugins.md', () => {
     // npm test
     const test = await sh(bin('vitest'), ['run'], { cwd: dir, env: { CI: 'true' } });
     // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the runner's colours
-    expect(test.out.replace(/\u001b\[[0-9;]*m/g, '')).toMatch(/Tests\s+17 passed \(17\)/);
+    expect(test.out.replace(/\u001b\[[0-9;]*m/g, '')).toMatch(/Tests\s+21 passed \(21\)/);
     expect(test.code).toBe(0);
 
     // usepod-agent plugins link . --no-install; plugins; validate; run

@@ -61,6 +61,7 @@ describe('public surfaces', () => {
       'UsepodError',
       'backendKindOf',
       'checkPlugin',
+      'checkStatus',
       'contextWindowOf',
       'createPool',
       'engineErrorMessage',
