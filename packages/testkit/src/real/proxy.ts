@@ -92,6 +92,15 @@ export class RealEngineProxy implements ConformanceEmulator {
         res.writeHead(up.statusCode ?? 502, up.headers);
         res.flushHeaders();
         let first = true;
+        // `slow`: the engine's own events, each held `tokenDelayMs` after the one before, as a slow
+        // engine would send them (split where an event ends: the bytes stay the engine's, in order).
+        let paced = Promise.resolve();
+        const pace = (d: Buffer, send: (part: Buffer) => void): void => {
+          if (behavior.kind !== 'slow') return send(d);
+          const delay = behavior.tokenDelayMs;
+          for (const part of eventParts(d))
+            paced = paced.then(() => new Promise((r) => setTimeout(r, delay))).then(() => send(part));
+        };
         up.on('data', (d: Buffer) => {
           // Chunks parsed from one packet still arrive after an injected end or the client leaving:
           // writing them would throw ERR_STREAM_WRITE_AFTER_END (issue 28).
@@ -108,11 +117,16 @@ export class RealEngineProxy implements ConformanceEmulator {
             return;
           }
           first = false;
-          record.sent.push(d);
-          res.write(d);
+          pace(d, (part) => {
+            if (!open()) return;
+            record.sent.push(part);
+            res.write(part);
+          });
         });
         up.on('end', () => {
-          if (behavior.kind !== 'hang-after-first' && open()) res.end();
+          void paced.then(() => {
+            if (behavior.kind !== 'hang-after-first' && open()) res.end();
+          });
         });
         up.on('error', () => res.destroy());
       },
@@ -122,4 +136,16 @@ export class RealEngineProxy implements ConformanceEmulator {
     res.on('close', () => upstream.destroy());
     upstream.end(raw);
   }
+}
+
+/** A chunk cut after each event's blank line (`\n\n`), the rest kept whole: no byte added or lost. */
+function eventParts(d: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (let at = d.indexOf('\n\n'); at !== -1; at = d.indexOf('\n\n', from)) {
+    parts.push(d.subarray(from, at + 2));
+    from = at + 2;
+  }
+  if (from < d.length) parts.push(d.subarray(from));
+  return parts;
 }
