@@ -96,7 +96,10 @@ export class RealEngineProxy implements ConformanceEmulator {
         // engine would send them (split where an event ends: the bytes stay the engine's, in order).
         let paced = Promise.resolve();
         const pace = (d: Buffer, send: (part: Buffer) => void): void => {
-          if (behavior.kind !== 'slow') return send(d);
+          if (behavior.kind !== 'slow') {
+            send(d);
+            return;
+          }
           const delay = behavior.tokenDelayMs;
           for (const part of eventParts(d))
             paced = paced.then(() => new Promise((r) => setTimeout(r, delay))).then(() => send(part));
