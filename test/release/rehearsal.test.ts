@@ -127,7 +127,7 @@ describe('release rehearsal through a real registry', () => {
       await mkdir(dirname(join(dir, m[1]!)), { recursive: true });
       await writeFile(join(dir, m[1]!), m[2]!);
     }
-    authors.sglang = { dir, name: 'usepod-agent-plugin-sglang', tests: 17 };
+    authors.sglang = { dir, name: 'usepod-agent-plugin-sglang', tests: 21 };
     await author(authors.sglang);
   }, 300_000);
 
@@ -145,7 +145,7 @@ describe('release rehearsal through a real registry', () => {
     const pkg = JSON.parse(await readFile(pkgFile, 'utf8')) as Record<string, unknown>;
     delete pkg.private;
     await writeFile(pkgFile, `${JSON.stringify(pkg, null, 2)}\n`);
-    authors.tgi = { dir, name: 'usepod-agent-plugin-tgi', tests: 17 };
+    authors.tgi = { dir, name: 'usepod-agent-plugin-tgi', tests: 21 };
     await author(authors.tgi);
   }, 300_000);
 
