@@ -100,3 +100,28 @@ export function timeoutSignal(ms: number, ...signals: (AbortSignal | undefined)[
     clear,
   };
 }
+
+/** What `within` gives when `ms` passed before the work settled. */
+export const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/**
+ * `work`'s value (or its failure), or `TIMED_OUT` once `ms` passed first. The timer holds the process
+ * while it waits (a module whose top-level await never settles would otherwise let Node end silently)
+ * and is cleared after; a failure of the work after its time is dropped, never unhandled. The work is
+ * not stopped: a plugin's import, hook or check cannot be.
+ */
+export async function within<T>(work: () => T | Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  const call = Promise.resolve().then(work);
+  call.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      call,
+      new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(() => resolve(TIMED_OUT), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

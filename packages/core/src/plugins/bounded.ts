@@ -1,4 +1,5 @@
 import { isUsepodError, UsepodError } from '../errors.js';
+import { TIMED_OUT, within } from '../timers.js';
 import { engineText } from '../untrusted.js';
 
 /**
@@ -62,26 +63,17 @@ export async function bounded<T>(
   step: string,
   ms = PLUGIN_LOAD_MS,
 ): Promise<T> {
-  const name = pluginText(plugin);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new UsepodError(
-            'USEPOD_PLUGIN_LOAD_FAILED',
-            `plugin "${name}" did not finish ${step} within ${ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`}`,
-            { user: true, plugin: name },
-          ),
-        ),
-      ms,
-    );
-  });
+  let done: T | typeof TIMED_OUT;
   try {
-    return await Promise.race([Promise.resolve().then(work), late]);
+    done = await within(work, ms);
   } catch (err) {
     throw threwIn(err, plugin, step);
-  } finally {
-    clearTimeout(timer);
   }
+  if (done !== TIMED_OUT) return done;
+  const name = pluginText(plugin);
+  throw new UsepodError(
+    'USEPOD_PLUGIN_LOAD_FAILED',
+    `plugin "${name}" did not finish ${step} within ${ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`}`,
+    { user: true, plugin: name },
+  );
 }

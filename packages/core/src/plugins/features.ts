@@ -9,6 +9,7 @@ import {
   type StatusRouteHandler,
 } from '../observability/status-server.js';
 import type { JobJournal } from '../relay/journal.js';
+import { TIMED_OUT, within } from '../timers.js';
 import type { OptionsSchema } from './kinds.js';
 import type { DoctorFacts, DoctorFinding } from './plugin.js';
 import { parseStandard } from './standard-schema.js';
@@ -195,21 +196,13 @@ export class Features {
       const broken = (why: string): DoctorFinding[] => [
         { name: d.name, level: 'warn', detail: `the check of plugin "${d.plugin}" ${why}` },
       ];
-      let timer: NodeJS.Timeout | undefined;
       try {
-        const found: unknown = await Promise.race([
-          (async () => d.check(facts))(),
-          new Promise((resolve) => {
-            timer = setTimeout(() => resolve(TIMED_OUT), timeoutMs);
-          }),
-        ]);
+        const found: unknown = await within(() => d.check(facts), timeoutMs);
         if (found === TIMED_OUT) return broken(`gave no answer in ${timeoutMs / 1000} s`);
         if (!Array.isArray(found) || !found.every(isFinding)) return broken('gave no list of findings');
         return found;
       } catch (err) {
         return broken(`failed: ${safeMessage(err)}`);
-      } finally {
-        clearTimeout(timer);
       }
     });
     return (await Promise.all(runs)).flat();
@@ -218,7 +211,6 @@ export class Features {
 
 /** How long `doctor` waits for one plugin's check (a GPU tool that hangs is killed after 10 s). */
 export const DOCTOR_CHECK_MS = 30_000;
-const TIMED_OUT = Symbol('timed out');
 
 function isFinding(f: unknown): f is DoctorFinding {
   const c = f as Partial<Record<keyof DoctorFinding, unknown>> | null;

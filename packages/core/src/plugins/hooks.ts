@@ -7,6 +7,7 @@ import type { CloseKind } from '../protocol/close-kind.js';
 import type { AuthResponseFrame, CapabilitiesFrame, CapabilityModel, JobFrame } from '../protocol/frames.js';
 import type { Refusal } from '../relay/refusal.js';
 import type { SelfTestResult } from '../routing/selftest-result.js';
+import { TIMED_OUT, within } from '../timers.js';
 
 /**
  * The four hook kinds the agent fires, required by path: tapable's index loads all twelve (decision 0008's
@@ -291,18 +292,11 @@ async function runBounded<I>(
 ): Promise<CloseFailure[]> {
   const failures: CloseFailure[] = [];
   for (const tap of taps) {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const call = Promise.resolve().then(() => (tap.fn as (i: I) => unknown)(info));
-      call.catch(() => {});
-      const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(late(timeoutMs))), timeoutMs);
-      });
-      await Promise.race([call, timeout]);
+      const done = await within(() => (tap.fn as (i: I) => unknown)(info), timeoutMs);
+      if (done === TIMED_OUT) failures.push({ tap: tap.name, error: new Error(late(timeoutMs)) });
     } catch (err) {
       failures.push({ tap: tap.name, error: err instanceof Error ? err : new Error(String(err)) });
-    } finally {
-      clearTimeout(timer);
     }
   }
   return failures;
